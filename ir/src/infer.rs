@@ -1,0 +1,554 @@
+//! Shape and type inference for every graph op, over possibly-symbolic dimensions.
+//!
+//! Ops whose output shape depends on an input's *values* (Reshape's shape, Slice's bounds,
+//! reduction axes, …) need that input to be a constant; otherwise inference reports which
+//! input it needs. Errors are plain strings here; [`Graph::infer_types`](crate::Graph::infer_types)
+//! wraps them with the node's name and op.
+
+use crate::dtype::DType;
+use crate::graph::{Dim, Node, ValueType};
+use crate::op::{AttrsExt, OpKind};
+use crate::tensor::Tensor;
+
+type R<T> = std::result::Result<T, String>;
+
+/// Normalises a possibly negative axis into `0..rank`.
+pub fn norm_axis(axis: i64, rank: usize) -> R<usize> {
+    let r = rank as i64;
+    if axis < -r || axis >= r.max(1) && !(r == 0 && axis == 0) {
+        return Err(format!("axis {axis} is out of range for rank {rank}"));
+    }
+    Ok(if axis < 0 { (axis + r) as usize } else { axis as usize })
+}
+
+/// Numpy-style broadcast of several shapes.
+pub fn broadcast(shapes: &[&[Dim]]) -> R<Vec<Dim>> {
+    let rank = shapes.iter().map(|s| s.len()).max().unwrap_or(0);
+    let mut out = Vec::with_capacity(rank);
+    for i in 0..rank {
+        let mut d = Dim::Known(1);
+        for s in shapes {
+            let off = rank - s.len();
+            if i < off {
+                continue;
+            }
+            let e = &s[i - off];
+            d = match (&d, e) {
+                (Dim::Known(1), _) => e.clone(),
+                (_, Dim::Known(1)) => d,
+                (a, b) if a == b => d,
+                (a, b) => return Err(format!("cannot broadcast dimension {a} with {b}")),
+            };
+        }
+        out.push(d);
+    }
+    Ok(out)
+}
+
+pub fn broadcast_static(shapes: &[&[usize]]) -> R<Vec<usize>> {
+    let dims: Vec<Vec<Dim>> = shapes.iter().map(|s| s.iter().map(|&d| Dim::Known(d)).collect()).collect();
+    let refs: Vec<&[Dim]> = dims.iter().map(|d| d.as_slice()).collect();
+    Ok(broadcast(&refs)?.into_iter().map(|d| d.known().unwrap_or(0)).collect())
+}
+
+fn known(d: &Dim, what: &str) -> R<usize> {
+    d.known().ok_or_else(|| format!("{what} must be a known size, is symbolic `{d}`"))
+}
+
+fn const_ints(c: Option<&Tensor>, what: &str) -> R<Vec<i64>> {
+    let t = c.ok_or_else(|| format!("input `{what}` must be a constant (an initializer) at compile time"))?;
+    if t.dtype().is_float() {
+        return Err(format!("input `{what}` must hold integers, holds {}", t.dtype()));
+    }
+    Ok(t.to_i64_vec())
+}
+
+/// Output size of one spatial dimension of a conv or pool.
+pub fn pool_out(input: usize, kernel: usize, stride: usize, pad_lo: usize, pad_hi: usize, dilation: usize, ceil: bool) -> R<usize> {
+    let eff = dilation * (kernel - 1) + 1;
+    let padded = input + pad_lo + pad_hi;
+    if padded < eff || stride == 0 {
+        return Err(format!("window of {eff} does not fit input {input} with pads {pad_lo}+{pad_hi}"));
+    }
+    let n = padded - eff;
+    let mut out = if ceil { n.div_ceil(stride) + 1 } else { n / stride + 1 };
+    // ONNX: with ceil_mode, the last window must start inside the input or left padding.
+    if ceil && (out - 1) * stride >= input + pad_lo {
+        out -= 1;
+    }
+    Ok(out)
+}
+
+/// Spatial geometry of a conv or pool: kernel, strides, pads (begin.., end..), dilations.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Window {
+    pub kernel: Vec<usize>,
+    pub strides: Vec<usize>,
+    pub pads: Vec<usize>,
+    pub dilations: Vec<usize>,
+    pub ceil_mode: bool,
+}
+
+impl Window {
+    /// Reads the window attributes of a node given the spatial input sizes.
+    pub fn from_node(n: &Node, spatial: &[usize], kernel_from_weight: Option<&[usize]>) -> R<Window> {
+        let k = spatial.len();
+        let kernel: Vec<usize> = match (n.attrs.ints("kernel_shape")?, kernel_from_weight) {
+            (Some(ks), _) => ks.iter().map(|&x| x as usize).collect(),
+            (None, Some(w)) => w.to_vec(),
+            (None, None) => return Err("missing attribute `kernel_shape`".into()),
+        };
+        let get = |name: &str, len: usize, def: usize| -> R<Vec<usize>> {
+            Ok(match n.attrs.ints(name)? {
+                Some(v) => {
+                    if v.len() != len || v.iter().any(|&x| x < 0) {
+                        return Err(format!("attribute `{name}` must have {len} non-negative values, has {v:?}"));
+                    }
+                    v.iter().map(|&x| x as usize).collect()
+                }
+                None => vec![def; len],
+            })
+        };
+        if kernel.len() != k || kernel.contains(&0) {
+            return Err(format!("kernel_shape {kernel:?} does not match {k} spatial dims"));
+        }
+        let strides = get("strides", k, 1)?;
+        let dilations = get("dilations", k, 1)?;
+        let ceil_mode = n.attrs.int("ceil_mode", 0)? != 0;
+        let auto_pad = n.attrs.string("auto_pad", "NOTSET")?;
+        let pads = match auto_pad.as_str() {
+            "NOTSET" | "" => get("pads", 2 * k, 0)?,
+            "VALID" => vec![0; 2 * k],
+            "SAME_UPPER" | "SAME_LOWER" => {
+                let mut pads = vec![0; 2 * k];
+                for i in 0..k {
+                    let out = spatial[i].div_ceil(strides[i]);
+                    let eff = dilations[i] * (kernel[i] - 1) + 1;
+                    let total = ((out - 1) * strides[i] + eff).saturating_sub(spatial[i]);
+                    let (lo, hi) = if auto_pad == "SAME_UPPER" { (total / 2, total - total / 2) } else { (total - total / 2, total / 2) };
+                    pads[i] = lo;
+                    pads[i + k] = hi;
+                }
+                pads
+            }
+            other => return Err(format!("unsupported auto_pad `{other}`")),
+        };
+        Ok(Window { kernel, strides, pads, dilations, ceil_mode })
+    }
+
+    pub fn output_sizes(&self, spatial: &[usize]) -> R<Vec<usize>> {
+        let k = spatial.len();
+        (0..k)
+            .map(|i| pool_out(spatial[i], self.kernel[i], self.strides[i], self.pads[i], self.pads[i + k], self.dilations[i], self.ceil_mode))
+            .collect()
+    }
+}
+
+/// Resolves Reshape's target shape (with ONNX's `0` = copy and `-1` = infer).
+pub fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> R<Vec<usize>> {
+    let total: usize = input.iter().product();
+    let mut out = Vec::with_capacity(spec.len());
+    let mut infer_at = None;
+    for (i, &s) in spec.iter().enumerate() {
+        match s {
+            -1 if infer_at.is_none() => {
+                infer_at = Some(i);
+                out.push(1);
+            }
+            0 if !allowzero => out.push(*input.get(i).ok_or("reshape `0` refers past the input rank")?),
+            s if s >= 0 => out.push(s as usize),
+            _ => return Err(format!("invalid reshape target {spec:?}")),
+        }
+    }
+    let known: usize = out.iter().product();
+    if let Some(i) = infer_at {
+        if known == 0 || total % known != 0 {
+            return Err(format!("cannot reshape {input:?} to {spec:?}"));
+        }
+        out[i] = total / known;
+    } else if known != total {
+        return Err(format!("cannot reshape {input:?} ({total} elements) to {spec:?}"));
+    }
+    Ok(out)
+}
+
+/// Resolved Slice parameters per axis: (start, step, count).
+pub fn slice_params(shape: &[usize], starts: &[i64], ends: &[i64], axes: Option<&[i64]>, steps: Option<&[i64]>) -> R<Vec<(i64, i64, usize)>> {
+    let rank = shape.len();
+    let mut out: Vec<(i64, i64, usize)> = shape.iter().map(|&d| (0, 1, d)).collect();
+    if starts.len() != ends.len() {
+        return Err("Slice starts and ends differ in length".into());
+    }
+    for i in 0..starts.len() {
+        let axis = match axes {
+            Some(a) => norm_axis(*a.get(i).ok_or("Slice axes shorter than starts")?, rank)?,
+            None => i,
+        };
+        if axis >= rank {
+            return Err(format!("Slice axis {axis} out of range"));
+        }
+        let step = steps.map(|s| s.get(i).copied().unwrap_or(1)).unwrap_or(1);
+        if step == 0 {
+            return Err("Slice step 0".into());
+        }
+        let d = shape[axis] as i64;
+        let clamp = |v: i64, lo: i64, hi: i64| v.max(lo).min(hi);
+        let mut s = starts[i];
+        let mut e = ends[i];
+        if s < 0 {
+            s += d;
+        }
+        if e < 0 {
+            e += d;
+        }
+        let count;
+        if step > 0 {
+            s = clamp(s, 0, d);
+            e = clamp(e, 0, d);
+            count = if e > s { (e - s + step - 1) / step } else { 0 };
+        } else {
+            s = clamp(s, -1, d - 1);
+            e = clamp(e, -1, d - 1);
+            count = if s > e { (s - e + (-step) - 1) / (-step) } else { 0 };
+        }
+        out[axis] = (s, step, count as usize);
+    }
+    Ok(out)
+}
+
+/// Infers the output types of `n` from its input types and any constant inputs.
+pub fn infer(n: &Node, tys: &[Option<ValueType>], consts: &[Option<&Tensor>]) -> R<Vec<ValueType>> {
+    use OpKind::*;
+    let t = |i: usize| -> R<&ValueType> { tys.get(i).and_then(|t| t.as_ref()).ok_or_else(|| format!("missing input {i}")) };
+    let c = |i: usize| consts.get(i).copied().flatten();
+    let x = t(0);
+    let one = |dtype: DType, shape: Vec<Dim>| Ok(vec![ValueType { dtype, shape }]);
+    match n.op {
+        Constant => {
+            let v = n.attrs.tensor("value")?.ok_or("missing attribute `value`")?;
+            one(v.dtype(), v.shape().iter().map(|&d| Dim::Known(d)).collect())
+        }
+        Relu | Sigmoid | Tanh | Erf | Gelu | Exp | Log | Sqrt | Reciprocal | Neg | Abs | Floor | Ceil | LeakyRelu | Identity
+        | Softmax => {
+            let x = x?;
+            if !matches!(n.op, Identity | Abs | Neg | Relu) && !x.dtype.is_float() {
+                return Err(format!("needs a float input, got {}", x.dtype));
+            }
+            if n.op == Softmax {
+                norm_axis(n.attrs.int("axis", -1)?, x.rank())?;
+            }
+            one(x.dtype, x.shape.clone())
+        }
+        Not => one(DType::Bool, x?.shape.clone()),
+        Clip => {
+            let x = x?;
+            one(x.dtype, x.shape.clone())
+        }
+        Add | Sub | Mul | Div | Pow | Max | Min | Sum | Equal | Less | Greater | And | Or => {
+            let present: Vec<&ValueType> = tys.iter().flatten().collect();
+            let dtype = present[0].dtype;
+            if n.op != Pow && present.iter().any(|p| p.dtype != dtype) {
+                return Err(format!("input dtypes differ: {:?}", present.iter().map(|p| p.dtype.name()).collect::<Vec<_>>()));
+            }
+            let shapes: Vec<&[Dim]> = present.iter().map(|p| p.shape.as_slice()).collect();
+            let out_dtype = if matches!(n.op, Equal | Less | Greater | And | Or) { DType::Bool } else { dtype };
+            one(out_dtype, broadcast(&shapes)?)
+        }
+        Where => {
+            let (cnd, a, b) = (t(0)?, t(1)?, t(2)?);
+            if cnd.dtype != DType::Bool {
+                return Err("condition must be bool".into());
+            }
+            if a.dtype != b.dtype {
+                return Err("branches differ in dtype".into());
+            }
+            one(a.dtype, broadcast(&[&cnd.shape, &a.shape, &b.shape])?)
+        }
+        Cast => {
+            let to = n.attrs.int("to", 0)?;
+            let dt = DType::from_onnx_code(to as i32).ok_or_else(|| format!("unsupported Cast target type code {to}"))?;
+            one(dt, x?.shape.clone())
+        }
+        MatMul => {
+            let (a, b) = (x?, t(1)?);
+            if a.dtype != b.dtype {
+                return Err("operands differ in dtype".into());
+            }
+            if a.rank() == 0 || b.rank() == 0 {
+                return Err("MatMul of a scalar".into());
+            }
+            let mut sa = a.shape.clone();
+            let mut sb = b.shape.clone();
+            let (va, vb) = (sa.len() == 1, sb.len() == 1);
+            if va {
+                sa.insert(0, Dim::Known(1));
+            }
+            if vb {
+                sb.push(Dim::Known(1));
+            }
+            let (k1, k2) = (&sa[sa.len() - 1], &sb[sb.len() - 2]);
+            if k1 != k2 {
+                return Err(format!("inner dimensions differ: {k1} vs {k2}"));
+            }
+            let mut out = broadcast(&[&sa[..sa.len() - 2], &sb[..sb.len() - 2]])?;
+            if !va {
+                out.push(sa[sa.len() - 2].clone());
+            }
+            if !vb {
+                out.push(sb[sb.len() - 1].clone());
+            }
+            one(a.dtype, out)
+        }
+        Gemm => {
+            let (a, b) = (x?, t(1)?);
+            if a.rank() != 2 || b.rank() != 2 {
+                return Err("Gemm needs 2-D operands".into());
+            }
+            let ta = n.attrs.int("transA", 0)? != 0;
+            let tb = n.attrs.int("transB", 0)? != 0;
+            let (m, k1) = if ta { (&a.shape[1], &a.shape[0]) } else { (&a.shape[0], &a.shape[1]) };
+            let (k2, nn) = if tb { (&b.shape[1], &b.shape[0]) } else { (&b.shape[0], &b.shape[1]) };
+            if k1 != k2 {
+                return Err(format!("inner dimensions differ: {k1} vs {k2}"));
+            }
+            let out = vec![m.clone(), nn.clone()];
+            if let Ok(cc) = t(2) {
+                broadcast(&[&cc.shape, &out]).map_err(|e| format!("C does not broadcast: {e}"))?;
+            }
+            one(a.dtype, out)
+        }
+        Conv => {
+            let (xx, w) = (x?, t(1)?);
+            if xx.rank() != 4 || w.rank() != 4 {
+                return Err(format!("only 2-D Conv (rank-4 input and weight) is supported, got ranks {} and {}", xx.rank(), w.rank()));
+            }
+            let group = n.attrs.int("group", 1)?;
+            let cin = known(&xx.shape[1], "input channels")?;
+            let wshape: Vec<usize> = w.static_shape().ok_or("weight shape must be static")?;
+            if group <= 0 || cin as i64 % group != 0 || wshape[1] * group as usize != cin || wshape[0] % group as usize != 0 {
+                return Err(format!("channels {cin}, weight {wshape:?} and group {group} are inconsistent"));
+            }
+            let spatial = [known(&xx.shape[2], "height")?, known(&xx.shape[3], "width")?];
+            let win = Window::from_node(n, &spatial, Some(&wshape[2..]))?;
+            if win.ceil_mode {
+                return Err("ceil_mode is not a Conv attribute".into());
+            }
+            let o = win.output_sizes(&spatial)?;
+            one(xx.dtype, vec![xx.shape[0].clone(), Dim::Known(wshape[0]), Dim::Known(o[0]), Dim::Known(o[1])])
+        }
+        MaxPool | AveragePool => {
+            let xx = x?;
+            if xx.rank() != 4 {
+                return Err("only 2-D pooling (rank-4 input) is supported".into());
+            }
+            if n.attrs.int("storage_order", 0)? != 0 {
+                return Err("storage_order=1 is not supported".into());
+            }
+            let spatial = [known(&xx.shape[2], "height")?, known(&xx.shape[3], "width")?];
+            let win = Window::from_node(n, &spatial, None)?;
+            let o = win.output_sizes(&spatial)?;
+            one(xx.dtype, vec![xx.shape[0].clone(), xx.shape[1].clone(), Dim::Known(o[0]), Dim::Known(o[1])])
+        }
+        GlobalAveragePool => {
+            let xx = x?;
+            if xx.rank() < 3 {
+                return Err("GlobalAveragePool needs rank >= 3".into());
+            }
+            let mut s = xx.shape[..2].to_vec();
+            s.extend(std::iter::repeat_n(Dim::Known(1), xx.rank() - 2));
+            one(xx.dtype, s)
+        }
+        BatchNormalization => {
+            if n.attrs.int("training_mode", 0)? != 0 {
+                return Err("training_mode=1 is not supported".into());
+            }
+            let xx = x?;
+            if xx.rank() < 2 {
+                return Err("BatchNormalization needs rank >= 2".into());
+            }
+            one(xx.dtype, xx.shape.clone())
+        }
+        LayerNormalization => {
+            let xx = x?;
+            norm_axis(n.attrs.int("axis", -1)?, xx.rank())?;
+            one(xx.dtype, xx.shape.clone())
+        }
+        ReduceSum | ReduceMean | ReduceMax => {
+            let xx = x?;
+            let axes = reduce_axes(n, xx.rank(), c(1), tys.get(1).is_some_and(|t| t.is_some()))?;
+            let keep = n.attrs.int("keepdims", 1)? != 0;
+            let mut s = Vec::new();
+            for (i, d) in xx.shape.iter().enumerate() {
+                if axes.contains(&i) {
+                    if keep {
+                        s.push(Dim::Known(1));
+                    }
+                } else {
+                    s.push(d.clone());
+                }
+            }
+            one(xx.dtype, s)
+        }
+        Reshape => {
+            let xx = x?;
+            let spec = const_ints(c(1), "shape")?;
+            let allowzero = n.attrs.int("allowzero", 0)? != 0;
+            // A symbolic leading dim is kept when the spec copies it with `0`.
+            if let Some(st) = xx.static_shape() {
+                let s = reshape_target(&st, &spec, allowzero)?;
+                one(xx.dtype, s.into_iter().map(Dim::Known).collect())
+            } else {
+                let mut s = Vec::new();
+                for (i, &v) in spec.iter().enumerate() {
+                    s.push(match v {
+                        0 if !allowzero => xx.shape.get(i).cloned().ok_or("reshape `0` past rank")?,
+                        v if v > 0 => Dim::Known(v as usize),
+                        _ => Dim::Sym(format!("{}_d{i}", n.name)),
+                    });
+                }
+                one(xx.dtype, s)
+            }
+        }
+        Flatten => {
+            let xx = x?;
+            let r = xx.rank() as i64;
+            let axis = n.attrs.int("axis", 1)?;
+            let axis = if axis < 0 { axis + r } else { axis };
+            if axis < 0 || axis > r {
+                return Err(format!("axis {axis} out of range"));
+            }
+            let prod = |ds: &[Dim]| -> Dim {
+                let mut p = 1;
+                for d in ds {
+                    match d {
+                        Dim::Known(k) => p *= k,
+                        Dim::Sym(_) if ds.len() == 1 => return d.clone(),
+                        Dim::Sym(s) => return Dim::Sym(format!("{s}_flat")),
+                    }
+                }
+                Dim::Known(p)
+            };
+            let a = axis as usize;
+            one(xx.dtype, vec![prod(&xx.shape[..a]), prod(&xx.shape[a..])])
+        }
+        Transpose => {
+            let xx = x?;
+            let perm: Vec<usize> = match n.attrs.ints("perm")? {
+                Some(p) => p.iter().map(|&a| norm_axis(a, xx.rank())).collect::<R<_>>()?,
+                None => (0..xx.rank()).rev().collect(),
+            };
+            let mut seen = perm.clone();
+            seen.sort();
+            if seen != (0..xx.rank()).collect::<Vec<_>>() {
+                return Err(format!("perm {perm:?} is not a permutation of rank {}", xx.rank()));
+            }
+            one(xx.dtype, perm.iter().map(|&p| xx.shape[p].clone()).collect())
+        }
+        Squeeze => {
+            let xx = x?;
+            let axes: Vec<usize> = if tys.len() > 1 && tys[1].is_some() {
+                const_ints(c(1), "axes")?.iter().map(|&a| norm_axis(a, xx.rank())).collect::<R<_>>()?
+            } else {
+                xx.shape.iter().enumerate().filter(|(_, d)| **d == Dim::Known(1)).map(|(i, _)| i).collect()
+            };
+            for &a in &axes {
+                if xx.shape[a] != Dim::Known(1) {
+                    return Err(format!("cannot squeeze axis {a} of size {}", xx.shape[a]));
+                }
+            }
+            one(xx.dtype, xx.shape.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, d)| d.clone()).collect())
+        }
+        Unsqueeze => {
+            let xx = x?;
+            let out_rank = xx.rank() + const_ints(c(1), "axes")?.len();
+            let mut axes: Vec<usize> = const_ints(c(1), "axes")?.iter().map(|&a| norm_axis(a, out_rank)).collect::<R<_>>()?;
+            axes.sort();
+            axes.dedup();
+            if axes.len() + xx.rank() != out_rank {
+                return Err("repeated Unsqueeze axes".into());
+            }
+            let mut it = xx.shape.iter();
+            one(xx.dtype, (0..out_rank).map(|i| if axes.contains(&i) { Dim::Known(1) } else { it.next().unwrap().clone() }).collect())
+        }
+        Concat => {
+            let present: Vec<&ValueType> = tys.iter().flatten().collect();
+            let first = present[0];
+            let axis = norm_axis(n.attrs.int("axis", 0)?, first.rank())?;
+            let mut total = 0;
+            for p in &present {
+                if p.rank() != first.rank() || p.dtype != first.dtype {
+                    return Err("inputs differ in rank or dtype".into());
+                }
+                for i in 0..first.rank() {
+                    if i != axis && p.shape[i] != first.shape[i] {
+                        return Err(format!("inputs differ on axis {i}"));
+                    }
+                }
+                total += known(&p.shape[axis], "the concat axis")?;
+            }
+            let mut s = first.shape.clone();
+            s[axis] = Dim::Known(total);
+            one(first.dtype, s)
+        }
+        Slice => {
+            let xx = x?;
+            let shape = xx.static_shape().ok_or("Slice needs a static input shape")?;
+            let starts = const_ints(c(1), "starts")?;
+            let ends = const_ints(c(2), "ends")?;
+            let axes = if tys.len() > 3 && tys[3].is_some() { Some(const_ints(c(3), "axes")?) } else { None };
+            let steps = if tys.len() > 4 && tys[4].is_some() { Some(const_ints(c(4), "steps")?) } else { None };
+            let p = slice_params(&shape, &starts, &ends, axes.as_deref(), steps.as_deref())?;
+            one(xx.dtype, p.iter().map(|&(_, _, cnt)| Dim::Known(cnt)).collect())
+        }
+        Gather => {
+            let (xx, idx) = (x?, t(1)?);
+            if !matches!(idx.dtype, DType::I64 | DType::I32) {
+                return Err("indices must be i32 or i64".into());
+            }
+            let axis = norm_axis(n.attrs.int("axis", 0)?, xx.rank())?;
+            let mut s = xx.shape[..axis].to_vec();
+            s.extend(idx.shape.iter().cloned());
+            s.extend(xx.shape[axis + 1..].iter().cloned());
+            one(xx.dtype, s)
+        }
+        Expand => {
+            let xx = x?;
+            let target: Vec<Dim> = const_ints(c(1), "shape")?.iter().map(|&d| Dim::Known(d.max(0) as usize)).collect();
+            one(xx.dtype, broadcast(&[&xx.shape, &target])?)
+        }
+        ConstantOfShape => {
+            let s = const_ints(c(0), "shape")?;
+            let dt = n.attrs.tensor("value")?.map(|v| v.dtype()).unwrap_or(DType::F32);
+            if s.iter().any(|&d| d < 0) {
+                return Err(format!("negative dimension in {s:?}"));
+            }
+            one(dt, s.iter().map(|&d| Dim::Known(d as usize)).collect())
+        }
+        Shape => {
+            let r = x?.rank() as i64;
+            let (start, end) = shape_range(n, r)?;
+            one(DType::I64, vec![Dim::Known((end - start).max(0) as usize)])
+        }
+    }
+}
+
+/// Shape's `[start, end)` after clamping.
+pub fn shape_range(n: &Node, rank: i64) -> R<(i64, i64)> {
+    let fix = |v: i64| (if v < 0 { v + rank } else { v }).clamp(0, rank);
+    Ok((fix(n.attrs.int("start", 0)?), fix(n.attrs.int("end", rank)?)))
+}
+
+/// The reduced axes of a ReduceX node (opset-18 form: axes as an optional input).
+pub fn reduce_axes(n: &Node, rank: usize, axes_const: Option<&Tensor>, has_axes_input: bool) -> R<Vec<usize>> {
+    let axes = if has_axes_input { const_ints(axes_const, "axes")? } else { vec![] };
+    if axes.is_empty() {
+        if n.attrs.int("noop_with_empty_axes", 0)? != 0 {
+            return Ok(vec![]);
+        }
+        return Ok((0..rank).collect());
+    }
+    let mut v: Vec<usize> = axes.iter().map(|&a| norm_axis(a, rank)).collect::<R<_>>()?;
+    v.sort();
+    v.dedup();
+    Ok(v)
+}

@@ -1,0 +1,597 @@
+//! The reference interpreter for the graph IR: the definition of what every op means.
+//!
+//! Written for obviousness, not speed: every op reads its inputs as `f64` (or `i64` for
+//! integer data), loops over output coordinates, and rounds the result to the output dtype.
+//! Output shapes come from [`crate::infer`] applied to the actual input tensors, so the
+//! interpreter and shape inference cannot disagree about shapes.
+
+use crate::dtype::DType;
+use crate::error::{IrError, Result};
+use crate::graph::{Graph, Node, ValueId, ValueType};
+use crate::infer::{self, Window};
+use crate::op::{AttrsExt, OpKind};
+use crate::tensor::{numel, strides, Tensor};
+use std::collections::HashMap;
+
+type R<T> = std::result::Result<T, String>;
+
+/// Runs the graph on `inputs` (one per graph input, in order) and returns its outputs.
+pub fn run_graph(g: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+    if inputs.len() != g.inputs.len() {
+        return Err(IrError::Interp(format!("graph takes {} inputs, got {}", g.inputs.len(), inputs.len())));
+    }
+    let mut env: HashMap<ValueId, Tensor> = HashMap::new();
+    for (v, t) in &g.initializers {
+        env.insert(*v, t.clone());
+    }
+    for (&v, t) in g.inputs.iter().zip(inputs) {
+        if let Some(ty) = g.ty(v) {
+            check_input(g.name_of(v), ty, t)?;
+        }
+        env.insert(v, t.clone());
+    }
+    for ix in g.topo_order()? {
+        let n = g.node(ix);
+        let args: Vec<Option<&Tensor>> = n.inputs.iter().map(|i| i.and_then(|v| env.get(&v))).collect();
+        if n.inputs.iter().zip(&args).any(|(i, a)| i.is_some() && a.is_none()) {
+            return Err(IrError::Interp(format!("node `{}` reads an undefined value", n.name)));
+        }
+        let outs = eval_node(n, &args).map_err(|msg| IrError::Node { node: n.name.clone(), op: n.op.name().into(), msg })?;
+        for (v, t) in n.outputs.iter().zip(outs) {
+            env.insert(*v, t);
+        }
+    }
+    g.outputs
+        .iter()
+        .map(|v| env.remove(v).or_else(|| env.get(v).cloned()).ok_or_else(|| IrError::Interp(format!("output `{}` was not computed", g.name_of(*v)))))
+        .collect()
+}
+
+/// Checks a runtime tensor against a declared input type (symbolic dims match any size).
+pub fn check_input(name: &str, ty: &ValueType, t: &Tensor) -> Result<()> {
+    let ok = ty.dtype == t.dtype()
+        && ty.shape.len() == t.shape().len()
+        && ty.shape.iter().zip(t.shape()).all(|(d, &s)| d.known().is_none_or(|k| k == s));
+    if ok {
+        Ok(())
+    } else {
+        Err(IrError::Type(format!("input `{name}` expects {ty}, got {}{:?}", t.dtype(), t.shape())))
+    }
+}
+
+/// Evaluates one node on concrete tensors.
+pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
+    let tys: Vec<Option<ValueType>> = args.iter().map(|a| a.map(|t| ValueType::new(t.dtype(), t.shape()))).collect();
+    let out_ty = infer::infer(n, &tys, args)?;
+    let oshape = out_ty[0].static_shape().ok_or("output shape is not static")?;
+    let odt = out_ty[0].dtype;
+    let a = |i: usize| -> R<&Tensor> { args.get(i).copied().flatten().ok_or_else(|| format!("missing input {i}")) };
+    let x = a(0);
+    use OpKind::*;
+    let t = match n.op {
+        Constant => n.attrs.tensor("value")?.ok_or("missing value")?,
+        Identity => x?.clone(),
+        Relu | Sigmoid | Tanh | Erf | Gelu | Exp | Log | Sqrt | Reciprocal | Neg | Abs | Floor | Ceil | LeakyRelu => {
+            let x = x?;
+            let alpha = n.attrs.float("alpha", 0.01)?;
+            let approx = n.attrs.string("approximate", "none")?;
+            if x.dtype().is_float() {
+                let f = |v: f64| unary(n.op, v, alpha, &approx);
+                Tensor::from_f64(odt, oshape, &x.to_f64_vec().into_iter().map(f).collect::<Vec<_>>())
+            } else {
+                let f = |v: i64| match n.op {
+                    Neg => v.wrapping_neg(),
+                    Abs => v.wrapping_abs(),
+                    Relu => v.max(0),
+                    _ => v,
+                };
+                Tensor::from_i64(odt, oshape, &x.to_i64_vec().into_iter().map(f).collect::<Vec<_>>())
+            }
+        }
+        Not => Tensor::from_i64(odt, oshape, &x?.to_i64_vec().iter().map(|&v| (v == 0) as i64).collect::<Vec<_>>()),
+        Clip => {
+            let x = x?;
+            let lo = args.get(1).copied().flatten().map(|t| t.get_f64(0)).unwrap_or(f64::NEG_INFINITY);
+            let hi = args.get(2).copied().flatten().map(|t| t.get_f64(0)).unwrap_or(f64::INFINITY);
+            let v: Vec<f64> = x.to_f64_vec().into_iter().map(|v| if v.is_nan() { v } else { v.max(lo).min(hi) }).collect();
+            Tensor::from_f64(odt, oshape, &v)
+        }
+        Add | Sub | Mul | Div | Pow | Max | Min | Sum | Equal | Less | Greater | And | Or => {
+            let ins: Vec<&Tensor> = args.iter().flatten().copied().collect();
+            let mut acc = ins[0].clone();
+            if ins.len() == 1 {
+                acc = acc.reshaped(oshape.clone()).map_err(|e| e.to_string())?;
+            }
+            for b in &ins[1..] {
+                acc = binary(n.op, &acc, b)?;
+            }
+            acc
+        }
+        Where => {
+            let (c, x, y) = (a(0)?, a(1)?, a(2)?);
+            let (ci, xi, yi) = (bcast_index(c.shape(), &oshape), bcast_index(x.shape(), &oshape), bcast_index(y.shape(), &oshape));
+            if odt.is_float() {
+                let v: Vec<f64> = (0..numel(&oshape)).map(|i| if c.get_i64(ci[i]) != 0 { x.get_f64(xi[i]) } else { y.get_f64(yi[i]) }).collect();
+                Tensor::from_f64(odt, oshape, &v)
+            } else {
+                let v: Vec<i64> = (0..numel(&oshape)).map(|i| if c.get_i64(ci[i]) != 0 { x.get_i64(xi[i]) } else { y.get_i64(yi[i]) }).collect();
+                Tensor::from_i64(odt, oshape, &v)
+            }
+        }
+        Cast => x?.cast(odt),
+        MatMul => matmul(x?, a(1)?, &oshape)?,
+        Gemm => gemm(n, x?, a(1)?, args.get(2).copied().flatten(), &oshape)?,
+        Conv => conv(n, x?, a(1)?, args.get(2).copied().flatten(), &oshape)?,
+        MaxPool | AveragePool => pool(n, x?, &oshape)?,
+        GlobalAveragePool => {
+            let x = x?;
+            let (nc, hw) = (oshape[0] * oshape[1], x.len() / (oshape[0] * oshape[1]).max(1));
+            let v = x.to_f64_vec();
+            Tensor::from_f64(odt, oshape, &(0..nc).map(|i| v[i * hw..(i + 1) * hw].iter().sum::<f64>() / hw as f64).collect::<Vec<_>>())
+        }
+        BatchNormalization => {
+            let x = x?;
+            let eps = n.attrs.float("epsilon", 1e-5)?;
+            let (sc, b, m, var) = (a(1)?.to_f64_vec(), a(2)?.to_f64_vec(), a(3)?.to_f64_vec(), a(4)?.to_f64_vec());
+            let c = x.shape()[1];
+            let inner: usize = x.shape()[2..].iter().product();
+            let v: Vec<f64> = x.to_f64_vec().iter().enumerate().map(|(i, &xv)| {
+                let ch = (i / inner) % c;
+                (xv - m[ch]) / (var[ch] + eps).sqrt() * sc[ch] + b[ch]
+            }).collect();
+            Tensor::from_f64(odt, oshape, &v)
+        }
+        LayerNormalization => {
+            let x = x?;
+            let axis = infer::norm_axis(n.attrs.int("axis", -1)?, x.shape().len())?;
+            let eps = n.attrs.float("epsilon", 1e-5)?;
+            let inner: usize = x.shape()[axis..].iter().product();
+            let sc = a(1)?;
+            let bias = args.get(2).copied().flatten();
+            let si = bcast_index(sc.shape(), &x.shape()[axis..]);
+            let bi = bias.map(|b| bcast_index(b.shape(), &x.shape()[axis..]));
+            let xv = x.to_f64_vec();
+            let mut out = vec![0.0; xv.len()];
+            for (row, chunk) in xv.chunks(inner.max(1)).enumerate() {
+                let mean = chunk.iter().sum::<f64>() / inner as f64;
+                let var = chunk.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / inner as f64;
+                for (j, v) in chunk.iter().enumerate() {
+                    let mut y = (v - mean) / (var + eps).sqrt() * sc.get_f64(si[j]);
+                    if let (Some(b), Some(bi)) = (bias, &bi) {
+                        y += b.get_f64(bi[j]);
+                    }
+                    out[row * inner + j] = y;
+                }
+            }
+            Tensor::from_f64(odt, oshape, &out)
+        }
+        Softmax => {
+            let x = x?;
+            let axis = infer::norm_axis(n.attrs.int("axis", -1)?, x.shape().len())?;
+            reduce_like(x, axis, |lane| {
+                let m = lane.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = lane.iter().map(|v| (v - m).exp()).collect();
+                let s: f64 = e.iter().sum();
+                e.into_iter().map(|v| v / s).collect()
+            })
+        }
+        ReduceSum | ReduceMean | ReduceMax => {
+            let x = x?;
+            let axes = infer::reduce_axes(n, x.shape().len(), args.get(1).copied().flatten(), args.get(1).is_some_and(|a| a.is_some()))?;
+            reduce(n.op, x, &axes, odt, oshape)
+        }
+        Reshape | Flatten | Squeeze | Unsqueeze => x?.clone().reshaped(oshape).map_err(|e| e.to_string())?,
+        Transpose => {
+            let x = x?;
+            let r = x.shape().len();
+            let perm: Vec<usize> = match n.attrs.ints("perm")? {
+                Some(p) => p.iter().map(|&v| infer::norm_axis(v, r)).collect::<R<_>>()?,
+                None => (0..r).rev().collect(),
+            };
+            let is = strides(x.shape());
+            gather_by(x, odt, &oshape, |idx| idx.iter().enumerate().map(|(i, &c)| c * is[perm[i]]).sum())
+        }
+        Concat => {
+            let ins: Vec<&Tensor> = args.iter().flatten().copied().collect();
+            let axis = infer::norm_axis(n.attrs.int("axis", 0)?, oshape.len())?;
+            let outer: usize = oshape[..axis].iter().product();
+            let mut bytes = Vec::with_capacity(numel(&oshape) * odt.size());
+            for o in 0..outer {
+                for t in &ins {
+                    let chunk = t.shape()[axis..].iter().product::<usize>() * odt.size();
+                    bytes.extend_from_slice(&t.bytes()[o * chunk..(o + 1) * chunk]);
+                }
+            }
+            Tensor::from_bytes(odt, oshape, bytes).map_err(|e| e.to_string())?
+        }
+        Slice => {
+            let x = x?;
+            let ints = |i: usize| args.get(i).copied().flatten().map(|t| t.to_i64_vec());
+            let p = infer::slice_params(x.shape(), &ints(1).unwrap_or_default(), &ints(2).unwrap_or_default(), ints(3).as_deref(), ints(4).as_deref())?;
+            let is = strides(x.shape());
+            gather_by(x, odt, &oshape, |idx| idx.iter().enumerate().map(|(i, &c)| (p[i].0 + c as i64 * p[i].1) as usize * is[i]).sum())
+        }
+        Gather => {
+            let (x, ind) = (x?, a(1)?);
+            let axis = infer::norm_axis(n.attrs.int("axis", 0)?, x.shape().len())?;
+            let d = x.shape()[axis] as i64;
+            let iv = ind.to_i64_vec();
+            for &i in &iv {
+                if i < -d || i >= d {
+                    return Err(format!("index {i} out of range for axis of size {d}"));
+                }
+            }
+            let is = strides(x.shape());
+            let q = ind.shape().len();
+            let ist = strides(ind.shape());
+            gather_by(x, odt, &oshape, |idx| {
+                let mut off = 0;
+                for (k, &c) in idx[..axis].iter().enumerate() {
+                    off += c * is[k];
+                }
+                let flat: usize = idx[axis..axis + q].iter().zip(&ist).map(|(c, s)| c * s).sum();
+                let mut g = iv[flat];
+                if g < 0 {
+                    g += d;
+                }
+                off += g as usize * is[axis];
+                for (k, &c) in idx[axis + q..].iter().enumerate() {
+                    off += c * is[axis + 1 + k];
+                }
+                off
+            })
+        }
+        Expand => {
+            let x = x?;
+            take(x, &oshape, &bcast_index(x.shape(), &oshape))
+        }
+        ConstantOfShape => {
+            let v = n.attrs.tensor("value")?.unwrap_or_else(|| Tensor::from_f64(DType::F32, vec![1], &[0.0]));
+            if v.len() != 1 {
+                return Err("`value` must have one element".into());
+            }
+            let cnt = numel(&oshape);
+            Tensor::from_bytes(odt, oshape, v.bytes().repeat(cnt)).map_err(|e| e.to_string())?
+        }
+        Shape => {
+            let x = x?;
+            let (s, e) = infer::shape_range(n, x.shape().len() as i64)?;
+            Tensor::from_i64(DType::I64, oshape, &x.shape()[s as usize..e as usize].iter().map(|&d| d as i64).collect::<Vec<_>>())
+        }
+    };
+    Ok(vec![t])
+}
+
+/// A tensor of `shape` whose element `i` is element `indices[i]` of `src` (same dtype).
+fn take(src: &Tensor, shape: &[usize], indices: &[usize]) -> Tensor {
+    let s = src.dtype().size();
+    let mut bytes = Vec::with_capacity(indices.len() * s);
+    for &j in indices {
+        bytes.extend_from_slice(&src.bytes()[j * s..(j + 1) * s]);
+    }
+    Tensor::from_bytes(src.dtype(), shape.to_vec(), bytes).expect("take: sizes agree")
+}
+
+/// The scalar meaning of each unary float op.
+pub fn unary(op: OpKind, v: f64, alpha: f64, approximate: &str) -> f64 {
+    use OpKind::*;
+    match op {
+        Relu => v.max(0.0),
+        Sigmoid => 1.0 / (1.0 + (-v).exp()),
+        Tanh => v.tanh(),
+        Erf => erf(v),
+        Gelu if approximate == "tanh" => 0.5 * v * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v * v * v)).tanh()),
+        Gelu => 0.5 * v * (1.0 + erf(v / std::f64::consts::SQRT_2)),
+        Exp => v.exp(),
+        Log => v.ln(),
+        Sqrt => v.sqrt(),
+        Reciprocal => 1.0 / v,
+        Neg => -v,
+        Abs => v.abs(),
+        Floor => v.floor(),
+        Ceil => v.ceil(),
+        LeakyRelu => if v >= 0.0 { v } else { alpha * v },
+        _ => f64::NAN,
+    }
+}
+
+/// erf to double precision (Abramowitz–Stegun 7.1.26 is too coarse; this uses the
+/// complementary-error-function continued expansion from W. J. Cody's rational fits).
+pub fn erf(x: f64) -> f64 {
+    // Numerical Recipes' erfc with Chebyshev fit: relative error < 1.2e-7 everywhere,
+    // refined by one Newton step on erf' = 2/sqrt(pi) exp(-x^2) via a series for small |x|.
+    if x.abs() < 2.0 {
+        // Maclaurin series: converges fast for |x| < 2 (terms shrink below 1e-17 by n = 40).
+        let mut sum = x;
+        let mut term = x;
+        let x2 = x * x;
+        for n in 1..60 {
+            term *= -x2 / n as f64;
+            let add = term / (2 * n + 1) as f64;
+            sum += add;
+            if add.abs() < 1e-17 * sum.abs() {
+                break;
+            }
+        }
+        return sum * 2.0 / std::f64::consts::PI.sqrt();
+    }
+    // Continued fraction for erfc, accurate for |x| >= 2.
+    let ax = x.abs();
+    let mut f = 0.0;
+    for k in (1..=60).rev() {
+        f = (k as f64 / 2.0) / (ax + f);
+    }
+    let erfc = (-ax * ax).exp() / std::f64::consts::PI.sqrt() / (ax + f);
+    if x > 0.0 { 1.0 - erfc } else { erfc - 1.0 }
+}
+
+/// For each element of `out_shape`, the flat index of the broadcast element of `in_shape`.
+pub fn bcast_index(in_shape: &[usize], out_shape: &[usize]) -> Vec<usize> {
+    let r = out_shape.len();
+    let off = r - in_shape.len();
+    let is = strides(in_shape);
+    let n = numel(out_shape);
+    let mut res = Vec::with_capacity(n);
+    let mut idx = vec![0usize; r];
+    for _ in 0..n {
+        let mut f = 0;
+        for k in off..r {
+            if in_shape[k - off] != 1 {
+                f += idx[k] * is[k - off];
+            }
+        }
+        res.push(f);
+        for k in (0..r).rev() {
+            idx[k] += 1;
+            if idx[k] < out_shape[k] {
+                break;
+            }
+            idx[k] = 0;
+        }
+    }
+    res
+}
+
+/// Builds a tensor of `shape` whose element at coordinate `idx` is `src[offset(idx)]`.
+fn gather_by(src: &Tensor, dtype: DType, shape: &[usize], offset: impl Fn(&[usize]) -> usize) -> Tensor {
+    let n = numel(shape);
+    let s = dtype.size();
+    let mut bytes = Vec::with_capacity(n * s);
+    let mut idx = vec![0usize; shape.len()];
+    for _ in 0..n {
+        let j = offset(&idx);
+        bytes.extend_from_slice(&src.bytes()[j * s..(j + 1) * s]);
+        for k in (0..shape.len()).rev() {
+            idx[k] += 1;
+            if idx[k] < shape[k] {
+                break;
+            }
+            idx[k] = 0;
+        }
+    }
+    Tensor::from_bytes(dtype, shape.to_vec(), bytes).expect("gather_by sizes agree")
+}
+
+fn binary(op: OpKind, a: &Tensor, b: &Tensor) -> R<Tensor> {
+    use OpKind::*;
+    let shape = infer::broadcast_static(&[a.shape(), b.shape()])?;
+    let (ai, bi) = (bcast_index(a.shape(), &shape), bcast_index(b.shape(), &shape));
+    let n = numel(&shape);
+    let cmp = matches!(op, Equal | Less | Greater | And | Or);
+    if a.dtype().is_float() {
+        let f = |x: f64, y: f64| match op {
+            Add | Sum => x + y,
+            Sub => x - y,
+            Mul => x * y,
+            Div => x / y,
+            Pow => x.powf(y),
+            Max => if x.is_nan() || y.is_nan() { f64::NAN } else { x.max(y) },
+            Min => if x.is_nan() || y.is_nan() { f64::NAN } else { x.min(y) },
+            Equal => (x == y) as i64 as f64,
+            Less => (x < y) as i64 as f64,
+            Greater => (x > y) as i64 as f64,
+            _ => f64::NAN,
+        };
+        let v: Vec<f64> = (0..n).map(|i| f(a.get_f64(ai[i]), b.get_f64(bi[i]))).collect();
+        Ok(Tensor::from_f64(if cmp { DType::Bool } else { a.dtype() }, shape, &v))
+    } else {
+        let f = |x: i64, y: i64| -> R<i64> {
+            Ok(match op {
+                Add | Sum => x.wrapping_add(y),
+                Sub => x.wrapping_sub(y),
+                Mul => x.wrapping_mul(y),
+                Div => {
+                    if y == 0 {
+                        return Err("integer division by zero".into());
+                    }
+                    x.wrapping_div(y)
+                }
+                Pow => (x as f64).powf(y as f64) as i64,
+                Max => x.max(y),
+                Min => x.min(y),
+                Equal => (x == y) as i64,
+                Less => (x < y) as i64,
+                Greater => (x > y) as i64,
+                And => (x != 0 && y != 0) as i64,
+                Or => (x != 0 || y != 0) as i64,
+                _ => 0,
+            })
+        };
+        let v: Vec<i64> = (0..n).map(|i| f(a.get_i64(ai[i]), b.get_i64(bi[i]))).collect::<R<_>>()?;
+        Ok(Tensor::from_i64(if cmp { DType::Bool } else { a.dtype() }, shape, &v))
+    }
+}
+
+fn matmul(a: &Tensor, b: &Tensor, oshape: &[usize]) -> R<Tensor> {
+    let (mut sa, mut sb) = (a.shape().to_vec(), b.shape().to_vec());
+    if sa.len() == 1 {
+        sa.insert(0, 1);
+    }
+    if sb.len() == 1 {
+        sb.push(1);
+    }
+    let (m, k, n) = (sa[sa.len() - 2], sa[sa.len() - 1], sb[sb.len() - 1]);
+    let batch = infer::broadcast_static(&[&sa[..sa.len() - 2], &sb[..sb.len() - 2]])?;
+    let ab = bcast_index(&sa[..sa.len() - 2], &batch);
+    let bb = bcast_index(&sb[..sb.len() - 2], &batch);
+    let (av, bv) = (a.to_f64_vec(), b.to_f64_vec());
+    let mut out = vec![0.0; numel(&batch) * m * n];
+    for bt in 0..numel(&batch) {
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = 0.0;
+                for p in 0..k {
+                    s += av[ab[bt] * m * k + i * k + p] * bv[bb[bt] * k * n + p * n + j];
+                }
+                out[bt * m * n + i * n + j] = s;
+            }
+        }
+    }
+    Ok(Tensor::from_f64(a.dtype(), oshape.to_vec(), &out))
+}
+
+fn gemm(n: &Node, a: &Tensor, b: &Tensor, c: Option<&Tensor>, oshape: &[usize]) -> R<Tensor> {
+    let alpha = n.attrs.float("alpha", 1.0)?;
+    let beta = n.attrs.float("beta", 1.0)?;
+    let ta = n.attrs.int("transA", 0)? != 0;
+    let tb = n.attrs.int("transB", 0)? != 0;
+    let (m, nn) = (oshape[0], oshape[1]);
+    let k = if ta { a.shape()[0] } else { a.shape()[1] };
+    let (av, bv) = (a.to_f64_vec(), b.to_f64_vec());
+    let ci = c.map(|c| bcast_index(c.shape(), oshape));
+    let mut out = vec![0.0; m * nn];
+    for i in 0..m {
+        for j in 0..nn {
+            let mut s = 0.0;
+            for p in 0..k {
+                let x = if ta { av[p * m + i] } else { av[i * k + p] };
+                let y = if tb { bv[j * k + p] } else { bv[p * nn + j] };
+                s += x * y;
+            }
+            let mut v = alpha * s;
+            if let (Some(c), Some(ci)) = (c, &ci) {
+                v += beta * c.get_f64(ci[i * nn + j]);
+            }
+            out[i * nn + j] = v;
+        }
+    }
+    Ok(Tensor::from_f64(a.dtype(), oshape.to_vec(), &out))
+}
+
+fn conv(n: &Node, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, oshape: &[usize]) -> R<Tensor> {
+    let (batch, cin, h, wd) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let (cout, cpg, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);
+    let group = n.attrs.int("group", 1)? as usize;
+    let win = Window::from_node(n, &[h, wd], Some(&[kh, kw]))?;
+    let (oh, ow) = (oshape[2], oshape[3]);
+    let (xv, wv) = (x.to_f64_vec(), w.to_f64_vec());
+    let opg = cout / group;
+    let mut out = vec![0.0; numel(oshape)];
+    for b in 0..batch {
+        for co in 0..cout {
+            let g = co / opg;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut s = bias.map(|t| t.get_f64(co)).unwrap_or(0.0);
+                    for ci in 0..cpg {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * win.strides[0] + ky * win.dilations[0]) as i64 - win.pads[0] as i64;
+                                let ix = (ox * win.strides[1] + kx * win.dilations[1]) as i64 - win.pads[1] as i64;
+                                if iy < 0 || ix < 0 || iy >= h as i64 || ix >= wd as i64 {
+                                    continue;
+                                }
+                                let c = g * cpg + ci;
+                                s += xv[((b * cin + c) * h + iy as usize) * wd + ix as usize] * wv[((co * cpg + ci) * kh + ky) * kw + kx];
+                            }
+                        }
+                    }
+                    out[((b * cout + co) * oh + oy) * ow + ox] = s;
+                }
+            }
+        }
+    }
+    Ok(Tensor::from_f64(x.dtype(), oshape.to_vec(), &out))
+}
+
+fn pool(n: &Node, x: &Tensor, oshape: &[usize]) -> R<Tensor> {
+    let (h, wd) = (x.shape()[2], x.shape()[3]);
+    let win = Window::from_node(n, &[h, wd], None)?;
+    let is_max = n.op == OpKind::MaxPool;
+    let include_pad = n.attrs.int("count_include_pad", 0)? != 0;
+    let (oh, ow) = (oshape[2], oshape[3]);
+    let xv = x.to_f64_vec();
+    let mut out = vec![0.0; numel(oshape)];
+    for bc in 0..oshape[0] * oshape[1] {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut acc = if is_max { f64::NEG_INFINITY } else { 0.0 };
+                let mut count = 0usize;
+                for ky in 0..win.kernel[0] {
+                    for kx in 0..win.kernel[1] {
+                        let iy = (oy * win.strides[0] + ky * win.dilations[0]) as i64 - win.pads[0] as i64;
+                        let ix = (ox * win.strides[1] + kx * win.dilations[1]) as i64 - win.pads[1] as i64;
+                        let inside = iy >= 0 && ix >= 0 && iy < h as i64 && ix < wd as i64;
+                        // count_include_pad counts positions inside the padded input, not past it.
+                        let in_padded = iy < (h + win.pads[2]) as i64 && ix < (wd + win.pads[3]) as i64;
+                        if inside {
+                            let v = xv[(bc * h + iy as usize) * wd + ix as usize];
+                            acc = if is_max { acc.max(v) } else { acc + v };
+                            count += 1;
+                        } else if include_pad && in_padded {
+                            count += 1;
+                        }
+                    }
+                }
+                out[(bc * oh + oy) * ow + ox] = if is_max { acc } else { acc / count.max(1) as f64 };
+            }
+        }
+    }
+    Ok(Tensor::from_f64(x.dtype(), oshape.to_vec(), &out))
+}
+
+/// Applies `f` to every 1-D lane along `axis` and writes the results back in place.
+fn reduce_like(x: &Tensor, axis: usize, f: impl Fn(&[f64]) -> Vec<f64>) -> Tensor {
+    let s = x.shape();
+    let (outer, len, inner) = (s[..axis].iter().product::<usize>(), s[axis], s[axis + 1..].iter().product::<usize>());
+    let v = x.to_f64_vec();
+    let mut out = vec![0.0; v.len()];
+    for o in 0..outer {
+        for i in 0..inner {
+            let lane: Vec<f64> = (0..len).map(|k| v[(o * len + k) * inner + i]).collect();
+            for (k, r) in f(&lane).into_iter().enumerate() {
+                out[(o * len + k) * inner + i] = r;
+            }
+        }
+    }
+    Tensor::from_f64(x.dtype(), s.to_vec(), &out)
+}
+
+fn reduce(op: OpKind, x: &Tensor, axes: &[usize], odt: DType, oshape: Vec<usize>) -> Tensor {
+    let s = x.shape();
+    let kept: Vec<usize> = s.iter().enumerate().map(|(i, &d)| if axes.contains(&i) { 1 } else { d }).collect();
+    let n_out = numel(&kept);
+    let count = s.iter().enumerate().filter(|(i, _)| axes.contains(i)).map(|(_, &d)| d).product::<usize>();
+    let init = if op == OpKind::ReduceMax { f64::NEG_INFINITY } else { 0.0 };
+    let mut acc = vec![init; n_out];
+    let ks = strides(&kept);
+    let mut idx = vec![0usize; s.len()];
+    for i in 0..x.len() {
+        let o: usize = idx.iter().enumerate().map(|(k, &c)| if axes.contains(&k) { 0 } else { c * ks[k] }).sum();
+        let v = x.get_f64(i);
+        acc[o] = if op == OpKind::ReduceMax { if v.is_nan() || acc[o].is_nan() { f64::NAN } else { acc[o].max(v) } } else { acc[o] + v };
+        for k in (0..s.len()).rev() {
+            idx[k] += 1;
+            if idx[k] < s[k] {
+                break;
+            }
+            idx[k] = 0;
+        }
+    }
+    if op == OpKind::ReduceMean {
+        for a in &mut acc {
+            *a /= count as f64;
+        }
+    }
+    Tensor::from_f64(odt, oshape, &acc)
+}

@@ -1,0 +1,285 @@
+//! The reference interpreter for the loop IR.
+//!
+//! Every float operation is rounded to its dtype after it is computed in f64, so the
+//! interpreter models f32/f16 arithmetic the way compiled code performs it (up to the
+//! accuracy of the transcendental functions). Out-of-bounds accesses are errors.
+
+use super::*;
+use crate::error::{IrError, Result};
+use crate::tensor::Tensor;
+use std::collections::HashMap;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum V {
+    F(f64),
+    I(i64),
+}
+
+impl V {
+    fn f(self) -> f64 {
+        match self {
+            V::F(x) => x,
+            V::I(i) => i as f64,
+        }
+    }
+    fn i(self) -> i64 {
+        match self {
+            V::F(x) => x as i64,
+            V::I(i) => i,
+        }
+    }
+}
+
+struct St<'a> {
+    prog: &'a LoopProgram,
+    bufs: Vec<&'a mut Tensor>,
+    idx: HashMap<String, i64>,
+    accs: Vec<(String, V)>,
+}
+
+/// Runs `prog` over `buffers` (one tensor per declared buffer, in order; outputs are written
+/// in place). Each tensor's element count must equal the buffer's `len`.
+pub fn run(prog: &LoopProgram, buffers: &mut [Tensor]) -> Result<()> {
+    if buffers.len() != prog.buffers.len() {
+        return Err(IrError::Interp(format!("kernel `{}` takes {} buffers, got {}", prog.name, prog.buffers.len(), buffers.len())));
+    }
+    for (b, t) in prog.buffers.iter().zip(buffers.iter()) {
+        if b.dtype != t.dtype() || b.len != t.len() {
+            return Err(IrError::Interp(format!("buffer `{}` is {}[{}], got {}[{}]", b.name, b.dtype, b.len, t.dtype(), t.len())));
+        }
+    }
+    let mut st = St { prog, bufs: buffers.iter_mut().collect(), idx: HashMap::new(), accs: vec![] };
+    block(&mut st, &prog.body)
+}
+
+fn block(st: &mut St, body: &[Stmt]) -> Result<()> {
+    for s in body {
+        stmt(st, s)?;
+    }
+    Ok(())
+}
+
+fn stmt(st: &mut St, s: &Stmt) -> Result<()> {
+    match s {
+        Stmt::For(l) => {
+            for i in 0..l.extent {
+                st.idx.insert(l.var.clone(), i);
+                block(st, &l.body)?;
+            }
+            st.idx.remove(&l.var);
+        }
+        Stmt::Store { buf, index, value } => {
+            let i = iexpr(st, index)?;
+            let v = vexpr(st, value)?;
+            let b = buf_index(st, buf)?;
+            let t = &mut *st.bufs[b];
+            if i < 0 || i as usize >= t.len() {
+                return Err(IrError::Interp(format!("kernel `{}`: store {buf}[{i}] is out of bounds (len {})", st.prog.name, t.len())));
+            }
+            write(t, i as usize, v);
+        }
+        Stmt::If { cond, then } => {
+            if vexpr(st, cond)?.i() != 0 {
+                block(st, then)?;
+            }
+        }
+        Stmt::Reduce(r) => {
+            let mut acc = vexpr(st, &r.init)?;
+            let total: i64 = r.axes.iter().map(|(_, e)| *e).product();
+            for flat in 0..total {
+                let mut rem = flat;
+                for (v, e) in r.axes.iter().rev() {
+                    st.idx.insert(v.clone(), rem % e);
+                    rem /= e;
+                }
+                let x = vexpr(st, &r.value)?;
+                acc = match (r.op, r.dtype.is_float()) {
+                    (ReduceOp::Sum, true) => V::F(r.dtype.round_f64(acc.f() + x.f())),
+                    (ReduceOp::Sum, false) => V::I(r.dtype.wrap_i64(acc.i().wrapping_add(x.i()))),
+                    (ReduceOp::Max, true) => V::F(fmax(acc.f(), x.f())),
+                    (ReduceOp::Min, true) => V::F(fmin(acc.f(), x.f())),
+                    (ReduceOp::Max, false) => V::I(acc.i().max(x.i())),
+                    (ReduceOp::Min, false) => V::I(acc.i().min(x.i())),
+                };
+            }
+            for (v, _) in &r.axes {
+                st.idx.remove(v);
+            }
+            st.accs.push((r.acc.clone(), acc));
+            block(st, &r.body)?;
+            st.accs.pop();
+        }
+    }
+    Ok(())
+}
+
+/// NaN-propagating max/min, matching `arith.maximumf` / `arith.minimumf`.
+fn fmax(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() { f64::NAN } else { a.max(b) }
+}
+fn fmin(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() { f64::NAN } else { a.min(b) }
+}
+
+fn buf_index(st: &St, name: &str) -> Result<usize> {
+    st.prog.buffers.iter().position(|b| b.name == name).ok_or_else(|| IrError::Interp(format!("unknown buffer `{name}`")))
+}
+
+fn write(t: &mut Tensor, i: usize, v: V) {
+    let d = t.dtype();
+    let one = match v {
+        V::F(x) => Tensor::from_f64(d, vec![1], &[x]),
+        V::I(x) => Tensor::from_i64(d, vec![1], &[x]),
+    };
+    let s = d.size();
+    t.bytes_mut()[i * s..(i + 1) * s].copy_from_slice(one.bytes());
+}
+
+fn iexpr(st: &St, e: &IExpr) -> Result<i64> {
+    let b = |x: &IExpr| iexpr(st, x);
+    Ok(match e {
+        IExpr::Const(c) => *c,
+        IExpr::Var(v) => *st.idx.get(v).ok_or_else(|| IrError::Interp(format!("unbound index `{v}`")))?,
+        IExpr::Add(x, y) => b(x)?.wrapping_add(b(y)?),
+        IExpr::Sub(x, y) => b(x)?.wrapping_sub(b(y)?),
+        IExpr::Mul(x, y) => b(x)?.wrapping_mul(b(y)?),
+        IExpr::FloorDiv(x, y) | IExpr::Mod(x, y) => {
+            let (a, d) = (b(x)?, b(y)?);
+            if d == 0 {
+                return Err(IrError::Interp("index division by zero".into()));
+            }
+            let q = floor_div(a, d);
+            if matches!(e, IExpr::FloorDiv(..)) { q } else { a - d * q }
+        }
+        IExpr::Min(x, y) => b(x)?.min(b(y)?),
+        IExpr::Max(x, y) => b(x)?.max(b(y)?),
+        IExpr::Of(v) => vexpr(st, v)?.i(),
+    })
+}
+
+fn vexpr(st: &St, e: &VExpr) -> Result<V> {
+    let bt = |name: &str| st.prog.buffer(name).map(|b| b.dtype);
+    let dtype = e.dtype(&bt).ok_or_else(|| IrError::Interp(format!("cannot type `{e}`")))?;
+    let rnd = |x: f64| V::F(dtype.round_f64(x));
+    Ok(match e {
+        VExpr::Const(Lit::F(x), d) => V::F(d.round_f64(*x)),
+        VExpr::Const(Lit::I(x), d) => V::I(d.wrap_i64(*x)),
+        VExpr::Load { buf, index } => {
+            let i = iexpr(st, index)?;
+            let t = &*st.bufs[buf_index(st, buf)?];
+            if i < 0 || i as usize >= t.len() {
+                return Err(IrError::Interp(format!("kernel `{}`: load {buf}[{i}] is out of bounds (len {})", st.prog.name, t.len())));
+            }
+            if t.dtype().is_float() { V::F(t.get_f64(i as usize)) } else { V::I(t.get_i64(i as usize)) }
+        }
+        VExpr::Acc(n, _) => st.accs.iter().rev().find(|(a, _)| a == n).map(|(_, v)| *v).ok_or_else(|| IrError::Interp(format!("unbound ${n}")))?,
+        VExpr::Unary(op, a) => {
+            let x = vexpr(st, a)?;
+            if dtype.is_float() {
+                let f = x.f();
+                rnd(match op {
+                    UnOp::Neg => -f,
+                    UnOp::Abs => f.abs(),
+                    UnOp::Exp => f.exp(),
+                    UnOp::Log => f.ln(),
+                    UnOp::Sqrt => f.sqrt(),
+                    UnOp::Tanh => f.tanh(),
+                    UnOp::Erf => crate::interp::erf(f),
+                    UnOp::Floor => f.floor(),
+                    UnOp::Ceil => f.ceil(),
+                    UnOp::Not => (f == 0.0) as i64 as f64,
+                })
+            } else {
+                let i = x.i();
+                V::I(dtype.wrap_i64(match op {
+                    UnOp::Neg => i.wrapping_neg(),
+                    UnOp::Abs => i.wrapping_abs(),
+                    UnOp::Not => (i == 0) as i64,
+                    _ => i,
+                }))
+            }
+        }
+        VExpr::Binary(op, a, b) => {
+            let (x, y) = (vexpr(st, a)?, vexpr(st, b)?);
+            if dtype.is_float() {
+                let (x, y) = (x.f(), y.f());
+                rnd(match op {
+                    BinOp::Add => x + y,
+                    BinOp::Sub => x - y,
+                    BinOp::Mul => x * y,
+                    BinOp::Div => x / y,
+                    BinOp::Pow => x.powf(y),
+                    BinOp::Max => fmax(x, y),
+                    BinOp::Min => fmin(x, y),
+                    BinOp::And | BinOp::Or => f64::NAN,
+                })
+            } else {
+                let (x, y) = (x.i(), y.i());
+                let unsigned = dtype == DType::U8;
+                V::I(dtype.wrap_i64(match op {
+                    BinOp::Add => x.wrapping_add(y),
+                    BinOp::Sub => x.wrapping_sub(y),
+                    BinOp::Mul => x.wrapping_mul(y),
+                    BinOp::Div => {
+                        if y == 0 {
+                            return Err(IrError::Interp("integer division by zero".into()));
+                        }
+                        x.wrapping_div(y)
+                    }
+                    BinOp::Pow => 0,
+                    BinOp::Max if unsigned => (x as u64).max(y as u64) as i64,
+                    BinOp::Min if unsigned => (x as u64).min(y as u64) as i64,
+                    BinOp::Max => x.max(y),
+                    BinOp::Min => x.min(y),
+                    BinOp::And => (x != 0 && y != 0) as i64,
+                    BinOp::Or => (x != 0 || y != 0) as i64,
+                }))
+            }
+        }
+        VExpr::Cmp(op, a, b) => {
+            let (x, y) = (vexpr(st, a)?, vexpr(st, b)?);
+            let float = a.dtype(&bt).is_some_and(|d| d.is_float());
+            let r = if float { cmp(*op, x.f(), y.f()) } else { cmp(*op, x.i(), y.i()) };
+            V::I(r as i64)
+        }
+        VExpr::ICmp(op, a, b) => V::I(cmp(*op, iexpr(st, a)?, iexpr(st, b)?) as i64),
+        VExpr::Select(c, a, b) => {
+            if vexpr(st, c)?.i() != 0 {
+                vexpr(st, a)?
+            } else {
+                vexpr(st, b)?
+            }
+        }
+        VExpr::Cast(d, a) => {
+            let x = vexpr(st, a)?;
+            let src_float = a.dtype(&bt).is_some_and(|s| s.is_float());
+            match (src_float, d.is_float()) {
+                (_, true) => V::F(d.round_f64(x.f())),
+                (true, false) if *d == DType::Bool => V::I((x.f() != 0.0) as i64),
+                (true, false) => V::I(d.wrap_i64(x.f() as i64)),
+                (false, false) => V::I(d.wrap_i64(x.i())),
+            }
+        }
+        VExpr::Index(i, d) => {
+            let x = iexpr(st, i)?;
+            if d.is_float() { V::F(d.round_f64(x as f64)) } else { V::I(d.wrap_i64(x)) }
+        }
+    })
+}
+
+fn cmp<T: PartialOrd>(op: CmpOp, a: T, b: T) -> bool {
+    match op {
+        CmpOp::Eq => a == b,
+        CmpOp::Ne => a != b,
+        CmpOp::Lt => a < b,
+        CmpOp::Le => a <= b,
+        CmpOp::Gt => a > b,
+        CmpOp::Ge => a >= b,
+    }
+}
+
+/// Integer division rounding toward negative infinity.
+pub fn floor_div(a: i64, d: i64) -> i64 {
+    let q = a / d;
+    if a % d != 0 && ((a < 0) != (d < 0)) { q - 1 } else { q }
+}

@@ -1,0 +1,367 @@
+//! The loop IR: one kernel as nested loops over flat buffers.
+//!
+//! A [`LoopProgram`] names its buffers (each a flat array of one dtype; inputs and outputs,
+//! in call order) and a body of statements: loops with an annotation ([`LoopKind`]), stores,
+//! guarded blocks, and reductions that bind an accumulator for the statements inside them.
+//! Index arithmetic ([`IExpr`]) is kept apart from value arithmetic ([`VExpr`]).
+//!
+//! **Invariant:** a `parallel` loop can only be the single outermost statement of a program;
+//! its iterations must be independent (the runtime splits its range across threads).
+//! A `vectorize(w)` loop is innermost (no loop or reduction inside it).
+
+pub mod interp;
+pub mod print;
+pub mod verify;
+
+use crate::dtype::DType;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoopProgram {
+    pub name: String,
+    pub buffers: Vec<Buffer>,
+    pub body: Vec<Stmt>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BufRole {
+    Input,
+    Output,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Buffer {
+    pub name: String,
+    pub dtype: DType,
+    /// Number of elements.
+    pub len: usize,
+    pub role: BufRole,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoopKind {
+    Serial,
+    Parallel,
+    Vectorize(u32),
+    Unroll(u32),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Loop {
+    pub var: String,
+    pub extent: i64,
+    pub kind: LoopKind,
+    pub body: Vec<Stmt>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReduceOp {
+    Sum,
+    Max,
+    Min,
+}
+
+/// `acc = fold(op, init, value over axes)`, then `body` runs with `acc` bound.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reduce {
+    pub acc: String,
+    pub dtype: DType,
+    pub op: ReduceOp,
+    pub init: VExpr,
+    pub axes: Vec<(String, i64)>,
+    pub value: VExpr,
+    pub body: Vec<Stmt>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Stmt {
+    For(Loop),
+    Store { buf: String, index: IExpr, value: VExpr },
+    /// Runs `then` when `cond` (a bool expression) holds; used for split tails and guards.
+    If { cond: VExpr, then: Vec<Stmt> },
+    Reduce(Reduce),
+}
+
+/// Integer index arithmetic. Division and modulo round toward negative infinity.
+#[derive(Clone, Debug, PartialEq)]
+pub enum IExpr {
+    Const(i64),
+    Var(String),
+    Add(Box<IExpr>, Box<IExpr>),
+    Sub(Box<IExpr>, Box<IExpr>),
+    Mul(Box<IExpr>, Box<IExpr>),
+    FloorDiv(Box<IExpr>, Box<IExpr>),
+    Mod(Box<IExpr>, Box<IExpr>),
+    Min(Box<IExpr>, Box<IExpr>),
+    Max(Box<IExpr>, Box<IExpr>),
+    /// An integer value used as an index (e.g. Gather's indices).
+    Of(Box<VExpr>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Lit {
+    F(f64),
+    I(i64),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnOp {
+    Neg,
+    Abs,
+    Exp,
+    Log,
+    Sqrt,
+    Tanh,
+    Erf,
+    Floor,
+    Ceil,
+    Not,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Pow,
+    Max,
+    Min,
+    And,
+    Or,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+/// Value arithmetic; every expression has one dtype (see [`VExpr::dtype`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum VExpr {
+    Const(Lit, DType),
+    Load { buf: String, index: IExpr },
+    /// A reduction accumulator bound by an enclosing [`Reduce`].
+    Acc(String, DType),
+    Unary(UnOp, Box<VExpr>),
+    Binary(BinOp, Box<VExpr>, Box<VExpr>),
+    Cmp(CmpOp, Box<VExpr>, Box<VExpr>),
+    ICmp(CmpOp, IExpr, IExpr),
+    /// Lazy: only the chosen branch is evaluated (a guarded load may be out of bounds otherwise).
+    Select(Box<VExpr>, Box<VExpr>, Box<VExpr>),
+    Cast(DType, Box<VExpr>),
+    /// An index expression converted to a value.
+    Index(IExpr, DType),
+}
+
+// Small constructors keep lowering code readable.
+impl IExpr {
+    pub fn var(v: &str) -> IExpr {
+        IExpr::Var(v.to_string())
+    }
+    pub fn c(v: i64) -> IExpr {
+        IExpr::Const(v)
+    }
+    /// `self * k + e`, folding trivial terms.
+    pub fn add(self, o: IExpr) -> IExpr {
+        match (&self, &o) {
+            (IExpr::Const(0), _) => o,
+            (_, IExpr::Const(0)) => self,
+            (IExpr::Const(a), IExpr::Const(b)) => IExpr::Const(a + b),
+            _ => IExpr::Add(Box::new(self), Box::new(o)),
+        }
+    }
+    pub fn sub(self, o: IExpr) -> IExpr {
+        match (&self, &o) {
+            (_, IExpr::Const(0)) => self,
+            (IExpr::Const(a), IExpr::Const(b)) => IExpr::Const(a - b),
+            _ => IExpr::Sub(Box::new(self), Box::new(o)),
+        }
+    }
+    pub fn mul(self, k: i64) -> IExpr {
+        match (&self, k) {
+            (_, 0) => IExpr::Const(0),
+            (_, 1) => self,
+            (IExpr::Const(a), _) => IExpr::Const(a * k),
+            _ => IExpr::Mul(Box::new(self), Box::new(IExpr::Const(k))),
+        }
+    }
+    pub fn floordiv(self, k: i64) -> IExpr {
+        if k == 1 { self } else { IExpr::FloorDiv(Box::new(self), Box::new(IExpr::Const(k))) }
+    }
+    pub fn modulo(self, k: i64) -> IExpr {
+        if k == 1 { IExpr::Const(0) } else { IExpr::Mod(Box::new(self), Box::new(IExpr::Const(k))) }
+    }
+
+    /// Row-major flat offset of coordinates `idx` in a tensor with `strides`.
+    pub fn linear(idx: &[IExpr], strides: &[usize]) -> IExpr {
+        idx.iter().zip(strides).fold(IExpr::c(0), |acc, (i, &s)| acc.add(i.clone().mul(s as i64)))
+    }
+
+    /// Replaces variable `v` by `e` everywhere.
+    pub fn subst(&self, v: &str, e: &IExpr) -> IExpr {
+        let b = |x: &IExpr| Box::new(x.subst(v, e));
+        match self {
+            IExpr::Var(n) if n == v => e.clone(),
+            IExpr::Const(_) | IExpr::Var(_) => self.clone(),
+            IExpr::Add(a, c) => IExpr::Add(b(a), b(c)),
+            IExpr::Sub(a, c) => IExpr::Sub(b(a), b(c)),
+            IExpr::Mul(a, c) => IExpr::Mul(b(a), b(c)),
+            IExpr::FloorDiv(a, c) => IExpr::FloorDiv(b(a), b(c)),
+            IExpr::Mod(a, c) => IExpr::Mod(b(a), b(c)),
+            IExpr::Min(a, c) => IExpr::Min(b(a), b(c)),
+            IExpr::Max(a, c) => IExpr::Max(b(a), b(c)),
+            IExpr::Of(x) => IExpr::Of(Box::new(x.subst(v, e))),
+        }
+    }
+
+    /// The coefficient of `v` if this expression is affine in `v` (`None` if not affine).
+    pub fn coeff(&self, v: &str) -> Option<i64> {
+        match self {
+            IExpr::Const(_) => Some(0),
+            IExpr::Var(n) => Some((n == v) as i64),
+            IExpr::Add(a, b) => Some(a.coeff(v)? + b.coeff(v)?),
+            IExpr::Sub(a, b) => Some(a.coeff(v)? - b.coeff(v)?),
+            IExpr::Mul(a, b) => match (a.as_ref(), b.as_ref()) {
+                (IExpr::Const(k), e) | (e, IExpr::Const(k)) => Some(k * e.coeff(v)?),
+                (x, y) => (x.coeff(v)? == 0 && y.coeff(v)? == 0).then_some(0),
+            },
+            IExpr::FloorDiv(a, b) | IExpr::Mod(a, b) | IExpr::Min(a, b) | IExpr::Max(a, b) => {
+                (a.coeff(v)? == 0 && b.coeff(v)? == 0).then_some(0)
+            }
+            IExpr::Of(x) => (!x.mentions(v)).then_some(0),
+        }
+    }
+}
+
+impl VExpr {
+    pub fn f(v: f64, dtype: DType) -> VExpr {
+        VExpr::Const(Lit::F(v), dtype)
+    }
+    pub fn i(v: i64, dtype: DType) -> VExpr {
+        VExpr::Const(Lit::I(v), dtype)
+    }
+    /// A constant of `dtype` holding `v` (float or integer as the dtype needs).
+    pub fn lit(v: f64, dtype: DType) -> VExpr {
+        if dtype.is_float() { VExpr::f(v, dtype) } else { VExpr::i(v as i64, dtype) }
+    }
+    pub fn load(buf: &str, index: IExpr) -> VExpr {
+        VExpr::Load { buf: buf.to_string(), index }
+    }
+    pub fn un(op: UnOp, a: VExpr) -> VExpr {
+        VExpr::Unary(op, Box::new(a))
+    }
+    pub fn bin(op: BinOp, a: VExpr, b: VExpr) -> VExpr {
+        VExpr::Binary(op, Box::new(a), Box::new(b))
+    }
+    pub fn select(c: VExpr, a: VExpr, b: VExpr) -> VExpr {
+        VExpr::Select(Box::new(c), Box::new(a), Box::new(b))
+    }
+
+    /// Whether index variable `v` occurs anywhere inside.
+    pub fn mentions(&self, v: &str) -> bool {
+        let mut found = false;
+        self.visit_iexprs(&mut |e| found |= e.coeff(v) != Some(0));
+        found
+    }
+
+    /// Calls `f` on every top-level index expression inside this value expression.
+    pub fn visit_iexprs(&self, f: &mut dyn FnMut(&IExpr)) {
+        match self {
+            VExpr::Const(..) | VExpr::Acc(..) => {}
+            VExpr::Load { index, .. } => f(index),
+            VExpr::Index(e, _) => f(e),
+            VExpr::ICmp(_, a, b) => {
+                f(a);
+                f(b)
+            }
+            VExpr::Unary(_, a) | VExpr::Cast(_, a) => a.visit_iexprs(f),
+            VExpr::Binary(_, a, b) | VExpr::Cmp(_, a, b) => {
+                a.visit_iexprs(f);
+                b.visit_iexprs(f)
+            }
+            VExpr::Select(c, a, b) => {
+                c.visit_iexprs(f);
+                a.visit_iexprs(f);
+                b.visit_iexprs(f)
+            }
+        }
+    }
+
+    /// Replaces index variable `v` by `e` everywhere.
+    pub fn subst(&self, v: &str, e: &IExpr) -> VExpr {
+        let b = |x: &VExpr| Box::new(x.subst(v, e));
+        match self {
+            VExpr::Const(..) | VExpr::Acc(..) => self.clone(),
+            VExpr::Load { buf, index } => VExpr::Load { buf: buf.clone(), index: index.subst(v, e) },
+            VExpr::Index(i, d) => VExpr::Index(i.subst(v, e), *d),
+            VExpr::ICmp(op, a, c) => VExpr::ICmp(*op, a.subst(v, e), c.subst(v, e)),
+            VExpr::Unary(op, a) => VExpr::Unary(*op, b(a)),
+            VExpr::Cast(d, a) => VExpr::Cast(*d, b(a)),
+            VExpr::Binary(op, a, c) => VExpr::Binary(*op, b(a), b(c)),
+            VExpr::Cmp(op, a, c) => VExpr::Cmp(*op, b(a), b(c)),
+            VExpr::Select(c, a, d) => VExpr::Select(b(c), b(a), b(d)),
+        }
+    }
+
+    /// Whether any load occurs inside.
+    pub fn has_load(&self) -> bool {
+        match self {
+            VExpr::Load { .. } => true,
+            VExpr::Const(..) | VExpr::Acc(..) | VExpr::Index(..) | VExpr::ICmp(..) => false,
+            VExpr::Unary(_, a) | VExpr::Cast(_, a) => a.has_load(),
+            VExpr::Binary(_, a, b) | VExpr::Cmp(_, a, b) => a.has_load() || b.has_load(),
+            VExpr::Select(c, a, b) => c.has_load() || a.has_load() || b.has_load(),
+        }
+    }
+
+    /// The dtype of this expression given the buffers' dtypes.
+    pub fn dtype(&self, buf_dtype: &dyn Fn(&str) -> Option<DType>) -> Option<DType> {
+        Some(match self {
+            VExpr::Const(_, d) | VExpr::Acc(_, d) | VExpr::Cast(d, _) | VExpr::Index(_, d) => *d,
+            VExpr::Load { buf, .. } => buf_dtype(buf)?,
+            VExpr::Unary(UnOp::Not, _) | VExpr::Cmp(..) | VExpr::ICmp(..) => DType::Bool,
+            VExpr::Unary(_, a) => a.dtype(buf_dtype)?,
+            VExpr::Binary(_, a, _) => a.dtype(buf_dtype)?,
+            VExpr::Select(_, a, _) => a.dtype(buf_dtype)?,
+        })
+    }
+}
+
+impl Stmt {
+    /// Replaces index variable `v` by `e` in every expression (loop variables that shadow
+    /// `v` are not expected: names are unique within a program).
+    pub fn subst(&self, v: &str, e: &IExpr) -> Stmt {
+        let sub = |b: &[Stmt]| b.iter().map(|s| s.subst(v, e)).collect();
+        match self {
+            Stmt::For(l) => Stmt::For(Loop { body: sub(&l.body), ..l.clone() }),
+            Stmt::Store { buf, index, value } => Stmt::Store { buf: buf.clone(), index: index.subst(v, e), value: value.subst(v, e) },
+            Stmt::If { cond, then } => Stmt::If { cond: cond.subst(v, e), then: sub(then) },
+            Stmt::Reduce(r) => Stmt::Reduce(Reduce {
+                init: r.init.subst(v, e),
+                value: r.value.subst(v, e),
+                body: sub(&r.body),
+                ..r.clone()
+            }),
+        }
+    }
+}
+
+impl LoopProgram {
+    pub fn buffer(&self, name: &str) -> Option<&Buffer> {
+        self.buffers.iter().find(|b| b.name == name)
+    }
+
+    /// The extent of the parallel outermost loop, or 1 if the program has none. The runtime
+    /// calls the compiled kernel with sub-ranges of `0..parallel_extent()`.
+    pub fn parallel_extent(&self) -> i64 {
+        match self.body.as_slice() {
+            [Stmt::For(l)] if l.kind == LoopKind::Parallel => l.extent,
+            _ => 1,
+        }
+    }
+}

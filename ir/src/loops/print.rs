@@ -1,0 +1,129 @@
+//! Text form of the loop IR (what `tessera compile --emit loops` prints).
+//!
+//! ```text
+//! kernel relu_1(in x: f32[12], out y: f32[12]) {
+//!   for i0 in 0..12 parallel {
+//!     y[i0] = max(x[i0], 0:f32)
+//!   }
+//! }
+//! ```
+
+use super::*;
+use std::fmt::{self, Display, Write};
+
+impl Display for LoopProgram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "kernel {}(", self.name)?;
+        for (i, b) in self.buffers.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            let role = if b.role == BufRole::Input { "in" } else { "out" };
+            write!(f, "{role} {}: {}[{}]", b.name, b.dtype, b.len)?;
+        }
+        f.write_str(") {\n")?;
+        let mut s = String::new();
+        for st in &self.body {
+            write_stmt(&mut s, st, 1)?;
+        }
+        f.write_str(&s)?;
+        f.write_str("}\n")
+    }
+}
+
+fn indent(s: &mut String, depth: usize) {
+    s.extend(std::iter::repeat_n("  ", depth));
+}
+
+fn write_stmt(s: &mut String, st: &Stmt, depth: usize) -> fmt::Result {
+    indent(s, depth);
+    match st {
+        Stmt::For(l) => {
+            let kind = match l.kind {
+                LoopKind::Serial => String::new(),
+                LoopKind::Parallel => " parallel".into(),
+                LoopKind::Vectorize(w) => format!(" vectorize({w})"),
+                LoopKind::Unroll(n) => format!(" unroll({n})"),
+            };
+            writeln!(s, "for {} in 0..{}{kind} {{", l.var, l.extent)?;
+            write_block(s, &l.body, depth)?;
+        }
+        Stmt::Store { buf, index, value } => writeln!(s, "{buf}[{index}] = {value}")?,
+        Stmt::If { cond, then } => {
+            writeln!(s, "if {cond} {{")?;
+            write_block(s, then, depth)?;
+        }
+        Stmt::Reduce(r) => {
+            let op = match r.op {
+                ReduceOp::Sum => "sum",
+                ReduceOp::Max => "max",
+                ReduceOp::Min => "min",
+            };
+            let axes: Vec<String> = r.axes.iter().map(|(v, e)| format!("{v} in 0..{e}")).collect();
+            writeln!(s, "${}: {} = reduce {op}({}) init {} of {} {{", r.acc, r.dtype, axes.join(", "), r.init, r.value)?;
+            write_block(s, &r.body, depth)?;
+        }
+    }
+    Ok(())
+}
+
+fn write_block(s: &mut String, body: &[Stmt], depth: usize) -> fmt::Result {
+    for b in body {
+        write_stmt(s, b, depth + 1)?;
+    }
+    indent(s, depth);
+    s.push_str("}\n");
+    Ok(())
+}
+
+impl Display for IExpr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IExpr::Const(c) => write!(f, "{c}"),
+            IExpr::Var(v) => f.write_str(v),
+            IExpr::Add(a, b) => write!(f, "({a} + {b})"),
+            IExpr::Sub(a, b) => write!(f, "({a} - {b})"),
+            IExpr::Mul(a, b) => write!(f, "{a}*{b}"),
+            IExpr::FloorDiv(a, b) => write!(f, "({a} // {b})"),
+            IExpr::Mod(a, b) => write!(f, "({a} % {b})"),
+            IExpr::Min(a, b) => write!(f, "min({a}, {b})"),
+            IExpr::Max(a, b) => write!(f, "max({a}, {b})"),
+            IExpr::Of(v) => write!(f, "idx({v})"),
+        }
+    }
+}
+
+pub fn cmp_name(op: CmpOp) -> &'static str {
+    match op {
+        CmpOp::Eq => "==",
+        CmpOp::Ne => "!=",
+        CmpOp::Lt => "<",
+        CmpOp::Le => "<=",
+        CmpOp::Gt => ">",
+        CmpOp::Ge => ">=",
+    }
+}
+
+impl Display for VExpr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VExpr::Const(Lit::F(v), d) => write!(f, "{v:?}:{d}"),
+            VExpr::Const(Lit::I(v), d) => write!(f, "{v}:{d}"),
+            VExpr::Load { buf, index } => write!(f, "{buf}[{index}]"),
+            VExpr::Acc(n, _) => write!(f, "${n}"),
+            VExpr::Unary(op, a) => write!(f, "{}({a})", format!("{op:?}").to_lowercase()),
+            VExpr::Binary(op, a, b) => match op {
+                BinOp::Add => write!(f, "({a} + {b})"),
+                BinOp::Sub => write!(f, "({a} - {b})"),
+                BinOp::Mul => write!(f, "({a} * {b})"),
+                BinOp::Div => write!(f, "({a} / {b})"),
+                _ => write!(f, "{}({a}, {b})", format!("{op:?}").to_lowercase()),
+            },
+            VExpr::Cmp(op, a, b) => write!(f, "({a} {} {b})", cmp_name(*op)),
+            VExpr::ICmp(op, a, b) => write!(f, "({a} {} {b})", cmp_name(*op)),
+            VExpr::Select(c, a, b) => write!(f, "select({c}, {a}, {b})"),
+            VExpr::Cast(d, a) => write!(f, "cast<{d}>({a})"),
+            VExpr::Index(e, d) => write!(f, "index<{d}>({e})"),
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! The loop-IR verifier: names bound, dtypes consistent, annotations where they are allowed.
+//! Runs after every loop pass in tests and debug builds.
+
+use super::*;
+use crate::error::{IrError, Result};
+use std::collections::HashSet;
+
+struct Ctx<'a> {
+    prog: &'a LoopProgram,
+    vars: Vec<String>,
+    accs: Vec<(String, DType)>,
+    seen: HashSet<String>,
+}
+
+fn err(prog: &LoopProgram, msg: String) -> IrError {
+    IrError::Verify(format!("kernel `{}`: {msg}", prog.name))
+}
+
+pub fn verify(prog: &LoopProgram) -> Result<()> {
+    let mut names = HashSet::new();
+    for b in &prog.buffers {
+        if !names.insert(&b.name) {
+            return Err(err(prog, format!("buffer `{}` declared twice", b.name)));
+        }
+        if b.len == 0 {
+            return Err(err(prog, format!("buffer `{}` is empty", b.name)));
+        }
+    }
+    let mut cx = Ctx { prog, vars: vec![], accs: vec![], seen: HashSet::new() };
+    for (i, s) in prog.body.iter().enumerate() {
+        if let Stmt::For(l) = s
+            && l.kind == LoopKind::Parallel
+            && (i > 0 || prog.body.len() > 1)
+        {
+            return Err(err(prog, "a parallel loop must be the only top-level statement".into()));
+        }
+        stmt(&mut cx, s, 0)?;
+    }
+    Ok(())
+}
+
+fn stmt(cx: &mut Ctx, s: &Stmt, depth: usize) -> Result<()> {
+    let prog = cx.prog;
+    match s {
+        Stmt::For(l) => {
+            if l.extent <= 0 {
+                return Err(err(prog, format!("loop `{}` has extent {}", l.var, l.extent)));
+            }
+            bind(cx, &l.var)?;
+            match l.kind {
+                LoopKind::Parallel if depth > 0 => return Err(err(prog, format!("loop `{}` is parallel but not outermost", l.var))),
+                LoopKind::Vectorize(w) | LoopKind::Unroll(w) if w == 0 => {
+                    return Err(err(prog, format!("loop `{}` has a zero factor", l.var)));
+                }
+                LoopKind::Vectorize(_) if l.body.iter().any(|b| !matches!(b, Stmt::Store { .. } | Stmt::If { .. })) => {
+                    return Err(err(prog, format!("vectorized loop `{}` must be innermost", l.var)));
+                }
+                _ => {}
+            }
+            cx.vars.push(l.var.clone());
+            for b in &l.body {
+                stmt(cx, b, depth + 1)?;
+            }
+            cx.vars.pop();
+        }
+        Stmt::Store { buf, index, value } => {
+            let b = prog.buffer(buf).ok_or_else(|| err(prog, format!("store to unknown buffer `{buf}`")))?;
+            if b.role != BufRole::Output {
+                return Err(err(prog, format!("store to input buffer `{buf}`")));
+            }
+            iexpr(cx, index)?;
+            let d = vexpr(cx, value)?;
+            if d != b.dtype {
+                return Err(err(prog, format!("storing {d} into {} buffer `{buf}`", b.dtype)));
+            }
+        }
+        Stmt::If { cond, then } => {
+            if vexpr(cx, cond)? != DType::Bool {
+                return Err(err(prog, format!("if condition `{cond}` is not bool")));
+            }
+            for b in then {
+                stmt(cx, b, depth + 1)?;
+            }
+        }
+        Stmt::Reduce(r) => {
+            if vexpr(cx, &r.init)? != r.dtype {
+                return Err(err(prog, format!("reduce `{}` init is not {}", r.acc, r.dtype)));
+            }
+            for (v, e) in &r.axes {
+                if *e <= 0 {
+                    return Err(err(prog, format!("reduce axis `{v}` has extent {e}")));
+                }
+                bind(cx, v)?;
+                cx.vars.push(v.clone());
+            }
+            let d = vexpr(cx, &r.value)?;
+            for _ in &r.axes {
+                cx.vars.pop();
+            }
+            if d != r.dtype {
+                return Err(err(prog, format!("reduce `{}` folds {d} into {}", r.acc, r.dtype)));
+            }
+            cx.accs.push((r.acc.clone(), r.dtype));
+            for b in &r.body {
+                stmt(cx, b, depth + 1)?;
+            }
+            cx.accs.pop();
+        }
+    }
+    Ok(())
+}
+
+fn bind(cx: &mut Ctx, v: &str) -> Result<()> {
+    if !cx.seen.insert(v.to_string()) {
+        return Err(err(cx.prog, format!("index variable `{v}` is bound twice")));
+    }
+    Ok(())
+}
+
+fn iexpr(cx: &Ctx, e: &IExpr) -> Result<()> {
+    match e {
+        IExpr::Const(_) => Ok(()),
+        IExpr::Var(v) => {
+            if cx.vars.iter().any(|x| x == v) {
+                Ok(())
+            } else {
+                Err(err(cx.prog, format!("index variable `{v}` is not bound here")))
+            }
+        }
+        IExpr::Add(a, b) | IExpr::Sub(a, b) | IExpr::Mul(a, b) | IExpr::FloorDiv(a, b) | IExpr::Mod(a, b) | IExpr::Min(a, b) | IExpr::Max(a, b) => {
+            if let (IExpr::FloorDiv(_, d) | IExpr::Mod(_, d), IExpr::Const(0)) = (e, b.as_ref()) {
+                return Err(err(cx.prog, format!("division by zero in `{d}`")));
+            }
+            iexpr(cx, a)?;
+            iexpr(cx, b)
+        }
+        IExpr::Of(v) => {
+            let d = vexpr(cx, v)?;
+            if !d.is_int() {
+                return Err(err(cx.prog, format!("index from non-integer value `{v}`")));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn vexpr(cx: &Ctx, e: &VExpr) -> Result<DType> {
+    let prog = cx.prog;
+    Ok(match e {
+        VExpr::Const(l, d) => {
+            if matches!(l, Lit::F(_)) != d.is_float() {
+                return Err(err(prog, format!("literal `{e}` does not match its dtype")));
+            }
+            *d
+        }
+        VExpr::Load { buf, index } => {
+            iexpr(cx, index)?;
+            prog.buffer(buf).ok_or_else(|| err(prog, format!("load from unknown buffer `{buf}`")))?.dtype
+        }
+        VExpr::Acc(n, d) => {
+            match cx.accs.iter().rev().find(|(a, _)| a == n) {
+                Some((_, ad)) if ad == d => {}
+                _ => return Err(err(prog, format!("accumulator `${n}: {d}` is not bound here"))),
+            }
+            *d
+        }
+        VExpr::Unary(op, a) => {
+            let d = vexpr(cx, a)?;
+            match op {
+                UnOp::Not if d != DType::Bool => return Err(err(prog, format!("not of {d}"))),
+                UnOp::Not | UnOp::Neg | UnOp::Abs => {}
+                _ if !d.is_float() => return Err(err(prog, format!("{op:?} of non-float {d}"))),
+                _ => {}
+            }
+            if *op == UnOp::Not { DType::Bool } else { d }
+        }
+        VExpr::Binary(op, a, b) => {
+            let (da, db) = (vexpr(cx, a)?, vexpr(cx, b)?);
+            if da != db {
+                return Err(err(prog, format!("{op:?} of {da} and {db} in `{e}`")));
+            }
+            if matches!(op, BinOp::And | BinOp::Or) != (da == DType::Bool) {
+                return Err(err(prog, format!("{op:?} on {da}")));
+            }
+            if *op == BinOp::Pow && !da.is_float() {
+                return Err(err(prog, format!("pow on {da}")));
+            }
+            da
+        }
+        VExpr::Cmp(_, a, b) => {
+            let (da, db) = (vexpr(cx, a)?, vexpr(cx, b)?);
+            if da != db {
+                return Err(err(prog, format!("comparison of {da} and {db}")));
+            }
+            DType::Bool
+        }
+        VExpr::ICmp(_, a, b) => {
+            iexpr(cx, a)?;
+            iexpr(cx, b)?;
+            DType::Bool
+        }
+        VExpr::Select(c, a, b) => {
+            if vexpr(cx, c)? != DType::Bool {
+                return Err(err(prog, format!("select condition `{c}` is not bool")));
+            }
+            let (da, db) = (vexpr(cx, a)?, vexpr(cx, b)?);
+            if da != db {
+                return Err(err(prog, format!("select branches {da} and {db}")));
+            }
+            da
+        }
+        VExpr::Cast(d, a) => {
+            vexpr(cx, a)?;
+            *d
+        }
+        VExpr::Index(i, d) => {
+            iexpr(cx, i)?;
+            *d
+        }
+    })
+}

@@ -1,0 +1,212 @@
+//! Graph operators and their schemas.
+//!
+//! Ops follow the semantics of the latest ONNX opset we support (21); the importer upgrades
+//! older forms (e.g. `axes` as an attribute before opset 13) to this one. Each op's inputs,
+//! outputs and attributes are described by a [`Schema`] — data, not code — which the importer,
+//! the verifier and the text parser all check against.
+
+use crate::tensor::Tensor;
+use std::collections::BTreeMap;
+use std::fmt;
+
+macro_rules! ops {
+    ($($name:ident),* $(,)?) => {
+        /// A graph operator kind. Names match the ONNX operator names.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum OpKind { $($name),* }
+        impl OpKind {
+            pub const ALL: &'static [OpKind] = &[$(OpKind::$name),*];
+            pub fn name(self) -> &'static str { match self { $(OpKind::$name => stringify!($name)),* } }
+        }
+    };
+}
+
+ops!(
+    MatMul, Gemm, Conv, Add, Sub, Mul, Div, Pow, Max, Min, Relu, Sigmoid, Tanh, Erf, Gelu, Exp, Log,
+    Sqrt, Reciprocal, Neg, Abs, Floor, Ceil, Clip, LeakyRelu, Softmax, LayerNormalization,
+    BatchNormalization, MaxPool, AveragePool, GlobalAveragePool, ReduceSum, ReduceMean, ReduceMax,
+    Reshape, Transpose, Flatten, Squeeze, Unsqueeze, Concat, Slice, Gather, Expand, Where, Cast,
+    Constant, ConstantOfShape, Shape, Identity, Sum, Equal, Less, Greater, Not, And, Or,
+);
+
+impl OpKind {
+    pub fn parse(s: &str) -> Option<OpKind> {
+        OpKind::ALL.iter().copied().find(|k| k.name() == s)
+    }
+}
+
+impl fmt::Display for OpKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An attribute value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Attr {
+    Int(i64),
+    Float(f64),
+    Ints(Vec<i64>),
+    Floats(Vec<f64>),
+    Str(String),
+    Tensor(Tensor),
+}
+
+impl Attr {
+    pub fn kind(&self) -> AttrKind {
+        match self {
+            Attr::Int(_) => AttrKind::Int,
+            Attr::Float(_) => AttrKind::Float,
+            Attr::Ints(_) => AttrKind::Ints,
+            Attr::Floats(_) => AttrKind::Floats,
+            Attr::Str(_) => AttrKind::Str,
+            Attr::Tensor(_) => AttrKind::Tensor,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttrKind {
+    Int,
+    Float,
+    Ints,
+    Floats,
+    Str,
+    Tensor,
+}
+
+pub type Attrs = BTreeMap<String, Attr>;
+
+/// What an op accepts: input count range, output count, and its attributes with their kinds.
+#[derive(Debug)]
+pub struct Schema {
+    pub min_inputs: usize,
+    /// `usize::MAX` for variadic ops.
+    pub max_inputs: usize,
+    pub outputs: usize,
+    pub attrs: &'static [(&'static str, AttrKind)],
+}
+
+const fn s(min_inputs: usize, max_inputs: usize, attrs: &'static [(&'static str, AttrKind)]) -> Schema {
+    Schema { min_inputs, max_inputs, outputs: 1, attrs }
+}
+
+use AttrKind as K;
+const NONE: &[(&str, AttrKind)] = &[];
+const POOL: &[(&str, AttrKind)] = &[
+    ("kernel_shape", K::Ints),
+    ("strides", K::Ints),
+    ("pads", K::Ints),
+    ("dilations", K::Ints),
+    ("ceil_mode", K::Int),
+    ("count_include_pad", K::Int),
+    ("auto_pad", K::Str),
+    ("storage_order", K::Int),
+];
+const REDUCE: &[(&str, AttrKind)] = &[("keepdims", K::Int), ("noop_with_empty_axes", K::Int)];
+
+impl OpKind {
+    pub fn schema(self) -> Schema {
+        use OpKind::*;
+        match self {
+            MatMul => s(2, 2, NONE),
+            Gemm => s(2, 3, &[("alpha", K::Float), ("beta", K::Float), ("transA", K::Int), ("transB", K::Int)]),
+            Conv => s(
+                2,
+                3,
+                &[
+                    ("kernel_shape", K::Ints),
+                    ("strides", K::Ints),
+                    ("pads", K::Ints),
+                    ("dilations", K::Ints),
+                    ("group", K::Int),
+                    ("auto_pad", K::Str),
+                ],
+            ),
+            Add | Sub | Mul | Div | Pow | Equal | Less | Greater | And | Or => s(2, 2, NONE),
+            Max | Min | Sum => s(1, usize::MAX, NONE),
+            Relu | Sigmoid | Tanh | Erf | Exp | Log | Sqrt | Reciprocal | Neg | Abs | Floor | Ceil | Not
+            | Identity | GlobalAveragePool => s(1, 1, NONE),
+            Gelu => s(1, 1, &[("approximate", K::Str)]),
+            LeakyRelu => s(1, 1, &[("alpha", K::Float)]),
+            Clip => s(1, 3, NONE),
+            Softmax => s(1, 1, &[("axis", K::Int)]),
+            LayerNormalization => s(2, 3, &[("axis", K::Int), ("epsilon", K::Float), ("stash_type", K::Int)]),
+            BatchNormalization => s(5, 5, &[("epsilon", K::Float), ("momentum", K::Float), ("training_mode", K::Int)]),
+            MaxPool | AveragePool => s(1, 1, POOL),
+            ReduceSum | ReduceMean | ReduceMax => s(1, 2, REDUCE),
+            Reshape => s(2, 2, &[("allowzero", K::Int)]),
+            Transpose => s(1, 1, &[("perm", K::Ints)]),
+            Flatten => s(1, 1, &[("axis", K::Int)]),
+            Squeeze | Unsqueeze => s(1, 2, NONE),
+            Concat => s(1, usize::MAX, &[("axis", K::Int)]),
+            Slice => s(3, 5, NONE),
+            Gather => s(2, 2, &[("axis", K::Int)]),
+            Expand => s(2, 2, NONE),
+            Where => s(3, 3, NONE),
+            Cast => s(1, 1, &[("to", K::Int), ("saturate", K::Int)]),
+            Constant => s(0, 0, &[("value", K::Tensor)]),
+            ConstantOfShape => s(1, 1, &[("value", K::Tensor)]),
+            Shape => s(1, 1, &[("start", K::Int), ("end", K::Int)]),
+        }
+    }
+
+    /// Elementwise ops whose output shape is the broadcast of their inputs.
+    pub fn is_elementwise(self) -> bool {
+        use OpKind::*;
+        matches!(
+            self,
+            Add | Sub | Mul | Div | Pow | Max | Min | Sum | Relu | Sigmoid | Tanh | Erf | Gelu | Exp | Log
+                | Sqrt | Reciprocal | Neg | Abs | Floor | Ceil | Clip | LeakyRelu | Where | Cast | Identity
+                | Equal | Less | Greater | Not | And | Or
+        )
+    }
+}
+
+/// Typed attribute accessors with defaults; a present attribute of the wrong kind is an error.
+pub trait AttrsExt {
+    fn int(&self, name: &str, default: i64) -> Result<i64, String>;
+    fn float(&self, name: &str, default: f64) -> Result<f64, String>;
+    fn ints(&self, name: &str) -> Result<Option<Vec<i64>>, String>;
+    fn string(&self, name: &str, default: &str) -> Result<String, String>;
+    fn tensor(&self, name: &str) -> Result<Option<Tensor>, String>;
+}
+
+impl AttrsExt for Attrs {
+    fn int(&self, name: &str, default: i64) -> Result<i64, String> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(Attr::Int(v)) => Ok(*v),
+            Some(a) => Err(format!("attribute `{name}` must be an int, got {:?}", a.kind())),
+        }
+    }
+    fn float(&self, name: &str, default: f64) -> Result<f64, String> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(Attr::Float(v)) => Ok(*v),
+            Some(Attr::Int(v)) => Ok(*v as f64),
+            Some(a) => Err(format!("attribute `{name}` must be a float, got {:?}", a.kind())),
+        }
+    }
+    fn ints(&self, name: &str) -> Result<Option<Vec<i64>>, String> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Attr::Ints(v)) => Ok(Some(v.clone())),
+            Some(a) => Err(format!("attribute `{name}` must be ints, got {:?}", a.kind())),
+        }
+    }
+    fn string(&self, name: &str, default: &str) -> Result<String, String> {
+        match self.get(name) {
+            None => Ok(default.to_string()),
+            Some(Attr::Str(v)) => Ok(v.clone()),
+            Some(a) => Err(format!("attribute `{name}` must be a string, got {:?}", a.kind())),
+        }
+    }
+    fn tensor(&self, name: &str) -> Result<Option<Tensor>, String> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Attr::Tensor(t)) => Ok(Some(t.clone())),
+            Some(a) => Err(format!("attribute `{name}` must be a tensor, got {:?}", a.kind())),
+        }
+    }
+}
