@@ -1,0 +1,174 @@
+//! Lowering: each graph node becomes one loop program (one kernel).
+//!
+//! The graph must be prepared first ([`crate::fold::prepare`]): every shape static and every
+//! shape-like input (Reshape's shape, Slice's bounds, reduction axes) a constant. A kernel's
+//! buffers are its node's present inputs (in order) followed by its outputs; [`Kernel::args`]
+//! maps them back to graph values so the runtime can bind memory.
+
+mod data;
+mod elementwise;
+mod linalg;
+mod nn;
+
+use crate::error::PassError;
+use tessera_ir::loops::{BufRole, Buffer, IExpr, Loop, LoopKind, LoopProgram, Stmt};
+use tessera_ir::{DType, Graph, Node, OpKind, Tensor, ValueId};
+
+/// One compiled unit: a loop program plus the graph values bound to its buffers, in order.
+#[derive(Clone, Debug)]
+pub struct Kernel {
+    pub node: String,
+    pub op: OpKind,
+    pub program: LoopProgram,
+    pub args: Vec<ValueId>,
+}
+
+/// Lowers every node of a prepared graph, in topological order.
+pub fn lower_graph(g: &Graph) -> Result<Vec<Kernel>, PassError> {
+    let mut out = Vec::new();
+    for ix in g.topo_order()? {
+        let n = g.node(ix);
+        let k = lower_node(g, n, out.len())?;
+        crate::verify_after("lower", &k.program)?;
+        out.push(k);
+    }
+    Ok(out)
+}
+
+/// Static view of one node's operands, handed to the per-op lowerings.
+pub(crate) struct NodeCx<'a> {
+    pub node: &'a Node,
+    pub in_shapes: Vec<Option<Vec<usize>>>,
+    pub in_dtypes: Vec<Option<DType>>,
+    pub consts: Vec<Option<&'a Tensor>>,
+    pub out_shape: Vec<usize>,
+    pub out_dtype: DType,
+    /// Buffer name of each input (`None` for omitted optional inputs).
+    pub bufs: Vec<Option<String>>,
+    pub out: String,
+}
+
+impl NodeCx<'_> {
+    pub fn err(&self, msg: impl Into<String>) -> PassError {
+        PassError::Lower { node: self.node.name.clone(), op: self.node.op.name().into(), msg: msg.into() }
+    }
+    pub fn shape(&self, i: usize) -> &[usize] {
+        self.in_shapes[i].as_deref().unwrap_or(&[])
+    }
+    pub fn has(&self, i: usize) -> bool {
+        self.in_shapes.get(i).is_some_and(|s| s.is_some())
+    }
+    pub fn buf(&self, i: usize) -> &str {
+        self.bufs[i].as_deref().unwrap_or("")
+    }
+    pub fn const_ints(&self, i: usize) -> Result<Vec<i64>, PassError> {
+        self.consts.get(i).copied().flatten().map(|t| t.to_i64_vec()).ok_or_else(|| self.err(format!("input {i} must be a constant")))
+    }
+}
+
+/// Builds loop programs: fresh index variable names and nested loops.
+pub(crate) struct Builder {
+    next_var: usize,
+}
+
+impl Builder {
+    pub fn new() -> Builder {
+        Builder { next_var: 0 }
+    }
+    pub fn var(&mut self) -> String {
+        self.next_var += 1;
+        format!("i{}", self.next_var - 1)
+    }
+    /// Loop variables for each dimension; extent-1 dimensions get the constant 0 and no loop.
+    pub fn dims(&mut self, shape: &[usize]) -> Vec<(Option<String>, usize)> {
+        shape.iter().map(|&d| (if d > 1 { Some(self.var()) } else { None }, d)).collect()
+    }
+}
+
+pub(crate) fn idx(dims: &[(Option<String>, usize)]) -> Vec<IExpr> {
+    dims.iter().map(|(v, _)| v.as_deref().map(IExpr::var).unwrap_or(IExpr::c(0))).collect()
+}
+
+/// Wraps `body` in serial loops over `dims` (outermost first).
+pub(crate) fn nest(dims: &[(Option<String>, usize)], body: Vec<Stmt>) -> Vec<Stmt> {
+    dims.iter().rev().fold(body, |b, (v, e)| match v {
+        Some(v) => vec![Stmt::For(Loop { var: v.clone(), extent: *e as i64, kind: LoopKind::Serial, body: b })],
+        None => b,
+    })
+}
+
+pub(crate) fn strides_of(shape: &[usize]) -> Vec<usize> {
+    tessera_ir::tensor::strides(shape)
+}
+
+fn lower_node(g: &Graph, n: &Node, index: usize) -> Result<Kernel, PassError> {
+    let mut buffers = Vec::new();
+    let mut args = Vec::new();
+    let mut bufs = Vec::new();
+    let mut in_shapes = Vec::new();
+    let mut in_dtypes = Vec::new();
+    let mut consts = Vec::new();
+    for (i, inp) in n.inputs.iter().enumerate() {
+        match inp {
+            Some(v) => {
+                let ty = g.ty_of(*v)?;
+                let shape = ty.static_shape().ok_or_else(|| PassError::Lower { node: n.name.clone(), op: n.op.name().into(), msg: format!("input {i} has a symbolic shape") })?;
+                let name = format!("x{i}");
+                buffers.push(Buffer { name: name.clone(), dtype: ty.dtype, len: tessera_ir::tensor::numel(&shape).max(1), role: BufRole::Input });
+                args.push(*v);
+                bufs.push(Some(name));
+                in_shapes.push(Some(shape));
+                in_dtypes.push(Some(ty.dtype));
+                consts.push(g.initializers.get(v));
+            }
+            None => {
+                bufs.push(None);
+                in_shapes.push(None);
+                in_dtypes.push(None);
+                consts.push(None);
+            }
+        }
+    }
+    let ov = n.outputs[0];
+    let oty = g.ty_of(ov)?;
+    let out_shape = oty.static_shape().ok_or_else(|| PassError::Lower { node: n.name.clone(), op: n.op.name().into(), msg: "output shape is symbolic".into() })?;
+    buffers.push(Buffer { name: "y".into(), dtype: oty.dtype, len: tessera_ir::tensor::numel(&out_shape).max(1), role: BufRole::Output });
+    args.push(ov);
+    let cx = NodeCx { node: n, in_shapes, in_dtypes, consts, out_shape, out_dtype: oty.dtype, bufs, out: "y".into() };
+    if cx.out_shape.contains(&0) {
+        return Err(cx.err("zero-sized outputs are not supported yet"));
+    }
+    let mut b = Builder::new();
+    use OpKind::*;
+    let body = match n.op {
+        MatMul => linalg::matmul(&cx, &mut b)?,
+        Gemm => linalg::gemm(&cx, &mut b)?,
+        Conv => linalg::conv(&cx, &mut b)?,
+        MaxPool | AveragePool => nn::pool(&cx, &mut b)?,
+        GlobalAveragePool => nn::global_avg_pool(&cx, &mut b)?,
+        BatchNormalization => elementwise::batch_norm(&cx, &mut b)?,
+        LayerNormalization => nn::layer_norm(&cx, &mut b)?,
+        Softmax => nn::softmax(&cx, &mut b)?,
+        ReduceSum | ReduceMean | ReduceMax => nn::reduce_op(&cx, &mut b)?,
+        Reshape | Flatten | Squeeze | Unsqueeze | Identity => data::copy(&cx, &mut b)?,
+        Transpose => data::transpose(&cx, &mut b)?,
+        Concat => data::concat(&cx, &mut b)?,
+        Slice => data::slice(&cx, &mut b)?,
+        Gather => data::gather(&cx, &mut b)?,
+        Expand => elementwise::expand(&cx, &mut b)?,
+        ConstantOfShape | Constant | Shape => data::constant(&cx, &mut b)?,
+        _ if n.op.is_elementwise() => elementwise::elementwise(&cx, &mut b)?,
+        other => return Err(cx.err(format!("no lowering for {other}"))),
+    };
+    let program = LoopProgram { name: format!("k{index}_{}", sanitize(&n.name)), buffers, body };
+    Ok(Kernel { node: n.name.clone(), op: n.op, program, args })
+}
+
+/// Makes a node name usable as a symbol: `[A-Za-z0-9_]`, at most 40 characters.
+pub fn sanitize(s: &str) -> String {
+    let mut o: String = s.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).take(40).collect();
+    if o.is_empty() {
+        o.push('n');
+    }
+    o
+}

@@ -1,0 +1,181 @@
+//! Pooling, normalisation, softmax and reductions: loop nests around [`Reduce`] statements.
+
+use super::{idx, nest, strides_of, Builder, NodeCx};
+use crate::error::PassError;
+use tessera_ir::infer::{self, Window};
+use tessera_ir::loops::{BinOp, CmpOp, IExpr, Reduce, ReduceOp, Stmt, UnOp, VExpr};
+use tessera_ir::{AttrsExt, OpKind};
+
+fn reduce_stmt(acc: &str, dt: tessera_ir::DType, op: ReduceOp, init: VExpr, axes: Vec<(String, i64)>, value: VExpr, body: Vec<Stmt>) -> Stmt {
+    Stmt::Reduce(Reduce { acc: acc.into(), dtype: dt, op, init, axes, value, body })
+}
+
+fn in_range(e: IExpr, hi: usize) -> VExpr {
+    VExpr::bin(BinOp::And, VExpr::ICmp(CmpOp::Ge, e.clone(), IExpr::c(0)), VExpr::ICmp(CmpOp::Lt, e, IExpr::c(hi as i64)))
+}
+
+fn clamp(e: IExpr, hi: usize) -> IExpr {
+    IExpr::Min(Box::new(IExpr::Max(Box::new(e), Box::new(IExpr::c(0)))), Box::new(IExpr::c(hi as i64 - 1)))
+}
+
+/// MaxPool / AveragePool over NCHW with pads, strides, dilations and ceil mode.
+pub(crate) fn pool(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
+    let xs = cx.shape(0);
+    let (h, w) = (xs[2], xs[3]);
+    let win = Window::from_node(cx.node, &[h, w], None).map_err(|e| cx.err(e))?;
+    let is_max = cx.node.op == OpKind::MaxPool;
+    let include_pad = cx.node.attrs.int("count_include_pad", 0).map_err(|e| cx.err(e))? != 0;
+    let dt = cx.out_dtype;
+    let (oh, ow) = (cx.out_shape[2], cx.out_shape[3]);
+    let dims = b.dims(&[xs[0] * xs[1], oh, ow]);
+    let ix = idx(&dims);
+    let (kyv, kxv) = (b.var(), b.var());
+    let iy = ix[1].clone().mul(win.strides[0] as i64).add(IExpr::var(&kyv).mul(win.dilations[0] as i64)).sub(IExpr::c(win.pads[0] as i64));
+    let ixx = ix[2].clone().mul(win.strides[1] as i64).add(IExpr::var(&kxv).mul(win.dilations[1] as i64)).sub(IExpr::c(win.pads[1] as i64));
+    let inside = VExpr::bin(BinOp::And, in_range(iy.clone(), h), in_range(ixx.clone(), w));
+    let load = VExpr::load(cx.buf(0), ix[0].clone().mul(h as i64).add(clamp(iy.clone(), h)).mul(w as i64).add(clamp(ixx.clone(), w)));
+    let out_idx = IExpr::linear(&ix, &strides_of(&[xs[0] * xs[1], oh, ow]));
+    let axes = vec![(kyv, win.kernel[0] as i64), (kxv, win.kernel[1] as i64)];
+    let stmt = if is_max {
+        let v = VExpr::select(inside, load, VExpr::f(f64::NEG_INFINITY, dt));
+        reduce_stmt("m", dt, ReduceOp::Max, VExpr::f(f64::NEG_INFINITY, dt), axes, v, vec![Stmt::Store { buf: cx.out.clone(), index: out_idx, value: VExpr::Acc("m".into(), dt) }])
+    } else {
+        let sum = VExpr::select(inside.clone(), load, VExpr::f(0.0, dt));
+        // With count_include_pad the divisor counts taps inside the padded image; otherwise
+        // only taps inside the image.
+        let counted = if include_pad {
+            VExpr::bin(BinOp::And, VExpr::ICmp(CmpOp::Lt, iy, IExpr::c((h + win.pads[2]) as i64)), VExpr::ICmp(CmpOp::Lt, ixx, IExpr::c((w + win.pads[3]) as i64)))
+        } else {
+            inside
+        };
+        let cnt = VExpr::select(counted, VExpr::f(1.0, dt), VExpr::f(0.0, dt));
+        let (ax2, ay2) = (b.var(), b.var());
+        let cnt = cnt.subst(&axes[0].0, &IExpr::var(&ay2)).subst(&axes[1].0, &IExpr::var(&ax2));
+        let axes2 = vec![(ay2, axes[0].1), (ax2, axes[1].1)];
+        let store = Stmt::Store { buf: cx.out.clone(), index: out_idx, value: VExpr::bin(BinOp::Div, VExpr::Acc("s".into(), dt), VExpr::Acc("c".into(), dt)) };
+        reduce_stmt("s", dt, ReduceOp::Sum, VExpr::f(0.0, dt), axes, sum, vec![reduce_stmt("c", dt, ReduceOp::Sum, VExpr::f(0.0, dt), axes2, cnt, vec![store])])
+    };
+    Ok(nest(&dims, vec![stmt]))
+}
+
+pub(crate) fn global_avg_pool(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
+    let xs = cx.shape(0);
+    let nc = xs[0] * xs[1];
+    let hw: usize = xs[2..].iter().product();
+    let dt = cx.out_dtype;
+    let dims = b.dims(&[nc]);
+    let o = idx(&dims)[0].clone();
+    let k = b.var();
+    let store = Stmt::Store { buf: cx.out.clone(), index: o.clone(), value: VExpr::bin(BinOp::Div, VExpr::Acc("s".into(), dt), VExpr::f(hw as f64, dt)) };
+    let v = VExpr::load(cx.buf(0), o.mul(hw as i64).add(IExpr::var(&k)));
+    Ok(nest(&dims, vec![reduce_stmt("s", dt, ReduceOp::Sum, VExpr::f(0.0, dt), vec![(k, hw as i64)], v, vec![store])]))
+}
+
+/// Softmax along `axis`: max, sum of exponentials, then normalise — three passes per lane.
+pub(crate) fn softmax(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
+    let s = cx.shape(0);
+    let axis = infer::norm_axis(cx.node.attrs.int("axis", -1).map_err(|e| cx.err(e))?, s.len()).map_err(|e| cx.err(e))?;
+    let (outer, len, inner) = (s[..axis].iter().product::<usize>(), s[axis], s[axis + 1..].iter().product::<usize>());
+    let dt = cx.out_dtype;
+    let dims = b.dims(&[outer, inner]);
+    let ix = idx(&dims);
+    let at = |k: IExpr| ix[0].clone().mul((len * inner) as i64).add(k.mul(inner as i64)).add(ix[1].clone());
+    let (k1, k2, k3) = (b.var(), b.var(), b.var());
+    let x = |k: &str| VExpr::load(cx.buf(0), at(IExpr::var(k)));
+    let m = VExpr::Acc("m".into(), dt);
+    let shifted = |k: &str| VExpr::un(UnOp::Exp, VExpr::bin(BinOp::Sub, x(k), m.clone()));
+    let store = Stmt::Store { buf: cx.out.clone(), index: at(IExpr::var(&k3)), value: VExpr::bin(BinOp::Div, shifted(&k3), VExpr::Acc("s".into(), dt)) };
+    let write = Stmt::For(tessera_ir::loops::Loop { var: k3, extent: len as i64, kind: tessera_ir::loops::LoopKind::Serial, body: vec![store] });
+    let sum = reduce_stmt("s", dt, ReduceOp::Sum, VExpr::f(0.0, dt), vec![(k2.clone(), len as i64)], shifted(&k2), vec![write]);
+    let max = reduce_stmt("m", dt, ReduceOp::Max, VExpr::f(f64::NEG_INFINITY, dt), vec![(k1.clone(), len as i64)], x(&k1), vec![sum]);
+    Ok(nest(&dims, vec![max]))
+}
+
+/// LayerNormalization over the axes from `axis` to the end, with scale and optional bias.
+pub(crate) fn layer_norm(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
+    let s = cx.shape(0);
+    let axis = infer::norm_axis(cx.node.attrs.int("axis", -1).map_err(|e| cx.err(e))?, s.len()).map_err(|e| cx.err(e))?;
+    let eps = cx.node.attrs.float("epsilon", 1e-5).map_err(|e| cx.err(e))?;
+    let (outer, inner) = (s[..axis].iter().product::<usize>(), s[axis..].iter().product::<usize>());
+    let dt = cx.out_dtype;
+    let dims = b.dims(&[outer]);
+    let row = idx(&dims)[0].clone().mul(inner as i64);
+    let (k1, k2, k3) = (b.var(), b.var(), b.var());
+    let x = |k: &str| VExpr::load(cx.buf(0), row.clone().add(IExpr::var(k)));
+    let n = VExpr::f(inner as f64, dt);
+    let mean = VExpr::bin(BinOp::Div, VExpr::Acc("s".into(), dt), n.clone());
+    let centered = |k: &str| VExpr::bin(BinOp::Sub, x(k), mean.clone());
+    let var = VExpr::bin(BinOp::Div, VExpr::Acc("q".into(), dt), n);
+    let rstd = VExpr::bin(BinOp::Div, VExpr::f(1.0, dt), VExpr::un(UnOp::Sqrt, VExpr::bin(BinOp::Add, var, VExpr::f(eps, dt))));
+    // Scale and bias broadcast over the normalised dimensions.
+    let norm_shape = &s[axis..];
+    let param = |i: usize, k: &str| {
+        let ps = cx.shape(i);
+        let mut aligned = vec![1; norm_shape.len() - ps.len().min(norm_shape.len())];
+        aligned.extend_from_slice(ps);
+        let st = strides_of(&aligned);
+        let ns = strides_of(norm_shape);
+        let mut off = IExpr::c(0);
+        for d in 0..norm_shape.len() {
+            if aligned[d] != 1 {
+                off = off.add(IExpr::var(k).floordiv(ns[d] as i64).modulo(norm_shape[d] as i64).mul(st[d] as i64));
+            }
+        }
+        VExpr::load(cx.buf(i), off)
+    };
+    let mut y = VExpr::bin(BinOp::Mul, VExpr::bin(BinOp::Mul, centered(&k3), rstd), param(1, &k3));
+    if cx.has(2) {
+        y = VExpr::bin(BinOp::Add, y, param(2, &k3));
+    }
+    let write = Stmt::For(tessera_ir::loops::Loop { var: k3.clone(), extent: inner as i64, kind: tessera_ir::loops::LoopKind::Serial, body: vec![Stmt::Store { buf: cx.out.clone(), index: row.clone().add(IExpr::var(&k3)), value: y }] });
+    let sq = VExpr::bin(BinOp::Mul, centered(&k2), centered(&k2));
+    let q = reduce_stmt("q", dt, ReduceOp::Sum, VExpr::f(0.0, dt), vec![(k2, inner as i64)], sq, vec![write]);
+    Ok(nest(&dims, vec![reduce_stmt("s", dt, ReduceOp::Sum, VExpr::f(0.0, dt), vec![(k1.clone(), inner as i64)], x(&k1), vec![q])]))
+}
+
+/// ReduceSum / ReduceMean / ReduceMax over constant axes.
+pub(crate) fn reduce_op(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
+    let s = cx.shape(0).to_vec();
+    let has_axes = cx.has(1);
+    let axes = infer::reduce_axes(cx.node, s.len(), cx.consts.get(1).copied().flatten(), has_axes).map_err(|e| cx.err(e))?;
+    let dt = cx.out_dtype;
+    let kept: Vec<usize> = s.iter().enumerate().map(|(i, &d)| if axes.contains(&i) { 1 } else { d }).collect();
+    let dims = b.dims(&kept);
+    let mut coords = idx(&dims);
+    let mut raxes = Vec::new();
+    for &a in &axes {
+        if s[a] > 1 {
+            let v = b.var();
+            coords[a] = IExpr::var(&v);
+            raxes.push((v, s[a] as i64));
+        }
+    }
+    let value = VExpr::load(cx.buf(0), IExpr::linear(&coords, &strides_of(&s)));
+    let count: usize = axes.iter().map(|&a| s[a]).product();
+    let (op, init) = match cx.node.op {
+        OpKind::ReduceMax if dt.is_float() => (ReduceOp::Max, VExpr::f(f64::NEG_INFINITY, dt)),
+        OpKind::ReduceMax => (ReduceOp::Max, VExpr::i(int_min(dt), dt)),
+        _ => (ReduceOp::Sum, VExpr::lit(0.0, dt)),
+    };
+    let acc = VExpr::Acc("r".into(), dt);
+    let result = if cx.node.op == OpKind::ReduceMean { VExpr::bin(BinOp::Div, acc, VExpr::lit(count as f64, dt)) } else { acc };
+    let out_idx = IExpr::linear(&idx(&dims), &strides_of(&kept));
+    let store = Stmt::Store { buf: cx.out.clone(), index: out_idx, value: result };
+    let stmt = if raxes.is_empty() {
+        Stmt::Store { buf: cx.out.clone(), index: IExpr::linear(&idx(&dims), &strides_of(&kept)), value: if cx.node.op == OpKind::ReduceMean { VExpr::bin(BinOp::Div, value, VExpr::lit(count as f64, dt)) } else { value } }
+    } else {
+        Stmt::Reduce(Reduce { acc: "r".into(), dtype: dt, op, init, axes: raxes, value, body: vec![store] })
+    };
+    Ok(nest(&dims, vec![stmt]))
+}
+
+/// The smallest value of an integer dtype (the identity of `max`).
+fn int_min(dt: tessera_ir::DType) -> i64 {
+    use tessera_ir::DType::*;
+    match dt {
+        I32 => i32::MIN as i64,
+        I8 => i8::MIN as i64,
+        U8 | Bool => 0,
+        _ => i64::MIN,
+    }
+}

@@ -1,0 +1,185 @@
+//! Schedule primitives on the loop IR, and the default CPU schedule.
+//!
+//! Each primitive names loops by their index variable and preserves meaning (a property the
+//! tests check with the loop interpreter). Primitives refuse what they cannot do safely with a
+//! [`PassError::Schedule`], so a search can try them blindly.
+
+use crate::error::PassError;
+use tessera_ir::loops::{IExpr, Loop, LoopKind, LoopProgram, Stmt, VExpr};
+
+/// Applies `f` to the loop named `var`, wherever it is; errors if there is no such loop.
+fn with_loop(prog: &mut LoopProgram, var: &str, f: &mut dyn FnMut(Loop) -> Result<Vec<Stmt>, PassError>) -> Result<(), PassError> {
+    fn walk(body: &mut Vec<Stmt>, var: &str, f: &mut dyn FnMut(Loop) -> Result<Vec<Stmt>, PassError>) -> Result<bool, PassError> {
+        for i in 0..body.len() {
+            match &mut body[i] {
+                Stmt::For(l) if l.var == var => {
+                    let Stmt::For(l) = body.remove(i) else { unreachable!() };
+                    let repl = f(l)?;
+                    for (k, s) in repl.into_iter().enumerate() {
+                        body.insert(i + k, s);
+                    }
+                    return Ok(true);
+                }
+                Stmt::For(l) => {
+                    if walk(&mut l.body, var, f)? {
+                        return Ok(true);
+                    }
+                }
+                Stmt::If { then, .. } => {
+                    if walk(then, var, f)? {
+                        return Ok(true);
+                    }
+                }
+                Stmt::Reduce(r) => {
+                    if walk(&mut r.body, var, f)? {
+                        return Ok(true);
+                    }
+                }
+                Stmt::Store { .. } => {}
+            }
+        }
+        Ok(false)
+    }
+    if walk(&mut prog.body, var, f)? {
+        crate::verify_after("schedule", prog)
+    } else {
+        Err(PassError::Schedule(format!("kernel `{}` has no loop `{var}`", prog.name)))
+    }
+}
+
+/// Splits loop `var` into `var_o` (outer) and `var_i` (inner, extent `factor`). A tail that
+/// does not divide evenly is guarded by an `if`.
+pub fn split(prog: &mut LoopProgram, var: &str, factor: i64) -> Result<(String, String), PassError> {
+    if factor <= 0 {
+        return Err(PassError::Schedule(format!("split factor {factor}")));
+    }
+    let (o, i) = (format!("{var}_o"), format!("{var}_i"));
+    let (o2, i2) = (o.clone(), i.clone());
+    with_loop(prog, var, &mut |l| {
+        let e = IExpr::var(&o2).mul(factor).add(IExpr::var(&i2));
+        let mut body: Vec<Stmt> = l.body.iter().map(|s| s.subst(var, &e)).collect();
+        if l.extent % factor != 0 {
+            body = vec![Stmt::If { cond: VExpr::ICmp(tessera_ir::loops::CmpOp::Lt, e.clone(), IExpr::c(l.extent)), then: body }];
+        }
+        let inner = Stmt::For(Loop { var: i2.clone(), extent: factor.min(l.extent), kind: LoopKind::Serial, body });
+        Ok(vec![Stmt::For(Loop { var: o2.clone(), extent: (l.extent + factor - 1) / factor, kind: l.kind, body: vec![inner] })])
+    })?;
+    Ok((o, i))
+}
+
+/// Swaps two perfectly nested loops (`outer`'s body is exactly the loop `inner`).
+pub fn reorder(prog: &mut LoopProgram, outer: &str, inner: &str) -> Result<(), PassError> {
+    with_loop(prog, outer, &mut |l| match l.body.as_slice() {
+        [Stmt::For(il)] if il.var == inner => {
+            let new_inner = Loop { var: l.var.clone(), extent: l.extent, kind: il.kind, body: il.body.clone() };
+            Ok(vec![Stmt::For(Loop { var: il.var.clone(), extent: il.extent, kind: l.kind, body: vec![Stmt::For(new_inner)] })])
+        }
+        _ => Err(PassError::Schedule(format!("`{inner}` is not perfectly nested in `{outer}`"))),
+    })
+}
+
+/// Fuses perfectly nested `outer` and `inner` into one loop `outer_inner`.
+pub fn fuse(prog: &mut LoopProgram, outer: &str, inner: &str) -> Result<String, PassError> {
+    let fused = format!("{outer}_{inner}");
+    let f2 = fused.clone();
+    with_loop(prog, outer, &mut |l| match l.body.as_slice() {
+        [Stmt::For(il)] if il.var == inner => {
+            let v = IExpr::var(&f2);
+            let body = il.body.iter().map(|s| s.subst(outer, &v.clone().floordiv(il.extent)).subst(inner, &v.clone().modulo(il.extent))).collect();
+            Ok(vec![Stmt::For(Loop { var: f2.clone(), extent: l.extent * il.extent, kind: l.kind, body })])
+        }
+        _ => Err(PassError::Schedule(format!("`{inner}` is not perfectly nested in `{outer}`"))),
+    })?;
+    Ok(fused)
+}
+
+/// Splits both loops of a 2-deep perfect nest and orders them `a_o, b_o, a_i, b_i`.
+pub fn tile(prog: &mut LoopProgram, a: &str, b: &str, fa: i64, fb: i64) -> Result<(), PassError> {
+    let (ao, ai) = split(prog, a, fa)?;
+    let (bo, _) = split(prog, b, fb)?;
+    // Now: a_o { a_i { [if] b_o { b_i } } }; moving b_o out needs a_i's body to be b_o.
+    reorder(prog, &ai, &bo).map_err(|_| PassError::Schedule(format!("cannot tile `{a}` x `{b}`: `{a}` has a tail guard")))?;
+    let _ = ao;
+    Ok(())
+}
+
+/// Sets the annotation of loop `var`.
+pub fn annotate(prog: &mut LoopProgram, var: &str, kind: LoopKind) -> Result<(), PassError> {
+    with_loop(prog, var, &mut |mut l| {
+        l.kind = kind;
+        Ok(vec![Stmt::For(l)])
+    })
+}
+
+/// Options of the default CPU schedule.
+#[derive(Clone, Debug)]
+pub struct CpuScheduleConfig {
+    /// Vector width in bytes (32 for AVX2, 64 for AVX-512).
+    pub vector_bytes: usize,
+    /// Outer loops are fused until the parallel loop has at least this many iterations.
+    pub min_parallel_extent: i64,
+}
+
+impl Default for CpuScheduleConfig {
+    fn default() -> Self {
+        CpuScheduleConfig { vector_bytes: 32, min_parallel_extent: 16 }
+    }
+}
+
+/// The default CPU schedule: fuse outer loops into one parallel loop, vectorize innermost
+/// loops whose stores walk memory contiguously.
+pub fn default_cpu(prog: &mut LoopProgram, cfg: &CpuScheduleConfig) -> Result<(), PassError> {
+    if let [Stmt::For(l)] = prog.body.as_slice() {
+        let mut var = l.var.clone();
+        loop {
+            let Some(Stmt::For(l)) = prog.body.first() else { break };
+            if l.extent >= cfg.min_parallel_extent {
+                break;
+            }
+            let inner = match l.body.as_slice() {
+                [Stmt::For(il)] => il.var.clone(),
+                _ => break,
+            };
+            var = fuse(prog, &var, &inner)?;
+        }
+        if let Some(Stmt::For(l)) = prog.body.first()
+            && l.extent > 1
+        {
+            annotate(prog, &var, LoopKind::Parallel)?;
+        }
+    }
+    let width = |d: tessera_ir::DType| (cfg.vector_bytes / d.size().max(1)).clamp(2, 32) as u32;
+    let mut innermost = Vec::new();
+    collect_innermost(&prog.body, &mut innermost);
+    for (var, extent, store_buf) in innermost {
+        let Some(buf) = prog.buffer(&store_buf) else { continue };
+        let w = width(buf.dtype);
+        if extent >= w as i64 {
+            annotate(prog, &var, LoopKind::Vectorize(w))?;
+        }
+    }
+    Ok(())
+}
+
+/// Innermost serial loops whose every store is contiguous in the loop variable:
+/// (var, extent, buffer stored to).
+fn collect_innermost(body: &[Stmt], out: &mut Vec<(String, i64, String)>) {
+    for s in body {
+        match s {
+            Stmt::For(l) => {
+                let only_stores = l.body.iter().all(|b| matches!(b, Stmt::Store { .. }));
+                if only_stores && l.kind == LoopKind::Serial {
+                    let contiguous = l.body.iter().all(|b| matches!(b, Stmt::Store { index, .. } if index.coeff(&l.var) == Some(1)));
+                    if contiguous && let Some(Stmt::Store { buf, .. }) = l.body.first() {
+                        out.push((l.var.clone(), l.extent, buf.clone()));
+                    }
+                } else {
+                    collect_innermost(&l.body, out);
+                }
+            }
+            Stmt::If { then, .. } => collect_innermost(then, out),
+            Stmt::Reduce(r) => collect_innermost(&r.body, out),
+            Stmt::Store { .. } => {}
+        }
+    }
+}
