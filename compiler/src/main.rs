@@ -1,1 +1,280 @@
-fn main() {}
+//! The `tessera` command line: compile, run, bench and inspect models.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tessera::{CompileConfig, Compiler, Target, Tensor};
+use tessera_ir::{Graph, Rng};
+
+#[derive(Parser)]
+#[command(name = "tessera", version, about = "A tensor compiler: ONNX in, LLVM-compiled code out")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Emit {
+    /// The imported graph
+    Graph,
+    /// The specialised, constant-folded graph that is lowered
+    Prepared,
+    /// Scheduled loop programs, one per kernel
+    Loops,
+    /// MLIR (scf/memref/arith/math/vector) before lowering to LLVM
+    Mlir,
+    /// Optimised LLVM IR
+    Llvm,
+}
+
+#[derive(clap::Args, Clone)]
+struct CommonOpts {
+    /// Bind a symbolic dimension, e.g. `--bind N=8` (repeatable).
+    #[arg(long = "bind", value_parser = parse_binding)]
+    bind: Vec<(String, usize)>,
+    /// Target CPU for code generation (default: this machine's CPU).
+    #[arg(long)]
+    cpu: Option<String>,
+    /// Threads for parallel loops (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Turn off the default schedule (parallel + vectorize).
+    #[arg(long)]
+    no_schedule: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Compile an ONNX model to a shared library (+ .json manifest + .h header), or print a stage.
+    Compile {
+        model: PathBuf,
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        #[arg(long, value_enum)]
+        emit: Option<Emit>,
+        #[command(flatten)]
+        opts: CommonOpts,
+    },
+    /// Run a model (.onnx, JIT-compiled, or a compiled .so) on .npy inputs.
+    Run {
+        model: PathBuf,
+        /// One .npy file per model input, in order; random inputs when omitted.
+        #[arg(long = "input")]
+        inputs: Vec<PathBuf>,
+        /// Where to write each output as .npy, in order.
+        #[arg(long = "output")]
+        outputs: Vec<PathBuf>,
+        /// Compare the outputs with the reference interpreter (.onnx only).
+        #[arg(long)]
+        check: bool,
+        #[command(flatten)]
+        opts: CommonOpts,
+    },
+    /// Time a model: compile once, warm up, print the median of repeated runs.
+    Bench {
+        model: PathBuf,
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
+        /// Print one JSON line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        opts: CommonOpts,
+    },
+}
+
+fn parse_binding(s: &str) -> Result<(String, usize), String> {
+    let (k, v) = s.split_once('=').ok_or("expected NAME=SIZE")?;
+    Ok((k.to_string(), v.parse().map_err(|_| format!("bad size `{v}`"))?))
+}
+
+fn compiler(opts: &CommonOpts) -> Compiler {
+    let target = match &opts.cpu {
+        Some(c) => Target::cpu(c),
+        None => Target::host(),
+    };
+    let mut cfg = CompileConfig { schedule: !opts.no_schedule, bindings: opts.bind.iter().cloned().collect(), ..Default::default() };
+    if let Some(t) = opts.threads {
+        cfg.threads = t.max(1);
+    }
+    Compiler::new(target).with_config(cfg)
+}
+
+fn load_graph(path: &Path) -> Result<Graph> {
+    tessera::onnx::import_file(path).with_context(|| format!("importing {}", path.display()))
+}
+
+/// Bindings for AOT and display: given ones, then every remaining symbol bound to 1.
+fn full_bindings(g: &Graph, opts: &CommonOpts) -> BTreeMap<String, usize> {
+    let mut b: BTreeMap<String, usize> = opts.bind.iter().cloned().collect();
+    for s in g.symbols() {
+        b.entry(s).or_insert(1);
+    }
+    b
+}
+
+fn random_inputs(sigs: &[tessera_ir::plan::TensorSig]) -> Vec<Tensor> {
+    let mut rng = Rng::new(42);
+    sigs.iter().map(|s| rng.tensor(s.dtype, s.shape.clone())).collect()
+}
+
+fn read_inputs(paths: &[PathBuf]) -> Result<Vec<Tensor>> {
+    paths
+        .iter()
+        .map(|p| {
+            let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            tessera::npy::read(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+        })
+        .collect()
+}
+
+fn summary(t: &Tensor) -> String {
+    let v = t.to_f64_vec();
+    let head: Vec<String> = v.iter().take(8).map(|x| format!("{x:.6}")).collect();
+    format!("{}{:?} [{}{}]", t.dtype(), t.shape(), head.join(", "), if v.len() > 8 { ", …" } else { "" })
+}
+
+/// Runs a JIT-compiled .onnx or a loaded .so; returns the outputs and the latency of the run.
+fn run_model(model: &Path, inputs: Vec<Tensor>, opts: &CommonOpts) -> Result<(Vec<Tensor>, Vec<Tensor>, f64)> {
+    if model.extension().is_some_and(|e| e == "so") {
+        let cfg = tessera_runtime::ExecConfig { threads: opts.threads.unwrap_or_else(tessera_runtime::pool::ThreadPool::default_threads), poison: false };
+        let exe = tessera_runtime::artifact::load(model, &cfg)?;
+        let inputs = if inputs.is_empty() { random_inputs(&exe.plan().inputs) } else { inputs };
+        let t = Instant::now();
+        let out = exe.run(&inputs)?;
+        return Ok((inputs, out, t.elapsed().as_secs_f64() * 1e3));
+    }
+    let g = load_graph(model)?;
+    let c = compiler(opts);
+    let exe = c.compile(&g)?;
+    let inputs = if inputs.is_empty() {
+        let b = full_bindings(&g, opts);
+        let prepared = tessera_passes::fold::prepare(&g, &b)?;
+        let sigs: Vec<_> = prepared.inputs.iter().map(|&v| {
+            let ty = prepared.ty_of(v).expect("typed");
+            tessera_ir::plan::TensorSig { name: prepared.name_of(v).into(), dtype: ty.dtype, shape: ty.static_shape().unwrap_or_default() }
+        }).collect();
+        random_inputs(&sigs)
+    } else {
+        inputs
+    };
+    exe.run(&inputs)?; // compiles for this binding and warms up
+    let t = Instant::now();
+    let out = exe.run(&inputs)?;
+    Ok((inputs, out, t.elapsed().as_secs_f64() * 1e3))
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Compile { model, output, emit, opts } => {
+            let g = load_graph(&model)?;
+            let c = compiler(&opts);
+            let b = full_bindings(&g, &opts);
+            let print_cfg = tessera_ir::text::PrintConfig { max_data_bytes: 256 };
+            match emit {
+                Some(Emit::Graph) => print!("{}", tessera_ir::text::print_graph_with(&g, &print_cfg)),
+                Some(stage) => {
+                    let st = c.stages(&g, &b)?;
+                    let progs: Vec<_> = st.kernels.iter().map(|k| &k.program).collect();
+                    match stage {
+                        Emit::Prepared => print!("{}", tessera_ir::text::print_graph_with(&st.prepared, &print_cfg)),
+                        Emit::Loops => progs.iter().for_each(|p| println!("{p}")),
+                        Emit::Mlir => print!("{}", tessera_codegen::mlir::emit_module(&progs, &tessera_codegen::mlir::EmitConfig { vector_bytes: c.target.vector_bytes() })?),
+                        Emit::Llvm => print!("{}", tessera_codegen::aot::llvm_text(&progs, &c.target)?),
+                        Emit::Graph => unreachable!(),
+                    }
+                }
+                None => {}
+            }
+            if let Some(out) = output {
+                let m = tessera::aot::write_artifact(&c, &g, &b, &out)?;
+                eprintln!(
+                    "wrote {} ({} kernels, {} weight bytes, {} workspace bytes), {}, {}",
+                    out.display(),
+                    m.plan.steps.len(),
+                    m.plan.weight_bytes,
+                    m.plan.workspace_bytes,
+                    tessera_runtime::artifact::manifest_path(&out).display(),
+                    out.with_extension("h").display()
+                );
+            } else if emit.is_none() {
+                bail!("nothing to do: give -o OUTPUT.so and/or --emit STAGE");
+            }
+        }
+        Cmd::Run { model, inputs, outputs, check, opts } => {
+            let given = read_inputs(&inputs)?;
+            let (inputs, outs, ms) = run_model(&model, given, &opts)?;
+            for (i, t) in outs.iter().enumerate() {
+                println!("output {i}: {}", summary(t));
+            }
+            println!("latency: {ms:.3} ms");
+            if outs.len() < outputs.len() {
+                bail!("{} --output paths for {} outputs", outputs.len(), outs.len());
+            }
+            for (p, t) in outputs.iter().zip(&outs) {
+                std::fs::write(p, tessera::npy::write(t).map_err(anyhow::Error::msg)?)?;
+            }
+            if check {
+                if model.extension().is_some_and(|e| e == "so") {
+                    bail!("--check needs the .onnx model");
+                }
+                let g = load_graph(&model)?;
+                let reference = tessera_ir::interp::run_graph(&g, &inputs)?;
+                for (i, (a, r)) in outs.iter().zip(&reference).enumerate() {
+                    let err = max_rel_err(a, r);
+                    println!("output {i}: max relative error vs interpreter {err:.3e}");
+                    if err > 1e-3 {
+                        bail!("output {i} differs from the reference interpreter");
+                    }
+                }
+            }
+        }
+        Cmd::Bench { model, runs, warmup, json, opts } => {
+            let g = load_graph(&model)?;
+            let c = compiler(&opts);
+            let b = full_bindings(&g, &opts);
+            let t0 = Instant::now();
+            let exe = c.compile(&g)?;
+            let compiled = exe.compiled_for(&b)?;
+            let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
+            let inputs = random_inputs(&compiled.plan().inputs);
+            for _ in 0..warmup {
+                compiled.run(&inputs)?;
+            }
+            let mut times: Vec<f64> = (0..runs.max(1))
+                .map(|_| {
+                    let t = Instant::now();
+                    compiled.run(&inputs).map(|_| t.elapsed().as_secs_f64() * 1e3)
+                })
+                .collect::<Result<_, _>>()?;
+            times.sort_by(f64::total_cmp);
+            let median = times[times.len() / 2];
+            let line = serde_json::json!({
+                "model": model.display().to_string(),
+                "target": c.target.describe(),
+                "threads": compiled.threads(),
+                "kernels": compiled.plan().steps.len(),
+                "runs": times.len(),
+                "compile_ms": compile_ms,
+                "median_ms": median,
+                "min_ms": times[0],
+                "max_ms": times[times.len() - 1],
+            });
+            if json {
+                println!("{line}");
+            } else {
+                println!("{}: median {median:.3} ms over {} runs ({} threads)", model.display(), times.len(), compiled.threads());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn max_rel_err(a: &Tensor, r: &Tensor) -> f64 {
+    a.to_f64_vec().iter().zip(r.to_f64_vec()).map(|(x, y)| if x.is_nan() != y.is_nan() { f64::INFINITY } else if x.is_nan() { 0.0 } else { (x - y).abs() / (1.0 + y.abs()) }).fold(0.0, f64::max)
+}

@@ -20,6 +20,7 @@ pub mod infer;
 pub mod interp;
 pub mod loops;
 pub mod op;
+pub mod plan;
 pub mod tensor;
 pub mod text;
 

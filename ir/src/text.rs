@@ -75,8 +75,21 @@ fn attr(a: &Attr) -> String {
     }
 }
 
+/// Options of the graph printer.
+#[derive(Clone, Debug)]
+pub struct PrintConfig {
+    /// Initializers larger than this many bytes print as `<N bytes>` (which does not parse
+    /// back); `usize::MAX` prints everything.
+    pub max_data_bytes: usize,
+}
+
 /// Prints the graph. Initializer data is printed in full so the text can be parsed back.
 pub fn print_graph(g: &Graph) -> String {
+    print_graph_with(g, &PrintConfig { max_data_bytes: usize::MAX })
+}
+
+/// Prints the graph, eliding large initializers as configured (for humans).
+pub fn print_graph_with(g: &Graph, cfg: &PrintConfig) -> String {
     let mut s = String::new();
     writeln!(s, "graph {} opset {} {{", quote(&g.name), g.opset).unwrap();
     let val = |v: ValueId| -> String {
@@ -89,7 +102,8 @@ pub fn print_graph(g: &Graph) -> String {
         writeln!(s, "  input {}", val(v)).unwrap();
     }
     for (v, t) in &g.initializers {
-        writeln!(s, "  init {}: {} = {}", name(g.name_of(*v)), ty(&ValueType::new(t.dtype(), t.shape())), hex(t.bytes())).unwrap();
+        let data = if t.bytes().len() > cfg.max_data_bytes { format!("<{} bytes>", t.bytes().len()) } else { hex(t.bytes()) };
+        writeln!(s, "  init {}: {} = {data}", name(g.name_of(*v)), ty(&ValueType::new(t.dtype(), t.shape()))).unwrap();
     }
     for ix in g.topo_order().unwrap_or_default() {
         let n = g.node(ix);

@@ -1,0 +1,564 @@
+//! Loop IR → MLIR text (func / scf / memref / arith / math / vector dialects).
+//!
+//! Each loop program becomes `func.func @<name>_impl(%start: index, %end: index, %b0:
+//! memref<N x T>, …)`; buffers are flat, statically sized memrefs, lowered later with the
+//! bare-pointer calling convention. Loops become `scf.for`, reductions `scf.for` with
+//! `iter_args`, guards `scf.if`. A loop marked `vectorize(w)` — and an innermost parallel
+//! loop — is emitted as a `w`-wide vector loop plus a scalar remainder when its body
+//! qualifies (see [`vectorizable`]); otherwise it silently stays scalar, because
+//! vectorization is an optimisation, never a change of meaning.
+
+use crate::error::CodegenError;
+use std::collections::HashMap;
+use std::fmt::Write;
+use tessera_ir::loops::{BinOp, CmpOp, IExpr, Lit, Loop, LoopKind, LoopProgram, Reduce, ReduceOp, Stmt, UnOp, VExpr};
+use tessera_ir::DType;
+
+/// Options of MLIR emission.
+#[derive(Clone, Debug)]
+pub struct EmitConfig {
+    /// Vector width in bytes used for innermost parallel loops.
+    pub vector_bytes: usize,
+}
+
+impl Default for EmitConfig {
+    fn default() -> Self {
+        EmitConfig { vector_bytes: 32 }
+    }
+}
+
+/// Emits one MLIR module holding every program.
+pub fn emit_module(progs: &[&LoopProgram], cfg: &EmitConfig) -> Result<String, CodegenError> {
+    let mut out = String::from("module {\n");
+    for p in progs {
+        out.push_str(&emit_func(p, cfg)?);
+    }
+    out.push_str("}\n");
+    Ok(out)
+}
+
+/// The scalar MLIR type of a dtype in registers.
+fn scalar_ty(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "f32",
+        DType::F16 => "f16",
+        DType::BF16 => "bf16",
+        DType::F64 => "f64",
+        DType::I64 => "i64",
+        DType::I32 => "i32",
+        DType::I8 | DType::U8 => "i8",
+        DType::Bool => "i1",
+    }
+}
+
+/// The MLIR element type of a dtype in memory (bool is a byte).
+fn mem_ty(d: DType) -> &'static str {
+    if d == DType::Bool { "i8" } else { scalar_ty(d) }
+}
+
+fn ty(d: DType, lanes: Option<u32>) -> String {
+    match lanes {
+        Some(w) => format!("vector<{w}x{}>", scalar_ty(d)),
+        None => scalar_ty(d).to_string(),
+    }
+}
+
+fn unsigned(d: DType) -> bool {
+    matches!(d, DType::U8 | DType::Bool)
+}
+
+struct Vec_ {
+    var: String,
+    width: u32,
+}
+
+struct Em<'a> {
+    prog: &'a LoopProgram,
+    out: String,
+    next: usize,
+    depth: usize,
+    idx: HashMap<String, String>,
+    accs: Vec<(String, String)>,
+    bufs: HashMap<String, (String, DType, usize)>,
+    vec: Option<Vec_>,
+    cfg: &'a EmitConfig,
+}
+
+fn emit_func(p: &LoopProgram, cfg: &EmitConfig) -> Result<String, CodegenError> {
+    let mut em = Em { prog: p, out: String::new(), next: 0, depth: 2, idx: HashMap::new(), accs: vec![], bufs: HashMap::new(), vec: None, cfg };
+    let mut params = vec!["%start: index".to_string(), "%end: index".to_string()];
+    for (i, b) in p.buffers.iter().enumerate() {
+        let name = format!("%b{i}");
+        params.push(format!("{name}: memref<{}x{}>", b.len, mem_ty(b.dtype)));
+        em.bufs.insert(b.name.clone(), (name, b.dtype, b.len));
+    }
+    let mut head = String::new();
+    writeln!(head, "  func.func @{}_impl({}) {{", p.name, params.join(", ")).unwrap();
+    let par = p.parallel_extent() > 1;
+    for (i, s) in p.body.iter().enumerate() {
+        match s {
+            Stmt::For(l) if i == 0 && par => em.for_loop(l, Some(("%start".into(), "%end".into())))?,
+            _ => em.stmt(s)?,
+        }
+    }
+    em.line("return".into());
+    Ok(head + &em.out + "  }\n")
+}
+
+impl Em<'_> {
+    fn unsupported(&self, msg: impl Into<String>) -> CodegenError {
+        CodegenError::Unsupported { kernel: self.prog.name.clone(), msg: msg.into() }
+    }
+    fn line(&mut self, s: String) {
+        for _ in 0..self.depth {
+            self.out.push_str("  ");
+        }
+        self.out.push_str(&s);
+        self.out.push('\n');
+    }
+    fn fresh(&mut self) -> String {
+        self.next += 1;
+        format!("%t{}", self.next)
+    }
+    /// `%x = <rhs>`; returns `%x`.
+    fn op(&mut self, rhs: String) -> String {
+        let v = self.fresh();
+        self.line(format!("{v} = {rhs}"));
+        v
+    }
+    fn index_const(&mut self, c: i64) -> String {
+        self.op(format!("arith.constant {c} : index"))
+    }
+
+    fn stmt(&mut self, s: &Stmt) -> Result<(), CodegenError> {
+        match s {
+            Stmt::For(l) => self.for_loop(l, None),
+            Stmt::Store { buf, index, value } => {
+                let (b, d, len) = self.bufs[buf].clone();
+                let i = self.iexpr(index)?;
+                let lanes = self.vec.as_ref().map(|v| v.width);
+                let mut v = self.vexpr(value)?;
+                if d == DType::Bool {
+                    v = self.op(format!("arith.extui {v} : {} to {}", ty(DType::Bool, lanes), ty(DType::I8, lanes)));
+                }
+                match lanes {
+                    Some(w) => self.line(format!("vector.store {v}, {b}[{i}] : memref<{len}x{}>, vector<{w}x{}>", mem_ty(d), mem_ty(d))),
+                    None => self.line(format!("memref.store {v}, {b}[{i}] : memref<{len}x{}>", mem_ty(d))),
+                }
+                Ok(())
+            }
+            Stmt::If { cond, then } => {
+                if self.vec.is_some() {
+                    return Err(self.unsupported("`if` inside a vector loop"));
+                }
+                let c = self.vexpr(cond)?;
+                self.line(format!("scf.if {c} {{"));
+                self.depth += 1;
+                for t in then {
+                    self.stmt(t)?;
+                }
+                self.depth -= 1;
+                self.line("}".into());
+                Ok(())
+            }
+            Stmt::Reduce(r) => self.reduce(r),
+        }
+    }
+
+    fn for_loop(&mut self, l: &Loop, bounds: Option<(String, String)>) -> Result<(), CodegenError> {
+        let (lo, hi) = match bounds {
+            Some(b) => b,
+            None => (self.index_const(0), self.index_const(l.extent)),
+        };
+        let innermost = l.body.iter().all(|s| matches!(s, Stmt::Store { .. }));
+        let want_width = match l.kind {
+            LoopKind::Vectorize(w) => Some(w),
+            LoopKind::Parallel if innermost => self.natural_width(&l.body),
+            _ => None,
+        };
+        if let Some(w) = want_width.filter(|&w| w > 1 && self.vec.is_none() && vectorizable(self.prog, &l.body, &l.var)) {
+            // Vector main loop over [lo, lo + floor((hi-lo)/w)*w), then a scalar remainder.
+            let cw = self.index_const(w as i64);
+            let span = self.op(format!("arith.subi {hi}, {lo} : index"));
+            let q = self.op(format!("arith.divui {span}, {cw} : index"));
+            let main = self.op(format!("arith.muli {q}, {cw} : index"));
+            let mid = self.op(format!("arith.addi {lo}, {main} : index"));
+            self.vec = Some(Vec_ { var: l.var.clone(), width: w });
+            self.simple_for(&l.var, &lo, &mid, &cw, &l.body)?;
+            self.vec = None;
+            let c1 = self.index_const(1);
+            return self.simple_for(&l.var, &mid, &hi, &c1, &l.body);
+        }
+        if let LoopKind::Unroll(n) = l.kind
+            && n > 1
+            && self.vec.is_none()
+        {
+            let cn = self.index_const(n as i64);
+            let span = self.op(format!("arith.subi {hi}, {lo} : index"));
+            let q = self.op(format!("arith.divui {span}, {cn} : index"));
+            let main = self.op(format!("arith.muli {q}, {cn} : index"));
+            let mid = self.op(format!("arith.addi {lo}, {main} : index"));
+            let iv = self.fresh();
+            self.line(format!("scf.for {iv} = {lo} to {mid} step {cn} {{"));
+            self.depth += 1;
+            for k in 0..n {
+                let ck = self.index_const(k as i64);
+                let v = self.op(format!("arith.addi {iv}, {ck} : index"));
+                self.idx.insert(l.var.clone(), v);
+                for s in &l.body {
+                    self.stmt(s)?;
+                }
+            }
+            self.depth -= 1;
+            self.line("}".into());
+            let c1 = self.index_const(1);
+            return self.simple_for(&l.var, &mid, &hi, &c1, &l.body);
+        }
+        let c1 = self.index_const(1);
+        self.simple_for(&l.var, &lo, &hi, &c1, &l.body)
+    }
+
+    /// The vector width for an innermost parallel loop: the configured register width over
+    /// the widest stored element.
+    fn natural_width(&self, body: &[Stmt]) -> Option<u32> {
+        let size = body.iter().filter_map(|s| match s {
+            Stmt::Store { buf, .. } => self.prog.buffer(buf).map(|b| b.dtype.size()),
+            _ => None,
+        }).max()?;
+        Some((self.cfg.vector_bytes / size).clamp(1, 64) as u32)
+    }
+
+    fn simple_for(&mut self, var: &str, lo: &str, hi: &str, step: &str, body: &[Stmt]) -> Result<(), CodegenError> {
+        let iv = self.fresh();
+        self.line(format!("scf.for {iv} = {lo} to {hi} step {step} {{"));
+        self.depth += 1;
+        self.idx.insert(var.to_string(), iv);
+        for s in body {
+            self.stmt(s)?;
+        }
+        self.idx.remove(var);
+        self.depth -= 1;
+        self.line("}".into());
+        Ok(())
+    }
+
+    fn reduce(&mut self, r: &Reduce) -> Result<(), CodegenError> {
+        if self.vec.is_some() {
+            return Err(self.unsupported("reduction inside a vector loop"));
+        }
+        let t = ty(r.dtype, None);
+        let init = self.vexpr(&r.init)?;
+        let result = self.reduce_axes(r, 0, &init, &t)?;
+        self.accs.push((r.acc.clone(), result));
+        for s in &r.body {
+            self.stmt(s)?;
+        }
+        self.accs.pop();
+        Ok(())
+    }
+
+    fn reduce_axes(&mut self, r: &Reduce, k: usize, acc_in: &str, t: &str) -> Result<String, CodegenError> {
+        if k == r.axes.len() {
+            let v = self.vexpr(&r.value)?;
+            let f = r.dtype.is_float();
+            let op = match (r.op, f) {
+                (ReduceOp::Sum, true) => "arith.addf",
+                (ReduceOp::Sum, false) => "arith.addi",
+                (ReduceOp::Max, true) => "arith.maximumf",
+                (ReduceOp::Min, true) => "arith.minimumf",
+                (ReduceOp::Max, false) if unsigned(r.dtype) => "arith.maxui",
+                (ReduceOp::Min, false) if unsigned(r.dtype) => "arith.minui",
+                (ReduceOp::Max, false) => "arith.maxsi",
+                (ReduceOp::Min, false) => "arith.minsi",
+            };
+            return Ok(self.op(format!("{op} {acc_in}, {v} : {t}")));
+        }
+        let (var, extent) = &r.axes[k];
+        let (lo, hi, one) = (self.index_const(0), self.index_const(*extent), self.index_const(1));
+        let iv = self.fresh();
+        let acc = self.fresh();
+        let res = self.fresh();
+        self.line(format!("{res} = scf.for {iv} = {lo} to {hi} step {one} iter_args({acc} = {acc_in}) -> ({t}) {{"));
+        self.depth += 1;
+        self.idx.insert(var.clone(), iv);
+        let next = self.reduce_axes(r, k + 1, &acc, t)?;
+        self.line(format!("scf.yield {next} : {t}"));
+        self.idx.remove(var);
+        self.depth -= 1;
+        self.line("}".into());
+        Ok(res)
+    }
+
+    /// Emits an index expression (always scalar: in a vector loop it is the index of lane 0).
+    fn iexpr(&mut self, e: &IExpr) -> Result<String, CodegenError> {
+        let bin = |s: &mut Self, op: &str, a: &IExpr, b: &IExpr| -> Result<String, CodegenError> {
+            let (x, y) = (s.iexpr(a)?, s.iexpr(b)?);
+            Ok(s.op(format!("{op} {x}, {y} : index")))
+        };
+        match e {
+            IExpr::Const(c) => Ok(self.index_const(*c)),
+            IExpr::Var(v) => self.idx.get(v).cloned().ok_or_else(|| self.unsupported(format!("unbound index `{v}`"))),
+            IExpr::Add(a, b) => bin(self, "arith.addi", a, b),
+            IExpr::Sub(a, b) => bin(self, "arith.subi", a, b),
+            IExpr::Mul(a, b) => bin(self, "arith.muli", a, b),
+            IExpr::FloorDiv(a, b) => bin(self, "arith.floordivsi", a, b),
+            IExpr::Min(a, b) => bin(self, "arith.minsi", a, b),
+            IExpr::Max(a, b) => bin(self, "arith.maxsi", a, b),
+            IExpr::Mod(a, b) => {
+                let (x, y) = (self.iexpr(a)?, self.iexpr(b)?);
+                let q = self.op(format!("arith.floordivsi {x}, {y} : index"));
+                let m = self.op(format!("arith.muli {q}, {y} : index"));
+                Ok(self.op(format!("arith.subi {x}, {m} : index")))
+            }
+            IExpr::Of(v) => {
+                let saved = self.vec.take();
+                let x = self.vexpr(v);
+                self.vec = saved;
+                let x = x?;
+                let d = self.dtype_of(v)?;
+                let w = if d == DType::I64 {
+                    x
+                } else if unsigned(d) {
+                    self.op(format!("arith.extui {x} : {} to i64", scalar_ty(d)))
+                } else {
+                    self.op(format!("arith.extsi {x} : {} to i64", scalar_ty(d)))
+                };
+                Ok(self.op(format!("arith.index_cast {w} : i64 to index")))
+            }
+        }
+    }
+
+    fn dtype_of(&self, e: &VExpr) -> Result<DType, CodegenError> {
+        e.dtype(&|b| self.prog.buffer(b).map(|x| x.dtype)).ok_or_else(|| self.unsupported(format!("cannot type `{e}`")))
+    }
+
+    fn constant(&mut self, l: Lit, d: DType) -> String {
+        let text = match (l, d) {
+            (_, DType::Bool) => format!("{}", matches!(l, Lit::I(x) if x != 0) || matches!(l, Lit::F(x) if x != 0.0)),
+            (Lit::F(x), DType::F32) => format!("0x{:08X}", (x as f32).to_bits()),
+            (Lit::F(x), DType::F64) => format!("0x{:016X}", x.to_bits()),
+            (Lit::F(x), DType::F16) => format!("0x{:04X}", half::f16::from_f64(x).to_bits()),
+            (Lit::F(x), DType::BF16) => format!("0x{:04X}", half::bf16::from_f64(x).to_bits()),
+            (Lit::F(x), _) => format!("{}", d.wrap_i64(x as i64)),
+            (Lit::I(x), DType::U8) => format!("{}", x as u8 as i8),
+            (Lit::I(x), _) if d.is_float() => return self.constant(Lit::F(x as f64), d),
+            (Lit::I(x), _) => format!("{}", d.wrap_i64(x)),
+        };
+        self.op(format!("arith.constant {text} : {}", scalar_ty(d)))
+    }
+
+    /// Emits a value expression; in a vector loop the result is a vector unless the
+    /// expression does not depend on the vector variable (then it is broadcast).
+    fn vexpr(&mut self, e: &VExpr) -> Result<String, CodegenError> {
+        if let Some(v) = &self.vec
+            && !e.mentions(&v.var)
+        {
+            let (var, w) = (v.var.clone(), v.width);
+            let saved = self.vec.take();
+            let s = self.vexpr(e);
+            self.vec = saved;
+            let s = s?;
+            let _ = var;
+            let d = self.dtype_of(e)?;
+            return Ok(self.op(format!("vector.broadcast {s} : {} to {}", scalar_ty(d), ty(d, Some(w)))));
+        }
+        let lanes = self.vec.as_ref().map(|v| v.width);
+        let d = self.dtype_of(e)?;
+        let t = ty(d, lanes);
+        match e {
+            VExpr::Const(l, d) => Ok(self.constant(*l, *d)),
+            VExpr::Load { buf, index } => {
+                let (b, bd, len) = self.bufs.get(buf).cloned().ok_or_else(|| self.unsupported(format!("unknown buffer `{buf}`")))?;
+                let i = self.iexpr(index)?;
+                let raw = match lanes {
+                    Some(w) => self.op(format!("vector.load {b}[{i}] : memref<{len}x{}>, vector<{w}x{}>", mem_ty(bd), mem_ty(bd))),
+                    None => self.op(format!("memref.load {b}[{i}] : memref<{len}x{}>", mem_ty(bd))),
+                };
+                if bd == DType::Bool {
+                    let z = self.constant(Lit::I(0), DType::I8);
+                    let z = match lanes {
+                        Some(w) => self.op(format!("vector.broadcast {z} : i8 to vector<{w}xi8>")),
+                        None => z,
+                    };
+                    return Ok(self.op(format!("arith.cmpi ne, {raw}, {z} : {}", ty(DType::I8, lanes))));
+                }
+                Ok(raw)
+            }
+            VExpr::Acc(n, _) => self.accs.iter().rev().find(|(a, _)| a == n).map(|(_, v)| v.clone()).ok_or_else(|| self.unsupported(format!("unbound accumulator `{n}`"))),
+            VExpr::Unary(op, a) => {
+                let x = self.vexpr(a)?;
+                let f = d.is_float();
+                Ok(match op {
+                    UnOp::Neg if f => self.op(format!("arith.negf {x} : {t}")),
+                    UnOp::Neg => {
+                        let z = self.splat(Lit::I(0), d)?;
+                        self.op(format!("arith.subi {z}, {x} : {t}"))
+                    }
+                    UnOp::Abs if f => self.op(format!("math.absf {x} : {t}")),
+                    UnOp::Abs => self.op(format!("math.absi {x} : {t}")),
+                    UnOp::Not => {
+                        let one = self.splat(Lit::I(1), DType::Bool)?;
+                        self.op(format!("arith.xori {x}, {one} : {t}"))
+                    }
+                    UnOp::Exp => self.op(format!("math.exp {x} : {t}")),
+                    UnOp::Log => self.op(format!("math.log {x} : {t}")),
+                    UnOp::Sqrt => self.op(format!("math.sqrt {x} : {t}")),
+                    UnOp::Tanh => self.op(format!("math.tanh {x} : {t}")),
+                    UnOp::Erf => self.op(format!("math.erf {x} : {t}")),
+                    UnOp::Floor => self.op(format!("math.floor {x} : {t}")),
+                    UnOp::Ceil => self.op(format!("math.ceil {x} : {t}")),
+                })
+            }
+            VExpr::Binary(op, a, b) => {
+                let (x, y) = (self.vexpr(a)?, self.vexpr(b)?);
+                let (f, u) = (d.is_float(), unsigned(d));
+                let name = match op {
+                    BinOp::Add => if f { "arith.addf" } else { "arith.addi" },
+                    BinOp::Sub => if f { "arith.subf" } else { "arith.subi" },
+                    BinOp::Mul => if f { "arith.mulf" } else { "arith.muli" },
+                    BinOp::Div => if f { "arith.divf" } else if u { "arith.divui" } else { "arith.divsi" },
+                    BinOp::Pow => "math.powf",
+                    BinOp::Max => if f { "arith.maximumf" } else if u { "arith.maxui" } else { "arith.maxsi" },
+                    BinOp::Min => if f { "arith.minimumf" } else if u { "arith.minui" } else { "arith.minsi" },
+                    BinOp::And => "arith.andi",
+                    BinOp::Or => "arith.ori",
+                };
+                Ok(self.op(format!("{name} {x}, {y} : {t}")))
+            }
+            VExpr::Cmp(op, a, b) => {
+                let ad = self.dtype_of(a)?;
+                let (x, y) = (self.vexpr(a)?, self.vexpr(b)?);
+                let at = ty(ad, lanes);
+                if ad.is_float() {
+                    let p = match op {
+                        CmpOp::Eq => "oeq",
+                        CmpOp::Ne => "une",
+                        CmpOp::Lt => "olt",
+                        CmpOp::Le => "ole",
+                        CmpOp::Gt => "ogt",
+                        CmpOp::Ge => "oge",
+                    };
+                    Ok(self.op(format!("arith.cmpf {p}, {x}, {y} : {at}")))
+                } else {
+                    Ok(self.op(format!("arith.cmpi {}, {x}, {y} : {at}", int_pred(*op, unsigned(ad)))))
+                }
+            }
+            VExpr::ICmp(op, a, b) => {
+                let (x, y) = (self.iexpr(a)?, self.iexpr(b)?);
+                Ok(self.op(format!("arith.cmpi {}, {x}, {y} : index", int_pred(*op, false))))
+            }
+            VExpr::Select(c, a, b) => {
+                let (cv, x, y) = (self.vexpr(c)?, self.vexpr(a)?, self.vexpr(b)?);
+                Ok(self.op(format!("arith.select {cv}, {x}, {y} : {}, {t}", ty(DType::Bool, lanes))))
+            }
+            VExpr::Cast(to, a) => {
+                let from = self.dtype_of(a)?;
+                let x = self.vexpr(a)?;
+                self.cast(&x, from, *to, lanes)
+            }
+            VExpr::Index(i, to) => {
+                let x = self.iexpr(i)?;
+                let w = self.op(format!("arith.index_cast {x} : index to i64"));
+                self.cast(&w, DType::I64, *to, None)
+            }
+        }
+    }
+
+    /// A constant, broadcast to the current vector width if in a vector loop.
+    fn splat(&mut self, l: Lit, d: DType) -> Result<String, CodegenError> {
+        let c = self.constant(l, d);
+        Ok(match self.vec.as_ref().map(|v| v.width) {
+            Some(w) => self.op(format!("vector.broadcast {c} : {} to {}", scalar_ty(d), ty(d, Some(w)))),
+            None => c,
+        })
+    }
+
+    fn cast(&mut self, x: &str, from: DType, to: DType, lanes: Option<u32>) -> Result<String, CodegenError> {
+        if from == to {
+            return Ok(x.to_string());
+        }
+        let (ft, tt) = (ty(from, lanes), ty(to, lanes));
+        let bits = |d: DType| if d == DType::Bool { 1 } else { d.size() * 8 };
+        Ok(match (from.is_float(), to.is_float()) {
+            (true, true) => {
+                if matches!((from, to), (DType::F16, DType::BF16) | (DType::BF16, DType::F16)) {
+                    let mid = self.op(format!("arith.extf {x} : {ft} to {}", ty(DType::F32, lanes)));
+                    self.op(format!("arith.truncf {mid} : {} to {tt}", ty(DType::F32, lanes)))
+                } else if bits(to) > bits(from) {
+                    self.op(format!("arith.extf {x} : {ft} to {tt}"))
+                } else {
+                    self.op(format!("arith.truncf {x} : {ft} to {tt}"))
+                }
+            }
+            (false, true) => {
+                let op = if unsigned(from) { "arith.uitofp" } else { "arith.sitofp" };
+                self.op(format!("{op} {x} : {ft} to {tt}"))
+            }
+            (true, false) if to == DType::Bool => {
+                let z = self.splat(Lit::F(0.0), from)?;
+                self.op(format!("arith.cmpf une, {x}, {z} : {ft}"))
+            }
+            (true, false) => {
+                let op = if unsigned(to) { "arith.fptoui" } else { "arith.fptosi" };
+                self.op(format!("{op} {x} : {ft} to {tt}"))
+            }
+            (false, false) if to == DType::Bool => {
+                let z = self.splat(Lit::I(0), from)?;
+                self.op(format!("arith.cmpi ne, {x}, {z} : {ft}"))
+            }
+            (false, false) => {
+                if bits(to) > bits(from) {
+                    let op = if unsigned(from) { "arith.extui" } else { "arith.extsi" };
+                    self.op(format!("{op} {x} : {ft} to {tt}"))
+                } else if bits(to) < bits(from) {
+                    self.op(format!("arith.trunci {x} : {ft} to {tt}"))
+                } else {
+                    x.to_string()
+                }
+            }
+        })
+    }
+}
+
+fn int_pred(op: CmpOp, unsigned: bool) -> &'static str {
+    match (op, unsigned) {
+        (CmpOp::Eq, _) => "eq",
+        (CmpOp::Ne, _) => "ne",
+        (CmpOp::Lt, false) => "slt",
+        (CmpOp::Le, false) => "sle",
+        (CmpOp::Gt, false) => "sgt",
+        (CmpOp::Ge, false) => "sge",
+        (CmpOp::Lt, true) => "ult",
+        (CmpOp::Le, true) => "ule",
+        (CmpOp::Gt, true) => "ugt",
+        (CmpOp::Ge, true) => "uge",
+    }
+}
+
+/// Whether a loop body over `var` can be emitted as a vector loop: only stores, each store
+/// contiguous in `var`, every load contiguous or invariant, index-valued expressions and
+/// index comparisons invariant, and no bool buffers.
+pub fn vectorizable(prog: &LoopProgram, body: &[Stmt], var: &str) -> bool {
+    fn value_ok(prog: &LoopProgram, e: &VExpr, var: &str) -> bool {
+        if !e.mentions(var) {
+            return true;
+        }
+        match e {
+            VExpr::Const(..) | VExpr::Acc(..) => true,
+            VExpr::Load { buf, index } => {
+                matches!(index.coeff(var), Some(0 | 1)) && prog.buffer(buf).is_some_and(|b| b.dtype != DType::Bool)
+            }
+            VExpr::Index(..) | VExpr::ICmp(..) => false,
+            VExpr::Unary(_, a) => value_ok(prog, a, var),
+            VExpr::Cast(to, a) => *to != DType::Bool && value_ok(prog, a, var),
+            VExpr::Binary(_, a, b) | VExpr::Cmp(_, a, b) => value_ok(prog, a, var) && value_ok(prog, b, var),
+            VExpr::Select(c, a, b) => value_ok(prog, c, var) && value_ok(prog, a, var) && value_ok(prog, b, var),
+        }
+    }
+    body.iter().all(|s| match s {
+        Stmt::Store { buf, index, value } => {
+            index.coeff(var) == Some(1) && prog.buffer(buf).is_some_and(|b| b.dtype != DType::Bool) && value_ok(prog, value, var)
+        }
+        _ => false,
+    })
+}

@@ -1,0 +1,195 @@
+//! The pipeline driver: Graph → prepared Graph → kernels (loop programs) → scheduled kernels
+//! → machine code + execution plan → [`Executable`]. Each stage is a value the CLI can print.
+
+use crate::error::CompileError;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use tessera_codegen::jit::JitModule;
+use tessera_codegen::Target;
+use tessera_ir::plan::{align_up, ExecPlan, Slot, Step, TensorSig};
+use tessera_ir::{Graph, Tensor, ValueId};
+use tessera_passes::lower::Kernel;
+use tessera_passes::schedule::{self, CpuScheduleConfig};
+use tessera_runtime::executor::Weights;
+use tessera_runtime::memory::{plan_memory, AlignedBuf, BufferReq};
+use tessera_runtime::{ExecConfig, Executor};
+
+/// Options of a compilation.
+#[derive(Clone, Debug)]
+pub struct CompileConfig {
+    /// Threads the executor uses for parallel loops.
+    pub threads: usize,
+    /// Apply the default CPU schedule (parallel + vectorize); off gives plain serial loops.
+    pub schedule: bool,
+    /// Poison outputs and workspace before each run (tests).
+    pub poison: bool,
+    /// Sizes for symbolic dimensions used when compiling ahead of time.
+    pub bindings: BTreeMap<String, usize>,
+}
+
+impl Default for CompileConfig {
+    fn default() -> Self {
+        CompileConfig { threads: tessera_runtime::pool::ThreadPool::default_threads(), schedule: true, poison: false, bindings: BTreeMap::new() }
+    }
+}
+
+/// Compiles graphs for one target.
+#[derive(Clone, Debug)]
+pub struct Compiler {
+    pub target: Target,
+    pub config: CompileConfig,
+}
+
+/// Everything the pipeline produced up to code generation (inspectable by `--emit`).
+pub struct Stages {
+    /// Specialised, type-inferred, constant-folded graph.
+    pub prepared: Graph,
+    /// One scheduled loop program per node, in execution order.
+    pub kernels: Vec<Kernel>,
+}
+
+impl Compiler {
+    pub fn new(target: Target) -> Compiler {
+        Compiler { target, config: CompileConfig::default() }
+    }
+
+    pub fn with_config(mut self, config: CompileConfig) -> Compiler {
+        self.config = config;
+        self
+    }
+
+    /// Front half of the pipeline: prepare, lower, schedule.
+    pub fn stages(&self, graph: &Graph, bindings: &BTreeMap<String, usize>) -> Result<Stages, CompileError> {
+        let prepared = tessera_passes::fold::prepare(graph, bindings)?;
+        let mut kernels = tessera_passes::lower::lower_graph(&prepared)?;
+        if self.config.schedule {
+            let cfg = CpuScheduleConfig { vector_bytes: self.target.vector_bytes(), ..Default::default() };
+            for k in &mut kernels {
+                schedule::default_cpu(&mut k.program, &cfg)?;
+            }
+        }
+        Ok(Stages { prepared, kernels })
+    }
+
+    /// Compiles `graph`. Symbolic dimensions are bound from the inputs at run time; each new
+    /// binding is compiled once and cached.
+    pub fn compile(&self, graph: &Graph) -> Result<Executable, CompileError> {
+        let mut g = graph.clone();
+        g.infer_types()?;
+        g.verify()?;
+        let exe = Executable { graph: g, compiler: self.clone(), cache: Mutex::new(HashMap::new()) };
+        if exe.graph.symbols().iter().all(|s| self.config.bindings.contains_key(s)) {
+            exe.compiled_for(&self.config.bindings)?;
+        }
+        Ok(exe)
+    }
+}
+
+/// A model compiled for the CPU, ready to run.
+pub struct Executable {
+    graph: Graph,
+    compiler: Compiler,
+    cache: Mutex<HashMap<BTreeMap<String, usize>, Arc<Executor>>>,
+}
+
+impl Executable {
+    /// Runs the model; `inputs` follow the graph's input order.
+    pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, CompileError> {
+        let bindings = self.bind(inputs)?;
+        self.compiled_for(&bindings)?.run(inputs).map_err(Into::into)
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The sizes of symbolic dimensions implied by `inputs`.
+    pub fn bind(&self, inputs: &[Tensor]) -> Result<BTreeMap<String, usize>, CompileError> {
+        let mut b = self.compiler.config.bindings.clone();
+        if inputs.len() != self.graph.inputs.len() {
+            return Err(CompileError::Usage(format!("the model takes {} inputs, got {}", self.graph.inputs.len(), inputs.len())));
+        }
+        for (&v, t) in self.graph.inputs.iter().zip(inputs) {
+            let ty = self.graph.ty_of(v)?;
+            tessera_ir::interp::check_input(self.graph.name_of(v), ty, t)?;
+            for (d, &n) in ty.shape.iter().zip(t.shape()) {
+                if let tessera_ir::Dim::Sym(s) = d
+                    && b.insert(s.clone(), n).is_some_and(|old| old != n && !self.compiler.config.bindings.contains_key(s))
+                {
+                    return Err(CompileError::Usage(format!("symbol `{s}` is bound to two sizes by the inputs")));
+                }
+            }
+        }
+        Ok(b)
+    }
+
+    /// The executor for one binding of the symbolic dimensions, compiling it on first use.
+    pub fn compiled_for(&self, bindings: &BTreeMap<String, usize>) -> Result<Arc<Executor>, CompileError> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = cache.get(bindings) {
+            return Ok(e.clone());
+        }
+        let stages = self.compiler.stages(&self.graph, bindings)?;
+        let (plan, weights) = build_plan(&stages)?;
+        let progs: Vec<&tessera_ir::loops::LoopProgram> = stages.kernels.iter().map(|k| &k.program).collect();
+        let jit = JitModule::compile(&progs, &self.compiler.target)?;
+        let kernels = plan.steps.iter().map(|s| jit.function(&s.kernel).ok_or_else(|| CompileError::Usage(format!("kernel `{}` missing", s.kernel)))).collect::<Result<Vec<_>, _>>()?;
+        let cfg = ExecConfig { threads: self.compiler.config.threads, poison: self.compiler.config.poison };
+        let exe = Arc::new(Executor::new(plan, kernels, Weights::Owned(AlignedBuf::from_bytes(&weights)), Arc::new(jit), &cfg));
+        cache.insert(bindings.clone(), exe.clone());
+        Ok(exe)
+    }
+}
+
+/// Builds the execution plan of scheduled kernels: weight blob layout, input/output slots,
+/// and workspace offsets for intermediates (reused by liveness).
+pub fn build_plan(st: &Stages) -> Result<(ExecPlan, Vec<u8>), CompileError> {
+    let g = &st.prepared;
+    let sig = |v: ValueId| -> Result<TensorSig, CompileError> {
+        let ty = g.ty_of(v)?;
+        Ok(TensorSig { name: g.name_of(v).to_string(), dtype: ty.dtype, shape: ty.static_shape().unwrap_or_default() })
+    };
+    let inputs = g.inputs.iter().map(|&v| sig(v)).collect::<Result<Vec<_>, _>>()?;
+    let outputs = g.outputs.iter().map(|&v| sig(v)).collect::<Result<Vec<_>, _>>()?;
+    let mut slots: HashMap<ValueId, Slot> = HashMap::new();
+    for (i, &v) in g.inputs.iter().enumerate() {
+        slots.insert(v, Slot::Input { index: i });
+    }
+    for (i, &v) in g.outputs.iter().enumerate() {
+        slots.insert(v, Slot::Output { index: i });
+    }
+    let mut weights: Vec<u8> = Vec::new();
+    for k in &st.kernels {
+        for v in &k.args {
+            if let (Some(t), false) = (g.initializers.get(v), slots.contains_key(v)) {
+                let off = weights.len();
+                weights.extend_from_slice(t.bytes());
+                weights.resize(align_up(weights.len().max(off + 1)), 0);
+                slots.insert(*v, Slot::Weight { offset: off });
+            }
+        }
+    }
+    // Intermediates: live from the producing step to the last consuming step.
+    let mut live: Vec<(ValueId, BufferReq)> = Vec::new();
+    for (si, k) in st.kernels.iter().enumerate() {
+        for v in &k.args {
+            if slots.contains_key(v) {
+                continue;
+            }
+            match live.iter_mut().find(|(x, _)| x == v) {
+                Some((_, r)) => r.last = si,
+                None => {
+                    let bytes = k.program.buffers[k.args.iter().position(|a| a == v).unwrap()].len * g.ty_of(*v)?.dtype.size();
+                    live.push((*v, BufferReq { bytes, first: si, last: si }));
+                }
+            }
+        }
+    }
+    let reqs: Vec<BufferReq> = live.iter().map(|(_, r)| *r).collect();
+    let (offsets, workspace_bytes) = plan_memory(&reqs);
+    for ((v, _), off) in live.iter().zip(offsets) {
+        slots.insert(*v, Slot::Workspace { offset: off });
+    }
+    let steps = st.kernels.iter().map(|k| Step { kernel: k.program.name.clone(), node: k.node.clone(), args: k.args.iter().map(|v| slots[v]).collect(), parallel_extent: k.program.parallel_extent() }).collect();
+    Ok((ExecPlan { inputs, outputs, weight_bytes: weights.len(), workspace_bytes, steps }, weights))
+}

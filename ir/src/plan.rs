@@ -1,0 +1,68 @@
+//! The execution plan of a compiled model: which kernel runs, in what order, on which memory.
+//!
+//! It is data (serialised into an AOT artifact's JSON manifest) so that the JIT executor, the
+//! AOT entry point generated into a shared library, and the runtime-only runner all execute
+//! exactly the same steps.
+
+use crate::dtype::DType;
+use serde::{Deserialize, Serialize};
+
+/// Name, element type and shape of a model input or output.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TensorSig {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+}
+
+impl TensorSig {
+    pub fn bytes(&self) -> usize {
+        self.shape.iter().product::<usize>().max(1) * self.dtype.size()
+    }
+}
+
+/// Where a kernel argument lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Slot {
+    /// The model's i-th input tensor.
+    Input { index: usize },
+    /// The model's i-th output tensor.
+    Output { index: usize },
+    /// `offset` bytes into the constant weight blob.
+    Weight { offset: usize },
+    /// `offset` bytes into the per-run workspace.
+    Workspace { offset: usize },
+}
+
+/// One kernel call: `kernel(args, start, end)` over sub-ranges of `0..parallel_extent`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    pub kernel: String,
+    /// The graph node this kernel computes (for error messages and profiles).
+    pub node: String,
+    pub args: Vec<Slot>,
+    pub parallel_extent: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExecPlan {
+    pub inputs: Vec<TensorSig>,
+    pub outputs: Vec<TensorSig>,
+    /// Bytes of the constant weight blob (weights are 64-byte aligned inside it).
+    pub weight_bytes: usize,
+    /// Bytes of scratch memory one run needs (intermediate tensors, reused by liveness).
+    pub workspace_bytes: usize,
+    pub steps: Vec<Step>,
+}
+
+/// Alignment of every weight and workspace buffer, in bytes (a cache line; enough for AVX-512).
+pub const ALIGN: usize = 64;
+
+pub fn align_up(n: usize) -> usize {
+    n.div_ceil(ALIGN) * ALIGN
+}
+
+/// The C ABI of every compiled CPU kernel: `kernel(args, start, end)` where `args` holds one
+/// pointer per loop-program buffer and `[start, end)` is a sub-range of the parallel loop.
+pub type KernelFn = unsafe extern "C" fn(args: *const *mut u8, start: i64, end: i64);

@@ -1,0 +1,134 @@
+//! The executor: runs an [`ExecPlan`] step by step, splitting parallel kernels across the
+//! thread pool.
+
+use crate::error::RuntimeError;
+use crate::memory::AlignedBuf;
+use crate::pool::ThreadPool;
+use std::any::Any;
+use std::sync::{Arc, Mutex};
+use tessera_ir::plan::{ExecPlan, KernelFn, Slot};
+use tessera_ir::Tensor;
+
+/// Options of an executor.
+#[derive(Clone, Debug)]
+pub struct ExecConfig {
+    /// Threads for parallel loops (the calling thread included).
+    pub threads: usize,
+    /// Fill outputs and the workspace with NaN bytes before every run, so an element a kernel
+    /// forgets to write cannot pass a comparison. For tests; costs a memset per run.
+    pub poison: bool,
+}
+
+impl Default for ExecConfig {
+    fn default() -> Self {
+        ExecConfig { threads: ThreadPool::default_threads(), poison: false }
+    }
+}
+
+/// Where the weights live: owned by the executor (JIT) or inside a loaded library (AOT).
+pub enum Weights {
+    Owned(AlignedBuf),
+    /// A pointer into memory kept alive by the executor's `keep_alive` handle.
+    Borrowed(*const u8),
+}
+
+// SAFETY: weights are immutable after construction.
+unsafe impl Send for Weights {}
+// SAFETY: weights are immutable after construction.
+unsafe impl Sync for Weights {}
+
+impl Weights {
+    fn ptr(&self) -> *const u8 {
+        match self {
+            Weights::Owned(b) => b.as_ptr(),
+            Weights::Borrowed(p) => *p,
+        }
+    }
+}
+
+pub struct Executor {
+    plan: ExecPlan,
+    kernels: Vec<KernelFn>,
+    weights: Weights,
+    pool: ThreadPool,
+    workspace: Mutex<AlignedBuf>,
+    poison: bool,
+    /// Keeps the code (a JIT module or a loaded library) alive as long as the executor.
+    _keep_alive: Arc<dyn Any + Send + Sync>,
+}
+
+/// Pointer array handed to kernels; raw pointers are not `Sync`, the memory they point to is
+/// partitioned between chunks by the kernel's parallel loop.
+struct Args(Vec<*mut u8>);
+// SAFETY: see the type doc: chunks of a parallel loop write disjoint elements.
+unsafe impl Sync for Args {}
+
+impl Args {
+    fn ptr(&self) -> *const *mut u8 {
+        self.0.as_ptr()
+    }
+}
+
+impl Executor {
+    /// `kernels[i]` must be the compiled function for `plan.steps[i]`.
+    pub fn new(plan: ExecPlan, kernels: Vec<KernelFn>, weights: Weights, keep_alive: Arc<dyn Any + Send + Sync>, cfg: &ExecConfig) -> Executor {
+        let workspace = Mutex::new(AlignedBuf::zeroed(plan.workspace_bytes));
+        Executor { kernels, weights, pool: ThreadPool::new(cfg.threads), workspace, poison: cfg.poison, _keep_alive: keep_alive, plan }
+    }
+
+    pub fn plan(&self) -> &ExecPlan {
+        &self.plan
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
+    /// Checks the inputs against the plan, runs every step, and returns the outputs.
+    pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
+        if inputs.len() != self.plan.inputs.len() {
+            return Err(RuntimeError::InputCount { expected: self.plan.inputs.len(), got: inputs.len() });
+        }
+        for (i, (t, sig)) in inputs.iter().zip(&self.plan.inputs).enumerate() {
+            if t.dtype() != sig.dtype || t.shape() != sig.shape.as_slice() {
+                return Err(RuntimeError::BadInput {
+                    index: i,
+                    name: sig.name.clone(),
+                    expected: format!("{}{:?}", sig.dtype, sig.shape),
+                    got: format!("{}{:?}", t.dtype(), t.shape()),
+                });
+            }
+        }
+        let mut outputs: Vec<Tensor> = self.plan.outputs.iter().map(|s| if self.poison { Tensor::poisoned(s.dtype, s.shape.clone()) } else { Tensor::zeros(s.dtype, s.shape.clone()) }).collect();
+        let mut ws = self.workspace.lock().unwrap_or_else(|e| e.into_inner());
+        if self.poison {
+            ws.as_mut_slice().fill(0xFF);
+        }
+        let ws_ptr = ws.as_ptr();
+        let in_ptrs: Vec<*mut u8> = inputs.iter().map(|t| t.bytes().as_ptr() as *mut u8).collect();
+        let out_ptrs: Vec<*mut u8> = outputs.iter_mut().map(|t| t.bytes_mut().as_mut_ptr()).collect();
+        for (step, kernel) in self.plan.steps.iter().zip(&self.kernels) {
+            let args = Args(
+                step.args
+                    .iter()
+                    .map(|s| match *s {
+                        Slot::Input { index } => in_ptrs[index],
+                        Slot::Output { index } => out_ptrs[index],
+                        // SAFETY (both): offsets were planned inside the blob / workspace sizes.
+                        Slot::Weight { offset } => unsafe { self.weights.ptr().add(offset) as *mut u8 },
+                        Slot::Workspace { offset } => unsafe { ws_ptr.add(offset) },
+                    })
+                    .collect(),
+            );
+            let k = *kernel;
+            let run = |start: i64, end: i64| {
+                // SAFETY: `args` holds one valid pointer per kernel buffer, sized by the plan;
+                // inputs are only read; [start, end) lies within the parallel extent.
+                unsafe { k(args.ptr(), start, end) }
+            };
+            self.pool.parallel_for(step.parallel_extent, &run);
+        }
+        drop(ws);
+        Ok(outputs)
+    }
+}

@@ -1,0 +1,165 @@
+//! A small CPU thread pool for parallel loops: `parallel_for(n, f)` runs `f(start, end)` on
+//! contiguous chunks of `0..n`, on the calling thread and the pool's workers.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+type Task = dyn Fn(i64, i64) + Sync;
+
+struct Job {
+    /// Erased-lifetime pointer to the caller's closure; valid until `parallel_for` returns,
+    /// which waits for every chunk to finish.
+    task: *const Task,
+    n: i64,
+    chunks: usize,
+    next: AtomicUsize,
+    done: AtomicUsize,
+}
+
+// SAFETY: `task` points to a `Sync` closure that outlives the job (see `Job::task`).
+unsafe impl Send for Job {}
+// SAFETY: as above; the atomics are the only mutable state.
+unsafe impl Sync for Job {}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    finished: Condvar,
+}
+
+struct State {
+    job: Option<Arc<Job>>,
+    generation: u64,
+    shutdown: bool,
+}
+
+pub struct ThreadPool {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+    threads: usize,
+    /// Serialises callers: one parallel loop at a time.
+    busy: Mutex<()>,
+}
+
+impl ThreadPool {
+    /// A pool using `threads` threads in total (the caller counts as one).
+    pub fn new(threads: usize) -> ThreadPool {
+        let threads = threads.max(1);
+        let shared = Arc::new(Shared { state: Mutex::new(State { job: None, generation: 0, shutdown: false }), wake: Condvar::new(), finished: Condvar::new() });
+        let workers = (1..threads)
+            .map(|i| {
+                let s = shared.clone();
+                std::thread::Builder::new().name(format!("tessera-worker-{i}")).spawn(move || worker(s)).expect("spawn worker thread")
+            })
+            .collect();
+        ThreadPool { shared, workers, threads, busy: Mutex::new(()) }
+    }
+
+    /// Threads available to the machine (`std::thread::available_parallelism`).
+    pub fn default_threads() -> usize {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Runs `f` over `0..n` split into at most `threads` contiguous chunks; returns when all
+    /// chunks are done.
+    pub fn parallel_for(&self, n: i64, f: &(dyn Fn(i64, i64) + Sync)) {
+        if n <= 0 {
+            return;
+        }
+        if self.threads == 1 || n == 1 {
+            f(0, n);
+            return;
+        }
+        let _guard = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        let chunks = (self.threads as i64).min(n) as usize;
+        // SAFETY: we erase the closure's lifetime; this function does not return before every
+        // chunk has finished (`done == chunks`), so no worker uses it after it dies.
+        let task: *const Task = unsafe { std::mem::transmute::<&(dyn Fn(i64, i64) + Sync), &'static Task>(f) };
+        let job = Arc::new(Job { task, n, chunks, next: AtomicUsize::new(0), done: AtomicUsize::new(0) });
+        {
+            let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.job = Some(job.clone());
+            st.generation += 1;
+        }
+        self.shared.wake.notify_all();
+        run_chunks(&job);
+        let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        while job.done.load(Ordering::Acquire) < chunks {
+            st = self.shared.finished.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        st.job = None;
+    }
+}
+
+fn run_chunks(job: &Job) {
+    loop {
+        let c = job.next.fetch_add(1, Ordering::AcqRel);
+        if c >= job.chunks {
+            return;
+        }
+        let per = job.n / job.chunks as i64;
+        let extra = job.n % job.chunks as i64;
+        let c64 = c as i64;
+        let start = c64 * per + c64.min(extra);
+        let end = start + per + if c64 < extra { 1 } else { 0 };
+        // SAFETY: see `Job::task`.
+        unsafe { (*job.task)(start, end) };
+        job.done.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+fn worker(shared: Arc<Shared>) {
+    let mut seen = 0u64;
+    loop {
+        let job = {
+            let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            while st.generation == seen && !st.shutdown {
+                st = shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            if st.shutdown {
+                return;
+            }
+            seen = st.generation;
+            st.job.clone()
+        };
+        if let Some(job) = job {
+            run_chunks(&job);
+            let _st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            shared.finished.notify_all();
+        }
+    }
+}
+
+impl Drop for ThreadPool {
+    fn drop(&mut self) {
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).shutdown = true;
+        self.shared.wake.notify_all();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_index_runs_exactly_once() {
+        let pool = ThreadPool::new(3);
+        for n in [1i64, 2, 3, 7, 100] {
+            let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+            pool.parallel_for(n, &|s, e| {
+                for i in s..e {
+                    hits[i as usize].fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1), "n = {n}");
+        }
+    }
+}
