@@ -10,9 +10,7 @@ use tessera_runtime::artifact::{manifest_path, Manifest, MANIFEST_FORMAT};
 
 /// Compiles `graph` and writes the shared library, its manifest and its C header.
 pub fn write_artifact(compiler: &Compiler, graph: &Graph, bindings: &BTreeMap<String, usize>, out: &Path) -> Result<Manifest, CompileError> {
-    let mut g = graph.clone();
-    g.infer_types()?;
-    let stages = compiler.stages(&g, bindings)?;
+    let stages = compiler.stages(graph, bindings)?;
     let (plan, weights) = build_plan(&stages)?;
     let progs: Vec<&tessera_ir::loops::LoopProgram> = stages.kernels.iter().map(|k| &k.program).collect();
     let obj = tessera_codegen::aot::compile_object(&progs, &compiler.target, &plan, &weights)?;

@@ -94,7 +94,7 @@ pub fn import_with_base(bytes: &[u8], base: Option<PathBuf>) -> Result<Graph, On
         tessera_ir::IrError::Node { node, op, msg } => OnnxError::Node { node, op, opset, msg },
         other => OnnxError::Invalid(other.to_string()),
     })?;
-    im.g.infer_types().map_err(|e| match e {
+    tessera_passes::fold::infer_and_fold(&mut im.g, tessera_passes::fold::Inference::Lenient).map_err(|e| match e {
         tessera_ir::IrError::Node { node, op, msg } => OnnxError::Node { node, op, opset, msg },
         other => OnnxError::Invalid(other.to_string()),
     })?;

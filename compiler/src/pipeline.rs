@@ -75,8 +75,8 @@ impl Compiler {
     /// binding is compiled once and cached.
     pub fn compile(&self, graph: &Graph) -> Result<Executable, CompileError> {
         let mut g = graph.clone();
-        g.infer_types()?;
         g.verify()?;
+        tessera_passes::fold::infer_and_fold(&mut g, tessera_passes::fold::Inference::Lenient)?;
         let exe = Executable { graph: g, compiler: self.clone(), cache: Mutex::new(HashMap::new()) };
         if exe.graph.symbols().iter().all(|s| self.config.bindings.contains_key(s)) {
             exe.compiled_for(&self.config.bindings)?;

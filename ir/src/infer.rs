@@ -240,6 +240,13 @@ pub fn infer(n: &Node, tys: &[Option<ValueType>], consts: &[Option<&Tensor>]) ->
             one(x.dtype, x.shape.clone())
         }
         Not => one(DType::Bool, x?.shape.clone()),
+        LRN => {
+            let x = x?;
+            if x.rank() < 3 || n.attrs.int("size", 0)? <= 0 {
+                return Err("LRN needs rank >= 3 and a positive `size`".into());
+            }
+            one(x.dtype, x.shape.clone())
+        }
         Clip => {
             let x = x?;
             one(x.dtype, x.shape.clone())

@@ -88,6 +88,20 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
                 Tensor::from_i64(odt, oshape, &x.to_i64_vec().into_iter().map(f).collect::<Vec<_>>())
             }
         }
+        LRN => {
+            let x = x?;
+            let (alpha, beta, bias) = (n.attrs.float("alpha", 1e-4)?, n.attrs.float("beta", 0.75)?, n.attrs.float("bias", 1.0)?);
+            let size = n.attrs.int("size", 1)? as usize;
+            let (c, inner) = (x.shape()[1], x.shape()[2..].iter().product::<usize>());
+            let v = x.to_f64_vec();
+            let (lo, hi) = ((size - 1) / 2, (size - 1).div_ceil(2));
+            let out: Vec<f64> = (0..v.len()).map(|i| {
+                let (b, ch, r) = (i / (c * inner), (i / inner) % c, i % inner);
+                let sq: f64 = (ch.saturating_sub(lo)..=(ch + hi).min(c - 1)).map(|k| v[(b * c + k) * inner + r].powi(2)).sum();
+                v[i] / (bias + alpha / size as f64 * sq).powf(beta)
+            }).collect();
+            Tensor::from_f64(odt, oshape, &out)
+        }
         Not => Tensor::from_i64(odt, oshape, &x?.to_i64_vec().iter().map(|&v| (v == 0) as i64).collect::<Vec<_>>()),
         Clip => {
             let x = x?;

@@ -26,7 +26,7 @@ ops!(
     Sqrt, Reciprocal, Neg, Abs, Floor, Ceil, Clip, LeakyRelu, Softmax, LayerNormalization,
     BatchNormalization, MaxPool, AveragePool, GlobalAveragePool, ReduceSum, ReduceMean, ReduceMax,
     Reshape, Transpose, Flatten, Squeeze, Unsqueeze, Concat, Slice, Gather, Expand, Where, Cast,
-    Constant, ConstantOfShape, Shape, Identity, Sum, Equal, Less, Greater, Not, And, Or,
+    Constant, ConstantOfShape, Shape, Identity, Sum, Equal, Less, Greater, Not, And, Or, LRN,
 );
 
 impl OpKind {
@@ -129,6 +129,7 @@ impl OpKind {
             | Identity | GlobalAveragePool => s(1, 1, NONE),
             Gelu => s(1, 1, &[("approximate", K::Str)]),
             LeakyRelu => s(1, 1, &[("alpha", K::Float)]),
+            LRN => s(1, 1, &[("alpha", K::Float), ("beta", K::Float), ("bias", K::Float), ("size", K::Int)]),
             Clip => s(1, 3, NONE),
             Softmax => s(1, 1, &[("axis", K::Int)]),
             LayerNormalization => s(2, 3, &[("axis", K::Int), ("epsilon", K::Float), ("stash_type", K::Int)]),

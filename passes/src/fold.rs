@@ -11,50 +11,71 @@ use tessera_ir::{Graph, IrError, OpKind, Tensor};
 /// Largest constant a fold may create; bigger results stay as runtime computation.
 const MAX_FOLDED_BYTES: usize = 64 << 20;
 
-/// Folds constants and removes dead nodes until nothing changes. Types must be inferred.
-pub fn fold_constants(g: &mut Graph) -> Result<usize, IrError> {
+/// How [`infer_and_fold`] treats a node whose type cannot be inferred yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inference {
+    /// Every node must get a type (the graph is specialised).
+    Strict,
+    /// A node whose inputs are untyped, or whose shape depends on a value that is not a
+    /// constant yet (e.g. Reshape fed by `Shape` of a symbolic tensor), is left untyped.
+    Lenient,
+}
+
+/// Ops whose output shape depends on the *values* of some input.
+fn needs_const_inputs(op: OpKind) -> bool {
+    use OpKind::*;
+    matches!(op, Reshape | Slice | Squeeze | Unsqueeze | ReduceSum | ReduceMean | ReduceMax | Expand | ConstantOfShape)
+}
+
+/// Infers types in topological order and, on the way, folds every node whose inputs are all
+/// constants (and `Shape` of a statically shaped value) into an initializer, so shape
+/// arithmetic feeding a Reshape is known before the Reshape is reached. Removes dead nodes.
+/// Returns the number of folded nodes.
+pub fn infer_and_fold(g: &mut Graph, mode: Inference) -> Result<usize, IrError> {
     let mut folded = 0;
     for ix in g.topo_order()? {
         let n = g.node(ix).clone();
-        let mut args: Vec<Option<Tensor>> = Vec::new();
-        let mut all_const = true;
-        for inp in &n.inputs {
-            match inp {
-                None => args.push(None),
-                Some(v) => match g.initializers.get(v) {
-                    Some(t) => args.push(Some(t.clone())),
-                    // Shape only reads the shape: a zero-element stand-in of the same rank and
-                    // an explicit computation below avoid materialising the tensor.
-                    None if n.op == OpKind::Shape && g.ty(*v).and_then(|t| t.static_shape()).is_some() => args.push(None),
-                    None => {
-                        all_const = false;
-                        break;
-                    }
-                },
+        let node_err = |msg: String| IrError::Node { node: n.name.clone(), op: n.op.name().into(), msg };
+        let static_input = |g: &Graph, i: usize| n.inputs.get(i).copied().flatten().and_then(|v| g.ty(v)).and_then(|t| t.static_shape());
+        let all_const = n.inputs.iter().flatten().all(|v| g.initializers.contains_key(v));
+        let shape_of_static = n.op == OpKind::Shape && static_input(g, 0).is_some();
+        if all_const || shape_of_static {
+            let outs = if shape_of_static {
+                let shape = static_input(g, 0).unwrap_or_default();
+                let (start, end) = tessera_ir::infer::shape_range(&n, shape.len() as i64).map_err(node_err)?;
+                let dims: Vec<i64> = shape[start as usize..end.max(start) as usize].iter().map(|&d| d as i64).collect();
+                vec![Tensor::from_i64(tessera_ir::DType::I64, vec![dims.len()], &dims)]
+            } else {
+                let args: Vec<Option<&Tensor>> = n.inputs.iter().map(|i| i.and_then(|v| g.initializers.get(&v))).collect();
+                eval_node(&n, &args).map_err(node_err)?
+            };
+            if outs.iter().map(|t| t.bytes().len()).sum::<usize>() <= MAX_FOLDED_BYTES {
+                g.remove_node(ix);
+                for (v, t) in n.outputs.iter().zip(outs) {
+                    let name = g.name_of(*v).to_string();
+                    g.add_initializer(&name, t);
+                }
+                folded += 1;
+                continue;
             }
         }
-        if !all_const || (n.op != OpKind::Shape && args.iter().zip(&n.inputs).any(|(a, i)| i.is_some() && a.is_none())) {
-            continue;
+        let mut tys = Vec::new();
+        let mut consts = Vec::new();
+        let mut untyped = false;
+        for inp in &n.inputs {
+            tys.push(inp.and_then(|v| g.ty(v).cloned()));
+            consts.push(inp.and_then(|v| g.initializers.get(&v)));
+            untyped |= inp.is_some() && tys.last().unwrap().is_none();
         }
-        let outs = if n.op == OpKind::Shape {
-            let shape = g.ty_of(n.inputs[0].expect("Shape has an input"))?.static_shape().unwrap_or_default();
-            let (start, end) = tessera_ir::infer::shape_range(&n, shape.len() as i64)
-                .map_err(|msg| IrError::Node { node: n.name.clone(), op: n.op.name().into(), msg })?;
-            let dims: Vec<i64> = shape[start as usize..end.max(start) as usize].iter().map(|&d| d as i64).collect();
-            vec![Tensor::from_i64(tessera_ir::DType::I64, vec![dims.len()], &dims)]
-        } else {
-            let refs: Vec<Option<&Tensor>> = args.iter().map(|a| a.as_ref()).collect();
-            eval_node(&n, &refs).map_err(|msg| IrError::Node { node: n.name.clone(), op: n.op.name().into(), msg })?
-        };
-        if outs.iter().map(|t| t.bytes().len()).sum::<usize>() > MAX_FOLDED_BYTES {
-            continue;
+        match tessera_ir::infer::infer(&n, &tys, &consts) {
+            Ok(out) => {
+                for (v, t) in n.outputs.iter().zip(out) {
+                    g.set_ty(*v, t);
+                }
+            }
+            Err(_) if mode == Inference::Lenient && (untyped || needs_const_inputs(n.op)) => {}
+            Err(msg) => return Err(node_err(msg)),
         }
-        g.remove_node(ix);
-        for (v, t) in n.outputs.iter().zip(outs) {
-            let name = g.name_of(*v).to_string();
-            g.add_initializer(&name, t);
-        }
-        folded += 1;
     }
     g.eliminate_dead_code();
     Ok(folded)
@@ -64,8 +85,7 @@ pub fn fold_constants(g: &mut Graph) -> Result<usize, IrError> {
 /// lowering expects (every shape static, shape arithmetic folded).
 pub fn prepare(g: &Graph, bindings: &BTreeMap<String, usize>) -> Result<Graph, IrError> {
     let mut s = g.specialize(bindings);
-    s.infer_types()?;
-    fold_constants(&mut s)?;
+    infer_and_fold(&mut s, Inference::Strict)?;
     materialize_outputs(&mut s);
     s.infer_types()?;
     s.verify()?;

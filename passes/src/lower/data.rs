@@ -84,7 +84,21 @@ pub(crate) fn gather(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErro
     Ok(nest(&dims, vec![Stmt::Store { buf: cx.out.clone(), index: dst, value: VExpr::load(cx.buf(0), src) }]))
 }
 
-/// Constant-like ops are folded before lowering; reaching here means folding was skipped.
+/// ConstantOfShape too large to fold: a fill kernel.
+pub(crate) fn fill(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
+    let v = cx.node.attrs.tensor("value").map_err(|e| cx.err(e))?;
+    let value = match v {
+        Some(t) if t.dtype().is_float() => VExpr::f(t.get_f64(0), cx.out_dtype),
+        Some(t) => VExpr::i(t.get_i64(0), cx.out_dtype),
+        None => VExpr::lit(0.0, cx.out_dtype),
+    };
+    let n: usize = cx.out_shape.iter().product();
+    let dims = b.dims(&[n]);
+    let i = idx(&dims)[0].clone();
+    Ok(nest(&dims, vec![Stmt::Store { buf: cx.out.clone(), index: i, value }]))
+}
+
+/// Constant and Shape are always folded before lowering; reaching here means folding was skipped.
 pub(crate) fn constant(cx: &NodeCx, _b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
     Err(cx.err("constant-producing ops are folded before lowering; run fold::prepare first"))
 }

@@ -149,6 +149,7 @@ fn lower_node(g: &Graph, n: &Node, index: usize) -> Result<Kernel, PassError> {
         BatchNormalization => elementwise::batch_norm(&cx, &mut b)?,
         LayerNormalization => nn::layer_norm(&cx, &mut b)?,
         Softmax => nn::softmax(&cx, &mut b)?,
+        LRN => nn::lrn(&cx, &mut b)?,
         ReduceSum | ReduceMean | ReduceMax => nn::reduce_op(&cx, &mut b)?,
         Reshape | Flatten | Squeeze | Unsqueeze | Identity => data::copy(&cx, &mut b)?,
         Transpose => data::transpose(&cx, &mut b)?,
@@ -156,7 +157,8 @@ fn lower_node(g: &Graph, n: &Node, index: usize) -> Result<Kernel, PassError> {
         Slice => data::slice(&cx, &mut b)?,
         Gather => data::gather(&cx, &mut b)?,
         Expand => elementwise::expand(&cx, &mut b)?,
-        ConstantOfShape | Constant | Shape => data::constant(&cx, &mut b)?,
+        ConstantOfShape => data::fill(&cx, &mut b)?,
+        Constant | Shape => data::constant(&cx, &mut b)?,
         _ if n.op.is_elementwise() => elementwise::elementwise(&cx, &mut b)?,
         other => return Err(cx.err(format!("no lowering for {other}"))),
     };

@@ -179,3 +179,29 @@ fn int_min(dt: tessera_ir::DType) -> i64 {
         _ => i64::MIN,
     }
 }
+
+/// LRN across channels: `x / (bias + alpha / size * sum of squares in the window)^beta`.
+pub(crate) fn lrn(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
+    let at = |k: &str, d: f64| cx.node.attrs.float(k, d).map_err(|e| cx.err(e));
+    let (alpha, beta, bias) = (at("alpha", 1e-4)?, at("beta", 0.75)?, at("bias", 1.0)?);
+    let size = cx.node.attrs.int("size", 1).map_err(|e| cx.err(e))?;
+    let s = cx.shape(0);
+    let (nb, c, inner) = (s[0], s[1], s[2..].iter().product::<usize>());
+    let dt = cx.out_dtype;
+    let dims = b.dims(&[nb, c, inner]);
+    let ix = idx(&dims);
+    let k = b.var();
+    let lo = (size - 1) / 2;
+    let ch = ix[1].clone().add(IExpr::var(&k)).sub(IExpr::c(lo));
+    let at_ch = |chan: IExpr| ix[0].clone().mul(c as i64).add(chan).mul(inner as i64).add(ix[2].clone());
+    let v = VExpr::load(cx.buf(0), at_ch(clamp(ch.clone(), c)));
+    let sq = VExpr::select(in_range(ch, c), VExpr::bin(BinOp::Mul, v.clone(), v), VExpr::f(0.0, dt));
+    let x = VExpr::load(cx.buf(0), at_ch(ix[1].clone()));
+    let denom = VExpr::bin(
+        BinOp::Pow,
+        VExpr::bin(BinOp::Add, VExpr::f(bias, dt), VExpr::bin(BinOp::Mul, VExpr::f(alpha / size as f64, dt), VExpr::Acc("s".into(), dt))),
+        VExpr::f(beta, dt),
+    );
+    let store = Stmt::Store { buf: cx.out.clone(), index: at_ch(ix[1].clone()), value: VExpr::bin(BinOp::Div, x, denom) };
+    Ok(nest(&dims, vec![reduce_stmt("s", dt, ReduceOp::Sum, VExpr::f(0.0, dt), vec![(k, size)], sq, vec![store])]))
+}
