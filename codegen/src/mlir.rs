@@ -344,6 +344,10 @@ impl Em<'_> {
             (Lit::I(x), _) if d.is_float() => return self.constant(Lit::F(x as f64), d),
             (Lit::I(x), _) => format!("{}", d.wrap_i64(x)),
         };
+        if d == DType::Bool {
+            // `true`/`false` literals carry their type (i1) in MLIR's syntax.
+            return self.op(format!("arith.constant {text}"));
+        }
         self.op(format!("arith.constant {text} : {}", scalar_ty(d)))
     }
 
