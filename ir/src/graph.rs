@@ -213,10 +213,33 @@ impl Graph {
         &self.dag
     }
 
-    /// Nodes in a topological order (stable: ties broken by insertion order).
+    /// Nodes in a topological order, stable: among ready nodes the earliest inserted comes
+    /// first (Kahn's algorithm with a min-heap), so printing and lowering are deterministic.
     pub fn topo_order(&self) -> Result<Vec<NodeIndex>> {
-        petgraph::algo::toposort(&self.dag, None)
-            .map_err(|c| IrError::Verify(format!("the graph has a cycle through node `{}`", self.dag[c.node_id()].name)))
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        let mut indeg: HashMap<NodeIndex, usize> = self.dag.node_indices().map(|i| (i, 0)).collect();
+        for e in self.dag.edge_indices() {
+            let (_, b) = self.dag.edge_endpoints(e).expect("edge has endpoints");
+            *indeg.get_mut(&b).expect("endpoint is a node") += 1;
+        }
+        let mut ready: BinaryHeap<Reverse<NodeIndex>> = indeg.iter().filter(|(_, d)| **d == 0).map(|(i, _)| Reverse(*i)).collect();
+        let mut order = Vec::with_capacity(indeg.len());
+        while let Some(Reverse(i)) = ready.pop() {
+            order.push(i);
+            for j in self.dag.neighbors_directed(i, petgraph::Direction::Outgoing) {
+                let d = indeg.get_mut(&j).expect("neighbor is a node");
+                *d -= 1;
+                if *d == 0 {
+                    ready.push(Reverse(j));
+                }
+            }
+        }
+        if order.len() != indeg.len() {
+            let stuck = indeg.iter().find(|(i, d)| **d > 0 && !order.contains(i)).map(|(i, _)| self.dag[*i].name.clone()).unwrap_or_default();
+            return Err(IrError::Verify(format!("the graph has a cycle through node `{stuck}`")));
+        }
+        Ok(order)
     }
 
     /// The type of a value, or an error naming it if inference has not given it one.
