@@ -11,8 +11,10 @@
 use crate::error::CodegenError;
 use std::collections::HashMap;
 use std::fmt::Write;
-use tessera_ir::loops::{BinOp, CmpOp, IExpr, Lit, Loop, LoopKind, LoopProgram, Reduce, ReduceOp, Stmt, UnOp, VExpr};
 use tessera_ir::DType;
+use tessera_ir::loops::{
+    BinOp, CmpOp, IExpr, Lit, Loop, LoopKind, LoopProgram, Reduce, ReduceOp, Stmt, UnOp, VExpr,
+};
 
 /// Options of MLIR emission.
 #[derive(Clone, Debug)]
@@ -85,7 +87,17 @@ struct Em<'a> {
 }
 
 fn emit_func(p: &LoopProgram, cfg: &EmitConfig) -> Result<String, CodegenError> {
-    let mut em = Em { prog: p, out: String::new(), next: 0, depth: 2, idx: HashMap::new(), accs: vec![], bufs: HashMap::new(), vec: None, cfg };
+    let mut em = Em {
+        prog: p,
+        out: String::new(),
+        next: 0,
+        depth: 2,
+        idx: HashMap::new(),
+        accs: vec![],
+        bufs: HashMap::new(),
+        vec: None,
+        cfg,
+    };
     let mut params = vec!["%start: index".to_string(), "%end: index".to_string()];
     for (i, b) in p.buffers.iter().enumerate() {
         let name = format!("%b{i}");
@@ -93,11 +105,19 @@ fn emit_func(p: &LoopProgram, cfg: &EmitConfig) -> Result<String, CodegenError> 
         em.bufs.insert(b.name.clone(), (name, b.dtype, b.len));
     }
     let mut head = String::new();
-    writeln!(head, "  func.func @{}_impl({}) {{", p.name, params.join(", ")).unwrap();
+    writeln!(
+        head,
+        "  func.func @{}_impl({}) {{",
+        p.name,
+        params.join(", ")
+    )
+    .unwrap();
     let par = p.parallel_extent() > 1;
     for (i, s) in p.body.iter().enumerate() {
         match s {
-            Stmt::For(l) if i == 0 && par => em.for_loop(l, Some(("%start".into(), "%end".into())))?,
+            Stmt::For(l) if i == 0 && par => {
+                em.for_loop(l, Some(("%start".into(), "%end".into())))?
+            }
             _ => em.stmt(s)?,
         }
     }
@@ -107,7 +127,10 @@ fn emit_func(p: &LoopProgram, cfg: &EmitConfig) -> Result<String, CodegenError> 
 
 impl Em<'_> {
     fn unsupported(&self, msg: impl Into<String>) -> CodegenError {
-        CodegenError::Unsupported { kernel: self.prog.name.clone(), msg: msg.into() }
+        CodegenError::Unsupported {
+            kernel: self.prog.name.clone(),
+            msg: msg.into(),
+        }
     }
     fn line(&mut self, s: String) {
         for _ in 0..self.depth {
@@ -139,11 +162,22 @@ impl Em<'_> {
                 let lanes = self.vec.as_ref().map(|v| v.width);
                 let mut v = self.vexpr(value)?;
                 if d == DType::Bool {
-                    v = self.op(format!("arith.extui {v} : {} to {}", ty(DType::Bool, lanes), ty(DType::I8, lanes)));
+                    v = self.op(format!(
+                        "arith.extui {v} : {} to {}",
+                        ty(DType::Bool, lanes),
+                        ty(DType::I8, lanes)
+                    ));
                 }
                 match lanes {
-                    Some(w) => self.line(format!("vector.store {v}, {b}[{i}] : memref<{len}x{}>, vector<{w}x{}>", mem_ty(d), mem_ty(d))),
-                    None => self.line(format!("memref.store {v}, {b}[{i}] : memref<{len}x{}>", mem_ty(d))),
+                    Some(w) => self.line(format!(
+                        "vector.store {v}, {b}[{i}] : memref<{len}x{}>, vector<{w}x{}>",
+                        mem_ty(d),
+                        mem_ty(d)
+                    )),
+                    None => self.line(format!(
+                        "memref.store {v}, {b}[{i}] : memref<{len}x{}>",
+                        mem_ty(d)
+                    )),
                 }
                 Ok(())
             }
@@ -176,14 +210,19 @@ impl Em<'_> {
             LoopKind::Parallel if innermost => self.natural_width(&l.body),
             _ => None,
         };
-        if let Some(w) = want_width.filter(|&w| w > 1 && self.vec.is_none() && vectorizable(self.prog, &l.body, &l.var)) {
+        if let Some(w) = want_width
+            .filter(|&w| w > 1 && self.vec.is_none() && vectorizable(self.prog, &l.body, &l.var))
+        {
             // Vector main loop over [lo, lo + floor((hi-lo)/w)*w), then a scalar remainder.
             let cw = self.index_const(w as i64);
             let span = self.op(format!("arith.subi {hi}, {lo} : index"));
             let q = self.op(format!("arith.divui {span}, {cw} : index"));
             let main = self.op(format!("arith.muli {q}, {cw} : index"));
             let mid = self.op(format!("arith.addi {lo}, {main} : index"));
-            self.vec = Some(Vec_ { var: l.var.clone(), width: w });
+            self.vec = Some(Vec_ {
+                var: l.var.clone(),
+                width: w,
+            });
             self.simple_for(&l.var, &lo, &mid, &cw, &l.body)?;
             self.vec = None;
             let c1 = self.index_const(1);
@@ -221,14 +260,24 @@ impl Em<'_> {
     /// The vector width for an innermost parallel loop: the configured register width over
     /// the widest stored element.
     fn natural_width(&self, body: &[Stmt]) -> Option<u32> {
-        let size = body.iter().filter_map(|s| match s {
-            Stmt::Store { buf, .. } => self.prog.buffer(buf).map(|b| b.dtype.size()),
-            _ => None,
-        }).max()?;
+        let size = body
+            .iter()
+            .filter_map(|s| match s {
+                Stmt::Store { buf, .. } => self.prog.buffer(buf).map(|b| b.dtype.size()),
+                _ => None,
+            })
+            .max()?;
         Some((self.cfg.vector_bytes / size).clamp(1, 64) as u32)
     }
 
-    fn simple_for(&mut self, var: &str, lo: &str, hi: &str, step: &str, body: &[Stmt]) -> Result<(), CodegenError> {
+    fn simple_for(
+        &mut self,
+        var: &str,
+        lo: &str,
+        hi: &str,
+        step: &str,
+        body: &[Stmt],
+    ) -> Result<(), CodegenError> {
         let iv = self.fresh();
         self.line(format!("scf.for {iv} = {lo} to {hi} step {step} {{"));
         self.depth += 1;
@@ -257,7 +306,13 @@ impl Em<'_> {
         Ok(())
     }
 
-    fn reduce_axes(&mut self, r: &Reduce, k: usize, acc_in: &str, t: &str) -> Result<String, CodegenError> {
+    fn reduce_axes(
+        &mut self,
+        r: &Reduce,
+        k: usize,
+        acc_in: &str,
+        t: &str,
+    ) -> Result<String, CodegenError> {
         if k == r.axes.len() {
             let v = self.vexpr(&r.value)?;
             let f = r.dtype.is_float();
@@ -274,11 +329,17 @@ impl Em<'_> {
             return Ok(self.op(format!("{op} {acc_in}, {v} : {t}")));
         }
         let (var, extent) = &r.axes[k];
-        let (lo, hi, one) = (self.index_const(0), self.index_const(*extent), self.index_const(1));
+        let (lo, hi, one) = (
+            self.index_const(0),
+            self.index_const(*extent),
+            self.index_const(1),
+        );
         let iv = self.fresh();
         let acc = self.fresh();
         let res = self.fresh();
-        self.line(format!("{res} = scf.for {iv} = {lo} to {hi} step {one} iter_args({acc} = {acc_in}) -> ({t}) {{"));
+        self.line(format!(
+            "{res} = scf.for {iv} = {lo} to {hi} step {one} iter_args({acc} = {acc_in}) -> ({t}) {{"
+        ));
         self.depth += 1;
         self.idx.insert(var.clone(), iv);
         let next = self.reduce_axes(r, k + 1, &acc, t)?;
@@ -297,7 +358,11 @@ impl Em<'_> {
         };
         match e {
             IExpr::Const(c) => Ok(self.index_const(*c)),
-            IExpr::Var(v) => self.idx.get(v).cloned().ok_or_else(|| self.unsupported(format!("unbound index `{v}`"))),
+            IExpr::Var(v) => self
+                .idx
+                .get(v)
+                .cloned()
+                .ok_or_else(|| self.unsupported(format!("unbound index `{v}`"))),
             IExpr::Add(a, b) => bin(self, "arith.addi", a, b),
             IExpr::Sub(a, b) => bin(self, "arith.subi", a, b),
             IExpr::Mul(a, b) => bin(self, "arith.muli", a, b),
@@ -329,12 +394,16 @@ impl Em<'_> {
     }
 
     fn dtype_of(&self, e: &VExpr) -> Result<DType, CodegenError> {
-        e.dtype(&|b| self.prog.buffer(b).map(|x| x.dtype)).ok_or_else(|| self.unsupported(format!("cannot type `{e}`")))
+        e.dtype(&|b| self.prog.buffer(b).map(|x| x.dtype))
+            .ok_or_else(|| self.unsupported(format!("cannot type `{e}`")))
     }
 
     fn constant(&mut self, l: Lit, d: DType) -> String {
         let text = match (l, d) {
-            (_, DType::Bool) => format!("{}", matches!(l, Lit::I(x) if x != 0) || matches!(l, Lit::F(x) if x != 0.0)),
+            (_, DType::Bool) => format!(
+                "{}",
+                matches!(l, Lit::I(x) if x != 0) || matches!(l, Lit::F(x) if x != 0.0)
+            ),
             (Lit::F(x), DType::F32) => format!("0x{:08X}", (x as f32).to_bits()),
             (Lit::F(x), DType::F64) => format!("0x{:016X}", x.to_bits()),
             (Lit::F(x), DType::F16) => format!("0x{:04X}", half::f16::from_f64(x).to_bits()),
@@ -364,7 +433,11 @@ impl Em<'_> {
             let s = s?;
             let _ = var;
             let d = self.dtype_of(e)?;
-            return Ok(self.op(format!("vector.broadcast {s} : {} to {}", scalar_ty(d), ty(d, Some(w)))));
+            return Ok(self.op(format!(
+                "vector.broadcast {s} : {} to {}",
+                scalar_ty(d),
+                ty(d, Some(w))
+            )));
         }
         let lanes = self.vec.as_ref().map(|v| v.width);
         let d = self.dtype_of(e)?;
@@ -372,11 +445,22 @@ impl Em<'_> {
         match e {
             VExpr::Const(l, d) => Ok(self.constant(*l, *d)),
             VExpr::Load { buf, index } => {
-                let (b, bd, len) = self.bufs.get(buf).cloned().ok_or_else(|| self.unsupported(format!("unknown buffer `{buf}`")))?;
+                let (b, bd, len) = self
+                    .bufs
+                    .get(buf)
+                    .cloned()
+                    .ok_or_else(|| self.unsupported(format!("unknown buffer `{buf}`")))?;
                 let i = self.iexpr(index)?;
                 let raw = match lanes {
-                    Some(w) => self.op(format!("vector.load {b}[{i}] : memref<{len}x{}>, vector<{w}x{}>", mem_ty(bd), mem_ty(bd))),
-                    None => self.op(format!("memref.load {b}[{i}] : memref<{len}x{}>", mem_ty(bd))),
+                    Some(w) => self.op(format!(
+                        "vector.load {b}[{i}] : memref<{len}x{}>, vector<{w}x{}>",
+                        mem_ty(bd),
+                        mem_ty(bd)
+                    )),
+                    None => self.op(format!(
+                        "memref.load {b}[{i}] : memref<{len}x{}>",
+                        mem_ty(bd)
+                    )),
                 };
                 if bd == DType::Bool {
                     let z = self.constant(Lit::I(0), DType::I8);
@@ -384,11 +468,20 @@ impl Em<'_> {
                         Some(w) => self.op(format!("vector.broadcast {z} : i8 to vector<{w}xi8>")),
                         None => z,
                     };
-                    return Ok(self.op(format!("arith.cmpi ne, {raw}, {z} : {}", ty(DType::I8, lanes))));
+                    return Ok(self.op(format!(
+                        "arith.cmpi ne, {raw}, {z} : {}",
+                        ty(DType::I8, lanes)
+                    )));
                 }
                 Ok(raw)
             }
-            VExpr::Acc(n, _) => self.accs.iter().rev().find(|(a, _)| a == n).map(|(_, v)| v.clone()).ok_or_else(|| self.unsupported(format!("unbound accumulator `{n}`"))),
+            VExpr::Acc(n, _) => self
+                .accs
+                .iter()
+                .rev()
+                .find(|(a, _)| a == n)
+                .map(|(_, v)| v.clone())
+                .ok_or_else(|| self.unsupported(format!("unbound accumulator `{n}`"))),
             VExpr::Unary(op, a) => {
                 let x = self.vexpr(a)?;
                 let f = d.is_float();
@@ -417,13 +510,55 @@ impl Em<'_> {
                 let (x, y) = (self.vexpr(a)?, self.vexpr(b)?);
                 let (f, u) = (d.is_float(), unsigned(d));
                 let name = match op {
-                    BinOp::Add => if f { "arith.addf" } else { "arith.addi" },
-                    BinOp::Sub => if f { "arith.subf" } else { "arith.subi" },
-                    BinOp::Mul => if f { "arith.mulf" } else { "arith.muli" },
-                    BinOp::Div => if f { "arith.divf" } else if u { "arith.divui" } else { "arith.divsi" },
+                    BinOp::Add => {
+                        if f {
+                            "arith.addf"
+                        } else {
+                            "arith.addi"
+                        }
+                    }
+                    BinOp::Sub => {
+                        if f {
+                            "arith.subf"
+                        } else {
+                            "arith.subi"
+                        }
+                    }
+                    BinOp::Mul => {
+                        if f {
+                            "arith.mulf"
+                        } else {
+                            "arith.muli"
+                        }
+                    }
+                    BinOp::Div => {
+                        if f {
+                            "arith.divf"
+                        } else if u {
+                            "arith.divui"
+                        } else {
+                            "arith.divsi"
+                        }
+                    }
                     BinOp::Pow => "math.powf",
-                    BinOp::Max => if f { "arith.maximumf" } else if u { "arith.maxui" } else { "arith.maxsi" },
-                    BinOp::Min => if f { "arith.minimumf" } else if u { "arith.minui" } else { "arith.minsi" },
+                    BinOp::Max => {
+                        if f {
+                            "arith.maximumf"
+                        } else if u {
+                            "arith.maxui"
+                        } else {
+                            "arith.maxsi"
+                        }
+                    }
+                    BinOp::Min => {
+                        if f {
+                            "arith.minimumf"
+                        } else if u {
+                            "arith.minui"
+                        } else {
+                            "arith.minsi"
+                        }
+                    }
                     BinOp::And => "arith.andi",
                     BinOp::Or => "arith.ori",
                 };
@@ -444,16 +579,25 @@ impl Em<'_> {
                     };
                     Ok(self.op(format!("arith.cmpf {p}, {x}, {y} : {at}")))
                 } else {
-                    Ok(self.op(format!("arith.cmpi {}, {x}, {y} : {at}", int_pred(*op, unsigned(ad)))))
+                    Ok(self.op(format!(
+                        "arith.cmpi {}, {x}, {y} : {at}",
+                        int_pred(*op, unsigned(ad))
+                    )))
                 }
             }
             VExpr::ICmp(op, a, b) => {
                 let (x, y) = (self.iexpr(a)?, self.iexpr(b)?);
-                Ok(self.op(format!("arith.cmpi {}, {x}, {y} : index", int_pred(*op, false))))
+                Ok(self.op(format!(
+                    "arith.cmpi {}, {x}, {y} : index",
+                    int_pred(*op, false)
+                )))
             }
             VExpr::Select(c, a, b) => {
                 let (cv, x, y) = (self.vexpr(c)?, self.vexpr(a)?, self.vexpr(b)?);
-                Ok(self.op(format!("arith.select {cv}, {x}, {y} : {}, {t}", ty(DType::Bool, lanes))))
+                Ok(self.op(format!(
+                    "arith.select {cv}, {x}, {y} : {}, {t}",
+                    ty(DType::Bool, lanes)
+                )))
             }
             VExpr::Cast(to, a) => {
                 let from = self.dtype_of(a)?;
@@ -472,12 +616,22 @@ impl Em<'_> {
     fn splat(&mut self, l: Lit, d: DType) -> Result<String, CodegenError> {
         let c = self.constant(l, d);
         Ok(match self.vec.as_ref().map(|v| v.width) {
-            Some(w) => self.op(format!("vector.broadcast {c} : {} to {}", scalar_ty(d), ty(d, Some(w)))),
+            Some(w) => self.op(format!(
+                "vector.broadcast {c} : {} to {}",
+                scalar_ty(d),
+                ty(d, Some(w))
+            )),
             None => c,
         })
     }
 
-    fn cast(&mut self, x: &str, from: DType, to: DType, lanes: Option<u32>) -> Result<String, CodegenError> {
+    fn cast(
+        &mut self,
+        x: &str,
+        from: DType,
+        to: DType,
+        lanes: Option<u32>,
+    ) -> Result<String, CodegenError> {
         if from == to {
             return Ok(x.to_string());
         }
@@ -485,9 +639,18 @@ impl Em<'_> {
         let bits = |d: DType| if d == DType::Bool { 1 } else { d.size() * 8 };
         Ok(match (from.is_float(), to.is_float()) {
             (true, true) => {
-                if matches!((from, to), (DType::F16, DType::BF16) | (DType::BF16, DType::F16)) {
-                    let mid = self.op(format!("arith.extf {x} : {ft} to {}", ty(DType::F32, lanes)));
-                    self.op(format!("arith.truncf {mid} : {} to {tt}", ty(DType::F32, lanes)))
+                if matches!(
+                    (from, to),
+                    (DType::F16, DType::BF16) | (DType::BF16, DType::F16)
+                ) {
+                    let mid = self.op(format!(
+                        "arith.extf {x} : {ft} to {}",
+                        ty(DType::F32, lanes)
+                    ));
+                    self.op(format!(
+                        "arith.truncf {mid} : {} to {tt}",
+                        ty(DType::F32, lanes)
+                    ))
                 } else if bits(to) > bits(from) {
                     self.op(format!("arith.extf {x} : {ft} to {tt}"))
                 } else {
@@ -495,7 +658,11 @@ impl Em<'_> {
                 }
             }
             (false, true) => {
-                let op = if unsigned(from) { "arith.uitofp" } else { "arith.sitofp" };
+                let op = if unsigned(from) {
+                    "arith.uitofp"
+                } else {
+                    "arith.sitofp"
+                };
                 self.op(format!("{op} {x} : {ft} to {tt}"))
             }
             (true, false) if to == DType::Bool => {
@@ -503,7 +670,11 @@ impl Em<'_> {
                 self.op(format!("arith.cmpf une, {x}, {z} : {ft}"))
             }
             (true, false) => {
-                let op = if unsigned(to) { "arith.fptoui" } else { "arith.fptosi" };
+                let op = if unsigned(to) {
+                    "arith.fptoui"
+                } else {
+                    "arith.fptosi"
+                };
                 self.op(format!("{op} {x} : {ft} to {tt}"))
             }
             (false, false) if to == DType::Bool => {
@@ -512,7 +683,11 @@ impl Em<'_> {
             }
             (false, false) => {
                 if bits(to) > bits(from) {
-                    let op = if unsigned(from) { "arith.extui" } else { "arith.extsi" };
+                    let op = if unsigned(from) {
+                        "arith.extui"
+                    } else {
+                        "arith.extsi"
+                    };
                     self.op(format!("{op} {x} : {ft} to {tt}"))
                 } else if bits(to) < bits(from) {
                     self.op(format!("arith.trunci {x} : {ft} to {tt}"))
@@ -550,18 +725,25 @@ pub fn vectorizable(prog: &LoopProgram, body: &[Stmt], var: &str) -> bool {
         match e {
             VExpr::Const(..) | VExpr::Acc(..) => true,
             VExpr::Load { buf, index } => {
-                matches!(index.coeff(var), Some(0 | 1)) && prog.buffer(buf).is_some_and(|b| b.dtype != DType::Bool)
+                matches!(index.coeff(var), Some(0 | 1))
+                    && prog.buffer(buf).is_some_and(|b| b.dtype != DType::Bool)
             }
             VExpr::Index(..) | VExpr::ICmp(..) => false,
             VExpr::Unary(_, a) => value_ok(prog, a, var),
             VExpr::Cast(to, a) => *to != DType::Bool && value_ok(prog, a, var),
-            VExpr::Binary(_, a, b) | VExpr::Cmp(_, a, b) => value_ok(prog, a, var) && value_ok(prog, b, var),
-            VExpr::Select(c, a, b) => value_ok(prog, c, var) && value_ok(prog, a, var) && value_ok(prog, b, var),
+            VExpr::Binary(_, a, b) | VExpr::Cmp(_, a, b) => {
+                value_ok(prog, a, var) && value_ok(prog, b, var)
+            }
+            VExpr::Select(c, a, b) => {
+                value_ok(prog, c, var) && value_ok(prog, a, var) && value_ok(prog, b, var)
+            }
         }
     }
     body.iter().all(|s| match s {
         Stmt::Store { buf, index, value } => {
-            index.coeff(var) == Some(1) && prog.buffer(buf).is_some_and(|b| b.dtype != DType::Bool) && value_ok(prog, value, var)
+            index.coeff(var) == Some(1)
+                && prog.buffer(buf).is_some_and(|b| b.dtype != DType::Bool)
+                && value_ok(prog, value, var)
         }
         _ => false,
     })

@@ -20,14 +20,19 @@ impl Target {
 
     /// A named CPU with LLVM's default features for it (for artifacts meant to ship).
     pub fn cpu(name: &str) -> Target {
-        Target::Cpu { cpu: name.to_string(), features: String::new() }
+        Target::Cpu {
+            cpu: name.to_string(),
+            features: String::new(),
+        }
     }
 
     /// Vector register width in bytes the default schedule should aim for.
     pub fn vector_bytes(&self) -> usize {
         match self {
             Target::Cpu { cpu, features } => {
-                if features.contains("+avx512f") || (features.is_empty() && (cpu.contains("avx512") || cpu == "x86-64-v4")) {
+                if features.contains("+avx512f")
+                    || (features.is_empty() && (cpu.contains("avx512") || cpu == "x86-64-v4"))
+                {
                     64
                 } else if features.contains("+avx2") || features.is_empty() && cpu != "x86-64" {
                     32
@@ -40,7 +45,9 @@ impl Target {
 
     pub fn describe(&self) -> serde_json::Value {
         match self {
-            Target::Cpu { cpu, features } => json!({ "kind": "cpu", "cpu": cpu, "features": features }),
+            Target::Cpu { cpu, features } => {
+                json!({ "kind": "cpu", "cpu": cpu, "features": features })
+            }
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The `tessera` command line: compile, run, bench and inspect models.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,7 +9,11 @@ use tessera::{CompileConfig, Compiler, Target, Tensor};
 use tessera_ir::{Graph, Rng};
 
 #[derive(Parser)]
-#[command(name = "tessera", version, about = "A tensor compiler: ONNX in, LLVM-compiled code out")]
+#[command(
+    name = "tessera",
+    version,
+    about = "A tensor compiler: ONNX in, LLVM-compiled code out"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -89,7 +93,10 @@ enum Cmd {
 
 fn parse_binding(s: &str) -> Result<(String, usize), String> {
     let (k, v) = s.split_once('=').ok_or("expected NAME=SIZE")?;
-    Ok((k.to_string(), v.parse().map_err(|_| format!("bad size `{v}`"))?))
+    Ok((
+        k.to_string(),
+        v.parse().map_err(|_| format!("bad size `{v}`"))?,
+    ))
 }
 
 fn compiler(opts: &CommonOpts) -> Compiler {
@@ -97,7 +104,11 @@ fn compiler(opts: &CommonOpts) -> Compiler {
         Some(c) => Target::cpu(c),
         None => Target::host(),
     };
-    let mut cfg = CompileConfig { schedule: !opts.no_schedule, bindings: opts.bind.iter().cloned().collect(), ..Default::default() };
+    let mut cfg = CompileConfig {
+        schedule: !opts.no_schedule,
+        bindings: opts.bind.iter().cloned().collect(),
+        ..Default::default()
+    };
     if let Some(t) = opts.threads {
         cfg.threads = t.max(1);
     }
@@ -119,7 +130,9 @@ fn full_bindings(g: &Graph, opts: &CommonOpts) -> BTreeMap<String, usize> {
 
 fn random_inputs(sigs: &[tessera_ir::plan::TensorSig]) -> Vec<Tensor> {
     let mut rng = Rng::new(42);
-    sigs.iter().map(|s| rng.tensor(s.dtype, s.shape.clone())).collect()
+    sigs.iter()
+        .map(|s| rng.tensor(s.dtype, s.shape.clone()))
+        .collect()
 }
 
 fn read_inputs(paths: &[PathBuf]) -> Result<Vec<Tensor>> {
@@ -135,15 +148,34 @@ fn read_inputs(paths: &[PathBuf]) -> Result<Vec<Tensor>> {
 fn summary(t: &Tensor) -> String {
     let v = t.to_f64_vec();
     let head: Vec<String> = v.iter().take(8).map(|x| format!("{x:.6}")).collect();
-    format!("{}{:?} [{}{}]", t.dtype(), t.shape(), head.join(", "), if v.len() > 8 { ", …" } else { "" })
+    format!(
+        "{}{:?} [{}{}]",
+        t.dtype(),
+        t.shape(),
+        head.join(", "),
+        if v.len() > 8 { ", …" } else { "" }
+    )
 }
 
 /// Runs a JIT-compiled .onnx or a loaded .so; returns the outputs and the latency of the run.
-fn run_model(model: &Path, inputs: Vec<Tensor>, opts: &CommonOpts) -> Result<(Vec<Tensor>, Vec<Tensor>, f64)> {
+fn run_model(
+    model: &Path,
+    inputs: Vec<Tensor>,
+    opts: &CommonOpts,
+) -> Result<(Vec<Tensor>, Vec<Tensor>, f64)> {
     if model.extension().is_some_and(|e| e == "so") {
-        let cfg = tessera_runtime::ExecConfig { threads: opts.threads.unwrap_or_else(tessera_runtime::pool::ThreadPool::default_threads), poison: false };
+        let cfg = tessera_runtime::ExecConfig {
+            threads: opts
+                .threads
+                .unwrap_or_else(tessera_runtime::pool::ThreadPool::default_threads),
+            poison: false,
+        };
         let exe = tessera_runtime::artifact::load(model, &cfg)?;
-        let inputs = if inputs.is_empty() { random_inputs(&exe.plan().inputs) } else { inputs };
+        let inputs = if inputs.is_empty() {
+            random_inputs(&exe.plan().inputs)
+        } else {
+            inputs
+        };
         let t = Instant::now();
         let out = exe.run(&inputs)?;
         return Ok((inputs, out, t.elapsed().as_secs_f64() * 1e3));
@@ -154,10 +186,18 @@ fn run_model(model: &Path, inputs: Vec<Tensor>, opts: &CommonOpts) -> Result<(Ve
     let inputs = if inputs.is_empty() {
         let b = full_bindings(&g, opts);
         let prepared = tessera_passes::fold::prepare(&g, &b)?;
-        let sigs: Vec<_> = prepared.inputs.iter().map(|&v| {
-            let ty = prepared.ty_of(v).expect("typed");
-            tessera_ir::plan::TensorSig { name: prepared.name_of(v).into(), dtype: ty.dtype, shape: ty.static_shape().unwrap_or_default() }
-        }).collect();
+        let sigs: Vec<_> = prepared
+            .inputs
+            .iter()
+            .map(|&v| {
+                let ty = prepared.ty_of(v).expect("typed");
+                tessera_ir::plan::TensorSig {
+                    name: prepared.name_of(v).into(),
+                    dtype: ty.dtype,
+                    shape: ty.static_shape().unwrap_or_default(),
+                }
+            })
+            .collect();
         random_inputs(&sigs)
     } else {
         inputs
@@ -171,21 +211,43 @@ fn run_model(model: &Path, inputs: Vec<Tensor>, opts: &CommonOpts) -> Result<(Ve
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Compile { model, output, emit, opts } => {
+        Cmd::Compile {
+            model,
+            output,
+            emit,
+            opts,
+        } => {
             let g = load_graph(&model)?;
             let c = compiler(&opts);
             let b = full_bindings(&g, &opts);
-            let print_cfg = tessera_ir::text::PrintConfig { max_data_bytes: 256 };
+            let print_cfg = tessera_ir::text::PrintConfig {
+                max_data_bytes: 256,
+            };
             match emit {
-                Some(Emit::Graph) => print!("{}", tessera_ir::text::print_graph_with(&g, &print_cfg)),
+                Some(Emit::Graph) => {
+                    print!("{}", tessera_ir::text::print_graph_with(&g, &print_cfg))
+                }
                 Some(stage) => {
                     let st = c.stages(&g, &b)?;
                     let progs: Vec<_> = st.kernels.iter().map(|k| &k.program).collect();
                     match stage {
-                        Emit::Prepared => print!("{}", tessera_ir::text::print_graph_with(&st.prepared, &print_cfg)),
+                        Emit::Prepared => print!(
+                            "{}",
+                            tessera_ir::text::print_graph_with(&st.prepared, &print_cfg)
+                        ),
                         Emit::Loops => progs.iter().for_each(|p| println!("{p}")),
-                        Emit::Mlir => print!("{}", tessera_codegen::mlir::emit_module(&progs, &tessera_codegen::mlir::EmitConfig { vector_bytes: c.target.vector_bytes() })?),
-                        Emit::Llvm => print!("{}", tessera_codegen::aot::llvm_text(&progs, &c.target)?),
+                        Emit::Mlir => print!(
+                            "{}",
+                            tessera_codegen::mlir::emit_module(
+                                &progs,
+                                &tessera_codegen::mlir::EmitConfig {
+                                    vector_bytes: c.target.vector_bytes()
+                                }
+                            )?
+                        ),
+                        Emit::Llvm => {
+                            print!("{}", tessera_codegen::aot::llvm_text(&progs, &c.target)?)
+                        }
                         Emit::Graph => unreachable!(),
                     }
                 }
@@ -206,7 +268,13 @@ fn main() -> Result<()> {
                 bail!("nothing to do: give -o OUTPUT.so and/or --emit STAGE");
             }
         }
-        Cmd::Run { model, inputs, outputs, check, opts } => {
+        Cmd::Run {
+            model,
+            inputs,
+            outputs,
+            check,
+            opts,
+        } => {
             let given = read_inputs(&inputs)?;
             let (inputs, outs, ms) = run_model(&model, given, &opts)?;
             for (i, t) in outs.iter().enumerate() {
@@ -214,7 +282,11 @@ fn main() -> Result<()> {
             }
             println!("latency: {ms:.3} ms");
             if outs.len() < outputs.len() {
-                bail!("{} --output paths for {} outputs", outputs.len(), outs.len());
+                bail!(
+                    "{} --output paths for {} outputs",
+                    outputs.len(),
+                    outs.len()
+                );
             }
             for (p, t) in outputs.iter().zip(&outs) {
                 std::fs::write(p, tessera::npy::write(t).map_err(anyhow::Error::msg)?)?;
@@ -234,7 +306,13 @@ fn main() -> Result<()> {
                 }
             }
         }
-        Cmd::Bench { model, runs, warmup, json, opts } => {
+        Cmd::Bench {
+            model,
+            runs,
+            warmup,
+            json,
+            opts,
+        } => {
             let g = load_graph(&model)?;
             let c = compiler(&opts);
             let b = full_bindings(&g, &opts);
@@ -249,7 +327,9 @@ fn main() -> Result<()> {
             let mut times: Vec<f64> = (0..runs.max(1))
                 .map(|_| {
                     let t = Instant::now();
-                    compiled.run(&inputs).map(|_| t.elapsed().as_secs_f64() * 1e3)
+                    compiled
+                        .run(&inputs)
+                        .map(|_| t.elapsed().as_secs_f64() * 1e3)
                 })
                 .collect::<Result<_, _>>()?;
             times.sort_by(f64::total_cmp);
@@ -268,7 +348,12 @@ fn main() -> Result<()> {
             if json {
                 println!("{line}");
             } else {
-                println!("{}: median {median:.3} ms over {} runs ({} threads)", model.display(), times.len(), compiled.threads());
+                println!(
+                    "{}: median {median:.3} ms over {} runs ({} threads)",
+                    model.display(),
+                    times.len(),
+                    compiled.threads()
+                );
             }
         }
     }
@@ -276,5 +361,17 @@ fn main() -> Result<()> {
 }
 
 fn max_rel_err(a: &Tensor, r: &Tensor) -> f64 {
-    a.to_f64_vec().iter().zip(r.to_f64_vec()).map(|(x, y)| if x.is_nan() != y.is_nan() { f64::INFINITY } else if x.is_nan() { 0.0 } else { (x - y).abs() / (1.0 + y.abs()) }).fold(0.0, f64::max)
+    a.to_f64_vec()
+        .iter()
+        .zip(r.to_f64_vec())
+        .map(|(x, y)| {
+            if x.is_nan() != y.is_nan() {
+                f64::INFINITY
+            } else if x.is_nan() {
+                0.0
+            } else {
+                (x - y).abs() / (1.0 + y.abs())
+            }
+        })
+        .fold(0.0, f64::max)
 }

@@ -21,7 +21,14 @@ pub fn write(t: &Tensor) -> Result<Vec<u8>, String> {
     let shape = match t.shape().len() {
         0 => "()".to_string(),
         1 => format!("({},)", t.shape()[0]),
-        _ => format!("({})", t.shape().iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")),
+        _ => format!(
+            "({})",
+            t.shape()
+                .iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
     let mut header = format!("{{'descr': '{d}', 'fortran_order': False, 'shape': {shape}, }}");
     // Pad so that the data starts on a 64-byte boundary; the header ends with a newline.
@@ -41,24 +48,43 @@ pub fn read(bytes: &[u8]) -> Result<Tensor, String> {
     }
     let (hlen, start) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
         v => return Err(format!("unsupported .npy version {v}")),
     };
-    let header = std::str::from_utf8(bytes.get(start..start + hlen).ok_or("truncated header")?).map_err(|_| "header is not UTF-8")?;
+    let header = std::str::from_utf8(bytes.get(start..start + hlen).ok_or("truncated header")?)
+        .map_err(|_| "header is not UTF-8")?;
     let field = |k: &str| -> Result<&str, String> {
-        let i = header.find(&format!("'{k}'")).ok_or_else(|| format!("header lacks `{k}`"))?;
+        let i = header
+            .find(&format!("'{k}'"))
+            .ok_or_else(|| format!("header lacks `{k}`"))?;
         Ok(header[i + k.len() + 2..].trim_start_matches([':', ' ']))
     };
     let d = field("descr")?;
     let d = d.trim_start_matches('\'');
     let d = &d[..d.find('\'').ok_or("bad descr")?];
-    let dtype = DType::ALL.into_iter().find(|&x| descr(x).is_some_and(|s| s == d || (s.starts_with('<') && s.replace('<', "=") == d))).ok_or_else(|| format!("unsupported dtype `{d}`"))?;
+    let dtype = DType::ALL
+        .into_iter()
+        .find(|&x| {
+            descr(x).is_some_and(|s| s == d || (s.starts_with('<') && s.replace('<', "=") == d))
+        })
+        .ok_or_else(|| format!("unsupported dtype `{d}`"))?;
     if field("fortran_order")?.starts_with("True") {
         return Err("Fortran-order arrays are not supported".into());
     }
     let s = field("shape")?;
     let s = &s[s.find('(').ok_or("bad shape")? + 1..s.find(')').ok_or("bad shape")?];
-    let shape = s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(|x| x.parse::<usize>().map_err(|_| format!("bad dimension `{x}`"))).collect::<Result<Vec<_>, _>>()?;
+    let shape = s
+        .split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(|x| {
+            x.parse::<usize>()
+                .map_err(|_| format!("bad dimension `{x}`"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Tensor::from_bytes(dtype, shape, bytes[start + hlen..].to_vec()).map_err(|e| e.to_string())
 }
 

@@ -17,7 +17,9 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
 }
 
-use proto::{attribute_proto::AttributeType, tensor_proto::DataLocation, type_proto, ModelProto, TensorProto};
+use proto::{
+    ModelProto, TensorProto, attribute_proto::AttributeType, tensor_proto::DataLocation, type_proto,
+};
 
 #[derive(Debug, Error)]
 pub enum OnnxError {
@@ -26,7 +28,12 @@ pub enum OnnxError {
     #[error("invalid model: {0}")]
     Invalid(String),
     #[error("node `{node}` ({op}, opset {opset}): {msg}")]
-    Node { node: String, op: String, opset: i64, msg: String },
+    Node {
+        node: String,
+        op: String,
+        opset: i64,
+        msg: String,
+    },
     #[error("initializer `{name}`: {msg}")]
     Initializer { name: String, msg: String },
     #[error("I/O: {0}")]
@@ -48,7 +55,10 @@ pub fn import(bytes: &[u8]) -> Result<Graph, OnnxError> {
 /// Imports a model file; external tensor data is read relative to its folder.
 pub fn import_file(path: &Path) -> Result<Graph, OnnxError> {
     let bytes = std::fs::read(path)?;
-    import_with_base(&bytes, Some(path.parent().unwrap_or(Path::new(".")).to_path_buf()))
+    import_with_base(
+        &bytes,
+        Some(path.parent().unwrap_or(Path::new(".")).to_path_buf()),
+    )
 }
 
 pub fn import_with_base(bytes: &[u8], base: Option<PathBuf>) -> Result<Graph, OnnxError> {
@@ -57,29 +67,49 @@ pub fn import_with_base(bytes: &[u8], base: Option<PathBuf>) -> Result<Graph, On
     let opset = model
         .opset_import
         .iter()
-        .find(|o| o.domain.as_deref().unwrap_or("").is_empty() || o.domain.as_deref() == Some("ai.onnx"))
+        .find(|o| {
+            o.domain.as_deref().unwrap_or("").is_empty() || o.domain.as_deref() == Some("ai.onnx")
+        })
         .and_then(|o| o.version)
         .ok_or_else(|| OnnxError::Invalid("no opset for the default ONNX domain".into()))?;
     if !(MIN_OPSET..=MAX_OPSET).contains(&opset) {
-        return Err(OnnxError::Invalid(format!("opset {opset} is outside the supported range {MIN_OPSET}..={MAX_OPSET}")));
+        return Err(OnnxError::Invalid(format!(
+            "opset {opset} is outside the supported range {MIN_OPSET}..={MAX_OPSET}"
+        )));
     }
-    let gp = model.graph.as_ref().ok_or_else(|| OnnxError::Invalid("the model has no graph".into()))?;
+    let gp = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| OnnxError::Invalid("the model has no graph".into()))?;
     if gp.node.len() > MAX_NODES || gp.initializer.len() > MAX_NODES {
         return Err(OnnxError::Invalid("too many nodes or initializers".into()));
     }
-    let mut im = Importer { g: Graph::new(gp.name.clone().unwrap_or_else(|| "model".into())), opset, base, names: HashSet::new() };
+    let mut im = Importer {
+        g: Graph::new(gp.name.clone().unwrap_or_else(|| "model".into())),
+        opset,
+        base,
+        names: HashSet::new(),
+    };
     im.g.opset = opset;
     for t in &gp.initializer {
         let name = t.name.clone().unwrap_or_default();
-        let tensor = im.tensor(t).map_err(|msg| OnnxError::Initializer { name: name.clone(), msg })?;
+        let tensor = im.tensor(t).map_err(|msg| OnnxError::Initializer {
+            name: name.clone(),
+            msg,
+        })?;
         im.g.add_initializer(&name, tensor);
     }
     for vi in &gp.input {
         let name = vi.name.clone().unwrap_or_default();
-        if im.g.lookup(&name).is_some_and(|v| im.g.initializers.contains_key(&v)) {
+        if im
+            .g
+            .lookup(&name)
+            .is_some_and(|v| im.g.initializers.contains_key(&v))
+        {
             continue; // old models list initializers among the inputs
         }
-        let ty = value_type(vi).map_err(|msg| OnnxError::Invalid(format!("input `{name}`: {msg}")))?;
+        let ty =
+            value_type(vi).map_err(|msg| OnnxError::Invalid(format!("input `{name}`: {msg}")))?;
         im.g.add_input(&name, ty);
     }
     for (i, np) in gp.node.iter().enumerate() {
@@ -87,17 +117,30 @@ pub fn import_with_base(bytes: &[u8], base: Option<PathBuf>) -> Result<Graph, On
     }
     for vi in &gp.output {
         let name = vi.name.clone().unwrap_or_default();
-        let v = im.g.lookup(&name).ok_or_else(|| OnnxError::Invalid(format!("graph output `{name}` is never produced")))?;
+        let v = im.g.lookup(&name).ok_or_else(|| {
+            OnnxError::Invalid(format!("graph output `{name}` is never produced"))
+        })?;
         im.g.outputs.push(v);
     }
     im.g.verify().map_err(|e| match e {
-        tessera_ir::IrError::Node { node, op, msg } => OnnxError::Node { node, op, opset, msg },
+        tessera_ir::IrError::Node { node, op, msg } => OnnxError::Node {
+            node,
+            op,
+            opset,
+            msg,
+        },
         other => OnnxError::Invalid(other.to_string()),
     })?;
-    tessera_passes::fold::infer_and_fold(&mut im.g, tessera_passes::fold::Inference::Lenient).map_err(|e| match e {
-        tessera_ir::IrError::Node { node, op, msg } => OnnxError::Node { node, op, opset, msg },
-        other => OnnxError::Invalid(other.to_string()),
-    })?;
+    tessera_passes::fold::infer_and_fold(&mut im.g, tessera_passes::fold::Inference::Lenient)
+        .map_err(|e| match e {
+            tessera_ir::IrError::Node { node, op, msg } => OnnxError::Node {
+                node,
+                op,
+                opset,
+                msg,
+            },
+            other => OnnxError::Invalid(other.to_string()),
+        })?;
     Ok(im.g)
 }
 
@@ -107,13 +150,16 @@ fn value_type(vi: &proto::ValueInfoProto) -> Result<ValueType, String> {
         _ => return Err("only tensor types are supported".into()),
     };
     let code = tt.elem_type.unwrap_or(0);
-    let dtype = DType::from_onnx_code(code).ok_or_else(|| format!("unsupported element type code {code}"))?;
+    let dtype = DType::from_onnx_code(code)
+        .ok_or_else(|| format!("unsupported element type code {code}"))?;
     let mut shape = Vec::new();
     if let Some(s) = &tt.shape {
         for (i, d) in s.dim.iter().enumerate() {
             use proto::tensor_shape_proto::dimension::Value;
             shape.push(match &d.value {
-                Some(Value::DimValue(n)) if *n >= 0 && (*n as u64) < (1 << 40) => Dim::Known(*n as usize),
+                Some(Value::DimValue(n)) if *n >= 0 && (*n as u64) < (1 << 40) => {
+                    Dim::Known(*n as usize)
+                }
                 Some(Value::DimValue(n)) => return Err(format!("dimension {i} is {n}")),
                 Some(Value::DimParam(p)) if !p.is_empty() => Dim::Sym(p.clone()),
                 _ => Dim::Sym(format!("{}_d{i}", vi.name.as_deref().unwrap_or("x"))),
@@ -134,12 +180,14 @@ impl Importer {
     /// Converts a TensorProto (inline or external data) into a tensor.
     fn tensor(&self, t: &TensorProto) -> Result<Tensor, String> {
         let code = t.data_type.unwrap_or(0);
-        let dtype = DType::from_onnx_code(code).ok_or_else(|| format!("unsupported data type code {code}"))?;
+        let dtype = DType::from_onnx_code(code)
+            .ok_or_else(|| format!("unsupported data type code {code}"))?;
         if t.dims.iter().any(|&d| d < 0) {
             return Err(format!("negative dimension in {:?}", t.dims));
         }
         let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
-        let n = tessera_ir::tensor::checked_numel(&shape).ok_or_else(|| format!("shape {shape:?} is too large"))?;
+        let n = tessera_ir::tensor::checked_numel(&shape)
+            .ok_or_else(|| format!("shape {shape:?} is too large"))?;
         let raw: Option<Vec<u8>> = if t.data_location == Some(DataLocation::External as i32) {
             Some(self.external(t)?)
         } else {
@@ -148,11 +196,21 @@ impl Importer {
         if let Some(raw) = raw {
             return Tensor::from_bytes(dtype, shape, raw).map_err(|e| e.to_string());
         }
-        let check = |len: usize| if len == n { Ok(()) } else { Err(format!("has {len} values for {n} elements")) };
+        let check = |len: usize| {
+            if len == n {
+                Ok(())
+            } else {
+                Err(format!("has {len} values for {n} elements"))
+            }
+        };
         Ok(match dtype {
             DType::F32 => {
                 check(t.float_data.len())?;
-                Tensor::from_f64(dtype, shape, &t.float_data.iter().map(|&x| x as f64).collect::<Vec<_>>())
+                Tensor::from_f64(
+                    dtype,
+                    shape,
+                    &t.float_data.iter().map(|&x| x as f64).collect::<Vec<_>>(),
+                )
             }
             DType::F64 => {
                 check(t.double_data.len())?;
@@ -164,31 +222,62 @@ impl Importer {
             }
             DType::F16 | DType::BF16 => {
                 check(t.int32_data.len())?;
-                let bytes: Vec<u8> = t.int32_data.iter().flat_map(|&x| (x as u16).to_le_bytes()).collect();
+                let bytes: Vec<u8> = t
+                    .int32_data
+                    .iter()
+                    .flat_map(|&x| (x as u16).to_le_bytes())
+                    .collect();
                 Tensor::from_bytes(dtype, shape, bytes).map_err(|e| e.to_string())?
             }
             _ => {
                 check(t.int32_data.len())?;
-                Tensor::from_i64(dtype, shape, &t.int32_data.iter().map(|&x| x as i64).collect::<Vec<_>>())
+                Tensor::from_i64(
+                    dtype,
+                    shape,
+                    &t.int32_data.iter().map(|&x| x as i64).collect::<Vec<_>>(),
+                )
             }
         })
     }
 
     fn external(&self, t: &TensorProto) -> Result<Vec<u8>, String> {
-        let get = |k: &str| t.external_data.iter().find(|e| e.key.as_deref() == Some(k)).and_then(|e| e.value.clone());
+        let get = |k: &str| {
+            t.external_data
+                .iter()
+                .find(|e| e.key.as_deref() == Some(k))
+                .and_then(|e| e.value.clone())
+        };
         let loc = get("location").ok_or("external data without a location")?;
-        let base = self.base.as_ref().ok_or("external data needs the model's folder (import the file by path)")?;
+        let base = self
+            .base
+            .as_ref()
+            .ok_or("external data needs the model's folder (import the file by path)")?;
         let rel = Path::new(&loc);
-        if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-            return Err(format!("external data location `{loc}` leaves the model's folder"));
+        if rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(format!(
+                "external data location `{loc}` leaves the model's folder"
+            ));
         }
-        let bytes = std::fs::read(base.join(rel)).map_err(|e| format!("cannot read external data `{loc}`: {e}"))?;
-        let off: usize = get("offset").map(|s| s.parse().map_err(|_| format!("bad offset `{s}`"))).transpose()?.unwrap_or(0);
+        let bytes = std::fs::read(base.join(rel))
+            .map_err(|e| format!("cannot read external data `{loc}`: {e}"))?;
+        let off: usize = get("offset")
+            .map(|s| s.parse().map_err(|_| format!("bad offset `{s}`")))
+            .transpose()?
+            .unwrap_or(0);
         let len: usize = match get("length") {
             Some(s) => s.parse().map_err(|_| format!("bad length `{s}`"))?,
             None => bytes.len().saturating_sub(off),
         };
-        bytes.get(off..off.checked_add(len).ok_or("offset + length overflows")?).map(|b| b.to_vec()).ok_or_else(|| format!("external data `{loc}` is shorter than offset {off} + length {len}"))
+        bytes
+            .get(off..off.checked_add(len).ok_or("offset + length overflows")?)
+            .map(|b| b.to_vec())
+            .ok_or_else(|| {
+                format!("external data `{loc}` is shorter than offset {off} + length {len}")
+            })
     }
 
     fn fresh_name(&mut self, base: &str) -> String {
@@ -207,16 +296,38 @@ impl Importer {
         self.g.add_initializer(&name, t)
     }
 
-    fn push(&mut self, name: String, op: OpKind, attrs: Attrs, inputs: Vec<Option<tessera_ir::ValueId>>, outputs: Vec<tessera_ir::ValueId>) {
-        self.g.add_node(Node { name, op, attrs, inputs, outputs });
+    fn push(
+        &mut self,
+        name: String,
+        op: OpKind,
+        attrs: Attrs,
+        inputs: Vec<Option<tessera_ir::ValueId>>,
+        outputs: Vec<tessera_ir::ValueId>,
+    ) {
+        self.g.add_node(Node {
+            name,
+            op,
+            attrs,
+            inputs,
+            outputs,
+        });
     }
 
     fn node(&mut self, np: &proto::NodeProto, index: usize) -> Result<(), OnnxError> {
         let op_type = np.op_type.clone().unwrap_or_default();
-        let raw_name = np.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| format!("{op_type}_{index}"));
+        let raw_name = np
+            .name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| format!("{op_type}_{index}"));
         let name = self.fresh_name(&raw_name);
         let opset = self.opset;
-        let err = |msg: String| OnnxError::Node { node: name.clone(), op: op_type.clone(), opset, msg };
+        let err = |msg: String| OnnxError::Node {
+            node: name.clone(),
+            op: op_type.clone(),
+            opset,
+            msg,
+        };
         let domain = np.domain.clone().unwrap_or_default();
         if !domain.is_empty() && domain != "ai.onnx" {
             return Err(err(format!("domain `{domain}` is not supported")));
@@ -228,11 +339,25 @@ impl Importer {
             let val = match ty {
                 Some(AttributeType::Float) => Attr::Float(a.f.unwrap_or(0.0) as f64),
                 Some(AttributeType::Int) => Attr::Int(a.i.unwrap_or(0)),
-                Some(AttributeType::String) => Attr::Str(String::from_utf8_lossy(a.s.as_deref().unwrap_or(&[])).into_owned()),
-                Some(AttributeType::Floats) => Attr::Floats(a.floats.iter().map(|&x| x as f64).collect()),
+                Some(AttributeType::String) => {
+                    Attr::Str(String::from_utf8_lossy(a.s.as_deref().unwrap_or(&[])).into_owned())
+                }
+                Some(AttributeType::Floats) => {
+                    Attr::Floats(a.floats.iter().map(|&x| x as f64).collect())
+                }
                 Some(AttributeType::Ints) => Attr::Ints(a.ints.clone()),
-                Some(AttributeType::Tensor) => Attr::Tensor(self.tensor(a.t.as_ref().ok_or_else(|| err(format!("attribute `{an}` has no tensor")))?).map_err(|m| err(format!("attribute `{an}`: {m}")))?),
-                other => return Err(err(format!("attribute `{an}` has unsupported type {other:?}"))),
+                Some(AttributeType::Tensor) => Attr::Tensor(
+                    self.tensor(
+                        a.t.as_ref()
+                            .ok_or_else(|| err(format!("attribute `{an}` has no tensor")))?,
+                    )
+                    .map_err(|m| err(format!("attribute `{an}`: {m}")))?,
+                ),
+                other => {
+                    return Err(err(format!(
+                        "attribute `{an}` has unsupported type {other:?}"
+                    )));
+                }
             };
             attrs.insert(an, val);
         }
@@ -241,7 +366,9 @@ impl Importer {
             if i.is_empty() {
                 inputs.push(None);
             } else {
-                inputs.push(Some(self.g.lookup(i).ok_or_else(|| err(format!("input `{i}` is not defined before this node")))?));
+                inputs.push(Some(self.g.lookup(i).ok_or_else(|| {
+                    err(format!("input `{i}` is not defined before this node"))
+                })?));
             }
         }
         let outputs: Vec<tessera_ir::ValueId> = np.output.iter().map(|o| self.g.value(o)).collect();
@@ -273,29 +400,46 @@ impl Importer {
             }
             "Dropout" => {
                 if inputs.get(2).copied().flatten().is_some() {
-                    return Err(err("Dropout with a training_mode input is not supported".into()));
+                    return Err(err(
+                        "Dropout with a training_mode input is not supported".into()
+                    ));
                 }
                 // The mask output is dropped; a node that reads it finds it undefined and the
                 // verifier names that node.
-                self.push(name.clone(), OpKind::Identity, Attrs::new(), vec![inputs[0]], vec![outputs[0]]);
+                self.push(
+                    name.clone(),
+                    OpKind::Identity,
+                    Attrs::new(),
+                    vec![inputs[0]],
+                    vec![outputs[0]],
+                );
                 return Ok(());
             }
             _ => {}
         }
-        let op = OpKind::parse(&op_type).filter(|k| *k != OpKind::Constant).ok_or_else(|| err("unsupported operator".into()))?;
+        let op = OpKind::parse(&op_type)
+            .filter(|k| *k != OpKind::Constant)
+            .ok_or_else(|| err("unsupported operator".into()))?;
         // Legacy attributes that carry no meaning at the opsets we accept.
         for k in ["consumed_inputs", "is_test", "spatial", "broadcast"] {
             attrs.remove(k);
         }
-        if attrs.contains_key("axis") && matches!(op, OpKind::Add | OpKind::Sub | OpKind::Mul | OpKind::Div) {
+        if attrs.contains_key("axis")
+            && matches!(op, OpKind::Add | OpKind::Sub | OpKind::Mul | OpKind::Div)
+        {
             return Err(err("legacy broadcast with `axis` is not supported".into()));
         }
         // Upgrade attribute forms to inputs (the opset-21 form).
-        let axes_to_input = matches!(op, OpKind::Squeeze | OpKind::Unsqueeze) && opset < 13
-            || op == OpKind::ReduceSum && opset < 13
-            || matches!(op, OpKind::ReduceMean | OpKind::ReduceMax) && opset < 18;
+        let axes_became_input_at = match op {
+            OpKind::Squeeze | OpKind::Unsqueeze | OpKind::ReduceSum => 13,
+            OpKind::ReduceMean | OpKind::ReduceMax => 18,
+            _ => 0,
+        };
+        let axes_to_input = opset < axes_became_input_at;
         if axes_to_input && let Some(a) = take(&mut attrs, "axes") {
-            let Attr::Ints(v) = a else { return Err(err("`axes` must be ints".into())) };
+            let Attr::Ints(v) = a else {
+                return Err(err("`axes` must be ints".into()));
+            };
             let c = self.const_input(&name, "axes", ints_tensor(&v));
             inputs.resize(1, None);
             inputs.push(Some(c));
@@ -303,10 +447,16 @@ impl Importer {
         if op == OpKind::Clip && opset < 11 {
             let lo = take(&mut attrs, "min");
             let hi = take(&mut attrs, "max");
-            let dt = self.g.ty(inputs[0].unwrap()).map(|t| t.dtype).unwrap_or(DType::F32);
+            let dt = self
+                .g
+                .ty(inputs[0].unwrap())
+                .map(|t| t.dtype)
+                .unwrap_or(DType::F32);
             for (what, a) in [("min", lo), ("max", hi)] {
                 let v = match a {
-                    Some(Attr::Float(f)) => Some(self.const_input(&name, what, Tensor::from_f64(dt, vec![], &[f]))),
+                    Some(Attr::Float(f)) => {
+                        Some(self.const_input(&name, what, Tensor::from_f64(dt, vec![], &[f])))
+                    }
                     _ => None,
                 };
                 inputs.push(v);
@@ -318,7 +468,10 @@ impl Importer {
                 _ => None,
             };
             let (s, e, a) = (get("starts"), get("ends"), get("axes"));
-            let (s, e) = (s.ok_or_else(|| err("missing `starts`".into()))?, e.ok_or_else(|| err("missing `ends`".into()))?);
+            let (s, e) = (
+                s.ok_or_else(|| err("missing `starts`".into()))?,
+                e.ok_or_else(|| err("missing `ends`".into()))?,
+            );
             let cs = self.const_input(&name, "starts", ints_tensor(&s));
             let ce = self.const_input(&name, "ends", ints_tensor(&e));
             inputs.push(Some(cs));
@@ -338,17 +491,47 @@ impl Importer {
             let soft = self.g.fresh_value(&format!("{name}_soft"));
             let shape = self.g.fresh_value(&format!("{name}_shape"));
             let x = inputs[0];
-            self.push(format!("{name}_flatten"), OpKind::Flatten, [("axis".to_string(), Attr::Int(axis))].into(), vec![x], vec![flat]);
-            self.push(format!("{name}_softmax"), OpKind::Softmax, [("axis".to_string(), Attr::Int(-1))].into(), vec![Some(flat)], vec![soft]);
-            self.push(format!("{name}_shapeof"), OpKind::Shape, Attrs::new(), vec![x], vec![shape]);
-            self.push(name.clone(), OpKind::Reshape, Attrs::new(), vec![Some(soft), Some(shape)], vec![outputs[0]]);
+            self.push(
+                format!("{name}_flatten"),
+                OpKind::Flatten,
+                [("axis".to_string(), Attr::Int(axis))].into(),
+                vec![x],
+                vec![flat],
+            );
+            self.push(
+                format!("{name}_softmax"),
+                OpKind::Softmax,
+                [("axis".to_string(), Attr::Int(-1))].into(),
+                vec![Some(flat)],
+                vec![soft],
+            );
+            self.push(
+                format!("{name}_shapeof"),
+                OpKind::Shape,
+                Attrs::new(),
+                vec![x],
+                vec![shape],
+            );
+            self.push(
+                name.clone(),
+                OpKind::Reshape,
+                Attrs::new(),
+                vec![Some(soft), Some(shape)],
+                vec![outputs[0]],
+            );
             return Ok(());
         }
         // Extra outputs the IR does not model (BatchNorm statistics, MaxPool indices,
         // LayerNorm mean/inv-std) are dropped; a node that reads one finds it undefined and
         // the verifier names that node.
         let keep = op.schema().outputs;
-        self.push(name, op, attrs, inputs, outputs[..keep.min(outputs.len())].to_vec());
+        self.push(
+            name,
+            op,
+            attrs,
+            inputs,
+            outputs[..keep.min(outputs.len())].to_vec(),
+        );
         Ok(())
     }
 }

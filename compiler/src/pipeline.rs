@@ -4,14 +4,14 @@
 use crate::error::CompileError;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use tessera_codegen::jit::JitModule;
 use tessera_codegen::Target;
-use tessera_ir::plan::{align_up, ExecPlan, Slot, Step, TensorSig};
+use tessera_codegen::jit::JitModule;
+use tessera_ir::plan::{ExecPlan, Slot, Step, TensorSig, align_up};
 use tessera_ir::{Graph, Tensor, ValueId};
 use tessera_passes::lower::Kernel;
 use tessera_passes::schedule::{self, CpuScheduleConfig};
 use tessera_runtime::executor::Weights;
-use tessera_runtime::memory::{plan_memory, AlignedBuf, BufferReq};
+use tessera_runtime::memory::{AlignedBuf, BufferReq, plan_memory};
 use tessera_runtime::{ExecConfig, Executor};
 
 /// Options of a compilation.
@@ -29,7 +29,12 @@ pub struct CompileConfig {
 
 impl Default for CompileConfig {
     fn default() -> Self {
-        CompileConfig { threads: tessera_runtime::pool::ThreadPool::default_threads(), schedule: true, poison: false, bindings: BTreeMap::new() }
+        CompileConfig {
+            threads: tessera_runtime::pool::ThreadPool::default_threads(),
+            schedule: true,
+            poison: false,
+            bindings: BTreeMap::new(),
+        }
     }
 }
 
@@ -50,7 +55,10 @@ pub struct Stages {
 
 impl Compiler {
     pub fn new(target: Target) -> Compiler {
-        Compiler { target, config: CompileConfig::default() }
+        Compiler {
+            target,
+            config: CompileConfig::default(),
+        }
     }
 
     pub fn with_config(mut self, config: CompileConfig) -> Compiler {
@@ -59,11 +67,18 @@ impl Compiler {
     }
 
     /// Front half of the pipeline: prepare, lower, schedule.
-    pub fn stages(&self, graph: &Graph, bindings: &BTreeMap<String, usize>) -> Result<Stages, CompileError> {
+    pub fn stages(
+        &self,
+        graph: &Graph,
+        bindings: &BTreeMap<String, usize>,
+    ) -> Result<Stages, CompileError> {
         let prepared = tessera_passes::fold::prepare(graph, bindings)?;
         let mut kernels = tessera_passes::lower::lower_graph(&prepared)?;
         if self.config.schedule {
-            let cfg = CpuScheduleConfig { vector_bytes: self.target.vector_bytes(), ..Default::default() };
+            let cfg = CpuScheduleConfig {
+                vector_bytes: self.target.vector_bytes(),
+                ..Default::default()
+            };
             for k in &mut kernels {
                 schedule::default_cpu(&mut k.program, &cfg)?;
             }
@@ -77,8 +92,17 @@ impl Compiler {
         let mut g = graph.clone();
         g.verify()?;
         tessera_passes::fold::infer_and_fold(&mut g, tessera_passes::fold::Inference::Lenient)?;
-        let exe = Executable { graph: g, compiler: self.clone(), cache: Mutex::new(HashMap::new()) };
-        if exe.graph.symbols().iter().all(|s| self.config.bindings.contains_key(s)) {
+        let exe = Executable {
+            graph: g,
+            compiler: self.clone(),
+            cache: Mutex::new(HashMap::new()),
+        };
+        if exe
+            .graph
+            .symbols()
+            .iter()
+            .all(|s| self.config.bindings.contains_key(s))
+        {
             exe.compiled_for(&self.config.bindings)?;
         }
         Ok(exe)
@@ -96,7 +120,9 @@ impl Executable {
     /// Runs the model; `inputs` follow the graph's input order.
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, CompileError> {
         let bindings = self.bind(inputs)?;
-        self.compiled_for(&bindings)?.run(inputs).map_err(Into::into)
+        self.compiled_for(&bindings)?
+            .run(inputs)
+            .map_err(Into::into)
     }
 
     pub fn graph(&self) -> &Graph {
@@ -107,16 +133,24 @@ impl Executable {
     pub fn bind(&self, inputs: &[Tensor]) -> Result<BTreeMap<String, usize>, CompileError> {
         let mut b = self.compiler.config.bindings.clone();
         if inputs.len() != self.graph.inputs.len() {
-            return Err(CompileError::Usage(format!("the model takes {} inputs, got {}", self.graph.inputs.len(), inputs.len())));
+            return Err(CompileError::Usage(format!(
+                "the model takes {} inputs, got {}",
+                self.graph.inputs.len(),
+                inputs.len()
+            )));
         }
         for (&v, t) in self.graph.inputs.iter().zip(inputs) {
             let ty = self.graph.ty_of(v)?;
             tessera_ir::interp::check_input(self.graph.name_of(v), ty, t)?;
             for (d, &n) in ty.shape.iter().zip(t.shape()) {
                 if let tessera_ir::Dim::Sym(s) = d
-                    && b.insert(s.clone(), n).is_some_and(|old| old != n && !self.compiler.config.bindings.contains_key(s))
+                    && b.insert(s.clone(), n).is_some_and(|old| {
+                        old != n && !self.compiler.config.bindings.contains_key(s)
+                    })
                 {
-                    return Err(CompileError::Usage(format!("symbol `{s}` is bound to two sizes by the inputs")));
+                    return Err(CompileError::Usage(format!(
+                        "symbol `{s}` is bound to two sizes by the inputs"
+                    )));
                 }
             }
         }
@@ -124,18 +158,38 @@ impl Executable {
     }
 
     /// The executor for one binding of the symbolic dimensions, compiling it on first use.
-    pub fn compiled_for(&self, bindings: &BTreeMap<String, usize>) -> Result<Arc<Executor>, CompileError> {
+    pub fn compiled_for(
+        &self,
+        bindings: &BTreeMap<String, usize>,
+    ) -> Result<Arc<Executor>, CompileError> {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(e) = cache.get(bindings) {
             return Ok(e.clone());
         }
         let stages = self.compiler.stages(&self.graph, bindings)?;
         let (plan, weights) = build_plan(&stages)?;
-        let progs: Vec<&tessera_ir::loops::LoopProgram> = stages.kernels.iter().map(|k| &k.program).collect();
+        let progs: Vec<&tessera_ir::loops::LoopProgram> =
+            stages.kernels.iter().map(|k| &k.program).collect();
         let jit = JitModule::compile(&progs, &self.compiler.target)?;
-        let kernels = plan.steps.iter().map(|s| jit.function(&s.kernel).ok_or_else(|| CompileError::Usage(format!("kernel `{}` missing", s.kernel)))).collect::<Result<Vec<_>, _>>()?;
-        let cfg = ExecConfig { threads: self.compiler.config.threads, poison: self.compiler.config.poison };
-        let exe = Arc::new(Executor::new(plan, kernels, Weights::Owned(AlignedBuf::from_bytes(&weights)), Arc::new(jit), &cfg));
+        let kernels = plan
+            .steps
+            .iter()
+            .map(|s| {
+                jit.function(&s.kernel)
+                    .ok_or_else(|| CompileError::Usage(format!("kernel `{}` missing", s.kernel)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let cfg = ExecConfig {
+            threads: self.compiler.config.threads,
+            poison: self.compiler.config.poison,
+        };
+        let exe = Arc::new(Executor::new(
+            plan,
+            kernels,
+            Weights::Owned(AlignedBuf::from_bytes(&weights)),
+            Arc::new(jit),
+            &cfg,
+        ));
         cache.insert(bindings.clone(), exe.clone());
         Ok(exe)
     }
@@ -147,10 +201,22 @@ pub fn build_plan(st: &Stages) -> Result<(ExecPlan, Vec<u8>), CompileError> {
     let g = &st.prepared;
     let sig = |v: ValueId| -> Result<TensorSig, CompileError> {
         let ty = g.ty_of(v)?;
-        Ok(TensorSig { name: g.name_of(v).to_string(), dtype: ty.dtype, shape: ty.static_shape().unwrap_or_default() })
+        Ok(TensorSig {
+            name: g.name_of(v).to_string(),
+            dtype: ty.dtype,
+            shape: ty.static_shape().unwrap_or_default(),
+        })
     };
-    let inputs = g.inputs.iter().map(|&v| sig(v)).collect::<Result<Vec<_>, _>>()?;
-    let outputs = g.outputs.iter().map(|&v| sig(v)).collect::<Result<Vec<_>, _>>()?;
+    let inputs = g
+        .inputs
+        .iter()
+        .map(|&v| sig(v))
+        .collect::<Result<Vec<_>, _>>()?;
+    let outputs = g
+        .outputs
+        .iter()
+        .map(|&v| sig(v))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut slots: HashMap<ValueId, Slot> = HashMap::new();
     for (i, &v) in g.inputs.iter().enumerate() {
         slots.insert(v, Slot::Input { index: i });
@@ -179,8 +245,16 @@ pub fn build_plan(st: &Stages) -> Result<(ExecPlan, Vec<u8>), CompileError> {
             match live.iter_mut().find(|(x, _)| x == v) {
                 Some((_, r)) => r.last = si,
                 None => {
-                    let bytes = k.program.buffers[k.args.iter().position(|a| a == v).unwrap()].len * g.ty_of(*v)?.dtype.size();
-                    live.push((*v, BufferReq { bytes, first: si, last: si }));
+                    let bytes = k.program.buffers[k.args.iter().position(|a| a == v).unwrap()].len
+                        * g.ty_of(*v)?.dtype.size();
+                    live.push((
+                        *v,
+                        BufferReq {
+                            bytes,
+                            first: si,
+                            last: si,
+                        },
+                    ));
                 }
             }
         }
@@ -190,6 +264,24 @@ pub fn build_plan(st: &Stages) -> Result<(ExecPlan, Vec<u8>), CompileError> {
     for ((v, _), off) in live.iter().zip(offsets) {
         slots.insert(*v, Slot::Workspace { offset: off });
     }
-    let steps = st.kernels.iter().map(|k| Step { kernel: k.program.name.clone(), node: k.node.clone(), args: k.args.iter().map(|v| slots[v]).collect(), parallel_extent: k.program.parallel_extent() }).collect();
-    Ok((ExecPlan { inputs, outputs, weight_bytes: weights.len(), workspace_bytes, steps }, weights))
+    let steps = st
+        .kernels
+        .iter()
+        .map(|k| Step {
+            kernel: k.program.name.clone(),
+            node: k.node.clone(),
+            args: k.args.iter().map(|v| slots[v]).collect(),
+            parallel_extent: k.program.parallel_extent(),
+        })
+        .collect();
+    Ok((
+        ExecPlan {
+            inputs,
+            outputs,
+            weight_bytes: weights.len(),
+            workspace_bytes,
+            steps,
+        },
+        weights,
+    ))
 }

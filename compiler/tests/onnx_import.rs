@@ -1,18 +1,31 @@
 //! The ONNX front end on bad input: typed errors naming the node, op and opset; never a panic.
 
 use prost::Message;
-use tessera::onnx::proto::{self, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TypeProto, ValueInfoProto};
-use tessera::onnx::{import, OnnxError};
+use tessera::onnx::proto::{
+    self, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TypeProto, ValueInfoProto,
+};
+use tessera::onnx::{OnnxError, import};
 
 fn vi(name: &str, dims: &[i64]) -> ValueInfoProto {
-    use proto::tensor_shape_proto::{dimension::Value, Dimension};
+    use proto::tensor_shape_proto::{Dimension, dimension::Value};
     ValueInfoProto {
         name: Some(name.into()),
         r#type: Some(TypeProto {
-            value: Some(proto::type_proto::Value::TensorType(proto::type_proto::Tensor {
-                elem_type: Some(1),
-                shape: Some(proto::TensorShapeProto { dim: dims.iter().map(|&d| Dimension { value: Some(Value::DimValue(d)), ..Default::default() }).collect() }),
-            })),
+            value: Some(proto::type_proto::Value::TensorType(
+                proto::type_proto::Tensor {
+                    elem_type: Some(1),
+                    shape: Some(proto::TensorShapeProto {
+                        dim: dims
+                            .iter()
+                            .map(|&d| Dimension {
+                                value: Some(Value::DimValue(d)),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    }),
+                },
+            )),
             ..Default::default()
         }),
         ..Default::default()
@@ -20,12 +33,34 @@ fn vi(name: &str, dims: &[i64]) -> ValueInfoProto {
 }
 
 fn node(op: &str, name: &str, ins: &[&str], outs: &[&str]) -> NodeProto {
-    NodeProto { op_type: Some(op.into()), name: Some(name.into()), input: ins.iter().map(|s| s.to_string()).collect(), output: outs.iter().map(|s| s.to_string()).collect(), ..Default::default() }
+    NodeProto {
+        op_type: Some(op.into()),
+        name: Some(name.into()),
+        input: ins.iter().map(|s| s.to_string()).collect(),
+        output: outs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
 }
 
 fn model(nodes: Vec<NodeProto>, opset: i64, inits: Vec<TensorProto>) -> Vec<u8> {
-    let g = GraphProto { name: Some("g".into()), node: nodes, input: vec![vi("x", &[2, 3])], output: vec![vi("y", &[2, 3])], initializer: inits, ..Default::default() };
-    ModelProto { ir_version: Some(8), opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(opset) }], graph: Some(g), ..Default::default() }.encode_to_vec()
+    let g = GraphProto {
+        name: Some("g".into()),
+        node: nodes,
+        input: vec![vi("x", &[2, 3])],
+        output: vec![vi("y", &[2, 3])],
+        initializer: inits,
+        ..Default::default()
+    };
+    ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(opset),
+        }],
+        graph: Some(g),
+        ..Default::default()
+    }
+    .encode_to_vec()
 }
 
 #[test]
@@ -36,60 +71,154 @@ fn a_valid_model_imports() {
 
 #[test]
 fn unsupported_op_names_node_op_and_opset() {
-    let err = import(&model(vec![node("Frobnicate", "my_node", &["x"], &["y"])], 17, vec![])).unwrap_err();
+    let err = import(&model(
+        vec![node("Frobnicate", "my_node", &["x"], &["y"])],
+        17,
+        vec![],
+    ))
+    .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, OnnxError::Node { .. }), "{msg}");
-    assert!(msg.contains("my_node") && msg.contains("Frobnicate") && msg.contains("opset 17"), "{msg}");
+    assert!(
+        msg.contains("my_node") && msg.contains("Frobnicate") && msg.contains("opset 17"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn unknown_attribute_names_node_op_and_opset() {
     let mut n = node("Relu", "relu_1", &["x"], &["y"]);
-    n.attribute.push(AttributeProto { name: Some("flavour".into()), r#type: Some(2), i: Some(3), ..Default::default() });
+    n.attribute.push(AttributeProto {
+        name: Some("flavour".into()),
+        r#type: Some(2),
+        i: Some(3),
+        ..Default::default()
+    });
     let msg = import(&model(vec![n], 13, vec![])).unwrap_err().to_string();
-    assert!(msg.contains("relu_1") && msg.contains("Relu") && msg.contains("opset 13") && msg.contains("flavour"), "{msg}");
+    assert!(
+        msg.contains("relu_1")
+            && msg.contains("Relu")
+            && msg.contains("opset 13")
+            && msg.contains("flavour"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn bad_shapes_are_errors() {
     // MatMul of [2,3] by [4,5]: inner dimensions differ.
-    let w = TensorProto { name: Some("w".into()), dims: vec![4, 5], data_type: Some(1), float_data: vec![0.5; 20], ..Default::default() };
-    let msg = import(&model(vec![node("MatMul", "mm", &["x", "w"], &["y"])], 17, vec![w])).unwrap_err().to_string();
-    assert!(msg.contains("mm") && msg.contains("inner dimensions"), "{msg}");
+    let w = TensorProto {
+        name: Some("w".into()),
+        dims: vec![4, 5],
+        data_type: Some(1),
+        float_data: vec![0.5; 20],
+        ..Default::default()
+    };
+    let msg = import(&model(
+        vec![node("MatMul", "mm", &["x", "w"], &["y"])],
+        17,
+        vec![w],
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        msg.contains("mm") && msg.contains("inner dimensions"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn huge_and_inconsistent_initializers_are_errors() {
-    let huge = TensorProto { name: Some("w".into()), dims: vec![1 << 40, 1 << 40], data_type: Some(1), ..Default::default() };
-    let msg = import(&model(vec![node("Add", "a", &["x", "w"], &["y"])], 17, vec![huge])).unwrap_err().to_string();
+    let huge = TensorProto {
+        name: Some("w".into()),
+        dims: vec![1 << 40, 1 << 40],
+        data_type: Some(1),
+        ..Default::default()
+    };
+    let msg = import(&model(
+        vec![node("Add", "a", &["x", "w"], &["y"])],
+        17,
+        vec![huge],
+    ))
+    .unwrap_err()
+    .to_string();
     assert!(msg.contains("`w`") && msg.contains("too large"), "{msg}");
-    let short = TensorProto { name: Some("w".into()), dims: vec![3], data_type: Some(1), float_data: vec![1.0], ..Default::default() };
-    let msg = import(&model(vec![node("Add", "a", &["x", "w"], &["y"])], 17, vec![short])).unwrap_err().to_string();
-    assert!(msg.contains("`w`") && msg.contains("1 values for 3"), "{msg}");
-    let neg = TensorProto { name: Some("w".into()), dims: vec![-3], data_type: Some(1), ..Default::default() };
-    assert!(import(&model(vec![node("Add", "a", &["x", "w"], &["y"])], 17, vec![neg])).is_err());
+    let short = TensorProto {
+        name: Some("w".into()),
+        dims: vec![3],
+        data_type: Some(1),
+        float_data: vec![1.0],
+        ..Default::default()
+    };
+    let msg = import(&model(
+        vec![node("Add", "a", &["x", "w"], &["y"])],
+        17,
+        vec![short],
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        msg.contains("`w`") && msg.contains("1 values for 3"),
+        "{msg}"
+    );
+    let neg = TensorProto {
+        name: Some("w".into()),
+        dims: vec![-3],
+        data_type: Some(1),
+        ..Default::default()
+    };
+    assert!(
+        import(&model(
+            vec![node("Add", "a", &["x", "w"], &["y"])],
+            17,
+            vec![neg]
+        ))
+        .is_err()
+    );
 }
 
 #[test]
 fn opsets_outside_the_range_are_errors() {
-    let msg = import(&model(vec![node("Relu", "r", &["x"], &["y"])], 7, vec![])).unwrap_err().to_string();
+    let msg = import(&model(vec![node("Relu", "r", &["x"], &["y"])], 7, vec![]))
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("opset 7"), "{msg}");
-    let msg = import(&model(vec![node("Relu", "r", &["x"], &["y"])], 99, vec![])).unwrap_err().to_string();
+    let msg = import(&model(vec![node("Relu", "r", &["x"], &["y"])], 99, vec![]))
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("opset 99"), "{msg}");
 }
 
 #[test]
 fn dangling_inputs_and_missing_outputs_are_errors() {
-    let msg = import(&model(vec![node("Relu", "r", &["nope"], &["y"])], 17, vec![])).unwrap_err().to_string();
+    let msg = import(&model(
+        vec![node("Relu", "r", &["nope"], &["y"])],
+        17,
+        vec![],
+    ))
+    .unwrap_err()
+    .to_string();
     assert!(msg.contains("nope") && msg.contains("`r`"), "{msg}");
-    let msg = import(&model(vec![node("Relu", "r", &["x"], &["z"])], 17, vec![])).unwrap_err().to_string();
+    let msg = import(&model(vec![node("Relu", "r", &["x"], &["z"])], 17, vec![]))
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("`y`"), "{msg}");
 }
 
 #[test]
 fn malformed_bytes_never_panic() {
-    let good = model(vec![node("Relu", "r", &["x"], &["y"]), node("Softmax", "s", &["y"], &["z"])], 17, vec![]);
-    assert!(matches!(import(b"definitely not protobuf \xff\xff\xff"), Err(OnnxError::Decode(_))));
+    let good = model(
+        vec![
+            node("Relu", "r", &["x"], &["y"]),
+            node("Softmax", "s", &["y"], &["z"]),
+        ],
+        17,
+        vec![],
+    );
+    assert!(matches!(
+        import(b"definitely not protobuf \xff\xff\xff"),
+        Err(OnnxError::Decode(_))
+    ));
     assert!(import(&[]).is_err());
     // Every truncation and many single-byte corruptions: an Ok or an Err, never a panic.
     for cut in 0..good.len() {
@@ -110,15 +239,37 @@ fn malformed_bytes_never_panic() {
 fn legacy_forms_are_upgraded() {
     // Opset 11 ReduceMean with `axes` as an attribute; opset 9 Clip with min/max attributes.
     let mut r = node("ReduceMean", "rm", &["x"], &["y"]);
-    r.attribute.push(AttributeProto { name: Some("axes".into()), r#type: Some(7), ints: vec![1], ..Default::default() });
-    r.attribute.push(AttributeProto { name: Some("keepdims".into()), r#type: Some(2), i: Some(1), ..Default::default() });
+    r.attribute.push(AttributeProto {
+        name: Some("axes".into()),
+        r#type: Some(7),
+        ints: vec![1],
+        ..Default::default()
+    });
+    r.attribute.push(AttributeProto {
+        name: Some("keepdims".into()),
+        r#type: Some(2),
+        i: Some(1),
+        ..Default::default()
+    });
     let g = import(&model(vec![r], 11, vec![])).unwrap();
     let y = g.outputs[0];
     assert_eq!(g.ty(y).unwrap().to_string(), "f32[2,1]");
     let mut c = node("Clip", "c", &["x"], &["y"]);
-    c.attribute.push(AttributeProto { name: Some("min".into()), r#type: Some(1), f: Some(-0.5), ..Default::default() });
+    c.attribute.push(AttributeProto {
+        name: Some("min".into()),
+        r#type: Some(1),
+        f: Some(-0.5),
+        ..Default::default()
+    });
     let g = import(&model(vec![c], 9, vec![])).unwrap();
-    let x = tessera_ir::Tensor::from_f64(tessera_ir::DType::F32, vec![2, 3], &[-1.0, 0.0, 1.0, -0.7, 0.2, -0.4]);
+    let x = tessera_ir::Tensor::from_f64(
+        tessera_ir::DType::F32,
+        vec![2, 3],
+        &[-1.0, 0.0, 1.0, -0.7, 0.2, -0.4],
+    );
     let y = tessera_ir::interp::run_graph(&g, &[x]).unwrap();
-    assert_eq!(y[0].to_f64_vec(), vec![-0.5, 0.0, 1.0, -0.5, 0.2f32 as f64, -0.4f32 as f64]);
+    assert_eq!(
+        y[0].to_f64_vec(),
+        vec![-0.5, 0.0, 1.0, -0.5, 0.2f32 as f64, -0.4f32 as f64]
+    );
 }

@@ -9,7 +9,11 @@ pub enum IrError {
     #[error("type error: {0}")]
     Type(String),
     #[error("node `{node}` ({op}): {msg}")]
-    Node { node: String, op: String, msg: String },
+    Node {
+        node: String,
+        op: String,
+        msg: String,
+    },
     #[error("verifier: {0}")]
     Verify(String),
     #[error("parse error at line {line}: {msg}")]

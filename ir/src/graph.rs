@@ -47,7 +47,10 @@ pub struct ValueType {
 
 impl ValueType {
     pub fn new(dtype: DType, shape: &[usize]) -> ValueType {
-        ValueType { dtype, shape: shape.iter().map(|&d| Dim::Known(d)).collect() }
+        ValueType {
+            dtype,
+            shape: shape.iter().map(|&d| Dim::Known(d)).collect(),
+        }
     }
     /// The shape if every dimension is known.
     pub fn static_shape(&self) -> Option<Vec<usize>> {
@@ -107,7 +110,11 @@ pub struct Graph {
 
 impl Graph {
     pub fn new(name: impl Into<String>) -> Graph {
-        Graph { name: name.into(), opset: 21, ..Default::default() }
+        Graph {
+            name: name.into(),
+            opset: 21,
+            ..Default::default()
+        }
     }
 
     /// Returns the value with this name, creating an untyped one if needed.
@@ -116,7 +123,10 @@ impl Graph {
             return id;
         }
         let id = ValueId(self.values.len() as u32);
-        self.values.push(Value { name: name.to_string(), ty: None });
+        self.values.push(Value {
+            name: name.to_string(),
+            ty: None,
+        });
         self.by_name.insert(name.to_string(), id);
         id
     }
@@ -185,7 +195,13 @@ impl Graph {
     pub fn op(&mut self, op: OpKind, inputs: &[ValueId], attrs: Attrs) -> ValueId {
         let name = format!("{}_{}", op.name().to_lowercase(), self.dag.node_count());
         let out = self.fresh_value(&name);
-        self.add_node(Node { name, op, attrs, inputs: inputs.iter().map(|&v| Some(v)).collect(), outputs: vec![out] });
+        self.add_node(Node {
+            name,
+            op,
+            attrs,
+            inputs: inputs.iter().map(|&v| Some(v)).collect(),
+            outputs: vec![out],
+        });
         out
     }
 
@@ -218,16 +234,24 @@ impl Graph {
     pub fn topo_order(&self) -> Result<Vec<NodeIndex>> {
         use std::cmp::Reverse;
         use std::collections::BinaryHeap;
-        let mut indeg: HashMap<NodeIndex, usize> = self.dag.node_indices().map(|i| (i, 0)).collect();
+        let mut indeg: HashMap<NodeIndex, usize> =
+            self.dag.node_indices().map(|i| (i, 0)).collect();
         for e in self.dag.edge_indices() {
             let (_, b) = self.dag.edge_endpoints(e).expect("edge has endpoints");
             *indeg.get_mut(&b).expect("endpoint is a node") += 1;
         }
-        let mut ready: BinaryHeap<Reverse<NodeIndex>> = indeg.iter().filter(|(_, d)| **d == 0).map(|(i, _)| Reverse(*i)).collect();
+        let mut ready: BinaryHeap<Reverse<NodeIndex>> = indeg
+            .iter()
+            .filter(|(_, d)| **d == 0)
+            .map(|(i, _)| Reverse(*i))
+            .collect();
         let mut order = Vec::with_capacity(indeg.len());
         while let Some(Reverse(i)) = ready.pop() {
             order.push(i);
-            for j in self.dag.neighbors_directed(i, petgraph::Direction::Outgoing) {
+            for j in self
+                .dag
+                .neighbors_directed(i, petgraph::Direction::Outgoing)
+            {
                 let d = indeg.get_mut(&j).expect("neighbor is a node");
                 *d -= 1;
                 if *d == 0 {
@@ -236,15 +260,22 @@ impl Graph {
             }
         }
         if order.len() != indeg.len() {
-            let stuck = indeg.iter().find(|(i, d)| **d > 0 && !order.contains(i)).map(|(i, _)| self.dag[*i].name.clone()).unwrap_or_default();
-            return Err(IrError::Verify(format!("the graph has a cycle through node `{stuck}`")));
+            let stuck = indeg
+                .iter()
+                .find(|(i, d)| **d > 0 && !order.contains(i))
+                .map(|(i, _)| self.dag[*i].name.clone())
+                .unwrap_or_default();
+            return Err(IrError::Verify(format!(
+                "the graph has a cycle through node `{stuck}`"
+            )));
         }
         Ok(order)
     }
 
     /// The type of a value, or an error naming it if inference has not given it one.
     pub fn ty_of(&self, v: ValueId) -> Result<&ValueType> {
-        self.ty(v).ok_or_else(|| IrError::Type(format!("value `{}` has no type", self.name_of(v))))
+        self.ty(v)
+            .ok_or_else(|| IrError::Type(format!("value `{}` has no type", self.name_of(v))))
     }
 
     /// Checks the structural invariants (see the module doc) and every node's schema.
@@ -252,49 +283,84 @@ impl Graph {
         let mut defined: HashSet<ValueId> = HashSet::new();
         for &v in self.inputs.iter().chain(self.initializers.keys()) {
             if !defined.insert(v) && !self.inputs.contains(&v) {
-                return Err(IrError::Verify(format!("value `{}` is defined twice", self.name_of(v))));
+                return Err(IrError::Verify(format!(
+                    "value `{}` is defined twice",
+                    self.name_of(v)
+                )));
             }
         }
         for ix in self.topo_order()? {
             let n = &self.dag[ix];
             let schema = n.op.schema();
-            let err = |msg: String| IrError::Node { node: n.name.clone(), op: n.op.name().into(), msg };
+            let err = |msg: String| IrError::Node {
+                node: n.name.clone(),
+                op: n.op.name().into(),
+                msg,
+            };
             if n.inputs.len() < schema.min_inputs || n.inputs.len() > schema.max_inputs {
-                return Err(err(format!("has {} inputs, expected {}..={}", n.inputs.len(), schema.min_inputs, schema.max_inputs)));
+                return Err(err(format!(
+                    "has {} inputs, expected {}..={}",
+                    n.inputs.len(),
+                    schema.min_inputs,
+                    schema.max_inputs
+                )));
             }
             if n.outputs.len() != schema.outputs {
-                return Err(err(format!("has {} outputs, expected {}", n.outputs.len(), schema.outputs)));
+                return Err(err(format!(
+                    "has {} outputs, expected {}",
+                    n.outputs.len(),
+                    schema.outputs
+                )));
             }
             for (name, a) in &n.attrs {
                 match schema.attrs.iter().find(|(k, _)| k == name) {
                     None => return Err(err(format!("unknown attribute `{name}`"))),
-                    Some((_, kind)) if *kind != a.kind() && !(*kind == crate::op::AttrKind::Float && a.kind() == crate::op::AttrKind::Int) => {
-                        return Err(err(format!("attribute `{name}` should be {kind:?}, is {:?}", a.kind())));
+                    Some((_, kind))
+                        if *kind != a.kind()
+                            && !(*kind == crate::op::AttrKind::Float
+                                && a.kind() == crate::op::AttrKind::Int) =>
+                    {
+                        return Err(err(format!(
+                            "attribute `{name}` should be {kind:?}, is {:?}",
+                            a.kind()
+                        )));
                     }
                     _ => {}
                 }
             }
             for v in n.inputs.iter().flatten() {
                 if !defined.contains(v) {
-                    return Err(err(format!("input `{}` is used before it is defined", self.name_of(*v))));
+                    return Err(err(format!(
+                        "input `{}` is used before it is defined",
+                        self.name_of(*v)
+                    )));
                 }
             }
             for &v in &n.outputs {
                 if !defined.insert(v) {
-                    return Err(err(format!("output `{}` is defined twice", self.name_of(v))));
+                    return Err(err(format!(
+                        "output `{}` is defined twice",
+                        self.name_of(v)
+                    )));
                 }
             }
         }
         for &v in &self.outputs {
             if !defined.contains(&v) {
-                return Err(IrError::Verify(format!("graph output `{}` is never defined", self.name_of(v))));
+                return Err(IrError::Verify(format!(
+                    "graph output `{}` is never defined",
+                    self.name_of(v)
+                )));
             }
         }
         for (v, t) in &self.initializers {
             if let Some(ty) = self.ty(*v)
                 && (ty.dtype != t.dtype() || ty.static_shape().as_deref() != Some(t.shape()))
             {
-                return Err(IrError::Verify(format!("initializer `{}` disagrees with its type {ty}", self.name_of(*v))));
+                return Err(IrError::Verify(format!(
+                    "initializer `{}` disagrees with its type {ty}",
+                    self.name_of(*v)
+                )));
             }
         }
         Ok(())
@@ -368,11 +434,15 @@ impl Graph {
             for inp in &n.inputs {
                 match inp {
                     Some(v) => {
-                        tys.push(Some(self.ty_of(*v).map_err(|e| IrError::Node {
-                            node: n.name.clone(),
-                            op: n.op.name().into(),
-                            msg: e.to_string(),
-                        })?.clone()));
+                        tys.push(Some(
+                            self.ty_of(*v)
+                                .map_err(|e| IrError::Node {
+                                    node: n.name.clone(),
+                                    op: n.op.name().into(),
+                                    msg: e.to_string(),
+                                })?
+                                .clone(),
+                        ));
                         consts.push(self.initializers.get(v));
                     }
                     None => {

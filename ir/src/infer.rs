@@ -18,7 +18,11 @@ pub fn norm_axis(axis: i64, rank: usize) -> R<usize> {
     if axis < -r || axis >= r.max(1) && !(r == 0 && axis == 0) {
         return Err(format!("axis {axis} is out of range for rank {rank}"));
     }
-    Ok(if axis < 0 { (axis + r) as usize } else { axis as usize })
+    Ok(if axis < 0 {
+        (axis + r) as usize
+    } else {
+        axis as usize
+    })
 }
 
 /// Numpy-style broadcast of several shapes.
@@ -46,32 +50,58 @@ pub fn broadcast(shapes: &[&[Dim]]) -> R<Vec<Dim>> {
 }
 
 pub fn broadcast_static(shapes: &[&[usize]]) -> R<Vec<usize>> {
-    let dims: Vec<Vec<Dim>> = shapes.iter().map(|s| s.iter().map(|&d| Dim::Known(d)).collect()).collect();
+    let dims: Vec<Vec<Dim>> = shapes
+        .iter()
+        .map(|s| s.iter().map(|&d| Dim::Known(d)).collect())
+        .collect();
     let refs: Vec<&[Dim]> = dims.iter().map(|d| d.as_slice()).collect();
-    Ok(broadcast(&refs)?.into_iter().map(|d| d.known().unwrap_or(0)).collect())
+    Ok(broadcast(&refs)?
+        .into_iter()
+        .map(|d| d.known().unwrap_or(0))
+        .collect())
 }
 
 fn known(d: &Dim, what: &str) -> R<usize> {
-    d.known().ok_or_else(|| format!("{what} must be a known size, is symbolic `{d}`"))
+    d.known()
+        .ok_or_else(|| format!("{what} must be a known size, is symbolic `{d}`"))
 }
 
 fn const_ints(c: Option<&Tensor>, what: &str) -> R<Vec<i64>> {
-    let t = c.ok_or_else(|| format!("input `{what}` must be a constant (an initializer) at compile time"))?;
+    let t = c.ok_or_else(|| {
+        format!("input `{what}` must be a constant (an initializer) at compile time")
+    })?;
     if t.dtype().is_float() {
-        return Err(format!("input `{what}` must hold integers, holds {}", t.dtype()));
+        return Err(format!(
+            "input `{what}` must hold integers, holds {}",
+            t.dtype()
+        ));
     }
     Ok(t.to_i64_vec())
 }
 
 /// Output size of one spatial dimension of a conv or pool.
-pub fn pool_out(input: usize, kernel: usize, stride: usize, pad_lo: usize, pad_hi: usize, dilation: usize, ceil: bool) -> R<usize> {
+pub fn pool_out(
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    pad_lo: usize,
+    pad_hi: usize,
+    dilation: usize,
+    ceil: bool,
+) -> R<usize> {
     let eff = dilation * (kernel - 1) + 1;
     let padded = input + pad_lo + pad_hi;
     if padded < eff || stride == 0 {
-        return Err(format!("window of {eff} does not fit input {input} with pads {pad_lo}+{pad_hi}"));
+        return Err(format!(
+            "window of {eff} does not fit input {input} with pads {pad_lo}+{pad_hi}"
+        ));
     }
     let n = padded - eff;
-    let mut out = if ceil { n.div_ceil(stride) + 1 } else { n / stride + 1 };
+    let mut out = if ceil {
+        n.div_ceil(stride) + 1
+    } else {
+        n / stride + 1
+    };
     // ONNX: with ceil_mode, the last window must start inside the input or left padding.
     if ceil && (out - 1) * stride >= input + pad_lo {
         out -= 1;
@@ -91,7 +121,11 @@ pub struct Window {
 
 impl Window {
     /// Reads the window attributes of a node given the spatial input sizes.
-    pub fn from_node(n: &Node, spatial: &[usize], kernel_from_weight: Option<&[usize]>) -> R<Window> {
+    pub fn from_node(
+        n: &Node,
+        spatial: &[usize],
+        kernel_from_weight: Option<&[usize]>,
+    ) -> R<Window> {
         let k = spatial.len();
         let kernel: Vec<usize> = match (n.attrs.ints("kernel_shape")?, kernel_from_weight) {
             (Some(ks), _) => ks.iter().map(|&x| x as usize).collect(),
@@ -102,7 +136,9 @@ impl Window {
             Ok(match n.attrs.ints(name)? {
                 Some(v) => {
                     if v.len() != len || v.iter().any(|&x| x < 0) {
-                        return Err(format!("attribute `{name}` must have {len} non-negative values, has {v:?}"));
+                        return Err(format!(
+                            "attribute `{name}` must have {len} non-negative values, has {v:?}"
+                        ));
                     }
                     v.iter().map(|&x| x as usize).collect()
                 }
@@ -110,7 +146,9 @@ impl Window {
             })
         };
         if kernel.len() != k || kernel.contains(&0) {
-            return Err(format!("kernel_shape {kernel:?} does not match {k} spatial dims"));
+            return Err(format!(
+                "kernel_shape {kernel:?} does not match {k} spatial dims"
+            ));
         }
         let strides = get("strides", k, 1)?;
         let dilations = get("dilations", k, 1)?;
@@ -125,7 +163,11 @@ impl Window {
                     let out = spatial[i].div_ceil(strides[i]);
                     let eff = dilations[i] * (kernel[i] - 1) + 1;
                     let total = ((out - 1) * strides[i] + eff).saturating_sub(spatial[i]);
-                    let (lo, hi) = if auto_pad == "SAME_UPPER" { (total / 2, total - total / 2) } else { (total - total / 2, total / 2) };
+                    let (lo, hi) = if auto_pad == "SAME_UPPER" {
+                        (total / 2, total - total / 2)
+                    } else {
+                        (total - total / 2, total / 2)
+                    };
                     pads[i] = lo;
                     pads[i + k] = hi;
                 }
@@ -133,13 +175,29 @@ impl Window {
             }
             other => return Err(format!("unsupported auto_pad `{other}`")),
         };
-        Ok(Window { kernel, strides, pads, dilations, ceil_mode })
+        Ok(Window {
+            kernel,
+            strides,
+            pads,
+            dilations,
+            ceil_mode,
+        })
     }
 
     pub fn output_sizes(&self, spatial: &[usize]) -> R<Vec<usize>> {
         let k = spatial.len();
         (0..k)
-            .map(|i| pool_out(spatial[i], self.kernel[i], self.strides[i], self.pads[i], self.pads[i + k], self.dilations[i], self.ceil_mode))
+            .map(|i| {
+                pool_out(
+                    spatial[i],
+                    self.kernel[i],
+                    self.strides[i],
+                    self.pads[i],
+                    self.pads[i + k],
+                    self.dilations[i],
+                    self.ceil_mode,
+                )
+            })
             .collect()
     }
 }
@@ -155,25 +213,37 @@ pub fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> R<Vec<u
                 infer_at = Some(i);
                 out.push(1);
             }
-            0 if !allowzero => out.push(*input.get(i).ok_or("reshape `0` refers past the input rank")?),
+            0 if !allowzero => out.push(
+                *input
+                    .get(i)
+                    .ok_or("reshape `0` refers past the input rank")?,
+            ),
             s if s >= 0 => out.push(s as usize),
             _ => return Err(format!("invalid reshape target {spec:?}")),
         }
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer_at {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(format!("cannot reshape {input:?} to {spec:?}"));
         }
         out[i] = total / known;
     } else if known != total {
-        return Err(format!("cannot reshape {input:?} ({total} elements) to {spec:?}"));
+        return Err(format!(
+            "cannot reshape {input:?} ({total} elements) to {spec:?}"
+        ));
     }
     Ok(out)
 }
 
 /// Resolved Slice parameters per axis: (start, step, count).
-pub fn slice_params(shape: &[usize], starts: &[i64], ends: &[i64], axes: Option<&[i64]>, steps: Option<&[i64]>) -> R<Vec<(i64, i64, usize)>> {
+pub fn slice_params(
+    shape: &[usize],
+    starts: &[i64],
+    ends: &[i64],
+    axes: Option<&[i64]>,
+    steps: Option<&[i64]>,
+) -> R<Vec<(i64, i64, usize)>> {
     let rank = shape.len();
     let mut out: Vec<(i64, i64, usize)> = shape.iter().map(|&d| (0, 1, d)).collect();
     if starts.len() != ends.len() {
@@ -209,7 +279,11 @@ pub fn slice_params(shape: &[usize], starts: &[i64], ends: &[i64], axes: Option<
         } else {
             s = clamp(s, -1, d - 1);
             e = clamp(e, -1, d - 1);
-            count = if s > e { (s - e + (-step) - 1) / (-step) } else { 0 };
+            count = if s > e {
+                (s - e + (-step) - 1) / (-step)
+            } else {
+                0
+            };
         }
         out[axis] = (s, step, count as usize);
     }
@@ -219,17 +293,27 @@ pub fn slice_params(shape: &[usize], starts: &[i64], ends: &[i64], axes: Option<
 /// Infers the output types of `n` from its input types and any constant inputs.
 pub fn infer(n: &Node, tys: &[Option<ValueType>], consts: &[Option<&Tensor>]) -> R<Vec<ValueType>> {
     use OpKind::*;
-    let t = |i: usize| -> R<&ValueType> { tys.get(i).and_then(|t| t.as_ref()).ok_or_else(|| format!("missing input {i}")) };
+    let t = |i: usize| -> R<&ValueType> {
+        tys.get(i)
+            .and_then(|t| t.as_ref())
+            .ok_or_else(|| format!("missing input {i}"))
+    };
     let c = |i: usize| consts.get(i).copied().flatten();
     let x = t(0);
     let one = |dtype: DType, shape: Vec<Dim>| Ok(vec![ValueType { dtype, shape }]);
     match n.op {
         Constant => {
-            let v = n.attrs.tensor("value")?.ok_or("missing attribute `value`")?;
-            one(v.dtype(), v.shape().iter().map(|&d| Dim::Known(d)).collect())
+            let v = n
+                .attrs
+                .tensor("value")?
+                .ok_or("missing attribute `value`")?;
+            one(
+                v.dtype(),
+                v.shape().iter().map(|&d| Dim::Known(d)).collect(),
+            )
         }
-        Relu | Sigmoid | Tanh | Erf | Gelu | Exp | Log | Sqrt | Reciprocal | Neg | Abs | Floor | Ceil | LeakyRelu | Identity
-        | Softmax => {
+        Relu | Sigmoid | Tanh | Erf | Gelu | Exp | Log | Sqrt | Reciprocal | Neg | Abs | Floor
+        | Ceil | LeakyRelu | Identity | Softmax => {
             let x = x?;
             if !matches!(n.op, Identity | Abs | Neg | Relu) && !x.dtype.is_float() {
                 return Err(format!("needs a float input, got {}", x.dtype));
@@ -255,10 +339,17 @@ pub fn infer(n: &Node, tys: &[Option<ValueType>], consts: &[Option<&Tensor>]) ->
             let present: Vec<&ValueType> = tys.iter().flatten().collect();
             let dtype = present[0].dtype;
             if n.op != Pow && present.iter().any(|p| p.dtype != dtype) {
-                return Err(format!("input dtypes differ: {:?}", present.iter().map(|p| p.dtype.name()).collect::<Vec<_>>()));
+                return Err(format!(
+                    "input dtypes differ: {:?}",
+                    present.iter().map(|p| p.dtype.name()).collect::<Vec<_>>()
+                ));
             }
             let shapes: Vec<&[Dim]> = present.iter().map(|p| p.shape.as_slice()).collect();
-            let out_dtype = if matches!(n.op, Equal | Less | Greater | And | Or) { DType::Bool } else { dtype };
+            let out_dtype = if matches!(n.op, Equal | Less | Greater | And | Or) {
+                DType::Bool
+            } else {
+                dtype
+            };
             one(out_dtype, broadcast(&shapes)?)
         }
         Where => {
@@ -273,7 +364,8 @@ pub fn infer(n: &Node, tys: &[Option<ValueType>], consts: &[Option<&Tensor>]) ->
         }
         Cast => {
             let to = n.attrs.int("to", 0)?;
-            let dt = DType::from_onnx_code(to as i32).ok_or_else(|| format!("unsupported Cast target type code {to}"))?;
+            let dt = DType::from_onnx_code(to as i32)
+                .ok_or_else(|| format!("unsupported Cast target type code {to}"))?;
             one(dt, x?.shape.clone())
         }
         MatMul => {
@@ -313,8 +405,16 @@ pub fn infer(n: &Node, tys: &[Option<ValueType>], consts: &[Option<&Tensor>]) ->
             }
             let ta = n.attrs.int("transA", 0)? != 0;
             let tb = n.attrs.int("transB", 0)? != 0;
-            let (m, k1) = if ta { (&a.shape[1], &a.shape[0]) } else { (&a.shape[0], &a.shape[1]) };
-            let (k2, nn) = if tb { (&b.shape[1], &b.shape[0]) } else { (&b.shape[0], &b.shape[1]) };
+            let (m, k1) = if ta {
+                (&a.shape[1], &a.shape[0])
+            } else {
+                (&a.shape[0], &a.shape[1])
+            };
+            let (k2, nn) = if tb {
+                (&b.shape[1], &b.shape[0])
+            } else {
+                (&b.shape[0], &b.shape[1])
+            };
             if k1 != k2 {
                 return Err(format!("inner dimensions differ: {k1} vs {k2}"));
             }
@@ -327,21 +427,42 @@ pub fn infer(n: &Node, tys: &[Option<ValueType>], consts: &[Option<&Tensor>]) ->
         Conv => {
             let (xx, w) = (x?, t(1)?);
             if xx.rank() != 4 || w.rank() != 4 {
-                return Err(format!("only 2-D Conv (rank-4 input and weight) is supported, got ranks {} and {}", xx.rank(), w.rank()));
+                return Err(format!(
+                    "only 2-D Conv (rank-4 input and weight) is supported, got ranks {} and {}",
+                    xx.rank(),
+                    w.rank()
+                ));
             }
             let group = n.attrs.int("group", 1)?;
             let cin = known(&xx.shape[1], "input channels")?;
             let wshape: Vec<usize> = w.static_shape().ok_or("weight shape must be static")?;
-            if group <= 0 || cin as i64 % group != 0 || wshape[1] * group as usize != cin || wshape[0] % group as usize != 0 {
-                return Err(format!("channels {cin}, weight {wshape:?} and group {group} are inconsistent"));
+            if group <= 0
+                || cin as i64 % group != 0
+                || wshape[1] * group as usize != cin
+                || !wshape[0].is_multiple_of(group as usize)
+            {
+                return Err(format!(
+                    "channels {cin}, weight {wshape:?} and group {group} are inconsistent"
+                ));
             }
-            let spatial = [known(&xx.shape[2], "height")?, known(&xx.shape[3], "width")?];
+            let spatial = [
+                known(&xx.shape[2], "height")?,
+                known(&xx.shape[3], "width")?,
+            ];
             let win = Window::from_node(n, &spatial, Some(&wshape[2..]))?;
             if win.ceil_mode {
                 return Err("ceil_mode is not a Conv attribute".into());
             }
             let o = win.output_sizes(&spatial)?;
-            one(xx.dtype, vec![xx.shape[0].clone(), Dim::Known(wshape[0]), Dim::Known(o[0]), Dim::Known(o[1])])
+            one(
+                xx.dtype,
+                vec![
+                    xx.shape[0].clone(),
+                    Dim::Known(wshape[0]),
+                    Dim::Known(o[0]),
+                    Dim::Known(o[1]),
+                ],
+            )
         }
         MaxPool | AveragePool => {
             let xx = x?;
@@ -351,10 +472,21 @@ pub fn infer(n: &Node, tys: &[Option<ValueType>], consts: &[Option<&Tensor>]) ->
             if n.attrs.int("storage_order", 0)? != 0 {
                 return Err("storage_order=1 is not supported".into());
             }
-            let spatial = [known(&xx.shape[2], "height")?, known(&xx.shape[3], "width")?];
+            let spatial = [
+                known(&xx.shape[2], "height")?,
+                known(&xx.shape[3], "width")?,
+            ];
             let win = Window::from_node(n, &spatial, None)?;
             let o = win.output_sizes(&spatial)?;
-            one(xx.dtype, vec![xx.shape[0].clone(), xx.shape[1].clone(), Dim::Known(o[0]), Dim::Known(o[1])])
+            one(
+                xx.dtype,
+                vec![
+                    xx.shape[0].clone(),
+                    xx.shape[1].clone(),
+                    Dim::Known(o[0]),
+                    Dim::Known(o[1]),
+                ],
+            )
         }
         GlobalAveragePool => {
             let xx = x?;
@@ -408,7 +540,9 @@ pub fn infer(n: &Node, tys: &[Option<ValueType>], consts: &[Option<&Tensor>]) ->
                 let mut s = Vec::new();
                 for (i, &v) in spec.iter().enumerate() {
                     s.push(match v {
-                        0 if !allowzero => xx.shape.get(i).cloned().ok_or("reshape `0` past rank")?,
+                        0 if !allowzero => {
+                            xx.shape.get(i).cloned().ok_or("reshape `0` past rank")?
+                        }
                         v if v > 0 => Dim::Known(v as usize),
                         _ => Dim::Sym(format!("{}_d{i}", n.name)),
                     });
@@ -441,41 +575,80 @@ pub fn infer(n: &Node, tys: &[Option<ValueType>], consts: &[Option<&Tensor>]) ->
         Transpose => {
             let xx = x?;
             let perm: Vec<usize> = match n.attrs.ints("perm")? {
-                Some(p) => p.iter().map(|&a| norm_axis(a, xx.rank())).collect::<R<_>>()?,
+                Some(p) => p
+                    .iter()
+                    .map(|&a| norm_axis(a, xx.rank()))
+                    .collect::<R<_>>()?,
                 None => (0..xx.rank()).rev().collect(),
             };
             let mut seen = perm.clone();
             seen.sort();
             if seen != (0..xx.rank()).collect::<Vec<_>>() {
-                return Err(format!("perm {perm:?} is not a permutation of rank {}", xx.rank()));
+                return Err(format!(
+                    "perm {perm:?} is not a permutation of rank {}",
+                    xx.rank()
+                ));
             }
-            one(xx.dtype, perm.iter().map(|&p| xx.shape[p].clone()).collect())
+            one(
+                xx.dtype,
+                perm.iter().map(|&p| xx.shape[p].clone()).collect(),
+            )
         }
         Squeeze => {
             let xx = x?;
             let axes: Vec<usize> = if tys.len() > 1 && tys[1].is_some() {
-                const_ints(c(1), "axes")?.iter().map(|&a| norm_axis(a, xx.rank())).collect::<R<_>>()?
+                const_ints(c(1), "axes")?
+                    .iter()
+                    .map(|&a| norm_axis(a, xx.rank()))
+                    .collect::<R<_>>()?
             } else {
-                xx.shape.iter().enumerate().filter(|(_, d)| **d == Dim::Known(1)).map(|(i, _)| i).collect()
+                xx.shape
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, d)| **d == Dim::Known(1))
+                    .map(|(i, _)| i)
+                    .collect()
             };
             for &a in &axes {
                 if xx.shape[a] != Dim::Known(1) {
                     return Err(format!("cannot squeeze axis {a} of size {}", xx.shape[a]));
                 }
             }
-            one(xx.dtype, xx.shape.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, d)| d.clone()).collect())
+            one(
+                xx.dtype,
+                xx.shape
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !axes.contains(i))
+                    .map(|(_, d)| d.clone())
+                    .collect(),
+            )
         }
         Unsqueeze => {
             let xx = x?;
             let out_rank = xx.rank() + const_ints(c(1), "axes")?.len();
-            let mut axes: Vec<usize> = const_ints(c(1), "axes")?.iter().map(|&a| norm_axis(a, out_rank)).collect::<R<_>>()?;
+            let mut axes: Vec<usize> = const_ints(c(1), "axes")?
+                .iter()
+                .map(|&a| norm_axis(a, out_rank))
+                .collect::<R<_>>()?;
             axes.sort();
             axes.dedup();
             if axes.len() + xx.rank() != out_rank {
                 return Err("repeated Unsqueeze axes".into());
             }
             let mut it = xx.shape.iter();
-            one(xx.dtype, (0..out_rank).map(|i| if axes.contains(&i) { Dim::Known(1) } else { it.next().unwrap().clone() }).collect())
+            one(
+                xx.dtype,
+                (0..out_rank)
+                    .map(|i| {
+                        if axes.contains(&i) {
+                            Dim::Known(1)
+                        } else {
+                            it.next().unwrap().clone()
+                        }
+                    })
+                    .collect(),
+            )
         }
         Concat => {
             let present: Vec<&ValueType> = tys.iter().flatten().collect();
@@ -499,13 +672,26 @@ pub fn infer(n: &Node, tys: &[Option<ValueType>], consts: &[Option<&Tensor>]) ->
         }
         Slice => {
             let xx = x?;
-            let shape = xx.static_shape().ok_or("Slice needs a static input shape")?;
+            let shape = xx
+                .static_shape()
+                .ok_or("Slice needs a static input shape")?;
             let starts = const_ints(c(1), "starts")?;
             let ends = const_ints(c(2), "ends")?;
-            let axes = if tys.len() > 3 && tys[3].is_some() { Some(const_ints(c(3), "axes")?) } else { None };
-            let steps = if tys.len() > 4 && tys[4].is_some() { Some(const_ints(c(4), "steps")?) } else { None };
+            let axes = if tys.len() > 3 && tys[3].is_some() {
+                Some(const_ints(c(3), "axes")?)
+            } else {
+                None
+            };
+            let steps = if tys.len() > 4 && tys[4].is_some() {
+                Some(const_ints(c(4), "steps")?)
+            } else {
+                None
+            };
             let p = slice_params(&shape, &starts, &ends, axes.as_deref(), steps.as_deref())?;
-            one(xx.dtype, p.iter().map(|&(_, _, cnt)| Dim::Known(cnt)).collect())
+            one(
+                xx.dtype,
+                p.iter().map(|&(_, _, cnt)| Dim::Known(cnt)).collect(),
+            )
         }
         Gather => {
             let (xx, idx) = (x?, t(1)?);
@@ -520,12 +706,19 @@ pub fn infer(n: &Node, tys: &[Option<ValueType>], consts: &[Option<&Tensor>]) ->
         }
         Expand => {
             let xx = x?;
-            let target: Vec<Dim> = const_ints(c(1), "shape")?.iter().map(|&d| Dim::Known(d.max(0) as usize)).collect();
+            let target: Vec<Dim> = const_ints(c(1), "shape")?
+                .iter()
+                .map(|&d| Dim::Known(d.max(0) as usize))
+                .collect();
             one(xx.dtype, broadcast(&[&xx.shape, &target])?)
         }
         ConstantOfShape => {
             let s = const_ints(c(0), "shape")?;
-            let dt = n.attrs.tensor("value")?.map(|v| v.dtype()).unwrap_or(DType::F32);
+            let dt = n
+                .attrs
+                .tensor("value")?
+                .map(|v| v.dtype())
+                .unwrap_or(DType::F32);
             if s.iter().any(|&d| d < 0) {
                 return Err(format!("negative dimension in {s:?}"));
             }
@@ -542,12 +735,24 @@ pub fn infer(n: &Node, tys: &[Option<ValueType>], consts: &[Option<&Tensor>]) ->
 /// Shape's `[start, end)` after clamping.
 pub fn shape_range(n: &Node, rank: i64) -> R<(i64, i64)> {
     let fix = |v: i64| (if v < 0 { v + rank } else { v }).clamp(0, rank);
-    Ok((fix(n.attrs.int("start", 0)?), fix(n.attrs.int("end", rank)?)))
+    Ok((
+        fix(n.attrs.int("start", 0)?),
+        fix(n.attrs.int("end", rank)?),
+    ))
 }
 
 /// The reduced axes of a ReduceX node (opset-18 form: axes as an optional input).
-pub fn reduce_axes(n: &Node, rank: usize, axes_const: Option<&Tensor>, has_axes_input: bool) -> R<Vec<usize>> {
-    let axes = if has_axes_input { const_ints(axes_const, "axes")? } else { vec![] };
+pub fn reduce_axes(
+    n: &Node,
+    rank: usize,
+    axes_const: Option<&Tensor>,
+    has_axes_input: bool,
+) -> R<Vec<usize>> {
+    let axes = if has_axes_input {
+        const_ints(axes_const, "axes")?
+    } else {
+        vec![]
+    };
     if axes.is_empty() {
         if n.attrs.int("noop_with_empty_axes", 0)? != 0 {
             return Ok(vec![]);

@@ -10,7 +10,7 @@ use crate::error::{IrError, Result};
 use crate::graph::{Graph, Node, ValueId, ValueType};
 use crate::infer::{self, Window};
 use crate::op::{AttrsExt, OpKind};
-use crate::tensor::{numel, strides, Tensor};
+use crate::tensor::{Tensor, numel, strides};
 use std::collections::HashMap;
 
 type R<T> = std::result::Result<T, String>;
@@ -18,7 +18,11 @@ type R<T> = std::result::Result<T, String>;
 /// Runs the graph on `inputs` (one per graph input, in order) and returns its outputs.
 pub fn run_graph(g: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
     if inputs.len() != g.inputs.len() {
-        return Err(IrError::Interp(format!("graph takes {} inputs, got {}", g.inputs.len(), inputs.len())));
+        return Err(IrError::Interp(format!(
+            "graph takes {} inputs, got {}",
+            g.inputs.len(),
+            inputs.len()
+        )));
     }
     let mut env: HashMap<ValueId, Tensor> = HashMap::new();
     for (v, t) in &g.initializers {
@@ -32,18 +36,39 @@ pub fn run_graph(g: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
     }
     for ix in g.topo_order()? {
         let n = g.node(ix);
-        let args: Vec<Option<&Tensor>> = n.inputs.iter().map(|i| i.and_then(|v| env.get(&v))).collect();
-        if n.inputs.iter().zip(&args).any(|(i, a)| i.is_some() && a.is_none()) {
-            return Err(IrError::Interp(format!("node `{}` reads an undefined value", n.name)));
+        let args: Vec<Option<&Tensor>> = n
+            .inputs
+            .iter()
+            .map(|i| i.and_then(|v| env.get(&v)))
+            .collect();
+        if n.inputs
+            .iter()
+            .zip(&args)
+            .any(|(i, a)| i.is_some() && a.is_none())
+        {
+            return Err(IrError::Interp(format!(
+                "node `{}` reads an undefined value",
+                n.name
+            )));
         }
-        let outs = eval_node(n, &args).map_err(|msg| IrError::Node { node: n.name.clone(), op: n.op.name().into(), msg })?;
+        let outs = eval_node(n, &args).map_err(|msg| IrError::Node {
+            node: n.name.clone(),
+            op: n.op.name().into(),
+            msg,
+        })?;
         for (v, t) in n.outputs.iter().zip(outs) {
             env.insert(*v, t);
         }
     }
     g.outputs
         .iter()
-        .map(|v| env.remove(v).or_else(|| env.get(v).cloned()).ok_or_else(|| IrError::Interp(format!("output `{}` was not computed", g.name_of(*v)))))
+        .map(|v| {
+            env.remove(v)
+                .or_else(|| env.get(v).cloned())
+                .ok_or_else(|| {
+                    IrError::Interp(format!("output `{}` was not computed", g.name_of(*v)))
+                })
+        })
         .collect()
 }
 
@@ -51,33 +76,56 @@ pub fn run_graph(g: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
 pub fn check_input(name: &str, ty: &ValueType, t: &Tensor) -> Result<()> {
     let ok = ty.dtype == t.dtype()
         && ty.shape.len() == t.shape().len()
-        && ty.shape.iter().zip(t.shape()).all(|(d, &s)| d.known().is_none_or(|k| k == s));
+        && ty
+            .shape
+            .iter()
+            .zip(t.shape())
+            .all(|(d, &s)| d.known().is_none_or(|k| k == s));
     if ok {
         Ok(())
     } else {
-        Err(IrError::Type(format!("input `{name}` expects {ty}, got {}{:?}", t.dtype(), t.shape())))
+        Err(IrError::Type(format!(
+            "input `{name}` expects {ty}, got {}{:?}",
+            t.dtype(),
+            t.shape()
+        )))
     }
 }
 
 /// Evaluates one node on concrete tensors.
 pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
-    let tys: Vec<Option<ValueType>> = args.iter().map(|a| a.map(|t| ValueType::new(t.dtype(), t.shape()))).collect();
+    let tys: Vec<Option<ValueType>> = args
+        .iter()
+        .map(|a| a.map(|t| ValueType::new(t.dtype(), t.shape())))
+        .collect();
     let out_ty = infer::infer(n, &tys, args)?;
-    let oshape = out_ty[0].static_shape().ok_or("output shape is not static")?;
+    let oshape = out_ty[0]
+        .static_shape()
+        .ok_or("output shape is not static")?;
     let odt = out_ty[0].dtype;
-    let a = |i: usize| -> R<&Tensor> { args.get(i).copied().flatten().ok_or_else(|| format!("missing input {i}")) };
+    let a = |i: usize| -> R<&Tensor> {
+        args.get(i)
+            .copied()
+            .flatten()
+            .ok_or_else(|| format!("missing input {i}"))
+    };
     let x = a(0);
     use OpKind::*;
     let t = match n.op {
         Constant => n.attrs.tensor("value")?.ok_or("missing value")?,
         Identity => x?.clone(),
-        Relu | Sigmoid | Tanh | Erf | Gelu | Exp | Log | Sqrt | Reciprocal | Neg | Abs | Floor | Ceil | LeakyRelu => {
+        Relu | Sigmoid | Tanh | Erf | Gelu | Exp | Log | Sqrt | Reciprocal | Neg | Abs | Floor
+        | Ceil | LeakyRelu => {
             let x = x?;
             let alpha = n.attrs.float("alpha", 0.01)?;
             let approx = n.attrs.string("approximate", "none")?;
             if x.dtype().is_float() {
                 let f = |v: f64| unary(n.op, v, alpha, &approx);
-                Tensor::from_f64(odt, oshape, &x.to_f64_vec().into_iter().map(f).collect::<Vec<_>>())
+                Tensor::from_f64(
+                    odt,
+                    oshape,
+                    &x.to_f64_vec().into_iter().map(f).collect::<Vec<_>>(),
+                )
             } else {
                 let f = |v: i64| match n.op {
                     Neg => v.wrapping_neg(),
@@ -85,29 +133,62 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
                     Relu => v.max(0),
                     _ => v,
                 };
-                Tensor::from_i64(odt, oshape, &x.to_i64_vec().into_iter().map(f).collect::<Vec<_>>())
+                Tensor::from_i64(
+                    odt,
+                    oshape,
+                    &x.to_i64_vec().into_iter().map(f).collect::<Vec<_>>(),
+                )
             }
         }
         LRN => {
             let x = x?;
-            let (alpha, beta, bias) = (n.attrs.float("alpha", 1e-4)?, n.attrs.float("beta", 0.75)?, n.attrs.float("bias", 1.0)?);
+            let (alpha, beta, bias) = (
+                n.attrs.float("alpha", 1e-4)?,
+                n.attrs.float("beta", 0.75)?,
+                n.attrs.float("bias", 1.0)?,
+            );
             let size = n.attrs.int("size", 1)? as usize;
             let (c, inner) = (x.shape()[1], x.shape()[2..].iter().product::<usize>());
             let v = x.to_f64_vec();
             let (lo, hi) = ((size - 1) / 2, (size - 1).div_ceil(2));
-            let out: Vec<f64> = (0..v.len()).map(|i| {
-                let (b, ch, r) = (i / (c * inner), (i / inner) % c, i % inner);
-                let sq: f64 = (ch.saturating_sub(lo)..=(ch + hi).min(c - 1)).map(|k| v[(b * c + k) * inner + r].powi(2)).sum();
-                v[i] / (bias + alpha / size as f64 * sq).powf(beta)
-            }).collect();
+            let out: Vec<f64> = (0..v.len())
+                .map(|i| {
+                    let (b, ch, r) = (i / (c * inner), (i / inner) % c, i % inner);
+                    let sq: f64 = (ch.saturating_sub(lo)..=(ch + hi).min(c - 1))
+                        .map(|k| v[(b * c + k) * inner + r].powi(2))
+                        .sum();
+                    v[i] / (bias + alpha / size as f64 * sq).powf(beta)
+                })
+                .collect();
             Tensor::from_f64(odt, oshape, &out)
         }
-        Not => Tensor::from_i64(odt, oshape, &x?.to_i64_vec().iter().map(|&v| (v == 0) as i64).collect::<Vec<_>>()),
+        Not => Tensor::from_i64(
+            odt,
+            oshape,
+            &x?.to_i64_vec()
+                .iter()
+                .map(|&v| (v == 0) as i64)
+                .collect::<Vec<_>>(),
+        ),
         Clip => {
             let x = x?;
-            let lo = args.get(1).copied().flatten().map(|t| t.get_f64(0)).unwrap_or(f64::NEG_INFINITY);
-            let hi = args.get(2).copied().flatten().map(|t| t.get_f64(0)).unwrap_or(f64::INFINITY);
-            let v: Vec<f64> = x.to_f64_vec().into_iter().map(|v| if v.is_nan() { v } else { v.max(lo).min(hi) }).collect();
+            let lo = args
+                .get(1)
+                .copied()
+                .flatten()
+                .map(|t| t.get_f64(0))
+                .unwrap_or(f64::NEG_INFINITY);
+            let hi = args
+                .get(2)
+                .copied()
+                .flatten()
+                .map(|t| t.get_f64(0))
+                .unwrap_or(f64::INFINITY);
+            let v: Vec<f64> = x
+                .to_f64_vec()
+                .into_iter()
+                .map(|v| if v.is_nan() { v } else { v.max(lo).min(hi) })
+                .collect();
             Tensor::from_f64(odt, oshape, &v)
         }
         Add | Sub | Mul | Div | Pow | Max | Min | Sum | Equal | Less | Greater | And | Or => {
@@ -123,12 +204,32 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
         }
         Where => {
             let (c, x, y) = (a(0)?, a(1)?, a(2)?);
-            let (ci, xi, yi) = (bcast_index(c.shape(), &oshape), bcast_index(x.shape(), &oshape), bcast_index(y.shape(), &oshape));
+            let (ci, xi, yi) = (
+                bcast_index(c.shape(), &oshape),
+                bcast_index(x.shape(), &oshape),
+                bcast_index(y.shape(), &oshape),
+            );
             if odt.is_float() {
-                let v: Vec<f64> = (0..numel(&oshape)).map(|i| if c.get_i64(ci[i]) != 0 { x.get_f64(xi[i]) } else { y.get_f64(yi[i]) }).collect();
+                let v: Vec<f64> = (0..numel(&oshape))
+                    .map(|i| {
+                        if c.get_i64(ci[i]) != 0 {
+                            x.get_f64(xi[i])
+                        } else {
+                            y.get_f64(yi[i])
+                        }
+                    })
+                    .collect();
                 Tensor::from_f64(odt, oshape, &v)
             } else {
-                let v: Vec<i64> = (0..numel(&oshape)).map(|i| if c.get_i64(ci[i]) != 0 { x.get_i64(xi[i]) } else { y.get_i64(yi[i]) }).collect();
+                let v: Vec<i64> = (0..numel(&oshape))
+                    .map(|i| {
+                        if c.get_i64(ci[i]) != 0 {
+                            x.get_i64(xi[i])
+                        } else {
+                            y.get_i64(yi[i])
+                        }
+                    })
+                    .collect();
                 Tensor::from_i64(odt, oshape, &v)
             }
         }
@@ -139,20 +240,39 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
         MaxPool | AveragePool => pool(n, x?, &oshape)?,
         GlobalAveragePool => {
             let x = x?;
-            let (nc, hw) = (oshape[0] * oshape[1], x.len() / (oshape[0] * oshape[1]).max(1));
+            let (nc, hw) = (
+                oshape[0] * oshape[1],
+                x.len() / (oshape[0] * oshape[1]).max(1),
+            );
             let v = x.to_f64_vec();
-            Tensor::from_f64(odt, oshape, &(0..nc).map(|i| v[i * hw..(i + 1) * hw].iter().sum::<f64>() / hw as f64).collect::<Vec<_>>())
+            Tensor::from_f64(
+                odt,
+                oshape,
+                &(0..nc)
+                    .map(|i| v[i * hw..(i + 1) * hw].iter().sum::<f64>() / hw as f64)
+                    .collect::<Vec<_>>(),
+            )
         }
         BatchNormalization => {
             let x = x?;
             let eps = n.attrs.float("epsilon", 1e-5)?;
-            let (sc, b, m, var) = (a(1)?.to_f64_vec(), a(2)?.to_f64_vec(), a(3)?.to_f64_vec(), a(4)?.to_f64_vec());
+            let (sc, b, m, var) = (
+                a(1)?.to_f64_vec(),
+                a(2)?.to_f64_vec(),
+                a(3)?.to_f64_vec(),
+                a(4)?.to_f64_vec(),
+            );
             let c = x.shape()[1];
             let inner: usize = x.shape()[2..].iter().product();
-            let v: Vec<f64> = x.to_f64_vec().iter().enumerate().map(|(i, &xv)| {
-                let ch = (i / inner) % c;
-                (xv - m[ch]) / (var[ch] + eps).sqrt() * sc[ch] + b[ch]
-            }).collect();
+            let v: Vec<f64> = x
+                .to_f64_vec()
+                .iter()
+                .enumerate()
+                .map(|(i, &xv)| {
+                    let ch = (i / inner) % c;
+                    (xv - m[ch]) / (var[ch] + eps).sqrt() * sc[ch] + b[ch]
+                })
+                .collect();
             Tensor::from_f64(odt, oshape, &v)
         }
         LayerNormalization => {
@@ -191,19 +311,31 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
         }
         ReduceSum | ReduceMean | ReduceMax => {
             let x = x?;
-            let axes = infer::reduce_axes(n, x.shape().len(), args.get(1).copied().flatten(), args.get(1).is_some_and(|a| a.is_some()))?;
+            let axes = infer::reduce_axes(
+                n,
+                x.shape().len(),
+                args.get(1).copied().flatten(),
+                args.get(1).is_some_and(|a| a.is_some()),
+            )?;
             reduce(n.op, x, &axes, odt, oshape)
         }
-        Reshape | Flatten | Squeeze | Unsqueeze => x?.clone().reshaped(oshape).map_err(|e| e.to_string())?,
+        Reshape | Flatten | Squeeze | Unsqueeze => {
+            x?.clone().reshaped(oshape).map_err(|e| e.to_string())?
+        }
         Transpose => {
             let x = x?;
             let r = x.shape().len();
             let perm: Vec<usize> = match n.attrs.ints("perm")? {
-                Some(p) => p.iter().map(|&v| infer::norm_axis(v, r)).collect::<R<_>>()?,
+                Some(p) => p
+                    .iter()
+                    .map(|&v| infer::norm_axis(v, r))
+                    .collect::<R<_>>()?,
                 None => (0..r).rev().collect(),
             };
             let is = strides(x.shape());
-            gather_by(x, odt, &oshape, |idx| idx.iter().enumerate().map(|(i, &c)| c * is[perm[i]]).sum())
+            gather_by(x, odt, &oshape, |idx| {
+                idx.iter().enumerate().map(|(i, &c)| c * is[perm[i]]).sum()
+            })
         }
         Concat => {
             let ins: Vec<&Tensor> = args.iter().flatten().copied().collect();
@@ -221,9 +353,20 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
         Slice => {
             let x = x?;
             let ints = |i: usize| args.get(i).copied().flatten().map(|t| t.to_i64_vec());
-            let p = infer::slice_params(x.shape(), &ints(1).unwrap_or_default(), &ints(2).unwrap_or_default(), ints(3).as_deref(), ints(4).as_deref())?;
+            let p = infer::slice_params(
+                x.shape(),
+                &ints(1).unwrap_or_default(),
+                &ints(2).unwrap_or_default(),
+                ints(3).as_deref(),
+                ints(4).as_deref(),
+            )?;
             let is = strides(x.shape());
-            gather_by(x, odt, &oshape, |idx| idx.iter().enumerate().map(|(i, &c)| (p[i].0 + c as i64 * p[i].1) as usize * is[i]).sum())
+            gather_by(x, odt, &oshape, |idx| {
+                idx.iter()
+                    .enumerate()
+                    .map(|(i, &c)| (p[i].0 + c as i64 * p[i].1) as usize * is[i])
+                    .sum()
+            })
         }
         Gather => {
             let (x, ind) = (x?, a(1)?);
@@ -243,7 +386,11 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
                 for (k, &c) in idx[..axis].iter().enumerate() {
                     off += c * is[k];
                 }
-                let flat: usize = idx[axis..axis + q].iter().zip(&ist).map(|(c, s)| c * s).sum();
+                let flat: usize = idx[axis..axis + q]
+                    .iter()
+                    .zip(&ist)
+                    .map(|(c, s)| c * s)
+                    .sum();
                 let mut g = iv[flat];
                 if g < 0 {
                     g += d;
@@ -260,7 +407,10 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
             take(x, &oshape, &bcast_index(x.shape(), &oshape))
         }
         ConstantOfShape => {
-            let v = n.attrs.tensor("value")?.unwrap_or_else(|| Tensor::from_f64(DType::F32, vec![1], &[0.0]));
+            let v = n
+                .attrs
+                .tensor("value")?
+                .unwrap_or_else(|| Tensor::from_f64(DType::F32, vec![1], &[0.0]));
             if v.len() != 1 {
                 return Err("`value` must have one element".into());
             }
@@ -270,7 +420,14 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
         Shape => {
             let x = x?;
             let (s, e) = infer::shape_range(n, x.shape().len() as i64)?;
-            Tensor::from_i64(DType::I64, oshape, &x.shape()[s as usize..e as usize].iter().map(|&d| d as i64).collect::<Vec<_>>())
+            Tensor::from_i64(
+                DType::I64,
+                oshape,
+                &x.shape()[s as usize..e as usize]
+                    .iter()
+                    .map(|&d| d as i64)
+                    .collect::<Vec<_>>(),
+            )
         }
     };
     Ok(vec![t])
@@ -294,7 +451,10 @@ pub fn unary(op: OpKind, v: f64, alpha: f64, approximate: &str) -> f64 {
         Sigmoid => 1.0 / (1.0 + (-v).exp()),
         Tanh => v.tanh(),
         Erf => erf(v),
-        Gelu if approximate == "tanh" => 0.5 * v * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v * v * v)).tanh()),
+        Gelu if approximate == "tanh" => {
+            0.5 * v
+                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v * v * v)).tanh())
+        }
         Gelu => 0.5 * v * (1.0 + erf(v / std::f64::consts::SQRT_2)),
         Exp => v.exp(),
         Log => v.ln(),
@@ -304,7 +464,13 @@ pub fn unary(op: OpKind, v: f64, alpha: f64, approximate: &str) -> f64 {
         Abs => v.abs(),
         Floor => v.floor(),
         Ceil => v.ceil(),
-        LeakyRelu => if v >= 0.0 { v } else { alpha * v },
+        LeakyRelu => {
+            if v >= 0.0 {
+                v
+            } else {
+                alpha * v
+            }
+        }
         _ => f64::NAN,
     }
 }
@@ -367,7 +533,12 @@ pub fn bcast_index(in_shape: &[usize], out_shape: &[usize]) -> Vec<usize> {
 }
 
 /// Builds a tensor of `shape` whose element at coordinate `idx` is `src[offset(idx)]`.
-fn gather_by(src: &Tensor, dtype: DType, shape: &[usize], offset: impl Fn(&[usize]) -> usize) -> Tensor {
+fn gather_by(
+    src: &Tensor,
+    dtype: DType,
+    shape: &[usize],
+    offset: impl Fn(&[usize]) -> usize,
+) -> Tensor {
     let n = numel(shape);
     let s = dtype.size();
     let mut bytes = Vec::with_capacity(n * s);
@@ -389,7 +560,10 @@ fn gather_by(src: &Tensor, dtype: DType, shape: &[usize], offset: impl Fn(&[usiz
 fn binary(op: OpKind, a: &Tensor, b: &Tensor) -> R<Tensor> {
     use OpKind::*;
     let shape = infer::broadcast_static(&[a.shape(), b.shape()])?;
-    let (ai, bi) = (bcast_index(a.shape(), &shape), bcast_index(b.shape(), &shape));
+    let (ai, bi) = (
+        bcast_index(a.shape(), &shape),
+        bcast_index(b.shape(), &shape),
+    );
     let n = numel(&shape);
     let cmp = matches!(op, Equal | Less | Greater | And | Or);
     if a.dtype().is_float() {
@@ -399,15 +573,33 @@ fn binary(op: OpKind, a: &Tensor, b: &Tensor) -> R<Tensor> {
             Mul => x * y,
             Div => x / y,
             Pow => x.powf(y),
-            Max => if x.is_nan() || y.is_nan() { f64::NAN } else { x.max(y) },
-            Min => if x.is_nan() || y.is_nan() { f64::NAN } else { x.min(y) },
+            Max => {
+                if x.is_nan() || y.is_nan() {
+                    f64::NAN
+                } else {
+                    x.max(y)
+                }
+            }
+            Min => {
+                if x.is_nan() || y.is_nan() {
+                    f64::NAN
+                } else {
+                    x.min(y)
+                }
+            }
             Equal => (x == y) as i64 as f64,
             Less => (x < y) as i64 as f64,
             Greater => (x > y) as i64 as f64,
             _ => f64::NAN,
         };
-        let v: Vec<f64> = (0..n).map(|i| f(a.get_f64(ai[i]), b.get_f64(bi[i]))).collect();
-        Ok(Tensor::from_f64(if cmp { DType::Bool } else { a.dtype() }, shape, &v))
+        let v: Vec<f64> = (0..n)
+            .map(|i| f(a.get_f64(ai[i]), b.get_f64(bi[i])))
+            .collect();
+        Ok(Tensor::from_f64(
+            if cmp { DType::Bool } else { a.dtype() },
+            shape,
+            &v,
+        ))
     } else {
         let f = |x: i64, y: i64| -> R<i64> {
             Ok(match op {
@@ -431,8 +623,14 @@ fn binary(op: OpKind, a: &Tensor, b: &Tensor) -> R<Tensor> {
                 _ => 0,
             })
         };
-        let v: Vec<i64> = (0..n).map(|i| f(a.get_i64(ai[i]), b.get_i64(bi[i]))).collect::<R<_>>()?;
-        Ok(Tensor::from_i64(if cmp { DType::Bool } else { a.dtype() }, shape, &v))
+        let v: Vec<i64> = (0..n)
+            .map(|i| f(a.get_i64(ai[i]), b.get_i64(bi[i])))
+            .collect::<R<_>>()?;
+        Ok(Tensor::from_i64(
+            if cmp { DType::Bool } else { a.dtype() },
+            shape,
+            &v,
+        ))
     }
 }
 
@@ -510,13 +708,16 @@ fn conv(n: &Node, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, oshape: &[usize
                     for ci in 0..cpg {
                         for ky in 0..kh {
                             for kx in 0..kw {
-                                let iy = (oy * win.strides[0] + ky * win.dilations[0]) as i64 - win.pads[0] as i64;
-                                let ix = (ox * win.strides[1] + kx * win.dilations[1]) as i64 - win.pads[1] as i64;
+                                let iy = (oy * win.strides[0] + ky * win.dilations[0]) as i64
+                                    - win.pads[0] as i64;
+                                let ix = (ox * win.strides[1] + kx * win.dilations[1]) as i64
+                                    - win.pads[1] as i64;
                                 if iy < 0 || ix < 0 || iy >= h as i64 || ix >= wd as i64 {
                                     continue;
                                 }
                                 let c = g * cpg + ci;
-                                s += xv[((b * cin + c) * h + iy as usize) * wd + ix as usize] * wv[((co * cpg + ci) * kh + ky) * kw + kx];
+                                s += xv[((b * cin + c) * h + iy as usize) * wd + ix as usize]
+                                    * wv[((co * cpg + ci) * kh + ky) * kw + kx];
                             }
                         }
                     }
@@ -543,11 +744,14 @@ fn pool(n: &Node, x: &Tensor, oshape: &[usize]) -> R<Tensor> {
                 let mut count = 0usize;
                 for ky in 0..win.kernel[0] {
                     for kx in 0..win.kernel[1] {
-                        let iy = (oy * win.strides[0] + ky * win.dilations[0]) as i64 - win.pads[0] as i64;
-                        let ix = (ox * win.strides[1] + kx * win.dilations[1]) as i64 - win.pads[1] as i64;
+                        let iy = (oy * win.strides[0] + ky * win.dilations[0]) as i64
+                            - win.pads[0] as i64;
+                        let ix = (ox * win.strides[1] + kx * win.dilations[1]) as i64
+                            - win.pads[1] as i64;
                         let inside = iy >= 0 && ix >= 0 && iy < h as i64 && ix < wd as i64;
                         // count_include_pad counts positions inside the padded input, not past it.
-                        let in_padded = iy < (h + win.pads[2]) as i64 && ix < (wd + win.pads[3]) as i64;
+                        let in_padded =
+                            iy < (h + win.pads[2]) as i64 && ix < (wd + win.pads[3]) as i64;
                         if inside {
                             let v = xv[(bc * h + iy as usize) * wd + ix as usize];
                             acc = if is_max { acc.max(v) } else { acc + v };
@@ -557,7 +761,11 @@ fn pool(n: &Node, x: &Tensor, oshape: &[usize]) -> R<Tensor> {
                         }
                     }
                 }
-                out[(bc * oh + oy) * ow + ox] = if is_max { acc } else { acc / count.max(1) as f64 };
+                out[(bc * oh + oy) * ow + ox] = if is_max {
+                    acc
+                } else {
+                    acc / count.max(1) as f64
+                };
             }
         }
     }
@@ -567,7 +775,11 @@ fn pool(n: &Node, x: &Tensor, oshape: &[usize]) -> R<Tensor> {
 /// Applies `f` to every 1-D lane along `axis` and writes the results back in place.
 fn reduce_like(x: &Tensor, axis: usize, f: impl Fn(&[f64]) -> Vec<f64>) -> Tensor {
     let s = x.shape();
-    let (outer, len, inner) = (s[..axis].iter().product::<usize>(), s[axis], s[axis + 1..].iter().product::<usize>());
+    let (outer, len, inner) = (
+        s[..axis].iter().product::<usize>(),
+        s[axis],
+        s[axis + 1..].iter().product::<usize>(),
+    );
     let v = x.to_f64_vec();
     let mut out = vec![0.0; v.len()];
     for o in 0..outer {
@@ -583,17 +795,42 @@ fn reduce_like(x: &Tensor, axis: usize, f: impl Fn(&[f64]) -> Vec<f64>) -> Tenso
 
 fn reduce(op: OpKind, x: &Tensor, axes: &[usize], odt: DType, oshape: Vec<usize>) -> Tensor {
     let s = x.shape();
-    let kept: Vec<usize> = s.iter().enumerate().map(|(i, &d)| if axes.contains(&i) { 1 } else { d }).collect();
+    let kept: Vec<usize> = s
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| if axes.contains(&i) { 1 } else { d })
+        .collect();
     let n_out = numel(&kept);
-    let count = s.iter().enumerate().filter(|(i, _)| axes.contains(i)).map(|(_, &d)| d).product::<usize>();
-    let init = if op == OpKind::ReduceMax { f64::NEG_INFINITY } else { 0.0 };
+    let count = s
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| axes.contains(i))
+        .map(|(_, &d)| d)
+        .product::<usize>();
+    let init = if op == OpKind::ReduceMax {
+        f64::NEG_INFINITY
+    } else {
+        0.0
+    };
     let mut acc = vec![init; n_out];
     let ks = strides(&kept);
     let mut idx = vec![0usize; s.len()];
     for i in 0..x.len() {
-        let o: usize = idx.iter().enumerate().map(|(k, &c)| if axes.contains(&k) { 0 } else { c * ks[k] }).sum();
+        let o: usize = idx
+            .iter()
+            .enumerate()
+            .map(|(k, &c)| if axes.contains(&k) { 0 } else { c * ks[k] })
+            .sum();
         let v = x.get_f64(i);
-        acc[o] = if op == OpKind::ReduceMax { if v.is_nan() || acc[o].is_nan() { f64::NAN } else { acc[o].max(v) } } else { acc[o] + v };
+        acc[o] = if op == OpKind::ReduceMax {
+            if v.is_nan() || acc[o].is_nan() {
+                f64::NAN
+            } else {
+                acc[o].max(v)
+            }
+        } else {
+            acc[o] + v
+        };
         for k in (0..s.len()).rev() {
             idx[k] += 1;
             if idx[k] < s[k] {

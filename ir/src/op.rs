@@ -22,11 +22,63 @@ macro_rules! ops {
 }
 
 ops!(
-    MatMul, Gemm, Conv, Add, Sub, Mul, Div, Pow, Max, Min, Relu, Sigmoid, Tanh, Erf, Gelu, Exp, Log,
-    Sqrt, Reciprocal, Neg, Abs, Floor, Ceil, Clip, LeakyRelu, Softmax, LayerNormalization,
-    BatchNormalization, MaxPool, AveragePool, GlobalAveragePool, ReduceSum, ReduceMean, ReduceMax,
-    Reshape, Transpose, Flatten, Squeeze, Unsqueeze, Concat, Slice, Gather, Expand, Where, Cast,
-    Constant, ConstantOfShape, Shape, Identity, Sum, Equal, Less, Greater, Not, And, Or, LRN,
+    MatMul,
+    Gemm,
+    Conv,
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Pow,
+    Max,
+    Min,
+    Relu,
+    Sigmoid,
+    Tanh,
+    Erf,
+    Gelu,
+    Exp,
+    Log,
+    Sqrt,
+    Reciprocal,
+    Neg,
+    Abs,
+    Floor,
+    Ceil,
+    Clip,
+    LeakyRelu,
+    Softmax,
+    LayerNormalization,
+    BatchNormalization,
+    MaxPool,
+    AveragePool,
+    GlobalAveragePool,
+    ReduceSum,
+    ReduceMean,
+    ReduceMax,
+    Reshape,
+    Transpose,
+    Flatten,
+    Squeeze,
+    Unsqueeze,
+    Concat,
+    Slice,
+    Gather,
+    Expand,
+    Where,
+    Cast,
+    Constant,
+    ConstantOfShape,
+    Shape,
+    Identity,
+    Sum,
+    Equal,
+    Less,
+    Greater,
+    Not,
+    And,
+    Or,
+    LRN,
 );
 
 impl OpKind {
@@ -87,8 +139,17 @@ pub struct Schema {
     pub attrs: &'static [(&'static str, AttrKind)],
 }
 
-const fn s(min_inputs: usize, max_inputs: usize, attrs: &'static [(&'static str, AttrKind)]) -> Schema {
-    Schema { min_inputs, max_inputs, outputs: 1, attrs }
+const fn s(
+    min_inputs: usize,
+    max_inputs: usize,
+    attrs: &'static [(&'static str, AttrKind)],
+) -> Schema {
+    Schema {
+        min_inputs,
+        max_inputs,
+        outputs: 1,
+        attrs,
+    }
 }
 
 use AttrKind as K;
@@ -110,7 +171,16 @@ impl OpKind {
         use OpKind::*;
         match self {
             MatMul => s(2, 2, NONE),
-            Gemm => s(2, 3, &[("alpha", K::Float), ("beta", K::Float), ("transA", K::Int), ("transB", K::Int)]),
+            Gemm => s(
+                2,
+                3,
+                &[
+                    ("alpha", K::Float),
+                    ("beta", K::Float),
+                    ("transA", K::Int),
+                    ("transB", K::Int),
+                ],
+            ),
             Conv => s(
                 2,
                 3,
@@ -125,15 +195,40 @@ impl OpKind {
             ),
             Add | Sub | Mul | Div | Pow | Equal | Less | Greater | And | Or => s(2, 2, NONE),
             Max | Min | Sum => s(1, usize::MAX, NONE),
-            Relu | Sigmoid | Tanh | Erf | Exp | Log | Sqrt | Reciprocal | Neg | Abs | Floor | Ceil | Not
-            | Identity | GlobalAveragePool => s(1, 1, NONE),
+            Relu | Sigmoid | Tanh | Erf | Exp | Log | Sqrt | Reciprocal | Neg | Abs | Floor
+            | Ceil | Not | Identity | GlobalAveragePool => s(1, 1, NONE),
             Gelu => s(1, 1, &[("approximate", K::Str)]),
             LeakyRelu => s(1, 1, &[("alpha", K::Float)]),
-            LRN => s(1, 1, &[("alpha", K::Float), ("beta", K::Float), ("bias", K::Float), ("size", K::Int)]),
+            LRN => s(
+                1,
+                1,
+                &[
+                    ("alpha", K::Float),
+                    ("beta", K::Float),
+                    ("bias", K::Float),
+                    ("size", K::Int),
+                ],
+            ),
             Clip => s(1, 3, NONE),
             Softmax => s(1, 1, &[("axis", K::Int)]),
-            LayerNormalization => s(2, 3, &[("axis", K::Int), ("epsilon", K::Float), ("stash_type", K::Int)]),
-            BatchNormalization => s(5, 5, &[("epsilon", K::Float), ("momentum", K::Float), ("training_mode", K::Int)]),
+            LayerNormalization => s(
+                2,
+                3,
+                &[
+                    ("axis", K::Int),
+                    ("epsilon", K::Float),
+                    ("stash_type", K::Int),
+                ],
+            ),
+            BatchNormalization => s(
+                5,
+                5,
+                &[
+                    ("epsilon", K::Float),
+                    ("momentum", K::Float),
+                    ("training_mode", K::Int),
+                ],
+            ),
             MaxPool | AveragePool => s(1, 1, POOL),
             ReduceSum | ReduceMean | ReduceMax => s(1, 2, REDUCE),
             Reshape => s(2, 2, &[("allowzero", K::Int)]),
@@ -157,9 +252,37 @@ impl OpKind {
         use OpKind::*;
         matches!(
             self,
-            Add | Sub | Mul | Div | Pow | Max | Min | Sum | Relu | Sigmoid | Tanh | Erf | Gelu | Exp | Log
-                | Sqrt | Reciprocal | Neg | Abs | Floor | Ceil | Clip | LeakyRelu | Where | Cast | Identity
-                | Equal | Less | Greater | Not | And | Or
+            Add | Sub
+                | Mul
+                | Div
+                | Pow
+                | Max
+                | Min
+                | Sum
+                | Relu
+                | Sigmoid
+                | Tanh
+                | Erf
+                | Gelu
+                | Exp
+                | Log
+                | Sqrt
+                | Reciprocal
+                | Neg
+                | Abs
+                | Floor
+                | Ceil
+                | Clip
+                | LeakyRelu
+                | Where
+                | Cast
+                | Identity
+                | Equal
+                | Less
+                | Greater
+                | Not
+                | And
+                | Or
         )
     }
 }
@@ -178,7 +301,10 @@ impl AttrsExt for Attrs {
         match self.get(name) {
             None => Ok(default),
             Some(Attr::Int(v)) => Ok(*v),
-            Some(a) => Err(format!("attribute `{name}` must be an int, got {:?}", a.kind())),
+            Some(a) => Err(format!(
+                "attribute `{name}` must be an int, got {:?}",
+                a.kind()
+            )),
         }
     }
     fn float(&self, name: &str, default: f64) -> Result<f64, String> {
@@ -186,28 +312,40 @@ impl AttrsExt for Attrs {
             None => Ok(default),
             Some(Attr::Float(v)) => Ok(*v),
             Some(Attr::Int(v)) => Ok(*v as f64),
-            Some(a) => Err(format!("attribute `{name}` must be a float, got {:?}", a.kind())),
+            Some(a) => Err(format!(
+                "attribute `{name}` must be a float, got {:?}",
+                a.kind()
+            )),
         }
     }
     fn ints(&self, name: &str) -> Result<Option<Vec<i64>>, String> {
         match self.get(name) {
             None => Ok(None),
             Some(Attr::Ints(v)) => Ok(Some(v.clone())),
-            Some(a) => Err(format!("attribute `{name}` must be ints, got {:?}", a.kind())),
+            Some(a) => Err(format!(
+                "attribute `{name}` must be ints, got {:?}",
+                a.kind()
+            )),
         }
     }
     fn string(&self, name: &str, default: &str) -> Result<String, String> {
         match self.get(name) {
             None => Ok(default.to_string()),
             Some(Attr::Str(v)) => Ok(v.clone()),
-            Some(a) => Err(format!("attribute `{name}` must be a string, got {:?}", a.kind())),
+            Some(a) => Err(format!(
+                "attribute `{name}` must be a string, got {:?}",
+                a.kind()
+            )),
         }
     }
     fn tensor(&self, name: &str) -> Result<Option<Tensor>, String> {
         match self.get(name) {
             None => Ok(None),
             Some(Attr::Tensor(t)) => Ok(Some(t.clone())),
-            Some(a) => Err(format!("attribute `{name}` must be a tensor, got {:?}", a.kind())),
+            Some(a) => Err(format!(
+                "attribute `{name}` must be a tensor, got {:?}",
+                a.kind()
+            )),
         }
     }
 }

@@ -42,7 +42,8 @@ pub fn strides(shape: &[usize]) -> Vec<usize> {
 
 impl Tensor {
     pub fn from_bytes(dtype: DType, shape: Vec<usize>, bytes: Vec<u8>) -> Result<Tensor, IrError> {
-        let n = checked_numel(&shape).ok_or_else(|| IrError::Shape(format!("tensor shape {shape:?} is too large")))?;
+        let n = checked_numel(&shape)
+            .ok_or_else(|| IrError::Shape(format!("tensor shape {shape:?} is too large")))?;
         if bytes.len() != n * dtype.size() {
             return Err(IrError::Shape(format!(
                 "tensor of {dtype}{shape:?} needs {} bytes, got {}",
@@ -50,12 +51,20 @@ impl Tensor {
                 bytes.len()
             )));
         }
-        Ok(Tensor { dtype, shape, bytes })
+        Ok(Tensor {
+            dtype,
+            shape,
+            bytes,
+        })
     }
 
     pub fn zeros(dtype: DType, shape: Vec<usize>) -> Tensor {
         let n = numel(&shape);
-        Tensor { dtype, shape, bytes: vec![0; n * dtype.size()] }
+        Tensor {
+            dtype,
+            shape,
+            bytes: vec![0; n * dtype.size()],
+        }
     }
 
     /// A tensor whose float elements are all NaN (integers: a recognisable junk pattern).
@@ -77,7 +86,11 @@ impl Tensor {
             }
             push_f64(&mut bytes, dtype, v);
         }
-        Tensor { dtype, shape, bytes }
+        Tensor {
+            dtype,
+            shape,
+            bytes,
+        }
     }
 
     /// Builds a tensor from i64 values, wrapping each to `dtype` (floats convert).
@@ -91,7 +104,11 @@ impl Tensor {
                 push_i64(&mut bytes, dtype, v);
             }
         }
-        Tensor { dtype, shape, bytes }
+        Tensor {
+            dtype,
+            shape,
+            bytes,
+        }
     }
 
     pub fn scalar_f32(v: f32) -> Tensor {
@@ -120,7 +137,10 @@ impl Tensor {
     /// Same data, new shape (element counts must agree).
     pub fn reshaped(mut self, shape: Vec<usize>) -> Result<Tensor, IrError> {
         if numel(&shape) != self.len() {
-            return Err(IrError::Shape(format!("cannot reshape {:?} to {shape:?}", self.shape)));
+            return Err(IrError::Shape(format!(
+                "cannot reshape {:?} to {shape:?}",
+                self.shape
+            )));
         }
         self.shape = shape;
         Ok(self)
@@ -168,7 +188,13 @@ impl Tensor {
             }
             let ints: Vec<i64> = v
                 .iter()
-                .map(|&x| if to == DType::Bool { (x != 0.0) as i64 } else { x as i64 })
+                .map(|&x| {
+                    if to == DType::Bool {
+                        (x != 0.0) as i64
+                    } else {
+                        x as i64
+                    }
+                })
                 .collect();
             return Tensor::from_i64(to, self.shape.clone(), &ints);
         }

@@ -21,7 +21,9 @@ use std::fmt::Write;
 
 fn is_ident(s: &str) -> bool {
     let mut c = s.chars();
-    matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_') && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_') && s != "_"
+    matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_')
+        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+        && s != "_"
 }
 
 fn quote(s: &str) -> String {
@@ -53,25 +55,50 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn ty(t: &ValueType) -> String {
-    let dims: Vec<String> = t.shape.iter().map(|d| match d {
-        Dim::Known(n) => n.to_string(),
-        Dim::Sym(s) => name(s),
-    }).collect();
+    let dims: Vec<String> = t
+        .shape
+        .iter()
+        .map(|d| match d {
+            Dim::Known(n) => n.to_string(),
+            Dim::Sym(s) => name(s),
+        })
+        .collect();
     format!("{}[{}]", t.dtype, dims.join(","))
 }
 
 fn float(v: f64) -> String {
-    if v.is_finite() { format!("{v:?}") } else if v.is_nan() { "nan".into() } else if v > 0.0 { "inf".into() } else { "-inf".into() }
+    if v.is_finite() {
+        format!("{v:?}")
+    } else if v.is_nan() {
+        "nan".into()
+    } else if v > 0.0 {
+        "inf".into()
+    } else {
+        "-inf".into()
+    }
 }
 
 fn attr(a: &Attr) -> String {
     match a {
         Attr::Int(v) => v.to_string(),
         Attr::Float(v) => float(*v),
-        Attr::Ints(v) => format!("ints({})", v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")),
-        Attr::Floats(v) => format!("floats({})", v.iter().map(|x| float(*x)).collect::<Vec<_>>().join(",")),
+        Attr::Ints(v) => format!(
+            "ints({})",
+            v.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        Attr::Floats(v) => format!(
+            "floats({})",
+            v.iter().map(|x| float(*x)).collect::<Vec<_>>().join(",")
+        ),
         Attr::Str(s) => quote(s),
-        Attr::Tensor(t) => format!("tensor({}, {})", ty(&ValueType::new(t.dtype(), t.shape())), hex(t.bytes())),
+        Attr::Tensor(t) => format!(
+            "tensor({}, {})",
+            ty(&ValueType::new(t.dtype(), t.shape())),
+            hex(t.bytes())
+        ),
     }
 }
 
@@ -85,7 +112,12 @@ pub struct PrintConfig {
 
 /// Prints the graph. Initializer data is printed in full so the text can be parsed back.
 pub fn print_graph(g: &Graph) -> String {
-    print_graph_with(g, &PrintConfig { max_data_bytes: usize::MAX })
+    print_graph_with(
+        g,
+        &PrintConfig {
+            max_data_bytes: usize::MAX,
+        },
+    )
 }
 
 /// Prints the graph, eliding large initializers as configured (for humans).
@@ -102,17 +134,35 @@ pub fn print_graph_with(g: &Graph, cfg: &PrintConfig) -> String {
         writeln!(s, "  input {}", val(v)).unwrap();
     }
     for (v, t) in &g.initializers {
-        let data = if t.bytes().len() > cfg.max_data_bytes { format!("<{} bytes>", t.bytes().len()) } else { hex(t.bytes()) };
-        writeln!(s, "  init {}: {} = {data}", name(g.name_of(*v)), ty(&ValueType::new(t.dtype(), t.shape()))).unwrap();
+        let data = if t.bytes().len() > cfg.max_data_bytes {
+            format!("<{} bytes>", t.bytes().len())
+        } else {
+            hex(t.bytes())
+        };
+        writeln!(
+            s,
+            "  init {}: {} = {data}",
+            name(g.name_of(*v)),
+            ty(&ValueType::new(t.dtype(), t.shape()))
+        )
+        .unwrap();
     }
     for ix in g.topo_order().unwrap_or_default() {
         let n = g.node(ix);
         write!(s, "  node {} {}", quote(&n.name), n.op).unwrap();
         if !n.attrs.is_empty() {
-            let attrs: Vec<String> = n.attrs.iter().map(|(k, a)| format!("{k}={}", attr(a))).collect();
+            let attrs: Vec<String> = n
+                .attrs
+                .iter()
+                .map(|(k, a)| format!("{k}={}", attr(a)))
+                .collect();
             write!(s, "[{}]", attrs.join(", ")).unwrap();
         }
-        let ins: Vec<String> = n.inputs.iter().map(|i| i.map(|v| name(g.name_of(v))).unwrap_or_else(|| "_".into())).collect();
+        let ins: Vec<String> = n
+            .inputs
+            .iter()
+            .map(|i| i.map(|v| name(g.name_of(v))).unwrap_or_else(|| "_".into()))
+            .collect();
         let outs: Vec<String> = n.outputs.iter().map(|&v| val(v)).collect();
         writeln!(s, "({}) -> ({})", ins.join(", "), outs.join(", ")).unwrap();
     }
@@ -158,12 +208,19 @@ fn lex(src: &str) -> Result<Lexer> {
         } else if c == '-' && cs.get(i + 1) == Some(&'>') {
             toks.push((Tok::Arrow, line));
             i += 2;
-        } else if c == '"' || (c == 'h' && cs.get(i + 1) == Some(&'e') && cs.get(i + 2) == Some(&'x') && cs.get(i + 3) == Some(&'"')) {
+        } else if c == '"'
+            || (c == 'h'
+                && cs.get(i + 1) == Some(&'e')
+                && cs.get(i + 2) == Some(&'x')
+                && cs.get(i + 3) == Some(&'"'))
+        {
             let is_hex = c == 'h';
             i += if is_hex { 4 } else { 1 };
             let mut s = String::new();
             loop {
-                let ch = *cs.get(i).ok_or_else(|| perr(line, "unterminated string".into()))?;
+                let ch = *cs
+                    .get(i)
+                    .ok_or_else(|| perr(line, "unterminated string".into()))?;
                 i += 1;
                 match ch {
                     '"' => break,
@@ -173,9 +230,14 @@ fn lex(src: &str) -> Result<Lexer> {
                         match e {
                             '"' | '\\' => s.push(e),
                             'u' => {
-                                let close = (i..cs.len()).find(|&k| cs[k] == '}').ok_or_else(|| perr(line, "bad \\u escape".into()))?;
+                                let close = (i..cs.len())
+                                    .find(|&k| cs[k] == '}')
+                                    .ok_or_else(|| perr(line, "bad \\u escape".into()))?;
                                 let h: String = cs[i + 1..close].iter().collect();
-                                let code = u32::from_str_radix(&h, 16).ok().and_then(char::from_u32).ok_or_else(|| perr(line, "bad \\u escape".into()))?;
+                                let code = u32::from_str_radix(&h, 16)
+                                    .ok()
+                                    .and_then(char::from_u32)
+                                    .ok_or_else(|| perr(line, "bad \\u escape".into()))?;
                                 s.push(code);
                                 i = close + 1;
                             }
@@ -186,18 +248,31 @@ fn lex(src: &str) -> Result<Lexer> {
                 }
             }
             if is_hex {
-                if s.len() % 2 != 0 {
+                if !s.len().is_multiple_of(2) {
                     return Err(perr(line, "odd hex length".into()));
                 }
-                let bytes = (0..s.len()).step_by(2).map(|k| u8::from_str_radix(&s[k..k + 2], 16)).collect::<std::result::Result<Vec<u8>, _>>().map_err(|e| perr(line, format!("bad hex: {e}")))?;
+                let bytes = (0..s.len())
+                    .step_by(2)
+                    .map(|k| u8::from_str_radix(&s[k..k + 2], 16))
+                    .collect::<std::result::Result<Vec<u8>, _>>()
+                    .map_err(|e| perr(line, format!("bad hex: {e}")))?;
                 toks.push((Tok::Hex(bytes), line));
             } else {
                 toks.push((Tok::Str(s), line));
             }
-        } else if c.is_ascii_digit() || (c == '-' && cs.get(i + 1).is_some_and(|d| d.is_ascii_digit() || *d == 'i')) {
+        } else if c.is_ascii_digit()
+            || (c == '-'
+                && cs
+                    .get(i + 1)
+                    .is_some_and(|d| d.is_ascii_digit() || *d == 'i'))
+        {
             let st = i;
             i += 1;
-            while i < cs.len() && (cs[i].is_ascii_alphanumeric() || cs[i] == '.' || ((cs[i] == '-' || cs[i] == '+') && matches!(cs[i - 1], 'e' | 'E'))) {
+            while i < cs.len()
+                && (cs[i].is_ascii_alphanumeric()
+                    || cs[i] == '.'
+                    || ((cs[i] == '-' || cs[i] == '+') && matches!(cs[i - 1], 'e' | 'E')))
+            {
                 i += 1;
             }
             toks.push((Tok::Num(cs[st..i].iter().collect()), line));
@@ -219,10 +294,17 @@ fn lex(src: &str) -> Result<Lexer> {
 
 impl Lexer {
     fn line(&self) -> usize {
-        self.toks.get(self.pos).or(self.toks.last()).map(|t| t.1).unwrap_or(0)
+        self.toks
+            .get(self.pos)
+            .or(self.toks.last())
+            .map(|t| t.1)
+            .unwrap_or(0)
     }
     fn err<T>(&self, msg: impl Into<String>) -> Result<T> {
-        Err(IrError::Parse { line: self.line(), msg: msg.into() })
+        Err(IrError::Parse {
+            line: self.line(),
+            msg: msg.into(),
+        })
     }
     fn peek(&self) -> Option<&Tok> {
         self.toks.get(self.pos).map(|t| &t.0)
@@ -263,13 +345,16 @@ impl Lexer {
     }
     fn int(&mut self) -> Result<i64> {
         match self.next()? {
-            Tok::Num(s) => s.parse().or_else(|_| self.err(format!("bad integer `{s}`"))),
+            Tok::Num(s) => s
+                .parse()
+                .or_else(|_| self.err(format!("bad integer `{s}`"))),
             t => self.err(format!("expected an integer, found {t:?}")),
         }
     }
     fn ty(&mut self) -> Result<ValueType> {
         let d = self.name()?;
-        let dtype = DType::parse(&d).map_or_else(|| self.err(format!("unknown dtype `{d}`")), Ok)?;
+        let dtype =
+            DType::parse(&d).map_or_else(|| self.err(format!("unknown dtype `{d}`")), Ok)?;
         self.punct('[')?;
         let mut shape = Vec::new();
         while !self.eat(']') {
@@ -277,7 +362,10 @@ impl Lexer {
                 self.punct(',')?;
             }
             match self.next()? {
-                Tok::Num(n) => shape.push(Dim::Known(n.parse().or_else(|_| self.err(format!("bad dimension `{n}`")))?)),
+                Tok::Num(n) => shape.push(Dim::Known(
+                    n.parse()
+                        .or_else(|_| self.err(format!("bad dimension `{n}`")))?,
+                )),
                 Tok::Ident(s) | Tok::Str(s) => shape.push(Dim::Sym(s)),
                 t => return self.err(format!("bad dimension {t:?}")),
             }
@@ -285,9 +373,14 @@ impl Lexer {
         Ok(ValueType { dtype, shape })
     }
     fn tensor_data(&mut self, t: &ValueType) -> Result<Tensor> {
-        let shape = t.static_shape().map_or_else(|| self.err("initializer shapes must be static"), Ok)?;
+        let shape = t
+            .static_shape()
+            .map_or_else(|| self.err("initializer shapes must be static"), Ok)?;
         match self.next()? {
-            Tok::Hex(b) => Tensor::from_bytes(t.dtype, shape, b).map_err(|e| IrError::Parse { line: self.line(), msg: e.to_string() }),
+            Tok::Hex(b) => Tensor::from_bytes(t.dtype, shape, b).map_err(|e| IrError::Parse {
+                line: self.line(),
+                msg: e.to_string(),
+            }),
             tok => self.err(format!("expected hex data, found {tok:?}")),
         }
     }
@@ -301,8 +394,12 @@ impl Lexer {
     }
     fn attr(&mut self) -> Result<Attr> {
         match self.next()? {
-            Tok::Num(s) if s.contains(['.', 'e', 'E']) || s.contains("inf") => Ok(Attr::Float(self.float_tok(&s)?)),
-            Tok::Num(s) => Ok(Attr::Int(s.parse().or_else(|_| self.err(format!("bad int `{s}`")))?)),
+            Tok::Num(s) if s.contains(['.', 'e', 'E']) || s.contains("inf") => {
+                Ok(Attr::Float(self.float_tok(&s)?))
+            }
+            Tok::Num(s) => Ok(Attr::Int(
+                s.parse().or_else(|_| self.err(format!("bad int `{s}`")))?,
+            )),
             Tok::Ident(s) if s == "nan" || s == "inf" => Ok(Attr::Float(self.float_tok(&s)?)),
             Tok::Str(s) => Ok(Attr::Str(s)),
             Tok::Ident(s) if s == "ints" || s == "floats" => {
@@ -318,9 +415,19 @@ impl Lexer {
                     }
                 }
                 if s == "ints" {
-                    Ok(Attr::Ints(items.iter().map(|n| n.parse().or_else(|_| self.err(format!("bad int `{n}`")))).collect::<Result<_>>()?))
+                    Ok(Attr::Ints(
+                        items
+                            .iter()
+                            .map(|n| n.parse().or_else(|_| self.err(format!("bad int `{n}`"))))
+                            .collect::<Result<_>>()?,
+                    ))
                 } else {
-                    Ok(Attr::Floats(items.iter().map(|n| self.float_tok(n)).collect::<Result<_>>()?))
+                    Ok(Attr::Floats(
+                        items
+                            .iter()
+                            .map(|n| self.float_tok(n))
+                            .collect::<Result<_>>()?,
+                    ))
                 }
             }
             Tok::Ident(s) if s == "tensor" => {
@@ -374,13 +481,16 @@ pub fn parse_graph(src: &str) -> Result<Graph> {
             }
             Tok::Ident(k) if k == "output" => {
                 let n = lx.name()?;
-                let v = g.lookup(&n).map_or_else(|| lx.err(format!("output `{n}` is not defined")), Ok)?;
+                let v = g
+                    .lookup(&n)
+                    .map_or_else(|| lx.err(format!("output `{n}` is not defined")), Ok)?;
                 g.outputs.push(v);
             }
             Tok::Ident(k) if k == "node" => {
                 let nname = lx.name()?;
                 let opname = lx.name()?;
-                let op = OpKind::parse(&opname).map_or_else(|| lx.err(format!("unknown op `{opname}`")), Ok)?;
+                let op = OpKind::parse(&opname)
+                    .map_or_else(|| lx.err(format!("unknown op `{opname}`")), Ok)?;
                 let mut attrs = Attrs::new();
                 if lx.eat('[') {
                     while !lx.eat(']') {
@@ -403,7 +513,10 @@ pub fn parse_graph(src: &str) -> Result<Graph> {
                     if n == "_" {
                         inputs.push(None);
                     } else {
-                        let v = g.lookup(&n).map_or_else(|| lx.err(format!("node `{nname}` uses undefined value `{n}`")), Ok)?;
+                        let v = g.lookup(&n).map_or_else(
+                            || lx.err(format!("node `{nname}` uses undefined value `{n}`")),
+                            Ok,
+                        )?;
                         inputs.push(Some(v));
                     }
                 }
@@ -419,7 +532,13 @@ pub fn parse_graph(src: &str) -> Result<Graph> {
                     }
                     outputs.push(lx.value_decl(&mut g)?);
                 }
-                g.add_node(Node { name: nname, op, attrs, inputs, outputs });
+                g.add_node(Node {
+                    name: nname,
+                    op,
+                    attrs,
+                    inputs,
+                    outputs,
+                });
             }
             t => return lx.err(format!("expected input/init/node/output, found {t:?}")),
         }

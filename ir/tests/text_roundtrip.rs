@@ -21,11 +21,22 @@ fn dim() -> impl Strategy<Value = Dim> {
 }
 
 fn tensor() -> impl Strategy<Value = Tensor> {
-    (dtype(), prop::collection::vec(1usize..4, 0..3), any::<u64>()).prop_map(|(d, s, seed)| tessera_ir::Rng::new(seed).tensor(d, s))
+    (
+        dtype(),
+        prop::collection::vec(1usize..4, 0..3),
+        any::<u64>(),
+    )
+        .prop_map(|(d, s, seed)| tessera_ir::Rng::new(seed).tensor(d, s))
 }
 
 fn finite() -> impl Strategy<Value = f64> {
-    prop_oneof![-1e6f64..1e6, Just(0.5), Just(1e-30), Just(f64::INFINITY), Just(-0.0)]
+    prop_oneof![
+        -1e6f64..1e6,
+        Just(0.5),
+        Just(1e-30),
+        Just(f64::INFINITY),
+        Just(-0.0)
+    ]
 }
 
 fn attr() -> impl Strategy<Value = Attr> {
@@ -39,11 +50,16 @@ fn attr() -> impl Strategy<Value = Attr> {
     ]
 }
 
+/// A random node: op index, attributes, input picks (None = omitted), name, typed output.
+type NodeSpec = (usize, Vec<(String, Attr)>, Vec<Option<usize>>, String, bool);
+/// A node as compared after the round trip: name, op, attributes, input and output names.
+type NodeView = (String, OpKind, Attrs, Vec<Option<String>>, Vec<String>);
+
 #[derive(Debug, Clone)]
 struct Spec {
     inputs: Vec<(DType, Vec<Dim>)>,
     inits: Vec<Tensor>,
-    nodes: Vec<(usize, Vec<(String, Attr)>, Vec<Option<usize>>, String, bool)>,
+    nodes: Vec<NodeSpec>,
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
@@ -51,30 +67,55 @@ fn spec() -> impl Strategy<Value = Spec> {
         prop::collection::vec((dtype(), prop::collection::vec(dim(), 0..3)), 1..3),
         prop::collection::vec(tensor(), 0..3),
         prop::collection::vec(
-            (0usize..OpKind::ALL.len(), prop::collection::vec(("[a-z_]{1,6}", attr()), 0..3), prop::collection::vec(prop::option::weighted(0.85, 0usize..100), 0..4), name(), any::<bool>()),
+            (
+                0usize..OpKind::ALL.len(),
+                prop::collection::vec(("[a-z_]{1,6}", attr()), 0..3),
+                prop::collection::vec(prop::option::weighted(0.85, 0usize..100), 0..4),
+                name(),
+                any::<bool>(),
+            ),
             0..6,
         ),
     )
-        .prop_map(|(inputs, inits, nodes)| Spec { inputs, inits, nodes })
+        .prop_map(|(inputs, inits, nodes)| Spec {
+            inputs,
+            inits,
+            nodes,
+        })
 }
 
 fn build(s: &Spec) -> Graph {
     let mut g = Graph::new("g \"quoted\"");
     let mut vals = Vec::new();
     for (i, (d, shape)) in s.inputs.iter().enumerate() {
-        vals.push(g.add_input(&format!("in{i}"), ValueType { dtype: *d, shape: shape.clone() }));
+        vals.push(g.add_input(
+            &format!("in{i}"),
+            ValueType {
+                dtype: *d,
+                shape: shape.clone(),
+            },
+        ));
     }
     for (i, t) in s.inits.iter().enumerate() {
         vals.push(g.add_initializer(&format!("w.{i}"), t.clone()));
     }
     for (k, (op, attrs, ins, nname, typed)) in s.nodes.iter().enumerate() {
-        let inputs = ins.iter().map(|i| i.map(|i| vals[i % vals.len()])).collect();
+        let inputs = ins
+            .iter()
+            .map(|i| i.map(|i| vals[i % vals.len()]))
+            .collect();
         let out = g.fresh_value(&format!("{nname}_{k}"));
         if *typed {
             g.set_ty(out, ValueType::new(DType::F32, &[k + 1]));
         }
         let attrs: Attrs = attrs.iter().cloned().collect();
-        g.add_node(Node { name: format!("{nname}#{k}"), op: OpKind::ALL[*op], attrs, inputs, outputs: vec![out] });
+        g.add_node(Node {
+            name: format!("{nname}#{k}"),
+            op: OpKind::ALL[*op],
+            attrs,
+            inputs,
+            outputs: vec![out],
+        });
         vals.push(out);
     }
     g.outputs.push(*vals.last().unwrap());
@@ -90,7 +131,7 @@ proptest! {
         let back = parse_graph(&text).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
         prop_assert_eq!(print_graph(&back), text.clone());
         // Structural equality, not only textual: nodes, attributes, initializer bytes, types.
-        let nodes = |g: &Graph| -> Vec<(String, OpKind, Attrs, Vec<Option<String>>, Vec<String>)> {
+        let nodes = |g: &Graph| -> Vec<NodeView> {
             g.topo_order().unwrap().into_iter().map(|ix| {
                 let n = g.node(ix);
                 (n.name.clone(), n.op, n.attrs.clone(), n.inputs.iter().map(|i| i.map(|v| g.name_of(v).to_string())).collect(), n.outputs.iter().map(|&v| g.name_of(v).to_string()).collect())
@@ -107,8 +148,15 @@ proptest! {
 
 #[test]
 fn parse_errors_name_the_line() {
-    let err = parse_graph("graph \"g\" opset 21 {\n  input x: f32[2]\n  node \"n\" Frobnicate(x) -> (y)\n}\n").unwrap_err();
-    assert!(err.to_string().contains("line 3") && err.to_string().contains("Frobnicate"), "{err}");
-    let err = parse_graph("graph \"g\" opset 21 {\n  node \"n\" Relu(nope) -> (y)\n}\n").unwrap_err();
+    let err = parse_graph(
+        "graph \"g\" opset 21 {\n  input x: f32[2]\n  node \"n\" Frobnicate(x) -> (y)\n}\n",
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("line 3") && err.to_string().contains("Frobnicate"),
+        "{err}"
+    );
+    let err =
+        parse_graph("graph \"g\" opset 21 {\n  node \"n\" Relu(nope) -> (y)\n}\n").unwrap_err();
     assert!(err.to_string().contains("nope"), "{err}");
 }

@@ -7,7 +7,11 @@ pub enum PassError {
     #[error(transparent)]
     Ir(#[from] tessera_ir::IrError),
     #[error("node `{node}` ({op}): cannot lower: {msg}")]
-    Lower { node: String, op: String, msg: String },
+    Lower {
+        node: String,
+        op: String,
+        msg: String,
+    },
     #[error("schedule: {0}")]
     Schedule(String),
     #[error("after pass `{pass}`: {msg}")]

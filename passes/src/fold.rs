@@ -24,7 +24,18 @@ pub enum Inference {
 /// Ops whose output shape depends on the *values* of some input.
 fn needs_const_inputs(op: OpKind) -> bool {
     use OpKind::*;
-    matches!(op, Reshape | Slice | Squeeze | Unsqueeze | ReduceSum | ReduceMean | ReduceMax | Expand | ConstantOfShape)
+    matches!(
+        op,
+        Reshape
+            | Slice
+            | Squeeze
+            | Unsqueeze
+            | ReduceSum
+            | ReduceMean
+            | ReduceMax
+            | Expand
+            | ConstantOfShape
+    )
 }
 
 /// Infers types in topological order and, on the way, folds every node whose inputs are all
@@ -35,18 +46,45 @@ pub fn infer_and_fold(g: &mut Graph, mode: Inference) -> Result<usize, IrError> 
     let mut folded = 0;
     for ix in g.topo_order()? {
         let n = g.node(ix).clone();
-        let node_err = |msg: String| IrError::Node { node: n.name.clone(), op: n.op.name().into(), msg };
-        let static_input = |g: &Graph, i: usize| n.inputs.get(i).copied().flatten().and_then(|v| g.ty(v)).and_then(|t| t.static_shape());
-        let all_const = n.inputs.iter().flatten().all(|v| g.initializers.contains_key(v));
+        let node_err = |msg: String| IrError::Node {
+            node: n.name.clone(),
+            op: n.op.name().into(),
+            msg,
+        };
+        let static_input = |g: &Graph, i: usize| {
+            n.inputs
+                .get(i)
+                .copied()
+                .flatten()
+                .and_then(|v| g.ty(v))
+                .and_then(|t| t.static_shape())
+        };
+        let all_const = n
+            .inputs
+            .iter()
+            .flatten()
+            .all(|v| g.initializers.contains_key(v));
         let shape_of_static = n.op == OpKind::Shape && static_input(g, 0).is_some();
         if all_const || shape_of_static {
             let outs = if shape_of_static {
                 let shape = static_input(g, 0).unwrap_or_default();
-                let (start, end) = tessera_ir::infer::shape_range(&n, shape.len() as i64).map_err(node_err)?;
-                let dims: Vec<i64> = shape[start as usize..end.max(start) as usize].iter().map(|&d| d as i64).collect();
-                vec![Tensor::from_i64(tessera_ir::DType::I64, vec![dims.len()], &dims)]
+                let (start, end) =
+                    tessera_ir::infer::shape_range(&n, shape.len() as i64).map_err(node_err)?;
+                let dims: Vec<i64> = shape[start as usize..end.max(start) as usize]
+                    .iter()
+                    .map(|&d| d as i64)
+                    .collect();
+                vec![Tensor::from_i64(
+                    tessera_ir::DType::I64,
+                    vec![dims.len()],
+                    &dims,
+                )]
             } else {
-                let args: Vec<Option<&Tensor>> = n.inputs.iter().map(|i| i.and_then(|v| g.initializers.get(&v))).collect();
+                let args: Vec<Option<&Tensor>> = n
+                    .inputs
+                    .iter()
+                    .map(|i| i.and_then(|v| g.initializers.get(&v)))
+                    .collect();
                 eval_node(&n, &args).map_err(node_err)?
             };
             if outs.iter().map(|t| t.bytes().len()).sum::<usize>() <= MAX_FOLDED_BYTES {
@@ -91,7 +129,11 @@ pub fn prepare(g: &Graph, bindings: &BTreeMap<String, usize>) -> Result<Graph, I
     s.verify()?;
     for &v in s.inputs.iter().chain(&s.outputs) {
         if s.ty_of(v)?.static_shape().is_none() {
-            return Err(IrError::Shape(format!("value `{}` has symbolic shape {} after specialisation; bind its symbols", s.name_of(v), s.ty_of(v)?)));
+            return Err(IrError::Shape(format!(
+                "value `{}` has symbolic shape {} after specialisation; bind its symbols",
+                s.name_of(v),
+                s.ty_of(v)?
+            )));
         }
     }
     Ok(s)
@@ -108,7 +150,13 @@ pub fn materialize_outputs(g: &mut Graph) {
         if needs_copy {
             let name = format!("{}_out{i}", g.name_of(v));
             let out = g.fresh_value(&name);
-            g.add_node(tessera_ir::Node { name, op: OpKind::Identity, attrs: Default::default(), inputs: vec![Some(v)], outputs: vec![out] });
+            g.add_node(tessera_ir::Node {
+                name,
+                op: OpKind::Identity,
+                attrs: Default::default(),
+                inputs: vec![Some(v)],
+                outputs: vec![out],
+            });
             g.outputs[i] = out;
             seen.insert(out);
         }

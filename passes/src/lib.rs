@@ -24,7 +24,10 @@ use tessera_ir::loops::LoopProgram;
 /// Runs the loop-IR verifier after a pass in debug builds (always in tests), naming the pass.
 pub fn verify_after(pass: &str, prog: &LoopProgram) -> Result<(), PassError> {
     if cfg!(debug_assertions) {
-        tessera_ir::loops::verify::verify(prog).map_err(|e| PassError::Verify { pass: pass.to_string(), msg: e.to_string() })?;
+        tessera_ir::loops::verify::verify(prog).map_err(|e| PassError::Verify {
+            pass: pass.to_string(),
+            msg: e.to_string(),
+        })?;
     }
     Ok(())
 }

@@ -8,12 +8,22 @@ use crate::error::PassError;
 use tessera_ir::loops::{IExpr, Loop, LoopKind, LoopProgram, Stmt, VExpr};
 
 /// Applies `f` to the loop named `var`, wherever it is; errors if there is no such loop.
-fn with_loop(prog: &mut LoopProgram, var: &str, f: &mut dyn FnMut(Loop) -> Result<Vec<Stmt>, PassError>) -> Result<(), PassError> {
-    fn walk(body: &mut Vec<Stmt>, var: &str, f: &mut dyn FnMut(Loop) -> Result<Vec<Stmt>, PassError>) -> Result<bool, PassError> {
+fn with_loop(
+    prog: &mut LoopProgram,
+    var: &str,
+    f: &mut dyn FnMut(Loop) -> Result<Vec<Stmt>, PassError>,
+) -> Result<(), PassError> {
+    fn walk(
+        body: &mut Vec<Stmt>,
+        var: &str,
+        f: &mut dyn FnMut(Loop) -> Result<Vec<Stmt>, PassError>,
+    ) -> Result<bool, PassError> {
         for i in 0..body.len() {
             match &mut body[i] {
                 Stmt::For(l) if l.var == var => {
-                    let Stmt::For(l) = body.remove(i) else { unreachable!() };
+                    let Stmt::For(l) = body.remove(i) else {
+                        unreachable!()
+                    };
                     let repl = f(l)?;
                     for (k, s) in repl.into_iter().enumerate() {
                         body.insert(i + k, s);
@@ -43,26 +53,46 @@ fn with_loop(prog: &mut LoopProgram, var: &str, f: &mut dyn FnMut(Loop) -> Resul
     if walk(&mut prog.body, var, f)? {
         crate::verify_after("schedule", prog)
     } else {
-        Err(PassError::Schedule(format!("kernel `{}` has no loop `{var}`", prog.name)))
+        Err(PassError::Schedule(format!(
+            "kernel `{}` has no loop `{var}`",
+            prog.name
+        )))
     }
 }
 
 /// Splits loop `var` into `var_o` (outer) and `var_i` (inner, extent `factor`). A tail that
 /// does not divide evenly is guarded by an `if`.
-pub fn split(prog: &mut LoopProgram, var: &str, factor: i64) -> Result<(String, String), PassError> {
+pub fn split(
+    prog: &mut LoopProgram,
+    var: &str,
+    factor: i64,
+) -> Result<(String, String), PassError> {
     if factor <= 0 {
         return Err(PassError::Schedule(format!("split factor {factor}")));
     }
     let (o, i) = (format!("{var}_o"), format!("{var}_i"));
     let (o2, i2) = (o.clone(), i.clone());
     with_loop(prog, var, &mut |l| {
-        let e = IExpr::var(&o2).mul(factor).add(IExpr::var(&i2));
+        let e = IExpr::var(&o2).times(factor).plus(IExpr::var(&i2));
         let mut body: Vec<Stmt> = l.body.iter().map(|s| s.subst(var, &e)).collect();
         if l.extent % factor != 0 {
-            body = vec![Stmt::If { cond: VExpr::ICmp(tessera_ir::loops::CmpOp::Lt, e.clone(), IExpr::c(l.extent)), then: body }];
+            body = vec![Stmt::If {
+                cond: VExpr::ICmp(tessera_ir::loops::CmpOp::Lt, e.clone(), IExpr::c(l.extent)),
+                then: body,
+            }];
         }
-        let inner = Stmt::For(Loop { var: i2.clone(), extent: factor.min(l.extent), kind: LoopKind::Serial, body });
-        Ok(vec![Stmt::For(Loop { var: o2.clone(), extent: (l.extent + factor - 1) / factor, kind: l.kind, body: vec![inner] })])
+        let inner = Stmt::For(Loop {
+            var: i2.clone(),
+            extent: factor.min(l.extent),
+            kind: LoopKind::Serial,
+            body,
+        });
+        Ok(vec![Stmt::For(Loop {
+            var: o2.clone(),
+            extent: (l.extent + factor - 1) / factor,
+            kind: l.kind,
+            body: vec![inner],
+        })])
     })?;
     Ok((o, i))
 }
@@ -71,10 +101,22 @@ pub fn split(prog: &mut LoopProgram, var: &str, factor: i64) -> Result<(String, 
 pub fn reorder(prog: &mut LoopProgram, outer: &str, inner: &str) -> Result<(), PassError> {
     with_loop(prog, outer, &mut |l| match l.body.as_slice() {
         [Stmt::For(il)] if il.var == inner => {
-            let new_inner = Loop { var: l.var.clone(), extent: l.extent, kind: il.kind, body: il.body.clone() };
-            Ok(vec![Stmt::For(Loop { var: il.var.clone(), extent: il.extent, kind: l.kind, body: vec![Stmt::For(new_inner)] })])
+            let new_inner = Loop {
+                var: l.var.clone(),
+                extent: l.extent,
+                kind: il.kind,
+                body: il.body.clone(),
+            };
+            Ok(vec![Stmt::For(Loop {
+                var: il.var.clone(),
+                extent: il.extent,
+                kind: l.kind,
+                body: vec![Stmt::For(new_inner)],
+            })])
         }
-        _ => Err(PassError::Schedule(format!("`{inner}` is not perfectly nested in `{outer}`"))),
+        _ => Err(PassError::Schedule(format!(
+            "`{inner}` is not perfectly nested in `{outer}`"
+        ))),
     })
 }
 
@@ -85,10 +127,24 @@ pub fn fuse(prog: &mut LoopProgram, outer: &str, inner: &str) -> Result<String, 
     with_loop(prog, outer, &mut |l| match l.body.as_slice() {
         [Stmt::For(il)] if il.var == inner => {
             let v = IExpr::var(&f2);
-            let body = il.body.iter().map(|s| s.subst(outer, &v.clone().floordiv(il.extent)).subst(inner, &v.clone().modulo(il.extent))).collect();
-            Ok(vec![Stmt::For(Loop { var: f2.clone(), extent: l.extent * il.extent, kind: l.kind, body })])
+            let body = il
+                .body
+                .iter()
+                .map(|s| {
+                    s.subst(outer, &v.clone().floordiv(il.extent))
+                        .subst(inner, &v.clone().modulo(il.extent))
+                })
+                .collect();
+            Ok(vec![Stmt::For(Loop {
+                var: f2.clone(),
+                extent: l.extent * il.extent,
+                kind: l.kind,
+                body,
+            })])
         }
-        _ => Err(PassError::Schedule(format!("`{inner}` is not perfectly nested in `{outer}`"))),
+        _ => Err(PassError::Schedule(format!(
+            "`{inner}` is not perfectly nested in `{outer}`"
+        ))),
     })?;
     Ok(fused)
 }
@@ -98,7 +154,9 @@ pub fn tile(prog: &mut LoopProgram, a: &str, b: &str, fa: i64, fb: i64) -> Resul
     let (ao, ai) = split(prog, a, fa)?;
     let (bo, _) = split(prog, b, fb)?;
     // Now: a_o { a_i { [if] b_o { b_i } } }; moving b_o out needs a_i's body to be b_o.
-    reorder(prog, &ai, &bo).map_err(|_| PassError::Schedule(format!("cannot tile `{a}` x `{b}`: `{a}` has a tail guard")))?;
+    reorder(prog, &ai, &bo).map_err(|_| {
+        PassError::Schedule(format!("cannot tile `{a}` x `{b}`: `{a}` has a tail guard"))
+    })?;
     let _ = ao;
     Ok(())
 }
@@ -122,7 +180,10 @@ pub struct CpuScheduleConfig {
 
 impl Default for CpuScheduleConfig {
     fn default() -> Self {
-        CpuScheduleConfig { vector_bytes: 32, min_parallel_extent: 16 }
+        CpuScheduleConfig {
+            vector_bytes: 32,
+            min_parallel_extent: 16,
+        }
     }
 }
 
@@ -131,15 +192,12 @@ impl Default for CpuScheduleConfig {
 pub fn default_cpu(prog: &mut LoopProgram, cfg: &CpuScheduleConfig) -> Result<(), PassError> {
     if let [Stmt::For(l)] = prog.body.as_slice() {
         let mut var = l.var.clone();
-        loop {
-            let Some(Stmt::For(l)) = prog.body.first() else { break };
-            if l.extent >= cfg.min_parallel_extent {
-                break;
-            }
-            let inner = match l.body.as_slice() {
-                [Stmt::For(il)] => il.var.clone(),
-                _ => break,
-            };
+        // Fuse while the outer loop is too short to share out and wraps exactly one loop.
+        while let Some(Stmt::For(l)) = prog.body.first()
+            && l.extent < cfg.min_parallel_extent
+            && let [Stmt::For(il)] = l.body.as_slice()
+        {
+            let inner = il.var.clone();
             var = fuse(prog, &var, &inner)?;
         }
         if let Some(Stmt::For(l)) = prog.body.first()
@@ -152,7 +210,9 @@ pub fn default_cpu(prog: &mut LoopProgram, cfg: &CpuScheduleConfig) -> Result<()
     let mut innermost = Vec::new();
     collect_innermost(&prog.body, &mut innermost);
     for (var, extent, store_buf) in innermost {
-        let Some(buf) = prog.buffer(&store_buf) else { continue };
+        let Some(buf) = prog.buffer(&store_buf) else {
+            continue;
+        };
         let w = width(buf.dtype);
         if extent >= w as i64 {
             annotate(prog, &var, LoopKind::Vectorize(w))?;

@@ -22,13 +22,26 @@ fn kernel(which: usize, a: usize, b: usize, c: usize) -> LoopProgram {
             (OpKind::MatMul, vec![x, w], Default::default())
         }
         2 => (OpKind::Softmax, vec![x], Default::default()),
-        _ => (OpKind::Transpose, vec![x], [("perm".to_string(), Attr::Ints(vec![1, 0]))].into()),
+        _ => (
+            OpKind::Transpose,
+            vec![x],
+            [("perm".to_string(), Attr::Ints(vec![1, 0]))].into(),
+        ),
     };
     let y = g.value("y");
-    g.add_node(Node { name: "n".into(), op, attrs, inputs: inputs.into_iter().map(Some).collect(), outputs: vec![y] });
+    g.add_node(Node {
+        name: "n".into(),
+        op,
+        attrs,
+        inputs: inputs.into_iter().map(Some).collect(),
+        outputs: vec![y],
+    });
     g.outputs.push(y);
     let p = tessera_passes::fold::prepare(&g, &BTreeMap::new()).unwrap();
-    tessera_passes::lower::lower_graph(&p).unwrap().remove(0).program
+    tessera_passes::lower::lower_graph(&p)
+        .unwrap()
+        .remove(0)
+        .program
 }
 
 fn loops(body: &[Stmt], out: &mut Vec<(String, i64, bool)>) {
@@ -48,10 +61,14 @@ fn loops(body: &[Stmt], out: &mut Vec<(String, i64, bool)>) {
 
 fn run(p: &LoopProgram, seed: u64) -> Vec<Tensor> {
     let mut rng = Rng::new(seed);
-    let mut bufs: Vec<Tensor> = p.buffers.iter().map(|b| match b.role {
-        BufRole::Input => rng.tensor(b.dtype, vec![b.len]),
-        BufRole::Output => Tensor::poisoned(b.dtype, vec![b.len]),
-    }).collect();
+    let mut bufs: Vec<Tensor> = p
+        .buffers
+        .iter()
+        .map(|b| match b.role {
+            BufRole::Input => rng.tensor(b.dtype, vec![b.len]),
+            BufRole::Output => Tensor::poisoned(b.dtype, vec![b.len]),
+        })
+        .collect();
     tessera_ir::loops::interp::run(p, &mut bufs).unwrap();
     bufs
 }
@@ -153,8 +170,16 @@ fn split_with_tail_guards_the_remainder() {
     loops(&p.body, &mut ls);
     let (o, i) = schedule::split(&mut p, &ls[0].0, 5).unwrap();
     let text = p.to_string();
-    assert!(text.contains(&format!("for {o} in 0..4")) && text.contains(&format!("for {i} in 0..5")) && text.contains("if ("), "{text}");
-    assert_eq!(run(&kernel(0, 1, 17, 1), 3)[2].bytes(), run(&p, 3)[2].bytes());
+    assert!(
+        text.contains(&format!("for {o} in 0..4"))
+            && text.contains(&format!("for {i} in 0..5"))
+            && text.contains("if ("),
+        "{text}"
+    );
+    assert_eq!(
+        run(&kernel(0, 1, 17, 1), 3)[2].bytes(),
+        run(&p, 3)[2].bytes()
+    );
 }
 
 #[test]

@@ -28,11 +28,18 @@ pub fn manifest_path(lib: &Path) -> PathBuf {
 
 pub fn read_manifest(lib: &Path) -> Result<Manifest, RuntimeError> {
     let mp = manifest_path(lib);
-    let err = |msg: String| RuntimeError::Artifact { path: mp.display().to_string(), msg };
-    let text = std::fs::read_to_string(&mp).map_err(|e| err(format!("cannot read manifest: {e}")))?;
+    let err = |msg: String| RuntimeError::Artifact {
+        path: mp.display().to_string(),
+        msg,
+    };
+    let text =
+        std::fs::read_to_string(&mp).map_err(|e| err(format!("cannot read manifest: {e}")))?;
     let m: Manifest = serde_json::from_str(&text).map_err(|e| err(format!("bad manifest: {e}")))?;
     if m.format != MANIFEST_FORMAT {
-        return Err(err(format!("unknown format `{}` (expected `{MANIFEST_FORMAT}`)", m.format)));
+        return Err(err(format!(
+            "unknown format `{}` (expected `{MANIFEST_FORMAT}`)",
+            m.format
+        )));
     }
     Ok(m)
 }
@@ -65,7 +72,10 @@ pub fn missing_cpu_features(features: &str) -> Vec<String> {
 /// Loads a compiled model library and its manifest.
 pub fn load(lib: &Path, cfg: &ExecConfig) -> Result<Executor, RuntimeError> {
     let m = read_manifest(lib)?;
-    let err = |msg: String| RuntimeError::Artifact { path: lib.display().to_string(), msg };
+    let err = |msg: String| RuntimeError::Artifact {
+        path: lib.display().to_string(),
+        msg,
+    };
     if let Some(f) = m.target.get("features").and_then(|f| f.as_str()) {
         let missing = missing_cpu_features(f);
         if !missing.is_empty() {
@@ -74,15 +84,31 @@ pub fn load(lib: &Path, cfg: &ExecConfig) -> Result<Executor, RuntimeError> {
     }
     // SAFETY: loading runs the library's initialisers; tessera artifacts have none beyond the
     // C runtime's, and the caller asked for this library by path.
-    let library = unsafe { libloading::Library::new(lib) }.map_err(|e| err(format!("cannot load: {e}")))?;
+    let library =
+        unsafe { libloading::Library::new(lib) }.map_err(|e| err(format!("cannot load: {e}")))?;
     let mut kernels = Vec::new();
     for s in &m.plan.steps {
         // SAFETY: the manifest says the symbol is a kernel with the KernelFn ABI.
-        let f: KernelFn = unsafe { *library.get::<KernelFn>(s.kernel.as_bytes()).map_err(|e| err(format!("missing kernel `{}`: {e}", s.kernel)))? };
+        let f: KernelFn = unsafe {
+            *library
+                .get::<KernelFn>(s.kernel.as_bytes())
+                .map_err(|e| err(format!("missing kernel `{}`: {e}", s.kernel)))?
+        };
         kernels.push(f);
     }
     // SAFETY: `tessera_weights` is a data symbol; we only take its address.
-    let weights = unsafe { library.get::<*const u8>(b"tessera_weights").map_err(|e| err(format!("missing weights: {e}")))?.try_as_raw_ptr() }
-        .ok_or_else(|| err("null weights symbol".into()))? as *const u8;
-    Ok(Executor::new(m.plan, kernels, Weights::Borrowed(weights), Arc::new(library), cfg))
+    let weights = unsafe {
+        library
+            .get::<*const u8>(b"tessera_weights")
+            .map_err(|e| err(format!("missing weights: {e}")))?
+            .try_as_raw_ptr()
+    }
+    .ok_or_else(|| err("null weights symbol".into()))? as *const u8;
+    Ok(Executor::new(
+        m.plan,
+        kernels,
+        Weights::Borrowed(weights),
+        Arc::new(library),
+        cfg,
+    ))
 }

@@ -13,13 +13,22 @@ pub struct CudaInfo {
 pub fn probe() -> Result<CudaInfo, RuntimeError> {
     // SAFETY: only tries to dlopen libcuda; no CUDA call is made if it is absent.
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
-        return Err(RuntimeError::NoCuda("no CUDA driver library (libcuda.so) on this machine".into()));
+        return Err(RuntimeError::NoCuda(
+            "no CUDA driver library (libcuda.so) on this machine".into(),
+        ));
     }
-    let n = cudarc::driver::CudaContext::device_count().map_err(|e| RuntimeError::NoCuda(format!("driver error: {e:?}")))?;
+    let n = cudarc::driver::CudaContext::device_count()
+        .map_err(|e| RuntimeError::NoCuda(format!("driver error: {e:?}")))?;
     if n <= 0 {
         return Err(RuntimeError::NoCuda("the driver reports no devices".into()));
     }
-    let ctx = cudarc::driver::CudaContext::new(0).map_err(|e| RuntimeError::NoCuda(format!("cannot open device 0: {e:?}")))?;
-    let name = ctx.name().map_err(|e| RuntimeError::NoCuda(format!("{e:?}")))?;
-    Ok(CudaInfo { devices: n as usize, name })
+    let ctx = cudarc::driver::CudaContext::new(0)
+        .map_err(|e| RuntimeError::NoCuda(format!("cannot open device 0: {e:?}")))?;
+    let name = ctx
+        .name()
+        .map_err(|e| RuntimeError::NoCuda(format!("{e:?}")))?;
+    Ok(CudaInfo {
+        devices: n as usize,
+        name,
+    })
 }

@@ -5,7 +5,12 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum RuntimeError {
     #[error("input {index} (`{name}`): expected {expected}, got {got}")]
-    BadInput { index: usize, name: String, expected: String, got: String },
+    BadInput {
+        index: usize,
+        name: String,
+        expected: String,
+        got: String,
+    },
     #[error("expected {expected} inputs, got {got}")]
     InputCount { expected: usize, got: usize },
     #[error("artifact `{path}`: {msg}")]

@@ -6,8 +6,8 @@ use crate::memory::AlignedBuf;
 use crate::pool::ThreadPool;
 use std::any::Any;
 use std::sync::{Arc, Mutex};
-use tessera_ir::plan::{ExecPlan, KernelFn, Slot};
 use tessera_ir::Tensor;
+use tessera_ir::plan::{ExecPlan, KernelFn, Slot};
 
 /// Options of an executor.
 #[derive(Clone, Debug)]
@@ -21,7 +21,10 @@ pub struct ExecConfig {
 
 impl Default for ExecConfig {
     fn default() -> Self {
-        ExecConfig { threads: ThreadPool::default_threads(), poison: false }
+        ExecConfig {
+            threads: ThreadPool::default_threads(),
+            poison: false,
+        }
     }
 }
 
@@ -71,9 +74,23 @@ impl Args {
 
 impl Executor {
     /// `kernels[i]` must be the compiled function for `plan.steps[i]`.
-    pub fn new(plan: ExecPlan, kernels: Vec<KernelFn>, weights: Weights, keep_alive: Arc<dyn Any + Send + Sync>, cfg: &ExecConfig) -> Executor {
+    pub fn new(
+        plan: ExecPlan,
+        kernels: Vec<KernelFn>,
+        weights: Weights,
+        keep_alive: Arc<dyn Any + Send + Sync>,
+        cfg: &ExecConfig,
+    ) -> Executor {
         let workspace = Mutex::new(AlignedBuf::zeroed(plan.workspace_bytes));
-        Executor { kernels, weights, pool: ThreadPool::new(cfg.threads), workspace, poison: cfg.poison, _keep_alive: keep_alive, plan }
+        Executor {
+            kernels,
+            weights,
+            pool: ThreadPool::new(cfg.threads),
+            workspace,
+            poison: cfg.poison,
+            _keep_alive: keep_alive,
+            plan,
+        }
     }
 
     pub fn plan(&self) -> &ExecPlan {
@@ -87,7 +104,10 @@ impl Executor {
     /// Checks the inputs against the plan, runs every step, and returns the outputs.
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
         if inputs.len() != self.plan.inputs.len() {
-            return Err(RuntimeError::InputCount { expected: self.plan.inputs.len(), got: inputs.len() });
+            return Err(RuntimeError::InputCount {
+                expected: self.plan.inputs.len(),
+                got: inputs.len(),
+            });
         }
         for (i, (t, sig)) in inputs.iter().zip(&self.plan.inputs).enumerate() {
             if t.dtype() != sig.dtype || t.shape() != sig.shape.as_slice() {
@@ -99,14 +119,31 @@ impl Executor {
                 });
             }
         }
-        let mut outputs: Vec<Tensor> = self.plan.outputs.iter().map(|s| if self.poison { Tensor::poisoned(s.dtype, s.shape.clone()) } else { Tensor::zeros(s.dtype, s.shape.clone()) }).collect();
+        let mut outputs: Vec<Tensor> = self
+            .plan
+            .outputs
+            .iter()
+            .map(|s| {
+                if self.poison {
+                    Tensor::poisoned(s.dtype, s.shape.clone())
+                } else {
+                    Tensor::zeros(s.dtype, s.shape.clone())
+                }
+            })
+            .collect();
         let mut ws = self.workspace.lock().unwrap_or_else(|e| e.into_inner());
         if self.poison {
             ws.as_mut_slice().fill(0xFF);
         }
         let ws_ptr = ws.as_ptr();
-        let in_ptrs: Vec<*mut u8> = inputs.iter().map(|t| t.bytes().as_ptr() as *mut u8).collect();
-        let out_ptrs: Vec<*mut u8> = outputs.iter_mut().map(|t| t.bytes_mut().as_mut_ptr()).collect();
+        let in_ptrs: Vec<*mut u8> = inputs
+            .iter()
+            .map(|t| t.bytes().as_ptr() as *mut u8)
+            .collect();
+        let out_ptrs: Vec<*mut u8> = outputs
+            .iter_mut()
+            .map(|t| t.bytes_mut().as_mut_ptr())
+            .collect();
         for (step, kernel) in self.plan.steps.iter().zip(&self.kernels) {
             let args = Args(
                 step.args
@@ -115,7 +152,9 @@ impl Executor {
                         Slot::Input { index } => in_ptrs[index],
                         Slot::Output { index } => out_ptrs[index],
                         // SAFETY (both): offsets were planned inside the blob / workspace sizes.
-                        Slot::Weight { offset } => unsafe { self.weights.ptr().add(offset) as *mut u8 },
+                        Slot::Weight { offset } => unsafe {
+                            self.weights.ptr().add(offset) as *mut u8
+                        },
                         Slot::Workspace { offset } => unsafe { ws_ptr.add(offset) },
                     })
                     .collect(),

@@ -1,6 +1,6 @@
 //! Memory planning (offsets in one workspace, reused by liveness) and aligned buffers.
 
-use tessera_ir::plan::{align_up, ALIGN};
+use tessera_ir::plan::{ALIGN, align_up};
 
 /// One intermediate tensor: its size and the first and last plan steps that touch it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,7 +57,8 @@ unsafe impl Sync for AlignedBuf {}
 
 impl AlignedBuf {
     pub fn zeroed(len: usize) -> AlignedBuf {
-        let layout = std::alloc::Layout::from_size_align(len.max(ALIGN), ALIGN).expect("valid layout");
+        let layout =
+            std::alloc::Layout::from_size_align(len.max(ALIGN), ALIGN).expect("valid layout");
         // SAFETY: layout has non-zero size.
         let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
         if ptr.is_null() {
@@ -91,7 +92,8 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        let layout = std::alloc::Layout::from_size_align(self.len.max(ALIGN), ALIGN).expect("valid layout");
+        let layout =
+            std::alloc::Layout::from_size_align(self.len.max(ALIGN), ALIGN).expect("valid layout");
         // SAFETY: allocated in `zeroed` with this exact layout.
         unsafe { std::alloc::dealloc(self.ptr, layout) }
     }
@@ -104,10 +106,26 @@ mod tests {
     #[test]
     fn live_buffers_never_overlap_and_dead_ones_are_reused() {
         let reqs = [
-            BufferReq { bytes: 100, first: 0, last: 1 },
-            BufferReq { bytes: 100, first: 1, last: 2 },
-            BufferReq { bytes: 100, first: 2, last: 3 },
-            BufferReq { bytes: 50, first: 3, last: 4 },
+            BufferReq {
+                bytes: 100,
+                first: 0,
+                last: 1,
+            },
+            BufferReq {
+                bytes: 100,
+                first: 1,
+                last: 2,
+            },
+            BufferReq {
+                bytes: 100,
+                first: 2,
+                last: 3,
+            },
+            BufferReq {
+                bytes: 50,
+                first: 3,
+                last: 4,
+            },
         ];
         let (off, total) = plan_memory(&reqs);
         for i in 0..reqs.len() {
@@ -115,7 +133,10 @@ mod tests {
                 let (a, b) = (reqs[i], reqs[j]);
                 if a.first <= b.last && b.first <= a.last {
                     let (ai, bi) = (off[i]..off[i] + a.bytes, off[j]..off[j] + b.bytes);
-                    assert!(ai.end <= bi.start || bi.end <= ai.start, "{i} and {j} overlap");
+                    assert!(
+                        ai.end <= bi.start || bi.end <= ai.start,
+                        "{i} and {j} overlap"
+                    );
                 }
             }
         }

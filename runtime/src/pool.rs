@@ -46,19 +46,37 @@ impl ThreadPool {
     /// A pool using `threads` threads in total (the caller counts as one).
     pub fn new(threads: usize) -> ThreadPool {
         let threads = threads.max(1);
-        let shared = Arc::new(Shared { state: Mutex::new(State { job: None, generation: 0, shutdown: false }), wake: Condvar::new(), finished: Condvar::new() });
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                job: None,
+                generation: 0,
+                shutdown: false,
+            }),
+            wake: Condvar::new(),
+            finished: Condvar::new(),
+        });
         let workers = (1..threads)
             .map(|i| {
                 let s = shared.clone();
-                std::thread::Builder::new().name(format!("tessera-worker-{i}")).spawn(move || worker(s)).expect("spawn worker thread")
+                std::thread::Builder::new()
+                    .name(format!("tessera-worker-{i}"))
+                    .spawn(move || worker(s))
+                    .expect("spawn worker thread")
             })
             .collect();
-        ThreadPool { shared, workers, threads, busy: Mutex::new(()) }
+        ThreadPool {
+            shared,
+            workers,
+            threads,
+            busy: Mutex::new(()),
+        }
     }
 
     /// Threads available to the machine (`std::thread::available_parallelism`).
     pub fn default_threads() -> usize {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     }
 
     pub fn threads(&self) -> usize {
@@ -79,8 +97,15 @@ impl ThreadPool {
         let chunks = (self.threads as i64).min(n) as usize;
         // SAFETY: we erase the closure's lifetime; this function does not return before every
         // chunk has finished (`done == chunks`), so no worker uses it after it dies.
-        let task: *const Task = unsafe { std::mem::transmute::<&(dyn Fn(i64, i64) + Sync), &'static Task>(f) };
-        let job = Arc::new(Job { task, n, chunks, next: AtomicUsize::new(0), done: AtomicUsize::new(0) });
+        let task: *const Task =
+            unsafe { std::mem::transmute::<&(dyn Fn(i64, i64) + Sync), &'static Task>(f) };
+        let job = Arc::new(Job {
+            task,
+            n,
+            chunks,
+            next: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+        });
         {
             let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
             st.job = Some(job.clone());
@@ -90,7 +115,11 @@ impl ThreadPool {
         run_chunks(&job);
         let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
         while job.done.load(Ordering::Acquire) < chunks {
-            st = self.shared.finished.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = self
+                .shared
+                .finished
+                .wait(st)
+                .unwrap_or_else(|e| e.into_inner());
         }
         st.job = None;
     }
@@ -137,7 +166,11 @@ fn worker(shared: Arc<Shared>) {
 
 impl Drop for ThreadPool {
     fn drop(&mut self) {
-        self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).shutdown = true;
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .shutdown = true;
         self.shared.wake.notify_all();
         for w in self.workers.drain(..) {
             let _ = w.join();
@@ -159,7 +192,10 @@ mod tests {
                     hits[i as usize].fetch_add(1, Ordering::Relaxed);
                 }
             });
-            assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1), "n = {n}");
+            assert!(
+                hits.iter().all(|h| h.load(Ordering::Relaxed) == 1),
+                "n = {n}"
+            );
         }
     }
 }

@@ -16,21 +16,42 @@ pub enum Tolerance {
 }
 
 /// Float ops that round the same way as the interpreter (which rounds each op to f32).
-pub const ARITH: Tolerance = Tolerance::Close { rtol: 1e-6, atol: 1e-6 };
+pub const ARITH: Tolerance = Tolerance::Close {
+    rtol: 1e-6,
+    atol: 1e-6,
+};
 /// Ops whose compiled version reassociates sums or uses libm transcendental functions.
-pub const REDUCTION: Tolerance = Tolerance::Close { rtol: 1e-4, atol: 1e-5 };
+pub const REDUCTION: Tolerance = Tolerance::Close {
+    rtol: 1e-4,
+    atol: 1e-5,
+};
 /// Whole models against onnxruntime (the spine issue's 1e-4 relative).
-pub const MODEL: Tolerance = Tolerance::Close { rtol: 1e-4, atol: 1e-5 };
+pub const MODEL: Tolerance = Tolerance::Close {
+    rtol: 1e-4,
+    atol: 1e-5,
+};
 
 /// Compares `got` with `want`; returns a description of the first mismatch.
 pub fn compare(got: &Tensor, want: &Tensor, tol: Tolerance) -> Result<(), String> {
     if got.dtype() != want.dtype() || got.shape() != want.shape() {
-        return Err(format!("got {}{:?}, want {}{:?}", got.dtype(), got.shape(), want.dtype(), want.shape()));
+        return Err(format!(
+            "got {}{:?}, want {}{:?}",
+            got.dtype(),
+            got.shape(),
+            want.dtype(),
+            want.shape()
+        ));
     }
     if !got.dtype().is_float() || matches!(tol, Tolerance::Exact) {
         if got.bytes() != want.bytes() {
-            let i = (0..got.len()).find(|&i| got.get_f64(i).to_bits() != want.get_f64(i).to_bits()).unwrap_or(0);
-            return Err(format!("element {i}: got {}, want {}", got.get_f64(i), want.get_f64(i)));
+            let i = (0..got.len())
+                .find(|&i| got.get_f64(i).to_bits() != want.get_f64(i).to_bits())
+                .unwrap_or(0);
+            return Err(format!(
+                "element {i}: got {}, want {}",
+                got.get_f64(i),
+                want.get_f64(i)
+            ));
         }
         return Ok(());
     }
@@ -41,35 +62,39 @@ pub fn compare(got: &Tensor, want: &Tensor, tol: Tolerance) -> Result<(), String
         }
         let ok = match tol {
             Tolerance::Close { rtol, atol } => (a - r).abs() <= atol + rtol * r.abs() || (a == r),
-            Tolerance::Ulp(n) => ((a as f32).to_bits() as i64 - (r as f32).to_bits() as i64).unsigned_abs() <= n as u64,
+            Tolerance::Ulp(n) => {
+                ((a as f32).to_bits() as i64 - (r as f32).to_bits() as i64).unsigned_abs()
+                    <= n as u64
+            }
             Tolerance::Exact => unreachable!(),
         };
         if !ok {
-            return Err(format!("element {i} of {:?}: got {a}, want {r} ({tol:?})", got.shape()));
+            return Err(format!(
+                "element {i} of {:?}: got {a}, want {r} ({tol:?})",
+                got.shape()
+            ));
         }
     }
     Ok(())
 }
 
-/// A one-node graph: `op(inputs) -> y` with the given input types and constant inputs.
+/// Builds a one-node graph `op(inputs) -> y` with runtime and constant inputs.
 pub struct OneOp {
-    pub graph: Graph,
-}
-
-impl OneOp {
-    pub fn new(op: OpKind, attrs: Attrs) -> OneOpBuilder {
-        OneOpBuilder { g: Graph::new(format!("{}_test", op.name().to_lowercase())), op, attrs, inputs: vec![] }
-    }
-}
-
-pub struct OneOpBuilder {
     g: Graph,
     op: OpKind,
     attrs: Attrs,
     inputs: Vec<Option<tessera_ir::ValueId>>,
 }
 
-impl OneOpBuilder {
+impl OneOp {
+    pub fn new(op: OpKind, attrs: Attrs) -> OneOp {
+        OneOp {
+            g: Graph::new(format!("{}_test", op.name().to_lowercase())),
+            op,
+            attrs,
+            inputs: vec![],
+        }
+    }
     /// A runtime input.
     pub fn input(mut self, dtype: DType, shape: &[usize]) -> Self {
         let name = format!("in{}", self.inputs.len());
@@ -94,7 +119,13 @@ impl OneOpBuilder {
     }
     pub fn build(mut self) -> Graph {
         let y = self.g.value("y");
-        self.g.add_node(tessera_ir::Node { name: "n0".into(), op: self.op, attrs: self.attrs, inputs: self.inputs, outputs: vec![y] });
+        self.g.add_node(tessera_ir::Node {
+            name: "n0".into(),
+            op: self.op,
+            attrs: self.attrs,
+            inputs: self.inputs,
+            outputs: vec![y],
+        });
         self.g.outputs.push(y);
         self.g
     }
@@ -102,12 +133,18 @@ impl OneOpBuilder {
 
 /// Attributes from `(name, value)` pairs.
 pub fn attrs(pairs: &[(&str, tessera_ir::Attr)]) -> Attrs {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
 }
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// Where the set-up script writes generated test data (reference outputs, models).
@@ -126,7 +163,11 @@ pub fn read_npy(path: &std::path::Path) -> Tensor {
 pub fn run_loops(stages: &tessera::Stages, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
     use std::collections::HashMap;
     let g = &stages.prepared;
-    let mut env: HashMap<tessera_ir::ValueId, Tensor> = g.initializers.iter().map(|(v, t)| (*v, t.clone())).collect();
+    let mut env: HashMap<tessera_ir::ValueId, Tensor> = g
+        .initializers
+        .iter()
+        .map(|(v, t)| (*v, t.clone()))
+        .collect();
     for (v, t) in g.inputs.iter().zip(inputs) {
         env.insert(*v, t.clone());
     }
@@ -134,7 +175,10 @@ pub fn run_loops(stages: &tessera::Stages, inputs: &[Tensor]) -> Result<Vec<Tens
         let mut bufs = Vec::new();
         for (b, v) in k.program.buffers.iter().zip(&k.args) {
             let t = match b.role {
-                tessera_ir::loops::BufRole::Input => env.get(v).cloned().ok_or_else(|| format!("kernel {}: value not computed", k.program.name))?,
+                tessera_ir::loops::BufRole::Input => env
+                    .get(v)
+                    .cloned()
+                    .ok_or_else(|| format!("kernel {}: value not computed", k.program.name))?,
                 tessera_ir::loops::BufRole::Output => Tensor::poisoned(b.dtype, vec![b.len]),
             };
             let flat = t.clone().reshaped(vec![b.len]).map_err(|e| e.to_string())?;
@@ -142,31 +186,65 @@ pub fn run_loops(stages: &tessera::Stages, inputs: &[Tensor]) -> Result<Vec<Tens
         }
         tessera_ir::loops::interp::run(&k.program, &mut bufs).map_err(|e| e.to_string())?;
         let out_v = *k.args.last().unwrap();
-        let shape = g.ty_of(out_v).map_err(|e| e.to_string())?.static_shape().unwrap_or_default();
-        env.insert(out_v, bufs.pop().unwrap().reshaped(shape).map_err(|e| e.to_string())?);
+        let shape = g
+            .ty_of(out_v)
+            .map_err(|e| e.to_string())?
+            .static_shape()
+            .unwrap_or_default();
+        env.insert(
+            out_v,
+            bufs.pop()
+                .unwrap()
+                .reshaped(shape)
+                .map_err(|e| e.to_string())?,
+        );
     }
-    g.outputs.iter().map(|v| env.get(v).cloned().ok_or_else(|| "output not computed".to_string())).collect()
+    g.outputs
+        .iter()
+        .map(|v| {
+            env.get(v)
+                .cloned()
+                .ok_or_else(|| "output not computed".to_string())
+        })
+        .collect()
 }
 
 /// Checks one graph on one set of inputs: the graph interpreter is the reference; the loop
 /// interpreter (lowered, and lowered + scheduled) and the JIT-compiled code (with poisoned
 /// outputs) must match it within `tol`.
 pub fn check_graph(name: &str, g: &Graph, inputs: &[Tensor], tol: Tolerance) {
-    let want = tessera_ir::interp::run_graph(g, inputs).unwrap_or_else(|e| panic!("{name}: interpreter: {e}"));
+    let want = tessera_ir::interp::run_graph(g, inputs)
+        .unwrap_or_else(|e| panic!("{name}: interpreter: {e}"));
     let target = tessera::Target::host();
     for schedule in [false, true] {
-        let cfg = tessera::CompileConfig { schedule, poison: true, threads: 2, ..Default::default() };
+        let cfg = tessera::CompileConfig {
+            schedule,
+            poison: true,
+            threads: 2,
+            ..Default::default()
+        };
         let compiler = tessera::Compiler::new(target.clone()).with_config(cfg);
         let bindings = std::collections::BTreeMap::new();
-        let stages = compiler.stages(g, &bindings).unwrap_or_else(|e| panic!("{name}: pipeline: {e}"));
-        let got = run_loops(&stages, inputs).unwrap_or_else(|e| panic!("{name}: loop interpreter (schedule={schedule}): {e}"));
+        let stages = compiler
+            .stages(g, &bindings)
+            .unwrap_or_else(|e| panic!("{name}: pipeline: {e}"));
+        let got = run_loops(&stages, inputs)
+            .unwrap_or_else(|e| panic!("{name}: loop interpreter (schedule={schedule}): {e}"));
         for (i, (a, w)) in got.iter().zip(&want).enumerate() {
-            compare(a, w, tol).unwrap_or_else(|e| panic!("{name}: loop interpreter (schedule={schedule}) output {i}: {e}"));
+            compare(a, w, tol).unwrap_or_else(|e| {
+                panic!("{name}: loop interpreter (schedule={schedule}) output {i}: {e}")
+            });
         }
-        let exe = compiler.compile(g).unwrap_or_else(|e| panic!("{name}: compile (schedule={schedule}): {e}"));
-        let got = exe.run(inputs).unwrap_or_else(|e| panic!("{name}: run: {e}"));
+        let exe = compiler
+            .compile(g)
+            .unwrap_or_else(|e| panic!("{name}: compile (schedule={schedule}): {e}"));
+        let got = exe
+            .run(inputs)
+            .unwrap_or_else(|e| panic!("{name}: run: {e}"));
         for (i, (a, w)) in got.iter().zip(&want).enumerate() {
-            compare(a, w, tol).unwrap_or_else(|e| panic!("{name}: compiled (schedule={schedule}) output {i}: {e}"));
+            compare(a, w, tol).unwrap_or_else(|e| {
+                panic!("{name}: compiled (schedule={schedule}) output {i}: {e}")
+            });
         }
     }
 }
@@ -174,8 +252,11 @@ pub fn check_graph(name: &str, g: &Graph, inputs: &[Tensor], tol: Tolerance) {
 /// Random inputs for a graph's inputs (from their static types).
 pub fn random_inputs(g: &Graph, seed: u64) -> Vec<Tensor> {
     let mut rng = tessera_ir::Rng::new(seed);
-    g.inputs.iter().map(|&v| {
-        let ty = g.ty(v).expect("typed input");
-        rng.tensor(ty.dtype, ty.static_shape().expect("static input"))
-    }).collect()
+    g.inputs
+        .iter()
+        .map(|&v| {
+            let ty = g.ty(v).expect("typed input");
+            rng.tensor(ty.dtype, ty.static_shape().expect("static input"))
+        })
+        .collect()
 }

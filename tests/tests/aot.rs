@@ -22,10 +22,17 @@ fn shared_library_runs_from_rust_and_from_c() {
     let n = 2 * 64;
     let x: Vec<f64> = (0..n).map(|i| (0.37f32 * i as f32).sin() as f64).collect();
     let x = tessera_ir::Tensor::from_f64(tessera_ir::DType::F32, vec![2, 64], &x);
-    let want = compiler.compile(&graph).unwrap().run(std::slice::from_ref(&x)).unwrap();
+    let want = compiler
+        .compile(&graph)
+        .unwrap()
+        .run(std::slice::from_ref(&x))
+        .unwrap();
 
     // Runtime-only loader (what `tessera run model.so` uses).
-    let cfg = tessera_runtime::ExecConfig { threads: 2, poison: true };
+    let cfg = tessera_runtime::ExecConfig {
+        threads: 2,
+        poison: true,
+    };
     let exe = tessera_runtime::artifact::load(&lib, &cfg).unwrap();
     let got = exe.run(std::slice::from_ref(&x)).unwrap();
     compare(&got[0], &want[0], ARITH).unwrap();
@@ -45,9 +52,16 @@ fn shared_library_runs_from_rust_and_from_c() {
         .unwrap();
     assert!(status.success(), "building the C host failed");
     let out = Command::new(&host).output().unwrap();
-    assert!(out.status.success(), "C host failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "C host failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
-    let vals: Vec<f64> = text.lines().map(|l| l.split_whitespace().nth(2).unwrap().parse().unwrap()).collect();
+    let vals: Vec<f64> = text
+        .lines()
+        .map(|l| l.split_whitespace().nth(2).unwrap().parse().unwrap())
+        .collect();
     let c_out = tessera_ir::Tensor::from_f64(tessera_ir::DType::F32, vec![2, 10], &vals);
     compare(&c_out, &want[0], ARITH).unwrap();
     std::fs::remove_dir_all(&out_dir).ok();
@@ -55,7 +69,15 @@ fn shared_library_runs_from_rust_and_from_c() {
 
 #[test]
 fn the_jit_example_runs() {
-    let out = Command::new(env!("CARGO")).args(["run", "-q", "-p", "tessera-examples", "--example", "jit"]).current_dir(repo_root()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO"))
+        .args(["run", "-q", "-p", "tessera-examples", "--example", "jit"])
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("output [4, 10]"));
 }

@@ -13,15 +13,26 @@ const SEP: &str = "# ---- expected ----\n";
 
 fn stage_output(stage: &str, graph: &tessera_ir::Graph) -> String {
     let schedule = stage != "loops";
-    let cfg = tessera::CompileConfig { schedule, ..Default::default() };
+    let cfg = tessera::CompileConfig {
+        schedule,
+        ..Default::default()
+    };
     // A fixed CPU so vector widths in the expected text do not depend on the machine.
     let c = Compiler::new(Target::cpu("x86-64-v3")).with_config(cfg);
     let st = c.stages(graph, &BTreeMap::new()).expect("pipeline");
     let progs: Vec<_> = st.kernels.iter().map(|k| &k.program).collect();
     match stage {
         "prepared" => tessera_ir::text::print_graph(&st.prepared),
-        "loops" | "scheduled" => progs.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"),
-        "mlir" => tessera_codegen::mlir::emit_module(&progs, &tessera_codegen::mlir::EmitConfig { vector_bytes: 32 }).unwrap(),
+        "loops" | "scheduled" => progs
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        "mlir" => tessera_codegen::mlir::emit_module(
+            &progs,
+            &tessera_codegen::mlir::EmitConfig { vector_bytes: 32 },
+        )
+        .unwrap(),
         other => panic!("unknown stage `{other}`"),
     }
 }
@@ -30,16 +41,31 @@ fn stage_output(stage: &str, graph: &tessera_ir::Graph) -> String {
 fn filetests() {
     let dir = repo_root().join("tests/filetests");
     let bless = std::env::var("TESSERA_BLESS").is_ok_and(|v| v == "1");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "tess")).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "tess"))
+        .collect();
     files.sort();
     assert!(!files.is_empty());
     let mut failures = Vec::new();
     for f in &files {
         let text = std::fs::read_to_string(f).unwrap();
         let (input, expected) = text.split_once(SEP).unwrap_or((&text, ""));
-        let stage = input.lines().find_map(|l| l.strip_prefix("# stage: ")).unwrap_or_else(|| panic!("{}: no `# stage:` line", f.display())).trim().to_string();
-        let graph_text: String = input.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n");
-        let graph = tessera_ir::text::parse_graph(&graph_text).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let stage = input
+            .lines()
+            .find_map(|l| l.strip_prefix("# stage: "))
+            .unwrap_or_else(|| panic!("{}: no `# stage:` line", f.display()))
+            .trim()
+            .to_string();
+        let graph_text: String = input
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let graph = tessera_ir::text::parse_graph(&graph_text)
+            .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         let got = stage_output(&stage, &graph);
         if bless {
             std::fs::write(f, format!("{input}{SEP}{got}")).unwrap();

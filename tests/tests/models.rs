@@ -8,7 +8,12 @@ use tessera_tests::*;
 
 fn cases(dir: &Path) -> Vec<(Vec<tessera_ir::Tensor>, Vec<tessera_ir::Tensor>)> {
     let mut out = Vec::new();
-    let mut batches: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    let mut batches: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
     batches.sort();
     for b in batches {
         let mut ins = Vec::new();
@@ -34,22 +39,41 @@ fn cases(dir: &Path) -> Vec<(Vec<tessera_ir::Tensor>, Vec<tessera_ir::Tensor>)> 
 
 fn check_model(name: &str) {
     let dir = generated_dir().join("models").join(name);
-    assert!(dir.join("model.onnx").exists(), "{}: missing; run scripts/setup.sh (it generates test data)", dir.display());
-    let graph = tessera::onnx::import_file(&dir.join("model.onnx")).unwrap_or_else(|e| panic!("{name}: import: {e}"));
-    let cfg = tessera::CompileConfig { poison: true, threads: 2, ..Default::default() };
-    let exe = Compiler::new(Target::host()).with_config(cfg).compile(&graph).unwrap_or_else(|e| panic!("{name}: compile: {e}"));
+    assert!(
+        dir.join("model.onnx").exists(),
+        "{}: missing; run scripts/setup.sh (it generates test data)",
+        dir.display()
+    );
+    let graph = tessera::onnx::import_file(&dir.join("model.onnx"))
+        .unwrap_or_else(|e| panic!("{name}: import: {e}"));
+    let cfg = tessera::CompileConfig {
+        poison: true,
+        threads: 2,
+        ..Default::default()
+    };
+    let exe = Compiler::new(Target::host())
+        .with_config(cfg)
+        .compile(&graph)
+        .unwrap_or_else(|e| panic!("{name}: compile: {e}"));
     let cases = cases(&dir);
     assert!(!cases.is_empty(), "{name}: no test data");
     for (inputs, want) in &cases {
         let batch = inputs[0].shape().first().copied().unwrap_or(1);
-        let got = exe.run(inputs).unwrap_or_else(|e| panic!("{name}: run: {e}"));
+        let got = exe
+            .run(inputs)
+            .unwrap_or_else(|e| panic!("{name}: run: {e}"));
         assert_eq!(got.len(), want.len(), "{name}: output count");
         for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            compare(g, w, MODEL).unwrap_or_else(|e| panic!("{name} batch {batch}: compiled output {i} vs onnxruntime: {e}"));
+            compare(g, w, MODEL).unwrap_or_else(|e| {
+                panic!("{name} batch {batch}: compiled output {i} vs onnxruntime: {e}")
+            });
         }
-        let r = tessera_ir::interp::run_graph(&graph, inputs).unwrap_or_else(|e| panic!("{name}: interpreter: {e}"));
+        let r = tessera_ir::interp::run_graph(&graph, inputs)
+            .unwrap_or_else(|e| panic!("{name}: interpreter: {e}"));
         for (i, (g, w)) in r.iter().zip(want).enumerate() {
-            compare(g, w, MODEL).unwrap_or_else(|e| panic!("{name} batch {batch}: interpreter output {i} vs onnxruntime: {e}"));
+            compare(g, w, MODEL).unwrap_or_else(|e| {
+                panic!("{name} batch {batch}: interpreter output {i} vs onnxruntime: {e}")
+            });
         }
     }
 }

@@ -41,14 +41,31 @@ struct St<'a> {
 /// in place). Each tensor's element count must equal the buffer's `len`.
 pub fn run(prog: &LoopProgram, buffers: &mut [Tensor]) -> Result<()> {
     if buffers.len() != prog.buffers.len() {
-        return Err(IrError::Interp(format!("kernel `{}` takes {} buffers, got {}", prog.name, prog.buffers.len(), buffers.len())));
+        return Err(IrError::Interp(format!(
+            "kernel `{}` takes {} buffers, got {}",
+            prog.name,
+            prog.buffers.len(),
+            buffers.len()
+        )));
     }
     for (b, t) in prog.buffers.iter().zip(buffers.iter()) {
         if b.dtype != t.dtype() || b.len != t.len() {
-            return Err(IrError::Interp(format!("buffer `{}` is {}[{}], got {}[{}]", b.name, b.dtype, b.len, t.dtype(), t.len())));
+            return Err(IrError::Interp(format!(
+                "buffer `{}` is {}[{}], got {}[{}]",
+                b.name,
+                b.dtype,
+                b.len,
+                t.dtype(),
+                t.len()
+            )));
         }
     }
-    let mut st = St { prog, bufs: buffers.iter_mut().collect(), idx: HashMap::new(), accs: vec![] };
+    let mut st = St {
+        prog,
+        bufs: buffers.iter_mut().collect(),
+        idx: HashMap::new(),
+        accs: vec![],
+    };
     block(&mut st, &prog.body)
 }
 
@@ -74,7 +91,11 @@ fn stmt(st: &mut St, s: &Stmt) -> Result<()> {
             let b = buf_index(st, buf)?;
             let t = &mut *st.bufs[b];
             if i < 0 || i as usize >= t.len() {
-                return Err(IrError::Interp(format!("kernel `{}`: store {buf}[{i}] is out of bounds (len {})", st.prog.name, t.len())));
+                return Err(IrError::Interp(format!(
+                    "kernel `{}`: store {buf}[{i}] is out of bounds (len {})",
+                    st.prog.name,
+                    t.len()
+                )));
             }
             write(t, i as usize, v);
         }
@@ -115,14 +136,26 @@ fn stmt(st: &mut St, s: &Stmt) -> Result<()> {
 
 /// NaN-propagating max/min, matching `arith.maximumf` / `arith.minimumf`.
 fn fmax(a: f64, b: f64) -> f64 {
-    if a.is_nan() || b.is_nan() { f64::NAN } else { a.max(b) }
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
 }
 fn fmin(a: f64, b: f64) -> f64 {
-    if a.is_nan() || b.is_nan() { f64::NAN } else { a.min(b) }
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.min(b)
+    }
 }
 
 fn buf_index(st: &St, name: &str) -> Result<usize> {
-    st.prog.buffers.iter().position(|b| b.name == name).ok_or_else(|| IrError::Interp(format!("unknown buffer `{name}`")))
+    st.prog
+        .buffers
+        .iter()
+        .position(|b| b.name == name)
+        .ok_or_else(|| IrError::Interp(format!("unknown buffer `{name}`")))
 }
 
 fn write(t: &mut Tensor, i: usize, v: V) {
@@ -139,7 +172,10 @@ fn iexpr(st: &St, e: &IExpr) -> Result<i64> {
     let b = |x: &IExpr| iexpr(st, x);
     Ok(match e {
         IExpr::Const(c) => *c,
-        IExpr::Var(v) => *st.idx.get(v).ok_or_else(|| IrError::Interp(format!("unbound index `{v}`")))?,
+        IExpr::Var(v) => *st
+            .idx
+            .get(v)
+            .ok_or_else(|| IrError::Interp(format!("unbound index `{v}`")))?,
         IExpr::Add(x, y) => b(x)?.wrapping_add(b(y)?),
         IExpr::Sub(x, y) => b(x)?.wrapping_sub(b(y)?),
         IExpr::Mul(x, y) => b(x)?.wrapping_mul(b(y)?),
@@ -149,7 +185,11 @@ fn iexpr(st: &St, e: &IExpr) -> Result<i64> {
                 return Err(IrError::Interp("index division by zero".into()));
             }
             let q = floor_div(a, d);
-            if matches!(e, IExpr::FloorDiv(..)) { q } else { a - d * q }
+            if matches!(e, IExpr::FloorDiv(..)) {
+                q
+            } else {
+                a - d * q
+            }
         }
         IExpr::Min(x, y) => b(x)?.min(b(y)?),
         IExpr::Max(x, y) => b(x)?.max(b(y)?),
@@ -159,7 +199,9 @@ fn iexpr(st: &St, e: &IExpr) -> Result<i64> {
 
 fn vexpr(st: &St, e: &VExpr) -> Result<V> {
     let bt = |name: &str| st.prog.buffer(name).map(|b| b.dtype);
-    let dtype = e.dtype(&bt).ok_or_else(|| IrError::Interp(format!("cannot type `{e}`")))?;
+    let dtype = e
+        .dtype(&bt)
+        .ok_or_else(|| IrError::Interp(format!("cannot type `{e}`")))?;
     let rnd = |x: f64| V::F(dtype.round_f64(x));
     Ok(match e {
         VExpr::Const(Lit::F(x), d) => V::F(d.round_f64(*x)),
@@ -168,11 +210,25 @@ fn vexpr(st: &St, e: &VExpr) -> Result<V> {
             let i = iexpr(st, index)?;
             let t = &*st.bufs[buf_index(st, buf)?];
             if i < 0 || i as usize >= t.len() {
-                return Err(IrError::Interp(format!("kernel `{}`: load {buf}[{i}] is out of bounds (len {})", st.prog.name, t.len())));
+                return Err(IrError::Interp(format!(
+                    "kernel `{}`: load {buf}[{i}] is out of bounds (len {})",
+                    st.prog.name,
+                    t.len()
+                )));
             }
-            if t.dtype().is_float() { V::F(t.get_f64(i as usize)) } else { V::I(t.get_i64(i as usize)) }
+            if t.dtype().is_float() {
+                V::F(t.get_f64(i as usize))
+            } else {
+                V::I(t.get_i64(i as usize))
+            }
         }
-        VExpr::Acc(n, _) => st.accs.iter().rev().find(|(a, _)| a == n).map(|(_, v)| *v).ok_or_else(|| IrError::Interp(format!("unbound ${n}")))?,
+        VExpr::Acc(n, _) => st
+            .accs
+            .iter()
+            .rev()
+            .find(|(a, _)| a == n)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| IrError::Interp(format!("unbound ${n}")))?,
         VExpr::Unary(op, a) => {
             let x = vexpr(st, a)?;
             if dtype.is_float() {
@@ -239,7 +295,11 @@ fn vexpr(st: &St, e: &VExpr) -> Result<V> {
         VExpr::Cmp(op, a, b) => {
             let (x, y) = (vexpr(st, a)?, vexpr(st, b)?);
             let float = a.dtype(&bt).is_some_and(|d| d.is_float());
-            let r = if float { cmp(*op, x.f(), y.f()) } else { cmp(*op, x.i(), y.i()) };
+            let r = if float {
+                cmp(*op, x.f(), y.f())
+            } else {
+                cmp(*op, x.i(), y.i())
+            };
             V::I(r as i64)
         }
         VExpr::ICmp(op, a, b) => V::I(cmp(*op, iexpr(st, a)?, iexpr(st, b)?) as i64),
@@ -262,7 +322,11 @@ fn vexpr(st: &St, e: &VExpr) -> Result<V> {
         }
         VExpr::Index(i, d) => {
             let x = iexpr(st, i)?;
-            if d.is_float() { V::F(d.round_f64(x as f64)) } else { V::I(d.wrap_i64(x)) }
+            if d.is_float() {
+                V::F(d.round_f64(x as f64))
+            } else {
+                V::I(d.wrap_i64(x))
+            }
         }
     })
 }
@@ -281,5 +345,9 @@ fn cmp<T: PartialOrd>(op: CmpOp, a: T, b: T) -> bool {
 /// Integer division rounding toward negative infinity.
 pub fn floor_div(a: i64, d: i64) -> i64 {
     let q = a / d;
-    if a % d != 0 && ((a < 0) != (d < 0)) { q - 1 } else { q }
+    if a % d != 0 && ((a < 0) != (d < 0)) {
+        q - 1
+    } else {
+        q
+    }
 }

@@ -75,9 +75,16 @@ pub struct Reduce {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Stmt {
     For(Loop),
-    Store { buf: String, index: IExpr, value: VExpr },
+    Store {
+        buf: String,
+        index: IExpr,
+        value: VExpr,
+    },
     /// Runs `then` when `cond` (a bool expression) holds; used for split tails and guards.
-    If { cond: VExpr, then: Vec<Stmt> },
+    If {
+        cond: VExpr,
+        then: Vec<Stmt>,
+    },
     Reduce(Reduce),
 }
 
@@ -144,7 +151,10 @@ pub enum CmpOp {
 #[derive(Clone, Debug, PartialEq)]
 pub enum VExpr {
     Const(Lit, DType),
-    Load { buf: String, index: IExpr },
+    Load {
+        buf: String,
+        index: IExpr,
+    },
     /// A reduction accumulator bound by an enclosing [`Reduce`].
     Acc(String, DType),
     Unary(UnOp, Box<VExpr>),
@@ -167,7 +177,7 @@ impl IExpr {
         IExpr::Const(v)
     }
     /// `self * k + e`, folding trivial terms.
-    pub fn add(self, o: IExpr) -> IExpr {
+    pub fn plus(self, o: IExpr) -> IExpr {
         match (&self, &o) {
             (IExpr::Const(0), _) => o,
             (_, IExpr::Const(0)) => self,
@@ -175,14 +185,14 @@ impl IExpr {
             _ => IExpr::Add(Box::new(self), Box::new(o)),
         }
     }
-    pub fn sub(self, o: IExpr) -> IExpr {
+    pub fn minus(self, o: IExpr) -> IExpr {
         match (&self, &o) {
             (_, IExpr::Const(0)) => self,
             (IExpr::Const(a), IExpr::Const(b)) => IExpr::Const(a - b),
             _ => IExpr::Sub(Box::new(self), Box::new(o)),
         }
     }
-    pub fn mul(self, k: i64) -> IExpr {
+    pub fn times(self, k: i64) -> IExpr {
         match (&self, k) {
             (_, 0) => IExpr::Const(0),
             (_, 1) => self,
@@ -191,15 +201,25 @@ impl IExpr {
         }
     }
     pub fn floordiv(self, k: i64) -> IExpr {
-        if k == 1 { self } else { IExpr::FloorDiv(Box::new(self), Box::new(IExpr::Const(k))) }
+        if k == 1 {
+            self
+        } else {
+            IExpr::FloorDiv(Box::new(self), Box::new(IExpr::Const(k)))
+        }
     }
     pub fn modulo(self, k: i64) -> IExpr {
-        if k == 1 { IExpr::Const(0) } else { IExpr::Mod(Box::new(self), Box::new(IExpr::Const(k))) }
+        if k == 1 {
+            IExpr::Const(0)
+        } else {
+            IExpr::Mod(Box::new(self), Box::new(IExpr::Const(k)))
+        }
     }
 
     /// Row-major flat offset of coordinates `idx` in a tensor with `strides`.
     pub fn linear(idx: &[IExpr], strides: &[usize]) -> IExpr {
-        idx.iter().zip(strides).fold(IExpr::c(0), |acc, (i, &s)| acc.add(i.clone().mul(s as i64)))
+        idx.iter().zip(strides).fold(IExpr::c(0), |acc, (i, &s)| {
+            acc.plus(i.clone().times(s as i64))
+        })
     }
 
     /// Replaces variable `v` by `e` everywhere.
@@ -247,10 +267,17 @@ impl VExpr {
     }
     /// A constant of `dtype` holding `v` (float or integer as the dtype needs).
     pub fn lit(v: f64, dtype: DType) -> VExpr {
-        if dtype.is_float() { VExpr::f(v, dtype) } else { VExpr::i(v as i64, dtype) }
+        if dtype.is_float() {
+            VExpr::f(v, dtype)
+        } else {
+            VExpr::i(v as i64, dtype)
+        }
     }
     pub fn load(buf: &str, index: IExpr) -> VExpr {
-        VExpr::Load { buf: buf.to_string(), index }
+        VExpr::Load {
+            buf: buf.to_string(),
+            index,
+        }
     }
     pub fn un(op: UnOp, a: VExpr) -> VExpr {
         VExpr::Unary(op, Box::new(a))
@@ -297,7 +324,10 @@ impl VExpr {
         let b = |x: &VExpr| Box::new(x.subst(v, e));
         match self {
             VExpr::Const(..) | VExpr::Acc(..) => self.clone(),
-            VExpr::Load { buf, index } => VExpr::Load { buf: buf.clone(), index: index.subst(v, e) },
+            VExpr::Load { buf, index } => VExpr::Load {
+                buf: buf.clone(),
+                index: index.subst(v, e),
+            },
             VExpr::Index(i, d) => VExpr::Index(i.subst(v, e), *d),
             VExpr::ICmp(op, a, c) => VExpr::ICmp(*op, a.subst(v, e), c.subst(v, e)),
             VExpr::Unary(op, a) => VExpr::Unary(*op, b(a)),
@@ -338,9 +368,19 @@ impl Stmt {
     pub fn subst(&self, v: &str, e: &IExpr) -> Stmt {
         let sub = |b: &[Stmt]| b.iter().map(|s| s.subst(v, e)).collect();
         match self {
-            Stmt::For(l) => Stmt::For(Loop { body: sub(&l.body), ..l.clone() }),
-            Stmt::Store { buf, index, value } => Stmt::Store { buf: buf.clone(), index: index.subst(v, e), value: value.subst(v, e) },
-            Stmt::If { cond, then } => Stmt::If { cond: cond.subst(v, e), then: sub(then) },
+            Stmt::For(l) => Stmt::For(Loop {
+                body: sub(&l.body),
+                ..l.clone()
+            }),
+            Stmt::Store { buf, index, value } => Stmt::Store {
+                buf: buf.clone(),
+                index: index.subst(v, e),
+                value: value.subst(v, e),
+            },
+            Stmt::If { cond, then } => Stmt::If {
+                cond: cond.subst(v, e),
+                then: sub(then),
+            },
             Stmt::Reduce(r) => Stmt::Reduce(Reduce {
                 init: r.init.subst(v, e),
                 value: r.value.subst(v, e),

@@ -18,7 +18,11 @@ impl Display for LoopProgram {
             if i > 0 {
                 f.write_str(", ")?;
             }
-            let role = if b.role == BufRole::Input { "in" } else { "out" };
+            let role = if b.role == BufRole::Input {
+                "in"
+            } else {
+                "out"
+            };
             write!(f, "{role} {}: {}[{}]", b.name, b.dtype, b.len)?;
         }
         f.write_str(") {\n")?;
@@ -59,8 +63,20 @@ fn write_stmt(s: &mut String, st: &Stmt, depth: usize) -> fmt::Result {
                 ReduceOp::Max => "max",
                 ReduceOp::Min => "min",
             };
-            let axes: Vec<String> = r.axes.iter().map(|(v, e)| format!("{v} in 0..{e}")).collect();
-            writeln!(s, "${}: {} = reduce {op}({}) init {} of {} {{", r.acc, r.dtype, axes.join(", "), r.init, r.value)?;
+            let axes: Vec<String> = r
+                .axes
+                .iter()
+                .map(|(v, e)| format!("{v} in 0..{e}"))
+                .collect();
+            writeln!(
+                s,
+                "${}: {} = reduce {op}({}) init {} of {} {{",
+                r.acc,
+                r.dtype,
+                axes.join(", "),
+                r.init,
+                r.value
+            )?;
             write_block(s, &r.body, depth)?;
         }
     }

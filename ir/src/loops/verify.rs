@@ -26,13 +26,21 @@ pub fn verify(prog: &LoopProgram) -> Result<()> {
             return Err(err(prog, format!("buffer `{}` is empty", b.name)));
         }
     }
-    let mut cx = Ctx { prog, vars: vec![], accs: vec![], seen: HashSet::new() };
+    let mut cx = Ctx {
+        prog,
+        vars: vec![],
+        accs: vec![],
+        seen: HashSet::new(),
+    };
     for (i, s) in prog.body.iter().enumerate() {
         if let Stmt::For(l) = s
             && l.kind == LoopKind::Parallel
             && (i > 0 || prog.body.len() > 1)
         {
-            return Err(err(prog, "a parallel loop must be the only top-level statement".into()));
+            return Err(err(
+                prog,
+                "a parallel loop must be the only top-level statement".into(),
+            ));
         }
         stmt(&mut cx, s, 0)?;
     }
@@ -44,16 +52,31 @@ fn stmt(cx: &mut Ctx, s: &Stmt, depth: usize) -> Result<()> {
     match s {
         Stmt::For(l) => {
             if l.extent <= 0 {
-                return Err(err(prog, format!("loop `{}` has extent {}", l.var, l.extent)));
+                return Err(err(
+                    prog,
+                    format!("loop `{}` has extent {}", l.var, l.extent),
+                ));
             }
             bind(cx, &l.var)?;
             match l.kind {
-                LoopKind::Parallel if depth > 0 => return Err(err(prog, format!("loop `{}` is parallel but not outermost", l.var))),
+                LoopKind::Parallel if depth > 0 => {
+                    return Err(err(
+                        prog,
+                        format!("loop `{}` is parallel but not outermost", l.var),
+                    ));
+                }
                 LoopKind::Vectorize(w) | LoopKind::Unroll(w) if w == 0 => {
                     return Err(err(prog, format!("loop `{}` has a zero factor", l.var)));
                 }
-                LoopKind::Vectorize(_) if l.body.iter().any(|b| !matches!(b, Stmt::Store { .. } | Stmt::If { .. })) => {
-                    return Err(err(prog, format!("vectorized loop `{}` must be innermost", l.var)));
+                LoopKind::Vectorize(_)
+                    if l.body
+                        .iter()
+                        .any(|b| !matches!(b, Stmt::Store { .. } | Stmt::If { .. })) =>
+                {
+                    return Err(err(
+                        prog,
+                        format!("vectorized loop `{}` must be innermost", l.var),
+                    ));
                 }
                 _ => {}
             }
@@ -64,14 +87,19 @@ fn stmt(cx: &mut Ctx, s: &Stmt, depth: usize) -> Result<()> {
             cx.vars.pop();
         }
         Stmt::Store { buf, index, value } => {
-            let b = prog.buffer(buf).ok_or_else(|| err(prog, format!("store to unknown buffer `{buf}`")))?;
+            let b = prog
+                .buffer(buf)
+                .ok_or_else(|| err(prog, format!("store to unknown buffer `{buf}`")))?;
             if b.role != BufRole::Output {
                 return Err(err(prog, format!("store to input buffer `{buf}`")));
             }
             iexpr(cx, index)?;
             let d = vexpr(cx, value)?;
             if d != b.dtype {
-                return Err(err(prog, format!("storing {d} into {} buffer `{buf}`", b.dtype)));
+                return Err(err(
+                    prog,
+                    format!("storing {d} into {} buffer `{buf}`", b.dtype),
+                ));
             }
         }
         Stmt::If { cond, then } => {
@@ -84,7 +112,10 @@ fn stmt(cx: &mut Ctx, s: &Stmt, depth: usize) -> Result<()> {
         }
         Stmt::Reduce(r) => {
             if vexpr(cx, &r.init)? != r.dtype {
-                return Err(err(prog, format!("reduce `{}` init is not {}", r.acc, r.dtype)));
+                return Err(err(
+                    prog,
+                    format!("reduce `{}` init is not {}", r.acc, r.dtype),
+                ));
             }
             for (v, e) in &r.axes {
                 if *e <= 0 {
@@ -98,7 +129,10 @@ fn stmt(cx: &mut Ctx, s: &Stmt, depth: usize) -> Result<()> {
                 cx.vars.pop();
             }
             if d != r.dtype {
-                return Err(err(prog, format!("reduce `{}` folds {d} into {}", r.acc, r.dtype)));
+                return Err(err(
+                    prog,
+                    format!("reduce `{}` folds {d} into {}", r.acc, r.dtype),
+                ));
             }
             cx.accs.push((r.acc.clone(), r.dtype));
             for b in &r.body {
@@ -124,10 +158,19 @@ fn iexpr(cx: &Ctx, e: &IExpr) -> Result<()> {
             if cx.vars.iter().any(|x| x == v) {
                 Ok(())
             } else {
-                Err(err(cx.prog, format!("index variable `{v}` is not bound here")))
+                Err(err(
+                    cx.prog,
+                    format!("index variable `{v}` is not bound here"),
+                ))
             }
         }
-        IExpr::Add(a, b) | IExpr::Sub(a, b) | IExpr::Mul(a, b) | IExpr::FloorDiv(a, b) | IExpr::Mod(a, b) | IExpr::Min(a, b) | IExpr::Max(a, b) => {
+        IExpr::Add(a, b)
+        | IExpr::Sub(a, b)
+        | IExpr::Mul(a, b)
+        | IExpr::FloorDiv(a, b)
+        | IExpr::Mod(a, b)
+        | IExpr::Min(a, b)
+        | IExpr::Max(a, b) => {
             if let (IExpr::FloorDiv(_, d) | IExpr::Mod(_, d), IExpr::Const(0)) = (e, b.as_ref()) {
                 return Err(err(cx.prog, format!("division by zero in `{d}`")));
             }
@@ -155,12 +198,19 @@ fn vexpr(cx: &Ctx, e: &VExpr) -> Result<DType> {
         }
         VExpr::Load { buf, index } => {
             iexpr(cx, index)?;
-            prog.buffer(buf).ok_or_else(|| err(prog, format!("load from unknown buffer `{buf}`")))?.dtype
+            prog.buffer(buf)
+                .ok_or_else(|| err(prog, format!("load from unknown buffer `{buf}`")))?
+                .dtype
         }
         VExpr::Acc(n, d) => {
             match cx.accs.iter().rev().find(|(a, _)| a == n) {
                 Some((_, ad)) if ad == d => {}
-                _ => return Err(err(prog, format!("accumulator `${n}: {d}` is not bound here"))),
+                _ => {
+                    return Err(err(
+                        prog,
+                        format!("accumulator `${n}: {d}` is not bound here"),
+                    ));
+                }
             }
             *d
         }

@@ -1,37 +1,61 @@
 //! Data movement: copies (Reshape and friends), Transpose, Concat, Slice, Gather.
 
-use super::{idx, nest, strides_of, Builder, NodeCx};
+use super::{Builder, NodeCx, idx, nest, strides_of};
 use crate::error::PassError;
+use tessera_ir::AttrsExt;
 use tessera_ir::infer;
 use tessera_ir::loops::{IExpr, Loop, LoopKind, Stmt, VExpr};
-use tessera_ir::AttrsExt;
 
 /// Reshape, Flatten, Squeeze, Unsqueeze and Identity keep the row-major order: a flat copy.
 pub(crate) fn copy(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
     let n: usize = cx.out_shape.iter().product();
     let dims = b.dims(&[n]);
     let i = idx(&dims)[0].clone();
-    Ok(nest(&dims, vec![Stmt::Store { buf: cx.out.clone(), index: i.clone(), value: VExpr::load(cx.buf(0), i) }]))
+    Ok(nest(
+        &dims,
+        vec![Stmt::Store {
+            buf: cx.out.clone(),
+            index: i.clone(),
+            value: VExpr::load(cx.buf(0), i),
+        }],
+    ))
 }
 
 pub(crate) fn transpose(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
     let s = cx.shape(0);
     let r = s.len();
     let perm: Vec<usize> = match cx.node.attrs.ints("perm").map_err(|e| cx.err(e))? {
-        Some(p) => p.iter().map(|&a| infer::norm_axis(a, r)).collect::<Result<_, _>>().map_err(|e| cx.err(e))?,
+        Some(p) => p
+            .iter()
+            .map(|&a| infer::norm_axis(a, r))
+            .collect::<Result<_, _>>()
+            .map_err(|e| cx.err(e))?,
         None => (0..r).rev().collect(),
     };
     let dims = b.dims(&cx.out_shape);
     let oi = idx(&dims);
     let ist = strides_of(s);
-    let src = oi.iter().enumerate().fold(IExpr::c(0), |acc, (k, e)| acc.add(e.clone().mul(ist[perm[k]] as i64)));
+    let src = oi.iter().enumerate().fold(IExpr::c(0), |acc, (k, e)| {
+        acc.plus(e.clone().times(ist[perm[k]] as i64))
+    });
     let dst = IExpr::linear(&oi, &strides_of(&cx.out_shape));
-    Ok(nest(&dims, vec![Stmt::Store { buf: cx.out.clone(), index: dst, value: VExpr::load(cx.buf(0), src) }]))
+    Ok(nest(
+        &dims,
+        vec![Stmt::Store {
+            buf: cx.out.clone(),
+            index: dst,
+            value: VExpr::load(cx.buf(0), src),
+        }],
+    ))
 }
 
 /// Concat: for each outer coordinate, each input's contiguous chunk is copied in turn.
 pub(crate) fn concat(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
-    let axis = infer::norm_axis(cx.node.attrs.int("axis", 0).map_err(|e| cx.err(e))?, cx.out_shape.len()).map_err(|e| cx.err(e))?;
+    let axis = infer::norm_axis(
+        cx.node.attrs.int("axis", 0).map_err(|e| cx.err(e))?,
+        cx.out_shape.len(),
+    )
+    .map_err(|e| cx.err(e))?;
     let outer: usize = cx.out_shape[..axis].iter().product();
     let total: usize = cx.out_shape[axis..].iter().product();
     let dims = b.dims(&[outer]);
@@ -44,9 +68,22 @@ pub(crate) fn concat(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErro
             continue;
         }
         let j = b.var();
-        let dst = o.clone().mul(total as i64).add(IExpr::c(off as i64)).add(IExpr::var(&j));
-        let src = o.clone().mul(chunk as i64).add(IExpr::var(&j));
-        body.push(Stmt::For(Loop { var: j, extent: chunk as i64, kind: LoopKind::Serial, body: vec![Stmt::Store { buf: cx.out.clone(), index: dst, value: VExpr::load(cx.buf(i), src) }] }));
+        let dst = o
+            .clone()
+            .times(total as i64)
+            .plus(IExpr::c(off as i64))
+            .plus(IExpr::var(&j));
+        let src = o.clone().times(chunk as i64).plus(IExpr::var(&j));
+        body.push(Stmt::For(Loop {
+            var: j,
+            extent: chunk as i64,
+            kind: LoopKind::Serial,
+            body: vec![Stmt::Store {
+                buf: cx.out.clone(),
+                index: dst,
+                value: VExpr::load(cx.buf(i), src),
+            }],
+        }));
         off += chunk;
     }
     Ok(nest(&dims, body))
@@ -54,34 +91,68 @@ pub(crate) fn concat(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErro
 
 pub(crate) fn slice(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
     let s = cx.shape(0);
-    let opt = |i: usize| if cx.has(i) { cx.const_ints(i).map(Some) } else { Ok(None) };
+    let opt = |i: usize| {
+        if cx.has(i) {
+            cx.const_ints(i).map(Some)
+        } else {
+            Ok(None)
+        }
+    };
     let (starts, ends) = (cx.const_ints(1)?, cx.const_ints(2)?);
     let (axes, steps) = (opt(3)?, opt(4)?);
-    let p = infer::slice_params(s, &starts, &ends, axes.as_deref(), steps.as_deref()).map_err(|e| cx.err(e))?;
+    let p = infer::slice_params(s, &starts, &ends, axes.as_deref(), steps.as_deref())
+        .map_err(|e| cx.err(e))?;
     let dims = b.dims(&cx.out_shape);
     let oi = idx(&dims);
     let ist = strides_of(s);
-    let src = oi.iter().enumerate().fold(IExpr::c(0), |acc, (k, e)| acc.add(IExpr::c(p[k].0).add(e.clone().mul(p[k].1)).mul(ist[k] as i64)));
+    let src = oi.iter().enumerate().fold(IExpr::c(0), |acc, (k, e)| {
+        acc.plus(
+            IExpr::c(p[k].0)
+                .plus(e.clone().times(p[k].1))
+                .times(ist[k] as i64),
+        )
+    });
     let dst = IExpr::linear(&oi, &strides_of(&cx.out_shape));
-    Ok(nest(&dims, vec![Stmt::Store { buf: cx.out.clone(), index: dst, value: VExpr::load(cx.buf(0), src) }]))
+    Ok(nest(
+        &dims,
+        vec![Stmt::Store {
+            buf: cx.out.clone(),
+            index: dst,
+            value: VExpr::load(cx.buf(0), src),
+        }],
+    ))
 }
 
 /// Gather along `axis`; negative indices wrap (floor modulo the axis size).
 pub(crate) fn gather(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
     let s = cx.shape(0);
-    let axis = infer::norm_axis(cx.node.attrs.int("axis", 0).map_err(|e| cx.err(e))?, s.len()).map_err(|e| cx.err(e))?;
+    let axis = infer::norm_axis(
+        cx.node.attrs.int("axis", 0).map_err(|e| cx.err(e))?,
+        s.len(),
+    )
+    .map_err(|e| cx.err(e))?;
     let is = cx.shape(1);
     let q = is.len();
     let dims = b.dims(&cx.out_shape);
     let oi = idx(&dims);
-    let ind = VExpr::load(cx.buf(1), IExpr::linear(&oi[axis..axis + q], &strides_of(is)));
+    let ind = VExpr::load(
+        cx.buf(1),
+        IExpr::linear(&oi[axis..axis + q], &strides_of(is)),
+    );
     let g = IExpr::Of(Box::new(ind)).modulo(s[axis] as i64);
     let mut coords: Vec<IExpr> = oi[..axis].to_vec();
     coords.push(g);
     coords.extend_from_slice(&oi[axis + q..]);
     let src = IExpr::linear(&coords, &strides_of(s));
     let dst = IExpr::linear(&oi, &strides_of(&cx.out_shape));
-    Ok(nest(&dims, vec![Stmt::Store { buf: cx.out.clone(), index: dst, value: VExpr::load(cx.buf(0), src) }]))
+    Ok(nest(
+        &dims,
+        vec![Stmt::Store {
+            buf: cx.out.clone(),
+            index: dst,
+            value: VExpr::load(cx.buf(0), src),
+        }],
+    ))
 }
 
 /// ConstantOfShape too large to fold: a fill kernel.
@@ -95,7 +166,14 @@ pub(crate) fn fill(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError>
     let n: usize = cx.out_shape.iter().product();
     let dims = b.dims(&[n]);
     let i = idx(&dims)[0].clone();
-    Ok(nest(&dims, vec![Stmt::Store { buf: cx.out.clone(), index: i, value }]))
+    Ok(nest(
+        &dims,
+        vec![Stmt::Store {
+            buf: cx.out.clone(),
+            index: i,
+            value,
+        }],
+    ))
 }
 
 /// Constant and Shape are always folded before lowering; reaching here means folding was skipped.

@@ -1,7 +1,7 @@
 //! Elementwise ops with numpy broadcasting, and the scalar meaning of each elementwise op as
 //! a loop-IR expression ([`scalar_expr`]), which fusion will reuse.
 
-use super::{idx, nest, strides_of, Builder, NodeCx};
+use super::{Builder, NodeCx, idx, nest, strides_of};
 use crate::error::PassError;
 use tessera_ir::loops::{BinOp, CmpOp, IExpr, Stmt, UnOp, VExpr};
 use tessera_ir::{AttrsExt, OpKind};
@@ -11,11 +11,14 @@ use tessera_ir::{AttrsExt, OpKind};
 /// Returns the merged output shape and, per operand, its merged shape (1 where broadcast).
 pub(crate) fn coalesce(out: &[usize], operands: &[Vec<usize>]) -> (Vec<usize>, Vec<Vec<usize>>) {
     let r = out.len();
-    let aligned: Vec<Vec<usize>> = operands.iter().map(|s| {
-        let mut a = vec![1; r - s.len()];
-        a.extend_from_slice(s);
-        a
-    }).collect();
+    let aligned: Vec<Vec<usize>> = operands
+        .iter()
+        .map(|s| {
+            let mut a = vec![1; r - s.len()];
+            a.extend_from_slice(s);
+            a
+        })
+        .collect();
     let mut mo: Vec<usize> = Vec::new();
     let mut mi: Vec<Vec<usize>> = vec![Vec::new(); operands.len()];
     let mut last_status: Option<Vec<bool>> = None;
@@ -52,12 +55,23 @@ pub(crate) fn bcast(b: &mut Builder, out: &[usize], operands: &[Vec<usize>]) -> 
     let dims = b.dims(&mo);
     let ix = idx(&dims);
     let out_index = IExpr::linear(&ix, &strides_of(&mo));
-    let loads = mi.iter().map(|s| {
-        let st = strides_of(s);
-        let masked: Vec<IExpr> = ix.iter().zip(s).map(|(i, &d)| if d == 1 { IExpr::c(0) } else { i.clone() }).collect();
-        IExpr::linear(&masked, &st)
-    }).collect();
-    Bcast { dims, out_index, loads }
+    let loads = mi
+        .iter()
+        .map(|s| {
+            let st = strides_of(s);
+            let masked: Vec<IExpr> = ix
+                .iter()
+                .zip(s)
+                .map(|(i, &d)| if d == 1 { IExpr::c(0) } else { i.clone() })
+                .collect();
+            IExpr::linear(&masked, &st)
+        })
+        .collect();
+    Bcast {
+        dims,
+        out_index,
+        loads,
+    }
 }
 
 pub(crate) fn elementwise(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
@@ -69,18 +83,36 @@ pub(crate) fn elementwise(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, Pas
         args[i] = Some(VExpr::load(cx.buf(i), bc.loads[k].clone()));
     }
     let value = scalar_expr(cx, &args)?;
-    Ok(nest(&bc.dims, vec![Stmt::Store { buf: cx.out.clone(), index: bc.out_index, value }]))
+    Ok(nest(
+        &bc.dims,
+        vec![Stmt::Store {
+            buf: cx.out.clone(),
+            index: bc.out_index,
+            value,
+        }],
+    ))
 }
 
 pub(crate) fn expand(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
     let bc = bcast(b, &cx.out_shape, &[cx.shape(0).to_vec()]);
     let value = VExpr::load(cx.buf(0), bc.loads[0].clone());
-    Ok(nest(&bc.dims, vec![Stmt::Store { buf: cx.out.clone(), index: bc.out_index, value }]))
+    Ok(nest(
+        &bc.dims,
+        vec![Stmt::Store {
+            buf: cx.out.clone(),
+            index: bc.out_index,
+            value,
+        }],
+    ))
 }
 
 /// Inference BatchNormalization: `(x - mean) / sqrt(var + eps) * scale + bias` per channel.
 pub(crate) fn batch_norm(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
-    let eps = cx.node.attrs.float("epsilon", 1e-5).map_err(|e| cx.err(e))?;
+    let eps = cx
+        .node
+        .attrs
+        .float("epsilon", 1e-5)
+        .map_err(|e| cx.err(e))?;
     let x = cx.shape(0);
     let c = x[1];
     let mut chan = vec![1; x.len()];
@@ -93,7 +125,14 @@ pub(crate) fn batch_norm(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, Pass
     let denom = VExpr::un(UnOp::Sqrt, VExpr::bin(BinOp::Add, ld(4), VExpr::f(eps, dt)));
     let norm = VExpr::bin(BinOp::Div, VExpr::bin(BinOp::Sub, ld(0), ld(3)), denom);
     let value = VExpr::bin(BinOp::Add, VExpr::bin(BinOp::Mul, norm, ld(1)), ld(2));
-    Ok(nest(&bc.dims, vec![Stmt::Store { buf: cx.out.clone(), index: bc.out_index, value }]))
+    Ok(nest(
+        &bc.dims,
+        vec![Stmt::Store {
+            buf: cx.out.clone(),
+            index: bc.out_index,
+            value,
+        }],
+    ))
 }
 
 /// The value of one output element of an elementwise node, given its operands' values.
@@ -101,10 +140,21 @@ pub(crate) fn scalar_expr(cx: &NodeCx, args: &[Option<VExpr>]) -> Result<VExpr, 
     use OpKind::*;
     let n = cx.node;
     let dt = cx.in_dtypes[0].unwrap_or(cx.out_dtype);
-    let a = |i: usize| -> Result<VExpr, PassError> { args.get(i).cloned().flatten().ok_or_else(|| cx.err(format!("missing input {i}"))) };
+    let a = |i: usize| -> Result<VExpr, PassError> {
+        args.get(i)
+            .cloned()
+            .flatten()
+            .ok_or_else(|| cx.err(format!("missing input {i}")))
+    };
     let x = a(0)?;
     let float = dt.is_float();
-    let need_float = || if float { Ok(()) } else { Err(cx.err(format!("{} of {dt} is not supported", n.op))) };
+    let need_float = || {
+        if float {
+            Ok(())
+        } else {
+            Err(cx.err(format!("{} of {dt} is not supported", n.op)))
+        }
+    };
     let one = VExpr::lit(1.0, dt);
     let zero = VExpr::lit(0.0, dt);
     let e = match n.op {
@@ -114,7 +164,15 @@ pub(crate) fn scalar_expr(cx: &NodeCx, args: &[Option<VExpr>]) -> Result<VExpr, 
         Abs => VExpr::un(UnOp::Abs, x),
         Sigmoid => {
             need_float()?;
-            VExpr::bin(BinOp::Div, one.clone(), VExpr::bin(BinOp::Add, one, VExpr::un(UnOp::Exp, VExpr::un(UnOp::Neg, x))))
+            VExpr::bin(
+                BinOp::Div,
+                one.clone(),
+                VExpr::bin(
+                    BinOp::Add,
+                    one,
+                    VExpr::un(UnOp::Exp, VExpr::un(UnOp::Neg, x)),
+                ),
+            )
         }
         Tanh | Erf | Exp | Log | Sqrt | Floor | Ceil => {
             need_float()?;
@@ -136,21 +194,47 @@ pub(crate) fn scalar_expr(cx: &NodeCx, args: &[Option<VExpr>]) -> Result<VExpr, 
         Gelu => {
             need_float()?;
             let half = VExpr::f(0.5, dt);
-            let approx = n.attrs.string("approximate", "none").map_err(|e| cx.err(e))?;
+            let approx = n
+                .attrs
+                .string("approximate", "none")
+                .map_err(|e| cx.err(e))?;
             let inner = if approx == "tanh" {
                 let c = VExpr::f((2.0 / std::f64::consts::PI).sqrt(), dt);
-                let cube = VExpr::bin(BinOp::Mul, VExpr::bin(BinOp::Mul, x.clone(), x.clone()), x.clone());
-                let t = VExpr::bin(BinOp::Add, x.clone(), VExpr::bin(BinOp::Mul, VExpr::f(0.044715, dt), cube));
+                let cube = VExpr::bin(
+                    BinOp::Mul,
+                    VExpr::bin(BinOp::Mul, x.clone(), x.clone()),
+                    x.clone(),
+                );
+                let t = VExpr::bin(
+                    BinOp::Add,
+                    x.clone(),
+                    VExpr::bin(BinOp::Mul, VExpr::f(0.044715, dt), cube),
+                );
                 VExpr::un(UnOp::Tanh, VExpr::bin(BinOp::Mul, c, t))
             } else {
-                VExpr::un(UnOp::Erf, VExpr::bin(BinOp::Mul, x.clone(), VExpr::f(std::f64::consts::FRAC_1_SQRT_2, dt)))
+                VExpr::un(
+                    UnOp::Erf,
+                    VExpr::bin(
+                        BinOp::Mul,
+                        x.clone(),
+                        VExpr::f(std::f64::consts::FRAC_1_SQRT_2, dt),
+                    ),
+                )
             };
-            VExpr::bin(BinOp::Mul, VExpr::bin(BinOp::Mul, half, x), VExpr::bin(BinOp::Add, one, inner))
+            VExpr::bin(
+                BinOp::Mul,
+                VExpr::bin(BinOp::Mul, half, x),
+                VExpr::bin(BinOp::Add, one, inner),
+            )
         }
         LeakyRelu => {
             need_float()?;
             let alpha = n.attrs.float("alpha", 0.01).map_err(|e| cx.err(e))?;
-            VExpr::select(VExpr::Cmp(CmpOp::Ge, Box::new(x.clone()), Box::new(zero)), x.clone(), VExpr::bin(BinOp::Mul, VExpr::f(alpha, dt), x))
+            VExpr::select(
+                VExpr::Cmp(CmpOp::Ge, Box::new(x.clone()), Box::new(zero)),
+                x.clone(),
+                VExpr::bin(BinOp::Mul, VExpr::f(alpha, dt), x),
+            )
         }
         Clip => {
             let mut v = x;
@@ -181,7 +265,11 @@ pub(crate) fn scalar_expr(cx: &NodeCx, args: &[Option<VExpr>]) -> Result<VExpr, 
             need_float()?;
             let e = a(1)?;
             let ed = cx.in_dtypes[1].unwrap_or(dt);
-            let e = if ed != dt { VExpr::Cast(dt, Box::new(e)) } else { e };
+            let e = if ed != dt {
+                VExpr::Cast(dt, Box::new(e))
+            } else {
+                e
+            };
             VExpr::bin(BinOp::Pow, x, e)
         }
         Equal | Less | Greater => {

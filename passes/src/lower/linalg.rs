@@ -5,14 +5,19 @@
 //! the output it is updating, which is why the row is initialised first.
 
 use super::elementwise::coalesce;
-use super::{strides_of, Builder, NodeCx};
+use super::{Builder, NodeCx, strides_of};
 use crate::error::PassError;
+use tessera_ir::AttrsExt;
 use tessera_ir::infer::Window;
 use tessera_ir::loops::{BinOp, CmpOp, IExpr, Loop, LoopKind, Stmt, VExpr};
-use tessera_ir::AttrsExt;
 
 fn for_(var: &str, extent: usize, body: Vec<Stmt>) -> Stmt {
-    Stmt::For(Loop { var: var.to_string(), extent: extent as i64, kind: LoopKind::Serial, body })
+    Stmt::For(Loop {
+        var: var.to_string(),
+        extent: extent as i64,
+        kind: LoopKind::Serial,
+        body,
+    })
 }
 
 fn add(a: VExpr, b: VExpr) -> VExpr {
@@ -35,15 +40,32 @@ fn product(
     init: &dyn Fn(&IExpr, &IExpr, &IExpr) -> VExpr,
 ) -> Vec<Stmt> {
     let (bv, iv, jv, j2, kv) = (b.var(), b.var(), b.var(), b.var(), b.var());
-    let (bi, ii, ji, j2i, ki) = (IExpr::var(&bv), IExpr::var(&iv), IExpr::var(&jv), IExpr::var(&j2), IExpr::var(&kv));
+    let (bi, ii, ji, j2i, ki) = (
+        IExpr::var(&bv),
+        IExpr::var(&iv),
+        IExpr::var(&jv),
+        IExpr::var(&j2),
+        IExpr::var(&kv),
+    );
     let bi = if batch > 1 { bi } else { IExpr::c(0) };
     let ii = if m > 1 { ii } else { IExpr::c(0) };
-    let cidx = |j: &IExpr| c_off(&bi).add(ii.clone().mul(n as i64)).add(j.clone());
-    let init_row = for_(&jv, n, vec![Stmt::Store { buf: out.into(), index: cidx(&ji), value: init(&bi, &ii, &ji) }]);
+    let cidx = |j: &IExpr| c_off(&bi).plus(ii.clone().times(n as i64)).plus(j.clone());
+    let init_row = for_(
+        &jv,
+        n,
+        vec![Stmt::Store {
+            buf: out.into(),
+            index: cidx(&ji),
+            value: init(&bi, &ii, &ji),
+        }],
+    );
     let acc = Stmt::Store {
         buf: out.into(),
         index: cidx(&j2i),
-        value: add(VExpr::load(out, cidx(&j2i)), mul(a_val(&bi, &ii, &ki), b_val(&bi, &ki, &j2i))),
+        value: add(
+            VExpr::load(out, cidx(&j2i)),
+            mul(a_val(&bi, &ii, &ki), b_val(&bi, &ki, &j2i)),
+        ),
     };
     let kloop = for_(&kv, k, vec![for_(&j2, n, vec![acc])]);
     let mut body = vec![init_row, kloop];
@@ -75,9 +97,12 @@ pub(crate) fn matmul(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErro
         let mut rem_stride = 1usize;
         let st = strides_of(&mops[op]);
         for d in (0..mbatch.len()).rev() {
-            let coord = bi.clone().floordiv(rem_stride as i64).modulo(mbatch[d] as i64);
+            let coord = bi
+                .clone()
+                .floordiv(rem_stride as i64)
+                .modulo(mbatch[d] as i64);
             if mops[op][d] != 1 {
-                off = off.add(coord.mul(st[d] as i64));
+                off = off.plus(coord.times(st[d] as i64));
             }
             rem_stride *= mbatch[d];
         }
@@ -91,9 +116,25 @@ pub(crate) fn matmul(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErro
         &cx.out,
         (m, k, n),
         batch,
-        &|bi| bi.clone().mul((m * n) as i64),
-        &|bi, i, kk| VExpr::load(&a, offs(bi, 0).mul((m * k) as i64).add(i.clone().mul(k as i64)).add(kk.clone())),
-        &|bi, kk, j| VExpr::load(&bn, offs2(bi, 1).mul((k * n) as i64).add(kk.clone().mul(n as i64)).add(j.clone())),
+        &|bi| bi.clone().times((m * n) as i64),
+        &|bi, i, kk| {
+            VExpr::load(
+                &a,
+                offs(bi, 0)
+                    .times((m * k) as i64)
+                    .plus(i.clone().times(k as i64))
+                    .plus(kk.clone()),
+            )
+        },
+        &|bi, kk, j| {
+            VExpr::load(
+                &bn,
+                offs2(bi, 1)
+                    .times((k * n) as i64)
+                    .plus(kk.clone().times(n as i64))
+                    .plus(j.clone()),
+            )
+        },
         &|_, _, _| VExpr::lit(0.0, dt),
     ))
 }
@@ -108,15 +149,31 @@ pub(crate) fn gemm(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError>
     let dt = cx.out_dtype;
     let (a, bn) = (cx.buf(0).to_string(), cx.buf(1).to_string());
     let a_val = move |_: &IExpr, i: &IExpr, kk: &IExpr| {
-        let idx = if ta { kk.clone().mul(m as i64).add(i.clone()) } else { i.clone().mul(k as i64).add(kk.clone()) };
+        let idx = if ta {
+            kk.clone().times(m as i64).plus(i.clone())
+        } else {
+            i.clone().times(k as i64).plus(kk.clone())
+        };
         let v = VExpr::load(&a, idx);
-        if alpha == 1.0 { v } else { mul(VExpr::f(alpha, dt), v) }
+        if alpha == 1.0 {
+            v
+        } else {
+            mul(VExpr::f(alpha, dt), v)
+        }
     };
     let b_val = move |_: &IExpr, kk: &IExpr, j: &IExpr| {
-        let idx = if tb { j.clone().mul(k as i64).add(kk.clone()) } else { kk.clone().mul(n as i64).add(j.clone()) };
+        let idx = if tb {
+            j.clone().times(k as i64).plus(kk.clone())
+        } else {
+            kk.clone().times(n as i64).plus(j.clone())
+        };
         VExpr::load(&bn, idx)
     };
-    let c = if cx.has(2) && beta != 0.0 { Some((cx.buf(2).to_string(), cx.shape(2).to_vec())) } else { None };
+    let c = if cx.has(2) && beta != 0.0 {
+        Some((cx.buf(2).to_string(), cx.shape(2).to_vec()))
+    } else {
+        None
+    };
     let init = move |_: &IExpr, i: &IExpr, j: &IExpr| match &c {
         None => VExpr::lit(0.0, dt),
         Some((cb, cs)) => {
@@ -124,11 +181,24 @@ pub(crate) fn gemm(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError>
             cs2.extend_from_slice(cs);
             let ii = if cs2[0] == 1 { IExpr::c(0) } else { i.clone() };
             let jj = if cs2[1] == 1 { IExpr::c(0) } else { j.clone() };
-            let v = VExpr::load(cb, ii.mul(cs2[1] as i64).add(jj));
-            if beta == 1.0 { v } else { mul(VExpr::f(beta, dt), v) }
+            let v = VExpr::load(cb, ii.times(cs2[1] as i64).plus(jj));
+            if beta == 1.0 {
+                v
+            } else {
+                mul(VExpr::f(beta, dt), v)
+            }
         }
     };
-    Ok(product(b, &cx.out, (m, k, n), 1, &|_| IExpr::c(0), &a_val, &b_val, &init))
+    Ok(product(
+        b,
+        &cx.out,
+        (m, k, n),
+        1,
+        &|_| IExpr::c(0),
+        &a_val,
+        &b_val,
+        &init,
+    ))
 }
 
 /// Direct 2-D convolution (NCHW, groups, strides, pads, dilations). Out-of-image taps read a
@@ -143,35 +213,110 @@ pub(crate) fn conv(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError>
     let (nb, oh, ow) = (cx.out_shape[0], cx.out_shape[2], cx.out_shape[3]);
     let opg = cout / group;
     let dt = cx.out_dtype;
-    let (nv, cov, ohv, owv, owv2, civ, khv, kwv) = (b.var(), b.var(), b.var(), b.var(), b.var(), b.var(), b.var(), b.var());
+    let (nv, cov, ohv, owv, owv2, civ, khv, kwv) = (
+        b.var(),
+        b.var(),
+        b.var(),
+        b.var(),
+        b.var(),
+        b.var(),
+        b.var(),
+        b.var(),
+    );
     let v = IExpr::var;
-    let out_idx = |owi: IExpr| v(&nv).mul(cout as i64).add(v(&cov)).mul(oh as i64).add(v(&ohv)).mul(ow as i64).add(owi);
+    let out_idx = |owi: IExpr| {
+        v(&nv)
+            .times(cout as i64)
+            .plus(v(&cov))
+            .times(oh as i64)
+            .plus(v(&ohv))
+            .times(ow as i64)
+            .plus(owi)
+    };
     let init = match cx.has(2) {
         true => VExpr::load(cx.buf(2), v(&cov)),
         false => VExpr::lit(0.0, dt),
     };
-    let iy = v(&ohv).mul(win.strides[0] as i64).add(v(&khv).mul(win.dilations[0] as i64)).sub(IExpr::c(win.pads[0] as i64));
-    let ix = v(&owv2).mul(win.strides[1] as i64).add(v(&kwv).mul(win.dilations[1] as i64)).sub(IExpr::c(win.pads[1] as i64));
+    let iy = v(&ohv)
+        .times(win.strides[0] as i64)
+        .plus(v(&khv).times(win.dilations[0] as i64))
+        .minus(IExpr::c(win.pads[0] as i64));
+    let ix = v(&owv2)
+        .times(win.strides[1] as i64)
+        .plus(v(&kwv).times(win.dilations[1] as i64))
+        .minus(IExpr::c(win.pads[1] as i64));
     let padded = win.pads.iter().any(|&p| p > 0);
-    let clamp = |e: IExpr, hi: usize| if padded { IExpr::Min(Box::new(IExpr::Max(Box::new(e), Box::new(IExpr::c(0)))), Box::new(IExpr::c(hi as i64 - 1))) } else { e };
-    let chan = v(&cov).floordiv(opg as i64).mul(cpg as i64).add(v(&civ));
-    let x_idx = v(&nv).mul(cin as i64).add(chan).mul(h as i64).add(clamp(iy.clone(), h)).mul(w as i64).add(clamp(ix.clone(), w));
+    let clamp = |e: IExpr, hi: usize| {
+        if padded {
+            IExpr::Min(
+                Box::new(IExpr::Max(Box::new(e), Box::new(IExpr::c(0)))),
+                Box::new(IExpr::c(hi as i64 - 1)),
+            )
+        } else {
+            e
+        }
+    };
+    let chan = v(&cov).floordiv(opg as i64).times(cpg as i64).plus(v(&civ));
+    let x_idx = v(&nv)
+        .times(cin as i64)
+        .plus(chan)
+        .times(h as i64)
+        .plus(clamp(iy.clone(), h))
+        .times(w as i64)
+        .plus(clamp(ix.clone(), w));
     let mut xval = VExpr::load(cx.buf(0), x_idx);
     if padded {
         let inb = |e: IExpr, hi: usize| {
-            VExpr::bin(BinOp::And, VExpr::ICmp(CmpOp::Ge, e.clone(), IExpr::c(0)), VExpr::ICmp(CmpOp::Lt, e, IExpr::c(hi as i64)))
+            VExpr::bin(
+                BinOp::And,
+                VExpr::ICmp(CmpOp::Ge, e.clone(), IExpr::c(0)),
+                VExpr::ICmp(CmpOp::Lt, e, IExpr::c(hi as i64)),
+            )
         };
-        xval = VExpr::select(VExpr::bin(BinOp::And, inb(iy, h), inb(ix, w)), xval, VExpr::lit(0.0, dt));
+        xval = VExpr::select(
+            VExpr::bin(BinOp::And, inb(iy, h), inb(ix, w)),
+            xval,
+            VExpr::lit(0.0, dt),
+        );
     }
-    let w_idx = v(&cov).mul(cpg as i64).add(v(&civ)).mul(kh as i64).add(v(&khv)).mul(kw as i64).add(v(&kwv));
+    let w_idx = v(&cov)
+        .times(cpg as i64)
+        .plus(v(&civ))
+        .times(kh as i64)
+        .plus(v(&khv))
+        .times(kw as i64)
+        .plus(v(&kwv));
     let acc = Stmt::Store {
         buf: cx.out.clone(),
         index: out_idx(v(&owv2)),
-        value: add(VExpr::load(&cx.out, out_idx(v(&owv2))), mul(VExpr::load(cx.buf(1), w_idx), xval)),
+        value: add(
+            VExpr::load(&cx.out, out_idx(v(&owv2))),
+            mul(VExpr::load(cx.buf(1), w_idx), xval),
+        ),
     };
     let body = vec![
-        for_(&owv, ow, vec![Stmt::Store { buf: cx.out.clone(), index: out_idx(v(&owv)), value: init }]),
-        for_(&civ, cpg, vec![for_(&khv, kh, vec![for_(&kwv, kw, vec![for_(&owv2, ow, vec![acc])])])]),
+        for_(
+            &owv,
+            ow,
+            vec![Stmt::Store {
+                buf: cx.out.clone(),
+                index: out_idx(v(&owv)),
+                value: init,
+            }],
+        ),
+        for_(
+            &civ,
+            cpg,
+            vec![for_(
+                &khv,
+                kh,
+                vec![for_(&kwv, kw, vec![for_(&owv2, ow, vec![acc])])],
+            )],
+        ),
     ];
-    Ok(vec![for_(&nv, nb, vec![for_(&cov, cout, vec![for_(&ohv, oh, body)])])])
+    Ok(vec![for_(
+        &nv,
+        nb,
+        vec![for_(&cov, cout, vec![for_(&ohv, oh, body)])],
+    )])
 }

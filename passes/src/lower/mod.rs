@@ -50,7 +50,11 @@ pub(crate) struct NodeCx<'a> {
 
 impl NodeCx<'_> {
     pub fn err(&self, msg: impl Into<String>) -> PassError {
-        PassError::Lower { node: self.node.name.clone(), op: self.node.op.name().into(), msg: msg.into() }
+        PassError::Lower {
+            node: self.node.name.clone(),
+            op: self.node.op.name().into(),
+            msg: msg.into(),
+        }
     }
     pub fn shape(&self, i: usize) -> &[usize] {
         self.in_shapes[i].as_deref().unwrap_or(&[])
@@ -62,7 +66,12 @@ impl NodeCx<'_> {
         self.bufs[i].as_deref().unwrap_or("")
     }
     pub fn const_ints(&self, i: usize) -> Result<Vec<i64>, PassError> {
-        self.consts.get(i).copied().flatten().map(|t| t.to_i64_vec()).ok_or_else(|| self.err(format!("input {i} must be a constant")))
+        self.consts
+            .get(i)
+            .copied()
+            .flatten()
+            .map(|t| t.to_i64_vec())
+            .ok_or_else(|| self.err(format!("input {i} must be a constant")))
     }
 }
 
@@ -81,18 +90,28 @@ impl Builder {
     }
     /// Loop variables for each dimension; extent-1 dimensions get the constant 0 and no loop.
     pub fn dims(&mut self, shape: &[usize]) -> Vec<(Option<String>, usize)> {
-        shape.iter().map(|&d| (if d > 1 { Some(self.var()) } else { None }, d)).collect()
+        shape
+            .iter()
+            .map(|&d| (if d > 1 { Some(self.var()) } else { None }, d))
+            .collect()
     }
 }
 
 pub(crate) fn idx(dims: &[(Option<String>, usize)]) -> Vec<IExpr> {
-    dims.iter().map(|(v, _)| v.as_deref().map(IExpr::var).unwrap_or(IExpr::c(0))).collect()
+    dims.iter()
+        .map(|(v, _)| v.as_deref().map(IExpr::var).unwrap_or(IExpr::c(0)))
+        .collect()
 }
 
 /// Wraps `body` in serial loops over `dims` (outermost first).
 pub(crate) fn nest(dims: &[(Option<String>, usize)], body: Vec<Stmt>) -> Vec<Stmt> {
     dims.iter().rev().fold(body, |b, (v, e)| match v {
-        Some(v) => vec![Stmt::For(Loop { var: v.clone(), extent: *e as i64, kind: LoopKind::Serial, body: b })],
+        Some(v) => vec![Stmt::For(Loop {
+            var: v.clone(),
+            extent: *e as i64,
+            kind: LoopKind::Serial,
+            body: b,
+        })],
         None => b,
     })
 }
@@ -112,9 +131,18 @@ fn lower_node(g: &Graph, n: &Node, index: usize) -> Result<Kernel, PassError> {
         match inp {
             Some(v) => {
                 let ty = g.ty_of(*v)?;
-                let shape = ty.static_shape().ok_or_else(|| PassError::Lower { node: n.name.clone(), op: n.op.name().into(), msg: format!("input {i} has a symbolic shape") })?;
+                let shape = ty.static_shape().ok_or_else(|| PassError::Lower {
+                    node: n.name.clone(),
+                    op: n.op.name().into(),
+                    msg: format!("input {i} has a symbolic shape"),
+                })?;
                 let name = format!("x{i}");
-                buffers.push(Buffer { name: name.clone(), dtype: ty.dtype, len: tessera_ir::tensor::numel(&shape).max(1), role: BufRole::Input });
+                buffers.push(Buffer {
+                    name: name.clone(),
+                    dtype: ty.dtype,
+                    len: tessera_ir::tensor::numel(&shape).max(1),
+                    role: BufRole::Input,
+                });
                 args.push(*v);
                 bufs.push(Some(name));
                 in_shapes.push(Some(shape));
@@ -131,10 +159,28 @@ fn lower_node(g: &Graph, n: &Node, index: usize) -> Result<Kernel, PassError> {
     }
     let ov = n.outputs[0];
     let oty = g.ty_of(ov)?;
-    let out_shape = oty.static_shape().ok_or_else(|| PassError::Lower { node: n.name.clone(), op: n.op.name().into(), msg: "output shape is symbolic".into() })?;
-    buffers.push(Buffer { name: "y".into(), dtype: oty.dtype, len: tessera_ir::tensor::numel(&out_shape).max(1), role: BufRole::Output });
+    let out_shape = oty.static_shape().ok_or_else(|| PassError::Lower {
+        node: n.name.clone(),
+        op: n.op.name().into(),
+        msg: "output shape is symbolic".into(),
+    })?;
+    buffers.push(Buffer {
+        name: "y".into(),
+        dtype: oty.dtype,
+        len: tessera_ir::tensor::numel(&out_shape).max(1),
+        role: BufRole::Output,
+    });
     args.push(ov);
-    let cx = NodeCx { node: n, in_shapes, in_dtypes, consts, out_shape, out_dtype: oty.dtype, bufs, out: "y".into() };
+    let cx = NodeCx {
+        node: n,
+        in_shapes,
+        in_dtypes,
+        consts,
+        out_shape,
+        out_dtype: oty.dtype,
+        bufs,
+        out: "y".into(),
+    };
     if cx.out_shape.contains(&0) {
         return Err(cx.err("zero-sized outputs are not supported yet"));
     }
@@ -162,13 +208,26 @@ fn lower_node(g: &Graph, n: &Node, index: usize) -> Result<Kernel, PassError> {
         _ if n.op.is_elementwise() => elementwise::elementwise(&cx, &mut b)?,
         other => return Err(cx.err(format!("no lowering for {other}"))),
     };
-    let program = LoopProgram { name: format!("k{index}_{}", sanitize(&n.name)), buffers, body };
-    Ok(Kernel { node: n.name.clone(), op: n.op, program, args })
+    let program = LoopProgram {
+        name: format!("k{index}_{}", sanitize(&n.name)),
+        buffers,
+        body,
+    };
+    Ok(Kernel {
+        node: n.name.clone(),
+        op: n.op,
+        program,
+        args,
+    })
 }
 
 /// Makes a node name usable as a symbol: `[A-Za-z0-9_]`, at most 40 characters.
 pub fn sanitize(s: &str) -> String {
-    let mut o: String = s.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).take(40).collect();
+    let mut o: String = s
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .take(40)
+        .collect();
     if o.is_empty() {
         o.push('n');
     }

@@ -1,21 +1,44 @@
 //! Pooling, normalisation, softmax and reductions: loop nests around [`Reduce`] statements.
 
-use super::{idx, nest, strides_of, Builder, NodeCx};
+use super::{Builder, NodeCx, idx, nest, strides_of};
 use crate::error::PassError;
 use tessera_ir::infer::{self, Window};
 use tessera_ir::loops::{BinOp, CmpOp, IExpr, Reduce, ReduceOp, Stmt, UnOp, VExpr};
 use tessera_ir::{AttrsExt, OpKind};
 
-fn reduce_stmt(acc: &str, dt: tessera_ir::DType, op: ReduceOp, init: VExpr, axes: Vec<(String, i64)>, value: VExpr, body: Vec<Stmt>) -> Stmt {
-    Stmt::Reduce(Reduce { acc: acc.into(), dtype: dt, op, init, axes, value, body })
+fn reduce_stmt(
+    acc: &str,
+    dt: tessera_ir::DType,
+    op: ReduceOp,
+    init: VExpr,
+    axes: Vec<(String, i64)>,
+    value: VExpr,
+    body: Vec<Stmt>,
+) -> Stmt {
+    Stmt::Reduce(Reduce {
+        acc: acc.into(),
+        dtype: dt,
+        op,
+        init,
+        axes,
+        value,
+        body,
+    })
 }
 
 fn in_range(e: IExpr, hi: usize) -> VExpr {
-    VExpr::bin(BinOp::And, VExpr::ICmp(CmpOp::Ge, e.clone(), IExpr::c(0)), VExpr::ICmp(CmpOp::Lt, e, IExpr::c(hi as i64)))
+    VExpr::bin(
+        BinOp::And,
+        VExpr::ICmp(CmpOp::Ge, e.clone(), IExpr::c(0)),
+        VExpr::ICmp(CmpOp::Lt, e, IExpr::c(hi as i64)),
+    )
 }
 
 fn clamp(e: IExpr, hi: usize) -> IExpr {
-    IExpr::Min(Box::new(IExpr::Max(Box::new(e), Box::new(IExpr::c(0)))), Box::new(IExpr::c(hi as i64 - 1)))
+    IExpr::Min(
+        Box::new(IExpr::Max(Box::new(e), Box::new(IExpr::c(0)))),
+        Box::new(IExpr::c(hi as i64 - 1)),
+    )
 }
 
 /// MaxPool / AveragePool over NCHW with pads, strides, dilations and ceil mode.
@@ -24,36 +47,103 @@ pub(crate) fn pool(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError>
     let (h, w) = (xs[2], xs[3]);
     let win = Window::from_node(cx.node, &[h, w], None).map_err(|e| cx.err(e))?;
     let is_max = cx.node.op == OpKind::MaxPool;
-    let include_pad = cx.node.attrs.int("count_include_pad", 0).map_err(|e| cx.err(e))? != 0;
+    let include_pad = cx
+        .node
+        .attrs
+        .int("count_include_pad", 0)
+        .map_err(|e| cx.err(e))?
+        != 0;
     let dt = cx.out_dtype;
     let (oh, ow) = (cx.out_shape[2], cx.out_shape[3]);
     let dims = b.dims(&[xs[0] * xs[1], oh, ow]);
     let ix = idx(&dims);
     let (kyv, kxv) = (b.var(), b.var());
-    let iy = ix[1].clone().mul(win.strides[0] as i64).add(IExpr::var(&kyv).mul(win.dilations[0] as i64)).sub(IExpr::c(win.pads[0] as i64));
-    let ixx = ix[2].clone().mul(win.strides[1] as i64).add(IExpr::var(&kxv).mul(win.dilations[1] as i64)).sub(IExpr::c(win.pads[1] as i64));
-    let inside = VExpr::bin(BinOp::And, in_range(iy.clone(), h), in_range(ixx.clone(), w));
-    let load = VExpr::load(cx.buf(0), ix[0].clone().mul(h as i64).add(clamp(iy.clone(), h)).mul(w as i64).add(clamp(ixx.clone(), w)));
+    let iy = ix[1]
+        .clone()
+        .times(win.strides[0] as i64)
+        .plus(IExpr::var(&kyv).times(win.dilations[0] as i64))
+        .minus(IExpr::c(win.pads[0] as i64));
+    let ixx = ix[2]
+        .clone()
+        .times(win.strides[1] as i64)
+        .plus(IExpr::var(&kxv).times(win.dilations[1] as i64))
+        .minus(IExpr::c(win.pads[1] as i64));
+    let inside = VExpr::bin(
+        BinOp::And,
+        in_range(iy.clone(), h),
+        in_range(ixx.clone(), w),
+    );
+    let load = VExpr::load(
+        cx.buf(0),
+        ix[0]
+            .clone()
+            .times(h as i64)
+            .plus(clamp(iy.clone(), h))
+            .times(w as i64)
+            .plus(clamp(ixx.clone(), w)),
+    );
     let out_idx = IExpr::linear(&ix, &strides_of(&[xs[0] * xs[1], oh, ow]));
     let axes = vec![(kyv, win.kernel[0] as i64), (kxv, win.kernel[1] as i64)];
     let stmt = if is_max {
         let v = VExpr::select(inside, load, VExpr::f(f64::NEG_INFINITY, dt));
-        reduce_stmt("m", dt, ReduceOp::Max, VExpr::f(f64::NEG_INFINITY, dt), axes, v, vec![Stmt::Store { buf: cx.out.clone(), index: out_idx, value: VExpr::Acc("m".into(), dt) }])
+        reduce_stmt(
+            "m",
+            dt,
+            ReduceOp::Max,
+            VExpr::f(f64::NEG_INFINITY, dt),
+            axes,
+            v,
+            vec![Stmt::Store {
+                buf: cx.out.clone(),
+                index: out_idx,
+                value: VExpr::Acc("m".into(), dt),
+            }],
+        )
     } else {
         let sum = VExpr::select(inside.clone(), load, VExpr::f(0.0, dt));
         // With count_include_pad the divisor counts taps inside the padded image; otherwise
         // only taps inside the image.
         let counted = if include_pad {
-            VExpr::bin(BinOp::And, VExpr::ICmp(CmpOp::Lt, iy, IExpr::c((h + win.pads[2]) as i64)), VExpr::ICmp(CmpOp::Lt, ixx, IExpr::c((w + win.pads[3]) as i64)))
+            VExpr::bin(
+                BinOp::And,
+                VExpr::ICmp(CmpOp::Lt, iy, IExpr::c((h + win.pads[2]) as i64)),
+                VExpr::ICmp(CmpOp::Lt, ixx, IExpr::c((w + win.pads[3]) as i64)),
+            )
         } else {
             inside
         };
         let cnt = VExpr::select(counted, VExpr::f(1.0, dt), VExpr::f(0.0, dt));
         let (ax2, ay2) = (b.var(), b.var());
-        let cnt = cnt.subst(&axes[0].0, &IExpr::var(&ay2)).subst(&axes[1].0, &IExpr::var(&ax2));
+        let cnt = cnt
+            .subst(&axes[0].0, &IExpr::var(&ay2))
+            .subst(&axes[1].0, &IExpr::var(&ax2));
         let axes2 = vec![(ay2, axes[0].1), (ax2, axes[1].1)];
-        let store = Stmt::Store { buf: cx.out.clone(), index: out_idx, value: VExpr::bin(BinOp::Div, VExpr::Acc("s".into(), dt), VExpr::Acc("c".into(), dt)) };
-        reduce_stmt("s", dt, ReduceOp::Sum, VExpr::f(0.0, dt), axes, sum, vec![reduce_stmt("c", dt, ReduceOp::Sum, VExpr::f(0.0, dt), axes2, cnt, vec![store])])
+        let store = Stmt::Store {
+            buf: cx.out.clone(),
+            index: out_idx,
+            value: VExpr::bin(
+                BinOp::Div,
+                VExpr::Acc("s".into(), dt),
+                VExpr::Acc("c".into(), dt),
+            ),
+        };
+        reduce_stmt(
+            "s",
+            dt,
+            ReduceOp::Sum,
+            VExpr::f(0.0, dt),
+            axes,
+            sum,
+            vec![reduce_stmt(
+                "c",
+                dt,
+                ReduceOp::Sum,
+                VExpr::f(0.0, dt),
+                axes2,
+                cnt,
+                vec![store],
+            )],
+        )
     };
     Ok(nest(&dims, vec![stmt]))
 }
@@ -66,47 +156,120 @@ pub(crate) fn global_avg_pool(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>,
     let dims = b.dims(&[nc]);
     let o = idx(&dims)[0].clone();
     let k = b.var();
-    let store = Stmt::Store { buf: cx.out.clone(), index: o.clone(), value: VExpr::bin(BinOp::Div, VExpr::Acc("s".into(), dt), VExpr::f(hw as f64, dt)) };
-    let v = VExpr::load(cx.buf(0), o.mul(hw as i64).add(IExpr::var(&k)));
-    Ok(nest(&dims, vec![reduce_stmt("s", dt, ReduceOp::Sum, VExpr::f(0.0, dt), vec![(k, hw as i64)], v, vec![store])]))
+    let store = Stmt::Store {
+        buf: cx.out.clone(),
+        index: o.clone(),
+        value: VExpr::bin(
+            BinOp::Div,
+            VExpr::Acc("s".into(), dt),
+            VExpr::f(hw as f64, dt),
+        ),
+    };
+    let v = VExpr::load(cx.buf(0), o.times(hw as i64).plus(IExpr::var(&k)));
+    Ok(nest(
+        &dims,
+        vec![reduce_stmt(
+            "s",
+            dt,
+            ReduceOp::Sum,
+            VExpr::f(0.0, dt),
+            vec![(k, hw as i64)],
+            v,
+            vec![store],
+        )],
+    ))
 }
 
 /// Softmax along `axis`: max, sum of exponentials, then normalise — three passes per lane.
 pub(crate) fn softmax(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
     let s = cx.shape(0);
-    let axis = infer::norm_axis(cx.node.attrs.int("axis", -1).map_err(|e| cx.err(e))?, s.len()).map_err(|e| cx.err(e))?;
-    let (outer, len, inner) = (s[..axis].iter().product::<usize>(), s[axis], s[axis + 1..].iter().product::<usize>());
+    let axis = infer::norm_axis(
+        cx.node.attrs.int("axis", -1).map_err(|e| cx.err(e))?,
+        s.len(),
+    )
+    .map_err(|e| cx.err(e))?;
+    let (outer, len, inner) = (
+        s[..axis].iter().product::<usize>(),
+        s[axis],
+        s[axis + 1..].iter().product::<usize>(),
+    );
     let dt = cx.out_dtype;
     let dims = b.dims(&[outer, inner]);
     let ix = idx(&dims);
-    let at = |k: IExpr| ix[0].clone().mul((len * inner) as i64).add(k.mul(inner as i64)).add(ix[1].clone());
+    let at = |k: IExpr| {
+        ix[0]
+            .clone()
+            .times((len * inner) as i64)
+            .plus(k.times(inner as i64))
+            .plus(ix[1].clone())
+    };
     let (k1, k2, k3) = (b.var(), b.var(), b.var());
     let x = |k: &str| VExpr::load(cx.buf(0), at(IExpr::var(k)));
     let m = VExpr::Acc("m".into(), dt);
     let shifted = |k: &str| VExpr::un(UnOp::Exp, VExpr::bin(BinOp::Sub, x(k), m.clone()));
-    let store = Stmt::Store { buf: cx.out.clone(), index: at(IExpr::var(&k3)), value: VExpr::bin(BinOp::Div, shifted(&k3), VExpr::Acc("s".into(), dt)) };
-    let write = Stmt::For(tessera_ir::loops::Loop { var: k3, extent: len as i64, kind: tessera_ir::loops::LoopKind::Serial, body: vec![store] });
-    let sum = reduce_stmt("s", dt, ReduceOp::Sum, VExpr::f(0.0, dt), vec![(k2.clone(), len as i64)], shifted(&k2), vec![write]);
-    let max = reduce_stmt("m", dt, ReduceOp::Max, VExpr::f(f64::NEG_INFINITY, dt), vec![(k1.clone(), len as i64)], x(&k1), vec![sum]);
+    let store = Stmt::Store {
+        buf: cx.out.clone(),
+        index: at(IExpr::var(&k3)),
+        value: VExpr::bin(BinOp::Div, shifted(&k3), VExpr::Acc("s".into(), dt)),
+    };
+    let write = Stmt::For(tessera_ir::loops::Loop {
+        var: k3,
+        extent: len as i64,
+        kind: tessera_ir::loops::LoopKind::Serial,
+        body: vec![store],
+    });
+    let sum = reduce_stmt(
+        "s",
+        dt,
+        ReduceOp::Sum,
+        VExpr::f(0.0, dt),
+        vec![(k2.clone(), len as i64)],
+        shifted(&k2),
+        vec![write],
+    );
+    let max = reduce_stmt(
+        "m",
+        dt,
+        ReduceOp::Max,
+        VExpr::f(f64::NEG_INFINITY, dt),
+        vec![(k1.clone(), len as i64)],
+        x(&k1),
+        vec![sum],
+    );
     Ok(nest(&dims, vec![max]))
 }
 
 /// LayerNormalization over the axes from `axis` to the end, with scale and optional bias.
 pub(crate) fn layer_norm(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
     let s = cx.shape(0);
-    let axis = infer::norm_axis(cx.node.attrs.int("axis", -1).map_err(|e| cx.err(e))?, s.len()).map_err(|e| cx.err(e))?;
-    let eps = cx.node.attrs.float("epsilon", 1e-5).map_err(|e| cx.err(e))?;
-    let (outer, inner) = (s[..axis].iter().product::<usize>(), s[axis..].iter().product::<usize>());
+    let axis = infer::norm_axis(
+        cx.node.attrs.int("axis", -1).map_err(|e| cx.err(e))?,
+        s.len(),
+    )
+    .map_err(|e| cx.err(e))?;
+    let eps = cx
+        .node
+        .attrs
+        .float("epsilon", 1e-5)
+        .map_err(|e| cx.err(e))?;
+    let (outer, inner) = (
+        s[..axis].iter().product::<usize>(),
+        s[axis..].iter().product::<usize>(),
+    );
     let dt = cx.out_dtype;
     let dims = b.dims(&[outer]);
-    let row = idx(&dims)[0].clone().mul(inner as i64);
+    let row = idx(&dims)[0].clone().times(inner as i64);
     let (k1, k2, k3) = (b.var(), b.var(), b.var());
-    let x = |k: &str| VExpr::load(cx.buf(0), row.clone().add(IExpr::var(k)));
+    let x = |k: &str| VExpr::load(cx.buf(0), row.clone().plus(IExpr::var(k)));
     let n = VExpr::f(inner as f64, dt);
     let mean = VExpr::bin(BinOp::Div, VExpr::Acc("s".into(), dt), n.clone());
     let centered = |k: &str| VExpr::bin(BinOp::Sub, x(k), mean.clone());
     let var = VExpr::bin(BinOp::Div, VExpr::Acc("q".into(), dt), n);
-    let rstd = VExpr::bin(BinOp::Div, VExpr::f(1.0, dt), VExpr::un(UnOp::Sqrt, VExpr::bin(BinOp::Add, var, VExpr::f(eps, dt))));
+    let rstd = VExpr::bin(
+        BinOp::Div,
+        VExpr::f(1.0, dt),
+        VExpr::un(UnOp::Sqrt, VExpr::bin(BinOp::Add, var, VExpr::f(eps, dt))),
+    );
     // Scale and bias broadcast over the normalised dimensions.
     let norm_shape = &s[axis..];
     let param = |i: usize, k: &str| {
@@ -118,28 +281,75 @@ pub(crate) fn layer_norm(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, Pass
         let mut off = IExpr::c(0);
         for d in 0..norm_shape.len() {
             if aligned[d] != 1 {
-                off = off.add(IExpr::var(k).floordiv(ns[d] as i64).modulo(norm_shape[d] as i64).mul(st[d] as i64));
+                off = off.plus(
+                    IExpr::var(k)
+                        .floordiv(ns[d] as i64)
+                        .modulo(norm_shape[d] as i64)
+                        .times(st[d] as i64),
+                );
             }
         }
         VExpr::load(cx.buf(i), off)
     };
-    let mut y = VExpr::bin(BinOp::Mul, VExpr::bin(BinOp::Mul, centered(&k3), rstd), param(1, &k3));
+    let mut y = VExpr::bin(
+        BinOp::Mul,
+        VExpr::bin(BinOp::Mul, centered(&k3), rstd),
+        param(1, &k3),
+    );
     if cx.has(2) {
         y = VExpr::bin(BinOp::Add, y, param(2, &k3));
     }
-    let write = Stmt::For(tessera_ir::loops::Loop { var: k3.clone(), extent: inner as i64, kind: tessera_ir::loops::LoopKind::Serial, body: vec![Stmt::Store { buf: cx.out.clone(), index: row.clone().add(IExpr::var(&k3)), value: y }] });
+    let write = Stmt::For(tessera_ir::loops::Loop {
+        var: k3.clone(),
+        extent: inner as i64,
+        kind: tessera_ir::loops::LoopKind::Serial,
+        body: vec![Stmt::Store {
+            buf: cx.out.clone(),
+            index: row.clone().plus(IExpr::var(&k3)),
+            value: y,
+        }],
+    });
     let sq = VExpr::bin(BinOp::Mul, centered(&k2), centered(&k2));
-    let q = reduce_stmt("q", dt, ReduceOp::Sum, VExpr::f(0.0, dt), vec![(k2, inner as i64)], sq, vec![write]);
-    Ok(nest(&dims, vec![reduce_stmt("s", dt, ReduceOp::Sum, VExpr::f(0.0, dt), vec![(k1.clone(), inner as i64)], x(&k1), vec![q])]))
+    let q = reduce_stmt(
+        "q",
+        dt,
+        ReduceOp::Sum,
+        VExpr::f(0.0, dt),
+        vec![(k2, inner as i64)],
+        sq,
+        vec![write],
+    );
+    Ok(nest(
+        &dims,
+        vec![reduce_stmt(
+            "s",
+            dt,
+            ReduceOp::Sum,
+            VExpr::f(0.0, dt),
+            vec![(k1.clone(), inner as i64)],
+            x(&k1),
+            vec![q],
+        )],
+    ))
 }
 
 /// ReduceSum / ReduceMean / ReduceMax over constant axes.
 pub(crate) fn reduce_op(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
     let s = cx.shape(0).to_vec();
     let has_axes = cx.has(1);
-    let axes = infer::reduce_axes(cx.node, s.len(), cx.consts.get(1).copied().flatten(), has_axes).map_err(|e| cx.err(e))?;
+    let axes = infer::reduce_axes(
+        cx.node,
+        s.len(),
+        cx.consts.get(1).copied().flatten(),
+        has_axes,
+    )
+    .map_err(|e| cx.err(e))?;
     let dt = cx.out_dtype;
-    let kept: Vec<usize> = s.iter().enumerate().map(|(i, &d)| if axes.contains(&i) { 1 } else { d }).collect();
+    let kept: Vec<usize> = s
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| if axes.contains(&i) { 1 } else { d })
+        .collect();
     let dims = b.dims(&kept);
     let mut coords = idx(&dims);
     let mut raxes = Vec::new();
@@ -158,13 +368,37 @@ pub(crate) fn reduce_op(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassE
         _ => (ReduceOp::Sum, VExpr::lit(0.0, dt)),
     };
     let acc = VExpr::Acc("r".into(), dt);
-    let result = if cx.node.op == OpKind::ReduceMean { VExpr::bin(BinOp::Div, acc, VExpr::lit(count as f64, dt)) } else { acc };
-    let out_idx = IExpr::linear(&idx(&dims), &strides_of(&kept));
-    let store = Stmt::Store { buf: cx.out.clone(), index: out_idx, value: result };
-    let stmt = if raxes.is_empty() {
-        Stmt::Store { buf: cx.out.clone(), index: IExpr::linear(&idx(&dims), &strides_of(&kept)), value: if cx.node.op == OpKind::ReduceMean { VExpr::bin(BinOp::Div, value, VExpr::lit(count as f64, dt)) } else { value } }
+    let result = if cx.node.op == OpKind::ReduceMean {
+        VExpr::bin(BinOp::Div, acc, VExpr::lit(count as f64, dt))
     } else {
-        Stmt::Reduce(Reduce { acc: "r".into(), dtype: dt, op, init, axes: raxes, value, body: vec![store] })
+        acc
+    };
+    let out_idx = IExpr::linear(&idx(&dims), &strides_of(&kept));
+    let store = Stmt::Store {
+        buf: cx.out.clone(),
+        index: out_idx,
+        value: result,
+    };
+    let stmt = if raxes.is_empty() {
+        Stmt::Store {
+            buf: cx.out.clone(),
+            index: IExpr::linear(&idx(&dims), &strides_of(&kept)),
+            value: if cx.node.op == OpKind::ReduceMean {
+                VExpr::bin(BinOp::Div, value, VExpr::lit(count as f64, dt))
+            } else {
+                value
+            },
+        }
+    } else {
+        Stmt::Reduce(Reduce {
+            acc: "r".into(),
+            dtype: dt,
+            op,
+            init,
+            axes: raxes,
+            value,
+            body: vec![store],
+        })
     };
     Ok(nest(&dims, vec![stmt]))
 }
@@ -192,16 +426,50 @@ pub(crate) fn lrn(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> 
     let ix = idx(&dims);
     let k = b.var();
     let lo = (size - 1) / 2;
-    let ch = ix[1].clone().add(IExpr::var(&k)).sub(IExpr::c(lo));
-    let at_ch = |chan: IExpr| ix[0].clone().mul(c as i64).add(chan).mul(inner as i64).add(ix[2].clone());
+    let ch = ix[1].clone().plus(IExpr::var(&k)).minus(IExpr::c(lo));
+    let at_ch = |chan: IExpr| {
+        ix[0]
+            .clone()
+            .times(c as i64)
+            .plus(chan)
+            .times(inner as i64)
+            .plus(ix[2].clone())
+    };
     let v = VExpr::load(cx.buf(0), at_ch(clamp(ch.clone(), c)));
-    let sq = VExpr::select(in_range(ch, c), VExpr::bin(BinOp::Mul, v.clone(), v), VExpr::f(0.0, dt));
+    let sq = VExpr::select(
+        in_range(ch, c),
+        VExpr::bin(BinOp::Mul, v.clone(), v),
+        VExpr::f(0.0, dt),
+    );
     let x = VExpr::load(cx.buf(0), at_ch(ix[1].clone()));
     let denom = VExpr::bin(
         BinOp::Pow,
-        VExpr::bin(BinOp::Add, VExpr::f(bias, dt), VExpr::bin(BinOp::Mul, VExpr::f(alpha / size as f64, dt), VExpr::Acc("s".into(), dt))),
+        VExpr::bin(
+            BinOp::Add,
+            VExpr::f(bias, dt),
+            VExpr::bin(
+                BinOp::Mul,
+                VExpr::f(alpha / size as f64, dt),
+                VExpr::Acc("s".into(), dt),
+            ),
+        ),
         VExpr::f(beta, dt),
     );
-    let store = Stmt::Store { buf: cx.out.clone(), index: at_ch(ix[1].clone()), value: VExpr::bin(BinOp::Div, x, denom) };
-    Ok(nest(&dims, vec![reduce_stmt("s", dt, ReduceOp::Sum, VExpr::f(0.0, dt), vec![(k, size)], sq, vec![store])]))
+    let store = Stmt::Store {
+        buf: cx.out.clone(),
+        index: at_ch(ix[1].clone()),
+        value: VExpr::bin(BinOp::Div, x, denom),
+    };
+    Ok(nest(
+        &dims,
+        vec![reduce_stmt(
+            "s",
+            dt,
+            ReduceOp::Sum,
+            VExpr::f(0.0, dt),
+            vec![(k, size)],
+            sq,
+            vec![store],
+        )],
+    ))
 }
