@@ -72,6 +72,8 @@ fn unsigned(d: DType) -> bool {
 struct Vec_ {
     var: String,
     width: u32,
+    /// Lane mask of a tail iteration (`vector<w x i1>`): loads and stores are masked.
+    mask: Option<String>,
 }
 
 struct Em<'a> {
@@ -168,16 +170,11 @@ impl Em<'_> {
                         ty(DType::I8, lanes)
                     ));
                 }
-                match lanes {
-                    Some(w) => self.line(format!(
-                        "vector.store {v}, {b}[{i}] : memref<{len}x{}>, vector<{w}x{}>",
-                        mem_ty(d),
-                        mem_ty(d)
-                    )),
-                    None => self.line(format!(
-                        "memref.store {v}, {b}[{i}] : memref<{len}x{}>",
-                        mem_ty(d)
-                    )),
+                let (m, t) = (mem_ty(d), ty(d, lanes));
+                match (lanes, self.vec.as_ref().and_then(|v| v.mask.clone())) {
+                    (Some(w), Some(mask)) => self.line(format!("vector.maskedstore {b}[{i}], {mask}, {v} : memref<{len}x{m}>, vector<{w}xi1>, {t}")),
+                    (Some(_), None) => self.line(format!("vector.store {v}, {b}[{i}] : memref<{len}x{m}>, {t}")),
+                    (None, _) => self.line(format!("memref.store {v}, {b}[{i}] : memref<{len}x{m}>")),
                 }
                 Ok(())
             }
@@ -213,7 +210,8 @@ impl Em<'_> {
         if let Some(w) = want_width
             .filter(|&w| w > 1 && self.vec.is_none() && vectorizable(self.prog, &l.body, &l.var))
         {
-            // Vector main loop over [lo, lo + floor((hi-lo)/w)*w), then a scalar remainder.
+            // Vector main loop over [lo, lo + floor((hi-lo)/w)*w), then the tail: one masked
+            // vector iteration, or a scalar loop when the body must not see inactive lanes.
             let cw = self.index_const(w as i64);
             let span = self.op(format!("arith.subi {hi}, {lo} : index"));
             let q = self.op(format!("arith.divui {span}, {cw} : index"));
@@ -222,11 +220,34 @@ impl Em<'_> {
             self.vec = Some(Vec_ {
                 var: l.var.clone(),
                 width: w,
+                mask: None,
             });
             self.simple_for(&l.var, &lo, &mid, &cw, &l.body)?;
             self.vec = None;
-            let c1 = self.index_const(1);
-            return self.simple_for(&l.var, &mid, &hi, &c1, &l.body);
+            if !maskable(self.prog, &l.body) {
+                let c1 = self.index_const(1);
+                return self.simple_for(&l.var, &mid, &hi, &c1, &l.body);
+            }
+            let rem = self.op(format!("arith.subi {hi}, {mid} : index"));
+            let c0 = self.index_const(0);
+            let any = self.op(format!("arith.cmpi sgt, {rem}, {c0} : index"));
+            self.line(format!("scf.if {any} {{"));
+            self.depth += 1;
+            let mask = self.op(format!("vector.create_mask {rem} : vector<{w}xi1>"));
+            self.vec = Some(Vec_ {
+                var: l.var.clone(),
+                width: w,
+                mask: Some(mask),
+            });
+            self.idx.insert(l.var.clone(), mid);
+            for s in &l.body {
+                self.stmt(s)?;
+            }
+            self.idx.remove(&l.var);
+            self.vec = None;
+            self.depth -= 1;
+            self.line("}".into());
+            return Ok(());
         }
         if let LoopKind::Unroll(n) = l.kind
             && n > 1
@@ -451,16 +472,22 @@ impl Em<'_> {
                     .cloned()
                     .ok_or_else(|| self.unsupported(format!("unknown buffer `{buf}`")))?;
                 let i = self.iexpr(index)?;
-                let raw = match lanes {
-                    Some(w) => self.op(format!(
-                        "vector.load {b}[{i}] : memref<{len}x{}>, vector<{w}x{}>",
-                        mem_ty(bd),
-                        mem_ty(bd)
-                    )),
-                    None => self.op(format!(
-                        "memref.load {b}[{i}] : memref<{len}x{}>",
-                        mem_ty(bd)
-                    )),
+                let (m, vt) = (mem_ty(bd), ty(bd, lanes));
+                let raw = match (lanes, self.vec.as_ref().and_then(|v| v.mask.clone())) {
+                    (Some(w), Some(mask)) => {
+                        // Inactive lanes read zero; their results are never stored.
+                        let zero = if bd.is_float() {
+                            Lit::F(0.0)
+                        } else {
+                            Lit::I(0)
+                        };
+                        let z = self.splat(zero, bd)?;
+                        self.op(format!("vector.maskedload {b}[{i}], {mask}, {z} : memref<{len}x{m}>, vector<{w}xi1>, {vt} into {vt}"))
+                    }
+                    (Some(_), None) => {
+                        self.op(format!("vector.load {b}[{i}] : memref<{len}x{m}>, {vt}"))
+                    }
+                    (None, _) => self.op(format!("memref.load {b}[{i}] : memref<{len}x{m}>")),
                 };
                 if bd == DType::Bool {
                     let z = self.constant(Lit::I(0), DType::I8);
@@ -697,6 +724,25 @@ impl Em<'_> {
             }
         })
     }
+}
+
+/// Whether a vector body may run on masked-off lanes: integer division could trap on the zero
+/// that a masked load leaves in an inactive lane, so such bodies get a scalar tail instead.
+fn maskable(prog: &LoopProgram, body: &[Stmt]) -> bool {
+    fn int_div(prog: &LoopProgram, e: &VExpr) -> bool {
+        let dt = |b: &str| prog.buffer(b).map(|x| x.dtype);
+        match e {
+            VExpr::Binary(BinOp::Div, a, b) => {
+                !e.dtype(&dt).is_some_and(|d| d.is_float()) || int_div(prog, a) || int_div(prog, b)
+            }
+            VExpr::Binary(_, a, b) | VExpr::Cmp(_, a, b) => int_div(prog, a) || int_div(prog, b),
+            VExpr::Unary(_, a) | VExpr::Cast(_, a) => int_div(prog, a),
+            VExpr::Select(c, a, b) => int_div(prog, c) || int_div(prog, a) || int_div(prog, b),
+            _ => false,
+        }
+    }
+    body.iter()
+        .all(|s| matches!(s, Stmt::Store { value, .. } if !int_div(prog, value)))
 }
 
 fn int_pred(op: CmpOp, unsigned: bool) -> &'static str {

@@ -86,6 +86,9 @@ enum Cmd {
         /// Print one JSON line.
         #[arg(long)]
         json: bool,
+        /// Also print each kernel's median time, slowest first.
+        #[arg(long)]
+        profile: bool,
         #[command(flatten)]
         opts: CommonOpts,
     },
@@ -311,6 +314,7 @@ fn main() -> Result<()> {
             runs,
             warmup,
             json,
+            profile,
             opts,
         } => {
             let g = load_graph(&model)?;
@@ -334,9 +338,13 @@ fn main() -> Result<()> {
                 .collect::<Result<_, _>>()?;
             times.sort_by(f64::total_cmp);
             let median = times[times.len() / 2];
+            if profile {
+                print_profile(&compiled, &inputs, runs.max(1))?;
+            }
+            let Target::Cpu { cpu, .. } = &c.target;
             let line = serde_json::json!({
                 "model": model.display().to_string(),
-                "target": c.target.describe(),
+                "target": { "kind": "cpu", "cpu": cpu },
                 "threads": compiled.threads(),
                 "kernels": compiled.plan().steps.len(),
                 "runs": times.len(),
@@ -374,4 +382,29 @@ fn max_rel_err(a: &Tensor, r: &Tensor) -> f64 {
             }
         })
         .fold(0.0, f64::max)
+}
+
+/// Per-kernel median times over `runs` profiled runs, slowest first.
+fn print_profile(exe: &tessera_runtime::Executor, inputs: &[Tensor], runs: usize) -> Result<()> {
+    let steps = &exe.plan().steps;
+    let mut per: Vec<Vec<f64>> = vec![Vec::new(); steps.len()];
+    for _ in 0..runs {
+        let (_, t) = exe.run_profiled(inputs)?;
+        for (i, d) in t.iter().enumerate() {
+            per[i].push(d.as_secs_f64() * 1e3);
+        }
+    }
+    let mut rows: Vec<(f64, &str, &str)> = per
+        .iter_mut()
+        .zip(steps)
+        .map(|(v, s)| {
+            v.sort_by(f64::total_cmp);
+            (v[v.len() / 2], s.kernel.as_str(), s.node.as_str())
+        })
+        .collect();
+    rows.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for (ms, k, n) in rows {
+        println!("{ms:>10.4} ms  {k}  ({n})");
+    }
+    Ok(())
 }

@@ -272,6 +272,7 @@ pub fn build_plan(st: &Stages) -> Result<(ExecPlan, Vec<u8>), CompileError> {
             node: k.node.clone(),
             args: k.args.iter().map(|v| slots[v]).collect(),
             parallel_extent: k.program.parallel_extent(),
+            work: k.program.work(),
         })
         .collect();
     Ok((

@@ -43,6 +43,10 @@ pub struct Step {
     pub node: String,
     pub args: Vec<Slot>,
     pub parallel_extent: i64,
+    /// Estimated scalar statement executions of one run (see `LoopProgram::work`); the
+    /// executor runs small kernels on the calling thread rather than waking the pool.
+    #[serde(default)]
+    pub work: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

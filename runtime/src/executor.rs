@@ -9,6 +9,10 @@ use std::sync::{Arc, Mutex};
 use tessera_ir::Tensor;
 use tessera_ir::plan::{ExecPlan, KernelFn, Slot};
 
+/// Kernels estimated to do less work than this run on the calling thread: waking the pool
+/// costs microseconds, more than such a kernel takes.
+pub const PARALLEL_MIN_WORK: u64 = 1 << 15;
+
 /// Options of an executor.
 #[derive(Clone, Debug)]
 pub struct ExecConfig {
@@ -103,6 +107,24 @@ impl Executor {
 
     /// Checks the inputs against the plan, runs every step, and returns the outputs.
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
+        self.run_timed(inputs, None)
+    }
+
+    /// Like [`Executor::run`], also recording each step's wall time (in the plan's order).
+    pub fn run_profiled(
+        &self,
+        inputs: &[Tensor],
+    ) -> Result<(Vec<Tensor>, Vec<std::time::Duration>), RuntimeError> {
+        let mut times = Vec::with_capacity(self.plan.steps.len());
+        let out = self.run_timed(inputs, Some(&mut times))?;
+        Ok((out, times))
+    }
+
+    fn run_timed(
+        &self,
+        inputs: &[Tensor],
+        mut times: Option<&mut Vec<std::time::Duration>>,
+    ) -> Result<Vec<Tensor>, RuntimeError> {
         if inputs.len() != self.plan.inputs.len() {
             return Err(RuntimeError::InputCount {
                 expected: self.plan.inputs.len(),
@@ -165,7 +187,15 @@ impl Executor {
                 // inputs are only read; [start, end) lies within the parallel extent.
                 unsafe { k(args.ptr(), start, end) }
             };
-            self.pool.parallel_for(step.parallel_extent, &run);
+            let t0 = times.is_some().then(std::time::Instant::now);
+            if step.work < PARALLEL_MIN_WORK {
+                run(0, step.parallel_extent);
+            } else {
+                self.pool.parallel_for(step.parallel_extent, &run);
+            }
+            if let (Some(t), Some(t0)) = (times.as_deref_mut(), t0) {
+                t.push(t0.elapsed());
+            }
         }
         drop(ws);
         Ok(outputs)

@@ -396,6 +396,27 @@ impl LoopProgram {
         self.buffers.iter().find(|b| b.name == name)
     }
 
+    /// Estimated work: how many times stores and reduction steps execute in one run.
+    pub fn work(&self) -> u64 {
+        fn block(body: &[Stmt], mult: u64) -> u64 {
+            body.iter()
+                .map(|s| match s {
+                    Stmt::For(l) => block(&l.body, mult.saturating_mul(l.extent.max(0) as u64)),
+                    Stmt::Store { .. } => mult,
+                    Stmt::If { then, .. } => block(then, mult),
+                    Stmt::Reduce(r) => {
+                        let steps = r
+                            .axes
+                            .iter()
+                            .fold(mult, |m, (_, e)| m.saturating_mul((*e).max(0) as u64));
+                        steps.saturating_add(block(&r.body, mult))
+                    }
+                })
+                .fold(0u64, u64::saturating_add)
+        }
+        block(&self.body, 1)
+    }
+
     /// The extent of the parallel outermost loop, or 1 if the program has none. The runtime
     /// calls the compiled kernel with sub-ranges of `0..parallel_extent()`.
     pub fn parallel_extent(&self) -> i64 {

@@ -201,8 +201,12 @@ pub(crate) fn gemm(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError>
     ))
 }
 
-/// Direct 2-D convolution (NCHW, groups, strides, pads, dilations). Out-of-image taps read a
-/// clamped in-bounds address and are masked to zero, so every load stays in bounds.
+/// Direct 2-D convolution (NCHW, groups, strides, pads, dilations).
+///
+/// The kernel taps are unrolled at compile time: for each tap `(ky, kx)` the range of output
+/// columns whose input column lies inside the image is computed statically, so the innermost
+/// loop has no bounds checks and, at stride 1, walks input and output contiguously (it
+/// vectorizes). Rows are guarded by an `if` only when padding can put them outside the image.
 pub(crate) fn conv(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
     let xs = cx.shape(0);
     let ws = cx.shape(1);
@@ -213,18 +217,12 @@ pub(crate) fn conv(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError>
     let (nb, oh, ow) = (cx.out_shape[0], cx.out_shape[2], cx.out_shape[3]);
     let opg = cout / group;
     let dt = cx.out_dtype;
-    let (nv, cov, ohv, owv, owv2, civ, khv, kwv) = (
-        b.var(),
-        b.var(),
-        b.var(),
-        b.var(),
-        b.var(),
-        b.var(),
-        b.var(),
-        b.var(),
-    );
+    let (sy, sx) = (win.strides[0] as i64, win.strides[1] as i64);
+    let (dy, dx) = (win.dilations[0] as i64, win.dilations[1] as i64);
+    let (py, px) = (win.pads[0] as i64, win.pads[1] as i64);
+    let (nv, cov, ohv, owv, civ) = (b.var(), b.var(), b.var(), b.var(), b.var());
     let v = IExpr::var;
-    let out_idx = |owi: IExpr| {
+    let row = |owi: IExpr| {
         v(&nv)
             .times(cout as i64)
             .plus(v(&cov))
@@ -237,83 +235,87 @@ pub(crate) fn conv(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError>
         true => VExpr::load(cx.buf(2), v(&cov)),
         false => VExpr::lit(0.0, dt),
     };
-    let iy = v(&ohv)
-        .times(win.strides[0] as i64)
-        .plus(v(&khv).times(win.dilations[0] as i64))
-        .minus(IExpr::c(win.pads[0] as i64));
-    let ix = v(&owv2)
-        .times(win.strides[1] as i64)
-        .plus(v(&kwv).times(win.dilations[1] as i64))
-        .minus(IExpr::c(win.pads[1] as i64));
-    let padded = win.pads.iter().any(|&p| p > 0);
-    let clamp = |e: IExpr, hi: usize| {
-        if padded {
-            IExpr::Min(
-                Box::new(IExpr::Max(Box::new(e), Box::new(IExpr::c(0)))),
-                Box::new(IExpr::c(hi as i64 - 1)),
-            )
-        } else {
-            e
-        }
-    };
     let chan = v(&cov).floordiv(opg as i64).times(cpg as i64).plus(v(&civ));
-    let x_idx = v(&nv)
-        .times(cin as i64)
-        .plus(chan)
-        .times(h as i64)
-        .plus(clamp(iy.clone(), h))
-        .times(w as i64)
-        .plus(clamp(ix.clone(), w));
-    let mut xval = VExpr::load(cx.buf(0), x_idx);
-    if padded {
-        let inb = |e: IExpr, hi: usize| {
-            VExpr::bin(
-                BinOp::And,
-                VExpr::ICmp(CmpOp::Ge, e.clone(), IExpr::c(0)),
-                VExpr::ICmp(CmpOp::Lt, e, IExpr::c(hi as i64)),
-            )
-        };
-        xval = VExpr::select(
-            VExpr::bin(BinOp::And, inb(iy, h), inb(ix, w)),
-            xval,
-            VExpr::lit(0.0, dt),
-        );
-    }
-    let w_idx = v(&cov)
-        .times(cpg as i64)
-        .plus(v(&civ))
-        .times(kh as i64)
-        .plus(v(&khv))
-        .times(kw as i64)
-        .plus(v(&kwv));
-    let acc = Stmt::Store {
-        buf: cx.out.clone(),
-        index: out_idx(v(&owv2)),
-        value: add(
-            VExpr::load(&cx.out, out_idx(v(&owv2))),
-            mul(VExpr::load(cx.buf(1), w_idx), xval),
-        ),
-    };
-    let body = vec![
-        for_(
-            &owv,
-            ow,
-            vec![Stmt::Store {
+    let mut taps = Vec::new();
+    for ky in 0..kh as i64 {
+        // Input row of this tap; guard it unless every output row maps inside the image.
+        let iy = v(&ohv).times(sy).plus(IExpr::c(ky * dy - py));
+        let first = ky * dy - py;
+        let last = (oh as i64 - 1) * sy + ky * dy - py;
+        let row_always_inside = first >= 0 && last < h as i64;
+        if last < 0 || first >= h as i64 {
+            continue; // no output row ever reads this tap row
+        }
+        let mut row_body = Vec::new();
+        for kx in 0..kw as i64 {
+            // Output columns whose input column ox*sx + kx*dx - px lies in [0, w).
+            let off = kx * dx - px;
+            let lo = if off >= 0 { 0 } else { (-off + sx - 1) / sx };
+            let hi_num = w as i64 - 1 - off;
+            let hi = if hi_num < 0 {
+                0
+            } else {
+                (hi_num / sx + 1).min(ow as i64)
+            };
+            if lo >= hi {
+                continue;
+            }
+            let j = b.var();
+            let ox = v(&j).plus(IExpr::c(lo));
+            let ix = ox.clone().times(sx).plus(IExpr::c(off));
+            let x_idx = v(&nv)
+                .times(cin as i64)
+                .plus(chan.clone())
+                .times(h as i64)
+                .plus(iy.clone())
+                .times(w as i64)
+                .plus(ix);
+            let w_idx = v(&cov)
+                .times(cpg as i64)
+                .plus(v(&civ))
+                .times(kh as i64)
+                .plus(IExpr::c(ky))
+                .times(kw as i64)
+                .plus(IExpr::c(kx));
+            let acc = Stmt::Store {
                 buf: cx.out.clone(),
-                index: out_idx(v(&owv)),
-                value: init,
-            }],
-        ),
-        for_(
-            &civ,
-            cpg,
-            vec![for_(
-                &khv,
-                kh,
-                vec![for_(&kwv, kw, vec![for_(&owv2, ow, vec![acc])])],
-            )],
-        ),
-    ];
+                index: row(ox.clone()),
+                value: add(
+                    VExpr::load(&cx.out, row(ox)),
+                    mul(VExpr::load(cx.buf(1), w_idx), VExpr::load(cx.buf(0), x_idx)),
+                ),
+            };
+            row_body.push(for_(&j, (hi - lo) as usize, vec![acc]));
+        }
+        if row_body.is_empty() {
+            continue;
+        }
+        if row_always_inside {
+            taps.extend(row_body);
+        } else {
+            let inside = VExpr::bin(
+                BinOp::And,
+                VExpr::ICmp(CmpOp::Ge, iy.clone(), IExpr::c(0)),
+                VExpr::ICmp(CmpOp::Lt, iy, IExpr::c(h as i64)),
+            );
+            taps.push(Stmt::If {
+                cond: inside,
+                then: row_body,
+            });
+        }
+    }
+    let mut body = vec![for_(
+        &owv,
+        ow,
+        vec![Stmt::Store {
+            buf: cx.out.clone(),
+            index: row(v(&owv)),
+            value: init,
+        }],
+    )];
+    if !taps.is_empty() {
+        body.push(for_(&civ, cpg, taps));
+    }
     Ok(vec![for_(
         &nv,
         nb,
