@@ -273,3 +273,39 @@ fn legacy_forms_are_upgraded() {
         vec![-0.5, 0.0, 1.0, -0.5, 0.2f32 as f64, -0.4f32 as f64]
     );
 }
+
+#[test]
+fn external_data_is_read_relative_to_the_model() {
+    use tessera::onnx::proto::StringStringEntryProto;
+    let dir = std::env::temp_dir().join(format!("tessera-ext-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let vals: Vec<f32> = (0..6).map(|i| i as f32 * 0.5).collect();
+    let mut blob = vec![0u8; 16]; // an offset, as exporters write several tensors per file
+    blob.extend(vals.iter().flat_map(|v| v.to_le_bytes()));
+    std::fs::write(dir.join("weights.bin"), &blob).unwrap();
+    let kv = |k: &str, v: &str| StringStringEntryProto { key: Some(k.into()), value: Some(v.into()) };
+    let w = TensorProto {
+        name: Some("w".into()),
+        dims: vec![2, 3],
+        data_type: Some(1),
+        data_location: Some(proto::tensor_proto::DataLocation::External as i32),
+        external_data: vec![kv("location", "weights.bin"), kv("offset", "16"), kv("length", "24")],
+        ..Default::default()
+    };
+    let bytes = model(vec![node("Add", "a", &["x", "w"], &["y"])], 17, vec![w.clone()]);
+    std::fs::write(dir.join("m.onnx"), &bytes).unwrap();
+    let g = tessera::onnx::import_file(&dir.join("m.onnx")).unwrap();
+    let wv = g.lookup("w").unwrap();
+    assert_eq!(g.initializers[&wv].to_f64_vec(), vals.iter().map(|&v| v as f64).collect::<Vec<_>>());
+    // Without the folder (bytes only) and with an escaping path: typed errors.
+    assert!(import(&bytes).unwrap_err().to_string().contains("`w`"));
+    let mut evil = w;
+    evil.external_data[0] = kv("location", "../../etc/passwd");
+    let msg = import_with_dir(&model(vec![node("Add", "a", &["x", "w"], &["y"])], 17, vec![evil]), &dir);
+    assert!(msg.contains("leaves the model's folder"), "{msg}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn import_with_dir(bytes: &[u8], dir: &std::path::Path) -> String {
+    tessera::onnx::import_with_base(bytes, Some(dir.to_path_buf())).unwrap_err().to_string()
+}
