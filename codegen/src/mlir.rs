@@ -531,6 +531,8 @@ impl Em<'_> {
                     UnOp::Erf => self.op(format!("math.erf {x} : {t}")),
                     UnOp::Floor => self.op(format!("math.floor {x} : {t}")),
                     UnOp::Ceil => self.op(format!("math.ceil {x} : {t}")),
+                    UnOp::Sin => self.op(format!("math.sin {x} : {t}")),
+                    UnOp::Cos => self.op(format!("math.cos {x} : {t}")),
                 })
             }
             VExpr::Binary(op, a, b) => {

@@ -398,6 +398,77 @@ impl Importer {
                 self.g.add_initializer(&out, t);
                 return Ok(());
             }
+            "Split" => {
+                // Split becomes one Slice per output, so the IR needs no multi-output kernels.
+                let x = inputs
+                    .first()
+                    .copied()
+                    .flatten()
+                    .ok_or_else(|| err("Split needs an input".into()))?;
+                let axis = match attrs.get("axis") {
+                    Some(Attr::Int(a)) => *a,
+                    _ => 0,
+                };
+                let sizes: Option<Vec<i64>> =
+                    match (inputs.get(1).copied().flatten(), attrs.get("split")) {
+                        (Some(v), _) => Some(
+                            self.g
+                                .initializers
+                                .get(&v)
+                                .ok_or_else(|| err("the `split` input must be a constant".into()))?
+                                .to_i64_vec(),
+                        ),
+                        (None, Some(Attr::Ints(v))) => Some(v.clone()),
+                        _ => None,
+                    };
+                let n_out = outputs.len() as i64;
+                // The split dimension's size: infer the graph built so far.
+                tessera_passes::fold::infer_and_fold(
+                    &mut self.g,
+                    tessera_passes::fold::Inference::Lenient,
+                )
+                .map_err(|e| err(e.to_string()))?;
+                let ty = self
+                    .g
+                    .ty(x)
+                    .cloned()
+                    .ok_or_else(|| err("the input's type is unknown".into()))?;
+                let ax = tessera_ir::infer::norm_axis(axis, ty.rank()).map_err(err)?;
+                let sizes = match sizes {
+                    Some(s) => s,
+                    None => {
+                        let d = ty.shape[ax].known().ok_or_else(|| {
+                            err("Split of a symbolic dimension needs explicit sizes".into())
+                        })? as i64;
+                        let chunk = (d + n_out - 1) / n_out;
+                        (0..n_out)
+                            .map(|k| (d - k * chunk).clamp(0, chunk))
+                            .collect()
+                    }
+                };
+                if sizes.len() != outputs.len() || sizes.iter().any(|&s| s < 0) {
+                    return Err(err(format!(
+                        "split sizes {sizes:?} do not match {} outputs",
+                        outputs.len()
+                    )));
+                }
+                let mut start = 0;
+                for (k, (&size, &out)) in sizes.iter().zip(&outputs).enumerate() {
+                    let st = self.const_input(&name, &format!("start{k}"), ints_tensor(&[start]));
+                    let en =
+                        self.const_input(&name, &format!("end{k}"), ints_tensor(&[start + size]));
+                    let ax_in = self.const_input(&name, &format!("axis{k}"), ints_tensor(&[axis]));
+                    self.push(
+                        format!("{name}_{k}"),
+                        OpKind::Slice,
+                        Attrs::new(),
+                        vec![Some(x), Some(st), Some(en), Some(ax_in)],
+                        vec![out],
+                    );
+                    start += size;
+                }
+                return Ok(());
+            }
             "Dropout" => {
                 if inputs.get(2).copied().flatten().is_some() {
                     return Err(err(

@@ -283,29 +283,72 @@ fn external_data_is_read_relative_to_the_model() {
     let mut blob = vec![0u8; 16]; // an offset, as exporters write several tensors per file
     blob.extend(vals.iter().flat_map(|v| v.to_le_bytes()));
     std::fs::write(dir.join("weights.bin"), &blob).unwrap();
-    let kv = |k: &str, v: &str| StringStringEntryProto { key: Some(k.into()), value: Some(v.into()) };
+    let kv = |k: &str, v: &str| StringStringEntryProto {
+        key: Some(k.into()),
+        value: Some(v.into()),
+    };
     let w = TensorProto {
         name: Some("w".into()),
         dims: vec![2, 3],
         data_type: Some(1),
         data_location: Some(proto::tensor_proto::DataLocation::External as i32),
-        external_data: vec![kv("location", "weights.bin"), kv("offset", "16"), kv("length", "24")],
+        external_data: vec![
+            kv("location", "weights.bin"),
+            kv("offset", "16"),
+            kv("length", "24"),
+        ],
         ..Default::default()
     };
-    let bytes = model(vec![node("Add", "a", &["x", "w"], &["y"])], 17, vec![w.clone()]);
+    let bytes = model(
+        vec![node("Add", "a", &["x", "w"], &["y"])],
+        17,
+        vec![w.clone()],
+    );
     std::fs::write(dir.join("m.onnx"), &bytes).unwrap();
     let g = tessera::onnx::import_file(&dir.join("m.onnx")).unwrap();
     let wv = g.lookup("w").unwrap();
-    assert_eq!(g.initializers[&wv].to_f64_vec(), vals.iter().map(|&v| v as f64).collect::<Vec<_>>());
+    assert_eq!(
+        g.initializers[&wv].to_f64_vec(),
+        vals.iter().map(|&v| v as f64).collect::<Vec<_>>()
+    );
     // Without the folder (bytes only) and with an escaping path: typed errors.
     assert!(import(&bytes).unwrap_err().to_string().contains("`w`"));
     let mut evil = w;
     evil.external_data[0] = kv("location", "../../etc/passwd");
-    let msg = import_with_dir(&model(vec![node("Add", "a", &["x", "w"], &["y"])], 17, vec![evil]), &dir);
+    let msg = import_with_dir(
+        &model(vec![node("Add", "a", &["x", "w"], &["y"])], 17, vec![evil]),
+        &dir,
+    );
     assert!(msg.contains("leaves the model's folder"), "{msg}");
     std::fs::remove_dir_all(&dir).ok();
 }
 
 fn import_with_dir(bytes: &[u8], dir: &std::path::Path) -> String {
-    tessera::onnx::import_with_base(bytes, Some(dir.to_path_buf())).unwrap_err().to_string()
+    tessera::onnx::import_with_base(bytes, Some(dir.to_path_buf()))
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn split_becomes_slices() {
+    use tessera_ir::{DType, Tensor};
+    let mut s = node("Split", "sp", &["x"], &["a", "b", "c"]);
+    s.attribute.push(AttributeProto {
+        name: Some("axis".into()),
+        r#type: Some(2),
+        i: Some(1),
+        ..Default::default()
+    });
+    let cat = node("Concat", "cat", &["c", "a", "b"], &["y"]);
+    let mut cat = cat;
+    cat.attribute.push(AttributeProto {
+        name: Some("axis".into()),
+        r#type: Some(2),
+        i: Some(1),
+        ..Default::default()
+    });
+    let g = import(&model(vec![s, cat], 17, vec![])).unwrap();
+    let x = Tensor::from_f64(DType::F32, vec![2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    let y = tessera_ir::interp::run_graph(&g, &[x]).unwrap();
+    assert_eq!(y[0].to_f64_vec(), vec![3.0, 1.0, 2.0, 6.0, 4.0, 5.0]);
 }

@@ -313,7 +313,8 @@ pub fn infer(n: &Node, tys: &[Option<ValueType>], consts: &[Option<&Tensor>]) ->
             )
         }
         Relu | Sigmoid | Tanh | Erf | Gelu | Exp | Log | Sqrt | Reciprocal | Neg | Abs | Floor
-        | Ceil | LeakyRelu | Identity | Softmax => {
+        | Ceil | LeakyRelu | Identity | Softmax | Sin | Cos | Softplus | HardSigmoid
+        | HardSwish => {
             let x = x?;
             if !matches!(n.op, Identity | Abs | Neg | Relu) && !x.dtype.is_float() {
                 return Err(format!("needs a float input, got {}", x.dtype));
@@ -324,6 +325,73 @@ pub fn infer(n: &Node, tys: &[Option<ValueType>], consts: &[Option<&Tensor>]) ->
             one(x.dtype, x.shape.clone())
         }
         Not => one(DType::Bool, x?.shape.clone()),
+        PRelu => {
+            let (x, slope) = (x?, t(1)?);
+            if slope.dtype != x.dtype {
+                return Err("slope dtype differs from the input".into());
+            }
+            let out = broadcast(&[&x.shape, &slope.shape])?;
+            if out != x.shape {
+                return Err(format!(
+                    "slope {} does not broadcast to the input {}",
+                    ValueType {
+                        dtype: slope.dtype,
+                        shape: slope.shape.clone()
+                    },
+                    x
+                ));
+            }
+            one(x.dtype, x.shape.clone())
+        }
+        Range => {
+            let d = x?.dtype;
+            let (s, l, dl) = (c(0), c(1), c(2));
+            let (Some(s), Some(l), Some(dl)) = (s, l, dl) else {
+                return Err("Range needs constant start, limit and delta".into());
+            };
+            let n = range_len(s.get_f64(0), l.get_f64(0), dl.get_f64(0))?;
+            one(d, vec![Dim::Known(n)])
+        }
+        Pad => {
+            let x = x?;
+            let (begin, end) = pad_amounts(
+                n,
+                x.rank(),
+                c(1),
+                c(3),
+                tys.get(3).is_some_and(|t| t.is_some()),
+            )?;
+            let reflect = n.attrs.string("mode", "constant")? == "reflect";
+            let mut s = Vec::new();
+            for (i, d) in x.shape.iter().enumerate() {
+                let dk = known(d, "a padded dimension")? as i64;
+                if reflect && (begin[i] >= dk || end[i] >= dk) {
+                    return Err(format!(
+                        "reflect pads of dimension {i} must be smaller than its size {dk}"
+                    ));
+                }
+                let k = dk + begin[i] + end[i];
+                if k < 0 {
+                    return Err(format!("pads make dimension {i} negative"));
+                }
+                s.push(Dim::Known(k as usize));
+            }
+            one(x.dtype, s)
+        }
+        Tile => {
+            let x = x?;
+            let reps = const_ints(c(1), "repeats")?;
+            if reps.len() != x.rank() || reps.iter().any(|&r| r < 0) {
+                return Err(format!("repeats {reps:?} do not match rank {}", x.rank()));
+            }
+            let s = x
+                .shape
+                .iter()
+                .zip(&reps)
+                .map(|(d, &r)| Ok(Dim::Known(known(d, "a tiled dimension")? * r as usize)))
+                .collect::<R<Vec<_>>>()?;
+            one(x.dtype, s)
+        }
         LRN => {
             let x = x?;
             if x.rank() < 3 || n.attrs.int("size", 0)? <= 0 {
@@ -763,4 +831,48 @@ pub fn reduce_axes(
     v.sort();
     v.dedup();
     Ok(v)
+}
+
+/// Number of elements of `Range(start, limit, delta)`.
+pub fn range_len(start: f64, limit: f64, delta: f64) -> R<usize> {
+    if delta == 0.0 || !delta.is_finite() {
+        return Err("Range delta must be finite and non-zero".into());
+    }
+    let n = ((limit - start) / delta).ceil();
+    if !(n < (1u64 << 40) as f64) {
+        return Err(format!("Range of {n} elements is too large"));
+    }
+    Ok(n.max(0.0) as usize)
+}
+
+/// Pad amounts `(begin, end)` per dimension from the `pads` input and optional `axes`.
+pub fn pad_amounts(
+    n: &Node,
+    rank: usize,
+    pads: Option<&Tensor>,
+    axes: Option<&Tensor>,
+    has_axes: bool,
+) -> R<(Vec<i64>, Vec<i64>)> {
+    let p = const_ints(pads, "pads")?;
+    let axes: Vec<usize> = if has_axes {
+        const_ints(axes, "axes")?
+            .iter()
+            .map(|&a| norm_axis(a, rank))
+            .collect::<R<_>>()?
+    } else {
+        (0..rank).collect()
+    };
+    if p.len() != 2 * axes.len() {
+        return Err(format!("pads {p:?} must have 2 x {} values", axes.len()));
+    }
+    let mode = n.attrs.string("mode", "constant")?;
+    if !matches!(mode.as_str(), "constant" | "edge" | "reflect") {
+        return Err(format!("Pad mode `{mode}` is not supported"));
+    }
+    let (mut b, mut e) = (vec![0; rank], vec![0; rank]);
+    for (k, &a) in axes.iter().enumerate() {
+        b[a] = p[k];
+        e[a] = p[k + axes.len()];
+    }
+    Ok((b, e))
 }

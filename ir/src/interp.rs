@@ -115,12 +115,11 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
         Constant => n.attrs.tensor("value")?.ok_or("missing value")?,
         Identity => x?.clone(),
         Relu | Sigmoid | Tanh | Erf | Gelu | Exp | Log | Sqrt | Reciprocal | Neg | Abs | Floor
-        | Ceil | LeakyRelu => {
+        | Ceil | LeakyRelu | Sin | Cos | Softplus | HardSigmoid | HardSwish => {
             let x = x?;
-            let alpha = n.attrs.float("alpha", 0.01)?;
-            let approx = n.attrs.string("approximate", "none")?;
+            let params = UnaryParams::of(n)?;
             if x.dtype().is_float() {
-                let f = |v: f64| unary(n.op, v, alpha, &approx);
+                let f = |v: f64| unary(n.op, v, &params);
                 Tensor::from_f64(
                     odt,
                     oshape,
@@ -161,6 +160,94 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
                 })
                 .collect();
             Tensor::from_f64(odt, oshape, &out)
+        }
+        PRelu => {
+            let (x, s) = (x?, a(1)?);
+            let si = bcast_index(s.shape(), &oshape);
+            let v: Vec<f64> = x
+                .to_f64_vec()
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| if v < 0.0 { s.get_f64(si[i]) * v } else { v })
+                .collect();
+            Tensor::from_f64(odt, oshape, &v)
+        }
+        Range => {
+            let (s, d) = (a(0)?, a(2)?);
+            if odt.is_float() {
+                let (s, d) = (s.get_f64(0), d.get_f64(0));
+                Tensor::from_f64(
+                    odt,
+                    oshape.clone(),
+                    &(0..oshape[0]).map(|i| s + i as f64 * d).collect::<Vec<_>>(),
+                )
+            } else {
+                let (s, d) = (s.get_i64(0), d.get_i64(0));
+                Tensor::from_i64(
+                    odt,
+                    oshape.clone(),
+                    &(0..oshape[0] as i64).map(|i| s + i * d).collect::<Vec<_>>(),
+                )
+            }
+        }
+        Pad => {
+            let x = x?;
+            let (begin, _) = infer::pad_amounts(
+                n,
+                x.shape().len(),
+                args.get(1).copied().flatten(),
+                args.get(3).copied().flatten(),
+                args.get(3).is_some_and(|t| t.is_some()),
+            )?;
+            let mode = n.attrs.string("mode", "constant")?;
+            let fill = args
+                .get(2)
+                .copied()
+                .flatten()
+                .map(|t| t.get_f64(0))
+                .unwrap_or(0.0);
+            let is = strides(x.shape());
+            let os = strides(&oshape);
+            let v: Vec<f64> = (0..numel(&oshape))
+                .map(|o| {
+                    let mut off = 0i64;
+                    for k in 0..oshape.len() {
+                        let d = x.shape()[k] as i64;
+                        let mut i = (o / os[k] % oshape[k]) as i64 - begin[k];
+                        if i < 0 || i >= d {
+                            match mode.as_str() {
+                                "edge" => i = i.clamp(0, d - 1),
+                                "reflect" => i = if i < 0 { -i } else { 2 * (d - 1) - i },
+                                _ => return fill,
+                            }
+                        }
+                        off += i * is[k] as i64;
+                    }
+                    x.get_f64(off as usize)
+                })
+                .collect();
+            if odt.is_float() {
+                Tensor::from_f64(odt, oshape, &v)
+            } else {
+                Tensor::from_i64(
+                    odt,
+                    oshape,
+                    &v.iter().map(|&f| f as i64).collect::<Vec<_>>(),
+                )
+            }
+        }
+        Tile => {
+            let x = x?;
+            let is = strides(x.shape());
+            let os = strides(&oshape);
+            let idx: Vec<usize> = (0..numel(&oshape))
+                .map(|o| {
+                    (0..oshape.len())
+                        .map(|k| (o / os[k] % oshape[k]) % x.shape()[k] * is[k])
+                        .sum()
+                })
+                .collect();
+            take(x, &oshape, &idx)
         }
         Not => Tensor::from_i64(
             odt,
@@ -444,9 +531,39 @@ fn take(src: &Tensor, shape: &[usize], indices: &[usize]) -> Tensor {
 }
 
 /// The scalar meaning of each unary float op.
-pub fn unary(op: OpKind, v: f64, alpha: f64, approximate: &str) -> f64 {
+/// Attribute values of the parameterised unary ops, with each op's ONNX defaults.
+#[derive(Clone, Debug)]
+pub struct UnaryParams {
+    pub alpha: f64,
+    pub beta: f64,
+    pub approximate: String,
+}
+
+impl UnaryParams {
+    pub fn of(n: &Node) -> R<UnaryParams> {
+        let (da, db) = match n.op {
+            OpKind::HardSigmoid => (0.2, 0.5),
+            _ => (0.01, 0.0),
+        };
+        Ok(UnaryParams {
+            alpha: n.attrs.float("alpha", da)?,
+            beta: n.attrs.float("beta", db)?,
+            approximate: n.attrs.string("approximate", "none")?,
+        })
+    }
+}
+
+/// The scalar meaning of each unary float op.
+pub fn unary(op: OpKind, v: f64, p: &UnaryParams) -> f64 {
     use OpKind::*;
+    let (alpha, approximate) = (p.alpha, p.approximate.as_str());
     match op {
+        Sin => v.sin(),
+        Cos => v.cos(),
+        // Stable form: exp never overflows.
+        Softplus => v.max(0.0) + (-v.abs()).exp().ln_1p(),
+        HardSigmoid => (p.alpha * v + p.beta).clamp(0.0, 1.0),
+        HardSwish => v * (v / 6.0 + 0.5).clamp(0.0, 1.0),
         Relu => v.max(0.0),
         Sigmoid => 1.0 / (1.0 + (-v).exp()),
         Tanh => v.tanh(),

@@ -79,6 +79,15 @@ ops!(
     And,
     Or,
     LRN,
+    Sin,
+    Cos,
+    Softplus,
+    HardSigmoid,
+    HardSwish,
+    PRelu,
+    Range,
+    Pad,
+    Tile,
 );
 
 impl OpKind {
@@ -199,6 +208,12 @@ impl OpKind {
             | Ceil | Not | Identity | GlobalAveragePool => s(1, 1, NONE),
             Gelu => s(1, 1, &[("approximate", K::Str)]),
             LeakyRelu => s(1, 1, &[("alpha", K::Float)]),
+            Sin | Cos | Softplus | HardSwish => s(1, 1, NONE),
+            HardSigmoid => s(1, 1, &[("alpha", K::Float), ("beta", K::Float)]),
+            PRelu => s(2, 2, NONE),
+            Range => s(3, 3, NONE),
+            Pad => s(2, 4, &[("mode", K::Str)]),
+            Tile => s(2, 2, NONE),
             LRN => s(
                 1,
                 1,
@@ -283,6 +298,12 @@ impl OpKind {
                 | Not
                 | And
                 | Or
+                | Sin
+                | Cos
+                | Softplus
+                | HardSigmoid
+                | HardSwish
+                | PRelu
         )
     }
 }

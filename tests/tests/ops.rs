@@ -670,3 +670,81 @@ fn constant_producing_ops_fold() {
     let g = OneOp::new(Constant, a(&[("value", Attr::Tensor(c))])).build();
     check_graph("Constant", &g, &[], Tolerance::Exact);
 }
+
+#[test]
+fn activation_and_shape_ops_of_exported_models() {
+    use OpKind::*;
+    for op in [Sin, Cos, Softplus, HardSigmoid, HardSwish] {
+        for n in [1, 17, 127] {
+            run(
+                &format!("{op}[{n}]"),
+                OneOp::new(op, a(&[])).input(DType::F32, &[3, n]).build(),
+                REDUCTION,
+            );
+        }
+    }
+    let g = OneOp::new(
+        HardSigmoid,
+        a(&[("alpha", Attr::Float(0.3)), ("beta", Attr::Float(0.4))]),
+    )
+    .input(DType::F32, &[17])
+    .build();
+    run("HardSigmoid attrs", g, ARITH);
+    run(
+        "PRelu channel",
+        OneOp::new(PRelu, a(&[]))
+            .input(DType::F32, &[2, 3, 5])
+            .input(DType::F32, &[3, 1])
+            .build(),
+        ARITH,
+    );
+    run(
+        "PRelu scalar",
+        OneOp::new(PRelu, a(&[]))
+            .input(DType::F32, &[17])
+            .input(DType::F32, &[1])
+            .build(),
+        ARITH,
+    );
+    let scalar = |dt: DType, v: f64| Tensor::from_f64(dt, vec![], &[v]);
+    for (dt, s, l, d) in [
+        (DType::F32, 0.5, 7.3, 0.75),
+        (DType::I64, 10.0, -3.0, -4.0),
+        (DType::I32, 0.0, 17.0, 1.0),
+    ] {
+        let g = OneOp::new(Range, a(&[]))
+            .constant(scalar(dt, s))
+            .constant(scalar(dt, l))
+            .constant(scalar(dt, d))
+            .build();
+        check_graph(&format!("Range {dt}"), &g, &[], Tolerance::Exact);
+    }
+    for mode in ["constant", "edge", "reflect"] {
+        let g = OneOp::new(Pad, a(&[("mode", Attr::Str(mode.into()))]))
+            .input(DType::F32, &[3, 17, 5])
+            .ints(&[0, 2, 1, 1, 3, 2])
+            .constant(scalar(DType::F32, 0.25))
+            .build();
+        run(&format!("Pad {mode}"), g, Tolerance::Exact);
+    }
+    let g = OneOp::new(Pad, a(&[]))
+        .input(DType::F32, &[3, 17])
+        .ints(&[1, 2])
+        .none()
+        .ints(&[-1])
+        .build();
+    run("Pad axes", g, Tolerance::Exact);
+    let g = OneOp::new(Pad, a(&[]))
+        .input(DType::F32, &[3, 17])
+        .ints(&[0, -2, 0, -3])
+        .build();
+    run("Pad negative (crop)", g, Tolerance::Exact);
+    run(
+        "Tile",
+        OneOp::new(Tile, a(&[]))
+            .input(DType::F32, &[3, 1, 5])
+            .ints(&[2, 17, 1])
+            .build(),
+        Tolerance::Exact,
+    );
+}

@@ -243,6 +243,8 @@ fn vexpr(st: &St, e: &VExpr) -> Result<V> {
                     UnOp::Erf => crate::interp::erf(f),
                     UnOp::Floor => f.floor(),
                     UnOp::Ceil => f.ceil(),
+                    UnOp::Sin => f.sin(),
+                    UnOp::Cos => f.cos(),
                     UnOp::Not => (f == 0.0) as i64 as f64,
                 })
             } else {

@@ -122,6 +122,8 @@ pub enum UnOp {
     Floor,
     Ceil,
     Not,
+    Sin,
+    Cos,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -180,3 +180,126 @@ pub(crate) fn fill(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError>
 pub(crate) fn constant(cx: &NodeCx, _b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
     Err(cx.err("constant-producing ops are folded before lowering; run fold::prepare first"))
 }
+
+/// Range: `y[i] = start + i * delta` (start and delta read from their scalar inputs).
+pub(crate) fn range(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
+    let dims = b.dims(&cx.out_shape);
+    let i = idx(&dims)[0].clone();
+    let value = VExpr::bin(
+        tessera_ir::loops::BinOp::Add,
+        VExpr::load(cx.buf(0), IExpr::c(0)),
+        VExpr::bin(
+            tessera_ir::loops::BinOp::Mul,
+            VExpr::Index(i.clone(), cx.out_dtype),
+            VExpr::load(cx.buf(2), IExpr::c(0)),
+        ),
+    );
+    Ok(nest(
+        &dims,
+        vec![Stmt::Store {
+            buf: cx.out.clone(),
+            index: i,
+            value,
+        }],
+    ))
+}
+
+/// Pad (constant, edge, reflect): each output coordinate maps back to an input coordinate;
+/// outside the input, constant mode writes the fill value (from a clamped, in-bounds read).
+pub(crate) fn pad(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
+    use tessera_ir::loops::{BinOp, CmpOp};
+    let s = cx.shape(0);
+    let (begin, _) = infer::pad_amounts(
+        cx.node,
+        s.len(),
+        cx.consts.get(1).copied().flatten(),
+        cx.consts.get(3).copied().flatten(),
+        cx.has(3),
+    )
+    .map_err(|e| cx.err(e))?;
+    let mode = cx
+        .node
+        .attrs
+        .string("mode", "constant")
+        .map_err(|e| cx.err(e))?;
+    let dims = b.dims(&cx.out_shape);
+    let oi = idx(&dims);
+    let mut coords = Vec::new();
+    let mut inside: Option<VExpr> = None;
+    for (k, o) in oi.iter().enumerate() {
+        let d = s[k] as i64;
+        let i = o.clone().minus(IExpr::c(begin[k]));
+        let clamped = IExpr::Min(
+            Box::new(IExpr::Max(Box::new(i.clone()), Box::new(IExpr::c(0)))),
+            Box::new(IExpr::c(d - 1)),
+        );
+        coords.push(match mode.as_str() {
+            "edge" | "constant" => clamped,
+            // reflect: |i| below, 2(d-1) - i above (pads are smaller than d, checked by inference).
+            _ => {
+                let below = IExpr::Max(Box::new(i.clone()), Box::new(IExpr::c(0).minus(i.clone())));
+                IExpr::Min(
+                    Box::new(below),
+                    Box::new(IExpr::c(2 * (d - 1)).minus(i.clone())),
+                )
+            }
+        });
+        if mode == "constant" && (begin[k] != 0 || cx.out_shape[k] != s[k]) {
+            let ok = VExpr::bin(
+                BinOp::And,
+                VExpr::ICmp(CmpOp::Ge, i.clone(), IExpr::c(0)),
+                VExpr::ICmp(CmpOp::Lt, i, IExpr::c(d)),
+            );
+            inside = Some(match inside {
+                Some(p) => VExpr::bin(BinOp::And, p, ok),
+                None => ok,
+            });
+        }
+    }
+    let mut value = VExpr::load(cx.buf(0), IExpr::linear(&coords, &strides_of(s)));
+    if let Some(c) = inside {
+        let fill = if cx.has(2) {
+            VExpr::load(cx.buf(2), IExpr::c(0))
+        } else {
+            VExpr::lit(0.0, cx.out_dtype)
+        };
+        value = VExpr::select(c, value, fill);
+    }
+    let dst = IExpr::linear(&oi, &strides_of(&cx.out_shape));
+    Ok(nest(
+        &dims,
+        vec![Stmt::Store {
+            buf: cx.out.clone(),
+            index: dst,
+            value,
+        }],
+    ))
+}
+
+/// Tile: output coordinate modulo the input size.
+pub(crate) fn tile(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
+    let s = cx.shape(0);
+    let dims = b.dims(&cx.out_shape);
+    let oi = idx(&dims);
+    let coords: Vec<IExpr> = oi
+        .iter()
+        .zip(s)
+        .map(|(o, &d)| {
+            if d == 1 {
+                IExpr::c(0)
+            } else {
+                o.clone().modulo(d as i64)
+            }
+        })
+        .collect();
+    let src = IExpr::linear(&coords, &strides_of(s));
+    let dst = IExpr::linear(&oi, &strides_of(&cx.out_shape));
+    Ok(nest(
+        &dims,
+        vec![Stmt::Store {
+            buf: cx.out.clone(),
+            index: dst,
+            value: VExpr::load(cx.buf(0), src),
+        }],
+    ))
+}

@@ -160,6 +160,48 @@ pub(crate) fn scalar_expr(cx: &NodeCx, args: &[Option<VExpr>]) -> Result<VExpr, 
     let e = match n.op {
         Identity => x,
         Relu => VExpr::bin(BinOp::Max, x, zero),
+        Sin | Cos => {
+            need_float()?;
+            VExpr::un(if n.op == Sin { UnOp::Sin } else { UnOp::Cos }, x)
+        }
+        Softplus => {
+            // max(x, 0) + log(1 + exp(-|x|)): never overflows.
+            need_float()?;
+            let e = VExpr::un(
+                UnOp::Exp,
+                VExpr::un(UnOp::Neg, VExpr::un(UnOp::Abs, x.clone())),
+            );
+            let tail = VExpr::un(UnOp::Log, VExpr::bin(BinOp::Add, one, e));
+            VExpr::bin(BinOp::Add, VExpr::bin(BinOp::Max, x, zero), tail)
+        }
+        HardSigmoid | HardSwish => {
+            need_float()?;
+            let p = tessera_ir::interp::UnaryParams::of(n).map_err(|e| cx.err(e))?;
+            let (alpha, beta) = if n.op == HardSwish {
+                (1.0 / 6.0, 0.5)
+            } else {
+                (p.alpha, p.beta)
+            };
+            let lin = VExpr::bin(
+                BinOp::Add,
+                VExpr::bin(BinOp::Mul, VExpr::f(alpha, dt), x.clone()),
+                VExpr::f(beta, dt),
+            );
+            let hs = VExpr::bin(BinOp::Min, VExpr::bin(BinOp::Max, lin, zero), one);
+            if n.op == HardSwish {
+                VExpr::bin(BinOp::Mul, x, hs)
+            } else {
+                hs
+            }
+        }
+        PRelu => {
+            need_float()?;
+            VExpr::select(
+                VExpr::Cmp(CmpOp::Lt, Box::new(x.clone()), Box::new(zero)),
+                VExpr::bin(BinOp::Mul, a(1)?, x.clone()),
+                x,
+            )
+        }
         Neg => VExpr::un(UnOp::Neg, x),
         Abs => VExpr::un(UnOp::Abs, x),
         Sigmoid => {
