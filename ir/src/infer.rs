@@ -839,7 +839,8 @@ pub fn range_len(start: f64, limit: f64, delta: f64) -> R<usize> {
         return Err("Range delta must be finite and non-zero".into());
     }
     let n = ((limit - start) / delta).ceil();
-    if !(n < (1u64 << 40) as f64) {
+    // NaN (from infinite bounds) fails this check too.
+    if n.is_nan() || n >= (1u64 << 40) as f64 {
         return Err(format!("Range of {n} elements is too large"));
     }
     Ok(n.max(0.0) as usize)
