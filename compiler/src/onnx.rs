@@ -422,21 +422,20 @@ impl Importer {
                         _ => None,
                     };
                 let n_out = outputs.len() as i64;
-                // The split dimension's size: infer the graph built so far.
-                tessera_passes::fold::infer_and_fold(
-                    &mut self.g,
-                    tessera_passes::fold::Inference::Lenient,
-                )
-                .map_err(|e| err(e.to_string()))?;
-                let ty = self
-                    .g
-                    .ty(x)
-                    .cloned()
-                    .ok_or_else(|| err("the input's type is unknown".into()))?;
-                let ax = tessera_ir::infer::norm_axis(axis, ty.rank()).map_err(err)?;
                 let sizes = match sizes {
                     Some(s) => s,
                     None => {
+                        // Equal parts: the split dimension's size comes from inferring the
+                        // graph built so far.
+                        tessera_passes::fold::infer_and_fold(
+                            &mut self.g,
+                            tessera_passes::fold::Inference::Lenient,
+                        )
+                        .map_err(|e| err(e.to_string()))?;
+                        let ty = self.g.ty(x).cloned().ok_or_else(|| {
+                            err("equal split of an input whose shape is unknown".into())
+                        })?;
+                        let ax = tessera_ir::infer::norm_axis(axis, ty.rank()).map_err(err)?;
                         let d = ty.shape[ax].known().ok_or_else(|| {
                             err("Split of a symbolic dimension needs explicit sizes".into())
                         })? as i64;

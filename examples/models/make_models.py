@@ -2,8 +2,8 @@
 
     python examples/models/make_models.py OUT_DIR
 
-writes mlp.onnx, small_cnn.onnx and transformer_block.onnx (opset 17, fixed seeds) with a
-symbolic batch dimension `N`. The same script runs in the test set-up, so the committed
+writes mlp.onnx, small_cnn.onnx, transformer_block.onnx and exported_style.onnx (opset 17,
+fixed seeds) with a symbolic batch dimension. The same script runs in the test set-up, so the committed
 copies can always be regenerated.
 """
 import sys
@@ -131,9 +131,72 @@ def transformer_block(path, seq=16, d=64, heads=4, ff=128):
     save(g, path)
 
 
+def exported_style(path, seq=8, d=32, heads=4):
+    """What torch.onnx.export writes for a dynamic batch: shape arithmetic on Shape(x),
+    a fused QKV projection split three ways, Range-generated positions, a decomposed
+    LayerNorm (ReduceMean / Pow / Sqrt) and a masked softmax with Where."""
+    dh = d // heads
+    i64 = lambda n, v: numpy_helper.from_array(np.array(v, dtype=np.int64), n)
+    f32 = lambda n, v: numpy_helper.from_array(np.array(v, dtype=np.float32), n)
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Gather", ["shape", "zero"], ["batch"], axis=0),
+        helper.make_node("Gather", ["shape", "one_i"], ["seqlen"], axis=0),
+        helper.make_node("Range", ["zero", "seqlen", "one_i"], ["pos"]),
+        helper.make_node("Gather", ["pos_table", "pos"], ["pos_emb"], axis=0),
+        helper.make_node("Add", ["x", "pos_emb"], ["h"]),
+        # Decomposed LayerNorm, as older exporters write it.
+        helper.make_node("ReduceMean", ["h"], ["mu"], axes=[-1], keepdims=1),
+        helper.make_node("Sub", ["h", "mu"], ["hc"]),
+        helper.make_node("Pow", ["hc", "two"], ["sq"]),
+        helper.make_node("ReduceMean", ["sq"], ["var"], axes=[-1], keepdims=1),
+        helper.make_node("Add", ["var", "eps"], ["var_eps"]),
+        helper.make_node("Sqrt", ["var_eps"], ["std"]),
+        helper.make_node("Div", ["hc", "std"], ["ln"]),
+        helper.make_node("MatMul", ["ln", "wqkv"], ["qkv"]),
+        helper.make_node("Split", ["qkv", "split_sizes"], ["q", "k", "v"], axis=-1),
+        helper.make_node("Unsqueeze", ["batch", "zero_axes"], ["b1"]),
+        helper.make_node("Unsqueeze", ["seqlen", "zero_axes"], ["s1"]),
+        helper.make_node("Concat", ["b1", "s1", "heads_dh"], ["hshape"], axis=0),
+        helper.make_node("Reshape", ["q", "hshape"], ["q4"]),
+        helper.make_node("Reshape", ["k", "hshape"], ["k4"]),
+        helper.make_node("Reshape", ["v", "hshape"], ["v4"]),
+        helper.make_node("Transpose", ["q4"], ["qh"], perm=[0, 2, 1, 3]),
+        helper.make_node("Transpose", ["k4"], ["kt"], perm=[0, 2, 3, 1]),
+        helper.make_node("Transpose", ["v4"], ["vh"], perm=[0, 2, 1, 3]),
+        helper.make_node("MatMul", ["qh", "kt"], ["scores"]),
+        helper.make_node("Mul", ["scores", "scale"], ["scaled"]),
+        # Causal mask: positions j > i get -inf before the softmax.
+        helper.make_node("Unsqueeze", ["pos", "one_axes"], ["pos_col"]),
+        helper.make_node("Greater", ["pos", "pos_col"], ["future"]),
+        helper.make_node("Where", ["future", "neg_inf", "scaled"], ["masked"]),
+        helper.make_node("Softmax", ["masked"], ["attn"], axis=-1),
+        helper.make_node("MatMul", ["attn", "vh"], ["ctx"]),
+        helper.make_node("Transpose", ["ctx"], ["ctx_t"], perm=[0, 2, 1, 3]),
+        helper.make_node("Concat", ["b1", "s1", "model_dim"], ["mshape"], axis=0),
+        helper.make_node("Reshape", ["ctx_t", "mshape"], ["ctx2"]),
+        helper.make_node("MatMul", ["ctx2", "wo"], ["proj"]),
+        helper.make_node("Add", ["h", "proj"], ["y"]),
+    ]
+    inits = [
+        i64("zero", 0), i64("one_i", 1), i64("zero_axes", [0]), i64("one_axes", [1]),
+        i64("split_sizes", [d, d, d]), i64("heads_dh", [heads, dh]), i64("model_dim", [d]),
+        w("pos_table", 64, d, scale=0.1), f32("two", 2.0), f32("eps", 1e-5), w("wqkv", d, 3 * d), w("wo", d, d),
+        f32("scale", 1.0 / np.sqrt(dh)), f32("neg_inf", -np.inf),
+    ]
+    g = helper.make_graph(
+        nodes, "exported_style",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", seq, d])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", seq, d])],
+        inits,
+    )
+    save(g, path)
+
+
 if __name__ == "__main__":
     out = sys.argv[1] if len(sys.argv) > 1 else "."
     mlp(f"{out}/mlp.onnx")
     small_cnn(f"{out}/small_cnn.onnx")
     transformer_block(f"{out}/transformer_block.onnx")
-    print(f"wrote mlp.onnx, small_cnn.onnx, transformer_block.onnx to {out}")
+    exported_style(f"{out}/exported_style.onnx")
+    print(f"wrote mlp.onnx, small_cnn.onnx, transformer_block.onnx, exported_style.onnx to {out}")

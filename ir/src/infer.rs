@@ -405,7 +405,7 @@ pub fn infer(n: &Node, tys: &[Option<ValueType>], consts: &[Option<&Tensor>]) ->
         }
         Add | Sub | Mul | Div | Pow | Max | Min | Sum | Equal | Less | Greater | And | Or => {
             let present: Vec<&ValueType> = tys.iter().flatten().collect();
-            let dtype = present[0].dtype;
+            let dtype = present.first().ok_or("no typed inputs")?.dtype;
             if n.op != Pow && present.iter().any(|p| p.dtype != dtype) {
                 return Err(format!(
                     "input dtypes differ: {:?}",

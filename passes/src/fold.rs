@@ -35,6 +35,9 @@ fn needs_const_inputs(op: OpKind) -> bool {
             | ReduceMax
             | Expand
             | ConstantOfShape
+            | Range
+            | Pad
+            | Tile
     )
 }
 
@@ -105,6 +108,9 @@ pub fn infer_and_fold(g: &mut Graph, mode: Inference) -> Result<usize, IrError> 
             consts.push(inp.and_then(|v| g.initializers.get(&v)));
             untyped |= inp.is_some() && tys.last().unwrap().is_none();
         }
+        if untyped && mode == Inference::Lenient {
+            continue;
+        }
         match tessera_ir::infer::infer(&n, &tys, &consts) {
             Ok(out) => {
                 for (v, t) in n.outputs.iter().zip(out) {
@@ -115,7 +121,6 @@ pub fn infer_and_fold(g: &mut Graph, mode: Inference) -> Result<usize, IrError> 
             Err(msg) => return Err(node_err(msg)),
         }
     }
-    g.eliminate_dead_code();
     Ok(folded)
 }
 
@@ -124,6 +129,7 @@ pub fn infer_and_fold(g: &mut Graph, mode: Inference) -> Result<usize, IrError> 
 pub fn prepare(g: &Graph, bindings: &BTreeMap<String, usize>) -> Result<Graph, IrError> {
     let mut s = g.specialize(bindings);
     infer_and_fold(&mut s, Inference::Strict)?;
+    s.eliminate_dead_code();
     materialize_outputs(&mut s);
     s.infer_types()?;
     s.verify()?;
