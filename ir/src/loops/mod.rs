@@ -10,6 +10,7 @@
 //! A `vectorize(w)` loop is innermost (no loop or reduction inside it).
 
 pub mod interp;
+pub mod parse;
 pub mod print;
 pub mod verify;
 
