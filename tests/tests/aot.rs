@@ -69,8 +69,23 @@ fn shared_library_runs_from_rust_and_from_c() {
 
 #[test]
 fn the_jit_example_runs() {
-    let out = Command::new(env!("CARGO"))
-        .args(["run", "-q", "-p", "tessera-examples", "--example", "jit"])
+    // `cargo test --workspace` builds every example next to the test binaries (target/debug/
+    // examples); running it directly avoids a nested cargo with a different feature set.
+    let deps = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let exe = deps.parent().unwrap().join("examples").join("jit");
+    if !exe.exists() {
+        let st = Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "tessera-examples", "--example", "jit"])
+            .current_dir(repo_root())
+            .status()
+            .unwrap();
+        assert!(st.success(), "building the jit example failed");
+    }
+    let out = Command::new(&exe)
         .current_dir(repo_root())
         .output()
         .unwrap();
