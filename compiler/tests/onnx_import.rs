@@ -352,3 +352,50 @@ fn split_becomes_slices() {
     let y = tessera_ir::interp::run_graph(&g, &[x]).unwrap();
     assert_eq!(y[0].to_f64_vec(), vec![3.0, 1.0, 2.0, 6.0, 4.0, 5.0]);
 }
+
+#[test]
+fn huge_shapes_are_typed_errors_before_anything_is_allocated() {
+    use tessera_ir::DType;
+    // ConstantOfShape asking for 10^12 elements: import and compile report it, nothing allocates.
+    let mut cos = node("ConstantOfShape", "big", &["shape"], &["c"]);
+    cos.attribute.push(AttributeProto {
+        name: Some("value".into()),
+        r#type: Some(4),
+        t: Some(TensorProto {
+            dims: vec![1],
+            data_type: Some(1),
+            float_data: vec![1.0],
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let shape = TensorProto {
+        name: Some("shape".into()),
+        dims: vec![2],
+        data_type: Some(7),
+        int64_data: vec![1_000_000, 1_000_000],
+        ..Default::default()
+    };
+    let err = import(&model(
+        vec![cos, node("Add", "a", &["x", "c"], &["y"])],
+        17,
+        vec![shape],
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("big") && err.contains("elements"), "{err}");
+    // A graph input with absurd (but individually legal) dimensions fails at compile time.
+    let mut g = tessera_ir::Graph::new("g");
+    let x = g.add_input(
+        "x",
+        tessera_ir::ValueType::new(DType::F32, &[1 << 20, 1 << 20, 1 << 20]),
+    );
+    let y = g.op(tessera_ir::OpKind::Relu, &[x], Default::default());
+    g.outputs.push(y);
+    let err = tessera::Compiler::new(tessera::Target::host())
+        .compile(&g)
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(err.contains("elements"), "{err}");
+}

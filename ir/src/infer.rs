@@ -290,8 +290,28 @@ pub fn slice_params(
     Ok(out)
 }
 
-/// Infers the output types of `n` from its input types and any constant inputs.
+/// Infers the output types of `n` from its input types and any constant inputs, and rejects
+/// outputs with more than [`crate::tensor::MAX_ELEMENTS`] elements.
 pub fn infer(n: &Node, tys: &[Option<ValueType>], consts: &[Option<&Tensor>]) -> R<Vec<ValueType>> {
+    let out = infer_shapes(n, tys, consts)?;
+    for t in &out {
+        if let Some(s) = t.static_shape()
+            && crate::tensor::checked_numel(&s).is_none()
+        {
+            return Err(format!(
+                "output {t} has more than {} elements",
+                crate::tensor::MAX_ELEMENTS
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn infer_shapes(
+    n: &Node,
+    tys: &[Option<ValueType>],
+    consts: &[Option<&Tensor>],
+) -> R<Vec<ValueType>> {
     use OpKind::*;
     let t = |i: usize| -> R<&ValueType> {
         tys.get(i)

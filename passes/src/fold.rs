@@ -68,7 +68,29 @@ pub fn infer_and_fold(g: &mut Graph, mode: Inference) -> Result<usize, IrError> 
             .flatten()
             .all(|v| g.initializers.contains_key(v));
         let shape_of_static = n.op == OpKind::Shape && static_input(g, 0).is_some();
-        if all_const || shape_of_static {
+        // A constant too large to fold stays a node (lowered to a kernel); knowing its size
+        // before evaluating it keeps hostile shapes from allocating.
+        let fits = |g: &Graph| {
+            let tys: Vec<_> = n
+                .inputs
+                .iter()
+                .map(|i| i.and_then(|v| g.ty(v).cloned()))
+                .collect();
+            let consts: Vec<_> = n
+                .inputs
+                .iter()
+                .map(|i| i.and_then(|v| g.initializers.get(&v)))
+                .collect();
+            match tessera_ir::infer::infer(&n, &tys, &consts) {
+                Ok(out) => out.iter().all(|t| {
+                    t.static_shape().is_some_and(|s| {
+                        tessera_ir::tensor::numel(&s) * t.dtype.size() <= MAX_FOLDED_BYTES
+                    })
+                }),
+                Err(_) => true, // evaluation reports the same error with the node's name
+            }
+        };
+        if (all_const || shape_of_static) && fits(g) {
             let outs = if shape_of_static {
                 let shape = static_input(g, 0).unwrap_or_default();
                 let (start, end) =
@@ -90,15 +112,13 @@ pub fn infer_and_fold(g: &mut Graph, mode: Inference) -> Result<usize, IrError> 
                     .collect();
                 eval_node(&n, &args).map_err(node_err)?
             };
-            if outs.iter().map(|t| t.bytes().len()).sum::<usize>() <= MAX_FOLDED_BYTES {
-                g.remove_node(ix);
-                for (v, t) in n.outputs.iter().zip(outs) {
-                    let name = g.name_of(*v).to_string();
-                    g.add_initializer(&name, t);
-                }
-                folded += 1;
-                continue;
+            g.remove_node(ix);
+            for (v, t) in n.outputs.iter().zip(outs) {
+                let name = g.name_of(*v).to_string();
+                g.add_initializer(&name, t);
             }
+            folded += 1;
+            continue;
         }
         let mut tys = Vec::new();
         let mut consts = Vec::new();
