@@ -211,7 +211,34 @@ fn run_model(
     Ok((inputs, out, t.elapsed().as_secs_f64() * 1e3))
 }
 
-fn main() -> Result<()> {
+/// Writes to stdout, reporting failure (e.g. a closed pipe) as an error instead of panicking
+/// the way `println!` does.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+macro_rules! out_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
+fn main() -> std::process::ExitCode {
+    match run_cli() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        // A reader that went away (`tessera ... | head`) is not an error worth reporting.
+        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_cli() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Compile {
@@ -228,18 +255,22 @@ fn main() -> Result<()> {
             };
             match emit {
                 Some(Emit::Graph) => {
-                    print!("{}", tessera_ir::text::print_graph_with(&g, &print_cfg))
+                    out_raw!("{}", tessera_ir::text::print_graph_with(&g, &print_cfg))
                 }
                 Some(stage) => {
                     let st = c.stages(&g, &b)?;
                     let progs: Vec<_> = st.kernels.iter().map(|k| &k.program).collect();
                     match stage {
-                        Emit::Prepared => print!(
+                        Emit::Prepared => out_raw!(
                             "{}",
                             tessera_ir::text::print_graph_with(&st.prepared, &print_cfg)
                         ),
-                        Emit::Loops => progs.iter().for_each(|p| println!("{p}")),
-                        Emit::Mlir => print!(
+                        Emit::Loops => {
+                            for p in &progs {
+                                out!("{p}");
+                            }
+                        }
+                        Emit::Mlir => out_raw!(
                             "{}",
                             tessera_codegen::mlir::emit_module(
                                 &progs,
@@ -249,7 +280,7 @@ fn main() -> Result<()> {
                             )?
                         ),
                         Emit::Llvm => {
-                            print!("{}", tessera_codegen::aot::llvm_text(&progs, &c.target)?)
+                            out_raw!("{}", tessera_codegen::aot::llvm_text(&progs, &c.target)?)
                         }
                         Emit::Graph => unreachable!(),
                     }
@@ -281,9 +312,9 @@ fn main() -> Result<()> {
             let given = read_inputs(&inputs)?;
             let (inputs, outs, ms) = run_model(&model, given, &opts)?;
             for (i, t) in outs.iter().enumerate() {
-                println!("output {i}: {}", summary(t));
+                out!("output {i}: {}", summary(t));
             }
-            println!("latency: {ms:.3} ms");
+            out!("latency: {ms:.3} ms");
             if outs.len() < outputs.len() {
                 bail!(
                     "{} --output paths for {} outputs",
@@ -302,7 +333,7 @@ fn main() -> Result<()> {
                 let reference = tessera_ir::interp::run_graph(&g, &inputs)?;
                 for (i, (a, r)) in outs.iter().zip(&reference).enumerate() {
                     let err = max_rel_err(a, r);
-                    println!("output {i}: max relative error vs interpreter {err:.3e}");
+                    out!("output {i}: max relative error vs interpreter {err:.3e}");
                     if err > 1e-3 {
                         bail!("output {i} differs from the reference interpreter");
                     }
@@ -354,9 +385,9 @@ fn main() -> Result<()> {
                 "max_ms": times[times.len() - 1],
             });
             if json {
-                println!("{line}");
+                out!("{line}");
             } else {
-                println!(
+                out!(
                     "{}: median {median:.3} ms over {} runs ({} threads)",
                     model.display(),
                     times.len(),
@@ -404,7 +435,7 @@ fn print_profile(exe: &tessera_runtime::Executor, inputs: &[Tensor], runs: usize
         .collect();
     rows.sort_by(|a, b| b.0.total_cmp(&a.0));
     for (ms, k, n) in rows {
-        println!("{ms:>10.4} ms  {k}  ({n})");
+        out!("{ms:>10.4} ms  {k}  ({n})");
     }
     Ok(())
 }
