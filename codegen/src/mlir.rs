@@ -74,6 +74,8 @@ struct Vec_ {
     width: u32,
     /// Lane mask of a tail iteration (`vector<w x i1>`): loads and stores are masked.
     mask: Option<String>,
+    /// Number of active lanes of a tail iteration (an `index` value).
+    active: Option<String>,
 }
 
 struct Em<'a> {
@@ -221,6 +223,7 @@ impl Em<'_> {
                 var: l.var.clone(),
                 width: w,
                 mask: None,
+                active: None,
             });
             self.simple_for(&l.var, &lo, &mid, &cw, &l.body)?;
             self.vec = None;
@@ -238,6 +241,7 @@ impl Em<'_> {
                 var: l.var.clone(),
                 width: w,
                 mask: Some(mask),
+                active: Some(rem),
             });
             self.idx.insert(l.var.clone(), mid);
             for s in &l.body {
@@ -473,6 +477,14 @@ impl Em<'_> {
                     .ok_or_else(|| self.unsupported(format!("unknown buffer `{buf}`")))?;
                 let i = self.iexpr(index)?;
                 let (m, vt) = (mem_ty(bd), ty(bd, lanes));
+                let stride = self
+                    .vec
+                    .as_ref()
+                    .and_then(|v| index.coeff(&v.var))
+                    .unwrap_or(1);
+                if let (Some(w), true) = (lanes, stride > 1) {
+                    return self.strided_load(&b, &i, bd, len, w, stride);
+                }
                 let raw = match (lanes, self.vec.as_ref().and_then(|v| v.mask.clone())) {
                     (Some(w), Some(mask)) => {
                         // Inactive lanes read zero; their results are never stored.
@@ -641,6 +653,48 @@ impl Em<'_> {
         }
     }
 
+    /// A vector of `w` elements `stride` apart: one masked load of the span they cover (never
+    /// past the last element needed) and a shuffle that keeps every `stride`-th lane.
+    fn strided_load(
+        &mut self,
+        b: &str,
+        i: &str,
+        bd: DType,
+        len: usize,
+        w: u32,
+        stride: i64,
+    ) -> Result<String, CodegenError> {
+        let wide = w as i64 * stride;
+        let m = mem_ty(bd);
+        let active = match self.vec.as_ref().and_then(|v| v.active.clone()) {
+            Some(a) => a,
+            None => self.index_const(w as i64),
+        };
+        // Lanes needed: stride * (active - 1) + 1.
+        let cs = self.index_const(stride);
+        let c1 = self.index_const(1);
+        let am1 = self.op(format!("arith.subi {active}, {c1} : index"));
+        let span = self.op(format!("arith.muli {am1}, {cs} : index"));
+        let need = self.op(format!("arith.addi {span}, {c1} : index"));
+        let mask = self.op(format!("vector.create_mask {need} : vector<{wide}xi1>"));
+        let zero = if bd.is_float() {
+            Lit::F(0.0)
+        } else {
+            Lit::I(0)
+        };
+        let z = self.constant(zero, bd);
+        let zw = self.op(format!(
+            "vector.broadcast {z} : {} to vector<{wide}x{m}>",
+            scalar_ty(bd)
+        ));
+        let v = self.op(format!("vector.maskedload {b}[{i}], {mask}, {zw} : memref<{len}x{m}>, vector<{wide}xi1>, vector<{wide}x{m}> into vector<{wide}x{m}>"));
+        let lanes: Vec<String> = (0..w as i64).map(|k| (k * stride).to_string()).collect();
+        Ok(self.op(format!(
+            "vector.shuffle {v}, {v} [{}] : vector<{wide}x{m}>, vector<{wide}x{m}>",
+            lanes.join(", ")
+        )))
+    }
+
     /// A constant, broadcast to the current vector width if in a vector loop.
     fn splat(&mut self, l: Lit, d: DType) -> Result<String, CodegenError> {
         let c = self.constant(l, d);
@@ -773,7 +827,8 @@ pub fn vectorizable(prog: &LoopProgram, body: &[Stmt], var: &str) -> bool {
         match e {
             VExpr::Const(..) | VExpr::Acc(..) => true,
             VExpr::Load { buf, index } => {
-                matches!(index.coeff(var), Some(0 | 1))
+                // Contiguous, invariant, or a small positive stride (shuffled out of one load).
+                matches!(index.coeff(var), Some(0..=4))
                     && prog.buffer(buf).is_some_and(|b| b.dtype != DType::Bool)
             }
             VExpr::Index(..) | VExpr::ICmp(..) => false,
