@@ -502,7 +502,11 @@ impl Importer {
         // Upgrade attribute forms to inputs (the opset-21 form).
         let axes_became_input_at = match op {
             OpKind::Squeeze | OpKind::Unsqueeze | OpKind::ReduceSum => 13,
-            OpKind::ReduceMean | OpKind::ReduceMax => 18,
+            OpKind::ReduceMean
+            | OpKind::ReduceMax
+            | OpKind::ReduceMin
+            | OpKind::ReduceL2
+            | OpKind::ReduceSumSquare => 18,
             _ => 0,
         };
         let axes_to_input = opset < axes_became_input_at;

@@ -332,9 +332,31 @@ fn infer_shapes(
                 v.shape().iter().map(|&d| Dim::Known(d)).collect(),
             )
         }
-        Relu | Sigmoid | Tanh | Erf | Gelu | Exp | Log | Sqrt | Reciprocal | Neg | Abs | Floor
-        | Ceil | LeakyRelu | Identity | Softmax | Sin | Cos | Softplus | HardSigmoid
-        | HardSwish => {
+        Relu
+        | Sigmoid
+        | Tanh
+        | Erf
+        | Gelu
+        | Exp
+        | Log
+        | Sqrt
+        | Reciprocal
+        | Neg
+        | Abs
+        | Floor
+        | Ceil
+        | LeakyRelu
+        | Identity
+        | Softmax
+        | Sin
+        | Cos
+        | Softplus
+        | HardSigmoid
+        | HardSwish
+        | Elu
+        | Selu
+        | Celu
+        | InstanceNormalization => {
             let x = x?;
             if !matches!(n.op, Identity | Abs | Neg | Relu) && !x.dtype.is_float() {
                 return Err(format!("needs a float input, got {}", x.dtype));
@@ -600,7 +622,7 @@ fn infer_shapes(
             norm_axis(n.attrs.int("axis", -1)?, xx.rank())?;
             one(xx.dtype, xx.shape.clone())
         }
-        ReduceSum | ReduceMean | ReduceMax => {
+        ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceL2 | ReduceSumSquare => {
             let xx = x?;
             let axes = reduce_axes(n, xx.rank(), c(1), tys.get(1).is_some_and(|t| t.is_some()))?;
             let keep = n.attrs.int("keepdims", 1)? != 0;

@@ -115,7 +115,7 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
         Constant => n.attrs.tensor("value")?.ok_or("missing value")?,
         Identity => x?.clone(),
         Relu | Sigmoid | Tanh | Erf | Gelu | Exp | Log | Sqrt | Reciprocal | Neg | Abs | Floor
-        | Ceil | LeakyRelu | Sin | Cos | Softplus | HardSigmoid | HardSwish => {
+        | Ceil | LeakyRelu | Sin | Cos | Softplus | HardSigmoid | HardSwish | Elu | Selu | Celu => {
             let x = x?;
             let params = UnaryParams::of(n)?;
             if x.dtype().is_float() {
@@ -159,6 +159,29 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
                     v[i] / (bias + alpha / size as f64 * sq).powf(beta)
                 })
                 .collect();
+            Tensor::from_f64(odt, oshape, &out)
+        }
+        InstanceNormalization => {
+            let x = x?;
+            if x.shape().len() < 3 {
+                return Err("InstanceNormalization needs rank >= 3".into());
+            }
+            let eps = n.attrs.float("epsilon", 1e-5)?;
+            let (c, inner) = (x.shape()[1], x.shape()[2..].iter().product::<usize>());
+            let (sc, b) = (a(1)?.to_f64_vec(), a(2)?.to_f64_vec());
+            if sc.len() != c || b.len() != c {
+                return Err(format!("scale and bias must have {c} values"));
+            }
+            let xv = x.to_f64_vec();
+            let mut out = vec![0.0; xv.len()];
+            for (row, chunk) in xv.chunks(inner.max(1)).enumerate() {
+                let mean = chunk.iter().sum::<f64>() / inner as f64;
+                let var = chunk.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / inner as f64;
+                for (j, v) in chunk.iter().enumerate() {
+                    out[row * inner + j] =
+                        (v - mean) / (var + eps).sqrt() * sc[row % c] + b[row % c];
+                }
+            }
             Tensor::from_f64(odt, oshape, &out)
         }
         PRelu => {
@@ -396,7 +419,7 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
                 e.into_iter().map(|v| v / s).collect()
             })
         }
-        ReduceSum | ReduceMean | ReduceMax => {
+        ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceL2 | ReduceSumSquare => {
             let x = x?;
             let axes = infer::reduce_axes(
                 n,
@@ -536,6 +559,8 @@ fn take(src: &Tensor, shape: &[usize], indices: &[usize]) -> Tensor {
 pub struct UnaryParams {
     pub alpha: f64,
     pub beta: f64,
+    /// Selu's scale.
+    pub gamma: f64,
     pub approximate: String,
 }
 
@@ -543,10 +568,13 @@ impl UnaryParams {
     pub fn of(n: &Node) -> R<UnaryParams> {
         let (da, db) = match n.op {
             OpKind::HardSigmoid => (0.2, 0.5),
+            OpKind::Elu | OpKind::Celu => (1.0, 0.0),
+            OpKind::Selu => (1.673_263_192_176_818_8, 0.0),
             _ => (0.01, 0.0),
         };
         Ok(UnaryParams {
             alpha: n.attrs.float("alpha", da)?,
+            gamma: n.attrs.float("gamma", 1.050_701_022_148_132_3)?,
             beta: n.attrs.float("beta", db)?,
             approximate: n.attrs.string("approximate", "none")?,
         })
@@ -564,6 +592,15 @@ pub fn unary(op: OpKind, v: f64, p: &UnaryParams) -> f64 {
         Softplus => v.max(0.0) + (-v.abs()).exp().ln_1p(),
         HardSigmoid => (p.alpha * v + p.beta).clamp(0.0, 1.0),
         HardSwish => v * (v / 6.0 + 0.5).clamp(0.0, 1.0),
+        Elu => {
+            if v >= 0.0 {
+                v
+            } else {
+                alpha * (v.exp() - 1.0)
+            }
+        }
+        Selu => p.gamma * if v > 0.0 { v } else { alpha * (v.exp() - 1.0) },
+        Celu => v.max(0.0) + (alpha * ((v / alpha).exp() - 1.0)).min(0.0),
         Relu => v.max(0.0),
         Sigmoid => 1.0 / (1.0 + (-v).exp()),
         Tanh => v.tanh(),
@@ -924,10 +961,10 @@ fn reduce(op: OpKind, x: &Tensor, axes: &[usize], odt: DType, oshape: Vec<usize>
         .filter(|(i, _)| axes.contains(i))
         .map(|(_, &d)| d)
         .product::<usize>();
-    let init = if op == OpKind::ReduceMax {
-        f64::NEG_INFINITY
-    } else {
-        0.0
+    let init = match op {
+        OpKind::ReduceMax => f64::NEG_INFINITY,
+        OpKind::ReduceMin => f64::INFINITY,
+        _ => 0.0,
     };
     let mut acc = vec![init; n_out];
     let ks = strides(&kept);
@@ -939,14 +976,12 @@ fn reduce(op: OpKind, x: &Tensor, axes: &[usize], odt: DType, oshape: Vec<usize>
             .map(|(k, &c)| if axes.contains(&k) { 0 } else { c * ks[k] })
             .sum();
         let v = x.get_f64(i);
-        acc[o] = if op == OpKind::ReduceMax {
-            if v.is_nan() || acc[o].is_nan() {
-                f64::NAN
-            } else {
-                acc[o].max(v)
-            }
-        } else {
-            acc[o] + v
+        acc[o] = match op {
+            _ if v.is_nan() || acc[o].is_nan() => f64::NAN,
+            OpKind::ReduceMax => acc[o].max(v),
+            OpKind::ReduceMin => acc[o].min(v),
+            OpKind::ReduceL2 | OpKind::ReduceSumSquare => acc[o] + v * v,
+            _ => acc[o] + v,
         };
         for k in (0..s.len()).rev() {
             idx[k] += 1;
@@ -954,6 +989,11 @@ fn reduce(op: OpKind, x: &Tensor, axes: &[usize], odt: DType, oshape: Vec<usize>
                 break;
             }
             idx[k] = 0;
+        }
+    }
+    if op == OpKind::ReduceL2 {
+        for a in &mut acc {
+            *a = a.sqrt();
         }
     }
     if op == OpKind::ReduceMean {

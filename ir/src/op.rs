@@ -88,6 +88,13 @@ ops!(
     Range,
     Pad,
     Tile,
+    Elu,
+    Selu,
+    Celu,
+    ReduceMin,
+    ReduceL2,
+    ReduceSumSquare,
+    InstanceNormalization,
 );
 
 impl OpKind {
@@ -209,6 +216,8 @@ impl OpKind {
             Gelu => s(1, 1, &[("approximate", K::Str)]),
             LeakyRelu => s(1, 1, &[("alpha", K::Float)]),
             Sin | Cos | Softplus | HardSwish => s(1, 1, NONE),
+            Elu | Celu => s(1, 1, &[("alpha", K::Float)]),
+            Selu => s(1, 1, &[("alpha", K::Float), ("gamma", K::Float)]),
             HardSigmoid => s(1, 1, &[("alpha", K::Float), ("beta", K::Float)]),
             PRelu => s(2, 2, NONE),
             Range => s(3, 3, NONE),
@@ -245,7 +254,10 @@ impl OpKind {
                 ],
             ),
             MaxPool | AveragePool => s(1, 1, POOL),
-            ReduceSum | ReduceMean | ReduceMax => s(1, 2, REDUCE),
+            ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceL2 | ReduceSumSquare => {
+                s(1, 2, REDUCE)
+            }
+            InstanceNormalization => s(3, 3, &[("epsilon", K::Float)]),
             Reshape => s(2, 2, &[("allowzero", K::Int)]),
             Transpose => s(1, 1, &[("perm", K::Ints)]),
             Flatten => s(1, 1, &[("axis", K::Int)]),
@@ -299,6 +311,9 @@ impl OpKind {
                 | And
                 | Or
                 | Sin
+                | Elu
+                | Selu
+                | Celu
                 | Cos
                 | Softplus
                 | HardSigmoid

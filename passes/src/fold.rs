@@ -33,6 +33,9 @@ fn needs_const_inputs(op: OpKind) -> bool {
             | ReduceSum
             | ReduceMean
             | ReduceMax
+            | ReduceMin
+            | ReduceL2
+            | ReduceSumSquare
             | Expand
             | ConstantOfShape
             | Range

@@ -748,3 +748,52 @@ fn activation_and_shape_ops_of_exported_models() {
         Tolerance::Exact,
     );
 }
+
+#[test]
+fn more_activations_reductions_and_instance_norm() {
+    use OpKind::*;
+    for op in [Elu, Selu, Celu] {
+        run(
+            &format!("{op}"),
+            OneOp::new(op, a(&[])).input(DType::F32, &[3, 17]).build(),
+            REDUCTION,
+        );
+    }
+    run(
+        "Elu alpha",
+        OneOp::new(Elu, a(&[("alpha", Attr::Float(0.5))]))
+            .input(DType::F32, &[17])
+            .build(),
+        REDUCTION,
+    );
+    run(
+        "Celu alpha",
+        OneOp::new(Celu, a(&[("alpha", Attr::Float(2.0))]))
+            .input(DType::F32, &[17])
+            .build(),
+        REDUCTION,
+    );
+    for op in [ReduceMin, ReduceL2, ReduceSumSquare] {
+        for (axes, keep) in [(vec![1i64], 1i64), (vec![0, 2], 0)] {
+            let g = OneOp::new(op, a(&[("keepdims", Attr::Int(keep))]))
+                .input(DType::F32, &[3, 17, 5])
+                .ints(&axes)
+                .build();
+            run(&format!("{op} {axes:?}"), g, REDUCTION);
+        }
+    }
+    run(
+        "ReduceMin i64",
+        OneOp::new(ReduceMin, a(&[]))
+            .input(DType::I64, &[3, 17])
+            .ints(&[1])
+            .build(),
+        Tolerance::Exact,
+    );
+    let g = OneOp::new(InstanceNormalization, a(&[("epsilon", Attr::Float(1e-3))]))
+        .input(DType::F32, &[2, 3, 5, 7])
+        .input(DType::F32, &[3])
+        .input(DType::F32, &[3])
+        .build();
+    run("InstanceNormalization", g, REDUCTION);
+}

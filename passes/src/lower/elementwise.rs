@@ -160,6 +160,42 @@ pub(crate) fn scalar_expr(cx: &NodeCx, args: &[Option<VExpr>]) -> Result<VExpr, 
     let e = match n.op {
         Identity => x,
         Relu => VExpr::bin(BinOp::Max, x, zero),
+        Elu | Selu | Celu => {
+            need_float()?;
+            let p = tessera_ir::interp::UnaryParams::of(n).map_err(|e| cx.err(e))?;
+            let alpha = VExpr::f(p.alpha, dt);
+            let em1 = |v: VExpr| VExpr::bin(BinOp::Sub, VExpr::un(UnOp::Exp, v), one.clone());
+            match n.op {
+                // alpha * (exp(min(x, 0)) - 1) + max(x, 0): the exponential never overflows.
+                Elu | Selu => {
+                    let neg = VExpr::bin(
+                        BinOp::Mul,
+                        alpha,
+                        em1(VExpr::bin(BinOp::Min, x.clone(), zero.clone())),
+                    );
+                    let op = if n.op == Elu { CmpOp::Ge } else { CmpOp::Gt };
+                    let e =
+                        VExpr::select(VExpr::Cmp(op, Box::new(x.clone()), Box::new(zero)), x, neg);
+                    if n.op == Selu {
+                        VExpr::bin(BinOp::Mul, VExpr::f(p.gamma, dt), e)
+                    } else {
+                        e
+                    }
+                }
+                _ => {
+                    let inner = VExpr::bin(
+                        BinOp::Div,
+                        VExpr::bin(BinOp::Min, x.clone(), zero.clone()),
+                        alpha.clone(),
+                    );
+                    VExpr::bin(
+                        BinOp::Add,
+                        VExpr::bin(BinOp::Max, x, zero),
+                        VExpr::bin(BinOp::Mul, alpha, em1(inner)),
+                    )
+                }
+            }
+        }
         Sin | Cos => {
             need_float()?;
             VExpr::un(if n.op == Sin { UnOp::Sin } else { UnOp::Cos }, x)

@@ -196,7 +196,10 @@ fn lower_node(g: &Graph, n: &Node, index: usize) -> Result<Kernel, PassError> {
         LayerNormalization => nn::layer_norm(&cx, &mut b)?,
         Softmax => nn::softmax(&cx, &mut b)?,
         LRN => nn::lrn(&cx, &mut b)?,
-        ReduceSum | ReduceMean | ReduceMax => nn::reduce_op(&cx, &mut b)?,
+        ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceL2 | ReduceSumSquare => {
+            nn::reduce_op(&cx, &mut b)?
+        }
+        InstanceNormalization => nn::instance_norm(&cx, &mut b)?,
         Reshape | Flatten | Squeeze | Unsqueeze | Identity => data::copy(&cx, &mut b)?,
         Transpose => data::transpose(&cx, &mut b)?,
         Concat => data::concat(&cx, &mut b)?,

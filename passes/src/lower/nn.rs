@@ -360,34 +360,41 @@ pub(crate) fn reduce_op(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassE
             raxes.push((v, s[a] as i64));
         }
     }
-    let value = VExpr::load(cx.buf(0), IExpr::linear(&coords, &strides_of(&s)));
+    let loaded = VExpr::load(cx.buf(0), IExpr::linear(&coords, &strides_of(&s)));
+    let squares = matches!(cx.node.op, OpKind::ReduceL2 | OpKind::ReduceSumSquare);
+    let value = if squares {
+        VExpr::bin(BinOp::Mul, loaded.clone(), loaded)
+    } else {
+        loaded
+    };
     let count: usize = axes.iter().map(|&a| s[a]).product();
     let (op, init) = match cx.node.op {
         OpKind::ReduceMax if dt.is_float() => (ReduceOp::Max, VExpr::f(f64::NEG_INFINITY, dt)),
         OpKind::ReduceMax => (ReduceOp::Max, VExpr::i(int_min(dt), dt)),
+        OpKind::ReduceMin if dt.is_float() => (ReduceOp::Min, VExpr::f(f64::INFINITY, dt)),
+        OpKind::ReduceMin => (ReduceOp::Min, VExpr::i(int_max(dt), dt)),
         _ => (ReduceOp::Sum, VExpr::lit(0.0, dt)),
     };
-    let acc = VExpr::Acc("r".into(), dt);
-    let result = if cx.node.op == OpKind::ReduceMean {
-        VExpr::bin(BinOp::Div, acc, VExpr::lit(count as f64, dt))
-    } else {
-        acc
+    // What is stored from the folded value.
+    let finish = |v: VExpr| match cx.node.op {
+        OpKind::ReduceMean => VExpr::bin(BinOp::Div, v, VExpr::lit(count as f64, dt)),
+        OpKind::ReduceL2 => VExpr::un(UnOp::Sqrt, v),
+        _ => v,
     };
+    if cx.node.op == OpKind::ReduceL2 && !dt.is_float() {
+        return Err(cx.err("ReduceL2 of integers is not supported"));
+    }
     let out_idx = IExpr::linear(&idx(&dims), &strides_of(&kept));
     let store = Stmt::Store {
         buf: cx.out.clone(),
-        index: out_idx,
-        value: result,
+        index: out_idx.clone(),
+        value: finish(VExpr::Acc("r".into(), dt)),
     };
     let stmt = if raxes.is_empty() {
         Stmt::Store {
             buf: cx.out.clone(),
-            index: IExpr::linear(&idx(&dims), &strides_of(&kept)),
-            value: if cx.node.op == OpKind::ReduceMean {
-                VExpr::bin(BinOp::Div, value, VExpr::lit(count as f64, dt))
-            } else {
-                value
-            },
+            index: out_idx,
+            value: finish(value),
         }
     } else {
         Stmt::Reduce(Reduce {
@@ -401,6 +408,18 @@ pub(crate) fn reduce_op(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassE
         })
     };
     Ok(nest(&dims, vec![stmt]))
+}
+
+/// The largest value of an integer dtype (the identity of `min`).
+fn int_max(dt: tessera_ir::DType) -> i64 {
+    use tessera_ir::DType::*;
+    match dt {
+        I32 => i32::MAX as i64,
+        I8 => i8::MAX as i64,
+        U8 => u8::MAX as i64,
+        Bool => 1,
+        _ => i64::MAX,
+    }
 }
 
 /// The smallest value of an integer dtype (the identity of `max`).
@@ -470,6 +489,78 @@ pub(crate) fn lrn(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> 
             vec![(k, size)],
             sq,
             vec![store],
+        )],
+    ))
+}
+
+/// InstanceNormalization: normalise each (batch, channel) plane over its spatial elements,
+/// then scale and shift per channel.
+pub(crate) fn instance_norm(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
+    let s = cx.shape(0);
+    if s.len() < 3 {
+        return Err(cx.err("InstanceNormalization needs rank >= 3"));
+    }
+    let eps = cx
+        .node
+        .attrs
+        .float("epsilon", 1e-5)
+        .map_err(|e| cx.err(e))?;
+    let (c, inner) = (s[1], s[2..].iter().product::<usize>());
+    let dt = cx.out_dtype;
+    let dims = b.dims(&[s[0] * c]);
+    let r = idx(&dims)[0].clone();
+    let row = r.clone().times(inner as i64);
+    let chan = r.modulo(c as i64);
+    let (k1, k2, k3) = (b.var(), b.var(), b.var());
+    let x = |k: &str| VExpr::load(cx.buf(0), row.clone().plus(IExpr::var(k)));
+    let n = VExpr::f(inner as f64, dt);
+    let mean = VExpr::bin(BinOp::Div, VExpr::Acc("s".into(), dt), n.clone());
+    let centered = |k: &str| VExpr::bin(BinOp::Sub, x(k), mean.clone());
+    let var = VExpr::bin(BinOp::Div, VExpr::Acc("q".into(), dt), n);
+    let rstd = VExpr::bin(
+        BinOp::Div,
+        VExpr::f(1.0, dt),
+        VExpr::un(UnOp::Sqrt, VExpr::bin(BinOp::Add, var, VExpr::f(eps, dt))),
+    );
+    let y = VExpr::bin(
+        BinOp::Add,
+        VExpr::bin(
+            BinOp::Mul,
+            VExpr::bin(BinOp::Mul, centered(&k3), rstd),
+            VExpr::load(cx.buf(1), chan.clone()),
+        ),
+        VExpr::load(cx.buf(2), chan),
+    );
+    let write = Stmt::For(tessera_ir::loops::Loop {
+        var: k3.clone(),
+        extent: inner as i64,
+        kind: tessera_ir::loops::LoopKind::Serial,
+        body: vec![Stmt::Store {
+            buf: cx.out.clone(),
+            index: row.clone().plus(IExpr::var(&k3)),
+            value: y,
+        }],
+    });
+    let sq = VExpr::bin(BinOp::Mul, centered(&k2), centered(&k2));
+    let q = reduce_stmt(
+        "q",
+        dt,
+        ReduceOp::Sum,
+        VExpr::f(0.0, dt),
+        vec![(k2, inner as i64)],
+        sq,
+        vec![write],
+    );
+    Ok(nest(
+        &dims,
+        vec![reduce_stmt(
+            "s",
+            dt,
+            ReduceOp::Sum,
+            VExpr::f(0.0, dt),
+            vec![(k1.clone(), inner as i64)],
+            x(&k1),
+            vec![q],
         )],
     ))
 }
