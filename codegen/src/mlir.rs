@@ -84,7 +84,8 @@ struct Em<'a> {
     next: usize,
     depth: usize,
     idx: HashMap<String, String>,
-    accs: Vec<(String, String)>,
+    /// Bound accumulators: name, SSA value, and whether it is a vector (bound in a vector loop).
+    accs: Vec<(String, String, bool)>,
     bufs: HashMap<String, (String, DType, usize)>,
     vec: Option<Vec_>,
     cfg: &'a EmitConfig,
@@ -317,13 +318,12 @@ impl Em<'_> {
     }
 
     fn reduce(&mut self, r: &Reduce) -> Result<(), CodegenError> {
-        if self.vec.is_some() {
-            return Err(self.unsupported("reduction inside a vector loop"));
-        }
-        let t = ty(r.dtype, None);
+        // Inside a vector loop the accumulator is a vector: one partial result per lane.
+        let lanes = self.vec.as_ref().map(|v| v.width);
+        let t = ty(r.dtype, lanes);
         let init = self.vexpr(&r.init)?;
         let result = self.reduce_axes(r, 0, &init, &t)?;
-        self.accs.push((r.acc.clone(), result));
+        self.accs.push((r.acc.clone(), result, lanes.is_some()));
         for s in &r.body {
             self.stmt(s)?;
         }
@@ -450,6 +450,7 @@ impl Em<'_> {
     fn vexpr(&mut self, e: &VExpr) -> Result<String, CodegenError> {
         if let Some(v) = &self.vec
             && !e.mentions(&v.var)
+            && !self.uses_vector_acc(e)
         {
             let (var, w) = (v.var.clone(), v.width);
             let saved = self.vec.take();
@@ -518,8 +519,8 @@ impl Em<'_> {
                 .accs
                 .iter()
                 .rev()
-                .find(|(a, _)| a == n)
-                .map(|(_, v)| v.clone())
+                .find(|(a, _, _)| a == n)
+                .map(|(_, v, _)| v.clone())
                 .ok_or_else(|| self.unsupported(format!("unbound accumulator `{n}`"))),
             VExpr::Unary(op, a) => {
                 let x = self.vexpr(a)?;
@@ -649,6 +650,26 @@ impl Em<'_> {
                 let x = self.iexpr(i)?;
                 let w = self.op(format!("arith.index_cast {x} : index to i64"));
                 self.cast(&w, DType::I64, *to, None)
+            }
+        }
+    }
+
+    /// Whether `e` reads an accumulator that holds a vector (so it is not lane-invariant).
+    fn uses_vector_acc(&self, e: &VExpr) -> bool {
+        match e {
+            VExpr::Acc(n, _) => self
+                .accs
+                .iter()
+                .rev()
+                .find(|(a, _, _)| a == n)
+                .is_some_and(|(_, _, v)| *v),
+            VExpr::Const(..) | VExpr::Load { .. } | VExpr::ICmp(..) | VExpr::Index(..) => false,
+            VExpr::Unary(_, a) | VExpr::Cast(_, a) => self.uses_vector_acc(a),
+            VExpr::Binary(_, a, b) | VExpr::Cmp(_, a, b) => {
+                self.uses_vector_acc(a) || self.uses_vector_acc(b)
+            }
+            VExpr::Select(c, a, b) => {
+                self.uses_vector_acc(c) || self.uses_vector_acc(a) || self.uses_vector_acc(b)
             }
         }
     }
@@ -797,8 +818,13 @@ fn maskable(prog: &LoopProgram, body: &[Stmt]) -> bool {
             _ => false,
         }
     }
-    body.iter()
-        .all(|s| matches!(s, Stmt::Store { value, .. } if !int_div(prog, value)))
+    body.iter().all(|s| match s {
+        Stmt::Store { value, .. } => !int_div(prog, value),
+        Stmt::Reduce(r) => {
+            !int_div(prog, &r.init) && !int_div(prog, &r.value) && maskable(prog, &r.body)
+        }
+        _ => false,
+    })
 }
 
 fn int_pred(op: CmpOp, unsigned: bool) -> &'static str {
@@ -847,6 +873,14 @@ pub fn vectorizable(prog: &LoopProgram, body: &[Stmt], var: &str) -> bool {
             index.coeff(var) == Some(1)
                 && prog.buffer(buf).is_some_and(|b| b.dtype != DType::Bool)
                 && value_ok(prog, value, var)
+        }
+        // A reduction folds one vector accumulator; its own loops stay scalar.
+        Stmt::Reduce(r) => {
+            r.dtype != DType::Bool
+                && r.axes.iter().all(|(v, _)| v != var)
+                && value_ok(prog, &r.init, var)
+                && value_ok(prog, &r.value, var)
+                && vectorizable(prog, &r.body, var)
         }
         _ => false,
     })

@@ -192,10 +192,13 @@ impl Default for CpuScheduleConfig {
 pub fn default_cpu(prog: &mut LoopProgram, cfg: &CpuScheduleConfig) -> Result<(), PassError> {
     if let [Stmt::For(l)] = prog.body.as_slice() {
         let mut var = l.var.clone();
-        // Fuse while the outer loop is too short to share out and wraps exactly one loop.
+        // Fuse while the outer loop is too short to share out and wraps exactly one loop —
+        // unless that loop is innermost: fusing it would trade its vectorization for
+        // div/mod indexing.
         while let Some(Stmt::For(l)) = prog.body.first()
             && l.extent < cfg.min_parallel_extent
             && let [Stmt::For(il)] = l.body.as_slice()
+            && !stores_without_loops(&il.body, &mut Vec::new())
         {
             let inner = il.var.clone();
             var = fuse(prog, &var, &inner)?;
@@ -227,10 +230,15 @@ fn collect_innermost(body: &[Stmt], out: &mut Vec<(String, i64, String)>) {
     for s in body {
         match s {
             Stmt::For(l) => {
-                let only_stores = l.body.iter().all(|b| matches!(b, Stmt::Store { .. }));
-                if only_stores && l.kind == LoopKind::Serial {
-                    let contiguous = l.body.iter().all(|b| matches!(b, Stmt::Store { index, .. } if index.coeff(&l.var) == Some(1)));
-                    if contiguous && let Some(Stmt::Store { buf, .. }) = l.body.first() {
+                // Innermost: no loop inside (reductions are fine: they fold one accumulator
+                // per lane). Every store, also inside reductions, must walk memory with step 1.
+                let mut stores = Vec::new();
+                let loop_free = stores_without_loops(&l.body, &mut stores);
+                if loop_free && l.kind == LoopKind::Serial {
+                    let contiguous = stores
+                        .iter()
+                        .all(|(_, index)| index.coeff(&l.var) == Some(1));
+                    if contiguous && let Some((buf, _)) = stores.first() {
                         out.push((l.var.clone(), l.extent, buf.clone()));
                     }
                 } else {
@@ -242,4 +250,20 @@ fn collect_innermost(body: &[Stmt], out: &mut Vec<(String, i64, String)>) {
             Stmt::Store { .. } => {}
         }
     }
+}
+
+/// Collects the stores of a body made only of stores and reductions; false if it has a loop
+/// or a guard.
+fn stores_without_loops(
+    body: &[Stmt],
+    stores: &mut Vec<(String, tessera_ir::loops::IExpr)>,
+) -> bool {
+    body.iter().all(|s| match s {
+        Stmt::Store { buf, index, .. } => {
+            stores.push((buf.clone(), index.clone()));
+            true
+        }
+        Stmt::Reduce(r) => stores_without_loops(&r.body, stores),
+        Stmt::For(_) | Stmt::If { .. } => false,
+    })
 }

@@ -7,7 +7,8 @@
 //!
 //! **Invariant:** a `parallel` loop can only be the single outermost statement of a program;
 //! its iterations must be independent (the runtime splits its range across threads).
-//! A `vectorize(w)` loop is innermost (no loop or reduction inside it).
+//! A `vectorize(w)` loop contains no other loop (reductions inside it fold one vector
+//! accumulator per lane group).
 
 pub mod interp;
 pub mod parse;

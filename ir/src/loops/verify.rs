@@ -68,11 +68,7 @@ fn stmt(cx: &mut Ctx, s: &Stmt, depth: usize) -> Result<()> {
                 LoopKind::Vectorize(w) | LoopKind::Unroll(w) if w == 0 => {
                     return Err(err(prog, format!("loop `{}` has a zero factor", l.var)));
                 }
-                LoopKind::Vectorize(_)
-                    if l.body
-                        .iter()
-                        .any(|b| !matches!(b, Stmt::Store { .. } | Stmt::If { .. })) =>
-                {
+                LoopKind::Vectorize(_) if l.body.iter().any(|b| matches!(b, Stmt::For(_))) => {
                     return Err(err(
                         prog,
                         format!("vectorized loop `{}` must be innermost", l.var),

@@ -9,7 +9,7 @@ use super::{Builder, NodeCx, strides_of};
 use crate::error::PassError;
 use tessera_ir::AttrsExt;
 use tessera_ir::infer::Window;
-use tessera_ir::loops::{BinOp, CmpOp, IExpr, Loop, LoopKind, Stmt, VExpr};
+use tessera_ir::loops::{BinOp, CmpOp, IExpr, Loop, LoopKind, Reduce, ReduceOp, Stmt, VExpr};
 
 fn for_(var: &str, extent: usize, body: Vec<Stmt>) -> Stmt {
     Stmt::For(Loop {
@@ -203,11 +203,28 @@ pub(crate) fn gemm(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError>
 
 /// Direct 2-D convolution (NCHW, groups, strides, pads, dilations).
 ///
+/// Two loop structures, picked by the length of the channel reduction: short reductions keep
+/// each output's sum in a (vector) register across channels and taps ([`conv_columns`]); long
+/// ones stream whole output rows, one channel and tap at a time ([`conv_rows`]), which walks
+/// memory in order. Both unroll the kernel taps at compile time so the inner loops need no
+/// bounds checks. Register-tiled convolution is the autotuner's job.
+pub(crate) fn conv(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
+    /// Channels per group up to which the register-accumulating form is used.
+    const SHORT_REDUCTION: usize = 32;
+    if cx.shape(1)[1] <= SHORT_REDUCTION {
+        conv_columns(cx, b)
+    } else {
+        conv_rows(cx, b)
+    }
+}
+
+/// Convolution that accumulates whole output rows in memory (for long channel reductions).
+///
 /// The kernel taps are unrolled at compile time: for each tap `(ky, kx)` the range of output
 /// columns whose input column lies inside the image is computed statically, so the innermost
 /// loop has no bounds checks and, at stride 1, walks input and output contiguously (it
 /// vectorizes). Rows are guarded by an `if` only when padding can put them outside the image.
-pub(crate) fn conv(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
+fn conv_rows(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
     let xs = cx.shape(0);
     let ws = cx.shape(1);
     let (cin, h, w) = (xs[1], xs[2], xs[3]);
@@ -320,5 +337,181 @@ pub(crate) fn conv(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError>
         &nv,
         nb,
         vec![for_(&cov, cout, vec![for_(&ohv, oh, body)])],
+    )])
+}
+
+/// Convolution that keeps each output element's sum in a register (for short channel
+/// reductions).
+///
+/// For each output row, the columns split into an interior — where every kernel tap reads
+/// inside the image — and the borders. Each output element is a reduction over input
+/// channels of the sum over the (unrolled) taps, so the accumulator stays in a register; in
+/// the interior the column loop has no bounds checks and vectorizes (one vector accumulator
+/// per group of columns). Rows outside the image are masked per tap, only for taps whose row
+/// can fall outside; border columns also mask their column.
+fn conv_columns(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
+    let xs = cx.shape(0);
+    let ws = cx.shape(1);
+    let (cin, h, w) = (xs[1], xs[2], xs[3]);
+    let (cout, cpg, kh, kw) = (ws[0], ws[1], ws[2], ws[3]);
+    let group = cx.node.attrs.int("group", 1).map_err(|e| cx.err(e))? as usize;
+    let win = Window::from_node(cx.node, &[h, w], Some(&[kh, kw])).map_err(|e| cx.err(e))?;
+    let (nb, oh, ow) = (cx.out_shape[0], cx.out_shape[2], cx.out_shape[3]);
+    let opg = cout / group;
+    let dt = cx.out_dtype;
+    let (sy, sx) = (win.strides[0] as i64, win.strides[1] as i64);
+    let (dy, dx) = (win.dilations[0] as i64, win.dilations[1] as i64);
+    let (py, px) = (win.pads[0] as i64, win.pads[1] as i64);
+    let (nv, cov, ohv) = (b.var(), b.var(), b.var());
+    let v = IExpr::var;
+    let out_at = |ox: IExpr| {
+        v(&nv)
+            .times(cout as i64)
+            .plus(v(&cov))
+            .times(oh as i64)
+            .plus(v(&ohv))
+            .times(ow as i64)
+            .plus(ox)
+    };
+    let init = if cx.has(2) {
+        VExpr::load(cx.buf(2), v(&cov))
+    } else {
+        VExpr::lit(0.0, dt)
+    };
+    // Output columns whose input column ox*sx + kx*dx - px lies in [0, w), per tap column.
+    let col_range = |kx: i64| -> (i64, i64) {
+        let off = kx * dx - px;
+        let lo = if off >= 0 { 0 } else { (-off + sx - 1) / sx };
+        let hi_num = w as i64 - 1 - off;
+        let hi = if hi_num < 0 {
+            0
+        } else {
+            (hi_num / sx + 1).min(ow as i64)
+        };
+        (lo.min(ow as i64), hi)
+    };
+    let lo_all = (0..kw as i64).map(|kx| col_range(kx).0).max().unwrap_or(0);
+    let hi_all = (0..kw as i64)
+        .map(|kx| col_range(kx).1)
+        .min()
+        .unwrap_or(0)
+        .max(lo_all);
+    let in_range = |e: IExpr, hi: usize| {
+        VExpr::bin(
+            BinOp::And,
+            VExpr::ICmp(CmpOp::Ge, e.clone(), IExpr::c(0)),
+            VExpr::ICmp(CmpOp::Lt, e, IExpr::c(hi as i64)),
+        )
+    };
+    let clamp = |e: IExpr, hi: usize| {
+        IExpr::Min(
+            Box::new(IExpr::Max(Box::new(e), Box::new(IExpr::c(0)))),
+            Box::new(IExpr::c(hi as i64 - 1)),
+        )
+    };
+    // One output column `ox`: reduce over input channels `ci` of the sum over taps.
+    let column = |b: &mut Builder, ox: IExpr, guard_cols: bool| -> Stmt {
+        let ci = b.var();
+        let chan = v(&cov).floordiv(opg as i64).times(cpg as i64).plus(v(&ci));
+        let mut sum: Option<VExpr> = None;
+        for ky in 0..kh as i64 {
+            let iy = v(&ohv).times(sy).plus(IExpr::c(ky * dy - py));
+            let (first, last) = (ky * dy - py, (oh as i64 - 1) * sy + ky * dy - py);
+            if last < 0 || first >= h as i64 {
+                continue; // no output row reads this tap row
+            }
+            let row_guard = !(first >= 0 && last < h as i64);
+            for kx in 0..kw as i64 {
+                let ix = ox.clone().times(sx).plus(IExpr::c(kx * dx - px));
+                let (ry, rx) = (
+                    if row_guard {
+                        clamp(iy.clone(), h)
+                    } else {
+                        iy.clone()
+                    },
+                    if guard_cols {
+                        clamp(ix.clone(), w)
+                    } else {
+                        ix.clone()
+                    },
+                );
+                let x_idx = v(&nv)
+                    .times(cin as i64)
+                    .plus(chan.clone())
+                    .times(h as i64)
+                    .plus(ry)
+                    .times(w as i64)
+                    .plus(rx);
+                let mut xval = VExpr::load(cx.buf(0), x_idx);
+                let cond = match (row_guard, guard_cols) {
+                    (true, true) => Some(VExpr::bin(
+                        BinOp::And,
+                        in_range(iy.clone(), h),
+                        in_range(ix, w),
+                    )),
+                    (true, false) => Some(in_range(iy.clone(), h)),
+                    (false, true) => Some(in_range(ix, w)),
+                    (false, false) => None,
+                };
+                if let Some(c) = cond {
+                    xval = VExpr::select(c, xval, VExpr::lit(0.0, dt));
+                }
+                let w_idx = v(&cov)
+                    .times(cpg as i64)
+                    .plus(v(&ci))
+                    .times(kh as i64)
+                    .plus(IExpr::c(ky))
+                    .times(kw as i64)
+                    .plus(IExpr::c(kx));
+                let term = mul(VExpr::load(cx.buf(1), w_idx), xval);
+                sum = Some(match sum {
+                    Some(s) => add(s, term),
+                    None => term,
+                });
+            }
+        }
+        let index = out_at(ox);
+        match sum {
+            Some(value) => {
+                let store = Stmt::Store {
+                    buf: cx.out.clone(),
+                    index,
+                    value: VExpr::Acc("s".into(), dt),
+                };
+                Stmt::Reduce(Reduce {
+                    acc: "s".into(),
+                    dtype: dt,
+                    op: ReduceOp::Sum,
+                    init: init.clone(),
+                    axes: vec![(ci, cpg as i64)],
+                    value,
+                    body: vec![store],
+                })
+            }
+            // Every tap reads padding: the output is the bias.
+            None => Stmt::Store {
+                buf: cx.out.clone(),
+                index,
+                value: init.clone(),
+            },
+        }
+    };
+    let mut row = Vec::new();
+    for (lo, hi, guard) in [
+        (0, lo_all, true),
+        (lo_all, hi_all, false),
+        (hi_all, ow as i64, true),
+    ] {
+        if hi > lo {
+            let j = b.var();
+            let ox = v(&j).plus(IExpr::c(lo));
+            let body = vec![column(b, ox, guard)];
+            row.push(for_(&j, (hi - lo) as usize, body));
+        }
+    }
+    Ok(vec![for_(
+        &nv,
+        nb,
+        vec![for_(&cov, cout, vec![for_(&ohv, oh, row)])],
     )])
 }
