@@ -11,7 +11,7 @@ use tessera_ir::plan::{ExecPlan, KernelFn, Slot};
 
 /// Kernels estimated to do less work than this run on the calling thread: waking the pool
 /// costs microseconds, more than such a kernel takes.
-pub const PARALLEL_MIN_WORK: u64 = 1 << 15;
+pub const PARALLEL_MIN_WORK: u64 = 1 << 16;
 
 /// Options of an executor.
 #[derive(Clone, Debug)]
