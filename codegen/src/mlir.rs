@@ -846,6 +846,9 @@ fn int_pred(op: CmpOp, unsigned: bool) -> &'static str {
 /// contiguous in `var`, every load contiguous or invariant, index-valued expressions and
 /// index comparisons invariant, and no bool buffers.
 pub fn vectorizable(prog: &LoopProgram, body: &[Stmt], var: &str) -> bool {
+    if tessera_ir::loops::carries_dependence(body) {
+        return false;
+    }
     fn value_ok(prog: &LoopProgram, e: &VExpr, var: &str) -> bool {
         if !e.mentions(var) {
             return true;

@@ -420,6 +420,25 @@ fn infer_shapes(
             }
             one(x.dtype, s)
         }
+        Trilu => {
+            let x = x?;
+            if x.rank() < 2 {
+                return Err("Trilu needs rank >= 2".into());
+            }
+            if tys.get(1).is_some_and(|t| t.is_some()) {
+                const_ints(c(1), "k")?;
+            }
+            one(x.dtype, x.shape.clone())
+        }
+        CumSum => {
+            let x = x?;
+            let axis = const_ints(c(1), "axis")?;
+            if axis.len() != 1 {
+                return Err("CumSum axis must be a scalar".into());
+            }
+            norm_axis(axis[0], x.rank())?;
+            one(x.dtype, x.shape.clone())
+        }
         Tile => {
             let x = x?;
             let reps = const_ints(c(1), "repeats")?;

@@ -259,6 +259,89 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
                 )
             }
         }
+        Trilu => {
+            let x = x?;
+            let r = x.shape().len();
+            let (rows, cols) = (x.shape()[r - 2], x.shape()[r - 1]);
+            let k = args
+                .get(1)
+                .copied()
+                .flatten()
+                .map(|t| t.get_i64(0))
+                .unwrap_or(0);
+            let upper = n.attrs.int("upper", 1)? != 0;
+            let keep: Vec<usize> = (0..x.len())
+                .map(|i| {
+                    let (row, col) = (((i / cols) % rows) as i64, (i % cols) as i64);
+                    let kept = if upper {
+                        col - row >= k
+                    } else {
+                        col - row <= k
+                    };
+                    kept as usize
+                })
+                .collect();
+            if x.dtype().is_float() {
+                let v: Vec<f64> = x
+                    .to_f64_vec()
+                    .iter()
+                    .zip(&keep)
+                    .map(|(v, &k)| if k == 1 { *v } else { 0.0 })
+                    .collect();
+                Tensor::from_f64(odt, oshape, &v)
+            } else {
+                let v: Vec<i64> = x
+                    .to_i64_vec()
+                    .iter()
+                    .zip(&keep)
+                    .map(|(v, &k)| if k == 1 { *v } else { 0 })
+                    .collect();
+                Tensor::from_i64(odt, oshape, &v)
+            }
+        }
+        CumSum => {
+            let x = x?;
+            let axis = infer::norm_axis(a(1)?.get_i64(0), x.shape().len())?;
+            let (exclusive, reverse) = (
+                n.attrs.int("exclusive", 0)? != 0,
+                n.attrs.int("reverse", 0)? != 0,
+            );
+            let s = x.shape();
+            let (outer, len, inner) = (
+                s[..axis].iter().product::<usize>(),
+                s[axis],
+                s[axis + 1..].iter().product::<usize>(),
+            );
+            let float = x.dtype().is_float();
+            let v = x.to_f64_vec();
+            let iv = x.to_i64_vec();
+            let mut out_f = vec![0.0; v.len()];
+            let mut out_i = vec![0i64; v.len()];
+            for o in 0..outer {
+                for i in 0..inner {
+                    let (mut acc_f, mut acc_i) = (0.0, 0i64);
+                    for step in 0..len {
+                        let k = if reverse { len - 1 - step } else { step };
+                        let at = (o * len + k) * inner + i;
+                        if !exclusive {
+                            acc_f += v[at];
+                            acc_i = acc_i.wrapping_add(iv[at]);
+                        }
+                        out_f[at] = acc_f;
+                        out_i[at] = acc_i;
+                        if exclusive {
+                            acc_f += v[at];
+                            acc_i = acc_i.wrapping_add(iv[at]);
+                        }
+                    }
+                }
+            }
+            if float {
+                Tensor::from_f64(odt, oshape, &out_f)
+            } else {
+                Tensor::from_i64(odt, oshape, &out_i)
+            }
+        }
         Tile => {
             let x = x?;
             let is = strides(x.shape());

@@ -95,6 +95,8 @@ ops!(
     ReduceL2,
     ReduceSumSquare,
     InstanceNormalization,
+    Trilu,
+    CumSum,
 );
 
 impl OpKind {
@@ -223,6 +225,8 @@ impl OpKind {
             Range => s(3, 3, NONE),
             Pad => s(2, 4, &[("mode", K::Str)]),
             Tile => s(2, 2, NONE),
+            Trilu => s(1, 2, &[("upper", K::Int)]),
+            CumSum => s(2, 2, &[("exclusive", K::Int), ("reverse", K::Int)]),
             LRN => s(
                 1,
                 1,

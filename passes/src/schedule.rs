@@ -205,6 +205,7 @@ pub fn default_cpu(prog: &mut LoopProgram, cfg: &CpuScheduleConfig) -> Result<()
         }
         if let Some(Stmt::For(l)) = prog.body.first()
             && l.extent > 1
+            && !tessera_ir::loops::carries_dependence(&l.body)
         {
             annotate(prog, &var, LoopKind::Parallel)?;
         }
@@ -234,7 +235,10 @@ fn collect_innermost(body: &[Stmt], out: &mut Vec<(String, i64, String)>) {
                 // per lane). Every store, also inside reductions, must walk memory with step 1.
                 let mut stores = Vec::new();
                 let loop_free = stores_without_loops(&l.body, &mut stores);
-                if loop_free && l.kind == LoopKind::Serial {
+                if loop_free
+                    && l.kind == LoopKind::Serial
+                    && !tessera_ir::loops::carries_dependence(&l.body)
+                {
                     let contiguous = stores
                         .iter()
                         .all(|(_, index)| index.coeff(&l.var) == Some(1));

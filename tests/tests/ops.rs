@@ -797,3 +797,46 @@ fn more_activations_reductions_and_instance_norm() {
         .build();
     run("InstanceNormalization", g, REDUCTION);
 }
+
+#[test]
+fn trilu_and_cumsum() {
+    use OpKind::*;
+    for (upper, k) in [(1i64, 0i64), (0, 0), (1, 2), (0, -1)] {
+        let g = OneOp::new(Trilu, a(&[("upper", Attr::Int(upper))]))
+            .input(DType::F32, &[2, 5, 17])
+            .constant(Tensor::from_i64(DType::I64, vec![], &[k]))
+            .build();
+        run(&format!("Trilu upper={upper} k={k}"), g, Tolerance::Exact);
+    }
+    run(
+        "Trilu default",
+        OneOp::new(Trilu, a(&[])).input(DType::I64, &[4, 4]).build(),
+        Tolerance::Exact,
+    );
+    for axis in [0i64, 1, -1] {
+        for (ex, rev) in [(0i64, 0i64), (1, 0), (0, 1), (1, 1)] {
+            let g = OneOp::new(
+                CumSum,
+                a(&[("exclusive", Attr::Int(ex)), ("reverse", Attr::Int(rev))]),
+            )
+            .input(DType::F32, &[3, 17, 5])
+            .constant(Tensor::from_i64(DType::I64, vec![], &[axis]))
+            .build();
+            run(
+                &format!("CumSum axis {axis} exclusive {ex} reverse {rev}"),
+                g,
+                REDUCTION,
+            );
+        }
+    }
+    // Long enough to be split across threads if the scan were (wrongly) parallelised.
+    let g = OneOp::new(CumSum, a(&[]))
+        .input(DType::I32, &[70_000])
+        .constant(Tensor::from_i64(DType::I64, vec![], &[0]))
+        .build();
+    run(
+        "CumSum 1-D i32 (a serial scan, never parallel)",
+        g,
+        Tolerance::Exact,
+    );
+}

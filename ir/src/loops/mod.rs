@@ -395,6 +395,89 @@ impl Stmt {
     }
 }
 
+/// Whether iterations of a loop with this body may depend on each other through memory:
+/// some load reads a buffer the body also stores to, at an index that is not syntactically
+/// one of the store indices (conservative: `y[i] = y[i] + ...` is independent per `i`, a scan
+/// reading `y[k - 1]` is not). Such loops are neither parallelised nor vectorized.
+pub fn carries_dependence(body: &[Stmt]) -> bool {
+    fn stores(body: &[Stmt], out: &mut Vec<(String, IExpr)>) {
+        for s in body {
+            match s {
+                Stmt::For(l) => stores(&l.body, out),
+                Stmt::Store { buf, index, .. } => out.push((buf.clone(), index.clone())),
+                Stmt::If { then, .. } => stores(then, out),
+                Stmt::Reduce(r) => stores(&r.body, out),
+            }
+        }
+    }
+    fn loads_v(e: &VExpr, out: &mut Vec<(String, IExpr)>) {
+        match e {
+            VExpr::Load { buf, index } => {
+                out.push((buf.clone(), index.clone()));
+                loads_i(index, out);
+            }
+            VExpr::Const(..) | VExpr::Acc(..) => {}
+            VExpr::Index(i, _) => loads_i(i, out),
+            VExpr::ICmp(_, a, b) => {
+                loads_i(a, out);
+                loads_i(b, out)
+            }
+            VExpr::Unary(_, a) | VExpr::Cast(_, a) => loads_v(a, out),
+            VExpr::Binary(_, a, b) | VExpr::Cmp(_, a, b) => {
+                loads_v(a, out);
+                loads_v(b, out)
+            }
+            VExpr::Select(c, a, b) => {
+                loads_v(c, out);
+                loads_v(a, out);
+                loads_v(b, out)
+            }
+        }
+    }
+    fn loads_i(e: &IExpr, out: &mut Vec<(String, IExpr)>) {
+        match e {
+            IExpr::Of(v) => loads_v(v, out),
+            IExpr::Const(_) | IExpr::Var(_) => {}
+            IExpr::Add(a, b)
+            | IExpr::Sub(a, b)
+            | IExpr::Mul(a, b)
+            | IExpr::FloorDiv(a, b)
+            | IExpr::Mod(a, b)
+            | IExpr::Min(a, b)
+            | IExpr::Max(a, b) => {
+                loads_i(a, out);
+                loads_i(b, out)
+            }
+        }
+    }
+    fn loads(body: &[Stmt], out: &mut Vec<(String, IExpr)>) {
+        for s in body {
+            match s {
+                Stmt::For(l) => loads(&l.body, out),
+                Stmt::Store { index, value, .. } => {
+                    loads_i(index, out);
+                    loads_v(value, out)
+                }
+                Stmt::If { cond, then } => {
+                    loads_v(cond, out);
+                    loads(then, out)
+                }
+                Stmt::Reduce(r) => {
+                    loads_v(&r.init, out);
+                    loads_v(&r.value, out);
+                    loads(&r.body, out)
+                }
+            }
+        }
+    }
+    let (mut st, mut ld) = (Vec::new(), Vec::new());
+    stores(body, &mut st);
+    loads(body, &mut ld);
+    ld.iter().any(|(b, i)| {
+        st.iter().any(|(sb, _)| sb == b) && !st.iter().any(|(sb, si)| sb == b && si == i)
+    })
+}
+
 impl LoopProgram {
     pub fn buffer(&self, name: &str) -> Option<&Buffer> {
         self.buffers.iter().find(|b| b.name == name)

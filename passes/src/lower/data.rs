@@ -303,3 +303,101 @@ pub(crate) fn tile(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError>
         }],
     ))
 }
+
+/// Trilu: keep the upper (or lower) triangle of the last two dimensions, zero the rest.
+pub(crate) fn trilu(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
+    use tessera_ir::loops::CmpOp;
+    let s = &cx.out_shape;
+    let r = s.len();
+    let k = if cx.has(1) { cx.const_ints(1)?[0] } else { 0 };
+    let upper = cx.node.attrs.int("upper", 1).map_err(|e| cx.err(e))? != 0;
+    let dims = b.dims(s);
+    let oi = idx(&dims);
+    let diff = oi[r - 1].clone().minus(oi[r - 2].clone());
+    let keep = VExpr::ICmp(if upper { CmpOp::Ge } else { CmpOp::Le }, diff, IExpr::c(k));
+    let at = IExpr::linear(&oi, &strides_of(s));
+    let value = VExpr::select(
+        keep,
+        VExpr::load(cx.buf(0), at.clone()),
+        VExpr::lit(0.0, cx.out_dtype),
+    );
+    Ok(nest(
+        &dims,
+        vec![Stmt::Store {
+            buf: cx.out.clone(),
+            index: at,
+            value,
+        }],
+    ))
+}
+
+/// CumSum along one axis: a sequential scan per lane that reads the previous output, so its
+/// scan loop is never parallelised or vectorized (see `carries_dependence`).
+pub(crate) fn cumsum(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
+    use tessera_ir::loops::{BinOp, CmpOp};
+    let s = &cx.out_shape;
+    let axis = infer::norm_axis(cx.const_ints(1)?[0], s.len()).map_err(|e| cx.err(e))?;
+    let exclusive = cx.node.attrs.int("exclusive", 0).map_err(|e| cx.err(e))? != 0;
+    let reverse = cx.node.attrs.int("reverse", 0).map_err(|e| cx.err(e))? != 0;
+    let (outer, len, inner) = (
+        s[..axis].iter().product::<usize>(),
+        s[axis],
+        s[axis + 1..].iter().product::<usize>(),
+    );
+    let dims = b.dims(&[outer, inner]);
+    let oi = idx(&dims);
+    let step = b.var();
+    let len_i = len as i64;
+    // Position along the axis for this step, and the previous position in scan order.
+    let k = if reverse {
+        IExpr::c(len_i - 1).minus(IExpr::var(&step))
+    } else {
+        IExpr::var(&step)
+    };
+    let prev = if reverse {
+        k.clone().plus(IExpr::c(1))
+    } else {
+        k.clone().minus(IExpr::c(1))
+    };
+    let at = |p: IExpr| {
+        oi[0]
+            .clone()
+            .times(len_i)
+            .plus(p)
+            .times(inner as i64)
+            .plus(oi[1].clone())
+    };
+    let clamp = |e: IExpr| {
+        IExpr::Min(
+            Box::new(IExpr::Max(Box::new(e), Box::new(IExpr::c(0)))),
+            Box::new(IExpr::c(len_i - 1)),
+        )
+    };
+    let first = VExpr::ICmp(CmpOp::Eq, IExpr::var(&step), IExpr::c(0));
+    let dt = cx.out_dtype;
+    let carried = VExpr::select(
+        first.clone(),
+        VExpr::lit(0.0, dt),
+        VExpr::load(&cx.out, at(clamp(prev.clone()))),
+    );
+    let term = if exclusive {
+        VExpr::select(
+            first,
+            VExpr::lit(0.0, dt),
+            VExpr::load(cx.buf(0), at(clamp(prev))),
+        )
+    } else {
+        VExpr::load(cx.buf(0), at(k.clone()))
+    };
+    let scan = Stmt::For(Loop {
+        var: step,
+        extent: len_i,
+        kind: LoopKind::Serial,
+        body: vec![Stmt::Store {
+            buf: cx.out.clone(),
+            index: at(k),
+            value: VExpr::bin(BinOp::Add, carried, term),
+        }],
+    });
+    Ok(nest(&dims, vec![scan]))
+}

@@ -210,6 +210,8 @@ fn lower_node(g: &Graph, n: &Node, index: usize) -> Result<Kernel, PassError> {
         Range => data::range(&cx, &mut b)?,
         Pad => data::pad(&cx, &mut b)?,
         Tile => data::tile(&cx, &mut b)?,
+        Trilu => data::trilu(&cx, &mut b)?,
+        CumSum => data::cumsum(&cx, &mut b)?,
         Constant | Shape => data::constant(&cx, &mut b)?,
         _ if n.op.is_elementwise() => elementwise::elementwise(&cx, &mut b)?,
         other => return Err(cx.err(format!("no lowering for {other}"))),
