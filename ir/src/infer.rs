@@ -420,6 +420,18 @@ fn infer_shapes(
             }
             one(x.dtype, s)
         }
+        ArgMax | ArgMin => {
+            let x = x?;
+            let axis = norm_axis(n.attrs.int("axis", 0)?, x.rank())?;
+            let keep = n.attrs.int("keepdims", 1)? != 0;
+            let mut s = x.shape.clone();
+            if keep {
+                s[axis] = Dim::Known(1);
+            } else {
+                s.remove(axis);
+            }
+            one(DType::I64, s)
+        }
         Trilu => {
             let x = x?;
             if x.rank() < 2 {

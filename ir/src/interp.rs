@@ -259,6 +259,40 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
                 )
             }
         }
+        ArgMax | ArgMin => {
+            let x = x?;
+            let axis = infer::norm_axis(n.attrs.int("axis", 0)?, x.shape().len())?;
+            let last = n.attrs.int("select_last_index", 0)? != 0;
+            let s = x.shape();
+            let (outer, len, inner) = (
+                s[..axis].iter().product::<usize>(),
+                s[axis],
+                s[axis + 1..].iter().product::<usize>(),
+            );
+            let v = x.to_f64_vec();
+            let mut out = Vec::with_capacity(outer * inner);
+            for o in 0..outer {
+                for i in 0..inner {
+                    let mut best = 0usize;
+                    for k in 1..len {
+                        let (a, b) = (
+                            v[(o * len + k) * inner + i],
+                            v[(o * len + best) * inner + i],
+                        );
+                        let better = if n.op == ArgMax {
+                            a > b || (last && a == b)
+                        } else {
+                            a < b || (last && a == b)
+                        };
+                        if better {
+                            best = k;
+                        }
+                    }
+                    out.push(best as i64);
+                }
+            }
+            Tensor::from_i64(DType::I64, oshape, &out)
+        }
         Trilu => {
             let x = x?;
             let r = x.shape().len();

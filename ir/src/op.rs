@@ -97,6 +97,8 @@ ops!(
     InstanceNormalization,
     Trilu,
     CumSum,
+    ArgMax,
+    ArgMin,
 );
 
 impl OpKind {
@@ -225,6 +227,15 @@ impl OpKind {
             Range => s(3, 3, NONE),
             Pad => s(2, 4, &[("mode", K::Str)]),
             Tile => s(2, 2, NONE),
+            ArgMax | ArgMin => s(
+                1,
+                1,
+                &[
+                    ("axis", K::Int),
+                    ("keepdims", K::Int),
+                    ("select_last_index", K::Int),
+                ],
+            ),
             Trilu => s(1, 2, &[("upper", K::Int)]),
             CumSum => s(2, 2, &[("exclusive", K::Int), ("reverse", K::Int)]),
             LRN => s(

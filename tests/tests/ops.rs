@@ -840,3 +840,25 @@ fn trilu_and_cumsum() {
         Tolerance::Exact,
     );
 }
+
+#[test]
+fn argmax_and_argmin() {
+    use OpKind::*;
+    for op in [ArgMax, ArgMin] {
+        for (axis, keep, last) in [(1i64, 1i64, 0i64), (-1, 0, 0), (0, 1, 1)] {
+            for dt in [DType::F32, DType::I32] {
+                let at = a(&[
+                    ("axis", Attr::Int(axis)),
+                    ("keepdims", Attr::Int(keep)),
+                    ("select_last_index", Attr::Int(last)),
+                ]);
+                // Integer inputs repeat values, so ties (and select_last_index) matter.
+                run(
+                    &format!("{op} {dt} axis {axis} keep {keep} last {last}"),
+                    OneOp::new(op, at).input(dt, &[3, 17, 5]).build(),
+                    Tolerance::Exact,
+                );
+            }
+        }
+    }
+}

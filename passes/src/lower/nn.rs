@@ -564,3 +564,88 @@ pub(crate) fn instance_norm(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, P
         )],
     ))
 }
+
+/// ArgMax / ArgMin along one axis: the extreme value first, then the first (or last) index
+/// holding it, as two reductions per lane.
+pub(crate) fn arg_extreme(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
+    let s = cx.shape(0).to_vec();
+    let axis = infer::norm_axis(
+        cx.node.attrs.int("axis", 0).map_err(|e| cx.err(e))?,
+        s.len(),
+    )
+    .map_err(|e| cx.err(e))?;
+    let last = cx
+        .node
+        .attrs
+        .int("select_last_index", 0)
+        .map_err(|e| cx.err(e))?
+        != 0;
+    let is_max = cx.node.op == OpKind::ArgMax;
+    let (outer, len, inner) = (
+        s[..axis].iter().product::<usize>(),
+        s[axis],
+        s[axis + 1..].iter().product::<usize>(),
+    );
+    let xt = cx.in_dtypes[0].unwrap_or(tessera_ir::DType::F32);
+    let dims = b.dims(&[outer, inner]);
+    let oi = idx(&dims);
+    let at = |k: &str| {
+        VExpr::load(
+            cx.buf(0),
+            oi[0]
+                .clone()
+                .times((len * inner) as i64)
+                .plus(IExpr::var(k).times(inner as i64))
+                .plus(oi[1].clone()),
+        )
+    };
+    let (k1, k2) = (b.var(), b.var());
+    let i64t = tessera_ir::DType::I64;
+    let ext_init = match (is_max, xt.is_float()) {
+        (true, true) => VExpr::f(f64::NEG_INFINITY, xt),
+        (false, true) => VExpr::f(f64::INFINITY, xt),
+        (true, false) => VExpr::i(int_min(xt), xt),
+        (false, false) => VExpr::i(int_max(xt), xt),
+    };
+    // Index of a lane equal to the extreme; others contribute a value that never wins.
+    let hit = VExpr::Cmp(
+        CmpOp::Eq,
+        Box::new(at(&k2)),
+        Box::new(VExpr::Acc("m".into(), xt)),
+    );
+    let (pick_op, miss) = if last {
+        (ReduceOp::Max, -1)
+    } else {
+        (ReduceOp::Min, len as i64)
+    };
+    let candidate = VExpr::select(
+        hit,
+        VExpr::Index(IExpr::var(&k2), i64t),
+        VExpr::i(miss, i64t),
+    );
+    let out_idx = oi[0].clone().times(inner as i64).plus(oi[1].clone());
+    let store = Stmt::Store {
+        buf: cx.out.clone(),
+        index: out_idx,
+        value: VExpr::Acc("i".into(), i64t),
+    };
+    let pick = reduce_stmt(
+        "i",
+        i64t,
+        pick_op,
+        VExpr::i(miss, i64t),
+        vec![(k2, len as i64)],
+        candidate,
+        vec![store],
+    );
+    let ext = reduce_stmt(
+        "m",
+        xt,
+        if is_max { ReduceOp::Max } else { ReduceOp::Min },
+        ext_init,
+        vec![(k1.clone(), len as i64)],
+        at(&k1),
+        vec![pick],
+    );
+    Ok(nest(&dims, vec![ext]))
+}
