@@ -59,7 +59,7 @@ def main():
     spec = importlib.util.spec_from_file_location("make_models", os.path.join(ROOT, "examples", "models", "make_models.py"))
     mm = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mm)
-    for name in ["mlp", "small_cnn", "transformer_block", "exported_style"]:
+    for name in ["mlp", "small_cnn", "transformer_block", "exported_style", "upsample"]:
         d = os.path.join(models_dir, name)
         os.makedirs(d, exist_ok=True)
         shutil.copy(os.path.join(ROOT, "examples", "models", f"{name}.onnx"), os.path.join(d, "model.onnx"))

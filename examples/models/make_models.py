@@ -193,10 +193,38 @@ def exported_style(path, seq=8, d=32, heads=4):
     save(g, path)
 
 
+def upsample(path):
+    """A decoder-style block: Resize in nearest and linear modes with several coordinate
+    transformations, between convolutions (as in U-Net / FPN heads)."""
+    f32 = lambda n, v: numpy_helper.from_array(np.array(v, dtype=np.float32), n)
+    nodes = [
+        helper.make_node("Conv", ["x", "c1w"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Resize", ["c1", "", "s2"], ["up1"], mode="nearest"),
+        helper.make_node("Relu", ["up1"], ["r1"]),
+        helper.make_node("Resize", ["r1", "", "", "sz"], ["up2"], mode="linear", coordinate_transformation_mode="half_pixel"),
+        helper.make_node("Resize", ["up2", "", "s2"], ["up3"], mode="linear", coordinate_transformation_mode="align_corners"),
+        helper.make_node("Resize", ["up3", "", "s_half"], ["down"], mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+        helper.make_node("Conv", ["down", "c2w"], ["y"]),
+    ]
+    inits = [
+        w("c1w", 4, 3, 3, 3, scale=0.3), w("c2w", 2, 4, 1, 1, scale=0.5),
+        f32("s2", [1, 1, 2, 2]), f32("s_half", [1, 1, 0.5, 0.5]),
+        numpy_helper.from_array(np.array([1, 4, 13, 11], dtype=np.int64), "sz"),
+    ]
+    g = helper.make_graph(
+        nodes, "upsample",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 13, 11])],
+        inits,
+    )
+    save(g, path)
+
+
 if __name__ == "__main__":
     out = sys.argv[1] if len(sys.argv) > 1 else "."
     mlp(f"{out}/mlp.onnx")
     small_cnn(f"{out}/small_cnn.onnx")
     transformer_block(f"{out}/transformer_block.onnx")
     exported_style(f"{out}/exported_style.onnx")
-    print(f"wrote mlp.onnx, small_cnn.onnx, transformer_block.onnx, exported_style.onnx to {out}")
+    upsample(f"{out}/upsample.onnx")
+    print(f"wrote mlp.onnx, small_cnn.onnx, transformer_block.onnx, exported_style.onnx, upsample.onnx to {out}")

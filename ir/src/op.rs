@@ -99,6 +99,7 @@ ops!(
     CumSum,
     ArgMax,
     ArgMin,
+    Resize,
 );
 
 impl OpKind {
@@ -227,6 +228,20 @@ impl OpKind {
             Range => s(3, 3, NONE),
             Pad => s(2, 4, &[("mode", K::Str)]),
             Tile => s(2, 2, NONE),
+            Resize => s(
+                1,
+                4,
+                &[
+                    ("mode", K::Str),
+                    ("coordinate_transformation_mode", K::Str),
+                    ("nearest_mode", K::Str),
+                    ("cubic_coeff_a", K::Float),
+                    ("exclude_outside", K::Int),
+                    ("extrapolation_value", K::Float),
+                    ("antialias", K::Int),
+                    ("keep_aspect_ratio_policy", K::Str),
+                ],
+            ),
             ArgMax | ArgMin => s(
                 1,
                 1,

@@ -39,6 +39,7 @@ fn needs_const_inputs(op: OpKind) -> bool {
             | Expand
             | ConstantOfShape
             | Range
+            | Resize
             | CumSum
             | Pad
             | Tile

@@ -87,6 +87,7 @@ model_tests!(
     small_cnn => "small_cnn",
     transformer_block => "transformer_block",
     exported_style => "exported_style",
+    upsample => "upsample",
     light_squeezenet => "light_squeezenet",
     light_shufflenet => "light_shufflenet",
     light_resnet50 => "light_resnet50",

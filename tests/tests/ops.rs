@@ -862,3 +862,50 @@ fn argmax_and_argmin() {
         }
     }
 }
+
+#[test]
+fn resize() {
+    use OpKind::*;
+    let scales = |v: &[f64]| Tensor::from_f64(DType::F32, vec![v.len()], v);
+    let sizes = |v: &[i64]| Tensor::from_i64(DType::I64, vec![v.len()], v);
+    for mode in ["nearest", "linear"] {
+        for coord in [
+            "half_pixel",
+            "asymmetric",
+            "align_corners",
+            "pytorch_half_pixel",
+        ] {
+            for nearest in ["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"] {
+                if mode == "linear" && nearest != "round_prefer_floor" {
+                    continue;
+                }
+                let at = a(&[
+                    ("mode", Attr::Str(mode.into())),
+                    ("coordinate_transformation_mode", Attr::Str(coord.into())),
+                    ("nearest_mode", Attr::Str(nearest.into())),
+                ]);
+                let up = OneOp::new(Resize, at.clone())
+                    .input(DType::F32, &[1, 2, 5, 3])
+                    .none()
+                    .constant(scales(&[1.0, 1.0, 2.0, 3.0]))
+                    .build();
+                run(
+                    &format!("Resize {mode} {coord} {nearest} x2x3"),
+                    up,
+                    REDUCTION,
+                );
+                let odd = OneOp::new(Resize, at)
+                    .input(DType::F32, &[2, 3, 17])
+                    .none()
+                    .none()
+                    .constant(sizes(&[2, 3, 7]))
+                    .build();
+                run(
+                    &format!("Resize {mode} {coord} {nearest} to 7"),
+                    odd,
+                    REDUCTION,
+                );
+            }
+        }
+    }
+}

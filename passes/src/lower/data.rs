@@ -401,3 +401,119 @@ pub(crate) fn cumsum(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErro
     });
     Ok(nest(&dims, vec![scan]))
 }
+
+/// Resize (nearest, linear): each output coordinate maps back to a real input coordinate,
+/// computed in f64 as the reference does; linear mode blends the 2^k neighbouring elements of
+/// the k resized dimensions (indices clamped to the edge).
+pub(crate) fn resize(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
+    use tessera_ir::DType::{F64, I64};
+    use tessera_ir::loops::{BinOp, UnOp};
+    let s = cx.shape(0).to_vec();
+    let p = infer::resize_plan(
+        cx.node,
+        &s,
+        cx.consts.get(2).copied().flatten(),
+        cx.consts.get(3).copied().flatten(),
+    )
+    .map_err(|e| cx.err(e))?;
+    let dims = b.dims(&p.out);
+    let oi = idx(&dims);
+    let f = |v: f64| VExpr::f(v, F64);
+    let clamp = |e: IExpr, n: usize| {
+        IExpr::Min(
+            Box::new(IExpr::Max(Box::new(e), Box::new(IExpr::c(0)))),
+            Box::new(IExpr::c(n as i64 - 1)),
+        )
+    };
+    let to_index = |v: VExpr| IExpr::Of(Box::new(VExpr::Cast(I64, Box::new(v))));
+    // Per dimension: (low index, high index, weight of high) — or the identity.
+    let mut taps: Vec<(IExpr, IExpr, Option<VExpr>)> = Vec::new();
+    for d in 0..s.len() {
+        if p.out[d] == s[d] && p.scales[d] == 1.0 {
+            taps.push((oi[d].clone(), oi[d].clone(), None));
+            continue;
+        }
+        let x = VExpr::Index(oi[d].clone(), F64);
+        let (sc, out_len, in_len) = (p.scales[d], p.out[d] as f64, s[d] as f64);
+        let src = match p.coord_mode.as_str() {
+            "asymmetric" => VExpr::bin(BinOp::Div, x, f(sc)),
+            "align_corners" if out_len <= 1.0 => f(0.0),
+            "align_corners" => VExpr::bin(BinOp::Mul, x, f((in_len - 1.0) / (out_len - 1.0))),
+            "pytorch_half_pixel" if out_len <= 1.0 => f(0.0),
+            _ => VExpr::bin(
+                BinOp::Sub,
+                VExpr::bin(BinOp::Div, VExpr::bin(BinOp::Add, x, f(0.5)), f(sc)),
+                f(0.5),
+            ),
+        };
+        if p.linear {
+            let fl = VExpr::un(UnOp::Floor, src.clone());
+            let lo = to_index(fl.clone());
+            taps.push((
+                clamp(lo.clone(), s[d]),
+                clamp(lo.plus(IExpr::c(1)), s[d]),
+                Some(VExpr::bin(BinOp::Sub, src, fl)),
+            ));
+        } else {
+            let r = match p.nearest_mode.as_str() {
+                "floor" => VExpr::un(UnOp::Floor, src),
+                "ceil" => VExpr::un(UnOp::Ceil, src),
+                "round_prefer_ceil" => VExpr::un(UnOp::Floor, VExpr::bin(BinOp::Add, src, f(0.5))),
+                _ => VExpr::un(UnOp::Ceil, VExpr::bin(BinOp::Sub, src, f(0.5))),
+            };
+            let i = clamp(to_index(r), s[d]);
+            taps.push((i.clone(), i, None));
+        }
+    }
+    let blended: Vec<usize> = (0..s.len()).filter(|&d| taps[d].2.is_some()).collect();
+    let st = strides_of(&s);
+    let mut acc: Option<VExpr> = None;
+    for corner in 0..(1usize << blended.len()) {
+        let mut weight: Option<VExpr> = None;
+        let coords: Vec<IExpr> = (0..s.len())
+            .map(|d| match blended.iter().position(|&x| x == d) {
+                Some(k) => {
+                    let high = corner >> k & 1 == 1;
+                    let t = taps[d].2.clone().expect("blended dims have weights");
+                    let w = if high {
+                        t
+                    } else {
+                        VExpr::bin(BinOp::Sub, f(1.0), t)
+                    };
+                    weight = Some(match weight.take() {
+                        Some(x) => VExpr::bin(BinOp::Mul, x, w),
+                        None => w,
+                    });
+                    if high {
+                        taps[d].1.clone()
+                    } else {
+                        taps[d].0.clone()
+                    }
+                }
+                None => taps[d].0.clone(),
+            })
+            .collect();
+        let v = VExpr::Cast(
+            F64,
+            Box::new(VExpr::load(cx.buf(0), IExpr::linear(&coords, &st))),
+        );
+        let term = match weight {
+            Some(w) => VExpr::bin(BinOp::Mul, w, v),
+            None => v,
+        };
+        acc = Some(match acc {
+            Some(a) => VExpr::bin(BinOp::Add, a, term),
+            None => term,
+        });
+    }
+    let value = VExpr::Cast(cx.out_dtype, Box::new(acc.expect("at least one corner")));
+    let dst = IExpr::linear(&oi, &strides_of(&p.out));
+    Ok(nest(
+        &dims,
+        vec![Stmt::Store {
+            buf: cx.out.clone(),
+            index: dst,
+            value,
+        }],
+    ))
+}

@@ -211,6 +211,7 @@ fn lower_node(g: &Graph, n: &Node, index: usize) -> Result<Kernel, PassError> {
         Pad => data::pad(&cx, &mut b)?,
         Tile => data::tile(&cx, &mut b)?,
         Trilu => data::trilu(&cx, &mut b)?,
+        Resize => data::resize(&cx, &mut b)?,
         ArgMax | ArgMin => nn::arg_extreme(&cx, &mut b)?,
         CumSum => data::cumsum(&cx, &mut b)?,
         Constant | Shape => data::constant(&cx, &mut b)?,
