@@ -1038,8 +1038,8 @@ pub fn resize_plan(
     }
     let r = shape.len();
     let (out, scales): (Vec<usize>, Vec<f64>) = match (
-        sizes.filter(|t| t.len() > 0),
-        scales.filter(|t| t.len() > 0),
+        sizes.filter(|t| !t.is_empty()),
+        scales.filter(|t| !t.is_empty()),
     ) {
         (Some(sz), _) => {
             let v = sz.to_i64_vec();
@@ -1056,7 +1056,7 @@ pub fn resize_plan(
         }
         (None, Some(sc)) => {
             let v = sc.to_f64_vec();
-            if v.len() != r || v.iter().any(|&s| !(s > 0.0) || !s.is_finite()) {
+            if v.len() != r || v.iter().any(|&s| s.is_nan() || s <= 0.0 || !s.is_finite()) {
                 return Err(format!("Resize scales {v:?} do not match rank {r}"));
             }
             (
