@@ -195,7 +195,8 @@ def exported_style(path, seq=8, d=32, heads=4):
 
 def upsample(path):
     """A decoder-style block: Resize in nearest and linear modes with several coordinate
-    transformations, between convolutions (as in U-Net / FPN heads)."""
+    transformations and a strided ConvTranspose, between convolutions (as in U-Net / FPN
+    heads)."""
     f32 = lambda n, v: numpy_helper.from_array(np.array(v, dtype=np.float32), n)
     nodes = [
         helper.make_node("Conv", ["x", "c1w"], ["c1"], pads=[1, 1, 1, 1]),
@@ -204,10 +205,12 @@ def upsample(path):
         helper.make_node("Resize", ["r1", "", "", "sz"], ["up2"], mode="linear", coordinate_transformation_mode="half_pixel"),
         helper.make_node("Resize", ["up2", "", "s2"], ["up3"], mode="linear", coordinate_transformation_mode="align_corners"),
         helper.make_node("Resize", ["up3", "", "s_half"], ["down"], mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
-        helper.make_node("Conv", ["down", "c2w"], ["y"]),
+        helper.make_node("ConvTranspose", ["down", "tw", "tb"], ["t"], strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 0]),
+        helper.make_node("Conv", ["t", "c2w"], ["y"], strides=[2, 2]),
     ]
     inits = [
         w("c1w", 4, 3, 3, 3, scale=0.3), w("c2w", 2, 4, 1, 1, scale=0.5),
+        w("tw", 4, 4, 3, 3, scale=0.3), w("tb", 4, scale=0.1),
         f32("s2", [1, 1, 2, 2]), f32("s_half", [1, 1, 0.5, 0.5]),
         numpy_helper.from_array(np.array([1, 4, 13, 11], dtype=np.int64), "sz"),
     ]

@@ -420,6 +420,23 @@ fn infer_shapes(
             }
             one(x.dtype, s)
         }
+        ConvTranspose => {
+            let (xx, w) = (x?, t(1)?);
+            let xs = xx
+                .static_shape()
+                .ok_or("ConvTranspose needs a static input shape")?;
+            let ws = w.static_shape().ok_or("weight shape must be static")?;
+            let g = conv_transpose_geometry(n, &xs, &ws)?;
+            one(
+                xx.dtype,
+                vec![
+                    Dim::Known(xs[0]),
+                    Dim::Known(g.out_channels),
+                    Dim::Known(g.out[0]),
+                    Dim::Known(g.out[1]),
+                ],
+            )
+        }
         Resize => {
             let x = x?;
             let p = resize_plan(
@@ -1076,5 +1093,99 @@ pub fn resize_plan(
         linear: mode == "linear",
         coord_mode,
         nearest_mode: n.attrs.string("nearest_mode", "round_prefer_floor")?,
+    })
+}
+
+/// Geometry of a 2-D ConvTranspose: output channels and size, begin pads, strides, dilations.
+#[derive(Clone, Debug)]
+pub struct ConvTransposeGeometry {
+    pub out_channels: usize,
+    pub out: [usize; 2],
+    pub pad_begin: [i64; 2],
+    pub strides: [i64; 2],
+    pub dilations: [i64; 2],
+    pub kernel: [usize; 2],
+    pub group: usize,
+}
+
+pub fn conv_transpose_geometry(n: &Node, xs: &[usize], ws: &[usize]) -> R<ConvTransposeGeometry> {
+    if xs.len() != 4 || ws.len() != 4 {
+        return Err("only 2-D ConvTranspose (rank-4 input and weight) is supported".into());
+    }
+    let group = n.attrs.int("group", 1)?;
+    if group <= 0 || xs[1] != ws[0] || !xs[1].is_multiple_of(group as usize) {
+        return Err(format!(
+            "input channels {}, weight {ws:?} and group {group} are inconsistent",
+            xs[1]
+        ));
+    }
+    let two = |name: &str, def: i64| -> R<[i64; 2]> {
+        match n.attrs.ints(name)? {
+            Some(v) if v.len() == 2 => Ok([v[0], v[1]]),
+            Some(v) => Err(format!("attribute `{name}` must have 2 values, has {v:?}")),
+            None => Ok([def, def]),
+        }
+    };
+    let strides = two("strides", 1)?;
+    let dilations = two("dilations", 1)?;
+    let out_pad = two("output_padding", 0)?;
+    if strides.iter().chain(&dilations).any(|&v| v <= 0) || out_pad.iter().any(|&v| v < 0) {
+        return Err("strides and dilations must be positive, output_padding non-negative".into());
+    }
+    let kernel = [ws[2], ws[3]];
+    let eff = |i: usize| (kernel[i] as i64 - 1) * dilations[i] + 1;
+    let full = |i: usize| strides[i] * (xs[i + 2] as i64 - 1) + out_pad[i] + eff(i);
+    let auto_pad = n.attrs.string("auto_pad", "NOTSET")?;
+    let (out, pad_begin) = if let Some(os) = n.attrs.ints("output_shape")? {
+        let os: Vec<i64> = os.iter().rev().take(2).rev().copied().collect();
+        if os.len() != 2 || os.iter().any(|&v| v <= 0) {
+            return Err(format!("output_shape {os:?} is not a 2-D spatial size"));
+        }
+        let mut pb = [0i64; 2];
+        for i in 0..2 {
+            let total = full(i) - os[i];
+            pb[i] = if auto_pad == "SAME_UPPER" {
+                total / 2
+            } else {
+                total - total / 2
+            };
+        }
+        ([os[0] as usize, os[1] as usize], pb)
+    } else {
+        let pads = match (auto_pad.as_str(), n.attrs.ints("pads")?) {
+            ("NOTSET" | "" | "VALID", Some(p)) if p.len() == 4 => [p[0], p[1], p[2], p[3]],
+            ("NOTSET" | "" | "VALID", None) => [0; 4],
+            ("NOTSET" | "", Some(p)) => return Err(format!("pads {p:?} must have 4 values")),
+            (mode @ ("SAME_UPPER" | "SAME_LOWER"), _) => {
+                let mut p = [0i64; 4];
+                for i in 0..2 {
+                    let total = (full(i) - xs[i + 2] as i64 * strides[i]).max(0);
+                    let (lo, hi) = if mode == "SAME_UPPER" {
+                        (total / 2, total - total / 2)
+                    } else {
+                        (total - total / 2, total / 2)
+                    };
+                    p[i] = lo;
+                    p[i + 2] = hi;
+                }
+                p
+            }
+            (other, _) => return Err(format!("unsupported auto_pad `{other}`")),
+        };
+        let o0 = full(0) - pads[0] - pads[2];
+        let o1 = full(1) - pads[1] - pads[3];
+        if o0 <= 0 || o1 <= 0 {
+            return Err(format!("pads {pads:?} leave no output"));
+        }
+        ([o0 as usize, o1 as usize], [pads[0], pads[1]])
+    };
+    Ok(ConvTransposeGeometry {
+        out_channels: ws[1] * group as usize,
+        out,
+        pad_begin,
+        strides,
+        dilations,
+        kernel,
+        group: group as usize,
     })
 }

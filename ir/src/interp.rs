@@ -259,6 +259,53 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
                 )
             }
         }
+        ConvTranspose => {
+            let (x, w) = (x?, a(1)?);
+            let g = infer::conv_transpose_geometry(n, x.shape(), w.shape())?;
+            let (nb, cin, h, wd) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+            let (cpg_out, cpg_in) = (w.shape()[1], cin / g.group);
+            let (oh, ow) = (g.out[0], g.out[1]);
+            let (xv, wv) = (x.to_f64_vec(), w.to_f64_vec());
+            let mut out = vec![0.0; numel(&oshape)];
+            if let Some(bias) = args.get(2).copied().flatten() {
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = bias.get_f64((i / (oh * ow)) % g.out_channels);
+                }
+            }
+            // Scatter form: every input element adds its weighted kernel to the output.
+            for b in 0..nb {
+                for ci in 0..cin {
+                    let grp = ci / cpg_in;
+                    for iy in 0..h {
+                        for ix in 0..wd {
+                            let xval = xv[((b * cin + ci) * h + iy) * wd + ix];
+                            for co in 0..cpg_out {
+                                for ky in 0..g.kernel[0] {
+                                    for kx in 0..g.kernel[1] {
+                                        let oy = iy as i64 * g.strides[0]
+                                            + ky as i64 * g.dilations[0]
+                                            - g.pad_begin[0];
+                                        let ox = ix as i64 * g.strides[1]
+                                            + kx as i64 * g.dilations[1]
+                                            - g.pad_begin[1];
+                                        if oy < 0 || ox < 0 || oy >= oh as i64 || ox >= ow as i64 {
+                                            continue;
+                                        }
+                                        let oc = grp * cpg_out + co;
+                                        out[((b * g.out_channels + oc) * oh + oy as usize) * ow
+                                            + ox as usize] += xval
+                                            * wv[((ci * cpg_out + co) * g.kernel[0] + ky)
+                                                * g.kernel[1]
+                                                + kx];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Tensor::from_f64(x.dtype(), oshape, &out)
+        }
         Resize => {
             let x = x?;
             let p = infer::resize_plan(

@@ -100,6 +100,7 @@ ops!(
     ArgMax,
     ArgMin,
     Resize,
+    ConvTranspose,
 );
 
 impl OpKind {
@@ -228,6 +229,20 @@ impl OpKind {
             Range => s(3, 3, NONE),
             Pad => s(2, 4, &[("mode", K::Str)]),
             Tile => s(2, 2, NONE),
+            ConvTranspose => s(
+                2,
+                3,
+                &[
+                    ("kernel_shape", K::Ints),
+                    ("strides", K::Ints),
+                    ("pads", K::Ints),
+                    ("dilations", K::Ints),
+                    ("group", K::Int),
+                    ("auto_pad", K::Str),
+                    ("output_padding", K::Ints),
+                    ("output_shape", K::Ints),
+                ],
+            ),
             Resize => s(
                 1,
                 4,

@@ -909,3 +909,70 @@ fn resize() {
         }
     }
 }
+
+#[test]
+fn conv_transpose() {
+    let i = |v: &[i64]| Attr::Ints(v.to_vec());
+    let cases: Vec<([usize; 4], [usize; 4], Vec<(&str, Attr)>, bool)> = vec![
+        ([1, 3, 5, 4], [3, 2, 3, 3], vec![], true),
+        (
+            [1, 4, 5, 5],
+            [4, 3, 3, 3],
+            vec![
+                ("strides", i(&[2, 2])),
+                ("pads", i(&[1, 1, 1, 1])),
+                ("output_padding", i(&[1, 1])),
+            ],
+            false,
+        ),
+        (
+            [2, 4, 3, 6],
+            [4, 1, 2, 4],
+            vec![
+                ("group", Attr::Int(2)),
+                ("strides", i(&[3, 2])),
+                ("dilations", i(&[2, 1])),
+            ],
+            true,
+        ),
+        (
+            [1, 2, 4, 4],
+            [2, 2, 4, 4],
+            vec![("strides", i(&[2, 2])), ("output_shape", i(&[8, 8]))],
+            false,
+        ),
+        (
+            [1, 2, 5, 3],
+            [2, 3, 3, 3],
+            vec![
+                ("auto_pad", Attr::Str("SAME_UPPER".into())),
+                ("strides", i(&[2, 2])),
+            ],
+            true,
+        ),
+    ];
+    for (x, w, at, bias) in cases {
+        let name = format!(
+            "ConvTranspose x{x:?} w{w:?} {:?}",
+            at.iter().map(|p| p.0).collect::<Vec<_>>()
+        );
+        let group = at
+            .iter()
+            .find(|p| p.0 == "group")
+            .map(|p| {
+                if let Attr::Int(g) = p.1 {
+                    g as usize
+                } else {
+                    1
+                }
+            })
+            .unwrap_or(1);
+        let mut b = OneOp::new(OpKind::ConvTranspose, a(&at))
+            .input(DType::F32, &x)
+            .input(DType::F32, &w);
+        if bias {
+            b = b.input(DType::F32, &[w[1] * group]);
+        }
+        run(&name, b.build(), REDUCTION);
+    }
+}

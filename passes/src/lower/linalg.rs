@@ -5,7 +5,7 @@
 //! the output it is updating, which is why the row is initialised first.
 
 use super::elementwise::coalesce;
-use super::{Builder, NodeCx, strides_of};
+use super::{Builder, NodeCx, idx, strides_of};
 use crate::error::PassError;
 use tessera_ir::AttrsExt;
 use tessera_ir::infer::Window;
@@ -514,4 +514,101 @@ fn conv_columns(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
         nb,
         vec![for_(&cov, cout, vec![for_(&ohv, oh, row)])],
     )])
+}
+
+/// ConvTranspose (2-D) in gather form: each output element sums the input elements whose
+/// scattered kernel reaches it — tap `(ky, kx)` contributes when `oy + pad - ky*dy` is a
+/// non-negative multiple of the stride inside the input. Out-of-range taps read a clamped,
+/// in-bounds address and are masked to zero.
+pub(crate) fn conv_transpose(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
+    let (xs, ws) = (cx.shape(0).to_vec(), cx.shape(1).to_vec());
+    let g = tessera_ir::infer::conv_transpose_geometry(cx.node, &xs, &ws).map_err(|e| cx.err(e))?;
+    let (nb, cin, h, w) = (xs[0], xs[1], xs[2], xs[3]);
+    let (cpg_out, cpg_in) = (ws[1], cin / g.group);
+    let (cout, oh, ow) = (g.out_channels, g.out[0], g.out[1]);
+    let dt = cx.out_dtype;
+    let dims = b.dims(&[nb, cout, oh, ow]);
+    let oi = idx(&dims);
+    let (ci, ky, kx) = (b.var(), b.var(), b.var());
+    let v = IExpr::var;
+    let grp = oi[1].clone().floordiv(cpg_out as i64);
+    let chan = grp.times(cpg_in as i64).plus(v(&ci));
+    let in_range = |e: IExpr, hi: usize| {
+        VExpr::bin(
+            BinOp::And,
+            VExpr::ICmp(CmpOp::Ge, e.clone(), IExpr::c(0)),
+            VExpr::ICmp(CmpOp::Lt, e, IExpr::c(hi as i64)),
+        )
+    };
+    let clamp = |e: IExpr, hi: usize| {
+        IExpr::Min(
+            Box::new(IExpr::Max(Box::new(e), Box::new(IExpr::c(0)))),
+            Box::new(IExpr::c(hi as i64 - 1)),
+        )
+    };
+    let mut conds = Vec::new();
+    let mut src = Vec::new();
+    for (d, (o, k)) in [(oi[2].clone(), &ky), (oi[3].clone(), &kx)]
+        .into_iter()
+        .enumerate()
+    {
+        let t = o
+            .plus(IExpr::c(g.pad_begin[d]))
+            .minus(v(k).times(g.dilations[d]));
+        let q = t.clone().floordiv(g.strides[d]);
+        let size = if d == 0 { h } else { w };
+        if g.strides[d] > 1 {
+            conds.push(VExpr::ICmp(CmpOp::Eq, t.modulo(g.strides[d]), IExpr::c(0)));
+        }
+        conds.push(in_range(q.clone(), size));
+        src.push(clamp(q, size));
+    }
+    let valid = conds
+        .into_iter()
+        .reduce(|a, c| VExpr::bin(BinOp::And, a, c))
+        .expect("two dims");
+    let x_idx = oi[0]
+        .clone()
+        .times(cin as i64)
+        .plus(chan.clone())
+        .times(h as i64)
+        .plus(src[0].clone())
+        .times(w as i64)
+        .plus(src[1].clone());
+    let w_idx = chan
+        .times(cpg_out as i64)
+        .plus(oi[1].clone().modulo(cpg_out as i64))
+        .times(g.kernel[0] as i64)
+        .plus(v(&ky))
+        .times(g.kernel[1] as i64)
+        .plus(v(&kx));
+    let value = mul(
+        VExpr::load(cx.buf(1), w_idx),
+        VExpr::select(valid, VExpr::load(cx.buf(0), x_idx), VExpr::lit(0.0, dt)),
+    );
+    let init = if cx.has(2) {
+        VExpr::load(cx.buf(2), oi[1].clone())
+    } else {
+        VExpr::lit(0.0, dt)
+    };
+    let out_idx = IExpr::linear(&oi, &super::strides_of(&[nb, cout, oh, ow]));
+    let store = Stmt::Store {
+        buf: cx.out.clone(),
+        index: out_idx,
+        value: VExpr::Acc("s".into(), dt),
+    };
+    let red = Stmt::Reduce(Reduce {
+        acc: "s".into(),
+        dtype: dt,
+        op: ReduceOp::Sum,
+        init,
+        axes: vec![
+            (ci, cpg_in as i64),
+            (ky, g.kernel[0] as i64),
+            (kx, g.kernel[1] as i64),
+        ],
+        value,
+        body: vec![store],
+    });
+    Ok(super::nest(&dims, vec![red]))
 }

@@ -190,6 +190,7 @@ fn lower_node(g: &Graph, n: &Node, index: usize) -> Result<Kernel, PassError> {
         MatMul => linalg::matmul(&cx, &mut b)?,
         Gemm => linalg::gemm(&cx, &mut b)?,
         Conv => linalg::conv(&cx, &mut b)?,
+        ConvTranspose => linalg::conv_transpose(&cx, &mut b)?,
         MaxPool | AveragePool => nn::pool(&cx, &mut b)?,
         GlobalAveragePool => nn::global_avg_pool(&cx, &mut b)?,
         BatchNormalization => elementwise::batch_norm(&cx, &mut b)?,
