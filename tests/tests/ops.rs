@@ -913,7 +913,9 @@ fn resize() {
 #[test]
 fn conv_transpose() {
     let i = |v: &[i64]| Attr::Ints(v.to_vec());
-    let cases: Vec<([usize; 4], [usize; 4], Vec<(&str, Attr)>, bool)> = vec![
+    // (input shape, weight shape, attributes, with bias)
+    type Case = ([usize; 4], [usize; 4], Vec<(&'static str, Attr)>, bool);
+    let cases: Vec<Case> = vec![
         ([1, 3, 5, 4], [3, 2, 3, 3], vec![], true),
         (
             [1, 4, 5, 5],
