@@ -172,16 +172,9 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
             if sc.len() != c || b.len() != c {
                 return Err(format!("scale and bias must have {c} values"));
             }
-            let xv = x.to_f64_vec();
-            let mut out = vec![0.0; xv.len()];
-            for (row, chunk) in xv.chunks(inner.max(1)).enumerate() {
-                let mean = chunk.iter().sum::<f64>() / inner as f64;
-                let var = chunk.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / inner as f64;
-                for (j, v) in chunk.iter().enumerate() {
-                    out[row * inner + j] =
-                        (v - mean) / (var + eps).sqrt() * sc[row % c] + b[row % c];
-                }
-            }
+            let out = normalize_lanes(&x.to_f64_vec(), inner, eps, |row, _| {
+                (sc[row % c], b[row % c])
+            });
             Tensor::from_f64(odt, oshape, &out)
         }
         PRelu => {
@@ -605,19 +598,13 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
             let bias = args.get(2).copied().flatten();
             let si = bcast_index(sc.shape(), &x.shape()[axis..]);
             let bi = bias.map(|b| bcast_index(b.shape(), &x.shape()[axis..]));
-            let xv = x.to_f64_vec();
-            let mut out = vec![0.0; xv.len()];
-            for (row, chunk) in xv.chunks(inner.max(1)).enumerate() {
-                let mean = chunk.iter().sum::<f64>() / inner as f64;
-                let var = chunk.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / inner as f64;
-                for (j, v) in chunk.iter().enumerate() {
-                    let mut y = (v - mean) / (var + eps).sqrt() * sc.get_f64(si[j]);
-                    if let (Some(b), Some(bi)) = (bias, &bi) {
-                        y += b.get_f64(bi[j]);
-                    }
-                    out[row * inner + j] = y;
-                }
-            }
+            let out = normalize_lanes(&x.to_f64_vec(), inner, eps, |_, j| {
+                let shift = match (bias, &bi) {
+                    (Some(b), Some(bi)) => b.get_f64(bi[j]),
+                    _ => 0.0,
+                };
+                (sc.get_f64(si[j]), shift)
+            });
             Tensor::from_f64(odt, oshape, &out)
         }
         Softmax => {
@@ -752,6 +739,26 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
         }
     };
     Ok(vec![t])
+}
+
+/// Normalises consecutive lanes of `inner` values: `(v - mean) / sqrt(var + eps) * scale + shift`
+/// with `(scale, shift) = affine(lane, position)` (LayerNormalization, InstanceNormalization).
+fn normalize_lanes(
+    v: &[f64],
+    inner: usize,
+    eps: f64,
+    affine: impl Fn(usize, usize) -> (f64, f64),
+) -> Vec<f64> {
+    let mut out = vec![0.0; v.len()];
+    for (row, lane) in v.chunks(inner.max(1)).enumerate() {
+        let mean = lane.iter().sum::<f64>() / inner as f64;
+        let var = lane.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / inner as f64;
+        for (j, x) in lane.iter().enumerate() {
+            let (scale, shift) = affine(row, j);
+            out[row * inner + j] = (x - mean) / (var + eps).sqrt() * scale + shift;
+        }
+    }
+    out
 }
 
 /// A tensor of `shape` whose element `i` is element `indices[i]` of `src` (same dtype).

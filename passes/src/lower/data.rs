@@ -1,6 +1,6 @@
 //! Data movement: copies (Reshape and friends), Transpose, Concat, Slice, Gather.
 
-use super::{Builder, NodeCx, idx, nest, strides_of};
+use super::{Builder, NodeCx, clamp, idx, in_range, nest, strides_of};
 use crate::error::PassError;
 use tessera_ir::AttrsExt;
 use tessera_ir::infer;
@@ -207,7 +207,7 @@ pub(crate) fn range(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError
 /// Pad (constant, edge, reflect): each output coordinate maps back to an input coordinate;
 /// outside the input, constant mode writes the fill value (from a clamped, in-bounds read).
 pub(crate) fn pad(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
-    use tessera_ir::loops::{BinOp, CmpOp};
+    use tessera_ir::loops::BinOp;
     let s = cx.shape(0);
     let (begin, _) = infer::pad_amounts(
         cx.node,
@@ -245,11 +245,7 @@ pub(crate) fn pad(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> 
             }
         });
         if mode == "constant" && (begin[k] != 0 || cx.out_shape[k] != s[k]) {
-            let ok = VExpr::bin(
-                BinOp::And,
-                VExpr::ICmp(CmpOp::Ge, i.clone(), IExpr::c(0)),
-                VExpr::ICmp(CmpOp::Lt, i, IExpr::c(d)),
-            );
+            let ok = in_range(i, s[k]);
             inside = Some(match inside {
                 Some(p) => VExpr::bin(BinOp::And, p, ok),
                 None => ok,
@@ -367,24 +363,18 @@ pub(crate) fn cumsum(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErro
             .times(inner as i64)
             .plus(oi[1].clone())
     };
-    let clamp = |e: IExpr| {
-        IExpr::Min(
-            Box::new(IExpr::Max(Box::new(e), Box::new(IExpr::c(0)))),
-            Box::new(IExpr::c(len_i - 1)),
-        )
-    };
     let first = VExpr::ICmp(CmpOp::Eq, IExpr::var(&step), IExpr::c(0));
     let dt = cx.out_dtype;
     let carried = VExpr::select(
         first.clone(),
         VExpr::lit(0.0, dt),
-        VExpr::load(&cx.out, at(clamp(prev.clone()))),
+        VExpr::load(&cx.out, at(clamp(prev.clone(), len))),
     );
     let term = if exclusive {
         VExpr::select(
             first,
             VExpr::lit(0.0, dt),
-            VExpr::load(cx.buf(0), at(clamp(prev))),
+            VExpr::load(cx.buf(0), at(clamp(prev, len))),
         )
     } else {
         VExpr::load(cx.buf(0), at(k.clone()))
@@ -419,12 +409,6 @@ pub(crate) fn resize(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErro
     let dims = b.dims(&p.out);
     let oi = idx(&dims);
     let f = |v: f64| VExpr::f(v, F64);
-    let clamp = |e: IExpr, n: usize| {
-        IExpr::Min(
-            Box::new(IExpr::Max(Box::new(e), Box::new(IExpr::c(0)))),
-            Box::new(IExpr::c(n as i64 - 1)),
-        )
-    };
     let to_index = |v: VExpr| IExpr::Of(Box::new(VExpr::Cast(I64, Box::new(v))));
     // Per dimension: (low index, high index, weight of high) — or the identity.
     let mut taps: Vec<(IExpr, IExpr, Option<VExpr>)> = Vec::new();

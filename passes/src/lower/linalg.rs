@@ -5,7 +5,7 @@
 //! the output it is updating, which is why the row is initialised first.
 
 use super::elementwise::coalesce;
-use super::{Builder, NodeCx, idx, strides_of};
+use super::{Builder, NodeCx, clamp, idx, in_range, strides_of};
 use crate::error::PassError;
 use tessera_ir::AttrsExt;
 use tessera_ir::infer::Window;
@@ -201,6 +201,77 @@ pub(crate) fn gemm(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError>
     ))
 }
 
+/// The geometry of a 2-D convolution node, shared by both loop structures.
+#[derive(Clone, Copy)]
+struct ConvShape {
+    cin: usize,
+    h: usize,
+    w: usize,
+    cout: usize,
+    /// Input channels per group.
+    cpg: usize,
+    kh: usize,
+    kw: usize,
+    nb: usize,
+    oh: usize,
+    ow: usize,
+    /// Output channels per group.
+    opg: usize,
+    sy: i64,
+    sx: i64,
+    dy: i64,
+    dx: i64,
+    py: i64,
+    px: i64,
+}
+
+impl ConvShape {
+    fn of(cx: &NodeCx) -> Result<ConvShape, PassError> {
+        let (xs, ws) = (cx.shape(0), cx.shape(1));
+        let (h, w) = (xs[2], xs[3]);
+        let group = cx.node.attrs.int("group", 1).map_err(|e| cx.err(e))? as usize;
+        let win =
+            Window::from_node(cx.node, &[h, w], Some(&[ws[2], ws[3]])).map_err(|e| cx.err(e))?;
+        Ok(ConvShape {
+            cin: xs[1],
+            h,
+            w,
+            cout: ws[0],
+            cpg: ws[1],
+            kh: ws[2],
+            kw: ws[3],
+            nb: cx.out_shape[0],
+            oh: cx.out_shape[2],
+            ow: cx.out_shape[3],
+            opg: ws[0] / group,
+            sy: win.strides[0] as i64,
+            sx: win.strides[1] as i64,
+            dy: win.dilations[0] as i64,
+            dx: win.dilations[1] as i64,
+            py: win.pads[0] as i64,
+            px: win.pads[1] as i64,
+        })
+    }
+
+    /// The output columns `lo..hi` whose input column `ox*sx + kx*dx - px` lies inside the
+    /// image, for tap column `kx`.
+    fn valid_columns(&self, kx: i64) -> (i64, i64) {
+        let off = kx * self.dx - self.px;
+        let lo = if off >= 0 {
+            0
+        } else {
+            (-off + self.sx - 1) / self.sx
+        };
+        let hi_num = self.w as i64 - 1 - off;
+        let hi = if hi_num < 0 {
+            0
+        } else {
+            (hi_num / self.sx + 1).min(self.ow as i64)
+        };
+        (lo.min(self.ow as i64), hi)
+    }
+}
+
 /// Direct 2-D convolution (NCHW, groups, strides, pads, dilations).
 ///
 /// Two loop structures, picked by the length of the channel reduction: short reductions keep
@@ -225,18 +296,27 @@ pub(crate) fn conv(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError>
 /// loop has no bounds checks and, at stride 1, walks input and output contiguously (it
 /// vectorizes). Rows are guarded by an `if` only when padding can put them outside the image.
 fn conv_rows(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
-    let xs = cx.shape(0);
-    let ws = cx.shape(1);
-    let (cin, h, w) = (xs[1], xs[2], xs[3]);
-    let (cout, cpg, kh, kw) = (ws[0], ws[1], ws[2], ws[3]);
-    let group = cx.node.attrs.int("group", 1).map_err(|e| cx.err(e))? as usize;
-    let win = Window::from_node(cx.node, &[h, w], Some(&[kh, kw])).map_err(|e| cx.err(e))?;
-    let (nb, oh, ow) = (cx.out_shape[0], cx.out_shape[2], cx.out_shape[3]);
-    let opg = cout / group;
+    let g = ConvShape::of(cx)?;
+    let ConvShape {
+        cin,
+        h,
+        w,
+        cout,
+        cpg,
+        kh,
+        kw,
+        nb,
+        oh,
+        ow,
+        opg,
+        sy,
+        sx,
+        dy,
+        dx,
+        py,
+        px,
+    } = g;
     let dt = cx.out_dtype;
-    let (sy, sx) = (win.strides[0] as i64, win.strides[1] as i64);
-    let (dy, dx) = (win.dilations[0] as i64, win.dilations[1] as i64);
-    let (py, px) = (win.pads[0] as i64, win.pads[1] as i64);
     let (nv, cov, ohv, owv, civ) = (b.var(), b.var(), b.var(), b.var(), b.var());
     let v = IExpr::var;
     let row = |owi: IExpr| {
@@ -265,15 +345,8 @@ fn conv_rows(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
         }
         let mut row_body = Vec::new();
         for kx in 0..kw as i64 {
-            // Output columns whose input column ox*sx + kx*dx - px lies in [0, w).
             let off = kx * dx - px;
-            let lo = if off >= 0 { 0 } else { (-off + sx - 1) / sx };
-            let hi_num = w as i64 - 1 - off;
-            let hi = if hi_num < 0 {
-                0
-            } else {
-                (hi_num / sx + 1).min(ow as i64)
-            };
+            let (lo, hi) = g.valid_columns(kx);
             if lo >= hi {
                 continue;
             }
@@ -310,11 +383,7 @@ fn conv_rows(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
         if row_always_inside {
             taps.extend(row_body);
         } else {
-            let inside = VExpr::bin(
-                BinOp::And,
-                VExpr::ICmp(CmpOp::Ge, iy.clone(), IExpr::c(0)),
-                VExpr::ICmp(CmpOp::Lt, iy, IExpr::c(h as i64)),
-            );
+            let inside = in_range(iy, h);
             taps.push(Stmt::If {
                 cond: inside,
                 then: row_body,
@@ -350,18 +419,27 @@ fn conv_rows(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
 /// per group of columns). Rows outside the image are masked per tap, only for taps whose row
 /// can fall outside; border columns also mask their column.
 fn conv_columns(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
-    let xs = cx.shape(0);
-    let ws = cx.shape(1);
-    let (cin, h, w) = (xs[1], xs[2], xs[3]);
-    let (cout, cpg, kh, kw) = (ws[0], ws[1], ws[2], ws[3]);
-    let group = cx.node.attrs.int("group", 1).map_err(|e| cx.err(e))? as usize;
-    let win = Window::from_node(cx.node, &[h, w], Some(&[kh, kw])).map_err(|e| cx.err(e))?;
-    let (nb, oh, ow) = (cx.out_shape[0], cx.out_shape[2], cx.out_shape[3]);
-    let opg = cout / group;
+    let g = ConvShape::of(cx)?;
+    let ConvShape {
+        cin,
+        h,
+        w,
+        cout,
+        cpg,
+        kh,
+        kw,
+        nb,
+        oh,
+        ow,
+        opg,
+        sy,
+        sx,
+        dy,
+        dx,
+        py,
+        px,
+    } = g;
     let dt = cx.out_dtype;
-    let (sy, sx) = (win.strides[0] as i64, win.strides[1] as i64);
-    let (dy, dx) = (win.dilations[0] as i64, win.dilations[1] as i64);
-    let (py, px) = (win.pads[0] as i64, win.pads[1] as i64);
     let (nv, cov, ohv) = (b.var(), b.var(), b.var());
     let v = IExpr::var;
     let out_at = |ox: IExpr| {
@@ -378,37 +456,13 @@ fn conv_columns(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
     } else {
         VExpr::lit(0.0, dt)
     };
-    // Output columns whose input column ox*sx + kx*dx - px lies in [0, w), per tap column.
-    let col_range = |kx: i64| -> (i64, i64) {
-        let off = kx * dx - px;
-        let lo = if off >= 0 { 0 } else { (-off + sx - 1) / sx };
-        let hi_num = w as i64 - 1 - off;
-        let hi = if hi_num < 0 {
-            0
-        } else {
-            (hi_num / sx + 1).min(ow as i64)
-        };
-        (lo.min(ow as i64), hi)
-    };
+    let col_range = |kx: i64| g.valid_columns(kx);
     let lo_all = (0..kw as i64).map(|kx| col_range(kx).0).max().unwrap_or(0);
     let hi_all = (0..kw as i64)
         .map(|kx| col_range(kx).1)
         .min()
         .unwrap_or(0)
         .max(lo_all);
-    let in_range = |e: IExpr, hi: usize| {
-        VExpr::bin(
-            BinOp::And,
-            VExpr::ICmp(CmpOp::Ge, e.clone(), IExpr::c(0)),
-            VExpr::ICmp(CmpOp::Lt, e, IExpr::c(hi as i64)),
-        )
-    };
-    let clamp = |e: IExpr, hi: usize| {
-        IExpr::Min(
-            Box::new(IExpr::Max(Box::new(e), Box::new(IExpr::c(0)))),
-            Box::new(IExpr::c(hi as i64 - 1)),
-        )
-    };
     // One output column `ox`: reduce over input channels `ci` of the sum over taps.
     let column = |b: &mut Builder, ox: IExpr, guard_cols: bool| -> Stmt {
         let ci = b.var();
@@ -533,19 +587,6 @@ pub(crate) fn conv_transpose(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, 
     let v = IExpr::var;
     let grp = oi[1].clone().floordiv(cpg_out as i64);
     let chan = grp.times(cpg_in as i64).plus(v(&ci));
-    let in_range = |e: IExpr, hi: usize| {
-        VExpr::bin(
-            BinOp::And,
-            VExpr::ICmp(CmpOp::Ge, e.clone(), IExpr::c(0)),
-            VExpr::ICmp(CmpOp::Lt, e, IExpr::c(hi as i64)),
-        )
-    };
-    let clamp = |e: IExpr, hi: usize| {
-        IExpr::Min(
-            Box::new(IExpr::Max(Box::new(e), Box::new(IExpr::c(0)))),
-            Box::new(IExpr::c(hi as i64 - 1)),
-        )
-    };
     let mut conds = Vec::new();
     let mut src = Vec::new();
     for (d, (o, k)) in [(oi[2].clone(), &ky), (oi[3].clone(), &kx)]

@@ -11,7 +11,7 @@ mod linalg;
 mod nn;
 
 use crate::error::PassError;
-use tessera_ir::loops::{BufRole, Buffer, IExpr, Loop, LoopKind, LoopProgram, Stmt};
+use tessera_ir::loops::{BufRole, Buffer, IExpr, Loop, LoopKind, LoopProgram, Stmt, VExpr};
 use tessera_ir::{DType, Graph, Node, OpKind, Tensor, ValueId};
 
 /// One compiled unit: a loop program plus the graph values bound to its buffers, in order.
@@ -114,6 +114,24 @@ pub(crate) fn nest(dims: &[(Option<String>, usize)], body: Vec<Stmt>) -> Vec<Stm
         })],
         None => b,
     })
+}
+
+/// `0 <= e < hi`: whether an index lies inside a dimension of size `hi`.
+pub(crate) fn in_range(e: IExpr, hi: usize) -> VExpr {
+    use tessera_ir::loops::{BinOp, CmpOp};
+    VExpr::bin(
+        BinOp::And,
+        VExpr::ICmp(CmpOp::Ge, e.clone(), IExpr::c(0)),
+        VExpr::ICmp(CmpOp::Lt, e, IExpr::c(hi as i64)),
+    )
+}
+
+/// `e` clamped into `0..hi`: an in-bounds address for a load whose value may be masked.
+pub(crate) fn clamp(e: IExpr, hi: usize) -> IExpr {
+    IExpr::Min(
+        Box::new(IExpr::Max(Box::new(e), Box::new(IExpr::c(0)))),
+        Box::new(IExpr::c(hi as i64 - 1)),
+    )
 }
 
 pub(crate) fn strides_of(shape: &[usize]) -> Vec<usize> {

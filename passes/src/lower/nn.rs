@@ -1,6 +1,6 @@
 //! Pooling, normalisation, softmax and reductions: loop nests around [`Reduce`] statements.
 
-use super::{Builder, NodeCx, idx, nest, strides_of};
+use super::{Builder, NodeCx, clamp, idx, in_range, nest, strides_of};
 use crate::error::PassError;
 use tessera_ir::infer::{self, Window};
 use tessera_ir::loops::{BinOp, CmpOp, IExpr, Reduce, ReduceOp, Stmt, UnOp, VExpr};
@@ -24,21 +24,6 @@ fn reduce_stmt(
         value,
         body,
     })
-}
-
-fn in_range(e: IExpr, hi: usize) -> VExpr {
-    VExpr::bin(
-        BinOp::And,
-        VExpr::ICmp(CmpOp::Ge, e.clone(), IExpr::c(0)),
-        VExpr::ICmp(CmpOp::Lt, e, IExpr::c(hi as i64)),
-    )
-}
-
-fn clamp(e: IExpr, hi: usize) -> IExpr {
-    IExpr::Min(
-        Box::new(IExpr::Max(Box::new(e), Box::new(IExpr::c(0)))),
-        Box::new(IExpr::c(hi as i64 - 1)),
-    )
 }
 
 /// MaxPool / AveragePool over NCHW with pads, strides, dilations and ceil mode.
@@ -256,9 +241,47 @@ pub(crate) fn layer_norm(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, Pass
         s[..axis].iter().product::<usize>(),
         s[axis..].iter().product::<usize>(),
     );
+    // Scale and bias broadcast over the normalised dimensions.
+    let norm_shape = &s[axis..];
+    let param = |i: usize, k: &IExpr| {
+        let ps = cx.shape(i);
+        let mut aligned = vec![1; norm_shape.len() - ps.len().min(norm_shape.len())];
+        aligned.extend_from_slice(ps);
+        let st = strides_of(&aligned);
+        let ns = strides_of(norm_shape);
+        let mut off = IExpr::c(0);
+        for d in 0..norm_shape.len() {
+            if aligned[d] != 1 {
+                off = off.plus(
+                    k.clone()
+                        .floordiv(ns[d] as i64)
+                        .modulo(norm_shape[d] as i64)
+                        .times(st[d] as i64),
+                );
+            }
+        }
+        VExpr::load(cx.buf(i), off)
+    };
+    Ok(normalize_rows(cx, b, outer, inner, eps, &|_, k| {
+        (param(1, k), cx.has(2).then(|| param(2, k)))
+    }))
+}
+
+/// Normalises `rows` lanes of `inner` contiguous elements each:
+/// `y = (x - mean) / sqrt(var + eps) * scale + bias`, where `affine(row, k)` gives the scale
+/// and optional bias of element `k` of lane `row`. Mean and variance are two reductions.
+fn normalize_rows(
+    cx: &NodeCx,
+    b: &mut Builder,
+    rows: usize,
+    inner: usize,
+    eps: f64,
+    affine: &dyn Fn(&IExpr, &IExpr) -> (VExpr, Option<VExpr>),
+) -> Vec<Stmt> {
     let dt = cx.out_dtype;
-    let dims = b.dims(&[outer]);
-    let row = idx(&dims)[0].clone().times(inner as i64);
+    let dims = b.dims(&[rows]);
+    let r = idx(&dims)[0].clone();
+    let row = r.clone().times(inner as i64);
     let (k1, k2, k3) = (b.var(), b.var(), b.var());
     let x = |k: &str| VExpr::load(cx.buf(0), row.clone().plus(IExpr::var(k)));
     let n = VExpr::f(inner as f64, dt);
@@ -270,34 +293,14 @@ pub(crate) fn layer_norm(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, Pass
         VExpr::f(1.0, dt),
         VExpr::un(UnOp::Sqrt, VExpr::bin(BinOp::Add, var, VExpr::f(eps, dt))),
     );
-    // Scale and bias broadcast over the normalised dimensions.
-    let norm_shape = &s[axis..];
-    let param = |i: usize, k: &str| {
-        let ps = cx.shape(i);
-        let mut aligned = vec![1; norm_shape.len() - ps.len().min(norm_shape.len())];
-        aligned.extend_from_slice(ps);
-        let st = strides_of(&aligned);
-        let ns = strides_of(norm_shape);
-        let mut off = IExpr::c(0);
-        for d in 0..norm_shape.len() {
-            if aligned[d] != 1 {
-                off = off.plus(
-                    IExpr::var(k)
-                        .floordiv(ns[d] as i64)
-                        .modulo(norm_shape[d] as i64)
-                        .times(st[d] as i64),
-                );
-            }
-        }
-        VExpr::load(cx.buf(i), off)
-    };
+    let (scale, bias) = affine(&r, &IExpr::var(&k3));
     let mut y = VExpr::bin(
         BinOp::Mul,
         VExpr::bin(BinOp::Mul, centered(&k3), rstd),
-        param(1, &k3),
+        scale,
     );
-    if cx.has(2) {
-        y = VExpr::bin(BinOp::Add, y, param(2, &k3));
+    if let Some(bias) = bias {
+        y = VExpr::bin(BinOp::Add, y, bias);
     }
     let write = Stmt::For(tessera_ir::loops::Loop {
         var: k3.clone(),
@@ -319,7 +322,7 @@ pub(crate) fn layer_norm(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, Pass
         sq,
         vec![write],
     );
-    Ok(nest(
+    nest(
         &dims,
         vec![reduce_stmt(
             "s",
@@ -330,7 +333,7 @@ pub(crate) fn layer_norm(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, Pass
             x(&k1),
             vec![q],
         )],
-    ))
+    )
 }
 
 /// ReduceSum / ReduceMean / ReduceMax over constant axes.
@@ -506,63 +509,11 @@ pub(crate) fn instance_norm(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, P
         .float("epsilon", 1e-5)
         .map_err(|e| cx.err(e))?;
     let (c, inner) = (s[1], s[2..].iter().product::<usize>());
-    let dt = cx.out_dtype;
-    let dims = b.dims(&[s[0] * c]);
-    let r = idx(&dims)[0].clone();
-    let row = r.clone().times(inner as i64);
-    let chan = r.modulo(c as i64);
-    let (k1, k2, k3) = (b.var(), b.var(), b.var());
-    let x = |k: &str| VExpr::load(cx.buf(0), row.clone().plus(IExpr::var(k)));
-    let n = VExpr::f(inner as f64, dt);
-    let mean = VExpr::bin(BinOp::Div, VExpr::Acc("s".into(), dt), n.clone());
-    let centered = |k: &str| VExpr::bin(BinOp::Sub, x(k), mean.clone());
-    let var = VExpr::bin(BinOp::Div, VExpr::Acc("q".into(), dt), n);
-    let rstd = VExpr::bin(
-        BinOp::Div,
-        VExpr::f(1.0, dt),
-        VExpr::un(UnOp::Sqrt, VExpr::bin(BinOp::Add, var, VExpr::f(eps, dt))),
-    );
-    let y = VExpr::bin(
-        BinOp::Add,
-        VExpr::bin(
-            BinOp::Mul,
-            VExpr::bin(BinOp::Mul, centered(&k3), rstd),
-            VExpr::load(cx.buf(1), chan.clone()),
-        ),
-        VExpr::load(cx.buf(2), chan),
-    );
-    let write = Stmt::For(tessera_ir::loops::Loop {
-        var: k3.clone(),
-        extent: inner as i64,
-        kind: tessera_ir::loops::LoopKind::Serial,
-        body: vec![Stmt::Store {
-            buf: cx.out.clone(),
-            index: row.clone().plus(IExpr::var(&k3)),
-            value: y,
-        }],
-    });
-    let sq = VExpr::bin(BinOp::Mul, centered(&k2), centered(&k2));
-    let q = reduce_stmt(
-        "q",
-        dt,
-        ReduceOp::Sum,
-        VExpr::f(0.0, dt),
-        vec![(k2, inner as i64)],
-        sq,
-        vec![write],
-    );
-    Ok(nest(
-        &dims,
-        vec![reduce_stmt(
-            "s",
-            dt,
-            ReduceOp::Sum,
-            VExpr::f(0.0, dt),
-            vec![(k1.clone(), inner as i64)],
-            x(&k1),
-            vec![q],
-        )],
-    ))
+    // Lanes are (batch, channel) planes; scale and bias are per channel.
+    let per_channel = |i: usize, row: &IExpr| VExpr::load(cx.buf(i), row.clone().modulo(c as i64));
+    Ok(normalize_rows(cx, b, s[0] * c, inner, eps, &|row, _| {
+        (per_channel(1, row), Some(per_channel(2, row)))
+    }))
 }
 
 /// ArgMax / ArgMin along one axis: the extreme value first, then the first (or last) index
