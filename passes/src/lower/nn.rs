@@ -267,6 +267,9 @@ pub(crate) fn layer_norm(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, Pass
     }))
 }
 
+/// Scale and optional bias of element `k` (second argument) of lane `row` (first argument).
+type Affine<'a> = dyn Fn(&IExpr, &IExpr) -> (VExpr, Option<VExpr>) + 'a;
+
 /// Normalises `rows` lanes of `inner` contiguous elements each:
 /// `y = (x - mean) / sqrt(var + eps) * scale + bias`, where `affine(row, k)` gives the scale
 /// and optional bias of element `k` of lane `row`. Mean and variance are two reductions.
@@ -276,7 +279,7 @@ fn normalize_rows(
     rows: usize,
     inner: usize,
     eps: f64,
-    affine: &dyn Fn(&IExpr, &IExpr) -> (VExpr, Option<VExpr>),
+    affine: &Affine<'_>,
 ) -> Vec<Stmt> {
     let dt = cx.out_dtype;
     let dims = b.dims(&[rows]);
