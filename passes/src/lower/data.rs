@@ -6,19 +6,29 @@ use tessera_ir::AttrsExt;
 use tessera_ir::infer;
 use tessera_ir::loops::{IExpr, Loop, LoopKind, Stmt, VExpr};
 
+/// The loop nest `y[dst] = x0[src]` over `dims`: the body of every data-movement op.
+fn move_elements(
+    cx: &NodeCx,
+    dims: &[(Option<String>, usize)],
+    src: IExpr,
+    dst: IExpr,
+) -> Vec<Stmt> {
+    nest(
+        dims,
+        vec![Stmt::Store {
+            buf: cx.out.clone(),
+            index: dst,
+            value: VExpr::load(cx.buf(0), src),
+        }],
+    )
+}
+
 /// Reshape, Flatten, Squeeze, Unsqueeze and Identity keep the row-major order: a flat copy.
 pub(crate) fn copy(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
     let n: usize = cx.out_shape.iter().product();
     let dims = b.dims(&[n]);
     let i = idx(&dims)[0].clone();
-    Ok(nest(
-        &dims,
-        vec![Stmt::Store {
-            buf: cx.out.clone(),
-            index: i.clone(),
-            value: VExpr::load(cx.buf(0), i),
-        }],
-    ))
+    Ok(move_elements(cx, &dims, i.clone(), i))
 }
 
 pub(crate) fn transpose(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
@@ -39,14 +49,7 @@ pub(crate) fn transpose(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassE
         acc.plus(e.clone().times(ist[perm[k]] as i64))
     });
     let dst = IExpr::linear(&oi, &strides_of(&cx.out_shape));
-    Ok(nest(
-        &dims,
-        vec![Stmt::Store {
-            buf: cx.out.clone(),
-            index: dst,
-            value: VExpr::load(cx.buf(0), src),
-        }],
-    ))
+    Ok(move_elements(cx, &dims, src, dst))
 }
 
 /// Concat: for each outer coordinate, each input's contiguous chunk is copied in turn.
@@ -113,14 +116,7 @@ pub(crate) fn slice(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError
         )
     });
     let dst = IExpr::linear(&oi, &strides_of(&cx.out_shape));
-    Ok(nest(
-        &dims,
-        vec![Stmt::Store {
-            buf: cx.out.clone(),
-            index: dst,
-            value: VExpr::load(cx.buf(0), src),
-        }],
-    ))
+    Ok(move_elements(cx, &dims, src, dst))
 }
 
 /// Gather along `axis`; negative indices wrap (floor modulo the axis size).
@@ -145,14 +141,7 @@ pub(crate) fn gather(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErro
     coords.extend_from_slice(&oi[axis + q..]);
     let src = IExpr::linear(&coords, &strides_of(s));
     let dst = IExpr::linear(&oi, &strides_of(&cx.out_shape));
-    Ok(nest(
-        &dims,
-        vec![Stmt::Store {
-            buf: cx.out.clone(),
-            index: dst,
-            value: VExpr::load(cx.buf(0), src),
-        }],
-    ))
+    Ok(move_elements(cx, &dims, src, dst))
 }
 
 /// ConstantOfShape too large to fold: a fill kernel.
@@ -290,14 +279,7 @@ pub(crate) fn tile(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError>
         .collect();
     let src = IExpr::linear(&coords, &strides_of(s));
     let dst = IExpr::linear(&oi, &strides_of(&cx.out_shape));
-    Ok(nest(
-        &dims,
-        vec![Stmt::Store {
-            buf: cx.out.clone(),
-            index: dst,
-            value: VExpr::load(cx.buf(0), src),
-        }],
-    ))
+    Ok(move_elements(cx, &dims, src, dst))
 }
 
 /// Trilu: keep the upper (or lower) triangle of the last two dimensions, zero the rest.
