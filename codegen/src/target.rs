@@ -18,11 +18,22 @@ impl Target {
         Target::Cpu { cpu, features }
     }
 
-    /// A named CPU with LLVM's default features for it (for artifacts meant to ship).
+    /// A named CPU with LLVM's default features for it (for artifacts meant to ship). For the
+    /// x86-64 micro-architecture levels the implied features are recorded explicitly, so that a
+    /// loader can refuse an artifact this CPU cannot run instead of faulting on an instruction.
     pub fn cpu(name: &str) -> Target {
+        let v2 = "+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16";
+        let v3 = "+avx,+avx2,+fma,+f16c,+bmi,+bmi2,+lzcnt,+movbe";
+        let v4 = "+avx512f,+avx512bw,+avx512cd,+avx512dq,+avx512vl";
+        let features = match name {
+            "x86-64-v2" => v2.to_string(),
+            "x86-64-v3" => format!("{v2},{v3}"),
+            "x86-64-v4" => format!("{v2},{v3},{v4}"),
+            _ => String::new(),
+        };
         Target::Cpu {
             cpu: name.to_string(),
-            features: String::new(),
+            features,
         }
     }
 
