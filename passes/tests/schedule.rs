@@ -127,8 +127,12 @@ proptest! {
         }
         tessera_ir::loops::verify::verify(&p).map_err(|e| TestCaseError::fail(format!("{e}\n{p}")))?;
         let (want, got) = (run(&original, 5), run(&p, 5));
+        // Reordering a reduction loop legitimately reassociates float sums, so values are
+        // compared with a tolerance; an unwritten element (NaN poison) or a wrong index still
+        // fails by far.
         for (w, g) in want.iter().zip(&got) {
-            prop_assert!(w.bytes() == g.bytes(), "schedule changed the result:\n{}\n{}", original, p);
+            let close = w.to_f64_vec().iter().zip(g.to_f64_vec()).all(|(a, b)| (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-5 * (1.0 + a.abs()));
+            prop_assert!(close, "schedule changed the result:\n{}\n{}", original, p);
         }
     }
 }
