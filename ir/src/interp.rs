@@ -523,29 +523,18 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
                 bcast_index(x.shape(), &oshape),
                 bcast_index(y.shape(), &oshape),
             );
-            if odt.is_float() {
-                let v: Vec<f64> = (0..numel(&oshape))
-                    .map(|i| {
-                        if c.get_i64(ci[i]) != 0 {
-                            x.get_f64(xi[i])
-                        } else {
-                            y.get_f64(yi[i])
-                        }
-                    })
-                    .collect();
-                Tensor::from_f64(odt, oshape, &v)
-            } else {
-                let v: Vec<i64> = (0..numel(&oshape))
-                    .map(|i| {
-                        if c.get_i64(ci[i]) != 0 {
-                            x.get_i64(xi[i])
-                        } else {
-                            y.get_i64(yi[i])
-                        }
-                    })
-                    .collect();
-                Tensor::from_i64(odt, oshape, &v)
+            // x and y share the output dtype: pick each element's bytes from one of them.
+            let size = odt.size();
+            let mut bytes = Vec::with_capacity(numel(&oshape) * size);
+            for i in 0..numel(&oshape) {
+                let (t, j) = if c.get_i64(ci[i]) != 0 {
+                    (x, xi[i])
+                } else {
+                    (y, yi[i])
+                };
+                bytes.extend_from_slice(&t.bytes()[j * size..(j + 1) * size]);
             }
+            Tensor::from_bytes(odt, oshape, bytes).map_err(|e| e.to_string())?
         }
         Cast => x?.cast(odt),
         MatMul => matmul(x?, a(1)?, &oshape)?,

@@ -1,6 +1,6 @@
 //! Data movement: copies (Reshape and friends), Transpose, Concat, Slice, Gather.
 
-use super::{Builder, NodeCx, clamp, idx, in_range, nest, strides_of};
+use super::{Builder, NodeCx, clamp, idx, in_range, nest, store_nest, strides_of};
 use crate::error::PassError;
 use tessera_ir::AttrsExt;
 use tessera_ir::infer;
@@ -13,14 +13,7 @@ fn move_elements(
     src: IExpr,
     dst: IExpr,
 ) -> Vec<Stmt> {
-    nest(
-        dims,
-        vec![Stmt::Store {
-            buf: cx.out.clone(),
-            index: dst,
-            value: VExpr::load(cx.buf(0), src),
-        }],
-    )
+    store_nest(cx, dims, dst, VExpr::load(cx.buf(0), src))
 }
 
 /// Reshape, Flatten, Squeeze, Unsqueeze and Identity keep the row-major order: a flat copy.
@@ -155,14 +148,7 @@ pub(crate) fn fill(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError>
     let n: usize = cx.out_shape.iter().product();
     let dims = b.dims(&[n]);
     let i = idx(&dims)[0].clone();
-    Ok(nest(
-        &dims,
-        vec![Stmt::Store {
-            buf: cx.out.clone(),
-            index: i,
-            value,
-        }],
-    ))
+    Ok(store_nest(cx, &dims, i, value))
 }
 
 /// Constant and Shape are always folded before lowering; reaching here means folding was skipped.
@@ -183,14 +169,7 @@ pub(crate) fn range(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError
             VExpr::load(cx.buf(2), IExpr::c(0)),
         ),
     );
-    Ok(nest(
-        &dims,
-        vec![Stmt::Store {
-            buf: cx.out.clone(),
-            index: i,
-            value,
-        }],
-    ))
+    Ok(store_nest(cx, &dims, i, value))
 }
 
 /// Pad (constant, edge, reflect): each output coordinate maps back to an input coordinate;
@@ -251,14 +230,7 @@ pub(crate) fn pad(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> 
         value = VExpr::select(c, value, fill);
     }
     let dst = IExpr::linear(&oi, &strides_of(&cx.out_shape));
-    Ok(nest(
-        &dims,
-        vec![Stmt::Store {
-            buf: cx.out.clone(),
-            index: dst,
-            value,
-        }],
-    ))
+    Ok(store_nest(cx, &dims, dst, value))
 }
 
 /// Tile: output coordinate modulo the input size.
@@ -299,14 +271,7 @@ pub(crate) fn trilu(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError
         VExpr::load(cx.buf(0), at.clone()),
         VExpr::lit(0.0, cx.out_dtype),
     );
-    Ok(nest(
-        &dims,
-        vec![Stmt::Store {
-            buf: cx.out.clone(),
-            index: at,
-            value,
-        }],
-    ))
+    Ok(store_nest(cx, &dims, at, value))
 }
 
 /// CumSum along one axis: a sequential scan per lane that reads the previous output, so its
@@ -474,12 +439,5 @@ pub(crate) fn resize(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErro
     }
     let value = VExpr::Cast(cx.out_dtype, Box::new(acc.expect("at least one corner")));
     let dst = IExpr::linear(&oi, &strides_of(&p.out));
-    Ok(nest(
-        &dims,
-        vec![Stmt::Store {
-            buf: cx.out.clone(),
-            index: dst,
-            value,
-        }],
-    ))
+    Ok(store_nest(cx, &dims, dst, value))
 }

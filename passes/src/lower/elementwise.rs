@@ -1,7 +1,7 @@
 //! Elementwise ops with numpy broadcasting, and the scalar meaning of each elementwise op as
 //! a loop-IR expression ([`scalar_expr`]), which fusion will reuse.
 
-use super::{Builder, NodeCx, idx, nest, strides_of};
+use super::{Builder, NodeCx, idx, store_nest, strides_of};
 use crate::error::PassError;
 use tessera_ir::loops::{BinOp, CmpOp, IExpr, Stmt, UnOp, VExpr};
 use tessera_ir::{AttrsExt, OpKind};
@@ -83,27 +83,13 @@ pub(crate) fn elementwise(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, Pas
         args[i] = Some(VExpr::load(cx.buf(i), bc.loads[k].clone()));
     }
     let value = scalar_expr(cx, &args)?;
-    Ok(nest(
-        &bc.dims,
-        vec![Stmt::Store {
-            buf: cx.out.clone(),
-            index: bc.out_index,
-            value,
-        }],
-    ))
+    Ok(store_nest(cx, &bc.dims, bc.out_index, value))
 }
 
 pub(crate) fn expand(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
     let bc = bcast(b, &cx.out_shape, &[cx.shape(0).to_vec()]);
     let value = VExpr::load(cx.buf(0), bc.loads[0].clone());
-    Ok(nest(
-        &bc.dims,
-        vec![Stmt::Store {
-            buf: cx.out.clone(),
-            index: bc.out_index,
-            value,
-        }],
-    ))
+    Ok(store_nest(cx, &bc.dims, bc.out_index, value))
 }
 
 /// Inference BatchNormalization: `(x - mean) / sqrt(var + eps) * scale + bias` per channel.
@@ -125,14 +111,7 @@ pub(crate) fn batch_norm(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, Pass
     let denom = VExpr::un(UnOp::Sqrt, VExpr::bin(BinOp::Add, ld(4), VExpr::f(eps, dt)));
     let norm = VExpr::bin(BinOp::Div, VExpr::bin(BinOp::Sub, ld(0), ld(3)), denom);
     let value = VExpr::bin(BinOp::Add, VExpr::bin(BinOp::Mul, norm, ld(1)), ld(2));
-    Ok(nest(
-        &bc.dims,
-        vec![Stmt::Store {
-            buf: cx.out.clone(),
-            index: bc.out_index,
-            value,
-        }],
-    ))
+    Ok(store_nest(cx, &bc.dims, bc.out_index, value))
 }
 
 /// The value of one output element of an elementwise node, given its operands' values.

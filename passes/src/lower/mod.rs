@@ -116,6 +116,24 @@ pub(crate) fn nest(dims: &[(Option<String>, usize)], body: Vec<Stmt>) -> Vec<Stm
     })
 }
 
+/// The loop nest over `dims` that stores `value` at `index` of the output: the shape of most
+/// lowerings (one output element per iteration).
+pub(crate) fn store_nest(
+    cx: &NodeCx,
+    dims: &[(Option<String>, usize)],
+    index: IExpr,
+    value: VExpr,
+) -> Vec<Stmt> {
+    nest(
+        dims,
+        vec![Stmt::Store {
+            buf: cx.out.clone(),
+            index,
+            value,
+        }],
+    )
+}
+
 /// `0 <= e < hi`: whether an index lies inside a dimension of size `hi`.
 pub(crate) fn in_range(e: IExpr, hi: usize) -> VExpr {
     use tessera_ir::loops::{BinOp, CmpOp};
