@@ -18,6 +18,7 @@
 //! Invariant: this is the only crate that knows all the others.
 
 pub mod aot;
+pub mod conformance;
 pub mod error;
 pub mod npy;
 pub mod onnx;

@@ -92,6 +92,24 @@ enum Cmd {
         #[command(flatten)]
         opts: CommonOpts,
     },
+    /// Run the ONNX backend node-test suite and print (or write) the conformance report.
+    Conformance {
+        /// The suite's folder (written by scripts/gen_node_suite.py).
+        #[arg(long, default_value = "tests/data/generated/node")]
+        dir: PathBuf,
+        /// Backends to run: cpu, interpreter or all.
+        #[arg(long, default_value = "all")]
+        backend: String,
+        /// Only tests whose name contains this string.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Write the Markdown report here (default: print the totals and failures).
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Tests run side by side (default: all cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
 }
 
 fn parse_binding(s: &str) -> Result<(String, usize), String> {
@@ -397,6 +415,62 @@ fn run_cli() -> Result<()> {
                     model.display(),
                     times.len(),
                     compiled.threads()
+                );
+            }
+        }
+        Cmd::Conformance {
+            dir,
+            backend,
+            filter,
+            report,
+            jobs,
+        } => {
+            use tessera::conformance::{self, Backend, ConformanceConfig, Outcome};
+            let backends =
+                match backend.as_str() {
+                    "all" => Backend::ALL.to_vec(),
+                    b => vec![Backend::parse(b).with_context(|| {
+                        format!("unknown backend `{b}` (cpu, interpreter or all)")
+                    })?],
+                };
+            let mut cfg = ConformanceConfig {
+                backends: backends.clone(),
+                filter,
+                ..Default::default()
+            };
+            if let Some(j) = jobs {
+                cfg.jobs = j.max(1);
+            }
+            let results = conformance::run_suite(&dir, &cfg)
+                .with_context(|| format!("reading the node suite in {}", dir.display()))?;
+            if results.is_empty() {
+                bail!(
+                    "no tests in {} (generate them with scripts/gen_node_suite.py)",
+                    dir.display()
+                );
+            }
+            match report {
+                Some(path) => {
+                    let text = conformance::report(&results, &backends, "the onnx node suite");
+                    std::fs::write(&path, text)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                }
+                None => {
+                    for r in &results {
+                        for (b, o) in &r.outcomes {
+                            if let Outcome::Fail(why) = o {
+                                out!("FAIL {} [{}] {}: {why}", r.name, r.op, b.name());
+                            }
+                        }
+                    }
+                }
+            }
+            for b in backends {
+                let (p, n) = conformance::report::totals(&results, b);
+                out!(
+                    "{}: {p}/{n} in-scope passed ({:.1}%)",
+                    b.name(),
+                    100.0 * p as f64 / n.max(1) as f64
                 );
             }
         }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use tessera_codegen::Target;
 use tessera_codegen::jit::JitModule;
 use tessera_ir::plan::{ExecPlan, Slot, Step, TensorSig, align_up};
-use tessera_ir::{Graph, Tensor, ValueId};
+use tessera_ir::{DType, Graph, Tensor, ValueId};
 use tessera_passes::lower::Kernel;
 use tessera_passes::schedule::{self, CpuScheduleConfig};
 use tessera_runtime::executor::Weights;
@@ -92,16 +92,23 @@ impl Compiler {
         let mut g = graph.clone();
         g.verify()?;
         tessera_passes::fold::infer_and_fold(&mut g, tessera_passes::fold::Inference::Lenient)?;
+        let value_inputs = g
+            .value_dependent_inputs()
+            .iter()
+            .filter_map(|v| g.inputs.iter().position(|i| i == v))
+            .collect::<Vec<_>>();
         let exe = Executable {
             graph: g,
             compiler: self.clone(),
+            value_inputs,
             cache: Mutex::new(HashMap::new()),
         };
-        if exe
-            .graph
-            .symbols()
-            .iter()
-            .all(|s| self.config.bindings.contains_key(s))
+        if exe.value_inputs.is_empty()
+            && exe
+                .graph
+                .symbols()
+                .iter()
+                .all(|s| self.config.bindings.contains_key(s))
         {
             exe.compiled_for(&self.config.bindings)?;
         }
@@ -113,16 +120,36 @@ impl Compiler {
 pub struct Executable {
     graph: Graph,
     compiler: Compiler,
-    cache: Mutex<HashMap<BTreeMap<String, usize>, Arc<Executor>>>,
+    /// Positions (in the graph's inputs) of the inputs whose values code generation needs.
+    value_inputs: Vec<usize>,
+    cache: Mutex<HashMap<SpecKey, Arc<Executor>>>,
 }
+
+/// What one compiled specialisation is for: sizes of symbolic dimensions, and the values of
+/// the value-dependent inputs (position, dtype, shape, bytes).
+type SpecKey = (
+    BTreeMap<String, usize>,
+    Vec<(usize, DType, Vec<usize>, Vec<u8>)>,
+);
 
 impl Executable {
     /// Runs the model; `inputs` follow the graph's input order.
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, CompileError> {
         let bindings = self.bind(inputs)?;
-        self.compiled_for(&bindings)?
+        let values: Vec<(usize, Tensor)> = self
+            .value_inputs
+            .iter()
+            .map(|&i| (i, inputs[i].clone()))
+            .collect();
+        self.compiled_for_values(&bindings, &values)?
             .run(inputs)
             .map_err(Into::into)
+    }
+
+    /// Whether some inputs' values (not only their shapes) decide the compiled code, so that
+    /// each new value compiles a new specialisation (e.g. a runtime `axes` or `pads` input).
+    pub fn value_dependent(&self) -> bool {
+        !self.value_inputs.is_empty()
     }
 
     pub fn graph(&self) -> &Graph {
@@ -162,11 +189,38 @@ impl Executable {
         &self,
         bindings: &BTreeMap<String, usize>,
     ) -> Result<Arc<Executor>, CompileError> {
+        if let Some(&i) = self.value_inputs.first() {
+            return Err(CompileError::Usage(format!(
+                "input `{}` decides shapes or indices: the model compiles once its value is known",
+                self.graph.name_of(self.graph.inputs[i])
+            )));
+        }
+        self.compiled_for_values(bindings, &[])
+    }
+
+    /// The executor for one binding of the symbolic dimensions and one set of values of the
+    /// value-dependent inputs (position in the inputs, tensor), compiling it on first use.
+    pub fn compiled_for_values(
+        &self,
+        bindings: &BTreeMap<String, usize>,
+        values: &[(usize, Tensor)],
+    ) -> Result<Arc<Executor>, CompileError> {
+        let key: SpecKey = (
+            bindings.clone(),
+            values
+                .iter()
+                .map(|(i, t)| (*i, t.dtype(), t.shape().to_vec(), t.bytes().to_vec()))
+                .collect(),
+        );
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(e) = cache.get(bindings) {
+        if let Some(e) = cache.get(&key) {
             return Ok(e.clone());
         }
-        let stages = self.compiler.stages(&self.graph, bindings)?;
+        let mut graph = self.graph.clone();
+        for (i, t) in values {
+            graph.bind_value(graph.inputs[*i], t.clone());
+        }
+        let stages = self.compiler.stages(&graph, bindings)?;
         let (plan, weights) = build_plan(&stages)?;
         let progs: Vec<&tessera_ir::loops::LoopProgram> =
             stages.kernels.iter().map(|k| &k.program).collect();
@@ -190,7 +244,7 @@ impl Executable {
             Arc::new(jit),
             &cfg,
         ));
-        cache.insert(bindings.clone(), exe.clone());
+        cache.insert(key, exe.clone());
         Ok(exe)
     }
 }

@@ -425,6 +425,55 @@ impl Graph {
         self.initializers.retain(|v, _| live.contains(v));
     }
 
+    /// Graph inputs whose *values*, not only shapes, the compiler needs: they reach an input
+    /// slot listed by [`OpKind::value_inputs`] (axes, pads, target shapes, …) directly or
+    /// through other nodes. `Shape` and `Size` stop the walk, since they read only a shape.
+    /// An executable specialises on these inputs' values (see [`Graph::bind_value`]).
+    pub fn value_dependent_inputs(&self) -> Vec<ValueId> {
+        let mut needed: Vec<ValueId> = Vec::new();
+        for (_, n) in self.nodes() {
+            for &slot in n.op.value_inputs() {
+                if let Some(Some(v)) = n.inputs.get(slot) {
+                    needed.push(*v);
+                }
+            }
+        }
+        let mut seen: HashSet<ValueId> = HashSet::new();
+        let mut found = Vec::new();
+        while let Some(v) = needed.pop() {
+            if !seen.insert(v) || self.initializers.contains_key(&v) {
+                continue;
+            }
+            if self.inputs.contains(&v) {
+                found.push(v);
+            } else if let Some(p) = self.producer(v) {
+                let n = &self.dag[p];
+                if !matches!(n.op, OpKind::Shape | OpKind::Size) {
+                    needed.extend(n.inputs.iter().flatten().copied());
+                }
+            }
+        }
+        found.sort_by_key(|v| self.inputs.iter().position(|i| i == v));
+        found
+    }
+
+    /// Replaces every use of `v` by nodes with a new initializer holding `t` (value
+    /// specialisation); `v` itself stays a graph input, now unread.
+    pub fn bind_value(&mut self, v: ValueId, t: Tensor) {
+        let name = format!("{}_value", self.name_of(v));
+        let c = self.fresh_value(&name);
+        let name = self.name_of(c).to_string();
+        self.add_initializer(&name, t);
+        let ixs: Vec<NodeIndex> = self.dag.node_indices().collect();
+        for ix in ixs {
+            for i in self.dag[ix].inputs.iter_mut().flatten() {
+                if *i == v {
+                    *i = c;
+                }
+            }
+        }
+    }
+
     /// Runs shape and type inference over the whole graph in topological order.
     pub fn infer_types(&mut self) -> Result<()> {
         for ix in self.topo_order()? {

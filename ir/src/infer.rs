@@ -356,17 +356,40 @@ fn infer_shapes(
         | Elu
         | Selu
         | Celu
+        | Sign
+        | Round
+        | Softsign
+        | ThresholdedRelu
+        | Shrink
+        | BitwiseNot
+        | LogSoftmax
         | InstanceNormalization => {
             let x = x?;
-            if !matches!(n.op, Identity | Abs | Neg | Relu) && !x.dtype.is_float() {
+            if !matches!(n.op, Identity | Abs | Neg | Relu | Sign | Shrink | BitwiseNot)
+                && !x.dtype.is_float()
+            {
                 return Err(format!("needs a float input, got {}", x.dtype));
             }
-            if n.op == Softmax {
+            if n.op == BitwiseNot && !x.dtype.is_int() {
+                return Err(format!("needs an integer input, got {}", x.dtype));
+            }
+            if matches!(n.op, Softmax | LogSoftmax) {
                 norm_axis(n.attrs.int("axis", -1)?, x.rank())?;
             }
             one(x.dtype, x.shape.clone())
         }
         Not => one(DType::Bool, x?.shape.clone()),
+        IsNaN | IsInf => {
+            let x = x?;
+            if !x.dtype.is_float() {
+                return Err(format!("needs a float input, got {}", x.dtype));
+            }
+            one(DType::Bool, x.shape.clone())
+        }
+        Size => {
+            x?;
+            one(DType::I64, vec![])
+        }
         PRelu => {
             let (x, slope) = (x?, t(1)?);
             if slope.dtype != x.dtype {
@@ -504,7 +527,8 @@ fn infer_shapes(
             let x = x?;
             one(x.dtype, x.shape.clone())
         }
-        Add | Sub | Mul | Div | Pow | Max | Min | Sum | Equal | Less | Greater | And | Or => {
+        Add | Sub | Mul | Div | Pow | Max | Min | Sum | Equal | Less | Greater | And | Or
+        | GreaterOrEqual | LessOrEqual | Xor | BitwiseAnd | BitwiseOr | BitwiseXor | Mod => {
             let present: Vec<&ValueType> = tys.iter().flatten().collect();
             let dtype = present.first().ok_or("no typed inputs")?.dtype;
             if n.op != Pow && present.iter().any(|p| p.dtype != dtype) {
@@ -514,7 +538,16 @@ fn infer_shapes(
                 ));
             }
             let shapes: Vec<&[Dim]> = present.iter().map(|p| p.shape.as_slice()).collect();
-            let out_dtype = if matches!(n.op, Equal | Less | Greater | And | Or) {
+            if matches!(n.op, BitwiseAnd | BitwiseOr | BitwiseXor) && !dtype.is_int() {
+                return Err(format!("needs integer inputs, got {dtype}"));
+            }
+            if matches!(n.op, And | Or | Xor) && dtype != DType::Bool {
+                return Err(format!("needs bool inputs, got {dtype}"));
+            }
+            let out_dtype = if matches!(
+                n.op,
+                Equal | Less | Greater | And | Or | GreaterOrEqual | LessOrEqual | Xor
+            ) {
                 DType::Bool
             } else {
                 dtype
@@ -681,7 +714,8 @@ fn infer_shapes(
             norm_axis(n.attrs.int("axis", -1)?, xx.rank())?;
             one(xx.dtype, xx.shape.clone())
         }
-        ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceL2 | ReduceSumSquare => {
+        ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceL2 | ReduceSumSquare
+        | ReduceProd | ReduceL1 | ReduceLogSum | ReduceLogSumExp => {
             let xx = x?;
             let axes = reduce_axes(n, xx.rank(), c(1), tys.get(1).is_some_and(|t| t.is_some()))?;
             let keep = n.attrs.int("keepdims", 1)? != 0;
@@ -872,6 +906,58 @@ fn infer_shapes(
             s.extend(idx.shape.iter().cloned());
             s.extend(xx.shape[axis + 1..].iter().cloned());
             one(xx.dtype, s)
+        }
+        GatherElements => {
+            let (xx, idx) = (x?, t(1)?);
+            if !matches!(idx.dtype, DType::I64 | DType::I32) {
+                return Err("indices must be i32 or i64".into());
+            }
+            if idx.rank() != xx.rank() {
+                return Err(format!(
+                    "indices have rank {}, data rank {}",
+                    idx.rank(),
+                    xx.rank()
+                ));
+            }
+            norm_axis(n.attrs.int("axis", 0)?, xx.rank())?;
+            one(xx.dtype, idx.shape.clone())
+        }
+        GatherND => {
+            let (xx, idx) = (x?, t(1)?);
+            if !matches!(idx.dtype, DType::I64 | DType::I32) {
+                return Err("indices must be i32 or i64".into());
+            }
+            let b = n.attrs.int("batch_dims", 0)?.max(0) as usize;
+            let q = idx.rank();
+            let k = match idx.shape.last() {
+                Some(d) => known(d, "the last indices dimension")?,
+                None => return Err("indices must have rank >= 1".into()),
+            };
+            if b >= q || b + k > xx.rank() {
+                return Err(format!(
+                    "batch_dims {b} and index depth {k} do not fit data rank {} and indices rank {q}",
+                    xx.rank()
+                ));
+            }
+            let mut s = idx.shape[..q - 1].to_vec();
+            s.extend(xx.shape[b + k..].iter().cloned());
+            one(xx.dtype, s)
+        }
+        ScatterElements | ScatterND => {
+            let (xx, idx, upd) = (x?, t(1)?, t(2)?);
+            if !matches!(idx.dtype, DType::I64 | DType::I32) {
+                return Err("indices must be i32 or i64".into());
+            }
+            if upd.dtype != xx.dtype {
+                return Err("updates and data differ in dtype".into());
+            }
+            if n.op == ScatterElements {
+                norm_axis(n.attrs.int("axis", 0)?, xx.rank())?;
+                if idx.shape != upd.shape || idx.rank() != xx.rank() {
+                    return Err("indices and updates must have the data's rank and one shape".into());
+                }
+            }
+            one(xx.dtype, xx.shape.clone())
         }
         Expand => {
             let xx = x?;

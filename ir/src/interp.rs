@@ -115,7 +115,8 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
         Constant => n.attrs.tensor("value")?.ok_or("missing value")?,
         Identity => x?.clone(),
         Relu | Sigmoid | Tanh | Erf | Gelu | Exp | Log | Sqrt | Reciprocal | Neg | Abs | Floor
-        | Ceil | LeakyRelu | Sin | Cos | Softplus | HardSigmoid | HardSwish | Elu | Selu | Celu => {
+        | Ceil | LeakyRelu | Sin | Cos | Softplus | HardSigmoid | HardSwish | Elu | Selu | Celu
+        | Sign | Round | Softsign | ThresholdedRelu | Shrink | BitwiseNot => {
             let x = x?;
             let params = UnaryParams::of(n)?;
             if x.dtype().is_float() {
@@ -130,6 +131,9 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
                     Neg => v.wrapping_neg(),
                     Abs => v.wrapping_abs(),
                     Relu => v.max(0),
+                    Sign => v.signum(),
+                    BitwiseNot => !v,
+                    Shrink => unary(Shrink, v as f64, &params) as i64,
                     _ => v,
                 };
                 Tensor::from_i64(
@@ -476,6 +480,25 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
                 .collect();
             take(x, &oshape, &idx)
         }
+        IsNaN | IsInf => {
+            let (neg, pos) = (
+                n.attrs.int("detect_negative", 1)? != 0,
+                n.attrs.int("detect_positive", 1)? != 0,
+            );
+            let f = |v: f64| match n.op {
+                IsNaN => v.is_nan(),
+                _ => (v == f64::INFINITY && pos) || (v == f64::NEG_INFINITY && neg),
+            };
+            Tensor::from_i64(
+                odt,
+                oshape,
+                &x?.to_f64_vec()
+                    .into_iter()
+                    .map(|v| f(v) as i64)
+                    .collect::<Vec<_>>(),
+            )
+        }
+        Size => Tensor::from_i64(odt, oshape, &[x?.len() as i64]),
         Not => Tensor::from_i64(
             odt,
             oshape,
@@ -505,7 +528,8 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
                 .collect();
             Tensor::from_f64(odt, oshape, &v)
         }
-        Add | Sub | Mul | Div | Pow | Max | Min | Sum | Equal | Less | Greater | And | Or => {
+        Add | Sub | Mul | Div | Pow | Max | Min | Sum | Equal | Less | Greater | And | Or
+        | GreaterOrEqual | LessOrEqual | Xor | BitwiseAnd | BitwiseOr | BitwiseXor => {
             let ins: Vec<&Tensor> = args.iter().flatten().copied().collect();
             let mut acc = ins[0].clone();
             if ins.len() == 1 {
@@ -536,6 +560,7 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
             }
             Tensor::from_bytes(odt, oshape, bytes).map_err(|e| e.to_string())?
         }
+        Mod => binary_mod(Mod, x?, a(1)?, n.attrs.int("fmod", 0)? != 0)?,
         Cast => x?.cast(odt),
         MatMul => matmul(x?, a(1)?, &oshape)?,
         Gemm => gemm(n, x?, a(1)?, args.get(2).copied().flatten(), &oshape)?,
@@ -596,17 +621,22 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
             });
             Tensor::from_f64(odt, oshape, &out)
         }
-        Softmax => {
+        Softmax | LogSoftmax => {
             let x = x?;
             let axis = infer::norm_axis(n.attrs.int("axis", -1)?, x.shape().len())?;
             reduce_like(x, axis, |lane| {
                 let m = lane.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let e: Vec<f64> = lane.iter().map(|v| (v - m).exp()).collect();
                 let s: f64 = e.iter().sum();
-                e.into_iter().map(|v| v / s).collect()
+                if n.op == LogSoftmax {
+                    lane.iter().map(|v| v - m - s.ln()).collect()
+                } else {
+                    e.into_iter().map(|v| v / s).collect()
+                }
             })
         }
-        ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceL2 | ReduceSumSquare => {
+        ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceL2 | ReduceSumSquare
+        | ReduceProd | ReduceL1 | ReduceLogSum | ReduceLogSumExp => {
             let x = x?;
             let axes = infer::reduce_axes(
                 n,
@@ -699,6 +729,9 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
                 off
             })
         }
+        GatherElements => gather_elements(n, x?, a(1)?, odt, &oshape)?,
+        GatherND => gather_nd(n, x?, a(1)?, odt, &oshape)?,
+        ScatterElements | ScatterND => scatter(n, x?, a(1)?, a(2)?)?,
         Expand => {
             let x = x?;
             take(x, &oshape, &bcast_index(x.shape(), &oshape))
@@ -773,9 +806,18 @@ pub struct UnaryParams {
 
 impl UnaryParams {
     pub fn of(n: &Node) -> R<UnaryParams> {
+        if n.op == OpKind::Shrink {
+            // Shrink's bias travels as beta and its lambd as gamma.
+            return Ok(UnaryParams {
+                alpha: 0.0,
+                beta: n.attrs.float("bias", 0.0)?,
+                gamma: n.attrs.float("lambd", 0.5)?,
+                approximate: String::new(),
+            });
+        }
         let (da, db) = match n.op {
             OpKind::HardSigmoid => (0.2, 0.5),
-            OpKind::Elu | OpKind::Celu => (1.0, 0.0),
+            OpKind::Elu | OpKind::Celu | OpKind::ThresholdedRelu => (1.0, 0.0),
             OpKind::Selu => (1.673_263_192_176_818_8, 0.0),
             _ => (0.01, 0.0),
         };
@@ -830,6 +872,36 @@ pub fn unary(op: OpKind, v: f64, p: &UnaryParams) -> f64 {
                 v
             } else {
                 alpha * v
+            }
+        }
+        Sign => {
+            if v.is_nan() {
+                v
+            } else if v > 0.0 {
+                1.0
+            } else if v < 0.0 {
+                -1.0
+            } else {
+                0.0
+            }
+        }
+        Round => v.round_ties_even(),
+        Softsign => v / (1.0 + v.abs()),
+        ThresholdedRelu => {
+            if v > alpha {
+                v
+            } else {
+                0.0
+            }
+        }
+        Shrink => {
+            let (bias, lambd) = (p.beta, p.gamma);
+            if v < -lambd {
+                v + bias
+            } else if v > lambd {
+                v - bias
+            } else {
+                0.0
             }
         }
         _ => f64::NAN,
@@ -919,6 +991,11 @@ fn gather_by(
 }
 
 fn binary(op: OpKind, a: &Tensor, b: &Tensor) -> R<Tensor> {
+    binary_mod(op, a, b, false)
+}
+
+/// [`binary`] with Mod's `fmod` flag.
+fn binary_mod(op: OpKind, a: &Tensor, b: &Tensor, fmod: bool) -> R<Tensor> {
     use OpKind::*;
     let shape = infer::broadcast_static(&[a.shape(), b.shape()])?;
     let (ai, bi) = (
@@ -926,7 +1003,10 @@ fn binary(op: OpKind, a: &Tensor, b: &Tensor) -> R<Tensor> {
         bcast_index(b.shape(), &shape),
     );
     let n = numel(&shape);
-    let cmp = matches!(op, Equal | Less | Greater | And | Or);
+    let cmp = matches!(
+        op,
+        Equal | Less | Greater | And | Or | GreaterOrEqual | LessOrEqual | Xor
+    );
     if a.dtype().is_float() {
         let f = |x: f64, y: f64| match op {
             Add | Sum => x + y,
@@ -951,6 +1031,10 @@ fn binary(op: OpKind, a: &Tensor, b: &Tensor) -> R<Tensor> {
             Equal => (x == y) as i64 as f64,
             Less => (x < y) as i64 as f64,
             Greater => (x > y) as i64 as f64,
+            GreaterOrEqual => (x >= y) as i64 as f64,
+            LessOrEqual => (x <= y) as i64 as f64,
+            // fmod: the remainder has the dividend's sign (C fmod).
+            Mod => x % y,
             _ => f64::NAN,
         };
         let v: Vec<f64> = (0..n)
@@ -979,8 +1063,19 @@ fn binary(op: OpKind, a: &Tensor, b: &Tensor) -> R<Tensor> {
                 Equal => (x == y) as i64,
                 Less => (x < y) as i64,
                 Greater => (x > y) as i64,
-                And => (x != 0 && y != 0) as i64,
-                Or => (x != 0 || y != 0) as i64,
+                GreaterOrEqual => (x >= y) as i64,
+                LessOrEqual => (x <= y) as i64,
+                // Bitwise on integers; on bools the same as the logical ops.
+                And | BitwiseAnd => x & y,
+                Or | BitwiseOr => x | y,
+                Xor | BitwiseXor => x ^ y,
+                Mod if y == 0 => return Err("integer modulo by zero".into()),
+                Mod if fmod => x.wrapping_rem(y),
+                // The remainder takes the divisor's sign (Python's %).
+                Mod => {
+                    let r = x.wrapping_rem(y);
+                    if r != 0 && ((r < 0) != (y < 0)) { r + y } else { r }
+                }
                 _ => 0,
             })
         };
@@ -1169,8 +1264,13 @@ fn reduce(op: OpKind, x: &Tensor, axes: &[usize], odt: DType, oshape: Vec<usize>
         .map(|(_, &d)| d)
         .product::<usize>();
     let init = match op {
+        OpKind::ReduceMax if x.dtype() == DType::Bool => 0.0,
+        OpKind::ReduceMin if x.dtype() == DType::Bool => 1.0,
+        OpKind::ReduceMax if !x.dtype().is_float() => int_limits(x.dtype()).0 as f64,
+        OpKind::ReduceMin if !x.dtype().is_float() => int_limits(x.dtype()).1 as f64,
         OpKind::ReduceMax => f64::NEG_INFINITY,
         OpKind::ReduceMin => f64::INFINITY,
+        OpKind::ReduceProd => 1.0,
         _ => 0.0,
     };
     let mut acc = vec![init; n_out];
@@ -1188,6 +1288,9 @@ fn reduce(op: OpKind, x: &Tensor, axes: &[usize], odt: DType, oshape: Vec<usize>
             OpKind::ReduceMax => acc[o].max(v),
             OpKind::ReduceMin => acc[o].min(v),
             OpKind::ReduceL2 | OpKind::ReduceSumSquare => acc[o] + v * v,
+            OpKind::ReduceProd => acc[o] * v,
+            OpKind::ReduceL1 => acc[o] + v.abs(),
+            OpKind::ReduceLogSumExp => acc[o] + v.exp(),
             _ => acc[o] + v,
         };
         for k in (0..s.len()).rev() {
@@ -1203,10 +1306,137 @@ fn reduce(op: OpKind, x: &Tensor, axes: &[usize], odt: DType, oshape: Vec<usize>
             *a = a.sqrt();
         }
     }
+    if matches!(op, OpKind::ReduceLogSum | OpKind::ReduceLogSumExp) {
+        for a in &mut acc {
+            *a = a.ln();
+        }
+    }
     if op == OpKind::ReduceMean {
         for a in &mut acc {
             *a /= count as f64;
         }
     }
     Tensor::from_f64(odt, oshape, &acc)
+}
+
+/// The smallest and largest value of an integer dtype.
+fn int_limits(dt: DType) -> (i64, i64) {
+    match dt {
+        DType::I8 => (i8::MIN as i64, i8::MAX as i64),
+        DType::U8 => (0, u8::MAX as i64),
+        DType::I32 => (i32::MIN as i64, i32::MAX as i64),
+        DType::Bool => (0, 1),
+        _ => (i64::MIN, i64::MAX),
+    }
+}
+
+/// An index read from an indices tensor, checked against `d` and made non-negative.
+fn checked_index(i: i64, d: usize) -> R<usize> {
+    let d = d as i64;
+    if i < -d || i >= d {
+        return Err(format!("index {i} out of range for a dimension of size {d}"));
+    }
+    Ok(if i < 0 { i + d } else { i } as usize)
+}
+
+fn gather_elements(n: &Node, x: &Tensor, ind: &Tensor, odt: DType, oshape: &[usize]) -> R<Tensor> {
+    let axis = infer::norm_axis(n.attrs.int("axis", 0)?, x.shape().len())?;
+    let iv = ind.to_i64_vec();
+    let xs = strides(x.shape());
+    let os = strides(oshape);
+    let mut offs = Vec::with_capacity(iv.len());
+    for (flat, &i) in iv.iter().enumerate() {
+        let mut off = 0;
+        for k in 0..oshape.len() {
+            let c = flat / os[k] % oshape[k];
+            let c = if k == axis { checked_index(i, x.shape()[axis])? } else { c };
+            off += c * xs[k];
+        }
+        offs.push(off);
+    }
+    Ok(gather_by(x, odt, oshape, |idx| {
+        let flat: usize = idx.iter().zip(&os).map(|(c, s)| c * s).sum();
+        offs[flat]
+    }))
+}
+
+fn gather_nd(n: &Node, x: &Tensor, ind: &Tensor, odt: DType, oshape: &[usize]) -> R<Tensor> {
+    let b = n.attrs.int("batch_dims", 0)?.max(0) as usize;
+    let is = ind.shape();
+    let k = *is.last().ok_or("indices must have rank >= 1")?;
+    let xs = strides(x.shape());
+    let iv = ind.to_i64_vec();
+    // One slice of the data per index tuple: its offset.
+    let tuples = iv.len() / k.max(1);
+    let batch: usize = is[..b].iter().product();
+    let per_batch = tuples / batch.max(1);
+    let mut base = Vec::with_capacity(tuples);
+    for t in 0..tuples {
+        let bi = t / per_batch.max(1);
+        let mut off = 0;
+        let mut rem = bi;
+        for j in (0..b).rev() {
+            off += rem % x.shape()[j] * xs[j];
+            rem /= x.shape()[j];
+        }
+        for j in 0..k {
+            off += checked_index(iv[t * k + j], x.shape()[b + j])? * xs[b + j];
+        }
+        base.push(off);
+    }
+    let slice: usize = x.shape()[b + k..].iter().product();
+    Ok(gather_by(x, odt, oshape, |idx| {
+        let flat: usize = idx
+            .iter()
+            .zip(strides(oshape))
+            .map(|(c, s)| c * s)
+            .sum();
+        base[flat / slice.max(1)] + flat % slice.max(1)
+    }))
+}
+
+/// ScatterElements and ScatterND: a copy of the data with `updates` written (or combined by
+/// `reduction`: none, add, mul, max, min) at the indexed places, in index order.
+fn scatter(n: &Node, x: &Tensor, ind: &Tensor, upd: &Tensor) -> R<Tensor> {
+    let reduction = n.attrs.string("reduction", "none")?;
+    let combine = |old: f64, new: f64| -> R<f64> {
+        Ok(match reduction.as_str() {
+            "none" => new,
+            "add" => old + new,
+            "mul" => old * new,
+            "max" => old.max(new),
+            "min" => old.min(new),
+            r => return Err(format!("unknown reduction `{r}`")),
+        })
+    };
+    let mut out = x.to_f64_vec();
+    let uv = upd.to_f64_vec();
+    let iv = ind.to_i64_vec();
+    let xs = strides(x.shape());
+    if n.op == OpKind::ScatterElements {
+        let axis = infer::norm_axis(n.attrs.int("axis", 0)?, x.shape().len())?;
+        let ist = strides(ind.shape());
+        for (flat, &i) in iv.iter().enumerate() {
+            let mut off = 0;
+            for k in 0..ist.len() {
+                let c = flat / ist[k] % ind.shape()[k];
+                let c = if k == axis { checked_index(i, x.shape()[axis])? } else { c };
+                off += c * xs[k];
+            }
+            out[off] = combine(out[off], uv[flat])?;
+        }
+    } else {
+        let k = *ind.shape().last().ok_or("indices must have rank >= 1")?;
+        let slice: usize = x.shape()[k..].iter().product();
+        for t in 0..iv.len() / k.max(1) {
+            let mut off = 0;
+            for j in 0..k {
+                off += checked_index(iv[t * k + j], x.shape()[j])? * xs[j];
+            }
+            for e in 0..slice {
+                out[off + e] = combine(out[off + e], uv[t * slice + e])?;
+            }
+        }
+    }
+    Ok(Tensor::from_f64(x.dtype(), x.shape().to_vec(), &out))
 }

@@ -101,9 +101,52 @@ ops!(
     ArgMin,
     Resize,
     ConvTranspose,
+    Size,
+    LogSoftmax,
+    Sign,
+    Round,
+    IsNaN,
+    IsInf,
+    Softsign,
+    ThresholdedRelu,
+    Shrink,
+    BitwiseNot,
+    GreaterOrEqual,
+    LessOrEqual,
+    Xor,
+    BitwiseAnd,
+    BitwiseOr,
+    BitwiseXor,
+    Mod,
+    ReduceProd,
+    ReduceL1,
+    ReduceLogSum,
+    ReduceLogSumExp,
+    GatherElements,
+    GatherND,
+    ScatterElements,
+    ScatterND,
 );
 
 impl OpKind {
+    /// Input slots whose values (not only shapes) the compiler needs at compile time: they
+    /// decide output shapes or index arithmetic (axes, pads, target shapes, slice bounds, …).
+    pub fn value_inputs(self) -> &'static [usize] {
+        use OpKind::*;
+        match self {
+            Reshape | Expand | Tile | Squeeze | Unsqueeze | CumSum => &[1],
+            ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceL2 | ReduceSumSquare
+            | ReduceProd | ReduceL1 | ReduceLogSum | ReduceLogSumExp => &[1],
+            Slice => &[1, 2, 3, 4],
+            Pad => &[1, 2, 3],
+            Range => &[0, 1, 2],
+            Resize => &[1, 2, 3],
+            ConstantOfShape => &[0],
+            Trilu => &[1],
+            _ => &[],
+        }
+    }
+
     pub fn parse(s: &str) -> Option<OpKind> {
         OpKind::ALL.iter().copied().find(|k| k.name() == s)
     }
@@ -299,8 +342,24 @@ impl OpKind {
                 ],
             ),
             MaxPool | AveragePool => s(1, 1, POOL),
-            ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceL2 | ReduceSumSquare => {
-                s(1, 2, REDUCE)
+            ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceL2 | ReduceSumSquare
+            | ReduceProd | ReduceL1 | ReduceLogSum | ReduceLogSumExp => s(1, 2, REDUCE),
+            Size | Sign | Round | IsNaN | Softsign | BitwiseNot => s(1, 1, NONE),
+            LogSoftmax => s(1, 1, &[("axis", K::Int)]),
+            IsInf => s(
+                1,
+                1,
+                &[("detect_negative", K::Int), ("detect_positive", K::Int)],
+            ),
+            ThresholdedRelu => s(1, 1, &[("alpha", K::Float)]),
+            Shrink => s(1, 1, &[("bias", K::Float), ("lambd", K::Float)]),
+            GreaterOrEqual | LessOrEqual | Xor | BitwiseAnd | BitwiseOr | BitwiseXor => {
+                s(2, 2, NONE)
+            }
+            Mod => s(2, 2, &[("fmod", K::Int)]),
+            GatherElements | GatherND => s(2, 2, &[("axis", K::Int), ("batch_dims", K::Int)]),
+            ScatterElements | ScatterND => {
+                s(3, 3, &[("axis", K::Int), ("reduction", K::Str)])
             }
             InstanceNormalization => s(3, 3, &[("epsilon", K::Float)]),
             Reshape => s(2, 2, &[("allowzero", K::Int)]),
@@ -347,6 +406,21 @@ impl OpKind {
                 | Clip
                 | LeakyRelu
                 | Where
+                | Sign
+                | Round
+                | IsNaN
+                | IsInf
+                | Softsign
+                | ThresholdedRelu
+                | Shrink
+                | BitwiseNot
+                | GreaterOrEqual
+                | LessOrEqual
+                | Xor
+                | BitwiseAnd
+                | BitwiseOr
+                | BitwiseXor
+                | Mod
                 | Cast
                 | Identity
                 | Equal

@@ -21,31 +21,6 @@ pub enum Inference {
     Lenient,
 }
 
-/// Ops whose output shape depends on the *values* of some input.
-fn needs_const_inputs(op: OpKind) -> bool {
-    use OpKind::*;
-    matches!(
-        op,
-        Reshape
-            | Slice
-            | Squeeze
-            | Unsqueeze
-            | ReduceSum
-            | ReduceMean
-            | ReduceMax
-            | ReduceMin
-            | ReduceL2
-            | ReduceSumSquare
-            | Expand
-            | ConstantOfShape
-            | Range
-            | Resize
-            | CumSum
-            | Pad
-            | Tile
-    )
-}
-
 /// Infers types in topological order and, on the way, folds every node whose inputs are all
 /// constants (and `Shape` of a statically shaped value) into an initializer, so shape
 /// arithmetic feeding a Reshape is known before the Reshape is reached. Removes dead nodes.
@@ -72,7 +47,8 @@ pub fn infer_and_fold(g: &mut Graph, mode: Inference) -> Result<usize, IrError> 
             .iter()
             .flatten()
             .all(|v| g.initializers.contains_key(v));
-        let shape_of_static = n.op == OpKind::Shape && static_input(g, 0).is_some();
+        let shape_of_static =
+            matches!(n.op, OpKind::Shape | OpKind::Size) && static_input(g, 0).is_some();
         // A constant too large to fold stays a node (lowered to a kernel); knowing its size
         // before evaluating it keeps hostile shapes from allocating.
         let fits = |g: &Graph| {
@@ -96,7 +72,10 @@ pub fn infer_and_fold(g: &mut Graph, mode: Inference) -> Result<usize, IrError> 
             }
         };
         if (all_const || shape_of_static) && fits(g) {
-            let outs = if shape_of_static {
+            let outs = if shape_of_static && n.op == OpKind::Size {
+                let numel = tessera_ir::tensor::numel(&static_input(g, 0).unwrap_or_default());
+                vec![Tensor::from_i64(tessera_ir::DType::I64, vec![], &[numel as i64])]
+            } else if shape_of_static {
                 let shape = static_input(g, 0).unwrap_or_default();
                 let (start, end) =
                     tessera_ir::infer::shape_range(&n, shape.len() as i64).map_err(node_err)?;
@@ -142,7 +121,7 @@ pub fn infer_and_fold(g: &mut Graph, mode: Inference) -> Result<usize, IrError> 
                     g.set_ty(*v, t);
                 }
             }
-            Err(_) if mode == Inference::Lenient && (untyped || needs_const_inputs(n.op)) => {}
+            Err(_) if mode == Inference::Lenient && (untyped || !n.op.value_inputs().is_empty()) => {}
             Err(msg) => return Err(node_err(msg)),
         }
     }

@@ -17,6 +17,8 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
 }
 
+mod decompose;
+
 use proto::{
     ModelProto, TensorProto, attribute_proto::AttributeType, tensor_proto::DataLocation, type_proto,
 };
@@ -41,7 +43,7 @@ pub enum OnnxError {
 }
 
 /// Opsets of the default domain we import.
-pub const MIN_OPSET: i64 = 9;
+pub const MIN_OPSET: i64 = 1;
 pub const MAX_OPSET: i64 = 21;
 
 /// Largest number of nodes, initializers or tensor elements accepted (guards hostile files).
@@ -177,109 +179,110 @@ struct Importer {
 }
 
 impl Importer {
-    /// Converts a TensorProto (inline or external data) into a tensor.
     fn tensor(&self, t: &TensorProto) -> Result<Tensor, String> {
-        let code = t.data_type.unwrap_or(0);
-        let dtype = DType::from_onnx_code(code)
-            .ok_or_else(|| format!("unsupported data type code {code}"))?;
-        if t.dims.iter().any(|&d| d < 0) {
-            return Err(format!("negative dimension in {:?}", t.dims));
-        }
-        let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
-        let n = tessera_ir::tensor::checked_numel(&shape)
-            .ok_or_else(|| format!("shape {shape:?} is too large"))?;
-        let raw: Option<Vec<u8>> = if t.data_location == Some(DataLocation::External as i32) {
-            Some(self.external(t)?)
+        tensor_from_proto(t, self.base.as_deref())
+    }
+}
+
+/// Converts a TensorProto (inline data, or external data relative to `base`) into a tensor.
+pub fn tensor_from_proto(t: &TensorProto, base: Option<&Path>) -> Result<Tensor, String> {
+    let code = t.data_type.unwrap_or(0);
+    let dtype =
+        DType::from_onnx_code(code).ok_or_else(|| format!("unsupported data type code {code}"))?;
+    if t.dims.iter().any(|&d| d < 0) {
+        return Err(format!("negative dimension in {:?}", t.dims));
+    }
+    let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+    let n = tessera_ir::tensor::checked_numel(&shape)
+        .ok_or_else(|| format!("shape {shape:?} is too large"))?;
+    let raw: Option<Vec<u8>> = if t.data_location == Some(DataLocation::External as i32) {
+        Some(external(t, base)?)
+    } else {
+        t.raw_data.clone()
+    };
+    if let Some(raw) = raw {
+        return Tensor::from_bytes(dtype, shape, raw).map_err(|e| e.to_string());
+    }
+    let check = |len: usize| {
+        if len == n {
+            Ok(())
         } else {
-            t.raw_data.clone()
-        };
-        if let Some(raw) = raw {
-            return Tensor::from_bytes(dtype, shape, raw).map_err(|e| e.to_string());
+            Err(format!("has {len} values for {n} elements"))
         }
-        let check = |len: usize| {
-            if len == n {
-                Ok(())
-            } else {
-                Err(format!("has {len} values for {n} elements"))
-            }
-        };
-        Ok(match dtype {
-            DType::F32 => {
-                check(t.float_data.len())?;
-                Tensor::from_f64(
-                    dtype,
-                    shape,
-                    &t.float_data.iter().map(|&x| x as f64).collect::<Vec<_>>(),
-                )
-            }
-            DType::F64 => {
-                check(t.double_data.len())?;
-                Tensor::from_f64(dtype, shape, &t.double_data)
-            }
-            DType::I64 => {
-                check(t.int64_data.len())?;
-                Tensor::from_i64(dtype, shape, &t.int64_data)
-            }
-            DType::F16 | DType::BF16 => {
-                check(t.int32_data.len())?;
-                let bytes: Vec<u8> = t
-                    .int32_data
-                    .iter()
-                    .flat_map(|&x| (x as u16).to_le_bytes())
-                    .collect();
-                Tensor::from_bytes(dtype, shape, bytes).map_err(|e| e.to_string())?
-            }
-            _ => {
-                check(t.int32_data.len())?;
-                Tensor::from_i64(
-                    dtype,
-                    shape,
-                    &t.int32_data.iter().map(|&x| x as i64).collect::<Vec<_>>(),
-                )
-            }
-        })
-    }
-
-    fn external(&self, t: &TensorProto) -> Result<Vec<u8>, String> {
-        let get = |k: &str| {
-            t.external_data
+    };
+    Ok(match dtype {
+        DType::F32 => {
+            check(t.float_data.len())?;
+            Tensor::from_f64(
+                dtype,
+                shape,
+                &t.float_data.iter().map(|&x| x as f64).collect::<Vec<_>>(),
+            )
+        }
+        DType::F64 => {
+            check(t.double_data.len())?;
+            Tensor::from_f64(dtype, shape, &t.double_data)
+        }
+        DType::I64 => {
+            check(t.int64_data.len())?;
+            Tensor::from_i64(dtype, shape, &t.int64_data)
+        }
+        DType::F16 | DType::BF16 => {
+            check(t.int32_data.len())?;
+            let bytes: Vec<u8> = t
+                .int32_data
                 .iter()
-                .find(|e| e.key.as_deref() == Some(k))
-                .and_then(|e| e.value.clone())
-        };
-        let loc = get("location").ok_or("external data without a location")?;
-        let base = self
-            .base
-            .as_ref()
-            .ok_or("external data needs the model's folder (import the file by path)")?;
-        let rel = Path::new(&loc);
-        if rel.is_absolute()
-            || rel
-                .components()
-                .any(|c| matches!(c, std::path::Component::ParentDir))
-        {
-            return Err(format!(
-                "external data location `{loc}` leaves the model's folder"
-            ));
+                .flat_map(|&x| (x as u16).to_le_bytes())
+                .collect();
+            Tensor::from_bytes(dtype, shape, bytes).map_err(|e| e.to_string())?
         }
-        let bytes = std::fs::read(base.join(rel))
-            .map_err(|e| format!("cannot read external data `{loc}`: {e}"))?;
-        let off: usize = get("offset")
-            .map(|s| s.parse().map_err(|_| format!("bad offset `{s}`")))
-            .transpose()?
-            .unwrap_or(0);
-        let len: usize = match get("length") {
-            Some(s) => s.parse().map_err(|_| format!("bad length `{s}`"))?,
-            None => bytes.len().saturating_sub(off),
-        };
-        bytes
-            .get(off..off.checked_add(len).ok_or("offset + length overflows")?)
-            .map(|b| b.to_vec())
-            .ok_or_else(|| {
-                format!("external data `{loc}` is shorter than offset {off} + length {len}")
-            })
-    }
+        _ => {
+            check(t.int32_data.len())?;
+            Tensor::from_i64(
+                dtype,
+                shape,
+                &t.int32_data.iter().map(|&x| x as i64).collect::<Vec<_>>(),
+            )
+        }
+    })
+}
 
+fn external(t: &TensorProto, base: Option<&Path>) -> Result<Vec<u8>, String> {
+    let get = |k: &str| {
+        t.external_data
+            .iter()
+            .find(|e| e.key.as_deref() == Some(k))
+            .and_then(|e| e.value.clone())
+    };
+    let loc = get("location").ok_or("external data without a location")?;
+    let base = base.ok_or("external data needs the model's folder (import the file by path)")?;
+    let rel = Path::new(&loc);
+    if rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(format!(
+            "external data location `{loc}` leaves the model's folder"
+        ));
+    }
+    let bytes = std::fs::read(base.join(rel))
+        .map_err(|e| format!("cannot read external data `{loc}`: {e}"))?;
+    let off: usize = get("offset")
+        .map(|s| s.parse().map_err(|_| format!("bad offset `{s}`")))
+        .transpose()?
+        .unwrap_or(0);
+    let len: usize = match get("length") {
+        Some(s) => s.parse().map_err(|_| format!("bad length `{s}`"))?,
+        None => bytes.len().saturating_sub(off),
+    };
+    bytes
+        .get(off..off.checked_add(len).ok_or("offset + length overflows")?)
+        .map(|b| b.to_vec())
+        .ok_or_else(|| format!("external data `{loc}` is shorter than offset {off} + length {len}"))
+}
+
+impl Importer {
     fn fresh_name(&mut self, base: &str) -> String {
         let mut n = base.to_string();
         let mut i = 0;
@@ -378,6 +381,105 @@ impl Importer {
         let take = |attrs: &mut Attrs, k: &str| attrs.remove(k);
         let ints_tensor = |v: &[i64]| Tensor::from_i64(DType::I64, vec![v.len()], v);
 
+        let out_opt: Vec<Option<tessera_ir::ValueId>> = np
+            .output
+            .iter()
+            .zip(&outputs)
+            .map(|(n, &v)| (!n.is_empty()).then_some(v))
+            .collect();
+        let input = |i: usize| inputs.get(i).copied().flatten();
+        let attr_int = |attrs: &Attrs, k: &str, default: i64| match attrs.get(k) {
+            Some(Attr::Int(v)) => *v,
+            _ => default,
+        };
+        // Ops that import as a few graph-IR ops (see `decompose`).
+        match op_type.as_str() {
+            "CastLike" => {
+                let (x, like) = (
+                    input(0).ok_or_else(|| err("CastLike needs two inputs".into()))?,
+                    input(1).ok_or_else(|| err("CastLike needs two inputs".into()))?,
+                );
+                let mut d = decompose::Decomposer::new(self, &name);
+                let dt = d.ty(like).map_err(err)?.dtype;
+                d.op_to(
+                    OpKind::Cast,
+                    &[Some(x)],
+                    &[("to", Attr::Int(dt.onnx_code() as i64))],
+                    outputs[0],
+                );
+                return Ok(());
+            }
+            "Mean" => {
+                let xs: Vec<_> = inputs.iter().flatten().copied().collect();
+                let mut d = decompose::Decomposer::new(self, &name);
+                let dt = d.ty(xs[0]).map_err(err)?.dtype;
+                let sum = d.op(OpKind::Sum, &xs, &[]);
+                let count = d.scalar("count", dt, xs.len() as f64);
+                d.op_to(OpKind::Div, &[Some(sum), Some(count)], &[], outputs[0]);
+                return Ok(());
+            }
+            "Softmax" | "LogSoftmax" | "Hardmax" if opset < 13 => {
+                // Before opset 13 these flatten to 2-D at `axis` (default 1) and work on the
+                // trailing part.
+                let axis = attr_int(&attrs, "axis", 1);
+                let x = input(0).ok_or_else(|| err("needs an input".into()))?;
+                let mut d = decompose::Decomposer::new(self, &name);
+                let flat = d.op(OpKind::Flatten, &[x], &[("axis", Attr::Int(axis))]);
+                let soft = d.im.g.fresh_value(&format!("{name}_soft"));
+                match op_type.as_str() {
+                    "Hardmax" => decompose::hardmax(&mut d, flat, -1, soft).map_err(err)?,
+                    other => {
+                        let op = OpKind::parse(other).expect("Softmax and LogSoftmax are IR ops");
+                        d.op_to(op, &[Some(flat)], &[("axis", Attr::Int(-1))], soft);
+                    }
+                }
+                let shape = d.op(OpKind::Shape, &[x], &[]);
+                d.op_to(OpKind::Reshape, &[Some(soft), Some(shape)], &[], outputs[0]);
+                return Ok(());
+            }
+            "Hardmax" => {
+                let x = input(0).ok_or_else(|| err("Hardmax needs an input".into()))?;
+                let axis = attr_int(&attrs, "axis", -1);
+                let mut d = decompose::Decomposer::new(self, &name);
+                decompose::hardmax(&mut d, x, axis, outputs[0]).map_err(err)?;
+                return Ok(());
+            }
+            "LayerNormalization" if out_opt.iter().skip(1).any(|o| o.is_some()) => {
+                let mut d = decompose::Decomposer::new(self, &name);
+                decompose::layer_norm(&mut d, &inputs, &attrs, &out_opt).map_err(err)?;
+                return Ok(());
+            }
+            "NegativeLogLikelihoodLoss" => {
+                let (x, t) = (
+                    input(0).ok_or_else(|| err("needs input and target".into()))?,
+                    input(1).ok_or_else(|| err("needs input and target".into()))?,
+                );
+                let mut d = decompose::Decomposer::new(self, &name);
+                decompose::nll_loss(&mut d, x, t, input(2), &attrs, outputs[0]).map_err(err)?;
+                return Ok(());
+            }
+            "SoftmaxCrossEntropyLoss" => {
+                let (x, t) = (
+                    input(0).ok_or_else(|| err("needs scores and labels".into()))?,
+                    input(1).ok_or_else(|| err("needs scores and labels".into()))?,
+                );
+                let mut d = decompose::Decomposer::new(self, &name);
+                let log_prob = match out_opt.get(1).copied().flatten() {
+                    Some(v) => v,
+                    None => d.im.g.fresh_value(&format!("{name}_log_prob")),
+                };
+                d.op_to(
+                    OpKind::LogSoftmax,
+                    &[Some(x)],
+                    &[("axis", Attr::Int(1))],
+                    log_prob,
+                );
+                decompose::nll_loss(&mut d, log_prob, t, input(2), &attrs, outputs[0])
+                    .map_err(err)?;
+                return Ok(());
+            }
+            _ => {}
+        }
         // Ops that are not graph-IR ops but map onto them.
         match op_type.as_str() {
             "Constant" => {
@@ -487,6 +589,10 @@ impl Importer {
             }
             _ => {}
         }
+        let op_type = match op_type.as_str() {
+            "Scatter" => "ScatterElements".to_string(), // its pre-11 name
+            _ => op_type.clone(),
+        };
         let op = OpKind::parse(&op_type)
             .filter(|k| *k != OpKind::Constant)
             .ok_or_else(|| err("unsupported operator".into()))?;
@@ -503,6 +609,10 @@ impl Importer {
         let axes_became_input_at = match op {
             OpKind::Squeeze | OpKind::Unsqueeze | OpKind::ReduceSum => 13,
             OpKind::ReduceMean
+            | OpKind::ReduceProd
+            | OpKind::ReduceL1
+            | OpKind::ReduceLogSum
+            | OpKind::ReduceLogSumExp
             | OpKind::ReduceMax
             | OpKind::ReduceMin
             | OpKind::ReduceL2
@@ -554,46 +664,6 @@ impl Importer {
                 let ca = self.const_input(&name, "axes", ints_tensor(&a));
                 inputs.push(Some(ca));
             }
-        }
-        if op == OpKind::Softmax && opset < 13 {
-            // Old Softmax flattens to 2-D at `axis` (default 1) and normalises the trailing part.
-            let axis = match take(&mut attrs, "axis") {
-                Some(Attr::Int(a)) => a,
-                _ => 1,
-            };
-            let flat = self.g.fresh_value(&format!("{name}_flat"));
-            let soft = self.g.fresh_value(&format!("{name}_soft"));
-            let shape = self.g.fresh_value(&format!("{name}_shape"));
-            let x = inputs[0];
-            self.push(
-                format!("{name}_flatten"),
-                OpKind::Flatten,
-                [("axis".to_string(), Attr::Int(axis))].into(),
-                vec![x],
-                vec![flat],
-            );
-            self.push(
-                format!("{name}_softmax"),
-                OpKind::Softmax,
-                [("axis".to_string(), Attr::Int(-1))].into(),
-                vec![Some(flat)],
-                vec![soft],
-            );
-            self.push(
-                format!("{name}_shapeof"),
-                OpKind::Shape,
-                Attrs::new(),
-                vec![x],
-                vec![shape],
-            );
-            self.push(
-                name.clone(),
-                OpKind::Reshape,
-                Attrs::new(),
-                vec![Some(soft), Some(shape)],
-                vec![outputs[0]],
-            );
-            return Ok(());
         }
         // Extra outputs the IR does not model (BatchNorm statistics, MaxPool indices,
         // LayerNorm mean/inv-std) are dropped; a node that reads one finds it undefined and
