@@ -350,6 +350,8 @@ impl Em<'_> {
                 (ReduceOp::Min, false) if unsigned(r.dtype) => "arith.minui",
                 (ReduceOp::Max, false) => "arith.maxsi",
                 (ReduceOp::Min, false) => "arith.minsi",
+                (ReduceOp::Prod, true) => "arith.mulf",
+                (ReduceOp::Prod, false) => "arith.muli",
             };
             return Ok(self.op(format!("{op} {acc_in}, {v} : {t}")));
         }
@@ -546,6 +548,7 @@ impl Em<'_> {
                     UnOp::Ceil => self.op(format!("math.ceil {x} : {t}")),
                     UnOp::Sin => self.op(format!("math.sin {x} : {t}")),
                     UnOp::Cos => self.op(format!("math.cos {x} : {t}")),
+                    UnOp::Round => self.op(format!("math.roundeven {x} : {t}")),
                 })
             }
             VExpr::Binary(op, a, b) => {
@@ -603,6 +606,10 @@ impl Em<'_> {
                     }
                     BinOp::And => "arith.andi",
                     BinOp::Or => "arith.ori",
+                    BinOp::Xor => "arith.xori",
+                    BinOp::Rem if f => "arith.remf",
+                    BinOp::Rem if u => "arith.remui",
+                    BinOp::Rem => "arith.remsi",
                 };
                 Ok(self.op(format!("{name} {x}, {y} : {t}")))
             }
@@ -809,7 +816,7 @@ fn maskable(prog: &LoopProgram, body: &[Stmt]) -> bool {
     fn int_div(prog: &LoopProgram, e: &VExpr) -> bool {
         let dt = |b: &str| prog.buffer(b).map(|x| x.dtype);
         match e {
-            VExpr::Binary(BinOp::Div, a, b) => {
+            VExpr::Binary(BinOp::Div | BinOp::Rem, a, b) => {
                 !e.dtype(&dt).is_some_and(|d| d.is_float()) || int_div(prog, a) || int_div(prog, b)
             }
             VExpr::Binary(_, a, b) | VExpr::Cmp(_, a, b) => int_div(prog, a) || int_div(prog, b),

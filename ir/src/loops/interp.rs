@@ -121,6 +121,8 @@ fn stmt(st: &mut St, s: &Stmt) -> Result<()> {
                     (ReduceOp::Min, true) => V::F(fmin(acc.f(), x.f())),
                     (ReduceOp::Max, false) => V::I(acc.i().max(x.i())),
                     (ReduceOp::Min, false) => V::I(acc.i().min(x.i())),
+                    (ReduceOp::Prod, true) => V::F(r.dtype.round_f64(acc.f() * x.f())),
+                    (ReduceOp::Prod, false) => V::I(r.dtype.wrap_i64(acc.i().wrapping_mul(x.i()))),
                 };
             }
             for (v, _) in &r.axes {
@@ -245,6 +247,7 @@ fn vexpr(st: &St, e: &VExpr) -> Result<V> {
                     UnOp::Ceil => f.ceil(),
                     UnOp::Sin => f.sin(),
                     UnOp::Cos => f.cos(),
+                    UnOp::Round => f.round_ties_even(),
                     UnOp::Not => (f == 0.0) as i64 as f64,
                 })
             } else {
@@ -269,7 +272,8 @@ fn vexpr(st: &St, e: &VExpr) -> Result<V> {
                     BinOp::Pow => x.powf(y),
                     BinOp::Max => fmax(x, y),
                     BinOp::Min => fmin(x, y),
-                    BinOp::And | BinOp::Or => f64::NAN,
+                    BinOp::Rem => x % y,
+                    BinOp::And | BinOp::Or | BinOp::Xor => f64::NAN,
                 })
             } else {
                 let (x, y) = (x.i(), y.i());
@@ -289,8 +293,15 @@ fn vexpr(st: &St, e: &VExpr) -> Result<V> {
                     BinOp::Min if unsigned => (x as u64).min(y as u64) as i64,
                     BinOp::Max => x.max(y),
                     BinOp::Min => x.min(y),
-                    BinOp::And => (x != 0 && y != 0) as i64,
-                    BinOp::Or => (x != 0 || y != 0) as i64,
+                    BinOp::And => x & y,
+                    BinOp::Or => x | y,
+                    BinOp::Xor => x ^ y,
+                    BinOp::Rem => {
+                        if y == 0 {
+                            return Err(IrError::Interp("integer remainder by zero".into()));
+                        }
+                        x.wrapping_rem(y)
+                    }
                 }))
             }
         }

@@ -60,6 +60,7 @@ pub enum ReduceOp {
     Sum,
     Max,
     Min,
+    Prod,
 }
 
 /// `acc = fold(op, init, value over axes)`, then `body` runs with `acc` bound.
@@ -126,6 +127,8 @@ pub enum UnOp {
     Not,
     Sin,
     Cos,
+    /// Round half to even.
+    Round,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,8 +140,12 @@ pub enum BinOp {
     Pow,
     Max,
     Min,
+    /// Bitwise on integers, logical on bools (as are `And` and `Or`).
     And,
     Or,
+    Xor,
+    /// Remainder with the dividend's sign (C `fmod`, `%` on integers).
+    Rem,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -398,7 +405,7 @@ impl Stmt {
 /// Whether iterations of a loop with this body may depend on each other through memory:
 /// some load reads a buffer the body also stores to, at an index that is not syntactically
 /// one of the store indices (conservative: `y[i] = y[i] + ...` is independent per `i`, a scan
-/// reading `y[k - 1]` is not). Such loops are neither parallelised nor vectorized.
+/// reading `y[k - 1]` is not; nor is a scatter, storing at an index read from memory). Such loops are neither parallelised nor vectorized.
 pub fn carries_dependence(body: &[Stmt]) -> bool {
     fn stores(body: &[Stmt], out: &mut Vec<(String, IExpr)>) {
         for s in body {
@@ -473,6 +480,14 @@ pub fn carries_dependence(body: &[Stmt]) -> bool {
     let (mut st, mut ld) = (Vec::new(), Vec::new());
     stores(body, &mut st);
     loads(body, &mut ld);
+    // A store at a data-dependent index (a scatter) may hit the same place twice.
+    let mut idx_loads = Vec::new();
+    for (_, i) in &st {
+        loads_i(i, &mut idx_loads);
+    }
+    if !idx_loads.is_empty() {
+        return true;
+    }
     ld.iter().any(|(b, i)| {
         st.iter().any(|(sb, _)| sb == b) && !st.iter().any(|(sb, si)| sb == b && si == i)
     })

@@ -328,6 +328,9 @@ impl P {
                     "not" => un(UnOp::Not, args),
                     "sin" => un(UnOp::Sin, args),
                     "cos" => un(UnOp::Cos, args),
+                    "round" => un(UnOp::Round, args),
+                    "xor" => bin(BinOp::Xor, args),
+                    "rem" => bin(BinOp::Rem, args),
                     "pow" => bin(BinOp::Pow, args),
                     "max" => bin(BinOp::Max, args),
                     "min" => bin(BinOp::Min, args),
@@ -444,6 +447,7 @@ impl P {
                     "sum" => ReduceOp::Sum,
                     "max" => ReduceOp::Max,
                     "min" => ReduceOp::Min,
+                    "prod" => ReduceOp::Prod,
                     o => return self.err(format!("unknown reduction `{o}`")),
                 };
                 self.expect("(")?;

@@ -62,6 +62,7 @@ fn write_stmt(s: &mut String, st: &Stmt, depth: usize) -> fmt::Result {
                 ReduceOp::Sum => "sum",
                 ReduceOp::Max => "max",
                 ReduceOp::Min => "min",
+                ReduceOp::Prod => "prod",
             };
             let axes: Vec<String> = r
                 .axes

@@ -225,7 +225,7 @@ fn vexpr(cx: &Ctx, e: &VExpr) -> Result<DType> {
             if da != db {
                 return Err(err(prog, format!("{op:?} of {da} and {db} in `{e}`")));
             }
-            if matches!(op, BinOp::And | BinOp::Or) != (da == DType::Bool) {
+            if matches!(op, BinOp::And | BinOp::Or | BinOp::Xor) && da.is_float() {
                 return Err(err(prog, format!("{op:?} on {da}")));
             }
             if *op == BinOp::Pow && !da.is_float() {

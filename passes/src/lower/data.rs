@@ -2,7 +2,7 @@
 
 use super::{Builder, NodeCx, clamp, idx, in_range, nest, store_nest, strides_of};
 use crate::error::PassError;
-use tessera_ir::AttrsExt;
+use tessera_ir::{AttrsExt, OpKind};
 use tessera_ir::infer;
 use tessera_ir::loops::{IExpr, Loop, LoopKind, Stmt, VExpr};
 
@@ -440,4 +440,117 @@ pub(crate) fn resize(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErro
     let value = VExpr::Cast(cx.out_dtype, Box::new(acc.expect("at least one corner")));
     let dst = IExpr::linear(&oi, &strides_of(&p.out));
     Ok(store_nest(cx, &dims, dst, value))
+}
+
+/// An index read from `buf` at `at`, wrapped into `[0, d)` (negative indices count from the
+/// end; the wrap also keeps a bad index inside the buffer).
+fn index_at(buf: &str, at: IExpr, d: usize) -> IExpr {
+    IExpr::Of(Box::new(VExpr::load(buf, at))).modulo(d as i64)
+}
+
+/// GatherElements: `y[i…] = x[i…]` with the `axis` coordinate read from `indices[i…]`.
+pub(crate) fn gather_elements(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
+    let s = cx.shape(0);
+    let axis = infer::norm_axis(
+        cx.node.attrs.int("axis", 0).map_err(|e| cx.err(e))?,
+        s.len(),
+    )
+    .map_err(|e| cx.err(e))?;
+    let dims = b.dims(&cx.out_shape);
+    let oi = idx(&dims);
+    let dst = IExpr::linear(&oi, &strides_of(&cx.out_shape));
+    let mut coords = oi.clone();
+    coords[axis] = index_at(cx.buf(1), dst.clone(), s[axis]);
+    let src = IExpr::linear(&coords, &strides_of(s));
+    Ok(move_elements(cx, &dims, src, dst))
+}
+
+/// GatherND: each index tuple (the last indices dimension) selects a slice of the data after
+/// `batch_dims` leading dimensions shared by data and indices.
+pub(crate) fn gather_nd(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
+    let s = cx.shape(0);
+    let is = cx.shape(1);
+    let bd = cx.node.attrs.int("batch_dims", 0).map_err(|e| cx.err(e))?.max(0) as usize;
+    let (q, k) = (is.len(), is[is.len() - 1]);
+    let dims = b.dims(&cx.out_shape);
+    let oi = idx(&dims);
+    let ist = strides_of(is);
+    let tuple_base = IExpr::linear(&oi[..q - 1], &ist[..q - 1]);
+    let mut coords: Vec<IExpr> = oi[..bd].to_vec();
+    for j in 0..k {
+        let at = tuple_base.clone().plus(IExpr::c(j as i64));
+        coords.push(index_at(cx.buf(1), at, s[bd + j]));
+    }
+    coords.extend_from_slice(&oi[q - 1..]);
+    let src = IExpr::linear(&coords, &strides_of(s));
+    let dst = IExpr::linear(&oi, &strides_of(&cx.out_shape));
+    Ok(move_elements(cx, &dims, src, dst))
+}
+
+/// ScatterElements / ScatterND: copy the data, then walk the updates in order (serially: two
+/// updates may hit one place) writing or combining (`reduction`) each at its indexed place.
+pub(crate) fn scatter(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
+    use tessera_ir::loops::BinOp;
+    let s = cx.shape(0).to_vec();
+    let n: usize = s.iter().product();
+    let copy_dims = b.dims(&[n]);
+    let i = idx(&copy_dims)[0].clone();
+    let mut body = move_elements(cx, &copy_dims, i.clone(), i);
+    let reduction = cx
+        .node
+        .attrs
+        .string("reduction", "none")
+        .map_err(|e| cx.err(e))?;
+    let (upd_shape, dst) = if cx.node.op == OpKind::ScatterElements {
+        let axis = infer::norm_axis(
+            cx.node.attrs.int("axis", 0).map_err(|e| cx.err(e))?,
+            s.len(),
+        )
+        .map_err(|e| cx.err(e))?;
+        let us = cx.shape(2).to_vec();
+        let dims = b.dims(&us);
+        let ui = idx(&dims);
+        let at = IExpr::linear(&ui, &strides_of(&us));
+        let mut coords = ui.clone();
+        coords[axis] = index_at(cx.buf(1), at, s[axis]);
+        ((dims, at_of(&ui, &us)), IExpr::linear(&coords, &strides_of(&s)))
+    } else {
+        let is = cx.shape(1).to_vec();
+        let k = is[is.len() - 1];
+        let us = cx.shape(2).to_vec();
+        let dims = b.dims(&us);
+        let ui = idx(&dims);
+        let q = is.len();
+        let base = IExpr::linear(&ui[..q - 1], &strides_of(&is)[..q - 1]);
+        let mut coords: Vec<IExpr> = (0..k)
+            .map(|j| index_at(cx.buf(1), base.clone().plus(IExpr::c(j as i64)), s[j]))
+            .collect();
+        coords.extend_from_slice(&ui[q - 1..]);
+        ((dims, at_of(&ui, &us)), IExpr::linear(&coords, &strides_of(&s)))
+    };
+    let (dims, upd_at) = upd_shape;
+    let new = VExpr::load(cx.buf(2), upd_at);
+    let old = VExpr::load(&cx.out, dst.clone());
+    let value = match reduction.as_str() {
+        "none" => new,
+        "add" => VExpr::bin(BinOp::Add, old, new),
+        "mul" => VExpr::bin(BinOp::Mul, old, new),
+        "max" => VExpr::bin(BinOp::Max, old, new),
+        "min" => VExpr::bin(BinOp::Min, old, new),
+        r => return Err(cx.err(format!("unknown reduction `{r}`"))),
+    };
+    body.extend(nest(
+        &dims,
+        vec![Stmt::Store {
+            buf: cx.out.clone(),
+            index: dst,
+            value,
+        }],
+    ));
+    Ok(body)
+}
+
+/// The flat row-major offset of coordinates `ix` in `shape`.
+fn at_of(ix: &[IExpr], shape: &[usize]) -> IExpr {
+    IExpr::linear(ix, &strides_of(shape))
 }

@@ -318,8 +318,20 @@ pub(crate) fn scalar_expr(cx: &NodeCx, args: &[Option<VExpr>]) -> Result<VExpr, 
             }
             v
         }
+        Pow if !float => {
+            // Integer bases: through f64, truncated back (as the interpreter does).
+            let f64_of = |v: VExpr, d: tessera_ir::DType| {
+                if d == tessera_ir::DType::F64 {
+                    v
+                } else {
+                    VExpr::Cast(tessera_ir::DType::F64, Box::new(v))
+                }
+            };
+            let ed = cx.in_dtypes[1].unwrap_or(dt);
+            let p = VExpr::bin(BinOp::Pow, f64_of(x, dt), f64_of(a(1)?, ed));
+            VExpr::Cast(dt, Box::new(p))
+        }
         Pow => {
-            need_float()?;
             let e = a(1)?;
             let ed = cx.in_dtypes[1].unwrap_or(dt);
             let e = if ed != dt {
@@ -337,8 +349,86 @@ pub(crate) fn scalar_expr(cx: &NodeCx, args: &[Option<VExpr>]) -> Result<VExpr, 
             };
             VExpr::Cmp(op, Box::new(x), Box::new(a(1)?))
         }
-        And => VExpr::bin(BinOp::And, x, a(1)?),
-        Or => VExpr::bin(BinOp::Or, x, a(1)?),
+        GreaterOrEqual => VExpr::Cmp(CmpOp::Ge, Box::new(x), Box::new(a(1)?)),
+        LessOrEqual => VExpr::Cmp(CmpOp::Le, Box::new(x), Box::new(a(1)?)),
+        And | BitwiseAnd => VExpr::bin(BinOp::And, x, a(1)?),
+        Or | BitwiseOr => VExpr::bin(BinOp::Or, x, a(1)?),
+        Xor | BitwiseXor => VExpr::bin(BinOp::Xor, x, a(1)?),
+        BitwiseNot => VExpr::bin(BinOp::Xor, x, VExpr::i(-1, dt)),
+        Mod => {
+            let y = a(1)?;
+            let r = VExpr::bin(BinOp::Rem, x, y.clone());
+            let fmod = n.attrs.int("fmod", 0).map_err(|e| cx.err(e))? != 0;
+            if fmod || float {
+                r
+            } else {
+                // Python's %: a non-zero remainder takes the divisor's sign.
+                let lt0 = |v: VExpr| VExpr::Cmp(CmpOp::Lt, Box::new(v), Box::new(zero.clone()));
+                let fix = VExpr::bin(
+                    BinOp::And,
+                    VExpr::Cmp(CmpOp::Ne, Box::new(r.clone()), Box::new(zero.clone())),
+                    VExpr::Cmp(CmpOp::Ne, Box::new(lt0(r.clone())), Box::new(lt0(y.clone()))),
+                );
+                VExpr::select(fix, VExpr::bin(BinOp::Add, r.clone(), y), r)
+            }
+        }
+        IsNaN => VExpr::Cmp(CmpOp::Ne, Box::new(x.clone()), Box::new(x)),
+        IsInf => {
+            let (neg, pos) = (
+                n.attrs.int("detect_negative", 1).map_err(|e| cx.err(e))? != 0,
+                n.attrs.int("detect_positive", 1).map_err(|e| cx.err(e))? != 0,
+            );
+            let is = |v: f64| VExpr::Cmp(CmpOp::Eq, Box::new(x.clone()), Box::new(VExpr::f(v, dt)));
+            match (neg, pos) {
+                (true, true) => VExpr::bin(BinOp::Or, is(f64::INFINITY), is(f64::NEG_INFINITY)),
+                (false, true) => is(f64::INFINITY),
+                (true, false) => is(f64::NEG_INFINITY),
+                (false, false) => VExpr::Cmp(CmpOp::Ne, Box::new(zero.clone()), Box::new(zero)),
+            }
+        }
+        Sign => {
+            let gt = VExpr::Cmp(CmpOp::Gt, Box::new(x.clone()), Box::new(zero.clone()));
+            let lt = VExpr::Cmp(CmpOp::Lt, Box::new(x.clone()), Box::new(zero.clone()));
+            // x * 0 keeps NaN (and the sign of zero) for floats.
+            let rest = if float {
+                VExpr::bin(BinOp::Mul, x, zero)
+            } else {
+                zero
+            };
+            VExpr::select(gt, one, VExpr::select(lt, VExpr::lit(-1.0, dt), rest))
+        }
+        Round => {
+            need_float()?;
+            VExpr::un(UnOp::Round, x)
+        }
+        Softsign => {
+            need_float()?;
+            VExpr::bin(BinOp::Div, x.clone(), VExpr::bin(BinOp::Add, one, VExpr::un(UnOp::Abs, x)))
+        }
+        ThresholdedRelu => {
+            need_float()?;
+            let alpha = n.attrs.float("alpha", 1.0).map_err(|e| cx.err(e))?;
+            VExpr::select(
+                VExpr::Cmp(CmpOp::Gt, Box::new(x.clone()), Box::new(VExpr::f(alpha, dt))),
+                x,
+                zero,
+            )
+        }
+        Shrink => {
+            let p = tessera_ir::interp::UnaryParams::of(n).map_err(|e| cx.err(e))?;
+            let (bias, lambd) = (VExpr::lit(p.beta, dt), VExpr::lit(p.gamma, dt));
+            let below = VExpr::Cmp(
+                CmpOp::Lt,
+                Box::new(x.clone()),
+                Box::new(VExpr::un(UnOp::Neg, lambd.clone())),
+            );
+            let above = VExpr::Cmp(CmpOp::Gt, Box::new(x.clone()), Box::new(lambd));
+            VExpr::select(
+                below,
+                VExpr::bin(BinOp::Add, x.clone(), bias.clone()),
+                VExpr::select(above, VExpr::bin(BinOp::Sub, x, bias), zero),
+            )
+        }
         Not => VExpr::un(UnOp::Not, x),
         Where => VExpr::select(x, a(1)?, a(2)?),
         Cast => {

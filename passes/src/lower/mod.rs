@@ -217,12 +217,11 @@ fn lower_node(g: &Graph, n: &Node, index: usize) -> Result<Kernel, PassError> {
         bufs,
         out: "y".into(),
     };
-    if cx.out_shape.contains(&0) {
-        return Err(cx.err("zero-sized outputs are not supported yet"));
-    }
     let mut b = Builder::new();
     use OpKind::*;
     let body = match n.op {
+        // Nothing to compute for an empty output.
+        _ if cx.out_shape.contains(&0) => Vec::new(),
         MatMul => linalg::matmul(&cx, &mut b)?,
         Gemm => linalg::gemm(&cx, &mut b)?,
         Conv => linalg::conv(&cx, &mut b)?,
@@ -231,17 +230,19 @@ fn lower_node(g: &Graph, n: &Node, index: usize) -> Result<Kernel, PassError> {
         GlobalAveragePool => nn::global_avg_pool(&cx, &mut b)?,
         BatchNormalization => elementwise::batch_norm(&cx, &mut b)?,
         LayerNormalization => nn::layer_norm(&cx, &mut b)?,
-        Softmax => nn::softmax(&cx, &mut b)?,
+        Softmax | LogSoftmax => nn::softmax(&cx, &mut b)?,
         LRN => nn::lrn(&cx, &mut b)?,
-        ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceL2 | ReduceSumSquare => {
-            nn::reduce_op(&cx, &mut b)?
-        }
+        ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceL2 | ReduceSumSquare
+        | ReduceProd | ReduceL1 | ReduceLogSum | ReduceLogSumExp => nn::reduce_op(&cx, &mut b)?,
         InstanceNormalization => nn::instance_norm(&cx, &mut b)?,
         Reshape | Flatten | Squeeze | Unsqueeze | Identity => data::copy(&cx, &mut b)?,
         Transpose => data::transpose(&cx, &mut b)?,
         Concat => data::concat(&cx, &mut b)?,
         Slice => data::slice(&cx, &mut b)?,
         Gather => data::gather(&cx, &mut b)?,
+        GatherElements => data::gather_elements(&cx, &mut b)?,
+        GatherND => data::gather_nd(&cx, &mut b)?,
+        ScatterElements | ScatterND => data::scatter(&cx, &mut b)?,
         Expand => elementwise::expand(&cx, &mut b)?,
         ConstantOfShape => data::fill(&cx, &mut b)?,
         Range => data::range(&cx, &mut b)?,
@@ -251,7 +252,7 @@ fn lower_node(g: &Graph, n: &Node, index: usize) -> Result<Kernel, PassError> {
         Resize => data::resize(&cx, &mut b)?,
         ArgMax | ArgMin => nn::arg_extreme(&cx, &mut b)?,
         CumSum => data::cumsum(&cx, &mut b)?,
-        Constant | Shape => data::constant(&cx, &mut b)?,
+        Constant | Shape | Size => data::constant(&cx, &mut b)?,
         _ if n.op.is_elementwise() => elementwise::elementwise(&cx, &mut b)?,
         other => return Err(cx.err(format!("no lowering for {other}"))),
     };

@@ -1,6 +1,6 @@
 //! Pooling, normalisation, softmax and reductions: loop nests around [`Reduce`] statements.
 
-use super::{Builder, NodeCx, clamp, idx, in_range, nest, strides_of};
+use super::{Builder, NodeCx, clamp, idx, in_range, nest, store_nest, strides_of};
 use crate::error::PassError;
 use tessera_ir::infer::{self, Window};
 use tessera_ir::loops::{BinOp, CmpOp, IExpr, Reduce, ReduceOp, Stmt, UnOp, VExpr};
@@ -192,10 +192,21 @@ pub(crate) fn softmax(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErr
     let x = |k: &str| VExpr::load(cx.buf(0), at(IExpr::var(k)));
     let m = VExpr::Acc("m".into(), dt);
     let shifted = |k: &str| VExpr::un(UnOp::Exp, VExpr::bin(BinOp::Sub, x(k), m.clone()));
+    let s = VExpr::Acc("s".into(), dt);
+    let value = if cx.node.op == OpKind::LogSoftmax {
+        // x - max - log(sum): exact where exp(x - max) underflows.
+        VExpr::bin(
+            BinOp::Sub,
+            VExpr::bin(BinOp::Sub, x(&k3), m.clone()),
+            VExpr::un(UnOp::Log, s),
+        )
+    } else {
+        VExpr::bin(BinOp::Div, shifted(&k3), s)
+    };
     let store = Stmt::Store {
         buf: cx.out.clone(),
         index: at(IExpr::var(&k3)),
-        value: VExpr::bin(BinOp::Div, shifted(&k3), VExpr::Acc("s".into(), dt)),
+        value,
     };
     let write = Stmt::For(tessera_ir::loops::Loop {
         var: k3,
@@ -367,11 +378,13 @@ pub(crate) fn reduce_op(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassE
         }
     }
     let loaded = VExpr::load(cx.buf(0), IExpr::linear(&coords, &strides_of(&s)));
-    let squares = matches!(cx.node.op, OpKind::ReduceL2 | OpKind::ReduceSumSquare);
-    let value = if squares {
-        VExpr::bin(BinOp::Mul, loaded.clone(), loaded)
-    } else {
-        loaded
+    let value = match cx.node.op {
+        OpKind::ReduceL2 | OpKind::ReduceSumSquare => {
+            VExpr::bin(BinOp::Mul, loaded.clone(), loaded)
+        }
+        OpKind::ReduceL1 => VExpr::un(UnOp::Abs, loaded),
+        OpKind::ReduceLogSumExp => VExpr::un(UnOp::Exp, loaded),
+        _ => loaded,
     };
     let count: usize = axes.iter().map(|&a| s[a]).product();
     let (op, init) = match cx.node.op {
@@ -379,16 +392,28 @@ pub(crate) fn reduce_op(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassE
         OpKind::ReduceMax => (ReduceOp::Max, VExpr::i(int_min(dt), dt)),
         OpKind::ReduceMin if dt.is_float() => (ReduceOp::Min, VExpr::f(f64::INFINITY, dt)),
         OpKind::ReduceMin => (ReduceOp::Min, VExpr::i(int_max(dt), dt)),
+        OpKind::ReduceProd => (ReduceOp::Prod, VExpr::lit(1.0, dt)),
         _ => (ReduceOp::Sum, VExpr::lit(0.0, dt)),
     };
     // What is stored from the folded value.
     let finish = |v: VExpr| match cx.node.op {
         OpKind::ReduceMean => VExpr::bin(BinOp::Div, v, VExpr::lit(count as f64, dt)),
         OpKind::ReduceL2 => VExpr::un(UnOp::Sqrt, v),
+        OpKind::ReduceLogSum | OpKind::ReduceLogSumExp => VExpr::un(UnOp::Log, v),
         _ => v,
     };
-    if cx.node.op == OpKind::ReduceL2 && !dt.is_float() {
-        return Err(cx.err("ReduceL2 of integers is not supported"));
+    let float_only = matches!(
+        cx.node.op,
+        OpKind::ReduceL2 | OpKind::ReduceLogSum | OpKind::ReduceLogSumExp
+    );
+    if float_only && !dt.is_float() {
+        return Err(cx.err(format!("{} of integers is not supported", cx.node.op)));
+    }
+    if count == 0 {
+        // An empty reduction stores the identity, finished (e.g. log(0) = -inf).
+        let dims = b.dims(&kept);
+        let out_idx = IExpr::linear(&idx(&dims), &strides_of(&kept));
+        return Ok(store_nest(cx, &dims, out_idx, finish(init)));
     }
     let out_idx = IExpr::linear(&idx(&dims), &strides_of(&kept));
     let store = Stmt::Store {
