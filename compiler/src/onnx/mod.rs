@@ -511,15 +511,32 @@ impl Importer {
                     Some(Attr::Int(a)) => *a,
                     _ => 0,
                 };
+                if let Some(sv) = inputs.get(1).copied().flatten()
+                    && !self.g.initializers.contains_key(&sv)
+                {
+                    // Sizes known only at run time: output k is x[ends[k-1] : ends[k]] along
+                    // the axis, with ends = CumSum(split); value specialisation binds them.
+                    let mut d = decompose::Decomposer::new(self, &name);
+                    let zero = d.ints("zero", &[0]);
+                    let ends = d.op(OpKind::CumSum, &[sv, zero], &[]);
+                    let ax = d.ints("axis", &[axis]);
+                    let mut start = zero;
+                    for (k, &out) in outputs.iter().enumerate() {
+                        let (lo, hi) = (d.ints("k", &[k as i64]), d.ints("k1", &[k as i64 + 1]));
+                        let end = d.op(OpKind::Slice, &[ends, lo, hi], &[]);
+                        d.op_to(
+                            OpKind::Slice,
+                            &[Some(x), Some(start), Some(end), Some(ax)],
+                            &[],
+                            out,
+                        );
+                        start = end;
+                    }
+                    return Ok(());
+                }
                 let sizes: Option<Vec<i64>> =
                     match (inputs.get(1).copied().flatten(), attrs.get("split")) {
-                        (Some(v), _) => Some(
-                            self.g
-                                .initializers
-                                .get(&v)
-                                .ok_or_else(|| err("the `split` input must be a constant".into()))?
-                                .to_i64_vec(),
-                        ),
+                        (Some(v), _) => self.g.initializers.get(&v).map(|t| t.to_i64_vec()),
                         (None, Some(Attr::Ints(v))) => Some(v.clone()),
                         _ => None,
                     };
