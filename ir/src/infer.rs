@@ -9,6 +9,7 @@ use crate::dtype::DType;
 use crate::graph::{Dim, Node, ValueType};
 use crate::op::{AttrsExt, OpKind};
 use crate::tensor::Tensor;
+pub use crate::resize::{AxisTaps, ResizePlan, resize_plan};
 
 type R<T> = std::result::Result<T, String>;
 
@@ -466,6 +467,7 @@ fn infer_shapes(
                 n,
                 &x.static_shape()
                     .ok_or("Resize needs a static input shape")?,
+                c(1),
                 c(2),
                 c(3),
             )?;
@@ -1063,123 +1065,6 @@ pub fn pad_amounts(
         e[a] = p[k + axes.len()];
     }
     Ok((b, e))
-}
-
-/// How Resize maps each output coordinate back to the input (the supported subset of the
-/// ONNX op: `nearest` and `linear` modes, no antialiasing, no `axes`).
-#[derive(Clone, Debug)]
-pub struct ResizePlan {
-    pub out: Vec<usize>,
-    /// The scale per dimension (output / input) used by the coordinate transformation.
-    pub scales: Vec<f64>,
-    pub linear: bool,
-    pub coord_mode: String,
-    pub nearest_mode: String,
-}
-
-impl ResizePlan {
-    /// The input coordinate (real-valued) that output index `x` of dimension `d` maps to.
-    pub fn source(&self, d: usize, x: f64, in_len: usize) -> f64 {
-        let (s, out_len) = (self.scales[d], self.out[d] as f64);
-        match self.coord_mode.as_str() {
-            "asymmetric" => x / s,
-            "align_corners" => {
-                if out_len <= 1.0 {
-                    0.0
-                } else {
-                    x * (in_len as f64 - 1.0) / (out_len - 1.0)
-                }
-            }
-            "pytorch_half_pixel" => {
-                if out_len <= 1.0 {
-                    0.0
-                } else {
-                    (x + 0.5) / s - 0.5
-                }
-            }
-            _ => (x + 0.5) / s - 0.5,
-        }
-    }
-
-    /// Nearest-mode rounding of a source coordinate.
-    pub fn round(&self, v: f64) -> f64 {
-        match self.nearest_mode.as_str() {
-            "floor" => v.floor(),
-            "ceil" => v.ceil(),
-            "round_prefer_ceil" => (v + 0.5).floor(),
-            _ => (v - 0.5).ceil(),
-        }
-    }
-}
-
-/// Resolves a Resize node's output shape and coordinate mapping from its constant inputs.
-pub fn resize_plan(
-    n: &Node,
-    shape: &[usize],
-    scales: Option<&Tensor>,
-    sizes: Option<&Tensor>,
-) -> R<ResizePlan> {
-    let mode = n.attrs.string("mode", "nearest")?;
-    if mode != "nearest" && mode != "linear" {
-        return Err(format!(
-            "Resize mode `{mode}` is not supported (nearest, linear are)"
-        ));
-    }
-    if n.attrs.int("antialias", 0)? != 0 {
-        return Err("Resize with antialias is not supported".into());
-    }
-    let coord_mode = n
-        .attrs
-        .string("coordinate_transformation_mode", "half_pixel")?;
-    if !matches!(
-        coord_mode.as_str(),
-        "half_pixel" | "asymmetric" | "align_corners" | "pytorch_half_pixel"
-    ) {
-        return Err(format!(
-            "coordinate_transformation_mode `{coord_mode}` is not supported"
-        ));
-    }
-    let r = shape.len();
-    let (out, scales): (Vec<usize>, Vec<f64>) = match (
-        sizes.filter(|t| !t.is_empty()),
-        scales.filter(|t| !t.is_empty()),
-    ) {
-        (Some(sz), _) => {
-            let v = sz.to_i64_vec();
-            if v.len() != r || v.iter().any(|&d| d <= 0) {
-                return Err(format!("Resize sizes {v:?} do not match rank {r}"));
-            }
-            let out: Vec<usize> = v.iter().map(|&d| d as usize).collect();
-            let sc = out
-                .iter()
-                .zip(shape)
-                .map(|(&o, &i)| o as f64 / i as f64)
-                .collect();
-            (out, sc)
-        }
-        (None, Some(sc)) => {
-            let v = sc.to_f64_vec();
-            if v.len() != r || v.iter().any(|&s| s.is_nan() || s <= 0.0 || !s.is_finite()) {
-                return Err(format!("Resize scales {v:?} do not match rank {r}"));
-            }
-            (
-                shape
-                    .iter()
-                    .zip(&v)
-                    .map(|(&i, &s)| (i as f64 * s).floor().max(1.0) as usize)
-                    .collect(),
-                v,
-            )
-        }
-        (None, None) => return Err("Resize needs constant `scales` or `sizes`".into()),
-    };
-    Ok(ResizePlan {
-        out,
-        scales,
-        linear: mode == "linear",
-        coord_mode,
-        nearest_mode: n.attrs.string("nearest_mode", "round_prefer_floor")?,
-    })
 }
 
 /// Geometry of a 2-D ConvTranspose: output channels and size, begin pads, strides, dilations.

@@ -308,47 +308,11 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
             let p = infer::resize_plan(
                 n,
                 x.shape(),
+                args.get(1).copied().flatten(),
                 args.get(2).copied().flatten(),
                 args.get(3).copied().flatten(),
             )?;
-            let s = x.shape();
-            let is = strides(s);
-            let os = strides(&oshape);
-            let v = x.to_f64_vec();
-            let out: Vec<f64> = (0..numel(&oshape))
-                .map(|o| {
-                    // Per dimension: (low index, high index, weight of high).
-                    let taps: Vec<(usize, usize, f64)> = (0..s.len())
-                        .map(|d| {
-                            let xo = (o / os[d] % oshape[d]) as f64;
-                            let src = p.source(d, xo, s[d]);
-                            let hi_clamp = |i: f64| i.max(0.0).min(s[d] as f64 - 1.0) as usize;
-                            if p.linear {
-                                let f = src.floor();
-                                (hi_clamp(f), hi_clamp(f + 1.0), src - f)
-                            } else {
-                                let i = hi_clamp(p.round(src));
-                                (i, i, 0.0)
-                            }
-                        })
-                        .collect();
-                    let mut acc = 0.0;
-                    for corner in 0..(1usize << s.len()) {
-                        let mut w = 1.0;
-                        let mut off = 0;
-                        for (d, &(lo, hi, t)) in taps.iter().enumerate() {
-                            let high = corner >> d & 1 == 1;
-                            w *= if high { t } else { 1.0 - t };
-                            off += if high { hi } else { lo } * is[d];
-                        }
-                        if w != 0.0 {
-                            acc += w * v[off];
-                        }
-                    }
-                    acc
-                })
-                .collect();
-            Tensor::from_f64(odt, oshape, &out)
+            Tensor::from_f64(odt, oshape, &p.apply(&x.to_f64_vec(), x.shape()))
         }
         ArgMax | ArgMin => {
             let x = x?;

@@ -21,6 +21,7 @@ pub mod interp;
 pub mod loops;
 pub mod op;
 pub mod plan;
+pub mod resize;
 pub mod tensor;
 pub mod text;
 

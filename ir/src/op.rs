@@ -297,6 +297,7 @@ impl OpKind {
                     ("exclude_outside", K::Int),
                     ("extrapolation_value", K::Float),
                     ("antialias", K::Int),
+                    ("axes", K::Ints),
                     ("keep_aspect_ratio_policy", K::Str),
                 ],
             ),

@@ -128,11 +128,12 @@ pub fn infer_and_fold(g: &mut Graph, mode: Inference) -> Result<usize, IrError> 
     Ok(folded)
 }
 
-/// Specialises symbolic dimensions, infers types, folds constants and verifies: the graph that
-/// lowering expects (every shape static, shape arithmetic folded).
+/// Specialises symbolic dimensions, infers types, folds constants, legalises (see
+/// [`crate::legalize`]) and verifies: the graph that lowering expects (every shape static, shape arithmetic folded).
 pub fn prepare(g: &Graph, bindings: &BTreeMap<String, usize>) -> Result<Graph, IrError> {
     let mut s = g.specialize(bindings);
     infer_and_fold(&mut s, Inference::Strict)?;
+    crate::legalize::legalize(&mut s)?;
     s.eliminate_dead_code();
     materialize_outputs(&mut s);
     s.infer_types()?;

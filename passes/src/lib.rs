@@ -14,6 +14,7 @@
 
 pub mod error;
 pub mod fold;
+pub mod legalize;
 pub mod lower;
 pub mod schedule;
 

@@ -349,10 +349,16 @@ pub(crate) fn resize(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErro
     let p = infer::resize_plan(
         cx.node,
         &s,
+        cx.consts.get(1).copied().flatten(),
         cx.consts.get(2).copied().flatten(),
         cx.consts.get(3).copied().flatten(),
     )
     .map_err(|e| cx.err(e))?;
+    if !p.direct() {
+        return Err(cx.err(
+            "this Resize mode is legalised to matrix products before lowering (legalize::resize)",
+        ));
+    }
     let dims = b.dims(&p.out);
     let oi = idx(&dims);
     let f = |v: f64| VExpr::f(v, F64);
@@ -360,24 +366,27 @@ pub(crate) fn resize(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErro
     // Per dimension: (low index, high index, weight of high) — or the identity.
     let mut taps: Vec<(IExpr, IExpr, Option<VExpr>)> = Vec::new();
     for d in 0..s.len() {
-        if p.out[d] == s[d] && p.scales[d] == 1.0 {
+        if p.is_identity(d, s[d]) {
             taps.push((oi[d].clone(), oi[d].clone(), None));
             continue;
         }
         let x = VExpr::Index(oi[d].clone(), F64);
-        let (sc, out_len, in_len) = (p.scales[d], p.out[d] as f64, s[d] as f64);
+        // As the reference: the real-valued output width `scale * input` (not the integer
+        // output size) enters the transformations.
+        let (sc, in_len) = (p.scales[d], s[d] as f64);
+        let width = sc * in_len;
         let src = match p.coord_mode.as_str() {
             "asymmetric" => VExpr::bin(BinOp::Div, x, f(sc)),
-            "align_corners" if out_len <= 1.0 => f(0.0),
-            "align_corners" => VExpr::bin(BinOp::Mul, x, f((in_len - 1.0) / (out_len - 1.0))),
-            "pytorch_half_pixel" if out_len <= 1.0 => f(0.0),
+            "align_corners" if width == 1.0 => f(0.0),
+            "align_corners" => VExpr::bin(BinOp::Mul, x, f((in_len - 1.0) / (width - 1.0))),
+            "pytorch_half_pixel" if width == 1.0 => f(-0.5),
             _ => VExpr::bin(
                 BinOp::Sub,
                 VExpr::bin(BinOp::Div, VExpr::bin(BinOp::Add, x, f(0.5)), f(sc)),
                 f(0.5),
             ),
         };
-        if p.linear {
+        if p.linear() {
             let fl = VExpr::un(UnOp::Floor, src.clone());
             let lo = to_index(fl.clone());
             taps.push((

@@ -1,0 +1,161 @@
+//! Legalisation: rewrites nodes the lowering has no direct kernel for into equivalent nodes it
+//! has, once shapes are static (inside [`crate::fold::prepare`]).
+//!
+//! Today: Resize in modes whose taps have no closed form in the loop IR (cubic, antialiased,
+//! tf_crop_and_resize, half_pixel_symmetric) becomes one matrix product per resized axis with
+//! a constant interpolation matrix built from [`ResizePlan::taps`] — the same taps the
+//! interpreter uses — plus a `Where` for extrapolated positions.
+//!
+//! Invariant: legalisation preserves the graph's meaning exactly up to float reassociation;
+//! the verifier runs after it, as after every pass.
+
+use tessera_ir::infer::ResizePlan;
+use tessera_ir::{DType, Graph, IrError, Node, OpKind, Tensor, ValueId};
+
+/// Rewrites every node that needs it; returns how many were rewritten.
+pub fn legalize(g: &mut Graph) -> Result<usize, IrError> {
+    let mut count = 0;
+    for ix in g.topo_order()? {
+        let n = g.node(ix).clone();
+        if n.op != OpKind::Resize {
+            continue;
+        }
+        let err = |msg: String| IrError::Node {
+            node: n.name.clone(),
+            op: n.op.name().into(),
+            msg,
+        };
+        let Some(x) = n.inputs.first().copied().flatten() else {
+            continue;
+        };
+        let ty = g.ty_of(x)?.clone();
+        let shape = ty
+            .static_shape()
+            .ok_or_else(|| err("Resize needs a static input shape".into()))?;
+        let c = |i: usize| n.inputs.get(i).copied().flatten().and_then(|v| g.initializers.get(&v));
+        let plan = tessera_ir::infer::resize_plan(&n, &shape, c(1), c(2), c(3)).map_err(err)?;
+        if plan.direct() {
+            continue;
+        }
+        if !ty.dtype.is_float() {
+            return Err(err(format!(
+                "Resize mode `{}` of {} is not supported",
+                plan.mode, ty.dtype
+            )));
+        }
+        g.remove_node(ix);
+        resize_by_matrices(g, &n, x, ty.dtype, &shape, &plan);
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Emits the per-axis matrix products replacing Resize node `n`.
+fn resize_by_matrices(
+    g: &mut Graph,
+    n: &Node,
+    x: ValueId,
+    dt: DType,
+    shape: &[usize],
+    plan: &ResizePlan,
+) {
+    let mut k = 0;
+    let mut fresh = |g: &mut Graph, what: &str| {
+        k += 1;
+        g.fresh_value(&format!("{}_{what}{k}", n.name))
+    };
+    let add = |g: &mut Graph, op: OpKind, inputs: Vec<ValueId>, attrs, out: ValueId| {
+        let name = format!("{}_{}", n.name, g.name_of(out));
+        g.add_node(Node {
+            name,
+            op,
+            attrs,
+            inputs: inputs.into_iter().map(Some).collect(),
+            outputs: vec![out],
+        });
+    };
+    let ints = |g: &mut Graph, fresh_v: ValueId, v: &[usize]| {
+        let name = g.name_of(fresh_v).to_string();
+        let vals: Vec<i64> = v.iter().map(|&d| d as i64).collect();
+        g.add_initializer(&name, Tensor::from_i64(DType::I64, vec![v.len()], &vals))
+    };
+    let mut cur = x;
+    let mut cur_shape = shape.to_vec();
+    let mut outside = vec![false; 1];
+    let mut outside_shape: Vec<usize> = Vec::new();
+    for d in 0..shape.len() {
+        if plan.is_identity(d, shape[d]) {
+            outside_shape.push(1);
+            continue;
+        }
+        let t = plan.taps(d, shape[d]);
+        let (il, ol) = (shape[d], plan.out[d]);
+        let (a, b): (usize, usize) = (
+            cur_shape[..d].iter().product(),
+            cur_shape[d + 1..].iter().product(),
+        );
+        // W[o, i] = sum of the weights of tap i for output o (0 for outside rows).
+        let mut w = vec![0.0; ol * il];
+        for o in 0..ol {
+            if t.outside[o] {
+                continue;
+            }
+            for j in 0..t.count {
+                w[o * il + t.index[o * t.count + j]] += t.weight[o * t.count + j];
+            }
+        }
+        let (wv, flat, prod, next) = (
+            fresh(g, "interp"),
+            fresh(g, "rows"),
+            fresh(g, "resized"),
+            fresh(g, "axis"),
+        );
+        let (w_shape, w_vals) = if b == 1 {
+            // Last axis: rows [a, in] x Wᵀ [in, out].
+            let mut wt = vec![0.0; il * ol];
+            for o in 0..ol {
+                for i in 0..il {
+                    wt[i * ol + o] = w[o * il + i];
+                }
+            }
+            (vec![il, ol], wt)
+        } else {
+            (vec![ol, il], w)
+        };
+        let wname = g.name_of(wv).to_string();
+        let wv = g.add_initializer(&wname, Tensor::from_f64(dt, w_shape, &w_vals));
+        let flat_shape = if b == 1 { vec![a, il] } else { vec![a, il, b] };
+        let fs = fresh(g, "shape");
+        let fs = ints(g, fs, &flat_shape);
+        add(g, OpKind::Reshape, vec![cur, fs], Default::default(), flat);
+        let inputs = if b == 1 { vec![flat, wv] } else { vec![wv, flat] };
+        add(g, OpKind::MatMul, inputs, Default::default(), prod);
+        cur_shape[d] = ol;
+        let ns = fresh(g, "shape");
+        let ns = ints(g, ns, &cur_shape);
+        add(g, OpKind::Reshape, vec![prod, ns], Default::default(), next);
+        cur = next;
+        // Outside positions: the union over axes, as a mask broadcast over the output.
+        let mut grown = Vec::with_capacity(outside.len() * ol);
+        for &prev in &outside {
+            for &o in &t.outside {
+                grown.push(prev || o);
+            }
+        }
+        outside = grown;
+        outside_shape.push(ol);
+    }
+    let out = n.outputs[0];
+    if outside.iter().any(|&o| o) {
+        let mv = fresh(g, "outside");
+        let mname = g.name_of(mv).to_string();
+        let vals: Vec<i64> = outside.iter().map(|&o| o as i64).collect();
+        let mask = g.add_initializer(&mname, Tensor::from_i64(DType::Bool, outside_shape, &vals));
+        let ev = fresh(g, "extrapolation");
+        let ename = g.name_of(ev).to_string();
+        let e = g.add_initializer(&ename, Tensor::from_f64(dt, vec![], &[plan.extrapolation]));
+        add(g, OpKind::Where, vec![mask, e, cur], Default::default(), out);
+    } else {
+        add(g, OpKind::Identity, vec![cur], Default::default(), out);
+    }
+}
