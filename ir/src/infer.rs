@@ -391,6 +391,31 @@ fn infer_shapes(
             x?;
             one(DType::I64, vec![])
         }
+        HannWindow | HammingWindow | BlackmanWindow | MelWeightMatrix => {
+            let code = n.attrs.int("output_datatype", 1)?;
+            let dt = DType::from_onnx_code(code as i32)
+                .ok_or_else(|| format!("unsupported output_datatype {code}"))?;
+            let scalar = |i: usize, what: &str| -> R<i64> {
+                match const_ints(c(i), what)?.as_slice() {
+                    [v] if *v >= 0 && *v < (1 << 31) => Ok(*v),
+                    v => Err(format!("`{what}` must be one non-negative value, is {v:?}")),
+                }
+            };
+            let shape = if n.op == MelWeightMatrix {
+                let bins = scalar(0, "num_mel_bins")? as usize;
+                let dft = scalar(1, "dft_length")? as usize;
+                vec![dft / 2 + 1, bins]
+            } else {
+                vec![scalar(0, "size")? as usize]
+            };
+            one(dt, shape.into_iter().map(Dim::Known).collect())
+        }
+        NonZero => {
+            let xx = x?;
+            let data = c(0).ok_or("NonZero needs its input's value (its output shape)")?;
+            let count = data.to_f64_vec().iter().filter(|&&v| v != 0.0).count();
+            one(DType::I64, vec![Dim::Known(xx.rank()), Dim::Known(count)])
+        }
         PRelu => {
             let (x, slope) = (x?, t(1)?);
             if slope.dtype != x.dtype {

@@ -463,6 +463,47 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
             )
         }
         Size => Tensor::from_i64(odt, oshape, &[x?.len() as i64]),
+        HannWindow | HammingWindow | BlackmanWindow => {
+            let size = oshape[0];
+            let periodic = n.attrs.int("periodic", 1)? != 0;
+            let denom = if periodic { size } else { size.saturating_sub(1) } as f64;
+            let pi = std::f64::consts::PI;
+            let v: Vec<f64> = (0..size)
+                .map(|i| {
+                    let t = i as f64 / denom;
+                    match n.op {
+                        HannWindow => (pi * t).sin().powi(2),
+                        HammingWindow => 25.0 / 46.0 - (21.0 / 46.0) * (2.0 * pi * t).cos(),
+                        _ => 0.42 - 0.5 * (2.0 * pi * t).cos() + 0.08 * (4.0 * pi * t).cos(),
+                    }
+                })
+                .collect();
+            Tensor::from_f64(odt, oshape, &v)
+        }
+        MelWeightMatrix => Tensor::from_f64(
+            odt,
+            oshape.clone(),
+            &mel_weight_matrix(
+                oshape[1],
+                a(1)?.get_i64(0),
+                a(2)?.get_i64(0),
+                a(3)?.get_f64(0),
+                a(4)?.get_f64(0),
+            ),
+        ),
+        NonZero => {
+            let x = x?;
+            let (s, v) = (x.shape(), x.to_f64_vec());
+            let hits: Vec<usize> = (0..v.len()).filter(|&i| v[i] != 0.0).collect();
+            let st = strides(s);
+            let mut out = vec![0i64; s.len() * hits.len()];
+            for (j, &h) in hits.iter().enumerate() {
+                for d in 0..s.len() {
+                    out[d * hits.len() + j] = (h / st[d] % s[d]) as i64;
+                }
+            }
+            Tensor::from_i64(odt, oshape, &out)
+        }
         Not => Tensor::from_i64(
             odt,
             oshape,
@@ -1403,4 +1444,42 @@ fn scatter(n: &Node, x: &Tensor, ind: &Tensor, upd: &Tensor) -> R<Tensor> {
         }
     }
     Ok(Tensor::from_f64(x.dtype(), x.shape().to_vec(), &out))
+}
+
+/// MelWeightMatrix as onnx's reference computes it: triangular filters on the mel scale,
+/// `[dft_length / 2 + 1, num_mel_bins]` row-major.
+fn mel_weight_matrix(bins: usize, dft: i64, rate: i64, lo_hz: f64, hi_hz: f64) -> Vec<f64> {
+    let spec = (dft / 2 + 1) as usize;
+    let mel = |hz: f64| 2595.0 * (hz / 700.0).ln_1p() / 10f64.ln();
+    let (lo, hi) = (mel(lo_hz), mel(hi_hz));
+    let step = (hi - lo) / (bins + 2) as f64;
+    let freq: Vec<i64> = (0..bins + 2)
+        .map(|i| {
+            let m = i as f64 * step + lo;
+            let hz = 700.0 * (m / 2595.0 * 10f64.ln()).exp_m1();
+            (((dft + 1) as f64 * hz) / rate as f64).floor() as i64
+        })
+        .collect();
+    let mut out = vec![0.0; spec * bins];
+    let mut set = |j: i64, i: usize, v: f64| {
+        if j >= 0 && (j as usize) < spec {
+            out[j as usize * bins + i] = v;
+        }
+    };
+    for i in 0..bins {
+        let (l, c, h) = (freq[i], freq[i + 1], freq[i + 2]);
+        if c == l {
+            set(c, i, 1.0);
+        } else {
+            for j in l..=c {
+                set(j, i, (j - l) as f64 / (c - l) as f64);
+            }
+        }
+        if h > c {
+            for j in c..h {
+                set(j, i, (h - j) as f64 / (h - c) as f64);
+            }
+        }
+    }
+    out
 }

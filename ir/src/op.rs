@@ -126,6 +126,11 @@ ops!(
     GatherND,
     ScatterElements,
     ScatterND,
+    HannWindow,
+    HammingWindow,
+    BlackmanWindow,
+    MelWeightMatrix,
+    NonZero,
 );
 
 impl OpKind {
@@ -143,6 +148,11 @@ impl OpKind {
             Resize => &[1, 2, 3],
             ConstantOfShape => &[0],
             Trilu => &[1],
+            // Generators: the output is a function of these inputs' values alone.
+            HannWindow | HammingWindow | BlackmanWindow => &[0],
+            MelWeightMatrix => &[0, 1, 2, 3, 4],
+            // The output shape is the number of non-zero elements.
+            NonZero => &[0],
             _ => &[],
         }
     }
@@ -358,6 +368,13 @@ impl OpKind {
                 s(2, 2, NONE)
             }
             Mod => s(2, 2, &[("fmod", K::Int)]),
+            HannWindow | HammingWindow | BlackmanWindow => s(
+                1,
+                1,
+                &[("periodic", K::Int), ("output_datatype", K::Int)],
+            ),
+            MelWeightMatrix => s(5, 5, &[("output_datatype", K::Int)]),
+            NonZero => s(1, 1, NONE),
             GatherElements | GatherND => s(2, 2, &[("axis", K::Int), ("batch_dims", K::Int)]),
             ScatterElements | ScatterND => {
                 s(3, 3, &[("axis", K::Int), ("reduction", K::Str)])
