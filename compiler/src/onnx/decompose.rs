@@ -241,3 +241,313 @@ pub(super) fn nll_loss(
     }
     Ok(())
 }
+
+impl Decomposer<'_> {
+    /// `Cast(v, to)` unless `v` already has that dtype.
+    pub fn cast(&mut self, v: ValueId, to: DType) -> Result<ValueId, String> {
+        if self.ty(v)?.dtype == to {
+            return Ok(v);
+        }
+        Ok(self.op(OpKind::Cast, &[v], &[("to", int(to.onnx_code() as i64))]))
+    }
+
+    /// `x - zero_point` in i32, the zero point reshaped to `[n, 1, …]` (rank `rank`) when it is
+    /// per-row / per-channel along axis `per_axis`.
+    fn minus_zero_point(
+        &mut self,
+        x: ValueId,
+        zp: Option<ValueId>,
+        per_axis: Option<(usize, usize)>,
+    ) -> Result<ValueId, String> {
+        let xi = self.cast(x, DType::I32)?;
+        let Some(zp) = zp else { return Ok(xi) };
+        let zi = self.cast(zp, DType::I32)?;
+        let zi = match per_axis {
+            Some((axis, rank)) if self.ty(zp)?.rank() == 1 => {
+                let mut shape = vec![1i64; rank - axis];
+                shape[0] = -1;
+                let s = self.ints("zp_shape", &shape);
+                self.op(OpKind::Reshape, &[zi, s], &[])
+            }
+            _ => zi,
+        };
+        Ok(self.op(OpKind::Sub, &[xi, zi], &[]))
+    }
+
+    /// Requantises an i32 accumulator: `saturate(round(acc · multiplier) + zero_point)` in f64
+    /// (as onnx's reference promotes), cast to `to`.
+    fn requantize(
+        &mut self,
+        acc: ValueId,
+        multiplier: ValueId,
+        zero_point: Option<ValueId>,
+        to: DType,
+    ) -> Result<ValueId, String> {
+        let accf = self.cast(acc, DType::F64)?;
+        let m = self.cast(multiplier, DType::F64)?;
+        let scaled = self.op(OpKind::Mul, &[accf, m], &[]);
+        let shifted = match zero_point {
+            Some(z) => {
+                let zf = self.cast(z, DType::F64)?;
+                self.op(OpKind::Add, &[scaled, zf], &[])
+            }
+            None => scaled,
+        };
+        let rounded = self.op(OpKind::Round, &[shifted], &[]);
+        let (lo, hi) = if to == DType::I8 { (-128.0, 127.0) } else { (0.0, 255.0) };
+        let (lo, hi) = (
+            self.scalar("qmin", DType::F64, lo),
+            self.scalar("qmax", DType::F64, hi),
+        );
+        let clipped = self.op(OpKind::Clip, &[rounded, lo, hi], &[]);
+        self.cast(clipped, to)
+    }
+}
+
+/// MatMulInteger / ConvInteger / QLinearMatMul / QLinearConv: integer products of
+/// zero-point-shifted operands in i32, requantised for the QLinear forms.
+pub(super) fn quantized_product(
+    d: &mut Decomposer,
+    op_type: &str,
+    inputs: &[Option<ValueId>],
+    attrs: &Attrs,
+    out: ValueId,
+) -> Result<(), String> {
+    let get = |i: usize| inputs.get(i).copied().flatten();
+    let need = |i: usize| get(i).ok_or_else(|| format!("{op_type} needs input {i}"));
+    let conv = op_type.contains("Conv");
+    let product_op = if conv { OpKind::Conv } else { OpKind::MatMul };
+    let conv_attrs: Vec<(&str, Attr)> = attrs
+        .iter()
+        .filter(|_| conv)
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    let (a, a_zp, b, b_zp) = match op_type {
+        "MatMulInteger" | "ConvInteger" => (need(0)?, get(2), need(1)?, get(3)),
+        _ => (need(0)?, get(2), need(3)?, get(5)),
+    };
+    let a_rank = d.ty(a)?.rank();
+    let b_rank = d.ty(b)?.rank();
+    // Per-row zero points of A (matmul), per-output-channel ones of W (conv).
+    let a_axis = (!conv).then(|| (a_rank.saturating_sub(2), a_rank));
+    let b_axis = conv.then_some((0, b_rank));
+    let ai = d.minus_zero_point(a, a_zp, a_axis)?;
+    let bi = d.minus_zero_point(b, b_zp, b_axis)?;
+    let acc = d.im.g.fresh_value(&format!("{}_acc", d.node));
+    d.op_to(product_op, &[Some(ai), Some(bi)], &conv_attrs, acc);
+    if matches!(op_type, "MatMulInteger" | "ConvInteger") {
+        d.op_to(OpKind::Identity, &[Some(acc)], &[], out);
+        return Ok(());
+    }
+    // QLinear: multiplier = a_scale · b_scale / y_scale (in the scales' f32).
+    let (a_scale, b_scale, y_scale, y_zp) = (need(1)?, need(4)?, need(6)?, get(7));
+    let a_scale = match d.ty(a_scale)?.rank() {
+        1 if !conv => {
+            let s = d.ints("scale_shape", &[-1, 1]);
+            d.op(OpKind::Reshape, &[a_scale, s], &[])
+        }
+        _ => a_scale,
+    };
+    let b_scale = match d.ty(b_scale)?.rank() {
+        1 if conv => {
+            let s = d.ints("scale_shape", &[1, -1, 1, 1]);
+            d.op(OpKind::Reshape, &[b_scale, s], &[])
+        }
+        _ => b_scale,
+    };
+    let ab = d.op(OpKind::Mul, &[a_scale, b_scale], &[]);
+    let m = d.op(OpKind::Div, &[ab, y_scale], &[]);
+    let acc = match get(8).filter(|_| conv) {
+        Some(bias) => {
+            let bias = d.cast(bias, DType::I32)?;
+            let s = d.ints("bias_shape", &[1, -1, 1, 1]);
+            let bias = d.op(OpKind::Reshape, &[bias, s], &[]);
+            d.op(OpKind::Add, &[acc, bias], &[])
+        }
+        None => acc,
+    };
+    let to = match y_zp {
+        Some(z) => d.ty(z)?.dtype,
+        None => d.ty(a)?.dtype,
+    };
+    let y = d.requantize(acc, m, y_zp, to)?;
+    d.op_to(OpKind::Identity, &[Some(y)], &[], out);
+    Ok(())
+}
+
+/// DynamicQuantizeLinear: u8 quantisation with a scale and zero point from the data's range
+/// (including 0), in f32 as the reference computes it.
+pub(super) fn dynamic_quantize(
+    d: &mut Decomposer,
+    x: ValueId,
+    outputs: &[Option<ValueId>],
+) -> Result<(), String> {
+    let f = DType::F32;
+    let keep0 = [("keepdims", int(0))];
+    let zero = d.scalar("zero", f, 0.0);
+    let mx = d.op(OpKind::ReduceMax, &[x], &keep0);
+    let mx = d.op(OpKind::Max, &[mx, zero], &[]);
+    let mn = d.op(OpKind::ReduceMin, &[x], &keep0);
+    let mn = d.op(OpKind::Min, &[mn, zero], &[]);
+    let range = d.op(OpKind::Sub, &[mx, mn], &[]);
+    let same = d.op(OpKind::Equal, &[mx, mn], &[]);
+    let one = d.scalar("one", f, 1.0);
+    let range = d.op(OpKind::Where, &[same, one, range], &[]);
+    let q = d.scalar("qrange", f, 255.0);
+    let scale = d.op(OpKind::Div, &[range, q], &[]);
+    let ratio = d.op(OpKind::Div, &[mn, scale], &[]);
+    let izp = d.op(OpKind::Sub, &[zero, ratio], &[]);
+    let zp = d.op(OpKind::Clip, &[izp, zero, q], &[]);
+    let zp = d.op(OpKind::Round, &[zp], &[]);
+    let xs = d.op(OpKind::Div, &[x, scale], &[]);
+    let xs = d.op(OpKind::Round, &[xs], &[]);
+    let y = d.op(OpKind::Add, &[xs, zp], &[]);
+    let y = d.op(OpKind::Clip, &[y, zero, q], &[]);
+    let u8c = [("to", int(DType::U8.onnx_code() as i64))];
+    if let Some(o) = outputs.first().copied().flatten() {
+        d.op_to(OpKind::Cast, &[Some(y)], &u8c, o);
+    }
+    if let Some(o) = outputs.get(1).copied().flatten() {
+        d.op_to(OpKind::Identity, &[Some(scale)], &[], o);
+    }
+    if let Some(o) = outputs.get(2).copied().flatten() {
+        d.op_to(OpKind::Cast, &[Some(zp)], &u8c, o);
+    }
+    Ok(())
+}
+
+/// `(x - mean) / sqrt(var + eps)` over `axes` (keepdims), the statistics of every
+/// normalisation below; returns (normalised, mean, population variance).
+fn standardize(
+    d: &mut Decomposer,
+    x: ValueId,
+    axes: &[i64],
+    eps: f64,
+    dt: DType,
+) -> (ValueId, ValueId, ValueId) {
+    let ax = d.ints("axes", axes);
+    let mean = d.op(OpKind::ReduceMean, &[x, ax], &[]);
+    let centered = d.op(OpKind::Sub, &[x, mean], &[]);
+    let sq = d.op(OpKind::Mul, &[centered, centered], &[]);
+    let var = d.op(OpKind::ReduceMean, &[sq, ax], &[]);
+    let e = d.scalar("epsilon", dt, eps);
+    let ve = d.op(OpKind::Add, &[var, e], &[]);
+    let sd = d.op(OpKind::Sqrt, &[ve], &[]);
+    (d.op(OpKind::Div, &[centered, sd], &[]), mean, var)
+}
+
+/// MeanVarianceNormalization: `(x - mean) / (sqrt(E[x²] - mean²) + 1e-9)` over `axes`.
+pub(super) fn mean_variance_norm(
+    d: &mut Decomposer,
+    x: ValueId,
+    attrs: &Attrs,
+    out: ValueId,
+) -> Result<(), String> {
+    use tessera_ir::AttrsExt;
+    let axes = attrs.ints("axes")?.unwrap_or_else(|| vec![0, 2, 3]);
+    let dt = d.ty(x)?.dtype;
+    let ax = d.ints("axes", &axes);
+    let mean = d.op(OpKind::ReduceMean, &[x, ax], &[]);
+    let sq = d.op(OpKind::Mul, &[x, x], &[]);
+    let sq_mean = d.op(OpKind::ReduceMean, &[sq, ax], &[]);
+    let mean_sq = d.op(OpKind::Mul, &[mean, mean], &[]);
+    let var = d.op(OpKind::Sub, &[sq_mean, mean_sq], &[]);
+    let sd = d.op(OpKind::Sqrt, &[var], &[]);
+    let e = d.scalar("epsilon", dt, 1e-9);
+    let den = d.op(OpKind::Add, &[sd, e], &[]);
+    let centered = d.op(OpKind::Sub, &[x, mean], &[]);
+    d.op_to(OpKind::Div, &[Some(centered), Some(den)], &[], out);
+    Ok(())
+}
+
+/// GroupNormalization (opset 21: per-channel scale and bias; opset 18: per-group).
+pub(super) fn group_norm(
+    d: &mut Decomposer,
+    inputs: &[Option<ValueId>],
+    attrs: &Attrs,
+    opset: i64,
+    out: ValueId,
+) -> Result<(), String> {
+    use tessera_ir::AttrsExt;
+    let x = inputs[0].ok_or("GroupNormalization needs X")?;
+    let (scale, bias) = (
+        inputs.get(1).copied().flatten().ok_or("needs scale")?,
+        inputs.get(2).copied().flatten().ok_or("needs bias")?,
+    );
+    let ty = d.ty(x)?;
+    let groups = attrs.int("num_groups", 0)?;
+    let eps = attrs.float("epsilon", 1e-5)?;
+    let c = ty.shape.get(1).and_then(|c| c.known()).ok_or("needs a known channel count")? as i64;
+    if groups <= 0 || c % groups != 0 {
+        return Err(format!("{c} channels do not split into {groups} groups"));
+    }
+    let stash = if attrs.int("stash_type", 1)? == 1 { DType::F32 } else { ty.dtype };
+    let xs = d.cast(x, stash)?;
+    let grouped_shape = d.ints("grouped", &[0, groups, -1]);
+    let g = d.op(OpKind::Reshape, &[xs, grouped_shape], &[]);
+    let (normed, _, _) = standardize(d, g, &[2], eps, stash);
+    let shape = d.op(OpKind::Shape, &[x], &[]);
+    let normed = d.op(OpKind::Reshape, &[normed, shape], &[]);
+    let normed = d.cast(normed, ty.dtype)?;
+    let per_channel = |d: &mut Decomposer, v: ValueId| -> Result<ValueId, String> {
+        let v = if opset < 21 {
+            // One value per group, repeated over the group's channels.
+            let s = d.ints("group_col", &[groups, 1]);
+            let col = d.op(OpKind::Reshape, &[v, s], &[]);
+            let rep = d.ints("group_rep", &[groups, c / groups]);
+            let full = d.op(OpKind::Expand, &[col, rep], &[]);
+            let flat = d.ints("flat", &[c]);
+            d.op(OpKind::Reshape, &[full, flat], &[])
+        } else {
+            v
+        };
+        let mut s = vec![1i64; ty.rank()];
+        s[1] = c;
+        let s = d.ints("channel_shape", &s);
+        Ok(d.op(OpKind::Reshape, &[v, s], &[]))
+    };
+    let sc = per_channel(d, scale)?;
+    let bi = per_channel(d, bias)?;
+    let y = d.op(OpKind::Mul, &[normed, sc], &[]);
+    d.op_to(OpKind::Add, &[Some(y), Some(bi)], &[], out);
+    Ok(())
+}
+
+/// BatchNormalization with `training_mode = 1`: batch statistics normalise the input, and the
+/// running mean and variance outputs are updated with `momentum`.
+pub(super) fn batch_norm_training(
+    d: &mut Decomposer,
+    inputs: &[Option<ValueId>],
+    attrs: &Attrs,
+    outputs: &[Option<ValueId>],
+) -> Result<(), String> {
+    use tessera_ir::AttrsExt;
+    let need = |i: usize| inputs.get(i).copied().flatten().ok_or(format!("needs input {i}"));
+    let (x, scale, bias, mean, var) = (need(0)?, need(1)?, need(2)?, need(3)?, need(4)?);
+    let ty = d.ty(x)?;
+    let eps = attrs.float("epsilon", 1e-5)?;
+    let momentum = attrs.float("momentum", 0.9)?;
+    let axes: Vec<i64> = (0..ty.rank() as i64).filter(|&a| a != 1).collect();
+    let (normed, bmean, bvar) = standardize(d, x, &axes, eps, ty.dtype);
+    let mut s = vec![1i64; ty.rank()];
+    s[1] = -1;
+    let cs = d.ints("channel_shape", &s);
+    let sc = d.op(OpKind::Reshape, &[scale, cs], &[]);
+    let bi = d.op(OpKind::Reshape, &[bias, cs], &[]);
+    let y = d.op(OpKind::Mul, &[normed, sc], &[]);
+    if let Some(o) = outputs.first().copied().flatten() {
+        d.op_to(OpKind::Add, &[Some(y), Some(bi)], &[], o);
+    }
+    let flat = d.ints("flat", &[-1]);
+    let m = d.scalar("momentum", ty.dtype, momentum);
+    let m1 = d.scalar("one_minus_momentum", ty.dtype, 1.0 - momentum);
+    for (k, (running, batch)) in [(mean, bmean), (var, bvar)].into_iter().enumerate() {
+        if let Some(o) = outputs.get(k + 1).copied().flatten() {
+            let b = d.op(OpKind::Reshape, &[batch, flat], &[]);
+            let old = d.op(OpKind::Mul, &[running, m], &[]);
+            let new = d.op(OpKind::Mul, &[b, m1], &[]);
+            d.op_to(OpKind::Add, &[Some(old), Some(new)], &[], o);
+        }
+    }
+    Ok(())
+}

@@ -449,6 +449,64 @@ impl Importer {
                 decompose::layer_norm(&mut d, &inputs, &attrs, &out_opt).map_err(err)?;
                 return Ok(());
             }
+            "MatMulInteger" | "ConvInteger" | "QLinearMatMul" | "QLinearConv" => {
+                let mut d = decompose::Decomposer::new(self, &name);
+                decompose::quantized_product(&mut d, &op_type, &inputs, &attrs, outputs[0])
+                    .map_err(err)?;
+                return Ok(());
+            }
+            "DynamicQuantizeLinear" => {
+                let x = input(0).ok_or_else(|| err("needs an input".into()))?;
+                let mut d = decompose::Decomposer::new(self, &name);
+                decompose::dynamic_quantize(&mut d, x, &out_opt).map_err(err)?;
+                return Ok(());
+            }
+            "MeanVarianceNormalization" => {
+                let x = input(0).ok_or_else(|| err("needs an input".into()))?;
+                let mut d = decompose::Decomposer::new(self, &name);
+                decompose::mean_variance_norm(&mut d, x, &attrs, outputs[0]).map_err(err)?;
+                return Ok(());
+            }
+            "GroupNormalization" => {
+                let mut d = decompose::Decomposer::new(self, &name);
+                decompose::group_norm(&mut d, &inputs, &attrs, opset, outputs[0]).map_err(err)?;
+                return Ok(());
+            }
+            "BatchNormalization" if attr_int(&attrs, "training_mode", 0) != 0 => {
+                let mut d = decompose::Decomposer::new(self, &name);
+                decompose::batch_norm_training(&mut d, &inputs, &attrs, &out_opt).map_err(err)?;
+                return Ok(());
+            }
+            "Upsample" => {
+                // Upsample is Resize with asymmetric coordinates and floor rounding.
+                let x = input(0).ok_or_else(|| err("needs an input".into()))?;
+                let mode = match attrs.get("mode") {
+                    Some(Attr::Str(m)) if m == "linear" || m == "bilinear" => "linear",
+                    _ => "nearest",
+                };
+                let mut d = decompose::Decomposer::new(self, &name);
+                let scales = match (input(1), attrs.get("scales")) {
+                    (Some(s), _) => s,
+                    (None, Some(Attr::Floats(f))) => {
+                        d.constant("scales", Tensor::from_f64(DType::F32, vec![f.len()], f))
+                    }
+                    _ => return Err(err("Upsample needs scales".into())),
+                };
+                d.op_to(
+                    OpKind::Resize,
+                    &[Some(x), None, Some(scales)],
+                    &[
+                        ("mode", Attr::Str(mode.into())),
+                        (
+                            "coordinate_transformation_mode",
+                            Attr::Str("asymmetric".into()),
+                        ),
+                        ("nearest_mode", Attr::Str("floor".into())),
+                    ],
+                    outputs[0],
+                );
+                return Ok(());
+            }
             "NegativeLogLikelihoodLoss" => {
                 let (x, t) = (
                     input(0).ok_or_else(|| err("needs input and target".into()))?,
