@@ -551,3 +551,65 @@ pub(super) fn batch_norm_training(
     }
     Ok(())
 }
+
+/// QuantizeLinear (`saturate(round(x / scale) + zero_point)`) and DequantizeLinear
+/// (`(x - zero_point) · scale`), per tensor or per `axis` (1-D scale and zero point).
+pub(super) fn quantize_linear(
+    d: &mut Decomposer,
+    quantize: bool,
+    inputs: &[Option<ValueId>],
+    attrs: &Attrs,
+    out: ValueId,
+) -> Result<(), String> {
+    use tessera_ir::AttrsExt;
+    let x = inputs[0].ok_or("needs an input")?;
+    let scale = inputs.get(1).copied().flatten().ok_or("needs a scale")?;
+    let zp = inputs.get(2).copied().flatten();
+    let rank = d.ty(x)?.rank();
+    let axis_attr = attrs.int("axis", 1)?;
+    // A 1-D scale / zero point runs along `axis`.
+    let along_axis = |d: &mut Decomposer, v: ValueId| -> Result<ValueId, String> {
+        if d.ty(v)?.rank() != 1 || rank <= 1 {
+            return Ok(v);
+        }
+        let axis = tessera_ir::infer::norm_axis(axis_attr, rank)?;
+        let mut s = vec![1i64; rank - axis];
+        s[0] = -1;
+        let s = d.ints("axis_shape", &s);
+        Ok(d.op(OpKind::Reshape, &[v, s], &[]))
+    };
+    let scale = along_axis(d, scale)?;
+    let zp = zp.map(|z| along_axis(d, z)).transpose()?;
+    let sdt = d.ty(scale)?.dtype;
+    if quantize {
+        let to = match zp {
+            Some(z) => d.ty(z)?.dtype,
+            None => DType::U8,
+        };
+        let q = d.op(OpKind::Div, &[x, scale], &[]);
+        let q = d.op(OpKind::Round, &[q], &[]);
+        let q = match zp {
+            Some(z) => {
+                let zf = d.cast(z, sdt)?;
+                d.op(OpKind::Add, &[q, zf], &[])
+            }
+            None => q,
+        };
+        let (lo, hi) = if to == DType::I8 { (-128.0, 127.0) } else { (0.0, 255.0) };
+        let (lo, hi) = (d.scalar("qmin", sdt, lo), d.scalar("qmax", sdt, hi));
+        let q = d.op(OpKind::Clip, &[q, lo, hi], &[]);
+        d.op_to(OpKind::Cast, &[Some(q)], &[("to", int(to.onnx_code() as i64))], out);
+    } else {
+        let xi = d.cast(x, DType::I32)?;
+        let centered = match zp {
+            Some(z) => {
+                let zi = d.cast(z, DType::I32)?;
+                d.op(OpKind::Sub, &[xi, zi], &[])
+            }
+            None => xi,
+        };
+        let f = d.cast(centered, sdt)?;
+        d.op_to(OpKind::Mul, &[Some(f), Some(scale)], &[], out);
+    }
+    Ok(())
+}

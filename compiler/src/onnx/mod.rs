@@ -455,6 +455,12 @@ impl Importer {
                     .map_err(err)?;
                 return Ok(());
             }
+            "QuantizeLinear" | "DequantizeLinear" => {
+                let mut d = decompose::Decomposer::new(self, &name);
+                let q = op_type == "QuantizeLinear";
+                decompose::quantize_linear(&mut d, q, &inputs, &attrs, outputs[0]).map_err(err)?;
+                return Ok(());
+            }
             "DynamicQuantizeLinear" => {
                 let x = input(0).ok_or_else(|| err("needs an input".into()))?;
                 let mut d = decompose::Decomposer::new(self, &name);
