@@ -410,6 +410,15 @@ fn infer_shapes(
             };
             one(dt, shape.into_iter().map(Dim::Known).collect())
         }
+        DFT => {
+            let xx = x?;
+            if !xx.dtype.is_float() {
+                return Err(format!("needs a float input, got {}", xx.dtype));
+            }
+            let s = xx.static_shape().ok_or("DFT needs a static input shape")?;
+            let p = crate::signal::dft_plan(n, &s, c(1), c(2))?;
+            one(xx.dtype, p.out_shape(&s).into_iter().map(Dim::Known).collect())
+        }
         NonZero => {
             let xx = x?;
             let data = c(0).ok_or("NonZero needs its input's value (its output shape)")?;

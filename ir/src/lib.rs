@@ -22,6 +22,7 @@ pub mod loops;
 pub mod op;
 pub mod plan;
 pub mod resize;
+pub mod signal;
 pub mod tensor;
 pub mod text;
 

@@ -131,6 +131,7 @@ ops!(
     BlackmanWindow,
     MelWeightMatrix,
     NonZero,
+    DFT,
 );
 
 impl OpKind {
@@ -153,6 +154,7 @@ impl OpKind {
             MelWeightMatrix => &[0, 1, 2, 3, 4],
             // The output shape is the number of non-zero elements.
             NonZero => &[0],
+            DFT => &[1, 2],
             _ => &[],
         }
     }
@@ -375,6 +377,7 @@ impl OpKind {
             ),
             MelWeightMatrix => s(5, 5, &[("output_datatype", K::Int)]),
             NonZero => s(1, 1, NONE),
+            DFT => s(1, 3, &[("inverse", K::Int), ("onesided", K::Int)]),
             GatherElements | GatherND => s(2, 2, &[("axis", K::Int), ("batch_dims", K::Int)]),
             ScatterElements | ScatterND => {
                 s(3, 3, &[("axis", K::Int), ("reduction", K::Str)])

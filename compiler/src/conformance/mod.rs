@@ -27,7 +27,21 @@ pub const DEFAULT_RTOL: f64 = 1e-3;
 pub const DEFAULT_ATOL: f64 = 1e-7;
 
 /// Tests that need a looser tolerance than the default: (test name, rtol, atol, why).
-pub const TOLERANCE_OVERRIDES: &[(&str, f64, f64, &str)] = &[];
+pub const TOLERANCE_OVERRIDES: &[(&str, f64, f64, &str)] = &[
+    (
+        "test_dft_inverse",
+        DEFAULT_RTOL,
+        1e-6,
+        "the expected output is numpy's float32 FFT, whose round-off (~2e-7) sits where the \
+         exact value is 0; tessera sums in f64, so those entries differ by more than atol 1e-7",
+    ),
+    (
+        "test_dft_inverse_opset19",
+        DEFAULT_RTOL,
+        1e-6,
+        "as test_dft_inverse (the same data at opset 19)",
+    ),
+];
 
 /// Highest default-domain opset in scope (the importer's).
 pub const MAX_OPSET: i64 = crate::onnx::MAX_OPSET;

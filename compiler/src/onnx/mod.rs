@@ -709,6 +709,16 @@ impl Importer {
             inputs.resize(1, None);
             inputs.push(Some(c));
         }
+        if op == OpKind::DFT && opset < 20 {
+            // Before opset 20 the axis is an attribute (default 1).
+            let axis = match take(&mut attrs, "axis") {
+                Some(Attr::Int(a)) => a,
+                _ => 1,
+            };
+            let c = self.const_input(&name, "axis", Tensor::from_i64(DType::I64, vec![], &[axis]));
+            inputs.resize(2, None);
+            inputs.push(Some(c));
+        }
         if op == OpKind::Clip && opset < 11 {
             let lo = take(&mut attrs, "min");
             let hi = take(&mut attrs, "max");

@@ -9,6 +9,7 @@ mod data;
 mod elementwise;
 mod linalg;
 mod nn;
+mod signal;
 
 use crate::error::PassError;
 use tessera_ir::loops::{BufRole, Buffer, IExpr, Loop, LoopKind, LoopProgram, Stmt, VExpr};
@@ -251,6 +252,7 @@ fn lower_node(g: &Graph, n: &Node, index: usize) -> Result<Kernel, PassError> {
         Trilu => data::trilu(&cx, &mut b)?,
         Resize => data::resize(&cx, &mut b)?,
         ArgMax | ArgMin => nn::arg_extreme(&cx, &mut b)?,
+        DFT => signal::dft(&cx, &mut b)?,
         CumSum => data::cumsum(&cx, &mut b)?,
         Constant | Shape | Size => data::constant(&cx, &mut b)?,
         _ if n.op.is_elementwise() => elementwise::elementwise(&cx, &mut b)?,
