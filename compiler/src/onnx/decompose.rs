@@ -613,3 +613,34 @@ pub(super) fn quantize_linear(
     }
     Ok(())
 }
+
+/// CenterCropPad as a Pad with signed amounts: per axis `diff = target - size`, begin
+/// `diff / 2` (truncating: the reference's floor for padding, its centred start for
+/// cropping), end `diff - begin`; negative amounts crop.
+pub(super) fn center_crop_pad(
+    d: &mut Decomposer,
+    x: ValueId,
+    target: ValueId,
+    attrs: &Attrs,
+    out: ValueId,
+) -> Result<(), String> {
+    use tessera_ir::AttrsExt;
+    let rank = d.ty(x)?.rank() as i64;
+    let axes = attrs.ints("axes")?.unwrap_or_else(|| (0..rank).collect());
+    let axes_c = d.ints("axes", &axes);
+    let shape = d.op(OpKind::Shape, &[x], &[]);
+    let dims = d.op(OpKind::Gather, &[shape, axes_c], &[]);
+    let target = d.cast(target, DType::I64)?;
+    let diff = d.op(OpKind::Sub, &[target, dims], &[]);
+    let two = d.constant("two", Tensor::from_i64(DType::I64, vec![], &[2]));
+    let begin = d.op(OpKind::Div, &[diff, two], &[]);
+    let end = d.op(OpKind::Sub, &[diff, begin], &[]);
+    let pads = d.op(OpKind::Concat, &[begin, end], &[("axis", int(0))]);
+    d.op_to(
+        OpKind::Pad,
+        &[Some(x), Some(pads), None, Some(axes_c)],
+        &[],
+        out,
+    );
+    Ok(())
+}

@@ -467,6 +467,15 @@ impl Importer {
                 decompose::dynamic_quantize(&mut d, x, &out_opt).map_err(err)?;
                 return Ok(());
             }
+            "CenterCropPad" => {
+                let (x, t) = (
+                    input(0).ok_or_else(|| err("needs input and shape".into()))?,
+                    input(1).ok_or_else(|| err("needs input and shape".into()))?,
+                );
+                let mut d = decompose::Decomposer::new(self, &name);
+                decompose::center_crop_pad(&mut d, x, t, &attrs, outputs[0]).map_err(err)?;
+                return Ok(());
+            }
             "MeanVarianceNormalization" => {
                 let x = input(0).ok_or_else(|| err("needs an input".into()))?;
                 let mut d = decompose::Decomposer::new(self, &name);
