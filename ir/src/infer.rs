@@ -419,6 +419,11 @@ fn infer_shapes(
             let p = crate::signal::dft_plan(n, &s, c(1), c(2))?;
             one(xx.dtype, p.out_shape(&s).into_iter().map(Dim::Known).collect())
         }
+        NonMaxSuppression => {
+            let found = crate::detect::non_max_suppression(n, consts)
+                .map_err(|e| format!("{e} (NonMaxSuppression needs its inputs' values)"))?;
+            one(DType::I64, vec![Dim::Known(found.len()), Dim::Known(3)])
+        }
         NonZero => {
             let xx = x?;
             let data = c(0).ok_or("NonZero needs its input's value (its output shape)")?;

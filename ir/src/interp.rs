@@ -501,6 +501,11 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
             )?;
             Tensor::from_f64(odt, oshape, &p.apply(&x.to_f64_vec(), x.shape()))
         }
+        NonMaxSuppression => {
+            let found = crate::detect::non_max_suppression(n, args)?;
+            let flat: Vec<i64> = found.iter().flatten().copied().collect();
+            Tensor::from_i64(odt, oshape, &flat)
+        }
         NonZero => {
             let x = x?;
             let (s, v) = (x.shape(), x.to_f64_vec());

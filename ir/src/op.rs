@@ -132,6 +132,7 @@ ops!(
     MelWeightMatrix,
     NonZero,
     DFT,
+    NonMaxSuppression,
 );
 
 impl OpKind {
@@ -155,6 +156,7 @@ impl OpKind {
             // The output shape is the number of non-zero elements.
             NonZero => &[0],
             DFT => &[1, 2],
+            NonMaxSuppression => &[0, 1, 2, 3, 4],
             _ => &[],
         }
     }
@@ -377,6 +379,7 @@ impl OpKind {
             ),
             MelWeightMatrix => s(5, 5, &[("output_datatype", K::Int)]),
             NonZero => s(1, 1, NONE),
+            NonMaxSuppression => s(2, 5, &[("center_point_box", K::Int)]),
             DFT => s(1, 3, &[("inverse", K::Int), ("onesided", K::Int)]),
             GatherElements | GatherND => s(2, 2, &[("axis", K::Int), ("batch_dims", K::Int)]),
             ScatterElements | ScatterND => {
