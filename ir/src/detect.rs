@@ -34,7 +34,12 @@ pub fn non_max_suppression(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<[i64; 3]
                 let (hw, hh) = (v[2] / 2.0, v[3] / 2.0);
                 [v[0] - hw, v[0] + hw, v[1] - hh, v[1] + hh]
             } else {
-                [v[1].min(v[3]), v[1].max(v[3]), v[0].min(v[2]), v[0].max(v[2])]
+                [
+                    v[1].min(v[3]),
+                    v[1].max(v[3]),
+                    v[0].min(v[2]),
+                    v[0].max(v[2]),
+                ]
             }
         };
         let suppresses = |i: usize, j: usize| -> bool {

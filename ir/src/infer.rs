@@ -8,8 +8,8 @@
 use crate::dtype::DType;
 use crate::graph::{Dim, Node, ValueType};
 use crate::op::{AttrsExt, OpKind};
-use crate::tensor::Tensor;
 pub use crate::resize::{AxisTaps, ResizePlan, resize_plan};
+use crate::tensor::Tensor;
 
 type R<T> = std::result::Result<T, String>;
 
@@ -366,8 +366,10 @@ fn infer_shapes(
         | LogSoftmax
         | InstanceNormalization => {
             let x = x?;
-            if !matches!(n.op, Identity | Abs | Neg | Relu | Sign | Shrink | BitwiseNot)
-                && !x.dtype.is_float()
+            if !matches!(
+                n.op,
+                Identity | Abs | Neg | Relu | Sign | Shrink | BitwiseNot
+            ) && !x.dtype.is_float()
             {
                 return Err(format!("needs a float input, got {}", x.dtype));
             }
@@ -417,12 +419,36 @@ fn infer_shapes(
             }
             let s = xx.static_shape().ok_or("DFT needs a static input shape")?;
             let p = crate::signal::dft_plan(n, &s, c(1), c(2))?;
-            one(xx.dtype, p.out_shape(&s).into_iter().map(Dim::Known).collect())
+            one(
+                xx.dtype,
+                p.out_shape(&s).into_iter().map(Dim::Known).collect(),
+            )
         }
         NonMaxSuppression => {
             let found = crate::detect::non_max_suppression(n, consts)
                 .map_err(|e| format!("{e} (NonMaxSuppression needs its inputs' values)"))?;
             one(DType::I64, vec![Dim::Known(found.len()), Dim::Known(3)])
+        }
+        AffineGrid => {
+            let theta = x?;
+            let size = const_ints(c(1), "size")?;
+            let spatial = size.len().saturating_sub(2);
+            if !matches!(spatial, 2 | 3) || size.iter().any(|&d| d <= 0 || d >= 1 << 31) {
+                return Err(format!("size {size:?} must be [N, C, H, W] or [N, C, D, H, W]"));
+            }
+            let want = [Dim::Known(spatial), Dim::Known(spatial + 1)];
+            if theta.rank() != 3 || theta.shape[1..] != want {
+                return Err(format!(
+                    "theta {} must be [N, {}, {}]",
+                    theta,
+                    spatial,
+                    spatial + 1
+                ));
+            }
+            let mut s = vec![theta.shape[0].clone()];
+            s.extend(size[2..].iter().map(|&d| Dim::Known(d as usize)));
+            s.push(Dim::Known(spatial));
+            one(theta.dtype, s)
         }
         NonZero => {
             let xx = x?;
@@ -995,7 +1021,9 @@ fn infer_shapes(
             if n.op == ScatterElements {
                 norm_axis(n.attrs.int("axis", 0)?, xx.rank())?;
                 if idx.shape != upd.shape || idx.rank() != xx.rank() {
-                    return Err("indices and updates must have the data's rank and one shape".into());
+                    return Err(
+                        "indices and updates must have the data's rank and one shape".into(),
+                    );
                 }
             }
             one(xx.dtype, xx.shape.clone())

@@ -466,7 +466,11 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
         HannWindow | HammingWindow | BlackmanWindow => {
             let size = oshape[0];
             let periodic = n.attrs.int("periodic", 1)? != 0;
-            let denom = if periodic { size } else { size.saturating_sub(1) } as f64;
+            let denom = if periodic {
+                size
+            } else {
+                size.saturating_sub(1)
+            } as f64;
             let pi = std::f64::consts::PI;
             let v: Vec<f64> = (0..size)
                 .map(|i| {
@@ -505,6 +509,33 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
             let found = crate::detect::non_max_suppression(n, args)?;
             let flat: Vec<i64> = found.iter().flatten().copied().collect();
             Tensor::from_i64(odt, oshape, &flat)
+        }
+        AffineGrid => {
+            let theta = x?.to_f64_vec();
+            let ns = oshape.len() - 2; // spatial dims
+            let align = n.attrs.int("align_corners", 0)? != 0;
+            let sp = &oshape[1..=ns];
+            let np: usize = sp.iter().product();
+            let mut out = Vec::with_capacity(numel(&oshape));
+            for b in 0..oshape[0] {
+                for p in 0..np {
+                    // Homogeneous point: x (last spatial dim), y, [z], 1.
+                    let mut pt: Vec<f64> = (0..ns)
+                        .map(|j| {
+                            let d = ns - 1 - j;
+                            let len = sp[d];
+                            let i = p / sp[d + 1..].iter().product::<usize>() % len;
+                            affine_grid_coord(i, len, align)
+                        })
+                        .collect();
+                    pt.push(1.0);
+                    for k in 0..ns {
+                        let row = &theta[(b * ns + k) * (ns + 1)..(b * ns + k + 1) * (ns + 1)];
+                        out.push(row.iter().zip(&pt).map(|(t, v)| t * v).sum());
+                    }
+                }
+            }
+            Tensor::from_f64(odt, oshape, &out)
         }
         NonZero => {
             let x = x?;
@@ -1094,7 +1125,11 @@ fn binary_mod(op: OpKind, a: &Tensor, b: &Tensor, fmod: bool) -> R<Tensor> {
                 // The remainder takes the divisor's sign (Python's %).
                 Mod => {
                     let r = x.wrapping_rem(y);
-                    if r != 0 && ((r < 0) != (y < 0)) { r + y } else { r }
+                    if r != 0 && ((r < 0) != (y < 0)) {
+                        r + y
+                    } else {
+                        r
+                    }
                 }
                 _ => 0,
             })
@@ -1354,7 +1389,9 @@ fn int_limits(dt: DType) -> (i64, i64) {
 fn checked_index(i: i64, d: usize) -> R<usize> {
     let d = d as i64;
     if i < -d || i >= d {
-        return Err(format!("index {i} out of range for a dimension of size {d}"));
+        return Err(format!(
+            "index {i} out of range for a dimension of size {d}"
+        ));
     }
     Ok(if i < 0 { i + d } else { i } as usize)
 }
@@ -1369,7 +1406,11 @@ fn gather_elements(n: &Node, x: &Tensor, ind: &Tensor, odt: DType, oshape: &[usi
         let mut off = 0;
         for k in 0..oshape.len() {
             let c = flat / os[k] % oshape[k];
-            let c = if k == axis { checked_index(i, x.shape()[axis])? } else { c };
+            let c = if k == axis {
+                checked_index(i, x.shape()[axis])?
+            } else {
+                c
+            };
             off += c * xs[k];
         }
         offs.push(off);
@@ -1406,11 +1447,7 @@ fn gather_nd(n: &Node, x: &Tensor, ind: &Tensor, odt: DType, oshape: &[usize]) -
     }
     let slice: usize = x.shape()[b + k..].iter().product();
     Ok(gather_by(x, odt, oshape, |idx| {
-        let flat: usize = idx
-            .iter()
-            .zip(strides(oshape))
-            .map(|(c, s)| c * s)
-            .sum();
+        let flat: usize = idx.iter().zip(strides(oshape)).map(|(c, s)| c * s).sum();
         base[flat / slice.max(1)] + flat % slice.max(1)
     }))
 }
@@ -1440,7 +1477,11 @@ fn scatter(n: &Node, x: &Tensor, ind: &Tensor, upd: &Tensor) -> R<Tensor> {
             let mut off = 0;
             for k in 0..ist.len() {
                 let c = flat / ist[k] % ind.shape()[k];
-                let c = if k == axis { checked_index(i, x.shape()[axis])? } else { c };
+                let c = if k == axis {
+                    checked_index(i, x.shape()[axis])?
+                } else {
+                    c
+                };
                 off += c * xs[k];
             }
             out[off] = combine(out[off], uv[flat])?;
@@ -1497,4 +1538,13 @@ fn mel_weight_matrix(bins: usize, dft: i64, rate: i64, lo_hz: f64, hi_hz: f64) -
         }
     }
     out
+}
+
+/// AffineGrid's normalised coordinate of index `i` along a dimension of `len` in [-1, 1].
+pub fn affine_grid_coord(i: usize, len: usize, align_corners: bool) -> f64 {
+    if align_corners {
+        if len <= 1 { -1.0 } else { -1.0 + i as f64 * 2.0 / (len as f64 - 1.0) }
+    } else {
+        -1.0 + (2 * i + 1) as f64 / len as f64
+    }
 }

@@ -133,6 +133,7 @@ ops!(
     NonZero,
     DFT,
     NonMaxSuppression,
+    AffineGrid,
 );
 
 impl OpKind {
@@ -157,6 +158,7 @@ impl OpKind {
             NonZero => &[0],
             DFT => &[1, 2],
             NonMaxSuppression => &[0, 1, 2, 3, 4],
+            AffineGrid => &[1],
             _ => &[],
         }
     }
@@ -372,19 +374,16 @@ impl OpKind {
                 s(2, 2, NONE)
             }
             Mod => s(2, 2, &[("fmod", K::Int)]),
-            HannWindow | HammingWindow | BlackmanWindow => s(
-                1,
-                1,
-                &[("periodic", K::Int), ("output_datatype", K::Int)],
-            ),
+            HannWindow | HammingWindow | BlackmanWindow => {
+                s(1, 1, &[("periodic", K::Int), ("output_datatype", K::Int)])
+            }
             MelWeightMatrix => s(5, 5, &[("output_datatype", K::Int)]),
             NonZero => s(1, 1, NONE),
             NonMaxSuppression => s(2, 5, &[("center_point_box", K::Int)]),
+            AffineGrid => s(2, 2, &[("align_corners", K::Int)]),
             DFT => s(1, 3, &[("inverse", K::Int), ("onesided", K::Int)]),
             GatherElements | GatherND => s(2, 2, &[("axis", K::Int), ("batch_dims", K::Int)]),
-            ScatterElements | ScatterND => {
-                s(3, 3, &[("axis", K::Int), ("reduction", K::Str)])
-            }
+            ScatterElements | ScatterND => s(3, 3, &[("axis", K::Int), ("reduction", K::Str)]),
             InstanceNormalization => s(3, 3, &[("epsilon", K::Float)]),
             Reshape => s(2, 2, &[("allowzero", K::Int)]),
             Transpose => s(1, 1, &[("perm", K::Ints)]),

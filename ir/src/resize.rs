@@ -153,7 +153,10 @@ pub fn resize_plan(
         }
         (None, None) => return Err("Resize needs constant `scales` or `sizes`".into()),
     };
-    if out.iter().any(|&d| d as u64 > crate::tensor::MAX_ELEMENTS as u64) {
+    if out
+        .iter()
+        .any(|&d| d as u64 > crate::tensor::MAX_ELEMENTS as u64)
+    {
         return Err(format!("Resize output {out:?} is too large"));
     }
     let roi = match roi.filter(|t| !t.is_empty()) {

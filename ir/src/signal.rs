@@ -31,7 +31,12 @@ pub struct DftPlan {
     pub complex_in: bool,
 }
 
-pub fn dft_plan(n: &Node, shape: &[usize], len: Option<&Tensor>, axis: Option<&Tensor>) -> R<DftPlan> {
+pub fn dft_plan(
+    n: &Node,
+    shape: &[usize],
+    len: Option<&Tensor>,
+    axis: Option<&Tensor>,
+) -> R<DftPlan> {
     let r = shape.len();
     if r < 2 || !matches!(shape[r - 1], 1 | 2) {
         return Err(format!(
@@ -55,12 +60,25 @@ pub fn dft_plan(n: &Node, shape: &[usize], len: Option<&Tensor>, axis: Option<&T
         Some(t) if t.len() == 1 && t.get_i64(0) > 0 && t.get_i64(0) < (1 << 24) => {
             t.get_i64(0) as usize
         }
-        Some(t) => return Err(format!("dft_length {:?} must be one positive size", t.to_i64_vec())),
+        Some(t) => {
+            return Err(format!(
+                "dft_length {:?} must be one positive size",
+                t.to_i64_vec()
+            ));
+        }
         None if irfft => 2 * in_len.saturating_sub(1).max(1),
         None => in_len,
     };
-    let out_len = if onesided && !inverse { length / 2 + 1 } else { length };
-    let terms = if irfft { in_len.min(length / 2 + 1) } else { in_len.min(length) };
+    let out_len = if onesided && !inverse {
+        length / 2 + 1
+    } else {
+        length
+    };
+    let terms = if irfft {
+        in_len.min(length / 2 + 1)
+    } else {
+        in_len.min(length)
+    };
     Ok(DftPlan {
         axis,
         n: length,

@@ -74,7 +74,11 @@ pub fn infer_and_fold(g: &mut Graph, mode: Inference) -> Result<usize, IrError> 
         if (all_const || shape_of_static) && fits(g) {
             let outs = if shape_of_static && n.op == OpKind::Size {
                 let numel = tessera_ir::tensor::numel(&static_input(g, 0).unwrap_or_default());
-                vec![Tensor::from_i64(tessera_ir::DType::I64, vec![], &[numel as i64])]
+                vec![Tensor::from_i64(
+                    tessera_ir::DType::I64,
+                    vec![],
+                    &[numel as i64],
+                )]
             } else if shape_of_static {
                 let shape = static_input(g, 0).unwrap_or_default();
                 let (start, end) =
@@ -121,7 +125,8 @@ pub fn infer_and_fold(g: &mut Graph, mode: Inference) -> Result<usize, IrError> 
                     g.set_ty(*v, t);
                 }
             }
-            Err(_) if mode == Inference::Lenient && (untyped || !n.op.value_inputs().is_empty()) => {}
+            Err(_)
+                if mode == Inference::Lenient && (untyped || !n.op.value_inputs().is_empty()) => {}
             Err(msg) => return Err(node_err(msg)),
         }
     }

@@ -32,7 +32,13 @@ pub fn legalize(g: &mut Graph) -> Result<usize, IrError> {
         let shape = ty
             .static_shape()
             .ok_or_else(|| err("Resize needs a static input shape".into()))?;
-        let c = |i: usize| n.inputs.get(i).copied().flatten().and_then(|v| g.initializers.get(&v));
+        let c = |i: usize| {
+            n.inputs
+                .get(i)
+                .copied()
+                .flatten()
+                .and_then(|v| g.initializers.get(&v))
+        };
         let plan = tessera_ir::infer::resize_plan(&n, &shape, c(1), c(2), c(3)).map_err(err)?;
         if plan.direct() {
             continue;
@@ -128,7 +134,11 @@ fn resize_by_matrices(
         let fs = fresh(g, "shape");
         let fs = ints(g, fs, &flat_shape);
         add(g, OpKind::Reshape, vec![cur, fs], Default::default(), flat);
-        let inputs = if b == 1 { vec![flat, wv] } else { vec![wv, flat] };
+        let inputs = if b == 1 {
+            vec![flat, wv]
+        } else {
+            vec![wv, flat]
+        };
         add(g, OpKind::MatMul, inputs, Default::default(), prod);
         cur_shape[d] = ol;
         let ns = fresh(g, "shape");
@@ -154,7 +164,13 @@ fn resize_by_matrices(
         let ev = fresh(g, "extrapolation");
         let ename = g.name_of(ev).to_string();
         let e = g.add_initializer(&ename, Tensor::from_f64(dt, vec![], &[plan.extrapolation]));
-        add(g, OpKind::Where, vec![mask, e, cur], Default::default(), out);
+        add(
+            g,
+            OpKind::Where,
+            vec![mask, e, cur],
+            Default::default(),
+            out,
+        );
     } else {
         add(g, OpKind::Identity, vec![cur], Default::default(), out);
     }

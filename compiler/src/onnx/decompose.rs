@@ -92,7 +92,12 @@ fn int(v: i64) -> Attr {
 
 /// Hardmax at opset ≥ 13: one-hot of the first maximum along `axis`, as
 /// `Cast(Equal(iota, ArgMax(x, axis, keepdims)))` with `iota` counting along the axis.
-pub(super) fn hardmax(d: &mut Decomposer, x: ValueId, axis: i64, out: ValueId) -> Result<(), String> {
+pub(super) fn hardmax(
+    d: &mut Decomposer,
+    x: ValueId,
+    axis: i64,
+    out: ValueId,
+) -> Result<(), String> {
     let ty = d.ty(x)?;
     let ax = tessera_ir::infer::norm_axis(axis, ty.rank())?;
     let len = ty.shape[ax]
@@ -129,7 +134,11 @@ pub(super) fn layer_norm(
 ) -> Result<(), String> {
     use tessera_ir::AttrsExt;
     let x = inputs[0].ok_or("LayerNormalization needs X")?;
-    let scale = inputs.get(1).copied().flatten().ok_or("LayerNormalization needs Scale")?;
+    let scale = inputs
+        .get(1)
+        .copied()
+        .flatten()
+        .ok_or("LayerNormalization needs Scale")?;
     let bias = inputs.get(2).copied().flatten();
     let ty = d.ty(x)?;
     let axis = tessera_ir::infer::norm_axis(attrs.int("axis", -1)?, ty.rank())?;
@@ -159,7 +168,11 @@ pub(super) fn layer_norm(
     let normed = if ty.dtype == stash {
         normed
     } else {
-        d.op(OpKind::Cast, &[normed], &[("to", int(ty.dtype.onnx_code() as i64))])
+        d.op(
+            OpKind::Cast,
+            &[normed],
+            &[("to", int(ty.dtype.onnx_code() as i64))],
+        )
     };
     let y = outputs[0].ok_or("LayerNormalization needs Y")?;
     match bias {
@@ -294,7 +307,11 @@ impl Decomposer<'_> {
             None => scaled,
         };
         let rounded = self.op(OpKind::Round, &[shifted], &[]);
-        let (lo, hi) = if to == DType::I8 { (-128.0, 127.0) } else { (0.0, 255.0) };
+        let (lo, hi) = if to == DType::I8 {
+            (-128.0, 127.0)
+        } else {
+            (0.0, 255.0)
+        };
         let (lo, hi) = (
             self.scalar("qmin", DType::F64, lo),
             self.scalar("qmax", DType::F64, hi),
@@ -477,11 +494,19 @@ pub(super) fn group_norm(
     let ty = d.ty(x)?;
     let groups = attrs.int("num_groups", 0)?;
     let eps = attrs.float("epsilon", 1e-5)?;
-    let c = ty.shape.get(1).and_then(|c| c.known()).ok_or("needs a known channel count")? as i64;
+    let c = ty
+        .shape
+        .get(1)
+        .and_then(|c| c.known())
+        .ok_or("needs a known channel count")? as i64;
     if groups <= 0 || c % groups != 0 {
         return Err(format!("{c} channels do not split into {groups} groups"));
     }
-    let stash = if attrs.int("stash_type", 1)? == 1 { DType::F32 } else { ty.dtype };
+    let stash = if attrs.int("stash_type", 1)? == 1 {
+        DType::F32
+    } else {
+        ty.dtype
+    };
     let xs = d.cast(x, stash)?;
     let grouped_shape = d.ints("grouped", &[0, groups, -1]);
     let g = d.op(OpKind::Reshape, &[xs, grouped_shape], &[]);
@@ -522,7 +547,13 @@ pub(super) fn batch_norm_training(
     outputs: &[Option<ValueId>],
 ) -> Result<(), String> {
     use tessera_ir::AttrsExt;
-    let need = |i: usize| inputs.get(i).copied().flatten().ok_or(format!("needs input {i}"));
+    let need = |i: usize| {
+        inputs
+            .get(i)
+            .copied()
+            .flatten()
+            .ok_or(format!("needs input {i}"))
+    };
     let (x, scale, bias, mean, var) = (need(0)?, need(1)?, need(2)?, need(3)?, need(4)?);
     let ty = d.ty(x)?;
     let eps = attrs.float("epsilon", 1e-5)?;
@@ -595,10 +626,19 @@ pub(super) fn quantize_linear(
             }
             None => q,
         };
-        let (lo, hi) = if to == DType::I8 { (-128.0, 127.0) } else { (0.0, 255.0) };
+        let (lo, hi) = if to == DType::I8 {
+            (-128.0, 127.0)
+        } else {
+            (0.0, 255.0)
+        };
         let (lo, hi) = (d.scalar("qmin", sdt, lo), d.scalar("qmax", sdt, hi));
         let q = d.op(OpKind::Clip, &[q, lo, hi], &[]);
-        d.op_to(OpKind::Cast, &[Some(q)], &[("to", int(to.onnx_code() as i64))], out);
+        d.op_to(
+            OpKind::Cast,
+            &[Some(q)],
+            &[("to", int(to.onnx_code() as i64))],
+            out,
+        );
     } else {
         let xi = d.cast(x, DType::I32)?;
         let centered = match zp {

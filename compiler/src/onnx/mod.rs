@@ -356,6 +356,12 @@ impl Importer {
                     )
                     .map_err(|m| err(format!("attribute `{an}`: {m}")))?,
                 ),
+                Some(AttributeType::Graph | AttributeType::Graphs) => {
+                    return Err(err(format!(
+                        "attribute `{an}` is a subgraph: control flow (If, Loop, Scan) is not \
+                         supported yet"
+                    )));
+                }
                 other => {
                     return Err(err(format!(
                         "attribute `{an}` has unsupported type {other:?}"

@@ -2,9 +2,9 @@
 
 use super::{Builder, NodeCx, clamp, idx, in_range, nest, store_nest, strides_of};
 use crate::error::PassError;
-use tessera_ir::{AttrsExt, OpKind};
 use tessera_ir::infer;
 use tessera_ir::loops::{IExpr, Loop, LoopKind, Stmt, VExpr};
+use tessera_ir::{AttrsExt, OpKind};
 
 /// The loop nest `y[dst] = x0[src]` over `dims`: the body of every data-movement op.
 fn move_elements(
@@ -479,7 +479,12 @@ pub(crate) fn gather_elements(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>,
 pub(crate) fn gather_nd(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
     let s = cx.shape(0);
     let is = cx.shape(1);
-    let bd = cx.node.attrs.int("batch_dims", 0).map_err(|e| cx.err(e))?.max(0) as usize;
+    let bd = cx
+        .node
+        .attrs
+        .int("batch_dims", 0)
+        .map_err(|e| cx.err(e))?
+        .max(0) as usize;
     let (q, k) = (is.len(), is[is.len() - 1]);
     let dims = b.dims(&cx.out_shape);
     let oi = idx(&dims);
@@ -522,7 +527,10 @@ pub(crate) fn scatter(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErr
         let at = IExpr::linear(&ui, &strides_of(&us));
         let mut coords = ui.clone();
         coords[axis] = index_at(cx.buf(1), at, s[axis]);
-        ((dims, at_of(&ui, &us)), IExpr::linear(&coords, &strides_of(&s)))
+        (
+            (dims, at_of(&ui, &us)),
+            IExpr::linear(&coords, &strides_of(&s)),
+        )
     } else {
         let is = cx.shape(1).to_vec();
         let k = is[is.len() - 1];
@@ -535,7 +543,10 @@ pub(crate) fn scatter(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErr
             .map(|j| index_at(cx.buf(1), base.clone().plus(IExpr::c(j as i64)), s[j]))
             .collect();
         coords.extend_from_slice(&ui[q - 1..]);
-        ((dims, at_of(&ui, &us)), IExpr::linear(&coords, &strides_of(&s)))
+        (
+            (dims, at_of(&ui, &us)),
+            IExpr::linear(&coords, &strides_of(&s)),
+        )
     };
     let (dims, upd_at) = upd_shape;
     let new = VExpr::load(cx.buf(2), upd_at);
@@ -562,4 +573,41 @@ pub(crate) fn scatter(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErr
 /// The flat row-major offset of coordinates `ix` in `shape`.
 fn at_of(ix: &[IExpr], shape: &[usize]) -> IExpr {
     IExpr::linear(ix, &strides_of(shape))
+}
+
+/// AffineGrid: `grid[n, …p, k] = Σ_j theta[n, k, j] · point_j(p)`, the homogeneous point
+/// (x, y, [z], 1) of output position p computed from its indices.
+pub(crate) fn affine_grid(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
+    use tessera_ir::loops::BinOp;
+    let os = cx.out_shape.clone();
+    let ns = os.len() - 2;
+    let align = cx.node.attrs.int("align_corners", 0).map_err(|e| cx.err(e))? != 0;
+    let dt = cx.out_dtype;
+    let dims = b.dims(&os);
+    let oi = idx(&dims);
+    let coord = |d: usize| -> VExpr {
+        let len = os[1 + d] as f64;
+        let i = VExpr::Index(oi[1 + d].clone(), dt);
+        let (mul, add) = if align {
+            if len <= 1.0 { (0.0, -1.0) } else { (2.0 / (len - 1.0), -1.0) }
+        } else {
+            (2.0 / len, 1.0 / len - 1.0)
+        };
+        VExpr::bin(BinOp::Add, VExpr::bin(BinOp::Mul, i, VExpr::f(mul, dt)), VExpr::f(add, dt))
+    };
+    let theta = |j: usize| {
+        let at = oi[0]
+            .clone()
+            .times((ns * (ns + 1)) as i64)
+            .plus(oi[ns + 1].clone().times((ns + 1) as i64))
+            .plus(IExpr::c(j as i64));
+        VExpr::load(cx.buf(0), at)
+    };
+    let mut value = theta(ns);
+    for j in 0..ns {
+        let term = VExpr::bin(BinOp::Mul, theta(j), coord(ns - 1 - j));
+        value = VExpr::bin(BinOp::Add, term, value);
+    }
+    let dst = IExpr::linear(&oi, &strides_of(&os));
+    Ok(store_nest(cx, &dims, dst, value))
 }

@@ -367,7 +367,11 @@ pub(crate) fn scalar_expr(cx: &NodeCx, args: &[Option<VExpr>]) -> Result<VExpr, 
                 let fix = VExpr::bin(
                     BinOp::And,
                     VExpr::Cmp(CmpOp::Ne, Box::new(r.clone()), Box::new(zero.clone())),
-                    VExpr::Cmp(CmpOp::Ne, Box::new(lt0(r.clone())), Box::new(lt0(y.clone()))),
+                    VExpr::Cmp(
+                        CmpOp::Ne,
+                        Box::new(lt0(r.clone())),
+                        Box::new(lt0(y.clone())),
+                    ),
                 );
                 VExpr::select(fix, VExpr::bin(BinOp::Add, r.clone(), y), r)
             }
@@ -403,13 +407,21 @@ pub(crate) fn scalar_expr(cx: &NodeCx, args: &[Option<VExpr>]) -> Result<VExpr, 
         }
         Softsign => {
             need_float()?;
-            VExpr::bin(BinOp::Div, x.clone(), VExpr::bin(BinOp::Add, one, VExpr::un(UnOp::Abs, x)))
+            VExpr::bin(
+                BinOp::Div,
+                x.clone(),
+                VExpr::bin(BinOp::Add, one, VExpr::un(UnOp::Abs, x)),
+            )
         }
         ThresholdedRelu => {
             need_float()?;
             let alpha = n.attrs.float("alpha", 1.0).map_err(|e| cx.err(e))?;
             VExpr::select(
-                VExpr::Cmp(CmpOp::Gt, Box::new(x.clone()), Box::new(VExpr::f(alpha, dt))),
+                VExpr::Cmp(
+                    CmpOp::Gt,
+                    Box::new(x.clone()),
+                    Box::new(VExpr::f(alpha, dt)),
+                ),
                 x,
                 zero,
             )

@@ -25,10 +25,17 @@ pub(crate) fn dft(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> 
         let mut c = oi.clone();
         c[p.axis] = IExpr::var(&sv);
         c[r - 1] = IExpr::c(part);
-        VExpr::Cast(F64, Box::new(VExpr::load(cx.buf(0), IExpr::linear(&c, &strides_of(&s)))))
+        VExpr::Cast(
+            F64,
+            Box::new(VExpr::load(cx.buf(0), IExpr::linear(&c, &strides_of(&s)))),
+        )
     };
     let xr = load(0);
-    let xi = if p.complex_in { load(1) } else { VExpr::f(0.0, F64) };
+    let xi = if p.complex_in {
+        load(1)
+    } else {
+        VExpr::f(0.0, F64)
+    };
     let n = p.n as i64;
     let k = oi[p.axis].clone().times(1);
     let phase = IExpr::Mod(
@@ -40,14 +47,23 @@ pub(crate) fn dft(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> 
         VExpr::Index(phase, F64),
         VExpr::f(2.0 * std::f64::consts::PI / p.n as f64, F64),
     );
-    let (c, sn) = (VExpr::un(UnOp::Cos, theta.clone()), VExpr::un(UnOp::Sin, theta));
+    let (c, sn) = (
+        VExpr::un(UnOp::Cos, theta.clone()),
+        VExpr::un(UnOp::Sin, theta),
+    );
     let mul = |a: VExpr, b: VExpr| VExpr::bin(BinOp::Mul, a, b);
     let add = |a: VExpr, b: VExpr| VExpr::bin(BinOp::Add, a, b);
     let sub = |a: VExpr, b: VExpr| VExpr::bin(BinOp::Sub, a, b);
     let (re, im) = if p.inverse {
-        (sub(mul(xr.clone(), c.clone()), mul(xi.clone(), sn.clone())), add(mul(xi, c), mul(xr, sn)))
+        (
+            sub(mul(xr.clone(), c.clone()), mul(xi.clone(), sn.clone())),
+            add(mul(xi, c), mul(xr, sn)),
+        )
     } else {
-        (add(mul(xr.clone(), c.clone()), mul(xi.clone(), sn.clone())), sub(mul(xi, c), mul(xr, sn)))
+        (
+            add(mul(xr.clone(), c.clone()), mul(xi.clone(), sn.clone())),
+            sub(mul(xi, c), mul(xr, sn)),
+        )
     };
     let term = if p.irfft {
         // Bins other than DC and Nyquist stand for their conjugate twin too.
