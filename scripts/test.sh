@@ -8,6 +8,7 @@ bash scripts/setup.sh
 VENV="${TESSERA_VENV:-$(pwd)/.venv}"
 echo "== generating test data"
 "$VENV/bin/python" scripts/gen_test_data.py tests/data/generated
+"$VENV/bin/python" scripts/gen_node_suite.py tests/data/generated/node
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"

@@ -450,6 +450,18 @@ fn infer_shapes(
             s.push(Dim::Known(spatial));
             one(theta.dtype, s)
         }
+        STFT => {
+            let xx = x?;
+            let s = xx.static_shape().ok_or("STFT needs a static signal shape")?;
+            let window = tys.get(2).and_then(|t| t.as_ref());
+            let wlen = match window {
+                Some(w) if w.rank() == 1 => Some(known(&w.shape[0], "the window length")?),
+                Some(w) => return Err(format!("window {w} must be 1-D")),
+                None => None,
+            };
+            let p = crate::signal::stft_plan(n, &s, c(1), wlen, c(3))?;
+            one(xx.dtype, p.out_shape(s[0]).into_iter().map(Dim::Known).collect())
+        }
         NonZero => {
             let xx = x?;
             let data = c(0).ok_or("NonZero needs its input's value (its output shape)")?;

@@ -537,6 +537,18 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
             }
             Tensor::from_f64(odt, oshape, &out)
         }
+        STFT => {
+            let x = x?;
+            let w = args.get(2).copied().flatten().map(|t| t.to_f64_vec());
+            let p = crate::signal::stft_plan(
+                n,
+                x.shape(),
+                args.get(1).copied().flatten(),
+                w.as_ref().map(|w| w.len()),
+                args.get(3).copied().flatten(),
+            )?;
+            Tensor::from_f64(odt, oshape, &p.apply(&x.to_f64_vec(), x.shape(), w.as_deref()))
+        }
         NonZero => {
             let x = x?;
             let (s, v) = (x.shape(), x.to_f64_vec());

@@ -134,6 +134,7 @@ ops!(
     DFT,
     NonMaxSuppression,
     AffineGrid,
+    STFT,
 );
 
 impl OpKind {
@@ -159,6 +160,7 @@ impl OpKind {
             DFT => &[1, 2],
             NonMaxSuppression => &[0, 1, 2, 3, 4],
             AffineGrid => &[1],
+            STFT => &[1, 3],
             _ => &[],
         }
     }
@@ -381,6 +383,7 @@ impl OpKind {
             NonZero => s(1, 1, NONE),
             NonMaxSuppression => s(2, 5, &[("center_point_box", K::Int)]),
             AffineGrid => s(2, 2, &[("align_corners", K::Int)]),
+            STFT => s(2, 4, &[("onesided", K::Int)]),
             DFT => s(1, 3, &[("inverse", K::Int), ("onesided", K::Int)]),
             GatherElements | GatherND => s(2, 2, &[("axis", K::Int), ("batch_dims", K::Int)]),
             ScatterElements | ScatterND => s(3, 3, &[("axis", K::Int), ("reduction", K::Str)]),

@@ -152,3 +152,88 @@ impl DftPlan {
         out
     }
 }
+
+/// How one STFT node frames its signal `[batch, length, 1|2]`: `frames` windows of
+/// `frame_length` samples, `step` apart, each transformed by a forward DFT of that length.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StftPlan {
+    pub step: usize,
+    pub frames: usize,
+    pub dft: DftPlan,
+}
+
+pub fn stft_plan(
+    n: &Node,
+    shape: &[usize],
+    step: Option<&Tensor>,
+    window_len: Option<usize>,
+    frame_length: Option<&Tensor>,
+) -> R<StftPlan> {
+    if shape.len() != 3 || !matches!(shape[2], 1 | 2) {
+        return Err(format!("STFT signal {shape:?} must be [batch, length, 1 or 2]"));
+    }
+    let step = match step {
+        Some(t) if t.len() == 1 && t.get_i64(0) > 0 => t.get_i64(0) as usize,
+        Some(t) => return Err(format!("frame_step {:?} must be one positive value", t.to_i64_vec())),
+        None => return Err("STFT needs the value of frame_step".into()),
+    };
+    let len = match (frame_length, window_len) {
+        (Some(t), _) if t.len() == 1 && t.get_i64(0) > 0 => t.get_i64(0) as usize,
+        (Some(t), _) => return Err(format!("frame_length {:?} must be one positive value", t.to_i64_vec())),
+        (None, Some(w)) => w,
+        (None, None) => shape[1],
+    };
+    if let Some(w) = window_len
+        && w != len
+    {
+        return Err(format!("window of {w} samples for frames of {len}"));
+    }
+    if len > shape[1] {
+        return Err(format!("frames of {len} samples exceed the signal's {}", shape[1]));
+    }
+    let onesided = n.attrs.int("onesided", 1)? != 0;
+    Ok(StftPlan {
+        step,
+        frames: 1 + (shape[1] - len) / step,
+        dft: DftPlan {
+            axis: 1,
+            n: len,
+            out_len: if onesided { len / 2 + 1 } else { len },
+            terms: len,
+            inverse: false,
+            irfft: false,
+            complex_in: shape[2] == 2,
+        },
+    })
+}
+
+impl StftPlan {
+    pub fn out_shape(&self, batch: usize) -> Vec<usize> {
+        vec![batch, self.frames, self.dft.out_len, 2]
+    }
+
+    /// Applies the transform to a row-major f64 signal of `shape` with optional window.
+    pub fn apply(&self, x: &[f64], shape: &[usize], window: Option<&[f64]>) -> Vec<f64> {
+        let (len, c) = (shape[1], shape[2]);
+        let d = &self.dft;
+        let mut out = Vec::with_capacity(shape[0] * self.frames * d.out_len * 2);
+        for b in 0..shape[0] {
+            for f in 0..self.frames {
+                for o in 0..d.out_len {
+                    let (mut re, mut im) = (0.0, 0.0);
+                    for s in 0..d.terms {
+                        let at = (b * len + f * self.step + s) * c;
+                        let w = window.map_or(1.0, |w| w[s]);
+                        let (xr, xi) = (w * x[at], if c == 2 { w * x[at + 1] } else { 0.0 });
+                        let [ar, ai, br, bi] = d.coeffs(o, s);
+                        re += ar * xr + br * xi;
+                        im += ai * xr + bi * xi;
+                    }
+                    out.push(re);
+                    out.push(im);
+                }
+            }
+        }
+        out
+    }
+}

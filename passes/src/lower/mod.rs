@@ -253,6 +253,7 @@ fn lower_node(g: &Graph, n: &Node, index: usize) -> Result<Kernel, PassError> {
         Resize => data::resize(&cx, &mut b)?,
         ArgMax | ArgMin => nn::arg_extreme(&cx, &mut b)?,
         DFT => signal::dft(&cx, &mut b)?,
+        STFT => signal::stft(&cx, &mut b)?,
         AffineGrid => data::affine_grid(&cx, &mut b)?,
         CumSum => data::cumsum(&cx, &mut b)?,
         Constant | Shape | Size => data::constant(&cx, &mut b)?,

@@ -1,4 +1,4 @@
-//! DFT as a direct sum: one f64 reduction per output element over the input entries along the
+//! DFT and STFT as direct sums: one f64 reduction per output element over the input entries along the
 //! transform axis, with the twiddle factors computed in the kernel from `(o·s) mod n`
 //! (see `tessera_ir::signal` for the meaning and the coefficients).
 
@@ -17,27 +17,60 @@ pub(crate) fn dft(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> 
     )
     .map_err(|e| cx.err(e))?;
     let r = s.len();
+    // Input coordinates: the output's, with the axis replaced by the summed index.
+    let input = |oi: &[IExpr], sv: &str, part: i64| {
+        let mut c = oi.to_vec();
+        c[p.axis] = IExpr::var(sv);
+        c[r - 1] = IExpr::c(part);
+        VExpr::Cast(F64, Box::new(VExpr::load(cx.buf(0), IExpr::linear(&c, &strides_of(&s)))))
+    };
+    Ok(transform(cx, b, &p, p.axis, &input))
+}
+
+/// STFT: output `[batch, frame, bin, 2]`, each frame a forward DFT of `window · x[frame·step …]`.
+pub(crate) fn stft(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
+    let s = cx.shape(0).to_vec();
+    let window = cx.has(2).then(|| cx.shape(2)[0]);
+    let p = tessera_ir::signal::stft_plan(
+        cx.node,
+        &s,
+        cx.consts.get(1).copied().flatten(),
+        window,
+        cx.consts.get(3).copied().flatten(),
+    )
+    .map_err(|e| cx.err(e))?;
+    let input = |oi: &[IExpr], sv: &str, part: i64| {
+        let t = oi[1].clone().times(p.step as i64).plus(IExpr::var(sv));
+        let at = IExpr::linear(&[oi[0].clone(), t, IExpr::c(part)], &strides_of(&s));
+        let x = VExpr::Cast(F64, Box::new(VExpr::load(cx.buf(0), at)));
+        match window {
+            Some(_) => {
+                let w = VExpr::load(cx.buf(2), IExpr::var(sv));
+                VExpr::bin(BinOp::Mul, x, VExpr::Cast(F64, Box::new(w)))
+            }
+            None => x,
+        }
+    };
+    Ok(transform(cx, b, &p.dft, 2, &input))
+}
+
+/// The DFT sum over the output: `input(output coords, summed var, part)` reads the (f64) real
+/// or imaginary part of the summed entry; `o_axis` is the output axis of the frequency index.
+fn transform(
+    cx: &NodeCx,
+    b: &mut Builder,
+    p: &tessera_ir::signal::DftPlan,
+    o_axis: usize,
+    input: &dyn Fn(&[IExpr], &str, i64) -> VExpr,
+) -> Vec<Stmt> {
+    let r = cx.out_shape.len();
     let dims = b.dims(&cx.out_shape);
     let oi = idx(&dims);
     let sv = b.var();
-    // Input coordinates: the output's, with the axis replaced by the summed index.
-    let load = |part: i64| {
-        let mut c = oi.clone();
-        c[p.axis] = IExpr::var(&sv);
-        c[r - 1] = IExpr::c(part);
-        VExpr::Cast(
-            F64,
-            Box::new(VExpr::load(cx.buf(0), IExpr::linear(&c, &strides_of(&s)))),
-        )
-    };
-    let xr = load(0);
-    let xi = if p.complex_in {
-        load(1)
-    } else {
-        VExpr::f(0.0, F64)
-    };
+    let xr = input(&oi, &sv, 0);
+    let xi = if p.complex_in { input(&oi, &sv, 1) } else { VExpr::f(0.0, F64) };
     let n = p.n as i64;
-    let k = oi[p.axis].clone().times(1);
+    let k = oi[o_axis].clone();
     let phase = IExpr::Mod(
         Box::new(IExpr::Mul(Box::new(k), Box::new(IExpr::var(&sv)))),
         Box::new(IExpr::c(n)),
@@ -94,5 +127,5 @@ pub(crate) fn dft(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> 
         value: term,
         body: vec![store],
     });
-    Ok(nest(&dims, vec![red]))
+    nest(&dims, vec![red])
 }
