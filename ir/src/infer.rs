@@ -462,6 +462,12 @@ fn infer_shapes(
             let p = crate::signal::stft_plan(n, &s, c(1), wlen, c(3))?;
             one(xx.dtype, p.out_shape(s[0]).into_iter().map(Dim::Known).collect())
         }
+        Col2Im => {
+            let xx = x?;
+            let s = xx.static_shape().ok_or("Col2Im needs a static input shape")?;
+            let p = crate::col2im::col2im_plan(n, &s, c(1), c(2))?;
+            one(xx.dtype, p.out_shape(s[0]).into_iter().map(Dim::Known).collect())
+        }
         NonZero => {
             let xx = x?;
             let data = c(0).ok_or("NonZero needs its input's value (its output shape)")?;

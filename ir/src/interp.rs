@@ -549,6 +549,16 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
             )?;
             Tensor::from_f64(odt, oshape, &p.apply(&x.to_f64_vec(), x.shape(), w.as_deref()))
         }
+        Col2Im => {
+            let x = x?;
+            let p = crate::col2im::col2im_plan(
+                n,
+                x.shape(),
+                args.get(1).copied().flatten(),
+                args.get(2).copied().flatten(),
+            )?;
+            Tensor::from_f64(odt, oshape, &p.apply(&x.to_f64_vec(), x.shape()))
+        }
         NonZero => {
             let x = x?;
             let (s, v) = (x.shape(), x.to_f64_vec());

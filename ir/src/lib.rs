@@ -13,6 +13,7 @@
 //! - The interpreters define the meaning of every op and every loop construct; every pass
 //!   and backend is tested against them.
 
+pub mod col2im;
 pub mod detect;
 pub mod dtype;
 pub mod error;

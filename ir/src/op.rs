@@ -135,6 +135,7 @@ ops!(
     NonMaxSuppression,
     AffineGrid,
     STFT,
+    Col2Im,
 );
 
 impl OpKind {
@@ -161,6 +162,7 @@ impl OpKind {
             NonMaxSuppression => &[0, 1, 2, 3, 4],
             AffineGrid => &[1],
             STFT => &[1, 3],
+            Col2Im => &[1, 2],
             _ => &[],
         }
     }
@@ -384,6 +386,15 @@ impl OpKind {
             NonMaxSuppression => s(2, 5, &[("center_point_box", K::Int)]),
             AffineGrid => s(2, 2, &[("align_corners", K::Int)]),
             STFT => s(2, 4, &[("onesided", K::Int)]),
+            Col2Im => s(
+                3,
+                3,
+                &[
+                    ("dilations", K::Ints),
+                    ("pads", K::Ints),
+                    ("strides", K::Ints),
+                ],
+            ),
             DFT => s(1, 3, &[("inverse", K::Int), ("onesided", K::Int)]),
             GatherElements | GatherND => s(2, 2, &[("axis", K::Int), ("batch_dims", K::Int)]),
             ScatterElements | ScatterND => s(3, 3, &[("axis", K::Int), ("reduction", K::Str)]),

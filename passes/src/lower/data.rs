@@ -611,3 +611,70 @@ pub(crate) fn affine_grid(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, Pas
     let dst = IExpr::linear(&oi, &strides_of(&os));
     Ok(store_nest(cx, &dims, dst, value))
 }
+
+/// Col2Im in gather form: each image position sums, over the kernel offsets, the column entry
+/// that a block puts there (guarded: a position is not hit by every offset).
+pub(crate) fn col2im(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
+    use tessera_ir::loops::{BinOp, CmpOp, Reduce, ReduceOp};
+    let s = cx.shape(0).to_vec();
+    let p = tessera_ir::col2im::col2im_plan(
+        cx.node,
+        &s,
+        cx.consts.get(1).copied().flatten(),
+        cx.consts.get(2).copied().flatten(),
+    )
+    .map_err(|e| cx.err(e))?;
+    let k = p.image.len();
+    let dims = b.dims(&cx.out_shape);
+    let oi = idx(&dims);
+    let kvars: Vec<String> = (0..k).map(|_| b.var()).collect();
+    let mut ok: Option<VExpr> = None;
+    let mut blocks = Vec::with_capacity(k);
+    for d in 0..k {
+        // t = y + pad - kk·dilation must be a multiple of the stride, t / stride a block.
+        let t = oi[2 + d]
+            .clone()
+            .plus(IExpr::c(p.pad_begin[d] as i64))
+            .minus(IExpr::var(&kvars[d]).times(p.dilations[d] as i64));
+        let st = p.strides[d] as i64;
+        let hit = VExpr::bin(
+            BinOp::And,
+            in_range(t.clone(), p.n_blocks[d] * p.strides[d]),
+            VExpr::ICmp(CmpOp::Eq, t.clone().modulo(st), IExpr::c(0)),
+        );
+        ok = Some(match ok {
+            Some(o) => VExpr::bin(BinOp::And, o, hit),
+            None => hit,
+        });
+        blocks.push(clamp(t.floordiv(st), p.n_blocks[d]));
+    }
+    let kernel: usize = p.block.iter().product();
+    let kflat = IExpr::linear(
+        &kvars.iter().map(|v| IExpr::var(v)).collect::<Vec<_>>(),
+        &strides_of(&p.block),
+    );
+    let row = oi[1].clone().times(kernel as i64).plus(kflat);
+    let col = IExpr::linear(&blocks, &strides_of(&p.n_blocks));
+    let at = IExpr::linear(&[oi[0].clone(), row, col], &strides_of(&s));
+    let dt = cx.out_dtype;
+    let value = VExpr::select(
+        ok.expect("Col2Im has spatial dimensions"),
+        VExpr::load(cx.buf(0), at),
+        VExpr::lit(0.0, dt),
+    );
+    let store = Stmt::Store {
+        buf: cx.out.clone(),
+        index: IExpr::linear(&oi, &strides_of(&cx.out_shape)),
+        value: VExpr::Acc("col".into(), dt),
+    };
+    let red = Stmt::Reduce(Reduce {
+        acc: "col".into(),
+        dtype: dt,
+        op: ReduceOp::Sum,
+        init: VExpr::lit(0.0, dt),
+        axes: kvars.into_iter().zip(p.block.iter().map(|&x| x as i64)).collect(),
+        value,
+        body: vec![store],
+    });
+    Ok(nest(&dims, vec![red]))
+}

@@ -255,6 +255,7 @@ fn lower_node(g: &Graph, n: &Node, index: usize) -> Result<Kernel, PassError> {
         DFT => signal::dft(&cx, &mut b)?,
         STFT => signal::stft(&cx, &mut b)?,
         AffineGrid => data::affine_grid(&cx, &mut b)?,
+        Col2Im => data::col2im(&cx, &mut b)?,
         CumSum => data::cumsum(&cx, &mut b)?,
         Constant | Shape | Size => data::constant(&cx, &mut b)?,
         _ if n.op.is_elementwise() => elementwise::elementwise(&cx, &mut b)?,
