@@ -48,7 +48,9 @@ pub fn col2im_plan(
     let attr = |name: &str, len: usize, default: i64| -> R<Vec<usize>> {
         let v = n.attrs.ints(name)?.unwrap_or_else(|| vec![default; len]);
         if v.len() != len || v.iter().any(|&x| x < 0 || x >= 1 << 31) {
-            return Err(format!("`{name}` {v:?} must have {len} non-negative values"));
+            return Err(format!(
+                "`{name}` {v:?} must have {len} non-negative values"
+            ));
         }
         Ok(v.iter().map(|&x| x as usize).collect())
     };

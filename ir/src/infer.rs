@@ -434,7 +434,9 @@ fn infer_shapes(
             let size = const_ints(c(1), "size")?;
             let spatial = size.len().saturating_sub(2);
             if !matches!(spatial, 2 | 3) || size.iter().any(|&d| d <= 0 || d >= 1 << 31) {
-                return Err(format!("size {size:?} must be [N, C, H, W] or [N, C, D, H, W]"));
+                return Err(format!(
+                    "size {size:?} must be [N, C, H, W] or [N, C, D, H, W]"
+                ));
             }
             let want = [Dim::Known(spatial), Dim::Known(spatial + 1)];
             if theta.rank() != 3 || theta.shape[1..] != want {
@@ -452,7 +454,9 @@ fn infer_shapes(
         }
         STFT => {
             let xx = x?;
-            let s = xx.static_shape().ok_or("STFT needs a static signal shape")?;
+            let s = xx
+                .static_shape()
+                .ok_or("STFT needs a static signal shape")?;
             let window = tys.get(2).and_then(|t| t.as_ref());
             let wlen = match window {
                 Some(w) if w.rank() == 1 => Some(known(&w.shape[0], "the window length")?),
@@ -460,13 +464,21 @@ fn infer_shapes(
                 None => None,
             };
             let p = crate::signal::stft_plan(n, &s, c(1), wlen, c(3))?;
-            one(xx.dtype, p.out_shape(s[0]).into_iter().map(Dim::Known).collect())
+            one(
+                xx.dtype,
+                p.out_shape(s[0]).into_iter().map(Dim::Known).collect(),
+            )
         }
         Col2Im => {
             let xx = x?;
-            let s = xx.static_shape().ok_or("Col2Im needs a static input shape")?;
+            let s = xx
+                .static_shape()
+                .ok_or("Col2Im needs a static input shape")?;
             let p = crate::col2im::col2im_plan(n, &s, c(1), c(2))?;
-            one(xx.dtype, p.out_shape(s[0]).into_iter().map(Dim::Known).collect())
+            one(
+                xx.dtype,
+                p.out_shape(s[0]).into_iter().map(Dim::Known).collect(),
+            )
         }
         NonZero => {
             let xx = x?;
@@ -649,6 +661,7 @@ fn infer_shapes(
             }
             one(a.dtype, broadcast(&[&cnd.shape, &a.shape, &b.shape])?)
         }
+        CastLike => one(t(1)?.dtype, x?.shape.clone()),
         Cast => {
             let to = n.attrs.int("to", 0)?;
             let dt = DType::from_onnx_code(to as i32)

@@ -547,7 +547,11 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
                 w.as_ref().map(|w| w.len()),
                 args.get(3).copied().flatten(),
             )?;
-            Tensor::from_f64(odt, oshape, &p.apply(&x.to_f64_vec(), x.shape(), w.as_deref()))
+            Tensor::from_f64(
+                odt,
+                oshape,
+                &p.apply(&x.to_f64_vec(), x.shape(), w.as_deref()),
+            )
         }
         Col2Im => {
             let x = x?;
@@ -634,7 +638,7 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
             Tensor::from_bytes(odt, oshape, bytes).map_err(|e| e.to_string())?
         }
         Mod => binary_mod(Mod, x?, a(1)?, n.attrs.int("fmod", 0)? != 0)?,
-        Cast => x?.cast(odt),
+        Cast | CastLike => x?.cast(odt),
         MatMul => matmul(x?, a(1)?, &oshape)?,
         Gemm => gemm(n, x?, a(1)?, args.get(2).copied().flatten(), &oshape)?,
         Conv => conv(n, x?, a(1)?, args.get(2).copied().flatten(), &oshape)?,
@@ -1565,7 +1569,11 @@ fn mel_weight_matrix(bins: usize, dft: i64, rate: i64, lo_hz: f64, hi_hz: f64) -
 /// AffineGrid's normalised coordinate of index `i` along a dimension of `len` in [-1, 1].
 pub fn affine_grid_coord(i: usize, len: usize, align_corners: bool) -> f64 {
     if align_corners {
-        if len <= 1 { -1.0 } else { -1.0 + i as f64 * 2.0 / (len as f64 - 1.0) }
+        if len <= 1 {
+            -1.0
+        } else {
+            -1.0 + i as f64 * 2.0 / (len as f64 - 1.0)
+        }
     } else {
         -1.0 + (2 * i + 1) as f64 / len as f64
     }

@@ -136,6 +136,7 @@ ops!(
     AffineGrid,
     STFT,
     Col2Im,
+    CastLike,
 );
 
 impl OpKind {
@@ -385,6 +386,7 @@ impl OpKind {
             NonZero => s(1, 1, NONE),
             NonMaxSuppression => s(2, 5, &[("center_point_box", K::Int)]),
             AffineGrid => s(2, 2, &[("align_corners", K::Int)]),
+            CastLike => s(2, 2, &[("saturate", K::Int)]),
             STFT => s(2, 4, &[("onesided", K::Int)]),
             Col2Im => s(
                 3,
@@ -458,6 +460,7 @@ impl OpKind {
                 | BitwiseOr
                 | BitwiseXor
                 | Mod
+                | CastLike
                 | Cast
                 | Identity
                 | Equal

@@ -170,16 +170,28 @@ pub fn stft_plan(
     frame_length: Option<&Tensor>,
 ) -> R<StftPlan> {
     if shape.len() != 3 || !matches!(shape[2], 1 | 2) {
-        return Err(format!("STFT signal {shape:?} must be [batch, length, 1 or 2]"));
+        return Err(format!(
+            "STFT signal {shape:?} must be [batch, length, 1 or 2]"
+        ));
     }
     let step = match step {
         Some(t) if t.len() == 1 && t.get_i64(0) > 0 => t.get_i64(0) as usize,
-        Some(t) => return Err(format!("frame_step {:?} must be one positive value", t.to_i64_vec())),
+        Some(t) => {
+            return Err(format!(
+                "frame_step {:?} must be one positive value",
+                t.to_i64_vec()
+            ));
+        }
         None => return Err("STFT needs the value of frame_step".into()),
     };
     let len = match (frame_length, window_len) {
         (Some(t), _) if t.len() == 1 && t.get_i64(0) > 0 => t.get_i64(0) as usize,
-        (Some(t), _) => return Err(format!("frame_length {:?} must be one positive value", t.to_i64_vec())),
+        (Some(t), _) => {
+            return Err(format!(
+                "frame_length {:?} must be one positive value",
+                t.to_i64_vec()
+            ));
+        }
         (None, Some(w)) => w,
         (None, None) => shape[1],
     };
@@ -189,7 +201,10 @@ pub fn stft_plan(
         return Err(format!("window of {w} samples for frames of {len}"));
     }
     if len > shape[1] {
-        return Err(format!("frames of {len} samples exceed the signal's {}", shape[1]));
+        return Err(format!(
+            "frames of {len} samples exceed the signal's {}",
+            shape[1]
+        ));
     }
     let onesided = n.attrs.int("onesided", 1)? != 0;
     Ok(StftPlan {

@@ -684,3 +684,95 @@ pub(super) fn center_crop_pad(
     );
     Ok(())
 }
+
+/// Split becomes one Slice per output, so the IR needs no multi-output kernels. Sizes come
+/// from the `split` input or attribute, else equal parts (the last smaller). When the sizes or
+/// the split dimension are known only later (a run-time `split` input, a shape that depends on
+/// input values), the bounds are computed in the graph — `ends = CumSum(sizes)` — and value
+/// specialisation folds them before lowering.
+pub(super) fn split(
+    d: &mut Decomposer,
+    x: ValueId,
+    axis: i64,
+    sizes_input: Option<ValueId>,
+    sizes_attr: Option<Vec<i64>>,
+    outputs: &[ValueId],
+) -> Result<(), String> {
+    let n_out = outputs.len() as i64;
+    let known_sizes = match (sizes_input, sizes_attr) {
+        (Some(v), _) => d.im.g.initializers.get(&v).map(|t| t.to_i64_vec()),
+        (None, a) => a,
+    };
+    let ax = d.ints("axis", &[axis]);
+    let equal_static = if sizes_input.is_none() && known_sizes.is_none() {
+        let ty = d.ty(x).ok();
+        match ty {
+            Some(ty) => {
+                let a = tessera_ir::infer::norm_axis(axis, ty.rank())?;
+                ty.shape[a].known().map(|dim| {
+                    let (dim, chunk) = (dim as i64, (dim as i64 + n_out - 1) / n_out);
+                    (0..n_out)
+                        .map(|k| (dim - k * chunk).clamp(0, chunk))
+                        .collect()
+                })
+            }
+            None => None,
+        }
+    } else {
+        None
+    };
+    if let Some(sizes) = known_sizes.or(equal_static) {
+        if sizes.len() != outputs.len() || sizes.iter().any(|&s| s < 0) {
+            return Err(format!(
+                "split sizes {sizes:?} do not match {} outputs",
+                outputs.len()
+            ));
+        }
+        let mut start = 0;
+        for (k, (&size, &out)) in sizes.iter().zip(outputs).enumerate() {
+            let st = d.ints(&format!("start{k}"), &[start]);
+            let en = d.ints(&format!("end{k}"), &[start + size]);
+            d.op_to(
+                OpKind::Slice,
+                &[Some(x), Some(st), Some(en), Some(ax)],
+                &[],
+                out,
+            );
+            start += size;
+        }
+        return Ok(());
+    }
+    let sizes = match sizes_input {
+        Some(v) => v,
+        None => {
+            // Equal parts of a dimension known later: chunk = ceil(dim / n), size_k =
+            // clamp(dim - k·chunk, 0, chunk).
+            let shape = d.op(OpKind::Shape, &[x], &[]);
+            let dim = d.op(OpKind::Gather, &[shape, ax], &[]);
+            let (n1, n) = (d.ints("n_minus_1", &[n_out - 1]), d.ints("n", &[n_out]));
+            let padded = d.op(OpKind::Add, &[dim, n1], &[]);
+            let chunk = d.op(OpKind::Div, &[padded, n], &[]);
+            let ks = d.ints("k", &(0..n_out).collect::<Vec<_>>());
+            let before = d.op(OpKind::Mul, &[ks, chunk], &[]);
+            let left = d.op(OpKind::Sub, &[dim, before], &[]);
+            let zero = d.ints("zero", &[0]);
+            let lo = d.op(OpKind::Max, &[left, zero], &[]);
+            d.op(OpKind::Min, &[lo, chunk], &[])
+        }
+    };
+    let zero = d.ints("zero", &[0]);
+    let ends = d.op(OpKind::CumSum, &[sizes, zero], &[]);
+    let mut start = zero;
+    for (k, &out) in outputs.iter().enumerate() {
+        let (lo, hi) = (d.ints("k", &[k as i64]), d.ints("k1", &[k as i64 + 1]));
+        let end = d.op(OpKind::Slice, &[ends, lo, hi], &[]);
+        d.op_to(
+            OpKind::Slice,
+            &[Some(x), Some(start), Some(end), Some(ax)],
+            &[],
+            out,
+        );
+        start = end;
+    }
+    Ok(())
+}

@@ -17,6 +17,7 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
 }
 
+mod control;
 mod decompose;
 
 use proto::{
@@ -335,6 +336,11 @@ impl Importer {
         if !domain.is_empty() && domain != "ai.onnx" {
             return Err(err(format!("domain `{domain}` is not supported")));
         }
+        match op_type.as_str() {
+            "If" => return self.if_node(np, &name),
+            "Scan" => return self.scan_node(np, &name),
+            _ => {}
+        }
         let mut attrs = Attrs::new();
         for a in &np.attribute {
             let an = a.name.clone().unwrap_or_default();
@@ -400,21 +406,6 @@ impl Importer {
         };
         // Ops that import as a few graph-IR ops (see `decompose`).
         match op_type.as_str() {
-            "CastLike" => {
-                let (x, like) = (
-                    input(0).ok_or_else(|| err("CastLike needs two inputs".into()))?,
-                    input(1).ok_or_else(|| err("CastLike needs two inputs".into()))?,
-                );
-                let mut d = decompose::Decomposer::new(self, &name);
-                let dt = d.ty(like).map_err(err)?.dtype;
-                d.op_to(
-                    OpKind::Cast,
-                    &[Some(x)],
-                    &[("to", Attr::Int(dt.onnx_code() as i64))],
-                    outputs[0],
-                );
-                return Ok(());
-            }
             "Mean" => {
                 let xs: Vec<_> = inputs.iter().flatten().copied().collect();
                 let mut d = decompose::Decomposer::new(self, &name);
@@ -580,90 +571,14 @@ impl Importer {
                 return Ok(());
             }
             "Split" => {
-                // Split becomes one Slice per output, so the IR needs no multi-output kernels.
-                let x = inputs
-                    .first()
-                    .copied()
-                    .flatten()
-                    .ok_or_else(|| err("Split needs an input".into()))?;
-                let axis = match attrs.get("axis") {
-                    Some(Attr::Int(a)) => *a,
-                    _ => 0,
+                let x = input(0).ok_or_else(|| err("Split needs an input".into()))?;
+                let axis = attr_int(&attrs, "axis", 0);
+                let sizes = match attrs.get("split") {
+                    Some(Attr::Ints(v)) => Some(v.clone()),
+                    _ => None,
                 };
-                if let Some(sv) = inputs.get(1).copied().flatten()
-                    && !self.g.initializers.contains_key(&sv)
-                {
-                    // Sizes known only at run time: output k is x[ends[k-1] : ends[k]] along
-                    // the axis, with ends = CumSum(split); value specialisation binds them.
-                    let mut d = decompose::Decomposer::new(self, &name);
-                    let zero = d.ints("zero", &[0]);
-                    let ends = d.op(OpKind::CumSum, &[sv, zero], &[]);
-                    let ax = d.ints("axis", &[axis]);
-                    let mut start = zero;
-                    for (k, &out) in outputs.iter().enumerate() {
-                        let (lo, hi) = (d.ints("k", &[k as i64]), d.ints("k1", &[k as i64 + 1]));
-                        let end = d.op(OpKind::Slice, &[ends, lo, hi], &[]);
-                        d.op_to(
-                            OpKind::Slice,
-                            &[Some(x), Some(start), Some(end), Some(ax)],
-                            &[],
-                            out,
-                        );
-                        start = end;
-                    }
-                    return Ok(());
-                }
-                let sizes: Option<Vec<i64>> =
-                    match (inputs.get(1).copied().flatten(), attrs.get("split")) {
-                        (Some(v), _) => self.g.initializers.get(&v).map(|t| t.to_i64_vec()),
-                        (None, Some(Attr::Ints(v))) => Some(v.clone()),
-                        _ => None,
-                    };
-                let n_out = outputs.len() as i64;
-                let sizes = match sizes {
-                    Some(s) => s,
-                    None => {
-                        // Equal parts: the split dimension's size comes from inferring the
-                        // graph built so far.
-                        tessera_passes::fold::infer_and_fold(
-                            &mut self.g,
-                            tessera_passes::fold::Inference::Lenient,
-                        )
-                        .map_err(|e| err(e.to_string()))?;
-                        let ty = self.g.ty(x).cloned().ok_or_else(|| {
-                            err("equal split of an input whose shape is unknown".into())
-                        })?;
-                        let ax = tessera_ir::infer::norm_axis(axis, ty.rank()).map_err(err)?;
-                        let d = ty.shape[ax].known().ok_or_else(|| {
-                            err("Split of a symbolic dimension needs explicit sizes".into())
-                        })? as i64;
-                        let chunk = (d + n_out - 1) / n_out;
-                        (0..n_out)
-                            .map(|k| (d - k * chunk).clamp(0, chunk))
-                            .collect()
-                    }
-                };
-                if sizes.len() != outputs.len() || sizes.iter().any(|&s| s < 0) {
-                    return Err(err(format!(
-                        "split sizes {sizes:?} do not match {} outputs",
-                        outputs.len()
-                    )));
-                }
-                let mut start = 0;
-                for (k, (&size, &out)) in sizes.iter().zip(&outputs).enumerate() {
-                    let st = self.const_input(&name, &format!("start{k}"), ints_tensor(&[start]));
-                    let en =
-                        self.const_input(&name, &format!("end{k}"), ints_tensor(&[start + size]));
-                    let ax_in = self.const_input(&name, &format!("axis{k}"), ints_tensor(&[axis]));
-                    self.push(
-                        format!("{name}_{k}"),
-                        OpKind::Slice,
-                        Attrs::new(),
-                        vec![Some(x), Some(st), Some(en), Some(ax_in)],
-                        vec![out],
-                    );
-                    start += size;
-                }
+                let mut d = decompose::Decomposer::new(self, &name);
+                decompose::split(&mut d, x, axis, input(1), sizes, &outputs).map_err(err)?;
                 return Ok(());
             }
             "Dropout" => {

@@ -581,7 +581,12 @@ pub(crate) fn affine_grid(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, Pas
     use tessera_ir::loops::BinOp;
     let os = cx.out_shape.clone();
     let ns = os.len() - 2;
-    let align = cx.node.attrs.int("align_corners", 0).map_err(|e| cx.err(e))? != 0;
+    let align = cx
+        .node
+        .attrs
+        .int("align_corners", 0)
+        .map_err(|e| cx.err(e))?
+        != 0;
     let dt = cx.out_dtype;
     let dims = b.dims(&os);
     let oi = idx(&dims);
@@ -589,11 +594,19 @@ pub(crate) fn affine_grid(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, Pas
         let len = os[1 + d] as f64;
         let i = VExpr::Index(oi[1 + d].clone(), dt);
         let (mul, add) = if align {
-            if len <= 1.0 { (0.0, -1.0) } else { (2.0 / (len - 1.0), -1.0) }
+            if len <= 1.0 {
+                (0.0, -1.0)
+            } else {
+                (2.0 / (len - 1.0), -1.0)
+            }
         } else {
             (2.0 / len, 1.0 / len - 1.0)
         };
-        VExpr::bin(BinOp::Add, VExpr::bin(BinOp::Mul, i, VExpr::f(mul, dt)), VExpr::f(add, dt))
+        VExpr::bin(
+            BinOp::Add,
+            VExpr::bin(BinOp::Mul, i, VExpr::f(mul, dt)),
+            VExpr::f(add, dt),
+        )
     };
     let theta = |j: usize| {
         let at = oi[0]
@@ -672,7 +685,10 @@ pub(crate) fn col2im(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErro
         dtype: dt,
         op: ReduceOp::Sum,
         init: VExpr::lit(0.0, dt),
-        axes: kvars.into_iter().zip(p.block.iter().map(|&x| x as i64)).collect(),
+        axes: kvars
+            .into_iter()
+            .zip(p.block.iter().map(|&x| x as i64))
+            .collect(),
         value,
         body: vec![store],
     });

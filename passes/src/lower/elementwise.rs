@@ -75,7 +75,10 @@ pub(crate) fn bcast(b: &mut Builder, out: &[usize], operands: &[Vec<usize>]) -> 
 }
 
 pub(crate) fn elementwise(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
-    let present: Vec<usize> = (0..cx.bufs.len()).filter(|&i| cx.has(i)).collect();
+    // CastLike reads only the dtype of its second input.
+    let present: Vec<usize> = (0..cx.bufs.len())
+        .filter(|&i| cx.has(i) && !(cx.node.op == OpKind::CastLike && i == 1))
+        .collect();
     let shapes: Vec<Vec<usize>> = present.iter().map(|&i| cx.shape(i).to_vec()).collect();
     let bc = bcast(b, &cx.out_shape, &shapes);
     let mut args: Vec<Option<VExpr>> = vec![None; cx.bufs.len()];
@@ -443,7 +446,7 @@ pub(crate) fn scalar_expr(cx: &NodeCx, args: &[Option<VExpr>]) -> Result<VExpr, 
         }
         Not => VExpr::un(UnOp::Not, x),
         Where => VExpr::select(x, a(1)?, a(2)?),
-        Cast => {
+        Cast | CastLike => {
             if cx.out_dtype == dt {
                 x
             } else {

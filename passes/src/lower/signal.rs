@@ -22,7 +22,10 @@ pub(crate) fn dft(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> 
         let mut c = oi.to_vec();
         c[p.axis] = IExpr::var(sv);
         c[r - 1] = IExpr::c(part);
-        VExpr::Cast(F64, Box::new(VExpr::load(cx.buf(0), IExpr::linear(&c, &strides_of(&s)))))
+        VExpr::Cast(
+            F64,
+            Box::new(VExpr::load(cx.buf(0), IExpr::linear(&c, &strides_of(&s)))),
+        )
     };
     Ok(transform(cx, b, &p, p.axis, &input))
 }
@@ -68,7 +71,11 @@ fn transform(
     let oi = idx(&dims);
     let sv = b.var();
     let xr = input(&oi, &sv, 0);
-    let xi = if p.complex_in { input(&oi, &sv, 1) } else { VExpr::f(0.0, F64) };
+    let xi = if p.complex_in {
+        input(&oi, &sv, 1)
+    } else {
+        VExpr::f(0.0, F64)
+    };
     let n = p.n as i64;
     let k = oi[o_axis].clone();
     let phase = IExpr::Mod(
