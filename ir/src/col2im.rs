@@ -47,7 +47,7 @@ pub fn col2im_plan(
     }
     let attr = |name: &str, len: usize, default: i64| -> R<Vec<usize>> {
         let v = n.attrs.ints(name)?.unwrap_or_else(|| vec![default; len]);
-        if v.len() != len || v.iter().any(|&x| x < 0 || x >= 1 << 31) {
+        if v.len() != len || v.iter().any(|x| !(0..1 << 31).contains(x)) {
             return Err(format!(
                 "`{name}` {v:?} must have {len} non-negative values"
             ));

@@ -181,7 +181,12 @@ pub fn run_loops(stages: &tessera::Stages, inputs: &[Tensor]) -> Result<Vec<Tens
                     .ok_or_else(|| format!("kernel {}: value not computed", k.program.name))?,
                 tessera_ir::loops::BufRole::Output => Tensor::poisoned(b.dtype, vec![b.len]),
             };
-            let flat = t.clone().reshaped(vec![b.len]).map_err(|e| e.to_string())?;
+            // Buffers hold at least one element; an empty tensor gets a poisoned one.
+            let flat = if t.is_empty() {
+                Tensor::poisoned(b.dtype, vec![b.len])
+            } else {
+                t.clone().reshaped(vec![b.len]).map_err(|e| e.to_string())?
+            };
             bufs.push(flat);
         }
         tessera_ir::loops::interp::run(&k.program, &mut bufs).map_err(|e| e.to_string())?;
@@ -191,13 +196,13 @@ pub fn run_loops(stages: &tessera::Stages, inputs: &[Tensor]) -> Result<Vec<Tens
             .map_err(|e| e.to_string())?
             .static_shape()
             .unwrap_or_default();
-        env.insert(
-            out_v,
-            bufs.pop()
-                .unwrap()
-                .reshaped(shape)
-                .map_err(|e| e.to_string())?,
-        );
+        let out = bufs.pop().unwrap();
+        let out = if shape.contains(&0) {
+            Tensor::zeros(out.dtype(), shape)
+        } else {
+            out.reshaped(shape).map_err(|e| e.to_string())?
+        };
+        env.insert(out_v, out);
     }
     g.outputs
         .iter()

@@ -108,7 +108,11 @@ fn transform(
     let term = if p.irfft {
         // Bins other than DC and Nyquist stand for their conjugate twin too.
         let single = |v: i64| VExpr::ICmp(CmpOp::Eq, IExpr::var(&sv), IExpr::c(v));
-        let nyquist = if p.n % 2 == 0 { p.n as i64 / 2 } else { -1 };
+        let nyquist = if p.n.is_multiple_of(2) {
+            p.n as i64 / 2
+        } else {
+            -1
+        };
         let once = VExpr::bin(BinOp::Or, single(0), single(nyquist));
         let weight = VExpr::select(once, VExpr::f(1.0, F64), VExpr::f(2.0, F64));
         mul(re, weight)
