@@ -72,7 +72,7 @@ fn new_unary_ops() {
         check_graph(
             &format!("{op} special"),
             &g,
-            &[special.clone()],
+            std::slice::from_ref(&special),
             Tolerance::Exact,
         );
     }
@@ -308,7 +308,8 @@ fn col2im_and_affine_grid() {
 #[test]
 fn resize_modes_through_legalisation() {
     let f = |v: &[f64]| Tensor::from_f64(DType::F32, vec![v.len()], v);
-    let cases: Vec<(&str, Vec<(&str, Attr)>, Tensor)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, Attr)>, Tensor);
+    let cases: Vec<Case> = vec![
         (
             "cubic up",
             vec![("mode", Attr::Str("cubic".into()))],
