@@ -23,8 +23,10 @@ struct Cli {
 enum Emit {
     /// The imported graph
     Graph,
-    /// The specialised, constant-folded graph that is lowered
+    /// The specialised, constant-folded graph, before the optimizer
     Prepared,
+    /// The graph after the e-graph optimizer (rewrites and fusion): what is lowered
+    Fused,
     /// Scheduled loop programs, one per kernel
     Loops,
     /// MLIR (scf/memref/arith/math/vector) before lowering to LLVM
@@ -47,6 +49,9 @@ struct CommonOpts {
     /// Turn off the default schedule (parallel + vectorize).
     #[arg(long)]
     no_schedule: bool,
+    /// Turn off the e-graph optimizer (algebraic rewrites and fusion).
+    #[arg(long)]
+    no_fuse: bool,
 }
 
 #[derive(Subcommand)]
@@ -58,6 +63,9 @@ enum Cmd {
         output: Option<PathBuf>,
         #[arg(long, value_enum)]
         emit: Option<Emit>,
+        /// Write Graphviz pictures of the graph before and after the optimizer.
+        #[arg(long, num_args = 2, value_names = ["BEFORE", "AFTER"])]
+        dot: Option<Vec<PathBuf>>,
         #[command(flatten)]
         opts: CommonOpts,
     },
@@ -127,6 +135,7 @@ fn compiler(opts: &CommonOpts) -> Compiler {
     };
     let mut cfg = CompileConfig {
         schedule: !opts.no_schedule,
+        optimize: !opts.no_fuse,
         bindings: opts.bind.iter().cloned().collect(),
         ..Default::default()
     };
@@ -268,11 +277,22 @@ fn run_cli() -> Result<()> {
             model,
             output,
             emit,
+            dot,
             opts,
         } => {
             let g = load_graph(&model)?;
             let c = compiler(&opts);
             let b = full_bindings(&g, &opts);
+            if let Some(paths) = &dot {
+                let st = c.stages(&g, &b)?;
+                for (path, graph) in paths.iter().zip([&st.prepared, &st.optimized]) {
+                    std::fs::write(path, tessera_ir::text::to_dot(graph))
+                        .with_context(|| format!("writing {}", path.display()))?;
+                }
+                if let Some(r) = &st.report {
+                    eprintln!("{}", report_line(r));
+                }
+            }
             let print_cfg = tessera_ir::text::PrintConfig {
                 max_data_bytes: 256,
             };
@@ -288,6 +308,15 @@ fn run_cli() -> Result<()> {
                             "{}",
                             tessera_ir::text::print_graph_with(&st.prepared, &print_cfg)
                         ),
+                        Emit::Fused => {
+                            if let Some(r) = &st.report {
+                                out!("# {}", report_line(r));
+                            }
+                            out_raw!(
+                                "{}",
+                                tessera_ir::text::print_graph_with(&st.optimized, &print_cfg)
+                            )
+                        }
                         Emit::Loops => {
                             for p in &progs {
                                 out!("{p}");
@@ -321,7 +350,7 @@ fn run_cli() -> Result<()> {
                     tessera_runtime::artifact::manifest_path(&out).display(),
                     out.with_extension("h").display()
                 );
-            } else if emit.is_none() {
+            } else if emit.is_none() && dot.is_none() {
                 bail!("nothing to do: give -o OUTPUT.so and/or --emit STAGE");
             }
         }
@@ -476,6 +505,21 @@ fn run_cli() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// One line summing up an optimizer run.
+fn report_line(r: &tessera_passes::egraph::OptimizeReport) -> String {
+    format!(
+        "optimizer: {} -> {} kernels, cost {:.3e} -> {:.3e}, {} iterations, {} e-nodes, stopped: {}, {:.1} ms",
+        r.kernels_before,
+        r.kernels_after,
+        r.cost_before,
+        r.cost_after,
+        r.iterations,
+        r.egraph_nodes,
+        r.stop_reason,
+        r.elapsed.as_secs_f64() * 1e3
+    )
 }
 
 fn max_rel_err(a: &Tensor, r: &Tensor) -> f64 {

@@ -25,6 +25,8 @@ pub struct CompileConfig {
     pub poison: bool,
     /// Sizes for symbolic dimensions used when compiling ahead of time.
     pub bindings: BTreeMap<String, usize>,
+    /// Run the e-graph optimizer (algebraic rewrites and fusion) before lowering.
+    pub optimize: bool,
 }
 
 impl Default for CompileConfig {
@@ -34,6 +36,7 @@ impl Default for CompileConfig {
             schedule: true,
             poison: false,
             bindings: BTreeMap::new(),
+            optimize: true,
         }
     }
 }
@@ -47,8 +50,13 @@ pub struct Compiler {
 
 /// Everything the pipeline produced up to code generation (inspectable by `--emit`).
 pub struct Stages {
-    /// Specialised, type-inferred, constant-folded graph.
+    /// Specialised, type-inferred, constant-folded graph (before the optimizer).
     pub prepared: Graph,
+    /// The graph that is lowered: `prepared` after the e-graph optimizer (or `prepared`
+    /// itself with the optimizer off).
+    pub optimized: Graph,
+    /// What the optimizer did (None when it is off).
+    pub report: Option<tessera_passes::egraph::OptimizeReport>,
     /// One scheduled loop program per node, in execution order.
     pub kernels: Vec<Kernel>,
 }
@@ -73,7 +81,19 @@ impl Compiler {
         bindings: &BTreeMap<String, usize>,
     ) -> Result<Stages, CompileError> {
         let prepared = tessera_passes::fold::prepare(graph, bindings)?;
-        let mut kernels = tessera_passes::lower::lower_graph(&prepared)?;
+        let (optimized, report) = if self.config.optimize {
+            let (mut g, report) = tessera_passes::egraph::optimize(
+                &prepared,
+                &tessera_passes::egraph::OptimizeConfig::default(),
+            )?;
+            tessera_passes::fold::materialize_outputs(&mut g);
+            g.infer_types()?;
+            g.verify()?;
+            (g, Some(report))
+        } else {
+            (prepared.clone(), None)
+        };
+        let mut kernels = tessera_passes::lower::lower_graph(&optimized)?;
         if self.config.schedule {
             let cfg = CpuScheduleConfig {
                 vector_bytes: self.target.vector_bytes(),
@@ -83,7 +103,12 @@ impl Compiler {
                 schedule::default_cpu(&mut k.program, &cfg)?;
             }
         }
-        Ok(Stages { prepared, kernels })
+        Ok(Stages {
+            prepared,
+            optimized,
+            report,
+            kernels,
+        })
     }
 
     /// Compiles `graph`. Symbolic dimensions are bound from the inputs at run time; each new
@@ -252,7 +277,7 @@ impl Executable {
 /// Builds the execution plan of scheduled kernels: weight blob layout, input/output slots,
 /// and workspace offsets for intermediates (reused by liveness).
 pub fn build_plan(st: &Stages) -> Result<(ExecPlan, Vec<u8>), CompileError> {
-    let g = &st.prepared;
+    let g = &st.optimized;
     let sig = |v: ValueId| -> Result<TensorSig, CompileError> {
         let ty = g.ty_of(v)?;
         Ok(TensorSig {

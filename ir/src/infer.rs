@@ -662,6 +662,28 @@ fn infer_shapes(
             one(a.dtype, broadcast(&[&cnd.shape, &a.shape, &b.shape])?)
         }
         CastLike => one(t(1)?.dtype, x?.shape.clone()),
+        Fused => {
+            let body = n.attrs.graph("body")?;
+            if body.inputs.len() != n.inputs.len() || body.outputs.len() != 1 {
+                return Err(format!(
+                    "body takes {} inputs and gives {} outputs; the node has {} inputs",
+                    body.inputs.len(),
+                    body.outputs.len(),
+                    n.inputs.len()
+                ));
+            }
+            for (k, &v) in body.inputs.iter().enumerate() {
+                let want = body.ty(v).ok_or("body inputs must be typed")?;
+                let got = t(k)?;
+                if got.dtype != want.dtype || got.shape != want.shape {
+                    return Err(format!("input {k} is {got}, the body expects {want}"));
+                }
+            }
+            let out = body
+                .ty(body.outputs[0])
+                .ok_or("the body's output must be typed")?;
+            Ok(vec![out.clone()])
+        }
         Cast => {
             let to = n.attrs.int("to", 0)?;
             let dt = DType::from_onnx_code(to as i32)

@@ -639,6 +639,17 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
         }
         Mod => binary_mod(Mod, x?, a(1)?, n.attrs.int("fmod", 0)? != 0)?,
         Cast | CastLike => x?.cast(odt),
+        Fused => {
+            let body = n.attrs.graph("body")?;
+            let ins: Vec<Tensor> = args
+                .iter()
+                .map(|a| a.cloned().ok_or_else(|| "missing input".to_string()))
+                .collect::<R<_>>()?;
+            run_graph(body, &ins)
+                .map_err(|e| e.to_string())?
+                .pop()
+                .ok_or("the body has no output")?
+        }
         MatMul => matmul(x?, a(1)?, &oshape)?,
         Gemm => gemm(n, x?, a(1)?, args.get(2).copied().flatten(), &oshape)?,
         Conv => conv(n, x?, a(1)?, args.get(2).copied().flatten(), &oshape)?,

@@ -137,6 +137,7 @@ ops!(
     STFT,
     Col2Im,
     CastLike,
+    Fused,
 );
 
 impl OpKind {
@@ -188,6 +189,18 @@ pub enum Attr {
     Floats(Vec<f64>),
     Str(String),
     Tensor(Tensor),
+    /// A subgraph (the body of a fused kernel).
+    Graph(SubGraph),
+}
+
+/// A graph held by an attribute. Two subgraphs are equal when they print the same.
+#[derive(Clone, Debug)]
+pub struct SubGraph(pub Box<crate::graph::Graph>);
+
+impl PartialEq for SubGraph {
+    fn eq(&self, other: &Self) -> bool {
+        crate::text::print_graph(&self.0) == crate::text::print_graph(&other.0)
+    }
 }
 
 impl Attr {
@@ -199,6 +212,7 @@ impl Attr {
             Attr::Floats(_) => AttrKind::Floats,
             Attr::Str(_) => AttrKind::Str,
             Attr::Tensor(_) => AttrKind::Tensor,
+            Attr::Graph(_) => AttrKind::Graph,
         }
     }
 }
@@ -211,6 +225,7 @@ pub enum AttrKind {
     Floats,
     Str,
     Tensor,
+    Graph,
 }
 
 pub type Attrs = BTreeMap<String, Attr>;
@@ -387,6 +402,8 @@ impl OpKind {
             NonMaxSuppression => s(2, 5, &[("center_point_box", K::Int)]),
             AffineGrid => s(2, 2, &[("align_corners", K::Int)]),
             CastLike => s(2, 2, &[("saturate", K::Int)]),
+            // One kernel computing `body` (a graph of elementwise ops over the inputs).
+            Fused => s(1, usize::MAX, &[("body", K::Graph)]),
             STFT => s(2, 4, &[("onesided", K::Int)]),
             Col2Im => s(
                 3,
@@ -489,9 +506,20 @@ pub trait AttrsExt {
     fn ints(&self, name: &str) -> Result<Option<Vec<i64>>, String>;
     fn string(&self, name: &str, default: &str) -> Result<String, String>;
     fn tensor(&self, name: &str) -> Result<Option<Tensor>, String>;
+    fn graph(&self, name: &str) -> Result<&crate::graph::Graph, String>;
 }
 
 impl AttrsExt for Attrs {
+    fn graph(&self, name: &str) -> Result<&crate::graph::Graph, String> {
+        match self.get(name) {
+            Some(Attr::Graph(g)) => Ok(&g.0),
+            Some(a) => Err(format!(
+                "attribute `{name}` must be a graph, got {:?}",
+                a.kind()
+            )),
+            None => Err(format!("missing attribute `{name}`")),
+        }
+    }
     fn int(&self, name: &str, default: i64) -> Result<i64, String> {
         match self.get(name) {
             None => Ok(default),

@@ -78,6 +78,16 @@ fn float(v: f64) -> String {
     }
 }
 
+/// The canonical text of an attribute set, `name=value, …` in name order (as node lines print
+/// them); equal sets print equal.
+pub fn print_attrs(attrs: &Attrs) -> String {
+    attrs
+        .iter()
+        .map(|(k, a)| format!("{k}={}", attr(a)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn attr(a: &Attr) -> String {
     match a {
         Attr::Int(v) => v.to_string(),
@@ -94,6 +104,7 @@ fn attr(a: &Attr) -> String {
             v.iter().map(|x| float(*x)).collect::<Vec<_>>().join(",")
         ),
         Attr::Str(s) => quote(s),
+        Attr::Graph(g) => print_graph(&g.0).trim_end().replace('\n', "\n    "),
         Attr::Tensor(t) => format!(
             "tensor({}, {})",
             ty(&ValueType::new(t.dtype(), t.shape())),
@@ -430,6 +441,10 @@ impl Lexer {
                     ))
                 }
             }
+            Tok::Ident(s) if s == "graph" => {
+                self.pos -= 1;
+                Ok(Attr::Graph(crate::op::SubGraph(Box::new(graph_at(self)?))))
+            }
             Tok::Ident(s) if s == "tensor" => {
                 self.punct('(')?;
                 let t = self.ty()?;
@@ -456,6 +471,15 @@ impl Lexer {
 /// Parses the text form printed by [`print_graph`].
 pub fn parse_graph(src: &str) -> Result<Graph> {
     let mut lx = lex(src)?;
+    let g = graph_at(&mut lx)?;
+    if lx.peek().is_some() {
+        return lx.err("trailing text after the graph");
+    }
+    Ok(g)
+}
+
+/// Parses one `graph … { … }` at the lexer's position (also a subgraph attribute).
+fn graph_at(lx: &mut Lexer) -> Result<Graph> {
     lx.keyword("graph")?;
     let gname = lx.name()?;
     let mut g = Graph::new(gname);
@@ -543,8 +567,82 @@ pub fn parse_graph(src: &str) -> Result<Graph> {
             t => return lx.err(format!("expected input/init/node/output, found {t:?}")),
         }
     }
-    if lx.peek().is_some() {
-        return lx.err("trailing text after the graph");
-    }
     Ok(g)
+}
+
+/// The graph as Graphviz DOT: one box per node (op and name), one ellipse per graph input,
+/// edges labelled with value names and types.
+pub fn to_dot(g: &Graph) -> String {
+    let mut s =
+        String::from("digraph tessera {\n  rankdir=TB;\n  node [fontname=\"monospace\"];\n");
+    let label = |v: ValueId| match g.ty(v) {
+        Some(t) => format!("{}: {}", g.name_of(v), ty(t)),
+        None => g.name_of(v).to_string(),
+    };
+    let esc = |x: &str| x.replace('\\', "\\\\").replace('"', "\\\"");
+    for &v in &g.inputs {
+        writeln!(
+            s,
+            "  \"v{}\" [shape=ellipse, label=\"{}\"];",
+            v.0,
+            esc(&label(v))
+        )
+        .unwrap();
+    }
+    let mut producer = std::collections::HashMap::new();
+    for (ix, n) in g.nodes() {
+        let fused = match n.attrs.get("body") {
+            Some(Attr::Graph(b)) => format!(
+                "\\n[{}]",
+                b.0.nodes()
+                    .map(|(_, m)| m.op.name())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+            _ => String::new(),
+        };
+        writeln!(
+            s,
+            "  \"n{}\" [shape=box, label=\"{}\\n{}{}\"];",
+            ix.index(),
+            n.op,
+            esc(&n.name),
+            fused
+        )
+        .unwrap();
+        for &o in &n.outputs {
+            producer.insert(o, ix.index());
+        }
+    }
+    for (ix, n) in g.nodes() {
+        for i in n.inputs.iter().flatten() {
+            if g.initializers.contains_key(i) {
+                continue;
+            }
+            let from = match producer.get(i) {
+                Some(p) => format!("n{p}"),
+                None => format!("v{}", i.0),
+            };
+            writeln!(
+                s,
+                "  \"{from}\" -> \"n{}\" [label=\"{}\"];",
+                ix.index(),
+                esc(&label(*i))
+            )
+            .unwrap();
+        }
+    }
+    for (k, &v) in g.outputs.iter().enumerate() {
+        writeln!(
+            s,
+            "  \"out{k}\" [shape=ellipse, label=\"output {}\"];",
+            esc(g.name_of(v))
+        )
+        .unwrap();
+        if let Some(p) = producer.get(&v) {
+            writeln!(s, "  \"n{p}\" -> \"out{k}\";").unwrap();
+        }
+    }
+    s.push_str("}\n");
+    s
 }

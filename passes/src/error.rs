@@ -16,4 +16,6 @@ pub enum PassError {
     Schedule(String),
     #[error("after pass `{pass}`: {msg}")]
     Verify { pass: String, msg: String },
+    #[error("graph optimizer: {0}")]
+    Optimize(String),
 }

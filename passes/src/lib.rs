@@ -12,10 +12,12 @@
 //! - Every pass preserves meaning as defined by the reference interpreters; the verifier runs
 //!   after every pass in debug builds and tests ([`verify_after`]).
 
+pub mod egraph;
 pub mod error;
 pub mod fold;
 pub mod legalize;
 pub mod lower;
+pub mod rules;
 pub mod schedule;
 
 pub use error::PassError;

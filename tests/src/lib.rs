@@ -162,7 +162,7 @@ pub fn read_npy(path: &std::path::Path) -> Tensor {
 /// for "lowering and scheduling preserve meaning". Outputs are poisoned before each kernel.
 pub fn run_loops(stages: &tessera::Stages, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
     use std::collections::HashMap;
-    let g = &stages.prepared;
+    let g = &stages.optimized;
     let mut env: HashMap<tessera_ir::ValueId, Tensor> = g
         .initializers
         .iter()

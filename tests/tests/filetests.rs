@@ -1,6 +1,6 @@
 //! Filetests: graph IR text in, the printed output of a pipeline stage out.
 //!
-//! Each `tests/filetests/*.tess` file holds a `# stage: <prepared|loops|scheduled|mlir>`
+//! Each `tests/filetests/*.tess` file holds a `# stage: <prepared|fused|loops|scheduled|mlir>`
 //! line, a graph in the text form, a `# ---- expected ----` line and the expected text.
 //! `TESSERA_BLESS=1 cargo test --test filetests` rewrites the expected parts. The same files
 //! also run through the reference interpreter and the JIT on random inputs, which must agree.
@@ -23,6 +23,7 @@ fn stage_output(stage: &str, graph: &tessera_ir::Graph) -> String {
     let progs: Vec<_> = st.kernels.iter().map(|k| &k.program).collect();
     match stage {
         "prepared" => tessera_ir::text::print_graph(&st.prepared),
+        "fused" => tessera_ir::text::print_graph(&st.optimized),
         "loops" | "scheduled" => progs
             .iter()
             .map(|p| p.to_string())

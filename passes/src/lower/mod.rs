@@ -7,6 +7,7 @@
 
 mod data;
 mod elementwise;
+mod fused;
 mod linalg;
 mod nn;
 mod signal;
@@ -256,6 +257,7 @@ fn lower_node(g: &Graph, n: &Node, index: usize) -> Result<Kernel, PassError> {
         STFT => signal::stft(&cx, &mut b)?,
         AffineGrid => data::affine_grid(&cx, &mut b)?,
         Col2Im => data::col2im(&cx, &mut b)?,
+        Fused => fused::fused(&cx, &mut b)?,
         CumSum => data::cumsum(&cx, &mut b)?,
         Constant | Shape | Size => data::constant(&cx, &mut b)?,
         _ if n.op.is_elementwise() => elementwise::elementwise(&cx, &mut b)?,

@@ -1,0 +1,143 @@
+//! The extraction cost: an explicit estimate of a kernel's time, in bytes-equivalents.
+//!
+//! For every op e-node (one kernel once lowered):
+//!
+//! ```text
+//! cost = bytes read + bytes written + LAUNCH_BYTES + flops / FLOPS_PER_BYTE
+//! ```
+//!
+//! where bytes are the e-class types' sizes (inputs read once, the output written once),
+//! `LAUNCH_BYTES` stands for a kernel's fixed overhead (dispatch, a pass over the loop nest,
+//! lost cache locality between kernels), and flops are estimated per op (2·M·N·K for matrix
+//! products and convolutions, one per output element and body op for elementwise kernels).
+//! A fused kernel reads its inputs and writes its output once: what fusion saves is the
+//! intermediate tensors' traffic and the launches. Leaves and attributes cost nothing.
+//!
+//! egg extracts by tree cost, so a value shared by two consumers is counted twice: this
+//! penalises recomputing a shared producer inside two fused kernels, which is the trade-off
+//! the cost should see. This is one `egg::CostFunction`; a learned model can replace it.
+
+use super::{TEGraph, TNode};
+use egg::{CostFunction, Id, Language};
+use tessera_ir::{Graph, OpKind, ValueType};
+
+/// Bytes-equivalent of one kernel launch.
+pub const LAUNCH_BYTES: f64 = 16384.0;
+/// Flops that cost as much as moving one byte.
+pub const FLOPS_PER_BYTE: f64 = 8.0;
+
+fn bytes(t: &ValueType) -> f64 {
+    t.static_shape()
+        .map(|s| s.iter().product::<usize>() as f64 * t.dtype.size() as f64)
+        .unwrap_or(0.0)
+}
+
+fn elements(t: &ValueType) -> f64 {
+    t.static_shape()
+        .map(|s| s.iter().product::<usize>() as f64)
+        .unwrap_or(0.0)
+}
+
+/// Flops of one op given its input and output types (and, for Fused, its body size).
+pub fn flops(op: OpKind, ins: &[Option<&ValueType>], out: &ValueType, body_ops: usize) -> f64 {
+    let n = elements(out);
+    match op {
+        OpKind::MatMul | OpKind::Gemm => {
+            let k = ins
+                .first()
+                .copied()
+                .flatten()
+                .and_then(|a| a.static_shape())
+                .and_then(|s| s.last().copied())
+                .unwrap_or(1) as f64;
+            2.0 * n * k
+        }
+        OpKind::Conv | OpKind::ConvTranspose => {
+            let w = ins.get(1).copied().flatten().map(elements).unwrap_or(1.0);
+            let co = out.static_shape().map(|s| s[1]).unwrap_or(1) as f64;
+            2.0 * n * w / co.max(1.0)
+        }
+        OpKind::Fused => n * body_ops as f64,
+        _ => n,
+    }
+}
+
+/// The cost of one kernel: its traffic, launch and flops.
+pub fn kernel_cost(
+    op: OpKind,
+    ins: &[Option<&ValueType>],
+    out: &ValueType,
+    body_ops: usize,
+) -> f64 {
+    let read: f64 = ins.iter().flatten().map(|t| bytes(t)).sum();
+    read + bytes(out) + LAUNCH_BYTES + flops(op, ins, out, body_ops) / FLOPS_PER_BYTE
+}
+
+/// The extraction cost function over the e-graph.
+pub struct KernelCost<'a> {
+    eg: &'a TEGraph,
+}
+
+impl<'a> KernelCost<'a> {
+    pub fn new(eg: &'a TEGraph) -> Self {
+        KernelCost { eg }
+    }
+}
+
+impl CostFunction<TNode> for KernelCost<'_> {
+    type Cost = f64;
+
+    fn cost<C>(&mut self, enode: &TNode, mut costs: C) -> f64
+    where
+        C: FnMut(Id) -> f64,
+    {
+        let children: f64 = enode.children().iter().map(|&c| costs(c)).sum();
+        let TNode::Op(op, ch) = enode else {
+            return children;
+        };
+        let ins: Vec<Option<&ValueType>> = ch[1..]
+            .iter()
+            .map(|&c| self.eg[c].data.ty.as_ref())
+            .collect();
+        let Some(out) = super::infer_node(self.eg, *op, ch) else {
+            // An e-node whose type cannot be inferred is never chosen.
+            return f64::INFINITY;
+        };
+        let body_ops = body_size(self.eg, ch[0]);
+        children + kernel_cost(*op, &ins, &out, body_ops)
+    }
+}
+
+/// Ops in a fused body (0 for other ops).
+fn body_size(eg: &TEGraph, attrs: Id) -> usize {
+    match eg[attrs].nodes.first() {
+        Some(TNode::Attrs(s)) => eg
+            .analysis
+            .attrs
+            .get(s)
+            .and_then(|a| match a.get("body") {
+                Some(tessera_ir::Attr::Graph(b)) => Some(b.0.node_count()),
+                _ => None,
+            })
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// The same cost summed over a graph's nodes (each value counted once).
+pub fn graph_cost(g: &Graph) -> f64 {
+    g.nodes()
+        .map(|(_, n)| {
+            let ins: Vec<Option<&ValueType>> =
+                n.inputs.iter().map(|i| i.and_then(|v| g.ty(v))).collect();
+            let body = match n.attrs.get("body") {
+                Some(tessera_ir::Attr::Graph(b)) => b.0.node_count(),
+                _ => 0,
+            };
+            match g.ty(n.outputs[0]) {
+                Some(out) => kernel_cost(n.op, &ins, out, body),
+                None => 0.0,
+            }
+        })
+        .sum()
+}
