@@ -407,6 +407,19 @@ fn run_cli() -> Result<()> {
             let exe = c.compile(&g)?;
             let compiled = exe.compiled_for(&b)?;
             let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
+            // What the optimizer did (its graphs, not timed above).
+            let st = c.stages(&g, &b)?;
+            let optimizer = st.report.as_ref().map(|r| {
+                serde_json::json!({
+                    "kernels_before": r.kernels_before,
+                    "kernels_after": r.kernels_after,
+                    "bytes_before": tessera_passes::egraph::cost::graph_bytes(&st.prepared),
+                    "bytes_after": tessera_passes::egraph::cost::graph_bytes(&st.optimized),
+                    "optimize_ms": r.elapsed.as_secs_f64() * 1e3,
+                    "egraph_nodes": r.egraph_nodes,
+                    "stop_reason": r.stop_reason,
+                })
+            });
             let inputs = random_inputs(&compiled.plan().inputs);
             for _ in 0..warmup {
                 compiled.run(&inputs)?;
@@ -435,6 +448,8 @@ fn run_cli() -> Result<()> {
                 "median_ms": median,
                 "min_ms": times[0],
                 "max_ms": times[times.len() - 1],
+                "bytes_moved": tessera_passes::egraph::cost::graph_bytes(&st.optimized),
+                "optimizer": optimizer,
             });
             if json {
                 out!("{line}");

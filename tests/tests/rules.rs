@@ -145,7 +145,12 @@ fn every_rule_fires_and_is_sound() {
             }
         }
         // And compiled: the optimised pipeline against the interpreter.
-        check_graph(&format!("rule {rule}"), &before, &inputs(&before, 9), REDUCTION);
+        check_graph(
+            &format!("rule {rule}"),
+            &before,
+            &inputs(&before, 9),
+            REDUCTION,
+        );
     }
 }
 

@@ -76,11 +76,19 @@ pub fn kernel_cost(
 /// The extraction cost function over the e-graph.
 pub struct KernelCost<'a> {
     eg: &'a TEGraph,
+    /// The e-class of every op e-node: its output type is the class's (rules only union
+    /// e-nodes of one type), so extraction never re-runs shape inference.
+    class_of: std::collections::HashMap<&'a TNode, Id>,
 }
 
 impl<'a> KernelCost<'a> {
     pub fn new(eg: &'a TEGraph) -> Self {
-        KernelCost { eg }
+        let class_of = eg
+            .classes()
+            .flat_map(|c| c.nodes.iter().map(move |n| (n, c.id)))
+            .filter(|(n, _)| matches!(n, TNode::Op(..)))
+            .collect();
+        KernelCost { eg, class_of }
     }
 }
 
@@ -99,8 +107,12 @@ impl CostFunction<TNode> for KernelCost<'_> {
             .iter()
             .map(|&c| self.eg[c].data.ty.as_ref())
             .collect();
-        let Some(out) = super::infer_node(self.eg, *op, ch) else {
-            // An e-node whose type cannot be inferred is never chosen.
+        let out = match self.class_of.get(enode) {
+            Some(&c) => self.eg[c].data.ty.clone(),
+            None => super::infer_node(self.eg, *op, ch),
+        };
+        let Some(out) = out else {
+            // An e-node whose type is unknown is never chosen.
             return f64::INFINITY;
         };
         let body_ops = body_size(self.eg, ch[0]);
@@ -122,6 +134,22 @@ fn body_size(eg: &TEGraph, attrs: Id) -> usize {
             .unwrap_or(0),
         _ => 0,
     }
+}
+
+/// Bytes a graph's kernels read and write (each kernel reads its inputs and writes its output
+/// once): the "bytes moved" estimate the benchmarks report.
+pub fn graph_bytes(g: &Graph) -> f64 {
+    g.nodes()
+        .map(|(_, n)| {
+            let read: f64 = n
+                .inputs
+                .iter()
+                .filter_map(|i| i.and_then(|v| g.ty(v)))
+                .map(bytes)
+                .sum();
+            read + g.ty(n.outputs[0]).map(bytes).unwrap_or(0.0)
+        })
+        .sum()
 }
 
 /// The same cost summed over a graph's nodes (each value counted once).

@@ -22,6 +22,7 @@ pub mod cost;
 use crate::error::PassError;
 use egg::{Analysis, DidMerge, EGraph, Id, Language, RecExpr, Symbol};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tessera_ir::{Attrs, Graph, Node, OpKind, Tensor, ValueId, ValueType};
 
@@ -107,8 +108,8 @@ impl egg::FromOp for TNode {
 pub struct Data {
     /// The static type (None for attribute and absent nodes).
     pub ty: Option<ValueType>,
-    /// The value, for constants.
-    pub konst: Option<Tensor>,
+    /// The value, for constants (shared: weights are not copied per e-class).
+    pub konst: Option<Arc<Tensor>>,
 }
 
 /// Types (from shape inference) and constants of e-classes, plus the tables that give
@@ -116,7 +117,7 @@ pub struct Data {
 #[derive(Default)]
 pub struct TypeAnalysis {
     /// Graph inputs and constants by name: type, and value for constants.
-    pub leaves: HashMap<Symbol, (ValueType, Option<Tensor>)>,
+    pub leaves: HashMap<Symbol, (ValueType, Option<Arc<Tensor>>)>,
     /// Attribute sets by their canonical text.
     pub attrs: HashMap<Symbol, Attrs>,
     /// The original graph's node names by e-class (kept when extraction picks their op).
@@ -148,7 +149,7 @@ impl TypeAnalysis {
         let s = Symbol::from(format!("{hint}_{h:016x}"));
         self.leaves
             .entry(s)
-            .or_insert_with(|| (ValueType::new(t.dtype(), t.shape()), Some(t)));
+            .or_insert_with(|| (ValueType::new(t.dtype(), t.shape()), Some(Arc::new(t))));
         s
     }
 }
@@ -168,7 +169,7 @@ pub fn infer_node(eg: &TEGraph, op: OpKind, children: &[Id]) -> Option<ValueType
         let absent = eg[c].nodes.iter().any(|n| matches!(n, TNode::Absent));
         inputs.push((!absent).then_some(ValueId(0)));
         tys.push(eg[c].data.ty.clone());
-        consts.push(eg[c].data.konst.as_ref());
+        consts.push(eg[c].data.konst.as_deref());
     }
     let node = Node {
         name: String::new(),
@@ -314,9 +315,13 @@ pub fn to_egraph(g: &Graph, eg: &mut TEGraph) -> Result<Vec<Id>, PassError> {
     }
     for (&v, t) in &g.initializers {
         let s = Symbol::from(g.name_of(v));
-        eg.analysis
-            .leaves
-            .insert(s, (ValueType::new(t.dtype(), t.shape()), Some(t.clone())));
+        eg.analysis.leaves.insert(
+            s,
+            (
+                ValueType::new(t.dtype(), t.shape()),
+                Some(Arc::new(t.clone())),
+            ),
+        );
         class.insert(v, eg.add(TNode::Leaf(s)));
     }
     let absent = eg.add(TNode::Absent);
@@ -417,7 +422,7 @@ impl Rebuild<'_> {
                     .get(s)
                     .ok_or_else(|| PassError::Optimize(format!("unknown leaf `{s}`")))?;
                 match k {
-                    Some(t) => self.g.add_initializer(s.as_str(), t.clone()),
+                    Some(t) => self.g.add_initializer(s.as_str(), (**t).clone()),
                     None => self.g.lookup(s.as_str()).ok_or_else(|| {
                         PassError::Optimize(format!("input `{s}` is not a graph input"))
                     })?,

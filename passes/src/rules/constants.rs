@@ -19,6 +19,14 @@ pub fn rules() -> Vec<Rw> {
     ]
 }
 
+/// Whether the matched class already holds a Conv (the fold happened in an earlier iteration).
+fn already_a_conv(eg: &TEGraph, id: Id) -> bool {
+    eg[id]
+        .nodes
+        .iter()
+        .any(|n| matches!(n, TNode::Op(OpKind::Conv, _)))
+}
+
 fn bn_epsilon(eg: &TEGraph, n: Id) -> f64 {
     super::attrs_of(eg, n)
         .map(|a| a.float("epsilon", 1e-5).unwrap_or(1e-5))
@@ -38,6 +46,9 @@ impl Applier<TNode, TypeAnalysis> for ConvBatchNorm {
         _: Option<&PatternAst<TNode>>,
         _: Symbol,
     ) -> Vec<Id> {
+        if already_a_conv(eg, id) {
+            return vec![]; // folded in an earlier iteration: skip recomputing the weights
+        }
         let get = |eg: &TEGraph, name: &str| konst(eg, s[v(name)]).cloned();
         let (Some(w), Some(sc), Some(beta), Some(mean), Some(var)) = (
             get(eg, "?w"),
@@ -118,6 +129,9 @@ impl Applier<TNode, TypeAnalysis> for ConvAddBias {
         _: Option<&PatternAst<TNode>>,
         _: Symbol,
     ) -> Vec<Id> {
+        if already_a_conv(eg, id) {
+            return vec![];
+        }
         let Some(k) = konst(eg, s[v("?k")]).cloned() else {
             return vec![];
         };

@@ -81,7 +81,7 @@ pub(crate) fn ty(eg: &TEGraph, id: Id) -> Option<&ValueType> {
 
 /// The constant value of an e-class, if it is one.
 pub(crate) fn konst(eg: &TEGraph, id: Id) -> Option<&Tensor> {
-    eg[id].data.konst.as_ref()
+    eg[id].data.konst.as_deref()
 }
 
 /// The attribute set an attribute e-class stands for.
