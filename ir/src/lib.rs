@@ -32,4 +32,5 @@ pub use dtype::DType;
 pub use error::{IrError, Result};
 pub use graph::{Dim, Graph, Node, ValueId, ValueType};
 pub use op::{Attr, Attrs, AttrsExt, OpKind};
+pub use petgraph::stable_graph::NodeIndex;
 pub use tensor::{Rng, Tensor};

@@ -91,3 +91,38 @@ fn random_graphs_optimised_agree() {
         check(&format!("random graph {seed}"), &g, &BTreeMap::new(), seed);
     }
 }
+
+/// Products with elementwise epilogues become one kernel (the anchor's lowering applies the
+/// epilogue), and agree with the unfused graph: batched MatMul with a broadcast bias, Gemm
+/// with C, and both Conv forms (short channel reductions accumulate in registers, long ones
+/// in memory rows).
+#[test]
+fn product_epilogues_fuse_and_agree() {
+    let cases = [
+        (
+            "matmul batched + bias + gelu-ish",
+            "graph \"g\" opset 21 {\n input x: f32[2,5,7]\n input w: f32[7,9]\n input b: f32[9]\n init h: f32[] = hex\"0000003f\"\n node \"mm\" MatMul(x, w) -> (m: f32[2,5,9])\n node \"add\" Add(m, b) -> (a: f32[2,5,9])\n node \"t\" Tanh(a) -> (t: f32[2,5,9])\n node \"mul\" Mul(t, a) -> (p: f32[2,5,9])\n node \"scale\" Mul(p, h) -> (y: f32[2,5,9])\n output y\n}",
+        ),
+        (
+            "gemm + relu",
+            "graph \"g\" opset 21 {\n input x: f32[6,8]\n input w: f32[8,10]\n input c: f32[10]\n node \"gemm\" Gemm[alpha=0.5](x, w, c) -> (g: f32[6,10])\n node \"r\" Relu(g) -> (y: f32[6,10])\n output y\n}",
+        ),
+        (
+            "short conv + channel scale + relu",
+            "graph \"g\" opset 21 {\n input x: f32[1,3,9,9]\n input w: f32[4,3,3,3]\n input s: f32[4,1,1]\n node \"conv\" Conv[kernel_shape=ints(3,3), pads=ints(1,1,1,1)](x, w) -> (c: f32[1,4,9,9])\n node \"mul\" Mul(c, s) -> (m: f32[1,4,9,9])\n node \"r\" Relu(m) -> (y: f32[1,4,9,9])\n output y\n}",
+        ),
+        (
+            "long conv + residual add + relu",
+            "graph \"g\" opset 21 {\n input x: f32[1,40,6,6]\n input w: f32[5,40,3,3]\n input z: f32[1,5,6,6]\n node \"conv\" Conv[kernel_shape=ints(3,3), pads=ints(1,1,1,1)](x, w) -> (c: f32[1,5,6,6])\n node \"add\" Add(c, z) -> (a: f32[1,5,6,6])\n node \"r\" Relu(a) -> (y: f32[1,5,6,6])\n output y\n}",
+        ),
+    ];
+    for (name, text) in cases {
+        let g = tessera_ir::text::parse_graph(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let prepared = tessera_passes::fold::prepare(&g, &BTreeMap::new()).unwrap();
+        let (opt, report) = optimize(&prepared, &OptimizeConfig::default()).unwrap();
+        assert_eq!(report.kernels_after, 1, "{name}: not one kernel: {report:?}");
+        let fused = opt.nodes().find(|(_, n)| n.op == OpKind::Fused);
+        assert!(fused.is_some(), "{name}: no fused kernel");
+        check(name, &g, &BTreeMap::new(), 21);
+    }
+}

@@ -38,8 +38,34 @@ fn elements(t: &ValueType) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Flops of one op given its input and output types (and, for Fused, its body size).
+/// Flops of one op given its input and output types (and, for Fused, its body size; the
+/// anchor's flops come from [`body_anchor_flops`]).
 pub fn flops(op: OpKind, ins: &[Option<&ValueType>], out: &ValueType, body_ops: usize) -> f64 {
+    flops_with(op, ins, out, body_ops, 0.0)
+}
+
+/// Flops of a fused body's anchor (MatMul, Gemm or Conv), if it has one.
+pub fn body_anchor_flops(body: &Graph) -> f64 {
+    body.nodes()
+        .filter(|(_, n)| crate::lower::is_anchor(n.op))
+        .filter_map(|(_, n)| {
+            let ins: Vec<Option<&ValueType>> = n
+                .inputs
+                .iter()
+                .map(|i| i.and_then(|v| body.ty(v)))
+                .collect();
+            body.ty(n.outputs[0]).map(|o| flops(n.op, &ins, o, 0))
+        })
+        .sum()
+}
+
+fn flops_with(
+    op: OpKind,
+    ins: &[Option<&ValueType>],
+    out: &ValueType,
+    body_ops: usize,
+    anchor_flops: f64,
+) -> f64 {
     let n = elements(out);
     match op {
         OpKind::MatMul | OpKind::Gemm => {
@@ -57,7 +83,7 @@ pub fn flops(op: OpKind, ins: &[Option<&ValueType>], out: &ValueType, body_ops: 
             let co = out.static_shape().map(|s| s[1]).unwrap_or(1) as f64;
             2.0 * n * w / co.max(1.0)
         }
-        OpKind::Fused => n * body_ops as f64,
+        OpKind::Fused => n * body_ops as f64 + anchor_flops,
         _ => n,
     }
 }
@@ -67,10 +93,14 @@ pub fn kernel_cost(
     op: OpKind,
     ins: &[Option<&ValueType>],
     out: &ValueType,
-    body_ops: usize,
+    body: Option<&Graph>,
 ) -> f64 {
     let read: f64 = ins.iter().flatten().map(|t| bytes(t)).sum();
-    read + bytes(out) + LAUNCH_BYTES + flops(op, ins, out, body_ops) / FLOPS_PER_BYTE
+    let (body_ops, anchor) = match body {
+        Some(b) => (b.node_count(), body_anchor_flops(b)),
+        None => (0, 0.0),
+    };
+    read + bytes(out) + LAUNCH_BYTES + flops_with(op, ins, out, body_ops, anchor) / FLOPS_PER_BYTE
 }
 
 /// The extraction cost function over the e-graph.
@@ -115,24 +145,19 @@ impl CostFunction<TNode> for KernelCost<'_> {
             // An e-node whose type is unknown is never chosen.
             return f64::INFINITY;
         };
-        let body_ops = body_size(self.eg, ch[0]);
-        children + kernel_cost(*op, &ins, &out, body_ops)
+        let body = body_of(self.eg, ch[0]);
+        children + kernel_cost(*op, &ins, &out, body)
     }
 }
 
-/// Ops in a fused body (0 for other ops).
-fn body_size(eg: &TEGraph, attrs: Id) -> usize {
+/// The body of a fused node's attribute class (None for other ops).
+fn body_of(eg: &TEGraph, attrs: Id) -> Option<&Graph> {
     match eg[attrs].nodes.first() {
-        Some(TNode::Attrs(s)) => eg
-            .analysis
-            .attrs
-            .get(s)
-            .and_then(|a| match a.get("body") {
-                Some(tessera_ir::Attr::Graph(b)) => Some(b.0.node_count()),
-                _ => None,
-            })
-            .unwrap_or(0),
-        _ => 0,
+        Some(TNode::Attrs(s)) => eg.analysis.attrs.get(s).and_then(|a| match a.get("body") {
+            Some(tessera_ir::Attr::Graph(b)) => Some(&*b.0),
+            _ => None,
+        }),
+        _ => None,
     }
 }
 
@@ -159,8 +184,8 @@ pub fn graph_cost(g: &Graph) -> f64 {
             let ins: Vec<Option<&ValueType>> =
                 n.inputs.iter().map(|i| i.and_then(|v| g.ty(v))).collect();
             let body = match n.attrs.get("body") {
-                Some(tessera_ir::Attr::Graph(b)) => b.0.node_count(),
-                _ => 0,
+                Some(tessera_ir::Attr::Graph(b)) => Some(&*b.0),
+                _ => None,
             };
             match g.ty(n.outputs[0]) {
                 Some(out) => kernel_cost(n.op, &ins, out, body),

@@ -1,23 +1,136 @@
-//! A `Fused` node — a graph of elementwise ops over the node's inputs — as one kernel: one
-//! loop nest over the output, each element computed by composing the body's scalar
-//! expressions ([`super::elementwise::scalar_expr`]) on broadcast loads of the inputs.
-//! Intermediate values of the body live in registers, never in memory.
+//! A `Fused` node as one kernel. Its body is a graph of elementwise ops over the node's inputs,
+//! optionally rooted at one *anchor* — a MatMul, Gemm or Conv whose output every other body
+//! op consumes, directly or not.
+//!
+//! - Elementwise only: one loop nest over the output, each element computed by composing the
+//!   body's scalar expressions ([`super::elementwise::scalar_expr`]) on broadcast loads of the
+//!   inputs; intermediates live in registers, never in memory.
+//! - With an anchor: the anchor's own lowering runs with the rest of the body as its
+//!   epilogue ([`super::Epilogue`]), applied where each output element becomes final (at the
+//!   register store of a short convolution, or as an in-place pass over each finished row of
+//!   a matrix product or long convolution, while the row is in cache).
 
 use super::elementwise::{bcast, scalar_expr};
-use super::{Builder, NodeCx, store_nest};
+use super::{Builder, NodeCx, store_nest, strides_of};
 use crate::error::PassError;
 use std::collections::HashMap;
-use tessera_ir::loops::{Stmt, VExpr};
-use tessera_ir::{AttrsExt, ValueId};
+use tessera_ir::loops::{IExpr, Stmt, VExpr};
+use tessera_ir::{AttrsExt, Graph, OpKind, ValueId};
+
+/// Ops that can root a fused body.
+pub fn is_anchor(op: OpKind) -> bool {
+    matches!(op, OpKind::MatMul | OpKind::Gemm | OpKind::Conv)
+}
 
 pub(crate) fn fused(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
     let body = cx.node.attrs.graph("body").map_err(|e| cx.err(e))?;
-    let shapes: Vec<Vec<usize>> = (0..cx.bufs.len()).map(|i| cx.shape(i).to_vec()).collect();
-    let bc = bcast(b, &cx.out_shape, &shapes);
-    let mut env: HashMap<ValueId, VExpr> = HashMap::new();
-    for (i, &v) in body.inputs.iter().enumerate() {
-        env.insert(v, VExpr::load(cx.buf(i), bc.loads[i].clone()));
+    let order = body.topo_order().map_err(|e| cx.err(e.to_string()))?;
+    let anchor = order
+        .iter()
+        .copied()
+        .find(|&ix| is_anchor(body.node(ix).op));
+    match anchor {
+        None => {
+            let shapes: Vec<Vec<usize>> =
+                (0..cx.bufs.len()).map(|i| cx.shape(i).to_vec()).collect();
+            let bc = bcast(b, &cx.out_shape, &shapes);
+            let mut env: HashMap<ValueId, VExpr> = HashMap::new();
+            for (i, &v) in body.inputs.iter().enumerate() {
+                env.insert(v, VExpr::load(cx.buf(i), bc.loads[i].clone()));
+            }
+            let value = compose(cx, body, &order, env, None)?;
+            Ok(store_nest(cx, &bc.dims, bc.out_index, value))
+        }
+        Some(a) => {
+            let an = body.node(a);
+            let input_pos = |v: ValueId| body.inputs.iter().position(|&x| x == v);
+            let mut bufs = Vec::new();
+            let mut in_shapes = Vec::new();
+            let mut in_dtypes = Vec::new();
+            for i in &an.inputs {
+                match i.and_then(input_pos) {
+                    Some(p) => {
+                        bufs.push(Some(cx.buf(p).to_string()));
+                        in_shapes.push(Some(cx.shape(p).to_vec()));
+                        in_dtypes.push(cx.in_dtypes[p]);
+                    }
+                    None if i.is_none() => {
+                        bufs.push(None);
+                        in_shapes.push(None);
+                        in_dtypes.push(None);
+                    }
+                    None => return Err(cx.err("the anchor must read the kernel's inputs")),
+                }
+            }
+            // The epilogue: the anchor's value and broadcast loads of the other inputs at the
+            // output coordinates, through the rest of the body.
+            let out_rank = cx.out_shape.len();
+            let epilogue = |value: VExpr, coords: &[IExpr]| -> VExpr {
+                let mut env: HashMap<ValueId, VExpr> = HashMap::new();
+                env.insert(an.outputs[0], value);
+                for (i, &v) in body.inputs.iter().enumerate() {
+                    let s = cx.shape(i);
+                    let st = strides_of(s);
+                    let off = out_rank - s.len().min(out_rank);
+                    let idx = s.iter().enumerate().fold(IExpr::c(0), |acc, (d, &n)| {
+                        if n == 1 {
+                            acc
+                        } else {
+                            acc.plus(coords[off + d].clone().times(st[d] as i64))
+                        }
+                    });
+                    env.insert(v, VExpr::load(cx.buf(i), idx));
+                }
+                compose(cx, body, &order, env, Some(a))
+                    .unwrap_or_else(|_| VExpr::lit(f64::NAN, cx.out_dtype))
+            };
+            // Checked once here so the closure above cannot fail.
+            compose(
+                cx,
+                body,
+                &order,
+                placeholder_env(body, an.outputs[0], cx),
+                Some(a),
+            )?;
+            let acx = NodeCx {
+                node: an,
+                in_shapes,
+                in_dtypes,
+                consts: vec![None; an.inputs.len()],
+                out_shape: cx.out_shape.clone(),
+                out_dtype: cx.out_dtype,
+                bufs,
+                out: cx.out.clone(),
+                epilogue: Some(&epilogue),
+            };
+            match an.op {
+                OpKind::MatMul => super::linalg::matmul(&acx, b),
+                OpKind::Gemm => super::linalg::gemm(&acx, b),
+                _ => super::linalg::conv(&acx, b),
+            }
+        }
     }
+}
+
+/// Values standing for the inputs, to check a body composes before lowering it.
+fn placeholder_env(body: &Graph, anchor_out: ValueId, cx: &NodeCx) -> HashMap<ValueId, VExpr> {
+    let mut env: HashMap<ValueId, VExpr> = HashMap::new();
+    env.insert(anchor_out, VExpr::lit(0.0, cx.out_dtype));
+    for (i, &v) in body.inputs.iter().enumerate() {
+        env.insert(v, VExpr::load(cx.buf(i), IExpr::c(0)));
+    }
+    env
+}
+
+/// Composes the scalar expressions of the body's elementwise nodes (skipping `skip`, the
+/// anchor, whose value `env` already holds) and returns the body output's expression.
+fn compose(
+    cx: &NodeCx,
+    body: &Graph,
+    order: &[tessera_ir::NodeIndex],
+    mut env: HashMap<ValueId, VExpr>,
+    skip: Option<tessera_ir::NodeIndex>,
+) -> Result<VExpr, PassError> {
     for (&v, t) in &body.initializers {
         if t.len() != 1 {
             return Err(cx.err(format!(
@@ -33,9 +146,14 @@ pub(crate) fn fused(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError
         };
         env.insert(v, lit);
     }
-    let order = body.topo_order().map_err(|e| cx.err(e.to_string()))?;
-    for ix in order {
+    for &ix in order {
+        if Some(ix) == skip {
+            continue;
+        }
         let n = body.node(ix);
+        if !n.op.is_elementwise() {
+            return Err(cx.err(format!("{} in a fused body is not elementwise", n.op)));
+        }
         let ty = |v: ValueId| body.ty(v).cloned();
         let mut args = Vec::with_capacity(n.inputs.len());
         let mut in_dtypes = Vec::with_capacity(n.inputs.len());
@@ -59,14 +177,10 @@ pub(crate) fn fused(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError
             out_dtype: out_ty.dtype,
             bufs: vec![None; n.inputs.len()],
             out: String::new(),
+            epilogue: None,
         };
-        if !n.op.is_elementwise() {
-            return Err(cx.err(format!("{} in a fused body is not elementwise", n.op)));
-        }
         env.insert(n.outputs[0], scalar_expr(&inner, &args)?);
     }
-    let value = env
-        .remove(&body.outputs[0])
-        .ok_or_else(|| cx.err("the body's output is not computed"))?;
-    Ok(store_nest(cx, &bc.dims, bc.out_index, value))
+    env.remove(&body.outputs[0])
+        .ok_or_else(|| cx.err("the body's output is not computed"))
 }

@@ -27,7 +27,16 @@ fn mul(a: VExpr, b: VExpr) -> VExpr {
     VExpr::bin(BinOp::Mul, a, b)
 }
 
-/// `C[i, :] = init(i, j); for k: C[i, j] += a(i, k) * b(k, j)` wrapped in the batch loop.
+/// An epilogue over product rows: the value transform, and the output coordinates of
+/// element `(batch, i, j)`.
+type RowEpilogue<'a> = (
+    &'a super::Epilogue<'a>,
+    &'a dyn Fn(&IExpr, &IExpr, &IExpr) -> Vec<IExpr>,
+);
+
+/// `C[i, :] = init(i, j); for k: C[i, j] += a(i, k) * b(k, j)` wrapped in the batch loop;
+/// with an epilogue, each finished row is then rewritten in place (`C[i, j] = e(C[i, j])`)
+/// while it is still in cache.
 #[allow(clippy::too_many_arguments)]
 fn product(
     b: &mut Builder,
@@ -38,6 +47,7 @@ fn product(
     a_val: &dyn Fn(&IExpr, &IExpr, &IExpr) -> VExpr,
     b_val: &dyn Fn(&IExpr, &IExpr, &IExpr) -> VExpr,
     init: &dyn Fn(&IExpr, &IExpr, &IExpr) -> VExpr,
+    epilogue: Option<RowEpilogue>,
 ) -> Vec<Stmt> {
     let (bv, iv, jv, j2, kv) = (b.var(), b.var(), b.var(), b.var(), b.var());
     let (bi, ii, ji, j2i, ki) = (
@@ -69,6 +79,20 @@ fn product(
     };
     let kloop = for_(&kv, k, vec![for_(&j2, n, vec![acc])]);
     let mut body = vec![init_row, kloop];
+    if let Some((epi, coords)) = epilogue {
+        let j3 = b.var();
+        let j3i = IExpr::var(&j3);
+        let value = epi(VExpr::load(out, cidx(&j3i)), &coords(&bi, &ii, &j3i));
+        body.push(for_(
+            &j3,
+            n,
+            vec![Stmt::Store {
+                buf: out.into(),
+                index: cidx(&j3i),
+                value,
+            }],
+        ));
+    }
     if m > 1 {
         body = vec![for_(&iv, m, body)];
     }
@@ -111,6 +135,29 @@ pub(crate) fn matmul(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErro
     let offs2 = offs.clone();
     let (a, bn) = (cx.buf(0).to_string(), cx.buf(1).to_string());
     let dt = cx.out_dtype;
+    // Output coordinates for an epilogue: the batch index decomposed, then row and column.
+    let out_rank = cx.out_shape.len();
+    let coords = |bi: &IExpr, i: &IExpr, j: &IExpr| -> Vec<IExpr> {
+        let mut c = Vec::with_capacity(out_rank);
+        let mut rem = 1usize;
+        let mut batch_coords = Vec::new();
+        for &d in batch_shape.iter().rev() {
+            batch_coords.push(bi.clone().floordiv(rem as i64).modulo(d as i64));
+            rem *= d;
+        }
+        batch_coords.reverse();
+        c.extend(batch_coords);
+        c.push(i.clone());
+        c.push(j.clone());
+        c
+    };
+    let epilogue = match cx.epilogue {
+        Some(e) if cx.shape(0).len() >= 2 && cx.shape(1).len() >= 2 => {
+            Some((e, &coords as &dyn Fn(&IExpr, &IExpr, &IExpr) -> Vec<IExpr>))
+        }
+        Some(_) => return Err(cx.err("an epilogue needs a matrix product of rank >= 2")),
+        None => None,
+    };
     Ok(product(
         b,
         &cx.out,
@@ -136,6 +183,7 @@ pub(crate) fn matmul(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErro
             )
         },
         &|_, _, _| VExpr::lit(0.0, dt),
+        epilogue,
     ))
 }
 
@@ -189,6 +237,10 @@ pub(crate) fn gemm(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError>
             }
         }
     };
+    let coords = |_: &IExpr, i: &IExpr, j: &IExpr| vec![i.clone(), j.clone()];
+    let epilogue = cx
+        .epilogue
+        .map(|e| (e, &coords as &dyn Fn(&IExpr, &IExpr, &IExpr) -> Vec<IExpr>));
     Ok(product(
         b,
         &cx.out,
@@ -198,6 +250,7 @@ pub(crate) fn gemm(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError>
         &a_val,
         &b_val,
         &init,
+        epilogue,
     ))
 }
 
@@ -402,6 +455,20 @@ fn conv_rows(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
     if !taps.is_empty() {
         body.push(for_(&civ, cpg, taps));
     }
+    if let Some(epi) = cx.epilogue {
+        // The row is final: rewrite it in place while it is in cache.
+        let e = b.var();
+        let coords = [v(&nv), v(&cov), v(&ohv), v(&e)];
+        body.push(for_(
+            &e,
+            ow,
+            vec![Stmt::Store {
+                buf: cx.out.clone(),
+                index: row(v(&e)),
+                value: epi(VExpr::load(&cx.out, row(v(&e))), &coords),
+            }],
+        ));
+    }
     Ok(vec![for_(
         &nv,
         nb,
@@ -524,13 +591,18 @@ fn conv_columns(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
                 });
             }
         }
-        let index = out_at(ox);
+        let index = out_at(ox.clone());
+        let coords = [v(&nv), v(&cov), v(&ohv), ox];
+        let finish = |x: VExpr| match cx.epilogue {
+            Some(epi) => epi(x, &coords),
+            None => x,
+        };
         match sum {
             Some(value) => {
                 let store = Stmt::Store {
                     buf: cx.out.clone(),
                     index,
-                    value: VExpr::Acc("s".into(), dt),
+                    value: finish(VExpr::Acc("s".into(), dt)),
                 };
                 Stmt::Reduce(Reduce {
                     acc: "s".into(),
@@ -546,7 +618,7 @@ fn conv_columns(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
             None => Stmt::Store {
                 buf: cx.out.clone(),
                 index,
-                value: init.clone(),
+                value: finish(init.clone()),
             },
         }
     };

@@ -8,6 +8,7 @@
 mod data;
 mod elementwise;
 mod fused;
+pub use fused::is_anchor;
 mod linalg;
 mod nn;
 mod signal;
@@ -48,7 +49,13 @@ pub(crate) struct NodeCx<'a> {
     /// Buffer name of each input (`None` for omitted optional inputs).
     pub bufs: Vec<Option<String>>,
     pub out: String,
+    /// For the anchor of a fused kernel (MatMul, Gemm, Conv): the elementwise epilogue,
+    /// mapping an output element's final value and its output coordinates to what is stored.
+    pub epilogue: Option<&'a Epilogue<'a>>,
 }
+
+/// An epilogue: `(value, output coordinates) -> stored value`.
+pub(crate) type Epilogue<'a> = dyn Fn(VExpr, &[IExpr]) -> VExpr + 'a;
 
 impl NodeCx<'_> {
     pub fn err(&self, msg: impl Into<String>) -> PassError {
@@ -218,6 +225,7 @@ fn lower_node(g: &Graph, n: &Node, index: usize) -> Result<Kernel, PassError> {
         out_dtype: oty.dtype,
         bufs,
         out: "y".into(),
+        epilogue: None,
     };
     let mut b = Builder::new();
     use OpKind::*;

@@ -1,7 +1,10 @@
 //! Operator fusion: every elementwise op gets a `Fused` form (a one-kernel node whose `body`
-//! attribute is a graph of elementwise ops), and a `Fused` form of its operand is inlined into
-//! it — so a chain `relu(x·s + b)` has, in its e-class, one kernel computing the whole chain.
-//! Extraction then decides, by cost, which intermediate tensors to materialise.
+//! attribute is a graph of elementwise ops), and the largest fitting `Fused` form of each
+//! operand is inlined into it — so a chain `relu(x·s + b)` has, in its e-class, one kernel
+//! computing the whole chain. An operand computed by a MatMul, Gemm or 2-D Conv can become
+//! the body's *anchor* (at most one per body, and the chain must keep its output type): the
+//! elementwise ops then run as the product's epilogue. Extraction decides, by cost, which
+//! intermediate tensors to materialise.
 //!
 //! Bounds keep saturation fast: bodies of at most [`MAX_BODY_OPS`] ops and
 //! [`MAX_INPUTS`] inputs; scalar constants are folded into bodies, other constants stay inputs.
@@ -76,8 +79,13 @@ impl Applier<TNode, TypeAnalysis> for FuseElementwise {
             })
             .collect();
         let mut changed = vec![];
-        for (op, children) in ops {
-            let Some((attrs, inputs)) = fuse(eg, op, &children) else {
+        // Each op gets a purely elementwise form and, when an operand is a product, an
+        // anchored one: consumers pick whichever fits their own body.
+        let variants = ops
+            .into_iter()
+            .flat_map(|(op, ch)| [(op, ch.clone(), false), (op, ch, true)]);
+        for (op, children, anchor) in variants {
+            let Some((attrs, inputs)) = fuse(eg, op, &children, anchor) else {
                 continue;
             };
             let sym = eg.analysis.intern_attrs(&attrs);
@@ -103,14 +111,34 @@ impl Applier<TNode, TypeAnalysis> for FuseElementwise {
 }
 
 /// The body and inputs of `op(children)` with its operands' fused forms inlined.
-fn fuse(eg: &TEGraph, op: OpKind, children: &[Id]) -> Option<(Attrs, Vec<Id>)> {
+/// The body and inputs of `op(children)` with its operands' fused forms inlined; with
+/// `anchor`, an operand computed by a product becomes the body's anchor first (so the other
+/// operands' bodies that read it read the anchor's value, not memory).
+fn fuse(eg: &TEGraph, op: OpKind, children: &[Id], anchor: bool) -> Option<(Attrs, Vec<Id>)> {
     let attrs = super::attrs_of(eg, children[0])?.clone();
     let mut b = Body::default();
+    let classes: Vec<Id> = children[1..].iter().map(|&c| eg.find(c)).collect();
+    if anchor {
+        let found = classes.iter().find_map(|&c| {
+            eg[c].nodes.iter().find_map(|n| match n {
+                TNode::Op(k, ch) if anchorable(eg, *k, ch) => Some((c, *k, ch.clone())),
+                _ => None,
+            })
+        });
+        // A direct operand that is a product anchors the body; otherwise one operand's
+        // anchored body may be inlined below.
+        if let Some((c, k, ch)) = found {
+            b.anchor(eg, c, k, &ch)?;
+        }
+    }
     let mut args = Vec::new();
-    for &c in &children[1..] {
-        let c = eg.find(c);
+    for &c in &classes {
         if eg[c].nodes.iter().any(|n| matches!(n, TNode::Absent)) {
             args.push(None);
+            continue;
+        }
+        if let Some(&v) = b.by_class.get(&c) {
+            args.push(Some(v));
             continue;
         }
         let ty = eg[c].data.ty.clone()?;
@@ -119,7 +147,7 @@ fn fuse(eg: &TEGraph, op: OpKind, children: &[Id]) -> Option<(Attrs, Vec<Id>)> {
             args.push(Some(b.g.add_initializer(&name, k.clone())));
             continue;
         }
-        // Inline the operand's smallest fused form that fits.
+        // Inline the operand's largest fused form that fits (one anchor per body at most).
         let inner = eg[c]
             .nodes
             .iter()
@@ -133,13 +161,24 @@ fn fuse(eg: &TEGraph, op: OpKind, children: &[Id]) -> Option<(Attrs, Vec<Id>)> {
                 }
                 _ => None,
             })
-            .min_by_key(|(body, _)| body.node_count());
+            .filter(|(body, _)| {
+                b.g.node_count() + body.node_count() < MAX_BODY_OPS
+                    && !((b.anchored || !anchor) && has_anchor(body))
+            })
+            .max_by_key(|(body, _)| body.node_count());
         match inner {
-            Some((body, ins)) if b.g.node_count() + body.node_count() < MAX_BODY_OPS => {
-                args.push(Some(b.inline(eg, &body, &ins)?));
+            Some((body, ins)) => {
+                b.anchored |= has_anchor(&body);
+                let v = b.inline(eg, &body, &ins)?;
+                // Later operands whose bodies read this class read the value computed here.
+                b.by_class.insert(c, v);
+                args.push(Some(v));
             }
-            _ => args.push(Some(b.input(c, ty))),
+            None => args.push(Some(b.input(c, ty))),
         }
+    }
+    if anchor && !b.anchored {
+        return None; // the same as the purely elementwise form
     }
     if b.inputs.len() > MAX_INPUTS {
         return None;
@@ -154,6 +193,16 @@ fn fuse(eg: &TEGraph, op: OpKind, children: &[Id]) -> Option<(Attrs, Vec<Id>)> {
     });
     b.g.outputs.push(out);
     b.g.infer_types().ok()?;
+    if b.anchored {
+        // The epilogue stores into the anchor's output: same type, no broadcasting.
+        let anchor_out =
+            b.g.nodes()
+                .find(|(_, n)| crate::lower::is_anchor(n.op))
+                .map(|(_, n)| n.outputs[0])?;
+        if b.g.ty(anchor_out) != b.g.ty(out) {
+            return None;
+        }
+    }
     let mut a = Attrs::new();
     a.insert("body".into(), Attr::Graph(SubGraph(Box::new(b.g))));
     Some((a, b.inputs))
@@ -164,6 +213,27 @@ struct Body {
     g: Graph,
     inputs: Vec<Id>,
     by_class: HashMap<Id, ValueId>,
+    /// Whether the body has its anchor (MatMul, Gemm or Conv) already.
+    anchored: bool,
+}
+
+fn has_anchor(body: &Graph) -> bool {
+    body.nodes().any(|(_, n)| crate::lower::is_anchor(n.op))
+}
+
+/// Whether an op e-node can anchor a fused body: a product of rank ≥ 2 operands, a 2-D conv.
+fn anchorable(eg: &TEGraph, op: OpKind, ch: &[Id]) -> bool {
+    let rank = |i: usize| {
+        ch.get(i)
+            .and_then(|&c| eg[c].data.ty.as_ref())
+            .map(|t| t.rank())
+    };
+    match op {
+        OpKind::MatMul => rank(1).is_some_and(|r| r >= 2) && rank(2).is_some_and(|r| r >= 2),
+        OpKind::Gemm => true,
+        OpKind::Conv => rank(1) == Some(4),
+        _ => false,
+    }
 }
 
 impl Default for Body {
@@ -172,6 +242,7 @@ impl Default for Body {
             g: Graph::new("body"),
             inputs: Vec::new(),
             by_class: HashMap::new(),
+            anchored: false,
         }
     }
 }
@@ -185,6 +256,33 @@ impl Body {
         self.inputs.push(class);
         self.by_class.insert(class, v);
         v
+    }
+
+    /// Adds the anchor op `op(children)` of e-class `class`, reading new body inputs; later
+    /// uses of that class read its output.
+    fn anchor(&mut self, eg: &TEGraph, class: Id, op: OpKind, ch: &[Id]) -> Option<ValueId> {
+        let attrs = super::attrs_of(eg, ch[0])?.clone();
+        let mut inputs = Vec::new();
+        for &c in &ch[1..] {
+            let c = eg.find(c);
+            if eg[c].nodes.iter().any(|n| matches!(n, TNode::Absent)) {
+                inputs.push(None);
+            } else {
+                let ty = eg[c].data.ty.clone()?;
+                inputs.push(Some(self.input(c, ty)));
+            }
+        }
+        let out = self.g.fresh_value(&format!("t{}", self.g.num_values()));
+        self.g.add_node(Node {
+            name: format!("n{}", self.g.node_count()),
+            op,
+            attrs,
+            inputs,
+            outputs: vec![out],
+        });
+        self.by_class.insert(class, out);
+        self.anchored = true;
+        Some(out)
     }
 
     /// Copies `body` (whose inputs are the classes `ins`) in; returns its output value.
@@ -222,7 +320,25 @@ impl Body {
                 outputs: vec![out],
             });
             map.insert(n.outputs[0], out);
+            if crate::lower::is_anchor(n.op)
+                && let Some(class) = anchor_class(eg, body, n, ins)
+            {
+                // Other operands reading the product read this value, not memory.
+                self.by_class.insert(class, out);
+            }
         }
         map.get(body.outputs.first()?).copied()
     }
+}
+
+/// The e-class of an anchor node of a fused body whose inputs are the classes `ins`.
+fn anchor_class(eg: &TEGraph, body: &Graph, n: &Node, ins: &[Id]) -> Option<Id> {
+    let sym = Symbol::from(tessera_ir::text::print_attrs(&n.attrs));
+    let mut children = vec![eg.lookup(TNode::Attrs(sym))?];
+    for i in &n.inputs {
+        let v = (*i)?;
+        let pos = body.inputs.iter().position(|&x| x == v)?;
+        children.push(eg.find(*ins.get(pos)?));
+    }
+    eg.lookup(TNode::Op(n.op, children)).map(|c| eg.find(c))
 }
