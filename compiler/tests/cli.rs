@@ -37,7 +37,8 @@ fn every_stage_prints() {
     let expect = [
         ("graph", "node \""),
         ("prepared", "Gemm"),
-        ("loops", "parallel"),
+        ("fused", "optimizer: "),
+        ("loops", "vectorize"),
         ("mlir", "scf.for"),
         ("llvm", "define void @k0_"),
     ];

@@ -45,6 +45,32 @@ fn bundled_models_optimised_agree() {
     }
 }
 
+/// A value with two consumers is not inlined into both (that would compute it twice): the
+/// product and its bias stay one kernel, the consumers another.
+#[test]
+fn shared_values_are_not_recomputed() {
+    let text = "graph \"g\" opset 21 {\n input x: f32[2,5,7]\n input w: f32[7,9]\n input b: f32[9]\n node \"mm\" MatMul(x, w) -> (m: f32[2,5,9])\n node \"add\" Add(m, b) -> (a: f32[2,5,9])\n node \"t\" Tanh(a) -> (t: f32[2,5,9])\n node \"mul\" Mul(t, a) -> (y: f32[2,5,9])\n output y\n}";
+    let g = tessera_ir::text::parse_graph(text).unwrap();
+    let prepared = tessera_passes::fold::prepare(&g, &BTreeMap::new()).unwrap();
+    let (opt, report) = optimize(&prepared, &OptimizeConfig::default()).unwrap();
+    assert_eq!(report.kernels_after, 2, "{report:?}");
+    assert_eq!(
+        opt.nodes().filter(|(_, n)| n.op == OpKind::MatMul).count()
+            + opt
+                .nodes()
+                .filter(|(_, n)| n.op == OpKind::Fused)
+                .filter_map(|(_, n)| match n.attrs.get("body") {
+                    Some(Attr::Graph(b)) =>
+                        Some(b.0.nodes().filter(|(_, m)| m.op == OpKind::MatMul).count()),
+                    _ => None,
+                })
+                .sum::<usize>(),
+        1,
+        "the product is computed once"
+    );
+    check("shared", &g, &BTreeMap::new(), 4);
+}
+
 /// Random chains of elementwise ops, broadcasts, views and matrix products.
 #[test]
 fn random_graphs_optimised_agree() {
@@ -100,8 +126,8 @@ fn random_graphs_optimised_agree() {
 fn product_epilogues_fuse_and_agree() {
     let cases = [
         (
-            "matmul batched + bias + gelu-ish",
-            "graph \"g\" opset 21 {\n input x: f32[2,5,7]\n input w: f32[7,9]\n input b: f32[9]\n init h: f32[] = hex\"0000003f\"\n node \"mm\" MatMul(x, w) -> (m: f32[2,5,9])\n node \"add\" Add(m, b) -> (a: f32[2,5,9])\n node \"t\" Tanh(a) -> (t: f32[2,5,9])\n node \"mul\" Mul(t, a) -> (p: f32[2,5,9])\n node \"scale\" Mul(p, h) -> (y: f32[2,5,9])\n output y\n}",
+            "matmul batched + bias + tanh + scale",
+            "graph \"g\" opset 21 {\n input x: f32[2,5,7]\n input w: f32[7,9]\n input b: f32[9]\n init h: f32[] = hex\"0000003f\"\n node \"mm\" MatMul(x, w) -> (m: f32[2,5,9])\n node \"add\" Add(m, b) -> (a: f32[2,5,9])\n node \"t\" Tanh(a) -> (t: f32[2,5,9])\n node \"scale\" Mul(t, h) -> (y: f32[2,5,9])\n output y\n}",
         ),
         (
             "gemm + relu",
@@ -120,7 +146,10 @@ fn product_epilogues_fuse_and_agree() {
         let g = tessera_ir::text::parse_graph(text).unwrap_or_else(|e| panic!("{name}: {e}"));
         let prepared = tessera_passes::fold::prepare(&g, &BTreeMap::new()).unwrap();
         let (opt, report) = optimize(&prepared, &OptimizeConfig::default()).unwrap();
-        assert_eq!(report.kernels_after, 1, "{name}: not one kernel: {report:?}");
+        assert_eq!(
+            report.kernels_after, 1,
+            "{name}: not one kernel: {report:?}"
+        );
         let fused = opt.nodes().find(|(_, n)| n.op == OpKind::Fused);
         assert!(fused.is_some(), "{name}: no fused kernel");
         check(name, &g, &BTreeMap::new(), 21);

@@ -110,6 +110,10 @@ pub struct Data {
     pub ty: Option<ValueType>,
     /// The value, for constants (shared: weights are not copied per e-class).
     pub konst: Option<Arc<Tensor>>,
+    /// Consumers of the value in the input graph (graph outputs count as one); 0 for values
+    /// rules created. Fusion does not inline a value with several consumers: that would
+    /// compute it again in each.
+    pub uses: usize,
 }
 
 /// Types (from shape inference) and constants of e-classes, plus the tables that give
@@ -192,6 +196,7 @@ impl Analysis<TNode> for TypeAnalysis {
                 Some((ty, k)) => Data {
                     ty: Some(ty.clone()),
                     konst: k.clone(),
+                    uses: 0,
                 },
                 None => Data::default(),
             },
@@ -199,6 +204,7 @@ impl Analysis<TNode> for TypeAnalysis {
             TNode::Op(op, children) => Data {
                 ty: infer_node(eg, *op, children),
                 konst: None,
+                uses: 0,
             },
         }
     }
@@ -211,6 +217,10 @@ impl Analysis<TNode> for TypeAnalysis {
         }
         if a.konst.is_none() && b.konst.is_some() {
             a.konst = b.konst;
+            changed = true;
+        }
+        if b.uses > a.uses {
+            a.uses = b.uses;
             changed = true;
         }
         DidMerge(changed, true)
@@ -344,7 +354,17 @@ pub fn to_egraph(g: &Graph, eg: &mut TEGraph) -> Result<Vec<Id>, PassError> {
         eg.analysis.names.insert(id, (n.op, n.name.clone()));
         class.insert(n.outputs[0], id);
     }
-    g.outputs
+    // Use counts: consumers of each value, graph outputs counting as one more.
+    let mut uses: HashMap<Id, usize> = HashMap::new();
+    for (_, n) in g.nodes() {
+        for i in n.inputs.iter().flatten() {
+            if let Some(&c) = class.get(i) {
+                *uses.entry(c).or_default() += 1;
+            }
+        }
+    }
+    let roots: Vec<Id> = g
+        .outputs
         .iter()
         .map(|v| {
             class
@@ -352,7 +372,15 @@ pub fn to_egraph(g: &Graph, eg: &mut TEGraph) -> Result<Vec<Id>, PassError> {
                 .copied()
                 .ok_or_else(|| err(format!("output `{}` is undefined", g.name_of(*v))))
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    for &r in &roots {
+        *uses.entry(r).or_default() += 1;
+    }
+    for (c, n) in uses {
+        let c = eg.find(c);
+        eg[c].data.uses = eg[c].data.uses.max(n);
+    }
+    Ok(roots)
 }
 
 /// Rebuilds a graph from the cheapest e-node of every needed e-class (shared classes become

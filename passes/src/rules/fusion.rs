@@ -119,12 +119,15 @@ fn fuse(eg: &TEGraph, op: OpKind, children: &[Id], anchor: bool) -> Option<(Attr
     let mut b = Body::default();
     let classes: Vec<Id> = children[1..].iter().map(|&c| eg.find(c)).collect();
     if anchor {
-        let found = classes.iter().find_map(|&c| {
-            eg[c].nodes.iter().find_map(|n| match n {
-                TNode::Op(k, ch) if anchorable(eg, *k, ch) => Some((c, *k, ch.clone())),
-                _ => None,
-            })
-        });
+        let found = classes
+            .iter()
+            .filter(|&&c| single_use(eg, c))
+            .find_map(|&c| {
+                eg[c].nodes.iter().find_map(|n| match n {
+                    TNode::Op(k, ch) if anchorable(eg, *k, ch) => Some((c, *k, ch.clone())),
+                    _ => None,
+                })
+            });
         // A direct operand that is a product anchors the body; otherwise one operand's
         // anchored body may be inlined below.
         if let Some((c, k, ch)) = found {
@@ -147,25 +150,30 @@ fn fuse(eg: &TEGraph, op: OpKind, children: &[Id], anchor: bool) -> Option<(Attr
             args.push(Some(b.g.add_initializer(&name, k.clone())));
             continue;
         }
-        // Inline the operand's largest fused form that fits (one anchor per body at most).
-        let inner = eg[c]
-            .nodes
-            .iter()
-            .filter_map(|n| match n {
-                TNode::Op(OpKind::Fused, ch) => {
-                    let body = match super::attrs_of(eg, ch[0])?.get("body") {
-                        Some(Attr::Graph(g)) => g.0.clone(),
-                        _ => return None,
-                    };
-                    Some((body, ch[1..].to_vec()))
-                }
-                _ => None,
-            })
-            .filter(|(body, _)| {
-                b.g.node_count() + body.node_count() < MAX_BODY_OPS
-                    && !((b.anchored || !anchor) && has_anchor(body))
-            })
-            .max_by_key(|(body, _)| body.node_count());
+        // Inline the operand's largest fused form that fits (one anchor per body at most) —
+        // unless other consumers need the value too.
+        let inner = if !single_use(eg, c) {
+            None
+        } else {
+            eg[c]
+                .nodes
+                .iter()
+                .filter_map(|n| match n {
+                    TNode::Op(OpKind::Fused, ch) => {
+                        let body = match super::attrs_of(eg, ch[0])?.get("body") {
+                            Some(Attr::Graph(g)) => g.0.clone(),
+                            _ => return None,
+                        };
+                        Some((body, ch[1..].to_vec()))
+                    }
+                    _ => None,
+                })
+                .filter(|(body, _)| {
+                    b.g.node_count() + body.node_count() < MAX_BODY_OPS
+                        && !((b.anchored || !anchor) && has_anchor(body))
+                })
+                .max_by_key(|(body, _)| body.node_count())
+        };
         match inner {
             Some((body, ins)) => {
                 b.anchored |= has_anchor(&body);
@@ -215,6 +223,12 @@ struct Body {
     by_class: HashMap<Id, ValueId>,
     /// Whether the body has its anchor (MatMul, Gemm or Conv) already.
     anchored: bool,
+}
+
+/// Whether the value of class `c` has at most one consumer (values made by rules count as
+/// single-use).
+fn single_use(eg: &TEGraph, c: Id) -> bool {
+    eg[eg.find(c)].data.uses <= 1
 }
 
 fn has_anchor(body: &Graph) -> bool {
