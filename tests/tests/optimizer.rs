@@ -118,8 +118,9 @@ fn random_graphs_optimised_agree() {
     }
 }
 
-/// Products with elementwise epilogues become one kernel (the anchor's lowering applies the
-/// epilogue), and agree with the unfused graph: batched MatMul with a broadcast bias, Gemm
+/// Products with elementwise epilogues, and reductions of elementwise maps, become one kernel
+/// (the anchor's lowering applies the epilogue; the reduction computes its data in registers),
+/// and agree with the unfused graph: batched MatMul with a broadcast bias, Gemm
 /// with C, and both Conv forms (short channel reductions accumulate in registers, long ones
 /// in memory rows).
 #[test]
@@ -140,6 +141,14 @@ fn product_epilogues_fuse_and_agree() {
         (
             "long conv + residual add + relu",
             "graph \"g\" opset 21 {\n input x: f32[1,40,6,6]\n input w: f32[5,40,3,3]\n input z: f32[1,5,6,6]\n node \"conv\" Conv[kernel_shape=ints(3,3), pads=ints(1,1,1,1)](x, w) -> (c: f32[1,5,6,6])\n node \"add\" Add(c, z) -> (a: f32[1,5,6,6])\n node \"r\" Relu(a) -> (y: f32[1,5,6,6])\n output y\n}",
+        ),
+        (
+            "sum of squares (map then reduce)",
+            "graph \"g\" opset 21 {\n input x: f32[4,33]\n init ax: i64[1] = hex\"0100000000000000\"\n node \"sq\" Mul(x, x) -> (s: f32[4,33])\n node \"r\" ReduceSum[keepdims=0](s, ax) -> (y: f32[4])\n output y\n}",
+        ),
+        (
+            "variance about a given mean",
+            "graph \"g\" opset 21 {\n input x: f32[3,5,7]\n input m: f32[3,1,7]\n init ax: i64[1] = hex\"0100000000000000\"\n node \"d\" Sub(x, m) -> (d: f32[3,5,7])\n node \"sq\" Mul(d, d) -> (s: f32[3,5,7])\n node \"r\" ReduceMean(s, ax) -> (y: f32[3,1,7])\n output y\n}",
         ),
     ];
     for (name, text) in cases {

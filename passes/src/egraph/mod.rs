@@ -357,8 +357,12 @@ pub fn to_egraph(g: &Graph, eg: &mut TEGraph) -> Result<Vec<Id>, PassError> {
     // Use counts: consumers of each value, graph outputs counting as one more.
     let mut uses: HashMap<Id, usize> = HashMap::new();
     for (_, n) in g.nodes() {
-        for i in n.inputs.iter().flatten() {
-            if let Some(&c) = class.get(i) {
+        // A node reading a value twice (`x · x`) is one consumer.
+        let mut read: Vec<ValueId> = n.inputs.iter().flatten().copied().collect();
+        read.sort();
+        read.dedup();
+        for i in read {
+            if let Some(&c) = class.get(&i) {
                 *uses.entry(c).or_default() += 1;
             }
         }

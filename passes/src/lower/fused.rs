@@ -25,6 +25,11 @@ pub fn is_anchor(op: OpKind) -> bool {
 pub(crate) fn fused(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
     let body = cx.node.attrs.graph("body").map_err(|e| cx.err(e))?;
     let order = body.topo_order().map_err(|e| cx.err(e.to_string()))?;
+    if let Some(&last) = order.last()
+        && is_sink(body.node(last).op)
+    {
+        return reduction_sink(cx, b, body, &order, last);
+    }
     let anchor = order
         .iter()
         .copied()
@@ -69,17 +74,7 @@ pub(crate) fn fused(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError
                 let mut env: HashMap<ValueId, VExpr> = HashMap::new();
                 env.insert(an.outputs[0], value);
                 for (i, &v) in body.inputs.iter().enumerate() {
-                    let s = cx.shape(i);
-                    let st = strides_of(s);
-                    let off = out_rank - s.len().min(out_rank);
-                    let idx = s.iter().enumerate().fold(IExpr::c(0), |acc, (d, &n)| {
-                        if n == 1 {
-                            acc
-                        } else {
-                            acc.plus(coords[off + d].clone().times(st[d] as i64))
-                        }
-                    });
-                    env.insert(v, VExpr::load(cx.buf(i), idx));
+                    env.insert(v, bcast_load(cx, i, coords, out_rank));
                 }
                 compose(cx, body, &order, env, Some(a))
                     .unwrap_or_else(|_| VExpr::lit(f64::NAN, cx.out_dtype))
@@ -102,6 +97,7 @@ pub(crate) fn fused(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError
                 bufs,
                 out: cx.out.clone(),
                 epilogue: Some(&epilogue),
+                prologue: None,
             };
             match an.op {
                 OpKind::MatMul => super::linalg::matmul(&acx, b),
@@ -131,7 +127,22 @@ fn compose(
     mut env: HashMap<ValueId, VExpr>,
     skip: Option<tessera_ir::NodeIndex>,
 ) -> Result<VExpr, PassError> {
+    compose_to(cx, body, order, &mut env, skip, body.outputs[0])
+}
+
+/// [`compose`] up to the value `target`.
+fn compose_to(
+    cx: &NodeCx,
+    body: &Graph,
+    order: &[tessera_ir::NodeIndex],
+    env: &mut HashMap<ValueId, VExpr>,
+    skip: Option<tessera_ir::NodeIndex>,
+    target: ValueId,
+) -> Result<VExpr, PassError> {
     for (&v, t) in &body.initializers {
+        if env.contains_key(&v) || skip.is_some_and(|s| is_sink(body.node(s).op)) && t.len() != 1 {
+            continue; // a reduction's axes: read by the reduction itself
+        }
         if t.len() != 1 {
             return Err(cx.err(format!(
                 "body constant `{}` has {} elements; only scalars are folded into a fused kernel",
@@ -149,6 +160,9 @@ fn compose(
     for &ix in order {
         if Some(ix) == skip {
             continue;
+        }
+        if env.contains_key(&target) {
+            break;
         }
         let n = body.node(ix);
         if !n.op.is_elementwise() {
@@ -178,9 +192,98 @@ fn compose(
             bufs: vec![None; n.inputs.len()],
             out: String::new(),
             epilogue: None,
+            prologue: None,
         };
         env.insert(n.outputs[0], scalar_expr(&inner, &args)?);
     }
-    env.remove(&body.outputs[0])
+    env.remove(&target)
         .ok_or_else(|| cx.err("the body's output is not computed"))
+}
+
+/// Reductions that can end a fused body (their data input computed in registers).
+pub fn is_sink(op: OpKind) -> bool {
+    use OpKind::*;
+    matches!(
+        op,
+        ReduceSum
+            | ReduceMean
+            | ReduceMax
+            | ReduceMin
+            | ReduceL2
+            | ReduceSumSquare
+            | ReduceL1
+            | ReduceLogSum
+            | ReduceLogSumExp
+            | ReduceProd
+    )
+}
+
+/// A load of fused input `i` broadcast to coordinates `coords` of a value of rank `rank`.
+fn bcast_load(cx: &NodeCx, i: usize, coords: &[IExpr], rank: usize) -> VExpr {
+    let s = cx.shape(i);
+    let st = strides_of(s);
+    let off = rank - s.len().min(rank);
+    let idx = s.iter().enumerate().fold(IExpr::c(0), |acc, (d, &n)| {
+        if n == 1 {
+            acc
+        } else {
+            acc.plus(coords[off + d].clone().times(st[d] as i64))
+        }
+    });
+    VExpr::load(cx.buf(i), idx)
+}
+
+/// A fused body ending in a reduction: the reduction's lowering with the rest of the body as
+/// its prologue.
+fn reduction_sink(
+    cx: &NodeCx,
+    b: &mut Builder,
+    body: &Graph,
+    order: &[tessera_ir::NodeIndex],
+    sink: tessera_ir::NodeIndex,
+) -> Result<Vec<Stmt>, PassError> {
+    let rn = body.node(sink);
+    let data = rn.inputs[0].ok_or_else(|| cx.err("a reduction without data"))?;
+    let dty = body
+        .ty(data)
+        .cloned()
+        .ok_or_else(|| cx.err("untyped reduction input"))?;
+    let ds = dty
+        .static_shape()
+        .ok_or_else(|| cx.err("symbolic reduction input"))?;
+    let rank = ds.len();
+    let prologue = |coords: &[IExpr]| -> VExpr {
+        let mut env: HashMap<ValueId, VExpr> = HashMap::new();
+        for (i, &v) in body.inputs.iter().enumerate() {
+            env.insert(v, bcast_load(cx, i, coords, rank));
+        }
+        compose_to(cx, body, order, &mut env, Some(sink), data)
+            .unwrap_or_else(|_| VExpr::lit(f64::NAN, dty.dtype))
+    };
+    // Checked once here so the closure above cannot fail.
+    let mut env: HashMap<ValueId, VExpr> = HashMap::new();
+    for (i, &v) in body.inputs.iter().enumerate() {
+        env.insert(v, VExpr::load(cx.buf(i), IExpr::c(0)));
+    }
+    compose_to(cx, body, order, &mut env, Some(sink), data)?;
+    let axes = rn.inputs.get(1).copied().flatten();
+    let rcx = NodeCx {
+        node: rn,
+        in_shapes: vec![
+            Some(ds),
+            axes.and_then(|a| body.ty(a)).and_then(|t| t.static_shape()),
+        ],
+        in_dtypes: vec![
+            Some(dty.dtype),
+            axes.and_then(|a| body.ty(a)).map(|t| t.dtype),
+        ],
+        consts: vec![None, axes.and_then(|a| body.initializers.get(&a))],
+        out_shape: cx.out_shape.clone(),
+        out_dtype: cx.out_dtype,
+        bufs: vec![Some(String::new()), axes.map(|_| String::new())],
+        out: cx.out.clone(),
+        epilogue: None,
+        prologue: Some(&prologue),
+    };
+    super::nn::reduce_op(&rcx, b)
 }

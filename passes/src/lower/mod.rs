@@ -8,7 +8,7 @@
 mod data;
 mod elementwise;
 mod fused;
-pub use fused::is_anchor;
+pub use fused::{is_anchor, is_sink};
 mod linalg;
 mod nn;
 mod signal;
@@ -52,7 +52,13 @@ pub(crate) struct NodeCx<'a> {
     /// For the anchor of a fused kernel (MatMul, Gemm, Conv): the elementwise epilogue,
     /// mapping an output element's final value and its output coordinates to what is stored.
     pub epilogue: Option<&'a Epilogue<'a>>,
+    /// For a reduction ending a fused kernel: the value of its data input at the given input
+    /// coordinates, computed in registers instead of loaded.
+    pub prologue: Option<&'a Prologue<'a>>,
 }
+
+/// A prologue: `input coordinates -> value`.
+pub(crate) type Prologue<'a> = dyn Fn(&[IExpr]) -> VExpr + 'a;
 
 /// An epilogue: `(value, output coordinates) -> stored value`.
 pub(crate) type Epilogue<'a> = dyn Fn(VExpr, &[IExpr]) -> VExpr + 'a;
@@ -226,6 +232,7 @@ fn lower_node(g: &Graph, n: &Node, index: usize) -> Result<Kernel, PassError> {
         bufs,
         out: "y".into(),
         epilogue: None,
+        prologue: None,
     };
     let mut b = Builder::new();
     use OpKind::*;

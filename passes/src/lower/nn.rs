@@ -377,7 +377,10 @@ pub(crate) fn reduce_op(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassE
             raxes.push((v, s[a] as i64));
         }
     }
-    let loaded = VExpr::load(cx.buf(0), IExpr::linear(&coords, &strides_of(&s)));
+    let loaded = match cx.prologue {
+        Some(p) => p(&coords),
+        None => VExpr::load(cx.buf(0), IExpr::linear(&coords, &strides_of(&s))),
+    };
     let value = match cx.node.op {
         OpKind::ReduceL2 | OpKind::ReduceSumSquare => {
             VExpr::bin(BinOp::Mul, loaded.clone(), loaded)

@@ -3,8 +3,10 @@
 //! operand is inlined into it — so a chain `relu(x·s + b)` has, in its e-class, one kernel
 //! computing the whole chain. An operand computed by a MatMul, Gemm or 2-D Conv can become
 //! the body's *anchor* (at most one per body, and the chain must keep its output type): the
-//! elementwise ops then run as the product's epilogue. Extraction decides, by cost, which
-//! intermediate tensors to materialise.
+//! elementwise ops then run as the product's epilogue. A reduction whose data is computed
+//! by elementwise ops can *sink* them (map then reduce: `ReduceSum(x·x)`, a mean of squared
+//! deviations) into one kernel computing the data in registers. Extraction decides, by cost,
+//! which intermediate tensors to materialise.
 //!
 //! Bounds keep saturation fast: bodies of at most [`MAX_BODY_OPS`] ops and
 //! [`MAX_INPUTS`] inputs; scalar constants are folded into bodies, other constants stay inputs.
@@ -44,7 +46,7 @@ impl Searcher<TNode, TypeAnalysis> for ElementwiseOps {
         let hit = eg[eclass]
             .nodes
             .iter()
-            .any(|n| matches!(n, TNode::Op(k, _) if fusible(*k)));
+            .any(|n| matches!(n, TNode::Op(k, _) if fusible(*k) || crate::lower::is_sink(*k)));
         (hit && limit > 0).then(|| SearchMatches {
             eclass,
             substs: vec![Subst::default()],
@@ -79,6 +81,31 @@ impl Applier<TNode, TypeAnalysis> for FuseElementwise {
             })
             .collect();
         let mut changed = vec![];
+        let sinks: Vec<(OpKind, Vec<Id>)> = eg[eclass]
+            .nodes
+            .iter()
+            .filter_map(|n| match n {
+                TNode::Op(k, c) if crate::lower::is_sink(*k) => Some((*k, c.clone())),
+                _ => None,
+            })
+            .collect();
+        for (op, children) in sinks {
+            let Some((attrs, inputs)) = fuse_sink(eg, op, &children) else {
+                continue;
+            };
+            let sym = eg.analysis.intern_attrs(&attrs);
+            let mut ch = vec![eg.add(TNode::Attrs(sym))];
+            ch.extend(inputs);
+            if crate::egraph::infer_node(eg, OpKind::Fused, &ch)
+                .is_none_or(|t| Some(&t) != eg[eclass].data.ty.as_ref())
+            {
+                continue;
+            }
+            let node = eg.add(TNode::Op(OpKind::Fused, ch));
+            if eg.union(eclass, node) {
+                changed.push(eclass);
+            }
+        }
         // Each op gets a purely elementwise form and, when an operand is a product, an
         // anchored one: consumers pick whichever fits their own body.
         let variants = ops
@@ -171,6 +198,7 @@ fn fuse(eg: &TEGraph, op: OpKind, children: &[Id], anchor: bool) -> Option<(Attr
                 .filter(|(body, _)| {
                     b.g.node_count() + body.node_count() < MAX_BODY_OPS
                         && !((b.anchored || !anchor) && has_anchor(body))
+                        && !has_sink(body)
                 })
                 .max_by_key(|(body, _)| body.node_count())
         };
@@ -229,6 +257,62 @@ struct Body {
 /// single-use).
 fn single_use(eg: &TEGraph, c: Id) -> bool {
     eg[eg.find(c)].data.uses <= 1
+}
+
+fn has_sink(body: &Graph) -> bool {
+    body.nodes().any(|(_, n)| crate::lower::is_sink(n.op))
+}
+
+/// A reduction `op(data, axes?)` with the data's largest purely elementwise fused form
+/// inlined before it (the data must have no other consumer; the axes must be constant).
+fn fuse_sink(eg: &TEGraph, op: OpKind, children: &[Id]) -> Option<(Attrs, Vec<Id>)> {
+    let attrs = super::attrs_of(eg, children[0])?.clone();
+    let data = eg.find(*children.get(1)?);
+    if !single_use(eg, data) {
+        return None;
+    }
+    let (body, ins) = eg[data]
+        .nodes
+        .iter()
+        .filter_map(|n| match n {
+            TNode::Op(OpKind::Fused, ch) => match super::attrs_of(eg, ch[0])?.get("body") {
+                Some(Attr::Graph(g)) => Some((g.0.clone(), ch[1..].to_vec())),
+                _ => None,
+            },
+            _ => None,
+        })
+        .filter(|(body, _)| {
+            body.node_count() < MAX_BODY_OPS && !has_anchor(body) && !has_sink(body)
+        })
+        .max_by_key(|(body, _)| body.node_count())?;
+    let mut b = Body::default();
+    let v = b.inline(eg, &body, &ins)?;
+    let mut inputs = vec![Some(v)];
+    if let Some(&axes) = children.get(2) {
+        let axes = eg.find(axes);
+        if eg[axes].nodes.iter().any(|n| matches!(n, TNode::Absent)) {
+            inputs.push(None);
+        } else {
+            let k = super::konst(eg, axes)?;
+            inputs.push(Some(b.g.add_initializer("axes", k.clone())));
+        }
+    }
+    if b.inputs.len() > MAX_INPUTS {
+        return None;
+    }
+    let out = b.g.fresh_value("y");
+    b.g.add_node(Node {
+        name: format!("n{}", b.g.node_count()),
+        op,
+        attrs,
+        inputs,
+        outputs: vec![out],
+    });
+    b.g.outputs.push(out);
+    b.g.infer_types().ok()?;
+    let mut a = Attrs::new();
+    a.insert("body".into(), Attr::Graph(SubGraph(Box::new(b.g))));
+    Some((a, b.inputs))
 }
 
 fn has_anchor(body: &Graph) -> bool {
