@@ -150,6 +150,18 @@ fn product_epilogues_fuse_and_agree() {
             "variance about a given mean",
             "graph \"g\" opset 21 {\n input x: f32[3,5,7]\n input m: f32[3,1,7]\n init ax: i64[1] = hex\"0100000000000000\"\n node \"d\" Sub(x, m) -> (d: f32[3,5,7])\n node \"sq\" Mul(d, d) -> (s: f32[3,5,7])\n node \"r\" ReduceMean(s, ax) -> (y: f32[3,1,7])\n output y\n}",
         ),
+        (
+            "root mean square (map, reduce, map)",
+            "graph \"g\" opset 21 {\n input x: f32[6,40]\n init ax: i64[1] = hex\"0100000000000000\"\n init eps: f32[] = hex\"bd378635\"\n node \"sq\" Mul(x, x) -> (s: f32[6,40])\n node \"r\" ReduceMean(s, ax) -> (m: f32[6,1])\n node \"e\" Add(m, eps) -> (a: f32[6,1])\n node \"q\" Sqrt(a) -> (y: f32[6,1])\n output y\n}",
+        ),
+        (
+            "reduction without keepdims, then a broadcast divisor",
+            "graph \"g\" opset 21 {\n input x: f32[4,9,3]\n input z: f32[3]\n init ax: i64[1] = hex\"0100000000000000\"\n node \"r\" ReduceSum[keepdims=0](x, ax) -> (s: f32[4,3])\n node \"d\" Div(s, z) -> (y: f32[4,3])\n output y\n}",
+        ),
+        (
+            "map, reduce to a lower rank, map",
+            "graph \"g\" opset 21 {\n input x: f32[4,9]\n input z: f32[4]\n init ax: i64[1] = hex\"0100000000000000\"\n node \"sq\" Mul(x, x) -> (s: f32[4,9])\n node \"r\" ReduceMean[keepdims=0](s, ax) -> (m: f32[4])\n node \"d\" Mul(m, z) -> (y: f32[4])\n output y\n}",
+        ),
     ];
     for (name, text) in cases {
         let g = tessera_ir::text::parse_graph(text).unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -25,10 +25,8 @@ pub fn is_anchor(op: OpKind) -> bool {
 pub(crate) fn fused(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
     let body = cx.node.attrs.graph("body").map_err(|e| cx.err(e))?;
     let order = body.topo_order().map_err(|e| cx.err(e.to_string()))?;
-    if let Some(&last) = order.last()
-        && is_sink(body.node(last).op)
-    {
-        return reduction_sink(cx, b, body, &order, last);
+    if let Some(&sink) = order.iter().find(|&&ix| is_sink(body.node(ix).op)) {
+        return reduction_sink(cx, b, body, &order, sink);
     }
     let anchor = order
         .iter()
@@ -168,6 +166,11 @@ fn compose_to(
         if !n.op.is_elementwise() {
             return Err(cx.err(format!("{} in a fused body is not elementwise", n.op)));
         }
+        // A node whose operands are not available here belongs to another part of the body
+        // (the prologue of a reduction when composing its epilogue): skip it.
+        if n.inputs.iter().flatten().any(|v| !env.contains_key(v)) {
+            continue;
+        }
         let ty = |v: ValueId| body.ty(v).cloned();
         let mut args = Vec::with_capacity(n.inputs.len());
         let mut in_dtypes = Vec::with_capacity(n.inputs.len());
@@ -223,13 +226,13 @@ fn bcast_load(cx: &NodeCx, i: usize, coords: &[IExpr], rank: usize) -> VExpr {
     let s = cx.shape(i);
     let st = strides_of(s);
     let off = rank - s.len().min(rank);
-    let idx = s.iter().enumerate().fold(IExpr::c(0), |acc, (d, &n)| {
-        if n == 1 {
-            acc
-        } else {
-            acc.plus(coords[off + d].clone().times(st[d] as i64))
-        }
-    });
+    let idx = s
+        .iter()
+        .enumerate()
+        .fold(IExpr::c(0), |acc, (d, &n)| match coords.get(off + d) {
+            Some(c) if n != 1 => acc.plus(c.clone().times(st[d] as i64)),
+            _ => acc,
+        });
     VExpr::load(cx.buf(i), idx)
 }
 
@@ -266,6 +269,33 @@ fn reduction_sink(
         env.insert(v, VExpr::load(cx.buf(i), IExpr::c(0)));
     }
     compose_to(cx, body, order, &mut env, Some(sink), data)?;
+    // Elementwise ops after the reduction: its epilogue, at the output coordinates.
+    let out_rank = cx.out_shape.len();
+    let has_epilogue = rn.outputs[0] != body.outputs[0];
+    let epilogue = |value: VExpr, coords: &[IExpr]| -> VExpr {
+        let mut env: HashMap<ValueId, VExpr> = HashMap::new();
+        env.insert(rn.outputs[0], value);
+        // Inputs of a higher rank feed only the prologue.
+        for (i, &v) in body.inputs.iter().enumerate() {
+            if cx.shape(i).len() <= out_rank {
+                env.insert(v, bcast_load(cx, i, coords, out_rank));
+            }
+        }
+        compose(cx, body, order, env, Some(sink))
+            .unwrap_or_else(|_| VExpr::lit(f64::NAN, cx.out_dtype))
+    };
+    if has_epilogue {
+        // Checked once here, on the same inputs, so the closure above cannot fail.
+        let mut env: HashMap<ValueId, VExpr> = HashMap::new();
+        env.insert(rn.outputs[0], VExpr::lit(0.0, cx.out_dtype));
+        let zeros = vec![IExpr::c(0); out_rank];
+        for (i, &v) in body.inputs.iter().enumerate() {
+            if cx.shape(i).len() <= out_rank {
+                env.insert(v, bcast_load(cx, i, &zeros, out_rank));
+            }
+        }
+        compose(cx, body, order, env, Some(sink))?;
+    }
     let axes = rn.inputs.get(1).copied().flatten();
     let rcx = NodeCx {
         node: rn,
@@ -282,7 +312,7 @@ fn reduction_sink(
         out_dtype: cx.out_dtype,
         bufs: vec![Some(String::new()), axes.map(|_| String::new())],
         out: cx.out.clone(),
-        epilogue: None,
+        epilogue: has_epilogue.then_some(&epilogue as &super::Epilogue),
         prologue: Some(&prologue),
     };
     super::nn::reduce_op(&rcx, b)

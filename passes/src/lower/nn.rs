@@ -412,23 +412,38 @@ pub(crate) fn reduce_op(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassE
     if float_only && !dt.is_float() {
         return Err(cx.err(format!("{} of integers is not supported", cx.node.op)));
     }
+    // A fused epilogue sees the output's coordinates (reduced axes dropped without keepdims).
+    let keep = cx.node.attrs.int("keepdims", 1).map_err(|e| cx.err(e))? != 0;
+    let out_coords = |kept_idx: &[IExpr]| -> Vec<IExpr> {
+        kept_idx
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| keep || !axes.contains(i))
+            .map(|(_, e)| e.clone())
+            .collect()
+    };
+    let finish = |v: VExpr, kept_idx: &[IExpr]| match cx.epilogue {
+        Some(epi) => epi(finish(v), &out_coords(kept_idx)),
+        None => finish(v),
+    };
     if count == 0 {
         // An empty reduction stores the identity, finished (e.g. log(0) = -inf).
         let dims = b.dims(&kept);
-        let out_idx = IExpr::linear(&idx(&dims), &strides_of(&kept));
-        return Ok(store_nest(cx, &dims, out_idx, finish(init)));
+        let ix = idx(&dims);
+        let out_idx = IExpr::linear(&ix, &strides_of(&kept));
+        return Ok(store_nest(cx, &dims, out_idx, finish(init, &ix)));
     }
     let out_idx = IExpr::linear(&idx(&dims), &strides_of(&kept));
     let store = Stmt::Store {
         buf: cx.out.clone(),
         index: out_idx.clone(),
-        value: finish(VExpr::Acc("r".into(), dt)),
+        value: finish(VExpr::Acc("r".into(), dt), &idx(&dims)),
     };
     let stmt = if raxes.is_empty() {
         Stmt::Store {
             buf: cx.out.clone(),
             index: out_idx,
-            value: finish(value),
+            value: finish(value, &idx(&dims)),
         }
     } else {
         Stmt::Reduce(Reduce {

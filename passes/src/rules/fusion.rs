@@ -198,13 +198,14 @@ fn fuse(eg: &TEGraph, op: OpKind, children: &[Id], anchor: bool) -> Option<(Attr
                 .filter(|(body, _)| {
                     b.g.node_count() + body.node_count() < MAX_BODY_OPS
                         && !((b.anchored || !anchor) && has_anchor(body))
-                        && !has_sink(body)
+                        && !(has_sink(body) && (anchor || b.anchored || b.sunk))
                 })
                 .max_by_key(|(body, _)| body.node_count())
         };
         match inner {
             Some((body, ins)) => {
                 b.anchored |= has_anchor(&body);
+                b.sunk |= has_sink(&body);
                 let v = b.inline(eg, &body, &ins)?;
                 // Later operands whose bodies read this class read the value computed here.
                 b.by_class.insert(c, v);
@@ -229,13 +230,14 @@ fn fuse(eg: &TEGraph, op: OpKind, children: &[Id], anchor: bool) -> Option<(Attr
     });
     b.g.outputs.push(out);
     b.g.infer_types().ok()?;
-    if b.anchored {
-        // The epilogue stores into the anchor's output: same type, no broadcasting.
-        let anchor_out =
+    if b.anchored || b.sunk {
+        // The epilogue stores into the anchor's (or reduction's) output: same type, no
+        // broadcasting.
+        let root_out =
             b.g.nodes()
-                .find(|(_, n)| crate::lower::is_anchor(n.op))
+                .find(|(_, n)| crate::lower::is_anchor(n.op) || crate::lower::is_sink(n.op))
                 .map(|(_, n)| n.outputs[0])?;
-        if b.g.ty(anchor_out) != b.g.ty(out) {
+        if b.g.ty(root_out) != b.g.ty(out) {
             return None;
         }
     }
@@ -251,6 +253,8 @@ struct Body {
     by_class: HashMap<Id, ValueId>,
     /// Whether the body has its anchor (MatMul, Gemm or Conv) already.
     anchored: bool,
+    /// Whether the body has a reduction already (its epilogue is what follows).
+    sunk: bool,
 }
 
 /// Whether the value of class `c` has at most one consumer (values made by rules count as
@@ -271,7 +275,7 @@ fn fuse_sink(eg: &TEGraph, op: OpKind, children: &[Id]) -> Option<(Attrs, Vec<Id
     if !single_use(eg, data) {
         return None;
     }
-    let (body, ins) = eg[data]
+    let inner = eg[data]
         .nodes
         .iter()
         .filter_map(|n| match n {
@@ -284,9 +288,17 @@ fn fuse_sink(eg: &TEGraph, op: OpKind, children: &[Id]) -> Option<(Attrs, Vec<Id
         .filter(|(body, _)| {
             body.node_count() < MAX_BODY_OPS && !has_anchor(body) && !has_sink(body)
         })
-        .max_by_key(|(body, _)| body.node_count())?;
+        .max_by_key(|(body, _)| body.node_count());
     let mut b = Body::default();
-    let v = b.inline(eg, &body, &ins)?;
+    // The data's elementwise form becomes the prologue; without one, the reduction reads its
+    // input (the kernel is then a plain reduction that consumers' epilogues can join).
+    let v = match inner {
+        Some((body, ins)) => b.inline(eg, &body, &ins)?,
+        None => {
+            let ty = eg[data].data.ty.clone()?;
+            b.input(data, ty)
+        }
+    };
     let mut inputs = vec![Some(v)];
     if let Some(&axes) = children.get(2) {
         let axes = eg.find(axes);
@@ -341,6 +353,7 @@ impl Default for Body {
             inputs: Vec::new(),
             by_class: HashMap::new(),
             anchored: false,
+            sunk: false,
         }
     }
 }
