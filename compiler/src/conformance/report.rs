@@ -40,6 +40,17 @@ fn cell(s: &str) -> String {
     short.replace('|', "\\|")
 }
 
+/// A Markdown table header: the fixed columns, then one column per backend.
+fn table_header(w: &mut String, fixed: &[&str], backends: &[Backend]) {
+    let names: Vec<&str> = fixed
+        .iter()
+        .copied()
+        .chain(backends.iter().map(|b| b.name()))
+        .collect();
+    let _ = writeln!(w, "| {} |", names.join(" | "));
+    let _ = writeln!(w, "|{}", "---|".repeat(names.len()));
+}
+
 /// The Markdown report: totals per backend first, then out-of-scope categories, a per-op
 /// table, the failures with their reasons, and every test's result.
 pub fn report(results: &[TestResult], backends: &[Backend], source: &str) -> String {
@@ -104,15 +115,7 @@ pub fn report(results: &[TestResult], backends: &[Backend], source: &str) -> Str
     }
 
     let _ = writeln!(w, "\n## Per operator (in-scope tests)\n");
-    let _ = write!(w, "| op | tests |");
-    for b in backends {
-        let _ = write!(w, " {} |", b.name());
-    }
-    let _ = write!(w, "\n|---|---|");
-    for _ in backends {
-        let _ = write!(w, "---|");
-    }
-    let _ = writeln!(w);
+    table_header(w, &["op", "tests"], backends);
     let mut per_op: BTreeMap<&str, Vec<&TestResult>> = BTreeMap::new();
     for r in results.iter().filter(|r| r.scope.is_ok()) {
         per_op.entry(&r.op).or_default().push(r);
@@ -145,15 +148,8 @@ pub fn report(results: &[TestResult], backends: &[Backend], source: &str) -> Str
         }
     }
 
-    let _ = write!(w, "\n## Every test\n\n| test | op |");
-    for b in backends {
-        let _ = write!(w, " {} |", b.name());
-    }
-    let _ = write!(w, "\n|---|---|");
-    for _ in backends {
-        let _ = write!(w, "---|");
-    }
-    let _ = writeln!(w);
+    let _ = writeln!(w, "\n## Every test\n");
+    table_header(w, &["test", "op"], backends);
     for r in results {
         let _ = write!(w, "| {} | {} |", r.name, r.op);
         for &b in backends {

@@ -125,7 +125,8 @@ pub fn import_with_base(bytes: &[u8], base: Option<PathBuf>) -> Result<Graph, On
         })?;
         im.g.outputs.push(v);
     }
-    im.g.verify().map_err(|e| match e {
+    // IR errors naming a node keep the node; others describe the model.
+    let named = |e: tessera_ir::IrError| match e {
         tessera_ir::IrError::Node { node, op, msg } => OnnxError::Node {
             node,
             op,
@@ -133,17 +134,10 @@ pub fn import_with_base(bytes: &[u8], base: Option<PathBuf>) -> Result<Graph, On
             msg,
         },
         other => OnnxError::Invalid(other.to_string()),
-    })?;
+    };
+    im.g.verify().map_err(named)?;
     tessera_passes::fold::infer_and_fold(&mut im.g, tessera_passes::fold::Inference::Lenient)
-        .map_err(|e| match e {
-            tessera_ir::IrError::Node { node, op, msg } => OnnxError::Node {
-                node,
-                op,
-                opset,
-                msg,
-            },
-            other => OnnxError::Invalid(other.to_string()),
-        })?;
+        .map_err(named)?;
     Ok(im.g)
 }
 
