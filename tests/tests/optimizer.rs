@@ -162,6 +162,10 @@ fn product_epilogues_fuse_and_agree() {
             "map, reduce to a lower rank, map",
             "graph \"g\" opset 21 {\n input x: f32[4,9]\n input z: f32[4]\n init ax: i64[1] = hex\"0100000000000000\"\n node \"sq\" Mul(x, x) -> (s: f32[4,9])\n node \"r\" ReduceMean[keepdims=0](s, ax) -> (m: f32[4])\n node \"d\" Mul(m, z) -> (y: f32[4])\n output y\n}",
         ),
+        (
+            "conv + swish (the conv read twice, both reads in the kernel)",
+            "graph \"g\" opset 21 {\n input x: f32[1,3,7,7]\n input w: f32[4,3,3,3]\n node \"conv\" Conv[kernel_shape=ints(3,3)](x, w) -> (c: f32[1,4,5,5])\n node \"s\" Sigmoid(c) -> (s: f32[1,4,5,5])\n node \"m\" Mul(c, s) -> (y: f32[1,4,5,5])\n output y\n}",
+        ),
     ];
     for (name, text) in cases {
         let g = tessera_ir::text::parse_graph(text).unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -142,15 +142,14 @@ fn fuse(eg: &TEGraph, op: OpKind, children: &[Id], anchor: bool) -> Option<(Attr
     let mut b = Body::default();
     let classes: Vec<Id> = children[1..].iter().map(|&c| eg.find(c)).collect();
     if anchor {
-        let found = classes
-            .iter()
-            .filter(|&&c| single_use(eg, c))
-            .find_map(|&c| {
-                eg[c].nodes.iter().find_map(|n| match n {
-                    TNode::Op(k, ch) if anchorable(eg, *k, ch) => Some((c, *k, ch.clone())),
-                    _ => None,
-                })
-            });
+        // A product read by several consumers may anchor the body only if the body holds
+        // all of them (checked below): otherwise it would be computed twice.
+        let found = classes.iter().find_map(|&c| {
+            eg[c].nodes.iter().find_map(|n| match n {
+                TNode::Op(k, ch) if anchorable(eg, *k, ch) => Some((c, *k, ch.clone())),
+                _ => None,
+            })
+        });
         // A direct operand that is a product anchors the body; otherwise one operand's
         // anchored body may be inlined below.
         if let Some((c, k, ch)) = found {
@@ -226,6 +225,15 @@ fn fuse(eg: &TEGraph, op: OpKind, children: &[Id], anchor: bool) -> Option<(Attr
     });
     b.g.outputs.push(out);
     b.g.infer_types().ok()?;
+    if let Some((class, value)) = b.anchor_of {
+        let readers =
+            b.g.nodes()
+                .filter(|(_, n)| n.inputs.contains(&Some(value)))
+                .count();
+        if readers < eg[eg.find(class)].data.uses {
+            return None;
+        }
+    }
     if b.anchored || b.sunk {
         // The epilogue stores into the anchor's (or reduction's) output: same type, no
         // broadcasting.
@@ -251,6 +259,8 @@ struct Body {
     anchored: bool,
     /// Whether the body has a reduction already (its epilogue is what follows).
     sunk: bool,
+    /// The e-class a directly anchored product computes, and its value in the body.
+    anchor_of: Option<(Id, ValueId)>,
 }
 
 /// Whether the value of class `c` has at most one consumer (values made by rules count as
@@ -350,6 +360,7 @@ impl Default for Body {
             by_class: HashMap::new(),
             anchored: false,
             sunk: false,
+            anchor_of: None,
         }
     }
 }
@@ -389,6 +400,7 @@ impl Body {
         });
         self.by_class.insert(class, out);
         self.anchored = true;
+        self.anchor_of = Some((class, out));
         Some(out)
     }
 
