@@ -147,8 +147,7 @@ impl OpKind {
         use OpKind::*;
         match self {
             Reshape | Expand | Tile | Squeeze | Unsqueeze | CumSum => &[1],
-            ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceL2 | ReduceSumSquare
-            | ReduceProd | ReduceL1 | ReduceLogSum | ReduceLogSumExp => &[1],
+            k if k.is_reduction() => &[1],
             Slice => &[1, 2, 3, 4],
             Pad => &[1, 2, 3],
             Range => &[0, 1, 2],
@@ -379,6 +378,7 @@ impl OpKind {
                 ],
             ),
             MaxPool | AveragePool => s(1, 1, POOL),
+            // Listed, not guarded: this match stays exhaustive, so a new op needs a schema.
             ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceL2 | ReduceSumSquare
             | ReduceProd | ReduceL1 | ReduceLogSum | ReduceLogSumExp => s(1, 2, REDUCE),
             Size | Sign | Round | IsNaN | Softsign | BitwiseNot => s(1, 1, NONE),
@@ -432,6 +432,24 @@ impl OpKind {
             ConstantOfShape => s(1, 1, &[("value", K::Tensor)]),
             Shape => s(1, 1, &[("start", K::Int), ("end", K::Int)]),
         }
+    }
+
+    /// The reductions over `axes` (an input from opset 18 on; ReduceSum's from 13).
+    pub fn is_reduction(self) -> bool {
+        use OpKind::*;
+        matches!(
+            self,
+            ReduceSum
+                | ReduceMean
+                | ReduceMax
+                | ReduceMin
+                | ReduceL2
+                | ReduceSumSquare
+                | ReduceL1
+                | ReduceLogSum
+                | ReduceLogSumExp
+                | ReduceProd
+        )
     }
 
     /// Elementwise ops whose output shape is the broadcast of their inputs.

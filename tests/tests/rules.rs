@@ -4,8 +4,8 @@
 //! `every_rule_has_an_example`, so new rules come with their tests.
 
 use std::collections::BTreeMap;
+use tessera_ir::Graph;
 use tessera_ir::text::parse_graph;
-use tessera_ir::{Graph, Rng, Tensor};
 use tessera_passes::egraph::{OptimizeConfig, optimize};
 use tessera_tests::*;
 
@@ -93,17 +93,6 @@ fn prepared(text: &str, rule: &str) -> Graph {
         .unwrap_or_else(|e| panic!("{rule}: example does not prepare: {e}"))
 }
 
-fn inputs(g: &Graph, seed: u64) -> Vec<Tensor> {
-    let mut rng = Rng::new(seed);
-    g.inputs
-        .iter()
-        .map(|&v| {
-            let ty = g.ty(v).expect("typed input");
-            rng.tensor(ty.dtype, ty.static_shape().expect("static"))
-        })
-        .collect()
-}
-
 #[test]
 fn every_rule_has_an_example() {
     let missing: Vec<String> = tessera_passes::rules::names()
@@ -134,7 +123,7 @@ fn every_rule_fires_and_is_sound() {
             report.cost_after
         );
         for seed in 1..=5 {
-            let xs = inputs(&before, seed);
+            let xs = random_inputs(&before, seed);
             let want = tessera_ir::interp::run_graph(&before, &xs)
                 .unwrap_or_else(|e| panic!("{rule}: interpreting the example: {e}"));
             let got = tessera_ir::interp::run_graph(&after, &xs)
@@ -148,7 +137,7 @@ fn every_rule_fires_and_is_sound() {
         check_graph(
             &format!("rule {rule}"),
             &before,
-            &inputs(&before, 9),
+            &random_inputs(&before, 9),
             REDUCTION,
         );
     }
@@ -166,7 +155,7 @@ fn limits_are_a_stop_reason() {
     };
     let (after, report) = optimize(&g, &cfg).expect("a node limit is not an error");
     assert!(report.stop_reason.contains("node limit"), "{report:?}");
-    let xs = inputs(&g, 3);
+    let xs = random_inputs(&g, 3);
     let want = tessera_ir::interp::run_graph(&g, &xs).unwrap();
     let got = tessera_ir::interp::run_graph(&after, &xs).unwrap();
     compare(&got[0], &want[0], REDUCTION).unwrap();

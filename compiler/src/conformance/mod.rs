@@ -441,11 +441,17 @@ pub fn compare_outputs(
         }
         let exact = !g.dtype().is_float();
         let (gv, ev) = (g.to_f64_vec(), e.to_f64_vec());
+        // Integers compare as integers: i64 values past 2^53 are not exact in f64.
+        let (gi, ei) = if exact {
+            (g.to_i64_vec(), e.to_i64_vec())
+        } else {
+            (Vec::new(), Vec::new())
+        };
         let mut worst: Option<(usize, f64, f64)> = None;
         let mut bad = 0usize;
         for (k, (&a, &b)) in gv.iter().zip(&ev).enumerate() {
             let ok = if exact {
-                a == b
+                gi[k] == ei[k]
             } else if a.is_nan() || b.is_nan() {
                 a.is_nan() && b.is_nan()
             } else if a.is_infinite() || b.is_infinite() {

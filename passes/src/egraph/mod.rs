@@ -20,7 +20,7 @@
 pub mod cost;
 
 use crate::error::PassError;
-use egg::{Analysis, DidMerge, EGraph, Id, Language, RecExpr, Symbol};
+use egg::{Analysis, DidMerge, EGraph, Id, Language, Symbol};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -512,11 +512,4 @@ impl Rebuild<'_> {
         self.memo.insert(class, v);
         Ok(v)
     }
-}
-
-/// The optimised graph as a `RecExpr` rooted at one output (for tests and debugging).
-pub fn best_expr(eg: &TEGraph, root: Id) -> RecExpr<TNode> {
-    egg::Extractor::new(eg, cost::KernelCost::new(eg))
-        .find_best(root)
-        .1
 }

@@ -137,9 +137,12 @@ fn compose_to(
     skip: Option<tessera_ir::NodeIndex>,
     target: ValueId,
 ) -> Result<VExpr, PassError> {
+    let reduction_skipped = skip.is_some_and(|s| is_sink(body.node(s).op));
     for (&v, t) in &body.initializers {
-        if env.contains_key(&v) || skip.is_some_and(|s| is_sink(body.node(s).op)) && t.len() != 1 {
-            continue; // a reduction's axes: read by the reduction itself
+        // A reduction's axes constant is read by the reduction itself, not composed.
+        let axes_of_reduction = reduction_skipped && t.len() != 1;
+        if env.contains_key(&v) || axes_of_reduction {
+            continue;
         }
         if t.len() != 1 {
             return Err(cx.err(format!(
@@ -203,22 +206,10 @@ fn compose_to(
         .ok_or_else(|| cx.err("the body's output is not computed"))
 }
 
-/// Reductions that can end a fused body (their data input computed in registers).
+/// Reductions that can join a fused body (their data computed in registers before them,
+/// their epilogue applied at their store): every reduction over `axes`.
 pub fn is_sink(op: OpKind) -> bool {
-    use OpKind::*;
-    matches!(
-        op,
-        ReduceSum
-            | ReduceMean
-            | ReduceMax
-            | ReduceMin
-            | ReduceL2
-            | ReduceSumSquare
-            | ReduceL1
-            | ReduceLogSum
-            | ReduceLogSumExp
-            | ReduceProd
-    )
+    op.is_reduction()
 }
 
 /// A load of fused input `i` broadcast to coordinates `coords` of a value of rank `rank`.

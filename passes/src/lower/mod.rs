@@ -249,8 +249,7 @@ fn lower_node(g: &Graph, n: &Node, index: usize) -> Result<Kernel, PassError> {
         LayerNormalization => nn::layer_norm(&cx, &mut b)?,
         Softmax | LogSoftmax => nn::softmax(&cx, &mut b)?,
         LRN => nn::lrn(&cx, &mut b)?,
-        ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceL2 | ReduceSumSquare
-        | ReduceProd | ReduceL1 | ReduceLogSum | ReduceLogSumExp => nn::reduce_op(&cx, &mut b)?,
+        k if k.is_reduction() => nn::reduce_op(&cx, &mut b)?,
         InstanceNormalization => nn::instance_norm(&cx, &mut b)?,
         Reshape | Flatten | Squeeze | Unsqueeze | Identity => data::copy(&cx, &mut b)?,
         Transpose => data::transpose(&cx, &mut b)?,

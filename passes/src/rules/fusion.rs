@@ -177,25 +177,11 @@ fn fuse(eg: &TEGraph, op: OpKind, children: &[Id], anchor: bool) -> Option<(Attr
         let inner = if !single_use(eg, c) {
             None
         } else {
-            eg[c]
-                .nodes
-                .iter()
-                .filter_map(|n| match n {
-                    TNode::Op(OpKind::Fused, ch) => {
-                        let body = match super::attrs_of(eg, ch[0])?.get("body") {
-                            Some(Attr::Graph(g)) => g.0.clone(),
-                            _ => return None,
-                        };
-                        Some((body, ch[1..].to_vec()))
-                    }
-                    _ => None,
-                })
-                .filter(|(body, _)| {
-                    b.g.node_count() + body.node_count() < MAX_BODY_OPS
-                        && !((b.anchored || !anchor) && has_anchor(body))
-                        && !(has_sink(body) && (anchor || b.anchored || b.sunk))
-                })
-                .max_by_key(|(body, _)| body.node_count())
+            largest_fused_form(eg, c, |body| {
+                b.g.node_count() + body.node_count() < MAX_BODY_OPS
+                    && !((b.anchored || !anchor) && has_anchor(body))
+                    && !(has_sink(body) && (anchor || b.anchored || b.sunk))
+            })
         };
         match inner {
             Some((body, ins)) => {
@@ -212,19 +198,7 @@ fn fuse(eg: &TEGraph, op: OpKind, children: &[Id], anchor: bool) -> Option<(Attr
     if anchor && !b.anchored {
         return None; // the same as the purely elementwise form
     }
-    if b.inputs.len() > MAX_INPUTS {
-        return None;
-    }
-    let out = b.g.fresh_value("y");
-    b.g.add_node(Node {
-        name: format!("n{}", b.g.node_count()),
-        op,
-        attrs,
-        inputs: args,
-        outputs: vec![out],
-    });
-    b.g.outputs.push(out);
-    b.g.infer_types().ok()?;
+    let out = b.finish(op, attrs, args)?;
     if let Some((class, value)) = b.anchor_of {
         let readers =
             b.g.nodes()
@@ -245,9 +219,28 @@ fn fuse(eg: &TEGraph, op: OpKind, children: &[Id], anchor: bool) -> Option<(Attr
             return None;
         }
     }
-    let mut a = Attrs::new();
-    a.insert("body".into(), Attr::Graph(SubGraph(Box::new(b.g))));
-    Some((a, b.inputs))
+    Some(b.into_attrs())
+}
+
+/// The largest fused form in class `c` whose body `fits`, with its input classes.
+fn largest_fused_form(
+    eg: &TEGraph,
+    c: Id,
+    fits: impl Fn(&Graph) -> bool,
+) -> Option<(Graph, Vec<Id>)> {
+    eg[c]
+        .nodes
+        .iter()
+        .filter_map(|n| match n {
+            TNode::Op(OpKind::Fused, ch) => match super::attrs_of(eg, ch[0])?.get("body") {
+                Some(Attr::Graph(g)) => Some((g.0.as_ref(), ch)),
+                _ => None,
+            },
+            _ => None,
+        })
+        .filter(|(body, _)| fits(body))
+        .max_by_key(|(body, _)| body.node_count())
+        .map(|(body, ch)| (body.clone(), ch[1..].to_vec()))
 }
 
 /// A fused body under construction: its graph and the e-classes feeding its inputs.
@@ -281,20 +274,9 @@ fn fuse_sink(eg: &TEGraph, op: OpKind, children: &[Id]) -> Option<(Attrs, Vec<Id
     if !single_use(eg, data) {
         return None;
     }
-    let inner = eg[data]
-        .nodes
-        .iter()
-        .filter_map(|n| match n {
-            TNode::Op(OpKind::Fused, ch) => match super::attrs_of(eg, ch[0])?.get("body") {
-                Some(Attr::Graph(g)) => Some((g.0.clone(), ch[1..].to_vec())),
-                _ => None,
-            },
-            _ => None,
-        })
-        .filter(|(body, _)| {
-            body.node_count() < MAX_BODY_OPS && !has_anchor(body) && !has_sink(body)
-        })
-        .max_by_key(|(body, _)| body.node_count());
+    let inner = largest_fused_form(eg, data, |body| {
+        body.node_count() < MAX_BODY_OPS && !has_anchor(body) && !has_sink(body)
+    });
     let mut b = Body::default();
     // The data's elementwise form becomes the prologue; without one, the reduction reads its
     // input (the kernel is then a plain reduction that consumers' epilogues can join).
@@ -315,22 +297,8 @@ fn fuse_sink(eg: &TEGraph, op: OpKind, children: &[Id]) -> Option<(Attrs, Vec<Id
             inputs.push(Some(b.g.add_initializer("axes", k.clone())));
         }
     }
-    if b.inputs.len() > MAX_INPUTS {
-        return None;
-    }
-    let out = b.g.fresh_value("y");
-    b.g.add_node(Node {
-        name: format!("n{}", b.g.node_count()),
-        op,
-        attrs,
-        inputs,
-        outputs: vec![out],
-    });
-    b.g.outputs.push(out);
-    b.g.infer_types().ok()?;
-    let mut a = Attrs::new();
-    a.insert("body".into(), Attr::Graph(SubGraph(Box::new(b.g))));
-    Some((a, b.inputs))
+    b.finish(op, attrs, inputs)?;
+    Some(b.into_attrs())
 }
 
 fn has_anchor(body: &Graph) -> bool {
@@ -366,6 +334,37 @@ impl Default for Body {
 }
 
 impl Body {
+    /// Adds the body's last node `op(inputs)` as its output (within the input bound, and
+    /// typed); returns the output value.
+    fn finish(
+        &mut self,
+        op: OpKind,
+        attrs: Attrs,
+        inputs: Vec<Option<ValueId>>,
+    ) -> Option<ValueId> {
+        if self.inputs.len() > MAX_INPUTS {
+            return None;
+        }
+        let out = self.g.fresh_value("y");
+        self.g.add_node(Node {
+            name: format!("n{}", self.g.node_count()),
+            op,
+            attrs,
+            inputs,
+            outputs: vec![out],
+        });
+        self.g.outputs.push(out);
+        self.g.infer_types().ok()?;
+        Some(out)
+    }
+
+    /// The `Fused` attributes holding this body, and the classes feeding its inputs.
+    fn into_attrs(self) -> (Attrs, Vec<Id>) {
+        let mut a = Attrs::new();
+        a.insert("body".into(), Attr::Graph(SubGraph(Box::new(self.g))));
+        (a, self.inputs)
+    }
+
     fn input(&mut self, class: Id, ty: tessera_ir::ValueType) -> ValueId {
         if let Some(&v) = self.by_class.get(&class) {
             return v;
@@ -421,11 +420,7 @@ impl Body {
             let inputs = n
                 .inputs
                 .iter()
-                .map(|i| {
-                    i.map(|v| map.get(&v).copied())
-                        .unwrap_or(Some(ValueId(u32::MAX)))
-                })
-                .map(|v| v.filter(|x| x.0 != u32::MAX))
+                .map(|i| i.and_then(|v| map.get(&v).copied()))
                 .collect();
             let out = self.g.fresh_value(&format!("t{}", self.g.num_values()));
             if let Some(t) = body.ty(n.outputs[0]) {
