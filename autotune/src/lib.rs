@@ -1,6 +1,9 @@
-//! # tessera-autotune (placeholder)
+//! # tessera-autotune
 //!
-//! What comes here (the autotuner issue): schedule search for each kernel.
+//! Schedule search for each kernel (the autotuner issue, in progress). Built so far: the
+//! tuning database ([`db`]: append-only JSON lines, crash-safe, keyed by workload hash,
+//! target, compiler and feature version). The search space of matrix products is
+//! `tessera_passes::product::ProductTiling` (validated knobs).
 //!
 //! - In: a lowered [`tessera_ir::loops::LoopProgram`] and a target.
 //! - Out: the best schedule found, recorded in a tuning database.
@@ -15,6 +18,11 @@
 //!
 //! Invariant (to keep): this crate knows `ir`, `passes`, `codegen` and the runtime's
 //! measurement hooks, never the ONNX front end.
+
+pub mod db;
+pub mod error;
+
+pub use error::TuneError;
 
 #[doc(hidden)]
 pub use xgboost_rs as xgboost;

@@ -106,7 +106,7 @@ pub fn add_entry_points<'ctx>(
             f.get_nth_param(1).unwrap().into(),
             f.get_nth_param(2).unwrap().into(),
         ];
-        for i in 0..p.buffers.len() {
+        for i in 0..p.params().count() {
             // SAFETY: `args` points to one pointer per buffer (the kernel ABI); index i is in range.
             let slot = unsafe {
                 b.build_in_bounds_gep(ptr, args, &[i64t.const_int(i as u64, false)], "slot")

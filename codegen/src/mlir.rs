@@ -104,9 +104,29 @@ fn emit_func(p: &LoopProgram, cfg: &EmitConfig) -> Result<String, CodegenError> 
         cfg,
     };
     let mut params = vec!["%start: index".to_string(), "%end: index".to_string()];
+    let mut scratch = String::new();
     for (i, b) in p.buffers.iter().enumerate() {
         let name = format!("%b{i}");
-        params.push(format!("{name}: memref<{}x{}>", b.len, mem_ty(b.dtype)));
+        if b.role == tessera_ir::loops::BufRole::Scratch {
+            // On the stack of this call: private to the thread running this share of the
+            // parallel loop, and freed on return. The verifier bounds its size.
+            writeln!(
+                scratch,
+                "    {name} = memref.alloca() {{alignment = 64 : i64}} : memref<{}x{}>",
+                b.len,
+                mem_ty(b.dtype)
+            )
+            .unwrap();
+            em.bufs.insert(b.name.clone(), (name, b.dtype, b.len));
+            continue;
+        }
+        // Buffers never overlap (the memory plan keeps every kernel's buffers apart), so
+        // they are `noalias`: LLVM may keep accumulators in registers across loops.
+        params.push(format!(
+            "{name}: memref<{}x{}> {{llvm.noalias}}",
+            b.len,
+            mem_ty(b.dtype)
+        ));
         em.bufs.insert(b.name.clone(), (name, b.dtype, b.len));
     }
     let mut head = String::new();
@@ -117,6 +137,7 @@ fn emit_func(p: &LoopProgram, cfg: &EmitConfig) -> Result<String, CodegenError> 
         params.join(", ")
     )
     .unwrap();
+    head.push_str(&scratch);
     let par = p.parallel_extent() > 1;
     for (i, s) in p.body.iter().enumerate() {
         match s {
@@ -611,7 +632,14 @@ impl Em<'_> {
                     BinOp::Rem if u => "arith.remui",
                     BinOp::Rem => "arith.remsi",
                 };
-                Ok(self.op(format!("{name} {x}, {y} : {t}")))
+                // `contract` lets LLVM fuse a product feeding a sum into one FMA (one
+                // rounding instead of two: never less accurate than the reference's order).
+                let flags = if f && matches!(op, BinOp::Add | BinOp::Sub | BinOp::Mul) {
+                    " fastmath<contract>"
+                } else {
+                    ""
+                };
+                Ok(self.op(format!("{name} {x}, {y}{flags} : {t}")))
             }
             VExpr::Cmp(op, a, b) => {
                 let ad = self.dtype_of(a)?;

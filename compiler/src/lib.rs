@@ -22,6 +22,7 @@ pub mod conformance;
 pub mod error;
 pub mod npy;
 pub mod onnx;
+pub mod peak;
 pub mod pipeline;
 
 pub use error::CompileError;

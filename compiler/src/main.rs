@@ -52,6 +52,10 @@ struct CommonOpts {
     /// Turn off the e-graph optimizer (algebraic rewrites and fusion).
     #[arg(long)]
     no_fuse: bool,
+    /// Keep matrix products and convolutions as plain loop nests (no packed, register-tiled
+    /// product schedule), for comparison.
+    #[arg(long)]
+    no_tile: bool,
 }
 
 #[derive(Subcommand)]
@@ -100,6 +104,12 @@ enum Cmd {
         #[command(flatten)]
         opts: CommonOpts,
     },
+    /// Measure this machine's single-core f32 FMA peak (the yardstick of GEMM efficiency).
+    Peak {
+        /// Print one JSON line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the ONNX backend node-test suite and print (or write) the conformance report.
     Conformance {
         /// The suite's folder (written by scripts/gen_node_suite.py).
@@ -136,6 +146,7 @@ fn compiler(opts: &CommonOpts) -> Compiler {
     let mut cfg = CompileConfig {
         schedule: !opts.no_schedule,
         optimize: !opts.no_fuse,
+        tile_products: !opts.no_tile,
         bindings: opts.bind.iter().cloned().collect(),
         ..Default::default()
     };
@@ -459,6 +470,17 @@ fn run_cli() -> Result<()> {
                     model.display(),
                     times.len(),
                     compiled.threads()
+                );
+            }
+        }
+        Cmd::Peak { json } => {
+            let p = tessera::peak::fma_peak_f32();
+            if json {
+                println!("{}", serde_json::to_string(&p)?);
+            } else {
+                println!(
+                    "single-core f32 FMA peak: {:.1} GFLOP/s ({})",
+                    p.gflops, p.isa
                 );
             }
         }

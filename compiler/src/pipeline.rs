@@ -27,6 +27,8 @@ pub struct CompileConfig {
     pub bindings: BTreeMap<String, usize>,
     /// Run the e-graph optimizer (algebraic rewrites and fusion) before lowering.
     pub optimize: bool,
+    /// Schedule large matrix products and convolutions as packed, register-tiled kernels.
+    pub tile_products: bool,
 }
 
 impl Default for CompileConfig {
@@ -37,6 +39,7 @@ impl Default for CompileConfig {
             poison: false,
             bindings: BTreeMap::new(),
             optimize: true,
+            tile_products: true,
         }
     }
 }
@@ -97,10 +100,11 @@ impl Compiler {
         if self.config.schedule {
             let cfg = CpuScheduleConfig {
                 vector_bytes: self.target.vector_bytes(),
+                tile_products: self.config.tile_products,
                 ..Default::default()
             };
             for k in &mut kernels {
-                schedule::default_cpu(&mut k.program, &cfg)?;
+                schedule::schedule_kernel(k, &cfg)?;
             }
         }
         Ok(Stages {
@@ -324,7 +328,8 @@ pub fn build_plan(st: &Stages) -> Result<(ExecPlan, Vec<u8>), CompileError> {
             match live.iter_mut().find(|(x, _)| x == v) {
                 Some((_, r)) => r.last = si,
                 None => {
-                    let bytes = k.program.buffers[k.args.iter().position(|a| a == v).unwrap()].len
+                    let pos = k.args.iter().position(|a| a == v).unwrap();
+                    let bytes = k.program.params().nth(pos).map_or(0, |b| b.len)
                         * g.ty_of(*v)?.dtype.size();
                     live.push((
                         *v,

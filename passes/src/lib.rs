@@ -17,6 +17,7 @@ pub mod error;
 pub mod fold;
 pub mod legalize;
 pub mod lower;
+pub mod product;
 pub mod rules;
 pub mod schedule;
 

@@ -176,6 +176,8 @@ pub struct CpuScheduleConfig {
     pub vector_bytes: usize,
     /// Outer loops are fused until the parallel loop has at least this many iterations.
     pub min_parallel_extent: i64,
+    /// Rebuild large matrix products as packed, register-tiled kernels ([`crate::product`]).
+    pub tile_products: bool,
 }
 
 impl Default for CpuScheduleConfig {
@@ -183,8 +185,30 @@ impl Default for CpuScheduleConfig {
         CpuScheduleConfig {
             vector_bytes: 32,
             min_parallel_extent: 16,
+            tile_products: true,
         }
     }
+}
+
+/// Schedules one lowered kernel for the CPU: a large matrix product gets the tiled product
+/// schedule with its default tiling, everything else (and a product the tiling refuses)
+/// [`default_cpu`].
+pub fn schedule_kernel(
+    k: &mut crate::lower::Kernel,
+    cfg: &CpuScheduleConfig,
+) -> Result<(), PassError> {
+    let lanes = (cfg.vector_bytes / 4).max(1) as i64;
+    if cfg.tile_products
+        && let Some(spec) = &k.product
+        && crate::product::worth_tiling(spec, lanes)
+    {
+        let tiling = crate::product::ProductTiling::default_for(spec, lanes);
+        if let Ok(p) = crate::product::tile(&k.program, spec, &tiling) {
+            k.program = p;
+            return Ok(());
+        }
+    }
+    default_cpu(&mut k.program, cfg)
 }
 
 /// The default CPU schedule: fuse outer loops into one parallel loop, vectorize innermost

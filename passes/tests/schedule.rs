@@ -62,11 +62,10 @@ fn loops(body: &[Stmt], out: &mut Vec<(String, i64, bool)>) {
 fn run(p: &LoopProgram, seed: u64) -> Vec<Tensor> {
     let mut rng = Rng::new(seed);
     let mut bufs: Vec<Tensor> = p
-        .buffers
-        .iter()
+        .params()
         .map(|b| match b.role {
             BufRole::Input => rng.tensor(b.dtype, vec![b.len]),
-            BufRole::Output => Tensor::poisoned(b.dtype, vec![b.len]),
+            _ => Tensor::poisoned(b.dtype, vec![b.len]),
         })
         .collect();
     tessera_ir::loops::interp::run(p, &mut bufs).unwrap();

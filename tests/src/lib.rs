@@ -173,13 +173,13 @@ pub fn run_loops(stages: &tessera::Stages, inputs: &[Tensor]) -> Result<Vec<Tens
     }
     for k in &stages.kernels {
         let mut bufs = Vec::new();
-        for (b, v) in k.program.buffers.iter().zip(&k.args) {
+        for (b, v) in k.program.params().zip(&k.args) {
             let t = match b.role {
                 tessera_ir::loops::BufRole::Input => env
                     .get(v)
                     .cloned()
                     .ok_or_else(|| format!("kernel {}: value not computed", k.program.name))?,
-                tessera_ir::loops::BufRole::Output => Tensor::poisoned(b.dtype, vec![b.len]),
+                _ => Tensor::poisoned(b.dtype, vec![b.len]),
             };
             // Buffers hold at least one element; an empty tensor gets a poisoned one.
             let flat = if t.is_empty() {

@@ -37,18 +37,23 @@ struct St<'a> {
     accs: Vec<(String, V)>,
 }
 
-/// Runs `prog` over `buffers` (one tensor per declared buffer, in order; outputs are written
-/// in place). Each tensor's element count must equal the buffer's `len`.
+/// Runs `prog` over `buffers` (one tensor per parameter buffer, in order; outputs are written
+/// in place). Each tensor's element count must equal the buffer's `len`. Scratch buffers are
+/// allocated here, poisoned (NaN, or a junk pattern for integers) so that reading one before writing it shows.
 pub fn run(prog: &LoopProgram, buffers: &mut [Tensor]) -> Result<()> {
-    if buffers.len() != prog.buffers.len() {
+    let params = prog.params().count();
+    if buffers.len() != params {
         return Err(IrError::Interp(format!(
-            "kernel `{}` takes {} buffers, got {}",
+            "kernel `{}` takes {params} buffers, got {}",
             prog.name,
-            prog.buffers.len(),
             buffers.len()
         )));
     }
-    for (b, t) in prog.buffers.iter().zip(buffers.iter()) {
+    let mut scratch: Vec<Tensor> = prog
+        .scratch()
+        .map(|b| Tensor::poisoned(b.dtype, vec![b.len]))
+        .collect();
+    for (b, t) in prog.params().zip(buffers.iter()) {
         if b.dtype != t.dtype() || b.len != t.len() {
             return Err(IrError::Interp(format!(
                 "buffer `{}` is {}[{}], got {}[{}]",
@@ -62,7 +67,8 @@ pub fn run(prog: &LoopProgram, buffers: &mut [Tensor]) -> Result<()> {
     }
     let mut st = St {
         prog,
-        bufs: buffers.iter_mut().collect(),
+        // Scratch follows the parameters (a verifier rule), so positions match `buffers`.
+        bufs: buffers.iter_mut().chain(scratch.iter_mut()).collect(),
         idx: HashMap::new(),
         accs: vec![],
     };

@@ -28,7 +28,13 @@ pub struct LoopProgram {
 pub enum BufRole {
     Input,
     Output,
+    /// Kernel-local working memory (e.g. a packed operand panel): not an argument; each call
+    /// of the kernel (each thread's share of the parallel loop) gets its own, uninitialised.
+    Scratch,
 }
+
+/// The most scratch memory one kernel may declare: it lives on the calling thread's stack.
+pub const MAX_SCRATCH_BYTES: usize = 256 * 1024;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Buffer {
@@ -496,6 +502,17 @@ pub fn carries_dependence(body: &[Stmt]) -> bool {
 impl LoopProgram {
     pub fn buffer(&self, name: &str) -> Option<&Buffer> {
         self.buffers.iter().find(|b| b.name == name)
+    }
+
+    /// The buffers passed by the caller (inputs and outputs, in call order): every buffer
+    /// but scratch, which the verifier keeps after them.
+    pub fn params(&self) -> impl Iterator<Item = &Buffer> {
+        self.buffers.iter().filter(|b| b.role != BufRole::Scratch)
+    }
+
+    /// Kernel-local scratch buffers.
+    pub fn scratch(&self) -> impl Iterator<Item = &Buffer> {
+        self.buffers.iter().filter(|b| b.role == BufRole::Scratch)
     }
 
     /// Estimated work: how many times stores and reduction steps execute in one run.

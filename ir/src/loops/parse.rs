@@ -551,7 +551,8 @@ pub fn parse_program(src: &str) -> Result<LoopProgram> {
         let role = match p.ident()?.as_str() {
             "in" => BufRole::Input,
             "out" => BufRole::Output,
-            r => return p.err(format!("buffer role `{r}` is not in/out")),
+            "scratch" => BufRole::Scratch,
+            r => return p.err(format!("buffer role `{r}` is not in/out/scratch")),
         };
         let bname = p.ident()?;
         p.expect(":")?;

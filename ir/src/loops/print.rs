@@ -18,10 +18,10 @@ impl Display for LoopProgram {
             if i > 0 {
                 f.write_str(", ")?;
             }
-            let role = if b.role == BufRole::Input {
-                "in"
-            } else {
-                "out"
+            let role = match b.role {
+                BufRole::Input => "in",
+                BufRole::Output => "out",
+                BufRole::Scratch => "scratch",
             };
             write!(f, "{role} {}: {}[{}]", b.name, b.dtype, b.len)?;
         }

@@ -18,13 +18,31 @@ fn err(prog: &LoopProgram, msg: String) -> IrError {
 
 pub fn verify(prog: &LoopProgram) -> Result<()> {
     let mut names = HashSet::new();
-    for b in &prog.buffers {
+    let mut scratch_bytes = 0;
+    for (i, b) in prog.buffers.iter().enumerate() {
+        if b.role != BufRole::Scratch
+            && prog.buffers[..i].iter().any(|p| p.role == BufRole::Scratch)
+        {
+            return Err(err(
+                prog,
+                format!("parameter `{}` declared after scratch", b.name),
+            ));
+        }
+        if b.role == BufRole::Scratch {
+            scratch_bytes += b.len * b.dtype.size();
+        }
         if !names.insert(&b.name) {
             return Err(err(prog, format!("buffer `{}` declared twice", b.name)));
         }
         if b.len == 0 {
             return Err(err(prog, format!("buffer `{}` is empty", b.name)));
         }
+    }
+    if scratch_bytes > MAX_SCRATCH_BYTES {
+        return Err(err(
+            prog,
+            format!("{scratch_bytes} bytes of scratch (at most {MAX_SCRATCH_BYTES})"),
+        ));
     }
     let mut cx = Ctx {
         prog,
@@ -86,7 +104,7 @@ fn stmt(cx: &mut Ctx, s: &Stmt, depth: usize) -> Result<()> {
             let b = prog
                 .buffer(buf)
                 .ok_or_else(|| err(prog, format!("store to unknown buffer `{buf}`")))?;
-            if b.role != BufRole::Output {
+            if b.role == BufRole::Input {
                 return Err(err(prog, format!("store to input buffer `{buf}`")));
             }
             iexpr(cx, index)?;

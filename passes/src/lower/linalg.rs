@@ -7,6 +7,7 @@
 use super::elementwise::coalesce;
 use super::{Builder, NodeCx, clamp, idx, in_range, strides_of};
 use crate::error::PassError;
+use crate::product::ProductSpec;
 use tessera_ir::AttrsExt;
 use tessera_ir::infer::Window;
 use tessera_ir::loops::{BinOp, CmpOp, IExpr, Loop, LoopKind, Reduce, ReduceOp, Stmt, VExpr};
@@ -40,7 +41,7 @@ type RowEpilogue<'a> = (
 #[allow(clippy::too_many_arguments)]
 fn product(
     b: &mut Builder,
-    out: &str,
+    (out, dtype): (&str, tessera_ir::DType),
     (m, k, n): (usize, usize, usize),
     batch: usize,
     c_off: &dyn Fn(&IExpr) -> IExpr,
@@ -78,6 +79,24 @@ fn product(
         ),
     };
     let kloop = for_(&kv, k, vec![for_(&j2, n, vec![acc])]);
+    // The same product as data, in fresh variables, for the tiled schedule.
+    let vars = [b.var(), b.var(), b.var(), b.var()];
+    let [sb, si, sj, sk] = vars.clone().map(|v| IExpr::var(&v));
+    let s_cidx = c_off(&sb).plus(si.clone().times(n as i64)).plus(sj.clone());
+    b.product = Some(ProductSpec {
+        batch: batch as i64,
+        m: m as i64,
+        n: n as i64,
+        k: k as i64,
+        out: out.into(),
+        dtype,
+        vars,
+        c_index: s_cidx.clone(),
+        a: a_val(&sb, &si, &sk),
+        b: b_val(&sb, &sk, &sj),
+        init: init(&sb, &si, &sj),
+        finish: epilogue.map(|(epi, coords)| epi(VExpr::load(out, s_cidx), &coords(&sb, &si, &sj))),
+    });
     let mut body = vec![init_row, kloop];
     if let Some((epi, coords)) = epilogue {
         let j3 = b.var();
@@ -160,7 +179,7 @@ pub(crate) fn matmul(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErro
     };
     Ok(product(
         b,
-        &cx.out,
+        (&cx.out, cx.out_dtype),
         (m, k, n),
         batch,
         &|bi| bi.clone().times((m * n) as i64),
@@ -243,7 +262,7 @@ pub(crate) fn gemm(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError>
         .map(|e| (e, &coords as &dyn Fn(&IExpr, &IExpr, &IExpr) -> Vec<IExpr>));
     Ok(product(
         b,
-        &cx.out,
+        (&cx.out, cx.out_dtype),
         (m, k, n),
         1,
         &|_| IExpr::c(0),
@@ -335,11 +354,92 @@ impl ConvShape {
 pub(crate) fn conv(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
     /// Channels per group up to which the register-accumulating form is used.
     const SHORT_REDUCTION: usize = 32;
-    if cx.shape(1)[1] <= SHORT_REDUCTION {
-        conv_columns(cx, b)
+    let body = if cx.shape(1)[1] <= SHORT_REDUCTION {
+        conv_columns(cx, b)?
     } else {
-        conv_rows(cx, b)
-    }
+        conv_rows(cx, b)?
+    };
+    b.product = Some(conv_product(cx, b)?);
+    Ok(body)
+}
+
+/// A convolution as a matrix product, per image and group: rows are the group's output
+/// channels, columns the output pixels, the reduction runs over (input channel, tap row, tap
+/// column). `A` is the weight tensor as it is stored (`[cout, cpg*kh*kw]`); `B(k, pixel)` is
+/// the input under that tap, zero in the padding — packing `B` is im2col, one panel at a time.
+fn conv_product(cx: &NodeCx, b: &mut Builder) -> Result<ProductSpec, PassError> {
+    let g = ConvShape::of(cx)?;
+    let group = (g.cout / g.opg.max(1)) as i64;
+    let (taps, pixels) = ((g.kh * g.kw) as i64, (g.oh * g.ow) as i64);
+    let kdim = g.cpg as i64 * taps;
+    let vars = [b.var(), b.var(), b.var(), b.var()];
+    let [bi, i, j, k] = vars.clone().map(|v| IExpr::var(&v));
+    let (img, grp) = (bi.clone().floordiv(group), bi.clone().modulo(group));
+    let co = grp.clone().times(g.opg as i64).plus(i.clone());
+    let (oy, ox) = (
+        j.clone().floordiv(g.ow as i64),
+        j.clone().modulo(g.ow as i64),
+    );
+    let ci = grp.times(g.cpg as i64).plus(k.clone().floordiv(taps));
+    let (ky, kx) = (
+        k.clone().floordiv(g.kw as i64).modulo(g.kh as i64),
+        k.clone().modulo(g.kw as i64),
+    );
+    let iy = oy
+        .clone()
+        .times(g.sy)
+        .plus(ky.times(g.dy))
+        .plus(IExpr::c(-g.py));
+    let ix = ox
+        .clone()
+        .times(g.sx)
+        .plus(kx.times(g.dx))
+        .plus(IExpr::c(-g.px));
+    let x_at = |iy: IExpr, ix: IExpr| {
+        let idx = img
+            .clone()
+            .times(g.cin as i64)
+            .plus(ci.clone())
+            .times(g.h as i64)
+            .plus(iy)
+            .times(g.w as i64)
+            .plus(ix);
+        VExpr::load(cx.buf(0), idx)
+    };
+    let x = VExpr::select(
+        VExpr::bin(
+            BinOp::And,
+            in_range(iy.clone(), g.h),
+            in_range(ix.clone(), g.w),
+        ),
+        x_at(clamp(iy, g.h), clamp(ix, g.w)),
+        VExpr::lit(0.0, cx.out_dtype),
+    );
+    let c_index = bi
+        .clone()
+        .times(g.opg as i64 * pixels)
+        .plus(i.clone().times(pixels))
+        .plus(j.clone());
+    let init = match cx.has(2) {
+        true => VExpr::load(cx.buf(2), co.clone()),
+        false => VExpr::lit(0.0, cx.out_dtype),
+    };
+    Ok(ProductSpec {
+        batch: g.nb as i64 * group,
+        m: g.opg as i64,
+        n: pixels,
+        k: kdim,
+        out: cx.out.clone(),
+        dtype: cx.out_dtype,
+        vars,
+        c_index: c_index.clone(),
+        a: VExpr::load(cx.buf(1), co.clone().times(kdim).plus(k)),
+        b: x,
+        init,
+        finish: cx
+            .epilogue
+            .map(|epi| epi(VExpr::load(&cx.out, c_index), &[img, co, oy, ox])),
+    })
 }
 
 /// Convolution that accumulates whole output rows in memory (for long channel reductions).

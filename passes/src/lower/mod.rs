@@ -14,6 +14,7 @@ mod nn;
 mod signal;
 
 use crate::error::PassError;
+use crate::product::ProductSpec;
 use tessera_ir::loops::{BufRole, Buffer, IExpr, Loop, LoopKind, LoopProgram, Stmt, VExpr};
 use tessera_ir::{DType, Graph, Node, OpKind, Tensor, ValueId};
 
@@ -24,6 +25,9 @@ pub struct Kernel {
     pub op: OpKind,
     pub program: LoopProgram,
     pub args: Vec<ValueId>,
+    /// The matrix product this kernel computes, for kernels that are one (the tiled
+    /// schedule rebuilds the program from it).
+    pub product: Option<ProductSpec>,
 }
 
 /// Lowers every node of a prepared graph, in topological order.
@@ -90,14 +94,19 @@ impl NodeCx<'_> {
     }
 }
 
-/// Builds loop programs: fresh index variable names and nested loops.
+/// Builds loop programs: fresh index variable names and nested loops; a lowering that
+/// writes a matrix product also records it here as data.
 pub(crate) struct Builder {
     next_var: usize,
+    pub product: Option<ProductSpec>,
 }
 
 impl Builder {
     pub fn new() -> Builder {
-        Builder { next_var: 0 }
+        Builder {
+            next_var: 0,
+            product: None,
+        }
     }
     pub fn var(&mut self) -> String {
         self.next_var += 1;
@@ -287,6 +296,7 @@ fn lower_node(g: &Graph, n: &Node, index: usize) -> Result<Kernel, PassError> {
         op: n.op,
         program,
         args,
+        product: b.product,
     })
 }
 

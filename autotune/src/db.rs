@@ -1,0 +1,156 @@
+//! The tuning database: append-only JSON lines, one record per measurement.
+//!
+//! Each line is one [`Record`]: which workload (a stable hash of the kernel's untuned loop
+//! program), on which target, by which compiler and feature-vector version, with which
+//! schedule, and what happened (a time, or why there is none). Records are only ever
+//! appended, one `write` of a whole line followed by `fsync`, so a run killed mid-write can
+//! leave at most one torn last line; [`TuningDb::open`] cuts that line off (and says so in
+//! its [`LoadReport`]). Any other unreadable line is an error naming the line and the field:
+//! a database is never silently rewritten.
+
+use crate::error::TuneError;
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// What one measurement found.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Agreed with the reference interpreter; the median of the timed runs.
+    Ok { median_ns: u64 },
+    /// Ran, but its outputs differ from the reference's.
+    Wrong { detail: String },
+    /// Did not build, or the measuring process died.
+    Failed { detail: String },
+    /// Did not finish within the limit.
+    TimedOut { limit_ms: u64 },
+}
+
+/// One measurement.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Stable hash of the workload (see [`workload_key`]).
+    pub workload: String,
+    /// The target's CPU name and features.
+    pub target: String,
+    /// The compiler version that built the candidate.
+    pub compiler: String,
+    /// The version of the feature vector the cost model was trained on.
+    pub feature_version: u32,
+    /// The schedule's knob settings.
+    pub schedule: serde_json::Value,
+    pub outcome: Outcome,
+}
+
+/// What opening a database found.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LoadReport {
+    pub records: usize,
+    /// Bytes of a torn last line (a run killed mid-write) that were cut off.
+    pub torn_bytes: usize,
+}
+
+/// An open tuning database.
+pub struct TuningDb {
+    path: PathBuf,
+    records: Vec<Record>,
+}
+
+impl TuningDb {
+    /// Opens (or creates) the database at `path` and reads every record.
+    pub fn open(path: &Path) -> Result<(TuningDb, LoadReport), TuneError> {
+        let io = |e: std::io::Error| TuneError::Db {
+            path: path.display().to_string(),
+            line: 0,
+            msg: e.to_string(),
+        };
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io(e)),
+        };
+        // Everything after the last newline is a torn write: cut it off.
+        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+        let torn_bytes = bytes.len() - complete;
+        let mut records = Vec::new();
+        for (i, line) in bytes[..complete].split(|&b| b == b'\n').enumerate() {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let rec: Record = serde_json::from_slice(line).map_err(|e| TuneError::Db {
+                path: path.display().to_string(),
+                line: i + 1,
+                msg: e.to_string(),
+            })?;
+            records.push(rec);
+        }
+        if torn_bytes > 0 {
+            let f = OpenOptions::new().write(true).open(path).map_err(io)?;
+            f.set_len(complete as u64).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        let report = LoadReport {
+            records: records.len(),
+            torn_bytes,
+        };
+        Ok((
+            TuningDb {
+                path: path.to_path_buf(),
+                records,
+            },
+            report,
+        ))
+    }
+
+    /// Appends one record: one write of the whole line, then `fsync`.
+    pub fn append(&mut self, rec: Record) -> Result<(), TuneError> {
+        let io = |e: std::io::Error| TuneError::Db {
+            path: self.path.display().to_string(),
+            line: self.records.len() + 1,
+            msg: e.to_string(),
+        };
+        let mut line = serde_json::to_vec(&rec).map_err(|e| io(std::io::Error::other(e)))?;
+        line.push(b'\n');
+        let mut f: File = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(io)?;
+        f.write_all(&line).map_err(io)?;
+        f.sync_data().map_err(io)?;
+        self.records.push(rec);
+        Ok(())
+    }
+
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    /// The fastest correct measurement of `workload` on `target` by `compiler`.
+    pub fn best(&self, workload: &str, target: &str, compiler: &str) -> Option<&Record> {
+        self.records
+            .iter()
+            .filter(|r| r.workload == workload && r.target == target && r.compiler == compiler)
+            .filter_map(|r| match r.outcome {
+                Outcome::Ok { median_ns } => Some((median_ns, r)),
+                _ => None,
+            })
+            .min_by_key(|(t, _)| *t)
+            .map(|(_, r)| r)
+    }
+}
+
+/// A stable key for a workload: FNV-1a (64-bit) of the untuned kernel's text with its name
+/// left out, so the same computation in another model (or at another position) matches.
+pub fn workload_key(prog: &tessera_ir::loops::LoopProgram) -> String {
+    let text = prog.to_string();
+    let body = text.split_once('(').map_or(text.as_str(), |(_, rest)| rest);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in body.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}

@@ -1,0 +1,194 @@
+//! The tiled product schedule against the reference, kernel by kernel: every product kernel
+//! of a set of graphs (tails in every dimension, batches with broadcasting, Gemm transposes,
+//! fused epilogues) is rebuilt with many tilings — the default, and random ones the knobs'
+//! validation accepts — then run on the loop interpreter and as JIT-compiled code (the
+//! parallel range split in two calls, as two threads would) on fresh random inputs, with
+//! outputs poisoned, and compared with the untiled kernel on the loop interpreter.
+
+use std::collections::BTreeMap;
+use tessera_ir::loops::{BufRole, LoopProgram};
+use tessera_ir::{Rng, Tensor};
+use tessera_passes::product::{ProductSpec, ProductTiling, tile};
+use tessera_tests::*;
+
+const GRAPHS: [(&str, &str); 10] = [
+    (
+        "matmul with row, column and k tails",
+        "graph \"g\" opset 21 {\n input a: f32[61,300]\n input b: f32[300,70]\n node \"mm\" MatMul(a, b) -> (y: f32[61,70])\n output y\n}",
+    ),
+    (
+        "batched matmul, broadcast B",
+        "graph \"g\" opset 21 {\n input a: f32[3,13,40]\n input b: f32[40,50]\n node \"mm\" MatMul(a, b) -> (y: f32[3,13,50])\n output y\n}",
+    ),
+    (
+        "batched matmul, both batched",
+        "graph \"g\" opset 21 {\n input a: f32[2,2,9,33]\n input b: f32[2,1,33,17]\n node \"mm\" MatMul(a, b) -> (y: f32[2,2,9,17])\n output y\n}",
+    ),
+    (
+        "gemm transposed with alpha, beta and a bias row",
+        "graph \"g\" opset 21 {\n input a: f32[45,20]\n input b: f32[33,45]\n input c: f32[33]\n node \"g\" Gemm[alpha=0.7, beta=1.3, transA=1, transB=1](a, b, c) -> (y: f32[20,33])\n output y\n}",
+    ),
+    (
+        "matmul + bias + tanh epilogue",
+        "graph \"g\" opset 21 {\n input x: f32[2,19,24]\n input w: f32[24,40]\n input b: f32[40]\n node \"mm\" MatMul(x, w) -> (m: f32[2,19,40])\n node \"add\" Add(m, b) -> (a: f32[2,19,40])\n node \"t\" Tanh(a) -> (y: f32[2,19,40])\n output y\n}",
+    ),
+    (
+        "gemm + relu epilogue",
+        "graph \"g\" opset 21 {\n input x: f32[30,12]\n input w: f32[12,100]\n input c: f32[100]\n node \"gemm\" Gemm(x, w, c) -> (g: f32[30,100])\n node \"r\" Relu(g) -> (y: f32[30,100])\n output y\n}",
+    ),
+    (
+        "conv 3x3, padded, with bias (im2col panels)",
+        "graph \"g\" opset 21 {\n input x: f32[2,5,11,9]\n input w: f32[7,5,3,3]\n input b: f32[7]\n node \"c\" Conv[kernel_shape=ints(3,3), pads=ints(1,1,1,1)](x, w, b) -> (y: f32[2,7,11,9])\n output y\n}",
+    ),
+    (
+        "conv strided, dilated, asymmetric pads",
+        "graph \"g\" opset 21 {\n input x: f32[1,6,13,12]\n input w: f32[9,6,3,2]\n node \"c\" Conv[kernel_shape=ints(3,2), strides=ints(2,1), dilations=ints(1,2), pads=ints(2,0,1,1)](x, w) -> (y: f32[1,9,7,11])\n output y\n}",
+    ),
+    (
+        "grouped conv",
+        "graph \"g\" opset 21 {\n input x: f32[2,8,7,7]\n input w: f32[12,4,3,3]\n node \"c\" Conv[kernel_shape=ints(3,3), group=2, pads=ints(1,1,1,1)](x, w) -> (y: f32[2,12,7,7])\n output y\n}",
+    ),
+    (
+        "1x1 conv + residual add + relu epilogue",
+        "graph \"g\" opset 21 {\n input x: f32[1,40,6,6]\n input w: f32[10,40,1,1]\n input z: f32[1,10,6,6]\n node \"c\" Conv[kernel_shape=ints(1,1)](x, w) -> (c: f32[1,10,6,6])\n node \"add\" Add(c, z) -> (a: f32[1,10,6,6])\n node \"r\" Relu(a) -> (y: f32[1,10,6,6])\n output y\n}",
+    ),
+];
+
+/// Random tilings for `spec`, keeping only those the knobs' validation accepts.
+fn tilings(spec: &ProductSpec, rng: &mut Rng) -> Vec<ProductTiling> {
+    let mut out = vec![
+        ProductTiling::default_for(spec, 16),
+        ProductTiling::default_for(spec, 8),
+    ];
+    while out.len() < 8 {
+        let lanes = [4, 8, 16][rng.below(3) as usize];
+        let mr = 1 + rng.below(8) as i64;
+        let t = ProductTiling {
+            mr,
+            nr: lanes * (1 + rng.below(4) as i64),
+            kc: [1, 7, 16, 64, 256][rng.below(5) as usize],
+            row_block: mr * (1 + rng.below(4) as i64),
+            lanes,
+        };
+        if t.validate(spec).is_ok() {
+            out.push(t);
+        }
+    }
+    out
+}
+
+/// Runs a kernel on the loop interpreter: inputs given, outputs poisoned.
+fn interpret(p: &LoopProgram, inputs: &[Tensor]) -> Vec<Tensor> {
+    let mut ins = inputs.iter();
+    let mut bufs: Vec<Tensor> = p
+        .params()
+        .map(|b| match b.role {
+            BufRole::Input => ins.next().unwrap().clone(),
+            _ => Tensor::poisoned(b.dtype, vec![b.len]),
+        })
+        .collect();
+    tessera_ir::loops::interp::run(p, &mut bufs).unwrap();
+    bufs
+}
+
+/// Runs a kernel compiled by the JIT, calling it on two halves of its parallel range.
+fn native(p: &LoopProgram, inputs: &[Tensor]) -> Vec<Tensor> {
+    let jit = tessera_codegen::jit::JitModule::compile(&[p], &tessera_codegen::Target::host())
+        .unwrap_or_else(|e| panic!("{}: {e}", p.name));
+    let f = jit.function(&p.name).unwrap();
+    let mut ins = inputs.iter();
+    let mut bufs: Vec<Tensor> = p
+        .params()
+        .map(|b| match b.role {
+            BufRole::Input => ins.next().unwrap().clone(),
+            _ => Tensor::poisoned(b.dtype, vec![b.len]),
+        })
+        .collect();
+    let args: Vec<*mut u8> = bufs
+        .iter_mut()
+        .map(|t| t.bytes_mut().as_mut_ptr())
+        .collect();
+    let end = p.parallel_extent();
+    // SAFETY: `args` holds one pointer per parameter buffer of `p`, each sized as declared
+    // (the kernel ABI); the two calls cover disjoint halves of the parallel range.
+    unsafe {
+        f(args.as_ptr(), 0, end / 2);
+        f(args.as_ptr(), end / 2, end);
+    }
+    bufs
+}
+
+#[test]
+fn tiled_products_match_the_untiled_kernels() {
+    let mut rng = Rng::new(2026);
+    let mut checked = 0;
+    for (name, text) in GRAPHS {
+        let g = tessera_ir::text::parse_graph(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let compiler =
+            tessera::Compiler::new(tessera::Target::host()).with_config(tessera::CompileConfig {
+                schedule: false,
+                ..Default::default()
+            });
+        let stages = compiler.stages(&g, &BTreeMap::new()).unwrap();
+        let mut products = 0;
+        for k in &stages.kernels {
+            let Some(spec) = &k.product else { continue };
+            products += 1;
+            let inputs: Vec<Tensor> = k
+                .program
+                .params()
+                .filter(|b| b.role == BufRole::Input)
+                .map(|b| rng.tensor(b.dtype, vec![b.len]))
+                .collect();
+            let want = interpret(&k.program, &inputs);
+            for t in tilings(spec, &mut rng) {
+                let tiled =
+                    tile(&k.program, spec, &t).unwrap_or_else(|e| panic!("{name} {t:?}: {e}"));
+                let what = format!("{name} with {t:?}");
+                for (how, got) in [
+                    ("interpreted", interpret(&tiled, &inputs)),
+                    ("compiled", native(&tiled, &inputs)),
+                ] {
+                    for (g, w) in got.iter().zip(&want) {
+                        compare(g, w, REDUCTION).unwrap_or_else(|e| panic!("{what} ({how}): {e}"));
+                    }
+                }
+                checked += 1;
+            }
+        }
+        assert!(products > 0, "{name}: no product kernel recorded");
+    }
+    assert!(checked >= GRAPHS.len() * 8);
+}
+
+/// Tilings the search could propose that cannot be built are refused with an error.
+#[test]
+fn invalid_tilings_are_refused() {
+    let g = tessera_ir::text::parse_graph(GRAPHS[0].1).unwrap();
+    let compiler =
+        tessera::Compiler::new(tessera::Target::host()).with_config(tessera::CompileConfig {
+            schedule: false,
+            ..Default::default()
+        });
+    let stages = compiler.stages(&g, &BTreeMap::new()).unwrap();
+    let k = &stages.kernels[0];
+    let spec = k.product.as_ref().unwrap();
+    let ok = ProductTiling::default_for(spec, 16);
+    for bad in [
+        ProductTiling { nr: 20, ..ok },
+        ProductTiling {
+            row_block: ok.mr + 1,
+            ..ok
+        },
+        ProductTiling { mr: 0, ..ok },
+        ProductTiling {
+            mr: 12,
+            nr: 64,
+            ..ok
+        },
+        ProductTiling { kc: 100_000, ..ok },
+    ] {
+        let e = tile(&k.program, spec, &bad).expect_err("accepted a bad tiling");
+        assert!(e.to_string().contains("product tiling"), "{e}");
+    }
+}
