@@ -6,6 +6,10 @@
 //! a constant interpolation matrix built from [`ResizePlan::taps`] — the same taps the
 //! interpreter uses — plus a `Where` for extrapolated positions.
 //!
+//! Also: a Gemm whose `B` is a constant used transposed (`transB=1`, how exporters write a
+//! linear layer) gets the transposed constant instead, so its product reads `B` row by row
+//! — what the tiled product schedule packs and vectorizes — at no run-time cost.
+//!
 //! Invariant: legalisation preserves the graph's meaning exactly up to float reassociation;
 //! the verifier runs after it, as after every pass.
 
@@ -14,7 +18,7 @@ use tessera_ir::{DType, Graph, IrError, Node, OpKind, Tensor, ValueId};
 
 /// Rewrites every node that needs it; returns how many were rewritten.
 pub fn legalize(g: &mut Graph) -> Result<usize, IrError> {
-    let mut count = 0;
+    let mut count = pretranspose_constant_b(g)?;
     for ix in g.topo_order()? {
         let n = g.node(ix).clone();
         if n.op != OpKind::Resize {
@@ -51,6 +55,54 @@ pub fn legalize(g: &mut Graph) -> Result<usize, IrError> {
         }
         g.remove_node(ix);
         resize_by_matrices(g, &n, x, ty.dtype, &shape, &plan);
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Gemm(A, B, transB=1) with a constant 2-D `B` → Gemm(A, Bᵀ, transB=0), `Bᵀ` computed
+/// now (once per constant, however many Gemms share it).
+fn pretranspose_constant_b(g: &mut Graph) -> Result<usize, IrError> {
+    use tessera_ir::{Attr, AttrsExt};
+    let mut done: std::collections::HashMap<ValueId, ValueId> = Default::default();
+    let mut count = 0;
+    for ix in g.topo_order()? {
+        let n = g.node(ix);
+        let transposed = n.attrs.int("transB", 0).unwrap_or(0) != 0;
+        let Some(b) = n.inputs.get(1).copied().flatten() else {
+            continue;
+        };
+        if n.op != OpKind::Gemm || !transposed {
+            continue;
+        }
+        let bt = match done.get(&b) {
+            Some(&bt) => bt,
+            None => {
+                let Some(t) = g.initializers.get(&b) else {
+                    continue;
+                };
+                let &[rows, cols] = t.shape() else {
+                    continue;
+                };
+                let size = t.dtype().size();
+                let src = t.bytes();
+                let mut dst = vec![0u8; src.len()];
+                for r in 0..rows {
+                    for c in 0..cols {
+                        let (from, to) = ((r * cols + c) * size, (c * rows + r) * size);
+                        dst[to..to + size].copy_from_slice(&src[from..from + size]);
+                    }
+                }
+                let tt = Tensor::from_bytes(t.dtype(), vec![cols, rows], dst)?;
+                let name = format!("{}_transposed", g.name_of(b));
+                let bt = g.add_initializer(&name, tt);
+                done.insert(b, bt);
+                bt
+            }
+        };
+        let n = g.node_mut(ix);
+        n.inputs[1] = Some(bt);
+        n.attrs.insert("transB".into(), Attr::Int(0));
         count += 1;
     }
     Ok(count)

@@ -69,6 +69,9 @@ pub struct ProductTiling {
     pub row_block: i64,
     /// Vector width in elements.
     pub lanes: i64,
+    /// Pack `B`'s panel into scratch; without, the register tile reads `B` in place (for
+    /// products with a few rows, where packing would only copy `B` once more).
+    pub pack_b: bool,
 }
 
 impl ProductTiling {
@@ -99,7 +102,7 @@ impl ProductTiling {
             ));
         }
         let scratch = (self.kc * self.nr) as usize * spec.dtype.size();
-        if scratch > MAX_SCRATCH_BYTES {
+        if self.pack_b && scratch > MAX_SCRATCH_BYTES {
             return bad(format!("packed panel of {scratch} bytes"));
         }
         Ok(())
@@ -108,11 +111,13 @@ impl ProductTiling {
     /// The default for a product on a machine with `lanes`-wide vectors: a 6-row tile of
     /// four vectors (24 accumulators) with 32 vector registers, two vectors with 16; `k`
     /// blocks of 256 (the panel fits L1); rows split so that two threads get work when
-    /// there is only one column panel.
+    /// there is only one column panel. A product with fewer rows than a tile (a
+    /// matrix-vector product) reads `B` in place, all its rows in one tile.
     pub fn default_for(spec: &ProductSpec, lanes: i64) -> ProductTiling {
         let wide = lanes >= 16;
         let nr = lanes * if wide { 4 } else { 2 };
-        let mr = 6;
+        let pack_b = spec.m >= 6;
+        let mr = if pack_b { 6 } else { spec.m.max(1) };
         let panels = spec.batch * ((spec.n + nr - 1) / nr);
         let row_block = if panels >= 8 {
             spec.m.max(1)
@@ -128,6 +133,7 @@ impl ProductTiling {
             kc: 256,
             row_block: round_up(row_block, mr),
             lanes,
+            pack_b,
         }
     }
 }
@@ -136,11 +142,10 @@ fn round_up(x: i64, m: i64) -> i64 {
     (x + m - 1) / m * m
 }
 
-/// Whether tiling pays off for this product: a big enough product in a float type, with at
-/// least one full register tile of rows and columns.
+/// Whether tiling pays off for this product: a big enough product in f32 with at least a
+/// vector of columns.
 pub fn worth_tiling(spec: &ProductSpec, lanes: i64) -> bool {
     spec.dtype == DType::F32
-        && spec.m >= 4
         && spec.n >= lanes
         && spec.k >= 8
         && spec.batch * spec.m * spec.n * spec.k >= 1 << 15
@@ -165,12 +170,14 @@ pub fn tile(
     }
     let body = g.program();
     let mut buffers: Vec<Buffer> = prog.params().cloned().collect();
-    buffers.push(Buffer {
-        name: g.panel.clone(),
-        dtype: spec.dtype,
-        len: (t.kc.min(spec.k) * t.nr) as usize,
-        role: BufRole::Scratch,
-    });
+    if t.pack_b {
+        buffers.push(Buffer {
+            name: g.panel.clone(),
+            dtype: spec.dtype,
+            len: (t.kc.min(spec.k) * t.nr) as usize,
+            role: BufRole::Scratch,
+        });
+    }
     let tiled = LoopProgram {
         name: prog.name.clone(),
         buffers,
@@ -320,22 +327,25 @@ impl Gen<'_> {
         out
     }
 
-    /// Packs `B[k0 .. k0+kc, panel]` and runs the micro-kernel over the task's rows.
+    /// Packs `B[k0 .. k0+kc, panel]` (if the tiling packs) and runs the micro-kernel over the
+    /// task's rows.
     fn k_block(&mut self, o: &Origin, w: i64, rows: i64, k0: IExpr, kc: i64) -> Vec<Stmt> {
         let (s, t) = (self.spec, *self.t);
         let lanes = LoopKind::Vectorize(t.lanes as u32);
         let panel = self.panel.clone();
-        let pack = self.for_(kc, LoopKind::Serial, |g, kk| {
-            vec![g.for_(w, lanes, |g, c| {
-                let (k, j) = (k0.clone().plus(kk.clone()), o.j0.clone().plus(c.clone()));
-                vec![Stmt::Store {
-                    buf: panel.clone(),
-                    index: kk.clone().times(t.nr).plus(c),
-                    value: g.at(&s.b, &o.b, &IExpr::c(0), &j, &k),
-                }]
-            })]
-        });
-        let mut out = vec![pack];
+        let mut out = Vec::new();
+        if t.pack_b {
+            out.push(self.for_(kc, LoopKind::Serial, |g, kk| {
+                vec![g.for_(w, lanes, |g, c| {
+                    let (k, j) = (k0.clone().plus(kk.clone()), o.j0.clone().plus(c.clone()));
+                    vec![Stmt::Store {
+                        buf: panel.clone(),
+                        index: kk.clone().times(t.nr).plus(c),
+                        value: g.at(&s.b, &o.b, &IExpr::c(0), &j, &k),
+                    }]
+                })]
+            }));
+        }
         let tiles = rows / t.mr;
         let micro = |g: &mut Gen, first_row: IExpr, mr: i64| -> Stmt {
             g.for_(kc, LoopKind::Serial, |g, kk| {
@@ -345,7 +355,11 @@ impl Gen<'_> {
                         let (j, k) = (o.j0.clone().plus(c.clone()), k0.clone().plus(kk.clone()));
                         let ci = g.c_at(&o.b, &i, &j);
                         let a = g.at(&s.a, &o.b, &i, &IExpr::c(0), &k);
-                        let bp = VExpr::load(&panel, kk.clone().times(t.nr).plus(c));
+                        let bp = if t.pack_b {
+                            VExpr::load(&panel, kk.clone().times(t.nr).plus(c))
+                        } else {
+                            g.at(&s.b, &o.b, &IExpr::c(0), &j, &k)
+                        };
                         vec![Stmt::Store {
                             buf: s.out.clone(),
                             index: ci.clone(),

@@ -69,6 +69,7 @@ fn tilings(spec: &ProductSpec, rng: &mut Rng) -> Vec<ProductTiling> {
             kc: [1, 7, 16, 64, 256][rng.below(5) as usize],
             row_block: mr * (1 + rng.below(4) as i64),
             lanes,
+            pack_b: rng.below(4) != 0,
         };
         if t.validate(spec).is_ok() {
             out.push(t);
