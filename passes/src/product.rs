@@ -289,20 +289,7 @@ impl Gen<'_> {
     /// One task: `rows` rows and `w` columns of `C` from `o`.
     fn task(&mut self, o: &Origin, w: i64, rows: i64) -> Vec<Stmt> {
         let (s, t) = (self.spec, *self.t);
-        let lanes = LoopKind::Vectorize(t.lanes as u32);
-        let mut out = Vec::new();
-        // C = init over the task's rows.
-        let zero = IExpr::c(0);
-        out.push(self.for_(rows, LoopKind::Serial, |g, r| {
-            vec![g.for_(w, lanes, |g, c| {
-                let (i, j) = (o.i0.clone().plus(r.clone()), o.j0.clone().plus(c));
-                vec![Stmt::Store {
-                    buf: s.out.clone(),
-                    index: g.c_at(&o.b, &i, &j),
-                    value: g.at(&s.init, &o.b, &i, &j, &zero),
-                }]
-            })]
-        }));
+        let mut out = vec![self.store_rows(o, w, rows, &s.init)];
         let full = s.k / t.kc;
         if full > 0 {
             out.push(self.for_(full, LoopKind::Serial, |g, kb| {
@@ -313,18 +300,24 @@ impl Gen<'_> {
             out.extend(self.k_block(o, w, rows, IExpr::c(full * t.kc), s.k % t.kc));
         }
         if let Some(fin) = &s.finish {
-            out.push(self.for_(rows, LoopKind::Serial, |g, r| {
-                vec![g.for_(w, lanes, |g, c| {
-                    let (i, j) = (o.i0.clone().plus(r.clone()), o.j0.clone().plus(c));
-                    vec![Stmt::Store {
-                        buf: s.out.clone(),
-                        index: g.c_at(&o.b, &i, &j),
-                        value: g.at(fin, &o.b, &i, &j, &zero),
-                    }]
-                })]
-            }));
+            out.push(self.store_rows(o, w, rows, fin));
         }
         out
+    }
+
+    /// `C[i, j] = value(i, j)` over the task's rows and columns (the init, the epilogue).
+    fn store_rows(&mut self, o: &Origin, w: i64, rows: i64, value: &VExpr) -> Stmt {
+        let (out, lanes) = (&self.spec.out, LoopKind::Vectorize(self.t.lanes as u32));
+        self.for_(rows, LoopKind::Serial, |g, r| {
+            vec![g.for_(w, lanes, |g, c| {
+                let (i, j) = (o.i0.clone().plus(r.clone()), o.j0.clone().plus(c));
+                vec![Stmt::Store {
+                    buf: out.clone(),
+                    index: g.c_at(&o.b, &i, &j),
+                    value: g.at(value, &o.b, &i, &j, &IExpr::c(0)),
+                }]
+            })]
+        })
     }
 
     /// Packs `B[k0 .. k0+kc, panel]` (if the tiling packs) and runs the micro-kernel over the

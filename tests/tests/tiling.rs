@@ -78,16 +78,20 @@ fn tilings(spec: &ProductSpec, rng: &mut Rng) -> Vec<ProductTiling> {
     out
 }
 
-/// Runs a kernel on the loop interpreter: inputs given, outputs poisoned.
-fn interpret(p: &LoopProgram, inputs: &[Tensor]) -> Vec<Tensor> {
+/// A kernel's parameter buffers: the inputs given, outputs poisoned.
+fn buffers(p: &LoopProgram, inputs: &[Tensor]) -> Vec<Tensor> {
     let mut ins = inputs.iter();
-    let mut bufs: Vec<Tensor> = p
-        .params()
+    p.params()
         .map(|b| match b.role {
             BufRole::Input => ins.next().unwrap().clone(),
             _ => Tensor::poisoned(b.dtype, vec![b.len]),
         })
-        .collect();
+        .collect()
+}
+
+/// Runs a kernel on the loop interpreter.
+fn interpret(p: &LoopProgram, inputs: &[Tensor]) -> Vec<Tensor> {
+    let mut bufs = buffers(p, inputs);
     tessera_ir::loops::interp::run(p, &mut bufs).unwrap();
     bufs
 }
@@ -97,14 +101,7 @@ fn native(p: &LoopProgram, inputs: &[Tensor]) -> Vec<Tensor> {
     let jit = tessera_codegen::jit::JitModule::compile(&[p], &tessera_codegen::Target::host())
         .unwrap_or_else(|e| panic!("{}: {e}", p.name));
     let f = jit.function(&p.name).unwrap();
-    let mut ins = inputs.iter();
-    let mut bufs: Vec<Tensor> = p
-        .params()
-        .map(|b| match b.role {
-            BufRole::Input => ins.next().unwrap().clone(),
-            _ => Tensor::poisoned(b.dtype, vec![b.len]),
-        })
-        .collect();
+    let mut bufs = buffers(p, inputs);
     let args: Vec<*mut u8> = bufs
         .iter_mut()
         .map(|t| t.bytes_mut().as_mut_ptr())
