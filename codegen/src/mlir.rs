@@ -107,26 +107,20 @@ fn emit_func(p: &LoopProgram, cfg: &EmitConfig) -> Result<String, CodegenError> 
     let mut scratch = String::new();
     for (i, b) in p.buffers.iter().enumerate() {
         let name = format!("%b{i}");
+        let memref = format!("memref<{}x{}>", b.len, mem_ty(b.dtype));
         if b.role == tessera_ir::loops::BufRole::Scratch {
             // On the stack of this call: private to the thread running this share of the
             // parallel loop, and freed on return. The verifier bounds its size.
             writeln!(
                 scratch,
-                "    {name} = memref.alloca() {{alignment = 64 : i64}} : memref<{}x{}>",
-                b.len,
-                mem_ty(b.dtype)
+                "    {name} = memref.alloca() {{alignment = 64 : i64}} : {memref}"
             )
             .unwrap();
-            em.bufs.insert(b.name.clone(), (name, b.dtype, b.len));
-            continue;
+        } else {
+            // Buffers never overlap (the memory plan keeps every kernel's buffers apart), so
+            // they are `noalias`: LLVM may keep accumulators in registers across loops.
+            params.push(format!("{name}: {memref} {{llvm.noalias}}"));
         }
-        // Buffers never overlap (the memory plan keeps every kernel's buffers apart), so
-        // they are `noalias`: LLVM may keep accumulators in registers across loops.
-        params.push(format!(
-            "{name}: memref<{}x{}> {{llvm.noalias}}",
-            b.len,
-            mem_ty(b.dtype)
-        ));
         em.bufs.insert(b.name.clone(), (name, b.dtype, b.len));
     }
     let mut head = String::new();

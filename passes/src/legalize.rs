@@ -14,6 +14,7 @@
 //! the verifier runs after it, as after every pass.
 
 use tessera_ir::infer::ResizePlan;
+use tessera_ir::interp::eval_node;
 use tessera_ir::{DType, Graph, IrError, Node, OpKind, Tensor, ValueId};
 
 /// Rewrites every node that needs it; returns how many were rewritten.
@@ -61,39 +62,39 @@ pub fn legalize(g: &mut Graph) -> Result<usize, IrError> {
 }
 
 /// Gemm(A, B, transB=1) with a constant 2-D `B` → Gemm(A, Bᵀ, transB=0), `Bᵀ` computed
-/// now (once per constant, however many Gemms share it).
+/// now by the reference interpreter (once per constant, however many Gemms share it).
 fn pretranspose_constant_b(g: &mut Graph) -> Result<usize, IrError> {
     use tessera_ir::{Attr, AttrsExt};
     let mut done: std::collections::HashMap<ValueId, ValueId> = Default::default();
     let mut count = 0;
     for ix in g.topo_order()? {
         let n = g.node(ix);
-        let transposed = n.attrs.int("transB", 0).unwrap_or(0) != 0;
+        if n.op != OpKind::Gemm || n.attrs.int("transB", 0).unwrap_or(0) == 0 {
+            continue;
+        }
         let Some(b) = n.inputs.get(1).copied().flatten() else {
             continue;
         };
-        if n.op != OpKind::Gemm || !transposed {
-            continue;
-        }
         let bt = match done.get(&b) {
             Some(&bt) => bt,
             None => {
-                let Some(t) = g.initializers.get(&b) else {
+                let Some(t) = g.initializers.get(&b).filter(|t| t.shape().len() == 2) else {
                     continue;
                 };
-                let &[rows, cols] = t.shape() else {
-                    continue;
+                let transpose = Node {
+                    name: format!("{}_pretranspose", n.name),
+                    op: OpKind::Transpose,
+                    attrs: Default::default(),
+                    inputs: vec![Some(b)],
+                    outputs: vec![],
                 };
-                let size = t.dtype().size();
-                let src = t.bytes();
-                let mut dst = vec![0u8; src.len()];
-                for r in 0..rows {
-                    for c in 0..cols {
-                        let (from, to) = ((r * cols + c) * size, (c * rows + r) * size);
-                        dst[to..to + size].copy_from_slice(&src[from..from + size]);
-                    }
-                }
-                let tt = Tensor::from_bytes(t.dtype(), vec![cols, rows], dst)?;
+                let tt = eval_node(&transpose, &[Some(t)])
+                    .map_err(|msg| IrError::Node {
+                        node: n.name.clone(),
+                        op: n.op.name().into(),
+                        msg,
+                    })?
+                    .remove(0);
                 let name = format!("{}_transposed", g.name_of(b));
                 let bt = g.add_initializer(&name, tt);
                 done.insert(b, bt);

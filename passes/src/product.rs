@@ -119,19 +119,14 @@ impl ProductTiling {
         let pack_b = spec.m >= 6;
         let mr = if pack_b { 6 } else { spec.m.max(1) };
         let panels = spec.batch * ((spec.n + nr - 1) / nr);
-        let row_block = if panels >= 8 {
-            spec.m.max(1)
-        } else {
-            // Enough row blocks for a handful of tasks, each a whole number of tiles.
-            let want = (8 / panels.max(1)).max(1);
-            let rows = (spec.m + want - 1) / want;
-            ((rows + mr - 1) / mr).max(1) * mr
-        };
+        // Enough row blocks for a handful of tasks, each a whole number of tiles.
+        let want = (8 / panels.max(1)).max(1);
+        let row_block = (spec.m + want - 1) / want;
         ProductTiling {
             mr,
             nr,
             kc: 256,
-            row_block: round_up(row_block, mr),
+            row_block: round_up(row_block.max(1), mr),
             lanes,
             pack_b,
         }
@@ -161,7 +156,7 @@ pub fn tile(
     t.validate(spec)?;
     let mut g = Gen {
         spec,
-        t,
+        t: *t,
         next: 0,
         panel: format!("{}_bp", spec.out),
     };
@@ -189,7 +184,7 @@ pub fn tile(
 
 struct Gen<'a> {
     spec: &'a ProductSpec,
-    t: &'a ProductTiling,
+    t: ProductTiling,
     next: usize,
     panel: String,
 }
@@ -234,7 +229,7 @@ impl Gen<'_> {
     }
 
     fn program(&mut self) -> Vec<Stmt> {
-        let (s, t) = (self.spec, *self.t);
+        let (s, t) = (self.spec, self.t);
         let panels = (s.n + t.nr - 1) / t.nr;
         let blocks = (s.m + t.row_block - 1) / t.row_block;
         let tasks = s.batch * panels * blocks;
@@ -288,7 +283,7 @@ impl Gen<'_> {
 
     /// One task: `rows` rows and `w` columns of `C` from `o`.
     fn task(&mut self, o: &Origin, w: i64, rows: i64) -> Vec<Stmt> {
-        let (s, t) = (self.spec, *self.t);
+        let (s, t) = (self.spec, self.t);
         let mut out = vec![self.store_rows(o, w, rows, &s.init)];
         let full = s.k / t.kc;
         if full > 0 {
@@ -323,7 +318,7 @@ impl Gen<'_> {
     /// Packs `B[k0 .. k0+kc, panel]` (if the tiling packs) and runs the micro-kernel over the
     /// task's rows.
     fn k_block(&mut self, o: &Origin, w: i64, rows: i64, k0: IExpr, kc: i64) -> Vec<Stmt> {
-        let (s, t) = (self.spec, *self.t);
+        let (s, t) = (self.spec, self.t);
         let lanes = LoopKind::Vectorize(t.lanes as u32);
         let panel = self.panel.clone();
         let mut out = Vec::new();

@@ -39,7 +39,8 @@ struct St<'a> {
 
 /// Runs `prog` over `buffers` (one tensor per parameter buffer, in order; outputs are written
 /// in place). Each tensor's element count must equal the buffer's `len`. Scratch buffers are
-/// allocated here, poisoned (NaN, or a junk pattern for integers) so that reading one before writing it shows.
+/// allocated here, poisoned (NaN, or a junk pattern for integers) so that reading one before
+/// writing it shows.
 pub fn run(prog: &LoopProgram, buffers: &mut [Tensor]) -> Result<()> {
     let params = prog.params().count();
     if buffers.len() != params {
