@@ -10,9 +10,11 @@
 
 use crate::error::TuneError;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use tessera_passes::schedule::{KernelSchedule, TunedSchedules};
 
 /// What one measurement found.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -124,6 +126,29 @@ impl TuningDb {
         Ok(())
     }
 
+    /// The fastest correct schedule of every workload measured on `target` by `compiler`:
+    /// what `--tuning-db` applies. Records whose schedule this compiler cannot read are
+    /// skipped.
+    pub fn best_schedules(&self, target: &str, compiler: &str) -> TunedSchedules {
+        let mut best: HashMap<&str, (u64, &Record)> = HashMap::new();
+        for r in &self.records {
+            if let (Outcome::Ok { median_ns }, true) =
+                (&r.outcome, r.target == target && r.compiler == compiler)
+                && best
+                    .get(r.workload.as_str())
+                    .is_none_or(|(t, _)| median_ns < t)
+            {
+                best.insert(&r.workload, (*median_ns, r));
+            }
+        }
+        best.into_iter()
+            .filter_map(|(w, (_, r))| {
+                let s: KernelSchedule = serde_json::from_value(r.schedule.clone()).ok()?;
+                Some((w.to_string(), s))
+            })
+            .collect()
+    }
+
     pub fn records(&self) -> &[Record] {
         &self.records
     }
@@ -142,15 +167,4 @@ impl TuningDb {
     }
 }
 
-/// A stable key for a workload: FNV-1a (64-bit) of the untuned kernel's text with its name
-/// left out, so the same computation in another model (or at another position) matches.
-pub fn workload_key(prog: &tessera_ir::loops::LoopProgram) -> String {
-    let text = prog.to_string();
-    let body = text.split_once('(').map_or(text.as_str(), |(_, rest)| rest);
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in body.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
-}
+pub use tessera_passes::schedule::workload_key;

@@ -1,28 +1,40 @@
 //! # tessera-autotune
 //!
-//! Schedule search for each kernel (the autotuner issue, in progress). Built so far: the
-//! tuning database ([`db`]: append-only JSON lines, crash-safe, keyed by workload hash,
-//! target, compiler and feature version). The search space of matrix products is
-//! `tessera_passes::product::ProductTiling` (validated knobs).
+//! Schedule search for each kernel of a model, steered by a learned cost model.
 //!
-//! - In: a lowered [`tessera_ir::loops::LoopProgram`] and a target.
-//! - Out: the best schedule found, recorded in a tuning database.
+//! - In: a model's lowered, unscheduled kernels ([`task::extract_tasks`] makes them tasks,
+//!   with reference data from the interpreter) and a target.
+//! - Out: measurements in a tuning database ([`db`]); the compiler applies the best schedule
+//!   per workload (`--tuning-db`).
 //!
-//! Planned parts: the search space as data (split factors, loop order, parallel loop,
-//! vector width, unroll, packing, compute-at); a versioned, documented feature vector per
-//! candidate; a batched `CostModel` trait with an XGBoost implementation (xgboost-rs, already
-//! a dependency so that its C++ build is exercised from day one) and an analytic fallback;
-//! evolutionary search guided by the model; a measurer that validates every candidate against
-//! the reference interpreter before timing it, isolated from crashes and hangs; and an
-//! append-only JSON-lines tuning database keyed by workload hash, target and compiler version.
+//! The parts, one per module: the search space as data ([`space`]: knobs and values; points
+//! decode to validated `KernelSchedule`s), a versioned, documented feature vector
+//! ([`features`]), the batched [`model::CostModel`] trait with an XGBoost model and an
+//! analytic fallback ([`model`]), the evolutionary search ([`search`]), the measurer that
+//! checks every candidate against the reference interpreter's outputs before timing it, in
+//! a child process with a time limit ([`measure`]), and the append-only, crash-safe tuning
+//! database ([`db`]).
 //!
-//! Invariant (to keep): this crate knows `ir`, `passes`, `codegen` and the runtime's
-//! measurement hooks, never the ONNX front end.
+//! Invariant: this crate knows `ir`, `passes`, `codegen` and the runtime's thread pool,
+//! never the ONNX front end or the compiler driver.
 
 pub mod db;
 pub mod error;
+pub mod features;
+pub mod measure;
+pub mod model;
+pub mod search;
+pub mod space;
+pub mod task;
 
 pub use error::TuneError;
 
-#[doc(hidden)]
-pub use xgboost_rs as xgboost;
+/// The key of a target in the tuning database: the CPU name and a hash of its features.
+pub fn target_key(target: &tessera_codegen::Target) -> String {
+    match target {
+        tessera_codegen::Target::Cpu { cpu, features } => format!(
+            "{cpu}/{:08x}",
+            tessera_passes::schedule::fnv1a(features.as_bytes()) as u32
+        ),
+    }
+}

@@ -13,6 +13,8 @@ pub enum CompileError {
     #[error(transparent)]
     Runtime(#[from] tessera_runtime::RuntimeError),
     #[error(transparent)]
+    Tune(#[from] tessera_autotune::TuneError),
+    #[error(transparent)]
     Onnx(#[from] crate::onnx::OnnxError),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),

@@ -24,6 +24,7 @@ pub mod npy;
 pub mod onnx;
 pub mod peak;
 pub mod pipeline;
+pub mod tune;
 
 pub use error::CompileError;
 pub use pipeline::{CompileConfig, Compiler, Executable, Stages};

@@ -8,6 +8,9 @@ use std::time::Instant;
 use tessera::{CompileConfig, Compiler, Target, Tensor};
 use tessera_ir::{Graph, Rng};
 
+mod cli_plot;
+mod cli_tune;
+
 #[derive(Parser)]
 #[command(
     name = "tessera",
@@ -36,7 +39,7 @@ enum Emit {
 }
 
 #[derive(clap::Args, Clone)]
-struct CommonOpts {
+pub(crate) struct CommonOpts {
     /// Bind a symbolic dimension, e.g. `--bind N=8` (repeatable).
     #[arg(long = "bind", value_parser = parse_binding)]
     bind: Vec<(String, usize)>,
@@ -56,9 +59,13 @@ struct CommonOpts {
     /// product schedule), for comparison.
     #[arg(long)]
     no_tile: bool,
+    /// Apply the best schedules of this tuning database (written by `tessera tune`).
+    #[arg(long, value_name = "DB")]
+    tuning_db: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)]
 enum Cmd {
     /// Compile an ONNX model to a shared library (+ .json manifest + .h header), or print a stage.
     Compile {
@@ -104,6 +111,12 @@ enum Cmd {
         #[command(flatten)]
         opts: CommonOpts,
     },
+    /// Tune a model's kernels: evolutionary schedule search steered by a cost model,
+    /// every candidate checked against the reference interpreter; results go to a database.
+    Tune(cli_tune::TuneArgs),
+    /// Serve measurement jobs on stdin (started by `tessera tune`; not for direct use).
+    #[command(hide = true)]
+    TuneWorker,
     /// Measure this machine's single-core f32 FMA peak (the yardstick of GEMM efficiency).
     Peak {
         /// Print one JSON line.
@@ -138,7 +151,7 @@ fn parse_binding(s: &str) -> Result<(String, usize), String> {
     ))
 }
 
-fn compiler(opts: &CommonOpts) -> Compiler {
+pub(crate) fn compiler(opts: &CommonOpts) -> Result<Compiler> {
     let target = match &opts.cpu {
         Some(c) => Target::cpu(c),
         None => Target::host(),
@@ -153,10 +166,18 @@ fn compiler(opts: &CommonOpts) -> Compiler {
     if let Some(t) = opts.threads {
         cfg.threads = t.max(1);
     }
-    Compiler::new(target).with_config(cfg)
+    let c = Compiler::new(target).with_config(cfg);
+    Ok(match &opts.tuning_db {
+        Some(db) => {
+            tessera::tune::tuned_compiler(c, db)
+                .with_context(|| format!("reading {}", db.display()))?
+                .0
+        }
+        None => c,
+    })
 }
 
-fn load_graph(path: &Path) -> Result<Graph> {
+pub(crate) fn load_graph(path: &Path) -> Result<Graph> {
     tessera::onnx::import_file(path).with_context(|| format!("importing {}", path.display()))
 }
 
@@ -169,7 +190,7 @@ fn full_bindings(g: &Graph, opts: &CommonOpts) -> BTreeMap<String, usize> {
     b
 }
 
-fn random_inputs(sigs: &[tessera_ir::plan::TensorSig]) -> Vec<Tensor> {
+pub(crate) fn random_inputs(sigs: &[tessera_ir::plan::TensorSig]) -> Vec<Tensor> {
     let mut rng = Rng::new(42);
     sigs.iter()
         .map(|s| rng.tensor(s.dtype, s.shape.clone()))
@@ -222,7 +243,7 @@ fn run_model(
         return Ok((inputs, out, t.elapsed().as_secs_f64() * 1e3));
     }
     let g = load_graph(model)?;
-    let c = compiler(opts);
+    let c = compiler(opts)?;
     let exe = c.compile(&g)?;
     let inputs = if inputs.is_empty() {
         let b = full_bindings(&g, opts);
@@ -292,7 +313,7 @@ fn run_cli() -> Result<()> {
             opts,
         } => {
             let g = load_graph(&model)?;
-            let c = compiler(&opts);
+            let c = compiler(&opts)?;
             let b = full_bindings(&g, &opts);
             if let Some(paths) = &dot {
                 let st = c.stages(&g, &b)?;
@@ -412,7 +433,7 @@ fn run_cli() -> Result<()> {
             opts,
         } => {
             let g = load_graph(&model)?;
-            let c = compiler(&opts);
+            let c = compiler(&opts)?;
             let b = full_bindings(&g, &opts);
             let t0 = Instant::now();
             let exe = c.compile(&g)?;
@@ -460,6 +481,7 @@ fn run_cli() -> Result<()> {
                 "min_ms": times[0],
                 "max_ms": times[times.len() - 1],
                 "bytes_moved": tessera_passes::egraph::cost::graph_bytes(&st.optimized),
+                "tuned_kernels": st.tuned_kernels,
                 "optimizer": optimizer,
             });
             if json {
@@ -472,6 +494,11 @@ fn run_cli() -> Result<()> {
                     compiled.threads()
                 );
             }
+        }
+        Cmd::Tune(args) => cli_tune::run(args)?,
+        Cmd::TuneWorker => {
+            let stdin = std::io::stdin();
+            tessera_autotune::measure::serve(stdin.lock(), std::io::stdout().lock())?;
         }
         Cmd::Peak { json } => {
             let p = tessera::peak::fma_peak_f32();

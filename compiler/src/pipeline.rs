@@ -29,6 +29,9 @@ pub struct CompileConfig {
     pub optimize: bool,
     /// Schedule large matrix products and convolutions as packed, register-tiled kernels.
     pub tile_products: bool,
+    /// Tuned schedules by workload key (e.g. the best ones of a tuning database), used
+    /// instead of the default schedule for the kernels they cover.
+    pub tuned: Option<Arc<schedule::TunedSchedules>>,
 }
 
 impl Default for CompileConfig {
@@ -40,6 +43,7 @@ impl Default for CompileConfig {
             bindings: BTreeMap::new(),
             optimize: true,
             tile_products: true,
+            tuned: None,
         }
     }
 }
@@ -62,6 +66,8 @@ pub struct Stages {
     pub report: Option<tessera_passes::egraph::OptimizeReport>,
     /// One scheduled loop program per node, in execution order.
     pub kernels: Vec<Kernel>,
+    /// How many kernels got a tuned schedule (the rest: the default one).
+    pub tuned_kernels: usize,
 }
 
 impl Compiler {
@@ -97,14 +103,13 @@ impl Compiler {
             (prepared.clone(), None)
         };
         let mut kernels = tessera_passes::lower::lower_graph(&optimized)?;
+        let mut tuned_kernels = 0;
         if self.config.schedule {
-            let cfg = CpuScheduleConfig {
-                vector_bytes: self.target.vector_bytes(),
-                tile_products: self.config.tile_products,
-                ..Default::default()
-            };
+            let cfg = self.schedule_config();
             for k in &mut kernels {
-                schedule::schedule_kernel(k, &cfg)?;
+                if schedule::schedule_kernel(k, &cfg)? == schedule::ScheduleSource::Tuned {
+                    tuned_kernels += 1;
+                }
             }
         }
         Ok(Stages {
@@ -112,7 +117,18 @@ impl Compiler {
             optimized,
             report,
             kernels,
+            tuned_kernels,
         })
+    }
+
+    /// The CPU schedule configuration this compiler uses for its target.
+    pub fn schedule_config(&self) -> CpuScheduleConfig {
+        CpuScheduleConfig {
+            vector_bytes: self.target.vector_bytes(),
+            tile_products: self.config.tile_products,
+            tuned: self.config.tuned.clone(),
+            ..Default::default()
+        }
     }
 
     /// Compiles `graph`. Symbolic dimensions are bound from the inputs at run time; each new

@@ -17,6 +17,22 @@ type R<T> = std::result::Result<T, String>;
 
 /// Runs the graph on `inputs` (one per graph input, in order) and returns its outputs.
 pub fn run_graph(g: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+    let mut env = run_graph_values(g, inputs)?;
+    g.outputs
+        .iter()
+        .map(|v| {
+            env.remove(v)
+                .or_else(|| env.get(v).cloned())
+                .ok_or_else(|| {
+                    IrError::Interp(format!("output `{}` was not computed", g.name_of(*v)))
+                })
+        })
+        .collect()
+}
+
+/// Runs the graph on `inputs` and returns every value it computes (and its inputs and
+/// initializers), e.g. the reference for one kernel of a compiled model.
+pub fn run_graph_values(g: &Graph, inputs: &[Tensor]) -> Result<HashMap<ValueId, Tensor>> {
     if inputs.len() != g.inputs.len() {
         return Err(IrError::Interp(format!(
             "graph takes {} inputs, got {}",
@@ -60,16 +76,7 @@ pub fn run_graph(g: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
             env.insert(*v, t);
         }
     }
-    g.outputs
-        .iter()
-        .map(|v| {
-            env.remove(v)
-                .or_else(|| env.get(v).cloned())
-                .ok_or_else(|| {
-                    IrError::Interp(format!("output `{}` was not computed", g.name_of(*v)))
-                })
-        })
-        .collect()
+    Ok(env)
 }
 
 /// Checks a runtime tensor against a declared input type (symbolic dims match any size).

@@ -14,6 +14,7 @@
 //!   and backend is tested against them.
 
 pub mod col2im;
+pub mod compare;
 pub mod detect;
 pub mod dtype;
 pub mod error;

@@ -57,7 +57,7 @@ pub struct ProductSpec {
 }
 
 /// The knobs of the tiled product schedule (one point of its search space).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ProductTiling {
     /// Rows of the register tile (unrolled).
     pub mr: i64,

@@ -178,7 +178,13 @@ pub struct CpuScheduleConfig {
     pub min_parallel_extent: i64,
     /// Rebuild large matrix products as packed, register-tiled kernels ([`crate::product`]).
     pub tile_products: bool,
+    /// Tuned schedules by workload key ([`workload_key`]), e.g. the best ones of a tuning
+    /// database; a kernel without an entry gets the default schedule.
+    pub tuned: Option<std::sync::Arc<TunedSchedules>>,
 }
+
+/// Tuned schedules by workload key.
+pub type TunedSchedules = std::collections::HashMap<String, KernelSchedule>;
 
 impl Default for CpuScheduleConfig {
     fn default() -> Self {
@@ -186,41 +192,155 @@ impl Default for CpuScheduleConfig {
             vector_bytes: 32,
             min_parallel_extent: 16,
             tile_products: true,
+            tuned: None,
         }
     }
 }
 
-/// Schedules one lowered kernel for the CPU: a large matrix product gets the tiled product
-/// schedule with its default tiling, everything else (and a product the tiling refuses)
-/// [`default_cpu`].
-pub fn schedule_kernel(
+/// One kernel's schedule as data: the knobs the autotuner searches and the tuning database
+/// records. Applied to the unscheduled kernel by [`apply_schedule`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum KernelSchedule {
+    /// The tiled product schedule (only for kernels that record a product).
+    Product(crate::product::ProductTiling),
+    /// Parallelisation, vectorization and unrolling of the plain loop nest.
+    Loops(LoopSchedule),
+}
+
+/// The knobs of a plain loop nest's schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct LoopSchedule {
+    /// Outer loops are fused until the parallel loop has at least this many iterations;
+    /// 0 leaves the nest serial.
+    pub parallel_min_extent: i64,
+    /// Vector width in bytes of innermost loops that store contiguously; 0 keeps them scalar.
+    pub vector_bytes: u32,
+    /// Unroll factor of innermost loops left scalar (1: none).
+    pub unroll: u32,
+}
+
+impl LoopSchedule {
+    /// The default schedule's knobs for a target with `vector_bytes`-wide vectors.
+    pub fn default_for(cfg: &CpuScheduleConfig) -> LoopSchedule {
+        LoopSchedule {
+            parallel_min_extent: cfg.min_parallel_extent,
+            vector_bytes: cfg.vector_bytes as u32,
+            unroll: 1,
+        }
+    }
+
+    /// Refuses knob values that cannot be built.
+    pub fn validate(&self) -> Result<(), PassError> {
+        if self.parallel_min_extent < 0 || self.unroll == 0 || self.unroll > 64 {
+            return Err(PassError::Schedule(format!(
+                "loop schedule: bad knobs {self:?}"
+            )));
+        }
+        if self.vector_bytes != 0 && !(4..=256).contains(&self.vector_bytes) {
+            return Err(PassError::Schedule(format!(
+                "loop schedule: vector width {} bytes",
+                self.vector_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A stable key for a workload: FNV-1a (64-bit) of the unscheduled kernel's text with its
+/// name left out, so the same computation in another model (or at another position) matches.
+pub fn workload_key(prog: &LoopProgram) -> String {
+    let text = prog.to_string();
+    let body = text.split_once('(').map_or(text.as_str(), |(_, rest)| rest);
+    format!("{:016x}", fnv1a(body.as_bytes()))
+}
+
+/// FNV-1a, 64-bit: a small stable hash (the standard library's is not stable across builds).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Applies `schedule` to the unscheduled kernel `k`.
+pub fn apply_schedule(
     k: &mut crate::lower::Kernel,
-    cfg: &CpuScheduleConfig,
+    schedule: &KernelSchedule,
 ) -> Result<(), PassError> {
+    match schedule {
+        KernelSchedule::Product(t) => {
+            let spec = k.product.as_ref().ok_or_else(|| {
+                PassError::Schedule(format!("kernel `{}` is not a matrix product", k.node))
+            })?;
+            k.program = crate::product::tile(&k.program, spec, t)?;
+            Ok(())
+        }
+        KernelSchedule::Loops(s) => schedule_loops(&mut k.program, s),
+    }
+}
+
+/// Where a kernel's schedule came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScheduleSource {
+    /// The tuned schedule recorded for its workload.
+    Tuned,
+    /// The default schedule.
+    Default,
+}
+
+/// The default schedule of an unscheduled kernel: the tiled product schedule with its
+/// default tiling for a large matrix product, the default loop schedule otherwise.
+pub fn default_schedule(k: &crate::lower::Kernel, cfg: &CpuScheduleConfig) -> KernelSchedule {
     let lanes = (cfg.vector_bytes / 4).max(1) as i64;
     if cfg.tile_products
         && let Some(spec) = &k.product
         && crate::product::worth_tiling(spec, lanes)
     {
-        let tiling = crate::product::ProductTiling::default_for(spec, lanes);
-        if let Ok(p) = crate::product::tile(&k.program, spec, &tiling) {
-            k.program = p;
-            return Ok(());
+        let t = crate::product::ProductTiling::default_for(spec, lanes);
+        if t.validate(spec).is_ok() {
+            return KernelSchedule::Product(t);
         }
     }
-    default_cpu(&mut k.program, cfg)
+    KernelSchedule::Loops(LoopSchedule::default_for(cfg))
 }
 
-/// The default CPU schedule: fuse outer loops into one parallel loop, vectorize innermost
-/// loops whose stores walk memory contiguously.
+/// Schedules one lowered kernel for the CPU: its tuned schedule when `cfg` has one for its
+/// workload, else [`default_schedule`].
+pub fn schedule_kernel(
+    k: &mut crate::lower::Kernel,
+    cfg: &CpuScheduleConfig,
+) -> Result<ScheduleSource, PassError> {
+    if let Some(tuned) = &cfg.tuned
+        && let Some(s) = tuned.get(&workload_key(&k.program))
+    {
+        apply_schedule(k, s)?;
+        return Ok(ScheduleSource::Tuned);
+    }
+    apply_schedule(k, &default_schedule(k, cfg))?;
+    Ok(ScheduleSource::Default)
+}
+
+/// The default CPU schedule of a plain loop nest.
 pub fn default_cpu(prog: &mut LoopProgram, cfg: &CpuScheduleConfig) -> Result<(), PassError> {
-    if let [Stmt::For(l)] = prog.body.as_slice() {
+    schedule_loops(prog, &LoopSchedule::default_for(cfg))
+}
+
+/// Schedules a plain loop nest: fuse outer loops into one parallel loop, vectorize innermost
+/// loops whose stores walk memory contiguously, unroll the innermost loops left scalar.
+pub fn schedule_loops(prog: &mut LoopProgram, s: &LoopSchedule) -> Result<(), PassError> {
+    s.validate()?;
+    if s.parallel_min_extent > 0
+        && let [Stmt::For(l)] = prog.body.as_slice()
+    {
         let mut var = l.var.clone();
         // Fuse while the outer loop is too short to share out and wraps exactly one loop —
         // unless that loop is innermost: fusing it would trade its vectorization for
         // div/mod indexing.
         while let Some(Stmt::For(l)) = prog.body.first()
-            && l.extent < cfg.min_parallel_extent
+            && l.extent < s.parallel_min_extent
             && let [Stmt::For(il)] = l.body.as_slice()
             && !stores_without_loops(&il.body, &mut Vec::new())
         {
@@ -234,7 +354,8 @@ pub fn default_cpu(prog: &mut LoopProgram, cfg: &CpuScheduleConfig) -> Result<()
             annotate(prog, &var, LoopKind::Parallel)?;
         }
     }
-    let width = |d: tessera_ir::DType| (cfg.vector_bytes / d.size().max(1)).clamp(2, 32) as u32;
+    let width =
+        |d: tessera_ir::DType| (s.vector_bytes as usize / d.size().max(1)).clamp(2, 32) as u32;
     let mut innermost = Vec::new();
     collect_innermost(&prog.body, &mut innermost);
     for (var, extent, store_buf) in innermost {
@@ -242,8 +363,10 @@ pub fn default_cpu(prog: &mut LoopProgram, cfg: &CpuScheduleConfig) -> Result<()
             continue;
         };
         let w = width(buf.dtype);
-        if extent >= w as i64 {
+        if s.vector_bytes > 0 && extent >= w as i64 {
             annotate(prog, &var, LoopKind::Vectorize(w))?;
+        } else if s.unroll > 1 && extent >= s.unroll as i64 {
+            annotate(prog, &var, LoopKind::Unroll(s.unroll))?;
         }
     }
     Ok(())

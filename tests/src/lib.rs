@@ -4,16 +4,7 @@
 use std::path::PathBuf;
 use tessera_ir::{Attrs, DType, Graph, OpKind, Tensor, ValueType};
 
-/// How close a result must be to the reference.
-#[derive(Clone, Copy, Debug)]
-pub enum Tolerance {
-    /// Bit-identical (integer ops, data movement).
-    Exact,
-    /// `|a - r| <= atol + rtol * |r|` element-wise.
-    Close { rtol: f64, atol: f64 },
-    /// Within `n` units in the last place of f32.
-    Ulp(u32),
-}
+pub use tessera_ir::compare::{Tolerance, compare};
 
 /// Float ops that round the same way as the interpreter (which rounds each op to f32).
 pub const ARITH: Tolerance = Tolerance::Close {
@@ -30,53 +21,6 @@ pub const MODEL: Tolerance = Tolerance::Close {
     rtol: 1e-4,
     atol: 1e-5,
 };
-
-/// Compares `got` with `want`; returns a description of the first mismatch.
-pub fn compare(got: &Tensor, want: &Tensor, tol: Tolerance) -> Result<(), String> {
-    if got.dtype() != want.dtype() || got.shape() != want.shape() {
-        return Err(format!(
-            "got {}{:?}, want {}{:?}",
-            got.dtype(),
-            got.shape(),
-            want.dtype(),
-            want.shape()
-        ));
-    }
-    if !got.dtype().is_float() || matches!(tol, Tolerance::Exact) {
-        if got.bytes() != want.bytes() {
-            let i = (0..got.len())
-                .find(|&i| got.get_f64(i).to_bits() != want.get_f64(i).to_bits())
-                .unwrap_or(0);
-            return Err(format!(
-                "element {i}: got {}, want {}",
-                got.get_f64(i),
-                want.get_f64(i)
-            ));
-        }
-        return Ok(());
-    }
-    for i in 0..got.len() {
-        let (a, r) = (got.get_f64(i), want.get_f64(i));
-        if a.is_nan() && r.is_nan() {
-            continue;
-        }
-        let ok = match tol {
-            Tolerance::Close { rtol, atol } => (a - r).abs() <= atol + rtol * r.abs() || (a == r),
-            Tolerance::Ulp(n) => {
-                ((a as f32).to_bits() as i64 - (r as f32).to_bits() as i64).unsigned_abs()
-                    <= n as u64
-            }
-            Tolerance::Exact => unreachable!(),
-        };
-        if !ok {
-            return Err(format!(
-                "element {i} of {:?}: got {a}, want {r} ({tol:?})",
-                got.shape()
-            ));
-        }
-    }
-    Ok(())
-}
 
 /// Builds a one-node graph `op(inputs) -> y` with runtime and constant inputs.
 pub struct OneOp {

@@ -1,0 +1,171 @@
+//! The tuning driver: a model in, its kernels tuned into a tuning database.
+//!
+//! Lowers the model once without schedules, makes its kernels tuning tasks (reference data
+//! from the interpreter on random inputs), and runs the autotuner's search over them with
+//! the chosen cost model, measuring in a worker process. [`tuned_compiler`] is the other
+//! half: a compiler that applies a database's best schedules (`--tuning-db`).
+
+use crate::error::CompileError;
+use crate::pipeline::{CompileConfig, Compiler};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tessera_autotune::db::TuningDb;
+use tessera_autotune::measure::{MeasureConfig, Measurer, WorkerCommand};
+use tessera_autotune::model::{AnalyticModel, CostModel, XgbConfig, XgbModel};
+use tessera_autotune::search::{self, Event, Strategy, TaskState, TuneConfig};
+use tessera_autotune::task::{Task, TaskConfig, extract_tasks};
+use tessera_ir::{Graph, Rng, Tensor};
+
+/// Which cost model steers the search.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelKind {
+    /// XGBoost trained online (the analytic model until it has data).
+    Xgboost,
+    /// The analytic model only.
+    Analytic,
+    /// No model: uniformly random schedules.
+    Random,
+}
+
+/// Options of [`tune_model`].
+#[derive(Clone, Debug)]
+pub struct TuneOptions {
+    pub db: PathBuf,
+    pub trials: usize,
+    pub budget: Option<Duration>,
+    pub model: ModelKind,
+    pub seed: u64,
+    /// Kernels doing less work than this are not tuned.
+    pub min_work: u64,
+    /// How to start a measuring process (the `tessera` binary's `tune-worker`).
+    pub worker: WorkerCommand,
+    /// Limit of one candidate's measurement.
+    pub timeout: Duration,
+    /// Where the trained XGBoost model is saved (and loaded from, when it exists).
+    pub model_file: Option<PathBuf>,
+    /// Sizes of symbolic dimensions (unbound ones are 1).
+    pub bindings: BTreeMap<String, usize>,
+    /// Test hook: trials replaced by planted broken candidates.
+    pub plants: Vec<(usize, tessera_autotune::measure::Plant)>,
+}
+
+/// What a tuning run did.
+pub struct TuneReport {
+    pub tasks: Vec<Task>,
+    pub states: Vec<TaskState>,
+    /// Records the database held before this run, and bytes of a torn last line cut off.
+    pub resumed_records: usize,
+    pub torn_bytes: usize,
+    pub seconds: f64,
+}
+
+/// The compiler version recorded in tuning records.
+pub fn compiler_key() -> String {
+    format!("tessera {}", crate::VERSION)
+}
+
+/// Tunes the kernels of `graph` compiled by `compiler`, appending measurements to the
+/// database.
+pub fn tune_model(
+    graph: &Graph,
+    compiler: &Compiler,
+    opts: &TuneOptions,
+    progress: &mut dyn FnMut(&[Task], Event),
+) -> Result<TuneReport, CompileError> {
+    let start = Instant::now();
+    let mut bindings = opts.bindings.clone();
+    for s in graph.symbols() {
+        bindings.entry(s).or_insert(1);
+    }
+    let unscheduled = Compiler {
+        target: compiler.target.clone(),
+        config: CompileConfig {
+            schedule: false,
+            tuned: None,
+            ..compiler.config.clone()
+        },
+    };
+    let stages = unscheduled.stages(graph, &bindings)?;
+    let mut rng = Rng::new(opts.seed);
+    let inputs: Vec<Tensor> = stages
+        .optimized
+        .inputs
+        .iter()
+        .map(|&v| {
+            let ty = stages.optimized.ty_of(v)?;
+            Ok(rng.tensor(ty.dtype, ty.static_shape().unwrap_or_default()))
+        })
+        .collect::<Result<_, CompileError>>()?;
+    let dir = std::env::temp_dir().join(format!("tessera-tune-{}", std::process::id()));
+    let task_cfg = TaskConfig {
+        min_work: opts.min_work,
+        schedule: compiler.schedule_config(),
+    };
+    let tasks = extract_tasks(&stages.optimized, &stages.kernels, &inputs, &task_cfg, &dir)?;
+    let (mut db, load) = TuningDb::open(&opts.db)?;
+    let mut measurer = Measurer::new(MeasureConfig {
+        worker: opts.worker.clone(),
+        target: compiler.target.clone(),
+        threads: compiler.config.threads,
+        timeout: opts.timeout,
+        min_runs: 5,
+        min_time: Duration::from_millis(20),
+    });
+    let cfg = TuneConfig {
+        trials: opts.trials,
+        strategy: if opts.model == ModelKind::Random {
+            Strategy::Random
+        } else {
+            Strategy::Model
+        },
+        seed: opts.seed,
+        deadline: opts.budget.map(|b| start + b),
+        threads: compiler.config.threads,
+        target_key: tessera_autotune::target_key(&compiler.target),
+        compiler: compiler_key(),
+        plants: opts.plants.clone(),
+        ..Default::default()
+    };
+    let mut xgb = match &opts.model_file {
+        Some(p) if p.exists() => XgbModel::load(p, XgbConfig::default())?,
+        _ => XgbModel::new(XgbConfig::default()),
+    };
+    let mut analytic = AnalyticModel;
+    let model: &mut dyn CostModel = match opts.model {
+        ModelKind::Xgboost => &mut xgb,
+        _ => &mut analytic,
+    };
+    let result = search::tune(&tasks, &cfg, model, &mut measurer, &mut db, &mut |e| {
+        progress(&tasks, e)
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    let states = result?;
+    if let (ModelKind::Xgboost, Some(p)) = (opts.model, &opts.model_file)
+        && xgb.trained()
+    {
+        xgb.save(p)?;
+    }
+    Ok(TuneReport {
+        tasks,
+        states,
+        resumed_records: load.records,
+        torn_bytes: load.torn_bytes,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// `compiler` with the best schedules of the database at `db` for its target and version.
+/// Returns the compiler and how many workloads the database has schedules for.
+pub fn tuned_compiler(compiler: Compiler, db: &Path) -> Result<(Compiler, usize), CompileError> {
+    let (db, _) = TuningDb::open(db)?;
+    let best = db.best_schedules(
+        &tessera_autotune::target_key(&compiler.target),
+        &compiler_key(),
+    );
+    let n = best.len();
+    let mut c = compiler;
+    c.config.tuned = Some(Arc::new(best));
+    Ok((c, n))
+}
