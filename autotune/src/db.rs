@@ -44,6 +44,10 @@ pub struct Record {
     /// The schedule's knob settings.
     pub schedule: serde_json::Value,
     pub outcome: Outcome,
+    /// The candidate's feature vector (of `feature_version`), so that a cost model can learn
+    /// from records of workloads it has never seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<Vec<f32>>,
 }
 
 /// What opening a database found.
@@ -147,6 +151,44 @@ impl TuningDb {
                 Some((w.to_string(), s))
             })
             .collect()
+    }
+
+    /// Training data from every record of `target`, `compiler` and `feature_version` that
+    /// carries features, except `skip`'s workloads: (features, normalised throughput =
+    /// the workload's best time / this time; 0 for rejected candidates).
+    pub fn training_data(
+        &self,
+        target: &str,
+        compiler: &str,
+        feature_version: u32,
+        skip: &[&str],
+    ) -> (Vec<Vec<f32>>, Vec<f32>) {
+        let usable = |r: &&Record| {
+            r.target == target
+                && r.compiler == compiler
+                && r.feature_version == feature_version
+                && r.features.is_some()
+                && !skip.contains(&r.workload.as_str())
+        };
+        let mut best: HashMap<&str, u64> = HashMap::new();
+        for r in self.records.iter().filter(usable) {
+            if let Outcome::Ok { median_ns } = r.outcome {
+                let b = best.entry(&r.workload).or_insert(median_ns);
+                *b = (*b).min(median_ns);
+            }
+        }
+        let (mut xs, mut ys) = (Vec::new(), Vec::new());
+        for r in self.records.iter().filter(usable) {
+            let (Some(f), Some(b)) = (&r.features, best.get(r.workload.as_str())) else {
+                continue;
+            };
+            xs.push(f.clone());
+            ys.push(match r.outcome {
+                Outcome::Ok { median_ns } => *b as f32 / median_ns.max(1) as f32,
+                _ => 0.0,
+            });
+        }
+        (xs, ys)
     }
 
     pub fn records(&self) -> &[Record] {

@@ -25,8 +25,15 @@ pub trait CostModel {
     fn name(&self) -> &str;
     /// Scores of `features` (one vector per candidate); higher means predicted faster.
     fn predict(&mut self, features: &[Vec<f32>]) -> Result<Vec<f32>, TuneError>;
-    /// Learns from all measurements so far: features and normalised throughput (0..=1).
-    fn train(&mut self, features: &[Vec<f32>], throughput: &[f32]) -> Result<(), TuneError>;
+    /// Learns from all measurements so far: features, normalised throughput (0..=1) and a
+    /// weight per sample (the current workloads' own measurements count more than records
+    /// of other workloads).
+    fn train(
+        &mut self,
+        features: &[Vec<f32>],
+        throughput: &[f32],
+        weights: &[f32],
+    ) -> Result<(), TuneError>;
 }
 
 /// Options of the XGBoost model.
@@ -123,12 +130,20 @@ impl CostModel for XgbModel {
         }
     }
 
-    fn train(&mut self, features: &[Vec<f32>], throughput: &[f32]) -> Result<(), TuneError> {
+    fn train(
+        &mut self,
+        features: &[Vec<f32>],
+        throughput: &[f32],
+        weights: &[f32],
+    ) -> Result<(), TuneError> {
         if features.len() < self.config.min_samples {
             return Ok(());
         }
         let mut dtrain = matrix(features)?;
         dtrain.set_labels(throughput).map_err(xgb)?;
+        if weights.len() == features.len() {
+            dtrain.set_weights(weights).map_err(xgb)?;
+        }
         let params: HashMap<String, String> = [
             ("objective", "reg:squarederror".to_string()),
             ("max_depth", self.config.max_depth.to_string()),
@@ -191,7 +206,7 @@ impl CostModel for AnalyticModel {
         Ok(features.iter().map(|f| Self::score(f)).collect())
     }
 
-    fn train(&mut self, _: &[Vec<f32>], _: &[f32]) -> Result<(), TuneError> {
+    fn train(&mut self, _: &[Vec<f32>], _: &[f32], _: &[f32]) -> Result<(), TuneError> {
         Ok(())
     }
 }

@@ -56,9 +56,15 @@ pub struct TuneConfig {
     /// Database keys: the target and the compiler version.
     pub target_key: String,
     pub compiler: String,
+    /// Measure every task's default schedule first (the baseline of its speed-up). Off when
+    /// comparing search strategies, so that neither starts from the hand-picked default.
+    pub measure_default: bool,
     /// Test hook: trial numbers (0-based, over the run) whose candidate is replaced by a
     /// planted broken one.
     pub plants: Vec<(usize, Plant)>,
+    /// Measurements of other workloads the model also learns from (features, normalised
+    /// throughput), e.g. [`TuningDb::training_data`] of earlier tuning runs.
+    pub prior: (Vec<Vec<f32>>, Vec<f32>),
 }
 
 impl Default for TuneConfig {
@@ -75,7 +81,9 @@ impl Default for TuneConfig {
             threads: 1,
             target_key: String::new(),
             compiler: String::new(),
+            measure_default: true,
             plants: Vec::new(),
+            prior: (Vec::new(), Vec::new()),
         }
     }
 }
@@ -164,7 +172,7 @@ pub fn tune(
     s.retrain()?;
     // Baselines first: the default schedule of every task.
     for (i, t) in tasks.iter().enumerate() {
-        if s.out_of_budget() {
+        if s.out_of_budget() || !cfg.measure_default {
             break;
         }
         let known = s.states[i].trials.iter().find(|x| x.schedule == t.default);
@@ -300,6 +308,7 @@ impl Search<'_> {
             schedule: serde_json::to_value(&schedule)
                 .map_err(|e| TuneError::Space(e.to_string()))?,
             outcome: outcome.clone(),
+            features: (program != 0).then(|| feats.clone()),
         })?;
         let st = &mut self.states[i];
         st.trials.push(Trial {
@@ -386,7 +395,12 @@ impl Search<'_> {
             let mut children = Vec::new();
             let parents: Vec<&Point> = elite.iter().chain(pop.iter().map(|(p, _)| p)).collect();
             for _ in 0..self.cfg.population * 2 {
-                let a = parents[self.rng.below(parents.len() as u64) as usize];
+                // Half the parents are the fastest measured points: search near them.
+                let a = if !elite.is_empty() && self.rng.below(2) == 0 {
+                    &elite[self.rng.below(elite.len() as u64) as usize]
+                } else {
+                    parents[self.rng.below(parents.len() as u64) as usize]
+                };
                 let child = if self.rng.below(10) < 7 {
                     t.space.mutate(a, &mut self.rng)
                 } else {
@@ -468,8 +482,9 @@ impl Search<'_> {
 
     /// Retrains the model on every measurement, labelled with normalised throughput.
     fn retrain(&mut self) -> Result<(), TuneError> {
-        let mut xs = Vec::new();
-        let mut ys = Vec::new();
+        let mut xs = self.cfg.prior.0.clone();
+        let mut ys = self.cfg.prior.1.clone();
+        let mut ws = vec![1.0f32; xs.len()];
         for st in &self.states {
             let Some((_, best)) = st.best() else { continue };
             for t in &st.trials {
@@ -479,11 +494,16 @@ impl Search<'_> {
                 };
                 xs.push(t.features.clone());
                 ys.push(y);
+                ws.push(OWN_WEIGHT);
             }
         }
-        self.model.train(&xs, &ys)
+        self.model.train(&xs, &ys, &ws)
     }
 }
+
+/// Weight of a measurement of a workload being tuned, against 1 for records of other
+/// workloads: the model adapts to the workload at hand as soon as it has measured it.
+const OWN_WEIGHT: f32 = 5.0;
 
 /// Hash of a scheduled program's text (its name left out).
 fn program_hash(p: &tessera_ir::loops::LoopProgram) -> u64 {

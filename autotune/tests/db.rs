@@ -12,6 +12,7 @@ fn rec(workload: &str, outcome: Outcome) -> Record {
         feature_version: 1,
         schedule: serde_json::json!({"mr": 6, "nr": 64}),
         outcome,
+        features: None,
     }
 }
 

@@ -191,10 +191,10 @@ fn xgboost_learns_a_ranking_and_round_trips_through_a_file() {
     let (tx, ty) = synthetic(100, &mut rng);
     let mut m = XgbModel::new(XgbConfig::default());
     // Too little data: the analytic fallback answers.
-    m.train(&xs[..3], &ys[..3]).unwrap();
+    m.train(&xs[..3], &ys[..3], &[]).unwrap();
     assert!(!m.trained());
     assert_eq!(m.predict(&tx).unwrap(), AnalyticModel.predict(&tx).unwrap());
-    m.train(&xs, &ys).unwrap();
+    m.train(&xs, &ys, &vec![1.0; xs.len()]).unwrap();
     assert!(m.trained());
     let pred = m.predict(&tx).unwrap();
     let acc = pair_accuracy(&pred, &ty);

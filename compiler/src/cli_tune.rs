@@ -49,6 +49,9 @@ pub struct TuneArgs {
     /// print how many trials each needed to come within 5% of the best found (JSON).
     #[arg(long)]
     compare: bool,
+    /// Another tuning database the cost model learns from (records of other workloads).
+    #[arg(long)]
+    train_db: Option<PathBuf>,
     /// Print the summary as one JSON line.
     #[arg(long)]
     json: bool,
@@ -97,6 +100,8 @@ fn options(a: &TuneArgs, db: PathBuf, model: ModelKind) -> Result<TuneOptions> {
         model_file: a.save_cost_model.clone(),
         bindings: a.opts.bind.iter().cloned().collect(),
         plants: a.plants.clone(),
+        measure_default: !a.compare,
+        prior_db: a.train_db.clone(),
     })
 }
 

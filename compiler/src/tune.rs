@@ -47,6 +47,11 @@ pub struct TuneOptions {
     pub model_file: Option<PathBuf>,
     /// Sizes of symbolic dimensions (unbound ones are 1).
     pub bindings: BTreeMap<String, usize>,
+    /// Measure each task's default schedule first (off when comparing search strategies).
+    pub measure_default: bool,
+    /// Another tuning database whose records (of other workloads) the cost model also learns
+    /// from; the tuning database's own records of other workloads always count.
+    pub prior_db: Option<PathBuf>,
     /// Test hook: trials replaced by planted broken candidates.
     pub plants: Vec<(usize, tessera_autotune::measure::Plant)>,
 }
@@ -98,7 +103,10 @@ pub fn tune_model(
             Ok(rng.tensor(ty.dtype, ty.static_shape().unwrap_or_default()))
         })
         .collect::<Result<_, CompileError>>()?;
-    let dir = std::env::temp_dir().join(format!("tessera-tune-{}", std::process::id()));
+    // One folder per run (runs may share a process).
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("tessera-tune-{}-{run}", std::process::id()));
     let task_cfg = TaskConfig {
         min_work: opts.min_work,
         schedule: compiler.schedule_config(),
@@ -126,8 +134,20 @@ pub fn tune_model(
         target_key: tessera_autotune::target_key(&compiler.target),
         compiler: compiler_key(),
         plants: opts.plants.clone(),
+        measure_default: opts.measure_default,
         ..Default::default()
     };
+    let target_key = tessera_autotune::target_key(&compiler.target);
+    let own: Vec<&str> = tasks.iter().map(|t| t.workload.as_str()).collect();
+    let fv = tessera_autotune::features::FEATURE_VERSION;
+    let mut prior = db.training_data(&target_key, &compiler_key(), fv, &own);
+    if let Some(p) = &opts.prior_db {
+        let (other, _) = TuningDb::open(p)?;
+        let (x, y) = other.training_data(&target_key, &compiler_key(), fv, &own);
+        prior.0.extend(x);
+        prior.1.extend(y);
+    }
+    let cfg = TuneConfig { prior, ..cfg };
     let mut xgb = match &opts.model_file {
         Some(p) if p.exists() => XgbModel::load(p, XgbConfig::default())?,
         _ => XgbModel::new(XgbConfig::default()),
