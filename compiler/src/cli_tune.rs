@@ -185,7 +185,8 @@ fn tune_with_bars(g: &tessera::Graph, c: &Compiler, opts: &TuneOptions) -> Resul
     Ok(report)
 }
 
-/// Median latency of the whole model with default schedules and with the database's.
+/// Median latency of the whole model with default schedules and with the database's. One
+/// executable at a time: an idle executor's thread pool would compete with the timed one.
 fn model_latency(
     g: &tessera::Graph,
     c: &Compiler,
@@ -193,31 +194,29 @@ fn model_latency(
     runs: usize,
 ) -> Result<(f64, f64, usize)> {
     let (tuned, _) = tuned_compiler(c.clone(), db)?;
-    let default_exe = c.compile(g)?;
-    let tuned_exe = tuned.compile(g)?;
     let mut b = c.config.bindings.clone();
     for s in g.symbols() {
         b.entry(s).or_insert(1);
     }
-    let d = default_exe.compiled_for(&b)?;
-    let t = tuned_exe.compiled_for(&b)?;
     let tuned_kernels = tuned.stages(g, &b)?.tuned_kernels;
-    let inputs = random_inputs(&d.plan().inputs);
-    for _ in 0..3 {
-        d.run(&inputs)?;
-        t.run(&inputs)?;
-    }
-    // Interleaved, so that machine noise hits both alike.
-    let (mut td, mut tt) = (Vec::new(), Vec::new());
-    for _ in 0..runs {
-        let s = Instant::now();
-        d.run(&inputs)?;
-        td.push(s.elapsed().as_secs_f64() * 1e3);
-        let s = Instant::now();
-        t.run(&inputs)?;
-        tt.push(s.elapsed().as_secs_f64() * 1e3);
-    }
-    Ok((median(&mut td), median(&mut tt), tuned_kernels))
+    let mut time = |compiler: &Compiler| -> Result<f64> {
+        let exe = compiler.compile(g)?;
+        let e = exe.compiled_for(&b)?;
+        let inputs = random_inputs(&e.plan().inputs);
+        for _ in 0..3 {
+            e.run(&inputs)?;
+        }
+        let mut t = Vec::new();
+        for _ in 0..runs {
+            let s = Instant::now();
+            e.run(&inputs)?;
+            t.push(s.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(median(&mut t))
+    };
+    let default_ms = time(c)?;
+    let tuned_ms = time(&tuned)?;
+    Ok((default_ms, tuned_ms, tuned_kernels))
 }
 
 fn median(v: &mut [f64]) -> f64 {
