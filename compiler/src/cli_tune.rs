@@ -199,7 +199,7 @@ fn model_latency(
         b.entry(s).or_insert(1);
     }
     let tuned_kernels = tuned.stages(g, &b)?.tuned_kernels;
-    let mut time = |compiler: &Compiler| -> Result<f64> {
+    let time = |compiler: &Compiler| -> Result<f64> {
         let exe = compiler.compile(g)?;
         let e = exe.compiled_for(&b)?;
         let inputs = random_inputs(&e.plan().inputs);
