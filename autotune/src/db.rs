@@ -130,22 +130,28 @@ impl TuningDb {
         Ok(())
     }
 
+    /// The fastest correct record of every workload among the records `keep` accepts (the
+    /// first of equal times).
+    fn fastest(&self, keep: impl Fn(&Record) -> bool) -> HashMap<&str, (u64, &Record)> {
+        let mut best: HashMap<&str, (u64, &Record)> = HashMap::new();
+        for r in self.records.iter().filter(|r| keep(r)) {
+            if let Outcome::Ok { median_ns } = r.outcome
+                && best
+                    .get(r.workload.as_str())
+                    .is_none_or(|(t, _)| median_ns < *t)
+            {
+                best.insert(&r.workload, (median_ns, r));
+            }
+        }
+        best
+    }
+
     /// The fastest correct schedule of every workload measured on `target` by `compiler`:
     /// what `--tuning-db` applies. Records whose schedule this compiler cannot read are
     /// skipped.
     pub fn best_schedules(&self, target: &str, compiler: &str) -> TunedSchedules {
-        let mut best: HashMap<&str, (u64, &Record)> = HashMap::new();
-        for r in &self.records {
-            if let (Outcome::Ok { median_ns }, true) =
-                (&r.outcome, r.target == target && r.compiler == compiler)
-                && best
-                    .get(r.workload.as_str())
-                    .is_none_or(|(t, _)| median_ns < t)
-            {
-                best.insert(&r.workload, (*median_ns, r));
-            }
-        }
-        best.into_iter()
+        self.fastest(|r| r.target == target && r.compiler == compiler)
+            .into_iter()
             .filter_map(|(w, (_, r))| {
                 let s: KernelSchedule = serde_json::from_value(r.schedule.clone()).ok()?;
                 Some((w.to_string(), s))
@@ -163,23 +169,17 @@ impl TuningDb {
         feature_version: u32,
         skip: &[&str],
     ) -> (Vec<Vec<f32>>, Vec<f32>) {
-        let usable = |r: &&Record| {
+        let usable = |r: &Record| {
             r.target == target
                 && r.compiler == compiler
                 && r.feature_version == feature_version
                 && r.features.is_some()
                 && !skip.contains(&r.workload.as_str())
         };
-        let mut best: HashMap<&str, u64> = HashMap::new();
-        for r in self.records.iter().filter(usable) {
-            if let Outcome::Ok { median_ns } = r.outcome {
-                let b = best.entry(&r.workload).or_insert(median_ns);
-                *b = (*b).min(median_ns);
-            }
-        }
+        let best = self.fastest(usable);
         let (mut xs, mut ys) = (Vec::new(), Vec::new());
-        for r in self.records.iter().filter(usable) {
-            let (Some(f), Some(b)) = (&r.features, best.get(r.workload.as_str())) else {
+        for r in self.records.iter().filter(|r| usable(r)) {
+            let (Some(f), Some((b, _))) = (&r.features, best.get(r.workload.as_str())) else {
                 continue;
             };
             xs.push(f.clone());
@@ -197,14 +197,8 @@ impl TuningDb {
 
     /// The fastest correct measurement of `workload` on `target` by `compiler`.
     pub fn best(&self, workload: &str, target: &str, compiler: &str) -> Option<&Record> {
-        self.records
-            .iter()
-            .filter(|r| r.workload == workload && r.target == target && r.compiler == compiler)
-            .filter_map(|r| match r.outcome {
-                Outcome::Ok { median_ns } => Some((median_ns, r)),
-                _ => None,
-            })
-            .min_by_key(|(t, _)| *t)
+        self.fastest(|r| r.workload == workload && r.target == target && r.compiler == compiler)
+            .remove(workload)
             .map(|(_, r)| r)
     }
 }

@@ -367,19 +367,6 @@ pub fn serve(input: impl BufRead, mut output: impl Write) -> std::io::Result<()>
     Ok(())
 }
 
-/// Kernel argument pointers, shared by the threads of a parallel run.
-struct Args(Vec<*mut u8>);
-// SAFETY: the pointers are only dereferenced by the kernel, whose parallel chunks write
-// disjoint parts of the output buffers; the buffers outlive every run.
-unsafe impl Sync for Args {}
-
-impl Args {
-    /// A method, so that closures capture the whole (`Sync`) wrapper, not its field.
-    fn ptr(&self) -> *const *mut u8 {
-        self.0.as_ptr()
-    }
-}
-
 fn run_job(
     job: &Job,
     cache: &mut Option<(PathBuf, TaskData)>,
@@ -439,25 +426,15 @@ fn run_job(
     let Some((_, pool)) = pools.as_ref() else {
         return failed("no thread pool".into());
     };
-    let args = Args(
-        bufs.iter_mut()
-            .map(|t| t.bytes_mut().as_mut_ptr())
-            .collect(),
-    );
-    let extent = prog.parallel_extent();
-    let serial = prog.work() < tessera_runtime::executor::PARALLEL_MIN_WORK;
+    let args: Vec<*mut u8> = bufs
+        .iter_mut()
+        .map(|t| t.bytes_mut().as_mut_ptr())
+        .collect();
+    let (extent, work) = (prog.parallel_extent(), prog.work());
     let run_once = || {
-        let run = |start: i64, end: i64| {
-            // SAFETY: `args` holds one pointer per parameter of `prog`, each to a buffer of
-            // the declared dtype and length (checked above); [start, end) lies within the
-            // parallel extent; chunks write disjoint rows.
-            unsafe { kernel(args.ptr(), start, end) }
-        };
-        if serial {
-            run(0, extent);
-        } else {
-            pool.parallel_for(extent, &run);
-        }
+        // SAFETY: `args` holds one pointer per parameter of `prog`, each to a buffer of the
+        // declared dtype and length (checked above) that outlives every run.
+        unsafe { tessera_runtime::executor::launch(pool, kernel, &args, extent, work) }
     };
     match job.plant {
         Some(Plant::Crash) => {

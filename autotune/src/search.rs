@@ -23,7 +23,7 @@ use crate::task::Task;
 use std::collections::HashSet;
 use std::time::Instant;
 use tessera_ir::Rng;
-use tessera_passes::schedule::{KernelSchedule, apply_schedule};
+use tessera_passes::schedule::{KernelSchedule, apply_schedule, program_hash};
 
 /// How candidates are chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,6 +203,13 @@ pub fn tune(
     Ok(s.states)
 }
 
+/// A candidate built: its scheduled program, the program's hash, its features.
+struct Built {
+    program: tessera_ir::loops::LoopProgram,
+    hash: u64,
+    features: Vec<f32>,
+}
+
 struct Search<'a> {
     tasks: &'a [Task],
     cfg: &'a TuneConfig,
@@ -257,15 +264,23 @@ impl Search<'_> {
         }
     }
 
-    /// The scheduled program's hash and the candidate's features.
-    fn features(&self, task: usize, schedule: &KernelSchedule) -> Option<(u64, Vec<f32>)> {
+    /// The scheduled program of a candidate, its hash and its features.
+    fn build(&self, task: usize, schedule: &KernelSchedule) -> Result<Built, TuneError> {
         let t = &self.tasks[task];
         let mut k = t.kernel.clone();
-        apply_schedule(&mut k, schedule).ok()?;
-        Some((
-            program_hash(&k.program),
-            features(&t.kernel, schedule, &k.program, self.cfg.threads),
-        ))
+        apply_schedule(&mut k, schedule).map_err(|e| TuneError::Space(e.to_string()))?;
+        Ok(Built {
+            hash: program_hash(&k.program),
+            features: features(&t.kernel, schedule, &k.program, self.cfg.threads),
+            program: k.program,
+        })
+    }
+
+    /// The scheduled program's hash and the candidate's features.
+    fn features(&self, task: usize, schedule: &KernelSchedule) -> Option<(u64, Vec<f32>)> {
+        self.build(task, schedule)
+            .ok()
+            .map(|b| (b.hash, b.features))
     }
 
     /// Measures one candidate of task `i`, records it, and returns its time when correct.
@@ -284,12 +299,11 @@ impl Search<'_> {
             .iter()
             .find(|(n, _)| *n == self.done)
             .map(|(_, p)| *p);
-        let mut k = t.kernel.clone();
-        let (outcome, feats, program) = match apply_schedule(&mut k, &schedule) {
-            Ok(()) => (
-                self.measurer.measure(&k.program, &t.data, plant),
-                features(&t.kernel, &schedule, &k.program, self.cfg.threads),
-                program_hash(&k.program),
+        let (outcome, feats, program) = match self.build(i, &schedule) {
+            Ok(b) => (
+                self.measurer.measure(&b.program, &t.data, plant),
+                b.features,
+                b.hash,
             ),
             // Validated knobs that still fail to build are a tiling bug: record it as such.
             Err(e) => (
@@ -504,10 +518,3 @@ impl Search<'_> {
 /// Weight of a measurement of a workload being tuned, against 1 for records of other
 /// workloads: the model adapts to the workload at hand as soon as it has measured it.
 const OWN_WEIGHT: f32 = 5.0;
-
-/// Hash of a scheduled program's text (its name left out).
-fn program_hash(p: &tessera_ir::loops::LoopProgram) -> u64 {
-    let text = p.to_string();
-    let body = text.split_once('(').map_or(text.as_str(), |(_, rest)| rest);
-    tessera_passes::schedule::fnv1a(body.as_bytes())
-}

@@ -53,7 +53,6 @@ pub fn extract_tasks(
     dir: &Path,
 ) -> Result<Vec<Task>, TuneError> {
     let mut tasks: Vec<Task> = Vec::new();
-    let mut wanted = Vec::new();
     for k in kernels {
         if k.program.work() < cfg.min_work {
             continue;
@@ -72,7 +71,6 @@ pub fn extract_tasks(
             space: Space::for_kernel(k, cfg.schedule.vector_bytes),
             default: default_schedule(k, &cfg.schedule),
         });
-        wanted.push(k);
     }
     if tasks.is_empty() {
         return Ok(tasks);
@@ -80,7 +78,8 @@ pub fn extract_tasks(
     let values = tessera_ir::interp::run_graph_values(graph, inputs)
         .map_err(|e| TuneError::Task(format!("reference interpreter: {e}")))?;
     std::fs::create_dir_all(dir).map_err(|e| TuneError::Task(format!("{}: {e}", dir.display())))?;
-    for (t, k) in tasks.iter().zip(wanted) {
+    for t in &tasks {
+        let k = &t.kernel;
         let mut data = TaskData {
             inputs: Vec::new(),
             expected: Vec::new(),

@@ -108,13 +108,8 @@ fn options(a: &TuneArgs, db: PathBuf, model: ModelKind) -> Result<TuneOptions> {
 pub fn run(a: TuneArgs) -> Result<()> {
     let g = load_graph(&a.model)?;
     // Tune against the default schedules, whatever `--tuning-db` says.
-    let c = Compiler {
-        config: tessera::CompileConfig {
-            tuned: None,
-            ..compiler(&a.opts)?.config
-        },
-        ..compiler(&a.opts)?
-    };
+    let mut c = compiler(&a.opts)?;
+    c.config.tuned = None;
     if a.compare {
         return compare(&a, &g, &c);
     }
@@ -194,10 +189,7 @@ fn model_latency(
     runs: usize,
 ) -> Result<(f64, f64, usize)> {
     let (tuned, _) = tuned_compiler(c.clone(), db)?;
-    let mut b = c.config.bindings.clone();
-    for s in g.symbols() {
-        b.entry(s).or_insert(1);
-    }
+    let b = tessera::pipeline::bind_symbols(g, &c.config.bindings);
     let tuned_kernels = tuned.stages(g, &b)?.tuned_kernels;
     let time = |compiler: &Compiler| -> Result<f64> {
         let exe = compiler.compile(g)?;

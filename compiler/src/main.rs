@@ -183,11 +183,7 @@ pub(crate) fn load_graph(path: &Path) -> Result<Graph> {
 
 /// Bindings for AOT and display: given ones, then every remaining symbol bound to 1.
 fn full_bindings(g: &Graph, opts: &CommonOpts) -> BTreeMap<String, usize> {
-    let mut b: BTreeMap<String, usize> = opts.bind.iter().cloned().collect();
-    for s in g.symbols() {
-        b.entry(s).or_insert(1);
-    }
-    b
+    tessera::pipeline::bind_symbols(g, &opts.bind.iter().cloned().collect())
 }
 
 pub(crate) fn random_inputs(sigs: &[tessera_ir::plan::TensorSig]) -> Vec<Tensor> {

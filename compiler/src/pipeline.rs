@@ -294,6 +294,16 @@ impl Executable {
     }
 }
 
+/// `given` sizes of symbolic dimensions, completed with 1 for every other symbol of `g` (for
+/// compiling ahead of time, displaying, tuning).
+pub fn bind_symbols(g: &Graph, given: &BTreeMap<String, usize>) -> BTreeMap<String, usize> {
+    let mut b = given.clone();
+    for s in g.symbols() {
+        b.entry(s).or_insert(1);
+    }
+    b
+}
+
 /// Builds the execution plan of scheduled kernels: weight blob layout, input/output slots,
 /// and workspace offsets for intermediates (reused by liveness).
 pub fn build_plan(st: &Stages) -> Result<(ExecPlan, Vec<u8>), CompileError> {

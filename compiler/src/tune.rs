@@ -80,10 +80,7 @@ pub fn tune_model(
     progress: &mut dyn FnMut(&[Task], Event),
 ) -> Result<TuneReport, CompileError> {
     let start = Instant::now();
-    let mut bindings = opts.bindings.clone();
-    for s in graph.symbols() {
-        bindings.entry(s).or_insert(1);
-    }
+    let bindings = crate::pipeline::bind_symbols(graph, &opts.bindings);
     let unscheduled = Compiler {
         target: compiler.target.clone(),
         config: CompileConfig {

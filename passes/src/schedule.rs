@@ -250,9 +250,15 @@ impl LoopSchedule {
 /// A stable key for a workload: FNV-1a (64-bit) of the unscheduled kernel's text with its
 /// name left out, so the same computation in another model (or at another position) matches.
 pub fn workload_key(prog: &LoopProgram) -> String {
+    format!("{:016x}", program_hash(prog))
+}
+
+/// FNV-1a of a program's text with its name left out: the same loops under another name hash
+/// alike (the workload key of an unscheduled kernel; the identity of a scheduled candidate).
+pub fn program_hash(prog: &LoopProgram) -> u64 {
     let text = prog.to_string();
     let body = text.split_once('(').map_or(text.as_str(), |(_, rest)| rest);
-    format!("{:016x}", fnv1a(body.as_bytes()))
+    fnv1a(body.as_bytes())
 }
 
 /// FNV-1a, 64-bit: a small stable hash (the standard library's is not stable across builds).

@@ -66,13 +66,39 @@ pub struct Executor {
 
 /// Pointer array handed to kernels; raw pointers are not `Sync`, the memory they point to is
 /// partitioned between chunks by the kernel's parallel loop.
-struct Args(Vec<*mut u8>);
+struct Args<'a>(&'a [*mut u8]);
 // SAFETY: see the type doc: chunks of a parallel loop write disjoint elements.
-unsafe impl Sync for Args {}
+unsafe impl Sync for Args<'_> {}
 
-impl Args {
+impl Args<'_> {
+    /// A method, so that closures capture the whole (`Sync`) wrapper, not its field.
     fn ptr(&self) -> *const *mut u8 {
         self.0.as_ptr()
+    }
+}
+
+/// Runs one kernel over its whole parallel range `0..extent`: on the calling thread when it
+/// does less `work` than [`PARALLEL_MIN_WORK`], else split over `pool`.
+///
+/// # Safety
+/// `args` must hold one valid pointer per parameter buffer of `kernel`, each to memory of the
+/// size the kernel declares; inputs are only read; `extent` is the kernel's parallel extent.
+pub unsafe fn launch(
+    pool: &ThreadPool,
+    kernel: KernelFn,
+    args: &[*mut u8],
+    extent: i64,
+    work: u64,
+) {
+    let args = Args(args);
+    let run = |start: i64, end: i64| {
+        // SAFETY: the caller's contract; [start, end) lies within the parallel extent.
+        unsafe { kernel(args.ptr(), start, end) }
+    };
+    if work < PARALLEL_MIN_WORK {
+        run(0, extent);
+    } else {
+        pool.parallel_for(extent, &run);
     }
 }
 
@@ -167,32 +193,21 @@ impl Executor {
             .map(|t| t.bytes_mut().as_mut_ptr())
             .collect();
         for (step, kernel) in self.plan.steps.iter().zip(&self.kernels) {
-            let args = Args(
-                step.args
-                    .iter()
-                    .map(|s| match *s {
-                        Slot::Input { index } => in_ptrs[index],
-                        Slot::Output { index } => out_ptrs[index],
-                        // SAFETY (both): offsets were planned inside the blob / workspace sizes.
-                        Slot::Weight { offset } => unsafe {
-                            self.weights.ptr().add(offset) as *mut u8
-                        },
-                        Slot::Workspace { offset } => unsafe { ws_ptr.add(offset) },
-                    })
-                    .collect(),
-            );
-            let k = *kernel;
-            let run = |start: i64, end: i64| {
-                // SAFETY: `args` holds one valid pointer per kernel buffer, sized by the plan;
-                // inputs are only read; [start, end) lies within the parallel extent.
-                unsafe { k(args.ptr(), start, end) }
-            };
+            let args: Vec<*mut u8> = step
+                .args
+                .iter()
+                .map(|s| match *s {
+                    Slot::Input { index } => in_ptrs[index],
+                    Slot::Output { index } => out_ptrs[index],
+                    // SAFETY (both): offsets were planned inside the blob / workspace sizes.
+                    Slot::Weight { offset } => unsafe { self.weights.ptr().add(offset) as *mut u8 },
+                    Slot::Workspace { offset } => unsafe { ws_ptr.add(offset) },
+                })
+                .collect();
             let t0 = times.is_some().then(std::time::Instant::now);
-            if step.work < PARALLEL_MIN_WORK {
-                run(0, step.parallel_extent);
-            } else {
-                self.pool.parallel_for(step.parallel_extent, &run);
-            }
+            // SAFETY: `args` holds one valid pointer per kernel buffer, sized by the plan;
+            // inputs are only read.
+            unsafe { launch(&self.pool, *kernel, &args, step.parallel_extent, step.work) };
             if let (Some(t), Some(t0)) = (times.as_deref_mut(), t0) {
                 t.push(t0.elapsed());
             }
