@@ -249,7 +249,12 @@ impl Em<'_> {
             }
             let rem = self.op(format!("arith.subi {hi}, {mid} : index"));
             let c0 = self.index_const(0);
-            let any = self.op(format!("arith.cmpi sgt, {rem}, {c0} : index"));
+            let any = if tessera_ir::planted::active(tessera_ir::planted::Bug::VectorTail) {
+                let c1 = self.index_const(1);
+                self.op(format!("arith.cmpi sgt, {rem}, {c1} : index"))
+            } else {
+                self.op(format!("arith.cmpi sgt, {rem}, {c0} : index"))
+            };
             self.line(format!("scf.if {any} {{"));
             self.depth += 1;
             let mask = self.op(format!("vector.create_mask {rem} : vector<{w}xi1>"));
@@ -291,6 +296,9 @@ impl Em<'_> {
             }
             self.depth -= 1;
             self.line("}".into());
+            if tessera_ir::planted::active(tessera_ir::planted::Bug::UnrollRemainder) {
+                return Ok(());
+            }
             let c1 = self.index_const(1);
             return self.simple_for(&l.var, &mid, &hi, &c1, &l.body);
         }
@@ -658,9 +666,12 @@ impl Em<'_> {
             }
             VExpr::ICmp(op, a, b) => {
                 let (x, y) = (self.iexpr(a)?, self.iexpr(b)?);
+                // Indices are signed (a padded window starts below 0).
+                let unsigned = *op == CmpOp::Ge
+                    && tessera_ir::planted::active(tessera_ir::planted::Bug::IndexCmpUnsigned);
                 Ok(self.op(format!(
                     "arith.cmpi {}, {x}, {y} : index",
-                    int_pred(*op, false)
+                    int_pred(*op, unsigned)
                 )))
             }
             VExpr::Select(c, a, b) => {

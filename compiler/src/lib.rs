@@ -20,6 +20,8 @@
 pub mod aot;
 pub mod conformance;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzgen;
 pub mod npy;
 pub mod onnx;
 pub mod peak;

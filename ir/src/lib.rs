@@ -24,6 +24,7 @@ pub mod interp;
 pub mod loops;
 pub mod op;
 pub mod plan;
+pub mod planted;
 pub mod resize;
 pub mod signal;
 pub mod tensor;

@@ -291,7 +291,7 @@ impl Gen<'_> {
                 g.k_block(o, w, rows, kb.times(t.kc), t.kc)
             }));
         }
-        if s.k % t.kc != 0 {
+        if s.k % t.kc != 0 && !tessera_ir::planted::active(tessera_ir::planted::Bug::ProductKTail) {
             out.extend(self.k_block(o, w, rows, IExpr::c(full * t.kc), s.k % t.kc));
         }
         if let Some(fin) = &s.finish {

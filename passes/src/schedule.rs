@@ -6,6 +6,7 @@
 
 use crate::error::PassError;
 use tessera_ir::loops::{IExpr, Loop, LoopKind, LoopProgram, Stmt, VExpr};
+use tessera_ir::planted::{self, Bug};
 
 /// Applies `f` to the loop named `var`, wherever it is; errors if there is no such loop.
 fn with_loop(
@@ -89,7 +90,11 @@ pub fn split(
         });
         Ok(vec![Stmt::For(Loop {
             var: o2.clone(),
-            extent: (l.extent + factor - 1) / factor,
+            extent: if planted::active(Bug::SplitTail) {
+                (l.extent / factor).max(1)
+            } else {
+                (l.extent + factor - 1) / factor
+            },
             kind: l.kind,
             body: vec![inner],
         })])
@@ -127,11 +132,16 @@ pub fn fuse(prog: &mut LoopProgram, outer: &str, inner: &str) -> Result<String, 
     with_loop(prog, outer, &mut |l| match l.body.as_slice() {
         [Stmt::For(il)] if il.var == inner => {
             let v = IExpr::var(&f2);
+            let divisor = if planted::active(Bug::FuseIndex) {
+                l.extent
+            } else {
+                il.extent
+            };
             let body = il
                 .body
                 .iter()
                 .map(|s| {
-                    s.subst(outer, &v.clone().floordiv(il.extent))
+                    s.subst(outer, &v.clone().floordiv(divisor))
                         .subst(inner, &v.clone().modulo(il.extent))
                 })
                 .collect();

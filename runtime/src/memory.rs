@@ -24,7 +24,13 @@ pub fn plan_memory(reqs: &[BufferReq]) -> (Vec<usize>, usize) {
         // Intervals already taken by buffers whose lifetimes overlap this one.
         let mut busy: Vec<(usize, usize)> = placed
             .iter()
-            .filter(|&&j| reqs[j].first <= r.last && r.first <= reqs[j].last)
+            .filter(|&&j| {
+                if tessera_ir::planted::active(tessera_ir::planted::Bug::PlanLiveness) {
+                    reqs[j].first < r.last && r.first < reqs[j].last
+                } else {
+                    reqs[j].first <= r.last && r.first <= reqs[j].last
+                }
+            })
             .map(|&j| (offsets[j], offsets[j] + align_up(reqs[j].bytes.max(1))))
             .collect();
         busy.sort();

@@ -105,57 +105,7 @@ pub fn read_npy(path: &std::path::Path) -> Tensor {
 /// Runs prepared, lowered kernels on the loop-IR interpreter, value by value — the reference
 /// for "lowering and scheduling preserve meaning". Outputs are poisoned before each kernel.
 pub fn run_loops(stages: &tessera::Stages, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
-    use std::collections::HashMap;
-    let g = &stages.optimized;
-    let mut env: HashMap<tessera_ir::ValueId, Tensor> = g
-        .initializers
-        .iter()
-        .map(|(v, t)| (*v, t.clone()))
-        .collect();
-    for (v, t) in g.inputs.iter().zip(inputs) {
-        env.insert(*v, t.clone());
-    }
-    for k in &stages.kernels {
-        let mut bufs = Vec::new();
-        for (b, v) in k.program.params().zip(&k.args) {
-            let t = match b.role {
-                tessera_ir::loops::BufRole::Input => env
-                    .get(v)
-                    .cloned()
-                    .ok_or_else(|| format!("kernel {}: value not computed", k.program.name))?,
-                _ => Tensor::poisoned(b.dtype, vec![b.len]),
-            };
-            // Buffers hold at least one element; an empty tensor gets a poisoned one.
-            let flat = if t.is_empty() {
-                Tensor::poisoned(b.dtype, vec![b.len])
-            } else {
-                t.clone().reshaped(vec![b.len]).map_err(|e| e.to_string())?
-            };
-            bufs.push(flat);
-        }
-        tessera_ir::loops::interp::run(&k.program, &mut bufs).map_err(|e| e.to_string())?;
-        let out_v = *k.args.last().unwrap();
-        let shape = g
-            .ty_of(out_v)
-            .map_err(|e| e.to_string())?
-            .static_shape()
-            .unwrap_or_default();
-        let out = bufs.pop().unwrap();
-        let out = if shape.contains(&0) {
-            Tensor::zeros(out.dtype(), shape)
-        } else {
-            out.reshaped(shape).map_err(|e| e.to_string())?
-        };
-        env.insert(out_v, out);
-    }
-    g.outputs
-        .iter()
-        .map(|v| {
-            env.get(v)
-                .cloned()
-                .ok_or_else(|| "output not computed".to_string())
-        })
-        .collect()
+    tessera::pipeline::interpret_kernels(stages, inputs)
 }
 
 /// Checks one graph on one set of inputs: the graph interpreter is the reference; the loop

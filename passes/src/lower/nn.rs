@@ -53,11 +53,19 @@ pub(crate) fn pool(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError>
         .times(win.strides[1] as i64)
         .plus(IExpr::var(&kxv).times(win.dilations[1] as i64))
         .minus(IExpr::c(win.pads[1] as i64));
-    let inside = VExpr::bin(
-        BinOp::And,
-        in_range(iy.clone(), h),
-        in_range(ixx.clone(), w),
-    );
+    let inside = if tessera_ir::planted::active(tessera_ir::planted::Bug::PoolPadBound) {
+        VExpr::bin(
+            BinOp::And,
+            VExpr::ICmp(CmpOp::Lt, iy.clone(), IExpr::c(h as i64)),
+            VExpr::ICmp(CmpOp::Lt, ixx.clone(), IExpr::c(w as i64)),
+        )
+    } else {
+        VExpr::bin(
+            BinOp::And,
+            in_range(iy.clone(), h),
+            in_range(ixx.clone(), w),
+        )
+    };
     let load = VExpr::load(
         cx.buf(0),
         ix[0]
@@ -391,7 +399,14 @@ pub(crate) fn reduce_op(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassE
     };
     let count: usize = axes.iter().map(|&a| s[a]).product();
     let (op, init) = match cx.node.op {
-        OpKind::ReduceMax if dt.is_float() => (ReduceOp::Max, VExpr::f(f64::NEG_INFINITY, dt)),
+        OpKind::ReduceMax if dt.is_float() => {
+            let init = if tessera_ir::planted::active(tessera_ir::planted::Bug::ReduceMaxInit) {
+                0.0
+            } else {
+                f64::NEG_INFINITY
+            };
+            (ReduceOp::Max, VExpr::f(init, dt))
+        }
         OpKind::ReduceMax => (ReduceOp::Max, VExpr::i(int_min(dt), dt)),
         OpKind::ReduceMin if dt.is_float() => (ReduceOp::Min, VExpr::f(f64::INFINITY, dt)),
         OpKind::ReduceMin => (ReduceOp::Min, VExpr::i(int_max(dt), dt)),

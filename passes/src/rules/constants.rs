@@ -74,7 +74,11 @@ impl Applier<TNode, TypeAnalysis> for ConvBatchNorm {
             mean.to_f64_vec(),
             var.to_f64_vec(),
         );
-        let k: Vec<f64> = (0..co).map(|c| sc[c] / (var[c] + eps).sqrt()).collect();
+        let k: Vec<f64> = if tessera_ir::planted::active(tessera_ir::planted::Bug::ConvBnFold) {
+            (0..co).map(|c| sc[c] / (var[c] + eps)).collect()
+        } else {
+            (0..co).map(|c| sc[c] / (var[c] + eps).sqrt()).collect()
+        };
         let per = w.len() / co.max(1);
         let wv: Vec<f64> = w
             .to_f64_vec()

@@ -6,6 +6,7 @@ use super::{Rw, attrs_of, same_type, ty, v};
 use crate::egraph::{TEGraph, TNode, TypeAnalysis};
 use egg::rewrite as rw;
 use egg::{Applier, ConditionalApplier, Id, Pattern, PatternAst, Rewrite, Subst, Symbol, Var};
+use tessera_ir::planted::{self, Bug};
 use tessera_ir::{Attr, Attrs, DType, OpKind, Tensor};
 
 const VIEWS: [OpKind; 4] = [
@@ -114,7 +115,11 @@ impl Applier<TNode, TypeAnalysis> for TransposeChain {
         if p.len() != rank || q.len() != rank {
             return vec![];
         }
-        let composed: Vec<i64> = p.iter().map(|&i| q[i] as i64).collect();
+        let composed: Vec<i64> = if planted::active(Bug::TransposeCompose) {
+            q.iter().map(|&i| p[i] as i64).collect()
+        } else {
+            p.iter().map(|&i| q[i] as i64).collect()
+        };
         let new = if composed.iter().enumerate().all(|(i, &c)| c == i as i64) {
             x
         } else {

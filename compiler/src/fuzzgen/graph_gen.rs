@@ -1,0 +1,392 @@
+//! Valid-by-construction random graphs from fuzzer bytes (NNSmith-style).
+//!
+//! A graph grows from one or two f32 inputs by appending ops whose operands come from a pool
+//! of values with known static shapes; shapes are read back from type inference after every
+//! op, so the pool never holds a value the next op could not take. The op mix aims at what
+//! the passes rewrite: elementwise chains and broadcasting (fusion), reductions and softmax /
+//! layer norm (map-reduce fusion), matmul and conv chains with epilogues (tiling, conv +
+//! batch-norm folding), transposes and reshapes (layout rules), pooling with pads.
+//!
+//! Sizes stay small (every dimension ≤ 8, every tensor ≤ [`MAX_ELEMENTS`]) so one case runs
+//! in milliseconds; constants and inputs are drawn from a seed the bytes choose, never zeros.
+
+use arbitrary::{Result, Unstructured};
+use tessera_ir::{Attr, Attrs, DType, Graph, OpKind, Rng, Tensor, ValueId, ValueType};
+
+/// The largest tensor the generator builds.
+pub const MAX_ELEMENTS: usize = 4096;
+/// The most ops one graph gets.
+pub const MAX_OPS: usize = 10;
+
+/// Why a byte string gave no graph (the fuzzer just moves on).
+#[derive(Debug)]
+pub struct Rejected(pub String);
+
+struct Builder<'a, 'b> {
+    u: &'a mut Unstructured<'b>,
+    g: Graph,
+    rng: Rng,
+    /// Values the next op may use, with their shapes.
+    pool: Vec<(ValueId, Vec<usize>)>,
+    consts: usize,
+}
+
+/// Builds a random graph from `u`. The graph verifies and infers; its inputs are f32.
+pub fn arbitrary_graph(u: &mut Unstructured) -> std::result::Result<Graph, Rejected> {
+    build(u).map_err(|e| Rejected(format!("out of bytes: {e}")))?
+}
+
+fn build(u: &mut Unstructured) -> Result<std::result::Result<Graph, Rejected>> {
+    let seed = u.arbitrary::<u64>()?;
+    let mut b = Builder {
+        u,
+        g: Graph::new("fuzz"),
+        rng: Rng::new(seed),
+        pool: Vec::new(),
+        consts: 0,
+    };
+    let shape = b.first_shape()?;
+    b.input(&shape);
+    if b.u.ratio(1, 3)? {
+        let s = b.broadcast_shape(&shape)?;
+        b.input(&s);
+    }
+    let ops = b.u.int_in_range(1..=MAX_OPS)?;
+    for _ in 0..ops {
+        if let Err(e) = b.step()? {
+            return Ok(Err(e));
+        }
+    }
+    let last = b.pool.last().map(|p| p.0).expect("an input at least");
+    b.g.outputs.push(last);
+    // A second output keeps an intermediate alive (memory planning, fusion boundaries).
+    if b.pool.len() > 2 && b.u.ratio(1, 3)? {
+        let i = b.u.choose_index(b.pool.len() - 1)?;
+        let v = b.pool[i].0;
+        if !b.g.inputs.contains(&v) && !b.g.outputs.contains(&v) {
+            b.g.outputs.push(v);
+        }
+    }
+    b.g.eliminate_dead_code();
+    Ok(match b.g.verify() {
+        Ok(()) => Ok(b.g),
+        Err(e) => Err(Rejected(format!("generated graph does not verify: {e}"))),
+    })
+}
+
+fn ints(v: &[i64]) -> Attr {
+    Attr::Ints(v.to_vec())
+}
+
+impl Builder<'_, '_> {
+    fn first_shape(&mut self) -> Result<Vec<usize>> {
+        Ok(if self.u.ratio(1, 2)? {
+            // NCHW, for convolutions and pooling.
+            vec![
+                self.u.int_in_range(1..=2)?,
+                self.u.int_in_range(1..=4)?,
+                self.u.int_in_range(2..=8)?,
+                self.u.int_in_range(2..=8)?,
+            ]
+        } else {
+            let rank = self.u.int_in_range(1..=3)?;
+            (0..rank)
+                .map(|_| self.u.int_in_range(1..=8))
+                .collect::<Result<_>>()?
+        })
+    }
+
+    fn input(&mut self, shape: &[usize]) -> ValueId {
+        let name = format!("x{}", self.g.inputs.len());
+        let v = self.g.add_input(&name, ValueType::new(DType::F32, shape));
+        self.pool.push((v, shape.to_vec()));
+        v
+    }
+
+    /// A constant of random values in ±[lo, hi] (never zero).
+    fn constant(&mut self, shape: &[usize], lo: f64, hi: f64, signed: bool) -> ValueId {
+        let n: usize = shape.iter().product();
+        let vals: Vec<f64> = (0..n)
+            .map(|_| {
+                let m = self.rng.range(lo, hi);
+                if signed && self.rng.next_u64() & 1 == 0 {
+                    -m
+                } else {
+                    m
+                }
+            })
+            .collect();
+        self.consts += 1;
+        let name = format!("c{}", self.consts);
+        self.g
+            .add_initializer(&name, Tensor::from_f64(DType::F32, shape.to_vec(), &vals))
+    }
+
+    fn int_constant(&mut self, v: &[i64]) -> ValueId {
+        self.consts += 1;
+        let name = format!("c{}", self.consts);
+        self.g
+            .add_initializer(&name, Tensor::from_i64(DType::I64, vec![v.len()], v))
+    }
+
+    /// A shape `shape` broadcasts with: some dims 1, maybe fewer leading dims.
+    fn broadcast_shape(&mut self, shape: &[usize]) -> Result<Vec<usize>> {
+        let drop = self.u.int_in_range(0..=shape.len().saturating_sub(1))?;
+        shape[drop..]
+            .iter()
+            .map(|&d| Ok(if self.u.ratio(1, 3)? { 1 } else { d }))
+            .collect()
+    }
+
+    /// Appends `op(inputs)` and adds its output to the pool if its shape is usable.
+    fn push(
+        &mut self,
+        op: OpKind,
+        inputs: &[ValueId],
+        attrs: Attrs,
+    ) -> std::result::Result<(), Rejected> {
+        let v = self.g.op(op, inputs, attrs);
+        self.g
+            .infer_types()
+            .map_err(|e| Rejected(format!("{op}: {e}")))?;
+        let shape = self
+            .g
+            .ty(v)
+            .and_then(|t| t.static_shape())
+            .ok_or_else(|| Rejected(format!("{op}: no static shape")))?;
+        let n: usize = shape.iter().product();
+        if n == 0 || n > MAX_ELEMENTS {
+            return Err(Rejected(format!("{op}: {n} elements")));
+        }
+        self.pool.push((v, shape));
+        Ok(())
+    }
+
+    /// One random op on random pool values.
+    fn step(&mut self) -> Result<std::result::Result<(), Rejected>> {
+        // Recent values are likelier operands: chains are what fusion sees.
+        let i = if self.u.ratio(2, 3)? {
+            self.pool.len() - 1
+        } else {
+            self.u.choose_index(self.pool.len())?
+        };
+        let (x, shape) = self.pool[i].clone();
+        let rank = shape.len();
+        let mut attrs = Attrs::new();
+        let kind = self.u.int_in_range(0..=11)?;
+        Ok(match kind {
+            0 | 1 => {
+                let op = *self.u.choose(&[
+                    OpKind::Relu,
+                    OpKind::Neg,
+                    OpKind::Abs,
+                    OpKind::Tanh,
+                    OpKind::Sigmoid,
+                    OpKind::Exp,
+                ])?;
+                self.push(op, &[x], attrs)
+            }
+            2 | 3 => {
+                let op = *self.u.choose(&[
+                    OpKind::Add,
+                    OpKind::Sub,
+                    OpKind::Mul,
+                    OpKind::Max,
+                    OpKind::Min,
+                ])?;
+                let other = self.partner(&shape)?;
+                let ops = if self.u.ratio(1, 2)? {
+                    [x, other]
+                } else {
+                    [other, x]
+                };
+                self.push(op, &ops, attrs)
+            }
+            4 if rank > 0 => {
+                let op =
+                    *self
+                        .u
+                        .choose(&[OpKind::ReduceSum, OpKind::ReduceMean, OpKind::ReduceMax])?;
+                let mut axes = Vec::new();
+                for a in 0..rank {
+                    if self.u.ratio(1, 2)? {
+                        axes.push(if self.u.ratio(1, 4)? {
+                            a as i64 - rank as i64
+                        } else {
+                            a as i64
+                        });
+                    }
+                }
+                if axes.is_empty() {
+                    axes.push(rank as i64 - 1);
+                }
+                attrs.insert("keepdims".into(), Attr::Int(self.u.int_in_range(0..=1)?));
+                let ax = self.int_constant(&axes);
+                self.push(op, &[x, ax], attrs)
+            }
+            5 if rank > 0 => {
+                let axis = self.u.int_in_range(0..=rank - 1)? as i64;
+                attrs.insert("axis".into(), Attr::Int(axis));
+                self.push(OpKind::Softmax, &[x], attrs)
+            }
+            6 if rank > 0 => {
+                let k = shape[rank - 1];
+                let n = self.u.int_in_range(1..=12)?;
+                let w = self.constant(&[k, n], 0.1, 1.0, true);
+                if let Err(e) = self.push(OpKind::MatMul, &[x, w], attrs) {
+                    return Ok(Err(e));
+                }
+                // A bias: the matmul epilogue fusion.
+                if self.u.ratio(1, 2)? {
+                    let (y, _) = self.pool.last().cloned().expect("just pushed");
+                    let bias = self.constant(&[n], 0.1, 1.0, true);
+                    self.push(OpKind::Add, &[y, bias], Attrs::new())
+                } else {
+                    Ok(())
+                }
+            }
+            7 if rank >= 2 => {
+                // One or two transposes in a row (the layout rules compose chains).
+                let times = self.u.int_in_range(1..=2)?;
+                let mut cur = x;
+                for _ in 0..times {
+                    let mut perm: Vec<i64> = (0..rank as i64).collect();
+                    for j in (1..rank).rev() {
+                        let k = self.u.int_in_range(0..=j)?;
+                        perm.swap(j, k);
+                    }
+                    let mut at = Attrs::new();
+                    at.insert("perm".into(), ints(&perm));
+                    if let Err(e) = self.push(OpKind::Transpose, &[cur], at) {
+                        return Ok(Err(e));
+                    }
+                    cur = self.pool.last().expect("just pushed").0;
+                }
+                Ok(())
+            }
+            8 if rank > 0 => {
+                let target = self.reshape_target(&shape)?;
+                let s = self.int_constant(&target);
+                self.push(OpKind::Reshape, &[x, s], attrs)
+            }
+            9 if rank == 4 => self.conv(x, &shape)?,
+            10 if rank == 4 => {
+                let op = *self.u.choose(&[OpKind::MaxPool, OpKind::AveragePool])?;
+                let (kh, kw) = (
+                    self.u.int_in_range(1..=3.min(shape[2]))?,
+                    self.u.int_in_range(1..=3.min(shape[3]))?,
+                );
+                let pads = [
+                    self.u.int_in_range(0..=kh - 1)?,
+                    self.u.int_in_range(0..=kw - 1)?,
+                    self.u.int_in_range(0..=kh - 1)?,
+                    self.u.int_in_range(0..=kw - 1)?,
+                ];
+                attrs.insert("kernel_shape".into(), ints(&[kh as i64, kw as i64]));
+                attrs.insert("pads".into(), ints(&pads.map(|p| p as i64)));
+                let s = self.u.int_in_range(1..=2)? as i64;
+                attrs.insert("strides".into(), ints(&[s, s]));
+                if op == OpKind::AveragePool {
+                    attrs.insert(
+                        "count_include_pad".into(),
+                        Attr::Int(self.u.int_in_range(0..=1)?),
+                    );
+                }
+                self.push(op, &[x], attrs)
+            }
+            11 if rank > 0 => {
+                let n = shape[rank - 1];
+                let scale = self.constant(&[n], 0.5, 1.5, false);
+                let bias = self.constant(&[n], 0.1, 1.0, true);
+                attrs.insert("axis".into(), Attr::Int(-1));
+                self.push(OpKind::LayerNormalization, &[x, scale, bias], attrs)
+            }
+            _ => self.push(OpKind::Relu, &[x], attrs),
+        })
+    }
+
+    /// A second operand for a binary op on `shape`: a pool value of a compatible shape, or
+    /// a new input or constant of a broadcasting shape.
+    fn partner(&mut self, shape: &[usize]) -> Result<ValueId> {
+        let same: Vec<ValueId> = self
+            .pool
+            .iter()
+            .filter(|(_, s)| s == shape)
+            .map(|(v, _)| *v)
+            .collect();
+        if !same.is_empty() && self.u.ratio(1, 3)? {
+            return Ok(*self.u.choose(&same)?);
+        }
+        let s = self.broadcast_shape(shape)?;
+        Ok(if self.u.ratio(1, 2)? && self.g.inputs.len() < 4 {
+            self.input(&s)
+        } else {
+            self.constant(&s, 0.1, 1.0, true)
+        })
+    }
+
+    /// Another shape with the same element count: all flat, two dims merged, or one split.
+    fn reshape_target(&mut self, shape: &[usize]) -> Result<Vec<i64>> {
+        let mut s: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        match self.u.int_in_range(0..=2)? {
+            0 => Ok(vec![s.iter().product()]),
+            1 if s.len() >= 2 => {
+                let i = self.u.int_in_range(0..=s.len() - 2)?;
+                let merged = s[i] * s[i + 1];
+                s.splice(i..i + 2, [merged]);
+                Ok(s)
+            }
+            _ => {
+                let i = self.u.int_in_range(0..=s.len() - 1)?;
+                let d = s[i];
+                let f = (2..=d).find(|f| d % f == 0 && *f < d).unwrap_or(1);
+                s.splice(i..=i, [f, d / f]);
+                Ok(s)
+            }
+        }
+    }
+
+    /// A convolution with random geometry, maybe with a bias, maybe followed by a batch norm
+    /// with constant parameters (the folding rule's target).
+    fn conv(&mut self, x: ValueId, shape: &[usize]) -> Result<std::result::Result<(), Rejected>> {
+        let ci = shape[1];
+        let groups: Vec<usize> = (1..=ci).filter(|g| ci.is_multiple_of(*g)).collect();
+        let group = *self.u.choose(&groups)?;
+        let co = group * self.u.int_in_range(1..=3)?;
+        let (kh, kw) = (
+            self.u.int_in_range(1..=3.min(shape[2]))?,
+            self.u.int_in_range(1..=3.min(shape[3]))?,
+        );
+        let w = self.constant(&[co, ci / group, kh, kw], 0.1, 1.0, true);
+        let mut attrs = Attrs::new();
+        attrs.insert("kernel_shape".into(), ints(&[kh as i64, kw as i64]));
+        attrs.insert("group".into(), Attr::Int(group as i64));
+        let p = [
+            self.u.int_in_range(0..=kh - 1)? as i64,
+            self.u.int_in_range(0..=kw - 1)? as i64,
+        ];
+        attrs.insert("pads".into(), ints(&[p[0], p[1], p[0], p[1]]));
+        let s = self.u.int_in_range(1..=2)? as i64;
+        attrs.insert("strides".into(), ints(&[s, s]));
+        let mut inputs = vec![x, w];
+        if self.u.ratio(1, 2)? {
+            inputs.push(self.constant(&[co], 0.1, 1.0, true));
+        }
+        if let Err(e) = self.push(OpKind::Conv, &inputs, attrs) {
+            return Ok(Err(e));
+        }
+        if self.u.ratio(1, 2)? {
+            let y = self.pool.last().expect("just pushed").0;
+            let scale = self.constant(&[co], 0.5, 1.5, false);
+            let beta = self.constant(&[co], 0.1, 1.0, true);
+            let mean = self.constant(&[co], 0.1, 1.0, true);
+            let var = self.constant(&[co], 0.2, 3.0, false);
+            return Ok(self.push(
+                OpKind::BatchNormalization,
+                &[y, scale, beta, mean, var],
+                Attrs::new(),
+            ));
+        }
+        Ok(Ok(()))
+    }
+}

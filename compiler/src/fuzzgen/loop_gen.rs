@@ -1,0 +1,283 @@
+//! Valid-by-construction random loop programs from fuzzer bytes (Tzer-style IR generation).
+//!
+//! A program has one to three f32 input buffers and one or two outputs. Each output gets a
+//! nest of one to three serial loops whose innermost body stores an expression at a
+//! row-major index over a permutation of the nest's variables (so stores are contiguous or
+//! strided); a second output may be stored at an outer level (an imperfect nest). Bodies may
+//! be wrapped in a reduction (sum, max or min over one or two axes). Loads read inputs at
+//! affine indices over a subset of the variables, some shifted and guarded — `select(v - s ≥ 0,
+//! load(max(v - s, 0)), c)`, the padded-window idiom — so indices go negative. Every
+//! output element is written exactly once; buffer lengths are fitted to the largest index.
+
+use arbitrary::{Result, Unstructured};
+use std::collections::BTreeMap;
+use tessera_ir::DType;
+use tessera_ir::loops::{
+    BinOp, BufRole, Buffer, CmpOp, IExpr, Loop, LoopKind, LoopProgram, Reduce, ReduceOp, Stmt,
+    UnOp, VExpr,
+};
+
+const F32: DType = DType::F32;
+
+struct Gen<'a, 'b> {
+    u: &'a mut Unstructured<'b>,
+    inputs: usize,
+    /// Largest index + 1 read from each input.
+    needed: BTreeMap<String, i64>,
+}
+
+/// Builds a random loop program named `fuzz` from `u`.
+pub fn arbitrary_program(u: &mut Unstructured) -> Result<LoopProgram> {
+    let mut g = Gen {
+        u,
+        inputs: 0,
+        needed: BTreeMap::new(),
+    };
+    g.inputs = g.u.int_in_range(1..=3)?;
+    let outputs = g.u.int_in_range(1..=2)?;
+    let mut body = Vec::new();
+    let mut out_lens = Vec::new();
+    for o in 0..outputs {
+        let (nest, len, side) = g.nest(o, o == 0 && outputs == 2)?;
+        body.push(nest);
+        out_lens.push(len);
+        if let Some(side_len) = side {
+            // out1 is stored inside out0's nest (an imperfect nest): it needs no nest of its own.
+            out_lens.push(side_len);
+            break;
+        }
+    }
+    let mut buffers: Vec<Buffer> = (0..g.inputs)
+        .map(|k| Buffer {
+            name: format!("in{k}"),
+            dtype: F32,
+            len: g.needed.get(&format!("in{k}")).copied().unwrap_or(1).max(1) as usize,
+            role: BufRole::Input,
+        })
+        .collect();
+    for (o, len) in out_lens.iter().enumerate() {
+        buffers.push(Buffer {
+            name: format!("out{o}"),
+            dtype: F32,
+            len: *len as usize,
+            role: BufRole::Output,
+        });
+    }
+    Ok(LoopProgram {
+        name: "fuzz".into(),
+        buffers,
+        body,
+    })
+}
+
+impl Gen<'_, '_> {
+    /// The nest of output `o`: the statement, the output length, and — when a side store to
+    /// `out1` sits at an outer level — the length that store covers.
+    fn nest(&mut self, o: usize, may_side: bool) -> Result<(Stmt, i64, Option<i64>)> {
+        let depth = self.u.int_in_range(1..=3)?;
+        let vars: Vec<(String, i64)> = (0..depth)
+            .map(|d| {
+                Ok((
+                    format!("{}{d}", ["i", "j"][o]),
+                    self.u.int_in_range(1..=12)?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        let len: i64 = vars.iter().map(|v| v.1).product();
+        let store_index = self.row_major(&vars)?;
+        let mut reduce_axes = Vec::new();
+        if self.u.ratio(1, 3)? {
+            for r in 0..self.u.int_in_range(1..=2)? {
+                reduce_axes.push((format!("r{o}{r}"), self.u.int_in_range(1..=9)?));
+            }
+        }
+        let mut scope = vars.clone();
+        scope.extend(reduce_axes.iter().cloned());
+        let inner = if reduce_axes.is_empty() {
+            let value = self.expr(&scope, None, 3)?;
+            Stmt::Store {
+                buf: format!("out{o}"),
+                index: store_index,
+                value,
+            }
+        } else {
+            let op = *self
+                .u
+                .choose(&[ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min])?;
+            let init = match op {
+                ReduceOp::Sum => 0.0,
+                ReduceOp::Max => f64::NEG_INFINITY,
+                ReduceOp::Min => f64::INFINITY,
+                ReduceOp::Prod => 1.0,
+            };
+            let acc = format!("acc{o}");
+            let value = self.expr(&scope, None, 2)?;
+            let after = self.expr(&vars, Some(&acc), 2)?;
+            Stmt::Reduce(Reduce {
+                acc,
+                dtype: F32,
+                op,
+                init: VExpr::f(init, F32),
+                axes: reduce_axes,
+                value,
+                body: vec![Stmt::Store {
+                    buf: format!("out{o}"),
+                    index: store_index,
+                    value: after,
+                }],
+            })
+        };
+        let mut body = vec![inner];
+        let side_level = if may_side && depth > 1 && self.u.ratio(1, 2)? {
+            Some(self.u.int_in_range(1..=depth - 1)?)
+        } else {
+            None
+        };
+        let mut side_len = None;
+        for d in (0..depth).rev() {
+            body = vec![Stmt::For(Loop {
+                var: vars[d].0.clone(),
+                extent: vars[d].1,
+                kind: LoopKind::Serial,
+                body,
+            })];
+            if side_level == Some(d) {
+                // A store to out1 beside loop `d`, inside loops `0..d`: out1 is indexed by
+                // those outer variables, so each of its elements is written once.
+                let outer = &vars[..d];
+                let value = self.expr(outer, None, 2)?;
+                let index = self.row_major(outer)?;
+                side_len = Some(outer.iter().map(|v| v.1).product());
+                let at = if self.u.ratio(1, 2)? { 0 } else { body.len() };
+                body.insert(
+                    at,
+                    Stmt::Store {
+                        buf: "out1".into(),
+                        index,
+                        value,
+                    },
+                );
+            }
+        }
+        debug_assert_eq!(body.len(), 1, "the outermost loop alone");
+        Ok((body.pop().expect("one loop"), len, side_len))
+    }
+
+    /// A row-major index over a permutation of all of `vars` (covers `0..product` once).
+    fn row_major(&mut self, vars: &[(String, i64)]) -> Result<IExpr> {
+        let mut order: Vec<usize> = (0..vars.len()).collect();
+        for j in (1..order.len()).rev() {
+            let k = self.u.int_in_range(0..=j)?;
+            order.swap(j, k);
+        }
+        let mut index = IExpr::c(0);
+        for &i in &order {
+            index = index.times(vars[i].1).plus(IExpr::var(&vars[i].0));
+        }
+        Ok(index)
+    }
+
+    /// A value expression over loop variables `scope` (and the accumulator `acc`).
+    fn expr(&mut self, scope: &[(String, i64)], acc: Option<&str>, depth: u32) -> Result<VExpr> {
+        if depth == 0 || self.u.ratio(1, 3)? {
+            return self.leaf(scope, acc);
+        }
+        Ok(match self.u.int_in_range(0..=2)? {
+            0 => {
+                let op = *self.u.choose(&[UnOp::Neg, UnOp::Abs, UnOp::Tanh])?;
+                VExpr::un(op, self.expr(scope, acc, depth - 1)?)
+            }
+            1 => {
+                let op = *self.u.choose(&[
+                    BinOp::Add,
+                    BinOp::Sub,
+                    BinOp::Mul,
+                    BinOp::Max,
+                    BinOp::Min,
+                ])?;
+                VExpr::bin(
+                    op,
+                    self.expr(scope, acc, depth - 1)?,
+                    self.expr(scope, acc, depth - 1)?,
+                )
+            }
+            _ => {
+                let c = VExpr::Cmp(
+                    CmpOp::Lt,
+                    Box::new(self.expr(scope, acc, depth - 1)?),
+                    Box::new(self.expr(scope, acc, depth - 1)?),
+                );
+                VExpr::select(
+                    c,
+                    self.expr(scope, acc, depth - 1)?,
+                    self.expr(scope, acc, depth - 1)?,
+                )
+            }
+        })
+    }
+
+    fn leaf(&mut self, scope: &[(String, i64)], acc: Option<&str>) -> Result<VExpr> {
+        let choice = self.u.int_in_range(0..=5)?;
+        Ok(match choice {
+            0 => {
+                let m = self.u.int_in_range(1..=16)? as f64 / 8.0;
+                VExpr::f(if self.u.ratio(1, 2)? { -m } else { m }, F32)
+            }
+            1 if !scope.is_empty() => {
+                let (v, _) = self.u.choose(scope)?.clone();
+                VExpr::Index(IExpr::var(&v), F32)
+            }
+            2 if acc.is_some() => VExpr::Acc(acc.expect("checked").to_string(), F32),
+            _ => self.load(scope)?,
+        })
+    }
+
+    /// A load from a random input at an affine index over a subset of `scope`, maybe shifted
+    /// along one variable and guarded against the shift's negative indices.
+    fn load(&mut self, scope: &[(String, i64)]) -> Result<VExpr> {
+        let buf = format!("in{}", self.u.choose_index(self.inputs)?);
+        let mut used: Vec<(String, i64)> = Vec::new();
+        for v in scope {
+            if self.u.ratio(2, 3)? {
+                used.push(v.clone());
+            }
+        }
+        for j in (1..used.len()).rev() {
+            let k = self.u.int_in_range(0..=j)?;
+            used.swap(j, k);
+        }
+        let shift = if !used.is_empty() && self.u.ratio(1, 3)? {
+            Some((
+                self.u.choose_index(used.len())?,
+                self.u.int_in_range(1..=3)?,
+            ))
+        } else {
+            None
+        };
+        let mut index = IExpr::c(0);
+        let mut len = 1;
+        let mut guard = None;
+        for (k, (v, ext)) in used.iter().enumerate() {
+            let mut term = IExpr::var(v);
+            if let Some((at, s)) = shift
+                && at == k
+            {
+                let shifted = IExpr::var(v).minus(IExpr::c(s));
+                guard = Some(VExpr::ICmp(CmpOp::Ge, shifted.clone(), IExpr::c(0)));
+                term = IExpr::Max(Box::new(shifted), Box::new(IExpr::c(0)));
+            }
+            index = index.times(*ext).plus(term);
+            len *= ext;
+        }
+        let e = self.needed.entry(buf.clone()).or_insert(1);
+        *e = (*e).max(len);
+        let load = VExpr::load(&buf, index);
+        Ok(match guard {
+            Some(g) => {
+                let m = self.u.int_in_range(1..=8)? as f64 / 4.0;
+                VExpr::select(g, load, VExpr::f(m, F32))
+            }
+            None => load,
+        })
+    }
+}

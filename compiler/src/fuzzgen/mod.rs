@@ -1,0 +1,369 @@
+//! Fuzzing the compiler: generators that turn fuzzer bytes into valid-by-construction inputs
+//! (graphs, loop programs, pass sequences, schedules) and the differential oracle that checks
+//! them against the reference interpreters. The cargo-fuzz targets in `fuzz/` are thin glue
+//! over [`run_target`]; the tests replay saved cases and corpora through the same code.
+//!
+//! A [`Case`] is one fully determined test (generated input + options + the seed of its
+//! random data); it prints as a ready-to-commit regression file ([`Case::to_text`]) and
+//! parses back ([`Case::parse`]), so every [`Finding`] can be replayed as an ordinary test.
+//!
+//! Built with the `fuzzing` feature (it brings in `arbitrary`).
+
+pub mod graph_gen;
+pub mod loop_gen;
+pub mod oracle;
+pub mod pass_gen;
+
+use crate::{CompileConfig, Compiler, Target};
+use arbitrary::Unstructured;
+use pass_gen::LoopPass;
+use std::collections::BTreeMap;
+use std::fmt;
+use tessera_ir::loops::LoopProgram;
+use tessera_ir::{Graph, Rng};
+use tessera_passes::schedule::KernelSchedule;
+
+/// The fuzz targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FuzzTarget {
+    /// Arbitrary bytes → the ONNX importer: a typed error or a graph that verifies.
+    OnnxLoader,
+    /// Random graph → optimise → lower → schedule → compile → run vs the graph interpreter.
+    GraphPipeline,
+    /// Random loop program + random pass sequence → verifier after each pass, interpreter
+    /// before vs after, native code vs interpreter.
+    LoopPasses,
+    /// Random schedule knobs (the autotuner's space) on a random graph's kernel.
+    Schedule,
+}
+
+impl FuzzTarget {
+    pub const ALL: [FuzzTarget; 4] = [
+        FuzzTarget::OnnxLoader,
+        FuzzTarget::GraphPipeline,
+        FuzzTarget::LoopPasses,
+        FuzzTarget::Schedule,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FuzzTarget::OnnxLoader => "onnx_loader",
+            FuzzTarget::GraphPipeline => "graph_pipeline",
+            FuzzTarget::LoopPasses => "loop_passes",
+            FuzzTarget::Schedule => "schedule",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<FuzzTarget> {
+        FuzzTarget::ALL.into_iter().find(|t| t.name() == s)
+    }
+}
+
+/// Compiler options a graph case runs with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GraphOptions {
+    pub optimize: bool,
+    pub tile_products: bool,
+    pub threads: usize,
+}
+
+/// One fully determined test case.
+#[derive(Clone, Debug)]
+pub enum Case {
+    Onnx {
+        bytes: Vec<u8>,
+    },
+    Graph {
+        graph: Graph,
+        options: GraphOptions,
+        seed: u64,
+    },
+    Loops {
+        program: LoopProgram,
+        passes: Vec<LoopPass>,
+        seed: u64,
+    },
+    Schedule {
+        graph: Graph,
+        /// Which of the graph's (unscheduled) kernels, in execution order.
+        kernel: usize,
+        schedule: KernelSchedule,
+        seed: u64,
+    },
+}
+
+/// What a passing case did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Checked and agreed.
+    Passed,
+    /// Not checkable (e.g. the importer refused the bytes with a typed error).
+    Skipped(String),
+}
+
+/// A disagreement with the oracle (or an invalid program after a pass): what went wrong and
+/// the case that shows it.
+#[derive(Clone, Debug)]
+pub struct Finding {
+    pub what: String,
+    pub case: Case,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "tessera fuzz finding: {}", self.what)?;
+        writeln!(
+            f,
+            "---- save as tests/fuzz/regressions/<name>.case to replay it as a test ----"
+        )?;
+        write!(f, "{}", self.case.to_text())
+    }
+}
+
+/// Turns fuzzer bytes into a case for `target`; `None` when the bytes make no valid input.
+pub fn generate(target: FuzzTarget, data: &[u8]) -> Option<Case> {
+    let mut u = Unstructured::new(data);
+    match target {
+        FuzzTarget::OnnxLoader => Some(Case::Onnx {
+            bytes: data.to_vec(),
+        }),
+        FuzzTarget::GraphPipeline => {
+            let seed = u.arbitrary::<u64>().ok()?;
+            let options = GraphOptions {
+                optimize: u.ratio(3, 4).ok()?,
+                tile_products: u.ratio(1, 2).ok()?,
+                threads: u.int_in_range(1..=2).ok()?,
+            };
+            let graph = graph_gen::arbitrary_graph(&mut u).ok()?;
+            Some(Case::Graph {
+                graph,
+                options,
+                seed,
+            })
+        }
+        FuzzTarget::LoopPasses => {
+            let seed = u.arbitrary::<u64>().ok()?;
+            let program = loop_gen::arbitrary_program(&mut u).ok()?;
+            // Passes are chosen on the program as the previous ones leave it.
+            let mut cur = program.clone();
+            let mut passes = Vec::new();
+            for _ in 0..u.int_in_range(1..=pass_gen::MAX_PASSES).ok()? {
+                let Ok(Some(p)) = pass_gen::arbitrary_pass(&mut u, &cur) else {
+                    break;
+                };
+                if pass_gen::apply(&mut cur, &p).is_err() {
+                    // Keep it: the oracle reports the invalid program.
+                    passes.push(p);
+                    break;
+                }
+                passes.push(p);
+            }
+            Some(Case::Loops {
+                program,
+                passes,
+                seed,
+            })
+        }
+        FuzzTarget::Schedule => {
+            let seed = u.arbitrary::<u64>().ok()?;
+            let graph = graph_gen::arbitrary_graph(&mut u).ok()?;
+            let kernels = unscheduled_kernels(&graph).ok()?;
+            let kernel = u.choose_index(kernels.len()).ok()?;
+            let space =
+                tessera_autotune::space::Space::for_kernel(&kernels[kernel], vector_bytes());
+            let point: Vec<usize> = space
+                .knobs
+                .iter()
+                .map(|k| u.choose_index(k.values.len()).unwrap_or(0))
+                .collect();
+            let schedule = space.decode(&point).ok()?;
+            Some(Case::Schedule {
+                graph,
+                kernel,
+                schedule,
+                seed,
+            })
+        }
+    }
+}
+
+fn vector_bytes() -> usize {
+    Target::host().vector_bytes()
+}
+
+/// Generates the case for `target` from `data` and checks it: what a fuzz target does.
+pub fn run_target(target: FuzzTarget, data: &[u8]) -> Result<Verdict, Box<Finding>> {
+    match generate(target, data) {
+        Some(case) => check(&case),
+        None => Ok(Verdict::Skipped("the bytes make no valid input".into())),
+    }
+}
+
+/// A graph's kernels, lowered (after the optimizer) but not scheduled.
+fn unscheduled_kernels(
+    graph: &Graph,
+) -> Result<Vec<tessera_passes::lower::Kernel>, crate::CompileError> {
+    let cfg = CompileConfig {
+        schedule: false,
+        ..Default::default()
+    };
+    Ok(Compiler::new(Target::host())
+        .with_config(cfg)
+        .stages(graph, &BTreeMap::new())?
+        .kernels)
+}
+
+/// Checks one case against the oracle.
+pub fn check(case: &Case) -> Result<Verdict, Box<Finding>> {
+    let found = |what: String| {
+        Box::new(Finding {
+            what,
+            case: case.clone(),
+        })
+    };
+    match case {
+        Case::Onnx { bytes } => match crate::onnx::import(bytes) {
+            Err(e) => Ok(Verdict::Skipped(format!("refused: {e}"))),
+            Ok(g) => match g.verify() {
+                Ok(()) => Ok(Verdict::Passed),
+                Err(e) => Err(found(format!("imported graph fails the verifier: {e}"))),
+            },
+        },
+        Case::Graph {
+            graph,
+            options,
+            seed,
+        } => {
+            let inputs = graph_inputs(graph, *seed);
+            let want = match tessera_ir::interp::run_graph(graph, &inputs) {
+                Ok(w) => w,
+                Err(e) => return Ok(Verdict::Skipped(format!("interpreter: {e}"))),
+            };
+            let cfg = CompileConfig {
+                optimize: options.optimize,
+                tile_products: options.tile_products,
+                threads: options.threads,
+                poison: true,
+                ..Default::default()
+            };
+            let compiler = Compiler::new(Target::host()).with_config(cfg);
+            // The scheduled kernels on the loop interpreter first: a pass that breaks an
+            // index shows up here as a bounds error, before native code could corrupt memory.
+            let stages = compiler
+                .stages(graph, &BTreeMap::new())
+                .map_err(|e| found(format!("a valid graph does not lower: {e}")))?;
+            let got = crate::pipeline::interpret_kernels(&stages, &inputs)
+                .map_err(|e| found(format!("loop interpreter on the scheduled kernels: {e}")))?;
+            oracle::agree(
+                "scheduled kernels on the loop interpreter vs graph interpreter",
+                &got,
+                &want,
+                oracle::graph_tolerance,
+            )
+            .map_err(found)?;
+            let exe = compiler
+                .compile(graph)
+                .map_err(|e| found(format!("a valid graph does not compile: {e}")))?;
+            let got = exe
+                .run(&inputs)
+                .map_err(|e| found(format!("the compiled graph fails to run: {e}")))?;
+            oracle::agree(
+                "compiled vs interpreter",
+                &got,
+                &want,
+                oracle::graph_tolerance,
+            )
+            .map_err(found)?;
+            Ok(Verdict::Passed)
+        }
+        Case::Loops {
+            program,
+            passes,
+            seed,
+        } => {
+            tessera_ir::loops::verify::verify(program)
+                .map_err(|e| found(format!("the generated program does not verify: {e}")))?;
+            let inputs = oracle::program_inputs(program, *seed);
+            let want = oracle::interpret(program, &inputs)
+                .map_err(|e| found(format!("interpreter on the original program: {e}")))?;
+            let mut cur = program.clone();
+            for p in passes {
+                pass_gen::apply(&mut cur, p).map_err(found)?;
+                let got = oracle::interpret(&cur, &inputs).map_err(|e| {
+                    found(format!("interpreter after `{}`: {e}", pass_gen::print(p)))
+                })?;
+                oracle::agree(
+                    &format!("interpreter after `{}`", pass_gen::print(p)),
+                    &got,
+                    &want,
+                    |_| oracle::PASS_EXACT,
+                )
+                .map_err(found)?;
+            }
+            let got = oracle::run_native(&cur, &inputs).map_err(found)?;
+            oracle::agree(
+                "native code after all passes",
+                &got,
+                &want,
+                oracle::native_tolerance,
+            )
+            .map_err(found)?;
+            Ok(Verdict::Passed)
+        }
+        Case::Schedule {
+            graph,
+            kernel,
+            schedule,
+            seed,
+        } => {
+            let kernels = unscheduled_kernels(graph)
+                .map_err(|e| found(format!("a valid graph does not lower: {e}")))?;
+            let Some(k) = kernels.get(*kernel) else {
+                return Ok(Verdict::Skipped(format!("no kernel {kernel}")));
+            };
+            let inputs = oracle::program_inputs(&k.program, *seed);
+            let want = oracle::interpret(&k.program, &inputs)
+                .map_err(|e| found(format!("interpreter on the unscheduled kernel: {e}")))?;
+            let mut scheduled = k.clone();
+            if let Err(e) = tessera_passes::schedule::apply_schedule(&mut scheduled, schedule) {
+                return Ok(Verdict::Skipped(format!("schedule refused: {e}")));
+            }
+            tessera_ir::loops::verify::verify(&scheduled.program)
+                .map_err(|e| found(format!("the scheduled kernel does not verify: {e}")))?;
+            let got = oracle::interpret(&scheduled.program, &inputs)
+                .map_err(|e| found(format!("interpreter on the scheduled kernel: {e}")))?;
+            oracle::agree(
+                "scheduled kernel on the interpreter",
+                &got,
+                &want,
+                oracle::native_tolerance,
+            )
+            .map_err(found)?;
+            let got = oracle::run_native(&scheduled.program, &inputs).map_err(found)?;
+            oracle::agree(
+                "scheduled kernel as native code",
+                &got,
+                &want,
+                oracle::native_tolerance,
+            )
+            .map_err(found)?;
+            Ok(Verdict::Passed)
+        }
+    }
+}
+
+/// Random inputs for a graph (from `seed`; never zero).
+pub fn graph_inputs(g: &Graph, seed: u64) -> Vec<tessera_ir::Tensor> {
+    let mut rng = Rng::new(seed);
+    g.inputs
+        .iter()
+        .map(|&v| {
+            let ty = g.ty(v);
+            let dtype = ty.map_or(tessera_ir::DType::F32, |t| t.dtype);
+            let shape = ty.and_then(|t| t.static_shape()).unwrap_or_default();
+            rng.tensor(dtype, shape)
+        })
+        .collect()
+}
+
+mod text;

@@ -1,0 +1,169 @@
+//! The fuzzers' generators and oracle in ordinary CI: generated inputs are valid by
+//! construction, random cases pass the oracle on a correct compiler, saved findings
+//! (`tests/fuzz/regressions/*.case`) and the fuzz corpora (`fuzz/corpus/<target>/`) replay
+//! as tests, and cases round-trip through their text form.
+
+use arbitrary::Unstructured;
+use tessera::fuzzgen::{self, Case, FuzzTarget, Verdict};
+use tessera_ir::Rng;
+use tessera_tests::repo_root;
+
+/// Deterministic pseudo-random byte strings (what a fuzzer without feedback would feed).
+fn byte_strings(seed: u64, count: usize, len: usize) -> Vec<Vec<u8>> {
+    let mut rng = Rng::new(seed);
+    (0..count)
+        .map(|_| {
+            let n = 16 + rng.below(len as u64) as usize;
+            (0..n).map(|_| rng.next_u64() as u8).collect()
+        })
+        .collect()
+}
+
+#[test]
+fn generated_graphs_verify_and_interpret() {
+    let mut made = 0;
+    for bytes in byte_strings(1, 300, 400) {
+        let mut u = Unstructured::new(&bytes);
+        let Ok(g) = fuzzgen::graph_gen::arbitrary_graph(&mut u) else {
+            continue;
+        };
+        made += 1;
+        g.verify().expect("a generated graph verifies");
+        let inputs = fuzzgen::graph_inputs(&g, 3);
+        tessera_ir::interp::run_graph(&g, &inputs).unwrap_or_else(|e| {
+            panic!(
+                "the interpreter refuses a generated graph: {e}\n{}",
+                tessera_ir::text::print_graph(&g)
+            )
+        });
+    }
+    assert!(made >= 200, "only {made} of 300 byte strings made a graph");
+}
+
+#[test]
+fn generated_loop_programs_verify_and_interpret() {
+    for bytes in byte_strings(2, 300, 300) {
+        let mut u = Unstructured::new(&bytes);
+        let p = fuzzgen::loop_gen::arbitrary_program(&mut u).expect("a program from any bytes");
+        tessera_ir::loops::verify::verify(&p)
+            .unwrap_or_else(|e| panic!("a generated program does not verify: {e}\n{p}"));
+        let inputs = fuzzgen::oracle::program_inputs(&p, 5);
+        let out = fuzzgen::oracle::interpret(&p, &inputs)
+            .unwrap_or_else(|e| panic!("interpreter: {e}\n{p}"));
+        // Every output element is written (none is left poisoned).
+        for t in out {
+            assert!(
+                t.to_f64_vec().iter().all(|v| !v.is_nan()),
+                "an unwritten output element\n{p}"
+            );
+        }
+    }
+}
+
+/// Random cases of every target pass the oracle on this (correct) compiler.
+#[test]
+fn random_cases_pass_the_oracle() {
+    for (k, target) in FuzzTarget::ALL.into_iter().enumerate() {
+        let (mut passed, mut total) = (0, 0);
+        for bytes in byte_strings(10 + k as u64, 40, 600) {
+            total += 1;
+            match fuzzgen::run_target(target, &bytes) {
+                Ok(Verdict::Passed) => passed += 1,
+                Ok(Verdict::Skipped(_)) => {}
+                Err(f) => panic!("{f}"),
+            }
+        }
+        eprintln!("{}: {passed} of {total} checked", target.name());
+        if target != FuzzTarget::OnnxLoader {
+            assert!(
+                passed * 2 >= total,
+                "{}: only {passed} of {total} cases were checkable",
+                target.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn cases_round_trip_through_text() {
+    for target in FuzzTarget::ALL {
+        for bytes in byte_strings(20, 20, 400) {
+            let Some(case) = fuzzgen::generate(target, &bytes) else {
+                continue;
+            };
+            let text = case.to_text();
+            let back = Case::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            assert_eq!(back.to_text(), text);
+        }
+    }
+}
+
+fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Every saved finding replays and now passes.
+#[test]
+fn regressions_replay() {
+    let dir = repo_root().join("tests/fuzz/regressions");
+    for path in files(&dir) {
+        let text = std::fs::read_to_string(&path).expect("readable");
+        let case = Case::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if let Err(f) = fuzzgen::check(&case) {
+            panic!("{}: {f}", path.display());
+        }
+    }
+}
+
+/// The minimised fuzz corpora replay without a finding.
+#[test]
+fn corpora_replay() {
+    for target in FuzzTarget::ALL {
+        let dir = repo_root().join("fuzz/corpus").join(target.name());
+        for path in files(&dir) {
+            let bytes = std::fs::read(&path).expect("readable");
+            if let Err(f) = fuzzgen::run_target(target, &bytes) {
+                panic!("{}: {f}", path.display());
+            }
+        }
+    }
+}
+
+/// With the `planted-bugs` feature and `TESSERA_PLANT=<bug>`: feeds uniformly random bytes
+/// (no coverage feedback) to the oracle targets in turn until one reports a finding, and
+/// prints how long that took. The coverage-guided version is `scripts/planted_bugs.sh`.
+#[cfg(feature = "planted-bugs")]
+#[test]
+fn planted_bug_is_found_by_random_bytes() {
+    let Ok(bug) = std::env::var("TESSERA_PLANT") else {
+        eprintln!("TESSERA_PLANT is not set: nothing planted, nothing to find");
+        return;
+    };
+    let start = std::time::Instant::now();
+    let targets = [
+        FuzzTarget::LoopPasses,
+        FuzzTarget::GraphPipeline,
+        FuzzTarget::Schedule,
+    ];
+    let mut rng = Rng::new(99);
+    let mut runs = 0u64;
+    while start.elapsed().as_secs() < 60 {
+        let n = 16 + rng.below(600) as usize;
+        let bytes: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
+        let target = targets[(runs % 3) as usize];
+        runs += 1;
+        if let Err(f) = fuzzgen::run_target(target, &bytes) {
+            eprintln!(
+                "{bug}: found by {} after {runs} runs, {:.1} s\n{f}",
+                target.name(),
+                start.elapsed().as_secs_f64()
+            );
+            return;
+        }
+    }
+    panic!("{bug}: not found in 60 s ({runs} runs)");
+}
