@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything tessera needs on a fresh Debian 12 machine, idempotently:
 # the Debian packages (LLVM/MLIR 22 and friends), a Python venv with onnx/onnxruntime/numpy
-# (reference outputs and test-model generation), and ptxas (nvidia-cuda-nvcc-cu12) for PTX validation.
+# (reference outputs and test-model generation), ptxas (nvidia-cuda-nvcc-cu12) for PTX validation,
+# and cargo-fuzz (the fuzz targets in fuzz/).
 # Safe to run again: each step checks whether it is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,5 +40,9 @@ fi
 if ! ls "$VENV"/lib/python3.*/site-packages/nvidia/cuda_nvcc/bin/ptxas >/dev/null 2>&1; then
   echo "[setup] installing ptxas (nvidia-cuda-nvcc-cu12)"
   "$VENV/bin/pip" install -q --disable-pip-version-check nvidia-cuda-nvcc-cu12
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "[setup] installing cargo-fuzz (coverage-guided fuzzing of the compiler's passes)"
+  cargo install -q cargo-fuzz --locked
 fi
 echo "[setup] done"

@@ -15,4 +15,12 @@ echo "== cargo clippy -D warnings"
 cargo clippy -q --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace 2>&1 | tee /tmp/tessera-test.log
+echo "== fuzzing: every target for ${TESSERA_CI_FUZZ_SECS:-30} s from the checked-in corpus"
+(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz check -s none --features planted-bugs)
+corpus_root=$(mktemp -d)
+for t in onnx_loader graph_pipeline loop_passes schedule; do
+  cp -r "fuzz/corpus/$t" "$corpus_root/$t" 2>/dev/null || mkdir -p "$corpus_root/$t"
+  TESSERA_FUZZ_CORPUS="$corpus_root/$t" bash scripts/fuzz.sh "$t" "${TESSERA_CI_FUZZ_SECS:-30}"
+done
+rm -rf "$corpus_root"
 echo "== done in $(( $(date +%s) - start )) s"

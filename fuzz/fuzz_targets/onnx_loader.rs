@@ -1,11 +1,6 @@
-//! Fuzz target: arbitrary bytes into the ONNX importer. The importer must return a typed
-//! error or a graph that passes the verifier — never panic, hang or exhaust memory.
+//! Fuzz target: arbitrary bytes into the ONNX importer: a typed error or a graph that
+//! passes the verifier — never a panic, hang or exhausted memory.
+//! A finding panics with the case printed as a ready-to-commit regression file.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    if let Ok(g) = tessera::onnx::import(data) {
-        g.verify().expect("an imported graph passes the verifier");
-    }
-});
+tessera_fuzz::tessera_target!(OnnxLoader);

@@ -122,7 +122,8 @@ impl fmt::Display for Finding {
 
 /// Turns fuzzer bytes into a case for `target`; `None` when the bytes make no valid input.
 pub fn generate(target: FuzzTarget, data: &[u8]) -> Option<Case> {
-    let mut u = Unstructured::new(data);
+    let extended = extend(data);
+    let mut u = Unstructured::new(&extended);
     match target {
         FuzzTarget::OnnxLoader => Some(Case::Onnx {
             bytes: data.to_vec(),
@@ -185,6 +186,28 @@ pub fn generate(target: FuzzTarget, data: &[u8]) -> Option<Case> {
             })
         }
     }
+}
+
+/// How many bytes the generators get: the input, then (when it is shorter) a stream from a
+/// PRNG seeded by a hash of the input.
+pub const GENERATOR_BYTES: usize = 1024;
+
+/// The fuzzer's bytes, extended to [`GENERATOR_BYTES`] by a PRNG seeded with their hash.
+///
+/// Why: `arbitrary` answers every choice made after the bytes run out with its minimum, so
+/// a short input — which is what a coverage-guided fuzzer mostly makes — would only ever
+/// build tiny graphs of the first op kind. Extended, every input builds a full-sized case: the
+/// fuzzer's mutations steer the leading choices directly, and any change of the input
+/// reshuffles the rest.
+fn extend(data: &[u8]) -> Vec<u8> {
+    let mut out = data.to_vec();
+    if out.len() < GENERATOR_BYTES {
+        let mut rng = Rng::new(tessera_passes::schedule::fnv1a(data));
+        while out.len() < GENERATOR_BYTES {
+            out.extend_from_slice(&rng.next_u64().to_le_bytes());
+        }
+    }
+    out
 }
 
 fn vector_bytes() -> usize {
