@@ -148,14 +148,12 @@ pub fn check_graph(name: &str, g: &Graph, inputs: &[Tensor], tol: Tolerance) {
     }
 }
 
-/// Random inputs for a graph's inputs (from their static types).
+/// Random inputs for a graph's inputs (from their static types; the same values as the
+/// fuzzers' oracle draws for that seed).
 pub fn random_inputs(g: &Graph, seed: u64) -> Vec<Tensor> {
-    let mut rng = tessera_ir::Rng::new(seed);
-    g.inputs
-        .iter()
-        .map(|&v| {
-            let ty = g.ty(v).expect("typed input");
-            rng.tensor(ty.dtype, ty.static_shape().expect("static input"))
-        })
-        .collect()
+    for &v in &g.inputs {
+        let ty = g.ty(v).expect("typed input");
+        ty.static_shape().expect("static input");
+    }
+    tessera::fuzzgen::graph_inputs(g, seed)
 }

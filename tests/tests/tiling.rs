@@ -6,6 +6,7 @@
 //! outputs poisoned, and compared with the untiled kernel on the loop interpreter.
 
 use std::collections::BTreeMap;
+use tessera::fuzzgen::oracle;
 use tessera_ir::loops::{BufRole, LoopProgram};
 use tessera_ir::{Rng, Tensor};
 use tessera_passes::product::{ProductSpec, ProductTiling, tile};
@@ -78,42 +79,14 @@ fn tilings(spec: &ProductSpec, rng: &mut Rng) -> Vec<ProductTiling> {
     out
 }
 
-/// A kernel's parameter buffers: the inputs given, outputs poisoned.
-fn buffers(p: &LoopProgram, inputs: &[Tensor]) -> Vec<Tensor> {
-    let mut ins = inputs.iter();
-    p.params()
-        .map(|b| match b.role {
-            BufRole::Input => ins.next().unwrap().clone(),
-            _ => Tensor::poisoned(b.dtype, vec![b.len]),
-        })
-        .collect()
-}
-
-/// Runs a kernel on the loop interpreter.
+/// Runs a kernel on the loop interpreter (outputs poisoned first).
 fn interpret(p: &LoopProgram, inputs: &[Tensor]) -> Vec<Tensor> {
-    let mut bufs = buffers(p, inputs);
-    tessera_ir::loops::interp::run(p, &mut bufs).unwrap();
-    bufs
+    oracle::interpret(p, inputs).unwrap_or_else(|e| panic!("{}: {e}", p.name))
 }
 
 /// Runs a kernel compiled by the JIT, calling it on two halves of its parallel range.
 fn native(p: &LoopProgram, inputs: &[Tensor]) -> Vec<Tensor> {
-    let jit = tessera_codegen::jit::JitModule::compile(&[p], &tessera_codegen::Target::host())
-        .unwrap_or_else(|e| panic!("{}: {e}", p.name));
-    let f = jit.function(&p.name).unwrap();
-    let mut bufs = buffers(p, inputs);
-    let args: Vec<*mut u8> = bufs
-        .iter_mut()
-        .map(|t| t.bytes_mut().as_mut_ptr())
-        .collect();
-    let end = p.parallel_extent();
-    // SAFETY: `args` holds one pointer per parameter buffer of `p`, each sized as declared
-    // (the kernel ABI); the two calls cover disjoint halves of the parallel range.
-    unsafe {
-        f(args.as_ptr(), 0, end / 2);
-        f(args.as_ptr(), end / 2, end);
-    }
-    bufs
+    oracle::run_native(p, inputs).unwrap_or_else(|e| panic!("{}: {e}", p.name))
 }
 
 #[test]

@@ -28,12 +28,12 @@ struct Gen<'a, 'b> {
 
 /// Builds a random loop program named `fuzz` from `u`.
 pub fn arbitrary_program(u: &mut Unstructured) -> Result<LoopProgram> {
+    let inputs = u.int_in_range(1..=3)?;
     let mut g = Gen {
         u,
-        inputs: 0,
+        inputs,
         needed: BTreeMap::new(),
     };
-    g.inputs = g.u.int_in_range(1..=3)?;
     let outputs = g.u.int_in_range(1..=2)?;
     let mut body = Vec::new();
     let mut out_lens = Vec::new();
