@@ -36,5 +36,6 @@ pub fn target_key(target: &tessera_codegen::Target) -> String {
             "{cpu}/{:08x}",
             tessera_passes::schedule::fnv1a(features.as_bytes()) as u32
         ),
+        tessera_codegen::Target::Cuda { sm } => format!("cuda/sm_{sm}"),
     }
 }

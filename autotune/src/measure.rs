@@ -245,7 +245,11 @@ impl Measurer {
 
     /// Validates and times `program` (a scheduled kernel) on the task data at `data`.
     pub fn measure(&mut self, program: &LoopProgram, data: &Path, plant: Option<Plant>) -> Outcome {
-        let Target::Cpu { cpu, features } = &self.config.target;
+        let Target::Cpu { cpu, features } = &self.config.target else {
+            return Outcome::Failed {
+                detail: "the measurer times CPU kernels only; GPU tuning is not built yet".into(),
+            };
+        };
         let job = Job {
             program: program.to_string(),
             data: data.to_path_buf(),

@@ -7,7 +7,8 @@
 //!   verified by melior, lowered to the LLVM dialect by an MLIR pass pipeline, translated
 //!   straight into an inkwell LLVM context ([`llvm`]), optimised at O3 for a [`Target`].
 //! - Out: JIT function pointers ([`jit::JitModule`]) or an object file / shared library for
-//!   ahead-of-time use ([`aot`]).
+//!   ahead-of-time use ([`aot`]); for a [`Target::Cuda`], a PTX module ([`ptx`]) through
+//!   LLVM's NVPTX back end with CUDA's libdevice linked in.
 //!
 //! Invariants:
 //! - Every kernel has one C ABI: `void kernel(void **args, int64_t start, int64_t end)`;
@@ -21,6 +22,7 @@ pub mod error;
 pub mod jit;
 pub mod llvm;
 pub mod mlir;
+pub mod ptx;
 pub mod target;
 
 pub use error::CodegenError;

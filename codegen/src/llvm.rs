@@ -25,6 +25,14 @@ convert-scf-to-cf, convert-vector-to-llvm, convert-arith-to-llvm, convert-index-
 finalize-memref-to-llvm, convert-func-to-llvm{use-bare-ptr-memref-call-conv=1}, convert-cf-to-llvm, \
 reconcile-unrealized-casts)";
 
+/// The same for GPU kernels: math functions become libm calls first (renamed to CUDA's
+/// libdevice later, see [`crate::ptx`]) instead of LLVM intrinsics NVPTX cannot select, and
+/// `nvvm` special-register reads become LLVM intrinsics.
+pub const GPU_PIPELINE: &str = "builtin.module(canonicalize, cse, convert-math-to-libm, \
+convert-math-to-llvm, convert-scf-to-cf, convert-arith-to-llvm, convert-index-to-llvm, \
+finalize-memref-to-llvm, convert-func-to-llvm{use-bare-ptr-memref-call-conv=1}, convert-cf-to-llvm, \
+convert-nvvm-to-llvm, reconcile-unrealized-casts)";
+
 pub fn init_native() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -33,11 +41,12 @@ pub fn init_native() {
     });
 }
 
-/// Parses and verifies MLIR text, runs [`PIPELINE`], and returns the LLVM-dialect module text
-/// (for `--emit`) together with the translated LLVM module in `ctx`.
+/// Parses and verifies MLIR text, runs `pipeline` ([`PIPELINE`] or [`GPU_PIPELINE`]), and
+/// translates the result into an LLVM module in `ctx`.
 pub fn mlir_to_llvm<'ctx>(
     mlir_text: &str,
     ctx: &'ctx Context,
+    pipeline: &str,
 ) -> Result<Module<'ctx>, CodegenError> {
     register_all_passes();
     let registry = DialectRegistry::new();
@@ -61,7 +70,7 @@ pub fn mlir_to_llvm<'ctx>(
         return Err(collect("verify"));
     }
     let pm = PassManager::new(&mctx);
-    parse_pass_pipeline(pm.as_operation_pass_manager(), PIPELINE)
+    parse_pass_pipeline(pm.as_operation_pass_manager(), pipeline)
         .map_err(|e| CodegenError::Mlir(e.to_string()))?;
     pm.run(&mut module)
         .map_err(|_| collect("lowering to the LLVM dialect"))?;
@@ -125,7 +134,9 @@ pub fn add_entry_points<'ctx>(
 /// Puts `target-cpu` / `target-features` on every defined function, so that code generation
 /// (also inside the JIT, which otherwise picks a generic CPU) uses the target's instructions.
 pub fn tag_cpu<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, target: &Target) {
-    let Target::Cpu { cpu, features } = target;
+    let Target::Cpu { cpu, features } = target else {
+        return;
+    };
     for f in module.get_functions() {
         if f.count_basic_blocks() == 0 {
             continue;
@@ -145,7 +156,12 @@ pub fn tag_cpu<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, target: &Target)
 
 pub fn target_machine(target: &Target, reloc: RelocMode) -> Result<TargetMachine, CodegenError> {
     init_native();
-    let Target::Cpu { cpu, features } = target;
+    let Target::Cpu { cpu, features } = target else {
+        return Err(CodegenError::Target(format!(
+            "{} has no host machine code; compile it to PTX",
+            target.describe()
+        )));
+    };
     let triple = TargetMachine::get_default_triple();
     let t = inkwell::targets::Target::from_triple(&triple)
         .map_err(|e| CodegenError::Llvm(e.to_string()))?;
@@ -184,13 +200,8 @@ pub fn compile_to_llvm<'ctx>(
     target: &Target,
     reloc: RelocMode,
 ) -> Result<(Module<'ctx>, TargetMachine), CodegenError> {
-    let text = crate::mlir::emit_module(
-        progs,
-        &crate::mlir::EmitConfig {
-            vector_bytes: target.vector_bytes(),
-        },
-    )?;
-    let module = mlir_to_llvm(&text, ctx)?;
+    let text = crate::mlir::emit_module(progs, &target.emit_config())?;
+    let module = mlir_to_llvm(&text, ctx, PIPELINE)?;
     add_entry_points(ctx, &module, progs, target)?;
     let tm = target_machine(target, reloc)?;
     optimize(&module, &tm)?;

@@ -4,7 +4,7 @@
 //!
 //! - In: ONNX model bytes ([`onnx::import`]) or a [`Graph`] built through the API.
 //! - Out: an [`Executable`] (JIT, this process) or an AOT artifact ([`aot`]: shared library,
-//!   JSON manifest, C header).
+//!   JSON manifest, C header); for a `Target::Cuda`, a PTX module with its plan ([`gpu`]).
 //!
 //! ```no_run
 //! use tessera::{Compiler, Target};
@@ -22,6 +22,7 @@ pub mod conformance;
 pub mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzgen;
+pub mod gpu;
 pub mod npy;
 pub mod onnx;
 pub mod peak;

@@ -8,6 +8,7 @@ use std::time::Instant;
 use tessera::{CompileConfig, Compiler, Target, Tensor};
 use tessera_ir::{Graph, Rng};
 
+mod cli_gpu;
 mod cli_plot;
 mod cli_tune;
 
@@ -34,8 +35,10 @@ enum Emit {
     Loops,
     /// MLIR (scf/memref/arith/math/vector) before lowering to LLVM
     Mlir,
-    /// Optimised LLVM IR
+    /// Optimised LLVM IR (NVPTX IR for a CUDA target)
     Llvm,
+    /// PTX (a CUDA target only)
+    Ptx,
 }
 
 #[derive(clap::Args, Clone)]
@@ -46,6 +49,10 @@ pub(crate) struct CommonOpts {
     /// Target CPU for code generation (default: this machine's CPU).
     #[arg(long)]
     cpu: Option<String>,
+    /// What to generate code for: `cpu` (this machine), `cpu:<llvm cpu>`, or an NVIDIA GPU,
+    /// `cuda:sm_80` / `cuda:sm_90` (PTX).
+    #[arg(long, conflicts_with = "cpu")]
+    target: Option<String>,
     /// Threads for parallel loops (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -152,9 +159,10 @@ fn parse_binding(s: &str) -> Result<(String, usize), String> {
 }
 
 pub(crate) fn compiler(opts: &CommonOpts) -> Result<Compiler> {
-    let target = match &opts.cpu {
-        Some(c) => Target::cpu(c),
-        None => Target::host(),
+    let target = match (&opts.target, &opts.cpu) {
+        (Some(t), _) => Target::parse(t)?,
+        (None, Some(c)) => Target::cpu(c),
+        (None, None) => Target::host(),
     };
     let mut cfg = CompileConfig {
         schedule: !opts.no_schedule,
@@ -221,6 +229,9 @@ fn run_model(
     inputs: Vec<Tensor>,
     opts: &CommonOpts,
 ) -> Result<(Vec<Tensor>, Vec<Tensor>, f64)> {
+    if model.extension().is_some_and(|e| e == "json" || e == "ptx") {
+        return cli_gpu::run_artifact(model, inputs);
+    }
     if model.extension().is_some_and(|e| e == "so") {
         let cfg = tessera_runtime::ExecConfig {
             threads: opts
@@ -352,22 +363,23 @@ fn run_cli() -> Result<()> {
                         }
                         Emit::Mlir => out_raw!(
                             "{}",
-                            tessera_codegen::mlir::emit_module(
-                                &progs,
-                                &tessera_codegen::mlir::EmitConfig {
-                                    vector_bytes: c.target.vector_bytes()
-                                }
-                            )?
+                            tessera_codegen::mlir::emit_module(&progs, &c.target.emit_config())?
                         ),
+                        Emit::Llvm if c.target.is_gpu() => {
+                            out_raw!("{}", cli_gpu::nvptx_llvm_text(&progs, &c.target)?)
+                        }
                         Emit::Llvm => {
                             out_raw!("{}", tessera_codegen::aot::llvm_text(&progs, &c.target)?)
                         }
+                        Emit::Ptx => out_raw!("{}", cli_gpu::ptx_text(&progs, &c.target)?),
                         Emit::Graph => unreachable!(),
                     }
                 }
                 None => {}
             }
-            if let Some(out) = output {
+            if let Some(out) = output.as_ref().filter(|_| c.target.is_gpu()) {
+                cli_gpu::write(&c, &g, &b, out)?;
+            } else if let Some(out) = output {
                 let m = tessera::aot::write_artifact(&c, &g, &b, &out)?;
                 eprintln!(
                     "wrote {} ({} kernels, {} weight bytes, {} workspace bytes), {}, {}",
@@ -406,7 +418,10 @@ fn run_cli() -> Result<()> {
                 std::fs::write(p, tessera::npy::write(t).map_err(anyhow::Error::msg)?)?;
             }
             if check {
-                if model.extension().is_some_and(|e| e == "so") {
+                if model
+                    .extension()
+                    .is_some_and(|e| e == "so" || e == "json" || e == "ptx")
+                {
                     bail!("--check needs the .onnx model");
                 }
                 let g = load_graph(&model)?;
@@ -431,6 +446,11 @@ fn run_cli() -> Result<()> {
             let g = load_graph(&model)?;
             let c = compiler(&opts)?;
             let b = full_bindings(&g, &opts);
+            if c.target.is_gpu() {
+                let line = cli_gpu::bench(&c, &g, &b, &model, runs, warmup)?;
+                out!("{line}");
+                return Ok(());
+            }
             let t0 = Instant::now();
             let exe = c.compile(&g)?;
             let compiled = exe.compiled_for(&b)?;
@@ -465,10 +485,9 @@ fn run_cli() -> Result<()> {
             if profile {
                 print_profile(&compiled, &inputs, runs.max(1))?;
             }
-            let Target::Cpu { cpu, .. } = &c.target;
             let line = serde_json::json!({
                 "model": model.display().to_string(),
-                "target": { "kind": "cpu", "cpu": cpu },
+                "target": c.target.describe(),
                 "threads": compiled.threads(),
                 "kernels": compiled.plan().steps.len(),
                 "runs": times.len(),

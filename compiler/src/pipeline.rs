@@ -104,7 +104,12 @@ impl Compiler {
         };
         let mut kernels = tessera_passes::lower::lower_graph(&optimized)?;
         let mut tuned_kernels = 0;
-        if self.config.schedule {
+        if self.config.schedule && self.target.is_gpu() {
+            let cfg = tessera_passes::gpu_schedule::GpuScheduleConfig::default();
+            for k in &mut kernels {
+                tessera_passes::gpu_schedule::default_gpu(&mut k.program, &cfg)?;
+            }
+        } else if self.config.schedule {
             let cfg = self.schedule_config();
             for k in &mut kernels {
                 if schedule::schedule_kernel(k, &cfg)? == schedule::ScheduleSource::Tuned {
@@ -148,7 +153,9 @@ impl Compiler {
             value_inputs,
             cache: Mutex::new(HashMap::new()),
         };
+        // A GPU target compiles when asked to (`Executable::gpu_program`): the JIT is CPU-only.
         if exe.value_inputs.is_empty()
+            && !self.target.is_gpu()
             && exe
                 .graph
                 .symbols()
@@ -180,6 +187,15 @@ type SpecKey = (
 impl Executable {
     /// Runs the model; `inputs` follow the graph's input order.
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, CompileError> {
+        if let Target::Cuda { sm } = self.compiler.target {
+            // Compiled for these inputs, loaded, run once (see `crate::gpu` to keep a loaded
+            // model around).
+            let program = crate::gpu::gpu_program(&self.stages_for(inputs)?, sm)?;
+            let cfg = tessera_runtime::cuda::GpuConfig {
+                poison: self.compiler.config.poison,
+            };
+            return Ok(program.load(cfg)?.run(inputs)?);
+        }
         let bindings = self.bind(inputs)?;
         let values: Vec<(usize, Tensor)> = self
             .value_inputs
@@ -189,6 +205,17 @@ impl Executable {
         self.compiled_for_values(&bindings, &values)?
             .run(inputs)
             .map_err(Into::into)
+    }
+
+    /// The stages of the specialisation for `inputs` (symbol sizes and the values of
+    /// value-dependent inputs taken from them).
+    pub fn stages_for(&self, inputs: &[Tensor]) -> Result<Stages, CompileError> {
+        let bindings = self.bind(inputs)?;
+        let mut graph = self.graph.clone();
+        for &i in &self.value_inputs {
+            graph.bind_value(graph.inputs[i], inputs[i].clone());
+        }
+        self.compiler.stages(&graph, &bindings)
     }
 
     /// Whether some inputs' values (not only their shapes) decide the compiled code, so that

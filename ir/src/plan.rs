@@ -49,6 +49,16 @@ pub struct Step {
     pub work: u64,
 }
 
+/// A GPU kernel of a PTX module and how to launch it (one per plan step, in step order).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GpuKernel {
+    /// The `.entry` name in the PTX module (the step's kernel name).
+    pub name: String,
+    pub launch: crate::loops::gpu::Launch,
+    /// Number of pointer parameters: the step's arguments, in order.
+    pub params: usize,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExecPlan {
     pub inputs: Vec<TensorSig>,

@@ -1,5 +1,6 @@
-//! Loading an AOT artifact: `model.so` + `model.json` (the manifest) → an [`Executor`].
-//! This is the runtime-only path: no LLVM, no MLIR.
+//! Loading an AOT artifact: `model.so` + `model.json` (the manifest) → an [`Executor`]; or a
+//! GPU artifact: `model.ptx` + `model.json` + `model.weights` → a
+//! [`crate::cuda::GpuExecutable`]. This is the runtime-only path: no LLVM, no MLIR.
 
 use crate::error::RuntimeError;
 use crate::executor::{ExecConfig, Executor, Weights};
@@ -111,4 +112,83 @@ pub fn load(lib: &Path, cfg: &ExecConfig) -> Result<Executor, RuntimeError> {
         Arc::new(library),
         cfg,
     ))
+}
+
+/// The manifest format of a GPU artifact (`model.json` beside `model.ptx` and `model.weights`).
+pub const GPU_MANIFEST_FORMAT: &str = "tessera-gpu-artifact/1";
+
+/// The manifest of a GPU artifact: the plan, one launchable kernel per step, and the names of
+/// the PTX and weight files (beside the manifest).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GpuManifest {
+    pub format: String,
+    pub model: String,
+    pub compiler_version: String,
+    /// `{"kind": "cuda", "sm": 90}`.
+    pub target: serde_json::Value,
+    pub plan: ExecPlan,
+    pub kernels: Vec<tessera_ir::plan::GpuKernel>,
+    /// File name of the PTX module, relative to the manifest.
+    pub ptx: String,
+    /// File name of the raw weight blob, relative to the manifest.
+    pub weights: String,
+}
+
+/// A GPU artifact read from disk: its manifest, PTX text and weights.
+pub struct GpuArtifact {
+    pub manifest: GpuManifest,
+    pub ptx: String,
+    pub weights: Vec<u8>,
+}
+
+/// Reads a GPU artifact given its manifest (`model.json`) or PTX (`model.ptx`) path.
+pub fn read_gpu_artifact(path: &Path) -> Result<GpuArtifact, RuntimeError> {
+    let mp = manifest_path(path);
+    let err = |msg: String| RuntimeError::Artifact {
+        path: mp.display().to_string(),
+        msg,
+    };
+    let text =
+        std::fs::read_to_string(&mp).map_err(|e| err(format!("cannot read manifest: {e}")))?;
+    let m: GpuManifest =
+        serde_json::from_str(&text).map_err(|e| err(format!("bad manifest: {e}")))?;
+    if m.format != GPU_MANIFEST_FORMAT {
+        return Err(err(format!(
+            "unknown format `{}` (expected `{GPU_MANIFEST_FORMAT}`)",
+            m.format
+        )));
+    }
+    let dir = mp.parent().unwrap_or(Path::new("."));
+    let ptx = std::fs::read_to_string(dir.join(&m.ptx))
+        .map_err(|e| err(format!("cannot read PTX `{}`: {e}", m.ptx)))?;
+    let weights = std::fs::read(dir.join(&m.weights))
+        .map_err(|e| err(format!("cannot read weights `{}`: {e}", m.weights)))?;
+    if weights.len() != m.plan.weight_bytes {
+        return Err(err(format!(
+            "weights `{}` hold {} bytes, the plan needs {}",
+            m.weights,
+            weights.len(),
+            m.plan.weight_bytes
+        )));
+    }
+    Ok(GpuArtifact {
+        manifest: m,
+        ptx,
+        weights,
+    })
+}
+
+/// Loads a GPU artifact onto device 0 (a typed error without a CUDA driver).
+pub fn load_gpu(
+    path: &Path,
+    cfg: crate::cuda::GpuConfig,
+) -> Result<crate::cuda::GpuExecutable, RuntimeError> {
+    let a = read_gpu_artifact(path)?;
+    crate::cuda::GpuExecutable::load(
+        &a.ptx,
+        &a.manifest.kernels,
+        a.manifest.plan,
+        &a.weights,
+        cfg,
+    )
 }

@@ -19,6 +19,8 @@ pub enum RuntimeError {
     CpuMismatch(String),
     #[error("CUDA is not available: {0}")]
     NoCuda(String),
+    #[error("CUDA: {0}")]
+    Cuda(String),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -151,22 +151,7 @@ impl Executor {
         inputs: &[Tensor],
         mut times: Option<&mut Vec<std::time::Duration>>,
     ) -> Result<Vec<Tensor>, RuntimeError> {
-        if inputs.len() != self.plan.inputs.len() {
-            return Err(RuntimeError::InputCount {
-                expected: self.plan.inputs.len(),
-                got: inputs.len(),
-            });
-        }
-        for (i, (t, sig)) in inputs.iter().zip(&self.plan.inputs).enumerate() {
-            if t.dtype() != sig.dtype || t.shape() != sig.shape.as_slice() {
-                return Err(RuntimeError::BadInput {
-                    index: i,
-                    name: sig.name.clone(),
-                    expected: format!("{}{:?}", sig.dtype, sig.shape),
-                    got: format!("{}{:?}", t.dtype(), t.shape()),
-                });
-            }
-        }
+        check_inputs(&self.plan, inputs)?;
         let mut outputs: Vec<Tensor> = self
             .plan
             .outputs
@@ -215,4 +200,25 @@ impl Executor {
         drop(ws);
         Ok(outputs)
     }
+}
+
+/// Checks that `inputs` match the plan's input signatures (count, dtype, shape).
+pub(crate) fn check_inputs(plan: &ExecPlan, inputs: &[Tensor]) -> Result<(), RuntimeError> {
+    if inputs.len() != plan.inputs.len() {
+        return Err(RuntimeError::InputCount {
+            expected: plan.inputs.len(),
+            got: inputs.len(),
+        });
+    }
+    for (i, (t, sig)) in inputs.iter().zip(&plan.inputs).enumerate() {
+        if t.dtype() != sig.dtype || t.shape() != sig.shape.as_slice() {
+            return Err(RuntimeError::BadInput {
+                index: i,
+                name: sig.name.clone(),
+                expected: format!("{}{:?}", sig.dtype, sig.shape),
+                got: format!("{}{:?}", t.dtype(), t.shape()),
+            });
+        }
+    }
+    Ok(())
 }

@@ -31,7 +31,7 @@ fn stage_output(stage: &str, graph: &tessera_ir::Graph) -> String {
             .join("\n"),
         "mlir" => tessera_codegen::mlir::emit_module(
             &progs,
-            &tessera_codegen::mlir::EmitConfig { vector_bytes: 32 },
+            &tessera_codegen::mlir::EmitConfig::default(),
         )
         .unwrap(),
         other => panic!("unknown stage `{other}`"),

@@ -147,6 +147,8 @@ fn kind_text(k: LoopKind) -> String {
         LoopKind::Parallel => "parallel".into(),
         LoopKind::Vectorize(w) => format!("vectorize {w}"),
         LoopKind::Unroll(n) => format!("unroll {n}"),
+        LoopKind::Block(a) => format!("block {}", a.name()),
+        LoopKind::Thread(a) => format!("thread {}", a.name()),
     }
 }
 
@@ -207,6 +209,17 @@ pub fn parse(line: &str) -> std::result::Result<LoopPass, String> {
                 Some("parallel") => LoopKind::Parallel,
                 Some("vectorize") => LoopKind::Vectorize(num(w.next())? as u32),
                 Some("unroll") => LoopKind::Unroll(num(w.next())? as u32),
+                Some(k @ ("block" | "thread")) => {
+                    let axis = w
+                        .next()
+                        .and_then(tessera_ir::loops::GpuAxis::from_name)
+                        .ok_or_else(bad)?;
+                    if k == "block" {
+                        LoopKind::Block(axis)
+                    } else {
+                        LoopKind::Thread(axis)
+                    }
+                }
                 _ => return Err(bad()),
             },
         },

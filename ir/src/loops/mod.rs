@@ -10,6 +10,7 @@
 //! A `vectorize(w)` loop contains no other loop (reductions inside it fold one vector
 //! accumulator per lane group).
 
+pub mod gpu;
 pub mod interp;
 pub mod parse;
 pub mod print;
@@ -45,12 +46,25 @@ pub struct Buffer {
     pub role: BufRole,
 }
 
+pub use gpu::GpuAxis;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LoopKind {
     Serial,
     Parallel,
     Vectorize(u32),
     Unroll(u32),
+    /// One iteration per GPU thread block along an axis (`blockIdx`); see [`gpu`].
+    Block(GpuAxis),
+    /// One iteration per GPU thread of a block along an axis (`threadIdx`); see [`gpu`].
+    Thread(GpuAxis),
+}
+
+impl LoopKind {
+    /// Bound to a GPU block or thread index.
+    pub fn is_gpu(self) -> bool {
+        matches!(self, LoopKind::Block(_) | LoopKind::Thread(_))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -380,6 +394,67 @@ impl VExpr {
 }
 
 impl Stmt {
+    /// Calls `f(buffer, index)` on every load anywhere inside (values, guards, reduction
+    /// inits, and loads nested in index expressions).
+    pub fn visit_loads(&self, f: &mut dyn FnMut(&str, &IExpr)) {
+        fn v(e: &VExpr, f: &mut dyn FnMut(&str, &IExpr)) {
+            match e {
+                VExpr::Load { buf, index } => {
+                    f(buf, index);
+                    i(index, f)
+                }
+                VExpr::Const(..) | VExpr::Acc(..) => {}
+                VExpr::Index(x, _) => i(x, f),
+                VExpr::ICmp(_, a, b) => {
+                    i(a, f);
+                    i(b, f)
+                }
+                VExpr::Unary(_, a) | VExpr::Cast(_, a) => v(a, f),
+                VExpr::Binary(_, a, b) | VExpr::Cmp(_, a, b) => {
+                    v(a, f);
+                    v(b, f)
+                }
+                VExpr::Select(c, a, b) => {
+                    v(c, f);
+                    v(a, f);
+                    v(b, f)
+                }
+            }
+        }
+        fn i(e: &IExpr, f: &mut dyn FnMut(&str, &IExpr)) {
+            match e {
+                IExpr::Of(x) => v(x, f),
+                IExpr::Const(_) | IExpr::Var(_) => {}
+                IExpr::Add(a, b)
+                | IExpr::Sub(a, b)
+                | IExpr::Mul(a, b)
+                | IExpr::FloorDiv(a, b)
+                | IExpr::Mod(a, b)
+                | IExpr::Min(a, b)
+                | IExpr::Max(a, b) => {
+                    i(a, f);
+                    i(b, f)
+                }
+            }
+        }
+        match self {
+            Stmt::For(l) => l.body.iter().for_each(|s| s.visit_loads(f)),
+            Stmt::Store { index, value, .. } => {
+                i(index, f);
+                v(value, f)
+            }
+            Stmt::If { cond, then } => {
+                v(cond, f);
+                then.iter().for_each(|s| s.visit_loads(f))
+            }
+            Stmt::Reduce(r) => {
+                v(&r.init, f);
+                v(&r.value, f);
+                r.body.iter().for_each(|s| s.visit_loads(f))
+            }
+        }
+    }
+
     /// Replaces index variable `v` by `e` in every expression (loop variables that shadow
     /// `v` are not expected: names are unique within a program).
     pub fn subst(&self, v: &str, e: &IExpr) -> Stmt {

@@ -419,6 +419,20 @@ impl P {
                             LoopKind::Unroll(n)
                         }
                     }
+                    Some(Tok::Ident(k)) if k == "block" || k == "thread" => {
+                        self.pos += 1;
+                        self.expect("(")?;
+                        let name = self.ident()?;
+                        let Some(axis) = super::GpuAxis::from_name(&name) else {
+                            return self.err("GPU axis must be x, y or z");
+                        };
+                        self.expect(")")?;
+                        if k == "block" {
+                            LoopKind::Block(axis)
+                        } else {
+                            LoopKind::Thread(axis)
+                        }
+                    }
                     _ => LoopKind::Serial,
                 };
                 Ok(Stmt::For(Loop {

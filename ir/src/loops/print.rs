@@ -48,6 +48,8 @@ fn write_stmt(s: &mut String, st: &Stmt, depth: usize) -> fmt::Result {
                 LoopKind::Parallel => " parallel".into(),
                 LoopKind::Vectorize(w) => format!(" vectorize({w})"),
                 LoopKind::Unroll(n) => format!(" unroll({n})"),
+                LoopKind::Block(a) => format!(" block({})", a.name()),
+                LoopKind::Thread(a) => format!(" thread({})", a.name()),
             };
             writeln!(s, "for {} in 0..{}{kind} {{", l.var, l.extent)?;
             write_block(s, &l.body, depth)?;

@@ -62,6 +62,12 @@ pub fn verify(prog: &LoopProgram) -> Result<()> {
         }
         stmt(&mut cx, s, 0)?;
     }
+    if super::gpu::binds_gpu(&prog.body) {
+        if prog.parallel_extent() > 1 {
+            return Err(err(prog, "CPU-parallel and GPU-bound loops mixed".into()));
+        }
+        super::gpu::launch(prog)?;
+    }
     Ok(())
 }
 

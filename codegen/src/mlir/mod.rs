@@ -7,6 +7,12 @@
 //! loop — is emitted as a `w`-wide vector loop plus a scalar remainder when its body
 //! qualifies (see [`vectorizable`]); otherwise it silently stays scalar, because
 //! vectorization is an optimisation, never a change of meaning.
+//!
+//! For the GPU ([`Backend::Cuda`], see [`gpu`]) the function takes only the buffers, loops
+//! bound to blocks and threads read their index from the `nvvm` special registers, and nothing
+//! is vectorized (a GPU thread is one lane).
+
+mod gpu;
 
 use crate::error::CodegenError;
 use std::collections::HashMap;
@@ -19,13 +25,29 @@ use tessera_ir::loops::{
 /// Options of MLIR emission.
 #[derive(Clone, Debug)]
 pub struct EmitConfig {
-    /// Vector width in bytes used for innermost parallel loops.
+    /// Vector width in bytes used for innermost parallel loops (ignored on the GPU).
     pub vector_bytes: usize,
+    /// Which kind of machine the function runs on.
+    pub backend: Backend,
+}
+
+/// The machine a kernel function is emitted for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// `@<name>_impl(%start, %end, buffers…)`; bound GPU loops run serially.
+    #[default]
+    Cpu,
+    /// `@<name>_impl(buffers…)`, one call per GPU thread; bound loops read `blockIdx` /
+    /// `threadIdx`.
+    Cuda,
 }
 
 impl Default for EmitConfig {
     fn default() -> Self {
-        EmitConfig { vector_bytes: 32 }
+        EmitConfig {
+            vector_bytes: 32,
+            backend: Backend::Cpu,
+        }
     }
 }
 
@@ -89,6 +111,8 @@ struct Em<'a> {
     bufs: HashMap<String, (String, DType, usize)>,
     vec: Option<Vec_>,
     cfg: &'a EmitConfig,
+    /// Threads per block along each axis (GPU): a thread loop shorter than that is guarded.
+    block_dims: [u32; 3],
 }
 
 fn emit_func(p: &LoopProgram, cfg: &EmitConfig) -> Result<String, CodegenError> {
@@ -102,8 +126,19 @@ fn emit_func(p: &LoopProgram, cfg: &EmitConfig) -> Result<String, CodegenError> 
         bufs: HashMap::new(),
         vec: None,
         cfg,
+        block_dims: [1; 3],
     };
-    let mut params = vec!["%start: index".to_string(), "%end: index".to_string()];
+    let gpu = cfg.backend == Backend::Cuda;
+    if gpu {
+        em.block_dims = tessera_ir::loops::gpu::launch(p)
+            .map_err(|e| em.unsupported(e.to_string()))?
+            .block;
+    }
+    let mut params = if gpu {
+        vec![]
+    } else {
+        vec!["%start: index".to_string(), "%end: index".to_string()]
+    };
     let mut scratch = String::new();
     for (i, b) in p.buffers.iter().enumerate() {
         let name = format!("%b{i}");
@@ -132,8 +167,11 @@ fn emit_func(p: &LoopProgram, cfg: &EmitConfig) -> Result<String, CodegenError> 
     )
     .unwrap();
     head.push_str(&scratch);
-    let par = p.parallel_extent() > 1;
-    for (i, s) in p.body.iter().enumerate() {
+    let par = p.parallel_extent() > 1 && !gpu;
+    if gpu {
+        em.block_body(&p.body)?;
+    }
+    for (i, s) in p.body.iter().enumerate().filter(|_| !gpu) {
         match s {
             Stmt::For(l) if i == 0 && par => {
                 em.for_loop(l, Some(("%start".into(), "%end".into())))?
@@ -215,12 +253,16 @@ impl Em<'_> {
     }
 
     fn for_loop(&mut self, l: &Loop, bounds: Option<(String, String)>) -> Result<(), CodegenError> {
+        if self.cfg.backend == Backend::Cuda && l.kind.is_gpu() {
+            return self.bound_loop(l);
+        }
         let (lo, hi) = match bounds {
             Some(b) => b,
             None => (self.index_const(0), self.index_const(l.extent)),
         };
         let innermost = l.body.iter().all(|s| matches!(s, Stmt::Store { .. }));
         let want_width = match l.kind {
+            _ if self.cfg.backend == Backend::Cuda => None,
             LoopKind::Vectorize(w) => Some(w),
             LoopKind::Parallel if innermost => self.natural_width(&l.body),
             _ => None,

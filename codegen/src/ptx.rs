@@ -1,0 +1,412 @@
+//! Loop programs → PTX for NVIDIA GPUs, through the same MLIR front half as the CPU and
+//! LLVM's NVPTX back end.
+//!
+//! - MLIR: each program is emitted for [`Backend::Cuda`] (bound loops read `nvvm` special
+//!   registers) and lowered with [`GPU_PIPELINE`] (math → libm calls).
+//! - LLVM: every program gets a kernel `@<name>(ptr b0, ptr b1, …)` with the `ptx_kernel`
+//!   calling convention that calls the (internal, inlined) `@<name>_impl`; libm calls are
+//!   renamed to CUDA's libdevice (`expf` → `__nv_expf`) and libdevice's bitcode is linked in;
+//!   everything but the kernels is internalised, so O3 drops what is not used.
+//! - Out: one PTX module text plus, per kernel, its launch geometry and parameter count — what
+//!   the runtime needs to launch it.
+//!
+//! Invariants: a kernel's parameters are the program's non-scratch buffers in order, as device
+//! pointers; it is launched with exactly [`GpuKernel::launch`]; no function stays unresolved
+//! (an unknown call is a typed error here, not a `ptxas` failure later).
+
+use crate::error::CodegenError;
+use crate::llvm::{GPU_PIPELINE, mlir_to_llvm};
+use crate::mlir::{Backend, EmitConfig, emit_module};
+use inkwell::AddressSpace;
+use inkwell::OptimizationLevel;
+use inkwell::context::Context;
+use inkwell::module::{Linkage, Module};
+use inkwell::passes::PassBuilderOptions;
+use inkwell::targets::{
+    CodeModel, FileType, InitializationConfig, RelocMode, TargetMachine, TargetTriple,
+};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use tessera_ir::loops::LoopProgram;
+pub use tessera_ir::plan::GpuKernel;
+
+/// LLVM's calling convention number for `ptx_kernel` (an entry point of a PTX module).
+const PTX_KERNEL_CC: u32 = 71;
+
+/// A PTX module for one compute capability.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PtxModule {
+    pub sm: u32,
+    pub text: String,
+    pub kernels: Vec<GpuKernel>,
+}
+
+/// The PTX ISA feature we emit for `sm`: 7.8 covers sm_70 … sm_90 and is accepted by every
+/// CUDA 11.8+ driver.
+pub fn ptx_feature(sm: u32) -> &'static str {
+    if sm >= 100 { "+ptx87" } else { "+ptx78" }
+}
+
+fn init_nvptx() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        inkwell::targets::Target::initialize_nvptx(&InitializationConfig::default());
+    });
+}
+
+/// The NVPTX target machine for `sm_<sm>`.
+pub fn nvptx_machine(sm: u32) -> Result<TargetMachine, CodegenError> {
+    init_nvptx();
+    let triple = TargetTriple::create("nvptx64-nvidia-cuda");
+    let t = inkwell::targets::Target::from_triple(&triple)
+        .map_err(|e| CodegenError::Llvm(e.to_string()))?;
+    t.create_target_machine(
+        &triple,
+        &format!("sm_{sm}"),
+        ptx_feature(sm),
+        OptimizationLevel::Aggressive,
+        RelocMode::Default,
+        CodeModel::Default,
+    )
+    .ok_or_else(|| CodegenError::Target(format!("no NVPTX target machine for sm_{sm}")))
+}
+
+/// Compiles programs (GPU-scheduled, or unscheduled: one thread each) to one PTX module.
+pub fn compile_ptx(progs: &[&LoopProgram], sm: u32) -> Result<PtxModule, CodegenError> {
+    let ctx = Context::create();
+    let module = compile_to_nvptx_module(&ctx, progs, sm)?;
+    let tm = nvptx_machine(sm)?;
+    let buf = tm
+        .write_to_memory_buffer(&module, FileType::Assembly)
+        .map_err(|e| CodegenError::Llvm(e.to_string()))?;
+    let text = String::from_utf8_lossy(buf.as_slice()).into_owned();
+    let kernels = progs
+        .iter()
+        .map(|p| {
+            Ok(GpuKernel {
+                name: p.name.clone(),
+                launch: tessera_ir::loops::gpu::launch(p).map_err(|e| {
+                    CodegenError::Unsupported {
+                        kernel: p.name.clone(),
+                        msg: e.to_string(),
+                    }
+                })?,
+                params: p.params().count(),
+            })
+        })
+        .collect::<Result<_, CodegenError>>()?;
+    Ok(PtxModule { sm, text, kernels })
+}
+
+/// The optimised NVPTX LLVM module (`--emit llvm` for a GPU target).
+pub fn compile_to_nvptx_module<'ctx>(
+    ctx: &'ctx Context,
+    progs: &[&LoopProgram],
+    sm: u32,
+) -> Result<Module<'ctx>, CodegenError> {
+    let cfg = EmitConfig {
+        vector_bytes: 0,
+        backend: Backend::Cuda,
+    };
+    let text = emit_module(progs, &cfg)?;
+    let module = mlir_to_llvm(&text, ctx, GPU_PIPELINE)?;
+    let tm = nvptx_machine(sm)?;
+    module.set_triple(&tm.get_triple());
+    module.set_data_layout(&tm.get_target_data().get_data_layout());
+    add_kernels(ctx, &module, progs)?;
+    if rename_libm(&module) {
+        let path = find_libdevice()?;
+        let lib = Module::parse_bitcode_from_path(&path, ctx)
+            .map_err(|e| CodegenError::NoLibdevice(format!("{}: {e}", path.display())))?;
+        lib.set_triple(&tm.get_triple());
+        lib.set_data_layout(&tm.get_target_data().get_data_layout());
+        module
+            .link_in_module(lib)
+            .map_err(|e| CodegenError::Llvm(format!("linking libdevice: {e}")))?;
+    }
+    internalize(&module, progs);
+    module
+        .verify()
+        .map_err(|e| CodegenError::Llvm(format!("invalid NVPTX module: {e}")))?;
+    module
+        .run_passes("default<O3>", &tm, PassBuilderOptions::create())
+        .map_err(|e| CodegenError::Llvm(e.to_string()))?;
+    if let Some(f) = module.get_functions().find(|f| {
+        f.count_basic_blocks() == 0 && !f.get_name().to_string_lossy().starts_with("llvm.")
+    }) {
+        return Err(CodegenError::Llvm(format!(
+            "GPU code calls `{}`, which neither the kernels nor libdevice define",
+            f.get_name().to_string_lossy()
+        )));
+    }
+    Ok(module)
+}
+
+/// `@<name>(ptr, …)` with the `ptx_kernel` calling convention for every program.
+fn add_kernels<'ctx>(
+    ctx: &'ctx Context,
+    module: &Module<'ctx>,
+    progs: &[&LoopProgram],
+) -> Result<(), CodegenError> {
+    let ptr = ctx.ptr_type(AddressSpace::default());
+    let b = ctx.create_builder();
+    let llvm_err = |e: inkwell::builder::BuilderError| CodegenError::Llvm(e.to_string());
+    for p in progs {
+        let implf = module
+            .get_function(&format!("{}_impl", p.name))
+            .ok_or_else(|| CodegenError::Llvm(format!("missing {}_impl", p.name)))?;
+        implf.set_linkage(Linkage::Internal);
+        let n = p.params().count();
+        let fn_ty = ctx.void_type().fn_type(&vec![ptr.into(); n], false);
+        let f = module.add_function(&p.name, fn_ty, None);
+        f.set_call_conventions(PTX_KERNEL_CC);
+        b.position_at_end(ctx.append_basic_block(f, "entry"));
+        let args: Vec<_> = f.get_params().into_iter().map(Into::into).collect();
+        b.build_call(implf, &args, "").map_err(llvm_err)?;
+        b.build_return(None).map_err(llvm_err)?;
+    }
+    Ok(())
+}
+
+/// Renames declared libm functions to their libdevice names; true when there was one.
+fn rename_libm(module: &Module) -> bool {
+    let mut any = false;
+    for f in module.get_functions() {
+        let name = f.get_name().to_string_lossy().into_owned();
+        if f.count_basic_blocks() == 0 && LIBM.contains(&name.as_str()) {
+            f.as_global_value().set_name(&format!("__nv_{name}"));
+            any = true;
+        }
+    }
+    any
+}
+
+/// The libm functions MLIR's `convert-math-to-libm` may call; libdevice defines each as
+/// `__nv_<name>`.
+const LIBM: &[&str] = &[
+    "acosf",
+    "acos",
+    "acoshf",
+    "acosh",
+    "asinf",
+    "asin",
+    "asinhf",
+    "asinh",
+    "atanf",
+    "atan",
+    "atan2f",
+    "atan2",
+    "atanhf",
+    "atanh",
+    "cbrtf",
+    "cbrt",
+    "ceilf",
+    "ceil",
+    "cosf",
+    "cos",
+    "coshf",
+    "cosh",
+    "erff",
+    "erf",
+    "erfcf",
+    "erfc",
+    "expf",
+    "exp",
+    "exp2f",
+    "exp2",
+    "expm1f",
+    "expm1",
+    "fabsf",
+    "fabs",
+    "floorf",
+    "floor",
+    "fmaf",
+    "fma",
+    "fmodf",
+    "fmod",
+    "logf",
+    "log",
+    "log10f",
+    "log10",
+    "log1pf",
+    "log1p",
+    "log2f",
+    "log2",
+    "powf",
+    "pow",
+    "roundf",
+    "round",
+    "roundevenf",
+    "rintf",
+    "rint",
+    "rsqrtf",
+    "rsqrt",
+    "sinf",
+    "sin",
+    "sinhf",
+    "sinh",
+    "sqrtf",
+    "sqrt",
+    "tanf",
+    "tan",
+    "tanhf",
+    "tanh",
+    "truncf",
+    "trunc",
+];
+
+/// Makes everything but the kernels internal, so that unused libdevice code is dropped.
+fn internalize(module: &Module, progs: &[&LoopProgram]) {
+    for f in module.get_functions() {
+        let name = f.get_name().to_string_lossy();
+        if f.count_basic_blocks() > 0 && !progs.iter().any(|p| p.name == name) {
+            f.set_linkage(Linkage::Internal);
+        }
+    }
+    for g in module.get_globals() {
+        if g.get_initializer().is_some() {
+            g.set_linkage(Linkage::Internal);
+        }
+    }
+}
+
+/// CUDA's libdevice bitcode: `$TESSERA_LIBDEVICE`, else the `nvidia-cuda-nvcc-cu12` package of
+/// a Python environment (`$TESSERA_VENV`, `$VIRTUAL_ENV`, the project's `.venv`, tessera's CI
+/// cache), else a
+/// CUDA toolkit (`$CUDA_HOME`, `/usr/local/cuda`).
+pub fn find_libdevice() -> Result<PathBuf, CodegenError> {
+    if let Ok(p) = std::env::var("TESSERA_LIBDEVICE") {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(CodegenError::NoLibdevice(format!(
+                "TESSERA_LIBDEVICE={} is not a file",
+                p.display()
+            )))
+        };
+    }
+    let rel = "nvidia/cuda_nvcc/nvvm/libdevice/libdevice.10.bc";
+    let mut tried = Vec::new();
+    for venv in python_envs() {
+        if let Some(p) = site_packages(&venv).map(|sp| sp.join(rel))
+            && p.is_file()
+        {
+            return Ok(p);
+        }
+        tried.push(venv.display().to_string());
+    }
+    for cuda in [
+        std::env::var("CUDA_HOME").ok(),
+        Some("/usr/local/cuda".into()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let p = Path::new(&cuda).join("nvvm/libdevice/libdevice.10.bc");
+        if p.is_file() {
+            return Ok(p);
+        }
+        tried.push(cuda);
+    }
+    Err(CodegenError::NoLibdevice(format!(
+        "looked in {}",
+        tried.join(", ")
+    )))
+}
+
+/// Python environments that may hold NVIDIA's PyPI packages.
+pub fn python_envs() -> Vec<PathBuf> {
+    let mut envs: Vec<PathBuf> = ["TESSERA_VENV", "VIRTUAL_ENV"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(PathBuf::from))
+        .collect();
+    envs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv"));
+    if let Ok(home) = std::env::var("HOME") {
+        envs.push(Path::new(&home).join(".cache/tessera/venv"));
+    }
+    envs
+}
+
+/// `<env>/lib/python3.*/site-packages`.
+pub fn site_packages(env: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(env.join("lib"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("site-packages"))
+        .find(|p| p.is_dir())
+}
+
+/// NVIDIA's PTX assembler: `$TESSERA_PTXAS`, else the `nvidia-cuda-nvcc-cu12` package of a
+/// Python environment (see [`python_envs`]), else a CUDA toolkit, else `ptxas` on the `PATH`.
+pub fn find_ptxas() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("TESSERA_PTXAS") {
+        return Some(PathBuf::from(p));
+    }
+    let from_envs = python_envs()
+        .into_iter()
+        .filter_map(|e| site_packages(&e))
+        .map(|sp| sp.join("nvidia/cuda_nvcc/bin/ptxas"));
+    let from_cuda = [
+        std::env::var("CUDA_HOME").ok(),
+        Some("/usr/local/cuda".into()),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|c| Path::new(&c).join("bin/ptxas"));
+    let on_path = std::env::var("PATH")
+        .ok()
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("ptxas"));
+    from_envs
+        .chain(from_cuda)
+        .chain(on_path)
+        .find(|p| p.is_file())
+}
+
+/// Assembles `ptx` for `sm_<sm>` with `ptxas` (found by [`find_ptxas`]); `Err` carries
+/// ptxas's diagnostics. This is the offline check that a PTX module will load on a GPU.
+pub fn check_with_ptxas(ptx: &str, sm: u32) -> Result<(), CodegenError> {
+    let ptxas = find_ptxas().ok_or_else(|| {
+        CodegenError::Target(
+            "ptxas not found: install nvidia-cuda-nvcc-cu12 (scripts/setup.sh does) or set \
+             TESSERA_PTXAS"
+                .into(),
+        )
+    })?;
+    let dir = std::env::temp_dir().join(format!(
+        "tessera-ptxas-{}-{}",
+        std::process::id(),
+        PTXAS_RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let src = dir.join("module.ptx");
+    std::fs::write(&src, ptx)?;
+    let out = std::process::Command::new(&ptxas)
+        .arg(format!("-arch=sm_{sm}"))
+        .arg(&src)
+        .arg("-o")
+        .arg(dir.join("module.cubin"))
+        .output();
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = out?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(CodegenError::Target(format!(
+            "ptxas -arch=sm_{sm} rejected the module: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+static PTXAS_RUN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The optimised NVPTX LLVM module as text (`--emit llvm` for a CUDA target).
+pub fn nvptx_llvm_text(progs: &[&LoopProgram], sm: u32) -> Result<String, CodegenError> {
+    let ctx = Context::create();
+    let module = compile_to_nvptx_module(&ctx, progs, sm)?;
+    Ok(module.print_to_string().to_string())
+}

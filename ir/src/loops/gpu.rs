@@ -1,0 +1,207 @@
+//! GPU binding of loops: loops that run one iteration per thread block (`block(x)`) or per
+//! thread of a block (`thread(x)`), the launch geometry that follows from them, and the
+//! structural rules under which the binding means the same as the serial loops the
+//! interpreter runs.
+//!
+//! A loop program either binds no loop (one GPU thread runs the whole body) or has this shape:
+//!
+//! ```text
+//! for by in 0..64 block(y) {          // 0–3 perfectly nested block loops at the top
+//!   for bx in 0..128 block(x) {
+//!     for t in 0..256 thread(x) { … }  // the innermost block body holds only thread loops;
+//!     for u in 0..64 thread(x) { … }   // siblings run one after another, a barrier between
+//!   }
+//! }
+//! ```
+//!
+//! **Architecture invariant:** in a program with bound loops every store sits inside a thread
+//! loop; thread loops sit only directly in block or thread loops (never under a serial loop, a
+//! guard or a reduction, so that every thread of a block reaches each barrier); an axis is
+//! bound at most once per nest. Iterations of bound loops must not depend on one another — the
+//! schedule that binds them checks that — so running them serially, as the interpreter and the
+//! CPU backend do, computes the same result as running them all at once on a GPU.
+
+use super::{LoopKind, LoopProgram, Stmt};
+use crate::error::{IrError, Result};
+
+/// A GPU grid / block axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GpuAxis {
+    X,
+    Y,
+    Z,
+}
+
+impl GpuAxis {
+    pub const ALL: [GpuAxis; 3] = [GpuAxis::X, GpuAxis::Y, GpuAxis::Z];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn name(self) -> &'static str {
+        ["x", "y", "z"][self.index()]
+    }
+
+    pub fn from_name(s: &str) -> Option<GpuAxis> {
+        GpuAxis::ALL.into_iter().find(|a| a.name() == s)
+    }
+}
+
+/// Most threads in one block (every NVIDIA GPU since sm_20).
+pub const MAX_THREADS_PER_BLOCK: u64 = 1024;
+/// Most threads along each block axis.
+pub const MAX_BLOCK_DIM: [u64; 3] = [1024, 1024, 64];
+/// Most blocks along each grid axis.
+pub const MAX_GRID_DIM: [u64; 3] = [(1 << 31) - 1, 65535, 65535];
+
+/// How a kernel is launched: blocks per grid axis and threads per block axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Launch {
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+}
+
+impl Launch {
+    /// One block of one thread: a program with no bound loop.
+    pub const SINGLE: Launch = Launch {
+        grid: [1, 1, 1],
+        block: [1, 1, 1],
+    };
+
+    pub fn threads_per_block(&self) -> u64 {
+        self.block.iter().map(|&b| b as u64).product()
+    }
+
+    pub fn blocks(&self) -> u64 {
+        self.grid.iter().map(|&g| g as u64).product()
+    }
+}
+
+fn err(prog: &LoopProgram, msg: String) -> IrError {
+    IrError::Verify(format!("kernel `{}`: {msg}", prog.name))
+}
+
+/// True when any loop of `body` is bound to a block or thread index.
+pub fn binds_gpu(body: &[Stmt]) -> bool {
+    body.iter().any(|s| match s {
+        Stmt::For(l) => l.kind.is_gpu() || binds_gpu(&l.body),
+        Stmt::If { then, .. } => binds_gpu(then),
+        Stmt::Reduce(r) => binds_gpu(&r.body),
+        Stmt::Store { .. } => false,
+    })
+}
+
+/// Checks the structure described in the module docs and returns the launch geometry:
+/// [`Launch::SINGLE`] for a program that binds no loop.
+pub fn launch(prog: &LoopProgram) -> Result<Launch> {
+    if !binds_gpu(&prog.body) {
+        return Ok(Launch::SINGLE);
+    }
+    let mut grid = [1u64; 3];
+    let mut block = [1u64; 3];
+    let mut body = prog.body.as_slice();
+    let mut grid_axes = Vec::new();
+    while let [Stmt::For(l)] = body
+        && let LoopKind::Block(a) = l.kind
+    {
+        if grid_axes.contains(&a) {
+            return Err(err(prog, format!("block axis {} bound twice", a.name())));
+        }
+        if l.extent as u64 > MAX_GRID_DIM[a.index()] {
+            return Err(err(
+                prog,
+                format!(
+                    "block loop `{}`: {} blocks along {}",
+                    l.var,
+                    l.extent,
+                    a.name()
+                ),
+            ));
+        }
+        grid_axes.push(a);
+        grid[a.index()] = l.extent as u64;
+        body = &l.body;
+    }
+    for s in body {
+        match s {
+            Stmt::For(l) if matches!(l.kind, LoopKind::Thread(_)) => {
+                thread_nest(prog, l, &mut Vec::new(), &mut block)?
+            }
+            _ => {
+                return Err(err(
+                    prog,
+                    "in a GPU kernel every statement of the innermost block loop must be a \
+                     thread loop"
+                        .into(),
+                ));
+            }
+        }
+    }
+    let threads: u64 = block.iter().product();
+    if threads > MAX_THREADS_PER_BLOCK {
+        return Err(err(
+            prog,
+            format!("{threads} threads per block (at most {MAX_THREADS_PER_BLOCK})"),
+        ));
+    }
+    let to_u32 = |v: [u64; 3]| v.map(|x| x as u32);
+    Ok(Launch {
+        grid: to_u32(grid),
+        block: to_u32(block),
+    })
+}
+
+/// A perfect nest of thread loops starting at `l`; nothing bound below it.
+fn thread_nest(
+    prog: &LoopProgram,
+    l: &super::Loop,
+    axes: &mut Vec<GpuAxis>,
+    block: &mut [u64; 3],
+) -> Result<()> {
+    let LoopKind::Thread(a) = l.kind else {
+        unreachable!("called on thread loops")
+    };
+    if axes.contains(&a) {
+        return Err(err(prog, format!("thread axis {} bound twice", a.name())));
+    }
+    if l.extent as u64 > MAX_BLOCK_DIM[a.index()] {
+        return Err(err(
+            prog,
+            format!(
+                "thread loop `{}`: {} threads along {}",
+                l.var,
+                l.extent,
+                a.name()
+            ),
+        ));
+    }
+    axes.push(a);
+    block[a.index()] = block[a.index()].max(l.extent as u64);
+    match l.body.as_slice() {
+        [Stmt::For(inner)] if matches!(inner.kind, LoopKind::Thread(_)) => {
+            thread_nest(prog, inner, axes, block)
+        }
+        body if binds_gpu(body) => Err(err(
+            prog,
+            format!(
+                "thread loop `{}` holds a bound loop that is not its only statement",
+                l.var
+            ),
+        )),
+        body if any_parallel(body) => Err(err(
+            prog,
+            format!("thread loop `{}` holds a parallel loop", l.var),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn any_parallel(body: &[Stmt]) -> bool {
+    body.iter().any(|s| match s {
+        Stmt::For(l) => l.kind == LoopKind::Parallel || any_parallel(&l.body),
+        Stmt::If { then, .. } => any_parallel(then),
+        Stmt::Reduce(r) => any_parallel(&r.body),
+        Stmt::Store { .. } => false,
+    })
+}

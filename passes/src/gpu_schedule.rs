@@ -1,0 +1,376 @@
+//! The default GPU schedule: bind a kernel's independent outer loops to thread blocks and
+//! threads (see `tessera_ir::loops::gpu` for what a bound loop means).
+//!
+//! The outer perfect nest of loops whose iterations write disjoint memory is fused into one
+//! loop and split into `blocks × threads_per_block`; consecutive threads get consecutive
+//! values of the innermost bound loop, so their loads and stores of a row-major output are
+//! coalesced. What stays inside (reductions, inner loops) runs serially in each thread. A
+//! kernel with no loop that can be bound safely runs as one GPU thread — slow, never wrong.
+//!
+//! Binding is only done when it is provably safe, by an interval argument on the store
+//! indices (see [`disjoint_stores`]): two threads never write the same element, and a thread
+//! never reads an element another thread writes ([`carries_dependence`]).
+
+use crate::error::PassError;
+use crate::schedule::{fuse, split};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use tessera_ir::loops::gpu::{Launch, MAX_THREADS_PER_BLOCK};
+use tessera_ir::loops::{
+    BufRole, GpuAxis, IExpr, Loop, LoopKind, LoopProgram, Stmt, carries_dependence,
+};
+
+/// Knobs of the default GPU schedule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GpuScheduleConfig {
+    /// Threads per block of the fused, bound loop (a multiple of the 32-thread warp).
+    pub threads_per_block: i64,
+}
+
+impl Default for GpuScheduleConfig {
+    fn default() -> Self {
+        GpuScheduleConfig {
+            threads_per_block: 256,
+        }
+    }
+}
+
+impl GpuScheduleConfig {
+    pub fn validate(&self) -> Result<(), PassError> {
+        let t = self.threads_per_block;
+        if t <= 0 || t % 32 != 0 || t as u64 > MAX_THREADS_PER_BLOCK {
+            return Err(PassError::Schedule(format!(
+                "threads_per_block {t}: must be a multiple of 32 in 32..={MAX_THREADS_PER_BLOCK}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What the GPU schedule did to one kernel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GpuBinding {
+    /// The original loops bound (fused into the block × thread loops), outermost first;
+    /// empty when the kernel runs as one thread.
+    pub bound: Vec<String>,
+    pub launch: Launch,
+}
+
+/// Binds `prog`'s outer independent loops to blocks and threads (see the module docs).
+pub fn default_gpu(
+    prog: &mut LoopProgram,
+    cfg: &GpuScheduleConfig,
+) -> Result<GpuBinding, PassError> {
+    cfg.validate()?;
+    if tessera_ir::loops::gpu::binds_gpu(&prog.body) || prog.parallel_extent() > 1 {
+        return Err(PassError::Schedule(format!(
+            "kernel `{}` is already scheduled",
+            prog.name
+        )));
+    }
+    if prog.body.len() > 1
+        && let Some(body) = output_stationary(prog)
+    {
+        prog.body = body;
+        crate::verify_after("gpu schedule (output-stationary)", prog)?;
+    }
+    let chain = outer_chain(&prog.body);
+    // The longest prefix of the outer nest that is safe to run all at once.
+    let Some(bound) = (1..=chain.len())
+        .rev()
+        .map(|n| &chain[..n])
+        .find(|prefix| bindable(prog, prefix))
+        .map(|p| p.iter().map(|l| l.var.clone()).collect::<Vec<_>>())
+    else {
+        return Ok(GpuBinding {
+            bound: vec![],
+            launch: Launch::SINGLE,
+        });
+    };
+    let mut var = bound[0].clone();
+    for inner in &bound[1..] {
+        var = fuse(prog, &var, inner)?;
+    }
+    let extent = match prog.body.as_slice() {
+        [Stmt::For(l)] => l.extent,
+        _ => unreachable!("the bound nest is the only top-level statement"),
+    };
+    // Small kernels: one block of just enough warps.
+    let threads = cfg
+        .threads_per_block
+        .min((extent + 31) / 32 * 32)
+        .min(extent);
+    split(prog, &var, threads)?;
+    // Both annotations at once: with only one of them the program is not a valid GPU
+    // program, and every primitive verifies its result.
+    if let [Stmt::For(blocks)] = prog.body.as_mut_slice()
+        && let [Stmt::For(lanes)] = blocks.body.as_mut_slice()
+    {
+        blocks.kind = LoopKind::Block(GpuAxis::X);
+        lanes.kind = LoopKind::Thread(GpuAxis::X);
+    }
+    let launch = tessera_ir::loops::gpu::launch(prog).map_err(|e| PassError::Verify {
+        pass: "gpu schedule".into(),
+        msg: e.to_string(),
+    })?;
+    crate::verify_after("gpu schedule", prog)?;
+    Ok(GpuBinding { bound, launch })
+}
+
+/// Rewrites a sequence of loop nests over the same output elements — a matrix product's
+/// `y = init; for k { for j { y[j] += … } }; y = epilogue(y)` — into one nest over the output
+/// with each statement's remaining work inside:
+/// `for j { y[j] = init; for k { y[j] += … }; y[j] = epilogue(y[j]) }`, so that the output
+/// loops can be bound. `None` when the pattern does not hold.
+///
+/// Sound because (checked): every statement is a perfect nest whose stores, after renaming its
+/// output loops (those its store indices use) to the first statement's, are at the same index
+/// `I(j)` per buffer, with equal output extents in the same order; and every load of a stored
+/// buffer anywhere reads exactly `I(j)`. Then element `j` only ever touches its own elements,
+/// nests over different `j` commute, and for one `j` the statements — and each statement's
+/// reduction loops — still run in their original order (bit-exact results).
+fn output_stationary(prog: &LoopProgram) -> Option<Vec<Stmt>> {
+    struct Nest<'a> {
+        outputs: Vec<&'a Loop>,
+        reductions: Vec<&'a Loop>,
+        body: &'a [Stmt],
+    }
+    let mut nests = Vec::new();
+    for s in &prog.body {
+        let Stmt::For(_) = s else { return None };
+        let chain = outer_chain(std::slice::from_ref(s));
+        let body = chain.last()?.body.as_slice();
+        let mut stores = Vec::new();
+        collect_stores(body, &mut HashMap::new(), &mut stores);
+        if stores.is_empty() {
+            return None;
+        }
+        let used = |v: &str| stores.iter().any(|(_, i, _)| i.coeff(v) != Some(0));
+        let (outputs, reductions): (Vec<&Loop>, Vec<&Loop>) =
+            chain.iter().partition(|l| used(&l.var));
+        nests.push(Nest {
+            outputs,
+            reductions,
+            body,
+        });
+    }
+    let first = &nests[0];
+    let shape: Vec<i64> = first.outputs.iter().map(|l| l.extent).collect();
+    if shape.is_empty() {
+        return None;
+    }
+    // Rename every nest's output loops to the first nest's, then check the index rule.
+    let mut bodies: Vec<Vec<Stmt>> = Vec::new();
+    let mut index_of: HashMap<String, IExpr> = HashMap::new();
+    for n in &nests {
+        if n.outputs.iter().map(|l| l.extent).collect::<Vec<_>>() != shape {
+            return None;
+        }
+        let rename = |s: &Stmt| {
+            n.outputs
+                .iter()
+                .zip(&first.outputs)
+                .fold(s.clone(), |s, (from, to)| {
+                    s.subst(&from.var, &IExpr::var(&to.var))
+                })
+        };
+        let mut inner: Vec<Stmt> = n.body.iter().map(rename).collect();
+        for l in n.reductions.iter().rev() {
+            inner = vec![Stmt::For(Loop {
+                var: l.var.clone(),
+                extent: l.extent,
+                kind: LoopKind::Serial,
+                body: inner,
+            })];
+        }
+        let mut stores = Vec::new();
+        collect_stores(&inner, &mut HashMap::new(), &mut stores);
+        for (buf, index, _) in stores {
+            if index_of.entry(buf).or_insert_with(|| index.clone()) != &index {
+                return None;
+            }
+        }
+        bodies.push(inner);
+    }
+    let all: Vec<Stmt> = bodies.into_iter().flatten().collect();
+    if !loads_only_at(&all, &index_of) {
+        return None;
+    }
+    let mut body = all;
+    for l in first.outputs.iter().rev() {
+        body = vec![Stmt::For(Loop {
+            var: l.var.clone(),
+            extent: l.extent,
+            kind: LoopKind::Serial,
+            body,
+        })];
+    }
+    Some(body)
+}
+
+/// Whether every load of a buffer in `index_of` reads exactly that index.
+fn loads_only_at(body: &[Stmt], index_of: &HashMap<String, IExpr>) -> bool {
+    let mut ok = true;
+    for s in body {
+        s.visit_loads(&mut |buf, index| {
+            ok &= index_of.get(buf).is_none_or(|i| i == index);
+        });
+    }
+    ok
+}
+
+/// The loops of the outer perfect nest, outermost first.
+fn outer_chain(body: &[Stmt]) -> Vec<&Loop> {
+    let mut chain = Vec::new();
+    let mut body = body;
+    while let [Stmt::For(l)] = body {
+        chain.push(l);
+        body = &l.body;
+    }
+    chain
+}
+
+/// Whether the loops `nest` (a prefix of the outer perfect nest) may all run at once.
+fn bindable(prog: &LoopProgram, nest: &[&Loop]) -> bool {
+    let innermost = nest.last().expect("a non-empty prefix");
+    let total = nest
+        .iter()
+        .try_fold(1i64, |acc, l| acc.checked_mul(l.extent));
+    if total.is_none_or(|t| t > i32::MAX as i64) {
+        return false;
+    }
+    nest.iter().all(|l| !carries_dependence(&l.body))
+        && disjoint_stores(prog, nest, &innermost.body)
+}
+
+/// Whether distinct iterations of the bound loops `nest` store to disjoint elements.
+///
+/// Every store index must be affine in each bound variable, `Σ c_k·v_k + r`, with `r` free
+/// of bound variables and its range `[lo, hi]` known from loop extents. Sorting the bound
+/// variables by `|c|`, two different iterations differ in their bound part by at least
+/// `|c_j| − Σ_{i<j} |c_i|·(e_i − 1)` for the highest differing `j`; when that is ≥ the width of
+/// `r` (over every store to the same buffer) for every `j`, the written sets are disjoint.
+/// Scratch buffers are private to a thread and exempt.
+fn disjoint_stores(prog: &LoopProgram, nest: &[&Loop], body: &[Stmt]) -> bool {
+    let mut extents: HashMap<String, i64> =
+        nest.iter().map(|l| (l.var.clone(), l.extent)).collect();
+    let mut stores: Vec<(String, IExpr, HashMap<String, i64>)> = Vec::new();
+    collect_stores(body, &mut extents, &mut stores);
+    let mut by_buf: HashMap<&str, (Vec<i64>, i64, i64)> = HashMap::new();
+    for (buf, index, env) in &stores {
+        if prog.buffer(buf).is_none_or(|b| b.role == BufRole::Scratch) {
+            continue;
+        }
+        let mut coeffs = Vec::new();
+        let mut rest = index.clone();
+        for l in nest {
+            match index.coeff(&l.var) {
+                Some(c) if c != 0 => coeffs.push(c),
+                _ => return false,
+            }
+            rest = rest.subst(&l.var, &IExpr::c(0));
+        }
+        let Some((lo, hi)) = span(&rest, env) else {
+            return false;
+        };
+        let entry = by_buf
+            .entry(buf.as_str())
+            .or_insert_with(|| (coeffs.clone(), lo, hi));
+        if entry.0 != coeffs {
+            return false;
+        }
+        entry.1 = entry.1.min(lo);
+        entry.2 = entry.2.max(hi);
+    }
+    by_buf.values().all(|(coeffs, lo, hi)| {
+        let width = hi - lo + 1;
+        let mut terms: Vec<(i64, i64)> = coeffs
+            .iter()
+            .zip(nest)
+            .map(|(c, l)| (c.abs(), l.extent))
+            .collect();
+        terms.sort();
+        let mut reach = 0i64;
+        terms.iter().all(|&(c, e)| {
+            let ok = c - reach >= width;
+            reach = reach.saturating_add(c.saturating_mul(e - 1));
+            ok
+        })
+    })
+}
+
+/// Every store below `body` with the extents of the loops around it.
+fn collect_stores(
+    body: &[Stmt],
+    extents: &mut HashMap<String, i64>,
+    out: &mut Vec<(String, IExpr, HashMap<String, i64>)>,
+) {
+    for s in body {
+        match s {
+            Stmt::For(l) => {
+                extents.insert(l.var.clone(), l.extent);
+                collect_stores(&l.body, extents, out);
+                extents.remove(&l.var);
+            }
+            Stmt::Store { buf, index, .. } => {
+                out.push((buf.clone(), index.clone(), extents.clone()))
+            }
+            Stmt::If { then, .. } => collect_stores(then, extents, out),
+            Stmt::Reduce(r) => {
+                for (v, e) in &r.axes {
+                    extents.insert(v.clone(), *e);
+                }
+                collect_stores(&r.body, extents, out);
+                for (v, _) in &r.axes {
+                    extents.remove(v);
+                }
+            }
+        }
+    }
+}
+
+/// The range `[lo, hi]` of an index expression over the loop extents in `env` (`None` when a
+/// variable is unknown or the expression reads memory).
+fn span(e: &IExpr, env: &HashMap<String, i64>) -> Option<(i64, i64)> {
+    let pair = |a: &IExpr, b: &IExpr| Some((span(a, env)?, span(b, env)?));
+    Some(match e {
+        IExpr::Const(c) => (*c, *c),
+        IExpr::Var(v) => (0, env.get(v)? - 1),
+        IExpr::Add(a, b) => {
+            let ((al, ah), (bl, bh)) = pair(a, b)?;
+            (al.checked_add(bl)?, ah.checked_add(bh)?)
+        }
+        IExpr::Sub(a, b) => {
+            let ((al, ah), (bl, bh)) = pair(a, b)?;
+            (al.checked_sub(bh)?, ah.checked_sub(bl)?)
+        }
+        IExpr::Mul(a, b) => {
+            let ((al, ah), (bl, bh)) = pair(a, b)?;
+            let p = [
+                al.checked_mul(bl)?,
+                al.checked_mul(bh)?,
+                ah.checked_mul(bl)?,
+                ah.checked_mul(bh)?,
+            ];
+            (*p.iter().min()?, *p.iter().max()?)
+        }
+        IExpr::FloorDiv(a, b) => match (span(a, env)?, b.as_ref()) {
+            ((l, h), IExpr::Const(k)) if *k > 0 => (l.div_euclid(*k), h.div_euclid(*k)),
+            _ => return None,
+        },
+        IExpr::Mod(a, b) => match (span(a, env)?, b.as_ref()) {
+            ((l, h), IExpr::Const(k)) if *k > 0 && l >= 0 && h < *k => (l, h),
+            (_, IExpr::Const(k)) if *k > 0 => (0, k - 1),
+            _ => return None,
+        },
+        IExpr::Min(a, b) => {
+            let ((al, ah), (bl, bh)) = pair(a, b)?;
+            (al.min(bl), ah.min(bh))
+        }
+        IExpr::Max(a, b) => {
+            let ((al, ah), (bl, bh)) = pair(a, b)?;
+            (al.max(bl), ah.max(bh))
+        }
+        IExpr::Of(_) => return None,
+    })
+}
