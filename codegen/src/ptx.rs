@@ -175,7 +175,13 @@ fn rename_libm(module: &Module) -> bool {
     for f in module.get_functions() {
         let name = f.get_name().to_string_lossy().into_owned();
         if f.count_basic_blocks() == 0 && LIBM.contains(&name.as_str()) {
-            f.as_global_value().set_name(&format!("__nv_{name}"));
+            // libdevice has no roundeven: rint rounds half to even in the default mode.
+            let base = match name.as_str() {
+                "roundevenf" => "rintf",
+                "roundeven" => "rint",
+                n => n,
+            };
+            f.as_global_value().set_name(&format!("__nv_{base}"));
             any = true;
         }
     }
@@ -183,7 +189,7 @@ fn rename_libm(module: &Module) -> bool {
 }
 
 /// The libm functions MLIR's `convert-math-to-libm` may call; libdevice defines each as
-/// `__nv_<name>`.
+/// `__nv_<name>` (but `roundeven[f]`, mapped to `rint[f]`).
 const LIBM: &[&str] = &[
     "acosf",
     "acos",
@@ -238,6 +244,7 @@ const LIBM: &[&str] = &[
     "roundf",
     "round",
     "roundevenf",
+    "roundeven",
     "rintf",
     "rint",
     "rsqrtf",

@@ -53,20 +53,39 @@ pub enum Backend {
     Interpreter,
     /// The compiled CPU backend (JIT through MLIR and LLVM).
     Cpu,
+    /// The GPU backend without a GPU: the GPU-scheduled kernels run on the loop interpreter
+    /// (the binding preserves meaning), and their PTX must be accepted by `ptxas` for every
+    /// architecture in [`PTX_CHECK_SMS`].
+    Ptx,
+    /// The GPU backend on a CUDA device (fails with a typed error where there is none).
+    Cuda,
 }
 
+/// The architectures the `ptx` backend assembles for.
+pub const PTX_CHECK_SMS: [u32; 2] = [80, 90];
+
 impl Backend {
-    pub const ALL: [Backend; 2] = [Backend::Cpu, Backend::Interpreter];
+    /// The backends `all` means: the ones that run on any machine.
+    pub const ALL: [Backend; 3] = [Backend::Cpu, Backend::Interpreter, Backend::Ptx];
+    /// Every backend, including the one that needs a GPU.
+    pub const EVERY: [Backend; 4] = [
+        Backend::Cpu,
+        Backend::Interpreter,
+        Backend::Ptx,
+        Backend::Cuda,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Backend::Interpreter => "interpreter",
             Backend::Cpu => "cpu",
+            Backend::Ptx => "ptx",
+            Backend::Cuda => "cuda",
         }
     }
 
     pub fn parse(s: &str) -> Option<Backend> {
-        Backend::ALL.into_iter().find(|b| b.name() == s)
+        Backend::EVERY.into_iter().find(|b| b.name() == s)
     }
 }
 
@@ -343,31 +362,36 @@ fn run_on(path: &Path, model: &[u8], name: &str, backend: Backend) -> Outcome {
     if sets.is_empty() {
         return Outcome::Fail("the test has no data set".into());
     }
-    let exe = match backend {
-        Backend::Cpu => {
+    let target = match backend {
+        Backend::Cpu => Some(Target::host()),
+        Backend::Ptx | Backend::Cuda => Some(Target::Cuda { sm: 90 }),
+        Backend::Interpreter => None,
+    };
+    let exe = match target {
+        Some(target) => {
             let cfg = CompileConfig {
                 threads: 1,
                 poison: true,
                 ..Default::default()
             };
-            match Compiler::new(Target::host())
-                .with_config(cfg)
-                .compile(&graph)
-            {
+            match Compiler::new(target).with_config(cfg).compile(&graph) {
                 Ok(e) => Some(e),
                 Err(e) => return Outcome::Fail(format!("compile: {e}")),
             }
         }
-        Backend::Interpreter => None,
+        None => None,
     };
     for set in sets {
         let (inputs, expected) = match read_data_set(&set) {
             Ok(x) => x,
             Err(e) => return Outcome::Fail(format!("test data: {e}")),
         };
-        let got = match &exe {
-            Some(exe) => exe.run(&inputs).map_err(|e| format!("run: {e}")),
-            None => tessera_ir::interp::run_graph(&graph, &inputs).map_err(|e| format!("run: {e}")),
+        let got = match (&exe, backend) {
+            (Some(exe), Backend::Ptx) => gpu_offline(exe, &inputs),
+            (Some(exe), _) => exe.run(&inputs).map_err(|e| format!("run: {e}")),
+            (None, _) => {
+                tessera_ir::interp::run_graph(&graph, &inputs).map_err(|e| format!("run: {e}"))
+            }
         };
         let got = match got {
             Ok(g) => g,
@@ -378,6 +402,21 @@ fn run_on(path: &Path, model: &[u8], name: &str, backend: Backend) -> Outcome {
         }
     }
     Outcome::Pass
+}
+
+/// The `ptx` backend's run: the GPU-scheduled kernels for `inputs` on the loop interpreter,
+/// after their PTX passed `ptxas` for each of [`PTX_CHECK_SMS`].
+fn gpu_offline(exe: &crate::Executable, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
+    let stages = exe
+        .stages_for(inputs)
+        .map_err(|e| format!("compile: {e}"))?;
+    let progs: Vec<_> = stages.kernels.iter().map(|k| &k.program).collect();
+    for sm in PTX_CHECK_SMS {
+        let module =
+            tessera_codegen::ptx::compile_ptx(&progs, sm).map_err(|e| format!("PTX: {e}"))?;
+        tessera_codegen::ptx::check_with_ptxas(&module.text, sm).map_err(|e| e.to_string())?;
+    }
+    crate::pipeline::interpret_kernels(&stages, inputs).map_err(|e| format!("run: {e}"))
 }
 
 /// The tolerances of a test: the default, or its entry in [`TOLERANCE_OVERRIDES`].
