@@ -1,13 +1,15 @@
 //! The runtime-only GPU runner (no LLVM, no MLIR: small enough to carry to a GPU machine).
 //!
-//!     tessera-gpu-run BUNDLE_DIR [RUNS]
+//!     tessera-gpu-run BUNDLE_DIR [RUNS | --no-gpu]
 //!
 //! `BUNDLE_DIR/bundle.json` lists cases written by `cargo run -p tessera-examples --example
-//! gpu_bundle`: a GPU artifact (manifest + PTX + weights), raw input bytes, and the reference
-//! interpreter's raw output bytes with a tolerance. Each case is loaded, run with outputs and
-//! workspace poisoned, compared element by element with the reference, then timed (inputs
-//! on the device; launches + synchronise; median of RUNS after a warm-up). One JSON line per
-//! case; exit status 1 if any case fails or errors.
+//! gpu_bundle`: a GPU artifact (manifest + PTX + weights), the graph it was compiled from,
+//! and raw input bytes (or a seed to draw f32 inputs from). The reference is the graph
+//! interpreter, run here on the CPU. Each case is loaded, run with outputs and workspace
+//! poisoned, compared element by element with the reference, then timed (inputs on the
+//! device; launches + synchronise; median of RUNS after a warm-up). One JSON line per case;
+//! exit status 1 if any case fails or errors. `--no-gpu` only reads each case and computes
+//! its reference (to check a bundle before it travels).
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -19,8 +21,9 @@ use tessera_runtime::cuda::GpuConfig;
 struct Case {
     name: String,
     artifact: String,
-    inputs: Vec<String>,
-    reference: Vec<String>,
+    graph: String,
+    inputs: Option<Vec<String>>,
+    seed: u64,
     rtol: f64,
     atol: f64,
     /// Bytes the model must move at least (each input, weight and output once).
@@ -54,23 +57,41 @@ fn worst(got: &Tensor, want: &Tensor, rtol: f64, atol: f64) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// The case's inputs and the interpreter's outputs for them (and the seconds that took).
+fn prepare(
+    dir: &Path,
+    c: &Case,
+    plan: &tessera_ir::plan::ExecPlan,
+) -> Result<(Vec<Tensor>, Vec<Tensor>, f64), String> {
+    let inputs = match &c.inputs {
+        Some(files) => files
+            .iter()
+            .zip(&plan.inputs)
+            .map(|(f, s)| read_tensor(dir, f, s))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => {
+            let mut rng = tessera_ir::Rng::new(c.seed);
+            plan.inputs
+                .iter()
+                .map(|s| rng.tensor(s.dtype, s.shape.clone()))
+                .collect()
+        }
+    };
+    let text =
+        std::fs::read_to_string(dir.join(&c.graph)).map_err(|e| format!("{}: {e}", c.graph))?;
+    let graph = tessera_ir::text::parse_graph(&text).map_err(|e| format!("{}: {e}", c.graph))?;
+    let t0 = Instant::now();
+    let reference =
+        tessera_ir::interp::run_graph(&graph, &inputs).map_err(|e| format!("reference: {e}"))?;
+    Ok((inputs, reference, t0.elapsed().as_secs_f64()))
+}
+
 fn run_case(dir: &Path, c: &Case, runs: usize) -> Result<serde_json::Value, String> {
     let mut exe =
         tessera_runtime::artifact::load_gpu(&dir.join(&c.artifact), GpuConfig { poison: true })
             .map_err(|e| e.to_string())?;
     let plan = exe.plan().clone();
-    let inputs = c
-        .inputs
-        .iter()
-        .zip(&plan.inputs)
-        .map(|(f, s)| read_tensor(dir, f, s))
-        .collect::<Result<Vec<_>, _>>()?;
-    let reference = c
-        .reference
-        .iter()
-        .zip(&plan.outputs)
-        .map(|(f, s)| read_tensor(dir, f, s))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (inputs, reference, reference_s) = prepare(dir, c, &plan)?;
     let got = exe.run(&inputs).map_err(|e| e.to_string())?;
     let err = got
         .iter()
@@ -97,6 +118,7 @@ fn run_case(dir: &Path, c: &Case, runs: usize) -> Result<serde_json::Value, Stri
         "pass": err <= 1.0,
         "worst_error_over_tolerance": err,
         "kernels": plan.steps.len(),
+        "reference_s": reference_s,
         "median_ms": ms,
         "gbytes_per_s": c.bytes as f64 / (ms * 1e-3) / 1e9,
         "gflops": c.flops as f64 / (ms * 1e-3) / 1e9,
@@ -109,7 +131,9 @@ fn main() -> std::process::ExitCode {
         eprintln!("usage: tessera-gpu-run BUNDLE_DIR [RUNS]");
         return std::process::ExitCode::FAILURE;
     };
-    let runs: usize = args.next().and_then(|r| r.parse().ok()).unwrap_or(50);
+    let arg = args.next();
+    let no_gpu = arg.as_deref() == Some("--no-gpu");
+    let runs: usize = arg.and_then(|r| r.parse().ok()).unwrap_or(50);
     let cases: Vec<Case> = match std::fs::read_to_string(dir.join("bundle.json"))
         .map_err(|e| e.to_string())
         .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
@@ -120,6 +144,27 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if no_gpu {
+        let mut ok = true;
+        for c in &cases {
+            let checked = tessera_runtime::artifact::read_gpu_artifact(&dir.join(&c.artifact))
+                .map_err(|e| e.to_string())
+                .and_then(|a| prepare(&dir, c, &a.manifest.plan));
+            ok &= checked.is_ok();
+            let line = match checked {
+                Ok((_, r, s)) => {
+                    serde_json::json!({ "case": c.name, "outputs": r.len(), "reference_s": s })
+                }
+                Err(e) => serde_json::json!({ "case": c.name, "error": e }),
+            };
+            println!("{line}");
+        }
+        return if ok {
+            std::process::ExitCode::SUCCESS
+        } else {
+            std::process::ExitCode::FAILURE
+        };
+    }
     if let Err(e) = tessera_runtime::cuda::probe() {
         eprintln!("error: {e}");
         return std::process::ExitCode::FAILURE;
