@@ -393,50 +393,60 @@ impl VExpr {
     }
 }
 
+impl VExpr {
+    /// Calls `f(buffer, index)` on every load inside, also loads nested in indices.
+    pub fn visit_loads(&self, f: &mut dyn FnMut(&str, &IExpr)) {
+        let (v, i) = (VExpr::visit_loads, IExpr::visit_loads);
+        match self {
+            VExpr::Load { buf, index } => {
+                f(buf, index);
+                i(index, f)
+            }
+            VExpr::Const(..) | VExpr::Acc(..) => {}
+            VExpr::Index(x, _) => i(x, f),
+            VExpr::ICmp(_, a, b) => {
+                i(a, f);
+                i(b, f)
+            }
+            VExpr::Unary(_, a) | VExpr::Cast(_, a) => v(a, f),
+            VExpr::Binary(_, a, b) | VExpr::Cmp(_, a, b) => {
+                v(a, f);
+                v(b, f)
+            }
+            VExpr::Select(c, a, b) => {
+                v(c, f);
+                v(a, f);
+                v(b, f)
+            }
+        }
+    }
+}
+
+impl IExpr {
+    /// Calls `f(buffer, index)` on every load inside (data-dependent indices).
+    pub fn visit_loads(&self, f: &mut dyn FnMut(&str, &IExpr)) {
+        match self {
+            IExpr::Of(x) => x.visit_loads(f),
+            IExpr::Const(_) | IExpr::Var(_) => {}
+            IExpr::Add(a, b)
+            | IExpr::Sub(a, b)
+            | IExpr::Mul(a, b)
+            | IExpr::FloorDiv(a, b)
+            | IExpr::Mod(a, b)
+            | IExpr::Min(a, b)
+            | IExpr::Max(a, b) => {
+                a.visit_loads(f);
+                b.visit_loads(f)
+            }
+        }
+    }
+}
+
 impl Stmt {
     /// Calls `f(buffer, index)` on every load anywhere inside (values, guards, reduction
     /// inits, and loads nested in index expressions).
     pub fn visit_loads(&self, f: &mut dyn FnMut(&str, &IExpr)) {
-        fn v(e: &VExpr, f: &mut dyn FnMut(&str, &IExpr)) {
-            match e {
-                VExpr::Load { buf, index } => {
-                    f(buf, index);
-                    i(index, f)
-                }
-                VExpr::Const(..) | VExpr::Acc(..) => {}
-                VExpr::Index(x, _) => i(x, f),
-                VExpr::ICmp(_, a, b) => {
-                    i(a, f);
-                    i(b, f)
-                }
-                VExpr::Unary(_, a) | VExpr::Cast(_, a) => v(a, f),
-                VExpr::Binary(_, a, b) | VExpr::Cmp(_, a, b) => {
-                    v(a, f);
-                    v(b, f)
-                }
-                VExpr::Select(c, a, b) => {
-                    v(c, f);
-                    v(a, f);
-                    v(b, f)
-                }
-            }
-        }
-        fn i(e: &IExpr, f: &mut dyn FnMut(&str, &IExpr)) {
-            match e {
-                IExpr::Of(x) => v(x, f),
-                IExpr::Const(_) | IExpr::Var(_) => {}
-                IExpr::Add(a, b)
-                | IExpr::Sub(a, b)
-                | IExpr::Mul(a, b)
-                | IExpr::FloorDiv(a, b)
-                | IExpr::Mod(a, b)
-                | IExpr::Min(a, b)
-                | IExpr::Max(a, b) => {
-                    i(a, f);
-                    i(b, f)
-                }
-            }
-        }
+        let (v, i) = (VExpr::visit_loads, IExpr::visit_loads);
         match self {
             Stmt::For(l) => l.body.iter().for_each(|s| s.visit_loads(f)),
             Stmt::Store { index, value, .. } => {
@@ -498,75 +508,20 @@ pub fn carries_dependence(body: &[Stmt]) -> bool {
             }
         }
     }
-    fn loads_v(e: &VExpr, out: &mut Vec<(String, IExpr)>) {
-        match e {
-            VExpr::Load { buf, index } => {
-                out.push((buf.clone(), index.clone()));
-                loads_i(index, out);
-            }
-            VExpr::Const(..) | VExpr::Acc(..) => {}
-            VExpr::Index(i, _) => loads_i(i, out),
-            VExpr::ICmp(_, a, b) => {
-                loads_i(a, out);
-                loads_i(b, out)
-            }
-            VExpr::Unary(_, a) | VExpr::Cast(_, a) => loads_v(a, out),
-            VExpr::Binary(_, a, b) | VExpr::Cmp(_, a, b) => {
-                loads_v(a, out);
-                loads_v(b, out)
-            }
-            VExpr::Select(c, a, b) => {
-                loads_v(c, out);
-                loads_v(a, out);
-                loads_v(b, out)
-            }
-        }
-    }
-    fn loads_i(e: &IExpr, out: &mut Vec<(String, IExpr)>) {
-        match e {
-            IExpr::Of(v) => loads_v(v, out),
-            IExpr::Const(_) | IExpr::Var(_) => {}
-            IExpr::Add(a, b)
-            | IExpr::Sub(a, b)
-            | IExpr::Mul(a, b)
-            | IExpr::FloorDiv(a, b)
-            | IExpr::Mod(a, b)
-            | IExpr::Min(a, b)
-            | IExpr::Max(a, b) => {
-                loads_i(a, out);
-                loads_i(b, out)
-            }
-        }
-    }
     fn loads(body: &[Stmt], out: &mut Vec<(String, IExpr)>) {
         for s in body {
-            match s {
-                Stmt::For(l) => loads(&l.body, out),
-                Stmt::Store { index, value, .. } => {
-                    loads_i(index, out);
-                    loads_v(value, out)
-                }
-                Stmt::If { cond, then } => {
-                    loads_v(cond, out);
-                    loads(then, out)
-                }
-                Stmt::Reduce(r) => {
-                    loads_v(&r.init, out);
-                    loads_v(&r.value, out);
-                    loads(&r.body, out)
-                }
-            }
+            s.visit_loads(&mut |buf, index| out.push((buf.to_string(), index.clone())));
         }
     }
     let (mut st, mut ld) = (Vec::new(), Vec::new());
     stores(body, &mut st);
     loads(body, &mut ld);
     // A store at a data-dependent index (a scatter) may hit the same place twice.
-    let mut idx_loads = Vec::new();
+    let mut scatter = false;
     for (_, i) in &st {
-        loads_i(i, &mut idx_loads);
+        i.visit_loads(&mut |_, _| scatter = true);
     }
-    if !idx_loads.is_empty() {
+    if scatter {
         return true;
     }
     ld.iter().any(|(b, i)| {
