@@ -7,9 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${1:-30}"
-VENV="${TESSERA_VENV:-$(pwd)/.venv}"
-cargo build -q --release -p tessera
-BIN="${CARGO_TARGET_DIR:-target}/release/tessera"
+source scripts/bench_env.sh
 LIGHT="$("$VENV/bin/python" -c 'import onnx, os; print(os.path.join(os.path.dirname(onnx.__file__), "backend/test/data/light"))')"
 for m in examples/models/*.onnx "$LIGHT"/light_*.onnx; do
   fused="$("$BIN" bench "$m" --json --runs "$RUNS" --warmup 3)"

@@ -8,10 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${1:-30}"
-VENV="${TESSERA_VENV:-$(pwd)/.venv}"
-PY="$VENV/bin/python"
-cargo build -q --release -p tessera
-BIN="${CARGO_TARGET_DIR:-target}/release/tessera"
+source scripts/bench_env.sh
 DIR="$(mktemp -d)"
 trap 'rm -rf "$DIR"' EXIT
 "$PY" - "$DIR" <<'PY'

@@ -11,9 +11,7 @@ MODEL="$1"
 BUDGET="${2:-600}"
 THREADS="${3:-2}"
 RUNS="${4:-30}"
-VENV="${TESSERA_VENV:-$(pwd)/.venv}"
-cargo build -q --release -p tessera
-BIN="${CARGO_TARGET_DIR:-target}/release/tessera"
+source scripts/bench_env.sh
 DIR="$(mktemp -d)"
 trap 'rm -rf "$DIR"' EXIT
 "$BIN" tune "$MODEL" --trials 1000000 --budget-secs "$BUDGET" --threads "$THREADS" \

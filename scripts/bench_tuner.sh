@@ -12,9 +12,7 @@ cd "$(dirname "$0")/.."
 TRIALS="${1:-60}"
 SEEDS="${2:-2}"
 TRAIN_TRIALS="${3:-40}"
-VENV="${TESSERA_VENV:-$(pwd)/.venv}"
-cargo build -q --release -p tessera
-BIN="${CARGO_TARGET_DIR:-target}/release/tessera"
+source scripts/bench_env.sh
 DIR="$(mktemp -d)"
 trap 'rm -rf "$DIR"' EXIT
 "$VENV/bin/python" - "$DIR" <<'PY'
