@@ -103,10 +103,7 @@ pub fn add_entry_points<'ctx>(
     let b = ctx.create_builder();
     let llvm_err = |e: inkwell::builder::BuilderError| CodegenError::Llvm(e.to_string());
     for p in progs {
-        let implf = module
-            .get_function(&format!("{}_impl", p.name))
-            .ok_or_else(|| CodegenError::Llvm(format!("missing {}_impl", p.name)))?;
-        implf.set_linkage(Linkage::Internal);
+        let implf = internal_impl(module, p)?;
         let f = module.add_function(&p.name, fn_ty, None);
         let entry = ctx.append_basic_block(f, "entry");
         b.position_at_end(entry);
@@ -129,6 +126,19 @@ pub fn add_entry_points<'ctx>(
     }
     tag_cpu(ctx, module, target);
     Ok(())
+}
+
+/// A program's `@<name>_impl` body, made internal: only its entry point (CPU wrapper or GPU
+/// kernel) is visible, so LLVM inlines it there.
+pub(crate) fn internal_impl<'ctx>(
+    module: &Module<'ctx>,
+    p: &LoopProgram,
+) -> Result<inkwell::values::FunctionValue<'ctx>, CodegenError> {
+    let implf = module
+        .get_function(&format!("{}_impl", p.name))
+        .ok_or_else(|| CodegenError::Llvm(format!("missing {}_impl", p.name)))?;
+    implf.set_linkage(Linkage::Internal);
+    Ok(implf)
 }
 
 /// Puts `target-cpu` / `target-features` on every defined function, so that code generation

@@ -75,8 +75,7 @@ pub fn nvptx_machine(sm: u32) -> Result<TargetMachine, CodegenError> {
 /// Compiles programs (GPU-scheduled, or unscheduled: one thread each) to one PTX module.
 pub fn compile_ptx(progs: &[&LoopProgram], sm: u32) -> Result<PtxModule, CodegenError> {
     let ctx = Context::create();
-    let module = compile_to_nvptx_module(&ctx, progs, sm)?;
-    let tm = nvptx_machine(sm)?;
+    let (module, tm) = compile_to_nvptx_module(&ctx, progs, sm)?;
     let buf = tm
         .write_to_memory_buffer(&module, FileType::Assembly)
         .map_err(|e| CodegenError::Llvm(e.to_string()))?;
@@ -99,12 +98,13 @@ pub fn compile_ptx(progs: &[&LoopProgram], sm: u32) -> Result<PtxModule, Codegen
     Ok(PtxModule { sm, text, kernels })
 }
 
-/// The optimised NVPTX LLVM module (`--emit llvm` for a GPU target).
+/// The optimised NVPTX LLVM module (`--emit llvm` for a GPU target) and the target machine
+/// that emits its PTX.
 pub fn compile_to_nvptx_module<'ctx>(
     ctx: &'ctx Context,
     progs: &[&LoopProgram],
     sm: u32,
-) -> Result<Module<'ctx>, CodegenError> {
+) -> Result<(Module<'ctx>, TargetMachine), CodegenError> {
     let cfg = EmitConfig {
         vector_bytes: 0,
         backend: Backend::Cuda,
@@ -140,7 +140,7 @@ pub fn compile_to_nvptx_module<'ctx>(
             f.get_name().to_string_lossy()
         )));
     }
-    Ok(module)
+    Ok((module, tm))
 }
 
 /// `@<name>(ptr, …)` with the `ptx_kernel` calling convention for every program.
@@ -153,10 +153,7 @@ fn add_kernels<'ctx>(
     let b = ctx.create_builder();
     let llvm_err = |e: inkwell::builder::BuilderError| CodegenError::Llvm(e.to_string());
     for p in progs {
-        let implf = module
-            .get_function(&format!("{}_impl", p.name))
-            .ok_or_else(|| CodegenError::Llvm(format!("missing {}_impl", p.name)))?;
-        implf.set_linkage(Linkage::Internal);
+        let implf = crate::llvm::internal_impl(module, p)?;
         let n = p.params().count();
         let fn_ty = ctx.void_type().fn_type(&vec![ptr.into(); n], false);
         let f = module.add_function(&p.name, fn_ty, None);
@@ -278,10 +275,7 @@ fn internalize(module: &Module, progs: &[&LoopProgram]) {
     }
 }
 
-/// CUDA's libdevice bitcode: `$TESSERA_LIBDEVICE`, else the `nvidia-cuda-nvcc-cu12` package of
-/// a Python environment (`$TESSERA_VENV`, `$VIRTUAL_ENV`, the project's `.venv`, tessera's CI
-/// cache), else a
-/// CUDA toolkit (`$CUDA_HOME`, `/usr/local/cuda`).
+/// CUDA's libdevice bitcode: `$TESSERA_LIBDEVICE`, else the first of [`nvcc_candidates`].
 pub fn find_libdevice() -> Result<PathBuf, CodegenError> {
     if let Ok(p) = std::env::var("TESSERA_LIBDEVICE") {
         let p = PathBuf::from(p);
@@ -294,36 +288,39 @@ pub fn find_libdevice() -> Result<PathBuf, CodegenError> {
             )))
         };
     }
-    let rel = "nvidia/cuda_nvcc/nvvm/libdevice/libdevice.10.bc";
-    let mut tried = Vec::new();
-    for venv in python_envs() {
-        if let Some(p) = site_packages(&venv).map(|sp| sp.join(rel))
-            && p.is_file()
-        {
-            return Ok(p);
-        }
-        tried.push(venv.display().to_string());
+    let candidates = nvcc_candidates("nvvm/libdevice/libdevice.10.bc");
+    if let Some(p) = candidates.iter().find(|p| p.is_file()) {
+        return Ok(p.clone());
     }
-    for cuda in [
-        std::env::var("CUDA_HOME").ok(),
-        Some("/usr/local/cuda".into()),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let p = Path::new(&cuda).join("nvvm/libdevice/libdevice.10.bc");
-        if p.is_file() {
-            return Ok(p);
-        }
-        tried.push(cuda);
-    }
+    let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
     Err(CodegenError::NoLibdevice(format!(
         "looked in {}",
         tried.join(", ")
     )))
 }
 
-/// Python environments that may hold NVIDIA's PyPI packages.
+/// Where a file of NVIDIA's CUDA compiler may be, in search order: `<rel>` inside the
+/// `nvidia-cuda-nvcc-cu12` package of each of [`python_envs`], then inside a CUDA toolkit
+/// (`$CUDA_HOME`, `/usr/local/cuda`).
+fn nvcc_candidates(rel: &str) -> Vec<PathBuf> {
+    let in_envs = python_envs().into_iter().map(|env| {
+        site_packages(&env)
+            .unwrap_or_else(|| env.join("lib/python3.*/site-packages"))
+            .join("nvidia/cuda_nvcc")
+            .join(rel)
+    });
+    let toolkits = [
+        std::env::var("CUDA_HOME").ok(),
+        Some("/usr/local/cuda".into()),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|c| Path::new(&c).join(rel));
+    in_envs.chain(toolkits).collect()
+}
+
+/// Python environments that may hold NVIDIA's PyPI packages: `$TESSERA_VENV`, `$VIRTUAL_ENV`,
+/// the project's `.venv`, tessera's CI cache.
 pub fn python_envs() -> Vec<PathBuf> {
     let mut envs: Vec<PathBuf> = ["TESSERA_VENV", "VIRTUAL_ENV"]
         .iter()
@@ -345,30 +342,19 @@ pub fn site_packages(env: &Path) -> Option<PathBuf> {
         .find(|p| p.is_dir())
 }
 
-/// NVIDIA's PTX assembler: `$TESSERA_PTXAS`, else the `nvidia-cuda-nvcc-cu12` package of a
-/// Python environment (see [`python_envs`]), else a CUDA toolkit, else `ptxas` on the `PATH`.
+/// NVIDIA's PTX assembler: `$TESSERA_PTXAS`, else the first of [`nvcc_candidates`], else
+/// `ptxas` on the `PATH`.
 pub fn find_ptxas() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("TESSERA_PTXAS") {
         return Some(PathBuf::from(p));
     }
-    let from_envs = python_envs()
-        .into_iter()
-        .filter_map(|e| site_packages(&e))
-        .map(|sp| sp.join("nvidia/cuda_nvcc/bin/ptxas"));
-    let from_cuda = [
-        std::env::var("CUDA_HOME").ok(),
-        Some("/usr/local/cuda".into()),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|c| Path::new(&c).join("bin/ptxas"));
     let on_path = std::env::var("PATH")
         .ok()
         .into_iter()
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .map(|d| d.join("ptxas"));
-    from_envs
-        .chain(from_cuda)
+    nvcc_candidates("bin/ptxas")
+        .into_iter()
         .chain(on_path)
         .find(|p| p.is_file())
 }
@@ -414,6 +400,6 @@ static PTXAS_RUN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsiz
 /// The optimised NVPTX LLVM module as text (`--emit llvm` for a CUDA target).
 pub fn nvptx_llvm_text(progs: &[&LoopProgram], sm: u32) -> Result<String, CodegenError> {
     let ctx = Context::create();
-    let module = compile_to_nvptx_module(&ctx, progs, sm)?;
+    let (module, _) = compile_to_nvptx_module(&ctx, progs, sm)?;
     Ok(module.print_to_string().to_string())
 }

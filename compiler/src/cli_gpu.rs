@@ -88,18 +88,7 @@ pub fn bench(
     let mut exe = program.load(GpuConfig::default())?;
     let inputs = crate::random_inputs(&program.plan.inputs);
     exe.upload(&inputs)?;
-    for _ in 0..warmup.max(1) {
-        exe.launch_all()?;
-    }
-    exe.synchronize()?;
-    let mut times: Vec<f64> = Vec::with_capacity(runs.max(1));
-    for _ in 0..runs.max(1) {
-        let t = Instant::now();
-        exe.launch_all()?;
-        exe.synchronize()?;
-        times.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    times.sort_by(f64::total_cmp);
+    let times = exe.time_runs(warmup.max(1), runs)?;
     Ok(serde_json::json!({
         "model": model.display().to_string(),
         "target": c.target.describe(),

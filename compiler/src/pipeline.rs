@@ -197,12 +197,7 @@ impl Executable {
             return Ok(program.load(cfg)?.run(inputs)?);
         }
         let bindings = self.bind(inputs)?;
-        let values: Vec<(usize, Tensor)> = self
-            .value_inputs
-            .iter()
-            .map(|&i| (i, inputs[i].clone()))
-            .collect();
-        self.compiled_for_values(&bindings, &values)?
+        self.compiled_for_values(&bindings, &self.values_of(inputs))?
             .run(inputs)
             .map_err(Into::into)
     }
@@ -210,12 +205,28 @@ impl Executable {
     /// The stages of the specialisation for `inputs` (symbol sizes and the values of
     /// value-dependent inputs taken from them).
     pub fn stages_for(&self, inputs: &[Tensor]) -> Result<Stages, CompileError> {
-        let bindings = self.bind(inputs)?;
+        self.specialised_stages(&self.bind(inputs)?, &self.values_of(inputs))
+    }
+
+    /// The value-dependent inputs among `inputs`: (position, tensor).
+    fn values_of(&self, inputs: &[Tensor]) -> Vec<(usize, Tensor)> {
+        self.value_inputs
+            .iter()
+            .map(|&i| (i, inputs[i].clone()))
+            .collect()
+    }
+
+    /// The stages of the graph with `values` bound and the symbol sizes `bindings`.
+    fn specialised_stages(
+        &self,
+        bindings: &BTreeMap<String, usize>,
+        values: &[(usize, Tensor)],
+    ) -> Result<Stages, CompileError> {
         let mut graph = self.graph.clone();
-        for &i in &self.value_inputs {
-            graph.bind_value(graph.inputs[i], inputs[i].clone());
+        for (i, t) in values {
+            graph.bind_value(graph.inputs[*i], t.clone());
         }
-        self.compiler.stages(&graph, &bindings)
+        self.compiler.stages(&graph, bindings)
     }
 
     /// Whether some inputs' values (not only their shapes) decide the compiled code, so that
@@ -288,11 +299,7 @@ impl Executable {
         if let Some(e) = cache.get(&key) {
             return Ok(e.clone());
         }
-        let mut graph = self.graph.clone();
-        for (i, t) in values {
-            graph.bind_value(graph.inputs[*i], t.clone());
-        }
-        let stages = self.compiler.stages(&graph, bindings)?;
+        let stages = self.specialised_stages(bindings, values)?;
         let (plan, weights) = build_plan(&stages)?;
         let progs: Vec<&tessera_ir::loops::LoopProgram> =
             stages.kernels.iter().map(|k| &k.program).collect();

@@ -95,11 +95,8 @@ pub fn default_gpu(
         [Stmt::For(l)] => l.extent,
         _ => unreachable!("the bound nest is the only top-level statement"),
     };
-    // Small kernels: one block of just enough warps.
-    let threads = cfg
-        .threads_per_block
-        .min((extent + 31) / 32 * 32)
-        .min(extent);
+    // A small kernel is one block of exactly its extent.
+    let threads = cfg.threads_per_block.min(extent);
     split(prog, &var, threads)?;
     // Both annotations at once: with only one of them the program is not a valid GPU
     // program, and every primitive verifies its result.

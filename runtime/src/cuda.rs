@@ -34,8 +34,9 @@ fn driver(what: &str) -> impl Fn(cudarc::driver::DriverError) -> RuntimeError + 
     move |e| RuntimeError::Cuda(format!("{what}: {e:?}"))
 }
 
-/// Opens device 0, or says why not (no libcuda, no device, driver error) — never panics.
-fn open() -> Result<Arc<CudaContext>, RuntimeError> {
+/// Opens device 0 and describes it, or says why not (no libcuda, no device, driver error) —
+/// never panics.
+fn open() -> Result<(Arc<CudaContext>, CudaInfo), RuntimeError> {
     // SAFETY: only tries to dlopen libcuda; no CUDA call is made if it is absent.
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
         return Err(RuntimeError::NoCuda(
@@ -46,19 +47,20 @@ fn open() -> Result<Arc<CudaContext>, RuntimeError> {
     if n <= 0 {
         return Err(RuntimeError::NoCuda("the driver reports no devices".into()));
     }
-    CudaContext::new(0).map_err(|e| RuntimeError::NoCuda(format!("cannot open device 0: {e:?}")))
-}
-
-pub fn probe() -> Result<CudaInfo, RuntimeError> {
-    let ctx = open()?;
-    let n = CudaContext::device_count().map_err(no_cuda)?;
+    let ctx = CudaContext::new(0)
+        .map_err(|e| RuntimeError::NoCuda(format!("cannot open device 0: {e:?}")))?;
     let name = ctx.name().map_err(no_cuda)?;
     let (major, minor) = ctx.compute_capability().map_err(no_cuda)?;
-    Ok(CudaInfo {
+    let info = CudaInfo {
         devices: n as usize,
         name,
         sm: (major * 10 + minor) as u32,
-    })
+    };
+    Ok((ctx, info))
+}
+
+pub fn probe() -> Result<CudaInfo, RuntimeError> {
+    open().map(|(_, info)| info)
 }
 
 /// Options of a GPU run.
@@ -73,10 +75,14 @@ pub struct GpuExecutable {
     info: CudaInfo,
     stream: Arc<CudaStream>,
     functions: Vec<CudaFunction>,
-    kernels: Vec<GpuKernel>,
+    /// Per step: its launch geometry and its arguments as device pointers (fixed at load:
+    /// every buffer is allocated once).
+    launches: Vec<LaunchConfig>,
+    step_args: Vec<Vec<u64>>,
     plan: ExecPlan,
     cfg: GpuConfig,
-    weights: CudaSlice<u8>,
+    /// Owns the device weights the step arguments point into (never read directly).
+    _weights: CudaSlice<u8>,
     workspace: CudaSlice<u8>,
     inputs: Vec<CudaSlice<u8>>,
     outputs: Vec<CudaSlice<u8>>,
@@ -109,8 +115,7 @@ impl GpuExecutable {
                 )));
             }
         }
-        let ctx = open()?;
-        let info = probe()?;
+        let (ctx, info) = open()?;
         // SAFETY: one stream, used in program order: cudarc need not track events between
         // our buffers (and launches with raw pointers would bypass its tracking anyway).
         unsafe { ctx.disable_event_tracking() };
@@ -142,20 +147,45 @@ impl GpuExecutable {
             .inputs
             .iter()
             .map(|s| alloc(s.bytes()))
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
         let outputs = plan
             .outputs
             .iter()
             .map(|s| alloc(s.bytes()))
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
+        let base = |buf: &CudaSlice<u8>| buf.device_ptr(&stream).0;
+        let step_args = plan
+            .steps
+            .iter()
+            .map(|step| {
+                step.args
+                    .iter()
+                    .map(|s| match *s {
+                        Slot::Input { index } => base(&inputs[index]),
+                        Slot::Output { index } => base(&outputs[index]),
+                        Slot::Weight { offset } => base(&dev_weights) + offset as u64,
+                        Slot::Workspace { offset } => base(&workspace) + offset as u64,
+                    })
+                    .collect()
+            })
+            .collect();
+        let launches = kernels
+            .iter()
+            .map(|k| LaunchConfig {
+                grid_dim: k.launch.grid.into(),
+                block_dim: k.launch.block.into(),
+                shared_mem_bytes: 0,
+            })
+            .collect();
         Ok(GpuExecutable {
             info,
             stream,
             functions,
-            kernels: kernels.to_vec(),
+            launches,
+            step_args,
             plan,
             cfg,
-            weights: dev_weights,
+            _weights: dev_weights,
             workspace,
             inputs,
             outputs,
@@ -217,44 +247,45 @@ impl GpuExecutable {
 
     /// Launches every step on the device's stream (asynchronously; see [`Self::synchronize`]).
     pub fn launch_all(&mut self) -> Result<(), RuntimeError> {
-        let base = |buf: &CudaSlice<u8>| buf.device_ptr(&self.stream).0;
-        let weights = base(&self.weights);
-        let workspace = base(&self.workspace);
-        let inputs: Vec<u64> = self.inputs.iter().map(base).collect();
-        let outputs: Vec<u64> = self.outputs.iter().map(base).collect();
-        for ((step, kernel), f) in self
+        for (((step, args), cfg), f) in self
             .plan
             .steps
             .iter()
-            .zip(&self.kernels)
+            .zip(&self.step_args)
+            .zip(&self.launches)
             .zip(&self.functions)
         {
-            let args: Vec<u64> = step
-                .args
-                .iter()
-                .map(|s| match *s {
-                    Slot::Input { index } => inputs[index],
-                    Slot::Output { index } => outputs[index],
-                    Slot::Weight { offset } => weights + offset as u64,
-                    Slot::Workspace { offset } => workspace + offset as u64,
-                })
-                .collect();
             let mut launch = self.stream.launch_builder(f);
-            for a in &args {
+            for a in args {
                 launch.arg(a);
             }
-            let cfg = LaunchConfig {
-                grid_dim: kernel.launch.grid.into(),
-                block_dim: kernel.launch.block.into(),
-                shared_mem_bytes: 0,
-            };
             // SAFETY: the kernel takes exactly `params` pointers (checked at load against the
-            // step's arguments); each points into a live device allocation sized by the plan,
-            // and the geometry is the one the compiler derived from the kernel's bound loops.
-            unsafe { launch.launch(cfg) }
+            // step's arguments); each points into a device allocation this executable owns,
+            // sized by the plan, and the geometry is the one the compiler derived from the
+            // kernel's bound loops.
+            unsafe { launch.launch(*cfg) }
                 .map_err(|e| RuntimeError::Cuda(format!("launching `{}`: {e:?}", step.kernel)))?;
         }
         Ok(())
+    }
+
+    /// Device time of whole runs on the inputs already uploaded: `warmup` unmeasured runs,
+    /// then `runs` (at least one) each timed from first launch to synchronisation, in
+    /// milliseconds, sorted.
+    pub fn time_runs(&mut self, warmup: usize, runs: usize) -> Result<Vec<f64>, RuntimeError> {
+        for _ in 0..warmup {
+            self.launch_all()?;
+        }
+        self.synchronize()?;
+        let mut times = Vec::with_capacity(runs.max(1));
+        for _ in 0..runs.max(1) {
+            let t = std::time::Instant::now();
+            self.launch_all()?;
+            self.synchronize()?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        times.sort_by(f64::total_cmp);
+        Ok(times)
     }
 
     /// Waits for everything launched so far.

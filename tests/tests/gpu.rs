@@ -13,7 +13,7 @@
 use tessera::fuzzgen::oracle::{
     PASS_EXACT, agree, interpret, native_tolerance, program_inputs, run_native,
 };
-use tessera::{CompileConfig, Compiler, Target};
+use tessera::{Compiler, Target};
 use tessera_ir::loops::LoopProgram;
 use tessera_ir::loops::gpu::Launch;
 use tessera_passes::gpu_schedule::{GpuScheduleConfig, default_gpu};
@@ -35,28 +35,13 @@ fn models() -> Vec<(String, tessera_ir::Graph)> {
     out
 }
 
-fn unscheduled_kernels(g: &tessera_ir::Graph) -> Vec<LoopProgram> {
-    let cfg = CompileConfig {
-        schedule: false,
-        ..Default::default()
-    };
-    let b = tessera::pipeline::bind_symbols(g, &Default::default());
-    Compiler::new(Target::Cuda { sm: 90 })
-        .with_config(cfg)
-        .stages(g, &b)
-        .expect("stages")
-        .kernels
-        .into_iter()
-        .map(|k| k.program)
-        .collect()
-}
-
 #[test]
 fn gpu_schedule_preserves_meaning_on_every_bundled_kernel() {
     let mut bound = 0;
     let mut total = 0;
     for (name, g) in models() {
-        for (i, plain) in unscheduled_kernels(&g).into_iter().enumerate() {
+        let kernels = tessera::fuzzgen::unscheduled_kernels(&g).expect("lowers");
+        for (i, plain) in kernels.into_iter().map(|k| k.program).enumerate() {
             let mut gpu = plain.clone();
             let binding = default_gpu(&mut gpu, &GpuScheduleConfig::default())
                 .unwrap_or_else(|e| panic!("{name}: {}: {e}", plain.name));

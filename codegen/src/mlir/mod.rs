@@ -167,16 +167,17 @@ fn emit_func(p: &LoopProgram, cfg: &EmitConfig) -> Result<String, CodegenError> 
     )
     .unwrap();
     head.push_str(&scratch);
-    let par = p.parallel_extent() > 1 && !gpu;
     if gpu {
         em.block_body(&p.body)?;
-    }
-    for (i, s) in p.body.iter().enumerate().filter(|_| !gpu) {
-        match s {
-            Stmt::For(l) if i == 0 && par => {
-                em.for_loop(l, Some(("%start".into(), "%end".into())))?
+    } else {
+        let par = p.parallel_extent() > 1;
+        for (i, s) in p.body.iter().enumerate() {
+            match s {
+                Stmt::For(l) if i == 0 && par => {
+                    em.for_loop(l, Some(("%start".into(), "%end".into())))?
+                }
+                _ => em.stmt(s)?,
             }
-            _ => em.stmt(s)?,
         }
     }
     em.line("return".into());

@@ -222,17 +222,18 @@ pub fn run_target(target: FuzzTarget, data: &[u8]) -> Result<Verdict, Box<Findin
     }
 }
 
-/// A graph's kernels, lowered (after the optimizer) but not scheduled.
-fn unscheduled_kernels(
+/// A graph's kernels, lowered (after the optimizer, symbols bound to 1) but not scheduled.
+pub fn unscheduled_kernels(
     graph: &Graph,
 ) -> Result<Vec<tessera_passes::lower::Kernel>, crate::CompileError> {
     let cfg = CompileConfig {
         schedule: false,
         ..Default::default()
     };
+    let bindings = crate::pipeline::bind_symbols(graph, &BTreeMap::new());
     Ok(Compiler::new(Target::host())
         .with_config(cfg)
-        .stages(graph, &BTreeMap::new())?
+        .stages(graph, &bindings)?
         .kernels)
 }
 

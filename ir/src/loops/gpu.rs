@@ -84,10 +84,15 @@ fn err(prog: &LoopProgram, msg: String) -> IrError {
 
 /// True when any loop of `body` is bound to a block or thread index.
 pub fn binds_gpu(body: &[Stmt]) -> bool {
+    any_loop(body, &|k| k.is_gpu())
+}
+
+/// True when some loop anywhere in `body` has a kind `pred` accepts.
+fn any_loop(body: &[Stmt], pred: &dyn Fn(LoopKind) -> bool) -> bool {
     body.iter().any(|s| match s {
-        Stmt::For(l) => l.kind.is_gpu() || binds_gpu(&l.body),
-        Stmt::If { then, .. } => binds_gpu(then),
-        Stmt::Reduce(r) => binds_gpu(&r.body),
+        Stmt::For(l) => pred(l.kind) || any_loop(&l.body, pred),
+        Stmt::If { then, .. } => any_loop(then, pred),
+        Stmt::Reduce(r) => any_loop(&r.body, pred),
         Stmt::Store { .. } => false,
     })
 }
@@ -189,19 +194,10 @@ fn thread_nest(
                 l.var
             ),
         )),
-        body if any_parallel(body) => Err(err(
+        body if any_loop(body, &|k| k == LoopKind::Parallel) => Err(err(
             prog,
             format!("thread loop `{}` holds a parallel loop", l.var),
         )),
         _ => Ok(()),
     }
-}
-
-fn any_parallel(body: &[Stmt]) -> bool {
-    body.iter().any(|s| match s {
-        Stmt::For(l) => l.kind == LoopKind::Parallel || any_parallel(&l.body),
-        Stmt::If { then, .. } => any_parallel(then),
-        Stmt::Reduce(r) => any_parallel(&r.body),
-        Stmt::Store { .. } => false,
-    })
 }

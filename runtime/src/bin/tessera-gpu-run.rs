@@ -99,18 +99,7 @@ fn run_case(dir: &Path, c: &Case, runs: usize) -> Result<serde_json::Value, Stri
         .map(|(g, w)| worst(g, w, c.rtol, c.atol))
         .fold(0.0, f64::max);
     exe.upload(&inputs).map_err(|e| e.to_string())?;
-    for _ in 0..3 {
-        exe.launch_all().map_err(|e| e.to_string())?;
-    }
-    exe.synchronize().map_err(|e| e.to_string())?;
-    let mut times = Vec::with_capacity(runs);
-    for _ in 0..runs.max(1) {
-        let t = Instant::now();
-        exe.launch_all().map_err(|e| e.to_string())?;
-        exe.synchronize().map_err(|e| e.to_string())?;
-        times.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    times.sort_by(f64::total_cmp);
+    let times = exe.time_runs(3, runs).map_err(|e| e.to_string())?;
     let ms = times[times.len() / 2];
     Ok(serde_json::json!({
         "case": c.name,
