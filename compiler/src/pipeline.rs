@@ -107,7 +107,11 @@ impl Compiler {
         if self.config.schedule && self.target.is_gpu() {
             let cfg = tessera_passes::gpu_schedule::GpuScheduleConfig::default();
             for k in &mut kernels {
-                tessera_passes::gpu_schedule::default_gpu(&mut k.program, &cfg)?;
+                tessera_passes::gpu_schedule::schedule_gpu(
+                    &mut k.program,
+                    k.product.as_ref(),
+                    &cfg,
+                )?;
             }
         } else if self.config.schedule {
             let cfg = self.schedule_config();

@@ -1,5 +1,7 @@
 //! The default GPU schedule: bind a kernel's independent outer loops to thread blocks and
-//! threads (see `tessera_ir::loops::gpu` for what a bound loop means).
+//! threads (see `tessera_ir::loops::gpu` for what a bound loop means). Matrix products big
+//! enough to share staged operands are rebuilt instead with shared-memory and register tiles
+//! ([`crate::gpu_product`], chosen by [`schedule_gpu`]).
 //!
 //! The outer perfect nest of loops whose iterations write disjoint memory is fused into one
 //! loop and split into `blocks × threads_per_block`; consecutive threads get consecutive
@@ -12,6 +14,8 @@
 //! never reads an element another thread writes ([`carries_dependence`]).
 
 use crate::error::PassError;
+use crate::gpu_product::{GpuProductTiling, tile_gpu, worth_gpu_tiling};
+use crate::product::ProductSpec;
 use crate::schedule::{fuse, split};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -25,12 +29,17 @@ use tessera_ir::loops::{
 pub struct GpuScheduleConfig {
     /// Threads per block of the fused, bound loop (a multiple of the 32-thread warp).
     pub threads_per_block: i64,
+    /// Rebuild matrix products (those that record a [`ProductSpec`] and are big enough, see
+    /// [`worth_gpu_tiling`]) with shared-memory tiles ([`GpuProductTiling::default_for`]);
+    /// off, they are bound like any kernel.
+    pub tile_products: bool,
 }
 
 impl Default for GpuScheduleConfig {
     fn default() -> Self {
         GpuScheduleConfig {
             threads_per_block: 256,
+            tile_products: true,
         }
     }
 }
@@ -51,9 +60,37 @@ impl GpuScheduleConfig {
 #[derive(Clone, Debug, PartialEq)]
 pub struct GpuBinding {
     /// The original loops bound (fused into the block × thread loops), outermost first;
-    /// empty when the kernel runs as one thread.
+    /// empty when the kernel runs as one thread or is a tiled product.
     pub bound: Vec<String>,
+    /// The kernel is a matrix product rebuilt with shared-memory tiles
+    /// ([`crate::gpu_product`]).
+    pub tiled_product: bool,
     pub launch: Launch,
+}
+
+/// The GPU schedule of one kernel: the tiled product for a big enough matrix product
+/// (`product` is its spec, when the lowering recorded one), else [`default_gpu`].
+pub fn schedule_gpu(
+    prog: &mut LoopProgram,
+    product: Option<&ProductSpec>,
+    cfg: &GpuScheduleConfig,
+) -> Result<GpuBinding, PassError> {
+    if let Some(spec) = product
+        && cfg.tile_products
+        && worth_gpu_tiling(spec)
+    {
+        *prog = tile_gpu(prog, spec, &GpuProductTiling::default_for(spec))?;
+        let launch = tessera_ir::loops::gpu::launch(prog).map_err(|e| PassError::Verify {
+            pass: "gpu schedule".into(),
+            msg: e.to_string(),
+        })?;
+        return Ok(GpuBinding {
+            bound: vec![],
+            tiled_product: true,
+            launch,
+        });
+    }
+    default_gpu(prog, cfg)
 }
 
 /// Binds `prog`'s outer independent loops to blocks and threads (see the module docs).
@@ -84,6 +121,7 @@ pub fn default_gpu(
     else {
         return Ok(GpuBinding {
             bound: vec![],
+            tiled_product: false,
             launch: Launch::SINGLE,
         });
     };
@@ -111,7 +149,11 @@ pub fn default_gpu(
         msg: e.to_string(),
     })?;
     crate::verify_after("gpu schedule", prog)?;
-    Ok(GpuBinding { bound, launch })
+    Ok(GpuBinding {
+        bound,
+        tiled_product: false,
+        launch,
+    })
 }
 
 /// Rewrites a sequence of loop nests over the same output elements — a matrix product's

@@ -157,3 +157,17 @@ pub fn random_inputs(g: &Graph, seed: u64) -> Vec<Tensor> {
     }
     tessera::fuzzgen::graph_inputs(g, seed)
 }
+
+/// `ptxas`, or `None` with a loud skip (a failure under CI, where set-up installs it).
+pub fn ptxas_or_skip(test: &str) -> Option<PathBuf> {
+    match tessera_codegen::ptx::find_ptxas() {
+        Some(p) => Some(p),
+        None if std::env::var_os("CI").is_some() => {
+            panic!("{test}: ptxas not found under CI (scripts/setup.sh installs it)")
+        }
+        None => {
+            eprintln!("SKIPPED {test}: ptxas not found (install nvidia-cuda-nvcc-cu12)");
+            None
+        }
+    }
+}

@@ -4,11 +4,17 @@
 //! validation accepts — then run on the loop interpreter and as JIT-compiled code (the
 //! parallel range split in two calls, as two threads would) on fresh random inputs, with
 //! outputs poisoned, and compared with the untiled kernel on the loop interpreter.
+//!
+//! The GPU's tiled product (shared-memory tiles, register tiles, a uniform `k` loop) is checked
+//! the same way: the default GPU tiling and random valid ones, on the interpreter (which also
+//! reports shared-memory races) and as CPU code of the GPU program; its PTX is assembled by
+//! `ptxas`.
 
 use std::collections::BTreeMap;
 use tessera::fuzzgen::oracle;
 use tessera_ir::loops::{BufRole, LoopProgram};
 use tessera_ir::{Rng, Tensor};
+use tessera_passes::gpu_product::{GpuProductTiling, tile_gpu};
 use tessera_passes::product::{ProductSpec, ProductTiling, tile};
 use tessera_tests::*;
 
@@ -130,6 +136,68 @@ fn tiled_products_match_the_untiled_kernels() {
         assert!(products > 0, "{name}: no product kernel recorded");
     }
     assert!(checked >= GRAPHS.len() * 8);
+}
+
+/// GPU tilings for `spec`: the default and random ones the validation accepts (small tiles,
+/// so that edges, k tails and several blocks all occur).
+fn gpu_tilings(spec: &ProductSpec, rng: &mut Rng) -> Vec<GpuProductTiling> {
+    let mut out = vec![GpuProductTiling::default_for(spec)];
+    while out.len() < 4 {
+        let pick = |rng: &mut Rng, from: &[i64]| from[rng.below(from.len() as u64) as usize];
+        let t = GpuProductTiling {
+            bm: pick(rng, &[8, 16, 32, 64]),
+            bn: pick(rng, &[8, 16, 32, 64]),
+            bk: pick(rng, &[1, 3, 8, 16, 32]),
+            tm: pick(rng, &[1, 2, 4]),
+            tn: pick(rng, &[1, 2, 4]),
+        };
+        if t.validate(spec).is_ok() {
+            out.push(t);
+        }
+    }
+    out
+}
+
+#[test]
+fn gpu_tiled_products_match_the_untiled_kernels() {
+    let ptxas = ptxas_or_skip("gpu_tiled_products_match_the_untiled_kernels (ptxas part)");
+    let mut rng = Rng::new(2027);
+    let mut checked = 0;
+    for (name, text) in GRAPHS {
+        let g = tessera_ir::text::parse_graph(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let kernels = tessera::fuzzgen::unscheduled_kernels(&g).unwrap();
+        for k in &kernels {
+            let Some(spec) = &k.product else { continue };
+            let inputs: Vec<Tensor> = k
+                .program
+                .params()
+                .filter(|b| b.role == BufRole::Input)
+                .map(|b| rng.tensor(b.dtype, vec![b.len]))
+                .collect();
+            let want = interpret(&k.program, &inputs);
+            for (n, t) in gpu_tilings(spec, &mut rng).into_iter().enumerate() {
+                let tiled =
+                    tile_gpu(&k.program, spec, &t).unwrap_or_else(|e| panic!("{name} {t:?}: {e}"));
+                let what = format!("{name} with {t:?} on the GPU");
+                for (g, w) in interpret(&tiled, &inputs).iter().zip(&want) {
+                    compare(g, w, REDUCTION)
+                        .unwrap_or_else(|e| panic!("{what} (interpreted): {e}"));
+                }
+                for (g, w) in native(&tiled, &inputs).iter().zip(&want) {
+                    compare(g, w, REDUCTION).unwrap_or_else(|e| panic!("{what} (CPU code): {e}"));
+                }
+                if ptxas.is_some() && n < 2 {
+                    let module = tessera_codegen::ptx::compile_ptx(&[&tiled], 80)
+                        .unwrap_or_else(|e| panic!("{what}: {e}"));
+                    assert!(module.text.contains(".shared"), "{what}: no shared memory");
+                    tessera_codegen::ptx::check_with_ptxas(&module.text, 80)
+                        .unwrap_or_else(|e| panic!("{what}: {e}"));
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= GRAPHS.len() * 4);
 }
 
 /// Tilings the search could propose that cannot be built are refused with an error.

@@ -5,24 +5,50 @@
 //! block loop's extent, so block loops need no guard; a block has as many threads along an
 //! axis as its longest thread loop, so shorter sibling thread loops are guarded. Sibling
 //! thread loops of one block run one after another, separated by a barrier
-//! (`bar.sync`), which also orders their memory accesses within the block.
+//! (`bar.sync`), which also orders their memory accesses within the block; a uniform loop of
+//! thread loops ends each iteration with one. Shared buffers are address-space-3 globals, local
+//! ones a per-thread `alloca` (registers once LLVM promotes them).
 
 use super::Em;
 use crate::error::CodegenError;
+use tessera_ir::loops::gpu::is_uniform;
 use tessera_ir::loops::{Loop, LoopKind, Stmt};
 
 impl Em<'_> {
-    /// The statements of a block loop (or of a whole GPU function): a barrier between two
-    /// consecutive thread loops.
+    /// The statements of a block loop (or of a whole GPU function): thread loops and uniform
+    /// loops of them, a barrier between two consecutive ones (none after a uniform loop, whose
+    /// iterations already end with one).
     pub(super) fn block_body(&mut self, body: &[Stmt]) -> Result<(), CodegenError> {
-        let is_thread_loop =
-            |s: &Stmt| matches!(s, Stmt::For(l) if matches!(l.kind, LoopKind::Thread(_)));
+        let uniform = |s: &Stmt| matches!(s, Stmt::For(l) if is_uniform(l.kind));
         for (i, s) in body.iter().enumerate() {
-            if i > 0 && is_thread_loop(s) && is_thread_loop(&body[i - 1]) {
+            if i > 0 && !uniform(&body[i - 1]) {
                 self.line("nvvm.barrier0".into());
             }
-            self.stmt(s)?;
+            match s {
+                Stmt::For(l) if is_uniform(l.kind) => self.uniform_loop(l)?,
+                _ => self.stmt(s)?,
+            }
         }
+        Ok(())
+    }
+
+    /// A loop every thread of the block runs alike, holding thread loops: each iteration is a
+    /// block body followed by a barrier (the next iteration may overwrite what this one read).
+    fn uniform_loop(&mut self, l: &Loop) -> Result<(), CodegenError> {
+        let (lo, hi, step) = (
+            self.index_const(0),
+            self.index_const(l.extent),
+            self.index_const(1),
+        );
+        let iv = self.fresh();
+        self.line(format!("scf.for {iv} = {lo} to {hi} step {step} {{"));
+        self.depth += 1;
+        self.idx.insert(l.var.clone(), iv);
+        self.block_body(&l.body)?;
+        self.line("nvvm.barrier0".into());
+        self.idx.remove(&l.var);
+        self.depth -= 1;
+        self.line("}".into());
         Ok(())
     }
 

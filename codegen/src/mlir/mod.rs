@@ -19,7 +19,8 @@ use std::collections::HashMap;
 use std::fmt::Write;
 use tessera_ir::DType;
 use tessera_ir::loops::{
-    BinOp, CmpOp, IExpr, Lit, Loop, LoopKind, LoopProgram, Reduce, ReduceOp, Stmt, UnOp, VExpr,
+    BinOp, BufRole, CmpOp, IExpr, Lit, Loop, LoopKind, LoopProgram, Reduce, ReduceOp, Stmt, UnOp,
+    VExpr,
 };
 
 /// Options of MLIR emission.
@@ -108,7 +109,10 @@ struct Em<'a> {
     idx: HashMap<String, String>,
     /// Bound accumulators: name, SSA value, and whether it is a vector (bound in a vector loop).
     accs: Vec<(String, String, bool)>,
-    bufs: HashMap<String, (String, DType, usize)>,
+    /// Per buffer: its SSA value, dtype and memref type.
+    bufs: HashMap<String, (String, DType, String)>,
+    /// The enclosing thread loops: (axis, loop variable), outermost first.
+    threads: Vec<(usize, String)>,
     vec: Option<Vec_>,
     cfg: &'a EmitConfig,
     /// Threads per block along each axis (GPU): a thread loop shorter than that is guarded.
@@ -127,38 +131,70 @@ fn emit_func(p: &LoopProgram, cfg: &EmitConfig) -> Result<String, CodegenError> 
         vec: None,
         cfg,
         block_dims: [1; 3],
+        threads: vec![],
     };
     let gpu = cfg.backend == Backend::Cuda;
-    if gpu {
+    if tessera_ir::loops::gpu::binds_gpu(&p.body) {
         em.block_dims = tessera_ir::loops::gpu::launch(p)
             .map_err(|e| em.unsupported(e.to_string()))?
             .block;
     }
+    let threads_per_block: usize = em.block_dims.iter().map(|&d| d as usize).product();
     let mut params = if gpu {
         vec![]
     } else {
         vec!["%start: index".to_string(), "%end: index".to_string()]
     };
-    let mut scratch = String::new();
+    let (mut globals, mut locals) = (String::new(), String::new());
     for (i, b) in p.buffers.iter().enumerate() {
         let name = format!("%b{i}");
-        let memref = format!("memref<{}x{}>", b.len, mem_ty(b.dtype));
-        if b.role == tessera_ir::loops::BufRole::Scratch {
-            // On the stack of this call: private to the thread running this share of the
-            // parallel loop, and freed on return. The verifier bounds its size.
+        let elem = mem_ty(b.dtype);
+        let mut memref = format!("memref<{}x{elem}>", b.len);
+        let alloca = |out: &mut String, memref: &str| {
             writeln!(
-                scratch,
+                out,
                 "    {name} = memref.alloca() {{alignment = 64 : i64}} : {memref}"
             )
-            .unwrap();
-        } else {
-            // Buffers never overlap (the memory plan keeps every kernel's buffers apart), so
-            // they are `noalias`: LLVM may keep accumulators in registers across loops.
-            params.push(format!("{name}: {memref} {{llvm.noalias}}"));
+            .unwrap()
+        };
+        match b.role {
+            BufRole::Input | BufRole::Output => {
+                // Buffers never overlap (the memory plan keeps every kernel's buffers apart),
+                // so they are `noalias`: LLVM may keep accumulators in registers across loops.
+                params.push(format!("{name}: {memref} {{llvm.noalias}}"));
+            }
+            // On the stack of this call: private to the thread running this share of the
+            // parallel loop (on the GPU: to the GPU thread), freed on return. The verifier
+            // bounds the sizes.
+            BufRole::Scratch => alloca(&mut locals, &memref),
+            BufRole::Local if gpu => alloca(&mut locals, &memref),
+            // Serially, one copy per thread of the block, indexed by the thread (see
+            // `thread_private_index`).
+            BufRole::Local => {
+                memref = format!("memref<{}x{elem}>", b.len * threads_per_block);
+                alloca(&mut locals, &memref)
+            }
+            BufRole::Shared if gpu => {
+                // Address space 3: the block's shared memory.
+                let global = format!("{}_{}_shared", p.name, b.name);
+                memref = format!("memref<{}x{elem}, 3>", b.len);
+                writeln!(
+                    globals,
+                    "  memref.global \"private\" @{global} : {memref} {{alignment = 16 : i64}}"
+                )
+                .unwrap();
+                writeln!(
+                    locals,
+                    "    {name} = memref.get_global @{global} : {memref}"
+                )
+                .unwrap();
+            }
+            // Serially, blocks run one at a time: one copy serves them all.
+            BufRole::Shared => alloca(&mut locals, &memref),
         }
-        em.bufs.insert(b.name.clone(), (name, b.dtype, b.len));
+        em.bufs.insert(b.name.clone(), (name, b.dtype, memref));
     }
-    let mut head = String::new();
+    let mut head = globals;
     writeln!(
         head,
         "  func.func @{}_impl({}) {{",
@@ -166,7 +202,7 @@ fn emit_func(p: &LoopProgram, cfg: &EmitConfig) -> Result<String, CodegenError> 
         params.join(", ")
     )
     .unwrap();
-    head.push_str(&scratch);
+    head.push_str(&locals);
     if gpu {
         em.block_body(&p.body)?;
     } else {
@@ -212,12 +248,63 @@ impl Em<'_> {
         self.op(format!("arith.constant {c} : index"))
     }
 
+    /// The element of a buffer a thread means by `i`: on the CPU, where one function runs
+    /// every thread of a block, a `local` buffer holds one copy per thread, so the running
+    /// thread's linear index selects its copy; elsewhere `i` itself.
+    fn thread_private_index(&mut self, buf: &str, i: String) -> String {
+        let Some(b) = self.prog.buffer(buf) else {
+            return i;
+        };
+        if b.role != BufRole::Local || self.cfg.backend == Backend::Cuda {
+            return i;
+        }
+        // x + dx * (y + dy * z): the enclosing thread loops' indices (absent axes are 0).
+        let mut linear: Option<String> = None;
+        for axis in (0..3).rev() {
+            let coord = self
+                .threads
+                .iter()
+                .rev()
+                .find(|(a, _)| *a == axis)
+                .map(|(_, var)| self.idx[var].clone());
+            let scaled = match linear.take() {
+                Some(acc) => {
+                    let d = self.index_const(self.block_dims[axis] as i64);
+                    Some(self.op(format!("arith.muli {acc}, {d} : index")))
+                }
+                None => None,
+            };
+            linear = match (scaled, coord) {
+                (Some(a), Some(c)) => Some(self.op(format!("arith.addi {a}, {c} : index"))),
+                (a, c) => a.or(c),
+            };
+        }
+        let Some(tid) = linear else { return i };
+        let len = self.index_const(b.len as i64);
+        let base = self.op(format!("arith.muli {tid}, {len} : index"));
+        self.op(format!("arith.addi {base}, {i} : index"))
+    }
+
     fn stmt(&mut self, s: &Stmt) -> Result<(), CodegenError> {
         match s {
-            Stmt::For(l) => self.for_loop(l, None),
+            Stmt::For(l) => {
+                let thread = match l.kind {
+                    LoopKind::Thread(a) => Some(a.index()),
+                    _ => None,
+                };
+                if let Some(a) = thread {
+                    self.threads.push((a, l.var.clone()));
+                }
+                let r = self.for_loop(l, None);
+                if thread.is_some() {
+                    self.threads.pop();
+                }
+                r
+            }
             Stmt::Store { buf, index, value } => {
-                let (b, d, len) = self.bufs[buf].clone();
+                let (b, d, mt) = self.bufs[buf].clone();
                 let i = self.iexpr(index)?;
+                let i = self.thread_private_index(buf, i);
                 let lanes = self.vec.as_ref().map(|v| v.width);
                 let mut v = self.vexpr(value)?;
                 if d == DType::Bool {
@@ -227,11 +314,13 @@ impl Em<'_> {
                         ty(DType::I8, lanes)
                     ));
                 }
-                let (m, t) = (mem_ty(d), ty(d, lanes));
+                let t = ty(d, lanes);
                 match (lanes, self.vec.as_ref().and_then(|v| v.mask.clone())) {
-                    (Some(w), Some(mask)) => self.line(format!("vector.maskedstore {b}[{i}], {mask}, {v} : memref<{len}x{m}>, vector<{w}xi1>, {t}")),
-                    (Some(_), None) => self.line(format!("vector.store {v}, {b}[{i}] : memref<{len}x{m}>, {t}")),
-                    (None, _) => self.line(format!("memref.store {v}, {b}[{i}] : memref<{len}x{m}>")),
+                    (Some(w), Some(mask)) => self.line(format!(
+                        "vector.maskedstore {b}[{i}], {mask}, {v} : {mt}, vector<{w}xi1>, {t}"
+                    )),
+                    (Some(_), None) => self.line(format!("vector.store {v}, {b}[{i}] : {mt}, {t}")),
+                    (None, _) => self.line(format!("memref.store {v}, {b}[{i}] : {mt}")),
                 }
                 Ok(())
             }
@@ -539,20 +628,21 @@ impl Em<'_> {
         match e {
             VExpr::Const(l, d) => Ok(self.constant(*l, *d)),
             VExpr::Load { buf, index } => {
-                let (b, bd, len) = self
+                let (b, bd, mt) = self
                     .bufs
                     .get(buf)
                     .cloned()
                     .ok_or_else(|| self.unsupported(format!("unknown buffer `{buf}`")))?;
                 let i = self.iexpr(index)?;
-                let (m, vt) = (mem_ty(bd), ty(bd, lanes));
+                let i = self.thread_private_index(buf, i);
+                let vt = ty(bd, lanes);
                 let stride = self
                     .vec
                     .as_ref()
                     .and_then(|v| index.coeff(&v.var))
                     .unwrap_or(1);
                 if let (Some(w), true) = (lanes, stride > 1) {
-                    return self.strided_load(&b, &i, bd, len, w, stride);
+                    return self.strided_load(&b, &i, bd, &mt, w, stride);
                 }
                 let raw = match (lanes, self.vec.as_ref().and_then(|v| v.mask.clone())) {
                     (Some(w), Some(mask)) => {
@@ -563,12 +653,10 @@ impl Em<'_> {
                             Lit::I(0)
                         };
                         let z = self.splat(zero, bd)?;
-                        self.op(format!("vector.maskedload {b}[{i}], {mask}, {z} : memref<{len}x{m}>, vector<{w}xi1>, {vt} into {vt}"))
+                        self.op(format!("vector.maskedload {b}[{i}], {mask}, {z} : {mt}, vector<{w}xi1>, {vt} into {vt}"))
                     }
-                    (Some(_), None) => {
-                        self.op(format!("vector.load {b}[{i}] : memref<{len}x{m}>, {vt}"))
-                    }
-                    (None, _) => self.op(format!("memref.load {b}[{i}] : memref<{len}x{m}>")),
+                    (Some(_), None) => self.op(format!("vector.load {b}[{i}] : {mt}, {vt}")),
+                    (None, _) => self.op(format!("memref.load {b}[{i}] : {mt}")),
                 };
                 if bd == DType::Bool {
                     let z = self.constant(Lit::I(0), DType::I8);
@@ -764,7 +852,7 @@ impl Em<'_> {
         b: &str,
         i: &str,
         bd: DType,
-        len: usize,
+        mt: &str,
         w: u32,
         stride: i64,
     ) -> Result<String, CodegenError> {
@@ -791,7 +879,7 @@ impl Em<'_> {
             "vector.broadcast {z} : {} to vector<{wide}x{m}>",
             scalar_ty(bd)
         ));
-        let v = self.op(format!("vector.maskedload {b}[{i}], {mask}, {zw} : memref<{len}x{m}>, vector<{wide}xi1>, vector<{wide}x{m}> into vector<{wide}x{m}>"));
+        let v = self.op(format!("vector.maskedload {b}[{i}], {mask}, {zw} : {mt}, vector<{wide}xi1>, vector<{wide}x{m}> into vector<{wide}x{m}>"));
         let lanes: Vec<String> = (0..w as i64).map(|k| (k * stride).to_string()).collect();
         Ok(self.op(format!(
             "vector.shuffle {v}, {v} [{}] : vector<{wide}x{m}>, vector<{wide}x{m}>",

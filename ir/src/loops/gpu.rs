@@ -10,16 +10,28 @@
 //!   for bx in 0..128 block(x) {
 //!     for t in 0..256 thread(x) { … }  // the innermost block body holds only thread loops;
 //!     for u in 0..64 thread(x) { … }   // siblings run one after another, a barrier between
+//!     for kt in 0..32 {                // a *uniform* loop: every thread runs all of it
+//!       for t in 0..256 thread(x) { … }  // (stage a tile into shared memory)
+//!       for t in 0..256 thread(x) { … }  // (use it); a barrier ends each iteration
+//!     }
 //!   }
 //! }
 //! ```
 //!
+//! Threads of a block talk through `shared` buffers (one per block) and keep per-thread state
+//! in `local` buffers (one per thread, e.g. accumulators that live across a uniform loop): see
+//! [`super::BufRole`]. A write to shared memory is visible to the other threads from the next
+//! thread loop on (after the barrier), never within the same one: the interpreter reports a
+//! shared element touched by two threads between two barriers, one of them writing, as a race.
+//!
 //! **Architecture invariant:** in a program with bound loops every store sits inside a thread
-//! loop; thread loops sit only directly in block or thread loops (never under a serial loop, a
-//! guard or a reduction, so that every thread of a block reaches each barrier); an axis is
-//! bound at most once per nest. Iterations of bound loops must not depend on one another — the
-//! schedule that binds them checks that — so running them serially, as the interpreter and the
-//! CPU backend do, computes the same result as running them all at once on a GPU.
+//! loop; thread loops sit only directly in block or thread loops or in uniform loops (serial
+//! or unrolled, constant extent) directly in those — never under a guard or a reduction — so
+//! that every thread of a block reaches each barrier; an axis is bound at most once per nest.
+//! Iterations of bound loops must not depend on one another except through shared memory
+//! across barriers — the schedule that binds them checks that — so running them serially,
+//! thread loop after thread loop, as the interpreter and the CPU backend do, computes the same
+//! result as running them all at once on a GPU.
 
 use super::{LoopKind, LoopProgram, Stmt};
 use crate::error::{IrError, Result};
@@ -128,21 +140,7 @@ pub fn launch(prog: &LoopProgram) -> Result<Launch> {
         grid[a.index()] = l.extent as u64;
         body = &l.body;
     }
-    for s in body {
-        match s {
-            Stmt::For(l) if matches!(l.kind, LoopKind::Thread(_)) => {
-                thread_nest(prog, l, &mut Vec::new(), &mut block)?
-            }
-            _ => {
-                return Err(err(
-                    prog,
-                    "in a GPU kernel every statement of the innermost block loop must be a \
-                     thread loop"
-                        .into(),
-                ));
-            }
-        }
-    }
+    block_level(prog, body, &mut block)?;
     let threads: u64 = block.iter().product();
     if threads > MAX_THREADS_PER_BLOCK {
         return Err(err(
@@ -155,6 +153,33 @@ pub fn launch(prog: &LoopProgram) -> Result<Launch> {
         grid: to_u32(grid),
         block: to_u32(block),
     })
+}
+
+/// The statements every thread of a block runs together: thread loops, and uniform loops
+/// holding more of the same.
+fn block_level(prog: &LoopProgram, body: &[Stmt], block: &mut [u64; 3]) -> Result<()> {
+    for s in body {
+        match s {
+            Stmt::For(l) if matches!(l.kind, LoopKind::Thread(_)) => {
+                thread_nest(prog, l, &mut Vec::new(), block)?
+            }
+            Stmt::For(l) if is_uniform(l.kind) => block_level(prog, &l.body, block)?,
+            _ => {
+                return Err(err(
+                    prog,
+                    "in a GPU kernel every statement of the innermost block loop must be a \
+                     thread loop or a serial loop of thread loops"
+                        .into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Loops that may hold thread loops: run by every thread of the block alike.
+pub fn is_uniform(kind: LoopKind) -> bool {
+    matches!(kind, LoopKind::Serial | LoopKind::Unroll(_))
 }
 
 /// A perfect nest of thread loops starting at `l`; nothing bound below it.

@@ -7,6 +7,7 @@
 use super::*;
 use crate::error::{IrError, Result};
 use crate::tensor::Tensor;
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -30,17 +31,41 @@ impl V {
     }
 }
 
+/// A GPU thread's coordinate in its block (x, y, z).
+type ThreadId = [i64; 3];
+
+/// Who touched one shared element since the last barrier.
+#[derive(Clone, Copy, Default)]
+struct Touched {
+    writer: Option<ThreadId>,
+    reader: Option<ThreadId>,
+    /// Read by more than one thread.
+    readers: bool,
+}
+
 struct St<'a> {
     prog: &'a LoopProgram,
+    /// Parameters, then kernel-local buffers (scratch, shared; a placeholder for local ones),
+    /// at their positions in `prog.buffers`.
     bufs: Vec<&'a mut Tensor>,
     idx: HashMap<String, i64>,
     accs: Vec<(String, V)>,
+    /// The running GPU thread (inside a thread loop) and how many thread loops enclose it.
+    tid: ThreadId,
+    thread_depth: usize,
+    /// Each thread's copy of each `local` buffer (by position), made on first use.
+    local: RefCell<HashMap<(ThreadId, usize), Tensor>>,
+    /// Shared elements touched since the last barrier, by (buffer position, element).
+    touched: RefCell<HashMap<(usize, usize), Touched>>,
 }
 
 /// Runs `prog` over `buffers` (one tensor per parameter buffer, in order; outputs are written
-/// in place). Each tensor's element count must equal the buffer's `len`. Scratch buffers are
-/// allocated here, poisoned (NaN, or a junk pattern for integers) so that reading one before
-/// writing it shows.
+/// in place). Each tensor's element count must equal the buffer's `len`. Kernel-local buffers
+/// are allocated here, poisoned (NaN, or a junk pattern for integers) so that reading one
+/// before writing it shows: scratch once, shared memory at the start of every block, a
+/// thread's local memory at the start of every block. GPU programs run one thread loop at a
+/// time (see [`super::gpu`]); a shared element written by one thread and touched by another
+/// within one thread loop (between two barriers) is reported as a data race.
 pub fn run(prog: &LoopProgram, buffers: &mut [Tensor]) -> Result<()> {
     let params = prog.params().count();
     if buffers.len() != params {
@@ -51,7 +76,9 @@ pub fn run(prog: &LoopProgram, buffers: &mut [Tensor]) -> Result<()> {
         )));
     }
     let mut scratch: Vec<Tensor> = prog
-        .scratch()
+        .buffers
+        .iter()
+        .filter(|b| !b.role.is_param())
         .map(|b| Tensor::poisoned(b.dtype, vec![b.len]))
         .collect();
     for (b, t) in prog.params().zip(buffers.iter()) {
@@ -68,12 +95,119 @@ pub fn run(prog: &LoopProgram, buffers: &mut [Tensor]) -> Result<()> {
     }
     let mut st = St {
         prog,
-        // Scratch follows the parameters (a verifier rule), so positions match `buffers`.
+        // Kernel-local buffers follow the parameters (a verifier rule), so positions match
+        // `prog.buffers`.
         bufs: buffers.iter_mut().chain(scratch.iter_mut()).collect(),
         idx: HashMap::new(),
         accs: vec![],
+        tid: [0; 3],
+        thread_depth: 0,
+        local: RefCell::default(),
+        touched: RefCell::default(),
     };
     block(&mut st, &prog.body)
+}
+
+impl St<'_> {
+    /// A new thread block: fresh (poisoned) shared and local memory.
+    fn start_block(&mut self) {
+        for (b, t) in self.prog.buffers.iter().zip(self.bufs.iter_mut()) {
+            if b.role == BufRole::Shared {
+                **t = Tensor::poisoned(b.dtype, vec![b.len]);
+            }
+        }
+        self.local.get_mut().clear();
+        self.touched.get_mut().clear();
+    }
+
+    /// Element `i` of buffer `pos` as seen by the running thread.
+    fn read(&self, pos: usize, i: i64) -> Result<V> {
+        let b = &self.prog.buffers[pos];
+        self.check_bounds("load", pos, i)?;
+        let get = |t: &Tensor| {
+            if t.dtype().is_float() {
+                V::F(t.get_f64(i as usize))
+            } else {
+                V::I(t.get_i64(i as usize))
+            }
+        };
+        match b.role {
+            BufRole::Local => {
+                let mut local = self.local.borrow_mut();
+                let t = local
+                    .entry((self.tid, pos))
+                    .or_insert_with(|| Tensor::poisoned(b.dtype, vec![b.len]));
+                Ok(get(t))
+            }
+            BufRole::Shared => {
+                self.touch(pos, i as usize, false)?;
+                Ok(get(&*self.bufs[pos]))
+            }
+            _ => Ok(get(&*self.bufs[pos])),
+        }
+    }
+
+    /// Stores `v` at element `i` of buffer `pos` for the running thread.
+    fn write(&mut self, pos: usize, i: i64, v: V) -> Result<()> {
+        let b = &self.prog.buffers[pos];
+        self.check_bounds("store", pos, i)?;
+        match b.role {
+            BufRole::Local => {
+                let local = self.local.get_mut();
+                let t = local
+                    .entry((self.tid, pos))
+                    .or_insert_with(|| Tensor::poisoned(b.dtype, vec![b.len]));
+                write(t, i as usize, v)
+            }
+            BufRole::Shared => {
+                self.touch(pos, i as usize, true)?;
+                write(self.bufs[pos], i as usize, v)
+            }
+            _ => write(self.bufs[pos], i as usize, v),
+        }
+        Ok(())
+    }
+
+    fn check_bounds(&self, what: &str, pos: usize, i: i64) -> Result<()> {
+        let b = &self.prog.buffers[pos];
+        if i < 0 || i as usize >= b.len {
+            return Err(IrError::Interp(format!(
+                "kernel `{}`: {what} {}[{i}] is out of bounds (len {})",
+                self.prog.name, b.name, b.len
+            )));
+        }
+        Ok(())
+    }
+
+    /// Records the running thread's access to a shared element; two threads touching it
+    /// between barriers, one writing, is a race.
+    fn touch(&self, pos: usize, i: usize, store: bool) -> Result<()> {
+        let me = self.tid;
+        let mut touched = self.touched.borrow_mut();
+        let t = touched.entry((pos, i)).or_default();
+        let other_writer = t.writer.is_some_and(|w| w != me);
+        let other_reader = t.readers || t.reader.is_some_and(|r| r != me);
+        if other_writer || (store && other_reader) {
+            let who = |t: ThreadId| format!("({}, {}, {})", t[0], t[1], t[2]);
+            let other = t.writer.or(t.reader).map_or_else(|| "another".into(), who);
+            return Err(IrError::Interp(format!(
+                "kernel `{}`: data race on shared `{}[{i}]`: thread {} {} it after thread {other} \
+                 touched it, with no barrier between",
+                self.prog.name,
+                self.prog.buffers[pos].name,
+                who(me),
+                if store { "writes" } else { "reads" },
+            )));
+        }
+        if store {
+            t.writer = Some(me);
+        } else if t.reader.is_some_and(|r| r != me) {
+            t.readers = true;
+        } else {
+            t.reader = Some(me);
+        }
+        Ok(())
+    }
 }
 
 fn block(st: &mut St, body: &[Stmt]) -> Result<()> {
@@ -86,9 +220,30 @@ fn block(st: &mut St, body: &[Stmt]) -> Result<()> {
 fn stmt(st: &mut St, s: &Stmt) -> Result<()> {
     match s {
         Stmt::For(l) => {
+            let thread_axis = match l.kind {
+                LoopKind::Thread(a) => Some(a.index()),
+                _ => None,
+            };
+            if thread_axis.is_some() {
+                if st.thread_depth == 0 {
+                    // A new thread loop of the block: a barrier came before it.
+                    st.touched.get_mut().clear();
+                }
+                st.thread_depth += 1;
+            }
             for i in 0..l.extent {
                 st.idx.insert(l.var.clone(), i);
+                if let Some(a) = thread_axis {
+                    st.tid[a] = i;
+                }
+                if matches!(l.kind, LoopKind::Block(_)) {
+                    st.start_block();
+                }
                 block(st, &l.body)?;
+            }
+            if let Some(a) = thread_axis {
+                st.tid[a] = 0;
+                st.thread_depth -= 1;
             }
             st.idx.remove(&l.var);
         }
@@ -96,15 +251,7 @@ fn stmt(st: &mut St, s: &Stmt) -> Result<()> {
             let i = iexpr(st, index)?;
             let v = vexpr(st, value)?;
             let b = buf_index(st, buf)?;
-            let t = &mut *st.bufs[b];
-            if i < 0 || i as usize >= t.len() {
-                return Err(IrError::Interp(format!(
-                    "kernel `{}`: store {buf}[{i}] is out of bounds (len {})",
-                    st.prog.name,
-                    t.len()
-                )));
-            }
-            write(t, i as usize, v);
+            st.write(b, i, v)?;
         }
         Stmt::If { cond, then } => {
             if vexpr(st, cond)?.i() != 0 {
@@ -217,19 +364,7 @@ fn vexpr(st: &St, e: &VExpr) -> Result<V> {
         VExpr::Const(Lit::I(x), d) => V::I(d.wrap_i64(*x)),
         VExpr::Load { buf, index } => {
             let i = iexpr(st, index)?;
-            let t = &*st.bufs[buf_index(st, buf)?];
-            if i < 0 || i as usize >= t.len() {
-                return Err(IrError::Interp(format!(
-                    "kernel `{}`: load {buf}[{i}] is out of bounds (len {})",
-                    st.prog.name,
-                    t.len()
-                )));
-            }
-            if t.dtype().is_float() {
-                V::F(t.get_f64(i as usize))
-            } else {
-                V::I(t.get_i64(i as usize))
-            }
+            st.read(buf_index(st, buf)?, i)?
         }
         VExpr::Acc(n, _) => st
             .accs

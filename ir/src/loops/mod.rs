@@ -25,14 +25,57 @@ pub struct LoopProgram {
     pub body: Vec<Stmt>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BufRole {
     Input,
     Output,
     /// Kernel-local working memory (e.g. a packed operand panel): not an argument; each call
     /// of the kernel (each thread's share of the parallel loop) gets its own, uninitialised.
     Scratch,
+    /// GPU shared memory: one copy per thread block, seen by all its threads, uninitialised
+    /// when the block starts (see [`gpu`] for when writes become visible).
+    Shared,
+    /// GPU thread-private memory (registers): one copy per thread of a block, kept across the
+    /// block's thread loops (a thread's accumulators), uninitialised when the block starts.
+    Local,
 }
+
+impl BufRole {
+    /// Passed by the caller (inputs and outputs), as opposed to kernel-local memory.
+    pub fn is_param(self) -> bool {
+        matches!(self, BufRole::Input | BufRole::Output)
+    }
+
+    /// One of the GPU memory spaces, only meaningful in a kernel with bound loops.
+    pub fn is_gpu_memory(self) -> bool {
+        matches!(self, BufRole::Shared | BufRole::Local)
+    }
+
+    /// The name used in the text format.
+    pub fn name(self) -> &'static str {
+        match self {
+            BufRole::Input => "in",
+            BufRole::Output => "out",
+            BufRole::Scratch => "scratch",
+            BufRole::Shared => "shared",
+            BufRole::Local => "local",
+        }
+    }
+
+    pub const ALL: [BufRole; 5] = [
+        BufRole::Input,
+        BufRole::Output,
+        BufRole::Scratch,
+        BufRole::Shared,
+        BufRole::Local,
+    ];
+}
+
+/// The most shared memory one kernel may declare (the static limit of every NVIDIA GPU).
+pub const MAX_SHARED_BYTES: usize = 48 * 1024;
+/// The most thread-private memory one kernel may declare per thread (beyond a few hundred
+/// bytes it leaves registers for slow local memory).
+pub const MAX_LOCAL_BYTES: usize = 1024;
 
 /// The most scratch memory one kernel may declare: it lives on the calling thread's stack.
 pub const MAX_SCRATCH_BYTES: usize = 256 * 1024;
@@ -369,6 +412,25 @@ impl VExpr {
         }
     }
 
+    /// Replaces every load of exactly `buf[index]` by `with` (e.g. a product's epilogue,
+    /// which reads the finished sum from the output, reading it from an accumulator).
+    pub fn replace_load(&self, buf: &str, index: &IExpr, with: &VExpr) -> VExpr {
+        let r = |x: &VExpr| Box::new(x.replace_load(buf, index, with));
+        match self {
+            VExpr::Load { buf: b, index: i } if b == buf && i == index => with.clone(),
+            VExpr::Const(..)
+            | VExpr::Acc(..)
+            | VExpr::Load { .. }
+            | VExpr::Index(..)
+            | VExpr::ICmp(..) => self.clone(),
+            VExpr::Unary(op, a) => VExpr::Unary(*op, r(a)),
+            VExpr::Cast(d, a) => VExpr::Cast(*d, r(a)),
+            VExpr::Binary(op, a, c) => VExpr::Binary(*op, r(a), r(c)),
+            VExpr::Cmp(op, a, c) => VExpr::Cmp(*op, r(a), r(c)),
+            VExpr::Select(c, a, d) => VExpr::Select(r(c), r(a), r(d)),
+        }
+    }
+
     /// Whether any load occurs inside.
     pub fn has_load(&self) -> bool {
         match self {
@@ -534,10 +596,10 @@ impl LoopProgram {
         self.buffers.iter().find(|b| b.name == name)
     }
 
-    /// The buffers passed by the caller (inputs and outputs, in call order): every buffer
-    /// but scratch, which the verifier keeps after them.
+    /// The buffers passed by the caller (inputs and outputs, in call order); the verifier
+    /// keeps kernel-local buffers (scratch, shared, local) after them.
     pub fn params(&self) -> impl Iterator<Item = &Buffer> {
-        self.buffers.iter().filter(|b| b.role != BufRole::Scratch)
+        self.buffers.iter().filter(|b| b.role.is_param())
     }
 
     /// Kernel-local scratch buffers.

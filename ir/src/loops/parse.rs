@@ -562,11 +562,11 @@ pub fn parse_program(src: &str) -> Result<LoopProgram> {
         if !buffers.is_empty() {
             p.expect(",")?;
         }
-        let role = match p.ident()?.as_str() {
-            "in" => BufRole::Input,
-            "out" => BufRole::Output,
-            "scratch" => BufRole::Scratch,
-            r => return p.err(format!("buffer role `{r}` is not in/out/scratch")),
+        let word = p.ident()?;
+        let Some(role) = BufRole::ALL.into_iter().find(|r| r.name() == word) else {
+            return p.err(format!(
+                "buffer role `{word}` is not in/out/scratch/shared/local"
+            ));
         };
         let bname = p.ident()?;
         p.expect(":")?;

@@ -18,11 +18,7 @@ impl Display for LoopProgram {
             if i > 0 {
                 f.write_str(", ")?;
             }
-            let role = match b.role {
-                BufRole::Input => "in",
-                BufRole::Output => "out",
-                BufRole::Scratch => "scratch",
-            };
+            let role = b.role.name();
             write!(f, "{role} {}: {}[{}]", b.name, b.dtype, b.len)?;
         }
         f.write_str(") {\n")?;

@@ -10,6 +10,23 @@ struct Ctx<'a> {
     vars: Vec<String>,
     accs: Vec<(String, DType)>,
     seen: HashSet<String>,
+    /// How many thread loops enclose the statement being checked.
+    thread_depth: usize,
+}
+
+/// Shared and local buffers belong to a thread: they are only touched inside thread loops.
+fn check_gpu_access(cx: &Ctx, buf: &Buffer, what: &str) -> Result<()> {
+    if buf.role.is_gpu_memory() && cx.thread_depth == 0 {
+        return Err(err(
+            cx.prog,
+            format!(
+                "{what} {} buffer `{}` outside a thread loop",
+                buf.role.name(),
+                buf.name
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn err(prog: &LoopProgram, msg: String) -> IrError {
@@ -18,19 +35,15 @@ fn err(prog: &LoopProgram, msg: String) -> IrError {
 
 pub fn verify(prog: &LoopProgram) -> Result<()> {
     let mut names = HashSet::new();
-    let mut scratch_bytes = 0;
+    let mut bytes_of = std::collections::HashMap::new();
     for (i, b) in prog.buffers.iter().enumerate() {
-        if b.role != BufRole::Scratch
-            && prog.buffers[..i].iter().any(|p| p.role == BufRole::Scratch)
-        {
+        if b.role.is_param() && prog.buffers[..i].iter().any(|p| !p.role.is_param()) {
             return Err(err(
                 prog,
-                format!("parameter `{}` declared after scratch", b.name),
+                format!("parameter `{}` declared after kernel-local buffers", b.name),
             ));
         }
-        if b.role == BufRole::Scratch {
-            scratch_bytes += b.len * b.dtype.size();
-        }
+        *bytes_of.entry(b.role).or_insert(0usize) += b.len.saturating_mul(b.dtype.size());
         if !names.insert(&b.name) {
             return Err(err(prog, format!("buffer `{}` declared twice", b.name)));
         }
@@ -38,10 +51,30 @@ pub fn verify(prog: &LoopProgram) -> Result<()> {
             return Err(err(prog, format!("buffer `{}` is empty", b.name)));
         }
     }
-    if scratch_bytes > MAX_SCRATCH_BYTES {
+    for (role, limit) in [
+        (BufRole::Scratch, MAX_SCRATCH_BYTES),
+        (BufRole::Shared, MAX_SHARED_BYTES),
+        (BufRole::Local, MAX_LOCAL_BYTES),
+    ] {
+        let bytes = bytes_of.get(&role).copied().unwrap_or(0);
+        if bytes > limit {
+            return Err(err(
+                prog,
+                format!("{bytes} bytes of {} memory (at most {limit})", role.name()),
+            ));
+        }
+    }
+    let gpu = super::gpu::binds_gpu(&prog.body);
+    if let Some(b) = prog.buffers.iter().find(|b| b.role.is_gpu_memory())
+        && !gpu
+    {
         return Err(err(
             prog,
-            format!("{scratch_bytes} bytes of scratch (at most {MAX_SCRATCH_BYTES})"),
+            format!(
+                "{} buffer `{}` in a kernel with no GPU-bound loop",
+                b.role.name(),
+                b.name
+            ),
         ));
     }
     let mut cx = Ctx {
@@ -49,6 +82,7 @@ pub fn verify(prog: &LoopProgram) -> Result<()> {
         vars: vec![],
         accs: vec![],
         seen: HashSet::new(),
+        thread_depth: 0,
     };
     for (i, s) in prog.body.iter().enumerate() {
         if let Stmt::For(l) = s
@@ -62,7 +96,7 @@ pub fn verify(prog: &LoopProgram) -> Result<()> {
         }
         stmt(&mut cx, s, 0)?;
     }
-    if super::gpu::binds_gpu(&prog.body) {
+    if gpu {
         if prog.parallel_extent() > 1 {
             return Err(err(prog, "CPU-parallel and GPU-bound loops mixed".into()));
         }
@@ -100,10 +134,13 @@ fn stmt(cx: &mut Ctx, s: &Stmt, depth: usize) -> Result<()> {
                 }
                 _ => {}
             }
+            let thread = matches!(l.kind, LoopKind::Thread(_)) as usize;
             cx.vars.push(l.var.clone());
+            cx.thread_depth += thread;
             for b in &l.body {
                 stmt(cx, b, depth + 1)?;
             }
+            cx.thread_depth -= thread;
             cx.vars.pop();
         }
         Stmt::Store { buf, index, value } => {
@@ -113,6 +150,7 @@ fn stmt(cx: &mut Ctx, s: &Stmt, depth: usize) -> Result<()> {
             if b.role == BufRole::Input {
                 return Err(err(prog, format!("store to input buffer `{buf}`")));
             }
+            check_gpu_access(cx, b, "store to")?;
             iexpr(cx, index)?;
             let d = vexpr(cx, value)?;
             if d != b.dtype {
@@ -218,9 +256,11 @@ fn vexpr(cx: &Ctx, e: &VExpr) -> Result<DType> {
         }
         VExpr::Load { buf, index } => {
             iexpr(cx, index)?;
-            prog.buffer(buf)
-                .ok_or_else(|| err(prog, format!("load from unknown buffer `{buf}`")))?
-                .dtype
+            let b = prog
+                .buffer(buf)
+                .ok_or_else(|| err(prog, format!("load from unknown buffer `{buf}`")))?;
+            check_gpu_access(cx, b, "load from")?;
+            b.dtype
         }
         VExpr::Acc(n, d) => {
             match cx.accs.iter().rev().find(|(a, _)| a == n) {

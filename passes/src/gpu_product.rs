@@ -1,0 +1,409 @@
+//! The GPU schedule of matrix products: block tiles staged through shared memory, register
+//! tiles per thread.
+//!
+//! Built from the product's [`ProductSpec`] (as the CPU's tiled product is) and a
+//! [`GpuProductTiling`], the knobs a GPU search would tune:
+//!
+//! ```text
+//! block(x) over (batch, bm-row tile, bn-column tile):
+//!   thread(x) t:  acc[tm][tn] = init                     (local: the thread's registers)
+//!   for each k tile of bk:                               (uniform: every thread, a barrier
+//!     thread(x) t:  As[bk][bm+1], Bs[bk][bn] = tiles       after each step)
+//!     thread(x) t:  for kk: acc[r][c] += As[kk][row r] * Bs[kk][col c]
+//!   (the k tail, if bk does not divide k: the same with a shorter tile)
+//!   thread(x) t:  C[rows, cols] = finish(acc)             (guarded at the matrix edges)
+//! ```
+//!
+//! Thread `t` owns rows `ty + r·(bm/tm)` and columns `tx + c·(bn/tn)` of the tile (`ty`, `tx`
+//! its coordinates in a `bm/tm × bn/tn` grid): consecutive threads read consecutive `Bs`
+//! elements (no bank conflicts) and store consecutive output columns (coalesced); `As` rows
+//! are padded by one element so that the transposing store into it does not conflict. Each
+//! staged element is read from global memory once per block instead of once per thread.
+//!
+//! The sum over `k` runs in ascending order from the initial value, one accumulator per output
+//! element, as in the plain nest: results are bit-identical to it wherever no fused
+//! multiply-add is formed. Out-of-range rows and columns of edge tiles stage zeros and are
+//! never stored.
+
+use crate::error::PassError;
+use crate::product::ProductSpec;
+use std::cell::Cell;
+use tessera_ir::loops::gpu::{MAX_THREADS_PER_BLOCK, launch};
+use tessera_ir::loops::{
+    BinOp, BufRole, Buffer, CmpOp, GpuAxis, IExpr, Loop, LoopKind, LoopProgram, MAX_LOCAL_BYTES,
+    MAX_SHARED_BYTES, Stmt, VExpr,
+};
+
+/// The knobs of the GPU product schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct GpuProductTiling {
+    /// Rows and columns of the output tile one block computes.
+    pub bm: i64,
+    pub bn: i64,
+    /// Length of the `k` tile staged in shared memory per step.
+    pub bk: i64,
+    /// Rows and columns of the register tile one thread computes.
+    pub tm: i64,
+    pub tn: i64,
+}
+
+impl GpuProductTiling {
+    /// The default for `spec`: per side, a tile of the side's extent rounded up to a power of
+    /// two, between 8 and 64, with up to 16 threads along it (4 rows or columns each at 64);
+    /// 16 deep. A big product gets 64×64 tiles of 4×4 per thread: 256 threads, 8.3 KB of
+    /// shared memory in f32; a thin one smaller tiles rather than idle threads.
+    pub fn default_for(spec: &ProductSpec) -> GpuProductTiling {
+        let side = |extent: i64| {
+            let tile = (extent.max(1) as u64).next_power_of_two().clamp(8, 64) as i64;
+            (tile, (tile / 16).max(1))
+        };
+        let ((bm, tm), (bn, tn)) = (side(spec.m), side(spec.n));
+        GpuProductTiling {
+            bm,
+            bn,
+            bk: 16,
+            tm,
+            tn,
+        }
+    }
+
+    pub fn threads(&self) -> i64 {
+        (self.bm / self.tm.max(1)) * (self.bn / self.tn.max(1))
+    }
+
+    /// Checks the knobs against each other and the dtype's sizes.
+    pub fn validate(&self, spec: &ProductSpec) -> Result<(), PassError> {
+        let bad = |m: String| Err(PassError::Schedule(format!("GPU product tiling: {m}")));
+        let t = self;
+        if [t.bm, t.bn, t.bk, t.tm, t.tn].iter().any(|&k| k < 1) {
+            return bad(format!("non-positive knob in {t:?}"));
+        }
+        if t.bm % t.tm != 0 || t.bn % t.tn != 0 {
+            return bad(format!(
+                "register tile {}x{} does not divide block tile {}x{}",
+                t.tm, t.tn, t.bm, t.bn
+            ));
+        }
+        let threads = t.threads();
+        if threads % 32 != 0 || threads as u64 > MAX_THREADS_PER_BLOCK {
+            return bad(format!(
+                "{threads} threads per block (a multiple of 32, at most {MAX_THREADS_PER_BLOCK})"
+            ));
+        }
+        let size = spec.dtype.size() as i64;
+        let shared = (t.bk * (t.bm + 1) + t.bk * t.bn) * size;
+        if shared as usize > MAX_SHARED_BYTES {
+            return bad(format!("{shared} bytes of shared memory"));
+        }
+        let local = t.tm * t.tn * size;
+        if local as usize > MAX_LOCAL_BYTES {
+            return bad(format!("{local} bytes of registers per thread"));
+        }
+        Ok(())
+    }
+}
+
+/// Whether the tiled GPU product pays off: at least 8 rows and columns, so that staged
+/// elements are shared by several threads (a matrix-vector product keeps the default
+/// schedule, one output per thread), and a reduction worth staging.
+pub fn worth_gpu_tiling(spec: &ProductSpec) -> bool {
+    spec.m >= 8 && spec.n >= 8 && spec.k >= 4
+}
+
+/// Rebuilds `prog` (whose body computes `spec`) as the tiled GPU product; the program keeps
+/// its parameters and gains the shared tiles and the accumulators.
+pub fn tile_gpu(
+    prog: &LoopProgram,
+    spec: &ProductSpec,
+    t: &GpuProductTiling,
+) -> Result<LoopProgram, PassError> {
+    t.validate(spec)?;
+    let fresh = |base: &str| {
+        let mut name = format!("{}_{base}", spec.out);
+        while prog.buffer(&name).is_some() {
+            name.push('_');
+        }
+        name
+    };
+    let g = Gen {
+        spec,
+        t: *t,
+        a_tile: fresh("as"),
+        b_tile: fresh("bs"),
+        acc: fresh("acc"),
+        next: Cell::new(0),
+    };
+    let mut buffers: Vec<Buffer> = prog.params().cloned().collect();
+    for (name, len, role) in [
+        (&g.a_tile, t.bk * (t.bm + 1), BufRole::Shared),
+        (&g.b_tile, t.bk * t.bn, BufRole::Shared),
+        (&g.acc, t.tm * t.tn, BufRole::Local),
+    ] {
+        buffers.push(Buffer {
+            name: name.clone(),
+            dtype: spec.dtype,
+            len: len as usize,
+            role,
+        });
+    }
+    let tiled = LoopProgram {
+        name: prog.name.clone(),
+        buffers,
+        body: vec![g.program()],
+    };
+    crate::verify_after("tile-gpu-product", &tiled)?;
+    launch(&tiled).map_err(|e| PassError::Verify {
+        pass: "tile-gpu-product".into(),
+        msg: e.to_string(),
+    })?;
+    Ok(tiled)
+}
+
+struct Gen<'a> {
+    spec: &'a ProductSpec,
+    t: GpuProductTiling,
+    a_tile: String,
+    b_tile: String,
+    acc: String,
+    /// Counter for fresh loop variables (names are unique within a program).
+    next: Cell<usize>,
+}
+
+/// Where a block works: its batch index, first row and first column.
+struct At {
+    b: IExpr,
+    i0: IExpr,
+    j0: IExpr,
+}
+
+fn for_(var: &str, extent: i64, kind: LoopKind, body: Vec<Stmt>) -> Stmt {
+    Stmt::For(Loop {
+        var: var.into(),
+        extent,
+        kind,
+        body,
+    })
+}
+
+fn lt(e: IExpr, bound: i64) -> VExpr {
+    VExpr::ICmp(CmpOp::Lt, e, IExpr::c(bound))
+}
+
+fn and(a: VExpr, b: VExpr) -> VExpr {
+    VExpr::bin(BinOp::And, a, b)
+}
+
+impl Gen<'_> {
+    /// Substitutes the spec's variables in `e`: batch, row, column, reduction index.
+    fn at(&self, e: &VExpr, b: &IExpr, i: &IExpr, j: &IExpr, k: &IExpr) -> VExpr {
+        let [vb, vi, vj, vk] = &self.spec.vars;
+        e.subst(vb, b).subst(vi, i).subst(vj, j).subst(vk, k)
+    }
+
+    fn program(&self) -> Stmt {
+        let (s, t) = (self.spec, self.t);
+        let (mb, nb) = ((s.m + t.bm - 1) / t.bm, (s.n + t.bn - 1) / t.bn);
+        let p = IExpr::var("gb");
+        let at = At {
+            b: if s.batch > 1 {
+                p.clone().floordiv(mb * nb)
+            } else {
+                IExpr::c(0)
+            },
+            i0: p.clone().floordiv(nb).modulo(mb).times(t.bm),
+            j0: p.modulo(nb).times(t.bn),
+        };
+        let mut body = vec![self.threads(|th| {
+            self.tile_stores(&at, th, |g, r, c, b, i, j| {
+                // The initial value (a bias may be read): only where the element exists.
+                let init = VExpr::select(
+                    and(lt(i.clone(), s.m), lt(j.clone(), s.n)),
+                    g.at(&s.init, b, i, j, &IExpr::c(0)),
+                    VExpr::lit(0.0, s.dtype),
+                );
+                Some(Stmt::Store {
+                    buf: g.acc.clone(),
+                    index: IExpr::c(r * t.tn + c),
+                    value: init,
+                })
+            })
+        })];
+        let full = s.k / t.bk;
+        if full > 0 {
+            let kt = self.var("gk");
+            let k0 = IExpr::var(&kt).times(t.bk);
+            body.push(for_(
+                &kt,
+                full,
+                LoopKind::Serial,
+                vec![self.stage(&at, &k0, t.bk), self.multiply(t.bk)],
+            ));
+        }
+        if s.k % t.bk != 0 {
+            let k0 = IExpr::c(full * t.bk);
+            body.push(self.stage(&at, &k0, s.k % t.bk));
+            body.push(self.multiply(s.k % t.bk));
+        }
+        body.push(self.threads(|th| {
+            self.tile_stores(&at, th, |g, r, c, b, i, j| {
+                let [vb, vi, vj, _] = &s.vars;
+                let c_index = s.c_index.subst(vb, b).subst(vi, i).subst(vj, j);
+                let sum = VExpr::load(&g.acc, IExpr::c(r * t.tn + c));
+                let value = match &s.finish {
+                    Some(fin) => g
+                        .at(fin, b, i, j, &IExpr::c(0))
+                        .replace_load(&s.out, &c_index, &sum),
+                    None => sum,
+                };
+                let store = Stmt::Store {
+                    buf: s.out.clone(),
+                    index: c_index,
+                    value,
+                };
+                Some(Stmt::If {
+                    cond: and(lt(i.clone(), s.m), lt(j.clone(), s.n)),
+                    then: vec![store],
+                })
+            })
+        }));
+        for_("gb", s.batch * mb * nb, LoopKind::Block(GpuAxis::X), body)
+    }
+
+    fn var(&self, base: &str) -> String {
+        self.next.set(self.next.get() + 1);
+        format!("{base}{}", self.next.get())
+    }
+
+    /// One thread loop over the block's threads; `body` gets the thread's index.
+    fn threads(&self, body: impl FnOnce(&IExpr) -> Vec<Stmt>) -> Stmt {
+        let v = self.var("gt");
+        let inner = body(&IExpr::var(&v));
+        for_(&v, self.t.threads(), LoopKind::Thread(GpuAxis::X), inner)
+    }
+
+    /// The running thread's register tile, unrolled: `f(r, c, batch, row, column)` per
+    /// element.
+    fn tile_stores(
+        &self,
+        at: &At,
+        th: &IExpr,
+        f: impl Fn(&Self, i64, i64, &IExpr, &IExpr, &IExpr) -> Option<Stmt>,
+    ) -> Vec<Stmt> {
+        let t = self.t;
+        let (rows, cols) = (t.bm / t.tm, t.bn / t.tn);
+        let (ty, tx) = (th.clone().floordiv(cols), th.clone().modulo(cols));
+        let mut out = Vec::new();
+        for r in 0..t.tm {
+            for c in 0..t.tn {
+                let i = at.i0.clone().plus(IExpr::c(r * rows)).plus(ty.clone());
+                let j = at.j0.clone().plus(IExpr::c(c * cols)).plus(tx.clone());
+                out.extend(f(self, r, c, &at.b, &i, &j));
+            }
+        }
+        out
+    }
+
+    /// Stages `A[rows, k0..k0+kc]` and `B[k0..k0+kc, cols]` in shared memory: each thread
+    /// copies every `threads`-th element, consecutive threads along `k` of `A` and along the
+    /// columns of `B` (the contiguous directions of row-major operands).
+    fn stage(&self, at: &At, k0: &IExpr, kc: i64) -> Stmt {
+        self.threads(|th| self.stage_body(at, th, k0, kc))
+    }
+
+    fn stage_body(&self, at: &At, th: &IExpr, k0: &IExpr, kc: i64) -> Vec<Stmt> {
+        let (s, t) = (self.spec, self.t);
+        let threads = t.threads();
+        let mut body = Vec::new();
+        let mut copy = |total: i64, elem: &dyn Fn(&IExpr) -> Stmt| {
+            for q in 0..(total + threads - 1) / threads {
+                let e = IExpr::c(q * threads).plus(th.clone());
+                let store = elem(&e);
+                if (q + 1) * threads <= total {
+                    body.push(store);
+                } else {
+                    body.push(Stmt::If {
+                        cond: lt(e, total),
+                        then: vec![store],
+                    });
+                }
+            }
+        };
+        copy(kc * t.bm, &|e| {
+            let (kk, mm) = (e.clone().modulo(kc), e.clone().floordiv(kc));
+            let i = at.i0.clone().plus(mm.clone());
+            let k = k0.clone().plus(kk.clone());
+            let a = self.at(&s.a, &at.b, &i, &IExpr::c(0), &k);
+            Stmt::Store {
+                buf: self.a_tile.clone(),
+                index: kk.times(t.bm + 1).plus(mm),
+                value: self.edge_guard(i, s.m, t.bm, a),
+            }
+        });
+        copy(kc * t.bn, &|e| {
+            let (kk, jj) = (e.clone().floordiv(t.bn), e.clone().modulo(t.bn));
+            let j = at.j0.clone().plus(jj.clone());
+            let k = k0.clone().plus(kk.clone());
+            let b = self.at(&s.b, &at.b, &IExpr::c(0), &j, &k);
+            Stmt::Store {
+                buf: self.b_tile.clone(),
+                index: kk.times(t.bn).plus(jj),
+                value: self.edge_guard(j, s.n, t.bn, b),
+            }
+        });
+        body
+    }
+
+    /// `value` where `coord < extent` (always, when the tile divides the extent), else zero.
+    fn edge_guard(&self, coord: IExpr, extent: i64, tile: i64, value: VExpr) -> VExpr {
+        if extent % tile == 0 {
+            return value;
+        }
+        VExpr::select(lt(coord, extent), value, VExpr::lit(0.0, self.spec.dtype))
+    }
+
+    /// `acc[r][c] += As[kk][row r] * Bs[kk][col c]` for the `kc` staged steps.
+    fn multiply(&self, kc: i64) -> Stmt {
+        self.threads(|th| self.multiply_body(th, kc))
+    }
+
+    fn multiply_body(&self, th: &IExpr, kc: i64) -> Vec<Stmt> {
+        let t = self.t;
+        let (rows, cols) = (t.bm / t.tm, t.bn / t.tn);
+        let (ty, tx) = (th.clone().floordiv(cols), th.clone().modulo(cols));
+        let kv = self.var("gkk");
+        let kk = IExpr::var(&kv);
+        let mut steps = Vec::new();
+        for r in 0..t.tm {
+            for c in 0..t.tn {
+                let a = VExpr::load(
+                    &self.a_tile,
+                    kk.clone()
+                        .times(t.bm + 1)
+                        .plus(IExpr::c(r * rows))
+                        .plus(ty.clone()),
+                );
+                let b = VExpr::load(
+                    &self.b_tile,
+                    kk.clone()
+                        .times(t.bn)
+                        .plus(IExpr::c(c * cols))
+                        .plus(tx.clone()),
+                );
+                let acc = IExpr::c(r * t.tn + c);
+                steps.push(Stmt::Store {
+                    buf: self.acc.clone(),
+                    index: acc.clone(),
+                    value: VExpr::bin(
+                        BinOp::Add,
+                        VExpr::load(&self.acc, acc),
+                        VExpr::bin(BinOp::Mul, a, b),
+                    ),
+                });
+            }
+        }
+        // Unrolled: the register tile's shared loads and multiply-adds of several steps in
+        // one straight line, for the scheduler to interleave.
+        let unroll = kc.min(16) as u32;
+        vec![for_(&kv, kc, LoopKind::Unroll(unroll), steps)]
+    }
+}
