@@ -19,7 +19,7 @@ use crate::product::ProductSpec;
 use crate::schedule::{fuse, split};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use tessera_ir::loops::gpu::{Launch, MAX_THREADS_PER_BLOCK};
+use tessera_ir::loops::gpu::{Launch, MAX_THREADS_PER_BLOCK, binds_gpu};
 use tessera_ir::loops::{
     BufRole, GpuAxis, IExpr, Loop, LoopKind, LoopProgram, Stmt, carries_dependence,
 };
@@ -65,6 +65,8 @@ pub struct GpuBinding {
     /// The kernel is a matrix product rebuilt with shared-memory tiles
     /// ([`crate::gpu_product`]).
     pub tiled_product: bool,
+    /// The kernel reduces rows, one thread block per row ([`crate::gpu_reduce`]).
+    pub row_blocks: bool,
     pub launch: Launch,
 }
 
@@ -87,6 +89,22 @@ pub fn schedule_gpu(
         return Ok(GpuBinding {
             bound: vec![],
             tiled_product: true,
+            row_blocks: false,
+            launch,
+        });
+    }
+    if !binds_gpu(&prog.body)
+        && let Some(rows) = crate::gpu_reduce::row_reduction(prog)?
+    {
+        *prog = rows;
+        let launch = tessera_ir::loops::gpu::launch(prog).map_err(|e| PassError::Verify {
+            pass: "gpu schedule".into(),
+            msg: e.to_string(),
+        })?;
+        return Ok(GpuBinding {
+            bound: vec![],
+            tiled_product: false,
+            row_blocks: true,
             launch,
         });
     }
@@ -122,6 +140,7 @@ pub fn default_gpu(
         return Ok(GpuBinding {
             bound: vec![],
             tiled_product: false,
+            row_blocks: false,
             launch: Launch::SINGLE,
         });
     };
@@ -152,6 +171,7 @@ pub fn default_gpu(
     Ok(GpuBinding {
         bound,
         tiled_product: false,
+        row_blocks: false,
         launch,
     })
 }
@@ -259,7 +279,7 @@ fn loads_only_at(body: &[Stmt], index_of: &HashMap<String, IExpr>) -> bool {
 }
 
 /// The loops of the outer perfect nest, outermost first.
-fn outer_chain(body: &[Stmt]) -> Vec<&Loop> {
+pub(crate) fn outer_chain(body: &[Stmt]) -> Vec<&Loop> {
     let mut chain = Vec::new();
     let mut body = body;
     while let [Stmt::For(l)] = body {
@@ -270,7 +290,7 @@ fn outer_chain(body: &[Stmt]) -> Vec<&Loop> {
 }
 
 /// Whether the loops `nest` (a prefix of the outer perfect nest) may all run at once.
-fn bindable(prog: &LoopProgram, nest: &[&Loop]) -> bool {
+pub(crate) fn bindable(prog: &LoopProgram, nest: &[&Loop]) -> bool {
     let innermost = nest.last().expect("a non-empty prefix");
     let total = nest
         .iter()
@@ -290,7 +310,7 @@ fn bindable(prog: &LoopProgram, nest: &[&Loop]) -> bool {
 /// `|c_j| − Σ_{i<j} |c_i|·(e_i − 1)` for the highest differing `j`; when that is ≥ the width of
 /// `r` (over every store to the same buffer) for every `j`, the written sets are disjoint.
 /// Scratch buffers are private to a thread and exempt.
-fn disjoint_stores(prog: &LoopProgram, nest: &[&Loop], body: &[Stmt]) -> bool {
+pub(crate) fn disjoint_stores(prog: &LoopProgram, nest: &[&Loop], body: &[Stmt]) -> bool {
     let mut extents: HashMap<String, i64> =
         nest.iter().map(|l| (l.var.clone(), l.extent)).collect();
     let mut stores: Vec<(String, IExpr, HashMap<String, i64>)> = Vec::new();

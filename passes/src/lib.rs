@@ -16,6 +16,7 @@ pub mod egraph;
 pub mod error;
 pub mod fold;
 pub mod gpu_product;
+pub mod gpu_reduce;
 pub mod gpu_schedule;
 pub mod legalize;
 pub mod lower;

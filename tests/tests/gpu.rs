@@ -2,7 +2,8 @@
 //!
 //! - Binding loops to blocks and threads preserves meaning: every kernel of every bundled
 //!   model, GPU-scheduled, computes bit-for-bit what its unscheduled form computes on the loop
-//!   interpreter (a tiled product: up to the order of its sum), and the CPU code of the same
+//!   interpreter (tiled products and block-per-row reductions: up to the order of their
+//!   sums; the interpreter also checks shared memory for races), and the CPU code of the same
 //!   GPU-scheduled program agrees too (bound loops run serially there) — on fresh random
 //!   inputs, outputs poisoned.
 //! - Every bundled model's PTX is accepted by `ptxas` for sm_80 and sm_90 (`ptxas` comes from
@@ -39,7 +40,7 @@ fn models() -> Vec<(String, tessera_ir::Graph)> {
 
 #[test]
 fn gpu_schedule_preserves_meaning_on_every_bundled_kernel() {
-    let (mut bound, mut total, mut tiled) = (0, 0, 0);
+    let (mut bound, mut total, mut tiled, mut rows) = (0, 0, 0, 0);
     for (name, g) in models() {
         let kernels = tessera::fuzzgen::unscheduled_kernels(&g).expect("lowers");
         for (i, k) in kernels.into_iter().enumerate() {
@@ -51,17 +52,19 @@ fn gpu_schedule_preserves_meaning_on_every_bundled_kernel() {
             total += 1;
             bound += (binding.launch != Launch::SINGLE) as usize;
             tiled += binding.tiled_product as usize;
+            rows += binding.row_blocks as usize;
             let inputs = program_inputs(&plain, 1000 + i as u64);
             let want = interpret(&plain, &inputs).expect("interpreter");
             let got = interpret(&gpu, &inputs).expect("interpreter, GPU-scheduled");
             // Binding loops keeps every operation in place: bit-exact. A tiled product sums
-            // in the spec's `k` order, which for a convolution is not the nest's.
+            // in the spec's `k` order, which for a convolution is not the nest's; a row
+            // reduction in a tree.
             agree(
                 &format!("{name}: {} (GPU schedule, interpreter)", plain.name),
                 &got,
                 &want,
                 |d| {
-                    if binding.tiled_product {
+                    if binding.tiled_product || binding.row_blocks {
                         native_tolerance(d)
                     } else {
                         PASS_EXACT
@@ -90,7 +93,8 @@ fn gpu_schedule_preserves_meaning_on_every_bundled_kernel() {
         tiled >= 5,
         "only {tiled} kernels got the tiled product schedule"
     );
-    eprintln!("{bound}/{total} kernels bound, {tiled} tiled products");
+    assert!(rows >= 3, "only {rows} kernels got one block per row");
+    eprintln!("{bound}/{total} kernels bound, {tiled} tiled products, {rows} row reductions");
 }
 
 #[test]
@@ -251,6 +255,62 @@ fn local_memory_is_per_thread_across_a_uniform_loop() {
             module.text
         );
         tessera_codegen::ptx::check_with_ptxas(&module.text, 90).unwrap();
+    }
+}
+
+/// Row reductions of several shapes, one block per row: the interpreter (races checked) and
+/// the CPU code of the GPU program against the unscheduled kernel, and ptxas.
+#[test]
+fn row_reductions_get_a_block_per_row() {
+    let ptxas = ptxas_or_skip("row_reductions_get_a_block_per_row (ptxas part)");
+    let cases = [
+        // (graph, whether the row schedule applies)
+        (
+            "graph \"g\" opset 21 {\n input x: f32[37,300]\n node \"s\" Softmax[axis=-1](x) -> (y: f32[37,300])\n output y\n}",
+            true,
+        ),
+        (
+            "graph \"g\" opset 21 {\n input x: f32[2,5,100]\n input s: f32[100]\n input b: f32[100]\n node \"n\" LayerNormalization[axis=-1](x, s, b) -> (y: f32[2,5,100])\n output y\n}",
+            true,
+        ),
+        (
+            "graph \"g\" opset 21 {\n input x: f32[640]\n node \"s\" Softmax[axis=-1](x) -> (y: f32[640])\n output y\n}",
+            true,
+        ),
+        (
+            "graph \"g\" opset 21 {\n input x: f32[6,64]\n init ax: i64[1] = hex\"0100000000000000\"\n node \"m\" ReduceMax[keepdims=0](x, ax) -> (y: f32[6])\n output y\n}",
+            true,
+        ),
+        // rows shorter than a warp, and a reduction down the columns (strided): not applied
+        (
+            "graph \"g\" opset 21 {\n input x: f32[50,10]\n node \"s\" Softmax[axis=-1](x) -> (y: f32[50,10])\n output y\n}",
+            false,
+        ),
+        (
+            "graph \"g\" opset 21 {\n input x: f32[64,48]\n init ax: i64[1] = hex\"0000000000000000\"\n node \"m\" ReduceSum[keepdims=0](x, ax) -> (y: f32[48])\n output y\n}",
+            false,
+        ),
+    ];
+    for (i, (text, applies)) in cases.into_iter().enumerate() {
+        let g = tessera_ir::text::parse_graph(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        for k in tessera::fuzzgen::unscheduled_kernels(&g).expect("lowers") {
+            let plain = k.program;
+            let mut gpu = plain.clone();
+            let b = schedule_gpu(&mut gpu, None, &GpuScheduleConfig::default()).unwrap();
+            assert_eq!(b.row_blocks, applies, "{}:\n{gpu}", plain.name);
+            let inputs = program_inputs(&plain, 77 + i as u64);
+            let want = interpret(&plain, &inputs).expect("interpreter");
+            let what = format!("{} (block per row)", plain.name);
+            let got = interpret(&gpu, &inputs).unwrap_or_else(|e| panic!("{what}: {e}"));
+            agree(&what, &got, &want, native_tolerance).unwrap();
+            let native = run_native(&gpu, &inputs).expect("CPU code");
+            agree(&what, &native, &want, native_tolerance).unwrap();
+            if ptxas.is_some() && applies {
+                let module = tessera_codegen::ptx::compile_ptx(&[&gpu], 90).unwrap();
+                tessera_codegen::ptx::check_with_ptxas(&module.text, 90)
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+            }
+        }
     }
 }
 

@@ -431,6 +431,28 @@ impl VExpr {
         }
     }
 
+    /// Replaces the accumulator `name` by `with` everywhere (when a reduction's result is
+    /// computed elsewhere, e.g. across the threads of a block).
+    pub fn replace_acc(&self, name: &str, with: &VExpr) -> VExpr {
+        let r = |x: &VExpr| Box::new(x.replace_acc(name, with));
+        let ri = |x: &IExpr| x.replace_acc(name, with);
+        match self {
+            VExpr::Acc(n, _) if n == name => with.clone(),
+            VExpr::Const(..) | VExpr::Acc(..) => self.clone(),
+            VExpr::Load { buf, index } => VExpr::Load {
+                buf: buf.clone(),
+                index: ri(index),
+            },
+            VExpr::Index(i, d) => VExpr::Index(ri(i), *d),
+            VExpr::ICmp(op, a, b) => VExpr::ICmp(*op, ri(a), ri(b)),
+            VExpr::Unary(op, a) => VExpr::Unary(*op, r(a)),
+            VExpr::Cast(d, a) => VExpr::Cast(*d, r(a)),
+            VExpr::Binary(op, a, c) => VExpr::Binary(*op, r(a), r(c)),
+            VExpr::Cmp(op, a, c) => VExpr::Cmp(*op, r(a), r(c)),
+            VExpr::Select(c, a, d) => VExpr::Select(r(c), r(a), r(d)),
+        }
+    }
+
     /// Whether any load occurs inside.
     pub fn has_load(&self) -> bool {
         match self {
@@ -485,6 +507,22 @@ impl VExpr {
 }
 
 impl IExpr {
+    /// [`VExpr::replace_acc`] inside data-dependent indices.
+    pub fn replace_acc(&self, name: &str, with: &VExpr) -> IExpr {
+        let b = |x: &IExpr| Box::new(x.replace_acc(name, with));
+        match self {
+            IExpr::Const(_) | IExpr::Var(_) => self.clone(),
+            IExpr::Add(x, y) => IExpr::Add(b(x), b(y)),
+            IExpr::Sub(x, y) => IExpr::Sub(b(x), b(y)),
+            IExpr::Mul(x, y) => IExpr::Mul(b(x), b(y)),
+            IExpr::FloorDiv(x, y) => IExpr::FloorDiv(b(x), b(y)),
+            IExpr::Mod(x, y) => IExpr::Mod(b(x), b(y)),
+            IExpr::Min(x, y) => IExpr::Min(b(x), b(y)),
+            IExpr::Max(x, y) => IExpr::Max(b(x), b(y)),
+            IExpr::Of(v) => IExpr::Of(Box::new(v.replace_acc(name, with))),
+        }
+    }
+
     /// Calls `f(buffer, index)` on every load inside (data-dependent indices).
     pub fn visit_loads(&self, f: &mut dyn FnMut(&str, &IExpr)) {
         match self {
@@ -524,6 +562,33 @@ impl Stmt {
                 v(&r.value, f);
                 r.body.iter().for_each(|s| s.visit_loads(f))
             }
+        }
+    }
+
+    /// [`VExpr::replace_acc`] in every expression inside.
+    pub fn replace_acc(&self, name: &str, with: &VExpr) -> Stmt {
+        let sub = |b: &[Stmt]| b.iter().map(|s| s.replace_acc(name, with)).collect();
+        let v = |e: &VExpr| e.replace_acc(name, with);
+        match self {
+            Stmt::For(l) => Stmt::For(Loop {
+                body: sub(&l.body),
+                ..l.clone()
+            }),
+            Stmt::Store { buf, index, value } => Stmt::Store {
+                buf: buf.clone(),
+                index: index.replace_acc(name, with),
+                value: v(value),
+            },
+            Stmt::If { cond, then } => Stmt::If {
+                cond: v(cond),
+                then: sub(then),
+            },
+            Stmt::Reduce(r) => Stmt::Reduce(Reduce {
+                init: v(&r.init),
+                value: v(&r.value),
+                body: sub(&r.body),
+                ..r.clone()
+            }),
         }
     }
 

@@ -1,0 +1,294 @@
+//! The GPU schedule of row reductions (softmax, layer norm, means, …): one thread block per
+//! row, its threads splitting every reduction and every loop over the row.
+//!
+//! The default schedule binds the rows to threads, so one thread walks a whole row, and
+//! consecutive threads read addresses a row apart (uncoalesced). Here a kernel of the shape
+//!
+//! ```text
+//! for rows (independent) {
+//!   $m = reduce max(j in 0..n) of x[row, j] {          // reductions over the row …
+//!     $s = reduce sum(j in 0..n) of exp(x[row, j] - $m) {
+//!       for j in 0..n { y[row, j] = exp(x[row, j] - $m) / $s }   // … and loops over it
+//! }}}
+//! ```
+//!
+//! becomes, with `T` threads per block (a power of two, at most 256, at most `n`):
+//!
+//! ```text
+//! block(x) row:
+//!   thread(x) t: part = value(t); for j = t + T, t + 2T, … < n: part = op(part, value(j))
+//!                red_m[t] = part                         (shared: one partial per thread)
+//!   thread(x) t < T/2: red_m[t] = op(red_m[t], red_m[t + T/2])   … down to one thread
+//!   … the same for $s, reading $m as op(init, red_m[0]) …
+//!   thread(x) t: for j = t, t + T, … < n: y[row, j] = …          (coalesced)
+//! ```
+//!
+//! Applies when the reductions read the row contiguously (the reduction index has stride 1 in
+//! every load that uses it, so that consecutive threads read consecutive addresses) and the
+//! row is at least 32 long; the per-row statements must be reductions, loops whose iterations
+//! write disjoint elements, or single stores (done by one thread). Partial results combine in
+//! a tree, so sums are reassociated (the tolerance of reductions, not bit-exact).
+
+use crate::error::PassError;
+use crate::gpu_schedule::{bindable, disjoint_stores, outer_chain};
+use std::cell::{Cell, RefCell};
+use tessera_ir::DType;
+use tessera_ir::loops::{
+    BinOp, BufRole, Buffer, CmpOp, GpuAxis, IExpr, Loop, LoopKind, LoopProgram, ReduceOp, Stmt,
+    VExpr, carries_dependence,
+};
+
+/// The most threads of a row's block.
+const MAX_ROW_THREADS: i64 = 256;
+/// The shortest row worth a block of threads.
+const MIN_ROW: i64 = 32;
+
+/// `prog` rebuilt with one block per row (see the module docs), or `None` when it does not
+/// have that shape.
+pub fn row_reduction(prog: &LoopProgram) -> Result<Option<LoopProgram>, PassError> {
+    let chain = outer_chain(&prog.body);
+    // Every row loop must be independent; none (a single row) is fine too.
+    let rows: Vec<&Loop> = match (1..=chain.len())
+        .rev()
+        .map(|n| &chain[..n])
+        .find(|prefix| bindable(prog, prefix))
+    {
+        Some(prefix) => prefix.to_vec(),
+        None if chain.is_empty() => vec![],
+        None => return Ok(None),
+    };
+    let body = rows
+        .last()
+        .map_or(prog.body.as_slice(), |l| l.body.as_slice());
+    let Some(Stmt::Reduce(first)) = body.first() else {
+        return Ok(None);
+    };
+    let n: i64 = first.axes.iter().map(|(_, e)| e).product();
+    if n < MIN_ROW || !contiguous(first) {
+        return Ok(None);
+    }
+    let threads = prev_power_of_two(n.min(MAX_ROW_THREADS));
+    let b = Builder {
+        prog,
+        rows: &rows,
+        threads,
+        next: Cell::new(0),
+        buffers: RefCell::new(vec![]),
+    };
+    let mut out = Vec::new();
+    if b.convert(body, &mut out).is_none() {
+        return Ok(None);
+    }
+    // The block index stands for the fused row loops.
+    let row_count: i64 = rows.iter().map(|l| l.extent).product();
+    let mut stride = row_count;
+    for (i, l) in rows.iter().enumerate() {
+        stride /= l.extent;
+        let mut row = IExpr::var("rb").floordiv(stride);
+        if i > 0 {
+            row = row.modulo(l.extent);
+        }
+        out = out.iter().map(|s| s.subst(&l.var, &row)).collect();
+    }
+    let mut buffers: Vec<Buffer> = prog.params().cloned().collect();
+    buffers.extend(b.buffers.into_inner());
+    let body = if rows.is_empty() {
+        out
+    } else {
+        vec![Stmt::For(Loop {
+            var: "rb".into(),
+            extent: row_count,
+            kind: LoopKind::Block(GpuAxis::X),
+            body: out,
+        })]
+    };
+    let scheduled = LoopProgram {
+        name: prog.name.clone(),
+        buffers,
+        body,
+    };
+    crate::verify_after("gpu row reduction", &scheduled)?;
+    Ok(Some(scheduled))
+}
+
+/// Whether every load in the reduction's value that uses a reduction index uses it with
+/// stride 1 on the innermost axis (0 on the others), and some load does.
+fn contiguous(r: &tessera_ir::loops::Reduce) -> bool {
+    let (inner, outer) = r.axes.split_last().expect("a reduction has axes");
+    let (mut ok, mut any) = (true, false);
+    r.value.visit_loads(&mut |_, index| {
+        let c = index.coeff(&inner.0);
+        any |= c == Some(1);
+        ok &= matches!(c, Some(0 | 1)) && outer.iter().all(|(v, _)| index.coeff(v) == Some(0));
+    });
+    // Outer axes must not be read at all: a multi-axis row reads as one contiguous run only
+    // through the innermost index, which the flattening below does not give.
+    ok && any && outer.is_empty()
+}
+
+fn prev_power_of_two(x: i64) -> i64 {
+    1 << (63 - (x.max(1) as u64).leading_zeros())
+}
+
+struct Builder<'a> {
+    prog: &'a LoopProgram,
+    /// The row loops (their variables stay free in the statements converted).
+    rows: &'a [&'a Loop],
+    threads: i64,
+    next: Cell<usize>,
+    /// The shared partials and local accumulators added, in order.
+    buffers: RefCell<Vec<Buffer>>,
+}
+
+fn lt(e: IExpr, bound: i64) -> VExpr {
+    VExpr::ICmp(CmpOp::Lt, e, IExpr::c(bound))
+}
+
+impl Builder<'_> {
+    fn fresh(&self, base: &str) -> String {
+        loop {
+            self.next.set(self.next.get() + 1);
+            let name = format!("{base}{}", self.next.get());
+            if self.prog.buffer(&name).is_none() {
+                return name;
+            }
+        }
+    }
+
+    fn buffer(&self, base: &str, dtype: DType, len: i64, role: BufRole) -> String {
+        let name = self.fresh(base);
+        self.buffers.borrow_mut().push(Buffer {
+            name: name.clone(),
+            dtype,
+            len: len as usize,
+            role,
+        });
+        name
+    }
+
+    fn thread_loop(&self, extent: i64, body: impl FnOnce(&IExpr) -> Vec<Stmt>) -> Stmt {
+        let v = self.fresh("rt");
+        let inner = body(&IExpr::var(&v));
+        Stmt::For(Loop {
+            var: v,
+            extent,
+            kind: LoopKind::Thread(GpuAxis::X),
+            body: inner,
+        })
+    }
+
+    /// `for j = t, t + T, … < n { f(j) }` within one thread: the first `skip` steps left out.
+    fn strided(&self, t: &IExpr, n: i64, skip: i64, f: impl Fn(&IExpr) -> Vec<Stmt>) -> Vec<Stmt> {
+        let steps = (n + self.threads - 1) / self.threads - skip;
+        if steps <= 0 {
+            return vec![];
+        }
+        let v = self.fresh("rj");
+        let j = IExpr::var(&v)
+            .plus(IExpr::c(skip))
+            .times(self.threads)
+            .plus(t.clone());
+        let mut body = f(&j);
+        if n % self.threads != 0 {
+            body = vec![Stmt::If {
+                cond: lt(j, n),
+                then: body,
+            }];
+        }
+        vec![Stmt::For(Loop {
+            var: v,
+            extent: steps,
+            kind: LoopKind::Serial,
+            body,
+        })]
+    }
+
+    /// The block-level statements computing `stmts` for one row; `None` for a statement
+    /// this schedule does not handle.
+    fn convert(&self, stmts: &[Stmt], out: &mut Vec<Stmt>) -> Option<()> {
+        for s in stmts {
+            match s {
+                Stmt::Reduce(r) => {
+                    let combined = self.reduce(r, out)?;
+                    let body: Vec<Stmt> = r
+                        .body
+                        .iter()
+                        .map(|s| s.replace_acc(&r.acc, &combined))
+                        .collect();
+                    self.convert(&body, out)?;
+                }
+                // A loop over the row whose iterations, over all rows, write disjoint
+                // elements and do not read each other's.
+                Stmt::For(l)
+                    if l.kind == LoopKind::Serial
+                        && !carries_dependence(&l.body)
+                        && disjoint_stores(self.prog, &[self.rows, &[l]].concat(), &l.body) =>
+                {
+                    out.push(self.thread_loop(self.threads, |t| {
+                        self.strided(t, l.extent, 0, |j| {
+                            l.body.iter().map(|s| s.subst(&l.var, j)).collect()
+                        })
+                    }));
+                }
+                Stmt::Store { .. } => out.push(self.thread_loop(1, |_| vec![s.clone()])),
+                _ => return None,
+            }
+        }
+        Some(())
+    }
+
+    /// Emits the partial sums and the tree of `r` over the block; returns the expression of
+    /// its result (valid in the following thread loops).
+    fn reduce(&self, r: &tessera_ir::loops::Reduce, out: &mut Vec<Stmt>) -> Option<VExpr> {
+        let op = match (r.op, r.dtype) {
+            (_, DType::Bool) => return None,
+            (ReduceOp::Sum, _) => BinOp::Add,
+            (ReduceOp::Max, _) => BinOp::Max,
+            (ReduceOp::Min, _) => BinOp::Min,
+            (ReduceOp::Prod, _) => BinOp::Mul,
+        };
+        let n: i64 = r.axes.iter().map(|(_, e)| e).product();
+        // Every thread gets at least one element, so partials need no identity value.
+        if n < self.threads {
+            return None;
+        }
+        let (axis, _) = r.axes.last().expect("a reduction has axes");
+        if r.axes.len() != 1 {
+            return None;
+        }
+        let value = |j: &IExpr| r.value.subst(axis, j);
+        let part = self.buffer("rpart", r.dtype, 1, BufRole::Local);
+        let red = self.buffer("rred", r.dtype, self.threads, BufRole::Shared);
+        let at = |buf: &str, i: IExpr| VExpr::load(buf, i);
+        let store = |buf: &str, i: IExpr, v: VExpr| Stmt::Store {
+            buf: buf.into(),
+            index: i,
+            value: v,
+        };
+        out.push(self.thread_loop(self.threads, |t| {
+            let mut body = vec![store(&part, IExpr::c(0), value(t))];
+            body.extend(self.strided(t, n, 1, |j| {
+                vec![store(
+                    &part,
+                    IExpr::c(0),
+                    VExpr::bin(op, at(&part, IExpr::c(0)), value(j)),
+                )]
+            }));
+            body.push(store(&red, t.clone(), at(&part, IExpr::c(0))));
+            body
+        }));
+        let mut half = self.threads / 2;
+        while half >= 1 {
+            out.push(self.thread_loop(half, |t| {
+                let other = t.clone().plus(IExpr::c(half));
+                vec![store(
+                    &red,
+                    t.clone(),
+                    VExpr::bin(op, at(&red, t.clone()), at(&red, other)),
+                )]
+            }));
+            half /= 2;
+        }
+        Some(VExpr::bin(op, r.init.clone(), at(&red, IExpr::c(0))))
+    }
+}
