@@ -1,5 +1,6 @@
 //! Fuzz target: random knobs of the autotuner's search space applied to a random graph's
-//! kernel; verifier, interpreter and native code against the unscheduled kernel.
+//! kernel; verifier, interpreter and native code against the unscheduled kernel; the kernel's
+//! GPU schedules (default, a random product tiling) on the interpreter, races checked.
 //! A finding panics with the case printed as a ready-to-commit regression file.
 #![no_main]
 

@@ -67,6 +67,28 @@ impl GpuProductTiling {
         }
     }
 
+    /// A random tiling from the knobs' domains that `validate` accepts for `spec` (the search
+    /// space as data, for fuzzing and search).
+    pub fn sample(spec: &ProductSpec, rng: &mut tessera_ir::Rng) -> GpuProductTiling {
+        const TILES: [i64; 4] = [8, 16, 32, 64];
+        const DEPTHS: [i64; 5] = [1, 3, 8, 16, 32];
+        const PER_THREAD: [i64; 3] = [1, 2, 4];
+        let mut pick = |from: &[i64]| from[rng.below(from.len() as u64) as usize];
+        loop {
+            let t = GpuProductTiling {
+                bm: pick(&TILES),
+                bn: pick(&TILES),
+                bk: pick(&DEPTHS),
+                tm: pick(&PER_THREAD),
+                tn: pick(&PER_THREAD),
+            };
+            // Most draws are valid (only too few threads are not): this ends quickly.
+            if t.validate(spec).is_ok() {
+                return t;
+            }
+        }
+    }
+
     pub fn threads(&self) -> i64 {
         (self.bm / self.tm.max(1)) * (self.bn / self.tn.max(1))
     }

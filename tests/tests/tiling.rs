@@ -142,19 +142,7 @@ fn tiled_products_match_the_untiled_kernels() {
 /// so that edges, k tails and several blocks all occur).
 fn gpu_tilings(spec: &ProductSpec, rng: &mut Rng) -> Vec<GpuProductTiling> {
     let mut out = vec![GpuProductTiling::default_for(spec)];
-    while out.len() < 4 {
-        let pick = |rng: &mut Rng, from: &[i64]| from[rng.below(from.len() as u64) as usize];
-        let t = GpuProductTiling {
-            bm: pick(rng, &[8, 16, 32, 64]),
-            bn: pick(rng, &[8, 16, 32, 64]),
-            bk: pick(rng, &[1, 3, 8, 16, 32]),
-            tm: pick(rng, &[1, 2, 4]),
-            tn: pick(rng, &[1, 2, 4]),
-        };
-        if t.validate(spec).is_ok() {
-            out.push(t);
-        }
-    }
+    out.extend((0..3).map(|_| GpuProductTiling::sample(spec, rng)));
     out
 }
 

@@ -33,7 +33,8 @@ pub enum FuzzTarget {
     /// Random loop program + random pass sequence → verifier after each pass, interpreter
     /// before vs after, native code vs interpreter.
     LoopPasses,
-    /// Random schedule knobs (the autotuner's space) on a random graph's kernel.
+    /// Random schedule knobs (the autotuner's space) on a random graph's kernel; also the
+    /// kernel's GPU schedules (the default one, a random product tiling) on the interpreter.
     Schedule,
 }
 
@@ -186,6 +187,38 @@ pub fn generate(target: FuzzTarget, data: &[u8]) -> Option<Case> {
             })
         }
     }
+}
+
+/// The same kernel's GPU schedules on the interpreter (which also reports shared-memory
+/// races) against the unscheduled kernel's results `want`: the default GPU schedule, and for a
+/// matrix product a tiling drawn from the case's seed (so the case text determines it).
+fn check_gpu_schedules(
+    k: &tessera_passes::lower::Kernel,
+    seed: u64,
+    inputs: &[tessera_ir::Tensor],
+    want: &[tessera_ir::Tensor],
+) -> Result<(), String> {
+    use tessera_passes::gpu_product::{GpuProductTiling, tile_gpu};
+    use tessera_passes::gpu_schedule::{GpuScheduleConfig, schedule_gpu};
+    let mut variants = Vec::new();
+    let mut gpu = k.program.clone();
+    match schedule_gpu(&mut gpu, k.product.as_ref(), &GpuScheduleConfig::default()) {
+        Ok(_) => variants.push(("default GPU schedule".to_string(), gpu)),
+        Err(e) => return Err(format!("the default GPU schedule fails: {e}")),
+    }
+    if let Some(spec) = &k.product {
+        let t = GpuProductTiling::sample(spec, &mut Rng::new(seed));
+        let tiled = tile_gpu(&k.program, spec, &t)
+            .map_err(|e| format!("the GPU product tiling {t:?} fails: {e}"))?;
+        variants.push((format!("GPU product tiling {t:?}"), tiled));
+    }
+    for (what, p) in variants {
+        tessera_ir::loops::verify::verify(&p)
+            .map_err(|e| format!("{what}: does not verify: {e}"))?;
+        let got = oracle::interpret(&p, inputs).map_err(|e| format!("{what}: {e}"))?;
+        oracle::agree(&what, &got, want, oracle::native_tolerance)?;
+    }
+    Ok(())
 }
 
 /// How many bytes the generators get: the input, then (when it is shorter) a stream from a
@@ -371,6 +404,7 @@ pub fn check(case: &Case) -> Result<Verdict, Box<Finding>> {
                 oracle::native_tolerance,
             )
             .map_err(found)?;
+            check_gpu_schedules(k, *seed, &inputs, &want).map_err(found)?;
             Ok(Verdict::Passed)
         }
     }
