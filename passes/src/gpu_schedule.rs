@@ -77,36 +77,30 @@ pub fn schedule_gpu(
     product: Option<&ProductSpec>,
     cfg: &GpuScheduleConfig,
 ) -> Result<GpuBinding, PassError> {
+    let rebuilt = |prog: &LoopProgram, tiled_product: bool| -> Result<GpuBinding, PassError> {
+        let launch = tessera_ir::loops::gpu::launch(prog).map_err(|e| PassError::Verify {
+            pass: "gpu schedule".into(),
+            msg: e.to_string(),
+        })?;
+        Ok(GpuBinding {
+            bound: vec![],
+            tiled_product,
+            row_blocks: !tiled_product,
+            launch,
+        })
+    };
     if let Some(spec) = product
         && cfg.tile_products
         && worth_gpu_tiling(spec)
     {
         *prog = tile_gpu(prog, spec, &GpuProductTiling::default_for(spec))?;
-        let launch = tessera_ir::loops::gpu::launch(prog).map_err(|e| PassError::Verify {
-            pass: "gpu schedule".into(),
-            msg: e.to_string(),
-        })?;
-        return Ok(GpuBinding {
-            bound: vec![],
-            tiled_product: true,
-            row_blocks: false,
-            launch,
-        });
+        return rebuilt(prog, true);
     }
     if !binds_gpu(&prog.body)
         && let Some(rows) = crate::gpu_reduce::row_reduction(prog)?
     {
         *prog = rows;
-        let launch = tessera_ir::loops::gpu::launch(prog).map_err(|e| PassError::Verify {
-            pass: "gpu schedule".into(),
-            msg: e.to_string(),
-        })?;
-        return Ok(GpuBinding {
-            bound: vec![],
-            tiled_product: false,
-            row_blocks: true,
-            launch,
-        });
+        return rebuilt(prog, false);
     }
     default_gpu(prog, cfg)
 }

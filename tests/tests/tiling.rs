@@ -85,6 +85,14 @@ fn tilings(spec: &ProductSpec, rng: &mut Rng) -> Vec<ProductTiling> {
     out
 }
 
+/// Fresh random values for a kernel's inputs.
+fn random_inputs(p: &LoopProgram, rng: &mut Rng) -> Vec<Tensor> {
+    p.params()
+        .filter(|b| b.role == BufRole::Input)
+        .map(|b| rng.tensor(b.dtype, vec![b.len]))
+        .collect()
+}
+
 /// Runs a kernel on the loop interpreter (outputs poisoned first).
 fn interpret(p: &LoopProgram, inputs: &[Tensor]) -> Vec<Tensor> {
     oracle::interpret(p, inputs).unwrap_or_else(|e| panic!("{}: {e}", p.name))
@@ -111,12 +119,7 @@ fn tiled_products_match_the_untiled_kernels() {
         for k in &stages.kernels {
             let Some(spec) = &k.product else { continue };
             products += 1;
-            let inputs: Vec<Tensor> = k
-                .program
-                .params()
-                .filter(|b| b.role == BufRole::Input)
-                .map(|b| rng.tensor(b.dtype, vec![b.len]))
-                .collect();
+            let inputs = random_inputs(&k.program, &mut rng);
             let want = interpret(&k.program, &inputs);
             for t in tilings(spec, &mut rng) {
                 let tiled =
@@ -156,12 +159,7 @@ fn gpu_tiled_products_match_the_untiled_kernels() {
         let kernels = tessera::fuzzgen::unscheduled_kernels(&g).unwrap();
         for k in &kernels {
             let Some(spec) = &k.product else { continue };
-            let inputs: Vec<Tensor> = k
-                .program
-                .params()
-                .filter(|b| b.role == BufRole::Input)
-                .map(|b| rng.tensor(b.dtype, vec![b.len]))
-                .collect();
+            let inputs = random_inputs(&k.program, &mut rng);
             let want = interpret(&k.program, &inputs);
             for (n, t) in gpu_tilings(spec, &mut rng).into_iter().enumerate() {
                 let tiled =

@@ -298,9 +298,21 @@ impl IExpr {
 
     /// Replaces variable `v` by `e` everywhere.
     pub fn subst(&self, v: &str, e: &IExpr) -> IExpr {
-        let b = |x: &IExpr| Box::new(x.subst(v, e));
         match self {
             IExpr::Var(n) if n == v => e.clone(),
+            _ => self.map_children(&|x| x.subst(v, e), &|x| x.subst(v, e)),
+        }
+    }
+
+    /// This expression with each child index expression `c` replaced by `index(c)` and the
+    /// value inside an [`IExpr::Of`] by `value(…)`: the one place that knows the children.
+    pub fn map_children(
+        &self,
+        index: &dyn Fn(&IExpr) -> IExpr,
+        value: &dyn Fn(&VExpr) -> VExpr,
+    ) -> IExpr {
+        let b = |x: &IExpr| Box::new(index(x));
+        match self {
             IExpr::Const(_) | IExpr::Var(_) => self.clone(),
             IExpr::Add(a, c) => IExpr::Add(b(a), b(c)),
             IExpr::Sub(a, c) => IExpr::Sub(b(a), b(c)),
@@ -309,7 +321,7 @@ impl IExpr {
             IExpr::Mod(a, c) => IExpr::Mod(b(a), b(c)),
             IExpr::Min(a, c) => IExpr::Min(b(a), b(c)),
             IExpr::Max(a, c) => IExpr::Max(b(a), b(c)),
-            IExpr::Of(x) => IExpr::Of(Box::new(x.subst(v, e))),
+            IExpr::Of(x) => IExpr::Of(Box::new(value(x))),
         }
     }
 
@@ -395,15 +407,26 @@ impl VExpr {
 
     /// Replaces index variable `v` by `e` everywhere.
     pub fn subst(&self, v: &str, e: &IExpr) -> VExpr {
-        let b = |x: &VExpr| Box::new(x.subst(v, e));
+        self.map_children(&|x| x.subst(v, e), &|i| i.subst(v, e))
+    }
+
+    /// This expression with each child value expression `c` replaced by `value(c)` and each
+    /// index expression (of a load, an index value, a comparison) by `index(…)`: the one
+    /// place that knows the children.
+    pub fn map_children(
+        &self,
+        value: &dyn Fn(&VExpr) -> VExpr,
+        index: &dyn Fn(&IExpr) -> IExpr,
+    ) -> VExpr {
+        let b = |x: &VExpr| Box::new(value(x));
         match self {
             VExpr::Const(..) | VExpr::Acc(..) => self.clone(),
-            VExpr::Load { buf, index } => VExpr::Load {
+            VExpr::Load { buf, index: i } => VExpr::Load {
                 buf: buf.clone(),
-                index: index.subst(v, e),
+                index: index(i),
             },
-            VExpr::Index(i, d) => VExpr::Index(i.subst(v, e), *d),
-            VExpr::ICmp(op, a, c) => VExpr::ICmp(*op, a.subst(v, e), c.subst(v, e)),
+            VExpr::Index(i, d) => VExpr::Index(index(i), *d),
+            VExpr::ICmp(op, a, c) => VExpr::ICmp(*op, index(a), index(c)),
             VExpr::Unary(op, a) => VExpr::Unary(*op, b(a)),
             VExpr::Cast(d, a) => VExpr::Cast(*d, b(a)),
             VExpr::Binary(op, a, c) => VExpr::Binary(*op, b(a), b(c)),
@@ -415,41 +438,20 @@ impl VExpr {
     /// Replaces every load of exactly `buf[index]` by `with` (e.g. a product's epilogue,
     /// which reads the finished sum from the output, reading it from an accumulator).
     pub fn replace_load(&self, buf: &str, index: &IExpr, with: &VExpr) -> VExpr {
-        let r = |x: &VExpr| Box::new(x.replace_load(buf, index, with));
         match self {
             VExpr::Load { buf: b, index: i } if b == buf && i == index => with.clone(),
-            VExpr::Const(..)
-            | VExpr::Acc(..)
-            | VExpr::Load { .. }
-            | VExpr::Index(..)
-            | VExpr::ICmp(..) => self.clone(),
-            VExpr::Unary(op, a) => VExpr::Unary(*op, r(a)),
-            VExpr::Cast(d, a) => VExpr::Cast(*d, r(a)),
-            VExpr::Binary(op, a, c) => VExpr::Binary(*op, r(a), r(c)),
-            VExpr::Cmp(op, a, c) => VExpr::Cmp(*op, r(a), r(c)),
-            VExpr::Select(c, a, d) => VExpr::Select(r(c), r(a), r(d)),
+            _ => self.map_children(&|x| x.replace_load(buf, index, with), &|i| i.clone()),
         }
     }
 
     /// Replaces the accumulator `name` by `with` everywhere (when a reduction's result is
     /// computed elsewhere, e.g. across the threads of a block).
     pub fn replace_acc(&self, name: &str, with: &VExpr) -> VExpr {
-        let r = |x: &VExpr| Box::new(x.replace_acc(name, with));
-        let ri = |x: &IExpr| x.replace_acc(name, with);
         match self {
             VExpr::Acc(n, _) if n == name => with.clone(),
-            VExpr::Const(..) | VExpr::Acc(..) => self.clone(),
-            VExpr::Load { buf, index } => VExpr::Load {
-                buf: buf.clone(),
-                index: ri(index),
-            },
-            VExpr::Index(i, d) => VExpr::Index(ri(i), *d),
-            VExpr::ICmp(op, a, b) => VExpr::ICmp(*op, ri(a), ri(b)),
-            VExpr::Unary(op, a) => VExpr::Unary(*op, r(a)),
-            VExpr::Cast(d, a) => VExpr::Cast(*d, r(a)),
-            VExpr::Binary(op, a, c) => VExpr::Binary(*op, r(a), r(c)),
-            VExpr::Cmp(op, a, c) => VExpr::Cmp(*op, r(a), r(c)),
-            VExpr::Select(c, a, d) => VExpr::Select(r(c), r(a), r(d)),
+            _ => self.map_children(&|x| x.replace_acc(name, with), &|i| {
+                i.replace_acc(name, with)
+            }),
         }
     }
 
@@ -509,18 +511,9 @@ impl VExpr {
 impl IExpr {
     /// [`VExpr::replace_acc`] inside data-dependent indices.
     pub fn replace_acc(&self, name: &str, with: &VExpr) -> IExpr {
-        let b = |x: &IExpr| Box::new(x.replace_acc(name, with));
-        match self {
-            IExpr::Const(_) | IExpr::Var(_) => self.clone(),
-            IExpr::Add(x, y) => IExpr::Add(b(x), b(y)),
-            IExpr::Sub(x, y) => IExpr::Sub(b(x), b(y)),
-            IExpr::Mul(x, y) => IExpr::Mul(b(x), b(y)),
-            IExpr::FloorDiv(x, y) => IExpr::FloorDiv(b(x), b(y)),
-            IExpr::Mod(x, y) => IExpr::Mod(b(x), b(y)),
-            IExpr::Min(x, y) => IExpr::Min(b(x), b(y)),
-            IExpr::Max(x, y) => IExpr::Max(b(x), b(y)),
-            IExpr::Of(v) => IExpr::Of(Box::new(v.replace_acc(name, with))),
-        }
+        self.map_children(&|x| x.replace_acc(name, with), &|x| {
+            x.replace_acc(name, with)
+        })
     }
 
     /// Calls `f(buffer, index)` on every load inside (data-dependent indices).
@@ -567,52 +560,46 @@ impl Stmt {
 
     /// [`VExpr::replace_acc`] in every expression inside.
     pub fn replace_acc(&self, name: &str, with: &VExpr) -> Stmt {
-        let sub = |b: &[Stmt]| b.iter().map(|s| s.replace_acc(name, with)).collect();
-        let v = |e: &VExpr| e.replace_acc(name, with);
-        match self {
-            Stmt::For(l) => Stmt::For(Loop {
-                body: sub(&l.body),
-                ..l.clone()
-            }),
-            Stmt::Store { buf, index, value } => Stmt::Store {
-                buf: buf.clone(),
-                index: index.replace_acc(name, with),
-                value: v(value),
-            },
-            Stmt::If { cond, then } => Stmt::If {
-                cond: v(cond),
-                then: sub(then),
-            },
-            Stmt::Reduce(r) => Stmt::Reduce(Reduce {
-                init: v(&r.init),
-                value: v(&r.value),
-                body: sub(&r.body),
-                ..r.clone()
-            }),
-        }
+        self.map_exprs(&|x| x.replace_acc(name, with), &|i| {
+            i.replace_acc(name, with)
+        })
     }
 
     /// Replaces index variable `v` by `e` in every expression (loop variables that shadow
     /// `v` are not expected: names are unique within a program).
     pub fn subst(&self, v: &str, e: &IExpr) -> Stmt {
-        let sub = |b: &[Stmt]| b.iter().map(|s| s.subst(v, e)).collect();
+        self.map_exprs(&|x| x.subst(v, e), &|i| i.subst(v, e))
+    }
+
+    /// This statement with every value expression `x` in it (also nested) replaced by
+    /// `value(x)` and every store index `i` by `index(i)`.
+    pub fn map_exprs(
+        &self,
+        value: &dyn Fn(&VExpr) -> VExpr,
+        index: &dyn Fn(&IExpr) -> IExpr,
+    ) -> Stmt {
+        let sub = |b: &[Stmt]| b.iter().map(|s| s.map_exprs(value, index)).collect();
         match self {
             Stmt::For(l) => Stmt::For(Loop {
                 body: sub(&l.body),
                 ..l.clone()
             }),
-            Stmt::Store { buf, index, value } => Stmt::Store {
+            Stmt::Store {
+                buf,
+                index: i,
+                value: v,
+            } => Stmt::Store {
                 buf: buf.clone(),
-                index: index.subst(v, e),
-                value: value.subst(v, e),
+                index: index(i),
+                value: value(v),
             },
             Stmt::If { cond, then } => Stmt::If {
-                cond: cond.subst(v, e),
+                cond: value(cond),
                 then: sub(then),
             },
             Stmt::Reduce(r) => Stmt::Reduce(Reduce {
-                init: r.init.subst(v, e),
-                value: r.value.subst(v, e),
+                init: value(&r.init),
+                value: value(&r.value),
                 body: sub(&r.body),
                 ..r.clone()
             }),
