@@ -22,12 +22,14 @@ fn byte_strings(seed: u64, count: usize, len: usize) -> Vec<Vec<u8>> {
 #[test]
 fn generated_graphs_verify_and_interpret() {
     let mut made = 0;
+    let mut seen = std::collections::BTreeSet::new();
     for bytes in byte_strings(1, 300, 400) {
         let mut u = Unstructured::new(&bytes);
         let Ok(g) = fuzzgen::graph_gen::arbitrary_graph(&mut u) else {
             continue;
         };
         made += 1;
+        seen.extend(g.nodes().map(|(_, n)| n.op.to_string()));
         g.verify().expect("a generated graph verifies");
         let inputs = fuzzgen::graph_inputs(&g, 3);
         tessera_ir::interp::run_graph(&g, &inputs).unwrap_or_else(|e| {
@@ -38,6 +40,13 @@ fn generated_graphs_verify_and_interpret() {
         });
     }
     assert!(made >= 200, "only {made} of 300 byte strings made a graph");
+    // Every op family of the generator occurs (a branch that always fails would not).
+    for op in [
+        "MatMul", "Conv", "Softmax", "LayerNormalization", "Transpose", "Reshape", "MaxPool",
+        "Concat", "Slice", "Gather", "Where", "ReduceSum",
+    ] {
+        assert!(seen.contains(op), "no generated graph has {op}: {seen:?}");
+    }
 }
 
 #[test]

@@ -5,7 +5,9 @@
 //! op, so the pool never holds a value the next op could not take. The op mix aims at what
 //! the passes rewrite: elementwise chains and broadcasting (fusion), reductions and softmax /
 //! layer norm (map-reduce fusion), matmul and conv chains with epilogues (tiling, conv +
-//! batch-norm folding), transposes and reshapes (layout rules), pooling with pads.
+//! batch-norm folding), transposes and reshapes (layout rules), pooling with pads, and data
+//! movement: Concat, Slice (windows, steps, reversal), Gather (negative indices), Where on a
+//! comparison's mask.
 //!
 //! Sizes stay small (every dimension ≤ 8, every tensor ≤ [`MAX_ELEMENTS`]) so one case runs
 //! in milliseconds; constants and inputs are drawn from a seed the bytes choose, never zeros.
@@ -173,7 +175,7 @@ impl Builder<'_, '_> {
         let (x, shape) = self.pool[i].clone();
         let rank = shape.len();
         let mut attrs = Attrs::new();
-        let kind = self.u.int_in_range(0..=11)?;
+        let kind = self.u.int_in_range(0..=15)?;
         Ok(match kind {
             0 | 1 => {
                 let op = *self.u.choose(&[
@@ -301,8 +303,103 @@ impl Builder<'_, '_> {
                 attrs.insert("axis".into(), Attr::Int(-1));
                 self.push(OpKind::LayerNormalization, &[x, scale, bias], attrs)
             }
+            12 if rank > 0 => self.concat(x, &shape)?,
+            13 if rank > 0 => self.slice(x, &shape)?,
+            14 => {
+                // Where(x > t, x, other): a bool mask, the select it steers.
+                let t = self.constant(&[1], 0.0, 0.5, true);
+                let cmp = *self.u.choose(&[OpKind::Greater, OpKind::Less])?;
+                if let Err(e) = self.push(cmp, &[x, t], Attrs::new()) {
+                    return Ok(Err(e));
+                }
+                // The mask is not a float operand for later ops.
+                let (mask, _) = self.pool.pop().expect("just pushed");
+                let other = self.partner(&shape)?;
+                self.push(OpKind::Where, &[mask, x, other], attrs)
+            }
+            15 if rank > 0 => {
+                // Gather along an axis, indices in [-d, d) (negative ones count from the end).
+                let axis = self.u.int_in_range(0..=rank - 1)?;
+                let d = shape[axis] as i64;
+                let count = self.u.int_in_range(1..=6)?;
+                let idx: Vec<i64> = (0..count)
+                    .map(|_| self.u.int_in_range(-d..=d - 1))
+                    .collect::<Result<_>>()?;
+                let indices = self.int_constant(&idx);
+                attrs.insert("axis".into(), Attr::Int(axis as i64));
+                self.push(OpKind::Gather, &[x, indices], attrs)
+            }
             _ => self.push(OpKind::Relu, &[x], attrs),
         })
+    }
+
+    /// Concat of `x` with a pool value, an input or a constant that matches it on every axis
+    /// but the one joined.
+    fn concat(&mut self, x: ValueId, shape: &[usize]) -> Result<std::result::Result<(), Rejected>> {
+        let axis = self.u.int_in_range(0..=shape.len() - 1)?;
+        let fits = |s: &[usize]| {
+            s.len() == shape.len()
+                && s.iter()
+                    .zip(shape)
+                    .enumerate()
+                    .all(|(a, (p, q))| a == axis || p == q)
+        };
+        let candidates: Vec<ValueId> = self
+            .pool
+            .iter()
+            .filter(|(_, s)| fits(s))
+            .map(|(v, _)| *v)
+            .collect();
+        let other = if self.u.ratio(1, 2)? {
+            *self.u.choose(&candidates)?
+        } else {
+            let mut s = shape.to_vec();
+            s[axis] = self.u.int_in_range(1..=4)?;
+            self.constant(&s, 0.1, 1.0, true)
+        };
+        let mut attrs = Attrs::new();
+        attrs.insert("axis".into(), Attr::Int(axis as i64));
+        let ops = if self.u.ratio(1, 2)? {
+            [x, other]
+        } else {
+            [other, x]
+        };
+        Ok(self.push(OpKind::Concat, &ops, attrs))
+    }
+
+    /// Slice of `x` on one or two axes: a window with step 1 or 2, or the axis reversed.
+    fn slice(&mut self, x: ValueId, shape: &[usize]) -> Result<std::result::Result<(), Rejected>> {
+        let (mut starts, mut ends, mut axes, mut steps) = (vec![], vec![], vec![], vec![]);
+        for (a, &d) in shape.iter().enumerate() {
+            if !self.u.ratio(1, 2)? {
+                continue;
+            }
+            let d = d as i64;
+            if self.u.ratio(1, 4)? {
+                // Reversed: from the last element down past the first.
+                starts.push(-1);
+                ends.push(i64::MIN);
+                steps.push(-1);
+            } else {
+                let start = self.u.int_in_range(0..=d - 1)?;
+                let end = self.u.int_in_range(start + 1..=d)?;
+                starts.push(start);
+                ends.push(end);
+                steps.push(self.u.int_in_range(1..=2)?);
+            }
+            axes.push(a as i64);
+        }
+        if axes.is_empty() {
+            return Ok(self.push(OpKind::Identity, &[x], Attrs::new()));
+        }
+        let inputs = [
+            x,
+            self.int_constant(&starts),
+            self.int_constant(&ends),
+            self.int_constant(&axes),
+            self.int_constant(&steps),
+        ];
+        Ok(self.push(OpKind::Slice, &inputs, Attrs::new()))
     }
 
     /// A second operand for a binary op on `shape`: a pool value of a compatible shape, or
