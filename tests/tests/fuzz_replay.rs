@@ -42,8 +42,18 @@ fn generated_graphs_verify_and_interpret() {
     assert!(made >= 200, "only {made} of 300 byte strings made a graph");
     // Every op family of the generator occurs (a branch that always fails would not).
     for op in [
-        "MatMul", "Conv", "Softmax", "LayerNormalization", "Transpose", "Reshape", "MaxPool",
-        "Concat", "Slice", "Gather", "Where", "ReduceSum",
+        "MatMul",
+        "Conv",
+        "Softmax",
+        "LayerNormalization",
+        "Transpose",
+        "Reshape",
+        "MaxPool",
+        "Concat",
+        "Slice",
+        "Gather",
+        "Where",
+        "ReduceSum",
     ] {
         assert!(seen.contains(op), "no generated graph has {op}: {seen:?}");
     }

@@ -14,6 +14,7 @@ pub mod gpu;
 pub mod interp;
 pub mod parse;
 pub mod print;
+pub mod simplify;
 pub mod verify;
 
 use crate::dtype::DType;

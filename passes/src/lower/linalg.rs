@@ -10,6 +10,7 @@ use crate::error::PassError;
 use crate::product::ProductSpec;
 use tessera_ir::AttrsExt;
 use tessera_ir::infer::Window;
+use tessera_ir::loops::simplify::simplify_value;
 use tessera_ir::loops::{BinOp, CmpOp, IExpr, Loop, LoopKind, Reduce, ReduceOp, Stmt, VExpr};
 
 fn for_(var: &str, extent: usize, body: Vec<Stmt>) -> Stmt {
@@ -406,15 +407,37 @@ fn conv_product(cx: &NodeCx, b: &mut Builder) -> Result<ProductSpec, PassError> 
             .plus(ix);
         VExpr::load(cx.buf(0), idx)
     };
-    let x = VExpr::select(
-        VExpr::bin(
-            BinOp::And,
-            in_range(iy.clone(), g.h),
-            in_range(ix.clone(), g.w),
-        ),
-        x_at(clamp(iy, g.h), clamp(ix, g.w)),
-        VExpr::lit(0.0, cx.out_dtype),
-    );
+    // Taps can leave the image only along an axis with padding (or a window that overhangs
+    // the end): only there do they need a guard and a clamped address. Without any, the
+    // index simplifies (a 1×1 convolution reads `x[ci·h·w + j]`, contiguous in the pixel).
+    let overhangs = |pad: i64, out: usize, stride: i64, k: usize, dil: i64, size: usize| {
+        pad > 0 || (out as i64 - 1) * stride + (k as i64 - 1) * dil - pad > size as i64 - 1
+    };
+    let guard_y = overhangs(g.py, g.oh, g.sy, g.kh, g.dy, g.h);
+    let guard_x = overhangs(g.px, g.ow, g.sx, g.kw, g.dx, g.w);
+    let x = match (guard_y, guard_x) {
+        (false, false) => simplify_value(&x_at(iy, ix)),
+        _ => {
+            let (cond_y, at_y) = match guard_y {
+                true => (Some(in_range(iy.clone(), g.h)), clamp(iy, g.h)),
+                false => (None, iy),
+            };
+            let (cond_x, at_x) = match guard_x {
+                true => (Some(in_range(ix.clone(), g.w)), clamp(ix, g.w)),
+                false => (None, ix),
+            };
+            let cond = match (cond_y, cond_x) {
+                (Some(a), Some(b)) => VExpr::bin(BinOp::And, a, b),
+                (Some(c), None) | (None, Some(c)) => c,
+                (None, None) => unreachable!("some axis is guarded"),
+            };
+            VExpr::select(
+                cond,
+                simplify_value(&x_at(at_y, at_x)),
+                VExpr::lit(0.0, cx.out_dtype),
+            )
+        }
+    };
     let c_index = bi
         .clone()
         .times(g.opg as i64 * pixels)
