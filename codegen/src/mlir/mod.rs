@@ -575,6 +575,66 @@ impl Em<'_> {
         }
     }
 
+    /// `e` for each of the `w` lanes of the vector loop, as `vector<w x index>`: its variable
+    /// is `base + lane`, other variables and constants are the same in every lane.
+    fn iexpr_lanes(&mut self, e: &IExpr, w: u32) -> Result<String, CodegenError> {
+        let vt = format!("vector<{w}xindex>");
+        let var = self.vec.as_ref().map(|v| v.var.clone()).unwrap_or_default();
+        if e.coeff(&var) == Some(0) {
+            let x = self.iexpr(e)?;
+            return Ok(self.op(format!("vector.broadcast {x} : index to {vt}")));
+        }
+        let bin = |s: &mut Self, op: &str, a: &IExpr, b: &IExpr| -> Result<String, CodegenError> {
+            let (x, y) = (s.iexpr_lanes(a, w)?, s.iexpr_lanes(b, w)?);
+            Ok(s.op(format!("{op} {x}, {y} : {vt}")))
+        };
+        match e {
+            IExpr::Var(_) => {
+                let base = self.iexpr(e)?;
+                let base = self.op(format!("vector.broadcast {base} : index to {vt}"));
+                let lane = self.op(format!("vector.step : {vt}"));
+                Ok(self.op(format!("arith.addi {base}, {lane} : {vt}")))
+            }
+            IExpr::Add(a, b) => bin(self, "arith.addi", a, b),
+            IExpr::Sub(a, b) => bin(self, "arith.subi", a, b),
+            IExpr::Mul(a, b) => bin(self, "arith.muli", a, b),
+            IExpr::FloorDiv(a, b) => bin(self, "arith.floordivsi", a, b),
+            IExpr::Min(a, b) => bin(self, "arith.minsi", a, b),
+            IExpr::Max(a, b) => bin(self, "arith.maxsi", a, b),
+            IExpr::Mod(a, b) => {
+                let (x, y) = (self.iexpr_lanes(a, w)?, self.iexpr_lanes(b, w)?);
+                let q = self.op(format!("arith.floordivsi {x}, {y} : {vt}"));
+                let m = self.op(format!("arith.muli {q}, {y} : {vt}"));
+                Ok(self.op(format!("arith.subi {x}, {m} : {vt}")))
+            }
+            IExpr::Const(_) | IExpr::Of(_) => {
+                Err(self.unsupported(format!("index `{e}` cannot be computed lane by lane")))
+            }
+        }
+    }
+
+    /// A vector load of `buf` at an index that is not a simple stride of the vector loop's
+    /// variable: the index lane by lane, then a gather (masked in a tail iteration).
+    fn gather(&mut self, buf: &str, index: &IExpr, w: u32) -> Result<String, CodegenError> {
+        let (b, bd, mt) = self.bufs[buf].clone();
+        let idx = self.iexpr_lanes(index, w)?;
+        let vt = ty(bd, Some(w));
+        let mask = match self.vec.as_ref().and_then(|v| v.mask.clone()) {
+            Some(m) => m,
+            None => self.op(format!("arith.constant dense<true> : vector<{w}xi1>")),
+        };
+        let zero = if bd.is_float() {
+            Lit::F(0.0)
+        } else {
+            Lit::I(0)
+        };
+        let pass = self.splat(zero, bd)?;
+        let c0 = self.index_const(0);
+        Ok(self.op(format!(
+            "vector.gather {b}[{c0}] [{idx}], {mask}, {pass} : {mt}, vector<{w}xindex>, vector<{w}xi1>, {vt} into {vt}"
+        )))
+    }
+
     fn dtype_of(&self, e: &VExpr) -> Result<DType, CodegenError> {
         e.dtype(&|b| self.prog.buffer(b).map(|x| x.dtype))
             .ok_or_else(|| self.unsupported(format!("cannot type `{e}`")))
@@ -633,14 +693,14 @@ impl Em<'_> {
                     .get(buf)
                     .cloned()
                     .ok_or_else(|| self.unsupported(format!("unknown buffer `{buf}`")))?;
+                let coeff = self.vec.as_ref().map(|v| index.coeff(&v.var));
+                if let (Some(w), Some(None | Some(5..) | Some(..0))) = (lanes, coeff) {
+                    return self.gather(buf, index, w);
+                }
                 let i = self.iexpr(index)?;
                 let i = self.thread_private_index(buf, i);
                 let vt = ty(bd, lanes);
-                let stride = self
-                    .vec
-                    .as_ref()
-                    .and_then(|v| index.coeff(&v.var))
-                    .unwrap_or(1);
+                let stride = coeff.flatten().unwrap_or(1);
                 if let (Some(w), true) = (lanes, stride > 1) {
                     return self.strided_load(&b, &i, bd, &mt, w, stride);
                 }
@@ -796,12 +856,21 @@ impl Em<'_> {
                 }
             }
             VExpr::ICmp(op, a, b) => {
-                let (x, y) = (self.iexpr(a)?, self.iexpr(b)?);
+                // Inside a vector loop: one index per lane (only reached when the comparison
+                // depends on the vector loop's variable).
+                let (x, y, t) = match lanes {
+                    Some(w) => (
+                        self.iexpr_lanes(a, w)?,
+                        self.iexpr_lanes(b, w)?,
+                        format!("vector<{w}xindex>"),
+                    ),
+                    None => (self.iexpr(a)?, self.iexpr(b)?, "index".to_string()),
+                };
                 // Indices are signed (a padded window starts below 0).
                 let unsigned = *op == CmpOp::Ge
                     && tessera_ir::planted::active(tessera_ir::planted::Bug::IndexCmpUnsigned);
                 Ok(self.op(format!(
-                    "arith.cmpi {}, {x}, {y} : index",
+                    "arith.cmpi {}, {x}, {y} : {t}",
                     int_pred(*op, unsigned)
                 )))
             }
@@ -1016,6 +1085,22 @@ fn int_pred(op: CmpOp, unsigned: bool) -> &'static str {
 /// Whether a loop body over `var` can be emitted as a vector loop: only stores, each store
 /// contiguous in `var`, every load contiguous or invariant, index-valued expressions and
 /// index comparisons invariant, and no bool buffers.
+/// Whether an index expression can be computed one lane per vector element (everything but
+/// indices read from memory).
+fn lane_wise(e: &IExpr) -> bool {
+    match e {
+        IExpr::Const(_) | IExpr::Var(_) => true,
+        IExpr::Of(_) => false,
+        IExpr::Add(a, b)
+        | IExpr::Sub(a, b)
+        | IExpr::Mul(a, b)
+        | IExpr::FloorDiv(a, b)
+        | IExpr::Mod(a, b)
+        | IExpr::Min(a, b)
+        | IExpr::Max(a, b) => lane_wise(a) && lane_wise(b),
+    }
+}
+
 pub fn vectorizable(prog: &LoopProgram, body: &[Stmt], var: &str) -> bool {
     if tessera_ir::loops::carries_dependence(body) {
         return false;
@@ -1027,11 +1112,13 @@ pub fn vectorizable(prog: &LoopProgram, body: &[Stmt], var: &str) -> bool {
         match e {
             VExpr::Const(..) | VExpr::Acc(..) => true,
             VExpr::Load { buf, index } => {
-                // Contiguous, invariant, or a small positive stride (shuffled out of one load).
-                matches!(index.coeff(var), Some(0..=4))
+                // Contiguous, invariant, or a small positive stride (shuffled out of one load);
+                // any other index computed lane by lane and gathered.
+                (matches!(index.coeff(var), Some(0..=4)) || lane_wise(index))
                     && prog.buffer(buf).is_some_and(|b| b.dtype != DType::Bool)
             }
-            VExpr::Index(..) | VExpr::ICmp(..) => false,
+            VExpr::ICmp(_, a, b) => lane_wise(a) && lane_wise(b),
+            VExpr::Index(..) => false,
             VExpr::Unary(_, a) => value_ok(prog, a, var),
             VExpr::Cast(to, a) => *to != DType::Bool && value_ok(prog, a, var),
             VExpr::Binary(_, a, b) | VExpr::Cmp(_, a, b) => {
