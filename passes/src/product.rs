@@ -164,12 +164,22 @@ pub fn tile(
         t: *t,
         next: 0,
         panel: format!("{}_bp", spec.out),
+        acc: format!("{}_acc", spec.out),
     };
     while prog.buffer(&g.panel).is_some() {
         g.panel.push('_');
     }
+    while prog.buffer(&g.acc).is_some() || g.acc == g.panel {
+        g.acc.push('_');
+    }
     let body = g.program();
     let mut buffers: Vec<Buffer> = prog.params().cloned().collect();
+    buffers.push(Buffer {
+        name: g.acc.clone(),
+        dtype: spec.dtype,
+        len: (t.mr * t.nr) as usize,
+        role: BufRole::Scratch,
+    });
     if t.pack_b {
         buffers.push(Buffer {
             name: g.panel.clone(),
@@ -192,6 +202,8 @@ struct Gen<'a> {
     t: ProductTiling,
     next: usize,
     panel: String,
+    /// The register tile's accumulators (scratch, `mr x nr`).
+    acc: String,
 }
 
 /// Where one task works: the batch index, the first row and the first column.
@@ -340,39 +352,63 @@ impl Gen<'_> {
             }));
         }
         let tiles = rows / t.mr;
-        let micro = |g: &mut Gen, first_row: IExpr, mr: i64| -> Stmt {
-            g.for_(kc, LoopKind::Serial, |g, kk| {
+        // The register tile lives in an explicit accumulator (scratch, promoted to vector
+        // registers): loaded from C, updated every k step, stored back. Relying on LLVM to
+        // promote C itself failed in tasks that start at a computed row (3-4x slower).
+        let acc = self.acc.clone();
+        let micro = |g: &mut Gen, first_row: IExpr, mr: i64| -> Vec<Stmt> {
+            let tile = |g: &mut Gen, body: &dyn Fn(&mut Gen, &IExpr, &IExpr, IExpr) -> Stmt| {
+                g.for_(mr, LoopKind::Unroll(mr as u32), |g, r| {
+                    vec![g.for_(w, lanes, |g, c| {
+                        let i = o.i0.clone().plus(first_row.clone()).plus(r.clone());
+                        let ci = g.c_at(&o.b, &i, &o.j0.clone().plus(c.clone()));
+                        vec![body(g, &r, &c, ci)]
+                    })]
+                })
+            };
+            let at = |r: &IExpr, c: &IExpr| r.clone().times(t.nr).plus(c.clone());
+            let load = tile(g, &|_, r, c, ci| Stmt::Store {
+                buf: acc.clone(),
+                index: at(r, c),
+                value: VExpr::load(&s.out, ci),
+            });
+            let steps = g.for_(kc, LoopKind::Serial, |g, kk| {
                 vec![g.for_(mr, LoopKind::Unroll(mr as u32), |g, r| {
                     vec![g.for_(w, lanes, |g, c| {
-                        let i = o.i0.clone().plus(first_row.clone()).plus(r);
+                        let i = o.i0.clone().plus(first_row.clone()).plus(r.clone());
                         let (j, k) = (o.j0.clone().plus(c.clone()), k0.clone().plus(kk.clone()));
-                        let ci = g.c_at(&o.b, &i, &j);
                         let a = g.at(&s.a, &o.b, &i, &IExpr::c(0), &k);
                         let bp = if t.pack_b {
-                            VExpr::load(&panel, kk.clone().times(t.nr).plus(c))
+                            VExpr::load(&panel, kk.clone().times(t.nr).plus(c.clone()))
                         } else {
                             g.at(&s.b, &o.b, &IExpr::c(0), &j, &k)
                         };
                         vec![Stmt::Store {
-                            buf: s.out.clone(),
-                            index: ci.clone(),
+                            buf: acc.clone(),
+                            index: at(&r, &c),
                             value: VExpr::bin(
                                 BinOp::Add,
-                                VExpr::load(&s.out, ci),
+                                VExpr::load(&acc, at(&r, &c)),
                                 VExpr::bin(BinOp::Mul, a, bp),
                             ),
                         }]
                     })]
                 })]
-            })
+            });
+            let store = tile(g, &|_, r, c, ci| Stmt::Store {
+                buf: s.out.clone(),
+                index: ci,
+                value: VExpr::load(&acc, at(r, c)),
+            });
+            vec![load, steps, store]
         };
         if tiles > 0 {
             out.push(self.for_(tiles, LoopKind::Serial, |g, tile| {
-                vec![micro(g, tile.times(t.mr), t.mr)]
+                micro(g, tile.times(t.mr), t.mr)
             }));
         }
         if rows % t.mr != 0 {
-            out.push(micro(self, IExpr::c(tiles * t.mr), rows % t.mr));
+            out.extend(micro(self, IExpr::c(tiles * t.mr), rows % t.mr));
         }
         out
     }
