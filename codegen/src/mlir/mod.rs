@@ -538,6 +538,9 @@ impl Em<'_> {
             let (x, y) = (s.iexpr(a)?, s.iexpr(b)?);
             Ok(s.op(format!("{op} {x}, {y} : index")))
         };
+        if let Some((op, a, b)) = index_binop(e) {
+            return bin(self, op, a, b);
+        }
         match e {
             IExpr::Const(c) => Ok(self.index_const(*c)),
             IExpr::Var(v) => self
@@ -545,17 +548,9 @@ impl Em<'_> {
                 .get(v)
                 .cloned()
                 .ok_or_else(|| self.unsupported(format!("unbound index `{v}`"))),
-            IExpr::Add(a, b) => bin(self, "arith.addi", a, b),
-            IExpr::Sub(a, b) => bin(self, "arith.subi", a, b),
-            IExpr::Mul(a, b) => bin(self, "arith.muli", a, b),
-            IExpr::FloorDiv(a, b) => bin(self, "arith.floordivsi", a, b),
-            IExpr::Min(a, b) => bin(self, "arith.minsi", a, b),
-            IExpr::Max(a, b) => bin(self, "arith.maxsi", a, b),
             IExpr::Mod(a, b) => {
                 let (x, y) = (self.iexpr(a)?, self.iexpr(b)?);
-                let q = self.op(format!("arith.floordivsi {x}, {y} : index"));
-                let m = self.op(format!("arith.muli {q}, {y} : index"));
-                Ok(self.op(format!("arith.subi {x}, {m} : index")))
+                Ok(self.floor_mod(&x, &y, "index"))
             }
             IExpr::Of(v) => {
                 let saved = self.vec.take();
@@ -572,6 +567,7 @@ impl Em<'_> {
                 };
                 Ok(self.op(format!("arith.index_cast {w} : i64 to index")))
             }
+            _ => unreachable!("binary index forms are handled above"),
         }
     }
 
@@ -588,6 +584,9 @@ impl Em<'_> {
             let (x, y) = (s.iexpr_lanes(a, w)?, s.iexpr_lanes(b, w)?);
             Ok(s.op(format!("{op} {x}, {y} : {vt}")))
         };
+        if let Some((op, a, b)) = index_binop(e) {
+            return bin(self, op, a, b);
+        }
         match e {
             IExpr::Var(_) => {
                 let base = self.iexpr(e)?;
@@ -595,21 +594,12 @@ impl Em<'_> {
                 let lane = self.op(format!("vector.step : {vt}"));
                 Ok(self.op(format!("arith.addi {base}, {lane} : {vt}")))
             }
-            IExpr::Add(a, b) => bin(self, "arith.addi", a, b),
-            IExpr::Sub(a, b) => bin(self, "arith.subi", a, b),
-            IExpr::Mul(a, b) => bin(self, "arith.muli", a, b),
-            IExpr::FloorDiv(a, b) => bin(self, "arith.floordivsi", a, b),
-            IExpr::Min(a, b) => bin(self, "arith.minsi", a, b),
-            IExpr::Max(a, b) => bin(self, "arith.maxsi", a, b),
             IExpr::Mod(a, b) => {
                 let (x, y) = (self.iexpr_lanes(a, w)?, self.iexpr_lanes(b, w)?);
-                let q = self.op(format!("arith.floordivsi {x}, {y} : {vt}"));
-                let m = self.op(format!("arith.muli {q}, {y} : {vt}"));
-                Ok(self.op(format!("arith.subi {x}, {m} : {vt}")))
+                Ok(self.floor_mod(&x, &y, &vt))
             }
-            IExpr::Const(_) | IExpr::Of(_) => {
-                Err(self.unsupported(format!("index `{e}` cannot be computed lane by lane")))
-            }
+            // Constants are lane-invariant (above); binary forms went through `index_binop`.
+            _ => Err(self.unsupported(format!("index `{e}` cannot be computed lane by lane"))),
         }
     }
 
@@ -633,6 +623,13 @@ impl Em<'_> {
         Ok(self.op(format!(
             "vector.gather {b}[{c0}] [{idx}], {mask}, {pass} : {mt}, vector<{w}xindex>, vector<{w}xi1>, {vt} into {vt}"
         )))
+    }
+
+    /// `x mod y` rounding toward negative infinity (the loop IR's `%`), on `t` values.
+    fn floor_mod(&mut self, x: &str, y: &str, t: &str) -> String {
+        let q = self.op(format!("arith.floordivsi {x}, {y} : {t}"));
+        let m = self.op(format!("arith.muli {q}, {y} : {t}"));
+        self.op(format!("arith.subi {x}, {m} : {t}"))
     }
 
     fn dtype_of(&self, e: &VExpr) -> Result<DType, CodegenError> {
@@ -1085,6 +1082,20 @@ fn int_pred(op: CmpOp, unsigned: bool) -> &'static str {
 /// Whether a loop body over `var` can be emitted as a vector loop: only stores, each store
 /// contiguous in `var`, every load contiguous or invariant, index-valued expressions and
 /// index comparisons invariant, and no bool buffers.
+/// The `arith` operation of a binary index expression with a direct one (all but `%`), and
+/// its operands: shared by scalar and lane-wise index code.
+fn index_binop(e: &IExpr) -> Option<(&'static str, &IExpr, &IExpr)> {
+    Some(match e {
+        IExpr::Add(a, b) => ("arith.addi", a, b),
+        IExpr::Sub(a, b) => ("arith.subi", a, b),
+        IExpr::Mul(a, b) => ("arith.muli", a, b),
+        IExpr::FloorDiv(a, b) => ("arith.floordivsi", a, b),
+        IExpr::Min(a, b) => ("arith.minsi", a, b),
+        IExpr::Max(a, b) => ("arith.maxsi", a, b),
+        _ => return None,
+    })
+}
+
 /// Whether an index expression can be computed one lane per vector element (everything but
 /// indices read from memory).
 fn lane_wise(e: &IExpr) -> bool {
