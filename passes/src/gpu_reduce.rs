@@ -111,19 +111,20 @@ pub fn row_reduction(prog: &LoopProgram) -> Result<Option<LoopProgram>, PassErro
     Ok(Some(scheduled))
 }
 
-/// Whether every load in the reduction's value that uses a reduction index uses it with
-/// stride 1 on the innermost axis (0 on the others), and some load does.
+/// Whether the reduction has one axis and every load in its value uses it with stride 0 or
+/// 1, some load with 1.
 fn contiguous(r: &tessera_ir::loops::Reduce) -> bool {
-    let (inner, outer) = r.axes.split_last().expect("a reduction has axes");
+    // One axis only: a multi-axis row would need flattening, which `Builder::reduce` refuses.
+    let [(axis, _)] = r.axes.as_slice() else {
+        return false;
+    };
     let (mut ok, mut any) = (true, false);
     r.value.visit_loads(&mut |_, index| {
-        let c = index.coeff(&inner.0);
+        let c = index.coeff(axis);
         any |= c == Some(1);
-        ok &= matches!(c, Some(0 | 1)) && outer.iter().all(|(v, _)| index.coeff(v) == Some(0));
+        ok &= matches!(c, Some(0 | 1));
     });
-    // Outer axes must not be read at all: a multi-axis row reads as one contiguous run only
-    // through the innermost index, which the flattening below does not give.
-    ok && any && outer.is_empty()
+    ok && any
 }
 
 fn prev_power_of_two(x: i64) -> i64 {

@@ -1099,16 +1099,9 @@ fn index_binop(e: &IExpr) -> Option<(&'static str, &IExpr, &IExpr)> {
 /// Whether an index expression can be computed one lane per vector element (everything but
 /// indices read from memory).
 fn lane_wise(e: &IExpr) -> bool {
-    match e {
-        IExpr::Const(_) | IExpr::Var(_) => true,
-        IExpr::Of(_) => false,
-        IExpr::Add(a, b)
-        | IExpr::Sub(a, b)
-        | IExpr::Mul(a, b)
-        | IExpr::FloorDiv(a, b)
-        | IExpr::Mod(a, b)
-        | IExpr::Min(a, b)
-        | IExpr::Max(a, b) => lane_wise(a) && lane_wise(b),
+    match e.operands() {
+        Some((a, b)) => lane_wise(a) && lane_wise(b),
+        None => !matches!(e, IExpr::Of(_)),
     }
 }
 

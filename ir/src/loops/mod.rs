@@ -517,21 +517,27 @@ impl IExpr {
         })
     }
 
-    /// Calls `f(buffer, index)` on every load inside (data-dependent indices).
-    pub fn visit_loads(&self, f: &mut dyn FnMut(&str, &IExpr)) {
+    /// The two operands of a binary form; `None` for constants, variables and `Of`.
+    pub fn operands(&self) -> Option<(&IExpr, &IExpr)> {
         match self {
-            IExpr::Of(x) => x.visit_loads(f),
-            IExpr::Const(_) | IExpr::Var(_) => {}
             IExpr::Add(a, b)
             | IExpr::Sub(a, b)
             | IExpr::Mul(a, b)
             | IExpr::FloorDiv(a, b)
             | IExpr::Mod(a, b)
             | IExpr::Min(a, b)
-            | IExpr::Max(a, b) => {
-                a.visit_loads(f);
-                b.visit_loads(f)
-            }
+            | IExpr::Max(a, b) => Some((a, b)),
+            IExpr::Const(_) | IExpr::Var(_) | IExpr::Of(_) => None,
+        }
+    }
+
+    /// Calls `f(buffer, index)` on every load inside (data-dependent indices).
+    pub fn visit_loads(&self, f: &mut dyn FnMut(&str, &IExpr)) {
+        if let IExpr::Of(x) = self {
+            x.visit_loads(f)
+        } else if let Some((a, b)) = self.operands() {
+            a.visit_loads(f);
+            b.visit_loads(f)
         }
     }
 }
