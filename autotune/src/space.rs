@@ -43,6 +43,7 @@ const NR_VECTORS: &str = "nr_vectors";
 const KC: &str = "kc";
 const ROW_TILES: &str = "row_tiles";
 const PACK_B: &str = "pack_b";
+const CONV_ROWS: &str = "conv_rows";
 const PARALLEL: &str = "parallel_min_extent";
 const VECTOR: &str = "vector_bytes";
 const UNROLL: &str = "unroll";
@@ -91,6 +92,16 @@ impl Space {
                     values: vec![1, 0],
                 },
             ]);
+            // Convolutions: panels of whole output rows (their width then sets `nr`).
+            if let Some(conv) = spec.conv.as_ref().filter(|c| !c.is_pointwise()) {
+                knobs.push(Knob {
+                    name: CONV_ROWS,
+                    values: [0, 1, 2, 3, 4, 6, 8, 12, 16]
+                        .into_iter()
+                        .filter(|&r| r <= conv.oh)
+                        .collect(),
+                });
+            }
         }
         knobs.extend([
             Knob {
@@ -107,6 +118,10 @@ impl Space {
             },
         ]);
         Space { knobs, spec, lanes }
+    }
+
+    fn has_knob(&self, name: &str) -> bool {
+        self.knobs.iter().any(|k| k.name == name)
     }
 
     /// Whether the tiled product schedule is part of this space.
@@ -147,13 +162,29 @@ impl Space {
             let mr = self.value(p, MR)?;
             // Rows per task beyond the product's rows are all one schedule: clamp.
             let row_block = (mr * self.value(p, ROW_TILES)?).min(round_up(spec.m, mr));
+            let conv_rows = match &spec.conv {
+                Some(_) if self.has_knob(CONV_ROWS) => self.value(p, CONV_ROWS)?,
+                _ => 0,
+            };
+            // Row panels set the panel's width; `nr_vectors` then does not matter (and
+            // `encode` leaves it at its first value).
+            let nr = match &spec.conv {
+                Some(conv) if conv_rows > 0 => round_up(conv_rows * conv.ow, self.lanes),
+                _ => self.value(p, NR_VECTORS)? * self.lanes,
+            };
+            let kc = match &spec.conv {
+                // Row panels' k blocks hold whole channels.
+                Some(conv) if conv_rows > 0 => whole_channels(self.value(p, KC)?, conv.taps()),
+                _ => self.value(p, KC)?,
+            };
             let t = ProductTiling {
                 mr,
-                nr: self.value(p, NR_VECTORS)? * self.lanes,
-                kc: self.value(p, KC)?,
+                nr,
+                kc,
                 row_block,
                 lanes: self.lanes,
                 pack_b: self.value(p, PACK_B)? == 1,
+                conv_rows,
             };
             t.validate(spec)
                 .map_err(|e| TuneError::Space(e.to_string()))?;
@@ -177,11 +208,25 @@ impl Space {
                 want.extend([
                     (TILED, 1),
                     (MR, t.mr),
-                    (NR_VECTORS, t.nr / self.lanes),
-                    (KC, t.kc),
                     (ROW_TILES, t.row_block / t.mr),
                     (PACK_B, t.pack_b as i64),
+                    (CONV_ROWS, t.conv_rows),
                 ]);
+                if t.conv_rows == 0 {
+                    want.extend([(NR_VECTORS, t.nr / self.lanes), (KC, t.kc)]);
+                } else {
+                    // Row panels round kc down to whole channels: any knob value that rounds
+                    // to it will do; `decode` below checks.
+                    let kc = self
+                        .knobs
+                        .iter()
+                        .find(|k| k.name == KC)?
+                        .values
+                        .iter()
+                        .copied();
+                    let taps = self.spec.as_ref()?.conv.as_ref()?.taps();
+                    want.push((KC, kc.clone().find(|&v| whole_channels(v, taps) == t.kc)?));
+                }
             }
             KernelSchedule::Loops(l) => {
                 want.extend([
@@ -263,6 +308,11 @@ impl Space {
         }
         None
     }
+}
+
+/// `kc` rounded down to whole channels of `taps` (at least one).
+fn whole_channels(kc: i64, taps: i64) -> i64 {
+    (kc / taps).max(1) * taps
 }
 
 fn round_up(x: i64, m: i64) -> i64 {

@@ -26,6 +26,7 @@
 
 use crate::error::PassError;
 use tessera_ir::DType;
+use tessera_ir::loops::simplify::simplify_value;
 use tessera_ir::loops::{
     BinOp, BufRole, Buffer, CmpOp, IExpr, Loop, LoopKind, LoopProgram, MAX_SCRATCH_BYTES, Stmt,
     VExpr,
@@ -54,6 +55,64 @@ pub struct ProductSpec {
     /// What is stored once the sum is complete, reading the sum from `out[c_index]`
     /// (a fused epilogue); `None` keeps the sum.
     pub finish: Option<VExpr>,
+    /// For a convolution: its geometry, which lets panels of whole output rows be packed
+    /// with contiguous loads ([`ProductTiling::conv_rows`]).
+    pub conv: Option<ConvGeometry>,
+}
+
+/// A convolution seen as a product, as geometry: `k = (c, ky, kx)` (channel within the
+/// group, tap row, tap column, in that order), `j = (oy, ox)` (output pixel, row-major) and
+/// `B(b, k, j) = x(b, c, oy·sy + ky·dy - py, ox·sx + kx·dx - px)`, zero outside the image.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvGeometry {
+    /// Output rows and columns.
+    pub oh: i64,
+    pub ow: i64,
+    /// Input rows and columns.
+    pub h: i64,
+    pub w: i64,
+    /// Kernel rows and columns.
+    pub kh: i64,
+    pub kw: i64,
+    /// Stride, dilation and leading padding, `[y, x]`.
+    pub stride: [i64; 2],
+    pub dilation: [i64; 2],
+    pub pad: [i64; 2],
+    /// The free index variables of `x`: batch (as in the product), channel within the
+    /// group, input row, input column.
+    pub vars: [String; 4],
+    /// The input at those coordinates, read only where they lie in the image.
+    pub x: VExpr,
+}
+
+impl ConvGeometry {
+    /// Taps per channel: the `k` extent of one channel.
+    pub fn taps(&self) -> i64 {
+        self.kh * self.kw
+    }
+
+    /// Whether `B` is `x` itself, read contiguously along the pixels (a 1×1 convolution
+    /// with unit stride and no padding): the flat panels copy it with vector loads already.
+    pub fn is_pointwise(&self) -> bool {
+        self.taps() == 1 && self.stride == [1, 1] && self.pad == [0, 0]
+    }
+
+    /// The output columns `lo..hi` whose input column lies in the image for tap column
+    /// `kx` (empty when `hi <= lo`).
+    fn valid_columns(&self, kx: i64) -> (i64, i64) {
+        let off = kx * self.dilation[1] - self.pad[1];
+        let sx = self.stride[1];
+        let lo = if off >= 0 { 0 } else { (-off + sx - 1) / sx };
+        let last = self.w - 1 - off;
+        let hi = if last < 0 { 0 } else { last / sx + 1 };
+        (lo.min(self.ow), hi.min(self.ow))
+    }
+
+    /// Whether some output row reads an input row outside the image.
+    fn rows_can_leave(&self) -> bool {
+        let last = (self.oh - 1) * self.stride[0] + (self.kh - 1) * self.dilation[0];
+        self.pad[0] > 0 || last - self.pad[0] > self.h - 1
+    }
 }
 
 /// The knobs of the tiled product schedule (one point of its search space).
@@ -72,6 +131,13 @@ pub struct ProductTiling {
     /// Pack `B`'s panel into scratch; without, the register tile reads `B` in place (for
     /// products with a few rows, where packing would only copy `B` once more).
     pub pack_b: bool,
+    /// Convolutions only: a column panel is this many whole output rows (`nr` must hold
+    /// them), packed row by row and tap by tap with contiguous loads, padding written as
+    /// zeros without per-element tests; 0 keeps panels of `nr` flat pixels, whose packing
+    /// computes each pixel's row and column (division, gathers). `k` blocks then hold whole
+    /// channels (`kc` a multiple of the taps).
+    #[serde(default)]
+    pub conv_rows: i64,
 }
 
 impl ProductTiling {
@@ -105,7 +171,39 @@ impl ProductTiling {
         if self.pack_b && scratch > MAX_SCRATCH_BYTES {
             return bad(format!("packed panel of {scratch} bytes"));
         }
+        if self.conv_rows != 0 {
+            let Some(conv) = &spec.conv else {
+                return bad(format!(
+                    "{} conv rows for a product that is no convolution",
+                    self.conv_rows
+                ));
+            };
+            if self.conv_rows < 0 || self.conv_rows > conv.oh {
+                return bad(format!("{} conv rows of {}", self.conv_rows, conv.oh));
+            }
+            if self.conv_rows * conv.ow > self.nr {
+                return bad(format!(
+                    "{} rows of {} pixels do not fit a panel of {}",
+                    self.conv_rows, conv.ow, self.nr
+                ));
+            }
+            if self.kc.min(spec.k) % conv.taps() != 0 {
+                return bad(format!(
+                    "kc {} is not a multiple of {} taps",
+                    self.kc,
+                    conv.taps()
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The pixels of one column panel: `conv_rows` whole rows, or `nr`.
+    fn panel_columns(&self, spec: &ProductSpec) -> i64 {
+        match &spec.conv {
+            Some(conv) if self.conv_rows > 0 => self.conv_rows * conv.ow,
+            _ => self.nr,
+        }
     }
 
     /// The default for a product on a machine with `lanes`-wide vectors: a 6-row tile of
@@ -115,10 +213,24 @@ impl ProductTiling {
     /// matrix-vector product) reads `B` in place, all its rows in one tile.
     pub fn default_for(spec: &ProductSpec, lanes: i64) -> ProductTiling {
         let wide = lanes >= 16;
-        let nr = lanes * if wide { 4 } else { 2 };
+        let mut nr = lanes * if wide { 4 } else { 2 };
         let pack_b = spec.m >= 6;
-        let mr = if pack_b { 6 } else { spec.m.max(1) };
-        let panels = spec.batch * ((spec.n + nr - 1) / nr);
+        let mut mr = if pack_b { 6 } else { spec.m.max(1) };
+        // 512: measured faster than 256 on every product tried (the panel, 128 KB, lives in
+        // L2; fewer passes over C).
+        let mut kc = 512;
+        let conv_rows = match &spec.conv {
+            Some(conv) if pack_b && wide => conv_panel_rows(conv, lanes),
+            _ => 0,
+        };
+        let mut panels = spec.batch * ((spec.n + nr - 1) / nr);
+        if let Some(conv) = spec.conv.as_ref().filter(|_| conv_rows > 0) {
+            nr = round_up(conv_rows * conv.ow, lanes);
+            let vectors = nr / lanes;
+            mr = mr.min((REGISTERS - 1 - vectors) / vectors);
+            kc = (kc / conv.taps()).max(1) * conv.taps();
+            panels = spec.batch * ((conv.oh + conv_rows - 1) / conv_rows);
+        }
         // Rows are split only when there is a single column panel, so that two threads get
         // a task each: measured, splitting the rows of several panels costs up to 4x (a
         // 256x2304x256 product: 4.9 ms in two row blocks, 1.2 ms in one), more than any
@@ -128,14 +240,44 @@ impl ProductTiling {
         ProductTiling {
             mr,
             nr,
-            // 512: measured faster than 256 on every product tried (the panel, 128 KB, lives
-            // in L2; fewer passes over C).
-            kc: 512,
+            kc,
             row_block: round_up(row_block.max(1), mr),
             lanes,
             pack_b,
+            conv_rows,
         }
     }
+}
+
+/// Vector registers of a target with 16-lane vectors: a register tile of `mr x v`
+/// accumulators needs `v` more for a k step's panel vectors and one for a broadcast of `A`
+/// (measured on a 3x3 convolution, 112 columns = 7 vectors: 3 rows 0.91 ms, 4 rows — 35
+/// registers, spilling — 0.99 ms).
+const REGISTERS: i64 = 32;
+
+/// Output rows per column panel for a convolution on 32 vector registers, 0 for flat
+/// panels: the row count whose pixels fill the vectors of a register tile best (at most 7
+/// vectors, so that 4 rows of it fit the registers). A 1×1 convolution at unit stride keeps
+/// flat panels (its flat packing is a contiguous copy already), and so does an image too
+/// wide for one row to fit.
+fn conv_panel_rows(conv: &ConvGeometry, lanes: i64) -> i64 {
+    const MAX_VECTORS: i64 = 7;
+    if conv.is_pointwise() {
+        return 0;
+    }
+    let mut best = (0.0, 0);
+    for rows in 1..=conv.oh {
+        let pixels = rows * conv.ow;
+        let vectors = (pixels + lanes - 1) / lanes;
+        if vectors > MAX_VECTORS {
+            break;
+        }
+        let use_ = pixels as f64 / (vectors * lanes) as f64;
+        if use_ > best.0 + 1e-9 {
+            best = (use_, rows);
+        }
+    }
+    best.1
 }
 
 fn round_up(x: i64, m: i64) -> i64 {
@@ -211,6 +353,8 @@ struct Origin {
     b: IExpr,
     i0: IExpr,
     j0: IExpr,
+    /// The output row of the first column, for panels of whole convolution rows.
+    row0: IExpr,
 }
 
 impl Gen<'_> {
@@ -247,10 +391,11 @@ impl Gen<'_> {
 
     fn program(&mut self) -> Vec<Stmt> {
         let (s, t) = (self.spec, self.t);
-        let panels = (s.n + t.nr - 1) / t.nr;
+        let cols = t.panel_columns(s);
+        let panels = (s.n + cols - 1) / cols;
         let blocks = (s.m + t.row_block - 1) / t.row_block;
         let tasks = s.batch * panels * blocks;
-        let (last_w, last_r) = (s.n - (panels - 1) * t.nr, s.m - (blocks - 1) * t.row_block);
+        let (last_w, last_r) = (s.n - (panels - 1) * cols, s.m - (blocks - 1) * t.row_block);
         let task = self.for_(tasks, LoopKind::Serial, |g, p| {
             let panel = p.clone().floordiv(blocks).modulo(panels);
             let block = p.clone().modulo(blocks);
@@ -261,7 +406,8 @@ impl Gen<'_> {
                     IExpr::c(0)
                 },
                 i0: block.clone().times(t.row_block),
-                j0: panel.clone().times(t.nr),
+                j0: panel.clone().times(cols),
+                row0: panel.clone().times(t.conv_rows),
             };
             // Full panels and row blocks, and the last (possibly narrower / shorter) ones.
             let rows = |g: &mut Gen, o: &Origin, w: i64| -> Vec<Stmt> {
@@ -282,10 +428,10 @@ impl Gen<'_> {
                 ));
                 v
             };
-            if panels == 1 || last_w == t.nr {
+            if panels == 1 || last_w == cols {
                 return rows(g, &o, last_w);
             }
-            let mut v = guarded(panel.clone(), CmpOp::Lt, panels - 1, rows(g, &o, t.nr));
+            let mut v = guarded(panel.clone(), CmpOp::Lt, panels - 1, rows(g, &o, cols));
             v.extend(guarded(panel, CmpOp::Ge, panels - 1, rows(g, &o, last_w)));
             v
         });
@@ -303,13 +449,25 @@ impl Gen<'_> {
         let (s, t) = (self.spec, self.t);
         let mut out = vec![self.store_rows(o, w, rows, &s.init)];
         let full = s.k / t.kc;
+        // k blocks of a convolution's row panels hold whole channels: `taps` divides kc.
+        let taps = s.conv.as_ref().map_or(1, ConvGeometry::taps);
         if full > 0 {
             out.push(self.for_(full, LoopKind::Serial, |g, kb| {
-                g.k_block(o, w, rows, kb.times(t.kc), t.kc)
+                let block = KBlock {
+                    k0: kb.clone().times(t.kc),
+                    c0: kb.times(t.kc / taps),
+                    kc: t.kc,
+                };
+                g.k_block(o, w, rows, &block)
             }));
         }
         if s.k % t.kc != 0 && !tessera_ir::planted::active(tessera_ir::planted::Bug::ProductKTail) {
-            out.extend(self.k_block(o, w, rows, IExpr::c(full * t.kc), s.k % t.kc));
+            let block = KBlock {
+                k0: IExpr::c(full * t.kc),
+                c0: IExpr::c(full * t.kc / taps),
+                kc: s.k % t.kc,
+            };
+            out.extend(self.k_block(o, w, rows, &block));
         }
         if let Some(fin) = &s.finish {
             out.push(self.store_rows(o, w, rows, fin));
@@ -334,13 +492,17 @@ impl Gen<'_> {
 
     /// Packs `B[k0 .. k0+kc, panel]` (if the tiling packs) and runs the micro-kernel over the
     /// task's rows.
-    fn k_block(&mut self, o: &Origin, w: i64, rows: i64, k0: IExpr, kc: i64) -> Vec<Stmt> {
+    fn k_block(&mut self, o: &Origin, w: i64, rows: i64, block: &KBlock) -> Vec<Stmt> {
         let (s, t) = (self.spec, self.t);
+        let (k0, kc) = (block.k0.clone(), block.kc);
         let lanes = LoopKind::Vectorize(t.lanes as u32);
         let panel = self.panel.clone();
         let mut out = Vec::new();
-        if t.pack_b {
-            out.push(self.for_(kc, LoopKind::Serial, |g, kk| {
+        match &s.conv {
+            Some(conv) if t.pack_b && t.conv_rows > 0 => {
+                out.push(self.pack_conv_rows(conv, o, w, block));
+            }
+            _ if t.pack_b => out.push(self.for_(kc, LoopKind::Serial, |g, kk| {
                 vec![g.for_(w, lanes, |g, c| {
                     let (k, j) = (k0.clone().plus(kk.clone()), o.j0.clone().plus(c.clone()));
                     vec![Stmt::Store {
@@ -349,7 +511,8 @@ impl Gen<'_> {
                         value: g.at(&s.b, &o.b, &IExpr::c(0), &j, &k),
                     }]
                 })]
-            }));
+            })),
+            _ => {}
         }
         let tiles = rows / t.mr;
         // The register tile lives in an explicit accumulator (scratch, promoted to vector
@@ -372,9 +535,16 @@ impl Gen<'_> {
                 index: at(r, c),
                 value: VExpr::load(&s.out, ci),
             });
+            // From a packed panel the k steps run over whole vectors: the lanes past `w`
+            // read the panel's unwritten tail into accumulators that are never stored —
+            // full vectors instead of a masked or scalar tail on every k step.
+            let step_w = match t.pack_b {
+                true => round_up(w, t.lanes),
+                false => w,
+            };
             let steps = g.for_(kc, LoopKind::Serial, |g, kk| {
                 vec![g.for_(mr, LoopKind::Unroll(mr as u32), |g, r| {
-                    vec![g.for_(w, lanes, |g, c| {
+                    vec![g.for_(step_w, lanes, |g, c| {
                         let i = o.i0.clone().plus(first_row.clone()).plus(r.clone());
                         let (j, k) = (o.j0.clone().plus(c.clone()), k0.clone().plus(kk.clone()));
                         let a = g.at(&s.a, &o.b, &i, &IExpr::c(0), &k);
@@ -411,6 +581,95 @@ impl Gen<'_> {
             out.extend(micro(self, IExpr::c(tiles * t.mr), rows % t.mr));
         }
         out
+    }
+}
+
+/// One block of the reduction: `k0 .. k0 + kc`; for a convolution's row panels it starts at
+/// channel `c0` (`k0 = c0 · taps`, kept apart so that no index divides).
+struct KBlock {
+    k0: IExpr,
+    c0: IExpr,
+    kc: i64,
+}
+
+impl Gen<'_> {
+    /// Packs a panel of whole output rows of a convolution (im2col): per channel, tap row,
+    /// output row and tap column, the output columns whose input column lies in the image are
+    /// one contiguous (at stride 1) vector copy of an input row, the others zeros — no
+    /// per-element division, test or gather. A tap row outside the image (padding) is a
+    /// uniform select.
+    fn pack_conv_rows(&mut self, conv: &ConvGeometry, o: &Origin, w: i64, block: &KBlock) -> Stmt {
+        let (t, taps) = (self.t, conv.taps());
+        let lanes = LoopKind::Vectorize(t.lanes as u32);
+        let panel = self.panel.clone();
+        let zero = VExpr::lit(0.0, self.spec.dtype);
+        let [vb, vc, vy, vx] = &conv.vars;
+        self.for_(block.kc / taps, LoopKind::Serial, |g, cc| {
+            vec![g.for_(conv.kh, LoopKind::Serial, |g, ky| {
+                vec![g.for_(w / conv.ow, LoopKind::Serial, |g, rr| {
+                    let iy = o
+                        .row0
+                        .clone()
+                        .plus(rr.clone())
+                        .times(conv.stride[0])
+                        .plus(ky.clone().times(conv.dilation[0]))
+                        .plus(IExpr::c(-conv.pad[0]));
+                    let guard_rows = conv.rows_can_leave();
+                    let at_y = match guard_rows {
+                        true => crate::lower::clamp(iy.clone(), conv.h as usize),
+                        false => iy.clone(),
+                    };
+                    let channel = block.c0.clone().plus(cc.clone());
+                    let mut body = Vec::new();
+                    for kx in 0..conv.kw {
+                        let kk = cc
+                            .clone()
+                            .times(taps)
+                            .plus(ky.clone().times(conv.kw))
+                            .plus(IExpr::c(kx));
+                        let row = kk.times(t.nr).plus(rr.clone().times(conv.ow));
+                        let (lo, hi) = conv.valid_columns(kx);
+                        let (lo, hi) = if hi <= lo { (0, 0) } else { (lo, hi) };
+                        let mut fill =
+                            |g: &mut Gen, from: i64, to: i64, value: &dyn Fn(IExpr) -> VExpr| {
+                                if to > from {
+                                    body.push(g.for_(to - from, lanes, |_, c| {
+                                        let ox = c.plus(IExpr::c(from));
+                                        vec![Stmt::Store {
+                                            buf: panel.clone(),
+                                            index: row.clone().plus(ox.clone()).simplify(),
+                                            value: value(ox),
+                                        }]
+                                    }));
+                                }
+                            };
+                        fill(g, 0, lo, &|_| zero.clone());
+                        fill(g, lo, hi, &|ox| {
+                            let ix = ox
+                                .times(conv.stride[1])
+                                .plus(IExpr::c(kx * conv.dilation[1] - conv.pad[1]));
+                            let x = conv
+                                .x
+                                .subst(vb, &o.b)
+                                .subst(vc, &channel)
+                                .subst(vy, &at_y)
+                                .subst(vx, &ix);
+                            let x = simplify_value(&x);
+                            match guard_rows {
+                                true => VExpr::select(
+                                    crate::lower::in_range(iy.clone(), conv.h as usize),
+                                    x,
+                                    zero.clone(),
+                                ),
+                                false => x,
+                            }
+                        });
+                        fill(g, hi.max(lo), conv.ow, &|_| zero.clone());
+                    }
+                    body
+                })]
+            })]
+        })
     }
 }
 

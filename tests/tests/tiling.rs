@@ -77,9 +77,37 @@ fn tilings(spec: &ProductSpec, rng: &mut Rng) -> Vec<ProductTiling> {
             row_block: mr * (1 + rng.below(4) as i64),
             lanes,
             pack_b: rng.below(4) != 0,
+            conv_rows: 0,
         };
         if t.validate(spec).is_ok() {
             out.push(t);
+        }
+    }
+    // A convolution's panels of whole output rows: every row count up to the image (the
+    // last panel short, or the whole image one panel), panels padded past the rows, k blocks
+    // of one and of several channels.
+    if let Some(conv) = &spec.conv {
+        let taps = conv.kh * conv.kw;
+        let mut rows_tried = 0;
+        while rows_tried < 5 {
+            let lanes = [4, 8, 16][rng.below(3) as usize];
+            let conv_rows = 1 + rng.below(conv.oh as u64) as i64;
+            let nr =
+                (conv_rows * conv.ow + lanes - 1) / lanes * lanes + lanes * rng.below(2) as i64;
+            let mr = 1 + rng.below(6) as i64;
+            let t = ProductTiling {
+                mr,
+                nr,
+                kc: taps * (1 + rng.below(4) as i64),
+                row_block: mr * (1 + rng.below(3) as i64),
+                lanes,
+                pack_b: rng.below(5) != 0,
+                conv_rows,
+            };
+            if t.validate(spec).is_ok() {
+                out.push(t);
+                rows_tried += 1;
+            }
         }
     }
     out
@@ -212,6 +240,7 @@ fn invalid_tilings_are_refused() {
             ..ok
         },
         ProductTiling { kc: 100_000, ..ok },
+        ProductTiling { conv_rows: 1, ..ok },
     ] {
         let e = tile(&k.program, spec, &bad).expect_err("accepted a bad tiling");
         assert!(e.to_string().contains("product tiling"), "{e}");

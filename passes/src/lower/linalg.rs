@@ -7,7 +7,7 @@
 use super::elementwise::coalesce;
 use super::{Builder, NodeCx, clamp, idx, in_range, strides_of};
 use crate::error::PassError;
-use crate::product::ProductSpec;
+use crate::product::{ConvGeometry, ProductSpec};
 use tessera_ir::AttrsExt;
 use tessera_ir::infer::Window;
 use tessera_ir::loops::simplify::simplify_value;
@@ -97,6 +97,7 @@ fn product(
         b: b_val(&sb, &sk, &sj),
         init: init(&sb, &si, &sj),
         finish: epilogue.map(|(epi, coords)| epi(VExpr::load(out, s_cidx), &coords(&sb, &si, &sj))),
+        conv: None,
     });
     let mut body = vec![init_row, kloop];
     if let Some((epi, coords)) = epilogue {
@@ -438,6 +439,35 @@ fn conv_product(cx: &NodeCx, b: &mut Builder) -> Result<ProductSpec, PassError> 
             )
         }
     };
+    // The same input as geometry (for panels packed row by row), in fresh variables.
+    let xvars = [b.var(), b.var(), b.var(), b.var()];
+    let [xb, xc, xy, xx] = xvars.clone().map(|v| IExpr::var(&v));
+    let x_channel = xb
+        .clone()
+        .floordiv(group)
+        .times(g.cin as i64)
+        .plus(xb.modulo(group).times(g.cpg as i64))
+        .plus(xc);
+    let geometry = ConvGeometry {
+        oh: g.oh as i64,
+        ow: g.ow as i64,
+        h: g.h as i64,
+        w: g.w as i64,
+        kh: g.kh as i64,
+        kw: g.kw as i64,
+        stride: [g.sy, g.sx],
+        dilation: [g.dy, g.dx],
+        pad: [g.py, g.px],
+        vars: xvars,
+        x: VExpr::load(
+            cx.buf(0),
+            x_channel
+                .times(g.h as i64)
+                .plus(xy)
+                .times(g.w as i64)
+                .plus(xx),
+        ),
+    };
     let c_index = bi
         .clone()
         .times(g.opg as i64 * pixels)
@@ -462,6 +492,7 @@ fn conv_product(cx: &NodeCx, b: &mut Builder) -> Result<ProductSpec, PassError> 
         finish: cx
             .epilogue
             .map(|epi| epi(VExpr::load(&cx.out, c_index), &[img, co, oy, ox])),
+        conv: Some(geometry),
     })
 }
 
