@@ -27,10 +27,65 @@ fn reduce_stmt(
 }
 
 /// MaxPool / AveragePool over NCHW with pads, strides, dilations and ceil mode.
+///
+/// Each output row is three column loops: the edges, where some tap column falls in the
+/// padding (guarded, clamped), and the interior between them, where every tap column lies
+/// in the image — there the input index is affine in the column (a contiguous or strided
+/// vector load) instead of clamped lane by lane and gathered.
 pub(crate) fn pool(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
     let xs = cx.shape(0);
     let (h, w) = (xs[2], xs[3]);
     let win = Window::from_node(cx.node, &[h, w], None).map_err(|e| cx.err(e))?;
+    let (oh, ow) = (cx.out_shape[2], cx.out_shape[3]);
+    let dims = b.dims(&[xs[0] * xs[1], oh]);
+    let ix = idx(&dims);
+    let (lo, hi) = interior_columns(&win, w, ow);
+    let mut row = Vec::new();
+    for (from, to, guard) in [(0, lo, true), (lo, hi, false), (hi, ow as i64, true)] {
+        if to <= from {
+            continue;
+        }
+        let t = b.var();
+        let ox = IExpr::var(&t).plus(IExpr::c(from));
+        let body = pool_point(cx, b, &win, [&ix[0], &ix[1], &ox], guard)?;
+        row.push(Stmt::For(tessera_ir::loops::Loop {
+            var: t,
+            extent: to - from,
+            kind: tessera_ir::loops::LoopKind::Serial,
+            body: vec![body],
+        }));
+    }
+    Ok(nest(&dims, row))
+}
+
+/// The output columns `lo..hi` whose every tap column lies inside the image (`lo == hi`
+/// when there are none).
+fn interior_columns(win: &Window, w: usize, ow: usize) -> (i64, i64) {
+    let (s, d, p) = (
+        win.strides[1] as i64,
+        win.dilations[1] as i64,
+        win.pads[1] as i64,
+    );
+    let span = (win.kernel[1] as i64 - 1) * d;
+    let lo = (p + s - 1) / s;
+    let last = w as i64 - 1 + p - span;
+    let hi = if last < 0 { 0 } else { last / s + 1 };
+    let (lo, hi) = (lo.min(ow as i64), hi.min(ow as i64));
+    (lo, hi.max(lo))
+}
+
+/// One output element of a pooling at `[channel, row, column]`; `guard_cols` false where
+/// every tap column is known to lie inside the image.
+fn pool_point(
+    cx: &NodeCx,
+    b: &mut Builder,
+    win: &Window,
+    [c, oy, ox]: [&IExpr; 3],
+    guard_cols: bool,
+) -> Result<Stmt, PassError> {
+    let xs = cx.shape(0);
+    let (h, w) = (xs[2], xs[3]);
+    let (oh, ow) = (cx.out_shape[2], cx.out_shape[3]);
     let is_max = cx.node.op == OpKind::MaxPool;
     let include_pad = cx
         .node
@@ -39,43 +94,48 @@ pub(crate) fn pool(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError>
         .map_err(|e| cx.err(e))?
         != 0;
     let dt = cx.out_dtype;
-    let (oh, ow) = (cx.out_shape[2], cx.out_shape[3]);
-    let dims = b.dims(&[xs[0] * xs[1], oh, ow]);
-    let ix = idx(&dims);
     let (kyv, kxv) = (b.var(), b.var());
-    let iy = ix[1]
+    let iy = oy
         .clone()
         .times(win.strides[0] as i64)
         .plus(IExpr::var(&kyv).times(win.dilations[0] as i64))
         .minus(IExpr::c(win.pads[0] as i64));
-    let ixx = ix[2]
+    let ixx = ox
         .clone()
         .times(win.strides[1] as i64)
         .plus(IExpr::var(&kxv).times(win.dilations[1] as i64))
         .minus(IExpr::c(win.pads[1] as i64));
-    let inside = if tessera_ir::planted::active(tessera_ir::planted::Bug::PoolPadBound) {
-        VExpr::bin(
+    let planted = tessera_ir::planted::active(tessera_ir::planted::Bug::PoolPadBound);
+    let in_rows = match planted {
+        true => VExpr::ICmp(CmpOp::Lt, iy.clone(), IExpr::c(h as i64)),
+        false => in_range(iy.clone(), h),
+    };
+    let inside = match (guard_cols, planted) {
+        (false, _) => in_rows,
+        (true, true) => VExpr::bin(
             BinOp::And,
-            VExpr::ICmp(CmpOp::Lt, iy.clone(), IExpr::c(h as i64)),
+            in_rows,
             VExpr::ICmp(CmpOp::Lt, ixx.clone(), IExpr::c(w as i64)),
-        )
-    } else {
-        VExpr::bin(
-            BinOp::And,
-            in_range(iy.clone(), h),
-            in_range(ixx.clone(), w),
-        )
+        ),
+        (true, false) => VExpr::bin(BinOp::And, in_rows, in_range(ixx.clone(), w)),
+    };
+    let col = match guard_cols {
+        true => clamp(ixx.clone(), w),
+        false => ixx.clone(),
     };
     let load = VExpr::load(
         cx.buf(0),
-        ix[0]
-            .clone()
+        c.clone()
             .times(h as i64)
             .plus(clamp(iy.clone(), h))
             .times(w as i64)
-            .plus(clamp(ixx.clone(), w)),
+            .plus(col),
     );
-    let out_idx = IExpr::linear(&ix, &strides_of(&[xs[0] * xs[1], oh, ow]));
+    let out_idx = c
+        .clone()
+        .times((oh * ow) as i64)
+        .plus(oy.clone().times(ow as i64))
+        .plus(ox.clone());
     let axes = vec![(kyv, win.kernel[0] as i64), (kxv, win.kernel[1] as i64)];
     let stmt = if is_max {
         let v = VExpr::select(inside, load, VExpr::f(f64::NEG_INFINITY, dt));
@@ -138,7 +198,7 @@ pub(crate) fn pool(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError>
             )],
         )
     };
-    Ok(nest(&dims, vec![stmt]))
+    Ok(stmt)
 }
 
 pub(crate) fn global_avg_pool(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
