@@ -386,7 +386,9 @@ impl Gen<'_> {
     /// Substitutes the spec's variables in `e`: batch, row, column, reduction index.
     fn at(&self, e: &VExpr, b: &IExpr, i: &IExpr, j: &IExpr, k: &IExpr) -> VExpr {
         let [vb, vi, vj, vk] = &self.spec.vars;
-        e.subst(vb, b).subst(vi, i).subst(vj, j).subst(vk, k)
+        // Simplified: an epilogue's coordinates (`oy = j // ow`, `ox = j % ow`) re-linearised
+        // fold back to `j`, contiguous in the vectorized column.
+        simplify_value(&e.subst(vb, b).subst(vi, i).subst(vj, j).subst(vk, k))
     }
     fn c_at(&self, b: &IExpr, i: &IExpr, j: &IExpr) -> IExpr {
         let [vb, vi, vj, _] = &self.spec.vars;
@@ -448,35 +450,72 @@ impl Gen<'_> {
         vec![Stmt::For(l)]
     }
 
-    /// One task: `rows` rows and `w` columns of `C` from `o`.
+    /// One task: `rows` rows and `w` columns of `C` from `o`. The first `k` block starts
+    /// the register tile from `init` and the last stores `finish` of it, so that `C` is
+    /// written once when `k` fits one block (no init pass, no epilogue pass over `C`); the
+    /// blocks between load and store `C`'s tile.
     fn task(&mut self, o: &Origin, w: i64, rows: i64) -> Vec<Stmt> {
         let (s, t) = (self.spec, self.t);
-        let mut out = vec![self.store_rows(o, w, rows, &s.init)];
         let full = s.k / t.kc;
+        let tail =
+            s.k % t.kc != 0 && !tessera_ir::planted::active(tessera_ir::planted::Bug::ProductKTail);
+        let blocks = full + tail as i64;
+        if blocks == 0 {
+            let mut out = vec![self.store_rows(o, w, rows, &s.init)];
+            out.extend(s.finish.as_ref().map(|f| self.store_rows(o, w, rows, f)));
+            return out;
+        }
         // k blocks of a convolution's row panels hold whole channels: `taps` divides kc.
         let taps = s.conv.as_ref().map_or(1, ConvGeometry::taps);
-        if full > 0 {
-            out.push(self.for_(full, LoopKind::Serial, |g, kb| {
-                let block = KBlock {
-                    k0: kb.clone().times(t.kc),
-                    c0: kb.times(t.kc / taps),
-                    kc: t.kc,
-                };
-                g.k_block(o, w, rows, &block)
-            }));
-        }
-        if s.k % t.kc != 0 && !tessera_ir::planted::active(tessera_ir::planted::Bug::ProductKTail) {
-            let block = KBlock {
+        let full_block = |kb: IExpr| KBlock {
+            k0: kb.clone().times(t.kc),
+            c0: kb.times(t.kc / taps),
+            kc: t.kc,
+        };
+        let block_at = |b: i64| match b < full {
+            true => full_block(IExpr::c(b)),
+            false => KBlock {
                 k0: IExpr::c(full * t.kc),
                 c0: IExpr::c(full * t.kc / taps),
                 kc: s.k % t.kc,
-            };
-            out.extend(self.k_block(o, w, rows, &block));
+            },
+        };
+        let finish = self.finish_from_acc();
+        let ends = |first: bool, last: bool| Ends {
+            first,
+            finish: if last { finish.clone() } else { None },
+        };
+        let mut out = self.k_block(o, w, rows, &block_at(0), &ends(true, blocks == 1));
+        if blocks > 2 {
+            out.push(self.for_(blocks - 2, LoopKind::Serial, |g, kb| {
+                g.k_block(
+                    o,
+                    w,
+                    rows,
+                    &full_block(kb.plus(IExpr::c(1))),
+                    &ends(false, false),
+                )
+            }));
         }
-        if let Some(fin) = &s.finish {
+        if blocks > 1 {
+            out.extend(self.k_block(o, w, rows, &block_at(blocks - 1), &ends(false, true)));
+        }
+        if let (Some(fin), None) = (&s.finish, &finish) {
             out.push(self.store_rows(o, w, rows, fin));
         }
         out
+    }
+
+    /// The epilogue as a function of the register tile: `finish` with its read of the sum
+    /// replaced by a read of the accumulator at [`ACC_INDEX`]; `None` when there is no
+    /// epilogue or it reads `C` elsewhere (then it runs as a pass over `C`).
+    fn finish_from_acc(&self) -> Option<VExpr> {
+        let s = self.spec;
+        let acc = VExpr::load(&self.acc, IExpr::var(ACC_INDEX));
+        let f = s.finish.as_ref()?.replace_load(&s.out, &s.c_index, &acc);
+        let mut reads_c = false;
+        f.visit_loads(&mut |b, _| reads_c |= b == s.out);
+        (!reads_c).then_some(f)
     }
 
     /// `C[i, j] = value(i, j)` over the task's rows and columns (the init, the epilogue).
@@ -496,7 +535,7 @@ impl Gen<'_> {
 
     /// Packs `B[k0 .. k0+kc, panel]` (if the tiling packs) and runs the micro-kernel over the
     /// task's rows.
-    fn k_block(&mut self, o: &Origin, w: i64, rows: i64, block: &KBlock) -> Vec<Stmt> {
+    fn k_block(&mut self, o: &Origin, w: i64, rows: i64, block: &KBlock, ends: &Ends) -> Vec<Stmt> {
         let (s, t) = (self.spec, self.t);
         let (k0, kc) = (block.k0.clone(), block.kc);
         let lanes = LoopKind::Vectorize(t.lanes as u32);
@@ -524,20 +563,23 @@ impl Gen<'_> {
         // promote C itself failed in tasks that start at a computed row (3-4x slower).
         let acc = self.acc.clone();
         let micro = |g: &mut Gen, first_row: IExpr, mr: i64| -> Vec<Stmt> {
-            let tile = |g: &mut Gen, body: &dyn Fn(&mut Gen, &IExpr, &IExpr, IExpr) -> Stmt| {
+            type Body<'b> = &'b dyn Fn(&mut Gen, &IExpr, &IExpr, &IExpr, &IExpr) -> Stmt;
+            let tile = |g: &mut Gen, body: Body| {
                 g.for_(mr, LoopKind::Unroll(mr as u32), |g, r| {
                     vec![g.for_(w, lanes, |g, c| {
                         let i = o.i0.clone().plus(first_row.clone()).plus(r.clone());
-                        let ci = g.c_at(&o.b, &i, &o.j0.clone().plus(c.clone()));
-                        vec![body(g, &r, &c, ci)]
+                        vec![body(g, &r, &c, &i, &o.j0.clone().plus(c.clone()))]
                     })]
                 })
             };
             let at = |r: &IExpr, c: &IExpr| r.clone().times(t.nr).plus(c.clone());
-            let load = tile(g, &|_, r, c, ci| Stmt::Store {
+            let load = tile(g, &|g, r, c, i, j| Stmt::Store {
                 buf: acc.clone(),
                 index: at(r, c),
-                value: VExpr::load(&s.out, ci),
+                value: match ends.first {
+                    true => g.at(&s.init, &o.b, i, j, &IExpr::c(0)),
+                    false => VExpr::load(&s.out, g.c_at(&o.b, i, j)),
+                },
             });
             // From a packed panel the k steps run over whole vectors: the lanes past `w`
             // read the panel's unwritten tail into accumulators that are never stored —
@@ -569,10 +611,13 @@ impl Gen<'_> {
                     })]
                 })]
             });
-            let store = tile(g, &|_, r, c, ci| Stmt::Store {
+            let store = tile(g, &|g, r, c, i, j| Stmt::Store {
                 buf: s.out.clone(),
-                index: ci,
-                value: VExpr::load(&acc, at(r, c)),
+                index: g.c_at(&o.b, i, j),
+                value: match &ends.finish {
+                    Some(f) => g.at(&f.subst(ACC_INDEX, &at(r, c)), &o.b, i, j, &IExpr::c(0)),
+                    None => VExpr::load(&acc, at(r, c)),
+                },
             });
             vec![load, steps, store]
         };
@@ -587,6 +632,17 @@ impl Gen<'_> {
         out
     }
 }
+
+/// What a `k` block does at the ends of the reduction: the first starts the register tile
+/// from `init` instead of `C`; the last may store the epilogue of the tile instead of it.
+struct Ends {
+    first: bool,
+    finish: Option<VExpr>,
+}
+
+/// The index variable standing for the accumulator's element in an epilogue read from the
+/// register tile (substituted before use; no loop binds it).
+const ACC_INDEX: &str = "$acc";
 
 /// One block of the reduction: `k0 .. k0 + kc`; for a convolution's row panels it starts at
 /// channel `c0` (`k0 = c0 · taps`, kept apart so that no index divides).
