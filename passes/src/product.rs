@@ -208,9 +208,10 @@ impl ProductTiling {
 
     /// The default for a product on a machine with `lanes`-wide vectors: a 6-row tile of
     /// four vectors (24 accumulators) with 32 vector registers, two vectors with 16; `k`
-    /// blocks of 256 (the panel fits L1); rows split so that two threads get work when
-    /// there is only one column panel. A product with fewer rows than a tile (a
-    /// matrix-vector product) reads `B` in place, all its rows in one tile.
+    /// blocks of 512; rows split so that two threads get work when there is only one
+    /// column panel. A product with fewer rows than a tile (a matrix-vector product) reads
+    /// `B` in place, all its rows in one tile. A convolution's panels are whole output rows
+    /// ([`conv_panel_rows`]), as many rows of the tile as the registers hold beside them.
     pub fn default_for(spec: &ProductSpec, lanes: i64) -> ProductTiling {
         let wide = lanes >= 16;
         let mut nr = lanes * if wide { 4 } else { 2 };
@@ -219,15 +220,19 @@ impl ProductTiling {
         // 512: measured faster than 256 on every product tried (the panel, 128 KB, lives in
         // L2; fewer passes over C).
         let mut kc = 512;
+        let registers = if wide { 32 } else { 16 };
         let conv_rows = match &spec.conv {
-            Some(conv) if pack_b && wide => conv_panel_rows(conv, lanes),
+            Some(conv) if pack_b => conv_panel_rows(conv, lanes, registers),
             _ => 0,
         };
         let mut panels = spec.batch * ((spec.n + nr - 1) / nr);
         if let Some(conv) = spec.conv.as_ref().filter(|_| conv_rows > 0) {
             nr = round_up(conv_rows * conv.ow, lanes);
             let vectors = nr / lanes;
-            mr = mr.min((REGISTERS - 1 - vectors) / vectors);
+            // The tile's accumulators, a k step's panel vectors and a broadcast of `A` (on a
+            // 3x3 convolution, 7 vectors: 3 rows 0.91 ms, 4 rows — 35 registers, spilling —
+            // 0.99 ms).
+            mr = mr.min((registers - 1 - vectors) / vectors);
             kc = (kc / conv.taps()).max(1) * conv.taps();
             panels = spec.batch * ((conv.oh + conv_rows - 1) / conv_rows);
         }
@@ -249,30 +254,24 @@ impl ProductTiling {
     }
 }
 
-/// Vector registers of a target with 16-lane vectors: a register tile of `mr x v`
-/// accumulators needs `v` more for a k step's panel vectors and one for a broadcast of `A`
-/// (measured on a 3x3 convolution, 112 columns = 7 vectors: 3 rows 0.91 ms, 4 rows — 35
-/// registers, spilling — 0.99 ms).
-const REGISTERS: i64 = 32;
-
-/// Output rows per column panel for a convolution on 32 vector registers, 0 for flat
-/// panels. Per panel, the micro-kernels cost `vectors · m · k / 2` cycles of FMAs (wasted
-/// lanes included) and stream all of `A` once, about `m · k / 2` more cycles (4 bytes per
-/// element at ~8 bytes a cycle: the weights of a late ResNet layer, 9 MB, do not stay in
-/// cache); so the rows minimise `panels · (vectors + 1)`, with at most 7 vectors (3 rows of
-/// them fit the registers). Measured: a 3×3 convolution 512→512 at 7×7 output took 1.87 ms
-/// in 4 panels of one vector and 0.67 ms in one of four. A 1×1 convolution at unit stride
-/// keeps flat panels (its flat packing is a contiguous copy already), and so does an image
-/// too wide for one row to fit.
-fn conv_panel_rows(conv: &ConvGeometry, lanes: i64) -> i64 {
-    const MAX_VECTORS: i64 = 7;
+/// Output rows per column panel for a convolution, 0 for flat panels. Per panel, the
+/// micro-kernels cost `vectors · m · k / 2` cycles of FMAs (wasted lanes included) and stream
+/// all of `A` once, about `m · k / 2` more cycles (4 bytes per element at ~8 bytes a cycle:
+/// the weights of a late ResNet layer, 9 MB, do not stay in cache); so the rows minimise
+/// `panels · (vectors + 1)`, with at most 7 vectors of 32 registers (3 tile rows of them fit
+/// beside them), 3 of 16. Measured: ResNet-50's 3×3 convolutions 512→512 at 7×7 output took
+/// 1.87 ms in 4 panels of one vector and 1.25 ms in one panel of four. A 1×1 convolution at
+/// unit stride keeps flat panels (its flat packing is a contiguous copy already), and so
+/// does an image too wide for one row to fit.
+fn conv_panel_rows(conv: &ConvGeometry, lanes: i64, registers: i64) -> i64 {
+    let max_vectors = if registers >= 32 { 7 } else { 3 };
     if conv.is_pointwise() {
         return 0;
     }
     let mut best = (i64::MAX, 0);
     for rows in 1..=conv.oh {
         let vectors = (rows * conv.ow + lanes - 1) / lanes;
-        if vectors > MAX_VECTORS {
+        if vectors > max_vectors {
             break;
         }
         let panels = (conv.oh + rows - 1) / rows;
