@@ -11,10 +11,10 @@ use tessera_passes::lower::Kernel;
 use tessera_passes::schedule::KernelSchedule;
 
 /// The version of [`FEATURES`]; bump it when a field is added, removed or redefined.
-pub const FEATURE_VERSION: u32 = 1;
+pub const FEATURE_VERSION: u32 = 2;
 
 /// Every field: name and meaning, in vector order.
-pub const FEATURES: [(&str, &str); 24] = [
+pub const FEATURES: [(&str, &str); 26] = [
     (
         "is_tiled_product",
         "1 when the schedule is the tiled product schedule, else 0",
@@ -93,6 +93,14 @@ pub const FEATURES: [(&str, &str); 24] = [
         "log_scratch_bytes",
         "log2(1 + bytes of kernel-local scratch buffers)",
     ),
+    (
+        "conv_rows",
+        "output rows per column panel of a convolution packed by rows (0: flat panels)",
+    ),
+    (
+        "lane_use",
+        "fraction of the register tile's vector lanes that hold output columns",
+    ),
 ];
 
 fn lg(x: f64) -> f32 {
@@ -135,10 +143,14 @@ pub fn features(
         f[9] = acc as f32;
         f[10] = ((t.mr as f64 + nrv) / acc.max(1.0)) as f32;
         f[11] = tail(p.m, t.mr);
-        f[12] = tail(p.n, t.nr);
+        let cols = t.panel_columns(p).min(p.n);
+        f[12] = tail(p.n, cols);
         f[13] = tail(p.k, t.kc);
         f[14] = lg((t.kc.min(p.k) * t.nr) as f64 * elem);
         f[15] = lg((t.row_block.min(p.m) * t.kc.min(p.k)) as f64 * elem);
+        f[24] = t.conv_rows as f32;
+        let lanes = t.lanes.max(1);
+        f[25] = cols as f32 / ((cols + lanes - 1) / lanes * lanes).max(1) as f32;
     }
     let threads = threads.max(1) as f64;
     f[16] = lg(tasks);

@@ -44,6 +44,7 @@ const KC: &str = "kc";
 const ROW_TILES: &str = "row_tiles";
 const PACK_B: &str = "pack_b";
 const CONV_ROWS: &str = "conv_rows";
+const K_LANES: &str = "k_lanes";
 const PARALLEL: &str = "parallel_min_extent";
 const VECTOR: &str = "vector_bytes";
 const UNROLL: &str = "unroll";
@@ -92,6 +93,13 @@ impl Space {
                     values: vec![1, 0],
                 },
             ]);
+            // Dot products along k for a B contiguous along k (then without packing).
+            if tessera_passes::product::suits_k_lanes(spec) {
+                knobs.push(Knob {
+                    name: K_LANES,
+                    values: vec![0, 1],
+                });
+            }
             // Convolutions: panels of whole output rows (their width then sets `nr`).
             if let Some(conv) = spec.conv.as_ref().filter(|c| !c.is_pointwise()) {
                 knobs.push(Knob {
@@ -185,6 +193,7 @@ impl Space {
                 lanes: self.lanes,
                 pack_b: self.value(p, PACK_B)? == 1,
                 conv_rows,
+                k_lanes: self.has_knob(K_LANES) && self.value(p, K_LANES)? == 1,
             };
             t.validate(spec)
                 .map_err(|e| TuneError::Space(e.to_string()))?;
@@ -211,6 +220,7 @@ impl Space {
                     (ROW_TILES, t.row_block / t.mr),
                     (PACK_B, t.pack_b as i64),
                     (CONV_ROWS, t.conv_rows),
+                    (K_LANES, t.k_lanes as i64),
                 ]);
                 if t.conv_rows == 0 {
                     want.extend([(NR_VECTORS, t.nr / self.lanes), (KC, t.kc)]);

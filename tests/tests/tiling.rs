@@ -18,7 +18,7 @@ use tessera_passes::gpu_product::{GpuProductTiling, tile_gpu};
 use tessera_passes::product::{ProductSpec, ProductTiling, tile};
 use tessera_tests::*;
 
-const GRAPHS: [(&str, &str); 10] = [
+const GRAPHS: [(&str, &str); 11] = [
     (
         "matmul with row, column and k tails",
         "graph \"g\" opset 21 {\n input a: f32[61,300]\n input b: f32[300,70]\n node \"mm\" MatMul(a, b) -> (y: f32[61,70])\n output y\n}",
@@ -38,6 +38,10 @@ const GRAPHS: [(&str, &str); 10] = [
     (
         "matmul + bias + tanh epilogue",
         "graph \"g\" opset 21 {\n input x: f32[2,19,24]\n input w: f32[24,40]\n input b: f32[40]\n node \"mm\" MatMul(x, w) -> (m: f32[2,19,40])\n node \"add\" Add(m, b) -> (a: f32[2,19,40])\n node \"t\" Tanh(a) -> (y: f32[2,19,40])\n output y\n}",
+    ),
+    (
+        "a few rows times a transposed B, relu epilogue (dot products along k, k tail)",
+        "graph \"g\" opset 21 {\n input a: f32[3,100]\n input b: f32[37,100]\n input c: f32[37]\n node \"g\" Gemm[transB=1](a, b, c) -> (g: f32[3,37])\n node \"r\" Relu(g) -> (y: f32[3,37])\n output y\n}",
     ),
     (
         "gemm + relu epilogue",
@@ -78,9 +82,27 @@ fn tilings(spec: &ProductSpec, rng: &mut Rng) -> Vec<ProductTiling> {
             lanes,
             pack_b: rng.below(4) != 0,
             conv_rows: 0,
+            k_lanes: false,
         };
         if t.validate(spec).is_ok() {
             out.push(t);
+        }
+    }
+    // Dot products along k: tiles of 1..=4 rows by 1..=8 columns, any vector width.
+    if tessera_passes::product::suits_k_lanes(spec) {
+        for _ in 0..4 {
+            let lanes = [4, 8, 16][rng.below(3) as usize];
+            let mr = 1 + rng.below(4) as i64;
+            out.push(ProductTiling {
+                mr,
+                nr: lanes * (1 + rng.below(8) as i64),
+                kc: 64,
+                row_block: mr * (1 + rng.below(2) as i64),
+                lanes,
+                pack_b: false,
+                conv_rows: 0,
+                k_lanes: true,
+            });
         }
     }
     // A convolution's panels of whole output rows: every row count up to the image (the
@@ -103,6 +125,7 @@ fn tilings(spec: &ProductSpec, rng: &mut Rng) -> Vec<ProductTiling> {
                 lanes,
                 pack_b: rng.below(5) != 0,
                 conv_rows,
+                k_lanes: false,
             };
             if t.validate(spec).is_ok() {
                 out.push(t);

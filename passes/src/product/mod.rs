@@ -24,7 +24,15 @@
 //! The order of the sum over `k` is the plain nest's (ascending, one accumulator per
 //! element), so tiling changes results only by the fused multiply-adds LLVM may form.
 
+mod conv;
+mod dot;
+
+/// Whether a product suits [`ProductTiling::k_lanes`] (see `dot.rs`).
+pub use dot::suits as suits_k_lanes;
+
 use crate::error::PassError;
+pub use conv::ConvGeometry;
+use conv::conv_panel_rows;
 use tessera_ir::DType;
 use tessera_ir::loops::simplify::simplify_value;
 use tessera_ir::loops::{
@@ -60,61 +68,6 @@ pub struct ProductSpec {
     pub conv: Option<ConvGeometry>,
 }
 
-/// A convolution seen as a product, as geometry: `k = (c, ky, kx)` (channel within the
-/// group, tap row, tap column, in that order), `j = (oy, ox)` (output pixel, row-major) and
-/// `B(b, k, j) = x(b, c, oy·sy + ky·dy - py, ox·sx + kx·dx - px)`, zero outside the image.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ConvGeometry {
-    /// Output rows and columns.
-    pub oh: i64,
-    pub ow: i64,
-    /// Input rows and columns.
-    pub h: i64,
-    pub w: i64,
-    /// Kernel rows and columns.
-    pub kh: i64,
-    pub kw: i64,
-    /// Stride, dilation and leading padding, `[y, x]`.
-    pub stride: [i64; 2],
-    pub dilation: [i64; 2],
-    pub pad: [i64; 2],
-    /// The free index variables of `x`: batch (as in the product), channel within the
-    /// group, input row, input column.
-    pub vars: [String; 4],
-    /// The input at those coordinates, read only where they lie in the image.
-    pub x: VExpr,
-}
-
-impl ConvGeometry {
-    /// Taps per channel: the `k` extent of one channel.
-    pub fn taps(&self) -> i64 {
-        self.kh * self.kw
-    }
-
-    /// Whether `B` is `x` itself, read contiguously along the pixels (a 1×1 convolution
-    /// with unit stride and no padding): the flat panels copy it with vector loads already.
-    pub fn is_pointwise(&self) -> bool {
-        self.taps() == 1 && self.stride == [1, 1] && self.pad == [0, 0]
-    }
-
-    /// The output columns `lo..hi` whose input column lies in the image for tap column
-    /// `kx` (empty when `hi <= lo`).
-    fn valid_columns(&self, kx: i64) -> (i64, i64) {
-        let off = kx * self.dilation[1] - self.pad[1];
-        let sx = self.stride[1];
-        let lo = if off >= 0 { 0 } else { (-off + sx - 1) / sx };
-        let last = self.w - 1 - off;
-        let hi = if last < 0 { 0 } else { last / sx + 1 };
-        (lo.min(self.ow), hi.min(self.ow))
-    }
-
-    /// Whether some output row reads an input row outside the image.
-    fn rows_can_leave(&self) -> bool {
-        let last = (self.oh - 1) * self.stride[0] + (self.kh - 1) * self.dilation[0];
-        self.pad[0] > 0 || last - self.pad[0] > self.h - 1
-    }
-}
-
 /// The knobs of the tiled product schedule (one point of its search space).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ProductTiling {
@@ -138,6 +91,12 @@ pub struct ProductTiling {
     /// channels (`kc` a multiple of the taps).
     #[serde(default)]
     pub conv_rows: i64,
+    /// Vectorize along `k` instead of the columns (no packing): each accumulator a vector of
+    /// partial sums of one (row, column), summed at the end; the register tile is `mr` rows
+    /// by `nr / lanes` columns, one task's panel. For a few rows times a `B` contiguous
+    /// along `k` (a transposed weight read in place), where the column form would gather.
+    #[serde(default)]
+    pub k_lanes: bool,
 }
 
 impl ProductTiling {
@@ -195,11 +154,18 @@ impl ProductTiling {
                 ));
             }
         }
+        if self.k_lanes && (self.pack_b || self.conv_rows != 0) {
+            return bad("k lanes read B in place, in flat panels".into());
+        }
         Ok(())
     }
 
-    /// The pixels of one column panel: `conv_rows` whole rows, or `nr`.
-    fn panel_columns(&self, spec: &ProductSpec) -> i64 {
+    /// The columns of one column panel: `conv_rows` whole output rows, `nr / lanes` dot
+    /// products, or `nr`.
+    pub fn panel_columns(&self, spec: &ProductSpec) -> i64 {
+        if self.k_lanes {
+            return self.nr / self.lanes;
+        }
         match &spec.conv {
             Some(conv) if self.conv_rows > 0 => self.conv_rows * conv.ow,
             _ => self.nr,
@@ -236,6 +202,12 @@ impl ProductTiling {
             kc = (kc / conv.taps()).max(1) * conv.taps();
             panels = spec.batch * ((conv.oh + conv_rows - 1) / conv_rows);
         }
+        // A few rows of dot products along k: 24 accumulators over the rows and columns.
+        let k_lanes = !pack_b && spec.k >= lanes && dot::suits(spec);
+        if k_lanes {
+            nr = lanes * (24 / mr).clamp(1, 8);
+            panels = spec.batch * ((spec.n + nr / lanes - 1) / (nr / lanes));
+        }
         // Rows are split only when there is a single column panel, so that two threads get
         // a task each: measured, splitting the rows of several panels costs up to 4x (a
         // 256x2304x256 product: 4.9 ms in two row blocks, 1.2 ms in one), more than any
@@ -250,37 +222,9 @@ impl ProductTiling {
             lanes,
             pack_b,
             conv_rows,
+            k_lanes,
         }
     }
-}
-
-/// Output rows per column panel for a convolution, 0 for flat panels. Per panel, the
-/// micro-kernels cost `vectors · m · k / 2` cycles of FMAs (wasted lanes included) and stream
-/// all of `A` once, about `m · k / 2` more cycles (4 bytes per element at ~8 bytes a cycle:
-/// the weights of a late ResNet layer, 9 MB, do not stay in cache); so the rows minimise
-/// `panels · (vectors + 1)`, with at most 7 vectors of 32 registers (3 tile rows of them fit
-/// beside them), 3 of 16. Measured: ResNet-50's 3×3 convolutions 512→512 at 7×7 output took
-/// 1.87 ms in 4 panels of one vector and 1.25 ms in one panel of four. A 1×1 convolution at
-/// unit stride keeps flat panels (its flat packing is a contiguous copy already), and so
-/// does an image too wide for one row to fit.
-fn conv_panel_rows(conv: &ConvGeometry, lanes: i64, registers: i64) -> i64 {
-    let max_vectors = if registers >= 32 { 7 } else { 3 };
-    if conv.is_pointwise() {
-        return 0;
-    }
-    let mut best = (i64::MAX, 0);
-    for rows in 1..=conv.oh {
-        let vectors = (rows * conv.ow + lanes - 1) / lanes;
-        if vectors > max_vectors {
-            break;
-        }
-        let panels = (conv.oh + rows - 1) / rows;
-        let cost = panels * (vectors + 1);
-        if cost < best.0 {
-            best = (cost, rows);
-        }
-    }
-    best.1
 }
 
 fn round_up(x: i64, m: i64) -> i64 {
@@ -416,20 +360,24 @@ impl Gen<'_> {
             };
             // Full panels and row blocks, and the last (possibly narrower / shorter) ones.
             let rows = |g: &mut Gen, o: &Origin, w: i64| -> Vec<Stmt> {
+                let task = |g: &mut Gen, w: i64, rows: i64| match t.k_lanes {
+                    true => g.dot_task(o, w, rows),
+                    false => g.task(o, w, rows),
+                };
                 if blocks == 1 || last_r == t.row_block {
-                    return g.task(o, w, last_r);
+                    return task(g, w, last_r);
                 }
                 let mut v = guarded(
                     block.clone(),
                     CmpOp::Lt,
                     blocks - 1,
-                    g.task(o, w, t.row_block),
+                    task(g, w, t.row_block),
                 );
                 v.extend(guarded(
                     block.clone(),
                     CmpOp::Ge,
                     blocks - 1,
-                    g.task(o, w, last_r),
+                    task(g, w, last_r),
                 ));
                 v
             };
@@ -509,9 +457,14 @@ impl Gen<'_> {
     /// replaced by a read of the accumulator at [`ACC_INDEX`]; `None` when there is no
     /// epilogue or it reads `C` elsewhere (then it runs as a pass over `C`).
     fn finish_from_acc(&self) -> Option<VExpr> {
+        self.finish_of(&VExpr::load(&self.acc, IExpr::var(ACC_INDEX)))
+    }
+
+    /// The epilogue with its read of the sum replaced by `sum`; `None` when there is no
+    /// epilogue or it reads `C` elsewhere.
+    fn finish_of(&self, sum: &VExpr) -> Option<VExpr> {
         let s = self.spec;
-        let acc = VExpr::load(&self.acc, IExpr::var(ACC_INDEX));
-        let f = s.finish.as_ref()?.replace_load(&s.out, &s.c_index, &acc);
+        let f = s.finish.as_ref()?.replace_load(&s.out, &s.c_index, sum);
         let mut reads_c = false;
         f.visit_loads(&mut |b, _| reads_c |= b == s.out);
         (!reads_c).then_some(f)
@@ -649,87 +602,6 @@ struct KBlock {
     k0: IExpr,
     c0: IExpr,
     kc: i64,
-}
-
-impl Gen<'_> {
-    /// Packs a panel of whole output rows of a convolution (im2col): per channel, tap row,
-    /// output row and tap column, the output columns whose input column lies in the image are
-    /// one contiguous (at stride 1) vector copy of an input row, the others zeros — no
-    /// per-element division, test or gather. A tap row outside the image (padding) is a
-    /// uniform select.
-    fn pack_conv_rows(&mut self, conv: &ConvGeometry, o: &Origin, w: i64, block: &KBlock) -> Stmt {
-        let (t, taps) = (self.t, conv.taps());
-        let lanes = LoopKind::Vectorize(t.lanes as u32);
-        let panel = self.panel.clone();
-        let zero = VExpr::lit(0.0, self.spec.dtype);
-        let [vb, vc, vy, vx] = &conv.vars;
-        self.for_(block.kc / taps, LoopKind::Serial, |g, cc| {
-            vec![g.for_(conv.kh, LoopKind::Serial, |g, ky| {
-                vec![g.for_(w / conv.ow, LoopKind::Serial, |g, rr| {
-                    let iy = o
-                        .row0
-                        .clone()
-                        .plus(rr.clone())
-                        .times(conv.stride[0])
-                        .plus(ky.clone().times(conv.dilation[0]))
-                        .plus(IExpr::c(-conv.pad[0]));
-                    let guard_rows = conv.rows_can_leave();
-                    let at_y = match guard_rows {
-                        true => crate::lower::clamp(iy.clone(), conv.h as usize),
-                        false => iy.clone(),
-                    };
-                    let channel = block.c0.clone().plus(cc.clone());
-                    let mut body = Vec::new();
-                    for kx in 0..conv.kw {
-                        let kk = cc
-                            .clone()
-                            .times(taps)
-                            .plus(ky.clone().times(conv.kw))
-                            .plus(IExpr::c(kx));
-                        let row = kk.times(t.nr).plus(rr.clone().times(conv.ow));
-                        let (lo, hi) = conv.valid_columns(kx);
-                        let (lo, hi) = if hi <= lo { (0, 0) } else { (lo, hi) };
-                        let mut fill =
-                            |g: &mut Gen, from: i64, to: i64, value: &dyn Fn(IExpr) -> VExpr| {
-                                if to > from {
-                                    body.push(g.for_(to - from, lanes, |_, c| {
-                                        let ox = c.plus(IExpr::c(from));
-                                        vec![Stmt::Store {
-                                            buf: panel.clone(),
-                                            index: row.clone().plus(ox.clone()).simplify(),
-                                            value: value(ox),
-                                        }]
-                                    }));
-                                }
-                            };
-                        fill(g, 0, lo, &|_| zero.clone());
-                        fill(g, lo, hi, &|ox| {
-                            let ix = ox
-                                .times(conv.stride[1])
-                                .plus(IExpr::c(kx * conv.dilation[1] - conv.pad[1]));
-                            let x = conv
-                                .x
-                                .subst(vb, &o.b)
-                                .subst(vc, &channel)
-                                .subst(vy, &at_y)
-                                .subst(vx, &ix);
-                            let x = simplify_value(&x);
-                            match guard_rows {
-                                true => VExpr::select(
-                                    crate::lower::in_range(iy.clone(), conv.h as usize),
-                                    x,
-                                    zero.clone(),
-                                ),
-                                false => x,
-                            }
-                        });
-                        fill(g, hi.max(lo), conv.ow, &|_| zero.clone());
-                    }
-                    body
-                })]
-            })]
-        })
-    }
 }
 
 /// `if (e op bound) { body }`, or nothing when the body is empty.
