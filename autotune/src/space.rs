@@ -44,6 +44,7 @@ const KC: &str = "kc";
 const ROW_TILES: &str = "row_tiles";
 const PACK_B: &str = "pack_b";
 const CONV_ROWS: &str = "conv_rows";
+const CONV_SEGMENTS: &str = "conv_segments";
 const K_LANES: &str = "k_lanes";
 const PARALLEL: &str = "parallel_min_extent";
 const VECTOR: &str = "vector_bytes";
@@ -108,6 +109,11 @@ impl Space {
                         .into_iter()
                         .filter(|&r| r <= conv.oh)
                         .collect(),
+                });
+                // With one row per panel: the row in equal segments (wide images).
+                knobs.push(Knob {
+                    name: CONV_SEGMENTS,
+                    values: (1..=8).filter(|&s| conv.ow % s == 0).collect(),
                 });
             }
         }
@@ -174,10 +180,17 @@ impl Space {
                 Some(_) if self.has_knob(CONV_ROWS) => self.value(p, CONV_ROWS)?,
                 _ => 0,
             };
+            // Segments split single rows only; elsewhere the knob does not matter.
+            let conv_segments = match conv_rows {
+                1 => self.value(p, CONV_SEGMENTS)?,
+                _ => 1,
+            };
             // Row panels set the panel's width; `nr_vectors` then does not matter (and
             // `encode` leaves it at its first value).
             let nr = match &spec.conv {
-                Some(conv) if conv_rows > 0 => round_up(conv_rows * conv.ow, self.lanes),
+                Some(conv) if conv_rows > 0 => {
+                    round_up(conv_rows * conv.ow / conv_segments, self.lanes)
+                }
                 _ => self.value(p, NR_VECTORS)? * self.lanes,
             };
             let kc = match &spec.conv {
@@ -193,6 +206,7 @@ impl Space {
                 lanes: self.lanes,
                 pack_b: self.value(p, PACK_B)? == 1,
                 conv_rows,
+                conv_segments,
                 k_lanes: self.has_knob(K_LANES) && self.value(p, K_LANES)? == 1,
             };
             t.validate(spec)
@@ -220,6 +234,7 @@ impl Space {
                     (ROW_TILES, t.row_block / t.mr),
                     (PACK_B, t.pack_b as i64),
                     (CONV_ROWS, t.conv_rows),
+                    (CONV_SEGMENTS, t.conv_segments.max(1)),
                     (K_LANES, t.k_lanes as i64),
                 ]);
                 if t.conv_rows == 0 {

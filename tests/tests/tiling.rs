@@ -82,6 +82,7 @@ fn tilings(spec: &ProductSpec, rng: &mut Rng) -> Vec<ProductTiling> {
             lanes,
             pack_b: rng.below(4) != 0,
             conv_rows: 0,
+            conv_segments: 0,
             k_lanes: false,
         };
         if t.validate(spec).is_ok() {
@@ -101,6 +102,7 @@ fn tilings(spec: &ProductSpec, rng: &mut Rng) -> Vec<ProductTiling> {
                 lanes,
                 pack_b: false,
                 conv_rows: 0,
+                conv_segments: 0,
                 k_lanes: true,
             });
         }
@@ -113,9 +115,17 @@ fn tilings(spec: &ProductSpec, rng: &mut Rng) -> Vec<ProductTiling> {
         let mut rows_tried = 0;
         while rows_tried < 5 {
             let lanes = [4, 8, 16][rng.below(3) as usize];
-            let conv_rows = 1 + rng.below(conv.oh as u64) as i64;
-            let nr =
-                (conv_rows * conv.ow + lanes - 1) / lanes * lanes + lanes * rng.below(2) as i64;
+            let conv_rows = match rng.below(3) {
+                0 => 1,
+                _ => 1 + rng.below(conv.oh as u64) as i64,
+            };
+            // Single rows also in equal segments, when the width splits.
+            let conv_segments = match (2..=conv.ow).find(|s| conv.ow % s == 0) {
+                Some(s) if conv_rows == 1 && rng.below(2) == 0 => s,
+                _ => 1,
+            };
+            let cols = conv_rows * conv.ow / conv_segments;
+            let nr = (cols + lanes - 1) / lanes * lanes + lanes * rng.below(2) as i64;
             let mr = 1 + rng.below(6) as i64;
             let t = ProductTiling {
                 mr,
@@ -125,6 +135,7 @@ fn tilings(spec: &ProductSpec, rng: &mut Rng) -> Vec<ProductTiling> {
                 lanes,
                 pack_b: rng.below(5) != 0,
                 conv_rows,
+                conv_segments,
                 k_lanes: false,
             };
             if t.validate(spec).is_ok() {

@@ -3,7 +3,7 @@
 
 use super::{Gen, KBlock, Origin};
 use tessera_ir::loops::simplify::simplify_value;
-use tessera_ir::loops::{IExpr, LoopKind, Stmt, VExpr};
+use tessera_ir::loops::{CmpOp, IExpr, LoopKind, Stmt, VExpr};
 
 /// A convolution seen as a product, as geometry: `k = (c, ky, kx)` (channel within the
 /// group, tap row, tap column, in that order), `j = (oy, ox)` (output pixel, row-major) and
@@ -69,21 +69,28 @@ impl ConvGeometry {
 /// 1.87 ms in 4 panels of one vector and 1.25 ms in one panel of four. A 1×1 convolution at
 /// unit stride keeps flat panels (its flat packing is a contiguous copy already), and so
 /// does an image too wide for one row to fit.
-pub(super) fn conv_panel_rows(conv: &ConvGeometry, lanes: i64, registers: i64) -> i64 {
+pub(super) fn conv_panel_rows(conv: &ConvGeometry, lanes: i64, registers: i64) -> (i64, i64) {
     let max_vectors = if registers >= 32 { 7 } else { 3 };
     if conv.is_pointwise() {
-        return 0;
+        return (0, 1);
     }
-    let mut best = (i64::MAX, 0);
+    let vectors = |pixels: i64| (pixels + lanes - 1) / lanes;
+    let mut best = (i64::MAX, (0, 1));
     for rows in 1..=conv.oh {
-        let vectors = (rows * conv.ow + lanes - 1) / lanes;
-        if vectors > max_vectors {
+        if vectors(rows * conv.ow) > max_vectors {
             break;
         }
         let panels = (conv.oh + rows - 1) / rows;
-        let cost = panels * (vectors + 1);
+        let cost = panels * (vectors(rows * conv.ow) + 1);
         if cost < best.0 {
-            best = (cost, rows);
+            best = (cost, (rows, 1));
+        }
+    }
+    // A row too wide: the fewest equal segments that fit.
+    if best.1.0 == 0 {
+        let fits = (2..=conv.ow).find(|&s| conv.ow % s == 0 && vectors(conv.ow / s) <= max_vectors);
+        if let Some(segments) = fits {
+            best.1 = (1, segments);
         }
     }
     best.1
@@ -95,11 +102,38 @@ impl Gen<'_> {
     /// one contiguous (at stride 1) vector copy of an input row, the others zeros — no
     /// per-element division, test or gather. A tap row outside the image (padding) is a
     /// uniform select.
+    ///
+    /// A row split into segments (an image too wide for one row to fit the register tile)
+    /// packs one segment per panel; each segment's code is under a test of the panel's
+    /// segment, so that its valid column ranges stay static.
     pub(super) fn pack_conv_rows(
         &mut self,
         conv: &ConvGeometry,
         o: &Origin,
         w: i64,
+        block: &KBlock,
+    ) -> Vec<Stmt> {
+        let segments = self.t.conv_segments.max(1);
+        if segments == 1 {
+            return vec![self.pack_conv_segment(conv, o, w / conv.ow, 0, conv.ow, block)];
+        }
+        let cw = conv.ow / segments;
+        (0..segments)
+            .flat_map(|s| {
+                let pack = self.pack_conv_segment(conv, o, 1, s * cw, cw, block);
+                super::guarded(o.seg.clone(), CmpOp::Eq, s, vec![pack])
+            })
+            .collect()
+    }
+
+    /// Packs `rows` output rows, columns `ox0 .. ox0 + cw` of each.
+    fn pack_conv_segment(
+        &mut self,
+        conv: &ConvGeometry,
+        o: &Origin,
+        rows: i64,
+        ox0: i64,
+        cw: i64,
         block: &KBlock,
     ) -> Stmt {
         let (t, taps) = (self.t, conv.taps());
@@ -109,7 +143,7 @@ impl Gen<'_> {
         let [vb, vc, vy, vx] = &conv.vars;
         self.for_(block.kc / taps, LoopKind::Serial, |g, cc| {
             vec![g.for_(conv.kh, LoopKind::Serial, |g, ky| {
-                vec![g.for_(w / conv.ow, LoopKind::Serial, |g, rr| {
+                vec![g.for_(rows, LoopKind::Serial, |g, rr| {
                     let iy = o
                         .row0
                         .clone()
@@ -130,18 +164,20 @@ impl Gen<'_> {
                             .times(taps)
                             .plus(ky.clone().times(conv.kw))
                             .plus(IExpr::c(kx));
-                        let row = kk.times(t.nr).plus(rr.clone().times(conv.ow));
+                        let row = kk.times(t.nr).plus(rr.clone().times(cw));
+                        // The valid columns, relative to the segment.
                         let (lo, hi) = conv.valid_columns(kx);
+                        let (lo, hi) = ((lo - ox0).clamp(0, cw), (hi - ox0).clamp(0, cw));
                         let (lo, hi) = if hi <= lo { (0, 0) } else { (lo, hi) };
                         let mut fill =
                             |g: &mut Gen, from: i64, to: i64, value: &dyn Fn(IExpr) -> VExpr| {
                                 if to > from {
                                     body.push(g.for_(to - from, lanes, |_, c| {
-                                        let ox = c.plus(IExpr::c(from));
+                                        let local = c.plus(IExpr::c(from));
                                         vec![Stmt::Store {
                                             buf: panel.clone(),
-                                            index: row.clone().plus(ox.clone()).simplify(),
-                                            value: value(ox),
+                                            index: row.clone().plus(local.clone()).simplify(),
+                                            value: value(local.plus(IExpr::c(ox0))),
                                         }]
                                     }));
                                 }
@@ -167,7 +203,7 @@ impl Gen<'_> {
                                 false => x,
                             }
                         });
-                        fill(g, hi.max(lo), conv.ow, &|_| zero.clone());
+                        fill(g, hi.max(lo), cw, &|_| zero.clone());
                     }
                     body
                 })]

@@ -91,6 +91,10 @@ pub struct ProductTiling {
     /// channels (`kc` a multiple of the taps).
     #[serde(default)]
     pub conv_rows: i64,
+    /// With one conv row per panel: the row split into this many equal segments, one per
+    /// panel (an image too wide for a row to fit the register tile); 0 or 1: whole rows.
+    #[serde(default)]
+    pub conv_segments: i64,
     /// Vectorize along `k` instead of the columns (no packing): each accumulator a vector of
     /// partial sums of one (row, column), summed at the end; the register tile is `mr` rows
     /// by `nr / lanes` columns, one task's panel. For a few rows times a `B` contiguous
@@ -140,7 +144,14 @@ impl ProductTiling {
             if self.conv_rows < 0 || self.conv_rows > conv.oh {
                 return bad(format!("{} conv rows of {}", self.conv_rows, conv.oh));
             }
-            if self.conv_rows * conv.ow > self.nr {
+            let segments = self.conv_segments.max(1);
+            if segments > 1 && (self.conv_rows != 1 || conv.ow % segments != 0) {
+                return bad(format!(
+                    "{segments} segments of {} conv rows of {} pixels",
+                    self.conv_rows, conv.ow
+                ));
+            }
+            if self.conv_rows * conv.ow / segments > self.nr {
                 return bad(format!(
                     "{} rows of {} pixels do not fit a panel of {}",
                     self.conv_rows, conv.ow, self.nr
@@ -167,7 +178,9 @@ impl ProductTiling {
             return self.nr / self.lanes;
         }
         match &spec.conv {
-            Some(conv) if self.conv_rows > 0 => self.conv_rows * conv.ow,
+            Some(conv) if self.conv_rows > 0 => {
+                self.conv_rows * conv.ow / self.conv_segments.max(1)
+            }
             _ => self.nr,
         }
     }
@@ -187,20 +200,20 @@ impl ProductTiling {
         // L2; fewer passes over C).
         let mut kc = 512;
         let registers = if wide { 32 } else { 16 };
-        let conv_rows = match &spec.conv {
+        let (conv_rows, conv_segments) = match &spec.conv {
             Some(conv) if pack_b => conv_panel_rows(conv, lanes, registers),
-            _ => 0,
+            _ => (0, 1),
         };
         let mut panels = spec.batch * ((spec.n + nr - 1) / nr);
         if let Some(conv) = spec.conv.as_ref().filter(|_| conv_rows > 0) {
-            nr = round_up(conv_rows * conv.ow, lanes);
+            nr = round_up(conv_rows * conv.ow / conv_segments, lanes);
             let vectors = nr / lanes;
             // The tile's accumulators, a k step's panel vectors and a broadcast of `A` (on a
             // 3x3 convolution, 7 vectors: 3 rows 0.91 ms, 4 rows — 35 registers, spilling —
             // 0.99 ms).
             mr = mr.min((registers - 1 - vectors) / vectors);
             kc = (kc / conv.taps()).max(1) * conv.taps();
-            panels = spec.batch * ((conv.oh + conv_rows - 1) / conv_rows);
+            panels = spec.batch * ((conv.oh + conv_rows - 1) / conv_rows) * conv_segments;
         }
         // A few rows of dot products along k: 24 accumulators over the rows and columns.
         let k_lanes = !pack_b && spec.k >= lanes && dot::suits(spec);
@@ -222,6 +235,7 @@ impl ProductTiling {
             lanes,
             pack_b,
             conv_rows,
+            conv_segments,
             k_lanes,
         }
     }
@@ -310,6 +324,8 @@ struct Origin {
     j0: IExpr,
     /// The output row of the first column, for panels of whole convolution rows.
     row0: IExpr,
+    /// Which segment of its row the panel is, for rows split into segments.
+    seg: IExpr,
 }
 
 impl Gen<'_> {
@@ -364,7 +380,11 @@ impl Gen<'_> {
                 },
                 i0: block.clone().times(t.row_block),
                 j0: panel.clone().times(cols),
-                row0: panel.clone().times(t.conv_rows),
+                row0: match t.conv_segments > 1 {
+                    true => panel.clone().floordiv(t.conv_segments),
+                    false => panel.clone().times(t.conv_rows),
+                },
+                seg: panel.clone().modulo(t.conv_segments.max(1)),
             };
             // Full panels and row blocks, and the last (possibly narrower / shorter) ones.
             let rows = |g: &mut Gen, o: &Origin, w: i64| -> Vec<Stmt> {
@@ -503,7 +523,7 @@ impl Gen<'_> {
         let mut out = Vec::new();
         match &s.conv {
             Some(conv) if t.pack_b && t.conv_rows > 0 => {
-                out.push(self.pack_conv_rows(conv, o, w, block));
+                out.extend(self.pack_conv_rows(conv, o, w, block));
             }
             _ if t.pack_b => out.push(self.for_(kc, LoopKind::Serial, |g, kk| {
                 vec![g.for_(w, lanes, |g, c| {
