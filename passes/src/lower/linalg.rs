@@ -330,19 +330,7 @@ impl ConvShape {
     /// The output columns `lo..hi` whose input column `ox*sx + kx*dx - px` lies inside the
     /// image, for tap column `kx`.
     fn valid_columns(&self, kx: i64) -> (i64, i64) {
-        let off = kx * self.dx - self.px;
-        let lo = if off >= 0 {
-            0
-        } else {
-            (-off + self.sx - 1) / self.sx
-        };
-        let hi_num = self.w as i64 - 1 - off;
-        let hi = if hi_num < 0 {
-            0
-        } else {
-            (hi_num / self.sx + 1).min(self.ow as i64)
-        };
-        (lo.min(self.ow as i64), hi)
+        crate::product::valid_outputs(kx * self.dx - self.px, self.sx, self.w, self.ow)
     }
 }
 

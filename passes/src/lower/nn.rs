@@ -61,16 +61,15 @@ pub(crate) fn pool(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError>
 /// The output columns `lo..hi` whose every tap column lies inside the image (`lo == hi`
 /// when there are none).
 fn interior_columns(win: &Window, w: usize, ow: usize) -> (i64, i64) {
+    use crate::product::valid_outputs;
     let (s, d, p) = (
         win.strides[1] as i64,
         win.dilations[1] as i64,
         win.pads[1] as i64,
     );
-    let span = (win.kernel[1] as i64 - 1) * d;
-    let lo = (p + s - 1) / s;
-    let last = w as i64 - 1 + p - span;
-    let hi = if last < 0 { 0 } else { last / s + 1 };
-    let (lo, hi) = (lo.min(ow as i64), hi.min(ow as i64));
+    // Inside for the first tap from `lo`, for the last tap up to `hi`.
+    let (lo, _) = valid_outputs(-p, s, w, ow);
+    let (_, hi) = valid_outputs((win.kernel[1] as i64 - 1) * d - p, s, w, ow);
     (lo, hi.max(lo))
 }
 

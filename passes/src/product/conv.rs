@@ -30,6 +30,20 @@ pub struct ConvGeometry {
     pub x: VExpr,
 }
 
+/// The outputs `lo..hi` (of `out`) whose input `o·stride + offset` lies inside `0..size`,
+/// for one tap at `offset` (its dilated position minus the leading pad); `hi <= lo` when none.
+pub fn valid_outputs(offset: i64, stride: i64, size: usize, out: usize) -> (i64, i64) {
+    let (size, out) = (size as i64, out as i64);
+    let lo = if offset >= 0 {
+        0
+    } else {
+        (-offset + stride - 1) / stride
+    };
+    let last = size - 1 - offset;
+    let hi = if last < 0 { 0 } else { last / stride + 1 };
+    (lo.min(out), hi.min(out))
+}
+
 impl ConvGeometry {
     /// Taps per channel: the `k` extent of one channel.
     pub fn taps(&self) -> i64 {
@@ -45,12 +59,8 @@ impl ConvGeometry {
     /// The output columns `lo..hi` whose input column lies in the image for tap column
     /// `kx` (empty when `hi <= lo`).
     pub(super) fn valid_columns(&self, kx: i64) -> (i64, i64) {
-        let off = kx * self.dilation[1] - self.pad[1];
-        let sx = self.stride[1];
-        let lo = if off >= 0 { 0 } else { (-off + sx - 1) / sx };
-        let last = self.w - 1 - off;
-        let hi = if last < 0 { 0 } else { last / sx + 1 };
-        (lo.min(self.ow), hi.min(self.ow))
+        let offset = kx * self.dilation[1] - self.pad[1];
+        valid_outputs(offset, self.stride[1], self.w as usize, self.ow as usize)
     }
 
     /// Whether some output row reads an input row outside the image.

@@ -31,8 +31,8 @@ mod dot;
 pub use dot::suits as suits_k_lanes;
 
 use crate::error::PassError;
-pub use conv::ConvGeometry;
 use conv::conv_panel_rows;
+pub use conv::{ConvGeometry, valid_outputs};
 use tessera_ir::DType;
 use tessera_ir::loops::simplify::simplify_value;
 use tessera_ir::loops::{
