@@ -189,13 +189,13 @@ impl Space {
             // `encode` leaves it at its first value).
             let nr = match &spec.conv {
                 Some(conv) if conv_rows > 0 => {
-                    round_up(conv_rows * conv.ow / conv_segments, self.lanes)
+                    round_up(conv.panel_pixels(conv_rows, conv_segments), self.lanes)
                 }
                 _ => self.value(p, NR_VECTORS)? * self.lanes,
             };
             let kc = match &spec.conv {
                 // Row panels' k blocks hold whole channels.
-                Some(conv) if conv_rows > 0 => whole_channels(self.value(p, KC)?, conv.taps()),
+                Some(conv) if conv_rows > 0 => conv.whole_channels(self.value(p, KC)?),
                 _ => self.value(p, KC)?,
             };
             let t = ProductTiling {
@@ -242,15 +242,10 @@ impl Space {
                 } else {
                     // Row panels round kc down to whole channels: any knob value that rounds
                     // to it will do; `decode` below checks.
-                    let kc = self
-                        .knobs
-                        .iter()
-                        .find(|k| k.name == KC)?
-                        .values
-                        .iter()
-                        .copied();
-                    let taps = self.spec.as_ref()?.conv.as_ref()?.taps();
-                    want.push((KC, kc.clone().find(|&v| whole_channels(v, taps) == t.kc)?));
+                    let conv = self.spec.as_ref()?.conv.as_ref()?;
+                    let kcs = &self.knobs.iter().find(|k| k.name == KC)?.values;
+                    let kc = kcs.iter().find(|&&v| conv.whole_channels(v) == t.kc)?;
+                    want.push((KC, *kc));
                 }
             }
             KernelSchedule::Loops(l) => {
@@ -333,11 +328,6 @@ impl Space {
         }
         None
     }
-}
-
-/// `kc` rounded down to whole channels of `taps` (at least one).
-fn whole_channels(kc: i64, taps: i64) -> i64 {
-    (kc / taps).max(1) * taps
 }
 
 fn round_up(x: i64, m: i64) -> i64 {

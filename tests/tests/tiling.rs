@@ -111,7 +111,6 @@ fn tilings(spec: &ProductSpec, rng: &mut Rng) -> Vec<ProductTiling> {
     // last panel short, or the whole image one panel), panels padded past the rows, k blocks
     // of one and of several channels.
     if let Some(conv) = &spec.conv {
-        let taps = conv.kh * conv.kw;
         let mut rows_tried = 0;
         while rows_tried < 5 {
             let lanes = [4, 8, 16][rng.below(3) as usize];
@@ -124,13 +123,13 @@ fn tilings(spec: &ProductSpec, rng: &mut Rng) -> Vec<ProductTiling> {
                 Some(s) if conv_rows == 1 && rng.below(2) == 0 => s,
                 _ => 1,
             };
-            let cols = conv_rows * conv.ow / conv_segments;
+            let cols = conv.panel_pixels(conv_rows, conv_segments);
             let nr = (cols + lanes - 1) / lanes * lanes + lanes * rng.below(2) as i64;
             let mr = 1 + rng.below(6) as i64;
             let t = ProductTiling {
                 mr,
                 nr,
-                kc: taps * (1 + rng.below(4) as i64),
+                kc: conv.taps() * (1 + rng.below(4) as i64),
                 row_block: mr * (1 + rng.below(3) as i64),
                 lanes,
                 pack_b: rng.below(5) != 0,

@@ -1079,9 +1079,6 @@ fn int_pred(op: CmpOp, unsigned: bool) -> &'static str {
     }
 }
 
-/// Whether a loop body over `var` can be emitted as a vector loop: only stores, each store
-/// contiguous in `var`, every load contiguous or invariant, index-valued expressions and
-/// index comparisons invariant, and no bool buffers.
 /// The `arith` operation of a binary index expression with a direct one (all but `%`), and
 /// its operands: shared by scalar and lane-wise index code.
 fn index_binop(e: &IExpr) -> Option<(&'static str, &IExpr, &IExpr)> {
@@ -1105,6 +1102,10 @@ fn lane_wise(e: &IExpr) -> bool {
     }
 }
 
+/// Whether a loop body over `var` can be emitted as a vector loop: only stores, each store
+/// contiguous in `var`, every load contiguous, strided by at most 4 or invariant (or else
+/// gathered at an index computed lane by lane), index comparisons computable lane by lane,
+/// index-valued expressions invariant, and no bool buffers.
 pub fn vectorizable(prog: &LoopProgram, body: &[Stmt], var: &str) -> bool {
     if tessera_ir::loops::carries_dependence(body) {
         return false;

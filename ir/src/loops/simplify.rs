@@ -95,7 +95,6 @@ impl Linear {
 
 /// The linear form of `e`, its non-linear parts simplified inside.
 fn linear(e: &IExpr) -> Linear {
-    let bin = |a: &IExpr, b: &IExpr| (a.simplify(), b.simplify());
     match e {
         IExpr::Const(c) => Linear {
             constant: *c,
@@ -115,23 +114,10 @@ fn linear(e: &IExpr) -> Linear {
                 )),
             }
         }
-        IExpr::FloorDiv(a, b) => {
-            let (a, b) = bin(a, b);
-            Linear::atom(IExpr::FloorDiv(Box::new(a), Box::new(b)))
+        // Non-linear forms are atoms, their operands simplified inside.
+        IExpr::FloorDiv(..) | IExpr::Mod(..) | IExpr::Min(..) | IExpr::Max(..) | IExpr::Of(_) => {
+            Linear::atom(e.map_children(&IExpr::simplify, &simplify_value))
         }
-        IExpr::Mod(a, b) => {
-            let (a, b) = bin(a, b);
-            Linear::atom(IExpr::Mod(Box::new(a), Box::new(b)))
-        }
-        IExpr::Min(a, b) => {
-            let (a, b) = bin(a, b);
-            Linear::atom(IExpr::Min(Box::new(a), Box::new(b)))
-        }
-        IExpr::Max(a, b) => {
-            let (a, b) = bin(a, b);
-            Linear::atom(IExpr::Max(Box::new(a), Box::new(b)))
-        }
-        IExpr::Of(v) => Linear::atom(IExpr::Of(Box::new(simplify_value(v)))),
     }
 }
 

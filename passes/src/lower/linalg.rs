@@ -362,72 +362,8 @@ fn conv_product(cx: &NodeCx, b: &mut Builder) -> Result<ProductSpec, PassError> 
     let group = (g.cout / g.opg.max(1)) as i64;
     let (taps, pixels) = ((g.kh * g.kw) as i64, (g.oh * g.ow) as i64);
     let kdim = g.cpg as i64 * taps;
-    let vars = [b.var(), b.var(), b.var(), b.var()];
-    let [bi, i, j, k] = vars.clone().map(|v| IExpr::var(&v));
-    let (img, grp) = (bi.clone().floordiv(group), bi.clone().modulo(group));
-    let co = grp.clone().times(g.opg as i64).plus(i.clone());
-    let (oy, ox) = (
-        j.clone().floordiv(g.ow as i64),
-        j.clone().modulo(g.ow as i64),
-    );
-    let ci = grp.times(g.cpg as i64).plus(k.clone().floordiv(taps));
-    let (ky, kx) = (
-        k.clone().floordiv(g.kw as i64).modulo(g.kh as i64),
-        k.clone().modulo(g.kw as i64),
-    );
-    let iy = oy
-        .clone()
-        .times(g.sy)
-        .plus(ky.times(g.dy))
-        .plus(IExpr::c(-g.py));
-    let ix = ox
-        .clone()
-        .times(g.sx)
-        .plus(kx.times(g.dx))
-        .plus(IExpr::c(-g.px));
-    let x_at = |iy: IExpr, ix: IExpr| {
-        let idx = img
-            .clone()
-            .times(g.cin as i64)
-            .plus(ci.clone())
-            .times(g.h as i64)
-            .plus(iy)
-            .times(g.w as i64)
-            .plus(ix);
-        VExpr::load(cx.buf(0), idx)
-    };
-    // Taps can leave the image only along an axis with padding (or a window that overhangs
-    // the end): only there do they need a guard and a clamped address. Without any, the
-    // index simplifies (a 1×1 convolution reads `x[ci·h·w + j]`, contiguous in the pixel).
-    let overhangs = |pad: i64, out: usize, stride: i64, k: usize, dil: i64, size: usize| {
-        pad > 0 || (out as i64 - 1) * stride + (k as i64 - 1) * dil - pad > size as i64 - 1
-    };
-    let guard_y = overhangs(g.py, g.oh, g.sy, g.kh, g.dy, g.h);
-    let guard_x = overhangs(g.px, g.ow, g.sx, g.kw, g.dx, g.w);
-    let x = match (guard_y, guard_x) {
-        (false, false) => simplify_value(&x_at(iy, ix)),
-        _ => {
-            let (cond_y, at_y) = match guard_y {
-                true => (Some(in_range(iy.clone(), g.h)), clamp(iy, g.h)),
-                false => (None, iy),
-            };
-            let (cond_x, at_x) = match guard_x {
-                true => (Some(in_range(ix.clone(), g.w)), clamp(ix, g.w)),
-                false => (None, ix),
-            };
-            let cond = match (cond_y, cond_x) {
-                (Some(a), Some(b)) => VExpr::bin(BinOp::And, a, b),
-                (Some(c), None) | (None, Some(c)) => c,
-                (None, None) => unreachable!("some axis is guarded"),
-            };
-            VExpr::select(
-                cond,
-                simplify_value(&x_at(at_y, at_x)),
-                VExpr::lit(0.0, cx.out_dtype),
-            )
-        }
-    };
-    // The same input as geometry (for panels packed row by row), in fresh variables.
+    // The input as geometry (for panels packed row by row), in its own variables: batch,
+    // channel within the group, input row and column.
     let xvars = [b.var(), b.var(), b.var(), b.var()];
     let [xb, xc, xy, xx] = xvars.clone().map(|v| IExpr::var(&v));
     let x_channel = xb
@@ -455,6 +391,66 @@ fn conv_product(cx: &NodeCx, b: &mut Builder) -> Result<ProductSpec, PassError> 
                 .times(g.w as i64)
                 .plus(xx),
         ),
+    };
+    let vars = [b.var(), b.var(), b.var(), b.var()];
+    let [bi, i, j, k] = vars.clone().map(|v| IExpr::var(&v));
+    let (img, grp) = (bi.clone().floordiv(group), bi.clone().modulo(group));
+    let co = grp.times(g.opg as i64).plus(i.clone());
+    let (oy, ox) = (
+        j.clone().floordiv(g.ow as i64),
+        j.clone().modulo(g.ow as i64),
+    );
+    let (ky, kx) = (
+        k.clone().floordiv(g.kw as i64).modulo(g.kh as i64),
+        k.clone().modulo(g.kw as i64),
+    );
+    let iy = oy
+        .clone()
+        .times(g.sy)
+        .plus(ky.times(g.dy))
+        .plus(IExpr::c(-g.py));
+    let ix = ox
+        .clone()
+        .times(g.sx)
+        .plus(kx.times(g.dx))
+        .plus(IExpr::c(-g.px));
+    // `B(k, j)` reads the geometry's input at channel `k // taps` of the product's batch.
+    let x_at = |iy: IExpr, ix: IExpr| {
+        let [vb, vc, vy, vx] = &geometry.vars;
+        let channel = k.clone().floordiv(taps);
+        geometry
+            .x
+            .subst(vb, &bi)
+            .subst(vc, &channel)
+            .subst(vy, &iy)
+            .subst(vx, &ix)
+    };
+    // Taps can leave the image only along an axis with padding (or a window that overhangs
+    // the end): only there do they need a guard and a clamped address. Without any, the
+    // index simplifies (a 1×1 convolution reads `x[ci·h·w + j]`, contiguous in the pixel).
+    let (guard_y, guard_x) = (geometry.can_leave(0), geometry.can_leave(1));
+    let x = match (guard_y, guard_x) {
+        (false, false) => simplify_value(&x_at(iy, ix)),
+        _ => {
+            let (cond_y, at_y) = match guard_y {
+                true => (Some(in_range(iy.clone(), g.h)), clamp(iy, g.h)),
+                false => (None, iy),
+            };
+            let (cond_x, at_x) = match guard_x {
+                true => (Some(in_range(ix.clone(), g.w)), clamp(ix, g.w)),
+                false => (None, ix),
+            };
+            let cond = match (cond_y, cond_x) {
+                (Some(a), Some(b)) => VExpr::bin(BinOp::And, a, b),
+                (Some(c), None) | (None, Some(c)) => c,
+                (None, None) => unreachable!("some axis is guarded"),
+            };
+            VExpr::select(
+                cond,
+                simplify_value(&x_at(at_y, at_x)),
+                VExpr::lit(0.0, cx.out_dtype),
+            )
+        }
     };
     let c_index = bi
         .clone()

@@ -63,10 +63,25 @@ impl ConvGeometry {
         valid_outputs(offset, self.stride[1], self.w as usize, self.ow as usize)
     }
 
-    /// Whether some output row reads an input row outside the image.
-    pub(super) fn rows_can_leave(&self) -> bool {
-        let last = (self.oh - 1) * self.stride[0] + (self.kh - 1) * self.dilation[0];
-        self.pad[0] > 0 || last - self.pad[0] > self.h - 1
+    /// Whether some output reads an input outside the image along `axis` (0: rows, 1:
+    /// columns): there is padding, or the last window overhangs the end.
+    pub fn can_leave(&self, axis: usize) -> bool {
+        let (out, size, kernel) = match axis {
+            0 => (self.oh, self.h, self.kh),
+            _ => (self.ow, self.w, self.kw),
+        };
+        let last = (out - 1) * self.stride[axis] + (kernel - 1) * self.dilation[axis];
+        self.pad[axis] > 0 || last - self.pad[axis] > size - 1
+    }
+
+    /// `kc` rounded down to whole channels (at least one): a row panel's `k` block.
+    pub fn whole_channels(&self, kc: i64) -> i64 {
+        (kc / self.taps()).max(1) * self.taps()
+    }
+
+    /// The pixels of a panel of `rows` output rows, each split into `segments` (≥ 1).
+    pub fn panel_pixels(&self, rows: i64, segments: i64) -> i64 {
+        rows * self.ow / segments.max(1)
     }
 }
 
@@ -161,7 +176,7 @@ impl Gen<'_> {
                         .times(conv.stride[0])
                         .plus(ky.clone().times(conv.dilation[0]))
                         .plus(IExpr::c(-conv.pad[0]));
-                    let guard_rows = conv.rows_can_leave();
+                    let guard_rows = conv.can_leave(0);
                     let at_y = match guard_rows {
                         true => crate::lower::clamp(iy.clone(), conv.h as usize),
                         false => iy.clone(),

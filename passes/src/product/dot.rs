@@ -38,28 +38,35 @@ impl Gen<'_> {
     /// tiles of `mr` rows by `w` columns (`w <= nr / lanes`).
     pub(super) fn dot_task(&mut self, o: &Origin, w: i64, rows: i64) -> Vec<Stmt> {
         let mr = self.t.mr;
+        let finish = self.finish_of(&VExpr::Acc(SUM.into(), self.spec.dtype));
         let mut out = Vec::new();
         if rows / mr > 0 {
             out.push(self.for_(rows / mr, LoopKind::Serial, |g, tile| {
-                g.dot_tile(o, tile.times(mr), mr, w)
+                g.dot_tile(o, tile.times(mr), mr, w, finish.as_ref())
             }));
         }
         if rows % mr != 0 {
-            out.extend(self.dot_tile(o, IExpr::c(rows / mr * mr), rows % mr, w));
+            let first_row = IExpr::c(rows / mr * mr);
+            out.extend(self.dot_tile(o, first_row, rows % mr, w, finish.as_ref()));
         }
         // An epilogue that reads C elsewhere runs as a pass once the sums are stored.
-        if let (Some(fin), None) = (
-            &self.spec.finish,
-            self.finish_of(&VExpr::lit(0.0, self.spec.dtype)),
-        ) {
+        if let (Some(fin), None) = (&self.spec.finish, &finish) {
             out.push(self.store_rows(o, w, rows, fin));
         }
         out
     }
 
     /// Rows `first_row ..+ mr`, columns `0 ..w` of the task: zero the vector accumulators,
-    /// accumulate over `k` in steps of `lanes` (and a masked tail), then reduce each.
-    fn dot_tile(&mut self, o: &Origin, first_row: IExpr, mr: i64, w: i64) -> Vec<Stmt> {
+    /// accumulate over `k` in steps of `lanes` (and a masked tail), then reduce each and
+    /// store it, or `finish` of it (the epilogue reading the sum as [`SUM`]).
+    fn dot_tile(
+        &mut self,
+        o: &Origin,
+        first_row: IExpr,
+        mr: i64,
+        w: i64,
+        finish: Option<&VExpr>,
+    ) -> Vec<Stmt> {
         let (s, t) = (self.spec, self.t);
         let lanes = t.lanes;
         let acc = self.acc.clone();
@@ -113,14 +120,12 @@ impl Gen<'_> {
         if s.k % lanes != 0 {
             out.push(step(self, IExpr::c(steps * lanes), s.k % lanes));
         }
-        let total = VExpr::Acc(SUM.into(), s.dtype);
-        let finish = self.finish_of(&total);
         let reduce = each(self, &|g, r, c| {
             let lane = g.var();
             let (i, j) = (row(r), col(c));
-            let value = match &finish {
+            let value = match finish {
                 Some(f) => g.at(f, &o.b, &i, &j, &IExpr::c(0)),
-                None => total.clone(),
+                None => VExpr::Acc(SUM.into(), s.dtype),
             };
             vec![Stmt::Reduce(Reduce {
                 acc: SUM.into(),

@@ -151,7 +151,7 @@ impl ProductTiling {
                     self.conv_rows, conv.ow
                 ));
             }
-            if self.conv_rows * conv.ow / segments > self.nr {
+            if conv.panel_pixels(self.conv_rows, segments) > self.nr {
                 return bad(format!(
                     "{} rows of {} pixels do not fit a panel of {}",
                     self.conv_rows, conv.ow, self.nr
@@ -179,7 +179,7 @@ impl ProductTiling {
         }
         match &spec.conv {
             Some(conv) if self.conv_rows > 0 => {
-                self.conv_rows * conv.ow / self.conv_segments.max(1)
+                conv.panel_pixels(self.conv_rows, self.conv_segments)
             }
             _ => self.nr,
         }
@@ -206,13 +206,13 @@ impl ProductTiling {
         };
         let mut panels = spec.batch * ((spec.n + nr - 1) / nr);
         if let Some(conv) = spec.conv.as_ref().filter(|_| conv_rows > 0) {
-            nr = round_up(conv_rows * conv.ow / conv_segments, lanes);
+            nr = round_up(conv.panel_pixels(conv_rows, conv_segments), lanes);
             let vectors = nr / lanes;
             // The tile's accumulators, a k step's panel vectors and a broadcast of `A` (on a
             // 3x3 convolution, 7 vectors: 3 rows 0.91 ms, 4 rows — 35 registers, spilling —
             // 0.99 ms).
             mr = mr.min((registers - 1 - vectors) / vectors);
-            kc = (kc / conv.taps()).max(1) * conv.taps();
+            kc = conv.whole_channels(kc);
             panels = spec.batch * ((conv.oh + conv_rows - 1) / conv_rows) * conv_segments;
         }
         // A few rows of dot products along k: 24 accumulators over the rows and columns.
