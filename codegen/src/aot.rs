@@ -5,8 +5,9 @@
 //! - every kernel, with the kernel ABI (see the crate docs);
 //! - `tessera_weights`: the constant weight blob (64-byte aligned);
 //! - `int tessera_run(void *const *inputs, void *const *outputs, void *workspace)`: runs every
-//!   step of the plan in order on one thread; `workspace` must hold `workspace_bytes` bytes
-//!   aligned to 64. Returns 0.
+//!   step of the plan in order on one thread, run-once steps included (the library is
+//!   stateless; the runtime's loader runs them once); `workspace` must hold `workspace_bytes`
+//!   bytes aligned to 64. Returns 0.
 
 use crate::error::CodegenError;
 use crate::target::Target;

@@ -627,17 +627,18 @@ fn print_profile(exe: &tessera_runtime::Executor, inputs: &[Tensor], runs: usize
             per[i].push(d.as_secs_f64() * 1e3);
         }
     }
-    let mut rows: Vec<(f64, &str, &str)> = per
+    let mut rows: Vec<(f64, &str, &str, bool)> = per
         .iter_mut()
         .zip(steps)
         .map(|(v, s)| {
             v.sort_by(f64::total_cmp);
-            (v[v.len() / 2], s.kernel.as_str(), s.node.as_str())
+            (v[v.len() / 2], s.kernel.as_str(), s.node.as_str(), s.once)
         })
         .collect();
     rows.sort_by(|a, b| b.0.total_cmp(&a.0));
-    for (ms, k, n) in rows {
-        out!("{ms:>10.4} ms  {k}  ({n})");
+    for (ms, k, n, once) in rows {
+        let when = if once { ", run once at load" } else { "" };
+        out!("{ms:>10.4} ms  {k}  ({n}{when})");
     }
     Ok(())
 }

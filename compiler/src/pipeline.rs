@@ -2,7 +2,7 @@
 //! → machine code + execution plan → [`Executable`]. Each stage is a value the CLI can print.
 
 use crate::error::CompileError;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use tessera_codegen::Target;
 use tessera_codegen::jit::JitModule;
@@ -382,6 +382,24 @@ pub fn build_plan(st: &Stages) -> Result<(ExecPlan, Vec<u8>), CompileError> {
             }
         }
     }
+    // Run-once steps (a step reading only weights and values of earlier run-once steps) keep
+    // their values in the constant region at the start of the workspace, bump-allocated.
+    let once = run_once_steps(st, &slots);
+    let mut constant_bytes = 0;
+    for (k, _) in st.kernels.iter().zip(&once).filter(|(_, o)| **o) {
+        for (b, v) in k.program.params().zip(&k.args) {
+            if b.role == tessera_ir::loops::BufRole::Output && !slots.contains_key(v) {
+                slots.insert(
+                    *v,
+                    Slot::Workspace {
+                        offset: constant_bytes,
+                    },
+                );
+                let bytes = b.len * g.ty_of(*v)?.dtype.size();
+                constant_bytes += align_up(bytes.max(1));
+            }
+        }
+    }
     // Intermediates: live from the producing step to the last consuming step.
     let mut live: Vec<(ValueId, BufferReq)> = Vec::new();
     for (si, k) in st.kernels.iter().enumerate() {
@@ -408,19 +426,26 @@ pub fn build_plan(st: &Stages) -> Result<(ExecPlan, Vec<u8>), CompileError> {
         }
     }
     let reqs: Vec<BufferReq> = live.iter().map(|(_, r)| *r).collect();
-    let (offsets, workspace_bytes) = plan_memory(&reqs);
+    let (offsets, per_run_bytes) = plan_memory(&reqs);
     for ((v, _), off) in live.iter().zip(offsets) {
-        slots.insert(*v, Slot::Workspace { offset: off });
+        slots.insert(
+            *v,
+            Slot::Workspace {
+                offset: constant_bytes + off,
+            },
+        );
     }
     let steps = st
         .kernels
         .iter()
-        .map(|k| Step {
+        .zip(once)
+        .map(|(k, once)| Step {
             kernel: k.program.name.clone(),
             node: k.node.clone(),
             args: k.args.iter().map(|v| slots[v]).collect(),
             parallel_extent: k.program.parallel_extent(),
             work: k.program.work(),
+            once,
         })
         .collect();
     Ok((
@@ -428,11 +453,34 @@ pub fn build_plan(st: &Stages) -> Result<(ExecPlan, Vec<u8>), CompileError> {
             inputs,
             outputs,
             weight_bytes: weights.len(),
-            workspace_bytes,
+            workspace_bytes: constant_bytes + per_run_bytes,
+            constant_bytes,
             steps,
         },
         weights,
     ))
+}
+
+/// Which kernels are run-once steps: every input a weight or a value of an earlier run-once
+/// step, and no output a model output (`slots` holds the inputs, outputs and weights).
+fn run_once_steps(st: &Stages, slots: &HashMap<ValueId, Slot>) -> Vec<bool> {
+    let mut constant: HashSet<ValueId> = HashSet::new();
+    st.kernels
+        .iter()
+        .map(|k| {
+            let is_const = |v: &ValueId| {
+                matches!(slots.get(v), Some(Slot::Weight { .. })) || constant.contains(v)
+            };
+            let once = k.program.params().zip(&k.args).all(|(b, v)| match b.role {
+                tessera_ir::loops::BufRole::Output => !slots.contains_key(v),
+                _ => is_const(v),
+            });
+            if once {
+                constant.extend(k.args.iter().copied());
+            }
+            once
+        })
+        .collect()
 }
 
 /// Runs prepared, lowered kernels on the loop-IR interpreter, value by value — the reference

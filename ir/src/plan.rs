@@ -31,7 +31,8 @@ pub enum Slot {
     Output { index: usize },
     /// `offset` bytes into the constant weight blob.
     Weight { offset: usize },
-    /// `offset` bytes into the per-run workspace.
+    /// `offset` bytes into the workspace (below [`ExecPlan::constant_bytes`]: a value of a
+    /// run-once step, kept between runs).
     Workspace { offset: usize },
 }
 
@@ -47,6 +48,11 @@ pub struct Step {
     /// executor runs small kernels on the calling thread rather than waking the pool.
     #[serde(default)]
     pub work: u64,
+    /// The step reads only weights and values of other run-once steps (e.g. a
+    /// `ConstantOfShape` too large to fold into the weights): an executor runs it once, when
+    /// it is created, and keeps its result in the workspace's constant region.
+    #[serde(default)]
+    pub once: bool,
 }
 
 /// A GPU kernel of a PTX module and how to launch it (one per plan step, in step order).
@@ -65,8 +71,13 @@ pub struct ExecPlan {
     pub outputs: Vec<TensorSig>,
     /// Bytes of the constant weight blob (weights are 64-byte aligned inside it).
     pub weight_bytes: usize,
-    /// Bytes of scratch memory one run needs (intermediate tensors, reused by liveness).
+    /// Bytes of scratch memory one run needs (intermediate tensors, reused by liveness),
+    /// the constant region included.
     pub workspace_bytes: usize,
+    /// The first `constant_bytes` of the workspace hold the values of run-once steps
+    /// ([`Step::once`]); nothing else is placed there, so they survive between runs.
+    #[serde(default)]
+    pub constant_bytes: usize,
     pub steps: Vec<Step>,
 }
 

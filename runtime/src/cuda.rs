@@ -200,7 +200,8 @@ impl GpuExecutable {
         &self.plan
     }
 
-    /// Copies `inputs` in, runs every step, copies the outputs back.
+    /// Copies `inputs` in, runs every step (run-once steps too: the GPU executor does not
+    /// keep their values between runs yet), copies the outputs back.
     pub fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
         self.upload(inputs)?;
         if self.cfg.poison {

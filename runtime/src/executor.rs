@@ -7,7 +7,7 @@ use crate::pool::ThreadPool;
 use std::any::Any;
 use std::sync::{Arc, Mutex};
 use tessera_ir::Tensor;
-use tessera_ir::plan::{ExecPlan, KernelFn, Slot};
+use tessera_ir::plan::{ExecPlan, KernelFn, Slot, Step};
 
 /// Kernels estimated to do less work than this run on the calling thread: waking the pool
 /// costs microseconds, more than such a kernel takes.
@@ -18,8 +18,9 @@ pub const PARALLEL_MIN_WORK: u64 = 1 << 16;
 pub struct ExecConfig {
     /// Threads for parallel loops (the calling thread included).
     pub threads: usize,
-    /// Fill outputs and the workspace with NaN bytes before every run, so an element a kernel
-    /// forgets to write cannot pass a comparison. For tests; costs a memset per run.
+    /// Fill outputs and the workspace (past its constant region) with NaN bytes before every
+    /// run, so an element a kernel forgets to write cannot pass a comparison. For tests; costs
+    /// a memset per run.
     pub poison: bool,
 }
 
@@ -103,7 +104,8 @@ pub unsafe fn launch(
 }
 
 impl Executor {
-    /// `kernels[i]` must be the compiled function for `plan.steps[i]`.
+    /// `kernels[i]` must be the compiled function for `plan.steps[i]`. Runs the plan's
+    /// run-once steps (their values stay in the workspace's constant region).
     pub fn new(
         plan: ExecPlan,
         kernels: Vec<KernelFn>,
@@ -111,16 +113,70 @@ impl Executor {
         keep_alive: Arc<dyn Any + Send + Sync>,
         cfg: &ExecConfig,
     ) -> Executor {
-        let workspace = Mutex::new(AlignedBuf::zeroed(plan.workspace_bytes));
-        Executor {
+        let mut workspace = AlignedBuf::zeroed(plan.workspace_bytes);
+        if cfg.poison {
+            workspace.as_mut_slice().fill(0xFF);
+        }
+        let exe = Executor {
             kernels,
             weights,
             pool: ThreadPool::new(cfg.threads),
-            workspace,
+            workspace: Mutex::new(workspace),
             poison: cfg.poison,
             _keep_alive: keep_alive,
             plan,
+        };
+        {
+            let mut ws = exe.workspace.lock().unwrap_or_else(|e| e.into_inner());
+            let ws_ptr = ws.as_mut_slice().as_mut_ptr();
+            for (step, kernel) in exe.plan.steps.iter().zip(&exe.kernels) {
+                if step.once {
+                    // SAFETY: a run-once step reads only weights and the constant region and
+                    // writes the constant region, all sized by the plan (`step_args`).
+                    unsafe { exe.launch_step(step, *kernel, &[], &[], ws_ptr) };
+                }
+            }
         }
+        exe
+    }
+
+    /// The pointer of every argument of `step`.
+    fn step_args(
+        &self,
+        step: &Step,
+        inputs: &[*mut u8],
+        outputs: &[*mut u8],
+        ws_ptr: *mut u8,
+    ) -> Vec<*mut u8> {
+        step.args
+            .iter()
+            .map(|s| match *s {
+                Slot::Input { index } => inputs[index],
+                Slot::Output { index } => outputs[index],
+                // SAFETY (both): offsets were planned inside the blob / workspace sizes.
+                Slot::Weight { offset } => unsafe { self.weights.ptr().add(offset) as *mut u8 },
+                Slot::Workspace { offset } => unsafe { ws_ptr.add(offset) },
+            })
+            .collect()
+    }
+
+    /// Runs one step.
+    ///
+    /// # Safety
+    /// `inputs`, `outputs` and `ws_ptr` must point to the model's inputs, outputs and a
+    /// workspace of the sizes the plan gives (and hold what the step reads).
+    unsafe fn launch_step(
+        &self,
+        step: &Step,
+        kernel: KernelFn,
+        inputs: &[*mut u8],
+        outputs: &[*mut u8],
+        ws_ptr: *mut u8,
+    ) {
+        let args = self.step_args(step, inputs, outputs, ws_ptr);
+        // SAFETY: `args` holds one valid pointer per kernel buffer, sized by the plan; inputs
+        // are only read (the caller's contract).
+        unsafe { launch(&self.pool, kernel, &args, step.parallel_extent, step.work) };
     }
 
     pub fn plan(&self) -> &ExecPlan {
@@ -166,9 +222,9 @@ impl Executor {
             .collect();
         let mut ws = self.workspace.lock().unwrap_or_else(|e| e.into_inner());
         if self.poison {
-            ws.as_mut_slice().fill(0xFF);
+            ws.as_mut_slice()[self.plan.constant_bytes..].fill(0xFF);
         }
-        let ws_ptr = ws.as_ptr();
+        let ws_ptr = ws.as_mut_slice().as_mut_ptr();
         let in_ptrs: Vec<*mut u8> = inputs
             .iter()
             .map(|t| t.bytes().as_ptr() as *mut u8)
@@ -178,21 +234,12 @@ impl Executor {
             .map(|t| t.bytes_mut().as_mut_ptr())
             .collect();
         for (step, kernel) in self.plan.steps.iter().zip(&self.kernels) {
-            let args: Vec<*mut u8> = step
-                .args
-                .iter()
-                .map(|s| match *s {
-                    Slot::Input { index } => in_ptrs[index],
-                    Slot::Output { index } => out_ptrs[index],
-                    // SAFETY (both): offsets were planned inside the blob / workspace sizes.
-                    Slot::Weight { offset } => unsafe { self.weights.ptr().add(offset) as *mut u8 },
-                    Slot::Workspace { offset } => unsafe { ws_ptr.add(offset) },
-                })
-                .collect();
             let t0 = times.is_some().then(std::time::Instant::now);
-            // SAFETY: `args` holds one valid pointer per kernel buffer, sized by the plan;
-            // inputs are only read.
-            unsafe { launch(&self.pool, *kernel, &args, step.parallel_extent, step.work) };
+            if !step.once {
+                // SAFETY: the pointers are the checked inputs, the outputs and the workspace,
+                // all of the plan's sizes; run-once values were computed in `new`.
+                unsafe { self.launch_step(step, *kernel, &in_ptrs, &out_ptrs, ws_ptr) };
+            }
             if let (Some(t), Some(t0)) = (times.as_deref_mut(), t0) {
                 t.push(t0.elapsed());
             }
