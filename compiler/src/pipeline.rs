@@ -136,6 +136,7 @@ impl Compiler {
             vector_bytes: self.target.vector_bytes(),
             tile_products: self.config.tile_products,
             tuned: self.config.tuned.clone(),
+            threads: self.config.threads,
             ..Default::default()
         }
     }

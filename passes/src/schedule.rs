@@ -191,6 +191,9 @@ pub struct CpuScheduleConfig {
     /// Tuned schedules by workload key ([`workload_key`]), e.g. the best ones of a tuning
     /// database; a kernel without an entry gets the default schedule.
     pub tuned: Option<std::sync::Arc<TunedSchedules>>,
+    /// Threads the kernels' parallel loops will be split over: default tilings balance their
+    /// tasks for it.
+    pub threads: usize,
 }
 
 /// Tuned schedules by workload key.
@@ -203,6 +206,7 @@ impl Default for CpuScheduleConfig {
             min_parallel_extent: 16,
             tile_products: true,
             tuned: None,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
@@ -315,7 +319,7 @@ pub fn default_schedule(k: &crate::lower::Kernel, cfg: &CpuScheduleConfig) -> Ke
         && let Some(spec) = &k.product
         && crate::product::worth_tiling(spec, lanes)
     {
-        let t = crate::product::ProductTiling::default_for(spec, lanes);
+        let t = crate::product::ProductTiling::default_for(spec, lanes, cfg.threads as i64);
         if t.validate(spec).is_ok() {
             return KernelSchedule::Product(t);
         }

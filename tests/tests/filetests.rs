@@ -13,11 +13,13 @@ const SEP: &str = "# ---- expected ----\n";
 
 fn stage_output(stage: &str, graph: &tessera_ir::Graph) -> String {
     let schedule = stage != "loops";
+    // Fixed threads and CPU so that row blocks and vector widths in the expected text do not
+    // depend on the machine.
     let cfg = tessera::CompileConfig {
         schedule,
+        threads: 2,
         ..Default::default()
     };
-    // A fixed CPU so vector widths in the expected text do not depend on the machine.
     let c = Compiler::new(Target::cpu("x86-64-v3")).with_config(cfg);
     let st = c.stages(graph, &BTreeMap::new()).expect("pipeline");
     let progs: Vec<_> = st.kernels.iter().map(|k| &k.program).collect();

@@ -68,8 +68,9 @@ const GRAPHS: [(&str, &str); 11] = [
 /// Random tilings for `spec`, keeping only those the knobs' validation accepts.
 fn tilings(spec: &ProductSpec, rng: &mut Rng) -> Vec<ProductTiling> {
     let mut out = vec![
-        ProductTiling::default_for(spec, 16),
-        ProductTiling::default_for(spec, 8),
+        ProductTiling::default_for(spec, 16, 1),
+        ProductTiling::default_for(spec, 8, 2),
+        ProductTiling::default_for(spec, 16, 3),
     ];
     while out.len() < 8 {
         let lanes = [4, 8, 16][rng.below(3) as usize];
@@ -259,7 +260,7 @@ fn invalid_tilings_are_refused() {
     let stages = compiler.stages(&g, &BTreeMap::new()).unwrap();
     let k = &stages.kernels[0];
     let spec = k.product.as_ref().unwrap();
-    let ok = ProductTiling::default_for(spec, 16);
+    let ok = ProductTiling::default_for(spec, 16, 2);
     for bad in [
         ProductTiling { nr: 20, ..ok },
         ProductTiling {
@@ -277,5 +278,42 @@ fn invalid_tilings_are_refused() {
     ] {
         let e = tile(&k.program, spec, &bad).expect_err("accepted a bad tiling");
         assert!(e.to_string().contains("product tiling"), "{e}");
+    }
+}
+
+/// The default tiling splits the rows (output channels) into blocks only where the column
+/// panels alone would load the threads unevenly: ResNet-50's 3×3 convolutions at 28×28 have
+/// 7 panels of 4 rows (two threads: 4 + 3), its 1×1 convolutions at 14×14 3 full panels and a
+/// 4-pixel one; at 56×56 the 3×3 convolution's 28 panels split evenly.
+#[test]
+fn row_blocks_balance_the_threads() {
+    let specs = |text: &str| {
+        let g = tessera_ir::text::parse_graph(text).unwrap();
+        let compiler =
+            tessera::Compiler::new(tessera::Target::host()).with_config(tessera::CompileConfig {
+                schedule: false,
+                ..Default::default()
+            });
+        let stages = compiler.stages(&g, &BTreeMap::new()).unwrap();
+        stages.kernels[0].product.clone().unwrap()
+    };
+    let conv = |c: usize, hw: usize, k: usize| {
+        let pad = k / 2;
+        format!(
+            "graph \"g\" opset 21 {{\n input x: f32[1,{c},{hw},{hw}]\n input w: f32[{c},{c},{k},{k}]\n node \"c\" Conv[kernel_shape=ints({k},{k}), pads=ints({pad},{pad},{pad},{pad})](x, w) -> (y: f32[1,{c},{hw},{hw}])\n output y\n}}"
+        )
+    };
+    for (text, split_on_two) in [
+        (conv(128, 28, 3), true),
+        (conv(256, 14, 1), true),
+        (conv(64, 56, 3), false),
+    ] {
+        let spec = specs(&text);
+        let blocks = |threads| {
+            let t = ProductTiling::default_for(&spec, 16, threads);
+            (spec.m + t.row_block - 1) / t.row_block
+        };
+        assert_eq!(blocks(1), 1, "one thread never splits the rows: {text}");
+        assert_eq!(blocks(2) > 1, split_on_two, "{text}");
     }
 }

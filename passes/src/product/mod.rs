@@ -185,13 +185,14 @@ impl ProductTiling {
         }
     }
 
-    /// The default for a product on a machine with `lanes`-wide vectors: a 6-row tile of
-    /// four vectors (24 accumulators) with 32 vector registers, two vectors with 16; `k`
-    /// blocks of 512; rows split so that two threads get work when there is only one
-    /// column panel. A product with fewer rows than a tile (a matrix-vector product) reads
-    /// `B` in place, all its rows in one tile. A convolution's panels are whole output rows
-    /// ([`conv_panel_rows`]), as many rows of the tile as the registers hold beside them.
-    pub fn default_for(spec: &ProductSpec, lanes: i64) -> ProductTiling {
+    /// The default for a product on a machine with `lanes`-wide vectors, split over
+    /// `threads`: a 6-row tile of four vectors (24 accumulators) with 32 vector registers,
+    /// two vectors with 16; `k` blocks of 512; rows split into blocks when that balances the
+    /// threads' shares ([`balanced_row_block`]). A product with fewer rows than a tile (a
+    /// matrix-vector product) reads `B` in place, all its rows in one tile. A convolution's
+    /// panels are whole output rows ([`conv_panel_rows`]), as many rows of the tile as the
+    /// registers hold beside them.
+    pub fn default_for(spec: &ProductSpec, lanes: i64, threads: i64) -> ProductTiling {
         let wide = lanes >= 16;
         let mut nr = lanes * if wide { 4 } else { 2 };
         let pack_b = spec.m >= MIN_PACKED_ROWS;
@@ -204,7 +205,6 @@ impl ProductTiling {
             Some(conv) if pack_b => conv_panel_rows(conv, lanes, registers),
             _ => (0, 1),
         };
-        let mut panels = spec.batch * ((spec.n + nr - 1) / nr);
         if let Some(conv) = spec.conv.as_ref().filter(|_| conv_rows > 0) {
             nr = round_up(conv.panel_pixels(conv_rows, conv_segments), lanes);
             let vectors = nr / lanes;
@@ -213,32 +213,78 @@ impl ProductTiling {
             // 0.99 ms).
             mr = mr.min((registers - 1 - vectors) / vectors);
             kc = conv.whole_channels(kc);
-            panels = spec.batch * ((conv.oh + conv_rows - 1) / conv_rows) * conv_segments;
         }
         // A few rows of dot products along k: 24 accumulators over the rows and columns.
         let k_lanes = !pack_b && spec.k >= lanes && dot::suits(spec);
         if k_lanes {
             nr = lanes * (24 / mr).clamp(1, 8);
-            panels = spec.batch * ((spec.n + nr / lanes - 1) / (nr / lanes));
         }
-        // Rows are split only when there is a single column panel, so that two threads get
-        // a task each: measured, splitting the rows of several panels costs up to 4x (a
-        // 256x2304x256 product: 4.9 ms in two row blocks, 1.2 ms in one), more than any
-        // load balance gains.
-        let want = if panels >= 2 { 1 } else { 2 };
-        let row_block = (spec.m + want - 1) / want;
-        ProductTiling {
+        let mut t = ProductTiling {
             mr,
             nr,
             kc,
-            row_block: round_up(row_block.max(1), mr),
+            row_block: round_up(spec.m.max(1), mr),
             lanes,
             pack_b,
             conv_rows,
             conv_segments,
             k_lanes,
+        };
+        t.row_block = balanced_row_block(spec, &t, threads);
+        t
+    }
+}
+
+/// Packing a column panel costs about as much as this many rows of the register tile's
+/// multiply-adds over it (a vector load and store per `k` step and vector of the panel).
+const PACK_ROW_COST: i64 = 2;
+
+/// Rows per task that minimise the busiest thread's work when the tasks (row blocks outer,
+/// column panels inner) are split into `threads` contiguous shares, as the executor's pool
+/// splits a parallel loop. Counted in tile rows × column vectors, each task also paying to
+/// pack its panel: more row blocks pack every panel again, so they win only where the
+/// panels alone divide unevenly (ResNet-50's 3×3 convolutions at 28×28: 7 panels over 2
+/// threads; its 1×1 convolutions at 14×14: 3 full panels and a 4-pixel one).
+pub fn balanced_row_block(spec: &ProductSpec, t: &ProductTiling, threads: i64) -> i64 {
+    let cols = t.panel_columns(spec);
+    let panels = (spec.n + cols - 1) / cols;
+    let vectors = |panel: i64| {
+        let w = cols.min(spec.n - panel * cols);
+        match t.k_lanes {
+            true => w,
+            false => (w + t.lanes - 1) / t.lanes,
+        }
+    };
+    let pack = if t.pack_b { PACK_ROW_COST } else { 0 };
+    let busiest = |row_block: i64| {
+        let blocks = (spec.m + row_block - 1) / row_block;
+        let per_block = spec.batch * panels;
+        let tasks = blocks * per_block;
+        let cost = |task: i64| {
+            let rows = row_block.min(spec.m - (task / per_block) * row_block);
+            (rows + pack) * vectors(task % panels)
+        };
+        let share = tasks / threads;
+        let extra = tasks % threads;
+        (0..threads.min(tasks))
+            .map(|c| {
+                let start = c * share + c.min(extra);
+                let end = start + share + i64::from(c < extra);
+                (start..end).map(cost).sum::<i64>()
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    let whole = round_up(spec.m.max(1), t.mr);
+    let mut best = (busiest(whole), whole);
+    for blocks in 2..=(4 * threads).min(whole / t.mr) {
+        let row_block = round_up((spec.m + blocks - 1) / blocks, t.mr);
+        let work = busiest(row_block);
+        if work < best.0 {
+            best = (work, row_block);
         }
     }
+    best.1
 }
 
 fn round_up(x: i64, m: i64) -> i64 {
@@ -369,12 +415,15 @@ impl Gen<'_> {
         let blocks = (s.m + t.row_block - 1) / t.row_block;
         let tasks = s.batch * panels * blocks;
         let (last_w, last_r) = (s.n - (panels - 1) * cols, s.m - (blocks - 1) * t.row_block);
+        // Row blocks outermost: the threads' contiguous shares of the tasks are then whole row
+        // blocks where there are as many as threads (see `balanced_row_block`), each reading
+        // its block of `A` again and again from its own cache.
         let task = self.for_(tasks, LoopKind::Serial, |g, p| {
-            let panel = p.clone().floordiv(blocks).modulo(panels);
-            let block = p.clone().modulo(blocks);
+            let panel = p.clone().modulo(panels);
+            let block = p.clone().floordiv(s.batch * panels);
             let o = Origin {
                 b: if s.batch > 1 {
-                    p.floordiv(blocks * panels)
+                    p.floordiv(panels).modulo(s.batch)
                 } else {
                     IExpr::c(0)
                 },
