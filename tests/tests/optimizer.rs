@@ -180,3 +180,38 @@ fn product_epilogues_fuse_and_agree() {
         check(name, &g, &BTreeMap::new(), 21);
     }
 }
+
+/// The optimised graph, its node names included (they name the kernels in profiles, tuning
+/// tables and filetests), is the same on every run: nothing depends on hash order.
+#[test]
+fn optimisation_is_deterministic() {
+    // A softmax between a Flatten and a Reshape that undo each other: the three nodes' values
+    // become one class, whose kernel must get the same one of their names every time.
+    let softmax = "graph \"g\" opset 21 {\n input x: f32[1,37]\n init s: i64[2] = hex\"01000000000000002500000000000000\"\n node \"flat\" Flatten[axis=1](x) -> (f: f32[1,37])\n node \"sm\" Softmax[axis=-1](f) -> (p: f32[1,37])\n node \"back\" Reshape(p, s) -> (y: f32[1,37])\n output y\n}";
+    let dir = repo_root().join("examples/models");
+    for m in [
+        "softmax",
+        "transformer_block",
+        "exported_style",
+        "small_cnn",
+    ] {
+        let g = match m {
+            "softmax" => tessera_ir::text::parse_graph(softmax).unwrap(),
+            _ => tessera::onnx::import_file(&dir.join(format!("{m}.onnx"))).unwrap(),
+        };
+        let bindings: BTreeMap<String, usize> = g.symbols().into_iter().map(|s| (s, 2)).collect();
+        let prepared = tessera_passes::fold::prepare(&g, &bindings).unwrap();
+        let texts: Vec<String> = (0..8)
+            .map(|_| {
+                let (opt, _) = optimize(&prepared, &OptimizeConfig::default()).unwrap();
+                tessera_ir::text::print_graph(&opt)
+            })
+            .collect();
+        assert!(
+            texts.iter().all(|t| *t == texts[0]),
+            "{m}: the optimised graph differs between runs:\n{}\n---\n{}",
+            texts[0],
+            texts.iter().find(|t| **t != texts[0]).unwrap()
+        );
+    }
+}

@@ -397,12 +397,18 @@ pub fn from_egraph(orig: &Graph, eg: &TEGraph, roots: &[Id]) -> Result<Graph, Pa
         g: Graph::new(orig.name.clone()),
         memo: HashMap::new(),
         count: 0,
-        names: eg
-            .analysis
-            .names
-            .iter()
-            .map(|(c, n)| (eg.find(*c), n.clone()))
-            .collect(),
+        names: {
+            // Several original nodes can share a class after rewrites; listing them in the
+            // order they were added (the graph's topological order) keeps the names chosen
+            // below independent of hash order.
+            let mut by_id: Vec<_> = eg.analysis.names.iter().collect();
+            by_id.sort_by_key(|(c, _)| **c);
+            let mut names: HashMap<Id, Vec<(OpKind, String)>> = HashMap::new();
+            for (c, n) in by_id {
+                names.entry(eg.find(*c)).or_default().push(n.clone());
+            }
+            names
+        },
         used: Default::default(),
     };
     b.g.opset = orig.opset;
@@ -433,8 +439,8 @@ struct Rebuild<'a> {
     g: Graph,
     memo: HashMap<Id, ValueId>,
     count: usize,
-    /// Original node names by canonical e-class.
-    names: HashMap<Id, (OpKind, String)>,
+    /// Original node names (and ops) by canonical e-class, in the original graph's order.
+    names: HashMap<Id, Vec<(OpKind, String)>>,
     used: std::collections::HashSet<String>,
 }
 
@@ -480,12 +486,17 @@ impl Rebuild<'_> {
                     });
                 }
                 self.count += 1;
-                // The original node's name when its op is kept; a fused kernel is named after
-                // the node whose value it computes.
-                let orig = self.names.get(&class).cloned();
-                let nname = match orig {
-                    Some((k, n)) if k == *op => n,
-                    Some((_, n)) if *op == OpKind::Fused => format!("fused_{n}"),
+                // The original node's name when its op is kept (the first such node of the
+                // class); a fused kernel is named after the last node whose value it computes.
+                let orig = self
+                    .names
+                    .get(&class)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                let kept = orig.iter().find(|(k, _)| k == op);
+                let nname = match (kept, orig.last()) {
+                    (Some((_, n)), _) => n.clone(),
+                    (None, Some((_, n))) if *op == OpKind::Fused => format!("fused_{n}"),
                     _ => format!("{}_{}", op.name().to_lowercase(), self.count),
                 };
                 let nname = if self.used.insert(nname.clone()) {
