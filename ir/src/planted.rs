@@ -37,10 +37,13 @@ pub enum Bug {
     UnrollRemainder,
     /// Code generation: signed `>=` on indices is emitted as unsigned (negative = huge).
     IndexCmpUnsigned,
+    /// `schedule::reorder`: loops are interchanged without the dependence check (a
+    /// recurrence's wavefront order is broken).
+    ReorderDependence,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 11] = [
+    pub const ALL: [Bug; 12] = [
         Bug::SplitTail,
         Bug::FuseIndex,
         Bug::ProductKTail,
@@ -52,6 +55,7 @@ impl Bug {
         Bug::VectorTail,
         Bug::UnrollRemainder,
         Bug::IndexCmpUnsigned,
+        Bug::ReorderDependence,
     ];
 
     /// The name `TESSERA_PLANT` takes.
@@ -68,6 +72,7 @@ impl Bug {
             Bug::VectorTail => "vector-tail",
             Bug::UnrollRemainder => "unroll-remainder",
             Bug::IndexCmpUnsigned => "index-cmp-unsigned",
+            Bug::ReorderDependence => "reorder-dependence",
         }
     }
 

@@ -22,13 +22,9 @@ fn with_loop(
         for i in 0..body.len() {
             match &mut body[i] {
                 Stmt::For(l) if l.var == var => {
-                    let Stmt::For(l) = body.remove(i) else {
-                        unreachable!()
-                    };
-                    let repl = f(l)?;
-                    for (k, s) in repl.into_iter().enumerate() {
-                        body.insert(i + k, s);
-                    }
+                    // On a clone: a primitive that refuses leaves the program as it was.
+                    let repl = f(l.clone())?;
+                    body.splice(i..=i, repl);
                     return Ok(true);
                 }
                 Stmt::For(l) => {
@@ -102,9 +98,20 @@ pub fn split(
     Ok((o, i))
 }
 
-/// Swaps two perfectly nested loops (`outer`'s body is exactly the loop `inner`).
+/// Swaps two perfectly nested loops (`outer`'s body is exactly the loop `inner`). Refuses a
+/// nest whose iterations may depend on each other through memory
+/// ([`carries_dependence`](tessera_ir::loops::carries_dependence), conservative): a
+/// recurrence reading `y[i - 1][j + 1]` is computed in the wrong order once `j` is outside.
 pub fn reorder(prog: &mut LoopProgram, outer: &str, inner: &str) -> Result<(), PassError> {
     with_loop(prog, outer, &mut |l| match l.body.as_slice() {
+        [Stmt::For(_)]
+            if tessera_ir::loops::carries_dependence(&l.body)
+                && !planted::active(Bug::ReorderDependence) =>
+        {
+            Err(PassError::Schedule(format!(
+                "`{outer}` and `{inner}` carry a dependence: not interchanged"
+            )))
+        }
         [Stmt::For(il)] if il.var == inner => {
             let new_inner = Loop {
                 var: l.var.clone(),
@@ -171,9 +178,16 @@ pub fn tile(prog: &mut LoopProgram, a: &str, b: &str, fa: i64, fb: i64) -> Resul
     Ok(())
 }
 
-/// Sets the annotation of loop `var`.
+/// Sets the annotation of loop `var`. Refuses to make a loop parallel or vectorized when its
+/// iterations may depend on each other through memory.
 pub fn annotate(prog: &mut LoopProgram, var: &str, kind: LoopKind) -> Result<(), PassError> {
     with_loop(prog, var, &mut |mut l| {
+        let concurrent = matches!(kind, LoopKind::Parallel | LoopKind::Vectorize(_));
+        if concurrent && tessera_ir::loops::carries_dependence(&l.body) {
+            return Err(PassError::Schedule(format!(
+                "`{var}` carries a dependence: not {kind:?}"
+            )));
+        }
         l.kind = kind;
         Ok(vec![Stmt::For(l)])
     })

@@ -192,3 +192,28 @@ fn refusals_are_errors_not_panics() {
     assert!(schedule::split(&mut p, "i1", 0).is_err());
     assert!(schedule::reorder(&mut p, "i1", "i9").is_err());
 }
+
+/// A wavefront recurrence (`y[i][j]` reads `y[i - 1][j + 1]`) must not be interchanged,
+/// parallelised or vectorized: each would read an element before it is stored.
+#[test]
+fn loop_carried_dependences_are_respected() {
+    let text = "kernel wave(in x: f32[20], out y: f32[20]) {\n  for i in 0..4 {\n    for j in 0..5 {\n      y[(i*5 + j)] = (x[(i*5 + j)] + select(((i - 1) >= 0), select(((j + 1) < 5), y[(max((i - 1), 0)*5 + min((j + 1), 4))], 0.5:f32), 0.25:f32))\n    }\n  }\n}";
+    let p = tessera_ir::loops::parse::parse_program(text).unwrap();
+    let mut q = p.clone();
+    let e = schedule::reorder(&mut q, "i", "j").expect_err("interchanged a wavefront");
+    assert!(e.to_string().contains("dependence"), "{e}");
+    for var in ["i", "j"] {
+        for kind in [LoopKind::Parallel, LoopKind::Vectorize(4)] {
+            assert!(
+                schedule::annotate(&mut q, var, kind).is_err(),
+                "{var} {kind:?}"
+            );
+        }
+    }
+    assert_eq!(q, p, "refused passes leave the program as it was");
+    // Order-preserving primitives still apply, and keep the values.
+    schedule::split(&mut q, "j", 2).unwrap();
+    schedule::fuse(&mut q, "i", "j_o").unwrap();
+    schedule::annotate(&mut q, "j_i", LoopKind::Unroll(2)).unwrap();
+    assert_eq!(run(&p, 5)[1].bytes(), run(&q, 5)[1].bytes());
+}

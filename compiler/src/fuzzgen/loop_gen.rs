@@ -6,8 +6,10 @@
 //! strided); a second output may be stored at an outer level (an imperfect nest). Bodies may
 //! be wrapped in a reduction (sum, max or min over one or two axes). Loads read inputs at
 //! affine indices over a subset of the variables, some shifted and guarded — `select(v - s ≥ 0,
-//! load(max(v - s, 0)), c)`, the padded-window idiom — so indices go negative. Every
-//! output element is written exactly once; buffer lengths are fitted to the largest index.
+//! load(max(v - s, 0)), c)`, the padded-window idiom — so indices go negative. A store may
+//! also read an element of its output stored earlier (`y[i - s][j + t]`: a loop-carried
+//! dependence, which interchanging or parallelising the loops would break). Every output
+//! element is written exactly once; buffer lengths are fitted to the largest index.
 
 use arbitrary::{Result, Unstructured};
 use std::collections::BTreeMap;
@@ -94,7 +96,12 @@ impl Gen<'_, '_> {
         let mut scope = vars.clone();
         scope.extend(reduce_axes.iter().cloned());
         let inner = if reduce_axes.is_empty() {
-            let value = self.expr(&scope, None, 3)?;
+            let mut value = self.expr(&scope, None, 3)?;
+            if self.u.ratio(1, 4)? {
+                let earlier = self.recurrence(o, &vars, &store_index)?;
+                let half = VExpr::bin(BinOp::Mul, VExpr::f(0.5, F32), earlier);
+                value = VExpr::bin(BinOp::Add, value, half);
+            }
             Stmt::Store {
                 buf: format!("out{o}"),
                 index: store_index,
@@ -161,6 +168,38 @@ impl Gen<'_, '_> {
         }
         debug_assert_eq!(body.len(), 1, "the outermost loop alone");
         Ok((body.pop().expect("one loop"), len, side_len))
+    }
+
+    /// A read of an element of `out{o}` the nest stored earlier (a loop-carried dependence):
+    /// the store's own index with one variable `s` back and, maybe, a variable inside it `t`
+    /// forward — `y[i - s][j + t]`, a wavefront that interchanging `i` and `j` breaks. Guarded
+    /// (outside the output: a constant) and clamped, like the padded-window loads.
+    fn recurrence(&mut self, o: usize, vars: &[(String, i64)], store: &IExpr) -> Result<VExpr> {
+        let back = self.u.choose_index(vars.len())?;
+        let s = self.u.int_in_range(1..=2)?;
+        let (bv, _) = &vars[back];
+        let back_at = IExpr::var(bv).minus(IExpr::c(s));
+        let mut index = store.subst(
+            bv,
+            &IExpr::Max(Box::new(back_at.clone()), Box::new(IExpr::c(0))),
+        );
+        let mut guards = vec![VExpr::ICmp(CmpOp::Ge, back_at, IExpr::c(0))];
+        if back + 1 < vars.len() && self.u.ratio(1, 2)? {
+            let (fv, ext) = &vars[self.u.int_in_range(back + 1..=vars.len() - 1)?];
+            let t = self.u.int_in_range(1..=2)?;
+            let ahead = IExpr::var(fv).plus(IExpr::c(t));
+            index = index.subst(
+                fv,
+                &IExpr::Min(Box::new(ahead.clone()), Box::new(IExpr::c(ext - 1))),
+            );
+            guards.push(VExpr::ICmp(CmpOp::Lt, ahead, IExpr::c(*ext)));
+        }
+        let mut read = VExpr::load(&format!("out{o}"), index);
+        for g in guards {
+            let m = self.u.int_in_range(1..=8)? as f64 / 4.0;
+            read = VExpr::select(g, read, VExpr::f(m, F32));
+        }
+        Ok(read)
     }
 
     /// A row-major index over a permutation of all of `vars` (covers `0..product` once).
