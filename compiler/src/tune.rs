@@ -100,15 +100,25 @@ pub fn tune_model(
             Ok(rng.tensor(ty.dtype, ty.static_shape().unwrap_or_default()))
         })
         .collect::<Result<_, CompileError>>()?;
-    // One folder per run (runs may share a process).
+    // One folder per run (runs may share a process), removed when the run ends however it
+    // ends; a killed run's folder is removed by the next run.
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("tessera-tune-{}-{run}", std::process::id()));
+    remove_stale_tune_dirs(&std::env::temp_dir());
+    let dir = RemovedOnDrop(
+        std::env::temp_dir().join(format!("{TUNE_DIR_PREFIX}{}-{run}", std::process::id())),
+    );
     let task_cfg = TaskConfig {
         min_work: opts.min_work,
         schedule: compiler.schedule_config(),
     };
-    let tasks = extract_tasks(&stages.optimized, &stages.kernels, &inputs, &task_cfg, &dir)?;
+    let tasks = extract_tasks(
+        &stages.optimized,
+        &stages.kernels,
+        &inputs,
+        &task_cfg,
+        &dir.0,
+    )?;
     let (mut db, load) = TuningDb::open(&opts.db)?;
     let mut measurer = Measurer::new(MeasureConfig {
         worker: opts.worker.clone(),
@@ -157,7 +167,7 @@ pub fn tune_model(
     let result = search::tune(&tasks, &cfg, model, &mut measurer, &mut db, &mut |e| {
         progress(&tasks, e)
     });
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     let states = result?;
     if let (ModelKind::Xgboost, Some(p)) = (opts.model, &opts.model_file)
         && xgb.trained()
@@ -185,4 +195,49 @@ pub fn tuned_compiler(compiler: Compiler, db: &Path) -> Result<(Compiler, usize)
     let mut c = compiler;
     c.config.tuned = Some(Arc::new(best));
     Ok((c, n))
+}
+
+/// Tuning runs keep their reference data in `<temp>/tessera-tune-<pid>-<run>`.
+const TUNE_DIR_PREFIX: &str = "tessera-tune-";
+
+/// A folder removed (with its contents) when dropped.
+struct RemovedOnDrop(PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Removes the reference-data folders under `temp` of tuning runs whose process is gone (a
+/// killed `tessera tune`: its folder outlives it). A process is known to be gone when
+/// `/proc/<pid>` is missing while `/proc/self` exists; elsewhere nothing is removed. Returns
+/// how many folders were removed.
+pub fn remove_stale_tune_dirs(temp: &Path) -> usize {
+    let proc_fs = Path::new("/proc");
+    if !proc_fs.join("self").exists() {
+        return 0;
+    }
+    let Ok(entries) = std::fs::read_dir(temp) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TUNE_DIR_PREFIX)) else {
+            continue;
+        };
+        let Some((pid, run)) = rest.split_once('-') else {
+            continue;
+        };
+        let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if numeric(pid)
+            && numeric(run)
+            && !proc_fs.join(pid).exists()
+            && std::fs::remove_dir_all(e.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
 }

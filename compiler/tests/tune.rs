@@ -244,3 +244,30 @@ fn a_corrupt_database_is_a_clear_error() {
         "{\"workload\": 12}\n"
     );
 }
+
+/// A killed run's reference-data folder (its process gone) is removed by the next run; a live
+/// process's folder and other names are left alone.
+#[test]
+fn stale_tuning_folders_of_dead_runs_are_removed() {
+    let root = std::env::temp_dir().join(format!("tessera-stale-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let folders = [
+        format!("tessera-tune-{dead}-0"),
+        format!("tessera-tune-{}-3", std::process::id()),
+        "tessera-tune-test-12".to_string(),
+    ];
+    for f in &folders {
+        std::fs::create_dir_all(root.join(f)).unwrap();
+        std::fs::write(root.join(f).join("task0.npy"), b"x").unwrap();
+    }
+    assert_eq!(tessera::tune::remove_stale_tune_dirs(&root), 1);
+    assert!(
+        !root.join(&folders[0]).exists(),
+        "the dead run's folder stays"
+    );
+    assert!(root.join(&folders[1]).exists() && root.join(&folders[2]).exists());
+    std::fs::remove_dir_all(&root).unwrap();
+}
