@@ -104,10 +104,9 @@ pub fn tune_model(
     // ends; a killed run's folder is removed by the next run.
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    remove_stale_tune_dirs(&std::env::temp_dir());
-    let dir = RemovedOnDrop(
-        std::env::temp_dir().join(format!("{TUNE_DIR_PREFIX}{}-{run}", std::process::id())),
-    );
+    let temp = std::env::temp_dir();
+    remove_stale_tune_dirs(&temp);
+    let dir = RemovedOnDrop(temp.join(format!("{TUNE_DIR_PREFIX}{}-{run}", std::process::id())));
     let task_cfg = TaskConfig {
         min_work: opts.min_work,
         schedule: compiler.schedule_config(),

@@ -39,16 +39,9 @@ impl Gen<'_> {
     pub(super) fn dot_task(&mut self, o: &Origin, w: i64, rows: i64) -> Vec<Stmt> {
         let mr = self.t.mr;
         let finish = self.finish_of(&VExpr::Acc(SUM.into(), self.spec.dtype));
-        let mut out = Vec::new();
-        if rows / mr > 0 {
-            out.push(self.for_(rows / mr, LoopKind::Serial, |g, tile| {
-                g.dot_tile(o, tile.times(mr), mr, w, finish.as_ref())
-            }));
-        }
-        if rows % mr != 0 {
-            let first_row = IExpr::c(rows / mr * mr);
-            out.extend(self.dot_tile(o, first_row, rows % mr, w, finish.as_ref()));
-        }
+        let mut out = self.row_tiles(rows, mr, &|g, first_row, mr| {
+            g.dot_tile(o, first_row, mr, w, finish.as_ref())
+        });
         // An epilogue that reads C elsewhere runs as a pass once the sums are stored.
         if let (Some(fin), None) = (&self.spec.finish, &finish) {
             out.push(self.store_rows(o, w, rows, fin));

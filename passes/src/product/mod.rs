@@ -586,7 +586,6 @@ impl Gen<'_> {
             })),
             _ => {}
         }
-        let tiles = rows / t.mr;
         // The register tile lives in an explicit accumulator (scratch, promoted to vector
         // registers): loaded from C, updated every k step, stored back. Relying on LLVM to
         // promote C itself failed in tasks that start at a computed row (3-4x slower).
@@ -650,13 +649,24 @@ impl Gen<'_> {
             });
             vec![load, steps, store]
         };
-        if tiles > 0 {
-            out.push(self.for_(tiles, LoopKind::Serial, |g, tile| {
-                micro(g, tile.times(t.mr), t.mr)
-            }));
+        out.extend(self.row_tiles(rows, t.mr, &micro));
+        out
+    }
+
+    /// `rows` rows in register tiles of `mr`: a loop over the whole tiles, then the last,
+    /// shorter tile; `tile(g, first_row, rows)` builds one.
+    fn row_tiles(
+        &mut self,
+        rows: i64,
+        mr: i64,
+        tile: &dyn Fn(&mut Gen, IExpr, i64) -> Vec<Stmt>,
+    ) -> Vec<Stmt> {
+        let mut out = Vec::new();
+        if rows / mr > 0 {
+            out.push(self.for_(rows / mr, LoopKind::Serial, |g, t| tile(g, t.times(mr), mr)));
         }
-        if rows % t.mr != 0 {
-            out.extend(micro(self, IExpr::c(tiles * t.mr), rows % t.mr));
+        if rows % mr != 0 {
+            out.extend(tile(self, IExpr::c(rows / mr * mr), rows % mr));
         }
         out
     }
