@@ -22,7 +22,6 @@ fn with_loop(
         for i in 0..body.len() {
             match &mut body[i] {
                 Stmt::For(l) if l.var == var => {
-                    // On a clone: a primitive that refuses leaves the program as it was.
                     let repl = f(l.clone())?;
                     body.splice(i..=i, repl);
                     return Ok(true);
@@ -47,14 +46,23 @@ fn with_loop(
         }
         Ok(false)
     }
-    if walk(&mut prog.body, var, f)? {
-        crate::verify_after("schedule", prog)
-    } else {
-        Err(PassError::Schedule(format!(
+    let mut next = prog.clone();
+    if !walk(&mut next.body, var, f)? {
+        return Err(PassError::Schedule(format!(
             "kernel `{}` has no loop `{var}`",
             prog.name
-        )))
+        )));
     }
+    // Verified in every build, not only with debug assertions: asked for an invalid result
+    // (a parallel loop inside another loop, a vectorized loop around one), the primitive
+    // refuses and leaves the program as it was. Release builds (the autotuner, fuzzing)
+    // used to keep the invalid program.
+    tessera_ir::loops::verify::verify(&next).map_err(|e| PassError::Verify {
+        pass: "schedule".into(),
+        msg: e.to_string(),
+    })?;
+    *prog = next;
+    Ok(())
 }
 
 /// Splits loop `var` into `var_o` (outer) and `var_i` (inner, extent `factor`). A tail that

@@ -217,3 +217,21 @@ fn loop_carried_dependences_are_respected() {
     schedule::annotate(&mut q, "j_i", LoopKind::Unroll(2)).unwrap();
     assert_eq!(run(&p, 5)[1].bytes(), run(&q, 5)[1].bytes());
 }
+
+/// A primitive asked for an invalid program (a parallel loop inside another loop, a
+/// vectorized loop around one) refuses, and leaves the program as it was, in every build:
+/// the verifier that catches it is not only a debug assertion.
+#[test]
+fn invalid_requests_are_refused_and_leave_the_program() {
+    let text = "kernel grid(in x: f32[20], out y: f32[20]) {\n  for i in 0..4 {\n    for j in 0..5 {\n      y[(i*5 + j)] = (x[(i*5 + j)] * 2:f32)\n    }\n  }\n}";
+    let p = tessera_ir::loops::parse::parse_program(text).unwrap();
+    let mut q = p.clone();
+    assert!(schedule::annotate(&mut q, "j", LoopKind::Parallel).is_err());
+    assert!(schedule::annotate(&mut q, "i", LoopKind::Vectorize(4)).is_err());
+    assert_eq!(q, p, "refused passes leave the program as it was");
+    schedule::annotate(&mut q, "j", LoopKind::Vectorize(4)).unwrap();
+    // Splitting the vectorized loop would put a vectorized loop around the new inner one.
+    assert!(schedule::split(&mut q, "j", 2).is_err());
+    schedule::annotate(&mut q, "i", LoopKind::Parallel).unwrap();
+    assert_eq!(run(&p, 3)[1].bytes(), run(&q, 3)[1].bytes());
+}
