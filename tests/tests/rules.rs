@@ -81,6 +81,33 @@ fn example(rule: &str) -> Option<String> {
                 "graph \"g\" opset 21 {{\n input x: f32[1,2,5,5]\n init w: f32[3,2,1,1] = hex\"0000803f000000400000404000008040000080bf0000003f\"\n init k: f32[3,1,1] = hex\"cdcccc3d0000803f000000c0\"\n node \"conv\" Conv[kernel_shape=ints(1,1)](x, w) -> (c: f32[1,3,5,5])\n node \"add\" Add({l}, {r}) -> (y: f32[1,3,5,5])\n output y\n}}"
             )
         }
+        "softmax-written-out" => "graph \"g\" opset 21 {\n input x: f32[2,5,7]\n init ax: i64[1] = hex\"0100000000000000\"\n node \"m\" ReduceMax(x, ax) -> (m: f32[2,1,7])\n node \"s\" Sub(x, m) -> (d: f32[2,5,7])\n node \"e\" Exp(d) -> (e: f32[2,5,7])\n node \"r\" ReduceSum(e, ax) -> (r: f32[2,1,7])\n node \"q\" Div(e, r) -> (y: f32[2,5,7])\n output y\n}".into(),
+        "log-softmax-written-out" => "graph \"g\" opset 21 {\n input x: f32[2,5,7]\n init ax: i64[1] = hex\"ffffffffffffffff\"\n node \"m\" ReduceMax(x, ax) -> (m: f32[2,5,1])\n node \"s\" Sub(x, m) -> (d: f32[2,5,7])\n node \"e\" Exp(d) -> (e: f32[2,5,7])\n node \"r\" ReduceSum(e, ax) -> (r: f32[2,5,1])\n node \"l\" Log(r) -> (l: f32[2,5,1])\n node \"q\" Sub(d, l) -> (y: f32[2,5,7])\n output y\n}".into(),
+        "layernorm-written-out" | "layernorm-written-out-rsqrt" => {
+            // Over the two trailing axes; the rsqrt form multiplies by a Reciprocal.
+            let (axes, norm) = if rule == "layernorm-written-out" {
+                ("i64[2] = hex\"01000000000000000200000000000000\"", "node \"n\" Div(c, sd) -> (y: f32[2,3,8])")
+            } else {
+                ("i64[1] = hex\"ffffffffffffffff\"", "node \"i\" Reciprocal(sd) -> (rs: f32[2,3,1])\n node \"n\" Mul(c, rs) -> (y: f32[2,3,8])")
+            };
+            let kept = if rule == "layernorm-written-out" { "f32[2,1,1]" } else { "f32[2,3,1]" };
+            format!(
+                "graph \"g\" opset 21 {{\n input x: f32[2,3,8]\n init ax: {axes}\n init eps: f32[] = hex\"0000003f\"\n node \"mu\" ReduceMean(x, ax) -> (mu: {kept})\n node \"c\" Sub(x, mu) -> (c: f32[2,3,8])\n node \"sq\" Mul(c, c) -> (sq: f32[2,3,8])\n node \"v\" ReduceMean(sq, ax) -> (v: {kept})\n node \"a\" Add(v, eps) -> (ve: {kept})\n node \"sd\" Sqrt(ve) -> (sd: {kept})\n {norm}\n output y\n}}"
+            )
+        }
+        "layernorm-scale" | "scale-layernorm" | "layernorm-bias" | "bias-layernorm" => {
+            // A LayerNormalization with a unit scale (as `layernorm-written-out` makes it),
+            // then a constant weight (per column, broadcast) or bias.
+            let (op, scale) = if rule.contains("scale") {
+                ("Mul", "0000803f0000803f0000803f0000803f0000803f0000803f0000803f0000803f")
+            } else {
+                ("Add", "0000003f0000a0bf000000400000403f0000c03f000000bf0000803e00004040")
+            };
+            let (l, r) = if rule.starts_with("layernorm") { ("n", "k") } else { ("k", "n") };
+            format!(
+                "graph \"g\" opset 21 {{\n input x: f32[3,8]\n init one: f32[8] = hex\"{scale}\"\n init k: f32[1,8] = hex\"cdcccc3d0000803f000000c00000003f0000a0bf000000400000403f0000c03f\"\n node \"ln\" LayerNormalization[axis=1](x, one) -> (n: f32[3,8])\n node \"a\" {op}({l}, {r}) -> (y: f32[3,8])\n output y\n}}"
+            )
+        }
         "fuse-elementwise" => "graph \"g\" opset 21 {\n input x: f32[4,16]\n input b: f32[16]\n node \"a\" Mul(x, x) -> (a: f32[4,16])\n node \"c\" Add(a, b) -> (c: f32[4,16])\n node \"d\" Sigmoid(c) -> (y: f32[4,16])\n output y\n}".into(),
         _ => return None,
     };

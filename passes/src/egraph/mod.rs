@@ -487,7 +487,9 @@ impl Rebuild<'_> {
                 }
                 self.count += 1;
                 // The original node's name when its op is kept (the first such node of the
-                // class); a fused kernel is named after the last node whose value it computes.
+                // class); a fused kernel or a rewritten op (a folded Conv, a softmax written
+                // out) is named after the last node whose value it computes, so a profile
+                // still points into the user's model.
                 let orig = self
                     .names
                     .get(&class)
@@ -496,7 +498,7 @@ impl Rebuild<'_> {
                 let kept = orig.iter().find(|(k, _)| k == op);
                 let nname = match (kept, orig.last()) {
                     (Some((_, n)), _) => n.clone(),
-                    (None, Some((_, n))) if *op == OpKind::Fused => format!("fused_{n}"),
+                    (None, Some((_, n))) => format!("{}_{n}", op.name().to_lowercase()),
                     _ => format!("{}_{}", op.name().to_lowercase(), self.count),
                 };
                 let nname = if self.used.insert(nname.clone()) {

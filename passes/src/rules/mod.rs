@@ -6,6 +6,7 @@
 //! read the type analysis (static types and constant values of e-classes).
 
 pub mod algebra;
+pub mod composite;
 pub mod constants;
 pub mod fusion;
 pub mod layout;
@@ -25,15 +26,18 @@ pub enum Topic {
     Layout,
     /// Folding constants into their consumers (Conv + BatchNormalization, Conv + bias Add).
     Constants,
+    /// Composite ops written out by exporters (softmax, layer norm) back into one op.
+    Composite,
     /// Operator fusion: elementwise chains into one kernel.
     Fusion,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 4] = [
+    pub const ALL: [Topic; 5] = [
         Topic::Algebra,
         Topic::Layout,
         Topic::Constants,
+        Topic::Composite,
         Topic::Fusion,
     ];
 }
@@ -46,6 +50,7 @@ pub fn rules(topics: &[Topic], only: Option<&[String]>) -> Vec<Rw> {
             Topic::Algebra => algebra::rules(),
             Topic::Layout => layout::rules(),
             Topic::Constants => constants::rules(),
+            Topic::Composite => composite::rules(),
             Topic::Fusion => fusion::rules(),
         });
     }
