@@ -5,7 +5,7 @@
 
 use arbitrary::Unstructured;
 use tessera::fuzzgen::{self, Case, FuzzTarget, Verdict};
-use tessera_ir::Rng;
+use tessera_ir::{OpKind, Rng};
 use tessera_tests::repo_root;
 
 /// Deterministic pseudo-random byte strings (what a fuzzer without feedback would feed).
@@ -23,6 +23,7 @@ fn byte_strings(seed: u64, count: usize, len: usize) -> Vec<Vec<u8>> {
 fn generated_graphs_verify_and_interpret() {
     let mut made = 0;
     let mut seen = std::collections::BTreeSet::new();
+    let mut rules = std::collections::BTreeSet::new();
     for bytes in byte_strings(1, 300, 400) {
         let mut u = Unstructured::new(&bytes);
         let Ok(g) = fuzzgen::graph_gen::arbitrary_graph(&mut u) else {
@@ -30,6 +31,22 @@ fn generated_graphs_verify_and_interpret() {
         };
         made += 1;
         seen.extend(g.nodes().map(|(_, n)| n.op.to_string()));
+        // Written-out softmax and layer norms reach the composite rules.
+        if g.nodes()
+            .any(|(_, n)| matches!(n.op, OpKind::Sqrt | OpKind::Log))
+        {
+            let prepared = tessera_passes::fold::prepare(&g, &Default::default())
+                .expect("a generated graph prepares");
+            let (_, report) = tessera_passes::egraph::optimize(&prepared, &Default::default())
+                .expect("a generated graph optimises");
+            rules.extend(
+                report
+                    .applied
+                    .iter()
+                    .filter(|(_, k)| *k > 0)
+                    .map(|(n, _)| n.clone()),
+            );
+        }
         g.verify().expect("a generated graph verifies");
         let inputs = fuzzgen::graph_inputs(&g, 3);
         tessera_ir::interp::run_graph(&g, &inputs).unwrap_or_else(|e| {
@@ -54,8 +71,21 @@ fn generated_graphs_verify_and_interpret() {
         "Gather",
         "Where",
         "ReduceSum",
+        "Sqrt",
+        "Log",
     ] {
         assert!(seen.contains(op), "no generated graph has {op}: {seen:?}");
+    }
+    for rule in [
+        "softmax-written-out",
+        "log-softmax-written-out",
+        "layernorm-written-out",
+        "layernorm-written-out-rsqrt",
+    ] {
+        assert!(
+            rules.contains(rule),
+            "{rule} never fired on a generated graph: {rules:?}"
+        );
     }
 }
 

@@ -228,8 +228,15 @@ impl Builder<'_, '_> {
             }
             5 if rank > 0 => {
                 let axis = self.u.int_in_range(0..=rank - 1)? as i64;
-                attrs.insert("axis".into(), Attr::Int(axis));
-                self.push(OpKind::Softmax, &[x], attrs)
+                match self.u.int_in_range(0..=2)? {
+                    // As an exporter writes it out (the composite rules' target).
+                    1 => self.written_out_softmax(x, axis, false)?,
+                    2 => self.written_out_softmax(x, axis, true)?,
+                    _ => {
+                        attrs.insert("axis".into(), Attr::Int(axis));
+                        self.push(OpKind::Softmax, &[x], attrs)
+                    }
+                }
             }
             6 if rank > 0 => {
                 let k = shape[rank - 1];
@@ -296,6 +303,7 @@ impl Builder<'_, '_> {
                 }
                 self.push(op, &[x], attrs)
             }
+            11 if rank > 0 && self.u.ratio(1, 2)? => self.written_out_layer_norm(x, &shape)?,
             11 if rank > 0 => {
                 let n = shape[rank - 1];
                 let scale = self.constant(&[n], 0.5, 1.5, false);
@@ -331,6 +339,101 @@ impl Builder<'_, '_> {
             }
             _ => self.push(OpKind::Relu, &[x], attrs),
         })
+    }
+
+    /// Appends `op(inputs)`, returning its output (for the chains written out below).
+    fn then(
+        &mut self,
+        op: OpKind,
+        inputs: &[ValueId],
+        attrs: Attrs,
+    ) -> std::result::Result<ValueId, Rejected> {
+        self.push(op, inputs, attrs)?;
+        Ok(self.pool.last().expect("just pushed").0)
+    }
+
+    /// A reduction over `axes` that keeps the reduced dimensions.
+    fn kept_reduction(
+        &mut self,
+        op: OpKind,
+        x: ValueId,
+        axes: &[i64],
+    ) -> std::result::Result<ValueId, Rejected> {
+        let ax = self.int_constant(axes);
+        let mut attrs = Attrs::new();
+        attrs.insert("keepdims".into(), Attr::Int(1));
+        self.then(op, &[x, ax], attrs)
+    }
+
+    /// A softmax (or log-softmax) over `axis` written out as exporters do:
+    /// `exp(x - max) / sum(exp(x - max))`, or `(x - max) - log(sum(exp(x - max)))`.
+    fn written_out_softmax(
+        &mut self,
+        x: ValueId,
+        axis: i64,
+        log: bool,
+    ) -> Result<std::result::Result<(), Rejected>> {
+        let chain = |b: &mut Self| -> std::result::Result<(), Rejected> {
+            let none = Attrs::new;
+            let max = b.kept_reduction(OpKind::ReduceMax, x, &[axis])?;
+            let shifted = b.then(OpKind::Sub, &[x, max], none())?;
+            let e = b.then(OpKind::Exp, &[shifted], none())?;
+            let sum = b.kept_reduction(OpKind::ReduceSum, e, &[axis])?;
+            if log {
+                let l = b.then(OpKind::Log, &[sum], none())?;
+                b.push(OpKind::Sub, &[shifted, l], none())
+            } else {
+                b.push(OpKind::Div, &[e, sum], none())
+            }
+        };
+        Ok(chain(self))
+    }
+
+    /// A layer norm over trailing axes written out as PyTorch exports it before opset 17:
+    /// mean, centre, `Pow(c, 2)` (or `c * c`), mean, `+ eps`, `Sqrt`, `Div` (or a
+    /// `Reciprocal` and `Mul`), then maybe a weight and a bias.
+    fn written_out_layer_norm(
+        &mut self,
+        x: ValueId,
+        shape: &[usize],
+    ) -> Result<std::result::Result<(), Rejected>> {
+        let rank = shape.len();
+        let first = self.u.int_in_range(0..=rank - 1)?;
+        let axes: Vec<i64> = (first as i64..rank as i64).collect();
+        let (pow, rsqrt) = (self.u.ratio(1, 2)?, self.u.ratio(1, 3)?);
+        let (weight, bias) = (self.u.ratio(2, 3)?, self.u.ratio(1, 2)?);
+        let last = shape[rank - 1];
+        let chain = |b: &mut Self| -> std::result::Result<(), Rejected> {
+            let none = Attrs::new;
+            let mean = b.kept_reduction(OpKind::ReduceMean, x, &axes)?;
+            let c = b.then(OpKind::Sub, &[x, mean], none())?;
+            let sq = if pow {
+                let two = b.constant(&[], 2.0, 2.0, false);
+                b.then(OpKind::Pow, &[c, two], none())?
+            } else {
+                b.then(OpKind::Mul, &[c, c], none())?
+            };
+            let var = b.kept_reduction(OpKind::ReduceMean, sq, &axes)?;
+            let eps = b.constant(&[], 1e-5, 1e-2, false);
+            let ve = b.then(OpKind::Add, &[var, eps], none())?;
+            let sd = b.then(OpKind::Sqrt, &[ve], none())?;
+            let mut y = if rsqrt {
+                let r = b.then(OpKind::Reciprocal, &[sd], none())?;
+                b.then(OpKind::Mul, &[c, r], none())?
+            } else {
+                b.then(OpKind::Div, &[c, sd], none())?
+            };
+            if weight {
+                let w = b.constant(&[last], 0.5, 1.5, false);
+                y = b.then(OpKind::Mul, &[y, w], none())?;
+            }
+            if bias {
+                let k = b.constant(&[last], 0.1, 1.0, true);
+                b.then(OpKind::Add, &[y, k], none())?;
+            }
+            Ok(())
+        };
+        Ok(chain(self))
     }
 
     /// Concat of `x` with a pool value, an input or a constant that matches it on every axis
