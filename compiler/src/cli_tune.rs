@@ -49,6 +49,10 @@ pub struct TuneArgs {
     /// print how many trials each needed to come within 5% of the best found (JSON).
     #[arg(long)]
     compare: bool,
+    /// With `--compare`: random search's trial budget (default: `--trials`). A larger one
+    /// tests a claim like "the model needs N trials, random search more than 3N".
+    #[arg(long, requires = "compare")]
+    random_trials: Option<usize>,
     /// Another tuning database the cost model learns from (records of other workloads).
     #[arg(long)]
     train_db: Option<PathBuf>,
@@ -343,7 +347,10 @@ fn compare(a: &TuneArgs, g: &tessera::Graph, c: &Compiler) -> Result<()> {
     for kind in [model_kind(&a.cost_model)?, ModelKind::Random] {
         let db = dir.join(format!("{kind:?}.jsonl"));
         let _ = std::fs::remove_file(&db);
-        let opts = options(a, db, kind)?;
+        let mut opts = options(a, db, kind)?;
+        if kind == ModelKind::Random {
+            opts.trials = a.random_trials.unwrap_or(a.trials);
+        }
         runs.push((kind, tune_with_bars(g, c, &opts)?));
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -381,6 +388,7 @@ fn compare(a: &TuneArgs, g: &tessera::Graph, c: &Compiler) -> Result<()> {
             "model": a.model.display().to_string(),
             "cost_model": a.cost_model,
             "trials": a.trials,
+            "random_trials": a.random_trials.unwrap_or(a.trials),
             "seed": a.seed,
             "per_task": rows,
         })
