@@ -143,10 +143,10 @@ impl Applier<TNode, TypeAnalysis> for LayerNorm {
         let Some(rank) = float_rank(eg, x) else {
             return vec![];
         };
-        let Some(shape) = ty(eg, x).and_then(|t| t.static_shape()) else {
+        let Some((shape, dtype)) = ty(eg, x).and_then(|t| Some((t.static_shape()?, t.dtype)))
+        else {
             return vec![];
         };
-        let dtype = ty(eg, x).expect("typed above").dtype;
         let mean = kept_axes(eg, s[v("?m")], s[v("?ax")], rank);
         let var = kept_axes(eg, s[v("?m2")], s[v("?ax2")], rank);
         let (Some(axes), Some(var)) = (mean, var) else {
