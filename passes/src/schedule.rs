@@ -22,8 +22,12 @@ fn with_loop(
         for i in 0..body.len() {
             match &mut body[i] {
                 Stmt::For(l) if l.var == var => {
-                    let repl = f(l.clone())?;
-                    body.splice(i..=i, repl);
+                    // `walk` runs on a copy of the program: on a refusal it is dropped.
+                    let Stmt::For(l) = body.remove(i) else {
+                        unreachable!("matched a loop")
+                    };
+                    let repl = f(l)?;
+                    body.splice(i..i, repl);
                     return Ok(true);
                 }
                 Stmt::For(l) => {

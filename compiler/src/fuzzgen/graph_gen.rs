@@ -242,12 +242,12 @@ impl Builder<'_, '_> {
                 let k = shape[rank - 1];
                 let n = self.u.int_in_range(1..=12)?;
                 let w = self.constant(&[k, n], 0.1, 1.0, true);
-                if let Err(e) = self.push(OpKind::MatMul, &[x, w], attrs) {
-                    return Ok(Err(e));
-                }
+                let y = match self.then(OpKind::MatMul, &[x, w], attrs) {
+                    Ok(y) => y,
+                    Err(e) => return Ok(Err(e)),
+                };
                 // A bias: the matmul epilogue fusion.
                 if self.u.ratio(1, 2)? {
-                    let (y, _) = self.pool.last().cloned().expect("just pushed");
                     let bias = self.constant(&[n], 0.1, 1.0, true);
                     self.push(OpKind::Add, &[y, bias], Attrs::new())
                 } else {
@@ -266,10 +266,10 @@ impl Builder<'_, '_> {
                     }
                     let mut at = Attrs::new();
                     at.insert("perm".into(), ints(&perm));
-                    if let Err(e) = self.push(OpKind::Transpose, &[cur], at) {
-                        return Ok(Err(e));
-                    }
-                    cur = self.pool.last().expect("just pushed").0;
+                    cur = match self.then(OpKind::Transpose, &[cur], at) {
+                        Ok(t) => t,
+                        Err(e) => return Ok(Err(e)),
+                    };
                 }
                 Ok(())
             }
@@ -341,7 +341,7 @@ impl Builder<'_, '_> {
         })
     }
 
-    /// Appends `op(inputs)`, returning its output (for the chains written out below).
+    /// Appends `op(inputs)` as [`Self::push`] does, returning its output (for chains).
     fn then(
         &mut self,
         op: OpKind,
@@ -572,11 +572,11 @@ impl Builder<'_, '_> {
         if self.u.ratio(1, 2)? {
             inputs.push(self.constant(&[co], 0.1, 1.0, true));
         }
-        if let Err(e) = self.push(OpKind::Conv, &inputs, attrs) {
-            return Ok(Err(e));
-        }
+        let y = match self.then(OpKind::Conv, &inputs, attrs) {
+            Ok(y) => y,
+            Err(e) => return Ok(Err(e)),
+        };
         if self.u.ratio(1, 2)? {
-            let y = self.pool.last().expect("just pushed").0;
             let scale = self.constant(&[co], 0.5, 1.5, false);
             let beta = self.constant(&[co], 0.1, 1.0, true);
             let mean = self.constant(&[co], 0.1, 1.0, true);

@@ -13,11 +13,11 @@
 //!
 //! `Pow(c, 2)` is matched as `Mul(c, c)`, which the algebra rule `pow-two` puts in its class.
 
-use super::{Rw, attrs_of, konst, ty, v};
+use super::{Rw, add_op, attrs_of, konst, ty, v};
 use crate::egraph::{TEGraph, TNode, TypeAnalysis};
 use egg::rewrite as rw;
 use egg::{Applier, Id, PatternAst, Subst, Symbol, Var};
-use tessera_ir::{Attr, Attrs, AttrsExt, OpKind, Tensor};
+use tessera_ir::{Attr, Attrs, AttrsExt, DType, OpKind, Tensor};
 
 /// `x - mean(x)` over the axes `?ax` (the centred rows of a layer norm).
 const CENTRED: &str = "(Sub ?s ?x (ReduceMean ?m ?x ?ax))";
@@ -71,22 +71,19 @@ fn kept_axes(eg: &TEGraph, attrs: Id, axes: Id, rank: usize) -> Option<Vec<usize
     Some(out)
 }
 
-/// The rank of `?x`'s type, when it is a static floating-point tensor.
-fn float_rank(eg: &TEGraph, x: Id) -> Option<usize> {
+/// The static shape and dtype of `x`, when it is a floating-point tensor.
+fn float_shape(eg: &TEGraph, x: Id) -> Option<(Vec<usize>, DType)> {
     let t = ty(eg, x)?;
-    (t.dtype.is_float() && t.static_shape().is_some()).then(|| t.rank())
+    t.dtype.is_float().then_some((t.static_shape()?, t.dtype))
 }
 
-fn with_op(eg: &mut TEGraph, id: Id, op: OpKind, attrs: Attrs, inputs: &[Id]) -> Vec<Id> {
-    let sym = eg.analysis.intern_attrs(&attrs);
-    let mut children = vec![eg.add(TNode::Attrs(sym))];
-    children.extend_from_slice(inputs);
-    let node = eg.add(TNode::Op(op, children));
-    // The composite op must type like the class it joins (no broadcast, no cast).
-    if ty(eg, node) != ty(eg, id) || ty(eg, id).is_none() {
-        return vec![];
+/// Joins `op[attrs](inputs)` to the matched class `id` (when it types like the class).
+fn with_op(eg: &mut TEGraph, id: Id, op: OpKind, attrs: &Attrs, inputs: Vec<Id>) -> Vec<Id> {
+    if add_op(eg, id, op, attrs, inputs) {
+        vec![id]
+    } else {
+        vec![]
     }
-    if eg.union(id, node) { vec![id] } else { vec![] }
 }
 
 /// `exp(x - max(x)) / sum(exp(x - max(x)))` over one axis is `Softmax[axis](x)`, and
@@ -103,7 +100,7 @@ impl Applier<TNode, TypeAnalysis> for Softmax {
         _: Symbol,
     ) -> Vec<Id> {
         let x = s[v("?x")];
-        let Some(rank) = float_rank(eg, x) else {
+        let Some(rank) = float_shape(eg, x).map(|(shape, _)| shape.len()) else {
             return vec![];
         };
         let max = kept_axes(eg, s[v("?m")], s[v("?ax")], rank);
@@ -115,7 +112,7 @@ impl Applier<TNode, TypeAnalysis> for Softmax {
             return vec![];
         }
         let attrs = Attrs::from([("axis".to_string(), Attr::Int(max[0] as i64))]);
-        with_op(eg, id, self.0, attrs, &[x])
+        with_op(eg, id, self.0, &attrs, vec![x])
     }
 
     fn vars(&self) -> Vec<Var> {
@@ -140,13 +137,10 @@ impl Applier<TNode, TypeAnalysis> for LayerNorm {
         _: Symbol,
     ) -> Vec<Id> {
         let x = s[v("?x")];
-        let Some(rank) = float_rank(eg, x) else {
+        let Some((shape, dtype)) = float_shape(eg, x) else {
             return vec![];
         };
-        let Some((shape, dtype)) = ty(eg, x).and_then(|t| Some((t.static_shape()?, t.dtype)))
-        else {
-            return vec![];
-        };
+        let rank = shape.len();
         let mean = kept_axes(eg, s[v("?m")], s[v("?ax")], rank);
         let var = kept_axes(eg, s[v("?m2")], s[v("?ax2")], rank);
         let (Some(axes), Some(var)) = (mean, var) else {
@@ -174,7 +168,7 @@ impl Applier<TNode, TypeAnalysis> for LayerNorm {
             ("axis".to_string(), Attr::Int(first as i64)),
             ("epsilon".to_string(), Attr::Float(eps)),
         ]);
-        with_op(eg, id, OpKind::LayerNormalization, attrs, &[x, ones])
+        with_op(eg, id, OpKind::LayerNormalization, &attrs, vec![x, ones])
     }
 
     fn vars(&self) -> Vec<Var> {
@@ -202,8 +196,11 @@ impl Applier<TNode, TypeAnalysis> for LayerNormAffine {
         _: Symbol,
     ) -> Vec<Id> {
         let scaling = s.get(v("?one")).is_some();
-        let (l, x) = (s[v("?l")], s[v("?x")]);
-        let Some(axis) = attrs_of(eg, l).and_then(|a| a.int("axis", -1).ok()) else {
+        let x = s[v("?x")];
+        let Some(attrs) = attrs_of(eg, s[v("?l")]).cloned() else {
+            return vec![];
+        };
+        let Ok(axis) = attrs.int("axis", -1) else {
             return vec![];
         };
         let Some(shape) = ty(eg, x).and_then(|t| t.static_shape()) else {
@@ -231,10 +228,7 @@ impl Applier<TNode, TypeAnalysis> for LayerNormAffine {
             let k = eg.analysis.new_constant("ln_bias", k);
             vec![x, s[v("?g")], eg.add(TNode::Leaf(k))]
         };
-        let Some(attrs) = attrs_of(eg, l).cloned() else {
-            return vec![];
-        };
-        with_op(eg, id, OpKind::LayerNormalization, attrs, &inputs)
+        with_op(eg, id, OpKind::LayerNormalization, &attrs, inputs)
     }
 
     fn vars(&self) -> Vec<Var> {
@@ -265,14 +259,10 @@ fn over_trailing(k: &Tensor, shape: &[usize], first: usize) -> Option<Tensor> {
     let norm = &shape[first..];
     let kd = &aligned[first..];
     let values = k.to_f64_vec();
-    let strides = |dims: &[usize]| {
-        let mut st = vec![1usize; dims.len()];
-        for d in (0..dims.len().saturating_sub(1)).rev() {
-            st[d] = st[d + 1] * dims[d + 1];
-        }
-        st
-    };
-    let (ns, ks_st) = (strides(norm), strides(kd));
+    let (ns, ks_st) = (
+        tessera_ir::tensor::strides(norm),
+        tessera_ir::tensor::strides(kd),
+    );
     let count = norm.iter().product::<usize>();
     let full: Vec<f64> = (0..count)
         .map(|i| {

@@ -11,7 +11,7 @@
 //! Bounds keep saturation fast: bodies of at most [`MAX_BODY_OPS`] ops and
 //! [`MAX_INPUTS`] inputs; scalar constants are folded into bodies, other constants stay inputs.
 
-use super::Rw;
+use super::{Rw, add_op};
 use crate::egraph::{TEGraph, TNode, TypeAnalysis};
 use egg::{Applier, Id, PatternAst, SearchMatches, Searcher, Subst, Symbol, Var};
 use std::collections::HashMap;
@@ -93,7 +93,7 @@ impl Applier<TNode, TypeAnalysis> for FuseElementwise {
             let Some((attrs, inputs)) = fuse_sink(eg, op, &children) else {
                 continue;
             };
-            if add_fused(eg, eclass, &attrs, inputs) {
+            if add_op(eg, eclass, OpKind::Fused, &attrs, inputs) {
                 changed.push(eclass);
             }
         }
@@ -106,7 +106,7 @@ impl Applier<TNode, TypeAnalysis> for FuseElementwise {
             let Some((attrs, inputs)) = fuse(eg, op, &children, anchor) else {
                 continue;
             };
-            if add_fused(eg, eclass, &attrs, inputs) {
+            if add_op(eg, eclass, OpKind::Fused, &attrs, inputs) {
                 changed.push(eclass);
             }
         }
@@ -116,21 +116,6 @@ impl Applier<TNode, TypeAnalysis> for FuseElementwise {
     fn vars(&self) -> Vec<Var> {
         vec![]
     }
-}
-
-/// Adds the fused node `Fused[attrs](inputs)` to `eclass`, unless its type differs from the
-/// class's (a body whose inputs do not broadcast to the op's type). Whether it changed.
-fn add_fused(eg: &mut TEGraph, eclass: Id, attrs: &Attrs, inputs: Vec<Id>) -> bool {
-    let sym = eg.analysis.intern_attrs(attrs);
-    let mut ch = vec![eg.add(TNode::Attrs(sym))];
-    ch.extend(inputs);
-    if crate::egraph::infer_node(eg, OpKind::Fused, &ch)
-        .is_none_or(|t| Some(&t) != eg[eclass].data.ty.as_ref())
-    {
-        return false;
-    }
-    let node = eg.add(TNode::Op(OpKind::Fused, ch));
-    eg.union(eclass, node)
 }
 
 /// The body and inputs of `op(children)` with its operands' fused forms inlined.

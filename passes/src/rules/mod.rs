@@ -13,7 +13,7 @@ pub mod layout;
 
 use crate::egraph::{TEGraph, TNode, TypeAnalysis};
 use egg::{Id, Subst, Var};
-use tessera_ir::{Attrs, Tensor, ValueType};
+use tessera_ir::{Attrs, OpKind, Tensor, ValueType};
 
 pub type Rw = egg::Rewrite<TNode, TypeAnalysis>;
 
@@ -95,6 +95,26 @@ pub(crate) fn attrs_of(eg: &TEGraph, id: Id) -> Option<&Attrs> {
         TNode::Attrs(s) => eg.analysis.attrs.get(s),
         _ => None,
     })
+}
+
+/// Adds the node `op[attrs](inputs)` to `eclass`, unless its type differs from the class's
+/// (inputs that broadcast or cast to another type): a rule never unions two types. Whether
+/// the e-graph changed.
+pub(crate) fn add_op(
+    eg: &mut TEGraph,
+    eclass: Id,
+    op: OpKind,
+    attrs: &Attrs,
+    inputs: Vec<Id>,
+) -> bool {
+    let sym = eg.analysis.intern_attrs(attrs);
+    let mut ch = vec![eg.add(TNode::Attrs(sym))];
+    ch.extend(inputs);
+    if crate::egraph::infer_node(eg, op, &ch).is_none_or(|t| Some(&t) != ty(eg, eclass)) {
+        return false;
+    }
+    let node = eg.add(TNode::Op(op, ch));
+    eg.union(eclass, node)
 }
 
 /// Condition: the rewritten class has the same type as `?x` (the rewrite neither broadcasts
