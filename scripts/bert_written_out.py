@@ -1,9 +1,10 @@
 """A BERT-style encoder layer as exporters before opset 17 write it: both layer norms
 written out (ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div, Mul, Add). S=128, D=256,
 4 heads, FFN 1024, fixed seed. The optimizer's composite rules turn each norm back into
-one LayerNormalization kernel.
+one LayerNormalization kernel. The FFN's activation is ReLU, or with `gelu` GELU written out
+as PyTorch exports it (x · 0.5 · (1 + erf(x / √2))).
 
-    .venv/bin/python scripts/bert_written_out.py OUT.onnx
+    .venv/bin/python scripts/bert_written_out.py OUT.onnx [relu|gelu]
 """
 import sys
 
@@ -41,7 +42,13 @@ s = n("Mul", [n("MatMul", [q, k], "qk"), "scale"], "s")
 a = n("Softmax", [s], "a", axis=-1)
 o = n("Reshape", [n("Transpose", [n("MatMul", [a, v], "av")], "avt", perm=[0, 2, 1, 3]), "ms"], "att")
 h1 = ln(n("Add", [proj(o, "o", D, D), x], "res1"), "ln1")
-f = proj(n("Relu", [proj(h1, "f1", D, F)], "act"), "f2", F, D)
+def gelu(t):
+    c("sqrt2", np.float32(np.sqrt(2.0))); c("one", np.float32(1.0)); c("half", np.float32(0.5))
+    e = n("Add", [n("Erf", [n("Div", [t, "sqrt2"], "gd")], "ge"), "one"], "g1")
+    return n("Mul", [n("Mul", [t, e], "gm"), "half"], "act")
+act = sys.argv[2] if len(sys.argv) > 2 else "relu"
+f1 = proj(h1, "f1", D, F)
+f = proj(gelu(f1) if act == "gelu" else n("Relu", [f1], "act"), "f2", F, D)
 y = ln(n("Add", [f, h1], "res2"), "ln2")
 nodes.append(h.make_node("Identity", [y], ["y"]))
 g = h.make_graph(nodes, "bert_written_out", [h.make_tensor_value_info("x", T.FLOAT, [1, S, D])], [h.make_tensor_value_info("y", T.FLOAT, [1, S, D])], inits)

@@ -415,7 +415,45 @@ pub fn schedule_loops(prog: &mut LoopProgram, s: &LoopSchedule) -> Result<(), Pa
             annotate(prog, &var, LoopKind::Unroll(s.unroll))?;
         }
     }
+    if s.vector_bytes > 0 {
+        vectorize_reductions(&mut prog.body, &width);
+        tessera_ir::loops::verify::verify(prog).map_err(|e| PassError::Verify {
+            pass: "vectorize reductions".into(),
+            msg: e.to_string(),
+        })?;
+    }
     Ok(())
+}
+
+/// Marks `vectorize(w)` every reduction outside a vector loop (inside one it already folds
+/// one accumulator per lane) whose innermost axis is at least `w` long and read with small
+/// strides: row reductions — softmax's max and sum, a layer norm's mean and variance, a mean
+/// over a contiguous axis — then run `w` lanes a step.
+fn vectorize_reductions(body: &mut [Stmt], width: &dyn Fn(tessera_ir::DType) -> u32) {
+    for s in body {
+        match s {
+            Stmt::For(l) if matches!(l.kind, LoopKind::Vectorize(_)) => {}
+            Stmt::For(l) => vectorize_reductions(&mut l.body, width),
+            Stmt::If { then, .. } => vectorize_reductions(then, width),
+            Stmt::Store { .. } => {}
+            Stmt::Reduce(r) => {
+                let w = width(r.dtype);
+                let cheap_lanes = r.axes.last().is_some_and(|(var, extent)| {
+                    let mut strided = true;
+                    r.value
+                        .visit_iexprs(&mut |i| strided &= matches!(i.coeff(var), Some(0..=4)));
+                    *extent >= w as i64 && strided
+                });
+                if cheap_lanes
+                    && r.dtype != tessera_ir::DType::Bool
+                    && r.op != tessera_ir::loops::ReduceOp::Prod
+                {
+                    r.vectorize = Some(w);
+                }
+                vectorize_reductions(&mut r.body, width);
+            }
+        }
+    }
 }
 
 /// Innermost serial loops whose every store is contiguous in the loop variable:

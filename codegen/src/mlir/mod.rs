@@ -13,14 +13,15 @@
 //! is vectorized (a GPU thread is one lane).
 
 mod gpu;
+mod math;
+mod reduce;
 
 use crate::error::CodegenError;
 use std::collections::HashMap;
 use std::fmt::Write;
 use tessera_ir::DType;
 use tessera_ir::loops::{
-    BinOp, BufRole, CmpOp, IExpr, Lit, Loop, LoopKind, LoopProgram, Reduce, ReduceOp, Stmt, UnOp,
-    VExpr,
+    BinOp, BufRole, CmpOp, IExpr, Lit, Loop, LoopKind, LoopProgram, Stmt, UnOp, VExpr,
 };
 
 /// Options of MLIR emission.
@@ -472,66 +473,6 @@ impl Em<'_> {
         Ok(())
     }
 
-    fn reduce(&mut self, r: &Reduce) -> Result<(), CodegenError> {
-        // Inside a vector loop the accumulator is a vector: one partial result per lane.
-        let lanes = self.vec.as_ref().map(|v| v.width);
-        let t = ty(r.dtype, lanes);
-        let init = self.vexpr(&r.init)?;
-        let result = self.reduce_axes(r, 0, &init, &t)?;
-        self.accs.push((r.acc.clone(), result, lanes.is_some()));
-        for s in &r.body {
-            self.stmt(s)?;
-        }
-        self.accs.pop();
-        Ok(())
-    }
-
-    fn reduce_axes(
-        &mut self,
-        r: &Reduce,
-        k: usize,
-        acc_in: &str,
-        t: &str,
-    ) -> Result<String, CodegenError> {
-        if k == r.axes.len() {
-            let v = self.vexpr(&r.value)?;
-            let f = r.dtype.is_float();
-            let op = match (r.op, f) {
-                (ReduceOp::Sum, true) => "arith.addf",
-                (ReduceOp::Sum, false) => "arith.addi",
-                (ReduceOp::Max, true) => "arith.maximumf",
-                (ReduceOp::Min, true) => "arith.minimumf",
-                (ReduceOp::Max, false) if unsigned(r.dtype) => "arith.maxui",
-                (ReduceOp::Min, false) if unsigned(r.dtype) => "arith.minui",
-                (ReduceOp::Max, false) => "arith.maxsi",
-                (ReduceOp::Min, false) => "arith.minsi",
-                (ReduceOp::Prod, true) => "arith.mulf",
-                (ReduceOp::Prod, false) => "arith.muli",
-            };
-            return Ok(self.op(format!("{op} {acc_in}, {v} : {t}")));
-        }
-        let (var, extent) = &r.axes[k];
-        let (lo, hi, one) = (
-            self.index_const(0),
-            self.index_const(*extent),
-            self.index_const(1),
-        );
-        let iv = self.fresh();
-        let acc = self.fresh();
-        let res = self.fresh();
-        self.line(format!(
-            "{res} = scf.for {iv} = {lo} to {hi} step {one} iter_args({acc} = {acc_in}) -> ({t}) {{"
-        ));
-        self.depth += 1;
-        self.idx.insert(var.clone(), iv);
-        let next = self.reduce_axes(r, k + 1, &acc, t)?;
-        self.line(format!("scf.yield {next} : {t}"));
-        self.idx.remove(var);
-        self.depth -= 1;
-        self.line("}".into());
-        Ok(res)
-    }
-
     /// Emits an index expression (always scalar: in a vector loop it is the index of lane 0).
     fn iexpr(&mut self, e: &IExpr) -> Result<String, CodegenError> {
         let bin = |s: &mut Self, op: &str, a: &IExpr, b: &IExpr| -> Result<String, CodegenError> {
@@ -750,10 +691,19 @@ impl Em<'_> {
                         let one = self.splat(Lit::I(1), DType::Bool)?;
                         self.op(format!("arith.xori {x}, {one} : {t}"))
                     }
+                    UnOp::Exp if d == DType::F32 && self.cfg.backend == Backend::Cpu => {
+                        self.exp_f32(&x, &t)?
+                    }
                     UnOp::Exp => self.op(format!("math.exp {x} : {t}")),
                     UnOp::Log => self.op(format!("math.log {x} : {t}")),
                     UnOp::Sqrt => self.op(format!("math.sqrt {x} : {t}")),
+                    UnOp::Tanh if d == DType::F32 && self.cfg.backend == Backend::Cpu => {
+                        self.tanh_f32(&x, &t)?
+                    }
                     UnOp::Tanh => self.op(format!("math.tanh {x} : {t}")),
+                    UnOp::Erf if d == DType::F32 && self.cfg.backend == Backend::Cpu => {
+                        self.erf_f32(&x, &t)?
+                    }
                     UnOp::Erf => self.op(format!("math.erf {x} : {t}")),
                     UnOp::Floor => self.op(format!("math.floor {x} : {t}")),
                     UnOp::Ceil => self.op(format!("math.ceil {x} : {t}")),
@@ -1040,21 +990,25 @@ impl Em<'_> {
     }
 }
 
+/// Whether a value divides integers (which could trap on a masked-off lane's zero).
+fn int_division(prog: &LoopProgram, e: &VExpr) -> bool {
+    let dt = |b: &str| prog.buffer(b).map(|x| x.dtype);
+    let div = |x: &VExpr| int_division(prog, x);
+    match e {
+        VExpr::Binary(BinOp::Div | BinOp::Rem, a, b) => {
+            !e.dtype(&dt).is_some_and(|d| d.is_float()) || div(a) || div(b)
+        }
+        VExpr::Binary(_, a, b) | VExpr::Cmp(_, a, b) => div(a) || div(b),
+        VExpr::Unary(_, a) | VExpr::Cast(_, a) => div(a),
+        VExpr::Select(c, a, b) => div(c) || div(a) || div(b),
+        _ => false,
+    }
+}
+
 /// Whether a vector body may run on masked-off lanes: integer division could trap on the zero
 /// that a masked load leaves in an inactive lane, so such bodies get a scalar tail instead.
 fn maskable(prog: &LoopProgram, body: &[Stmt]) -> bool {
-    fn int_div(prog: &LoopProgram, e: &VExpr) -> bool {
-        let dt = |b: &str| prog.buffer(b).map(|x| x.dtype);
-        match e {
-            VExpr::Binary(BinOp::Div | BinOp::Rem, a, b) => {
-                !e.dtype(&dt).is_some_and(|d| d.is_float()) || int_div(prog, a) || int_div(prog, b)
-            }
-            VExpr::Binary(_, a, b) | VExpr::Cmp(_, a, b) => int_div(prog, a) || int_div(prog, b),
-            VExpr::Unary(_, a) | VExpr::Cast(_, a) => int_div(prog, a),
-            VExpr::Select(c, a, b) => int_div(prog, c) || int_div(prog, a) || int_div(prog, b),
-            _ => false,
-        }
-    }
+    let int_div = int_division;
     body.iter().all(|s| match s {
         Stmt::Store { value, .. } => !int_div(prog, value),
         Stmt::Reduce(r) => {
@@ -1102,6 +1056,30 @@ fn lane_wise(e: &IExpr) -> bool {
     }
 }
 
+/// Whether a value can be computed for `w` consecutive values of `var` at once: every load
+/// contiguous, invariant or a small positive stride (shuffled out of one load) — any other
+/// index computed lane by lane and gathered —, index comparisons computable lane by lane,
+/// index-valued expressions invariant, and no bool buffers.
+fn lane_value_ok(prog: &LoopProgram, e: &VExpr, var: &str) -> bool {
+    if !e.mentions(var) {
+        return true;
+    }
+    let ok = |x: &VExpr| lane_value_ok(prog, x, var);
+    match e {
+        VExpr::Const(..) | VExpr::Acc(..) => true,
+        VExpr::Load { buf, index } => {
+            (matches!(index.coeff(var), Some(0..=4)) || lane_wise(index))
+                && prog.buffer(buf).is_some_and(|b| b.dtype != DType::Bool)
+        }
+        VExpr::ICmp(_, a, b) => lane_wise(a) && lane_wise(b),
+        VExpr::Index(..) => false,
+        VExpr::Unary(_, a) => ok(a),
+        VExpr::Cast(to, a) => *to != DType::Bool && ok(a),
+        VExpr::Binary(_, a, b) | VExpr::Cmp(_, a, b) => ok(a) && ok(b),
+        VExpr::Select(c, a, b) => ok(c) && ok(a) && ok(b),
+    }
+}
+
 /// Whether a loop body over `var` can be emitted as a vector loop: only stores, each store
 /// contiguous in `var`, every load contiguous, strided by at most 4 or invariant (or else
 /// gathered at an index computed lane by lane), index comparisons computable lane by lane,
@@ -1110,30 +1088,7 @@ pub fn vectorizable(prog: &LoopProgram, body: &[Stmt], var: &str) -> bool {
     if tessera_ir::loops::carries_dependence(body) {
         return false;
     }
-    fn value_ok(prog: &LoopProgram, e: &VExpr, var: &str) -> bool {
-        if !e.mentions(var) {
-            return true;
-        }
-        match e {
-            VExpr::Const(..) | VExpr::Acc(..) => true,
-            VExpr::Load { buf, index } => {
-                // Contiguous, invariant, or a small positive stride (shuffled out of one load);
-                // any other index computed lane by lane and gathered.
-                (matches!(index.coeff(var), Some(0..=4)) || lane_wise(index))
-                    && prog.buffer(buf).is_some_and(|b| b.dtype != DType::Bool)
-            }
-            VExpr::ICmp(_, a, b) => lane_wise(a) && lane_wise(b),
-            VExpr::Index(..) => false,
-            VExpr::Unary(_, a) => value_ok(prog, a, var),
-            VExpr::Cast(to, a) => *to != DType::Bool && value_ok(prog, a, var),
-            VExpr::Binary(_, a, b) | VExpr::Cmp(_, a, b) => {
-                value_ok(prog, a, var) && value_ok(prog, b, var)
-            }
-            VExpr::Select(c, a, b) => {
-                value_ok(prog, c, var) && value_ok(prog, a, var) && value_ok(prog, b, var)
-            }
-        }
-    }
+    let value_ok = lane_value_ok;
     body.iter().all(|s| match s {
         Stmt::Store { buf, index, value } => {
             index.coeff(var) == Some(1)

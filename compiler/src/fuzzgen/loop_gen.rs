@@ -120,6 +120,12 @@ impl Gen<'_, '_> {
             let acc = format!("acc{o}");
             let value = self.expr(&scope, None, 2)?;
             let after = self.expr(&vars, Some(&acc), 2)?;
+            // Sometimes folded lane by lane in native code (the interpreters ignore it).
+            let vectorize = if self.u.ratio(1, 3)? {
+                Some(*self.u.choose(&[2, 4, 8, 16])?)
+            } else {
+                None
+            };
             Stmt::Reduce(Reduce {
                 acc,
                 dtype: F32,
@@ -132,6 +138,7 @@ impl Gen<'_, '_> {
                     index: store_index,
                     value: after,
                 }],
+                vectorize,
             })
         };
         let mut body = vec![inner];

@@ -137,6 +137,11 @@ pub struct Reduce {
     pub axes: Vec<(String, i64)>,
     pub value: VExpr,
     pub body: Vec<Stmt>,
+    /// A schedule annotation (`vectorize(w)` after the axes): native code folds the innermost
+    /// axis `w` values at a time into per-lane partial results, combined once at the end.
+    /// The fold's order changes (a float sum rounds differently, within the oracle's
+    /// reduction tolerance), never its meaning; the interpreters ignore it.
+    pub vectorize: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -476,6 +476,16 @@ impl P {
                     self.expect("..")?;
                     axes.push((v, self.int()?));
                 }
+                let vectorize = match self.peek() {
+                    Some(Tok::Ident(k)) if k == "vectorize" => {
+                        self.pos += 1;
+                        self.expect("(")?;
+                        let w = u32::try_from(self.int()?).or_else(|_| self.err("bad factor"))?;
+                        self.expect(")")?;
+                        Some(w)
+                    }
+                    _ => None,
+                };
                 self.keyword("init")?;
                 let init = self.vexpr()?;
                 self.keyword("of")?;
@@ -488,6 +498,7 @@ impl P {
                     axes,
                     value,
                     body: self.block()?,
+                    vectorize,
                 }))
             }
             Some(Tok::Ident(buf)) => {

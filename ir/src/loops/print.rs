@@ -67,9 +67,13 @@ fn write_stmt(s: &mut String, st: &Stmt, depth: usize) -> fmt::Result {
                 .iter()
                 .map(|(v, e)| format!("{v} in 0..{e}"))
                 .collect();
+            let lanes = r
+                .vectorize
+                .map(|w| format!(" vectorize({w})"))
+                .unwrap_or_default();
             writeln!(
                 s,
-                "${}: {} = reduce {op}({}) init {} of {} {{",
+                "${}: {} = reduce {op}({}){lanes} init {} of {} {{",
                 r.acc,
                 r.dtype,
                 axes.join(", "),

@@ -175,6 +175,20 @@ fn stmt(cx: &mut Ctx, s: &Stmt, depth: usize) -> Result<()> {
                     format!("reduce `{}` init is not {}", r.acc, r.dtype),
                 ));
             }
+            if let Some(w) = r.vectorize
+                && !(2..=64).contains(&w)
+            {
+                return Err(err(
+                    prog,
+                    format!("reduce `{}` is vectorized {w} wide (2 to 64 lanes)", r.acc),
+                ));
+            }
+            if r.vectorize.is_some() && r.dtype == DType::Bool {
+                return Err(err(
+                    prog,
+                    format!("reduce `{}` over bool values cannot be vectorized", r.acc),
+                ));
+            }
             for (v, e) in &r.axes {
                 if *e <= 0 {
                     return Err(err(prog, format!("reduce axis `{v}` has extent {e}")));

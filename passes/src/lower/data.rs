@@ -691,6 +691,7 @@ pub(crate) fn col2im(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErro
             .collect(),
         value,
         body: vec![store],
+        vectorize: None,
     });
     Ok(nest(&dims, vec![red]))
 }

@@ -750,6 +750,7 @@ fn conv_columns(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
                     axes: vec![(ci, cpg as i64)],
                     value,
                     body: vec![store],
+                    vectorize: None,
                 })
             }
             // Every tap reads padding: the output is the bias.
@@ -860,6 +861,7 @@ pub(crate) fn conv_transpose(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, 
         ],
         value,
         body: vec![store],
+        vectorize: None,
     });
     Ok(super::nest(&dims, vec![red]))
 }

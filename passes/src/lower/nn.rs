@@ -23,6 +23,7 @@ fn reduce_stmt(
         axes,
         value,
         body,
+        vectorize: None,
     })
 }
 
@@ -528,6 +529,7 @@ pub(crate) fn reduce_op(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassE
             axes: raxes,
             value,
             body: vec![store],
+            vectorize: None,
         })
     };
     Ok(nest(&dims, vec![stmt]))

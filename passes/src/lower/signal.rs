@@ -137,6 +137,7 @@ fn transform(
         axes: vec![(sv, p.terms as i64)],
         value: term,
         body: vec![store],
+        vectorize: None,
     });
     nest(&dims, vec![red])
 }

@@ -132,6 +132,7 @@ impl Gen<'_> {
                     index: g.c_at(&o.b, &i, &j),
                     value,
                 }],
+                vectorize: None,
             })]
         });
         out.push(reduce);

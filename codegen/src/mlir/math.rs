@@ -1,0 +1,188 @@
+//! Transcendental functions as plain `arith` code, so that they vectorize.
+//!
+//! MLIR lowers `math.exp`, `math.tanh` and `math.erf` on the CPU to LLVM intrinsics or libm
+//! calls, which LLVM's x86 backend runs one lane at a time: a softmax, a sigmoid or a GELU
+//! over a 16-wide vector became 16 calls. Here, on f32, written with `arith` ops that work
+//! the same on a scalar or a vector:
+//! - `exp`: the Cephes polynomial (Cody–Waite range reduction, degree-6 polynomial), within
+//!   1 ulp of the correctly rounded result over the whole normal range (tested over it);
+//! - `tanh` and `erf`: the odd rational minimax fits that onnxruntime's MLAS (tanh), Eigen
+//!   and XLA (both) use, clamped where the function rounds to ±1.
+//!
+//! The GPU keeps the `math` ops, which become CUDA's libdevice functions.
+
+use super::Em;
+use crate::error::CodegenError;
+use tessera_ir::DType;
+use tessera_ir::loops::Lit;
+
+/// Below this `exp` is not a normal f32 (ln of the smallest normal): the result is 0, so
+/// that inputs such as an attention mask's −10000 never reach slow denormal arithmetic.
+const EXP_LOWEST: f64 = -87.336_54;
+/// Above this `exp` overflows (ln of the largest f32): clamped here, the result is +inf.
+const EXP_HIGHEST: f64 = 88.722_84;
+/// Adding 1.5 · 2²³ rounds an f32 of magnitude below 2²² to an integer, which then sits in
+/// the low bits of the sum's representation: rounding and conversion without `fptosi`
+/// (whose result on NaN would be poison).
+const ROUND_MAGIC: f64 = 12_582_912.0;
+/// ln 2 in two parts: `n · LN2_HI` is exact for the |n| ≤ 128 used here.
+const LN2_HI: f64 = 0.693_359_375;
+const LN2_LO: f64 = -2.121_944_4e-4;
+/// Cephes `expf`'s polynomial for e^r − 1 − r over |r| ≤ ln 2 / 2, highest degree first.
+const EXP_POLY: [f64; 6] = [
+    1.987_569_15e-4,
+    1.398_199_950_7e-3,
+    8.333_451_907_3e-3,
+    4.166_579_589_4e-2,
+    1.666_666_545_9e-1,
+    5.000_000_120_1e-1,
+];
+
+/// tanh rounds to ±1 in f32 beyond this.
+const TANH_CLAMP: f64 = 7.905_311_107_635_498;
+/// Below this tanh(x) is x to f32 precision (and the fit would lose tiny values to underflow).
+const TANH_LINEAR: f64 = 4e-4;
+/// tanh(x) ≈ x · P(x²) / Q(x²) on the clamped range, coefficients highest degree first.
+const TANH_P: [f64; 7] = [
+    -2.760_768_477_423_55e-16,
+    2.000_187_904_824_77e-13,
+    -8.604_671_522_137_35e-11,
+    5.122_297_090_371_14e-8,
+    1.485_722_357_179_79e-5,
+    6.372_619_288_754_36e-4,
+    4.893_524_558_917_86e-3,
+];
+const TANH_Q: [f64; 4] = [
+    1.198_258_394_667_02e-6,
+    1.185_347_056_866_54e-4,
+    2.268_434_632_439e-3,
+    4.893_525_185_543_85e-3,
+];
+/// erf rounds to ±1 in f32 beyond this.
+const ERF_CLAMP: f64 = 4.0;
+/// erf(x) ≈ x · P(x²) / Q(x²) on the clamped range, coefficients highest degree first.
+const ERF_P: [f64; 7] = [
+    -2.726_142_258_013_06e-10,
+    2.770_681_424_959_02e-8,
+    -2.101_024_020_825_08e-6,
+    -5.692_506_394_623_46e-5,
+    -7.349_906_303_268_55e-4,
+    -2.954_599_808_540_25e-3,
+    -1.609_603_332_624_15e-2,
+];
+const ERF_Q: [f64; 5] = [
+    -1.456_607_184_649_96e-5,
+    -2.133_740_552_789_05e-4,
+    -1.682_826_974_382_03e-3,
+    -7.373_329_167_204_68e-3,
+    -1.426_473_905_141_89e-2,
+];
+
+impl Em<'_> {
+    /// `e^x` for an f32 value (scalar or, in a vector loop, vector) `x` of type `t`.
+    pub(super) fn exp_f32(&mut self, x: &str, t: &str) -> Result<String, CodegenError> {
+        let c = |s: &mut Self, v: f64| s.splat(Lit::F(v), DType::F32);
+        let it = match self.vec.as_ref().map(|v| v.width) {
+            Some(w) => format!("vector<{w}xi32>"),
+            None => "i32".to_string(),
+        };
+        let fl = "fastmath<contract>";
+        let (lo, hi) = (c(self, EXP_LOWEST)?, c(self, EXP_HIGHEST)?);
+        // NaN stays NaN through both (`maximumf` / `minimumf` propagate it).
+        let xc = self.op(format!("arith.maximumf {x}, {lo} : {t}"));
+        let xc = self.op(format!("arith.minimumf {xc}, {hi} : {t}"));
+        // n = round(x / ln 2), as a float and as an integer.
+        let (log2e, magic) = (c(self, std::f64::consts::LOG2_E)?, c(self, ROUND_MAGIC)?);
+        let scaled = self.op(format!("arith.mulf {xc}, {log2e} {fl} : {t}"));
+        let shifted = self.op(format!("arith.addf {scaled}, {magic} {fl} : {t}"));
+        let n = self.op(format!("arith.subf {shifted}, {magic} : {t}"));
+        let shifted_bits = self.op(format!("arith.bitcast {shifted} : {t} to {it}"));
+        let magic_bits = self.op(format!("arith.bitcast {magic} : {t} to {it}"));
+        let ni = self.op(format!("arith.subi {shifted_bits}, {magic_bits} : {it}"));
+        // r = x − n ln 2, in two steps to keep the bits the first product cancels.
+        let (hi_part, lo_part) = (c(self, LN2_HI)?, c(self, LN2_LO)?);
+        let p = self.op(format!("arith.mulf {n}, {hi_part} {fl} : {t}"));
+        let r = self.op(format!("arith.subf {xc}, {p} {fl} : {t}"));
+        let p = self.op(format!("arith.mulf {n}, {lo_part} {fl} : {t}"));
+        let r = self.op(format!("arith.subf {r}, {p} {fl} : {t}"));
+        // e^r ≈ 1 + r + r² · poly(r).
+        let poly = self.horner(&r, t, &EXP_POLY)?;
+        let r2 = self.op(format!("arith.mulf {r}, {r} {fl} : {t}"));
+        let m = self.op(format!("arith.mulf {poly}, {r2} {fl} : {t}"));
+        let m = self.op(format!("arith.addf {m}, {r} {fl} : {t}"));
+        let one = c(self, 1.0)?;
+        let y = self.op(format!("arith.addf {m}, {one} {fl} : {t}"));
+        // · 2ⁿ as 2^(n/2) · 2^(n − n/2): n reaches 128 at the top of the range, whose power
+        // of two is not an f32, while both halves are.
+        let splat_i = |s: &mut Self, v: i64| s.splat(Lit::I(v), DType::I32);
+        let one_i = splat_i(self, 1)?;
+        let half = self.op(format!("arith.shrsi {ni}, {one_i} : {it}"));
+        let rest = self.op(format!("arith.subi {ni}, {half} : {it}"));
+        let (bias, mantissa) = (splat_i(self, 127)?, splat_i(self, 23)?);
+        let mut result = y;
+        for e in [half, rest] {
+            let biased = self.op(format!("arith.addi {e}, {bias} : {it}"));
+            let bits = self.op(format!("arith.shli {biased}, {mantissa} : {it}"));
+            let pow = self.op(format!("arith.bitcast {bits} : {it} to {t}"));
+            result = self.op(format!("arith.mulf {result}, {pow} : {t}"));
+        }
+        let below = self.op(format!("arith.cmpf olt, {x}, {lo} : {t}"));
+        let zero = c(self, 0.0)?;
+        let bt = self.bool_prefix();
+        Ok(self.op(format!("arith.select {below}, {zero}, {result} : {bt}{t}")))
+    }
+
+    /// `tanh(x)` for an f32 value `x` of type `t` (see [`TANH_P`]).
+    pub(super) fn tanh_f32(&mut self, x: &str, t: &str) -> Result<String, CodegenError> {
+        let fit = self.odd_rational(x, t, TANH_CLAMP, &TANH_P, &TANH_Q)?;
+        let limit = self.splat(Lit::F(TANH_LINEAR), DType::F32)?;
+        let ax = self.op(format!("math.absf {x} : {t}"));
+        let small = self.op(format!("arith.cmpf olt, {ax}, {limit} : {t}"));
+        let bt = self.bool_prefix();
+        Ok(self.op(format!("arith.select {small}, {x}, {fit} : {bt}{t}")))
+    }
+
+    /// `erf(x)` for an f32 value `x` of type `t` (see [`ERF_P`]).
+    pub(super) fn erf_f32(&mut self, x: &str, t: &str) -> Result<String, CodegenError> {
+        self.odd_rational(x, t, ERF_CLAMP, &ERF_P, &ERF_Q)
+    }
+
+    /// `c · P(c²) / Q(c²)` with `c = clamp(x, −limit, limit)` (NaN stays NaN).
+    fn odd_rational(
+        &mut self,
+        x: &str,
+        t: &str,
+        limit: f64,
+        p: &[f64],
+        q: &[f64],
+    ) -> Result<String, CodegenError> {
+        let lo = self.splat(Lit::F(-limit), DType::F32)?;
+        let hi = self.splat(Lit::F(limit), DType::F32)?;
+        let c = self.op(format!("arith.maximumf {x}, {lo} : {t}"));
+        let c = self.op(format!("arith.minimumf {c}, {hi} : {t}"));
+        let c2 = self.op(format!("arith.mulf {c}, {c} : {t}"));
+        let num = self.horner(&c2, t, p)?;
+        let num = self.op(format!("arith.mulf {c}, {num} : {t}"));
+        let den = self.horner(&c2, t, q)?;
+        Ok(self.op(format!("arith.divf {num}, {den} : {t}")))
+    }
+
+    /// `k[0] · xⁿ⁻¹ + … + k[n−1]` by Horner's rule (multiply-adds that LLVM may fuse).
+    fn horner(&mut self, x: &str, t: &str, k: &[f64]) -> Result<String, CodegenError> {
+        let mut acc = self.splat(Lit::F(k[0]), DType::F32)?;
+        for &c in &k[1..] {
+            let c = self.splat(Lit::F(c), DType::F32)?;
+            let m = self.op(format!("arith.mulf {acc}, {x} fastmath<contract> : {t}"));
+            acc = self.op(format!("arith.addf {m}, {c} fastmath<contract> : {t}"));
+        }
+        Ok(acc)
+    }
+
+    /// The type prefix `arith.select` needs for a vector condition (none for a scalar).
+    fn bool_prefix(&self) -> String {
+        match self.vec.as_ref().map(|v| v.width) {
+            Some(w) => format!("vector<{w}xi1>, "),
+            None => String::new(),
+        }
+    }
+}
