@@ -357,6 +357,11 @@ fn run_cli() -> Result<()> {
                             )
                         }
                         Emit::Loops => {
+                            for node in &st.views.elided {
+                                out!(
+                                    "# {node}: concatenation in place, its inputs' kernels write into it"
+                                );
+                            }
                             for p in &progs {
                                 out!("{p}");
                             }

@@ -32,6 +32,9 @@ pub struct CompileConfig {
     /// Tuned schedules by workload key (e.g. the best ones of a tuning database), used
     /// instead of the default schedule for the kernels they cover.
     pub tuned: Option<Arc<schedule::TunedSchedules>>,
+    /// Let the producers of a concatenation's inputs write straight into its output where
+    /// each input is one contiguous piece of it (`tessera_passes::views`): no copy kernel.
+    pub concat_in_place: bool,
 }
 
 impl Default for CompileConfig {
@@ -44,6 +47,7 @@ impl Default for CompileConfig {
             optimize: true,
             tile_products: true,
             tuned: None,
+            concat_in_place: true,
         }
     }
 }
@@ -68,6 +72,8 @@ pub struct Stages {
     pub kernels: Vec<Kernel>,
     /// How many kernels got a tuned schedule (the rest: the default one).
     pub tuned_kernels: usize,
+    /// Values that live inside a concatenation's output, whose copy kernels were removed.
+    pub views: tessera_passes::views::Views,
 }
 
 impl Compiler {
@@ -121,12 +127,18 @@ impl Compiler {
                 }
             }
         }
+        let views = if self.config.concat_in_place {
+            tessera_passes::views::concat_in_place(&optimized, &mut kernels)
+        } else {
+            Default::default()
+        };
         Ok(Stages {
             prepared,
             optimized,
             report,
             kernels,
             tuned_kernels,
+            views,
         })
     }
 
@@ -401,21 +413,33 @@ pub fn build_plan(st: &Stages) -> Result<(ExecPlan, Vec<u8>), CompileError> {
             }
         }
     }
-    // Intermediates: live from the producing step to the last consuming step.
+    // Intermediates: live from the producing step to the last consuming step. A view (a
+    // piece of a concatenation's output) has no buffer of its own: it keeps the buffer that
+    // holds it alive, from the first piece's producer to the last reader of any piece.
     let mut live: Vec<(ValueId, BufferReq)> = Vec::new();
     for (si, k) in st.kernels.iter().enumerate() {
         for v in &k.args {
             if slots.contains_key(v) {
                 continue;
             }
-            match live.iter_mut().find(|(x, _)| x == v) {
+            let (root, _) = st.views.root(*v);
+            match live.iter_mut().find(|(x, _)| *x == root) {
                 Some((_, r)) => r.last = si,
                 None => {
-                    let pos = k.args.iter().position(|a| a == v).unwrap();
-                    let bytes = k.program.params().nth(pos).map_or(0, |b| b.len)
-                        * g.ty_of(*v)?.dtype.size();
+                    let bytes = match root == *v {
+                        true => {
+                            let pos = k.args.iter().position(|a| a == v).unwrap();
+                            k.program.params().nth(pos).map_or(0, |b| b.len)
+                                * g.ty_of(*v)?.dtype.size()
+                        }
+                        false => {
+                            let ty = g.ty_of(root)?;
+                            let shape = ty.static_shape().unwrap_or_default();
+                            shape.iter().product::<usize>() * ty.dtype.size()
+                        }
+                    };
                     live.push((
-                        *v,
+                        root,
                         BufferReq {
                             bytes,
                             first: si,
@@ -428,13 +452,19 @@ pub fn build_plan(st: &Stages) -> Result<(ExecPlan, Vec<u8>), CompileError> {
     }
     let reqs: Vec<BufferReq> = live.iter().map(|(_, r)| *r).collect();
     let (offsets, per_run_bytes) = plan_memory(&reqs);
-    for ((v, _), off) in live.iter().zip(offsets) {
-        slots.insert(
-            *v,
-            Slot::Workspace {
-                offset: constant_bytes + off,
-            },
-        );
+    let root_offset: HashMap<ValueId, usize> = live.iter().map(|(v, _)| *v).zip(offsets).collect();
+    for k in &st.kernels {
+        for v in &k.args {
+            let (root, within) = st.views.root(*v);
+            if let (false, Some(off)) = (slots.contains_key(v), root_offset.get(&root)) {
+                slots.insert(
+                    *v,
+                    Slot::Workspace {
+                        offset: constant_bytes + off + within,
+                    },
+                );
+            }
+        }
     }
     let steps = st
         .kernels
@@ -484,6 +514,36 @@ fn run_once_steps(st: &Stages, slots: &HashMap<ValueId, Slot>) -> Vec<bool> {
         .collect()
 }
 
+/// A concatenation whose copy kernel was removed ([`Stages::views`]): its pieces, computed
+/// by their producers, laid side by side (None if a piece is missing).
+fn assemble(stages: &Stages, env: &HashMap<ValueId, Tensor>, v: ValueId) -> Option<Tensor> {
+    let g = &stages.optimized;
+    let ty = g.ty_of(v).ok()?;
+    let shape = ty.static_shape()?;
+    let mut bytes = vec![0u8; shape.iter().product::<usize>() * ty.dtype.size()];
+    let mut pieces: Vec<_> = stages
+        .views
+        .views
+        .iter()
+        .filter(|(_, view)| view.within == v)
+        .collect();
+    pieces.sort_by_key(|(_, view)| view.offset);
+    if pieces.is_empty() {
+        return None;
+    }
+    for (piece, view) in pieces {
+        let t = env
+            .get(piece)
+            .cloned()
+            .or_else(|| assemble(stages, env, *piece))?;
+        let src = t.bytes();
+        bytes
+            .get_mut(view.offset..view.offset + src.len())?
+            .copy_from_slice(src);
+    }
+    Tensor::from_bytes(ty.dtype, shape, bytes).ok()
+}
+
 /// Runs prepared, lowered kernels on the loop-IR interpreter, value by value — the reference
 /// for "lowering and scheduling preserve meaning". Outputs are poisoned before each kernel.
 pub fn interpret_kernels(stages: &Stages, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
@@ -503,6 +563,7 @@ pub fn interpret_kernels(stages: &Stages, inputs: &[Tensor]) -> Result<Vec<Tenso
                 tessera_ir::loops::BufRole::Input => env
                     .get(v)
                     .cloned()
+                    .or_else(|| assemble(stages, &env, *v))
                     .ok_or_else(|| format!("kernel {}: value not computed", k.program.name))?,
                 _ => Tensor::poisoned(b.dtype, vec![b.len]),
             };

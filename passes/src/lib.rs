@@ -23,6 +23,7 @@ pub mod lower;
 pub mod product;
 pub mod rules;
 pub mod schedule;
+pub mod views;
 
 pub use error::PassError;
 

@@ -1,0 +1,144 @@
+//! Concatenation in place: the producers of a `Concat`'s inputs write straight into their
+//! pieces of its output, and the copy kernel disappears.
+//!
+//! When every dimension before the concatenation axis is 1 (batch-1 channel concatenation,
+//! the Inception / SqueezeNet / DenseNet pattern), each input is one contiguous range of the
+//! output. Such an input becomes a [`View`] — `offset` bytes into the output's buffer — and
+//! the memory plan places it there instead of in a buffer of its own. A view's value is
+//! written once, by its producer, and never changed (the output range it occupies belongs to
+//! it alone), so every other reader of it sees the same bytes as before.
+//!
+//! **Architecture invariant:** a value is a view only if a kernel computes it on every run
+//! (it depends on a model input), it is not a model input, output or weight, and it is a
+//! view into one concatenation only. The concatenated value is itself an ordinary
+//! intermediate (not a model output), possibly a view into a later concatenation.
+
+use crate::lower::Kernel;
+use std::collections::{HashMap, HashSet};
+use tessera_ir::loops::BufRole;
+use tessera_ir::{AttrsExt, Graph, OpKind, ValueId};
+
+/// A value that lives inside another value's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct View {
+    /// The value whose buffer holds this one.
+    pub within: ValueId,
+    /// Where, in bytes from the start of `within`.
+    pub offset: usize,
+}
+
+/// What [`concat_in_place`] did: the views, and the nodes whose copy kernels it removed.
+#[derive(Clone, Debug, Default)]
+pub struct Views {
+    pub views: HashMap<ValueId, View>,
+    pub elided: Vec<String>,
+}
+
+impl Views {
+    /// The value whose own buffer holds `v`, and `v`'s offset in it (following views of
+    /// views); `v` itself at offset 0 if it is not a view.
+    pub fn root(&self, mut v: ValueId) -> (ValueId, usize) {
+        let mut offset = 0;
+        while let Some(view) = self.views.get(&v) {
+            offset += view.offset;
+            v = view.within;
+        }
+        (v, offset)
+    }
+}
+
+/// Removes every `Concat` kernel of `kernels` whose inputs can all be views into its output
+/// (see the module doc) and returns the views.
+pub fn concat_in_place(g: &Graph, kernels: &mut Vec<Kernel>) -> Views {
+    let computed = computed_every_run(g, kernels);
+    let boundary: HashSet<ValueId> = g
+        .inputs
+        .iter()
+        .chain(&g.outputs)
+        .chain(g.initializers.keys())
+        .copied()
+        .collect();
+    let mut out = Views::default();
+    let mut keep = Vec::with_capacity(kernels.len());
+    for k in kernels.drain(..) {
+        match in_place_pieces(g, &k, &computed, &boundary, &out) {
+            Some(pieces) => {
+                out.elided.push(k.node.clone());
+                out.views.extend(pieces);
+            }
+            None => keep.push(k),
+        }
+    }
+    *kernels = keep;
+    out
+}
+
+/// The views that replace concatenation kernel `k`, or None if it must stay a copy.
+fn in_place_pieces(
+    g: &Graph,
+    k: &Kernel,
+    computed: &HashSet<ValueId>,
+    boundary: &HashSet<ValueId>,
+    done: &Views,
+) -> Option<Vec<(ValueId, View)>> {
+    if k.op != OpKind::Concat {
+        return None;
+    }
+    let node = g.nodes().map(|(_, n)| n).find(|n| n.name == k.node)?;
+    let (&[output], inputs) = (node.outputs.as_slice(), &node.inputs) else {
+        return None;
+    };
+    let shape = g.ty_of(output).ok()?.static_shape()?;
+    let axis = tessera_ir::infer::norm_axis(node.attrs.int("axis", 0).ok()?, shape.len()).ok()?;
+    if shape[..axis].iter().product::<usize>() != 1 || boundary.contains(&output) {
+        return None;
+    }
+    let mut seen = HashSet::new();
+    let mut pieces = Vec::new();
+    let mut offset = 0;
+    for v in inputs {
+        let v = (*v)?;
+        let ty = g.ty_of(v).ok()?;
+        let bytes = ty.static_shape()?.iter().product::<usize>() * ty.dtype.size();
+        let placeable = computed.contains(&v)
+            && !boundary.contains(&v)
+            && !done.views.contains_key(&v)
+            && seen.insert(v);
+        if !placeable {
+            return None;
+        }
+        pieces.push((
+            v,
+            View {
+                within: output,
+                offset,
+            },
+        ));
+        offset += bytes;
+    }
+    Some(pieces)
+}
+
+/// Values some kernel computes on every run: everything downstream of a model input (the
+/// rest is computed once, from weights alone).
+fn computed_every_run(g: &Graph, kernels: &[Kernel]) -> HashSet<ValueId> {
+    let mut dynamic: HashSet<ValueId> = g.inputs.iter().copied().collect();
+    let mut computed = HashSet::new();
+    for k in kernels {
+        let roles: Vec<BufRole> = k.program.params().map(|b| b.role).collect();
+        let reads_input = k
+            .args
+            .iter()
+            .zip(&roles)
+            .any(|(v, r)| *r == BufRole::Input && dynamic.contains(v));
+        if reads_input {
+            for (v, r) in k.args.iter().zip(&roles) {
+                if *r == BufRole::Output {
+                    dynamic.insert(*v);
+                    computed.insert(*v);
+                }
+            }
+        }
+    }
+    computed
+}
