@@ -40,10 +40,16 @@ pub enum Bug {
     /// `schedule::reorder`: loops are interchanged without the dependence check (a
     /// recurrence's wavefront order is broken).
     ReorderDependence,
+    /// Code generation of a `vectorize(w)` reduction: the masked remainder's inactive lanes
+    /// fold the masked load's zero instead of the identity (a max over negatives reads 0).
+    LaneFoldIdentity,
+    /// Concatenation in place: a piece's offset counts elements instead of bytes, so pieces
+    /// overlap inside the concatenation's buffer.
+    ConcatViewOffset,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 12] = [
+    pub const ALL: [Bug; 14] = [
         Bug::SplitTail,
         Bug::FuseIndex,
         Bug::ProductKTail,
@@ -56,6 +62,8 @@ impl Bug {
         Bug::UnrollRemainder,
         Bug::IndexCmpUnsigned,
         Bug::ReorderDependence,
+        Bug::LaneFoldIdentity,
+        Bug::ConcatViewOffset,
     ];
 
     /// The name `TESSERA_PLANT` takes.
@@ -73,6 +81,8 @@ impl Bug {
             Bug::UnrollRemainder => "unroll-remainder",
             Bug::IndexCmpUnsigned => "index-cmp-unsigned",
             Bug::ReorderDependence => "reorder-dependence",
+            Bug::LaneFoldIdentity => "lane-fold-identity",
+            Bug::ConcatViewOffset => "concat-view-offset",
         }
     }
 

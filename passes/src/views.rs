@@ -114,7 +114,10 @@ fn in_place_pieces(
                 offset,
             },
         ));
-        offset += bytes;
+        offset += match tessera_ir::planted::active(tessera_ir::planted::Bug::ConcatViewOffset) {
+            true => bytes / ty.dtype.size(),
+            false => bytes,
+        };
     }
     Some(pieces)
 }

@@ -186,9 +186,13 @@ impl Em<'_> {
             self.vec = None;
             self.idx.remove(&var);
             let v = v?;
-            let kept = self.op(format!(
-                "arith.select {mask}, {v}, {identity} : vector<{w}xi1>, {vt}"
-            ));
+            let kept = match tessera_ir::planted::active(tessera_ir::planted::Bug::LaneFoldIdentity)
+            {
+                true => v,
+                false => self.op(format!(
+                    "arith.select {mask}, {v}, {identity} : vector<{w}xi1>, {vt}"
+                )),
+            };
             partial = self.op(format!("{op} {partial}, {kept} : {vt}"));
         }
         Ok(partial)

@@ -437,8 +437,13 @@ impl Builder<'_, '_> {
     }
 
     /// Concat of `x` with a pool value, an input or a constant that matches it on every axis
-    /// but the one joined.
+    /// but the one joined — or, Inception-style, of two computed branches along an axis
+    /// with nothing but 1s before it, read by a later op: the case whose copy the compiler
+    /// removes (`tessera_passes::views`).
     fn concat(&mut self, x: ValueId, shape: &[usize]) -> Result<std::result::Result<(), Rejected>> {
+        if self.u.ratio(1, 3)? {
+            return Ok(self.concat_branches(x, shape));
+        }
         let axis = self.u.int_in_range(0..=shape.len() - 1)?;
         let fits = |s: &[usize]| {
             s.len() == shape.len()
@@ -468,6 +473,27 @@ impl Builder<'_, '_> {
             [other, x]
         };
         Ok(self.push(OpKind::Concat, &ops, attrs))
+    }
+
+    /// `relu(concat(a, sigmoid(a)))` with `a` computed from `x` (see [`Self::concat`]).
+    fn concat_branches(
+        &mut self,
+        x: ValueId,
+        shape: &[usize],
+    ) -> std::result::Result<(), Rejected> {
+        let a = match self.g.inputs.contains(&x) {
+            true => self.then(OpKind::Neg, &[x], Attrs::new())?,
+            false => x,
+        };
+        let b = self.then(OpKind::Sigmoid, &[a], Attrs::new())?;
+        let axis = (0..shape.len())
+            .rev()
+            .find(|&k| shape[..k].iter().all(|&d| d == 1))
+            .unwrap_or(0);
+        let mut attrs = Attrs::new();
+        attrs.insert("axis".into(), Attr::Int(axis as i64));
+        let joined = self.then(OpKind::Concat, &[a, b], attrs)?;
+        self.push(OpKind::Relu, &[joined], Attrs::new())
     }
 
     /// Slice of `x` on one or two axes: a window with step 1 or 2, or the axis reversed.
