@@ -359,7 +359,7 @@ fn run_cli() -> Result<()> {
                         Emit::Loops => {
                             for node in &st.views.elided {
                                 out!(
-                                    "# {node}: concatenation in place, its inputs' kernels write into it"
+                                    "# {node}: no copy kernel, its value is a view (tessera_passes::views)"
                                 );
                             }
                             for p in &progs {

@@ -10,6 +10,7 @@ use tessera_ir::plan::{ExecPlan, Slot, Step, TensorSig, align_up};
 use tessera_ir::{DType, Graph, Tensor, ValueId};
 use tessera_passes::lower::Kernel;
 use tessera_passes::schedule::{self, CpuScheduleConfig};
+use tessera_passes::views::ViewKind;
 use tessera_runtime::executor::Weights;
 use tessera_runtime::memory::{AlignedBuf, BufferReq, plan_memory};
 use tessera_runtime::{ExecConfig, Executor};
@@ -32,9 +33,9 @@ pub struct CompileConfig {
     /// Tuned schedules by workload key (e.g. the best ones of a tuning database), used
     /// instead of the default schedule for the kernels they cover.
     pub tuned: Option<Arc<schedule::TunedSchedules>>,
-    /// Let the producers of a concatenation's inputs write straight into its output where
-    /// each input is one contiguous piece of it (`tessera_passes::views`): no copy kernel.
-    pub concat_in_place: bool,
+    /// Copies replaced by views (`tessera_passes::views`): a concatenation's producers write
+    /// straight into its output, a reshape reads its input's buffer; no copy kernels.
+    pub views: tessera_passes::views::ViewConfig,
 }
 
 impl Default for CompileConfig {
@@ -47,7 +48,7 @@ impl Default for CompileConfig {
             optimize: true,
             tile_products: true,
             tuned: None,
-            concat_in_place: true,
+            views: Default::default(),
         }
     }
 }
@@ -72,7 +73,8 @@ pub struct Stages {
     pub kernels: Vec<Kernel>,
     /// How many kernels got a tuned schedule (the rest: the default one).
     pub tuned_kernels: usize,
-    /// Values that live inside a concatenation's output, whose copy kernels were removed.
+    /// Values that live inside another value's buffer (a concatenation's pieces, a
+    /// reshape's output), whose copy kernels were removed.
     pub views: tessera_passes::views::Views,
 }
 
@@ -127,11 +129,8 @@ impl Compiler {
                 }
             }
         }
-        let views = if self.config.concat_in_place {
-            tessera_passes::views::concat_in_place(&optimized, &mut kernels)
-        } else {
-            Default::default()
-        };
+        let views =
+            tessera_passes::views::elide_copies(&optimized, &mut kernels, &self.config.views);
         Ok(Stages {
             prepared,
             optimized,
@@ -514,33 +513,44 @@ fn run_once_steps(st: &Stages, slots: &HashMap<ValueId, Slot>) -> Vec<bool> {
         .collect()
 }
 
-/// A concatenation whose copy kernel was removed ([`Stages::views`]): its pieces, computed
-/// by their producers, laid side by side (None if a piece is missing).
-fn assemble(stages: &Stages, env: &HashMap<ValueId, Tensor>, v: ValueId) -> Option<Tensor> {
+/// A value whose copy kernel was removed ([`Stages::views`]), from the values computed so
+/// far: a concatenation from its pieces laid side by side, a view (`up`) from its range of
+/// the value that holds it. Pieces are looked up without going up again, so a cycle cannot
+/// form. None if something it needs is missing.
+fn materialize(
+    stages: &Stages,
+    env: &HashMap<ValueId, Tensor>,
+    v: ValueId,
+    up: bool,
+) -> Option<Tensor> {
+    if let Some(t) = env.get(&v) {
+        return Some(t.clone());
+    }
     let g = &stages.optimized;
     let ty = g.ty_of(v).ok()?;
     let shape = ty.static_shape()?;
-    let mut bytes = vec![0u8; shape.iter().product::<usize>() * ty.dtype.size()];
-    let mut pieces: Vec<_> = stages
-        .views
-        .views
+    let len = shape.iter().product::<usize>() * ty.dtype.size();
+    let views = &stages.views.views;
+    let mut pieces: Vec<_> = views
         .iter()
-        .filter(|(_, view)| view.within == v)
+        .filter(|(_, w)| w.within == v && w.kind == ViewKind::Piece)
         .collect();
-    pieces.sort_by_key(|(_, view)| view.offset);
-    if pieces.is_empty() {
-        return None;
-    }
-    for (piece, view) in pieces {
-        let t = env
-            .get(piece)
-            .cloned()
-            .or_else(|| assemble(stages, env, *piece))?;
-        let src = t.bytes();
+    pieces.sort_by_key(|(_, w)| w.offset);
+    let bytes = if !pieces.is_empty() {
+        let mut bytes = vec![0u8; len];
+        for (piece, w) in pieces {
+            let src = materialize(stages, env, *piece, false)?;
+            let src = src.bytes();
+            bytes
+                .get_mut(w.offset..w.offset + src.len())?
+                .copy_from_slice(src);
+        }
         bytes
-            .get_mut(view.offset..view.offset + src.len())?
-            .copy_from_slice(src);
-    }
+    } else {
+        let w = views.get(&v).filter(|_| up)?;
+        let holder = materialize(stages, env, w.within, true)?;
+        holder.bytes().get(w.offset..w.offset + len)?.to_vec()
+    };
     Tensor::from_bytes(ty.dtype, shape, bytes).ok()
 }
 
@@ -563,7 +573,7 @@ pub fn interpret_kernels(stages: &Stages, inputs: &[Tensor]) -> Result<Vec<Tenso
                 tessera_ir::loops::BufRole::Input => env
                     .get(v)
                     .cloned()
-                    .or_else(|| assemble(stages, &env, *v))
+                    .or_else(|| materialize(stages, &env, *v, true))
                     .ok_or_else(|| format!("kernel {}: value not computed", k.program.name))?,
                 _ => Tensor::poisoned(b.dtype, vec![b.len]),
             };

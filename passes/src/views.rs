@@ -1,4 +1,6 @@
-//! Concatenation in place: the producers of a `Concat`'s inputs write straight into their
+//! Copies that need no kernel: concatenation in place, and reshapes as views.
+//!
+//! **Concatenation in place**: the producers of a `Concat`'s inputs write straight into their
 //! pieces of its output, and the copy kernel disappears.
 //!
 //! When every dimension before the concatenation axis is 1 (batch-1 channel concatenation,
@@ -8,15 +10,20 @@
 //! written once, by its producer, and never changed (the output range it occupies belongs to
 //! it alone), so every other reader of it sees the same bytes as before.
 //!
-//! **Architecture invariant:** a value is a view only if a kernel computes it on every run
-//! (it depends on a model input), it is not a model input, output or weight, and it is a
-//! view into one concatenation only. The concatenated value is itself an ordinary
-//! intermediate (not a model output), possibly a view into a later concatenation.
+//! **Reshapes as views**: `Reshape`, `Flatten`, `Squeeze`, `Unsqueeze` and `Identity` keep
+//! every element where it is, so their output is a view at offset 0 into their input's
+//! buffer, and their copy kernel disappears too.
+//!
+//! **Architecture invariant:** every byte of a view is written once, by the producer of the
+//! value that holds it, in a range nothing else writes. A concatenation's piece or a
+//! reshape's input is a value a kernel computes on every run (it depends on a model input),
+//! never a model input, output or weight; a value is a view into one container only; a
+//! concatenation or reshape output that becomes a container or a view is no model output.
 
 use crate::lower::Kernel;
 use std::collections::{HashMap, HashSet};
 use tessera_ir::loops::BufRole;
-use tessera_ir::{AttrsExt, Graph, OpKind, ValueId};
+use tessera_ir::{AttrsExt, Graph, Node, OpKind, ValueId};
 
 /// A value that lives inside another value's buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,9 +32,19 @@ pub struct View {
     pub within: ValueId,
     /// Where, in bytes from the start of `within`.
     pub offset: usize,
+    pub kind: ViewKind,
 }
 
-/// What [`concat_in_place`] did: the views, and the nodes whose copy kernels it removed.
+/// How a view's bytes come to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ViewKind {
+    /// A concatenation's piece: its producer writes it, and so part of the container.
+    Piece,
+    /// A reshape's output: the container's bytes, read under another shape.
+    Reshape,
+}
+
+/// What [`elide_copies`] did: the views, and the nodes whose copy kernels it removed.
 #[derive(Clone, Debug, Default)]
 pub struct Views {
     pub views: HashMap<ValueId, View>,
@@ -47,9 +64,27 @@ impl Views {
     }
 }
 
-/// Removes every `Concat` kernel of `kernels` whose inputs can all be views into its output
-/// (see the module doc) and returns the views.
-pub fn concat_in_place(g: &Graph, kernels: &mut Vec<Kernel>) -> Views {
+/// Which copy kernels [`elide_copies`] replaces by views.
+#[derive(Clone, Copy, Debug)]
+pub struct ViewConfig {
+    /// Concatenations whose inputs are contiguous pieces of the output.
+    pub concat: bool,
+    /// Reshape, Flatten, Squeeze, Unsqueeze and Identity.
+    pub reshape: bool,
+}
+
+impl Default for ViewConfig {
+    fn default() -> Self {
+        ViewConfig {
+            concat: true,
+            reshape: true,
+        }
+    }
+}
+
+/// Removes every copy kernel of `kernels` that `cfg` allows and whose values can be views
+/// (see the module doc), and returns the views.
+pub fn elide_copies(g: &Graph, kernels: &mut Vec<Kernel>, cfg: &ViewConfig) -> Views {
     let computed = computed_every_run(g, kernels);
     let boundary: HashSet<ValueId> = g
         .inputs
@@ -61,7 +96,17 @@ pub fn concat_in_place(g: &Graph, kernels: &mut Vec<Kernel>) -> Views {
     let mut out = Views::default();
     let mut keep = Vec::with_capacity(kernels.len());
     for k in kernels.drain(..) {
-        match in_place_pieces(g, &k, &computed, &boundary, &out) {
+        let node = g.nodes().map(|(_, n)| n).find(|n| n.name == k.node);
+        let views = match (node, k.op) {
+            (Some(n), OpKind::Concat) if cfg.concat => {
+                in_place_pieces(g, n, &computed, &boundary, &out)
+            }
+            (Some(n), op) if cfg.reshape && is_pure_copy(op) => {
+                reshape_view(n, &computed, &boundary, &out)
+            }
+            _ => None,
+        };
+        match views {
             Some(pieces) => {
                 out.elided.push(k.node.clone());
                 out.views.extend(pieces);
@@ -73,18 +118,46 @@ pub fn concat_in_place(g: &Graph, kernels: &mut Vec<Kernel>) -> Views {
     out
 }
 
-/// The views that replace concatenation kernel `k`, or None if it must stay a copy.
-fn in_place_pieces(
-    g: &Graph,
-    k: &Kernel,
+/// Ops whose output holds its input's elements in the same order.
+fn is_pure_copy(op: OpKind) -> bool {
+    use OpKind::*;
+    matches!(op, Reshape | Flatten | Squeeze | Unsqueeze | Identity)
+}
+
+/// The view that replaces reshape-like `node`'s copy: its output at offset 0 in its input.
+fn reshape_view(
+    node: &Node,
     computed: &HashSet<ValueId>,
     boundary: &HashSet<ValueId>,
     done: &Views,
 ) -> Option<Vec<(ValueId, View)>> {
-    if k.op != OpKind::Concat {
+    let (Some(Some(input)), &[output]) = (node.inputs.first(), node.outputs.as_slice()) else {
         return None;
-    }
-    let node = g.nodes().map(|(_, n)| n).find(|n| n.name == k.node)?;
+    };
+    let placeable = computed.contains(input)
+        && !boundary.contains(input)
+        && !boundary.contains(&output)
+        && !done.views.contains_key(&output);
+    placeable.then(|| {
+        vec![(
+            output,
+            View {
+                within: *input,
+                offset: 0,
+                kind: ViewKind::Reshape,
+            },
+        )]
+    })
+}
+
+/// The views that replace concatenation `node`'s copy, or None if it must stay a copy.
+fn in_place_pieces(
+    g: &Graph,
+    node: &Node,
+    computed: &HashSet<ValueId>,
+    boundary: &HashSet<ValueId>,
+    done: &Views,
+) -> Option<Vec<(ValueId, View)>> {
     let (&[output], inputs) = (node.outputs.as_slice(), &node.inputs) else {
         return None;
     };
@@ -112,6 +185,7 @@ fn in_place_pieces(
             View {
                 within: output,
                 offset,
+                kind: ViewKind::Piece,
             },
         ));
         offset += match tessera_ir::planted::active(tessera_ir::planted::Bug::ConcatViewOffset) {

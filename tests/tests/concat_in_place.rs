@@ -1,12 +1,15 @@
-//! Concatenation in place (`tessera_passes::views`): where each input is a contiguous piece
-//! of the output, the producers write into it and the copy kernel disappears — also nested,
-//! DenseNet-style — and where that would be wrong (a model input or output, a repeated
-//! input, a batch of two) the copy stays. Every graph runs compiled with poisoned memory and
-//! on the loop interpreter against the graph interpreter.
+//! Copies replaced by views (`tessera_passes::views`). Concatenation in place: where each
+//! input is a contiguous piece of the output, the producers write into it and the copy
+//! kernel disappears — also nested, DenseNet-style — and where that would be wrong (a model
+//! input or output, a repeated input, a batch of two) the copy stays. Reshapes as views:
+//! the output reads the input's buffer, also as a concatenation's piece or container. Every
+//! graph runs compiled with poisoned memory and on the loop interpreter against the graph
+//! interpreter.
 
 use std::collections::BTreeMap;
 use tessera::{CompileConfig, Compiler, Target};
 use tessera_ir::{Attr, DType, Graph, Node, OpKind, Rng, ValueId, ValueType};
+use tessera_passes::views::ViewConfig;
 use tessera_tests::*;
 
 struct Builder {
@@ -203,7 +206,10 @@ fn the_option_turns_it_off() {
     let y = b.conv("after", cat, 4, 2, 1);
     let g = b.finish(&[y]);
     let cfg = CompileConfig {
-        concat_in_place: false,
+        views: ViewConfig {
+            concat: false,
+            reshape: true,
+        },
         ..Default::default()
     };
     let st = Compiler::new(Target::host())
@@ -212,4 +218,56 @@ fn the_option_turns_it_off() {
         .unwrap();
     assert!(st.views.elided.is_empty());
     assert!(st.kernels.iter().any(|k| k.op == OpKind::Concat));
+}
+
+#[test]
+fn reshapes_read_their_input_in_place() {
+    // conv → Reshape (a view) → Flatten of that (a view of a view) → Gemm; a Squeeze of a
+    // concatenation (a view into a container); a reshape of a model input and one that is a
+    // model output keep their copies.
+    let (mut b, x) = Builder::new("reshapes", &[1, 2, 4, 4]);
+    let a = b.conv("a", x, 2, 3, 3);
+    let shape = b.g.add_initializer(
+        "shape",
+        tessera_ir::Tensor::from_i64(DType::I64, vec![3], &[1, 3, 16]),
+    );
+    let r = b.node("r", OpKind::Reshape, attrs(&[]), &[a, shape]);
+    let f = b.node("f", OpKind::Flatten, attrs(&[("axis", Attr::Int(1))]), &[r]);
+    let w =
+        b.g.add_initializer("fc_w", Rng::new(5).tensor(DType::F32, vec![48, 5]));
+    let y = b.node("fc", OpKind::MatMul, attrs(&[]), &[f, w]);
+    let c = b.conv("c", x, 2, 2, 1);
+    let cat = b.concat("cat", &[a, c]);
+    let axes = b.g.add_initializer(
+        "axes",
+        tessera_ir::Tensor::from_i64(DType::I64, vec![1], &[0]),
+    );
+    let sq = b.node("sq", OpKind::Squeeze, attrs(&[]), &[cat, axes]);
+    let z = b.node("z", OpKind::Sigmoid, attrs(&[]), &[sq]);
+    let shape_in = b.g.add_initializer(
+        "shape_in",
+        tessera_ir::Tensor::from_i64(DType::I64, vec![2], &[2, 16]),
+    );
+    let xin = b.node("xin", OpKind::Reshape, attrs(&[]), &[x, shape_in]);
+    let out = b.node("out", OpKind::Flatten, attrs(&[]), &[c]);
+    let g = b.finish(&[y, z, xin, out]);
+    // (The optimizer merges `r` and `f` into one reshape first.)
+    let e = elided(&g);
+    for node in ["sq", "cat"] {
+        assert!(
+            e.iter().any(|n| n == node),
+            "{node} should be a view: {e:?}"
+        );
+    }
+    let copies: Vec<String> = stages(&g)
+        .kernels
+        .iter()
+        .filter(|k| matches!(k.op, OpKind::Reshape | OpKind::Flatten | OpKind::Squeeze))
+        .map(|k| k.node.clone())
+        .collect();
+    assert_eq!(
+        copies,
+        ["xin", "out"],
+        "only these keep their copies (elided: {e:?})"
+    );
 }

@@ -93,6 +93,10 @@ fn unsigned(d: DType) -> bool {
     matches!(d, DType::U8 | DType::Bool)
 }
 
+/// Float max / min may return either zero for `max(−0, +0)`: the two compare equal (also to
+/// the oracle), and the NaN-propagating instruction sequence halves (x86: 3 instead of 6).
+const NO_SIGNED_ZEROS: &str = " fastmath<nsz>";
+
 struct Vec_ {
     var: String,
     width: u32,
@@ -774,10 +778,10 @@ impl Em<'_> {
                 };
                 // `contract` lets LLVM fuse a product feeding a sum into one FMA (one
                 // rounding instead of two: never less accurate than the reference's order).
-                let flags = if f && matches!(op, BinOp::Add | BinOp::Sub | BinOp::Mul) {
-                    " fastmath<contract>"
-                } else {
-                    ""
+                let flags = match op {
+                    BinOp::Add | BinOp::Sub | BinOp::Mul if f => " fastmath<contract>",
+                    BinOp::Max | BinOp::Min if f => NO_SIGNED_ZEROS,
+                    _ => "",
                 };
                 Ok(self.op(format!("{name} {x}, {y}{flags} : {t}")))
             }

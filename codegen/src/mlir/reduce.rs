@@ -9,7 +9,9 @@
 //! rounds differently from the interpreter's left-to-right order, within the oracle's
 //! reduction tolerance.
 
-use super::{Backend, Em, Vec_, int_division, lane_value_ok, scalar_ty, ty, unsigned};
+use super::{
+    Backend, Em, NO_SIGNED_ZEROS, Vec_, int_division, lane_value_ok, scalar_ty, ty, unsigned,
+};
 use crate::error::CodegenError;
 use tessera_ir::DType;
 use tessera_ir::loops::{Lit, Reduce, ReduceOp};
@@ -41,8 +43,8 @@ impl Em<'_> {
     ) -> Result<String, CodegenError> {
         if k == r.axes.len() {
             let v = self.vexpr(&r.value)?;
-            let op = fold_op(r.op, r.dtype);
-            return Ok(self.op(format!("{op} {acc_in}, {v} : {t}")));
+            let (op, flags) = (fold_op(r.op, r.dtype), fold_flags(r.op, r.dtype));
+            return Ok(self.op(format!("{op} {acc_in}, {v}{flags} : {t}")));
         }
         let (var, extent) = &r.axes[k];
         let (lo, hi, one) = (
@@ -101,12 +103,16 @@ impl Em<'_> {
             (ReduceOp::Min, false) => "minsi",
         };
         // `reassoc`: the lanes fold as a tree, not one after another.
-        let flags = if f { " fastmath<reassoc>" } else { "" };
+        let flags = match (f, fold_flags(r.op, r.dtype).is_empty()) {
+            (false, _) => "",
+            (true, true) => " fastmath<reassoc>",
+            (true, false) => " fastmath<reassoc,nsz>",
+        };
         let folded = self.op(format!(
             "vector.reduction <{kind}>, {partial}{flags} : {vt} into {st}"
         ));
-        let op = fold_op(r.op, r.dtype);
-        Ok(self.op(format!("{op} {init}, {folded} : {st}")))
+        let (op, flags) = (fold_op(r.op, r.dtype), fold_flags(r.op, r.dtype));
+        Ok(self.op(format!("{op} {init}, {folded}{flags} : {st}")))
     }
 
     /// The loops of [`Self::lane_reduce`]: outer axes carry the vector of partial results;
@@ -122,7 +128,7 @@ impl Em<'_> {
     ) -> Result<String, CodegenError> {
         let vt = ty(r.dtype, Some(w));
         let (var, extent) = r.axes[k].clone();
-        let op = fold_op(r.op, r.dtype);
+        let (op, flags) = (fold_op(r.op, r.dtype), fold_flags(r.op, r.dtype));
         if k + 1 < r.axes.len() {
             let (lo, hi, one) = (
                 self.index_const(0),
@@ -165,7 +171,7 @@ impl Em<'_> {
             let v = self.vexpr(&r.value);
             self.vec = None;
             let v = v?;
-            let next = self.op(format!("{op} {acc}, {v} : {vt}"));
+            let next = self.op(format!("{op} {acc}, {v}{flags} : {vt}"));
             self.line(format!("scf.yield {next} : {vt}"));
             self.idx.remove(&var);
             self.depth -= 1;
@@ -193,7 +199,7 @@ impl Em<'_> {
                     "arith.select {mask}, {v}, {identity} : vector<{w}xi1>, {vt}"
                 )),
             };
-            partial = self.op(format!("{op} {partial}, {kept} : {vt}"));
+            partial = self.op(format!("{op} {partial}, {kept}{flags} : {vt}"));
         }
         Ok(partial)
     }
@@ -212,6 +218,14 @@ fn fold_op(op: ReduceOp, d: DType) -> &'static str {
         (ReduceOp::Min, false) => "arith.minsi",
         (ReduceOp::Prod, true) => "arith.mulf",
         (ReduceOp::Prod, false) => "arith.muli",
+    }
+}
+
+/// The fast-math flags of [`fold_op`]: float max and min ignore the sign of zero.
+fn fold_flags(op: ReduceOp, d: DType) -> &'static str {
+    match op {
+        ReduceOp::Max | ReduceOp::Min if d.is_float() => NO_SIGNED_ZEROS,
+        _ => "",
     }
 }
 
