@@ -91,22 +91,36 @@ fn generated_graphs_verify_and_interpret() {
 
 #[test]
 fn generated_loop_programs_verify_and_interpret() {
+    // The poison pattern of an integer buffer (`Tensor::poisoned`: 0x5A bytes).
+    let int_poison = i32::from_ne_bytes([0x5A; 4]) as f64;
+    let (mut ints, mut lane_folds) = (0, 0);
     for bytes in byte_strings(2, 300, 300) {
         let mut u = Unstructured::new(&bytes);
         let p = fuzzgen::loop_gen::arbitrary_program(&mut u).expect("a program from any bytes");
         tessera_ir::loops::verify::verify(&p)
             .unwrap_or_else(|e| panic!("a generated program does not verify: {e}\n{p}"));
+        let text = p.to_string();
+        ints += text.contains(": i32[") as usize;
+        lane_folds += text.contains(") vectorize(") as usize;
         let inputs = fuzzgen::oracle::program_inputs(&p, 5);
         let out = fuzzgen::oracle::interpret(&p, &inputs)
             .unwrap_or_else(|e| panic!("interpreter: {e}\n{p}"));
         // Every output element is written (none is left poisoned).
         for t in out {
             assert!(
-                t.to_f64_vec().iter().all(|v| !v.is_nan()),
+                t.to_f64_vec()
+                    .iter()
+                    .all(|v| !v.is_nan() && *v != int_poison),
                 "an unwritten output element\n{p}"
             );
         }
     }
+    // Integer programs and reductions folded lane by lane both occur.
+    assert!(ints >= 30, "{ints} i32 programs of 300");
+    assert!(
+        lane_folds >= 10,
+        "{lane_folds} programs with a vectorized reduction"
+    );
 }
 
 /// Random cases of every target pass the oracle on this (correct) compiler.

@@ -1,6 +1,8 @@
 //! Valid-by-construction random loop programs from fuzzer bytes (Tzer-style IR generation).
 //!
-//! A program has one to three f32 input buffers and one or two outputs. Each output gets a
+//! A program computes in f32 or, one time in four, i32 (exact: wrapping arithmetic on both
+//! sides, integer reductions compared bit for bit). It has one to three input buffers and
+//! one or two outputs. Each output gets a
 //! nest of one to three serial loops whose innermost body stores an expression at a
 //! row-major index over a permutation of the nest's variables (so stores are contiguous or
 //! strided); a second output may be stored at an outer level (an imperfect nest). Bodies may
@@ -19,10 +21,10 @@ use tessera_ir::loops::{
     UnOp, VExpr,
 };
 
-const F32: DType = DType::F32;
-
 struct Gen<'a, 'b> {
     u: &'a mut Unstructured<'b>,
+    /// The element type of every buffer and value.
+    dt: DType,
     inputs: usize,
     /// Largest index + 1 read from each input.
     needed: BTreeMap<String, i64>,
@@ -30,9 +32,15 @@ struct Gen<'a, 'b> {
 
 /// Builds a random loop program named `fuzz` from `u`.
 pub fn arbitrary_program(u: &mut Unstructured) -> Result<LoopProgram> {
+    let dt = if u.ratio(1, 4)? {
+        DType::I32
+    } else {
+        DType::F32
+    };
     let inputs = u.int_in_range(1..=3)?;
     let mut g = Gen {
         u,
+        dt,
         inputs,
         needed: BTreeMap::new(),
     };
@@ -52,7 +60,7 @@ pub fn arbitrary_program(u: &mut Unstructured) -> Result<LoopProgram> {
     let mut buffers: Vec<Buffer> = (0..g.inputs)
         .map(|k| Buffer {
             name: format!("in{k}"),
-            dtype: F32,
+            dtype: g.dt,
             len: g.needed.get(&format!("in{k}")).copied().unwrap_or(1).max(1) as usize,
             role: BufRole::Input,
         })
@@ -60,7 +68,7 @@ pub fn arbitrary_program(u: &mut Unstructured) -> Result<LoopProgram> {
     for (o, len) in out_lens.iter().enumerate() {
         buffers.push(Buffer {
             name: format!("out{o}"),
-            dtype: F32,
+            dtype: g.dt,
             len: *len as usize,
             role: BufRole::Output,
         });
@@ -99,8 +107,12 @@ impl Gen<'_, '_> {
             let mut value = self.expr(&scope, None, 3)?;
             if self.u.ratio(1, 4)? {
                 let earlier = self.recurrence(o, &vars, &store_index)?;
-                let half = VExpr::bin(BinOp::Mul, VExpr::f(0.5, F32), earlier);
-                value = VExpr::bin(BinOp::Add, value, half);
+                // Halved (floats) so that chains stay small; integers simply wrap.
+                let earlier = match self.dt.is_float() {
+                    true => VExpr::bin(BinOp::Mul, VExpr::f(0.5, self.dt), earlier),
+                    false => earlier,
+                };
+                value = VExpr::bin(BinOp::Add, value, earlier);
             }
             Stmt::Store {
                 buf: format!("out{o}"),
@@ -111,11 +123,14 @@ impl Gen<'_, '_> {
             let op = *self
                 .u
                 .choose(&[ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min])?;
+            let float = self.dt.is_float();
             let init = match op {
-                ReduceOp::Sum => 0.0,
-                ReduceOp::Max => f64::NEG_INFINITY,
-                ReduceOp::Min => f64::INFINITY,
-                ReduceOp::Prod => 1.0,
+                ReduceOp::Sum => VExpr::lit(0.0, self.dt),
+                ReduceOp::Max if float => VExpr::f(f64::NEG_INFINITY, self.dt),
+                ReduceOp::Min if float => VExpr::f(f64::INFINITY, self.dt),
+                ReduceOp::Max => VExpr::i(i32::MIN as i64, self.dt),
+                ReduceOp::Min => VExpr::i(i32::MAX as i64, self.dt),
+                ReduceOp::Prod => VExpr::lit(1.0, self.dt),
             };
             let acc = format!("acc{o}");
             let value = self.expr(&scope, None, 2)?;
@@ -128,9 +143,9 @@ impl Gen<'_, '_> {
             };
             Stmt::Reduce(Reduce {
                 acc,
-                dtype: F32,
+                dtype: self.dt,
                 op,
-                init: VExpr::f(init, F32),
+                init,
                 axes: reduce_axes,
                 value,
                 body: vec![Stmt::Store {
@@ -204,7 +219,7 @@ impl Gen<'_, '_> {
         let mut read = VExpr::load(&format!("out{o}"), index);
         for g in guards {
             let m = self.u.int_in_range(1..=8)? as f64 / 4.0;
-            read = VExpr::select(g, read, VExpr::f(m, F32));
+            read = VExpr::select(g, read, VExpr::lit(m, self.dt));
         }
         Ok(read)
     }
@@ -230,7 +245,11 @@ impl Gen<'_, '_> {
         }
         Ok(match self.u.int_in_range(0..=2)? {
             0 => {
-                let op = *self.u.choose(&[UnOp::Neg, UnOp::Abs, UnOp::Tanh])?;
+                let ops: &[UnOp] = match self.dt.is_float() {
+                    true => &[UnOp::Neg, UnOp::Abs, UnOp::Tanh],
+                    false => &[UnOp::Neg, UnOp::Abs],
+                };
+                let op = *self.u.choose(ops)?;
                 VExpr::un(op, self.expr(scope, acc, depth - 1)?)
             }
             1 => {
@@ -266,14 +285,15 @@ impl Gen<'_, '_> {
         let choice = self.u.int_in_range(0..=5)?;
         Ok(match choice {
             0 => {
-                let m = self.u.int_in_range(1..=16)? as f64 / 8.0;
-                VExpr::f(if self.u.ratio(1, 2)? { -m } else { m }, F32)
+                let m = self.u.int_in_range(1..=16)? as f64;
+                let m = if self.dt.is_float() { m / 8.0 } else { m - 8.0 };
+                VExpr::lit(if self.u.ratio(1, 2)? { -m } else { m }, self.dt)
             }
             1 if !scope.is_empty() => {
                 let (v, _) = self.u.choose(scope)?.clone();
-                VExpr::Index(IExpr::var(&v), F32)
+                VExpr::Index(IExpr::var(&v), self.dt)
             }
-            2 if acc.is_some() => VExpr::Acc(acc.expect("checked").to_string(), F32),
+            2 if acc.is_some() => VExpr::Acc(acc.expect("checked").to_string(), self.dt),
             _ => self.load(scope)?,
         })
     }
@@ -321,7 +341,7 @@ impl Gen<'_, '_> {
         Ok(match guard {
             Some(g) => {
                 let m = self.u.int_in_range(1..=8)? as f64 / 4.0;
-                VExpr::select(g, load, VExpr::f(m, F32))
+                VExpr::select(g, load, VExpr::lit(m, self.dt))
             }
             None => load,
         })
