@@ -47,20 +47,34 @@ impl Em<'_> {
             return Ok(self.op(format!("{op} {acc_in}, {v}{flags} : {t}")));
         }
         let (var, extent) = &r.axes[k];
-        let (lo, hi, one) = (
+        self.carried_for(var, (*extent, 1), acc_in, t, |s, acc| {
+            s.reduce_axes(r, k + 1, acc, t)
+        })
+    }
+
+    /// `scf.for var = 0 to end step step` carrying one value of type `t` from `acc_in`;
+    /// `body` emits an iteration and returns the value carried to the next. Returns the
+    /// final value.
+    fn carried_for(
+        &mut self,
+        var: &str,
+        (end, step): (i64, i64),
+        acc_in: &str,
+        t: &str,
+        body: impl FnOnce(&mut Self, &str) -> Result<String, CodegenError>,
+    ) -> Result<String, CodegenError> {
+        let (lo, hi, step) = (
             self.index_const(0),
-            self.index_const(*extent),
-            self.index_const(1),
+            self.index_const(end),
+            self.index_const(step),
         );
-        let iv = self.fresh();
-        let acc = self.fresh();
-        let res = self.fresh();
+        let (iv, acc, res) = (self.fresh(), self.fresh(), self.fresh());
         self.line(format!(
-            "{res} = scf.for {iv} = {lo} to {hi} step {one} iter_args({acc} = {acc_in}) -> ({t}) {{"
+            "{res} = scf.for {iv} = {lo} to {hi} step {step} iter_args({acc} = {acc_in}) -> ({t}) {{"
         ));
         self.depth += 1;
-        self.idx.insert(var.clone(), iv);
-        let next = self.reduce_axes(r, k + 1, &acc, t)?;
+        self.idx.insert(var.to_string(), iv);
+        let next = body(self, &acc)?;
         self.line(format!("scf.yield {next} : {t}"));
         self.idx.remove(var);
         self.depth -= 1;
@@ -130,53 +144,25 @@ impl Em<'_> {
         let (var, extent) = r.axes[k].clone();
         let (op, flags) = (fold_op(r.op, r.dtype), fold_flags(r.op, r.dtype));
         if k + 1 < r.axes.len() {
-            let (lo, hi, one) = (
-                self.index_const(0),
-                self.index_const(extent),
-                self.index_const(1),
-            );
-            let (iv, acc, res) = (self.fresh(), self.fresh(), self.fresh());
-            self.line(format!(
-                "{res} = scf.for {iv} = {lo} to {hi} step {one} iter_args({acc} = {acc_in}) -> ({vt}) {{"
-            ));
-            self.depth += 1;
-            self.idx.insert(var.clone(), iv);
-            let next = self.lane_reduce_axes(r, k + 1, &acc, identity, w)?;
-            self.line(format!("scf.yield {next} : {vt}"));
-            self.idx.remove(&var);
-            self.depth -= 1;
-            self.line("}".into());
-            return Ok(res);
+            return self.carried_for(&var, (extent, 1), acc_in, &vt, |s, acc| {
+                s.lane_reduce_axes(r, k + 1, acc, identity, w)
+            });
         }
         let main = extent - extent % w as i64;
         let mut partial = acc_in.to_string();
         if main > 0 {
-            let (lo, hi, step) = (
-                self.index_const(0),
-                self.index_const(main),
-                self.index_const(w as i64),
-            );
-            let (iv, acc, res) = (self.fresh(), self.fresh(), self.fresh());
-            self.line(format!(
-                "{res} = scf.for {iv} = {lo} to {hi} step {step} iter_args({acc} = {partial}) -> ({vt}) {{"
-            ));
-            self.depth += 1;
-            self.idx.insert(var.clone(), iv);
-            self.vec = Some(Vec_ {
-                var: var.clone(),
-                width: w,
-                mask: None,
-                active: None,
-            });
-            let v = self.vexpr(&r.value);
-            self.vec = None;
-            let v = v?;
-            let next = self.op(format!("{op} {acc}, {v}{flags} : {vt}"));
-            self.line(format!("scf.yield {next} : {vt}"));
-            self.idx.remove(&var);
-            self.depth -= 1;
-            self.line("}".into());
-            partial = res;
+            partial = self.carried_for(&var, (main, w as i64), acc_in, &vt, |s, acc| {
+                s.vec = Some(Vec_ {
+                    var: var.clone(),
+                    width: w,
+                    mask: None,
+                    active: None,
+                });
+                let v = s.vexpr(&r.value);
+                s.vec = None;
+                let v = v?;
+                Ok(s.op(format!("{op} {acc}, {v}{flags} : {vt}")))
+            })?;
         }
         if main < extent {
             let (start, rem) = (self.index_const(main), self.index_const(extent - main));
