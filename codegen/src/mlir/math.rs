@@ -7,7 +7,7 @@
 //! - `exp`: the Cephes polynomial (Cody–Waite range reduction, degree-6 polynomial), within
 //!   1 ulp of the correctly rounded result over the whole normal range (tested over it);
 //! - `tanh` and `erf`: the odd rational minimax fits that onnxruntime's MLAS (tanh), Eigen
-//!   and XLA (both) use, clamped where the function rounds to ±1.
+//!   and XLA (both) use, exactly ±1 where the function rounds to ±1 in f32.
 //!
 //! The GPU keeps the `math` ops, which become CUDA's libdevice functions.
 
@@ -38,8 +38,11 @@ const EXP_POLY: [f64; 6] = [
     5.000_000_120_1e-1,
 ];
 
-/// tanh rounds to ±1 in f32 beyond this.
-const TANH_CLAMP: f64 = 7.905_311_107_635_498;
+/// From here on tanh rounds to exactly ±1 in f32, and so must the fit: a value a few ulps
+/// short of 1 flips comparisons such as `1 + tanh(9) < 2` (a fuzzer found that one; Eigen
+/// clamps the fit at 7.9, which returns tanh(7.9) up to 9). The fit holds to within an ulp
+/// up to here (MLAS clamps it at 9).
+const TANH_ONE: f64 = 9.010_913_848_876_953;
 /// Below this tanh(x) is x to f32 precision (and the fit would lose tiny values to underflow).
 const TANH_LINEAR: f64 = 4e-4;
 /// tanh(x) ≈ x · P(x²) / Q(x²) on the clamped range, coefficients highest degree first.
@@ -58,8 +61,10 @@ const TANH_Q: [f64; 4] = [
     2.268_434_632_439e-3,
     4.893_525_185_543_85e-3,
 ];
-/// erf rounds to ±1 in f32 beyond this.
+/// The fit's range: beyond it, its value at the end.
 const ERF_CLAMP: f64 = 4.0;
+/// From here on erf rounds to exactly ±1 in f32 (see [`TANH_ONE`]).
+const ERF_ONE: f64 = 3.919_205_904_006_958;
 /// erf(x) ≈ x · P(x²) / Q(x²) on the clamped range, coefficients highest degree first.
 const ERF_P: [f64; 7] = [
     -2.726_142_258_013_06e-10,
@@ -134,7 +139,8 @@ impl Em<'_> {
 
     /// `tanh(x)` for an f32 value `x` of type `t` (see [`TANH_P`]).
     pub(super) fn tanh_f32(&mut self, x: &str, t: &str) -> Result<String, CodegenError> {
-        let fit = self.odd_rational(x, t, TANH_CLAMP, &TANH_P, &TANH_Q)?;
+        let fit = self.odd_rational(x, t, TANH_ONE, &TANH_P, &TANH_Q)?;
+        let fit = self.saturate(x, t, fit, TANH_ONE)?;
         let limit = self.splat(Lit::F(TANH_LINEAR), DType::F32)?;
         let ax = self.op(format!("math.absf {x} : {t}"));
         let small = self.op(format!("arith.cmpf olt, {ax}, {limit} : {t}"));
@@ -144,7 +150,27 @@ impl Em<'_> {
 
     /// `erf(x)` for an f32 value `x` of type `t` (see [`ERF_P`]).
     pub(super) fn erf_f32(&mut self, x: &str, t: &str) -> Result<String, CodegenError> {
-        self.odd_rational(x, t, ERF_CLAMP, &ERF_P, &ERF_Q)
+        let fit = self.odd_rational(x, t, ERF_CLAMP, &ERF_P, &ERF_Q)?;
+        self.saturate(x, t, fit, ERF_ONE)
+    }
+
+    /// `fit`, except exactly ±1 (the sign of `x`) where `|x| ≥ one`; NaN stays NaN.
+    fn saturate(
+        &mut self,
+        x: &str,
+        t: &str,
+        fit: String,
+        one: f64,
+    ) -> Result<String, CodegenError> {
+        let (limit, unit) = (
+            self.splat(Lit::F(one), DType::F32)?,
+            self.splat(Lit::F(1.0), DType::F32)?,
+        );
+        let ax = self.op(format!("math.absf {x} : {t}"));
+        let beyond = self.op(format!("arith.cmpf oge, {ax}, {limit} : {t}"));
+        let signed = self.op(format!("math.copysign {unit}, {x} : {t}"));
+        let bt = self.bool_prefix();
+        Ok(self.op(format!("arith.select {beyond}, {signed}, {fit} : {bt}{t}")))
     }
 
     /// `c · P(c²) / Q(c²)` with `c = clamp(x, −limit, limit)` (NaN stays NaN).
