@@ -117,11 +117,14 @@ fn check_odd_fit(f: &str, reference: fn(f64) -> f64, max_ulps: u64, abs: f64) {
                 u <= max_ulps || (g - want).abs() <= abs,
                 "{kind}: {f}({x}) = {g}, want {want} ({u} ulp)"
             );
-            // Where the function rounds to ±1 the fit must be exactly ±1: a value an ulp
-            // short flips comparisons such as `1 + tanh(9) < 2` (a fuzzer found that one).
-            if (want as f32).abs() == 1.0 {
-                assert_eq!(g as f32, want as f32, "{kind}: {f}({x}) is not exactly ±1");
-            }
+            // Where the function rounds to ±1 the result must be exactly ±1, and where it
+            // does not, not: an ulp either way flips comparisons such as `1 + tanh(9) < 2`
+            // or `tanh(9) < 1` (a fuzzer found both).
+            assert_eq!(
+                (g as f32).abs() == 1.0,
+                (want as f32).abs() == 1.0,
+                "{kind}: {f}({x}) = {g}, want {want}: ±1 exactly in one only"
+            );
             worst = worst.max(u);
         }
         eprintln!("{f}{kind}: worst {worst} ulp");

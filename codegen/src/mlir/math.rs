@@ -38,11 +38,8 @@ const EXP_POLY: [f64; 6] = [
     5.000_000_120_1e-1,
 ];
 
-/// From here on tanh rounds to exactly ±1 in f32, and so must the fit: a value a few ulps
-/// short of 1 flips comparisons such as `1 + tanh(9) < 2` (a fuzzer found that one; Eigen
-/// clamps the fit at 7.9, which returns tanh(7.9) up to 9). The fit holds to within an ulp
-/// up to here (MLAS clamps it at 9).
-const TANH_ONE: f64 = 9.010_913_848_876_953;
+/// From here on tanh is computed from `exp` (see [`Em::tanh_f32`]), below by the fit.
+const TANH_EXP_FROM: f64 = 4.0;
 /// Below this tanh(x) is x to f32 precision (and the fit would lose tiny values to underflow).
 const TANH_LINEAR: f64 = 4e-4;
 /// tanh(x) ≈ x · P(x²) / Q(x²) on the clamped range, coefficients highest degree first.
@@ -63,8 +60,11 @@ const TANH_Q: [f64; 4] = [
 ];
 /// The fit's range: beyond it, its value at the end.
 const ERF_CLAMP: f64 = 4.0;
-/// From here on erf rounds to exactly ±1 in f32 (see [`TANH_ONE`]).
-const ERF_ONE: f64 = 3.919_205_904_006_958;
+/// From here on erf is `1 − erfc` with erfc's asymptotic series (see [`Em::erf_f32`]).
+const ERF_ASYMPTOTIC_FROM: f64 = 3.5;
+/// `erfc(x) · x√π · e^{x²} ≈ 1 − 1/(2x²) + 3/(4x⁴) − 15/(8x⁶) + 105/(16x⁸)`, as a
+/// polynomial in `1/x²`, highest degree first (the next term is below 2e-4 from 3.5 on).
+const ERFC_SERIES: [f64; 5] = [105.0 / 16.0, -15.0 / 8.0, 3.0 / 4.0, -0.5, 1.0];
 /// erf(x) ≈ x · P(x²) / Q(x²) on the clamped range, coefficients highest degree first.
 const ERF_P: [f64; 7] = [
     -2.726_142_258_013_06e-10,
@@ -137,40 +137,55 @@ impl Em<'_> {
         Ok(self.op(format!("arith.select {below}, {zero}, {result} : {bt}{t}")))
     }
 
-    /// `tanh(x)` for an f32 value `x` of type `t` (see [`TANH_P`]).
+    /// `tanh(x)` for an f32 value `x` of type `t`: `x` itself near 0, the rational fit
+    /// ([`TANH_P`]) up to [`TANH_EXP_FROM`], then `±(1 − 2 / (e^{2|x|} + 1))` — the
+    /// subtracted term is accurate to its last bits, so near 1 the result rounds as the
+    /// exact value does (a fit an ulp off flips comparisons such as `1 + tanh(9) < 2` or
+    /// `tanh(9) < 1`; a fuzzer found both).
     pub(super) fn tanh_f32(&mut self, x: &str, t: &str) -> Result<String, CodegenError> {
-        let fit = self.odd_rational(x, t, TANH_ONE, &TANH_P, &TANH_Q)?;
-        let fit = self.saturate(x, t, fit, TANH_ONE)?;
-        let limit = self.splat(Lit::F(TANH_LINEAR), DType::F32)?;
+        let c = |s: &mut Self, v: f64| s.splat(Lit::F(v), DType::F32);
+        let fit = self.odd_rational(x, t, TANH_EXP_FROM, &TANH_P, &TANH_Q)?;
         let ax = self.op(format!("math.absf {x} : {t}"));
+        let (one, two) = (c(self, 1.0)?, c(self, 2.0)?);
+        let twice = self.op(format!("arith.mulf {ax}, {two} : {t}"));
+        let e = self.exp_f32(&twice, t)?;
+        let den = self.op(format!("arith.addf {e}, {one} : {t}"));
+        let tail = self.op(format!("arith.divf {two}, {den} : {t}"));
+        let far = self.op(format!("arith.subf {one}, {tail} : {t}"));
+        let far = self.op(format!("math.copysign {far}, {x} : {t}"));
+        let bt = self.bool_prefix();
+        let from = c(self, TANH_EXP_FROM)?;
+        let is_far = self.op(format!("arith.cmpf oge, {ax}, {from} : {t}"));
+        let v = self.op(format!("arith.select {is_far}, {far}, {fit} : {bt}{t}"));
+        let limit = c(self, TANH_LINEAR)?;
         let small = self.op(format!("arith.cmpf olt, {ax}, {limit} : {t}"));
-        let bt = self.bool_prefix();
-        Ok(self.op(format!("arith.select {small}, {x}, {fit} : {bt}{t}")))
+        Ok(self.op(format!("arith.select {small}, {x}, {v} : {bt}{t}")))
     }
 
-    /// `erf(x)` for an f32 value `x` of type `t` (see [`ERF_P`]).
+    /// `erf(x)` for an f32 value `x` of type `t`: the rational fit ([`ERF_P`]) below
+    /// [`ERF_ASYMPTOTIC_FROM`], then `±(1 − erfc(|x|))` with `erfc` from its asymptotic
+    /// series — accurate to its last bits there, so near 1 the result rounds as the exact
+    /// value does (see [`Em::tanh_f32`]).
     pub(super) fn erf_f32(&mut self, x: &str, t: &str) -> Result<String, CodegenError> {
+        let c = |s: &mut Self, v: f64| s.splat(Lit::F(v), DType::F32);
         let fit = self.odd_rational(x, t, ERF_CLAMP, &ERF_P, &ERF_Q)?;
-        self.saturate(x, t, fit, ERF_ONE)
-    }
-
-    /// `fit`, except exactly ±1 (the sign of `x`) where `|x| ≥ one`; NaN stays NaN.
-    fn saturate(
-        &mut self,
-        x: &str,
-        t: &str,
-        fit: String,
-        one: f64,
-    ) -> Result<String, CodegenError> {
-        let (limit, unit) = (
-            self.splat(Lit::F(one), DType::F32)?,
-            self.splat(Lit::F(1.0), DType::F32)?,
-        );
         let ax = self.op(format!("math.absf {x} : {t}"));
-        let beyond = self.op(format!("arith.cmpf oge, {ax}, {limit} : {t}"));
-        let signed = self.op(format!("math.copysign {unit}, {x} : {t}"));
+        let x2 = self.op(format!("arith.mulf {ax}, {ax} : {t}"));
+        let neg = self.op(format!("arith.negf {x2} : {t}"));
+        let e = self.exp_f32(&neg, t)?;
+        let one = c(self, 1.0)?;
+        let inv = self.op(format!("arith.divf {one}, {x2} : {t}"));
+        let series = self.horner(&inv, t, &ERFC_SERIES)?;
+        let root_pi = c(self, std::f64::consts::PI.sqrt())?;
+        let den = self.op(format!("arith.mulf {ax}, {root_pi} : {t}"));
+        let num = self.op(format!("arith.mulf {e}, {series} : {t}"));
+        let erfc = self.op(format!("arith.divf {num}, {den} : {t}"));
+        let far = self.op(format!("arith.subf {one}, {erfc} : {t}"));
+        let far = self.op(format!("math.copysign {far}, {x} : {t}"));
+        let from = c(self, ERF_ASYMPTOTIC_FROM)?;
+        let is_far = self.op(format!("arith.cmpf oge, {ax}, {from} : {t}"));
         let bt = self.bool_prefix();
-        Ok(self.op(format!("arith.select {beyond}, {signed}, {fit} : {bt}{t}")))
+        Ok(self.op(format!("arith.select {is_far}, {far}, {fit} : {bt}{t}")))
     }
 
     /// `c · P(c²) / Q(c²)` with `c = clamp(x, −limit, limit)` (NaN stays NaN).
