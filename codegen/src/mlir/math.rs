@@ -7,7 +7,9 @@
 //! - `exp`: the Cephes polynomial (Cody–Waite range reduction, degree-6 polynomial), within
 //!   1 ulp of the correctly rounded result over the whole normal range (tested over it);
 //! - `tanh` and `erf`: the odd rational minimax fits that onnxruntime's MLAS (tanh), Eigen
-//!   and XLA (both) use, exactly ±1 where the function rounds to ±1 in f32.
+//!   and XLA (both) use near 0; toward ±1, `1 − 2/(e^{2|x|}+1)` and `1 − erfc` from its
+//!   asymptotic series, which round as the exact values do there: a fit an ulp off flips
+//!   comparisons such as `tanh(9) < 1` (the fuzzers found two).
 //!
 //! The GPU keeps the `math` ops, which become CUDA's libdevice functions.
 
@@ -42,7 +44,7 @@ const EXP_POLY: [f64; 6] = [
 const TANH_EXP_FROM: f64 = 4.0;
 /// Below this tanh(x) is x to f32 precision (and the fit would lose tiny values to underflow).
 const TANH_LINEAR: f64 = 4e-4;
-/// tanh(x) ≈ x · P(x²) / Q(x²) on the clamped range, coefficients highest degree first.
+/// tanh(x) ≈ x · P(x²) / Q(x²) below [`TANH_EXP_FROM`], coefficients highest degree first.
 const TANH_P: [f64; 7] = [
     -2.760_768_477_423_55e-16,
     2.000_187_904_824_77e-13,
@@ -58,14 +60,14 @@ const TANH_Q: [f64; 4] = [
     2.268_434_632_439e-3,
     4.893_525_185_543_85e-3,
 ];
-/// The fit's range: beyond it, its value at the end.
+/// The fit's input is clamped here (its lanes beyond [`ERF_ASYMPTOTIC_FROM`] are unused).
 const ERF_CLAMP: f64 = 4.0;
 /// From here on erf is `1 − erfc` with erfc's asymptotic series (see [`Em::erf_f32`]).
 const ERF_ASYMPTOTIC_FROM: f64 = 3.5;
 /// `erfc(x) · x√π · e^{x²} ≈ 1 − 1/(2x²) + 3/(4x⁴) − 15/(8x⁶) + 105/(16x⁸)`, as a
 /// polynomial in `1/x²`, highest degree first (the next term is below 2e-4 from 3.5 on).
 const ERFC_SERIES: [f64; 5] = [105.0 / 16.0, -15.0 / 8.0, 3.0 / 4.0, -0.5, 1.0];
-/// erf(x) ≈ x · P(x²) / Q(x²) on the clamped range, coefficients highest degree first.
+/// erf(x) ≈ x · P(x²) / Q(x²) below [`ERF_ASYMPTOTIC_FROM`], highest degree first.
 const ERF_P: [f64; 7] = [
     -2.726_142_258_013_06e-10,
     2.770_681_424_959_02e-8,
