@@ -93,11 +93,11 @@ pub fn elide_copies(g: &Graph, kernels: &mut Vec<Kernel>, cfg: &ViewConfig) -> V
         .chain(g.initializers.keys())
         .copied()
         .collect();
+    let nodes: HashMap<&str, &Node> = g.nodes().map(|(_, n)| (n.name.as_str(), n)).collect();
     let mut out = Views::default();
     let mut keep = Vec::with_capacity(kernels.len());
     for k in kernels.drain(..) {
-        let node = g.nodes().map(|(_, n)| n).find(|n| n.name == k.node);
-        let views = match (node, k.op) {
+        let views = match (nodes.get(k.node.as_str()).copied(), k.op) {
             (Some(n), OpKind::Concat) if cfg.concat => {
                 in_place_pieces(g, n, &computed, &boundary, &out)
             }

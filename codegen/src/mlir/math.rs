@@ -13,7 +13,7 @@
 //!
 //! The GPU keeps the `math` ops, which become CUDA's libdevice functions.
 
-use super::Em;
+use super::{Em, ty};
 use crate::error::CodegenError;
 use tessera_ir::DType;
 use tessera_ir::loops::Lit;
@@ -88,18 +88,17 @@ const ERF_Q: [f64; 5] = [
 impl Em<'_> {
     /// `e^x` for an f32 value (scalar or, in a vector loop, vector) `x` of type `t`.
     pub(super) fn exp_f32(&mut self, x: &str, t: &str) -> Result<String, CodegenError> {
-        let c = |s: &mut Self, v: f64| s.splat(Lit::F(v), DType::F32);
-        let it = match self.vec.as_ref().map(|v| v.width) {
-            Some(w) => format!("vector<{w}xi32>"),
-            None => "i32".to_string(),
-        };
+        let it = ty(DType::I32, self.vec.as_ref().map(|v| v.width));
         let fl = "fastmath<contract>";
-        let (lo, hi) = (c(self, EXP_LOWEST)?, c(self, EXP_HIGHEST)?);
+        let (lo, hi) = (self.splat_f32(EXP_LOWEST)?, self.splat_f32(EXP_HIGHEST)?);
         // NaN stays NaN through both (`maximumf` / `minimumf` propagate it).
         let xc = self.op(format!("arith.maximumf {x}, {lo} : {t}"));
         let xc = self.op(format!("arith.minimumf {xc}, {hi} : {t}"));
         // n = round(x / ln 2), as a float and as an integer.
-        let (log2e, magic) = (c(self, std::f64::consts::LOG2_E)?, c(self, ROUND_MAGIC)?);
+        let (log2e, magic) = (
+            self.splat_f32(std::f64::consts::LOG2_E)?,
+            self.splat_f32(ROUND_MAGIC)?,
+        );
         let scaled = self.op(format!("arith.mulf {xc}, {log2e} {fl} : {t}"));
         let shifted = self.op(format!("arith.addf {scaled}, {magic} {fl} : {t}"));
         let n = self.op(format!("arith.subf {shifted}, {magic} : {t}"));
@@ -107,7 +106,7 @@ impl Em<'_> {
         let magic_bits = self.op(format!("arith.bitcast {magic} : {t} to {it}"));
         let ni = self.op(format!("arith.subi {shifted_bits}, {magic_bits} : {it}"));
         // r = x − n ln 2, in two steps to keep the bits the first product cancels.
-        let (hi_part, lo_part) = (c(self, LN2_HI)?, c(self, LN2_LO)?);
+        let (hi_part, lo_part) = (self.splat_f32(LN2_HI)?, self.splat_f32(LN2_LO)?);
         let p = self.op(format!("arith.mulf {n}, {hi_part} {fl} : {t}"));
         let r = self.op(format!("arith.subf {xc}, {p} {fl} : {t}"));
         let p = self.op(format!("arith.mulf {n}, {lo_part} {fl} : {t}"));
@@ -117,7 +116,7 @@ impl Em<'_> {
         let r2 = self.op(format!("arith.mulf {r}, {r} {fl} : {t}"));
         let m = self.op(format!("arith.mulf {poly}, {r2} {fl} : {t}"));
         let m = self.op(format!("arith.addf {m}, {r} {fl} : {t}"));
-        let one = c(self, 1.0)?;
+        let one = self.splat_f32(1.0)?;
         let y = self.op(format!("arith.addf {m}, {one} {fl} : {t}"));
         // · 2ⁿ as 2^(n/2) · 2^(n − n/2): n reaches 128 at the top of the range, whose power
         // of two is not an f32, while both halves are.
@@ -134,9 +133,8 @@ impl Em<'_> {
             result = self.op(format!("arith.mulf {result}, {pow} : {t}"));
         }
         let below = self.op(format!("arith.cmpf olt, {x}, {lo} : {t}"));
-        let zero = c(self, 0.0)?;
-        let bt = self.bool_prefix();
-        Ok(self.op(format!("arith.select {below}, {zero}, {result} : {bt}{t}")))
+        let zero = self.splat_f32(0.0)?;
+        Ok(self.select(&below, &zero, &result, t))
     }
 
     /// `tanh(x)` for an f32 value `x` of type `t`: `x` itself near 0, the rational fit
@@ -145,23 +143,17 @@ impl Em<'_> {
     /// exact value does (a fit an ulp off flips comparisons such as `1 + tanh(9) < 2` or
     /// `tanh(9) < 1`; a fuzzer found both).
     pub(super) fn tanh_f32(&mut self, x: &str, t: &str) -> Result<String, CodegenError> {
-        let c = |s: &mut Self, v: f64| s.splat(Lit::F(v), DType::F32);
         let fit = self.odd_rational(x, t, TANH_EXP_FROM, &TANH_P, &TANH_Q)?;
         let ax = self.op(format!("math.absf {x} : {t}"));
-        let (one, two) = (c(self, 1.0)?, c(self, 2.0)?);
+        let (one, two) = (self.splat_f32(1.0)?, self.splat_f32(2.0)?);
         let twice = self.op(format!("arith.mulf {ax}, {two} : {t}"));
         let e = self.exp_f32(&twice, t)?;
         let den = self.op(format!("arith.addf {e}, {one} : {t}"));
         let tail = self.op(format!("arith.divf {two}, {den} : {t}"));
-        let far = self.op(format!("arith.subf {one}, {tail} : {t}"));
-        let far = self.op(format!("math.copysign {far}, {x} : {t}"));
-        let bt = self.bool_prefix();
-        let from = c(self, TANH_EXP_FROM)?;
-        let is_far = self.op(format!("arith.cmpf oge, {ax}, {from} : {t}"));
-        let v = self.op(format!("arith.select {is_far}, {far}, {fit} : {bt}{t}"));
-        let limit = c(self, TANH_LINEAR)?;
+        let v = self.one_minus_beyond(x, &ax, t, &tail, TANH_EXP_FROM, &fit)?;
+        let limit = self.splat_f32(TANH_LINEAR)?;
         let small = self.op(format!("arith.cmpf olt, {ax}, {limit} : {t}"));
-        Ok(self.op(format!("arith.select {small}, {x}, {v} : {bt}{t}")))
+        Ok(self.select(&small, x, &v, t))
     }
 
     /// `erf(x)` for an f32 value `x` of type `t`: the rational fit ([`ERF_P`]) below
@@ -169,25 +161,38 @@ impl Em<'_> {
     /// series — accurate to its last bits there, so near 1 the result rounds as the exact
     /// value does (see [`Em::tanh_f32`]).
     pub(super) fn erf_f32(&mut self, x: &str, t: &str) -> Result<String, CodegenError> {
-        let c = |s: &mut Self, v: f64| s.splat(Lit::F(v), DType::F32);
         let fit = self.odd_rational(x, t, ERF_CLAMP, &ERF_P, &ERF_Q)?;
         let ax = self.op(format!("math.absf {x} : {t}"));
         let x2 = self.op(format!("arith.mulf {ax}, {ax} : {t}"));
         let neg = self.op(format!("arith.negf {x2} : {t}"));
         let e = self.exp_f32(&neg, t)?;
-        let one = c(self, 1.0)?;
+        let one = self.splat_f32(1.0)?;
         let inv = self.op(format!("arith.divf {one}, {x2} : {t}"));
         let series = self.horner(&inv, t, &ERFC_SERIES)?;
-        let root_pi = c(self, std::f64::consts::PI.sqrt())?;
+        let root_pi = self.splat_f32(std::f64::consts::PI.sqrt())?;
         let den = self.op(format!("arith.mulf {ax}, {root_pi} : {t}"));
         let num = self.op(format!("arith.mulf {e}, {series} : {t}"));
         let erfc = self.op(format!("arith.divf {num}, {den} : {t}"));
-        let far = self.op(format!("arith.subf {one}, {erfc} : {t}"));
+        self.one_minus_beyond(x, &ax, t, &erfc, ERF_ASYMPTOTIC_FROM, &fit)
+    }
+
+    /// `±(1 − tail)` (the sign of `x`) where `|x| = ax ≥ from`, else `fit`: the tail forms of
+    /// tanh and erf toward ±1.
+    fn one_minus_beyond(
+        &mut self,
+        x: &str,
+        ax: &str,
+        t: &str,
+        tail: &str,
+        from: f64,
+        fit: &str,
+    ) -> Result<String, CodegenError> {
+        let one = self.splat_f32(1.0)?;
+        let far = self.op(format!("arith.subf {one}, {tail} : {t}"));
         let far = self.op(format!("math.copysign {far}, {x} : {t}"));
-        let from = c(self, ERF_ASYMPTOTIC_FROM)?;
+        let from = self.splat_f32(from)?;
         let is_far = self.op(format!("arith.cmpf oge, {ax}, {from} : {t}"));
-        let bt = self.bool_prefix();
-        Ok(self.op(format!("arith.select {is_far}, {far}, {fit} : {bt}{t}")))
+        Ok(self.select(&is_far, &far, fit, t))
     }
 
     /// `c · P(c²) / Q(c²)` with `c = clamp(x, −limit, limit)` (NaN stays NaN).
@@ -199,8 +204,7 @@ impl Em<'_> {
         p: &[f64],
         q: &[f64],
     ) -> Result<String, CodegenError> {
-        let lo = self.splat(Lit::F(-limit), DType::F32)?;
-        let hi = self.splat(Lit::F(limit), DType::F32)?;
+        let (lo, hi) = (self.splat_f32(-limit)?, self.splat_f32(limit)?);
         let c = self.op(format!("arith.maximumf {x}, {lo} : {t}"));
         let c = self.op(format!("arith.minimumf {c}, {hi} : {t}"));
         let c2 = self.op(format!("arith.mulf {c}, {c} : {t}"));
@@ -212,20 +216,17 @@ impl Em<'_> {
 
     /// `k[0] · xⁿ⁻¹ + … + k[n−1]` by Horner's rule (multiply-adds that LLVM may fuse).
     fn horner(&mut self, x: &str, t: &str, k: &[f64]) -> Result<String, CodegenError> {
-        let mut acc = self.splat(Lit::F(k[0]), DType::F32)?;
+        let mut acc = self.splat_f32(k[0])?;
         for &c in &k[1..] {
-            let c = self.splat(Lit::F(c), DType::F32)?;
+            let c = self.splat_f32(c)?;
             let m = self.op(format!("arith.mulf {acc}, {x} fastmath<contract> : {t}"));
             acc = self.op(format!("arith.addf {m}, {c} fastmath<contract> : {t}"));
         }
         Ok(acc)
     }
 
-    /// The type prefix `arith.select` needs for a vector condition (none for a scalar).
-    fn bool_prefix(&self) -> String {
-        match self.vec.as_ref().map(|v| v.width) {
-            Some(w) => format!("vector<{w}xi1>, "),
-            None => String::new(),
-        }
+    /// An f32 constant, broadcast to the current vector width if in a vector loop.
+    fn splat_f32(&mut self, v: f64) -> Result<String, CodegenError> {
+        self.splat(Lit::F(v), DType::F32)
     }
 }

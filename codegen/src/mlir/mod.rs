@@ -827,10 +827,7 @@ impl Em<'_> {
             }
             VExpr::Select(c, a, b) => {
                 let (cv, x, y) = (self.vexpr(c)?, self.vexpr(a)?, self.vexpr(b)?);
-                Ok(self.op(format!(
-                    "arith.select {cv}, {x}, {y} : {}, {t}",
-                    ty(DType::Bool, lanes)
-                )))
+                Ok(self.select(&cv, &x, &y, &t))
             }
             VExpr::Cast(to, a) => {
                 let from = self.dtype_of(a)?;
@@ -905,6 +902,13 @@ impl Em<'_> {
             "vector.shuffle {v}, {v} [{}] : vector<{wide}x{m}>, vector<{wide}x{m}>",
             lanes.join(", ")
         )))
+    }
+
+    /// `arith.select cond, a, b` on values of type `t`, the condition as wide as the current
+    /// vector loop (a scalar outside one).
+    fn select(&mut self, cond: &str, a: &str, b: &str, t: &str) -> String {
+        let ct = ty(DType::Bool, self.vec.as_ref().map(|v| v.width));
+        self.op(format!("arith.select {cond}, {a}, {b} : {ct}, {t}"))
     }
 
     /// A constant, broadcast to the current vector width if in a vector loop.

@@ -43,7 +43,7 @@ impl Em<'_> {
     ) -> Result<String, CodegenError> {
         if k == r.axes.len() {
             let v = self.vexpr(&r.value)?;
-            let (op, flags) = (fold_op(r.op, r.dtype), fold_flags(r.op, r.dtype));
+            let (op, flags) = (fold_op(r.op, r.dtype).0, fold_flags(r.op, r.dtype));
             return Ok(self.op(format!("{op} {acc_in}, {v}{flags} : {t}")));
         }
         let (var, extent) = &r.axes[k];
@@ -105,19 +105,9 @@ impl Em<'_> {
         let identity = self.constant(identity(r.op, r.dtype), r.dtype);
         let identity = self.op(format!("vector.broadcast {identity} : {st} to {vt}"));
         let partial = self.lane_reduce_axes(r, 0, &identity, &identity, w)?;
-        let f = r.dtype.is_float();
-        let kind = match (r.op, f) {
-            (ReduceOp::Sum, _) => "add",
-            (ReduceOp::Prod, _) => "mul",
-            (ReduceOp::Max, true) => "maximumf",
-            (ReduceOp::Min, true) => "minimumf",
-            (ReduceOp::Max, false) if unsigned(r.dtype) => "maxui",
-            (ReduceOp::Min, false) if unsigned(r.dtype) => "minui",
-            (ReduceOp::Max, false) => "maxsi",
-            (ReduceOp::Min, false) => "minsi",
-        };
+        let (op, kind) = fold_op(r.op, r.dtype);
         // `reassoc`: the lanes fold as a tree, not one after another.
-        let flags = match (f, fold_flags(r.op, r.dtype).is_empty()) {
+        let flags = match (r.dtype.is_float(), fold_flags(r.op, r.dtype).is_empty()) {
             (false, _) => "",
             (true, true) => " fastmath<reassoc>",
             (true, false) => " fastmath<reassoc,nsz>",
@@ -125,7 +115,7 @@ impl Em<'_> {
         let folded = self.op(format!(
             "vector.reduction <{kind}>, {partial}{flags} : {vt} into {st}"
         ));
-        let (op, flags) = (fold_op(r.op, r.dtype), fold_flags(r.op, r.dtype));
+        let flags = fold_flags(r.op, r.dtype);
         Ok(self.op(format!("{op} {init}, {folded}{flags} : {st}")))
     }
 
@@ -142,7 +132,7 @@ impl Em<'_> {
     ) -> Result<String, CodegenError> {
         let vt = ty(r.dtype, Some(w));
         let (var, extent) = r.axes[k].clone();
-        let (op, flags) = (fold_op(r.op, r.dtype), fold_flags(r.op, r.dtype));
+        let (op, flags) = (fold_op(r.op, r.dtype).0, fold_flags(r.op, r.dtype));
         if k + 1 < r.axes.len() {
             return self.carried_for(&var, (extent, 1), acc_in, &vt, |s, acc| {
                 s.lane_reduce_axes(r, k + 1, acc, identity, w)
@@ -191,19 +181,20 @@ impl Em<'_> {
     }
 }
 
-/// The `arith` operation that folds one value into a reduction's accumulator.
-fn fold_op(op: ReduceOp, d: DType) -> &'static str {
+/// The `arith` operation that folds one value into a reduction's accumulator, and the
+/// `vector.reduction` kind that folds a vector's lanes the same way.
+fn fold_op(op: ReduceOp, d: DType) -> (&'static str, &'static str) {
     match (op, d.is_float()) {
-        (ReduceOp::Sum, true) => "arith.addf",
-        (ReduceOp::Sum, false) => "arith.addi",
-        (ReduceOp::Max, true) => "arith.maximumf",
-        (ReduceOp::Min, true) => "arith.minimumf",
-        (ReduceOp::Max, false) if unsigned(d) => "arith.maxui",
-        (ReduceOp::Min, false) if unsigned(d) => "arith.minui",
-        (ReduceOp::Max, false) => "arith.maxsi",
-        (ReduceOp::Min, false) => "arith.minsi",
-        (ReduceOp::Prod, true) => "arith.mulf",
-        (ReduceOp::Prod, false) => "arith.muli",
+        (ReduceOp::Sum, true) => ("arith.addf", "add"),
+        (ReduceOp::Sum, false) => ("arith.addi", "add"),
+        (ReduceOp::Max, true) => ("arith.maximumf", "maximumf"),
+        (ReduceOp::Min, true) => ("arith.minimumf", "minimumf"),
+        (ReduceOp::Max, false) if unsigned(d) => ("arith.maxui", "maxui"),
+        (ReduceOp::Min, false) if unsigned(d) => ("arith.minui", "minui"),
+        (ReduceOp::Max, false) => ("arith.maxsi", "maxsi"),
+        (ReduceOp::Min, false) => ("arith.minsi", "minsi"),
+        (ReduceOp::Prod, true) => ("arith.mulf", "mul"),
+        (ReduceOp::Prod, false) => ("arith.muli", "mul"),
     }
 }
 
