@@ -411,6 +411,11 @@ pub fn schedule_loops(prog: &mut LoopProgram, s: &LoopSchedule) -> Result<(), Pa
         let w = width(buf.dtype);
         if s.vector_bytes > 0 && extent >= w as i64 {
             annotate(prog, &var, LoopKind::Vectorize(w))?;
+        } else if s.vector_bytes > 0 && extent >= SHORT_VECTOR_MIN {
+            // A short row (a pooling window's interior columns on a 14- or 7-wide plane):
+            // one masked vector just wide enough, instead of a scalar loop.
+            let narrow = (extent as u32).next_power_of_two().min(w);
+            annotate(prog, &var, LoopKind::Vectorize(narrow))?;
         } else if s.unroll > 1 && extent >= s.unroll as i64 {
             annotate(prog, &var, LoopKind::Unroll(s.unroll))?;
         }
@@ -424,6 +429,10 @@ pub fn schedule_loops(prog: &mut LoopProgram, s: &LoopSchedule) -> Result<(), Pa
     }
     Ok(())
 }
+
+/// Innermost loops shorter than a vector but at least this long run as one masked vector of
+/// the next power of two lanes.
+const SHORT_VECTOR_MIN: i64 = 4;
 
 /// Marks `vectorize(w)` every reduction outside a vector loop (inside one it already folds
 /// one accumulator per lane) whose innermost axis is at least `w` long and read with small
