@@ -3,13 +3,16 @@
 # time, and compiled latency with and without it (median of RUNS runs, same process order,
 # alternating so machine noise hits both). One JSON line per model.
 #
-#   scripts/bench_fusion.sh [RUNS]     (default 30; models: bundled + onnx light_*)
+#   scripts/bench_fusion.sh [RUNS]     (default 30; models: bundled, scripts/arch_models.py's, onnx light_*)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${1:-30}"
 source scripts/bench_env.sh
 LIGHT="$("$VENV/bin/python" -c 'import onnx, os; print(os.path.join(os.path.dirname(onnx.__file__), "backend/test/data/light"))')"
-for m in examples/models/*.onnx "$LIGHT"/light_*.onnx; do
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+"$VENV/bin/python" scripts/arch_models.py "$tmp"
+for m in examples/models/*.onnx "$tmp"/*.onnx "$LIGHT"/light_*.onnx; do
   fused="$("$BIN" bench "$m" --json --runs "$RUNS" --warmup 3)"
   plain="$("$BIN" bench "$m" --json --runs "$RUNS" --warmup 3 --no-fuse)"
   "$VENV/bin/python" - "$m" "$fused" "$plain" <<'PY'

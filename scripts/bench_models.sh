@@ -3,8 +3,9 @@
 # count, tessera's and onnxruntime's median of RUNS runs, one after the other in this script,
 # and the ratio (onnxruntime time / tessera time: above 1 is faster). One JSON line each.
 #
-#   scripts/bench_models.sh [RUNS] [THREADS...]   (defaults: 20, 1 2; models: onnx light_*
-#                                                  and the written-out BERT layer, ReLU and GELU)
+#   scripts/bench_models.sh [RUNS] [THREADS...]   (defaults: 20, 1 2; models: onnx light_*,
+#                                                  the written-out BERT layer, ReLU and GELU,
+#                                                  and scripts/arch_models.py's blocks)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${1:-20}"
@@ -17,7 +18,8 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 "$PY" scripts/bert_written_out.py "$tmp/bert_relu.onnx" relu
 "$PY" scripts/bert_written_out.py "$tmp/bert_gelu.onnx" gelu
-for m in "$LIGHT"/light_*.onnx "$tmp"/bert_relu.onnx "$tmp"/bert_gelu.onnx; do
+"$PY" scripts/arch_models.py "$tmp"
+for m in "$LIGHT"/light_*.onnx "$tmp"/bert_relu.onnx "$tmp"/bert_gelu.onnx "$tmp"/{mobilenet_v2,gpt2,efficientnet}.onnx; do
   for t in "${THREADS[@]}"; do
     ours="$("$BIN" bench "$m" --json --runs "$RUNS" --warmup 3 --threads "$t")"
     peer="$("$PY" scripts/bench_ort.py "$m" --threads "$t" --runs "$RUNS")"

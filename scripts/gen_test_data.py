@@ -2,8 +2,9 @@
 
     .venv/bin/python scripts/gen_test_data.py tests/data/generated
 
-For each model — the bundled ones (rebuilt from examples/models/make_models.py) and the
-`light_*` models shipped in the onnx wheel — writes
+For each model — the bundled ones (rebuilt from examples/models/make_models.py), the
+architecture blocks of scripts/arch_models.py (as arch_<name>) and the `light_*` models
+shipped in the onnx wheel — writes
     models/<name>/model.onnx (a copy), input_<i>.npy (seeded random), ort_output_<i>.npy
 where the outputs come from onnxruntime, the reference the model tests compare against.
 For bundled models with a symbolic batch, batch sizes 1, 3 and 8 are written as
@@ -65,6 +66,16 @@ def main():
         shutil.copy(os.path.join(ROOT, "examples", "models", f"{name}.onnx"), os.path.join(d, "model.onnx"))
         for b in [1, 3, 8]:
             write_case(os.path.join(d, "model.onnx"), os.path.join(d, f"batch{b}"), b, seed=b)
+
+    # Architectures the bundled models do not cover (scripts/arch_models.py).
+    spec = importlib.util.spec_from_file_location("arch_models", os.path.join(ROOT, "scripts", "arch_models.py"))
+    am = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(am)
+    for name, build in am.MODELS.items():
+        d = os.path.join(models_dir, f"arch_{name}")
+        os.makedirs(d, exist_ok=True)
+        onnx.save(build(), os.path.join(d, "model.onnx"))
+        write_case(os.path.join(d, "model.onnx"), os.path.join(d, "batch1"), 1, seed=0)
 
     light = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
     for path in sorted(glob.glob(os.path.join(light, "light_*.onnx"))):

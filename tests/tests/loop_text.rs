@@ -142,3 +142,33 @@ fn parse_errors_name_the_line() {
         "{e}"
     );
 }
+
+/// The outer loop's body of `src` (a kernel whose body is one loop).
+fn outer_body(src: &str) -> Vec<tessera_ir::loops::Stmt> {
+    let prog = parse_program(src).expect("parses");
+    match prog.body.as_slice() {
+        [tessera_ir::loops::Stmt::For(l)] => l.body.clone(),
+        _ => panic!("one outer loop"),
+    }
+}
+
+/// Cross-iteration dependence, as the scheduler sees it: a row written by one loop and read
+/// back by a reduction over a variable of the same range is the same row (softmax's
+/// exponentials summed from the output); a read one element back, or over a longer range, is
+/// not.
+#[test]
+fn dependence_renames_bound_variables_of_equal_range() {
+    use tessera_ir::loops::carries_dependence;
+    let kernel = |read: &str, extent: i64| {
+        format!(
+            "kernel k(in x: f32[48], out y: f32[48]) {{\n  for r in 0..4 {{\n    for a in 0..12 {{\n      y[(r*12 + a)] = x[(r*12 + a)]\n    }}\n    $s: f32 = reduce sum(b in 0..{extent}) init 0.0:f32 of y[{read}] {{\n      for c in 0..12 {{\n        y[(r*12 + c)] = (y[(r*12 + c)] / $s)\n      }}\n    }}\n  }}\n}}"
+        )
+    };
+    assert!(!carries_dependence(&outer_body(&kernel("(r*12 + b)", 12))));
+    assert!(carries_dependence(&outer_body(&kernel(
+        "((r*12 + b) - 1)",
+        12
+    ))));
+    assert!(carries_dependence(&outer_body(&kernel("(r*12 + b)", 11))));
+    assert!(carries_dependence(&outer_body(&kernel("(b*4 + r)", 12))));
+}

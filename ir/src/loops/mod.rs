@@ -18,6 +18,7 @@ pub mod simplify;
 pub mod verify;
 
 use crate::dtype::DType;
+use std::collections::HashMap;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoopProgram {
@@ -621,9 +622,56 @@ impl Stmt {
 
 /// Whether iterations of a loop with this body may depend on each other through memory:
 /// some load reads a buffer the body also stores to, at an index that is not syntactically
-/// one of the store indices (conservative: `y[i] = y[i] + ...` is independent per `i`, a scan
-/// reading `y[k - 1]` is not; nor is a scatter, storing at an index read from memory). Such loops are neither parallelised nor vectorized.
+/// one of the store indices — up to renaming variables bound inside the body to ranges of
+/// the same length, so that a softmax row read back by a reduction (`y[r*128 + k2]`) after
+/// a loop wrote it (`y[r*128 + k1]`, both over 0..128) stays independent per row
+/// (conservative: `y[i] = y[i] + ...` is independent per `i`, a scan reading `y[k - 1]` is
+/// not; nor is a scatter, storing at an index read from memory). Such loops are neither
+/// parallelised nor vectorized.
 pub fn carries_dependence(body: &[Stmt]) -> bool {
+    fn bound(body: &[Stmt], out: &mut HashMap<String, i64>) {
+        for s in body {
+            match s {
+                Stmt::For(l) => {
+                    out.insert(l.var.clone(), l.extent);
+                    bound(&l.body, out);
+                }
+                Stmt::If { then, .. } => bound(then, out),
+                Stmt::Reduce(r) => {
+                    out.extend(r.axes.iter().cloned());
+                    bound(&r.body, out);
+                }
+                Stmt::Store { .. } => {}
+            }
+        }
+    }
+    fn vars_in_order(e: &IExpr, out: &mut Vec<String>) {
+        match e {
+            IExpr::Var(v) if !out.contains(v) => out.push(v.clone()),
+            IExpr::Var(_) | IExpr::Const(_) | IExpr::Of(_) => {}
+            _ => {
+                if let Some((a, b)) = e.operands() {
+                    vars_in_order(a, out);
+                    vars_in_order(b, out);
+                }
+            }
+        }
+    }
+    let mut inner = HashMap::new();
+    bound(body, &mut inner);
+    // Bound variables renamed by order of appearance and extent: equal canonical indices
+    // range over the same elements.
+    let canonical = |e: &IExpr| -> IExpr {
+        let mut order = Vec::new();
+        vars_in_order(e, &mut order);
+        let mut out = e.clone();
+        for (n, v) in order.iter().enumerate() {
+            if let Some(extent) = inner.get(v) {
+                out = out.subst(v, &IExpr::Var(format!("$bound{n}:{extent}")));
+            }
+        }
+        out
+    };
     fn stores(body: &[Stmt], out: &mut Vec<(String, IExpr)>) {
         for s in body {
             match s {
@@ -650,8 +698,10 @@ pub fn carries_dependence(body: &[Stmt]) -> bool {
     if scatter {
         return true;
     }
+    let st: Vec<(String, IExpr)> = st.iter().map(|(b, i)| (b.clone(), canonical(i))).collect();
     ld.iter().any(|(b, i)| {
-        st.iter().any(|(sb, _)| sb == b) && !st.iter().any(|(sb, si)| sb == b && si == i)
+        let i = canonical(i);
+        st.iter().any(|(sb, _)| sb == b) && !st.iter().any(|(sb, si)| sb == b && *si == i)
     })
 }
 

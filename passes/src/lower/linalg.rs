@@ -672,7 +672,7 @@ fn conv_columns(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
     let column = |b: &mut Builder, ox: IExpr, guard_cols: bool| -> Stmt {
         let ci = b.var();
         let chan = v(&cov).floordiv(opg as i64).times(cpg as i64).plus(v(&ci));
-        let mut sum: Option<VExpr> = None;
+        let mut terms = Vec::new();
         for ky in 0..kh as i64 {
             let iy = v(&ohv).times(sy).plus(IExpr::c(ky * dy - py));
             let (first, last) = (ky * dy - py, (oh as i64 - 1) * sy + ky * dy - py);
@@ -722,13 +722,10 @@ fn conv_columns(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
                     .plus(IExpr::c(ky))
                     .times(kw as i64)
                     .plus(IExpr::c(kx));
-                let term = mul(VExpr::load(cx.buf(1), w_idx), xval);
-                sum = Some(match sum {
-                    Some(s) => add(s, term),
-                    None => term,
-                });
+                terms.push(mul(VExpr::load(cx.buf(1), w_idx), xval));
             }
         }
+        let sum = chained_sum(terms);
         let index = out_at(ox.clone());
         let coords = [v(&nv), v(&cov), v(&ohv), ox];
         let finish = |x: VExpr| match cx.epilogue {
@@ -780,6 +777,28 @@ fn conv_columns(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
         vec![for_(&cov, cout, vec![for_(&ohv, oh, row)])],
     )])
 }
+
+/// The sum of `terms` in [`TAP_CHAINS`] interleaved chains of multiply-adds, added at the
+/// end: a depthwise convolution's taps are one expression per output, and one left-deep
+/// chain of 25 multiply-adds (a 5x5 window) is a dependence chain long enough to stall the
+/// loop once an epilogue (SiLU's exp) lengthens each iteration; a balanced tree would cut
+/// the depth further but turns half the multiply-adds into separate multiplies and adds.
+/// The interpreters evaluate the same expression.
+fn chained_sum(terms: Vec<VExpr>) -> Option<VExpr> {
+    let mut chains: Vec<VExpr> = Vec::with_capacity(TAP_CHAINS);
+    for (i, t) in terms.into_iter().enumerate() {
+        match chains.get_mut(i % TAP_CHAINS) {
+            Some(c) => *c = add(c.clone(), t),
+            None => chains.push(t),
+        }
+    }
+    let mut it = chains.into_iter();
+    let first = it.next()?;
+    Some(it.fold(first, add))
+}
+
+/// Independent multiply-add chains of a direct convolution's tap sum.
+const TAP_CHAINS: usize = 4;
 
 /// ConvTranspose (2-D) in gather form: each output element sums the input elements whose
 /// scattered kernel reaches it — tap `(ky, kx)` contributes when `oy + pad - ky*dy` is a

@@ -233,7 +233,10 @@ pub(crate) fn global_avg_pool(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>,
     ))
 }
 
-/// Softmax along `axis`: max, sum of exponentials, then normalise — three passes per lane.
+/// Softmax along `axis`: the max, then the exponentials written to the output, their sum
+/// read back from it, and the output scaled by the sum's reciprocal — each exponential
+/// computed once (recomputing it in the normalising pass cost half the kernel). LogSoftmax:
+/// max, sum of exponentials, then `x - max - log(sum)`.
 pub(crate) fn softmax(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
     let s = cx.shape(0);
     let axis = infer::norm_axis(
@@ -249,56 +252,72 @@ pub(crate) fn softmax(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErr
     let dt = cx.out_dtype;
     let dims = b.dims(&[outer, inner]);
     let ix = idx(&dims);
-    let at = |k: IExpr| {
+    let at = |k: &str| {
         ix[0]
             .clone()
             .times((len * inner) as i64)
-            .plus(k.times(inner as i64))
+            .plus(IExpr::var(k).times(inner as i64))
             .plus(ix[1].clone())
     };
-    let (k1, k2, k3) = (b.var(), b.var(), b.var());
-    let x = |k: &str| VExpr::load(cx.buf(0), at(IExpr::var(k)));
+    let (k0, k1, k2, k3) = (b.var(), b.var(), b.var(), b.var());
+    let x = |k: &str| VExpr::load(cx.buf(0), at(k));
+    let y = |k: &str| VExpr::load(&cx.out, at(k));
     let m = VExpr::Acc("m".into(), dt);
     let shifted = |k: &str| VExpr::un(UnOp::Exp, VExpr::bin(BinOp::Sub, x(k), m.clone()));
     let s = VExpr::Acc("s".into(), dt);
-    let value = if cx.node.op == OpKind::LogSoftmax {
+    let row = |k: String, value: VExpr| {
+        Stmt::For(tessera_ir::loops::Loop {
+            var: k.clone(),
+            extent: len as i64,
+            kind: tessera_ir::loops::LoopKind::Serial,
+            body: vec![Stmt::Store {
+                buf: cx.out.clone(),
+                index: at(&k),
+                value,
+            }],
+        })
+    };
+    let after_max = if cx.node.op == OpKind::LogSoftmax {
         // x - max - log(sum): exact where exp(x - max) underflows.
-        VExpr::bin(
+        let value = VExpr::bin(
             BinOp::Sub,
             VExpr::bin(BinOp::Sub, x(&k3), m.clone()),
             VExpr::un(UnOp::Log, s),
-        )
+        );
+        vec![reduce_stmt(
+            "s",
+            dt,
+            ReduceOp::Sum,
+            VExpr::f(0.0, dt),
+            vec![(k2.clone(), len as i64)],
+            shifted(&k2),
+            vec![row(k3.clone(), value)],
+        )]
     } else {
-        VExpr::bin(BinOp::Div, shifted(&k3), s)
+        let exps = row(k1.clone(), shifted(&k1));
+        let scale = VExpr::bin(BinOp::Div, VExpr::f(1.0, dt), s);
+        let normalise = row(k3.clone(), VExpr::bin(BinOp::Mul, y(&k3), scale));
+        vec![
+            exps,
+            reduce_stmt(
+                "s",
+                dt,
+                ReduceOp::Sum,
+                VExpr::f(0.0, dt),
+                vec![(k2.clone(), len as i64)],
+                y(&k2),
+                vec![normalise],
+            ),
+        ]
     };
-    let store = Stmt::Store {
-        buf: cx.out.clone(),
-        index: at(IExpr::var(&k3)),
-        value,
-    };
-    let write = Stmt::For(tessera_ir::loops::Loop {
-        var: k3,
-        extent: len as i64,
-        kind: tessera_ir::loops::LoopKind::Serial,
-        body: vec![store],
-    });
-    let sum = reduce_stmt(
-        "s",
-        dt,
-        ReduceOp::Sum,
-        VExpr::f(0.0, dt),
-        vec![(k2.clone(), len as i64)],
-        shifted(&k2),
-        vec![write],
-    );
     let max = reduce_stmt(
         "m",
         dt,
         ReduceOp::Max,
         VExpr::f(f64::NEG_INFINITY, dt),
-        vec![(k1.clone(), len as i64)],
-        x(&k1),
-        vec![sum],
+        vec![(k0.clone(), len as i64)],
+        x(&k0),
+        after_max,
     );
     Ok(nest(&dims, vec![max]))
 }

@@ -1,5 +1,5 @@
 //! Algebraic identities. Each holds in IEEE arithmetic with NaN and infinities (`x + 0` up to
-//! the sign of a zero, `x²` up to `pow`'s last-place rounding) and never changes a type:
+//! the sign of a zero, `x²` and `x³` up to `pow`'s last-place rounding) and never changes a type:
 //! rules that could broadcast check that the result's type is the kept operand's.
 
 use super::{Rw, all_equal, same_type};
@@ -22,6 +22,10 @@ pub fn rules() -> Vec<Rw> {
         rw!("pow-one"; "(Pow ?a ?x ?o)" => "?x" if all_equal("?o", 1.0) if same_type("?x")),
         rw!("pow-two"; "(Pow ?a ?x ?t)" => "(Mul ?a ?x ?x)"
             if all_equal("?t", 2.0) if same_type("?x")),
+        // GPT-2's tanh GELU cubes its input: three multiplies instead of a `pow` call per
+        // element (which does not vectorize).
+        rw!("pow-three"; "(Pow ?a ?x ?t)" => "(Mul ?a (Mul ?a ?x ?x) ?x)"
+            if all_equal("?t", 3.0) if same_type("?x")),
         rw!("cast-noop"; "(Cast ?a ?x)" => "?x" if same_type("?x")),
     ]
 }

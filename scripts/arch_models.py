@@ -1,0 +1,139 @@
+"""Blocks of three architectures the bundled models do not cover, built from code (no model
+hub), written the way their exporters write them:
+
+    python scripts/arch_models.py OUT_DIR
+
+- mobilenet_v2.onnx: three inverted residual blocks (1x1 expand, BatchNormalization, Clip
+  0..6, 3x3 depthwise, 1x1 project, residual Add) at 32x56x56, global pool, classifier Gemm.
+- gpt2.onnx: a GPT-2 block at S=128, D=256, 4 heads: layer norms written out (ReduceMean,
+  Sub, Pow, Sqrt, Div), one QKV MatMul cut by Split, a causal mask added before Softmax,
+  and the tanh GELU (`0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`, with `Pow(x, 3)`).
+- efficientnet.onnx: two MBConv blocks at 40x28x28: SiLU (`x * Sigmoid(x)`), a 5x5
+  depthwise convolution, squeeze-and-excite (GlobalAveragePool, two 1x1 convolutions,
+  Sigmoid, a broadcast Mul).
+
+Opset 13, fixed seed. `scripts/gen_test_data.py` writes onnxruntime's outputs for them
+(tests/tests/models.rs); `scripts/bench_fusion.sh` and `scripts/bench_models.sh` time them.
+"""
+import os
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+rng = np.random.default_rng(7)
+
+
+class Graph:
+    def __init__(self):
+        self.nodes, self.inits, self.count = [], [], 0
+
+    def const(self, array):
+        self.count += 1
+        name = f"w{self.count}"
+        self.inits.append(numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def op(self, op_type, inputs, outputs=None, **attrs):
+        self.count += 1
+        outputs = outputs or [f"{op_type.lower()}_{self.count}"]
+        self.nodes.append(helper.make_node(op_type, inputs, outputs, name=f"{op_type}_{self.count}", **attrs))
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def model(self, name, in_shape, out_shape):
+        graph = helper.make_graph(
+            self.nodes, name,
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+            self.inits,
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="tessera-arch-models")
+        onnx.checker.check_model(model)
+        return model
+
+
+def normal(*shape, scale=None):
+    fan_in = np.prod(shape[1:]) if len(shape) > 1 else 1
+    return (rng.standard_normal(shape) * (scale or 1 / np.sqrt(fan_in))).astype(np.float32)
+
+
+def positive(n):
+    return rng.uniform(0.5, 1.5, n).astype(np.float32)
+
+
+def batch_norm(g, x, c):
+    return g.op("BatchNormalization", [x, g.const(positive(c)), g.const(normal(c, scale=0.1)),
+                                       g.const(normal(c, scale=0.1)), g.const(positive(c))])
+
+
+def conv(g, x, cin, cout, k, group=1, bias=False):
+    inputs = [x, g.const(normal(cout, cin // group, k, k))]
+    if bias:
+        inputs.append(g.const(normal(cout, scale=0.1)))
+    return g.op("Conv", inputs, kernel_shape=[k, k], pads=[k // 2] * 4, group=group)
+
+
+def mobilenet_v2():
+    g, x, c = Graph(), "x", 32
+    relu6 = lambda t: g.op("Clip", [t, g.const(np.float32(0)), g.const(np.float32(6))])
+    for _ in range(3):
+        y = relu6(batch_norm(g, conv(g, x, c, 6 * c, 1), 6 * c))
+        y = relu6(batch_norm(g, conv(g, y, 6 * c, 6 * c, 3, group=6 * c), 6 * c))
+        x = g.op("Add", [x, batch_norm(g, conv(g, y, 6 * c, c, 1), c)])
+    y = g.op("Flatten", [g.op("GlobalAveragePool", [x])])
+    g.op("Gemm", [y, g.const(normal(100, c)), g.const(normal(100, scale=0.1))], ["y"], transB=1)
+    return g.model("mobilenet_v2_blocks", [1, c, 56, 56], [1, 100])
+
+
+def layer_norm(g, x, d):
+    mean = g.op("ReduceMean", [x], axes=[-1])
+    centred = g.op("Sub", [x, mean])
+    var = g.op("ReduceMean", [g.op("Pow", [centred, g.const(np.float32(2))])], axes=[-1])
+    normed = g.op("Div", [centred, g.op("Sqrt", [g.op("Add", [var, g.const(np.float32(1e-5))])])])
+    return g.op("Add", [g.op("Mul", [normed, g.const(positive(d))]), g.const(normal(d, scale=0.1))])
+
+
+def gpt2():
+    g, x = Graph(), "x"
+    seq, d, heads = 128, 256, 4
+    dh = d // heads
+    linear = lambda t, n_in, n_out: g.op("Add", [g.op("MatMul", [t, g.const(normal(n_in, n_out))]), g.const(normal(n_out, scale=0.1))])
+    qkv = linear(layer_norm(g, x, d), d, 3 * d)
+    q, k, v = g.op("Split", [qkv], ["q", "k", "v"], axis=-1)
+    split_heads = g.const(np.array([1, seq, heads, dh], np.int64))
+    per_head = lambda t, perm: g.op("Transpose", [g.op("Reshape", [t, split_heads])], perm=perm)
+    scores = g.op("MatMul", [per_head(q, [0, 2, 1, 3]), per_head(k, [0, 2, 3, 1])])
+    scores = g.op("Div", [scores, g.const(np.float32(np.sqrt(dh)))])
+    scores = g.op("Add", [scores, g.const(np.triu(np.full((seq, seq), -1e4, np.float32), 1))])
+    attn = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), per_head(v, [0, 2, 1, 3])])
+    attn = g.op("Reshape", [g.op("Transpose", [attn], perm=[0, 2, 1, 3]), g.const(np.array([1, seq, d], np.int64))])
+    x = g.op("Add", [x, linear(attn, d, d)])
+    u = linear(layer_norm(g, x, d), d, 4 * d)
+    cube = g.op("Pow", [u, g.const(np.float32(3))])
+    inner = g.op("Mul", [g.op("Add", [u, g.op("Mul", [cube, g.const(np.float32(0.044715))])]), g.const(np.float32(np.sqrt(2 / np.pi)))])
+    gelu = g.op("Mul", [g.op("Mul", [u, g.const(np.float32(0.5))]), g.op("Add", [g.op("Tanh", [inner]), g.const(np.float32(1))])])
+    g.op("Add", [x, linear(gelu, 4 * d, d)], ["y"])
+    return g.model("gpt2_block", [1, seq, d], [1, seq, d])
+
+
+def efficientnet():
+    g, x, c = Graph(), "x", 40
+    silu = lambda t: g.op("Mul", [t, g.op("Sigmoid", [t])])
+    for _ in range(2):
+        y = silu(batch_norm(g, conv(g, x, c, 6 * c, 1), 6 * c))
+        y = silu(batch_norm(g, conv(g, y, 6 * c, 6 * c, 5, group=6 * c), 6 * c))
+        se = silu(conv(g, g.op("GlobalAveragePool", [y]), 6 * c, 10, 1, bias=True))
+        se = g.op("Sigmoid", [conv(g, se, 10, 6 * c, 1, bias=True)])
+        x = g.op("Add", [x, batch_norm(g, conv(g, g.op("Mul", [y, se]), 6 * c, c, 1), c)])
+    g.op("Identity", [x], ["y"])
+    return g.model("efficientnet_blocks", [1, c, 28, 28], [1, c, 28, 28])
+
+
+MODELS = {"mobilenet_v2": mobilenet_v2, "gpt2": gpt2, "efficientnet": efficientnet}
+
+if __name__ == "__main__":
+    out = sys.argv[1]
+    os.makedirs(out, exist_ok=True)
+    for name, build in MODELS.items():
+        onnx.save(build(), os.path.join(out, f"{name}.onnx"))
