@@ -668,8 +668,10 @@ fn conv_columns(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
         .min()
         .unwrap_or(0)
         .max(lo_all);
-    // One output column `ox`: reduce over input channels `ci` of the sum over taps.
-    let column = |b: &mut Builder, ox: IExpr, guard_cols: bool| -> Stmt {
+    // One output column `ox`: reduce over input channels `ci` of the sum over taps. An edge
+    // column given as a constant (`fixed`) drops the taps that read padding and reads the
+    // others without column checks.
+    let column = |b: &mut Builder, ox: IExpr, guard: bool, fixed: Option<i64>| -> Stmt {
         let ci = b.var();
         let chan = v(&cov).floordiv(opg as i64).times(cpg as i64).plus(v(&ci));
         let mut terms = Vec::new();
@@ -682,6 +684,11 @@ fn conv_columns(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
             let row_guard = !(first >= 0 && last < h as i64);
             for kx in 0..kw as i64 {
                 let ix = ox.clone().times(sx).plus(IExpr::c(kx * dx - px));
+                let guard_cols = match fixed {
+                    Some(c) if !(0..w as i64).contains(&(c * sx + kx * dx - px)) => continue,
+                    Some(_) => false,
+                    None => guard,
+                };
                 let (ry, rx) = (
                     if row_guard {
                         clamp(iy.clone(), h)
@@ -764,10 +771,13 @@ fn conv_columns(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
         (lo_all, hi_all, false),
         (hi_all, ow as i64, true),
     ] {
-        if hi > lo {
+        if guard && hi - lo <= MAX_FIXED_EDGE_COLUMNS {
+            // A few edge columns, each with its valid taps known at compile time.
+            row.extend((lo..hi).map(|c| column(b, IExpr::c(c), true, Some(c))));
+        } else if hi > lo {
             let j = b.var();
             let ox = v(&j).plus(IExpr::c(lo));
-            let body = vec![column(b, ox, guard)];
+            let body = vec![column(b, ox, guard, None)];
             row.push(for_(&j, (hi - lo) as usize, body));
         }
     }
@@ -796,6 +806,12 @@ fn chained_sum(terms: Vec<VExpr>) -> Option<VExpr> {
     let first = it.next()?;
     Some(it.fold(first, add))
 }
+
+/// Edge columns of a direct convolution (those with a tap in the padding) written out one by
+/// one with their valid taps, when a side has at most this many; more stay a guarded loop.
+/// A 5×5 depthwise window's two edge columns a side, guarded and clamped per tap, cost
+/// more than its 24 vectorized interior columns.
+const MAX_FIXED_EDGE_COLUMNS: i64 = 4;
 
 /// Independent multiply-add chains of a direct convolution's tap sum.
 const TAP_CHAINS: usize = 4;
