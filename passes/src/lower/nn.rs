@@ -277,39 +277,31 @@ pub(crate) fn softmax(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErr
             }],
         })
     };
-    let after_max = if cx.node.op == OpKind::LogSoftmax {
+    // LogSoftmax sums the exponentials and writes `x - max - log(sum)`; Softmax writes the
+    // exponentials first and sums them back from the output.
+    let (exps, summed, write) = if cx.node.op == OpKind::LogSoftmax {
         // x - max - log(sum): exact where exp(x - max) underflows.
         let value = VExpr::bin(
             BinOp::Sub,
             VExpr::bin(BinOp::Sub, x(&k3), m.clone()),
             VExpr::un(UnOp::Log, s),
         );
-        vec![reduce_stmt(
-            "s",
-            dt,
-            ReduceOp::Sum,
-            VExpr::f(0.0, dt),
-            vec![(k2.clone(), len as i64)],
-            shifted(&k2),
-            vec![row(k3.clone(), value)],
-        )]
+        (None, shifted(&k2), row(k3.clone(), value))
     } else {
-        let exps = row(k1.clone(), shifted(&k1));
         let scale = VExpr::bin(BinOp::Div, VExpr::f(1.0, dt), s);
         let normalise = row(k3.clone(), VExpr::bin(BinOp::Mul, y(&k3), scale));
-        vec![
-            exps,
-            reduce_stmt(
-                "s",
-                dt,
-                ReduceOp::Sum,
-                VExpr::f(0.0, dt),
-                vec![(k2.clone(), len as i64)],
-                y(&k2),
-                vec![normalise],
-            ),
-        ]
+        (Some(row(k1.clone(), shifted(&k1))), y(&k2), normalise)
     };
+    let sum = reduce_stmt(
+        "s",
+        dt,
+        ReduceOp::Sum,
+        VExpr::f(0.0, dt),
+        vec![(k2.clone(), len as i64)],
+        summed,
+        vec![write],
+    );
+    let after_max: Vec<Stmt> = exps.into_iter().chain([sum]).collect();
     let max = reduce_stmt(
         "m",
         dt,
