@@ -1,9 +1,9 @@
 //! Data movement: copies (Reshape and friends), Transpose, Concat, Slice, Gather.
 
-use super::{Builder, NodeCx, clamp, idx, in_range, nest, store_nest, strides_of};
+use super::{Builder, NodeCx, clamp, idx, in_range, nest, serial_for, store_nest, strides_of};
 use crate::error::PassError;
 use tessera_ir::infer;
-use tessera_ir::loops::{IExpr, Loop, LoopKind, Stmt, VExpr};
+use tessera_ir::loops::{IExpr, Stmt, VExpr};
 use tessera_ir::{AttrsExt, OpKind};
 
 /// The loop nest `y[dst] = x0[src]` over `dims`: the body of every data-movement op.
@@ -70,16 +70,12 @@ pub(crate) fn concat(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErro
             .plus(IExpr::c(off as i64))
             .plus(IExpr::var(&j));
         let src = o.clone().times(chunk as i64).plus(IExpr::var(&j));
-        body.push(Stmt::For(Loop {
-            var: j,
-            extent: chunk as i64,
-            kind: LoopKind::Serial,
-            body: vec![Stmt::Store {
-                buf: cx.out.clone(),
-                index: dst,
-                value: VExpr::load(cx.buf(i), src),
-            }],
-        }));
+        let copy = Stmt::Store {
+            buf: cx.out.clone(),
+            index: dst,
+            value: VExpr::load(cx.buf(i), src),
+        };
+        body.push(serial_for(&j, chunk, vec![copy]));
         off += chunk;
     }
     Ok(nest(&dims, body))
@@ -326,16 +322,12 @@ pub(crate) fn cumsum(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErro
     } else {
         VExpr::load(cx.buf(0), at(k.clone()))
     };
-    let scan = Stmt::For(Loop {
-        var: step,
-        extent: len_i,
-        kind: LoopKind::Serial,
-        body: vec![Stmt::Store {
-            buf: cx.out.clone(),
-            index: at(k),
-            value: VExpr::bin(BinOp::Add, carried, term),
-        }],
-    });
+    let update = Stmt::Store {
+        buf: cx.out.clone(),
+        index: at(k),
+        value: VExpr::bin(BinOp::Add, carried, term),
+    };
+    let scan = serial_for(&step, len, vec![update]);
     Ok(nest(&dims, vec![scan]))
 }
 

@@ -5,22 +5,13 @@
 //! the output it is updating, which is why the row is initialised first.
 
 use super::elementwise::coalesce;
-use super::{Builder, NodeCx, clamp, idx, in_range, strides_of};
+use super::{Builder, NodeCx, clamp, idx, in_range, serial_for, strides_of};
 use crate::error::PassError;
 use crate::product::{ConvGeometry, ProductSpec};
 use tessera_ir::AttrsExt;
 use tessera_ir::infer::Window;
 use tessera_ir::loops::simplify::simplify_value;
-use tessera_ir::loops::{BinOp, CmpOp, IExpr, Loop, LoopKind, Reduce, ReduceOp, Stmt, VExpr};
-
-fn for_(var: &str, extent: usize, body: Vec<Stmt>) -> Stmt {
-    Stmt::For(Loop {
-        var: var.to_string(),
-        extent: extent as i64,
-        kind: LoopKind::Serial,
-        body,
-    })
-}
+use tessera_ir::loops::{BinOp, CmpOp, IExpr, Reduce, ReduceOp, Stmt, VExpr};
 
 fn add(a: VExpr, b: VExpr) -> VExpr {
     VExpr::bin(BinOp::Add, a, b)
@@ -62,7 +53,7 @@ fn product(
     let bi = if batch > 1 { bi } else { IExpr::c(0) };
     let ii = if m > 1 { ii } else { IExpr::c(0) };
     let cidx = |j: &IExpr| c_off(&bi).plus(ii.clone().times(n as i64)).plus(j.clone());
-    let init_row = for_(
+    let init_row = serial_for(
         &jv,
         n,
         vec![Stmt::Store {
@@ -79,7 +70,7 @@ fn product(
             mul(a_val(&bi, &ii, &ki), b_val(&bi, &ki, &j2i)),
         ),
     };
-    let kloop = for_(&kv, k, vec![for_(&j2, n, vec![acc])]);
+    let kloop = serial_for(&kv, k, vec![serial_for(&j2, n, vec![acc])]);
     // The same product as data, in fresh variables, for the tiled schedule.
     let vars = [b.var(), b.var(), b.var(), b.var()];
     let [sb, si, sj, sk] = vars.clone().map(|v| IExpr::var(&v));
@@ -104,7 +95,7 @@ fn product(
         let j3 = b.var();
         let j3i = IExpr::var(&j3);
         let value = epi(VExpr::load(out, cidx(&j3i)), &coords(&bi, &ii, &j3i));
-        body.push(for_(
+        body.push(serial_for(
             &j3,
             n,
             vec![Stmt::Store {
@@ -115,10 +106,10 @@ fn product(
         ));
     }
     if m > 1 {
-        body = vec![for_(&iv, m, body)];
+        body = vec![serial_for(&iv, m, body)];
     }
     if batch > 1 {
-        body = vec![for_(&bv, batch, body)];
+        body = vec![serial_for(&bv, batch, body)];
     }
     body
 }
@@ -566,7 +557,7 @@ fn conv_rows(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
                     mul(VExpr::load(cx.buf(1), w_idx), VExpr::load(cx.buf(0), x_idx)),
                 ),
             };
-            row_body.push(for_(&j, (hi - lo) as usize, vec![acc]));
+            row_body.push(serial_for(&j, (hi - lo) as usize, vec![acc]));
         }
         if row_body.is_empty() {
             continue;
@@ -581,7 +572,7 @@ fn conv_rows(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
             });
         }
     }
-    let mut body = vec![for_(
+    let mut body = vec![serial_for(
         &owv,
         ow,
         vec![Stmt::Store {
@@ -591,13 +582,13 @@ fn conv_rows(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
         }],
     )];
     if !taps.is_empty() {
-        body.push(for_(&civ, cpg, taps));
+        body.push(serial_for(&civ, cpg, taps));
     }
     if let Some(epi) = cx.epilogue {
         // The row is final: rewrite it in place while it is in cache.
         let e = b.var();
         let coords = [v(&nv), v(&cov), v(&ohv), v(&e)];
-        body.push(for_(
+        body.push(serial_for(
             &e,
             ow,
             vec![Stmt::Store {
@@ -607,10 +598,10 @@ fn conv_rows(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
             }],
         ));
     }
-    Ok(vec![for_(
+    Ok(vec![serial_for(
         &nv,
         nb,
-        vec![for_(&cov, cout, vec![for_(&ohv, oh, body)])],
+        vec![serial_for(&cov, cout, vec![serial_for(&ohv, oh, body)])],
     )])
 }
 
@@ -669,9 +660,13 @@ fn conv_columns(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
         .unwrap_or(0)
         .max(lo_all);
     // One output column `ox`: reduce over input channels `ci` of the sum over taps. An edge
-    // column given as a constant (`fixed`) drops the taps that read padding and reads the
-    // others without column checks.
-    let column = |b: &mut Builder, ox: IExpr, guard: bool, fixed: Option<i64>| -> Stmt {
+    // column given as a constant drops the taps that read padding and reads the others
+    // without column checks.
+    let column = |b: &mut Builder, ox: IExpr, guard: bool| -> Stmt {
+        let fixed = match ox {
+            IExpr::Const(c) => Some(c),
+            _ => None,
+        };
         let ci = b.var();
         let chan = v(&cov).floordiv(opg as i64).times(cpg as i64).plus(v(&ci));
         let mut terms = Vec::new();
@@ -773,18 +768,18 @@ fn conv_columns(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
     ] {
         if guard && hi - lo <= MAX_FIXED_EDGE_COLUMNS {
             // A few edge columns, each with its valid taps known at compile time.
-            row.extend((lo..hi).map(|c| column(b, IExpr::c(c), true, Some(c))));
+            row.extend((lo..hi).map(|c| column(b, IExpr::c(c), true)));
         } else if hi > lo {
             let j = b.var();
             let ox = v(&j).plus(IExpr::c(lo));
-            let body = vec![column(b, ox, guard, None)];
-            row.push(for_(&j, (hi - lo) as usize, body));
+            let body = vec![column(b, ox, guard)];
+            row.push(serial_for(&j, (hi - lo) as usize, body));
         }
     }
-    Ok(vec![for_(
+    Ok(vec![serial_for(
         &nv,
         nb,
-        vec![for_(&cov, cout, vec![for_(&ohv, oh, row)])],
+        vec![serial_for(&cov, cout, vec![serial_for(&ohv, oh, row)])],
     )])
 }
 

@@ -127,15 +127,20 @@ pub(crate) fn idx(dims: &[(Option<String>, usize)]) -> Vec<IExpr> {
         .collect()
 }
 
+/// `for var in 0..extent { body }`, serial (the schedule decides what runs in parallel).
+pub(crate) fn serial_for(var: &str, extent: usize, body: Vec<Stmt>) -> Stmt {
+    Stmt::For(Loop {
+        var: var.to_string(),
+        extent: extent as i64,
+        kind: LoopKind::Serial,
+        body,
+    })
+}
+
 /// Wraps `body` in serial loops over `dims` (outermost first).
 pub(crate) fn nest(dims: &[(Option<String>, usize)], body: Vec<Stmt>) -> Vec<Stmt> {
     dims.iter().rev().fold(body, |b, (v, e)| match v {
-        Some(v) => vec![Stmt::For(Loop {
-            var: v.clone(),
-            extent: *e as i64,
-            kind: LoopKind::Serial,
-            body: b,
-        })],
+        Some(v) => vec![serial_for(v, *e, b)],
         None => b,
     })
 }

@@ -1,6 +1,6 @@
 //! Pooling, normalisation, softmax and reductions: loop nests around [`Reduce`] statements.
 
-use super::{Builder, NodeCx, clamp, idx, in_range, nest, store_nest, strides_of};
+use super::{Builder, NodeCx, clamp, idx, in_range, nest, serial_for, store_nest, strides_of};
 use crate::error::PassError;
 use tessera_ir::infer::{self, Window};
 use tessera_ir::loops::{BinOp, CmpOp, IExpr, Reduce, ReduceOp, Stmt, UnOp, VExpr};
@@ -49,12 +49,7 @@ pub(crate) fn pool(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError>
         let t = b.var();
         let ox = IExpr::var(&t).plus(IExpr::c(from));
         let body = pool_point(cx, b, &win, [&ix[0], &ix[1], &ox], guard)?;
-        row.push(Stmt::For(tessera_ir::loops::Loop {
-            var: t,
-            extent: to - from,
-            kind: tessera_ir::loops::LoopKind::Serial,
-            body: vec![body],
-        }));
+        row.push(serial_for(&t, (to - from) as usize, vec![body]));
     }
     Ok(nest(&dims, row))
 }
@@ -266,16 +261,12 @@ pub(crate) fn softmax(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErr
     let shifted = |k: &str| VExpr::un(UnOp::Exp, VExpr::bin(BinOp::Sub, x(k), m.clone()));
     let s = VExpr::Acc("s".into(), dt);
     let row = |k: String, value: VExpr| {
-        Stmt::For(tessera_ir::loops::Loop {
-            var: k.clone(),
-            extent: len as i64,
-            kind: tessera_ir::loops::LoopKind::Serial,
-            body: vec![Stmt::Store {
-                buf: cx.out.clone(),
-                index: at(&k),
-                value,
-            }],
-        })
+        let store = Stmt::Store {
+            buf: cx.out.clone(),
+            index: at(&k),
+            value,
+        };
+        serial_for(&k, len, vec![store])
     };
     // LogSoftmax sums the exponentials and writes `x - max - log(sum)`; Softmax writes the
     // exponentials first and sums them back from the output.
@@ -395,16 +386,12 @@ fn normalize_rows(
     if let Some(bias) = bias {
         y = VExpr::bin(BinOp::Add, y, bias);
     }
-    let write = Stmt::For(tessera_ir::loops::Loop {
-        var: k3.clone(),
-        extent: inner as i64,
-        kind: tessera_ir::loops::LoopKind::Serial,
-        body: vec![Stmt::Store {
-            buf: cx.out.clone(),
-            index: row.clone().plus(IExpr::var(&k3)),
-            value: y,
-        }],
-    });
+    let store = Stmt::Store {
+        buf: cx.out.clone(),
+        index: row.clone().plus(IExpr::var(&k3)),
+        value: y,
+    };
+    let write = serial_for(&k3, inner, vec![store]);
     let sq = VExpr::bin(BinOp::Mul, centered(&k2), centered(&k2));
     let q = reduce_stmt(
         "q",
