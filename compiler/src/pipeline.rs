@@ -110,7 +110,11 @@ impl Compiler {
         } else {
             (prepared.clone(), None)
         };
-        let mut kernels = tessera_passes::lower::lower_graph(&optimized)?;
+        let lower_cfg = match self.target.is_gpu() {
+            true => tessera_passes::lower::LowerConfig::gpu(),
+            false => tessera_passes::lower::LowerConfig::cpu(),
+        };
+        let mut kernels = tessera_passes::lower::lower_graph_with(&optimized, &lower_cfg)?;
         let mut tuned_kernels = 0;
         if self.config.schedule && self.target.is_gpu() {
             let cfg = tessera_passes::gpu_schedule::GpuScheduleConfig::default();

@@ -21,6 +21,9 @@ use tessera_ir::loops::gpu::Launch;
 use tessera_passes::gpu_schedule::{GpuScheduleConfig, default_gpu, schedule_gpu};
 use tessera_tests::ptxas_or_skip;
 
+/// The lowering shape of the GPU kernels checked here.
+const GPU: Target = Target::Cuda { sm: 90 };
+
 fn models() -> Vec<(String, tessera_ir::Graph)> {
     let dir = tessera_tests::repo_root().join("examples/models");
     let mut out: Vec<_> = std::fs::read_dir(&dir)
@@ -42,7 +45,7 @@ fn models() -> Vec<(String, tessera_ir::Graph)> {
 fn gpu_schedule_preserves_meaning_on_every_bundled_kernel() {
     let (mut bound, mut total, mut tiled, mut rows) = (0, 0, 0, 0);
     for (name, g) in models() {
-        let kernels = tessera::fuzzgen::unscheduled_kernels(&g).expect("lowers");
+        let kernels = tessera::fuzzgen::unscheduled_kernels(&g, &GPU).expect("lowers");
         for (i, k) in kernels.into_iter().enumerate() {
             let plain = k.program;
             let mut gpu = plain.clone();
@@ -293,7 +296,7 @@ fn row_reductions_get_a_block_per_row() {
     ];
     for (i, (text, applies)) in cases.into_iter().enumerate() {
         let g = tessera_ir::text::parse_graph(text).unwrap_or_else(|e| panic!("{text}: {e}"));
-        for k in tessera::fuzzgen::unscheduled_kernels(&g).expect("lowers") {
+        for k in tessera::fuzzgen::unscheduled_kernels(&g, &GPU).expect("lowers") {
             let plain = k.program;
             let mut gpu = plain.clone();
             let b = schedule_gpu(&mut gpu, None, &GpuScheduleConfig::default()).unwrap();

@@ -218,7 +218,7 @@ fn gpu_tiled_products_match_the_untiled_kernels() {
     let mut checked = 0;
     for (name, text) in GRAPHS {
         let g = tessera_ir::text::parse_graph(text).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let kernels = tessera::fuzzgen::unscheduled_kernels(&g).unwrap();
+        let kernels = tessera::fuzzgen::unscheduled_kernels(&g, &tessera::Target::host()).unwrap();
         for k in &kernels {
             let Some(spec) = &k.product else { continue };
             let inputs = random_inputs(&k.program, &mut rng);

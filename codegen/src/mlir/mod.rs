@@ -13,6 +13,7 @@
 //! is vectorized (a GPU thread is one lane).
 
 mod gpu;
+mod load;
 mod math;
 mod reduce;
 
@@ -119,6 +120,12 @@ struct Em<'a> {
     /// The enclosing thread loops: (axis, loop variable), outermost first.
     threads: Vec<(usize, String)>,
     vec: Option<Vec_>,
+    /// Extent of every loop variable and reduction axis: the ranges that tell loads which
+    /// cannot leave their buffer (see [`load`]).
+    extents: HashMap<String, i64>,
+    /// Inside a vector `select` branch: the lanes that take it (`vector<w x i1>`), to which
+    /// loads that may leave their buffer are masked (see [`load`]).
+    guard: Option<String>,
     cfg: &'a EmitConfig,
     /// Threads per block along each axis (GPU): a thread loop shorter than that is guarded.
     block_dims: [u32; 3],
@@ -134,6 +141,8 @@ fn emit_func(p: &LoopProgram, cfg: &EmitConfig) -> Result<String, CodegenError> 
         accs: vec![],
         bufs: HashMap::new(),
         vec: None,
+        extents: tessera_ir::loops::range::extents(p),
+        guard: None,
         cfg,
         block_dims: [1; 3],
         threads: vec![],
@@ -548,28 +557,6 @@ impl Em<'_> {
         }
     }
 
-    /// A vector load of `buf` at an index that is not a simple stride of the vector loop's
-    /// variable: the index lane by lane, then a gather (masked in a tail iteration).
-    fn gather(&mut self, buf: &str, index: &IExpr, w: u32) -> Result<String, CodegenError> {
-        let (b, bd, mt) = self.bufs[buf].clone();
-        let idx = self.iexpr_lanes(index, w)?;
-        let vt = ty(bd, Some(w));
-        let mask = match self.vec.as_ref().and_then(|v| v.mask.clone()) {
-            Some(m) => m,
-            None => self.op(format!("arith.constant dense<true> : vector<{w}xi1>")),
-        };
-        let zero = if bd.is_float() {
-            Lit::F(0.0)
-        } else {
-            Lit::I(0)
-        };
-        let pass = self.splat(zero, bd)?;
-        let c0 = self.index_const(0);
-        Ok(self.op(format!(
-            "vector.gather {b}[{c0}] [{idx}], {mask}, {pass} : {mt}, vector<{w}xindex>, vector<{w}xi1>, {vt} into {vt}"
-        )))
-    }
-
     /// `x mod y` rounding toward negative infinity (the loop IR's `%`), on `t` values.
     fn floor_mod(&mut self, x: &str, y: &str, t: &str) -> String {
         let q = self.op(format!("arith.floordivsi {x}, {y} : {t}"));
@@ -611,13 +598,17 @@ impl Em<'_> {
             && !e.mentions(&v.var)
             && !self.uses_vector_acc(e)
         {
-            let (var, w) = (v.var.clone(), v.width);
-            let saved = self.vec.take();
-            let s = self.vexpr(e);
-            self.vec = saved;
-            let s = s?;
-            let _ = var;
+            let w = v.width;
             let d = self.dtype_of(e)?;
+            let s = match self.guard.clone() {
+                Some(g) if self.may_fault(e) => self.invariant_under_guard(&g, e, d)?,
+                _ => {
+                    let (vec, guard) = (self.vec.take(), self.guard.take());
+                    let s = self.vexpr(e);
+                    (self.vec, self.guard) = (vec, guard);
+                    s?
+                }
+            };
             return Ok(self.op(format!(
                 "vector.broadcast {s} : {} to {}",
                 scalar_ty(d),
@@ -629,50 +620,7 @@ impl Em<'_> {
         let t = ty(d, lanes);
         match e {
             VExpr::Const(l, d) => Ok(self.constant(*l, *d)),
-            VExpr::Load { buf, index } => {
-                let (b, bd, mt) = self
-                    .bufs
-                    .get(buf)
-                    .cloned()
-                    .ok_or_else(|| self.unsupported(format!("unknown buffer `{buf}`")))?;
-                let coeff = self.vec.as_ref().map(|v| index.coeff(&v.var));
-                if let (Some(w), Some(None | Some(5..) | Some(..0))) = (lanes, coeff) {
-                    return self.gather(buf, index, w);
-                }
-                let i = self.iexpr(index)?;
-                let i = self.thread_private_index(buf, i);
-                let vt = ty(bd, lanes);
-                let stride = coeff.flatten().unwrap_or(1);
-                if let (Some(w), true) = (lanes, stride > 1) {
-                    return self.strided_load(&b, &i, bd, &mt, w, stride);
-                }
-                let raw = match (lanes, self.vec.as_ref().and_then(|v| v.mask.clone())) {
-                    (Some(w), Some(mask)) => {
-                        // Inactive lanes read zero; their results are never stored.
-                        let zero = if bd.is_float() {
-                            Lit::F(0.0)
-                        } else {
-                            Lit::I(0)
-                        };
-                        let z = self.splat(zero, bd)?;
-                        self.op(format!("vector.maskedload {b}[{i}], {mask}, {z} : {mt}, vector<{w}xi1>, {vt} into {vt}"))
-                    }
-                    (Some(_), None) => self.op(format!("vector.load {b}[{i}] : {mt}, {vt}")),
-                    (None, _) => self.op(format!("memref.load {b}[{i}] : {mt}")),
-                };
-                if bd == DType::Bool {
-                    let z = self.constant(Lit::I(0), DType::I8);
-                    let z = match lanes {
-                        Some(w) => self.op(format!("vector.broadcast {z} : i8 to vector<{w}xi8>")),
-                        None => z,
-                    };
-                    return Ok(self.op(format!(
-                        "arith.cmpi ne, {raw}, {z} : {}",
-                        ty(DType::I8, lanes)
-                    )));
-                }
-                Ok(raw)
-            }
+            VExpr::Load { buf, index } => self.load(buf, index),
             VExpr::Acc(n, _) => self
                 .accs
                 .iter()
@@ -825,6 +773,9 @@ impl Em<'_> {
                     int_pred(*op, unsigned)
                 )))
             }
+            VExpr::Select(c, a, b) if self.may_fault(a) || self.may_fault(b) => {
+                self.guarded_select(c, a, b, &t)
+            }
             VExpr::Select(c, a, b) => {
                 let (cv, x, y) = (self.vexpr(c)?, self.vexpr(a)?, self.vexpr(b)?);
                 Ok(self.select(&cv, &x, &y, &t))
@@ -860,48 +811,6 @@ impl Em<'_> {
                 self.uses_vector_acc(c) || self.uses_vector_acc(a) || self.uses_vector_acc(b)
             }
         }
-    }
-
-    /// A vector of `w` elements `stride` apart: one masked load of the span they cover (never
-    /// past the last element needed) and a shuffle that keeps every `stride`-th lane.
-    fn strided_load(
-        &mut self,
-        b: &str,
-        i: &str,
-        bd: DType,
-        mt: &str,
-        w: u32,
-        stride: i64,
-    ) -> Result<String, CodegenError> {
-        let wide = w as i64 * stride;
-        let m = mem_ty(bd);
-        let active = match self.vec.as_ref().and_then(|v| v.active.clone()) {
-            Some(a) => a,
-            None => self.index_const(w as i64),
-        };
-        // Lanes needed: stride * (active - 1) + 1.
-        let cs = self.index_const(stride);
-        let c1 = self.index_const(1);
-        let am1 = self.op(format!("arith.subi {active}, {c1} : index"));
-        let span = self.op(format!("arith.muli {am1}, {cs} : index"));
-        let need = self.op(format!("arith.addi {span}, {c1} : index"));
-        let mask = self.op(format!("vector.create_mask {need} : vector<{wide}xi1>"));
-        let zero = if bd.is_float() {
-            Lit::F(0.0)
-        } else {
-            Lit::I(0)
-        };
-        let z = self.constant(zero, bd);
-        let zw = self.op(format!(
-            "vector.broadcast {z} : {} to vector<{wide}x{m}>",
-            scalar_ty(bd)
-        ));
-        let v = self.op(format!("vector.maskedload {b}[{i}], {mask}, {zw} : {mt}, vector<{wide}xi1>, vector<{wide}x{m}> into vector<{wide}x{m}>"));
-        let lanes: Vec<String> = (0..w as i64).map(|k| (k * stride).to_string()).collect();
-        Ok(self.op(format!(
-            "vector.shuffle {v}, {v} [{}] : vector<{wide}x{m}>, vector<{wide}x{m}>",
-            lanes.join(", ")
-        )))
     }
 
     /// `arith.select cond, a, b` on values of type `t`, the condition as wide as the current
@@ -1084,7 +993,11 @@ fn lane_value_ok(prog: &LoopProgram, e: &VExpr, var: &str) -> bool {
         VExpr::Unary(_, a) => ok(a),
         VExpr::Cast(to, a) => *to != DType::Bool && ok(a),
         VExpr::Binary(_, a, b) | VExpr::Cmp(_, a, b) => ok(a) && ok(b),
-        VExpr::Select(c, a, b) => ok(c) && ok(a) && ok(b),
+        // A guarded branch's masked-off lanes read zero: they must not divide by it.
+        VExpr::Select(c, a, b) => {
+            let divides_loaded = |x: &VExpr| x.has_load() && int_division(prog, x);
+            ok(c) && ok(a) && ok(b) && !divides_loaded(a) && !divides_loaded(b)
+        }
     }
 }
 

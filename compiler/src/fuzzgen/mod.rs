@@ -169,7 +169,7 @@ pub fn generate(target: FuzzTarget, data: &[u8]) -> Option<Case> {
         FuzzTarget::Schedule => {
             let seed = u.arbitrary::<u64>().ok()?;
             let graph = graph_gen::arbitrary_graph(&mut u).ok()?;
-            let kernels = unscheduled_kernels(&graph).ok()?;
+            let kernels = unscheduled_kernels(&graph, &Target::host()).ok()?;
             let kernel = u.choose_index(kernels.len()).ok()?;
             let space =
                 tessera_autotune::space::Space::for_kernel(&kernels[kernel], vector_bytes());
@@ -188,6 +188,9 @@ pub fn generate(target: FuzzTarget, data: &[u8]) -> Option<Case> {
         }
     }
 }
+
+/// The target whose lowering shape the GPU schedules are checked on.
+const GPU_TARGET: Target = Target::Cuda { sm: 90 };
 
 /// The same kernel's GPU schedules on the interpreter (which also reports shared-memory
 /// races) against the unscheduled kernel's results `want`: the default GPU schedule, and for a
@@ -255,16 +258,18 @@ pub fn run_target(target: FuzzTarget, data: &[u8]) -> Result<Verdict, Box<Findin
     }
 }
 
-/// A graph's kernels, lowered (after the optimizer, symbols bound to 1) but not scheduled.
+/// A graph's kernels, lowered in the shape that suits `target` (after the optimizer, symbols
+/// bound to 1) but not scheduled.
 pub fn unscheduled_kernels(
     graph: &Graph,
+    target: &Target,
 ) -> Result<Vec<tessera_passes::lower::Kernel>, crate::CompileError> {
     let cfg = CompileConfig {
         schedule: false,
         ..Default::default()
     };
     let bindings = crate::pipeline::bind_symbols(graph, &BTreeMap::new());
-    Ok(Compiler::new(Target::host())
+    Ok(Compiler::new(target.clone())
         .with_config(cfg)
         .stages(graph, &bindings)?
         .kernels)
@@ -373,7 +378,7 @@ pub fn check(case: &Case) -> Result<Verdict, Box<Finding>> {
             schedule,
             seed,
         } => {
-            let kernels = unscheduled_kernels(graph)
+            let kernels = unscheduled_kernels(graph, &Target::host())
                 .map_err(|e| found(format!("a valid graph does not lower: {e}")))?;
             let Some(k) = kernels.get(*kernel) else {
                 return Ok(Verdict::Skipped(format!("no kernel {kernel}")));
@@ -404,7 +409,23 @@ pub fn check(case: &Case) -> Result<Verdict, Box<Finding>> {
                 oracle::native_tolerance,
             )
             .map_err(found)?;
-            check_gpu_schedules(k, *seed, &inputs, &want).map_err(found)?;
+            // The GPU schedules work on the kernel as lowered for a GPU (windows' rows one
+            // loop): the same buffers, so the same inputs and results.
+            let gpu_kernels = unscheduled_kernels(graph, &GPU_TARGET)
+                .map_err(|e| found(format!("a valid graph does not lower for a GPU: {e}")))?;
+            let Some(gk) = gpu_kernels.get(*kernel) else {
+                return Err(found(format!("no kernel {kernel} when lowered for a GPU")));
+            };
+            let got = oracle::interpret(&gk.program, &inputs)
+                .map_err(|e| found(format!("interpreter on the GPU-shaped kernel: {e}")))?;
+            oracle::agree(
+                "unscheduled kernel lowered for a GPU",
+                &got,
+                &want,
+                oracle::native_tolerance,
+            )
+            .map_err(found)?;
+            check_gpu_schedules(gk, *seed, &inputs, &want).map_err(found)?;
             Ok(Verdict::Passed)
         }
     }

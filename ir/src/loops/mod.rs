@@ -14,6 +14,7 @@ pub mod gpu;
 pub mod interp;
 pub mod parse;
 pub mod print;
+pub mod range;
 pub mod simplify;
 pub mod verify;
 

@@ -5,6 +5,7 @@
 //! the output it is updating, which is why the row is initialised first.
 
 use super::elementwise::coalesce;
+use super::window::{Axis, Span, Window2, chained};
 use super::{Builder, NodeCx, clamp, idx, in_range, serial_for, strides_of};
 use crate::error::PassError;
 use crate::product::{ConvGeometry, ProductSpec};
@@ -318,10 +319,20 @@ impl ConvShape {
         })
     }
 
-    /// The output columns `lo..hi` whose input column `ox*sx + kx*dx - px` lies inside the
-    /// image, for tap column `kx`.
-    fn valid_columns(&self, kx: i64) -> (i64, i64) {
-        crate::product::valid_outputs(kx * self.dx - self.px, self.sx, self.w, self.ow)
+    /// The window over the output plane, for the direct lowering.
+    fn window(&self) -> Window2 {
+        let axis = |size, out, kernel, stride, dilation, pad| Axis {
+            size,
+            out,
+            kernel,
+            stride,
+            dilation,
+            pad,
+        };
+        Window2 {
+            rows: axis(self.h, self.oh, self.kh, self.sy, self.dy, self.py),
+            cols: axis(self.w, self.ow, self.kw, self.sx, self.dx, self.px),
+        }
     }
 }
 
@@ -528,7 +539,7 @@ fn conv_rows(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
         let mut row_body = Vec::new();
         for kx in 0..kw as i64 {
             let off = kx * dx - px;
-            let (lo, hi) = g.valid_columns(kx);
+            let (lo, hi) = g.window().cols.valid(kx);
             if lo >= hi {
                 continue;
             }
@@ -608,12 +619,11 @@ fn conv_rows(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
 /// Convolution that keeps each output element's sum in a register (for short channel
 /// reductions).
 ///
-/// For each output row, the columns split into an interior — where every kernel tap reads
-/// inside the image — and the borders. Each output element is a reduction over input
-/// channels of the sum over the (unrolled) taps, so the accumulator stays in a register; in
-/// the interior the column loop has no bounds checks and vectorizes (one vector accumulator
-/// per group of columns). Rows outside the image are masked per tap, only for taps whose row
-/// can fall outside; border columns also mask their column.
+/// Each output element is a reduction over input channels of the sum over the (unrolled)
+/// taps, so the accumulator stays in a register, and the column loop vectorizes (one vector
+/// accumulator per group of columns). The window's loops and tap checks are
+/// [`Window2::plane`]'s: border rows with only their valid taps, rows as one loop of columns
+/// whose taps that can reach the padding read through a check (masked loads in vector code).
 fn conv_columns(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
     let g = ConvShape::of(cx)?;
     let ConvShape {
@@ -628,130 +638,64 @@ fn conv_columns(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
         oh,
         ow,
         opg,
-        sy,
-        sx,
-        dy,
-        dx,
-        py,
-        px,
+        ..
     } = g;
     let dt = cx.out_dtype;
-    let (nv, cov, ohv) = (b.var(), b.var(), b.var());
+    let (nv, cov) = (b.var(), b.var());
     let v = IExpr::var;
-    let out_at = |ox: IExpr| {
-        v(&nv)
-            .times(cout as i64)
-            .plus(v(&cov))
-            .times(oh as i64)
-            .plus(v(&ohv))
-            .times(ow as i64)
-            .plus(ox)
-    };
     let init = if cx.has(2) {
         VExpr::load(cx.buf(2), v(&cov))
     } else {
         VExpr::lit(0.0, dt)
     };
-    let col_range = |kx: i64| g.valid_columns(kx);
-    let lo_all = (0..kw as i64).map(|kx| col_range(kx).0).max().unwrap_or(0);
-    let hi_all = (0..kw as i64)
-        .map(|kx| col_range(kx).1)
-        .min()
-        .unwrap_or(0)
-        .max(lo_all);
-    // One output column `ox`: reduce over input channels `ci` of the sum over taps. An edge
-    // column given as a constant drops the taps that read padding and reads the others
-    // without column checks.
-    let column = |b: &mut Builder, ox: IExpr, guard: bool| -> Stmt {
-        let fixed = match ox {
-            IExpr::Const(c) => Some(c),
-            _ => None,
-        };
+    let mut element = |b: &mut Builder, oy: &Span, ox: &Span| {
         let ci = b.var();
         let chan = v(&cov).floordiv(opg as i64).times(cpg as i64).plus(v(&ci));
-        let mut terms = Vec::new();
-        for ky in 0..kh as i64 {
-            let iy = v(&ohv).times(sy).plus(IExpr::c(ky * dy - py));
-            let (first, last) = (ky * dy - py, (oh as i64 - 1) * sy + ky * dy - py);
-            if last < 0 || first >= h as i64 {
-                continue; // no output row reads this tap row
-            }
-            let row_guard = !(first >= 0 && last < h as i64);
-            for kx in 0..kw as i64 {
-                let ix = ox.clone().times(sx).plus(IExpr::c(kx * dx - px));
-                let guard_cols = match fixed {
-                    Some(c) if !(0..w as i64).contains(&(c * sx + kx * dx - px)) => continue,
-                    Some(_) => false,
-                    None => guard,
-                };
-                let (ry, rx) = (
-                    if row_guard {
-                        clamp(iy.clone(), h)
-                    } else {
-                        iy.clone()
-                    },
-                    if guard_cols {
-                        clamp(ix.clone(), w)
-                    } else {
-                        ix.clone()
-                    },
-                );
-                let x_idx = v(&nv)
-                    .times(cin as i64)
-                    .plus(chan.clone())
-                    .times(h as i64)
-                    .plus(ry)
-                    .times(w as i64)
-                    .plus(rx);
-                let mut xval = VExpr::load(cx.buf(0), x_idx);
-                let cond = match (row_guard, guard_cols) {
-                    (true, true) => Some(VExpr::bin(
-                        BinOp::And,
-                        in_range(iy.clone(), h),
-                        in_range(ix, w),
-                    )),
-                    (true, false) => Some(in_range(iy.clone(), h)),
-                    (false, true) => Some(in_range(ix, w)),
-                    (false, false) => None,
-                };
-                if let Some(c) = cond {
-                    xval = VExpr::select(c, xval, VExpr::lit(0.0, dt));
-                }
-                let w_idx = v(&cov)
-                    .times(cpg as i64)
-                    .plus(v(&ci))
-                    .times(kh as i64)
-                    .plus(IExpr::c(ky))
-                    .times(kw as i64)
-                    .plus(IExpr::c(kx));
-                terms.push(mul(VExpr::load(cx.buf(1), w_idx), xval));
-            }
-        }
-        let sum = chained_sum(terms);
-        let index = out_at(ox.clone());
-        let coords = [v(&nv), v(&cov), v(&ohv), ox];
+        let terms = g.window().taps(oy, ox).into_iter().map(|t| {
+            let x_idx = v(&nv)
+                .times(cin as i64)
+                .plus(chan.clone())
+                .times(h as i64)
+                .plus(t.iy.clone())
+                .times(w as i64)
+                .plus(t.ix.clone());
+            let w_idx = v(&cov)
+                .times(cpg as i64)
+                .plus(v(&ci))
+                .times(kh as i64)
+                .plus(IExpr::c(t.ky))
+                .times(kw as i64)
+                .plus(IExpr::c(t.kx));
+            let x = t.guard(VExpr::load(cx.buf(0), x_idx), VExpr::lit(0.0, dt));
+            mul(VExpr::load(cx.buf(1), w_idx), x)
+        });
+        let index = v(&nv)
+            .times(cout as i64)
+            .plus(v(&cov))
+            .times(oh as i64)
+            .plus(oy.at.clone())
+            .times(ow as i64)
+            .plus(ox.at.clone());
+        let coords = [v(&nv), v(&cov), oy.at.clone(), ox.at.clone()];
         let finish = |x: VExpr| match cx.epilogue {
             Some(epi) => epi(x, &coords),
             None => x,
         };
-        match sum {
-            Some(value) => {
-                let store = Stmt::Store {
+        match chained(terms.collect(), BinOp::Add) {
+            Some(value) => Stmt::Reduce(Reduce {
+                acc: "s".into(),
+                dtype: dt,
+                op: ReduceOp::Sum,
+                init: init.clone(),
+                axes: vec![(ci, cpg as i64)],
+                value,
+                body: vec![Stmt::Store {
                     buf: cx.out.clone(),
                     index,
                     value: finish(VExpr::Acc("s".into(), dt)),
-                };
-                Stmt::Reduce(Reduce {
-                    acc: "s".into(),
-                    dtype: dt,
-                    op: ReduceOp::Sum,
-                    init: init.clone(),
-                    axes: vec![(ci, cpg as i64)],
-                    value,
-                    body: vec![store],
-                    vectorize: None,
-                })
-            }
+                }],
+                vectorize: None,
+            }),
             // Every tap reads padding: the output is the bias.
             None => Stmt::Store {
                 buf: cx.out.clone(),
@@ -760,56 +704,13 @@ fn conv_columns(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
             },
         }
     };
-    let mut row = Vec::new();
-    for (lo, hi, guard) in [
-        (0, lo_all, true),
-        (lo_all, hi_all, false),
-        (hi_all, ow as i64, true),
-    ] {
-        if guard && hi - lo <= MAX_FIXED_EDGE_COLUMNS {
-            // A few edge columns, each with its valid taps known at compile time.
-            row.extend((lo..hi).map(|c| column(b, IExpr::c(c), true)));
-        } else if hi > lo {
-            let j = b.var();
-            let ox = v(&j).plus(IExpr::c(lo));
-            let body = vec![column(b, ox, guard)];
-            row.push(serial_for(&j, (hi - lo) as usize, body));
-        }
-    }
+    let body = g.window().plane(b, &mut element);
     Ok(vec![serial_for(
         &nv,
         nb,
-        vec![serial_for(&cov, cout, vec![serial_for(&ohv, oh, row)])],
+        vec![serial_for(&cov, cout, body)],
     )])
 }
-
-/// The sum of `terms` in [`TAP_CHAINS`] interleaved chains of multiply-adds, added at the
-/// end: a depthwise convolution's taps are one expression per output, and one left-deep
-/// chain of 25 multiply-adds (a 5x5 window) is a dependence chain long enough to stall the
-/// loop once an epilogue (SiLU's exp) lengthens each iteration; a balanced tree would cut
-/// the depth further but turns half the multiply-adds into separate multiplies and adds.
-/// The interpreters evaluate the same expression.
-fn chained_sum(terms: Vec<VExpr>) -> Option<VExpr> {
-    let mut chains: Vec<VExpr> = Vec::with_capacity(TAP_CHAINS);
-    for (i, t) in terms.into_iter().enumerate() {
-        match chains.get_mut(i % TAP_CHAINS) {
-            Some(c) => *c = add(c.clone(), t),
-            None => chains.push(t),
-        }
-    }
-    let mut it = chains.into_iter();
-    let first = it.next()?;
-    Some(it.fold(first, add))
-}
-
-/// Edge columns of a direct convolution (those with a tap in the padding) written out one by
-/// one with their valid taps, when a side has at most this many; more stay a guarded loop.
-/// A 5×5 depthwise window's two edge columns a side, guarded and clamped per tap, cost
-/// more than its 24 vectorized interior columns.
-const MAX_FIXED_EDGE_COLUMNS: i64 = 4;
-
-/// Independent multiply-add chains of a direct convolution's tap sum.
-const TAP_CHAINS: usize = 4;
 
 /// ConvTranspose (2-D) in gather form: each output element sums the input elements whose
 /// scattered kernel reaches it — tap `(ky, kx)` contributes when `oy + pad - ky*dy` is a

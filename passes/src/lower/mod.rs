@@ -12,6 +12,7 @@ pub use fused::{is_anchor, is_sink};
 mod linalg;
 mod nn;
 mod signal;
+mod window;
 
 use crate::error::PassError;
 use crate::product::ProductSpec;
@@ -30,12 +31,50 @@ pub struct Kernel {
     pub product: Option<ProductSpec>,
 }
 
-/// Lowers every node of a prepared graph, in topological order.
+/// How lowering shapes loop nests for the machine that will run them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LowerConfig {
+    /// Direct convolutions and pooling windows: split the output rows into border rows
+    /// (written out one by one with only their valid taps) and an interior whose taps need
+    /// no row check — for CPUs, which run each row as vectors. Off, the rows are one loop
+    /// whose taps that can reach the padding are checked — for GPUs, whose schedule binds
+    /// the rows, with the channels, to threads.
+    pub split_border_rows: bool,
+}
+
+impl LowerConfig {
+    /// The shapes that suit a CPU.
+    pub fn cpu() -> LowerConfig {
+        LowerConfig {
+            split_border_rows: true,
+        }
+    }
+
+    /// The shapes that suit a GPU.
+    pub fn gpu() -> LowerConfig {
+        LowerConfig {
+            split_border_rows: false,
+        }
+    }
+}
+
+impl Default for LowerConfig {
+    fn default() -> Self {
+        LowerConfig::cpu()
+    }
+}
+
+/// Lowers every node of a prepared graph, in topological order, as for a CPU.
 pub fn lower_graph(g: &Graph) -> Result<Vec<Kernel>, PassError> {
+    lower_graph_with(g, &LowerConfig::cpu())
+}
+
+/// Lowers every node of a prepared graph, in topological order.
+pub fn lower_graph_with(g: &Graph, cfg: &LowerConfig) -> Result<Vec<Kernel>, PassError> {
     let mut out = Vec::new();
     for ix in g.topo_order()? {
         let n = g.node(ix);
-        let k = lower_node(g, n, out.len())?;
+        let k = lower_node(g, n, out.len(), cfg)?;
         crate::verify_after("lower", &k.program)?;
         out.push(k);
     }
@@ -99,13 +138,15 @@ impl NodeCx<'_> {
 pub(crate) struct Builder {
     next_var: usize,
     pub product: Option<ProductSpec>,
+    pub cfg: LowerConfig,
 }
 
 impl Builder {
-    pub fn new() -> Builder {
+    pub fn new(cfg: LowerConfig) -> Builder {
         Builder {
             next_var: 0,
             product: None,
+            cfg,
         }
     }
     pub fn var(&mut self) -> String {
@@ -185,7 +226,7 @@ pub(crate) fn strides_of(shape: &[usize]) -> Vec<usize> {
     tessera_ir::tensor::strides(shape)
 }
 
-fn lower_node(g: &Graph, n: &Node, index: usize) -> Result<Kernel, PassError> {
+fn lower_node(g: &Graph, n: &Node, index: usize, cfg: &LowerConfig) -> Result<Kernel, PassError> {
     let mut buffers = Vec::new();
     let mut args = Vec::new();
     let mut bufs = Vec::new();
@@ -248,7 +289,7 @@ fn lower_node(g: &Graph, n: &Node, index: usize) -> Result<Kernel, PassError> {
         epilogue: None,
         prologue: None,
     };
-    let mut b = Builder::new();
+    let mut b = Builder::new(cfg.clone());
     use OpKind::*;
     let body = match n.op {
         // Nothing to compute for an empty output.

@@ -1,10 +1,11 @@
 //! Pooling, normalisation, softmax and reductions: loop nests around [`Reduce`] statements.
 
+use super::window::{Axis, Span, Tap, Window2, chained};
 use super::{Builder, NodeCx, clamp, idx, in_range, nest, serial_for, store_nest, strides_of};
 use crate::error::PassError;
 use tessera_ir::infer::{self, Window};
 use tessera_ir::loops::{BinOp, CmpOp, IExpr, Reduce, ReduceOp, Stmt, UnOp, VExpr};
-use tessera_ir::{AttrsExt, OpKind};
+use tessera_ir::{AttrsExt, DType, OpKind};
 
 fn reduce_stmt(
     acc: &str,
@@ -29,29 +30,132 @@ fn reduce_stmt(
 
 /// MaxPool / AveragePool over NCHW with pads, strides, dilations and ceil mode.
 ///
-/// Each output row is three column loops: the edges, where some tap column falls in the
-/// padding (guarded, clamped), and the interior between them, where every tap column lies
-/// in the image — there the input index is affine in the column (a contiguous or strided
-/// vector load) instead of clamped lane by lane and gathered.
+/// Windows of up to [`MAX_UNROLLED_TAPS`] taps are unrolled ([`Window2`]): border rows
+/// written out with only their valid taps, and in each row's column loop only the taps that
+/// can reach the padding checked (masked loads in vector code) — the interior of a 3×3/2 max
+/// pool is nine strided loads and eight maxima a vector. Larger windows reduce over their
+/// taps in a loop ([`pool_taps_loop`]).
 pub(crate) fn pool(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
     let xs = cx.shape(0);
     let (h, w) = (xs[2], xs[3]);
     let win = Window::from_node(cx.node, &[h, w], None).map_err(|e| cx.err(e))?;
+    if win.kernel[0] * win.kernel[1] > MAX_UNROLLED_TAPS {
+        return pool_taps_loop(cx, b, &win);
+    }
+    let (oh, ow) = (cx.out_shape[2], cx.out_shape[3]);
+    let axis = |d: usize, size, out| Axis {
+        size,
+        out,
+        kernel: win.kernel[d],
+        stride: win.strides[d] as i64,
+        dilation: win.dilations[d] as i64,
+        pad: win.pads[d] as i64,
+    };
+    let window = Window2 {
+        rows: axis(0, h, oh),
+        cols: axis(1, w, ow),
+    };
+    // Where count_include_pad counts taps: inside the padded input.
+    let padded = Window2 {
+        rows: Axis {
+            size: h + win.pads[0] + win.pads[2],
+            pad: 0,
+            ..window.rows
+        },
+        cols: Axis {
+            size: w + win.pads[1] + win.pads[3],
+            pad: 0,
+            ..window.cols
+        },
+    };
+    let include_pad = cx
+        .node
+        .attrs
+        .int("count_include_pad", 0)
+        .map_err(|e| cx.err(e))?
+        != 0;
+    let is_max = cx.node.op == OpKind::MaxPool;
+    let dt = cx.out_dtype;
+    let dims = b.dims(&[xs[0] * xs[1]]);
+    let c = idx(&dims)[0].clone();
+    let mut element = |_: &mut Builder, oy: &Span, ox: &Span| {
+        let taps = window.taps(oy, ox);
+        let read = |t: &Tap| {
+            let index = c
+                .clone()
+                .times(h as i64)
+                .plus(t.iy.clone())
+                .times(w as i64)
+                .plus(t.ix.clone());
+            VExpr::load(cx.buf(0), index)
+        };
+        let value = if is_max {
+            let lowest = lowest(dt);
+            let terms = taps.iter().map(|t| t.guard(read(t), lowest.clone()));
+            chained(terms.collect(), BinOp::Max).unwrap_or(lowest)
+        } else {
+            let zero = VExpr::f(0.0, dt);
+            let terms = taps.iter().map(|t| t.guard(read(t), zero.clone()));
+            let sum = chained(terms.collect(), BinOp::Add).unwrap_or(zero);
+            let counted = match include_pad {
+                true => padded.taps(oy, ox),
+                false => taps,
+            };
+            VExpr::bin(BinOp::Div, sum, tap_count(&counted, dt))
+        };
+        Stmt::Store {
+            buf: cx.out.clone(),
+            index: c
+                .clone()
+                .times(oh as i64)
+                .plus(oy.at.clone())
+                .times(ow as i64)
+                .plus(ox.at.clone()),
+            value,
+        }
+    };
+    let plane = window.plane(b, &mut element);
+    Ok(nest(&dims, plane))
+}
+
+/// Windows with more taps than this (a 9×9 pool) reduce over their taps in a loop.
+const MAX_UNROLLED_TAPS: usize = 64;
+
+/// The lowest value of `dt`: the identity of max.
+fn lowest(dt: DType) -> VExpr {
+    match dt.is_float() {
+        true => VExpr::f(f64::NEG_INFINITY, dt),
+        false => VExpr::i(int_min(dt), dt),
+    }
+}
+
+/// How many of `taps` read inside: the unchecked ones counted at compile time, the checked
+/// ones one by one.
+fn tap_count(taps: &[Tap], dt: DType) -> VExpr {
+    let fixed = taps.iter().filter(|t| t.inside.is_none()).count();
+    let checked = taps
+        .iter()
+        .filter(|t| t.inside.is_some())
+        .map(|t| t.guard(VExpr::f(1.0, dt), VExpr::f(0.0, dt)));
+    match chained(checked.collect(), BinOp::Add) {
+        Some(n) if fixed > 0 => VExpr::bin(BinOp::Add, VExpr::f(fixed as f64, dt), n),
+        Some(n) => n,
+        None => VExpr::f(fixed as f64, dt),
+    }
+}
+
+/// A pooling whose taps are reduced in a loop (windows too large to unroll): each output row
+/// is one column loop, taps that can fall in the padding read through a check.
+fn pool_taps_loop(cx: &NodeCx, b: &mut Builder, win: &Window) -> Result<Vec<Stmt>, PassError> {
+    let xs = cx.shape(0);
+    let w = xs[3];
     let (oh, ow) = (cx.out_shape[2], cx.out_shape[3]);
     let dims = b.dims(&[xs[0] * xs[1], oh]);
     let ix = idx(&dims);
-    let (lo, hi) = interior_columns(&win, w, ow);
-    let mut row = Vec::new();
-    for (from, to, guard) in [(0, lo, true), (lo, hi, false), (hi, ow as i64, true)] {
-        if to <= from {
-            continue;
-        }
-        let t = b.var();
-        let ox = IExpr::var(&t).plus(IExpr::c(from));
-        let body = pool_point(cx, b, &win, [&ix[0], &ix[1], &ox], guard)?;
-        row.push(serial_for(&t, (to - from) as usize, vec![body]));
-    }
-    Ok(nest(&dims, row))
+    let guard_cols = interior_columns(win, w, ow) != (0, ow as i64);
+    let t = b.var();
+    let body = pool_point(cx, b, win, [&ix[0], &ix[1], &IExpr::var(&t)], guard_cols)?;
+    Ok(nest(&dims, vec![serial_for(&t, ow, vec![body])]))
 }
 
 /// The output columns `lo..hi` whose every tap column lies inside the image (`lo == hi`
@@ -114,17 +218,14 @@ fn pool_point(
         ),
         (true, false) => VExpr::bin(BinOp::And, in_rows, in_range(ixx.clone(), w)),
     };
-    let col = match guard_cols {
-        true => clamp(ixx.clone(), w),
-        false => ixx.clone(),
-    };
+    // Read only where `inside` holds (the `select`s below): the address needs no clamp.
     let load = VExpr::load(
         cx.buf(0),
         c.clone()
             .times(h as i64)
-            .plus(clamp(iy.clone(), h))
+            .plus(iy.clone())
             .times(w as i64)
-            .plus(col),
+            .plus(ixx.clone()),
     );
     let out_idx = c
         .clone()
@@ -133,12 +234,12 @@ fn pool_point(
         .plus(ox.clone());
     let axes = vec![(kyv, win.kernel[0] as i64), (kxv, win.kernel[1] as i64)];
     let stmt = if is_max {
-        let v = VExpr::select(inside, load, VExpr::f(f64::NEG_INFINITY, dt));
+        let v = VExpr::select(inside, load, lowest(dt));
         reduce_stmt(
             "m",
             dt,
             ReduceOp::Max,
-            VExpr::f(f64::NEG_INFINITY, dt),
+            lowest(dt),
             axes,
             v,
             vec![Stmt::Store {
