@@ -1,6 +1,6 @@
 //! Pooling, normalisation, softmax and reductions: loop nests around [`Reduce`] statements.
 
-use super::window::{Axis, Span, Tap, Window2, chained};
+use super::window::{Axis, RowPass, Span, Tap, Window2, chained};
 use super::{Builder, NodeCx, clamp, idx, in_range, nest, serial_for, store_nest, strides_of};
 use crate::error::PassError;
 use tessera_ir::infer::{self, Window};
@@ -78,7 +78,7 @@ pub(crate) fn pool(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError>
     let dt = cx.out_dtype;
     let dims = b.dims(&[xs[0] * xs[1]]);
     let c = idx(&dims)[0].clone();
-    let mut element = |_: &mut Builder, oy: &Span, ox: &Span| {
+    let element = |_: &mut Builder, oy: &Span, ox: &Span| {
         let taps = window.taps(oy, ox);
         let read = |t: &Tap| {
             let index = c
@@ -114,7 +114,14 @@ pub(crate) fn pool(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError>
             value,
         }
     };
-    let plane = window.plane(b, &mut element);
+    let plane = window.plane(
+        b,
+        1,
+        &mut |b: &mut Builder, oys: &[Span], ox, pass| match pass {
+            RowPass::Compute => oys.iter().map(|oy| element(b, oy, ox)).collect(),
+            RowPass::Finish => vec![],
+        },
+    );
     Ok(nest(&dims, plane))
 }
 

@@ -140,39 +140,76 @@ impl Window2 {
         taps
     }
 
-    /// The loops over the output plane, rows then columns; `element(b, oy, ox)` builds the
-    /// statement of the outputs at `oy` × `ox`.
+    /// The loops over the output plane, rows then columns; `element(b, rows, ox, pass)`
+    /// builds the statements of the outputs at `ox` in each of `rows`, for the column loop
+    /// of each [`RowPass`] (a pass with no statements has no loop). The interior rows go
+    /// `rows_per_step` at a time (split rows only; the rest one by one), so that one column
+    /// loop computes several output rows and the input rows they share are loaded once.
     pub fn plane(
         &self,
         b: &mut Builder,
-        element: &mut dyn FnMut(&mut Builder, &Span, &Span) -> Stmt,
+        rows_per_step: usize,
+        element: &mut RowElement,
     ) -> Vec<Stmt> {
-        let (out_h, out_w) = (self.rows.out, self.cols.out as i64);
-        let mut row = |b: &mut Builder, oy: Span| {
-            let j = b.var();
-            let ox = Span::of_loop(&j, 0, out_w);
-            vec![serial_for(&j, out_w as usize, vec![element(b, &oy, &ox)])]
+        let (out_h, out_w) = (self.rows.out as i64, self.cols.out as i64);
+        let mut row = |b: &mut Builder, oys: &[Span]| {
+            let mut loops = Vec::new();
+            for pass in [RowPass::Compute, RowPass::Finish] {
+                let j = b.var();
+                let ox = Span::of_loop(&j, 0, out_w);
+                let body = element(b, oys, &ox, pass);
+                if !body.is_empty() {
+                    loops.push(serial_for(&j, out_w as usize, body));
+                }
+            }
+            loops
         };
         if !b.cfg.split_border_rows {
             let i = b.var();
-            let body = row(b, Span::of_loop(&i, 0, out_h as i64));
-            return vec![serial_for(&i, out_h, body)];
+            let body = row(b, &[Span::of_loop(&i, 0, out_h)]);
+            return vec![serial_for(&i, out_h as usize, body)];
         }
         let (lo, hi) = self.rows.interior();
+        let step = (rows_per_step.max(1) as i64).min((hi - lo).max(1));
+        let steps = (hi - lo) / step;
         let mut out = Vec::new();
-        for (lo, hi, border) in [(0, lo, true), (lo, hi, false), (hi, out_h as i64, true)] {
+        for (lo, hi, border) in [(0, lo, true), (lo, hi, false), (hi, out_h, true)] {
             if border && hi - lo <= MAX_FIXED_EDGE {
-                for c in lo..hi {
-                    out.extend(row(b, Span::constant(c)));
-                }
-            } else if hi > lo {
+                out.extend((lo..hi).flat_map(|c| row(b, &[Span::constant(c)])));
+            } else if border {
                 let i = b.var();
-                let body = row(b, Span::of_loop(&i, lo, hi));
+                let body = row(b, &[Span::of_loop(&i, lo, hi)]);
                 out.push(serial_for(&i, (hi - lo) as usize, body));
+            } else if steps > 0 {
+                // Every interior row reads all its taps inside: each span covers the interior.
+                let i = b.var();
+                let oys: Vec<Span> = (0..step)
+                    .map(|r| Span {
+                        at: IExpr::var(&i).times(step).plus(IExpr::c(lo + r)),
+                        lo,
+                        hi,
+                    })
+                    .collect();
+                let body = row(b, &oys);
+                out.push(serial_for(&i, steps as usize, body));
+                let rest = lo + steps * step;
+                out.extend((rest..hi).flat_map(|c| row(b, &[Span::constant(c)])));
             }
         }
         out
     }
+}
+
+/// Builds the statements of one column loop: `(builder, rows, column, pass)`.
+pub(crate) type RowElement<'a> = dyn FnMut(&mut Builder, &[Span], &Span, RowPass) -> Vec<Stmt> + 'a;
+
+/// The column loops of one step of rows: the outputs computed, then (where a lowering needs
+/// it) finished in place — an epilogue applied to rows computed together, while they are in
+/// cache, so that its code does not crowd the taps' registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RowPass {
+    Compute,
+    Finish,
 }
 
 /// Border rows written out one by one, with only their valid taps, when a side has at most
