@@ -27,7 +27,8 @@ pub enum Bug {
     TransposeCompose,
     /// Conv + BatchNormalization folding: the scale divides by the variance, not its root.
     ConvBnFold,
-    /// Lowering of pooling: the lower bound check of a padded window is dropped.
+    /// Lowering of windows (pooling, direct convolutions): taps above the input count as
+    /// inside (the first row read again, through a clamped address).
     PoolPadBound,
     /// Memory planner: a buffer is freed one step early (its last reader may see it reused).
     PlanLiveness,
@@ -46,10 +47,14 @@ pub enum Bug {
     /// Concatenation in place: a piece's offset counts elements instead of bytes, so pieces
     /// overlap inside the concatenation's buffer.
     ConcatViewOffset,
+    /// Code generation: a `select` whose branch may read outside its buffer evaluates both
+    /// branches eagerly, as if every address were in bounds (the values are still right; the
+    /// reads are not).
+    EagerSelect,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 14] = [
+    pub const ALL: [Bug; 15] = [
         Bug::SplitTail,
         Bug::FuseIndex,
         Bug::ProductKTail,
@@ -64,6 +69,7 @@ impl Bug {
         Bug::ReorderDependence,
         Bug::LaneFoldIdentity,
         Bug::ConcatViewOffset,
+        Bug::EagerSelect,
     ];
 
     /// The name `TESSERA_PLANT` takes.
@@ -83,6 +89,7 @@ impl Bug {
             Bug::ReorderDependence => "reorder-dependence",
             Bug::LaneFoldIdentity => "lane-fold-identity",
             Bug::ConcatViewOffset => "concat-view-offset",
+            Bug::EagerSelect => "eager-select",
         }
     }
 

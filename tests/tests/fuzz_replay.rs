@@ -93,7 +93,7 @@ fn generated_graphs_verify_and_interpret() {
 fn generated_loop_programs_verify_and_interpret() {
     // The poison pattern of an integer buffer (`Tensor::poisoned`: 0x5A bytes).
     let int_poison = i32::from_ne_bytes([0x5A; 4]) as f64;
-    let (mut ints, mut lane_folds) = (0, 0);
+    let (mut ints, mut lane_folds, mut leaving) = (0, 0, 0);
     for bytes in byte_strings(2, 300, 300) {
         let mut u = Unstructured::new(&bytes);
         let p = fuzzgen::loop_gen::arbitrary_program(&mut u).expect("a program from any bytes");
@@ -102,6 +102,7 @@ fn generated_loop_programs_verify_and_interpret() {
         let text = p.to_string();
         ints += text.contains(": i32[") as usize;
         lane_folds += text.contains(") vectorize(") as usize;
+        leaving += has_load_that_may_leave_its_buffer(&p) as usize;
         let inputs = fuzzgen::oracle::program_inputs(&p, 5);
         let out = fuzzgen::oracle::interpret(&p, &inputs)
             .unwrap_or_else(|e| panic!("interpreter: {e}\n{p}"));
@@ -121,6 +122,32 @@ fn generated_loop_programs_verify_and_interpret() {
         lane_folds >= 10,
         "{lane_folds} programs with a vectorized reduction"
     );
+    // Guarded loads whose address leaves the buffer where the guard is false occur (what
+    // the oracle's guard pages check native code on).
+    assert!(
+        leaving >= 20,
+        "{leaving} programs with a load that may leave its buffer"
+    );
+}
+
+/// Whether some load of `p` cannot be proven inside its buffer by `loops::range`.
+fn has_load_that_may_leave_its_buffer(p: &tessera_ir::loops::LoopProgram) -> bool {
+    use tessera_ir::loops::{Stmt, VExpr};
+    let extents = tessera_ir::loops::range::extents(p);
+    let leaves = |e: &VExpr| {
+        !e.loads_in_bounds(&|v| extents.get(v).copied(), &|b| {
+            p.buffer(b).map(|x| x.len)
+        })
+    };
+    fn walk(body: &[Stmt], leaves: &dyn Fn(&VExpr) -> bool) -> bool {
+        body.iter().any(|s| match s {
+            Stmt::For(l) => walk(&l.body, leaves),
+            Stmt::If { then, .. } => walk(then, leaves),
+            Stmt::Reduce(r) => leaves(&r.value) || leaves(&r.init) || walk(&r.body, leaves),
+            Stmt::Store { value, .. } => leaves(value),
+        })
+    }
+    walk(&p.body, &leaves)
 }
 
 /// Random cases of every target pass the oracle on this (correct) compiler.
@@ -229,4 +256,54 @@ fn planted_bug_is_found_by_random_bytes() {
         }
     }
     panic!("{bug}: not found in 60 s ({runs} runs)");
+}
+
+/// Native code that reads outside a buffer — here past its end, and in a second program
+/// before its start — touches one of the oracle's guard pages and dies, printing the report
+/// armed for it first. A fault kills the process, so each probe runs in a child process: this
+/// test binary again, asked through `TESSERA_FENCE_PROBE` to run just the probe.
+#[test]
+fn native_accesses_outside_a_buffer_hit_guard_pages() {
+    let probes = [
+        (
+            "past-end",
+            "kernel k(in x: f32[8], out y: f32[8]) {\n  for i in 0..8 {\n    y[i] = x[(i + 8)]\n  }\n}",
+        ),
+        (
+            "before-start",
+            "kernel k(in x: f32[8], out y: f32[8]) {\n  for i in 0..8 {\n    y[i] = x[(i + -8)]\n  }\n}",
+        ),
+    ];
+    if let Ok(which) = std::env::var("TESSERA_FENCE_PROBE") {
+        let (_, text) = probes.iter().find(|p| p.0 == which).expect("known probe");
+        let prog = tessera_ir::loops::parse::parse_program(text).expect("parses");
+        let inputs = fuzzgen::oracle::program_inputs(&prog, 1);
+        let _armed = fuzzgen::fence::Armed::new(format!("fence probe `{which}` faulted\n"));
+        let _ = fuzzgen::oracle::run_native(&prog, &inputs);
+        eprintln!("fence probe `{which}` ran to the end");
+        return;
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    for (which, _) in probes {
+        let out = std::process::Command::new(&exe)
+            .args([
+                "--exact",
+                "native_accesses_outside_a_buffer_hit_guard_pages",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("TESSERA_FENCE_PROBE", which)
+            .output()
+            .expect("child runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{which}: the child survived:\n{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("fence probe `{which}` faulted")),
+            "{which}: no report before the fault:\n{stderr}"
+        );
+        assert!(!stderr.contains("ran to the end"), "{which}:\n{stderr}");
+    }
 }

@@ -773,7 +773,10 @@ impl Em<'_> {
                     int_pred(*op, unsigned)
                 )))
             }
-            VExpr::Select(c, a, b) if self.may_fault(a) || self.may_fault(b) => {
+            VExpr::Select(c, a, b)
+                if (self.may_fault(a) || self.may_fault(b))
+                    && !tessera_ir::planted::active(tessera_ir::planted::Bug::EagerSelect) =>
+            {
                 self.guarded_select(c, a, b, &t)
             }
             VExpr::Select(c, a, b) => {

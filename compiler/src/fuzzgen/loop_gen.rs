@@ -8,10 +8,13 @@
 //! strided); a second output may be stored at an outer level (an imperfect nest). Bodies may
 //! be wrapped in a reduction (sum, max or min over one or two axes). Loads read inputs at
 //! affine indices over a subset of the variables, some shifted and guarded — `select(v - s ≥ 0,
-//! load(max(v - s, 0)), c)`, the padded-window idiom — so indices go negative. A store may
-//! also read an element of its output stored earlier (`y[i - s][j + t]`: a loop-carried
-//! dependence, which interchanging or parallelising the loops would break). Every output
-//! element is written exactly once; buffer lengths are fitted to the largest index.
+//! load(max(v - s, 0)), c)`, the padded-window idiom, or `select(v + s < n, load(v + s), c)` —
+//! half of them unclamped, so that an address outside the buffer is only kept from being
+//! read by the lazy `select` (the oracle's guard pages catch native code that reads it
+//! anyway). A store may also read an element of its output stored earlier (`y[i - s][j + t]`:
+//! a loop-carried dependence, which interchanging or parallelising the loops would break).
+//! Every output element is written exactly once; buffer lengths are fitted to the largest
+//! index.
 
 use arbitrary::{Result, Unstructured};
 use std::collections::BTreeMap;
@@ -20,6 +23,18 @@ use tessera_ir::loops::{
     BinOp, BufRole, Buffer, CmpOp, IExpr, Loop, LoopKind, LoopProgram, Reduce, ReduceOp, Stmt,
     UnOp, VExpr,
 };
+
+/// A load's index shifted along one of its variables, and guarded.
+#[derive(Clone, Copy)]
+struct Shift {
+    /// Which of the index's variables.
+    at: usize,
+    by: i64,
+    /// `v + by < extent` instead of `v - by >= 0`.
+    forward: bool,
+    /// Clamped into the variable's range (else the address may leave the buffer).
+    clamped: bool,
+}
 
 struct Gen<'a, 'b> {
     u: &'a mut Unstructured<'b>,
@@ -301,7 +316,8 @@ impl Gen<'_, '_> {
     }
 
     /// A load from a random input at an affine index over a subset of `scope`, maybe shifted
-    /// along one variable and guarded against the shift's negative indices.
+    /// along one variable and guarded against the shift's indices outside the variable's
+    /// range.
     fn load(&mut self, scope: &[(String, i64)]) -> Result<VExpr> {
         let buf = format!("in{}", self.u.choose_index(self.inputs)?);
         let mut used: Vec<(String, i64)> = Vec::new();
@@ -315,10 +331,12 @@ impl Gen<'_, '_> {
             used.swap(j, k);
         }
         let shift = if !used.is_empty() && self.u.ratio(1, 3)? {
-            Some((
-                self.u.choose_index(used.len())?,
-                self.u.int_in_range(1..=3)?,
-            ))
+            Some(Shift {
+                at: self.u.choose_index(used.len())?,
+                by: self.u.int_in_range(1..=3)?,
+                forward: self.u.ratio(1, 3)?,
+                clamped: self.u.ratio(1, 2)?,
+            })
         } else {
             None
         };
@@ -327,12 +345,26 @@ impl Gen<'_, '_> {
         let mut guard = None;
         for (k, (v, ext)) in used.iter().enumerate() {
             let mut term = IExpr::var(v);
-            if let Some((at, s)) = shift
-                && at == k
-            {
-                let shifted = IExpr::var(v).minus(IExpr::c(s));
-                guard = Some(VExpr::ICmp(CmpOp::Ge, shifted.clone(), IExpr::c(0)));
-                term = IExpr::Max(Box::new(shifted), Box::new(IExpr::c(0)));
+            if let Some(sh) = shift.filter(|sh| sh.at == k) {
+                let (shifted, inside, clamp) = match sh.forward {
+                    true => {
+                        let at = IExpr::var(v).plus(IExpr::c(sh.by));
+                        let inside = VExpr::ICmp(CmpOp::Lt, at.clone(), IExpr::c(*ext));
+                        let clamp = IExpr::Min(Box::new(at.clone()), Box::new(IExpr::c(ext - 1)));
+                        (at, inside, clamp)
+                    }
+                    false => {
+                        let at = IExpr::var(v).minus(IExpr::c(sh.by));
+                        let inside = VExpr::ICmp(CmpOp::Ge, at.clone(), IExpr::c(0));
+                        let clamp = IExpr::Max(Box::new(at.clone()), Box::new(IExpr::c(0)));
+                        (at, inside, clamp)
+                    }
+                };
+                guard = Some(inside);
+                // Unclamped, the address leaves the buffer where the guard is false (when
+                // this variable is the outermost of the index): only the lazy `select`
+                // keeps the load from running there.
+                term = if sh.clamped { clamp } else { shifted };
             }
             index = index.times(*ext).plus(term);
             len *= ext;

@@ -9,6 +9,7 @@
 //!
 //! Built with the `fuzzing` feature (it brings in `arbitrary`).
 
+pub mod fence;
 pub mod graph_gen;
 pub mod loop_gen;
 pub mod oracle;
@@ -283,6 +284,12 @@ pub fn check(case: &Case) -> Result<Verdict, Box<Finding>> {
             case: case.clone(),
         })
     };
+    // Native code runs on fenced buffers (`oracle::run_native`): touching a guard page kills
+    // the process, after this report.
+    let _armed = fence::Armed::new(
+        found("native code touched a guard page (it read or wrote outside a buffer)".into())
+            .to_string(),
+    );
     match case {
         Case::Onnx { bytes } => match crate::onnx::import(bytes) {
             Err(e) => Ok(Verdict::Skipped(format!("refused: {e}"))),

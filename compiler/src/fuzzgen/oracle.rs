@@ -10,6 +10,7 @@
 //! - [`graph_tolerance`]: a whole optimised graph (rewrites, fusion, folded constants) vs
 //!   the graph interpreter: `rtol` 1e-3, absolute 1e-4 × the largest magnitude.
 
+use super::fence::{FencedBuf, Flush};
 use tessera_ir::compare::{Tolerance, compare};
 use tessera_ir::loops::{BufRole, LoopProgram};
 use tessera_ir::{Rng, Tensor};
@@ -78,27 +79,51 @@ fn outputs(prog: &LoopProgram, bufs: Vec<Tensor>) -> Vec<Tensor> {
 }
 
 /// The outputs of `prog` compiled by the JIT for the host, called on the two halves of its
-/// parallel range (as two threads would run it).
+/// parallel range (as two threads would run it). Every buffer lies between guard pages
+/// ([`fence`](super::fence)), flush against the one after it and, in a second run, against
+/// the one before it: an access outside a buffer faults instead of passing unseen. The two
+/// runs must agree bit for bit.
 pub fn run_native(prog: &LoopProgram, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
     let jit = tessera_codegen::jit::JitModule::compile(&[prog], &tessera_codegen::Target::host())
         .map_err(|e| format!("code generation failed: {e}"))?;
     let f = jit
         .function(&prog.name)
         .ok_or_else(|| format!("kernel `{}` missing after compilation", prog.name))?;
-    let mut bufs = buffers(prog, inputs);
-    let args: Vec<*mut u8> = bufs
-        .iter_mut()
-        .map(|t| t.bytes_mut().as_mut_ptr())
-        .collect();
-    let end = prog.parallel_extent();
-    // SAFETY: `args` holds one pointer per parameter of `prog`, each to a live buffer of the
-    // declared dtype and length (built from `prog.params()` above); the two calls cover
-    // disjoint halves of the parallel range, one after the other.
-    unsafe {
-        f(args.as_ptr(), 0, end / 2);
-        f(args.as_ptr(), end / 2, end);
+    let mut runs = Vec::new();
+    for flush in [Flush::End, Flush::Start] {
+        let bufs = buffers(prog, inputs);
+        let mut fenced = bufs
+            .iter()
+            .map(|t| FencedBuf::new(t.bytes(), flush))
+            .collect::<Result<Vec<_>, _>>()?;
+        let args: Vec<*mut u8> = fenced.iter_mut().map(FencedBuf::as_mut_ptr).collect();
+        let end = prog.parallel_extent();
+        // SAFETY: `args` holds one pointer per parameter of `prog`, each to a live buffer of
+        // the declared dtype and length (built from `prog.params()` above); the two calls
+        // cover disjoint halves of the parallel range, one after the other.
+        unsafe {
+            f(args.as_ptr(), 0, end / 2);
+            f(args.as_ptr(), end / 2, end);
+        }
+        let bufs = bufs
+            .into_iter()
+            .zip(&fenced)
+            .map(|(t, fb)| {
+                Tensor::from_bytes(t.dtype(), t.shape().to_vec(), fb.bytes().to_vec())
+                    .map_err(|e| e.to_string())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        runs.push(outputs(prog, bufs));
     }
-    Ok(outputs(prog, bufs))
+    let second = runs.pop().expect("two runs");
+    let first = runs.pop().expect("two runs");
+    agree(
+        "native code at the other guard page",
+        &second,
+        &first,
+        |_| Tolerance::Exact,
+    )?;
+    Ok(second)
 }
 
 /// Compares output lists; the error names the output and the first differing element.
