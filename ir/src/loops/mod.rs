@@ -19,7 +19,6 @@ pub mod simplify;
 pub mod verify;
 
 use crate::dtype::DType;
-use std::collections::HashMap;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoopProgram {
@@ -630,22 +629,6 @@ impl Stmt {
 /// not; nor is a scatter, storing at an index read from memory). Such loops are neither
 /// parallelised nor vectorized.
 pub fn carries_dependence(body: &[Stmt]) -> bool {
-    fn bound(body: &[Stmt], out: &mut HashMap<String, i64>) {
-        for s in body {
-            match s {
-                Stmt::For(l) => {
-                    out.insert(l.var.clone(), l.extent);
-                    bound(&l.body, out);
-                }
-                Stmt::If { then, .. } => bound(then, out),
-                Stmt::Reduce(r) => {
-                    out.extend(r.axes.iter().cloned());
-                    bound(&r.body, out);
-                }
-                Stmt::Store { .. } => {}
-            }
-        }
-    }
     fn vars_in_order(e: &IExpr, out: &mut Vec<String>) {
         match e {
             IExpr::Var(v) if !out.contains(v) => out.push(v.clone()),
@@ -658,8 +641,7 @@ pub fn carries_dependence(body: &[Stmt]) -> bool {
             }
         }
     }
-    let mut inner = HashMap::new();
-    bound(body, &mut inner);
+    let inner = range::body_extents(body);
     // Bound variables renamed by order of appearance and extent: equal canonical indices
     // range over the same elements.
     let canonical = |e: &IExpr| -> IExpr {

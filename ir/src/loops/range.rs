@@ -13,6 +13,11 @@ use std::collections::HashMap;
 /// Every loop variable and reduction axis of a program with its extent (the verifier keeps
 /// the names unique across a program).
 pub fn extents(prog: &LoopProgram) -> HashMap<String, i64> {
+    body_extents(&prog.body)
+}
+
+/// Every loop variable and reduction axis bound in `body`, with its extent.
+pub fn body_extents(body: &[Stmt]) -> HashMap<String, i64> {
     fn walk(body: &[Stmt], out: &mut HashMap<String, i64>) {
         for s in body {
             match s {
@@ -30,7 +35,7 @@ pub fn extents(prog: &LoopProgram) -> HashMap<String, i64> {
         }
     }
     let mut out = HashMap::new();
-    walk(&prog.body, &mut out);
+    walk(body, &mut out);
     out
 }
 
