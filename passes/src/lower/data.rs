@@ -573,12 +573,7 @@ pub(crate) fn affine_grid(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, Pas
     use tessera_ir::loops::BinOp;
     let os = cx.out_shape.clone();
     let ns = os.len() - 2;
-    let align = cx
-        .node
-        .attrs
-        .int("align_corners", 0)
-        .map_err(|e| cx.err(e))?
-        != 0;
+    let align = cx.flag("align_corners")?;
     let dt = cx.out_dtype;
     let dims = b.dims(&os);
     let oi = idx(&dims);

@@ -114,6 +114,11 @@ impl NodeCx<'_> {
             msg: msg.into(),
         }
     }
+    /// A 0/1 integer attribute of the node (absent: false).
+    pub fn flag(&self, name: &str) -> Result<bool, PassError> {
+        use tessera_ir::AttrsExt;
+        Ok(self.node.attrs.int(name, 0).map_err(|e| self.err(e))? != 0)
+    }
     pub fn shape(&self, i: usize) -> &[usize] {
         self.in_shapes[i].as_deref().unwrap_or(&[])
     }

@@ -68,12 +68,7 @@ pub(crate) fn pool(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError>
             ..window.cols
         },
     };
-    let include_pad = cx
-        .node
-        .attrs
-        .int("count_include_pad", 0)
-        .map_err(|e| cx.err(e))?
-        != 0;
+    let include_pad = cx.flag("count_include_pad")?;
     let is_max = cx.node.op == OpKind::MaxPool;
     let dt = cx.out_dtype;
     let dims = b.dims(&[xs[0] * xs[1]]);
@@ -193,12 +188,7 @@ fn pool_point(
     let (h, w) = (xs[2], xs[3]);
     let (oh, ow) = (cx.out_shape[2], cx.out_shape[3]);
     let is_max = cx.node.op == OpKind::MaxPool;
-    let include_pad = cx
-        .node
-        .attrs
-        .int("count_include_pad", 0)
-        .map_err(|e| cx.err(e))?
-        != 0;
+    let include_pad = cx.flag("count_include_pad")?;
     let dt = cx.out_dtype;
     let (kyv, kxv) = (b.var(), b.var());
     let iy = oy
@@ -753,12 +743,7 @@ pub(crate) fn arg_extreme(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, Pas
         s.len(),
     )
     .map_err(|e| cx.err(e))?;
-    let last = cx
-        .node
-        .attrs
-        .int("select_last_index", 0)
-        .map_err(|e| cx.err(e))?
-        != 0;
+    let last = cx.flag("select_last_index")?;
     let is_max = cx.node.op == OpKind::ArgMax;
     let (outer, len, inner) = (
         s[..axis].iter().product::<usize>(),
