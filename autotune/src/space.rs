@@ -46,6 +46,7 @@ const PACK_B: &str = "pack_b";
 const CONV_ROWS: &str = "conv_rows";
 const CONV_SEGMENTS: &str = "conv_segments";
 const K_LANES: &str = "k_lanes";
+const ROW_VECTORS: &str = "row_vectors";
 const PARALLEL: &str = "parallel_min_extent";
 const VECTOR: &str = "vector_bytes";
 const UNROLL: &str = "unroll";
@@ -99,6 +100,13 @@ impl Space {
                 knobs.push(Knob {
                     name: K_LANES,
                     values: vec![0, 1],
+                });
+            }
+            // Rows along the lanes, in tiles of this many vectors (0: columns along them).
+            if tessera_passes::product::suits_row_lanes(spec, lanes) && spec.m % lanes == 0 {
+                knobs.push(Knob {
+                    name: ROW_VECTORS,
+                    values: vec![0, 1, 2, 3, 4],
                 });
             }
             // Convolutions: panels of whole output rows (their width then sets `nr`).
@@ -174,8 +182,15 @@ impl Space {
             && self.value(p, TILED)? == 1
         {
             let mr = self.value(p, MR)?;
-            // Rows per task beyond the product's rows are all one schedule: clamp.
-            let row_block = (mr * self.value(p, ROW_TILES)?).min(round_up(spec.m, mr));
+            let row_lanes = match self.has_knob(ROW_VECTORS) {
+                true => self.value(p, ROW_VECTORS)? * self.lanes,
+                false => 0,
+            };
+            // Rows per task beyond the product's rows are all one schedule: clamp. A row
+            // tile is `mr` rows, or `row_lanes` with the rows along the lanes.
+            let tile_rows = if row_lanes > 0 { row_lanes } else { mr };
+            let row_block =
+                (tile_rows * self.value(p, ROW_TILES)?).min(round_up(spec.m, tile_rows));
             let conv_rows = match &spec.conv {
                 Some(_) if self.has_knob(CONV_ROWS) => self.value(p, CONV_ROWS)?,
                 _ => 0,
@@ -208,6 +223,7 @@ impl Space {
                 conv_rows,
                 conv_segments,
                 k_lanes: self.has_knob(K_LANES) && self.value(p, K_LANES)? == 1,
+                row_lanes,
             };
             t.validate(spec)
                 .map_err(|e| TuneError::Space(e.to_string()))?;
@@ -231,7 +247,11 @@ impl Space {
                 want.extend([
                     (TILED, 1),
                     (MR, t.mr),
-                    (ROW_TILES, t.row_block / t.mr),
+                    (
+                        ROW_TILES,
+                        t.row_block / if t.row_lanes > 0 { t.row_lanes } else { t.mr },
+                    ),
+                    (ROW_VECTORS, t.row_lanes / self.lanes),
                     (PACK_B, t.pack_b as i64),
                     (CONV_ROWS, t.conv_rows),
                     (CONV_SEGMENTS, t.conv_segments.max(1)),

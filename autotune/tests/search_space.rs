@@ -19,8 +19,8 @@ use tessera_passes::schedule::{
 fn kernels() -> Vec<Kernel> {
     let text = "graph \"g\" opset 21 {\n input a: f32[37,70]\n input b: f32[70,45]\n input x: f32[1,4,9,9]\n input w: f32[6,4,3,3]\n node \"mm\" MatMul(a, b) -> (m: f32[37,45])\n node \"sm\" Softmax[axis=1](m) -> (y: f32[37,45])\n node \"c\" Conv[kernel_shape=ints(3,3), pads=ints(1,1,1,1)](x, w) -> (z: f32[1,6,9,9])\n output y\n output z\n}";
     let g = tessera_ir::text::parse_graph(text).unwrap();
-    let prepared = tessera_passes::fold::prepare(&g, &BTreeMap::new()).unwrap();
-    tessera_passes::lower::lower_graph(&prepared).unwrap()
+    let mut prepared = tessera_passes::fold::prepare(&g, &BTreeMap::new()).unwrap();
+    tessera_passes::lower::lower_graph(&mut prepared).unwrap()
 }
 
 fn run(p: &LoopProgram, inputs: &[Tensor]) -> Vec<Tensor> {

@@ -98,7 +98,7 @@ impl Compiler {
         bindings: &BTreeMap<String, usize>,
     ) -> Result<Stages, CompileError> {
         let prepared = tessera_passes::fold::prepare(graph, bindings)?;
-        let (optimized, report) = if self.config.optimize {
+        let (mut optimized, report) = if self.config.optimize {
             let (mut g, report) = tessera_passes::egraph::optimize(
                 &prepared,
                 &tessera_passes::egraph::OptimizeConfig::default(),
@@ -112,9 +112,12 @@ impl Compiler {
         };
         let lower_cfg = match self.target.is_gpu() {
             true => tessera_passes::lower::LowerConfig::gpu(),
-            false => tessera_passes::lower::LowerConfig::cpu(),
+            false => tessera_passes::lower::LowerConfig {
+                vector_lanes: Some((self.target.vector_bytes() / 4).max(1) as i64),
+                ..tessera_passes::lower::LowerConfig::cpu()
+            },
         };
-        let mut kernels = tessera_passes::lower::lower_graph_with(&optimized, &lower_cfg)?;
+        let mut kernels = tessera_passes::lower::lower_graph_with(&mut optimized, &lower_cfg)?;
         let mut tuned_kernels = 0;
         if self.config.schedule && self.target.is_gpu() {
             let cfg = tessera_passes::gpu_schedule::GpuScheduleConfig::default();

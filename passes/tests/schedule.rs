@@ -37,8 +37,8 @@ fn kernel(which: usize, a: usize, b: usize, c: usize) -> LoopProgram {
         outputs: vec![y],
     });
     g.outputs.push(y);
-    let p = tessera_passes::fold::prepare(&g, &BTreeMap::new()).unwrap();
-    tessera_passes::lower::lower_graph(&p)
+    let mut p = tessera_passes::fold::prepare(&g, &BTreeMap::new()).unwrap();
+    tessera_passes::lower::lower_graph(&mut p)
         .unwrap()
         .remove(0)
         .program

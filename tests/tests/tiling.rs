@@ -85,6 +85,7 @@ fn tilings(spec: &ProductSpec, rng: &mut Rng) -> Vec<ProductTiling> {
             conv_rows: 0,
             conv_segments: 0,
             k_lanes: false,
+            row_lanes: 0,
         };
         if t.validate(spec).is_ok() {
             out.push(t);
@@ -105,6 +106,7 @@ fn tilings(spec: &ProductSpec, rng: &mut Rng) -> Vec<ProductTiling> {
                 conv_rows: 0,
                 conv_segments: 0,
                 k_lanes: true,
+                row_lanes: 0,
             });
         }
     }
@@ -137,6 +139,7 @@ fn tilings(spec: &ProductSpec, rng: &mut Rng) -> Vec<ProductTiling> {
                 conv_rows,
                 conv_segments,
                 k_lanes: false,
+                row_lanes: 0,
             };
             if t.validate(spec).is_ok() {
                 out.push(t);
@@ -316,4 +319,185 @@ fn row_blocks_balance_the_threads() {
         assert_eq!(blocks(1), 1, "one thread never splits the rows: {text}");
         assert_eq!(blocks(2) > 1, split_on_two, "{text}");
     }
+}
+
+/// Graphs whose convolutions have constant weights (`[cout, cin, kh, kw]`, random, with a
+/// bias) and outputs of a few pixels, with output channels in whole vectors: their tiled
+/// products put the rows along the lanes, reading the weights from a copy in blocks of 16
+/// rows.
+const ROW_LANE_GRAPHS: [(&str, &str, [usize; 4]); 3] = [
+    (
+        "conv 3x3 at 7x7, padded, bias and relu",
+        "graph \"g\" opset 21 {\n input x: f32[1,8,7,7]\n WEIGHTS node \"c\" Conv[kernel_shape=ints(3,3), pads=ints(1,1,1,1)](x, w, b) -> (c: f32[1,32,7,7])\n node \"r\" Relu(c) -> (y: f32[1,32,7,7])\n output y\n}",
+        [32, 8, 3, 3],
+    ),
+    (
+        "1x1 conv + residual add (48 rows: a tile's rows end in a shorter one)",
+        "graph \"g\" opset 21 {\n input x: f32[1,24,6,6]\n input z: f32[1,48,6,6]\n WEIGHTS node \"c\" Conv[kernel_shape=ints(1,1)](x, w, b) -> (c: f32[1,48,6,6])\n node \"add\" Add(c, z) -> (y: f32[1,48,6,6])\n output y\n}",
+        [48, 24, 1, 1],
+    ),
+    (
+        "strided 3x3 conv, two images, asymmetric pads",
+        "graph \"g\" opset 21 {\n input x: f32[2,16,9,9]\n WEIGHTS node \"c\" Conv[kernel_shape=ints(3,3), strides=ints(2,2), pads=ints(1,0,1,1)](x, w, b) -> (y: f32[2,32,5,4])\n output y\n}",
+        [32, 16, 3, 3],
+    ),
+];
+
+/// `text` with `WEIGHTS` replaced by random initializers `w` of `shape` and `b`.
+fn with_weights(text: &str, shape: [usize; 4], rng: &mut Rng) -> tessera_ir::Graph {
+    let mut init = |name: &str, dims: &[usize]| {
+        let t = rng.tensor(tessera_ir::DType::F32, dims.to_vec());
+        let hex: String = t.bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let dims: Vec<String> = dims.iter().map(ToString::to_string).collect();
+        format!("init {name}: f32[{}] = hex\"{hex}\"\n ", dims.join(","))
+    };
+    let weights = init("w", &shape) + &init("b", &shape[..1]);
+    tessera_ir::text::parse_graph(&text.replace("WEIGHTS ", &weights)).unwrap()
+}
+
+/// Random rows-along-lanes tilings for `spec` (16 lanes, as its weight blocks), keeping
+/// those the validation accepts: flat and row panels, tiles of 1..8 columns by 1..3 vectors,
+/// row blocks of 1..4 vectors, k blocks of one to a few channels.
+fn row_lane_tilings(spec: &ProductSpec, rng: &mut Rng) -> Vec<ProductTiling> {
+    let mut out = vec![ProductTiling::default_for(spec, 16, 2)];
+    assert!(
+        out[0].row_lanes > 0,
+        "the default keeps the columns along the lanes"
+    );
+    while out.len() < 10 {
+        let conv = spec.conv.as_ref().unwrap();
+        let conv_rows = match rng.below(2) {
+            0 if !conv.is_pointwise() => 1 + rng.below(conv.oh as u64) as i64,
+            _ => 0,
+        };
+        let (nr, kc) = match conv_rows {
+            0 => (
+                1 + rng.below(40) as i64,
+                [1, 7, 16, 64][rng.below(4) as usize],
+            ),
+            rows => (
+                conv.panel_pixels(rows, 1) + rng.below(3) as i64,
+                conv.taps() * (1 + rng.below(3) as i64),
+            ),
+        };
+        let t = ProductTiling {
+            mr: 1 + rng.below(8) as i64,
+            nr,
+            kc,
+            row_block: 16 * (1 + rng.below(4) as i64),
+            lanes: 16,
+            pack_b: true,
+            conv_rows,
+            conv_segments: 1,
+            k_lanes: false,
+            row_lanes: 16 * (1 + rng.below(3) as i64),
+        };
+        if t.validate(spec).is_ok() {
+            out.push(t);
+        }
+    }
+    out
+}
+
+#[test]
+fn rows_along_lanes_match_the_untiled_kernels() {
+    if !wide_vectors() {
+        return;
+    }
+    let mut rng = Rng::new(2027);
+    for (name, text, shape) in ROW_LANE_GRAPHS {
+        let g = with_weights(text, shape, &mut rng);
+        let compiler =
+            tessera::Compiler::new(tessera::Target::host()).with_config(tessera::CompileConfig {
+                schedule: false,
+                ..Default::default()
+            });
+        let stages = compiler.stages(&g, &BTreeMap::new()).unwrap();
+        let k = &stages.kernels[0];
+        let spec = k.product.as_ref().expect("a product");
+        assert!(
+            spec.a_blocks.is_some(),
+            "{name}: weights not in blocks of rows"
+        );
+        let inputs = random_inputs(&k.program, &mut rng);
+        let want = interpret(&k.program, &inputs);
+        for t in row_lane_tilings(spec, &mut rng) {
+            let tiled = tile(&k.program, spec, &t).unwrap_or_else(|e| panic!("{name} {t:?}: {e}"));
+            for (how, got) in [
+                ("interpreted", interpret(&tiled, &inputs)),
+                ("compiled", native(&tiled, &inputs)),
+            ] {
+                for (g, w) in got.iter().zip(&want) {
+                    compare(g, w, REDUCTION)
+                        .unwrap_or_else(|e| panic!("{name} with {t:?} ({how}): {e}"));
+                }
+            }
+        }
+        // And the whole model, scheduled by default, against the graph interpreter.
+        let exe = tessera::Compiler::new(tessera::Target::host())
+            .compile(&g)
+            .unwrap();
+        let ins: Vec<Tensor> = g
+            .inputs
+            .iter()
+            .map(|&v| {
+                rng.tensor(
+                    tessera_ir::DType::F32,
+                    g.ty_of(v).unwrap().static_shape().unwrap(),
+                )
+            })
+            .collect();
+        let got = exe.run(&ins).unwrap();
+        let want = tessera_ir::interp::run_graph(&g, &ins).unwrap();
+        for (g, w) in got.iter().zip(&want) {
+            compare(g, w, REDUCTION).unwrap_or_else(|e| panic!("{name} compiled: {e}"));
+        }
+    }
+}
+
+/// The weights go into blocks of rows only where the rows along the lanes pay: a 3×3
+/// convolution at 28×28 fills its column panels (4 rows, 112 pixels) and keeps them as
+/// ONNX stores them; at 7×7 (49 pixels in 64 lanes) they are copied, as `[cout/16, k, 16]`,
+/// and the original is no kernel's argument.
+#[test]
+fn weights_go_into_row_blocks_only_where_rows_along_lanes_pay() {
+    if !wide_vectors() {
+        return;
+    }
+    let mut rng = Rng::new(7);
+    let conv = |hw: usize| {
+        format!(
+            "graph \"g\" opset 21 {{\n input x: f32[1,16,{hw},{hw}]\n WEIGHTS node \"c\" Conv[kernel_shape=ints(3,3), pads=ints(1,1,1,1)](x, w, b) -> (y: f32[1,32,{hw},{hw}])\n output y\n}}"
+        )
+    };
+    for (hw, blocked) in [(7, true), (28, false)] {
+        let g = with_weights(&conv(hw), [32, 16, 3, 3], &mut rng);
+        let compiler = tessera::Compiler::new(tessera::Target::host());
+        let stages = compiler.stages(&g, &BTreeMap::new()).unwrap();
+        let k = &stages.kernels[0];
+        let weight = stages.optimized.initializers.get(&k.args[1]).unwrap();
+        assert_eq!(
+            k.product.as_ref().unwrap().a_blocks.is_some(),
+            blocked,
+            "{hw}"
+        );
+        let want: &[usize] = if blocked {
+            &[2, 144, 16]
+        } else {
+            &[32, 16, 3, 3]
+        };
+        assert_eq!(weight.shape(), want, "{hw}x{hw}");
+    }
+}
+
+/// Whether this machine has 16-lane vectors, which the rows-along-lanes form is chosen for
+/// by default (tests of the default skip loudly without).
+fn wide_vectors() -> bool {
+    let wide = tessera::Target::host().vector_bytes() >= 64;
+    if !wide {
+        eprintln!(
+            "SKIPPED: rows along the lanes are chosen for 16-lane vectors; this CPU has fewer"
+        );
+    }
+    wide
 }

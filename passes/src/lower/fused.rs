@@ -96,6 +96,7 @@ pub(crate) fn fused(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError
                 out: cx.out.clone(),
                 epilogue: Some(&epilogue),
                 prologue: None,
+                weight_row_blocks: cx.weight_row_blocks,
             };
             match an.op {
                 OpKind::MatMul => super::linalg::matmul(&acx, b),
@@ -199,6 +200,7 @@ fn compose_to(
             out: String::new(),
             epilogue: None,
             prologue: None,
+            weight_row_blocks: 0,
         };
         env.insert(n.outputs[0], scalar_expr(&inner, &args)?);
     }
@@ -305,6 +307,7 @@ fn reduction_sink(
         out: cx.out.clone(),
         epilogue: has_epilogue.then_some(&epilogue as &super::Epilogue),
         prologue: Some(&prologue),
+        weight_row_blocks: 0,
     };
     super::nn::reduce_op(&rcx, b)
 }

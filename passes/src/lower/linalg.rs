@@ -8,7 +8,7 @@ use super::elementwise::coalesce;
 use super::window::{Axis, RowPass, Span, Window2, chained};
 use super::{Builder, NodeCx, clamp, idx, in_range, serial_for, strides_of};
 use crate::error::PassError;
-use crate::product::{ConvGeometry, ProductSpec};
+use crate::product::{ConvGeometry, ProductSpec, RowBlocks};
 use tessera_ir::AttrsExt;
 use tessera_ir::infer::Window;
 use tessera_ir::loops::simplify::simplify_value;
@@ -90,6 +90,7 @@ fn product(
         init: init(&sb, &si, &sj),
         finish: epilogue.map(|(epi, coords)| epi(VExpr::load(out, s_cidx), &coords(&sb, &si, &sj))),
         conv: None,
+        a_blocks: None,
     });
     let mut body = vec![init_row, kloop];
     if let Some((epi, coords)) = epilogue {
@@ -289,9 +290,37 @@ struct ConvShape {
     dx: i64,
     py: i64,
     px: i64,
+    /// The weight buffer holds the weight in blocks of this many output channels, k-major
+    /// within each (`[cout / rows, cpg·kh·kw, rows]`, one group); 0: as ONNX stores it.
+    row_blocks: i64,
 }
 
 impl ConvShape {
+    /// Index of weight `(co, ci, ky, kx)` (`ci` within the group) in its buffer.
+    fn w_at(&self, co: IExpr, ci: IExpr, ky: IExpr, kx: IExpr) -> IExpr {
+        let k = ci
+            .times(self.kh as i64)
+            .plus(ky)
+            .times(self.kw as i64)
+            .plus(kx);
+        self.w_at_k(co, k)
+    }
+
+    /// Index of weight `(co, k)`, `k = (ci, ky, kx)` flattened, in its buffer.
+    fn w_at_k(&self, co: IExpr, k: IExpr) -> IExpr {
+        let k_len = (self.cpg * self.kh * self.kw) as i64;
+        match self.row_blocks {
+            0 => co.times(k_len).plus(k),
+            rows => co
+                .clone()
+                .floordiv(rows)
+                .times(k_len)
+                .plus(k)
+                .times(rows)
+                .plus(co.modulo(rows)),
+        }
+    }
+
     fn of(cx: &NodeCx) -> Result<ConvShape, PassError> {
         let (xs, ws) = (cx.shape(0), cx.shape(1));
         let (h, w) = (xs[2], xs[3]);
@@ -316,6 +345,7 @@ impl ConvShape {
             dx: win.dilations[1] as i64,
             py: win.pads[0] as i64,
             px: win.pads[1] as i64,
+            row_blocks: cx.weight_row_blocks,
         })
     }
 
@@ -472,13 +502,17 @@ fn conv_product(cx: &NodeCx, b: &mut Builder) -> Result<ProductSpec, PassError> 
         dtype: cx.out_dtype,
         vars,
         c_index: c_index.clone(),
-        a: VExpr::load(cx.buf(1), co.clone().times(kdim).plus(k)),
+        a: VExpr::load(cx.buf(1), g.w_at_k(co.clone(), k)),
         b: x,
         init,
         finish: cx
             .epilogue
             .map(|epi| epi(VExpr::load(&cx.out, c_index), &[img, co, oy, ox])),
         conv: Some(geometry),
+        a_blocks: (g.row_blocks > 0).then(|| RowBlocks {
+            buf: cx.buf(1).to_string(),
+            rows: g.row_blocks,
+        }),
     })
 }
 
@@ -508,6 +542,7 @@ fn conv_rows(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
         dx,
         py,
         px,
+        ..
     } = g;
     let dt = cx.out_dtype;
     let (nv, cov, ohv, owv, civ) = (b.var(), b.var(), b.var(), b.var(), b.var());
@@ -553,13 +588,7 @@ fn conv_rows(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
                 .plus(iy.clone())
                 .times(w as i64)
                 .plus(ix);
-            let w_idx = v(&cov)
-                .times(cpg as i64)
-                .plus(v(&civ))
-                .times(kh as i64)
-                .plus(IExpr::c(ky))
-                .times(kw as i64)
-                .plus(IExpr::c(kx));
+            let w_idx = g.w_at(v(&cov), v(&civ), IExpr::c(ky), IExpr::c(kx));
             let acc = Stmt::Store {
                 buf: cx.out.clone(),
                 index: row(ox.clone()),
@@ -632,8 +661,6 @@ fn conv_columns(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
         w,
         cout,
         cpg,
-        kh,
-        kw,
         nb,
         oh,
         ow,
@@ -688,13 +715,7 @@ fn conv_columns(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
                 .plus(t.iy.clone())
                 .times(w as i64)
                 .plus(t.ix.clone());
-            let w_idx = v(&cov)
-                .times(cpg as i64)
-                .plus(ci_at.clone())
-                .times(kh as i64)
-                .plus(IExpr::c(t.ky))
-                .times(kw as i64)
-                .plus(IExpr::c(t.kx));
+            let w_idx = g.w_at(v(&cov), ci_at.clone(), IExpr::c(t.ky), IExpr::c(t.kx));
             let x = t.guard(VExpr::load(cx.buf(0), x_idx), VExpr::lit(0.0, dt));
             mul(VExpr::load(cx.buf(1), w_idx), x)
         });

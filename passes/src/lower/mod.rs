@@ -16,6 +16,7 @@ mod window;
 
 use crate::error::PassError;
 use crate::product::ProductSpec;
+use std::collections::HashMap;
 use tessera_ir::loops::{BufRole, Buffer, IExpr, Loop, LoopKind, LoopProgram, Stmt, VExpr};
 use tessera_ir::{DType, Graph, Node, OpKind, Tensor, ValueId};
 
@@ -40,6 +41,12 @@ pub struct LowerConfig {
     /// whose taps that can reach the padding are checked — for GPUs, whose schedule binds
     /// the rows, with the channels, to threads.
     pub split_border_rows: bool,
+    /// The target's vector width in f32 lanes, for CPUs: a convolution whose default tiled
+    /// product would put its rows along the lanes
+    /// ([`crate::product::rows_along_lanes_pay`]) gets its constant weights k-major
+    /// (`[cin·kh·kw, cout]`, transposed at compile time). `None` (GPUs, whose product tiles
+    /// stage `A` through shared memory): weights keep the ONNX layout.
+    pub vector_lanes: Option<i64>,
 }
 
 impl LowerConfig {
@@ -47,6 +54,7 @@ impl LowerConfig {
     pub fn cpu() -> LowerConfig {
         LowerConfig {
             split_border_rows: true,
+            vector_lanes: Some(16),
         }
     }
 
@@ -54,6 +62,7 @@ impl LowerConfig {
     pub fn gpu() -> LowerConfig {
         LowerConfig {
             split_border_rows: false,
+            vector_lanes: None,
         }
     }
 }
@@ -65,20 +74,113 @@ impl Default for LowerConfig {
 }
 
 /// Lowers every node of a prepared graph, in topological order, as for a CPU.
-pub fn lower_graph(g: &Graph) -> Result<Vec<Kernel>, PassError> {
+pub fn lower_graph(g: &mut Graph) -> Result<Vec<Kernel>, PassError> {
     lower_graph_with(g, &LowerConfig::cpu())
 }
 
-/// Lowers every node of a prepared graph, in topological order.
-pub fn lower_graph_with(g: &Graph, cfg: &LowerConfig) -> Result<Vec<Kernel>, PassError> {
+/// Lowers every node of a prepared graph, in topological order. Constants derived for the
+/// kernels (convolution weights in blocks of rows, [`LowerConfig::vector_lanes`]) are added
+/// to `g` as initializers no node reads; the kernels take them as arguments instead.
+pub fn lower_graph_with(g: &mut Graph, cfg: &LowerConfig) -> Result<Vec<Kernel>, PassError> {
     let mut out = Vec::new();
+    let mut blocked: HashMap<ValueId, ValueId> = HashMap::new();
     for ix in g.topo_order()? {
-        let n = g.node(ix);
-        let k = lower_node(g, n, out.len(), cfg)?;
+        let n = g.node(ix).clone();
+        let mut k = lower_node(g, &n, out.len(), cfg, None)?;
+        if let (Some(lanes), Some(spec)) = (cfg.vector_lanes, &k.product)
+            && crate::product::rows_along_lanes_pay(spec, lanes)
+            && let Some(pos) = blockable_weight(g, &n)?
+        {
+            let copy = weight_in_row_blocks(g, &n, pos, lanes, &mut blocked)?;
+            k = lower_node(g, &n, out.len(), cfg, Some((pos, copy, lanes)))?;
+        }
         crate::verify_after("lower", &k.program)?;
         out.push(k);
     }
     Ok(out)
+}
+
+/// The input position of the weight of a convolution (or of a fused kernel anchored on
+/// one) that can be stored in blocks of rows: a constant 4-D f32 weight of one group.
+fn blockable_weight(g: &Graph, n: &Node) -> Result<Option<usize>, PassError> {
+    use tessera_ir::AttrsExt;
+    let (conv, pos) = match n.op {
+        OpKind::Conv => (n, 1),
+        OpKind::Fused => {
+            let Ok(body) = n.attrs.graph("body") else {
+                return Ok(None);
+            };
+            let anchor = body
+                .topo_order()?
+                .into_iter()
+                .map(|ix| body.node(ix))
+                .find(|a| fused::is_anchor(a.op));
+            let Some(a) = anchor.filter(|a| a.op == OpKind::Conv) else {
+                return Ok(None);
+            };
+            let w = a.inputs.get(1).copied().flatten();
+            match w.and_then(|w| body.inputs.iter().position(|&x| x == w)) {
+                Some(pos) => (a, pos),
+                None => return Ok(None),
+            }
+        }
+        _ => return Ok(None),
+    };
+    if conv.attrs.int("group", 1).unwrap_or(0) != 1 {
+        return Ok(None);
+    }
+    let Some(t) = n
+        .inputs
+        .get(pos)
+        .copied()
+        .flatten()
+        .and_then(|w| g.initializers.get(&w))
+    else {
+        return Ok(None);
+    };
+    Ok((t.dtype() == DType::F32 && t.shape().len() == 4).then_some(pos))
+}
+
+/// The copy of the weight at input `pos` of `n` in blocks of `rows` output channels, k-major
+/// within each (`[cout / rows, cin·kh·kw, rows]`), added to `g` once per weight.
+fn weight_in_row_blocks(
+    g: &mut Graph,
+    n: &Node,
+    pos: usize,
+    rows: i64,
+    done: &mut HashMap<ValueId, ValueId>,
+) -> Result<ValueId, PassError> {
+    let w = n.inputs[pos].expect("blockable_weight checked the input");
+    if let Some(&v) = done.get(&w) {
+        return Ok(v);
+    }
+    let t = g.initializers[&w].clone();
+    let (rows, cout) = (rows as usize, t.shape()[0]);
+    let k_len = t.len() / cout;
+    let err = |msg: String| PassError::Lower {
+        node: n.name.clone(),
+        op: n.op.name().into(),
+        msg,
+    };
+    let blocks = t
+        .reshaped(vec![cout / rows, rows, k_len])
+        .map_err(|e| err(e.to_string()))?;
+    let transpose = Node {
+        name: format!("{}_row_blocks", n.name),
+        op: OpKind::Transpose,
+        attrs: [("perm".to_string(), tessera_ir::Attr::Ints(vec![0, 2, 1]))]
+            .into_iter()
+            .collect(),
+        inputs: vec![Some(w)],
+        outputs: vec![],
+    };
+    let copy = tessera_ir::interp::eval_node(&transpose, &[Some(&blocks)])
+        .map_err(err)?
+        .remove(0);
+    let name = format!("{}_row_blocks", g.name_of(w));
+    let v = g.add_initializer(&name, copy);
+    done.insert(w, v);
+    Ok(v)
 }
 
 /// Static view of one node's operands, handed to the per-op lowerings.
@@ -98,6 +200,10 @@ pub(crate) struct NodeCx<'a> {
     /// For a reduction ending a fused kernel: the value of its data input at the given input
     /// coordinates, computed in registers instead of loaded.
     pub prologue: Option<&'a Prologue<'a>>,
+    /// For a convolution (or a fused kernel anchored on one): its weight buffer holds the
+    /// weight in blocks of this many output channels, k-major within each (`[cout / rows,
+    /// cin·kh·kw, rows]`, [`LowerConfig::vector_lanes`]); 0: as ONNX stores it.
+    pub weight_row_blocks: i64,
 }
 
 /// A prologue: `input coordinates -> value`.
@@ -231,7 +337,15 @@ pub(crate) fn strides_of(shape: &[usize]) -> Vec<usize> {
     tessera_ir::tensor::strides(shape)
 }
 
-fn lower_node(g: &Graph, n: &Node, index: usize, cfg: &LowerConfig) -> Result<Kernel, PassError> {
+/// Lowers node `n`; `blocked`: the input position of a convolution weight whose argument is
+/// its copy in blocks of rows instead, the copy, and the rows per block.
+fn lower_node(
+    g: &Graph,
+    n: &Node,
+    index: usize,
+    cfg: &LowerConfig,
+    blocked: Option<(usize, ValueId, i64)>,
+) -> Result<Kernel, PassError> {
     let mut buffers = Vec::new();
     let mut args = Vec::new();
     let mut bufs = Vec::new();
@@ -254,11 +368,19 @@ fn lower_node(g: &Graph, n: &Node, index: usize, cfg: &LowerConfig) -> Result<Ke
                     len: tessera_ir::tensor::numel(&shape).max(1),
                     role: BufRole::Input,
                 });
-                args.push(*v);
+                match blocked {
+                    Some((pos, copy, _)) if pos == i => {
+                        args.push(copy);
+                        consts.push(None);
+                    }
+                    _ => {
+                        args.push(*v);
+                        consts.push(g.initializers.get(v));
+                    }
+                }
                 bufs.push(Some(name));
                 in_shapes.push(Some(shape));
                 in_dtypes.push(Some(ty.dtype));
-                consts.push(g.initializers.get(v));
             }
             None => {
                 bufs.push(None);
@@ -293,6 +415,7 @@ fn lower_node(g: &Graph, n: &Node, index: usize, cfg: &LowerConfig) -> Result<Ke
         out: "y".into(),
         epilogue: None,
         prologue: None,
+        weight_row_blocks: blocked.map_or(0, |(_, _, rows)| rows),
     };
     let mut b = Builder::new(cfg.clone());
     use OpKind::*;

@@ -26,9 +26,12 @@
 
 mod conv;
 mod dot;
+mod lanes;
 
 /// Whether a product suits [`ProductTiling::k_lanes`] (see `dot.rs`).
 pub use dot::suits as suits_k_lanes;
+/// Whether a product's `A` allows [`ProductTiling::row_lanes`] (see `lanes.rs`).
+pub use lanes::suits as suits_row_lanes;
 
 use crate::error::PassError;
 use conv::conv_panel_rows;
@@ -66,6 +69,19 @@ pub struct ProductSpec {
     /// For a convolution: its geometry, which lets panels of whole output rows be packed
     /// with contiguous loads ([`ProductTiling::conv_rows`]).
     pub conv: Option<ConvGeometry>,
+    /// `A` also stored in blocks of rows, k-major within a block (a convolution's constant
+    /// weights, rearranged at compile time), which lets the register tile put the rows along
+    /// the vector lanes ([`ProductTiling::row_lanes`]).
+    pub a_blocks: Option<RowBlocks>,
+}
+
+/// `A` in blocks of `rows` rows, k-major within each: `A(b, i, k) = buf[(i / rows) · k_len ·
+/// rows + k · rows + i % rows]` (the same for every batch): each block's `k` steps are one
+/// contiguous stream of `rows`-wide vectors.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RowBlocks {
+    pub buf: String,
+    pub rows: i64,
 }
 
 /// The knobs of the tiled product schedule (one point of its search space).
@@ -101,6 +117,16 @@ pub struct ProductTiling {
     /// along `k` (a transposed weight read in place), where the column form would gather.
     #[serde(default)]
     pub k_lanes: bool,
+    /// Put the rows along the vector lanes instead of the columns (0: off): the register
+    /// tile is `row_lanes` rows (a multiple of `lanes`) by `mr` columns, each `k` step
+    /// loading `A`'s column as vectors and broadcasting `mr` values of the packed panel.
+    /// Needs an `A` contiguous along the rows (a convolution's weights transposed at compile
+    /// time) and rows in whole vectors; for outputs whose pixels fill the column vectors
+    /// badly (49 pixels of a 7×7 image in 64 lanes). Partial sums stay in a transposed
+    /// scratch tile between `k` blocks; the last pass stores them, with the epilogue, row by
+    /// row (see `lanes.rs`).
+    #[serde(default)]
+    pub row_lanes: i64,
 }
 
 impl ProductTiling {
@@ -111,19 +137,21 @@ impl ProductTiling {
         if self.lanes < 1 || self.mr < 1 || self.nr < 1 || self.kc < 1 {
             return bad(format!("non-positive knob in {self:?}"));
         }
-        if self.nr % self.lanes != 0 {
+        if self.row_lanes > 0 {
+            self.validate_row_lanes(spec)?;
+        } else if self.nr % self.lanes != 0 {
             return bad(format!(
                 "nr {} is not a multiple of {} lanes",
                 self.nr, self.lanes
             ));
         }
-        if self.row_block < self.mr || self.row_block % self.mr != 0 {
+        if self.row_lanes == 0 && (self.row_block < self.mr || self.row_block % self.mr != 0) {
             return bad(format!(
                 "row block {} is not a multiple of mr {}",
                 self.row_block, self.mr
             ));
         }
-        if self.mr * (self.nr / self.lanes) > 32 {
+        if self.row_lanes == 0 && self.mr * (self.nr / self.lanes) > 32 {
             return bad(format!(
                 "{}x{} accumulators do not fit in registers",
                 self.mr,
@@ -169,6 +197,63 @@ impl ProductTiling {
             return bad("k lanes read B in place, in flat panels".into());
         }
         Ok(())
+    }
+
+    /// The knobs of the rows-along-lanes form ([`ProductTiling::row_lanes`]).
+    fn validate_row_lanes(&self, spec: &ProductSpec) -> Result<(), PassError> {
+        let bad = |m: String| Err(PassError::Schedule(format!("product tiling: {m}")));
+        if !lanes::suits(spec, self.lanes) {
+            return bad(format!(
+                "rows along the lanes need A in blocks of {} rows",
+                self.lanes
+            ));
+        }
+        if !self.pack_b || self.k_lanes {
+            return bad("rows along the lanes broadcast from a packed panel".into());
+        }
+        if self.row_lanes % self.lanes != 0 || spec.m % self.lanes != 0 {
+            return bad(format!(
+                "{} rows per tile and {} rows in all are not whole vectors of {}",
+                self.row_lanes, spec.m, self.lanes
+            ));
+        }
+        if self.row_block % self.lanes != 0 && self.row_block < spec.m {
+            return bad(format!(
+                "row block {} is not whole vectors of {}",
+                self.row_block, self.lanes
+            ));
+        }
+        let vectors = self.row_lanes / self.lanes;
+        if self.mr * vectors + vectors + 1 > 32 {
+            return bad(format!(
+                "{} columns by {vectors} vectors do not fit in registers",
+                self.mr
+            ));
+        }
+        let sums = (self.panel_columns(spec) * self.task_rows(spec)) as usize * spec.dtype.size();
+        if sums > MAX_SCRATCH_BYTES {
+            return bad(format!("transposed partial sums of {sums} bytes"));
+        }
+        Ok(())
+    }
+
+    /// Whether this column tiling's panels fill less than 90% of their vectors' lanes while
+    /// the rows would fill whole vectors (and the tile is a packed one, 32 registers wide).
+    fn wastes_column_lanes(&self, spec: &ProductSpec) -> bool {
+        let lanes = self.lanes;
+        if !self.pack_b || self.k_lanes || lanes < 16 || spec.m % lanes != 0 {
+            return false;
+        }
+        let cols = self.panel_columns(spec);
+        let panels = (spec.n + cols - 1) / cols;
+        let last = spec.n - (panels - 1) * cols;
+        let used = (panels - 1) * round_up(cols, lanes) + round_up(last, lanes);
+        spec.n * 10 < used * 9
+    }
+
+    /// The most rows one task holds.
+    fn task_rows(&self, spec: &ProductSpec) -> i64 {
+        self.row_block.min(spec.m)
     }
 
     /// The columns of one column panel: `conv_rows` whole output rows, `nr / lanes` dot
@@ -229,10 +314,66 @@ impl ProductTiling {
             conv_rows,
             conv_segments,
             k_lanes,
+            row_lanes: 0,
         };
         t.row_block = balanced_row_block(spec, &t, threads);
-        t
+        t.along_rows(spec, threads).unwrap_or(t)
     }
+
+    /// This column tiling turned to rows along the lanes ([`ProductTiling::row_lanes`]),
+    /// where that pays: the panels fill less than 90% of their column vectors' lanes (a 7×7
+    /// image's 49 pixels in 64 lanes, a 14×14 image's 98-pixel panels in 112), the rows
+    /// are whole vectors and `A` is contiguous along them. Same panels (flat ones of about
+    /// 112 pixels), `k` blocks and packing; a tile of 7 columns by 3 vectors where the
+    /// panel is 7 columns wide, else the widest of 8..4 columns that divides it; rows split
+    /// into blocks when the panels alone do not share evenly between the threads, and so
+    /// that a task's transposed partial sums stay within [`ROW_LANES_SUM_BYTES`].
+    fn along_rows(&self, spec: &ProductSpec, threads: i64) -> Option<ProductTiling> {
+        let lanes = self.lanes;
+        if !self.wastes_column_lanes(spec) || !lanes::suits(spec, lanes) {
+            return None;
+        }
+        let mut t = *self;
+        if self.conv_rows == 0 {
+            t.nr = (spec.n + (spec.n + 111) / 112 - 1) / ((spec.n + 111) / 112);
+        }
+        let cols = t.panel_columns(spec);
+        t.mr = [7, 8, 6, 5, 4]
+            .into_iter()
+            .find(|c| cols % c == 0)
+            .unwrap_or(7);
+        let vectors = (31 / (t.mr + 1)).min(4);
+        t.row_lanes = (vectors * lanes).min(spec.m);
+        let panels = (spec.n + cols - 1) / cols;
+        let most_rows = (ROW_LANES_SUM_BYTES / spec.dtype.size()) as i64 / cols / lanes * lanes;
+        let mut blocks = match (spec.batch * panels) % threads {
+            0 => 1,
+            _ => threads,
+        };
+        t.row_block = loop {
+            let rows = round_up((spec.m + blocks - 1) / blocks, lanes);
+            if rows <= most_rows || rows == lanes {
+                break rows;
+            }
+            blocks += 1;
+        };
+        t.validate(spec).ok().map(|_| t)
+    }
+}
+
+/// The most bytes of transposed partial sums the default rows-along-lanes tiling keeps per
+/// task (rows split into blocks beyond): measured, 512→2048 1×1 at 7×7 0.68 → 0.50–0.65 ms
+/// with blocks of 256 rows instead of 1024, 3×3 512→512 at 7×7 0.99–1.19 → 1.00 ms.
+const ROW_LANES_SUM_BYTES: usize = 64 * 1024;
+
+/// Whether the default tiling of `spec` (as lowered, `A` in its own layout) would put the
+/// rows along the lanes given an `A` contiguous along them: the lowering then stores a
+/// convolution's weights k-major ([`crate::lower::LowerConfig::vector_lanes`]). Only
+/// there: the column form reads a k-major `A` a row tile at a time, a cache line per `k`
+/// step for three of its values (ResNet-50's 3×3 128→128 at 28×28: 1.11 → 1.29 ms).
+pub fn rows_along_lanes_pay(spec: &ProductSpec, lanes: i64) -> bool {
+    worth_tiling(spec, lanes)
+        && ProductTiling::default_for(spec, lanes, 1).wastes_column_lanes(spec)
 }
 
 /// Packing a column panel costs about as much as this many rows of the register tile's
@@ -322,6 +463,7 @@ pub fn tile(
         next: 0,
         panel: format!("{}_bp", spec.out),
         acc: format!("{}_acc", spec.out),
+        sums: format!("{}_sums", spec.out),
     };
     while prog.buffer(&g.panel).is_some() {
         g.panel.push('_');
@@ -329,14 +471,29 @@ pub fn tile(
     while prog.buffer(&g.acc).is_some() || g.acc == g.panel {
         g.acc.push('_');
     }
+    while prog.buffer(&g.sums).is_some() || g.sums == g.panel || g.sums == g.acc {
+        g.sums.push('_');
+    }
     let body = g.program();
     let mut buffers: Vec<Buffer> = prog.params().cloned().collect();
+    let tile_len = match t.row_lanes {
+        0 => t.mr * t.nr,
+        rows => t.mr * rows,
+    };
     buffers.push(Buffer {
         name: g.acc.clone(),
         dtype: spec.dtype,
-        len: (t.mr * t.nr) as usize,
+        len: tile_len as usize,
         role: BufRole::Scratch,
     });
+    if t.row_lanes > 0 {
+        buffers.push(Buffer {
+            name: g.sums.clone(),
+            dtype: spec.dtype,
+            len: (t.panel_columns(spec) * t.task_rows(spec)) as usize,
+            role: BufRole::Scratch,
+        });
+    }
     if t.pack_b {
         buffers.push(Buffer {
             name: g.panel.clone(),
@@ -361,6 +518,8 @@ struct Gen<'a> {
     panel: String,
     /// The register tile's accumulators (scratch, `mr x nr`).
     acc: String,
+    /// Rows along the lanes: the task's partial sums, transposed (scratch, see `lanes.rs`).
+    sums: String,
 }
 
 /// Where one task works: the batch index, the first row and the first column.
@@ -480,15 +639,43 @@ impl Gen<'_> {
     /// blocks between load and store `C`'s tile.
     fn task(&mut self, o: &Origin, w: i64, rows: i64) -> Vec<Stmt> {
         let (s, t) = (self.spec, self.t);
-        let full = s.k / t.kc;
-        let tail =
-            s.k % t.kc != 0 && !tessera_ir::planted::active(tessera_ir::planted::Bug::ProductKTail);
-        let blocks = full + tail as i64;
-        if blocks == 0 {
+        if self.k_block_counts().1 == 0 {
             let mut out = vec![self.store_rows(o, w, rows, &s.init)];
             out.extend(s.finish.as_ref().map(|f| self.store_rows(o, w, rows, f)));
             return out;
         }
+        if t.row_lanes > 0 {
+            return self.lanes_task(o, w, rows);
+        }
+        let finish = self.finish_from_acc();
+        let mut out = self.k_blocks(&|g, block, first, last| {
+            let ends = Ends {
+                first,
+                finish: if last { finish.clone() } else { None },
+            };
+            g.k_block(o, w, rows, block, &ends)
+        });
+        if let (Some(fin), None) = (&s.finish, &finish) {
+            out.push(self.store_rows(o, w, rows, fin));
+        }
+        out
+    }
+
+    /// The full `k` blocks, and all blocks with the tail.
+    fn k_block_counts(&self) -> (i64, i64) {
+        let (s, t) = (self.spec, self.t);
+        let full = s.k / t.kc;
+        let tail =
+            s.k % t.kc != 0 && !tessera_ir::planted::active(tessera_ir::planted::Bug::ProductKTail);
+        (full, full + tail as i64)
+    }
+
+    /// `body(block, first, last)` for each `k` block in order: the first, a loop over the
+    /// full ones between, the last (a shorter tail when `kc` does not divide `k`). At least
+    /// one block: the caller handles `k = 0`.
+    fn k_blocks(&mut self, body: &dyn Fn(&mut Gen, &KBlock, bool, bool) -> Vec<Stmt>) -> Vec<Stmt> {
+        let (s, t) = (self.spec, self.t);
+        let (full, blocks) = self.k_block_counts();
         // k blocks of a convolution's row panels hold whole channels: `taps` divides kc.
         let taps = s.conv.as_ref().map_or(1, ConvGeometry::taps);
         let full_block = |kb: IExpr| KBlock {
@@ -504,28 +691,14 @@ impl Gen<'_> {
                 kc: s.k % t.kc,
             },
         };
-        let finish = self.finish_from_acc();
-        let ends = |first: bool, last: bool| Ends {
-            first,
-            finish: if last { finish.clone() } else { None },
-        };
-        let mut out = self.k_block(o, w, rows, &block_at(0), &ends(true, blocks == 1));
+        let mut out = body(self, &block_at(0), true, blocks == 1);
         if blocks > 2 {
             out.push(self.for_(blocks - 2, LoopKind::Serial, |g, kb| {
-                g.k_block(
-                    o,
-                    w,
-                    rows,
-                    &full_block(kb.plus(IExpr::c(1))),
-                    &ends(false, false),
-                )
+                body(g, &full_block(kb.plus(IExpr::c(1))), false, false)
             }));
         }
         if blocks > 1 {
-            out.extend(self.k_block(o, w, rows, &block_at(blocks - 1), &ends(false, true)));
-        }
-        if let (Some(fin), None) = (&s.finish, &finish) {
-            out.push(self.store_rows(o, w, rows, fin));
+            out.extend(body(self, &block_at(blocks - 1), false, true));
         }
         out
     }
@@ -569,23 +742,7 @@ impl Gen<'_> {
         let (k0, kc) = (block.k0.clone(), block.kc);
         let lanes = LoopKind::Vectorize(t.lanes as u32);
         let panel = self.panel.clone();
-        let mut out = Vec::new();
-        match &s.conv {
-            Some(conv) if t.pack_b && t.conv_rows > 0 => {
-                out.extend(self.pack_conv_rows(conv, o, w, block));
-            }
-            _ if t.pack_b => out.push(self.for_(kc, LoopKind::Serial, |g, kk| {
-                vec![g.for_(w, lanes, |g, c| {
-                    let (k, j) = (k0.clone().plus(kk.clone()), o.j0.clone().plus(c.clone()));
-                    vec![Stmt::Store {
-                        buf: panel.clone(),
-                        index: kk.clone().times(t.nr).plus(c),
-                        value: g.at(&s.b, &o.b, &IExpr::c(0), &j, &k),
-                    }]
-                })]
-            })),
-            _ => {}
-        }
+        let mut out = self.pack(o, w, block);
         // The register tile lives in an explicit accumulator (scratch, promoted to vector
         // registers): loaded from C, updated every k step, stored back. Relying on LLVM to
         // promote C itself failed in tasks that start at a computed row (3-4x slower).
@@ -651,6 +808,27 @@ impl Gen<'_> {
         };
         out.extend(self.row_tiles(rows, t.mr, &micro));
         out
+    }
+
+    /// Packs `B[k0 .. k0+kc, panel]` into the panel scratch, if the tiling packs.
+    fn pack(&mut self, o: &Origin, w: i64, block: &KBlock) -> Vec<Stmt> {
+        let (s, t) = (self.spec, self.t);
+        let (k0, kc) = (block.k0.clone(), block.kc);
+        let panel = self.panel.clone();
+        match &s.conv {
+            Some(conv) if t.pack_b && t.conv_rows > 0 => self.pack_conv_rows(conv, o, w, block),
+            _ if t.pack_b => vec![self.for_(kc, LoopKind::Serial, |g, kk| {
+                vec![g.for_(w, LoopKind::Vectorize(t.lanes as u32), |g, c| {
+                    let (k, j) = (k0.clone().plus(kk.clone()), o.j0.clone().plus(c.clone()));
+                    vec![Stmt::Store {
+                        buf: panel.clone(),
+                        index: kk.clone().times(t.nr).plus(c),
+                        value: g.at(&s.b, &o.b, &IExpr::c(0), &j, &k),
+                    }]
+                })]
+            })],
+            _ => Vec::new(),
+        }
     }
 
     /// `rows` rows in register tiles of `mr`: a loop over the whole tiles, then the last,
