@@ -11,10 +11,10 @@ use tessera_passes::lower::Kernel;
 use tessera_passes::schedule::KernelSchedule;
 
 /// The version of [`FEATURES`]; bump it when a field is added, removed or redefined.
-pub const FEATURE_VERSION: u32 = 2;
+pub const FEATURE_VERSION: u32 = 3;
 
 /// Every field: name and meaning, in vector order.
-pub const FEATURES: [(&str, &str); 26] = [
+pub const FEATURES: [(&str, &str); 27] = [
     (
         "is_tiled_product",
         "1 when the schedule is the tiled product schedule, else 0",
@@ -99,7 +99,11 @@ pub const FEATURES: [(&str, &str); 26] = [
     ),
     (
         "lane_use",
-        "fraction of the register tile's vector lanes that hold output columns",
+        "fraction of the register tile's vector lanes that hold outputs (columns, or rows)",
+    ),
+    (
+        "row_vectors",
+        "vectors of rows in the register tile with the rows along the lanes (0: columns)",
     ),
 ];
 
@@ -130,7 +134,11 @@ pub fn features(
     f[3] = lg(flops / bytes.max(1.0));
     let tasks = scheduled.parallel_extent().max(1) as f64;
     if let (KernelSchedule::Product(t), Some(p)) = (schedule, &k.product) {
-        let nrv = (t.nr / t.lanes.max(1)) as f64;
+        // Vectors per tile row: of columns, or (rows along the lanes) of rows.
+        let nrv = match t.row_lanes {
+            0 => t.nr / t.lanes.max(1),
+            rows => rows / t.lanes.max(1),
+        } as f64;
         let acc = t.mr as f64 * nrv;
         let elem = p.dtype.size() as f64;
         let tail = |x: i64, m: i64| (x % m) as f32 / x.max(1) as f32;
@@ -150,7 +158,11 @@ pub fn features(
         f[15] = lg((t.row_block.min(p.m) * t.kc.min(p.k)) as f64 * elem);
         f[24] = t.conv_rows as f32;
         let lanes = t.lanes.max(1);
-        f[25] = cols as f32 / ((cols + lanes - 1) / lanes * lanes).max(1) as f32;
+        f[25] = match t.row_lanes {
+            0 => cols as f32 / ((cols + lanes - 1) / lanes * lanes).max(1) as f32,
+            _ => 1.0,
+        };
+        f[26] = (t.row_lanes / lanes) as f32;
     }
     let threads = threads.max(1) as f64;
     f[16] = lg(tasks);

@@ -150,6 +150,16 @@ fn tilings(spec: &ProductSpec, rng: &mut Rng) -> Vec<ProductTiling> {
     out
 }
 
+/// The stages of `g` compiled for this machine without schedules: unscheduled kernels.
+fn unscheduled_stages(g: &tessera_ir::Graph) -> tessera::Stages {
+    let compiler =
+        tessera::Compiler::new(tessera::Target::host()).with_config(tessera::CompileConfig {
+            schedule: false,
+            ..Default::default()
+        });
+    compiler.stages(g, &BTreeMap::new()).unwrap()
+}
+
 /// Fresh random values for a kernel's inputs.
 fn random_inputs(p: &LoopProgram, rng: &mut Rng) -> Vec<Tensor> {
     p.params()
@@ -174,12 +184,7 @@ fn tiled_products_match_the_untiled_kernels() {
     let mut checked = 0;
     for (name, text) in GRAPHS {
         let g = tessera_ir::text::parse_graph(text).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let compiler =
-            tessera::Compiler::new(tessera::Target::host()).with_config(tessera::CompileConfig {
-                schedule: false,
-                ..Default::default()
-            });
-        let stages = compiler.stages(&g, &BTreeMap::new()).unwrap();
+        let stages = unscheduled_stages(&g);
         let mut products = 0;
         for k in &stages.kernels {
             let Some(spec) = &k.product else { continue };
@@ -255,12 +260,7 @@ fn gpu_tiled_products_match_the_untiled_kernels() {
 #[test]
 fn invalid_tilings_are_refused() {
     let g = tessera_ir::text::parse_graph(GRAPHS[0].1).unwrap();
-    let compiler =
-        tessera::Compiler::new(tessera::Target::host()).with_config(tessera::CompileConfig {
-            schedule: false,
-            ..Default::default()
-        });
-    let stages = compiler.stages(&g, &BTreeMap::new()).unwrap();
+    let stages = unscheduled_stages(&g);
     let k = &stages.kernels[0];
     let spec = k.product.as_ref().unwrap();
     let ok = ProductTiling::default_for(spec, 16, 2);
@@ -292,12 +292,7 @@ fn invalid_tilings_are_refused() {
 fn row_blocks_balance_the_threads() {
     let specs = |text: &str| {
         let g = tessera_ir::text::parse_graph(text).unwrap();
-        let compiler =
-            tessera::Compiler::new(tessera::Target::host()).with_config(tessera::CompileConfig {
-                schedule: false,
-                ..Default::default()
-            });
-        let stages = compiler.stages(&g, &BTreeMap::new()).unwrap();
+        let stages = unscheduled_stages(&g);
         stages.kernels[0].product.clone().unwrap()
     };
     let conv = |c: usize, hw: usize, k: usize| {
@@ -407,12 +402,7 @@ fn rows_along_lanes_match_the_untiled_kernels() {
     let mut rng = Rng::new(2027);
     for (name, text, shape) in ROW_LANE_GRAPHS {
         let g = with_weights(text, shape, &mut rng);
-        let compiler =
-            tessera::Compiler::new(tessera::Target::host()).with_config(tessera::CompileConfig {
-                schedule: false,
-                ..Default::default()
-            });
-        let stages = compiler.stages(&g, &BTreeMap::new()).unwrap();
+        let stages = unscheduled_stages(&g);
         let k = &stages.kernels[0];
         let spec = k.product.as_ref().expect("a product");
         assert!(

@@ -230,11 +230,21 @@ impl ProductTiling {
                 self.mr
             ));
         }
-        let sums = (self.panel_columns(spec) * self.task_rows(spec)) as usize * spec.dtype.size();
-        if sums > MAX_SCRATCH_BYTES {
-            return bad(format!("transposed partial sums of {sums} bytes"));
+        let scratch = self.row_lanes_scratch(spec) as usize * spec.dtype.size();
+        if scratch > MAX_SCRATCH_BYTES {
+            return bad(format!(
+                "{scratch} bytes of scratch: panel, register tile and transposed partial sums"
+            ));
         }
         Ok(())
+    }
+
+    /// Elements of scratch the rows-along-lanes form uses: the packed panel, the register
+    /// tile and the transposed partial sums.
+    fn row_lanes_scratch(&self, spec: &ProductSpec) -> i64 {
+        self.kc.min(spec.k) * self.nr
+            + self.mr * self.row_lanes
+            + self.panel_columns(spec) * self.task_rows(spec)
     }
 
     /// Whether this column tiling's panels fill less than 90% of their vectors' lanes while
@@ -357,6 +367,18 @@ impl ProductTiling {
             }
             blocks += 1;
         };
+        // Shorter k blocks (whole channels for row panels) until the scratch fits.
+        let limit = (MAX_SCRATCH_BYTES / spec.dtype.size()) as i64;
+        while t.row_lanes_scratch(spec) > limit && t.kc > 1 {
+            let shorter = match (&spec.conv, t.conv_rows) {
+                (Some(conv), rows) if rows > 0 => conv.whole_channels(t.kc / 2),
+                _ => t.kc / 2,
+            };
+            if shorter == t.kc {
+                break;
+            }
+            t.kc = shorter;
+        }
         t.validate(spec).ok().map(|_| t)
     }
 }
@@ -372,8 +394,14 @@ const ROW_LANES_SUM_BYTES: usize = 64 * 1024;
 /// there: the column form reads a k-major `A` a row tile at a time, a cache line per `k`
 /// step for three of its values (ResNet-50's 3×3 128→128 at 28×28: 1.11 → 1.29 ms).
 pub fn rows_along_lanes_pay(spec: &ProductSpec, lanes: i64) -> bool {
-    worth_tiling(spec, lanes)
-        && ProductTiling::default_for(spec, lanes, 1).wastes_column_lanes(spec)
+    let blocked = ProductSpec {
+        a_blocks: Some(RowBlocks {
+            buf: String::new(),
+            rows: lanes,
+        }),
+        ..spec.clone()
+    };
+    worth_tiling(spec, lanes) && ProductTiling::default_for(&blocked, lanes, 1).row_lanes > 0
 }
 
 /// Packing a column panel costs about as much as this many rows of the register tile's
