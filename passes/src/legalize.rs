@@ -13,8 +13,8 @@
 //! Invariant: legalisation preserves the graph's meaning exactly up to float reassociation;
 //! the verifier runs after it, as after every pass.
 
+use crate::derived::Derived;
 use tessera_ir::infer::ResizePlan;
-use tessera_ir::interp::eval_node;
 use tessera_ir::{DType, Graph, IrError, Node, OpKind, Tensor, ValueId};
 
 /// Rewrites every node that needs it; returns how many were rewritten.
@@ -65,42 +65,26 @@ pub fn legalize(g: &mut Graph) -> Result<usize, IrError> {
 /// now by the reference interpreter (once per constant, however many Gemms share it).
 fn pretranspose_constant_b(g: &mut Graph) -> Result<usize, IrError> {
     use tessera_ir::{Attr, AttrsExt};
-    let mut done: std::collections::HashMap<ValueId, ValueId> = Default::default();
+    let mut transposed = Derived::new("transposed");
     let mut count = 0;
     for ix in g.topo_order()? {
-        let n = g.node(ix);
+        let n = g.node(ix).clone();
         if n.op != OpKind::Gemm || n.attrs.int("transB", 0).unwrap_or(0) == 0 {
             continue;
         }
         let Some(b) = n.inputs.get(1).copied().flatten() else {
             continue;
         };
-        let bt = match done.get(&b) {
-            Some(&bt) => bt,
-            None => {
-                let Some(t) = g.initializers.get(&b).filter(|t| t.shape().len() == 2) else {
-                    continue;
-                };
-                let transpose = Node {
-                    name: format!("{}_pretranspose", n.name),
-                    op: OpKind::Transpose,
-                    attrs: Default::default(),
-                    inputs: vec![Some(b)],
-                    outputs: vec![],
-                };
-                let tt = eval_node(&transpose, &[Some(t)])
-                    .map_err(|msg| IrError::Node {
-                        node: n.name.clone(),
-                        op: n.op.name().into(),
-                        msg,
-                    })?
-                    .remove(0);
-                let name = format!("{}_transposed", g.name_of(b));
-                let bt = g.add_initializer(&name, tt);
-                done.insert(b, bt);
-                bt
-            }
-        };
+        if g.initializers.get(&b).is_none_or(|t| t.shape().len() != 2) {
+            continue;
+        }
+        let bt = transposed
+            .of(g, b, |t| crate::derived::transposed(t, &[1, 0]))
+            .map_err(|msg| IrError::Node {
+                node: n.name.clone(),
+                op: n.op.name().into(),
+                msg,
+            })?;
         let n = g.node_mut(ix);
         n.inputs[1] = Some(bt);
         n.attrs.insert("transB".into(), Attr::Int(0));

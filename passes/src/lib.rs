@@ -12,6 +12,7 @@
 //! - Every pass preserves meaning as defined by the reference interpreters; the verifier runs
 //!   after every pass in debug builds and tests ([`verify_after`]).
 
+mod derived;
 pub mod egraph;
 pub mod error;
 pub mod fold;

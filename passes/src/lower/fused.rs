@@ -15,11 +15,20 @@ use super::{Builder, NodeCx, store_nest, strides_of};
 use crate::error::PassError;
 use std::collections::HashMap;
 use tessera_ir::loops::{IExpr, Stmt, VExpr};
-use tessera_ir::{AttrsExt, Graph, OpKind, ValueId};
+use tessera_ir::{AttrsExt, Graph, NodeIndex, OpKind, ValueId};
 
 /// Ops that can root a fused body.
 pub fn is_anchor(op: OpKind) -> bool {
     matches!(op, OpKind::MatMul | OpKind::Gemm | OpKind::Conv)
+}
+
+/// The anchor of a fused body whose nodes in topological order are `order`: its first
+/// MatMul, Gemm or Conv.
+pub(crate) fn anchor(body: &Graph, order: &[NodeIndex]) -> Option<NodeIndex> {
+    order
+        .iter()
+        .copied()
+        .find(|&ix| is_anchor(body.node(ix).op))
 }
 
 pub(crate) fn fused(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
@@ -28,11 +37,7 @@ pub(crate) fn fused(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError
     if let Some(&sink) = order.iter().find(|&&ix| is_sink(body.node(ix).op)) {
         return reduction_sink(cx, b, body, &order, sink);
     }
-    let anchor = order
-        .iter()
-        .copied()
-        .find(|&ix| is_anchor(body.node(ix).op));
-    match anchor {
+    match anchor(body, &order) {
         None => {
             let shapes: Vec<Vec<usize>> =
                 (0..cx.bufs.len()).map(|i| cx.shape(i).to_vec()).collect();

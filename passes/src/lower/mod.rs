@@ -16,7 +16,6 @@ mod window;
 
 use crate::error::PassError;
 use crate::product::ProductSpec;
-use std::collections::HashMap;
 use tessera_ir::loops::{BufRole, Buffer, IExpr, Loop, LoopKind, LoopProgram, Stmt, VExpr};
 use tessera_ir::{DType, Graph, Node, OpKind, Tensor, ValueId};
 
@@ -83,7 +82,7 @@ pub fn lower_graph(g: &mut Graph) -> Result<Vec<Kernel>, PassError> {
 /// to `g` as initializers no node reads; the kernels take them as arguments instead.
 pub fn lower_graph_with(g: &mut Graph, cfg: &LowerConfig) -> Result<Vec<Kernel>, PassError> {
     let mut out = Vec::new();
-    let mut blocked: HashMap<ValueId, ValueId> = HashMap::new();
+    let mut blocked = crate::derived::Derived::new("row_blocks");
     for ix in g.topo_order()? {
         let n = g.node(ix).clone();
         let mut k = lower_node(g, &n, out.len(), cfg, None)?;
@@ -91,7 +90,14 @@ pub fn lower_graph_with(g: &mut Graph, cfg: &LowerConfig) -> Result<Vec<Kernel>,
             && crate::product::rows_along_lanes_pay(spec, lanes)
             && let Some(pos) = blockable_weight(g, &n)?
         {
-            let copy = weight_in_row_blocks(g, &n, pos, lanes, &mut blocked)?;
+            let w = n.inputs[pos].expect("blockable_weight checked the input");
+            let copy = blocked
+                .of(g, w, |t| in_row_blocks(t, lanes))
+                .map_err(|msg| PassError::Lower {
+                    node: n.name.clone(),
+                    op: n.op.name().into(),
+                    msg,
+                })?;
             k = lower_node(g, &n, out.len(), cfg, Some((pos, copy, lanes)))?;
         }
         crate::verify_after("lower", &k.program)?;
@@ -110,11 +116,7 @@ fn blockable_weight(g: &Graph, n: &Node) -> Result<Option<usize>, PassError> {
             let Ok(body) = n.attrs.graph("body") else {
                 return Ok(None);
             };
-            let anchor = body
-                .topo_order()?
-                .into_iter()
-                .map(|ix| body.node(ix))
-                .find(|a| fused::is_anchor(a.op));
+            let anchor = fused::anchor(body, &body.topo_order()?).map(|ix| body.node(ix));
             let Some(a) = anchor.filter(|a| a.op == OpKind::Conv) else {
                 return Ok(None);
             };
@@ -141,46 +143,15 @@ fn blockable_weight(g: &Graph, n: &Node) -> Result<Option<usize>, PassError> {
     Ok((t.dtype() == DType::F32 && t.shape().len() == 4).then_some(pos))
 }
 
-/// The copy of the weight at input `pos` of `n` in blocks of `rows` output channels, k-major
-/// within each (`[cout / rows, cin·kh·kw, rows]`), added to `g` once per weight.
-fn weight_in_row_blocks(
-    g: &mut Graph,
-    n: &Node,
-    pos: usize,
-    rows: i64,
-    done: &mut HashMap<ValueId, ValueId>,
-) -> Result<ValueId, PassError> {
-    let w = n.inputs[pos].expect("blockable_weight checked the input");
-    if let Some(&v) = done.get(&w) {
-        return Ok(v);
-    }
-    let t = g.initializers[&w].clone();
+/// `t` (`[cout, cin, kh, kw]`) in blocks of `rows` output channels, k-major within each
+/// (`[cout / rows, cin·kh·kw, rows]`).
+fn in_row_blocks(t: &Tensor, rows: i64) -> Result<Tensor, String> {
     let (rows, cout) = (rows as usize, t.shape()[0]);
-    let k_len = t.len() / cout;
-    let err = |msg: String| PassError::Lower {
-        node: n.name.clone(),
-        op: n.op.name().into(),
-        msg,
-    };
     let blocks = t
-        .reshaped(vec![cout / rows, rows, k_len])
-        .map_err(|e| err(e.to_string()))?;
-    let transpose = Node {
-        name: format!("{}_row_blocks", n.name),
-        op: OpKind::Transpose,
-        attrs: [("perm".to_string(), tessera_ir::Attr::Ints(vec![0, 2, 1]))]
-            .into_iter()
-            .collect(),
-        inputs: vec![Some(w)],
-        outputs: vec![],
-    };
-    let copy = tessera_ir::interp::eval_node(&transpose, &[Some(&blocks)])
-        .map_err(err)?
-        .remove(0);
-    let name = format!("{}_row_blocks", g.name_of(w));
-    let v = g.add_initializer(&name, copy);
-    done.insert(w, v);
-    Ok(v)
+        .clone()
+        .reshaped(vec![cout / rows, rows, t.len() / cout])
+        .map_err(|e| e.to_string())?;
+    crate::derived::transposed(&blocks, &[0, 2, 1])
 }
 
 /// Static view of one node's operands, handed to the per-op lowerings.

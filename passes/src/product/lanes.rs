@@ -4,9 +4,9 @@
 //! of 64 lanes, one of 14×14 98 of 112: a quarter or an eighth of every multiply-add is
 //! wasted. Output channels come in multiples of 16, so here the register tile is `row_lanes`
 //! rows (vectors of output channels) by `mr` columns (pixels): per `k` step it loads `A`'s
-//! column as vectors — `A` contiguous along the rows, a convolution's weights transposed at
-//! compile time — and broadcasts `mr` values of the packed panel (the same im2col panel as
-//! the column form).
+//! column as vectors — each one contiguous load from `A`'s copy in blocks of `lanes` rows
+//! ([`ProductSpec::a_blocks`], a convolution's weights rearranged at compile time) — and
+//! broadcasts `mr` values of the packed panel (the same im2col panel as the column form).
 //!
 //! ```text
 //! per task (rows i0.., columns j0..):
@@ -29,7 +29,7 @@
 use super::{Gen, KBlock, Origin, ProductSpec, ProductTiling};
 use tessera_ir::loops::{BinOp, IExpr, LoopKind, Stmt, VExpr};
 
-/// Whether `spec`'s `A` is also stored in blocks of `lanes` rows ([`ProductSpec::a_blocks`]).
+/// Whether `spec`'s `A` is stored in blocks of `lanes` rows ([`ProductSpec::a_blocks`]).
 pub fn suits(spec: &ProductSpec, lanes: i64) -> bool {
     spec.a_blocks.as_ref().is_some_and(|b| b.rows == lanes)
 }

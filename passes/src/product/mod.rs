@@ -69,8 +69,8 @@ pub struct ProductSpec {
     /// For a convolution: its geometry, which lets panels of whole output rows be packed
     /// with contiguous loads ([`ProductTiling::conv_rows`]).
     pub conv: Option<ConvGeometry>,
-    /// `A` also stored in blocks of rows, k-major within a block (a convolution's constant
-    /// weights, rearranged at compile time), which lets the register tile put the rows along
+    /// How `A` is stored when in blocks of rows, k-major within a block (a convolution's
+    /// constant weights, rearranged at compile time), which lets the register tile put the rows along
     /// the vector lanes ([`ProductTiling::row_lanes`]).
     pub a_blocks: Option<RowBlocks>,
 }
@@ -120,9 +120,10 @@ pub struct ProductTiling {
     /// Put the rows along the vector lanes instead of the columns (0: off): the register
     /// tile is `row_lanes` rows (a multiple of `lanes`) by `mr` columns, each `k` step
     /// loading `A`'s column as vectors and broadcasting `mr` values of the packed panel.
-    /// Needs an `A` contiguous along the rows (a convolution's weights transposed at compile
-    /// time) and rows in whole vectors; for outputs whose pixels fill the column vectors
-    /// badly (49 pixels of a 7×7 image in 64 lanes). Partial sums stay in a transposed
+    /// Needs `A` stored in blocks of `lanes` rows ([`ProductSpec::a_blocks`]: a
+    /// convolution's weights rearranged at compile time) and rows in whole vectors; for
+    /// outputs whose pixels fill the column vectors badly (49 pixels of a 7×7 image in 64
+    /// lanes). Partial sums stay in a transposed
     /// scratch tile between `k` blocks; the last pass stores them, with the epilogue, row by
     /// row (see `lanes.rs`).
     #[serde(default)]
@@ -333,7 +334,7 @@ impl ProductTiling {
     /// This column tiling turned to rows along the lanes ([`ProductTiling::row_lanes`]),
     /// where that pays: the panels fill less than 90% of their column vectors' lanes (a 7×7
     /// image's 49 pixels in 64 lanes, a 14×14 image's 98-pixel panels in 112), the rows
-    /// are whole vectors and `A` is contiguous along them. Same panels (flat ones of about
+    /// are whole vectors and `A` has blocks of `lanes` rows. Same panels (flat ones of about
     /// 112 pixels), `k` blocks and packing; a tile of 7 columns by 3 vectors where the
     /// panel is 7 columns wide, else the widest of 8..4 columns that divides it; rows split
     /// into blocks when the panels alone do not share evenly between the threads, and so
@@ -345,7 +346,9 @@ impl ProductTiling {
         }
         let mut t = *self;
         if self.conv_rows == 0 {
-            t.nr = (spec.n + (spec.n + 111) / 112 - 1) / ((spec.n + 111) / 112);
+            // Flat panels of at most 112 pixels, as even as they split.
+            let panels = (spec.n + 111) / 112;
+            t.nr = (spec.n + panels - 1) / panels;
         }
         let cols = t.panel_columns(spec);
         t.mr = [7, 8, 6, 5, 4]
@@ -389,10 +392,11 @@ impl ProductTiling {
 const ROW_LANES_SUM_BYTES: usize = 64 * 1024;
 
 /// Whether the default tiling of `spec` (as lowered, `A` in its own layout) would put the
-/// rows along the lanes given an `A` contiguous along them: the lowering then stores a
-/// convolution's weights k-major ([`crate::lower::LowerConfig::vector_lanes`]). Only
-/// there: the column form reads a k-major `A` a row tile at a time, a cache line per `k`
-/// step for three of its values (ResNet-50's 3×3 128→128 at 28×28: 1.11 → 1.29 ms).
+/// rows along the lanes were `A` in blocks of `lanes` rows: the lowering then stores a
+/// convolution's weights so ([`crate::lower::LowerConfig::vector_lanes`]). Only there: the
+/// column form reads rearranged weights a row tile at a time, a cache line per `k` step for
+/// a few of its values (with a k-major copy, ResNet-50's 3×3 128→128 at 28×28 went from
+/// 1.11 to 1.29 ms).
 pub fn rows_along_lanes_pay(spec: &ProductSpec, lanes: i64) -> bool {
     let blocked = ProductSpec {
         a_blocks: Some(RowBlocks {
@@ -485,23 +489,17 @@ pub fn tile(
     t: &ProductTiling,
 ) -> Result<LoopProgram, PassError> {
     t.validate(spec)?;
+    let panel = unused_name(prog, format!("{}_bp", spec.out), &[]);
+    let acc = unused_name(prog, format!("{}_acc", spec.out), &[&panel]);
+    let sums = unused_name(prog, format!("{}_sums", spec.out), &[&panel, &acc]);
     let mut g = Gen {
         spec,
         t: *t,
         next: 0,
-        panel: format!("{}_bp", spec.out),
-        acc: format!("{}_acc", spec.out),
-        sums: format!("{}_sums", spec.out),
+        panel,
+        acc,
+        sums,
     };
-    while prog.buffer(&g.panel).is_some() {
-        g.panel.push('_');
-    }
-    while prog.buffer(&g.acc).is_some() || g.acc == g.panel {
-        g.acc.push('_');
-    }
-    while prog.buffer(&g.sums).is_some() || g.sums == g.panel || g.sums == g.acc {
-        g.sums.push('_');
-    }
     let body = g.program();
     let mut buffers: Vec<Buffer> = prog.params().cloned().collect();
     let tile_len = match t.row_lanes {
@@ -537,6 +535,14 @@ pub fn tile(
     };
     crate::verify_after("tile-product", &tiled)?;
     Ok(tiled)
+}
+
+/// `name`, with underscores appended until no buffer of `prog` and none of `taken` has it.
+fn unused_name(prog: &LoopProgram, mut name: String, taken: &[&str]) -> String {
+    while prog.buffer(&name).is_some() || taken.contains(&name.as_str()) {
+        name.push('_');
+    }
+    name
 }
 
 struct Gen<'a> {
