@@ -632,18 +632,27 @@ fn print_profile(exe: &tessera_runtime::Executor, inputs: &[Tensor], runs: usize
             per[i].push(d.as_secs_f64() * 1e3);
         }
     }
-    let mut rows: Vec<(f64, &str, &str, bool)> = per
+    let mut rows: Vec<(f64, &tessera_ir::plan::Step)> = per
         .iter_mut()
         .zip(steps)
         .map(|(v, s)| {
             v.sort_by(f64::total_cmp);
-            (v[v.len() / 2], s.kernel.as_str(), s.node.as_str(), s.once)
+            (v[v.len() / 2], s)
         })
         .collect();
     rows.sort_by(|a, b| b.0.total_cmp(&a.0));
-    for (ms, k, n, once) in rows {
-        let when = if once { ", run once at load" } else { "" };
-        out!("{ms:>10.4} ms  {k}  ({n}{when})");
+    for (ms, step) in rows {
+        let when = if step.once { ", run once at load" } else { "" };
+        // Matrix products and convolutions: their rate, to compare with `tessera peak`.
+        let rate = match step.product_flops {
+            0 => String::new(),
+            f => format!("{:>7.1} GFLOP/s", f as f64 / (ms * 1e-3) / 1e9),
+        };
+        out!(
+            "{ms:>10.4} ms{rate:>16}  {}  ({}{when})",
+            step.kernel,
+            step.node
+        );
     }
     Ok(())
 }

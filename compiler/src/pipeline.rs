@@ -483,6 +483,11 @@ pub fn build_plan(st: &Stages) -> Result<(ExecPlan, Vec<u8>), CompileError> {
             parallel_extent: k.program.parallel_extent(),
             work: k.program.work(),
             once,
+            product_flops: k.product.as_ref().map_or(0, |p| {
+                [p.batch, p.m, p.n, p.k]
+                    .iter()
+                    .fold(2u64, |f, &d| f.saturating_mul(d.max(0) as u64))
+            }),
         })
         .collect();
     Ok((

@@ -53,6 +53,10 @@ pub struct Step {
     /// it is created, and keeps its result in the workspace's constant region.
     #[serde(default)]
     pub once: bool,
+    /// Floating-point operations of one run when the kernel is a matrix product or
+    /// convolution (`2·batch·m·n·k`), 0 otherwise: profiles report such kernels' GFLOP/s.
+    #[serde(default)]
+    pub product_flops: u64,
 }
 
 /// A GPU kernel of a PTX module and how to launch it (one per plan step, in step order).
