@@ -692,6 +692,20 @@ fn infer_shapes(
         }
         MatMul => {
             let (a, b) = (x?, t(1)?);
+            // `b_perm` (set by the optimizer's `transpose-into-matmul` rule, not ONNX): the
+            // right operand is input 1 transposed by this permutation.
+            let b_permuted;
+            let b = match n.attrs.ints("b_perm")? {
+                Some(p) => {
+                    let perm = permutation(Some(p), b.rank())?;
+                    b_permuted = ValueType {
+                        dtype: b.dtype,
+                        shape: permuted(&b.shape, &perm),
+                    };
+                    &b_permuted
+                }
+                None => b,
+            };
             if a.dtype != b.dtype {
                 return Err("operands differ in dtype".into());
             }
@@ -897,25 +911,8 @@ fn infer_shapes(
         }
         Transpose => {
             let xx = x?;
-            let perm: Vec<usize> = match n.attrs.ints("perm")? {
-                Some(p) => p
-                    .iter()
-                    .map(|&a| norm_axis(a, xx.rank()))
-                    .collect::<R<_>>()?,
-                None => (0..xx.rank()).rev().collect(),
-            };
-            let mut seen = perm.clone();
-            seen.sort();
-            if seen != (0..xx.rank()).collect::<Vec<_>>() {
-                return Err(format!(
-                    "perm {perm:?} is not a permutation of rank {}",
-                    xx.rank()
-                ));
-            }
-            one(
-                xx.dtype,
-                perm.iter().map(|&p| xx.shape[p].clone()).collect(),
-            )
+            let perm = permutation(n.attrs.ints("perm")?, xx.rank())?;
+            one(xx.dtype, permuted(&xx.shape, &perm))
         }
         Squeeze => {
             let xx = x?;
@@ -1279,4 +1276,24 @@ pub fn conv_transpose_geometry(n: &Node, xs: &[usize], ws: &[usize]) -> R<ConvTr
         kernel,
         group: group as usize,
     })
+}
+
+/// A Transpose-style permutation of `rank` axes: `perm` with negative axes normalised, or
+/// the reversed axes when absent; anything but a permutation of `0..rank` is an error.
+pub fn permutation(perm: Option<Vec<i64>>, rank: usize) -> R<Vec<usize>> {
+    let perm: Vec<usize> = match perm {
+        Some(p) => p.iter().map(|&a| norm_axis(a, rank)).collect::<R<_>>()?,
+        None => (0..rank).rev().collect(),
+    };
+    let mut seen = perm.clone();
+    seen.sort();
+    if seen != (0..rank).collect::<Vec<_>>() {
+        return Err(format!("perm {perm:?} is not a permutation of rank {rank}"));
+    }
+    Ok(perm)
+}
+
+/// `shape` transposed by `perm`: axis `i` of the result is axis `perm[i]` of `shape`.
+pub fn permuted<T: Clone>(shape: &[T], perm: &[usize]) -> Vec<T> {
+    perm.iter().map(|&p| shape[p].clone()).collect()
 }

@@ -657,7 +657,14 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
                 .pop()
                 .ok_or("the body has no output")?
         }
-        MatMul => matmul(x?, a(1)?, &oshape)?,
+        MatMul => match n.attrs.ints("b_perm")? {
+            Some(p) => {
+                let b = a(1)?;
+                let b = transpose(b, &infer::permutation(Some(p), b.shape().len())?)?;
+                matmul(x?, &b, &oshape)?
+            }
+            None => matmul(x?, a(1)?, &oshape)?,
+        },
         Gemm => gemm(n, x?, a(1)?, args.get(2).copied().flatten(), &oshape)?,
         Conv => conv(n, x?, a(1)?, args.get(2).copied().flatten(), &oshape)?,
         MaxPool | AveragePool => pool(n, x?, &oshape)?,
@@ -746,18 +753,10 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
         }
         Transpose => {
             let x = x?;
-            let r = x.shape().len();
-            let perm: Vec<usize> = match n.attrs.ints("perm")? {
-                Some(p) => p
-                    .iter()
-                    .map(|&v| infer::norm_axis(v, r))
-                    .collect::<R<_>>()?,
-                None => (0..r).rev().collect(),
-            };
-            let is = strides(x.shape());
-            gather_by(x, odt, &oshape, |idx| {
-                idx.iter().enumerate().map(|(i, &c)| c * is[perm[i]]).sum()
-            })
+            transpose(
+                x,
+                &infer::permutation(n.attrs.ints("perm")?, x.shape().len())?,
+            )?
         }
         Concat => {
             let ins: Vec<&Tensor> = args.iter().flatten().copied().collect();
@@ -1595,4 +1594,13 @@ pub fn affine_grid_coord(i: usize, len: usize, align_corners: bool) -> f64 {
     } else {
         -1.0 + (2 * i + 1) as f64 / len as f64
     }
+}
+
+/// `x` transposed by `perm` (axis `i` of the result is axis `perm[i]` of `x`).
+fn transpose(x: &Tensor, perm: &[usize]) -> R<Tensor> {
+    let is = strides(x.shape());
+    let shape = infer::permuted(x.shape(), perm);
+    Ok(gather_by(x, x.dtype(), &shape, |idx| {
+        idx.iter().enumerate().map(|(i, &c)| c * is[perm[i]]).sum()
+    }))
 }

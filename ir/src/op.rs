@@ -270,7 +270,7 @@ impl OpKind {
     pub fn schema(self) -> Schema {
         use OpKind::*;
         match self {
-            MatMul => s(2, 2, NONE),
+            MatMul => s(2, 2, &[("b_perm", K::Ints)]),
             Gemm => s(
                 2,
                 3,

@@ -238,6 +238,19 @@ impl Builder<'_, '_> {
                     }
                 }
             }
+            6 if rank >= 2 && self.u.ratio(1, 3)? => {
+                // x · xᵀ over the last two axes, as attention's Q·Kᵀ (the layout rule
+                // `transpose-into-matmul` reads the transposed operand in place).
+                let mut perm: Vec<i64> = (0..rank as i64).collect();
+                perm.swap(rank - 2, rank - 1);
+                let mut at = Attrs::new();
+                at.insert("perm".into(), ints(&perm));
+                let t = match self.then(OpKind::Transpose, &[x], at) {
+                    Ok(t) => t,
+                    Err(e) => return Ok(Err(e)),
+                };
+                self.push(OpKind::MatMul, &[x, t], attrs)
+            }
             6 if rank > 0 => {
                 let k = shape[rank - 1];
                 let n = self.u.int_in_range(1..=12)?;

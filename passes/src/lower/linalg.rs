@@ -118,6 +118,17 @@ fn product(
 
 pub(crate) fn matmul(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
     let (mut sa, mut sb) = (cx.shape(0).to_vec(), cx.shape(1).to_vec());
+    // `b_perm`: B is input 1 transposed, read in place through the permuted strides.
+    let b_perm = match cx.node.attrs.ints("b_perm").map_err(|e| cx.err(e))? {
+        Some(_) if sb.len() < 2 => return Err(cx.err("b_perm needs a right operand of rank >= 2")),
+        Some(p) => {
+            let perm = tessera_ir::infer::permutation(Some(p), sb.len()).map_err(|e| cx.err(e))?;
+            let strides = tessera_ir::infer::permuted(&strides_of(&sb), &perm);
+            sb = tessera_ir::infer::permuted(&sb, &perm);
+            Some(strides)
+        }
+        None => None,
+    };
     if sa.len() == 1 {
         sa.insert(0, 1);
     }
@@ -187,18 +198,48 @@ pub(crate) fn matmul(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErro
                     .plus(kk.clone()),
             )
         },
-        &|bi, kk, j| {
-            VExpr::load(
+        &|bi, kk, j| match &b_perm {
+            Some(st) => VExpr::load(&bn, strided_index(st, &sb, &batch_shape, bi, kk, j)),
+            None => VExpr::load(
                 &bn,
                 offs2(bi, 1)
                     .times((k * n) as i64)
                     .plus(kk.clone().times(n as i64))
                     .plus(j.clone()),
-            )
+            ),
         },
         &|_, _, _| VExpr::lit(0.0, dt),
         epilogue,
     ))
+}
+
+/// The flat index of `B[batch bi, kk, j]` for a B of shape `shape` (rank >= 2) whose axes
+/// lie `strides` elements apart: the batch index is decomposed over `batch` (the product's
+/// broadcast batch shape, right-aligned with B's), broadcast axes contributing nothing.
+fn strided_index(
+    strides: &[usize],
+    shape: &[usize],
+    batch: &[usize],
+    bi: &IExpr,
+    kk: &IExpr,
+    j: &IExpr,
+) -> IExpr {
+    let r = shape.len();
+    let mut idx = kk
+        .clone()
+        .times(strides[r - 2] as i64)
+        .plus(j.clone().times(strides[r - 1] as i64));
+    let mut rem = 1usize;
+    for (d, &extent) in batch.iter().enumerate().rev() {
+        // Axis d of the batch is axis d - (batch rank - B's batch rank) of B.
+        let axis = (d + r - 2).checked_sub(batch.len());
+        if let Some(axis) = axis.filter(|&a| shape[a] != 1) {
+            let coord = bi.clone().floordiv(rem as i64).modulo(extent as i64);
+            idx = idx.plus(coord.times(strides[axis] as i64));
+        }
+        rem *= extent;
+    }
+    idx
 }
 
 pub(crate) fn gemm(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {

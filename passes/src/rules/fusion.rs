@@ -98,16 +98,23 @@ impl Applier<TNode, TypeAnalysis> for FuseElementwise {
             }
         }
         // Each op gets a purely elementwise form and, when an operand is a product, an
-        // anchored one: consumers pick whichever fits their own body.
-        let variants = ops
-            .into_iter()
-            .flat_map(|(op, ch)| [(op, ch.clone(), false), (op, ch, true)]);
-        for (op, children, anchor) in variants {
-            let Some((attrs, inputs)) = fuse(eg, op, &children, anchor) else {
-                continue;
-            };
-            if add_op(eg, eclass, OpKind::Fused, &attrs, inputs) {
-                changed.push(eclass);
+        // anchored one per form of that product (say, a MatMul reading a Transpose and the
+        // same MatMul reading the Transpose's input in place): consumers pick whichever fits
+        // their own body, extraction the cheapest.
+        for (op, children) in ops {
+            let mut anchors: Vec<Anchoring> = vec![Anchoring::None, Anchoring::Inlined];
+            let direct = direct_anchors(eg, &children[1..]);
+            if !direct.is_empty() {
+                anchors.pop();
+                anchors.extend(direct.into_iter().map(Anchoring::Direct));
+            }
+            for anchor in anchors {
+                let Some((attrs, inputs)) = fuse(eg, op, &children, &anchor) else {
+                    continue;
+                };
+                if add_op(eg, eclass, OpKind::Fused, &attrs, inputs) {
+                    changed.push(eclass);
+                }
             }
         }
         changed
@@ -122,24 +129,22 @@ impl Applier<TNode, TypeAnalysis> for FuseElementwise {
 /// The body and inputs of `op(children)` with its operands' fused forms inlined; with
 /// `anchor`, an operand computed by a product becomes the body's anchor first (so the other
 /// operands' bodies that read it read the anchor's value, not memory).
-fn fuse(eg: &TEGraph, op: OpKind, children: &[Id], anchor: bool) -> Option<(Attrs, Vec<Id>)> {
+fn fuse(
+    eg: &TEGraph,
+    op: OpKind,
+    children: &[Id],
+    anchoring: &Anchoring,
+) -> Option<(Attrs, Vec<Id>)> {
     let attrs = super::attrs_of(eg, children[0])?.clone();
     let mut b = Body::default();
     let classes: Vec<Id> = children[1..].iter().map(|&c| eg.find(c)).collect();
-    if anchor {
-        // A product read by several consumers may anchor the body only if the body holds
-        // all of them (checked below): otherwise it would be computed twice.
-        let found = classes.iter().find_map(|&c| {
-            eg[c].nodes.iter().find_map(|n| match n {
-                TNode::Op(k, ch) if anchorable(eg, *k, ch) => Some((c, *k, ch.clone())),
-                _ => None,
-            })
-        });
-        // A direct operand that is a product anchors the body; otherwise one operand's
-        // anchored body may be inlined below.
-        if let Some((c, k, ch)) = found {
-            b.anchor(eg, c, k, &ch)?;
-        }
+    let anchor = !matches!(anchoring, Anchoring::None);
+    // A direct operand that is a product anchors the body; otherwise one operand's
+    // anchored body may be inlined below. A product read by several consumers may anchor
+    // the body only if the body holds all of them (checked below): otherwise it would be
+    // computed twice.
+    if let Anchoring::Direct((c, k, ch)) = anchoring {
+        b.anchor(eg, *c, *k, ch)?;
     }
     let mut args = Vec::new();
     for &c in &classes {
@@ -205,6 +210,32 @@ fn fuse(eg: &TEGraph, op: OpKind, children: &[Id], anchor: bool) -> Option<(Attr
         }
     }
     Some(b.into_attrs())
+}
+
+/// Which product a fused body is rooted at.
+enum Anchoring {
+    /// None: a purely elementwise body.
+    None,
+    /// This e-node (its class, op and children) of a direct operand's class.
+    Direct((Id, OpKind, Vec<Id>)),
+    /// An anchored fused form of an operand, inlined.
+    Inlined,
+}
+
+/// Every product e-node among the operand classes that could anchor a body.
+fn direct_anchors(eg: &TEGraph, operands: &[Id]) -> Vec<(Id, OpKind, Vec<Id>)> {
+    let mut found = Vec::new();
+    for c in operands.iter().map(|&c| eg.find(c)) {
+        for n in &eg[c].nodes {
+            if let TNode::Op(k, ch) = n
+                && anchorable(eg, *k, ch)
+                && !found.iter().any(|(fc, _, fch)| *fc == c && fch == ch)
+            {
+                found.push((c, *k, ch.clone()));
+            }
+        }
+    }
+    found
 }
 
 /// The largest fused form in class `c` whose body `fits`, with its input classes.

@@ -1,6 +1,7 @@
 //! Layout rules: chains of Transpose and of shape-only views (Reshape, Flatten, Squeeze,
-//! Unsqueeze) collapse, views and broadcasts that change nothing disappear, and an Expand
-//! feeding a broadcasting binary op becomes the op's own broadcast.
+//! Unsqueeze) collapse, views and broadcasts that change nothing disappear, an Expand
+//! feeding a broadcasting binary op becomes the op's own broadcast, and a Transpose feeding
+//! a MatMul's right operand becomes the product's strided read (`b_perm`).
 
 use super::{Rw, attrs_of, same_type, ty, v};
 use crate::egraph::{TEGraph, TNode, TypeAnalysis};
@@ -20,6 +21,7 @@ pub fn rules() -> Vec<Rw> {
     let mut r = vec![
         rw!("transpose-transpose"; "(Transpose ?a (Transpose ?b ?x))" => { TransposeChain }),
         rw!("transpose-noop"; "(Transpose ?a ?x)" => "?x" if identity_perm("?a")),
+        rw!("transpose-into-matmul"; "(MatMul ?a ?x (Transpose ?p ?y))" => { TransposeIntoMatMul }),
         rw!("reshape-noop"; "(Reshape ?a ?x ?s)" => "?x" if same_type("?x")),
         rw!("flatten-noop"; "(Flatten ?a ?x)" => "?x" if same_type("?x")),
         rw!("squeeze-noop"; "(Squeeze ?a ?x ?s)" => "?x" if same_type("?x")),
@@ -134,6 +136,45 @@ impl Applier<TNode, TypeAnalysis> for TransposeChain {
 
     fn vars(&self) -> Vec<Var> {
         vec![v("?a"), v("?b"), v("?x")]
+    }
+}
+
+/// `matmul(x, transpose(y, p))` is `matmul[b_perm = p](x, y)`: the product reads `y` in place
+/// through the permuted strides, and the transposed copy (a kernel and a tensor's traffic)
+/// disappears — attention's `K^T` and per-head `V` come from a Transpose of the projection.
+struct TransposeIntoMatMul;
+
+impl Applier<TNode, TypeAnalysis> for TransposeIntoMatMul {
+    fn apply_one(
+        &self,
+        eg: &mut TEGraph,
+        id: Id,
+        s: &Subst,
+        _: Option<&PatternAst<TNode>>,
+        _: Symbol,
+    ) -> Vec<Id> {
+        let (a, p, x, y) = (s[v("?a")], s[v("?p")], s[v("?x")], s[v("?y")]);
+        let Some(rank) = ty(eg, y).map(|t| t.rank()).filter(|&r| r >= 2) else {
+            return vec![];
+        };
+        // A product already reading a permuted operand keeps it (no composition here).
+        if attrs_of(eg, a).is_none_or(|at| !at.is_empty()) {
+            return vec![];
+        }
+        let perm: Vec<i64> = perm(eg, p, rank).iter().map(|&i| i as i64).collect();
+        if perm.len() != rank {
+            return vec![];
+        }
+        let mut at = Attrs::new();
+        at.insert("b_perm".into(), Attr::Ints(perm));
+        let sym = eg.analysis.intern_attrs(&at);
+        let an = eg.add(TNode::Attrs(sym));
+        let new = eg.add(TNode::Op(OpKind::MatMul, vec![an, x, y]));
+        if eg.union(id, new) { vec![id] } else { vec![] }
+    }
+
+    fn vars(&self) -> Vec<Var> {
+        vec![v("?a"), v("?p"), v("?x"), v("?y")]
     }
 }
 
