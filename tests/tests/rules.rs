@@ -44,7 +44,7 @@ fn example(rule: &str) -> Option<String> {
         "pow-three" => with_const("Pow", "00004040", false),
         "transpose-transpose" => "graph \"g\" opset 21 {\n input x: f32[2,3,5]\n node \"a\" Transpose[perm=ints(1,2,0)](x) -> (a: f32[3,5,2])\n node \"b\" Transpose[perm=ints(2,1,0)](a) -> (y: f32[2,5,3])\n output y\n}".into(),
         // Attention's K^T: a 4-D permutation, and a batch axis broadcast from 1.
-        "transpose-into-matmul" => "graph \"g\" opset 21 {\n input x: f32[2,3,4,5]\n input k: f32[1,6,3,5]\n node \"t\" Transpose[perm=ints(0,2,3,1)](k) -> (t: f32[1,3,5,6])\n node \"m\" MatMul(x, t) -> (y: f32[2,3,4,6])\n output y\n}".into(),
+        "transpose-into-matmul" => k_transposed(16, 32),
         "transpose-noop" => "graph \"g\" opset 21 {\n input x: f32[2,3]\n node \"a\" Transpose[perm=ints(0,1)](x) -> (a: f32[2,3])\n node \"b\" Tanh(a) -> (y: f32[2,3])\n output y\n}".into(),
         "reshape-noop" => "graph \"g\" opset 21 {\n input x: f32[2,3,4]\n init s2: i64[3] = hex\"020000000000000003000000000000000400000000000000\"\n node \"b\" Reshape(x, s2) -> (b: f32[2,3,4])\n node \"c\" Tanh(b) -> (y: f32[2,3,4])\n output y\n}".into(),
         "view-chain-reshape" => "graph \"g\" opset 21 {\n input x: f32[2,3,4]\n init s1: i64[2] = hex\"06000000000000000400000000000000\"\n init s2: i64[3] = hex\"020000000000000003000000000000000400000000000000\"\n node \"a\" Reshape(x, s1) -> (a: f32[6,4])\n node \"b\" Reshape(a, s2) -> (b: f32[2,3,4])\n node \"c\" Tanh(b) -> (y: f32[2,3,4])\n output y\n}".into(),
@@ -115,6 +115,30 @@ fn example(rule: &str) -> Option<String> {
         _ => return None,
     };
     Some(s)
+}
+
+/// `x · Transpose(k)` as attention's `Q·K^T` over 2 × 3 heads of width 16 (`k`'s batch axis
+/// broadcast from 1): `s` query rows, `t` key rows.
+fn k_transposed(s: usize, t: usize) -> String {
+    format!(
+        "graph \"g\" opset 21 {{\n input x: f32[2,3,{s},16]\n input k: f32[1,{t},3,16]\n node \"t\" Transpose[perm=ints(0,2,3,1)](k) -> (t: f32[1,3,16,{t}])\n node \"m\" MatMul(x, t) -> (y: f32[2,3,{s},{t}])\n output y\n}}"
+    )
+}
+
+/// A transposed operand whose rows are columns of its source is read in place only where
+/// the product packs it; a small one keeps its copy (a plain nest would gather it per row).
+#[test]
+fn transpose_into_matmul_only_where_b_is_packed() {
+    let cfg = OptimizeConfig {
+        only: Some(vec!["transpose-into-matmul".into()]),
+        ..Default::default()
+    };
+    for (s, t, fires) in [(16, 32, true), (4, 32, false), (16, 8, false)] {
+        let g = prepared(&k_transposed(s, t), "transpose-into-matmul");
+        let (_, report) = optimize(&g, &cfg).expect("optimizer");
+        let fired = report.applied.iter().any(|(_, k)| *k > 0);
+        assert_eq!(fired, fires, "{s} rows x {t} keys: {report:?}");
+    }
 }
 
 fn prepared(text: &str, rule: &str) -> Graph {

@@ -474,9 +474,20 @@ pub fn worth_tiling(spec: &ProductSpec, lanes: i64) -> bool {
     spec.dtype == DType::F32
         && spec.n >= lanes
         && spec.k >= 8
-        && spec.batch * spec.m * spec.n * spec.k >= 1 << 15
+        && spec.batch * spec.m * spec.n * spec.k >= MIN_TILED_VOLUME
         && (spec.conv.is_none() || spec.m >= MIN_PACKED_ROWS)
 }
+
+/// Whether the default schedule packs `B` of a `batch × (m×k · k×n)` product on every CPU
+/// target (vectors of up to 16 lanes): tiled, with enough rows to pack for. A `B` read with
+/// a stride along its rows (a transposed operand read in place) is then gathered once per
+/// panel rather than once per row of `A`.
+pub fn packs_b_everywhere(batch: i64, m: i64, n: i64, k: i64) -> bool {
+    n >= 16 && k >= 8 && batch * m * n * k >= MIN_TILED_VOLUME && m >= MIN_PACKED_ROWS
+}
+
+/// Products smaller than this (`batch·m·n·k`) keep the plain loop nest.
+const MIN_TILED_VOLUME: i64 = 1 << 15;
 
 /// Rows from which the default tiling packs `B`'s panels (fewer: `B` is read in place).
 const MIN_PACKED_ROWS: i64 = 6;

@@ -162,7 +162,7 @@ impl Applier<TNode, TypeAnalysis> for TransposeIntoMatMul {
             return vec![];
         }
         let perm: Vec<i64> = perm(eg, p, rank).iter().map(|&i| i as i64).collect();
-        if perm.len() != rank {
+        if perm.len() != rank || !strided_read_pays(eg, id, x, &perm) {
             return vec![];
         }
         let mut at = Attrs::new();
@@ -176,6 +176,30 @@ impl Applier<TNode, TypeAnalysis> for TransposeIntoMatMul {
     fn vars(&self) -> Vec<Var> {
         vec![v("?a"), v("?p"), v("?x"), v("?y")]
     }
+}
+
+/// Whether a MatMul (class `id`, left operand `x`) reads its transposed right operand in
+/// place at no loss: always when the rows of `B` stay contiguous (the permutation keeps the
+/// last axis last: a per-head `V`); otherwise (`K^T`: each row of `B` is a column of the
+/// source) only when the default schedule packs `B`, so that it is gathered once per panel —
+/// in a plain loop nest every row of `A` would gather it again (16 × 16 × 16 heads: ten
+/// times slower than the copy and a contiguous read).
+fn strided_read_pays(eg: &TEGraph, id: Id, x: Id, perm: &[i64]) -> bool {
+    if perm.last() == Some(&(perm.len() as i64 - 1)) {
+        return true;
+    }
+    let (Some(a), Some(out)) = (
+        ty(eg, x).and_then(|t| t.static_shape()),
+        ty(eg, id).and_then(|t| t.static_shape()),
+    ) else {
+        return false;
+    };
+    let (Some(&k), Some(&n)) = (a.last(), out.last()) else {
+        return false;
+    };
+    let m = if a.len() >= 2 { a[a.len() - 2] } else { 1 };
+    let batch: usize = out.iter().product::<usize>() / (m * n).max(1);
+    crate::product::packs_b_everywhere(batch as i64, m as i64, n as i64, k as i64)
 }
 
 /// A view of a view is one Reshape of the inner view's input to the final static shape.
