@@ -3,7 +3,7 @@
 //! feeding a broadcasting binary op becomes the op's own broadcast, and a Transpose feeding
 //! a MatMul's right operand becomes the product's strided read (`b_perm`).
 
-use super::{Rw, attrs_of, same_type, ty, v};
+use super::{Rw, add_op, attrs_of, same_type, ty, v};
 use crate::egraph::{TEGraph, TNode, TypeAnalysis};
 use egg::rewrite as rw;
 use egg::{Applier, ConditionalApplier, Id, Pattern, PatternAst, Rewrite, Subst, Symbol, Var};
@@ -167,10 +167,11 @@ impl Applier<TNode, TypeAnalysis> for TransposeIntoMatMul {
         }
         let mut at = Attrs::new();
         at.insert("b_perm".into(), Attr::Ints(perm));
-        let sym = eg.analysis.intern_attrs(&at);
-        let an = eg.add(TNode::Attrs(sym));
-        let new = eg.add(TNode::Op(OpKind::MatMul, vec![an, x, y]));
-        if eg.union(id, new) { vec![id] } else { vec![] }
+        if add_op(eg, id, OpKind::MatMul, &at, vec![x, y]) {
+            vec![id]
+        } else {
+            vec![]
+        }
     }
 
     fn vars(&self) -> Vec<Var> {
