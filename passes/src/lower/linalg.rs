@@ -164,14 +164,7 @@ pub(crate) fn matmul(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErro
     let out_rank = cx.out_shape.len();
     let coords = |bi: &IExpr, i: &IExpr, j: &IExpr| -> Vec<IExpr> {
         let mut c = Vec::with_capacity(out_rank);
-        let mut rem = 1usize;
-        let mut batch_coords = Vec::new();
-        for &d in batch_shape.iter().rev() {
-            batch_coords.push(bi.clone().floordiv(rem as i64).modulo(d as i64));
-            rem *= d;
-        }
-        batch_coords.reverse();
-        c.extend(batch_coords);
+        c.extend(batch_coords(bi, &batch_shape));
         c.push(i.clone());
         c.push(j.clone());
         c
@@ -229,17 +222,26 @@ fn strided_index(
         .clone()
         .times(strides[r - 2] as i64)
         .plus(j.clone().times(strides[r - 1] as i64));
-    let mut rem = 1usize;
-    for (d, &extent) in batch.iter().enumerate().rev() {
+    for (d, coord) in batch_coords(bi, batch).into_iter().enumerate() {
         // Axis d of the batch is axis d - (batch rank - B's batch rank) of B.
         let axis = (d + r - 2).checked_sub(batch.len());
         if let Some(axis) = axis.filter(|&a| shape[a] != 1) {
-            let coord = bi.clone().floordiv(rem as i64).modulo(extent as i64);
             idx = idx.plus(coord.times(strides[axis] as i64));
         }
-        rem *= extent;
     }
     idx
+}
+
+/// The flat batch index `bi` decomposed into coordinates over `batch` (row-major).
+fn batch_coords(bi: &IExpr, batch: &[usize]) -> Vec<IExpr> {
+    let mut coords = Vec::with_capacity(batch.len());
+    let mut rem = 1usize;
+    for &d in batch.iter().rev() {
+        coords.push(bi.clone().floordiv(rem as i64).modulo(d as i64));
+        rem *= d;
+    }
+    coords.reverse();
+    coords
 }
 
 pub(crate) fn gemm(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {

@@ -472,9 +472,7 @@ fn round_up(x: i64, m: i64) -> i64 {
 /// 0.39 ms tiled, 0.024 ms direct).
 pub fn worth_tiling(spec: &ProductSpec, lanes: i64) -> bool {
     spec.dtype == DType::F32
-        && spec.n >= lanes
-        && spec.k >= 8
-        && spec.batch * spec.m * spec.n * spec.k >= MIN_TILED_VOLUME
+        && big_enough(spec.batch, spec.m, spec.n, spec.k, lanes)
         && (spec.conv.is_none() || spec.m >= MIN_PACKED_ROWS)
 }
 
@@ -483,11 +481,14 @@ pub fn worth_tiling(spec: &ProductSpec, lanes: i64) -> bool {
 /// a stride along its rows (a transposed operand read in place) is then gathered once per
 /// panel rather than once per row of `A`.
 pub fn packs_b_everywhere(batch: i64, m: i64, n: i64, k: i64) -> bool {
-    n >= 16 && k >= 8 && batch * m * n * k >= MIN_TILED_VOLUME && m >= MIN_PACKED_ROWS
+    big_enough(batch, m, n, k, 16) && m >= MIN_PACKED_ROWS
 }
 
-/// Products smaller than this (`batch·m·n·k`) keep the plain loop nest.
-const MIN_TILED_VOLUME: i64 = 1 << 15;
+/// The size part of [`worth_tiling`]: at least a vector of columns, 8 steps of `k`, and
+/// `batch·m·n·k` of at least 2^15 (smaller products keep the plain loop nest).
+fn big_enough(batch: i64, m: i64, n: i64, k: i64, lanes: i64) -> bool {
+    n >= lanes && k >= 8 && batch * m * n * k >= 1 << 15
+}
 
 /// Rows from which the default tiling packs `B`'s panels (fewer: `B` is read in place).
 const MIN_PACKED_ROWS: i64 = 6;

@@ -102,13 +102,12 @@ impl Applier<TNode, TypeAnalysis> for FuseElementwise {
         // same MatMul reading the Transpose's input in place): consumers pick whichever fits
         // their own body, extraction the cheapest.
         for (op, children) in ops {
-            let mut anchors: Vec<Anchoring> = vec![Anchoring::None, Anchoring::Inlined];
             let direct = direct_anchors(eg, &children[1..]);
-            if !direct.is_empty() {
-                anchors.pop();
-                anchors.extend(direct.into_iter().map(Anchoring::Direct));
-            }
-            for anchor in anchors {
+            let anchored: Vec<Anchoring> = match direct.is_empty() {
+                true => vec![Anchoring::Inlined],
+                false => direct.into_iter().map(Anchoring::Direct).collect(),
+            };
+            for anchor in std::iter::once(Anchoring::None).chain(anchored) {
                 let Some((attrs, inputs)) = fuse(eg, op, &children, &anchor) else {
                     continue;
                 };
@@ -125,10 +124,9 @@ impl Applier<TNode, TypeAnalysis> for FuseElementwise {
     }
 }
 
-/// The body and inputs of `op(children)` with its operands' fused forms inlined.
-/// The body and inputs of `op(children)` with its operands' fused forms inlined; with
-/// `anchor`, an operand computed by a product becomes the body's anchor first (so the other
-/// operands' bodies that read it read the anchor's value, not memory).
+/// The body and inputs of `op(children)` with its operands' fused forms inlined, rooted as
+/// `anchoring` says: a direct operand's product e-node becomes the body's anchor first (so
+/// the other operands' bodies that read it read the anchor's value, not memory).
 fn fuse(
     eg: &TEGraph,
     op: OpKind,
