@@ -18,7 +18,7 @@ use tessera_passes::gpu_product::{GpuProductTiling, tile_gpu};
 use tessera_passes::product::{ProductSpec, ProductTiling, tile};
 use tessera_tests::*;
 
-const GRAPHS: [(&str, &str); 11] = [
+const GRAPHS: [(&str, &str); 13] = [
     (
         "matmul with row, column and k tails",
         "graph \"g\" opset 21 {\n input a: f32[61,300]\n input b: f32[300,70]\n node \"mm\" MatMul(a, b) -> (y: f32[61,70])\n output y\n}",
@@ -42,6 +42,14 @@ const GRAPHS: [(&str, &str); 11] = [
     (
         "a few rows times a transposed B, relu epilogue (dot products along k, k tail)",
         "graph \"g\" opset 21 {\n input a: f32[3,100]\n input b: f32[37,100]\n input c: f32[37]\n node \"g\" Gemm[transB=1](a, b, c) -> (g: f32[3,37])\n node \"r\" Relu(g) -> (y: f32[3,37])\n output y\n}",
+    ),
+    (
+        "many rows times three columns of a transposed B (narrow: dot products along k)",
+        "graph \"g\" opset 21 {\n input a: f32[37,300]\n input b: f32[3,300]\n node \"g\" Gemm[transB=1](a, b) -> (y: f32[37,3])\n output y\n}",
+    ),
+    (
+        "a classifier as a 1x1 conv of a 1x1 image, with bias (one column, k tail)",
+        "graph \"g\" opset 21 {\n input x: f32[1,1000,1,1]\n input w: f32[40,1000,1,1]\n input b: f32[40]\n node \"c\" Conv[kernel_shape=ints(1,1)](x, w, b) -> (y: f32[1,40,1,1])\n output y\n}",
     ),
     (
         "gemm + relu epilogue",
@@ -490,4 +498,124 @@ fn wide_vectors() -> bool {
         );
     }
     wide
+}
+
+/// One product with a constant `B`, and how `B` should be read once prepared.
+struct LayoutCase {
+    what: &'static str,
+    op: tessera_ir::OpKind,
+    /// The Gemm's `transB` (None: a MatMul).
+    trans_b: Option<i64>,
+    a: &'static [usize],
+    b: [usize; 2],
+    /// `transB=0|1` for a Gemm, `b_perm` or `none` for a MatMul.
+    want: &'static str,
+}
+
+/// A constant 2-D `B` is laid out for the schedule of its product: `k×n` where the default
+/// packs it (rows of `A` enough for a register tile), `n×k` for a matrix-vector product,
+/// whose dot products along `k` then stream it. Each graph also compiles and matches the
+/// interpreter.
+#[test]
+fn constant_b_is_laid_out_for_its_product() {
+    use tessera_ir::{Attr, AttrsExt, DType, OpKind};
+    let case = |what, op, trans_b, a, b, want| LayoutCase {
+        what,
+        op,
+        trans_b,
+        a,
+        b,
+        want,
+    };
+    let cases = [
+        case(
+            "linear layer, one row",
+            OpKind::Gemm,
+            Some(1),
+            &[1, 300],
+            [40, 300],
+            "transB=1",
+        ),
+        case(
+            "k×n weights, one row",
+            OpKind::Gemm,
+            Some(0),
+            &[1, 300],
+            [300, 40],
+            "transB=1",
+        ),
+        case(
+            "linear layer, 8 rows",
+            OpKind::Gemm,
+            Some(1),
+            &[8, 300],
+            [40, 300],
+            "transB=0",
+        ),
+        case(
+            "matmul, one row per batch",
+            OpKind::MatMul,
+            None,
+            &[2, 1, 300],
+            [300, 40],
+            "b_perm",
+        ),
+        case(
+            "matmul, 8 rows per batch",
+            OpKind::MatMul,
+            None,
+            &[2, 8, 300],
+            [300, 40],
+            "none",
+        ),
+    ];
+    let mut rng = Rng::new(21);
+    for c in cases {
+        let what = c.what;
+        let node_attrs = match c.trans_b {
+            Some(t) => attrs(&[("transB", Attr::Int(t))]),
+            None => attrs(&[]),
+        };
+        let g = OneOp::new(c.op, node_attrs)
+            .input(DType::F32, c.a)
+            .constant(rng.tensor(DType::F32, c.b.to_vec()))
+            .build();
+        let prepared = tessera_passes::fold::prepare(&g, &BTreeMap::new())
+            .unwrap_or_else(|e| panic!("{what}: prepare: {e}"));
+        let (_, n) = prepared
+            .nodes()
+            .find(|(_, n)| n.op == c.op)
+            .unwrap_or_else(|| panic!("{what}: the product is gone"));
+        let got = match c.op {
+            OpKind::Gemm => format!("transB={}", n.attrs.int("transB", 0).unwrap()),
+            _ => match n.attrs.get("b_perm") {
+                Some(Attr::Ints(p)) if p == &[1, 0] => "b_perm".into(),
+                Some(other) => format!("{other:?}"),
+                None => "none".into(),
+            },
+        };
+        assert_eq!(got, c.want, "{what}");
+        let b_now = prepared.ty(n.inputs[1].unwrap()).unwrap().static_shape();
+        let transposed = got == "b_perm" || (c.trans_b == Some(0)) != (got == "transB=0");
+        let b_want = if transposed { [c.b[1], c.b[0]] } else { c.b };
+        assert_eq!(b_now.as_deref(), Some(&b_want[..]), "{what}: B's shape");
+        check_graph(what, &g, &tessera_tests::random_inputs(&g, 3), MODEL);
+    }
+}
+
+/// A matrix-vector product's default schedule is the dot-product form, and so is a narrow
+/// one's (a 1×1 convolution of a 1×1 image: one column).
+#[test]
+fn matrix_vector_products_take_dot_products_along_k() {
+    for (what, text) in [&GRAPHS[6], &GRAPHS[7]] {
+        let g = tessera_ir::text::parse_graph(text).unwrap();
+        let stages = unscheduled_stages(&g);
+        let spec = stages.kernels[0].product.as_ref().expect("a product");
+        assert!(
+            tessera_passes::product::worth_tiling(spec, 16),
+            "{what}: tiled"
+        );
+        let t = ProductTiling::default_for(spec, 16, 2);
+        assert!(t.k_lanes && !t.pack_b, "{what}: {t:?}");
+    }
 }

@@ -14,14 +14,15 @@ use super::{Gen, Origin, ProductSpec};
 use tessera_ir::loops::{BinOp, IExpr, LoopKind, Reduce, ReduceOp, Stmt, VExpr};
 
 /// Whether the dot-product form suits `spec`: every read of `B` is contiguous along `k` and
-/// not along the columns, and every read of `A` contiguous along `k` or independent of it.
+/// not along the columns (of which a one-column product has none to be contiguous along),
+/// and every read of `A` contiguous along `k` or independent of it.
 pub fn suits(spec: &ProductSpec) -> bool {
     let [_, _, vj, vk] = &spec.vars;
     let mut b_ok = true;
     let mut b_reads = 0;
     spec.b.visit_loads(&mut |_, index| {
         b_reads += 1;
-        b_ok &= index.coeff(vk) == Some(1) && index.coeff(vj) != Some(1);
+        b_ok &= index.coeff(vk) == Some(1) && (spec.n == 1 || index.coeff(vj) != Some(1));
     });
     let mut a_ok = true;
     spec.a.visit_loads(&mut |_, index| {

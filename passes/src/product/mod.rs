@@ -291,7 +291,8 @@ impl ProductTiling {
     pub fn default_for(spec: &ProductSpec, lanes: i64, threads: i64) -> ProductTiling {
         let wide = lanes >= 16;
         let mut nr = lanes * if wide { 4 } else { 2 };
-        let pack_b = spec.m >= MIN_PACKED_ROWS;
+        let narrow = narrow_dots(spec, lanes);
+        let pack_b = packs_b(spec.m) && !narrow;
         let mut mr = if pack_b { 6 } else { spec.m.max(1) };
         // 512: measured faster than 256 on every product tried (the panel, 128 KB, lives in
         // L2; fewer passes over C).
@@ -310,9 +311,13 @@ impl ProductTiling {
             mr = mr.min((registers - 1 - vectors) / vectors);
             kc = conv.whole_channels(kc);
         }
-        // A few rows of dot products along k: 24 accumulators over the rows and columns.
+        // A few rows (or columns) of dot products along k: about 24 accumulators over the
+        // rows and columns.
         let k_lanes = !pack_b && spec.k >= lanes && dot::suits(spec);
-        if k_lanes {
+        if k_lanes && narrow {
+            mr = (NARROW_DOTS / spec.n).clamp(1, spec.m.max(1));
+            nr = lanes * spec.n;
+        } else if k_lanes {
             nr = lanes * (24 / mr).clamp(1, 8);
         }
         let mut t = ProductTiling {
@@ -472,9 +477,23 @@ fn round_up(x: i64, m: i64) -> i64 {
 /// 0.39 ms tiled, 0.024 ms direct).
 pub fn worth_tiling(spec: &ProductSpec, lanes: i64) -> bool {
     spec.dtype == DType::F32
-        && big_enough(spec.batch, spec.m, spec.n, spec.k, lanes)
+        && (big_enough(spec.batch, spec.m, spec.n, spec.k, lanes) || narrow_dots(spec, lanes))
         && (spec.conv.is_none() || spec.m >= MIN_PACKED_ROWS)
 }
+
+/// Whether `spec` has fewer columns than a vector and reads both operands along `k` — a
+/// classifier written as a 1×1 convolution of a 1×1 image (DenseNet-121's 1024→1000: one
+/// column, 1000 rows of weights), a matrix times a vector: then the dot-product form, rows
+/// of `A` streamed along `k` (the plain nest, a scalar sum per output: 1.8 GFLOP/s).
+fn narrow_dots(spec: &ProductSpec, lanes: i64) -> bool {
+    spec.n < lanes
+        && spec.k >= 4 * lanes
+        && spec.batch * spec.m * spec.n * spec.k >= 1 << 15
+        && dot::suits(spec)
+}
+
+/// The accumulators (rows × columns) of the default dot-product tile of a narrow product.
+const NARROW_DOTS: i64 = 8;
 
 /// Whether the default schedule packs `B` of a `batch × (m×k · k×n)` product on every CPU
 /// target (vectors of up to 16 lanes): tiled, with enough rows to pack for. A `B` read with
@@ -492,6 +511,12 @@ fn big_enough(batch: i64, m: i64, n: i64, k: i64, lanes: i64) -> bool {
 
 /// Rows from which the default tiling packs `B`'s panels (fewer: `B` is read in place).
 const MIN_PACKED_ROWS: i64 = 6;
+
+/// Whether the default tiling packs `B` for a product with `m` rows of `A` (per batch):
+/// with fewer rows than a register tile, `B` is read in place.
+pub fn packs_b(m: i64) -> bool {
+    m >= MIN_PACKED_ROWS
+}
 
 /// Rebuilds `prog` (whose body computes `spec`) as the tiled product. The program keeps its
 /// parameters; a scratch buffer for the packed panel is added.
