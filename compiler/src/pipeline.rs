@@ -97,7 +97,11 @@ impl Compiler {
         graph: &Graph,
         bindings: &BTreeMap<String, usize>,
     ) -> Result<Stages, CompileError> {
-        let prepared = tessera_passes::fold::prepare(graph, bindings)?;
+        let legalize_cfg = match self.target.is_gpu() {
+            true => tessera_passes::legalize::LegalizeConfig::gpu(),
+            false => tessera_passes::legalize::LegalizeConfig::cpu(),
+        };
+        let prepared = tessera_passes::fold::prepare_for(graph, bindings, &legalize_cfg)?;
         let (mut optimized, report) = if self.config.optimize {
             let (mut g, report) = tessera_passes::egraph::optimize(
                 &prepared,

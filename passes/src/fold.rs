@@ -135,10 +135,20 @@ pub fn infer_and_fold(g: &mut Graph, mode: Inference) -> Result<usize, IrError> 
 
 /// Specialises symbolic dimensions, infers types, folds constants, legalises (see
 /// [`crate::legalize`]) and verifies: the graph that lowering expects (every shape static, shape arithmetic folded).
+/// Legalised for the CPU's products; [`prepare_for`] says for which.
 pub fn prepare(g: &Graph, bindings: &BTreeMap<String, usize>) -> Result<Graph, IrError> {
+    prepare_for(g, bindings, &crate::legalize::LegalizeConfig::cpu())
+}
+
+/// [`prepare`], legalised for the products of a target (`cfg`).
+pub fn prepare_for(
+    g: &Graph,
+    bindings: &BTreeMap<String, usize>,
+    cfg: &crate::legalize::LegalizeConfig,
+) -> Result<Graph, IrError> {
     let mut s = g.specialize(bindings);
     infer_and_fold(&mut s, Inference::Strict)?;
-    crate::legalize::legalize(&mut s)?;
+    crate::legalize::legalize(&mut s, cfg)?;
     s.eliminate_dead_code();
     materialize_outputs(&mut s);
     s.infer_types()?;

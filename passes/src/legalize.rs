@@ -17,9 +17,31 @@ use crate::derived::Derived;
 use tessera_ir::infer::ResizePlan;
 use tessera_ir::{DType, Graph, IrError, Node, OpKind, Tensor, ValueId};
 
+/// What legalisation assumes of the target's products.
+#[derive(Clone, Copy, Debug)]
+pub struct LegalizeConfig {
+    /// Store a matrix-vector product's constant `B` as `n×k`, for dot products along `k`
+    /// (the CPU's `k_lanes` form). Off, every constant `B` is `k×n`: on a GPU a thread per
+    /// column then reads a row of `B` coalesced with its neighbours.
+    pub matrix_vector_b_along_k: bool,
+}
+
+impl LegalizeConfig {
+    pub fn cpu() -> LegalizeConfig {
+        LegalizeConfig {
+            matrix_vector_b_along_k: true,
+        }
+    }
+    pub fn gpu() -> LegalizeConfig {
+        LegalizeConfig {
+            matrix_vector_b_along_k: false,
+        }
+    }
+}
+
 /// Rewrites every node that needs it; returns how many were rewritten.
-pub fn legalize(g: &mut Graph) -> Result<usize, IrError> {
-    let mut count = lay_out_constant_b(g)?;
+pub fn legalize(g: &mut Graph, cfg: &LegalizeConfig) -> Result<usize, IrError> {
+    let mut count = lay_out_constant_b(g, cfg)?;
     for ix in g.topo_order()? {
         let n = g.node(ix).clone();
         if n.op != OpKind::Resize {
@@ -62,7 +84,8 @@ pub fn legalize(g: &mut Graph) -> Result<usize, IrError> {
 }
 
 /// The layout of a constant 2-D `B` a product reads best, by whether its default schedule
-/// packs `B` ([`crate::product::packs_b`], from `A`'s rows):
+/// packs `B` ([`crate::product::packs_b`], from `A`'s rows; always, for a target whose
+/// products do not read `B` along `k`: [`LegalizeConfig`]):
 ///
 /// - packed: `k×n`, row by row — what the panels copy and the register tile vectorizes. A
 ///   Gemm(A, B, transB=1) (how exporters write a linear layer) gets `Bᵀ` and `transB=0`.
@@ -75,9 +98,10 @@ pub fn legalize(g: &mut Graph) -> Result<usize, IrError> {
 ///
 /// The copy is computed now by the reference interpreter, once per constant however many
 /// products share it. Returns how many products were rewritten.
-fn lay_out_constant_b(g: &mut Graph) -> Result<usize, IrError> {
+fn lay_out_constant_b(g: &mut Graph, cfg: &LegalizeConfig) -> Result<usize, IrError> {
     use tessera_ir::{Attr, AttrsExt};
     let mut transposed = Derived::new("transposed");
+    let packs_b = |rows| !cfg.matrix_vector_b_along_k || crate::product::packs_b(rows);
     let mut count = 0;
     for ix in g.topo_order()? {
         let n = g.node(ix).clone();
@@ -104,7 +128,7 @@ fn lay_out_constant_b(g: &mut Graph) -> Result<usize, IrError> {
                 let trans_a = n.attrs.int("transA", 0).map_err(err)? != 0;
                 let trans_b = n.attrs.int("transB", 0).map_err(err)? != 0;
                 let rows = a_shape[usize::from(trans_a)] as i64;
-                if trans_b != crate::product::packs_b(rows) {
+                if trans_b != packs_b(rows) {
                     continue;
                 }
                 ("transB", Attr::Int(i64::from(!trans_b)))
@@ -115,7 +139,7 @@ fn lay_out_constant_b(g: &mut Graph) -> Result<usize, IrError> {
                     0 | 1 => 1,
                     r => a_shape[r - 2] as i64,
                 };
-                if crate::product::packs_b(rows) {
+                if packs_b(rows) {
                     continue;
                 }
                 ("b_perm", Attr::Ints(vec![1, 0]))
