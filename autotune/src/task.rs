@@ -83,6 +83,7 @@ pub fn extract_tasks(
         let mut data = TaskData {
             inputs: Vec::new(),
             expected: Vec::new(),
+            cold: Vec::new(),
         };
         for (b, v) in k.program.params().zip(&k.args) {
             let t = values.get(v).ok_or_else(|| {
@@ -103,7 +104,10 @@ pub fn extract_tasks(
                 )));
             }
             match b.role {
-                BufRole::Input => data.inputs.push(t.clone()),
+                BufRole::Input => {
+                    data.inputs.push(t.clone());
+                    data.cold.push(graph.initializers.contains_key(v));
+                }
                 _ => data.expected.push(t.clone()),
             }
         }

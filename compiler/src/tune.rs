@@ -66,9 +66,15 @@ pub struct TuneReport {
     pub seconds: f64,
 }
 
-/// The compiler version recorded in tuning records.
+/// The compiler version recorded in tuning records, with the measurer's method
+/// ([`tessera_autotune::measure::METHOD`]): records timed another way are not compared
+/// with these, nor applied.
 pub fn compiler_key() -> String {
-    format!("tessera {}", crate::VERSION)
+    format!(
+        "tessera {} ({})",
+        crate::VERSION,
+        tessera_autotune::measure::METHOD
+    )
 }
 
 /// Tunes the kernels of `graph` compiled by `compiler`, appending measurements to the

@@ -271,3 +271,47 @@ fn stale_tuning_folders_of_dead_runs_are_removed() {
     assert!(root.join(&folders[1]).exists() && root.join(&folders[2]).exists());
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+/// A task's constant inputs (the model's weights) are marked cold — evicted from the caches
+/// before each timed run, as a model reads them from memory once per inference — and its
+/// activations are not.
+#[test]
+fn task_data_marks_the_weights_cold() {
+    use tessera_autotune::measure::TaskData;
+    use tessera_autotune::task::{TaskConfig, extract_tasks};
+    use tessera_ir::{DType, Graph, OpKind, ValueType};
+    let mut rng = Rng::new(5);
+    let mut g = Graph::new("g");
+    let x = g.add_input("x", ValueType::new(DType::F32, &[32, 64]));
+    let w = g.add_initializer("w", rng.tensor(DType::F32, vec![64, 48]));
+    let y = g.op(OpKind::MatMul, &[x, w], Default::default());
+    g.outputs.push(y);
+    let unscheduled = Compiler::new(Target::host()).with_config(CompileConfig {
+        schedule: false,
+        ..Default::default()
+    });
+    let stages = unscheduled.stages(&g, &Default::default()).unwrap();
+    let inputs = vec![rng.tensor(DType::F32, vec![32, 64])];
+    let cfg = TaskConfig {
+        min_work: 0,
+        schedule: compiler().schedule_config(),
+    };
+    let dir = tmp("cold-data");
+    let tasks = extract_tasks(&stages.optimized, &stages.kernels, &inputs, &cfg, &dir).unwrap();
+    assert_eq!(tasks.len(), 1);
+    let data = TaskData::read(&tasks[0].data).unwrap();
+    let k = &tasks[0].kernel;
+    let inputs_of_kernel: Vec<_> = k
+        .program
+        .params()
+        .zip(&k.args)
+        .filter(|(b, _)| b.role == tessera_ir::loops::BufRole::Input)
+        .map(|(_, &v)| v)
+        .collect();
+    let want: Vec<bool> = inputs_of_kernel
+        .iter()
+        .map(|v| stages.optimized.initializers.contains_key(v))
+        .collect();
+    assert_eq!(data.cold, want);
+    assert_eq!(want.iter().filter(|&&c| c).count(), 1, "the weight, only");
+}

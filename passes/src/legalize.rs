@@ -127,8 +127,10 @@ fn lay_out_constant_b(g: &mut Graph, cfg: &LegalizeConfig) -> Result<usize, IrEr
             OpKind::Gemm => {
                 let trans_a = n.attrs.int("transA", 0).map_err(err)? != 0;
                 let trans_b = n.attrs.int("transB", 0).map_err(err)? != 0;
-                let rows = a_shape[usize::from(trans_a)] as i64;
-                if trans_b != packs_b(rows) {
+                let Some(&rows) = a_shape.get(usize::from(trans_a)) else {
+                    continue;
+                };
+                if trans_b != packs_b(rows as i64) {
                     continue;
                 }
                 ("transB", Attr::Int(i64::from(!trans_b)))
