@@ -8,6 +8,10 @@ hub), written the way their exporters write them:
 - gpt2.onnx: a GPT-2 block at S=128, D=256, 4 heads: layer norms written out (ReduceMean,
   Sub, Pow, Sqrt, Div), one QKV MatMul cut by Split, a causal mask added before Softmax,
   and the tanh GELU (`0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`, with `Pow(x, 3)`).
+- gpt2_step.onnx: one decoding step of a GPT-2-small-sized block (D=768, 12 heads, FFN 3072)
+  with a key/value cache of 128 positions as inputs: the new token's keys and values are
+  concatenated to the cache, one query attends over 129 keys; every projection is a
+  matrix-vector product (one row).
 - efficientnet.onnx: two MBConv blocks at 40x28x28: SiLU (`x * Sigmoid(x)`), a 5x5
   depthwise convolution, squeeze-and-excite (GlobalAveragePool, two 1x1 convolutions,
   Sigmoid, a broadcast Mul).
@@ -41,10 +45,11 @@ class Graph:
         self.nodes.append(helper.make_node(op_type, inputs, outputs, name=f"{op_type}_{self.count}", **attrs))
         return outputs[0] if len(outputs) == 1 else outputs
 
-    def model(self, name, in_shape, out_shape):
+    def model(self, name, in_shape, out_shape, more_inputs=()):
         graph = helper.make_graph(
             self.nodes, name,
-            [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)]
+            + [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in more_inputs],
             [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
             self.inits,
         )
@@ -117,6 +122,31 @@ def gpt2():
     return g.model("gpt2_block", [1, seq, d], [1, seq, d])
 
 
+def gpt2_step():
+    g, x = Graph(), "x"
+    past, d, heads = 128, 768, 12
+    dh = d // heads
+    linear = lambda t, n_in, n_out: g.op("Add", [g.op("MatMul", [t, g.const(normal(n_in, n_out))]), g.const(normal(n_out, scale=0.1))])
+    qkv = linear(layer_norm(g, x, d), d, 3 * d)
+    q, k, v = g.op("Split", [qkv], ["q", "k", "v"], axis=-1)
+    one_head_row = g.const(np.array([1, 1, heads, dh], np.int64))
+    per_head = lambda t: g.op("Transpose", [g.op("Reshape", [t, one_head_row])], perm=[0, 2, 1, 3])
+    keys = g.op("Concat", ["past_k", per_head(k)], axis=2)
+    values = g.op("Concat", ["past_v", per_head(v)], axis=2)
+    scores = g.op("MatMul", [per_head(q), g.op("Transpose", [keys], perm=[0, 1, 3, 2])])
+    scores = g.op("Div", [scores, g.const(np.float32(np.sqrt(dh)))])
+    attn = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), values])
+    attn = g.op("Reshape", [g.op("Transpose", [attn], perm=[0, 2, 1, 3]), g.const(np.array([1, 1, d], np.int64))])
+    x = g.op("Add", [x, linear(attn, d, d)])
+    u = linear(layer_norm(g, x, d), d, 4 * d)
+    cube = g.op("Pow", [u, g.const(np.float32(3))])
+    inner = g.op("Mul", [g.op("Add", [u, g.op("Mul", [cube, g.const(np.float32(0.044715))])]), g.const(np.float32(np.sqrt(2 / np.pi)))])
+    gelu = g.op("Mul", [g.op("Mul", [u, g.const(np.float32(0.5))]), g.op("Add", [g.op("Tanh", [inner]), g.const(np.float32(1))])])
+    g.op("Add", [x, linear(gelu, 4 * d, d)], ["y"])
+    cache = [1, heads, past, dh]
+    return g.model("gpt2_step", [1, 1, d], [1, 1, d], [("past_k", cache), ("past_v", cache)])
+
+
 def efficientnet():
     g, x, c = Graph(), "x", 40
     silu = lambda t: g.op("Mul", [t, g.op("Sigmoid", [t])])
@@ -130,7 +160,7 @@ def efficientnet():
     return g.model("efficientnet_blocks", [1, c, 28, 28], [1, c, 28, 28])
 
 
-MODELS = {"mobilenet_v2": mobilenet_v2, "gpt2": gpt2, "efficientnet": efficientnet}
+MODELS = {"mobilenet_v2": mobilenet_v2, "gpt2": gpt2, "gpt2_step": gpt2_step, "efficientnet": efficientnet}
 
 if __name__ == "__main__":
     out = sys.argv[1]

@@ -126,14 +126,22 @@ fn k_transposed(s: usize, t: usize) -> String {
 }
 
 /// A transposed operand whose rows are columns of its source is read in place only where
-/// the product packs it; a small one keeps its copy (a plain nest would gather it per row).
+/// the product packs it, or where one query row takes dot products along `k` (which `Kᵀ`
+/// read in place is contiguous along); a small one keeps its copy (a plain nest would gather
+/// it per row).
 #[test]
-fn transpose_into_matmul_only_where_b_is_packed() {
+fn transpose_into_matmul_only_where_the_read_pays() {
     let cfg = OptimizeConfig {
         only: Some(vec!["transpose-into-matmul".into()]),
         ..Default::default()
     };
-    for (s, t, fires) in [(16, 32, true), (4, 32, false), (16, 8, false)] {
+    for (s, t, fires) in [
+        (16, 32, true),
+        (4, 32, false),
+        (16, 8, false),
+        (1, 512, true),
+        (1, 32, false),
+    ] {
         let g = prepared(&k_transposed(s, t), "transpose-into-matmul");
         let (_, report) = optimize(&g, &cfg).expect("optimizer");
         let fired = report.applied.iter().any(|(_, k)| *k > 0);

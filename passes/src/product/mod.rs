@@ -503,6 +503,13 @@ pub fn packs_b_everywhere(batch: i64, m: i64, n: i64, k: i64) -> bool {
     big_enough(batch, m, n, k, 16) && m >= MIN_PACKED_ROWS
 }
 
+/// Whether the default schedule takes dot products along `k` for a `batch × (m×k · k×n)`
+/// product whose `B` is contiguous along `k`, on every CPU target: tiled, with too few rows
+/// of `A` to pack `B` for (a matrix-vector product: one query against a key cache).
+pub fn dots_along_k_everywhere(batch: i64, m: i64, n: i64, k: i64) -> bool {
+    big_enough(batch, m, n, k, 16) && !packs_b(m) && k >= 16
+}
+
 /// The size part of [`worth_tiling`]: at least a vector of columns, 8 steps of `k`, and
 /// `batch·m·n·k` of at least 2^15 (smaller products keep the plain loop nest).
 fn big_enough(batch: i64, m: i64, n: i64, k: i64, lanes: i64) -> bool {

@@ -182,11 +182,14 @@ impl Applier<TNode, TypeAnalysis> for TransposeIntoMatMul {
 /// Whether a MatMul (class `id`, left operand `x`) reads its transposed right operand in
 /// place at no loss: always when the rows of `B` stay contiguous (the permutation keeps the
 /// last axis last: a per-head `V`); otherwise (`K^T`: each row of `B` is a column of the
-/// source) only when the default schedule packs `B`, so that it is gathered once per panel —
-/// in a plain loop nest every row of `A` would gather it again (16 × 16 × 16 heads: ten
-/// times slower than the copy and a contiguous read).
+/// source) only when the default schedule packs `B`, so that it is gathered once per panel,
+/// or takes dot products along `k` where `B` is contiguous along `k` (the source's last
+/// axis is `B`'s rows: one query against a key cache) — in a plain loop nest every row of
+/// `A` would gather it again (16 × 16 × 16 heads: ten times slower than the copy and a
+/// contiguous read).
 fn strided_read_pays(eg: &TEGraph, id: Id, x: Id, perm: &[i64]) -> bool {
-    if perm.last() == Some(&(perm.len() as i64 - 1)) {
+    let rank = perm.len() as i64;
+    if perm.last() == Some(&(rank - 1)) {
         return true;
     }
     let (Some(a), Some(out)) = (
@@ -200,7 +203,10 @@ fn strided_read_pays(eg: &TEGraph, id: Id, x: Id, perm: &[i64]) -> bool {
     };
     let m = if a.len() >= 2 { a[a.len() - 2] } else { 1 };
     let batch: usize = out.iter().product::<usize>() / (m * n).max(1);
-    crate::product::packs_b_everywhere(batch as i64, m as i64, n as i64, k as i64)
+    let (batch, m, n, k) = (batch as i64, m as i64, n as i64, k as i64);
+    let b_along_k = perm.len() >= 2 && perm[perm.len() - 2] == rank - 1;
+    crate::product::packs_b_everywhere(batch, m, n, k)
+        || (b_along_k && crate::product::dots_along_k_everywhere(batch, m, n, k))
 }
 
 /// A view of a view is one Reshape of the inner view's input to the final static shape.
