@@ -99,12 +99,24 @@ def layer_norm(g, x, d):
     return g.op("Add", [g.op("Mul", [normed, g.const(positive(d))]), g.const(normal(d, scale=0.1))])
 
 
+def linear(g, t, n_in, n_out):
+    return g.op("Add", [g.op("MatMul", [t, g.const(normal(n_in, n_out))]), g.const(normal(n_out, scale=0.1))])
+
+
+def gelu_ffn(g, x, d):
+    """GPT-2's feed-forward half after its layer norm: 4d wide, the tanh GELU with `Pow(x, 3)`."""
+    u = linear(g, layer_norm(g, x, d), d, 4 * d)
+    cube = g.op("Pow", [u, g.const(np.float32(3))])
+    inner = g.op("Mul", [g.op("Add", [u, g.op("Mul", [cube, g.const(np.float32(0.044715))])]), g.const(np.float32(np.sqrt(2 / np.pi)))])
+    gelu = g.op("Mul", [g.op("Mul", [u, g.const(np.float32(0.5))]), g.op("Add", [g.op("Tanh", [inner]), g.const(np.float32(1))])])
+    return linear(g, gelu, 4 * d, d)
+
+
 def gpt2():
     g, x = Graph(), "x"
     seq, d, heads = 128, 256, 4
     dh = d // heads
-    linear = lambda t, n_in, n_out: g.op("Add", [g.op("MatMul", [t, g.const(normal(n_in, n_out))]), g.const(normal(n_out, scale=0.1))])
-    qkv = linear(layer_norm(g, x, d), d, 3 * d)
+    qkv = linear(g, layer_norm(g, x, d), d, 3 * d)
     q, k, v = g.op("Split", [qkv], ["q", "k", "v"], axis=-1)
     split_heads = g.const(np.array([1, seq, heads, dh], np.int64))
     per_head = lambda t, perm: g.op("Transpose", [g.op("Reshape", [t, split_heads])], perm=perm)
@@ -113,12 +125,8 @@ def gpt2():
     scores = g.op("Add", [scores, g.const(np.triu(np.full((seq, seq), -1e4, np.float32), 1))])
     attn = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), per_head(v, [0, 2, 1, 3])])
     attn = g.op("Reshape", [g.op("Transpose", [attn], perm=[0, 2, 1, 3]), g.const(np.array([1, seq, d], np.int64))])
-    x = g.op("Add", [x, linear(attn, d, d)])
-    u = linear(layer_norm(g, x, d), d, 4 * d)
-    cube = g.op("Pow", [u, g.const(np.float32(3))])
-    inner = g.op("Mul", [g.op("Add", [u, g.op("Mul", [cube, g.const(np.float32(0.044715))])]), g.const(np.float32(np.sqrt(2 / np.pi)))])
-    gelu = g.op("Mul", [g.op("Mul", [u, g.const(np.float32(0.5))]), g.op("Add", [g.op("Tanh", [inner]), g.const(np.float32(1))])])
-    g.op("Add", [x, linear(gelu, 4 * d, d)], ["y"])
+    x = g.op("Add", [x, linear(g, attn, d, d)])
+    g.op("Add", [x, gelu_ffn(g, x, d)], ["y"])
     return g.model("gpt2_block", [1, seq, d], [1, seq, d])
 
 
@@ -126,8 +134,7 @@ def gpt2_step():
     g, x = Graph(), "x"
     past, d, heads = 128, 768, 12
     dh = d // heads
-    linear = lambda t, n_in, n_out: g.op("Add", [g.op("MatMul", [t, g.const(normal(n_in, n_out))]), g.const(normal(n_out, scale=0.1))])
-    qkv = linear(layer_norm(g, x, d), d, 3 * d)
+    qkv = linear(g, layer_norm(g, x, d), d, 3 * d)
     q, k, v = g.op("Split", [qkv], ["q", "k", "v"], axis=-1)
     one_head_row = g.const(np.array([1, 1, heads, dh], np.int64))
     per_head = lambda t: g.op("Transpose", [g.op("Reshape", [t, one_head_row])], perm=[0, 2, 1, 3])
@@ -137,12 +144,8 @@ def gpt2_step():
     scores = g.op("Div", [scores, g.const(np.float32(np.sqrt(dh)))])
     attn = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), values])
     attn = g.op("Reshape", [g.op("Transpose", [attn], perm=[0, 2, 1, 3]), g.const(np.array([1, 1, d], np.int64))])
-    x = g.op("Add", [x, linear(attn, d, d)])
-    u = linear(layer_norm(g, x, d), d, 4 * d)
-    cube = g.op("Pow", [u, g.const(np.float32(3))])
-    inner = g.op("Mul", [g.op("Add", [u, g.op("Mul", [cube, g.const(np.float32(0.044715))])]), g.const(np.float32(np.sqrt(2 / np.pi)))])
-    gelu = g.op("Mul", [g.op("Mul", [u, g.const(np.float32(0.5))]), g.op("Add", [g.op("Tanh", [inner]), g.const(np.float32(1))])])
-    g.op("Add", [x, linear(gelu, 4 * d, d)], ["y"])
+    x = g.op("Add", [x, linear(g, attn, d, d)])
+    g.op("Add", [x, gelu_ffn(g, x, d)], ["y"])
     cache = [1, heads, past, dh]
     return g.model("gpt2_step", [1, 1, d], [1, 1, d], [("past_k", cache), ("past_v", cache)])
 
