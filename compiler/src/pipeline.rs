@@ -36,6 +36,10 @@ pub struct CompileConfig {
     /// Copies replaced by views (`tessera_passes::views`): a concatenation's producers write
     /// straight into its output, a reshape reads its input's buffer; no copy kernels.
     pub views: tessera_passes::views::ViewConfig,
+    /// Legalise for another target's products than this compiler's (None: its own). The
+    /// fuzzers lower one graph for the CPU and for a GPU with the CPU's weight layouts, so
+    /// that both kernels take the same buffers.
+    pub legalize: Option<tessera_passes::legalize::LegalizeConfig>,
 }
 
 impl Default for CompileConfig {
@@ -49,6 +53,7 @@ impl Default for CompileConfig {
             tile_products: true,
             tuned: None,
             views: Default::default(),
+            legalize: None,
         }
     }
 }
@@ -97,9 +102,10 @@ impl Compiler {
         graph: &Graph,
         bindings: &BTreeMap<String, usize>,
     ) -> Result<Stages, CompileError> {
-        let legalize_cfg = match self.target.is_gpu() {
-            true => tessera_passes::legalize::LegalizeConfig::gpu(),
-            false => tessera_passes::legalize::LegalizeConfig::cpu(),
+        let legalize_cfg = match (self.config.legalize, self.target.is_gpu()) {
+            (Some(cfg), _) => cfg,
+            (None, true) => tessera_passes::legalize::LegalizeConfig::gpu(),
+            (None, false) => tessera_passes::legalize::LegalizeConfig::cpu(),
         };
         let prepared = tessera_passes::fold::prepare_for(graph, bindings, &legalize_cfg)?;
         let (mut optimized, report) = if self.config.optimize {

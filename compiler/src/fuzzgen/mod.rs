@@ -260,13 +260,16 @@ pub fn run_target(target: FuzzTarget, data: &[u8]) -> Result<Verdict, Box<Findin
 }
 
 /// A graph's kernels, lowered in the shape that suits `target` (after the optimizer, symbols
-/// bound to 1) but not scheduled.
+/// bound to 1) but not scheduled; legalised for the CPU on every target.
 pub fn unscheduled_kernels(
     graph: &Graph,
     target: &Target,
 ) -> Result<Vec<tessera_passes::lower::Kernel>, crate::CompileError> {
+    // The CPU's weight layouts on every target: the CPU's and a GPU's kernels of one
+    // graph then take the same buffers, and one set of inputs checks both.
     let cfg = CompileConfig {
         schedule: false,
+        legalize: Some(tessera_passes::legalize::LegalizeConfig::cpu()),
         ..Default::default()
     };
     let bindings = crate::pipeline::bind_symbols(graph, &BTreeMap::new());
