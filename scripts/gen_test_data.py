@@ -9,8 +9,9 @@ shipped in the onnx wheel — writes
 where the outputs come from onnxruntime, the reference the model tests compare against.
 For bundled models with a symbolic batch, batch sizes 1, 3 and 8 are written as
     models/<name>/batch<B>/...
-Idempotent: a model whose folder is complete is skipped.
+Idempotent: a case whose folder is complete for the same model bytes is skipped.
 """
+import hashlib
 import os
 import shutil
 import sys
@@ -30,7 +31,11 @@ def numpy_dtype(elem_type):
 
 
 def write_case(model_path, out_dir, batch, seed):
-    if os.path.exists(os.path.join(out_dir, "done")):
+    # `done` holds the model's hash: a model rebuilt differently gets its case written again.
+    with open(model_path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    done = os.path.join(out_dir, "done")
+    if os.path.exists(done) and open(done).read() == digest:
         return
     os.makedirs(out_dir, exist_ok=True)
     model = onnx.load(model_path)
@@ -48,7 +53,8 @@ def write_case(model_path, out_dir, batch, seed):
     outs = sess.run(None, feeds)
     for i, y in enumerate(outs):
         np.save(os.path.join(out_dir, f"ort_output_{i}.npy"), y)
-    open(os.path.join(out_dir, "done"), "w").close()
+    with open(done, "w") as f:
+        f.write(digest)
 
 
 def main():
