@@ -8,7 +8,7 @@
 //!
 //! Also: a product whose `B` is a 2-D constant gets it in the layout its default schedule
 //! reads best (`k×n` where `B` is packed, `n×k` for a matrix-vector product), transposed at
-//! compile time ([`lay_out_constant_b`]) — at no run-time cost.
+//! compile time (`lay_out_constant_b`) — at no run-time cost.
 //!
 //! Invariant: legalisation preserves the graph's meaning exactly up to float reassociation;
 //! the verifier runs after it, as after every pass.

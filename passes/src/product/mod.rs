@@ -286,8 +286,8 @@ impl ProductTiling {
     /// two vectors with 16; `k` blocks of 512; rows split into blocks when that balances the
     /// threads' shares ([`balanced_row_block`]). A product with fewer rows than a tile (a
     /// matrix-vector product) reads `B` in place, all its rows in one tile; one with fewer
-    /// columns than a vector whose operands run along `k` ([`narrow_dots`]) takes dot
-    /// products along `k`, [`NARROW_DOTS`] accumulators over its rows. A convolution's
+    /// columns than a vector whose operands run along `k` (`narrow_dots`) takes dot
+    /// products along `k`, `NARROW_DOTS` accumulators over its rows. A convolution's
     /// panels are whole output rows ([`conv_panel_rows`]), as many rows of the tile as the
     /// registers hold beside them.
     pub fn default_for(spec: &ProductSpec, lanes: i64, threads: i64) -> ProductTiling {
@@ -472,7 +472,7 @@ fn round_up(x: i64, m: i64) -> i64 {
 }
 
 /// Whether tiling pays off for this product: a big enough product in f32 with at least a
-/// vector of columns, or a narrow one that takes dot products ([`narrow_dots`]) — and, for a convolution, enough output channels per group to pack
+/// vector of columns, or a narrow one that takes dot products (`narrow_dots`) — and, for a convolution, enough output channels per group to pack
 /// for (`MIN_PACKED_ROWS`). A depthwise convolution (one output channel per group) would read
 /// its input in place with per-lane index arithmetic; the direct lowering unrolls its taps
 /// over statically valid column ranges instead (ShuffleNet's 3×3 depthwise convolutions:
