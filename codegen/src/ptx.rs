@@ -275,7 +275,7 @@ fn internalize(module: &Module, progs: &[&LoopProgram]) {
     }
 }
 
-/// CUDA's libdevice bitcode: `$TESSERA_LIBDEVICE`, else the first of [`nvcc_candidates`].
+/// CUDA's libdevice bitcode: `$TESSERA_LIBDEVICE`, else the first of `nvcc_candidates`.
 pub fn find_libdevice() -> Result<PathBuf, CodegenError> {
     if let Ok(p) = std::env::var("TESSERA_LIBDEVICE") {
         let p = PathBuf::from(p);
@@ -342,7 +342,7 @@ pub fn site_packages(env: &Path) -> Option<PathBuf> {
         .find(|p| p.is_dir())
 }
 
-/// NVIDIA's PTX assembler: `$TESSERA_PTXAS`, else the first of [`nvcc_candidates`], else
+/// NVIDIA's PTX assembler: `$TESSERA_PTXAS`, else the first of `nvcc_candidates`, else
 /// `ptxas` on the `PATH`.
 pub fn find_ptxas() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("TESSERA_PTXAS") {

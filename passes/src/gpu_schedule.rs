@@ -10,7 +10,7 @@
 //! kernel with no loop that can be bound safely runs as one GPU thread — slow, never wrong.
 //!
 //! Binding is only done when it is provably safe, by an interval argument on the store
-//! indices (see [`disjoint_stores`]): two threads never write the same element, and a thread
+//! indices (see `disjoint_stores`): two threads never write the same element, and a thread
 //! never reads an element another thread writes ([`carries_dependence`]).
 
 use crate::error::PassError;

@@ -8,7 +8,7 @@
 //! qualifies (see [`vectorizable`]); otherwise it silently stays scalar, because
 //! vectorization is an optimisation, never a change of meaning.
 //!
-//! For the GPU ([`Backend::Cuda`], see [`gpu`]) the function takes only the buffers, loops
+//! For the GPU ([`Backend::Cuda`], see `mlir/gpu.rs`) the function takes only the buffers, loops
 //! bound to blocks and threads read their index from the `nvvm` special registers, and nothing
 //! is vectorized (a GPU thread is one lane).
 

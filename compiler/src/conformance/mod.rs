@@ -6,7 +6,7 @@
 //! of scope, runs the in-scope ones on each [`Backend`], and compares with the expected outputs
 //! the way onnx's own runner does: same number of outputs, exact dtype and shape, and
 //! `|actual − expected| ≤ atol + rtol·|expected|` (NaN matches NaN) with rtol 1e-3 / atol 1e-7
-//! unless [`TOLERANCE_OVERRIDES`] names the test and says why. [`report`] renders the results.
+//! unless [`TOLERANCE_OVERRIDES`] names the test and says why. [`report()`] renders the results.
 //!
 //! Invariant: "unsupported operator" is a failure, never out of scope; out of scope is decided
 //! from the model file alone, before anything of ours runs.

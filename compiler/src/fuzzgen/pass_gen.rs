@@ -167,7 +167,7 @@ pub fn print(p: &LoopPass) -> String {
     }
 }
 
-/// Parses one line printed by [`print`].
+/// Parses one line printed by [`print()`].
 pub fn parse(line: &str) -> std::result::Result<LoopPass, String> {
     let bad = || format!("bad pass `{line}`");
     let num = |s: Option<&str>| -> std::result::Result<i64, String> {

@@ -288,7 +288,7 @@ impl ProductTiling {
     /// matrix-vector product) reads `B` in place, all its rows in one tile; one with fewer
     /// columns than a vector whose operands run along `k` (`narrow_dots`) takes dot
     /// products along `k`, `NARROW_DOTS` accumulators over its rows. A convolution's
-    /// panels are whole output rows ([`conv_panel_rows`]), as many rows of the tile as the
+    /// panels are whole output rows (`conv_panel_rows`), as many rows of the tile as the
     /// registers hold beside them.
     pub fn default_for(spec: &ProductSpec, lanes: i64, threads: i64) -> ProductTiling {
         let wide = lanes >= 16;
