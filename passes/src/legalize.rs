@@ -136,12 +136,7 @@ fn lay_out_constant_b(g: &mut Graph, cfg: &LegalizeConfig) -> Result<usize, IrEr
                 ("transB", Attr::Int(i64::from(!trans_b)))
             }
             OpKind::MatMul if !n.attrs.contains_key("b_perm") => {
-                // Rows of one product: a 1-D A is one row.
-                let rows = match a_shape.len() {
-                    0 | 1 => 1,
-                    r => a_shape[r - 2] as i64,
-                };
-                if packs_b(rows) {
+                if packs_b(crate::product::matmul_rows(&a_shape)) {
                     continue;
                 }
                 ("b_perm", Attr::Ints(vec![1, 0]))

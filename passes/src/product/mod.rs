@@ -472,8 +472,8 @@ fn round_up(x: i64, m: i64) -> i64 {
 }
 
 /// Whether tiling pays off for this product: a big enough product in f32 with at least a
-/// vector of columns, or a narrow one that takes dot products (`narrow_dots`) — and, for a convolution, enough output channels per group to pack
-/// for (`MIN_PACKED_ROWS`). A depthwise convolution (one output channel per group) would read
+/// vector of columns, or a narrow one that takes dot products (`narrow_dots`) — and, for a
+/// convolution, enough output channels per group to pack for (`MIN_PACKED_ROWS`). A depthwise convolution (one output channel per group) would read
 /// its input in place with per-lane index arithmetic; the direct lowering unrolls its taps
 /// over statically valid column ranges instead (ShuffleNet's 3×3 depthwise convolutions:
 /// 0.39 ms tiled, 0.024 ms direct).
@@ -490,7 +490,7 @@ pub fn worth_tiling(spec: &ProductSpec, lanes: i64) -> bool {
 fn narrow_dots(spec: &ProductSpec, lanes: i64) -> bool {
     spec.n < lanes
         && spec.k >= 4 * lanes
-        && spec.batch * spec.m * spec.n * spec.k >= 1 << 15
+        && spec.batch * spec.m * spec.n * spec.k >= MIN_TILED_WORK
         && dot::suits(spec)
 }
 
@@ -502,7 +502,7 @@ const NARROW_DOTS: i64 = 8;
 /// a stride along its rows (a transposed operand read in place) is then gathered once per
 /// panel rather than once per row of `A`.
 pub fn packs_b_everywhere(batch: i64, m: i64, n: i64, k: i64) -> bool {
-    big_enough(batch, m, n, k, 16) && m >= MIN_PACKED_ROWS
+    big_enough(batch, m, n, k, 16) && packs_b(m)
 }
 
 /// Whether the default schedule takes dot products along `k` for a `batch × (m×k · k×n)`
@@ -513,9 +513,22 @@ pub fn dots_along_k_everywhere(batch: i64, m: i64, n: i64, k: i64) -> bool {
 }
 
 /// The size part of [`worth_tiling`]: at least a vector of columns, 8 steps of `k`, and
-/// `batch·m·n·k` of at least 2^15 (smaller products keep the plain loop nest).
+/// `batch·m·n·k` of at least [`MIN_TILED_WORK`].
 fn big_enough(batch: i64, m: i64, n: i64, k: i64, lanes: i64) -> bool {
-    n >= lanes && k >= 8 && batch * m * n * k >= 1 << 15
+    n >= lanes && k >= 8 && batch * m * n * k >= MIN_TILED_WORK
+}
+
+/// The fewest multiply-adds (`batch·m·n·k`) a product is tiled for: smaller products keep
+/// the plain loop nest.
+const MIN_TILED_WORK: i64 = 1 << 15;
+
+/// The rows of `A` in one product of a MatMul whose left operand has shape `a` (per batch;
+/// a 1-D `A` is one row).
+pub fn matmul_rows(a: &[usize]) -> i64 {
+    match a.len() {
+        0 | 1 => 1,
+        r => a[r - 2] as i64,
+    }
 }
 
 /// Rows from which the default tiling packs `B`'s panels (fewer: `B` is read in place).

@@ -201,9 +201,9 @@ fn strided_read_pays(eg: &TEGraph, id: Id, x: Id, perm: &[i64]) -> bool {
     let (Some(&k), Some(&n)) = (a.last(), out.last()) else {
         return false;
     };
-    let m = if a.len() >= 2 { a[a.len() - 2] } else { 1 };
-    let batch: usize = out.iter().product::<usize>() / (m * n).max(1);
-    let (batch, m, n, k) = (batch as i64, m as i64, n as i64, k as i64);
+    let m = crate::product::matmul_rows(&a);
+    let (n, k) = (n as i64, k as i64);
+    let batch = out.iter().product::<usize>() as i64 / (m * n).max(1);
     let b_along_k = perm.len() >= 2 && perm[perm.len() - 2] == rank - 1;
     crate::product::packs_b_everywhere(batch, m, n, k)
         || (b_along_k && crate::product::dots_along_k_everywhere(batch, m, n, k))
