@@ -106,7 +106,7 @@ pub(crate) fn fused(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError
             match an.op {
                 OpKind::MatMul => super::linalg::matmul(&acx, b),
                 OpKind::Gemm => super::linalg::gemm(&acx, b),
-                _ => super::linalg::conv(&acx, b),
+                _ => super::conv::conv(&acx, b),
             }
         }
     }

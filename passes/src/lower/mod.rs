@@ -9,6 +9,7 @@ mod data;
 mod elementwise;
 mod fused;
 pub use fused::{is_anchor, is_sink};
+mod conv;
 mod linalg;
 mod nn;
 mod signal;
@@ -182,6 +183,25 @@ pub(crate) type Prologue<'a> = dyn Fn(&[IExpr]) -> VExpr + 'a;
 
 /// An epilogue: `(value, output coordinates) -> stored value`.
 pub(crate) type Epilogue<'a> = dyn Fn(VExpr, &[IExpr]) -> VExpr + 'a;
+
+/// Whether a value costs much more than a multiply-add per element: a transcendental
+/// function, a square root or a division (SiLU's `x / (1 + exp(-x))` is; ReLU, a clip or a
+/// residual add is not). Loads, selects and casts count by their operands.
+pub(crate) fn is_costly(e: &VExpr) -> bool {
+    use tessera_ir::loops::UnOp::*;
+    match e {
+        VExpr::Unary(Exp | Log | Sqrt | Tanh | Erf | Sin | Cos, _) => true,
+        VExpr::Binary(tessera_ir::loops::BinOp::Div | tessera_ir::loops::BinOp::Pow, _, _) => true,
+        VExpr::Unary(_, a) | VExpr::Cast(_, a) => is_costly(a),
+        VExpr::Binary(_, a, b) | VExpr::Cmp(_, a, b) => is_costly(a) || is_costly(b),
+        VExpr::Select(c, a, b) => is_costly(c) || is_costly(a) || is_costly(b),
+        VExpr::Const(..)
+        | VExpr::Load { .. }
+        | VExpr::Acc(..)
+        | VExpr::ICmp(..)
+        | VExpr::Index(..) => false,
+    }
+}
 
 impl NodeCx<'_> {
     pub fn err(&self, msg: impl Into<String>) -> PassError {
@@ -395,8 +415,8 @@ fn lower_node(
         _ if cx.out_shape.contains(&0) => Vec::new(),
         MatMul => linalg::matmul(&cx, &mut b)?,
         Gemm => linalg::gemm(&cx, &mut b)?,
-        Conv => linalg::conv(&cx, &mut b)?,
-        ConvTranspose => linalg::conv_transpose(&cx, &mut b)?,
+        Conv => conv::conv(&cx, &mut b)?,
+        ConvTranspose => conv::conv_transpose(&cx, &mut b)?,
         MaxPool | AveragePool => nn::pool(&cx, &mut b)?,
         GlobalAveragePool => nn::global_avg_pool(&cx, &mut b)?,
         BatchNormalization => elementwise::batch_norm(&cx, &mut b)?,
