@@ -191,6 +191,28 @@ impl Graph {
         ix
     }
 
+    /// Adds the DAG edges from node `ix` to the nodes already in the graph that read its
+    /// outputs: for a node added in place of one removed (a rewrite that keeps the output's
+    /// value), whose consumers [`Graph::add_node`] does not know of.
+    pub fn connect_consumers(&mut self, ix: NodeIndex) {
+        let outputs = self.dag[ix].outputs.clone();
+        let consumers: Vec<NodeIndex> = self
+            .dag
+            .node_indices()
+            .filter(|&c| c != ix)
+            .filter(|&c| {
+                self.dag[c]
+                    .inputs
+                    .iter()
+                    .flatten()
+                    .any(|v| outputs.contains(v))
+            })
+            .collect();
+        for c in consumers {
+            self.dag.add_edge(ix, c, ());
+        }
+    }
+
     /// Convenience for API users: adds `op(inputs)` with one fresh output and returns it.
     pub fn op(&mut self, op: OpKind, inputs: &[ValueId], attrs: Attrs) -> ValueId {
         let name = format!("{}_{}", op.name().to_lowercase(), self.dag.node_count());

@@ -10,6 +10,10 @@
 //! reads best (`k×n` where `B` is packed, `n×k` for a matrix-vector product), transposed at
 //! compile time (`lay_out_constant_b`) — at no run-time cost.
 //!
+//! And a 2-D ConvTranspose with a constant weight becomes the product its definition is — every
+//! input pixel times the weight's `cout·kh·kw` columns — and a Col2Im that adds the columns
+//! into the image (`conv_transpose_as_product`), as onnxruntime computes it.
+//!
 //! Invariant: legalisation preserves the graph's meaning exactly up to float reassociation;
 //! the verifier runs after it, as after every pass.
 
@@ -41,7 +45,8 @@ impl LegalizeConfig {
 
 /// Rewrites every node that needs it; returns how many were rewritten.
 pub fn legalize(g: &mut Graph, cfg: &LegalizeConfig) -> Result<usize, IrError> {
-    let mut count = lay_out_constant_b(g, cfg)?;
+    let mut count = conv_transpose_as_product(g)?;
+    count += lay_out_constant_b(g, cfg)?;
     for ix in g.topo_order()? {
         let n = g.node(ix).clone();
         if n.op != OpKind::Resize {
@@ -154,6 +159,186 @@ fn lay_out_constant_b(g: &mut Graph, cfg: &LegalizeConfig) -> Result<usize, IrEr
     Ok(count)
 }
 
+/// ConvTranspose(x, W[cin, cout, kh, kw], bias) with one group and a constant weight, as
+///
+/// ```text
+/// cols = MatMul(Wᵀ[cout·kh·kw, cin], Reshape(x, [n, cin, h·w]))      (n, cout·kh·kw, h·w)
+/// y    = Col2Im(cols, [oh, ow], [kh, kw], strides, dilations, pads) + bias[cout, 1, 1]
+/// ```
+///
+/// which is the definition: input pixel `p` adds `x[ci, p] · W[ci, co, ky, kx]` at output
+/// `p·stride + (ky, kx)·dilation − pad`. The product takes the tiled, packed schedules; the
+/// gather form that the lowering has for the rest (every output tests every tap) ran a 2×2,
+/// stride-2 upsampling of a 128×32×32 map in 79 ms against onnxruntime's 0.8 ms. Col2Im's
+/// pads are the begin pads and end pads that make its block count the input's size (the
+/// output padding is positions no block reaches). Grouped, non-constant or malformed ones
+/// stay as they are: the lowering reports what is wrong with them.
+fn conv_transpose_as_product(g: &mut Graph) -> Result<usize, IrError> {
+    use tessera_ir::Attr;
+    let mut as_columns = Derived::new("as_columns");
+    let mut count = 0;
+    for ix in g.topo_order()? {
+        let n = g.node(ix).clone();
+        if n.op != OpKind::ConvTranspose {
+            continue;
+        }
+        let (Some(x), Some(w)) = (
+            n.inputs.first().copied().flatten(),
+            n.inputs.get(1).copied().flatten(),
+        ) else {
+            continue;
+        };
+        let (Some(xt), Some(wt)) = (g.ty(x).cloned(), g.initializers.get(&w)) else {
+            continue;
+        };
+        let (Some(xs), ws) = (xt.static_shape(), wt.shape().to_vec()) else {
+            continue;
+        };
+        if !xt.dtype.is_float() || wt.dtype() != xt.dtype {
+            continue;
+        }
+        let Ok(geo) = tessera_ir::infer::conv_transpose_geometry(&n, &xs, &ws) else {
+            continue;
+        };
+        if geo.group != 1 {
+            continue;
+        }
+        let (nb, cin, cout) = (xs[0], xs[1], geo.out_channels);
+        let [kh, kw] = geo.kernel;
+        // The least end pad >= 0 that gives Col2Im exactly the input's blocks per axis.
+        let mut pads = [0i64; 4];
+        let mut fits = true;
+        for d in 0..2 {
+            let (inp, s, out, pb) = (
+                xs[2 + d] as i64,
+                geo.strides[d],
+                geo.out[d] as i64,
+                geo.pad_begin[d],
+            );
+            let eff = (geo.kernel[d] as i64 - 1) * geo.dilations[d] + 1;
+            let least = (inp - 1) * s + eff - out - pb;
+            let pe = least.max(0);
+            fits &= pb >= 0 && pe < least + s;
+            pads[d] = pb;
+            pads[2 + d] = pe;
+        }
+        if !fits {
+            continue;
+        }
+        let err = |msg: String| IrError::Node {
+            node: n.name.clone(),
+            op: n.op.name().into(),
+            msg,
+        };
+        // Wᵀ as [cout·kh·kw, cin]: W[ci, co, ky, kx] moved to [co, ky, kx, ci].
+        let wm = as_columns
+            .of(g, w, |t| {
+                crate::derived::transposed(t, &[1, 2, 3, 0])?
+                    .reshaped(vec![cout * kh * kw, cin])
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(err)?;
+        g.remove_node(ix);
+        let mut e = Emit::new(&n.name);
+        let (flat, cols) = (e.fresh(g, "pixels"), e.fresh(g, "columns"));
+        let flat_shape = e.ints(g, "shape", &[nb, cin, xs[2] * xs[3]]);
+        e.add(
+            g,
+            OpKind::Reshape,
+            vec![x, flat_shape],
+            Default::default(),
+            flat,
+        );
+        e.add(g, OpKind::MatMul, vec![wm, flat], Default::default(), cols);
+        let image = e.ints(g, "image", &geo.out);
+        let block = e.ints(g, "block", &geo.kernel);
+        let ints = |v: &[i64]| Attr::Ints(v.to_vec());
+        let attrs = [
+            ("strides".to_string(), ints(&geo.strides)),
+            ("dilations".to_string(), ints(&geo.dilations)),
+            ("pads".to_string(), ints(&pads)),
+        ]
+        .into_iter()
+        .collect();
+        let out = n.outputs[0];
+        let bias = n.inputs.get(2).copied().flatten();
+        let summed = match bias {
+            Some(_) => e.fresh(g, "summed"),
+            None => out,
+        };
+        e.add(g, OpKind::Col2Im, vec![cols, image, block], attrs, summed);
+        if let Some(bias) = bias {
+            let (per_channel, shape) = (e.fresh(g, "bias"), e.ints(g, "shape", &[cout, 1, 1]));
+            e.add(
+                g,
+                OpKind::Reshape,
+                vec![bias, shape],
+                Default::default(),
+                per_channel,
+            );
+            e.add(
+                g,
+                OpKind::Add,
+                vec![summed, per_channel],
+                Default::default(),
+                out,
+            );
+        }
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Adds the nodes and constants that replace one node, named after it.
+struct Emit<'a> {
+    node: &'a str,
+    made: usize,
+}
+
+impl<'a> Emit<'a> {
+    fn new(node: &'a str) -> Emit<'a> {
+        Emit { node, made: 0 }
+    }
+
+    /// A new value, `<node>_<what><k>`.
+    fn fresh(&mut self, g: &mut Graph, what: &str) -> ValueId {
+        self.made += 1;
+        g.fresh_value(&format!("{}_{what}{}", self.node, self.made))
+    }
+
+    /// A new i64 constant holding `values` (a shape).
+    fn ints(&mut self, g: &mut Graph, what: &str, values: &[usize]) -> ValueId {
+        let v = self.fresh(g, what);
+        let name = g.name_of(v).to_string();
+        let vals: Vec<i64> = values.iter().map(|&d| d as i64).collect();
+        g.add_initializer(
+            &name,
+            Tensor::from_i64(DType::I64, vec![values.len()], &vals),
+        )
+    }
+
+    /// A node `op(inputs) -> out`.
+    fn add(
+        &self,
+        g: &mut Graph,
+        op: OpKind,
+        inputs: Vec<ValueId>,
+        attrs: tessera_ir::Attrs,
+        out: ValueId,
+    ) {
+        let name = format!("{}_{}", self.node, g.name_of(out));
+        let ix = g.add_node(Node {
+            name,
+            op,
+            attrs,
+            inputs: inputs.into_iter().map(Some).collect(),
+            outputs: vec![out],
+        });
+        // The replaced node's output keeps its consumers.
+        g.connect_consumers(ix);
+    }
+}
+
 /// Emits the per-axis matrix products replacing Resize node `n`.
 fn resize_by_matrices(
     g: &mut Graph,
@@ -163,26 +348,7 @@ fn resize_by_matrices(
     shape: &[usize],
     plan: &ResizePlan,
 ) {
-    let mut k = 0;
-    let mut fresh = |g: &mut Graph, what: &str| {
-        k += 1;
-        g.fresh_value(&format!("{}_{what}{k}", n.name))
-    };
-    let add = |g: &mut Graph, op: OpKind, inputs: Vec<ValueId>, attrs, out: ValueId| {
-        let name = format!("{}_{}", n.name, g.name_of(out));
-        g.add_node(Node {
-            name,
-            op,
-            attrs,
-            inputs: inputs.into_iter().map(Some).collect(),
-            outputs: vec![out],
-        });
-    };
-    let ints = |g: &mut Graph, fresh_v: ValueId, v: &[usize]| {
-        let name = g.name_of(fresh_v).to_string();
-        let vals: Vec<i64> = v.iter().map(|&d| d as i64).collect();
-        g.add_initializer(&name, Tensor::from_i64(DType::I64, vec![v.len()], &vals))
-    };
+    let mut e = Emit::new(&n.name);
     let mut cur = x;
     let mut cur_shape = shape.to_vec();
     let mut outside = vec![false; 1];
@@ -209,10 +375,10 @@ fn resize_by_matrices(
             }
         }
         let (wv, flat, prod, next) = (
-            fresh(g, "interp"),
-            fresh(g, "rows"),
-            fresh(g, "resized"),
-            fresh(g, "axis"),
+            e.fresh(g, "interp"),
+            e.fresh(g, "rows"),
+            e.fresh(g, "resized"),
+            e.fresh(g, "axis"),
         );
         let (w_shape, w_vals) = if b == 1 {
             // Last axis: rows [a, in] x Wᵀ [in, out].
@@ -229,19 +395,17 @@ fn resize_by_matrices(
         let wname = g.name_of(wv).to_string();
         let wv = g.add_initializer(&wname, Tensor::from_f64(dt, w_shape, &w_vals));
         let flat_shape = if b == 1 { vec![a, il] } else { vec![a, il, b] };
-        let fs = fresh(g, "shape");
-        let fs = ints(g, fs, &flat_shape);
-        add(g, OpKind::Reshape, vec![cur, fs], Default::default(), flat);
+        let fs = e.ints(g, "shape", &flat_shape);
+        e.add(g, OpKind::Reshape, vec![cur, fs], Default::default(), flat);
         let inputs = if b == 1 {
             vec![flat, wv]
         } else {
             vec![wv, flat]
         };
-        add(g, OpKind::MatMul, inputs, Default::default(), prod);
+        e.add(g, OpKind::MatMul, inputs, Default::default(), prod);
         cur_shape[d] = ol;
-        let ns = fresh(g, "shape");
-        let ns = ints(g, ns, &cur_shape);
-        add(g, OpKind::Reshape, vec![prod, ns], Default::default(), next);
+        let ns = e.ints(g, "shape", &cur_shape);
+        e.add(g, OpKind::Reshape, vec![prod, ns], Default::default(), next);
         cur = next;
         // Outside positions: the union over axes, as a mask broadcast over the output.
         let mut grown = Vec::with_capacity(outside.len() * ol);
@@ -255,21 +419,21 @@ fn resize_by_matrices(
     }
     let out = n.outputs[0];
     if outside.iter().any(|&o| o) {
-        let mv = fresh(g, "outside");
+        let mv = e.fresh(g, "outside");
         let mname = g.name_of(mv).to_string();
         let vals: Vec<i64> = outside.iter().map(|&o| o as i64).collect();
         let mask = g.add_initializer(&mname, Tensor::from_i64(DType::Bool, outside_shape, &vals));
-        let ev = fresh(g, "extrapolation");
+        let ev = e.fresh(g, "extrapolation");
         let ename = g.name_of(ev).to_string();
-        let e = g.add_initializer(&ename, Tensor::from_f64(dt, vec![], &[plan.extrapolation]));
-        add(
+        let value = g.add_initializer(&ename, Tensor::from_f64(dt, vec![], &[plan.extrapolation]));
+        e.add(
             g,
             OpKind::Where,
-            vec![mask, e, cur],
+            vec![mask, value, cur],
             Default::default(),
             out,
         );
     } else {
-        add(g, OpKind::Identity, vec![cur], Default::default(), out);
+        e.add(g, OpKind::Identity, vec![cur], Default::default(), out);
     }
 }

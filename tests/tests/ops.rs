@@ -976,5 +976,34 @@ fn conv_transpose() {
             b = b.input(DType::F32, &[w[1] * group]);
         }
         run(&name, b.build(), REDUCTION);
+        // A constant weight (one group): legalised into a product and a Col2Im, the bias
+        // and a ReLU fused into the Col2Im.
+        let mut b = OneOp::new(OpKind::ConvTranspose, a(&at))
+            .input(DType::F32, &x)
+            .constant(odd_values(&w));
+        if bias {
+            b = b.input(DType::F32, &[w[1] * group]);
+        }
+        let mut g = b.build();
+        let out = g.outputs[0];
+        let relu = g.op(OpKind::Relu, &[out], Default::default());
+        g.outputs = vec![relu];
+        let prepared = tessera_passes::fold::prepare(&g, &Default::default()).unwrap();
+        let ops: Vec<OpKind> = prepared.nodes().map(|(_, n)| n.op).collect();
+        assert_eq!(
+            ops.contains(&OpKind::ConvTranspose),
+            group != 1,
+            "{name}: {ops:?}"
+        );
+        run(&format!("{name}, constant weight, ReLU"), g, REDUCTION);
     }
+}
+
+/// A tensor of `shape` with values spread over [-1, 1] (no two neighbours alike).
+fn odd_values(shape: &[usize]) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f64> = (0..n)
+        .map(|i| ((i * 37 % 101) as f64) / 50.0 - 1.0)
+        .collect();
+    Tensor::from_f64(DType::F32, shape.to_vec(), &v)
 }

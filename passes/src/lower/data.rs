@@ -612,8 +612,15 @@ pub(crate) fn affine_grid(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, Pas
     Ok(store_nest(cx, &dims, dst, value))
 }
 
-/// Col2Im in gather form: each image position sums, over the kernel offsets, the column entry
-/// that a block puts there (guarded: a position is not hit by every offset).
+/// Col2Im in gather form: each image position sums the column entries that blocks put there.
+///
+/// Along an axis with dilation 1, the offsets that reach position `y` are those of its phase,
+/// `ky = (y + pad) mod stride + j·stride`, from block `(y + pad) / stride − j`: a tap loop of
+/// `⌈kernel / stride⌉` steps instead of `kernel` (none when the kernel is at most the stride —
+/// a ConvTranspose that upsamples by its kernel size reads one entry per output), guarded
+/// where the offset or the block falls outside. Other dilations test every offset for being
+/// a multiple of the stride away. A fused epilogue (a ConvTranspose's bias, an activation)
+/// applies to each position's sum.
 pub(crate) fn col2im(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
     use tessera_ir::loops::{BinOp, CmpOp, Reduce, ReduceOp};
     let s = cx.shape(0).to_vec();
@@ -627,32 +634,56 @@ pub(crate) fn col2im(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErro
     let k = p.image.len();
     let dims = b.dims(&cx.out_shape);
     let oi = idx(&dims);
-    let kvars: Vec<String> = (0..k).map(|_| b.var()).collect();
+    let and = |a: Option<VExpr>, c: VExpr| match a {
+        Some(a) => VExpr::bin(BinOp::And, a, c),
+        None => c,
+    };
     let mut ok: Option<VExpr> = None;
     let mut blocks = Vec::with_capacity(k);
+    let mut offsets = Vec::with_capacity(k);
+    let mut taps: Vec<(String, i64)> = Vec::new();
     for d in 0..k {
-        // t = y + pad - kk·dilation must be a multiple of the stride, t / stride a block.
-        let t = oi[2 + d]
-            .clone()
-            .plus(IExpr::c(p.pad_begin[d] as i64))
-            .minus(IExpr::var(&kvars[d]).times(p.dilations[d] as i64));
-        let st = p.strides[d] as i64;
-        let hit = VExpr::bin(
-            BinOp::And,
-            in_range(t.clone(), p.n_blocks[d] * p.strides[d]),
-            VExpr::ICmp(CmpOp::Eq, t.clone().modulo(st), IExpr::c(0)),
-        );
-        ok = Some(match ok {
-            Some(o) => VExpr::bin(BinOp::And, o, hit),
-            None => hit,
-        });
-        blocks.push(clamp(t.floordiv(st), p.n_blocks[d]));
+        let at = oi[2 + d].clone().plus(IExpr::c(p.pad_begin[d] as i64));
+        let (st, kernel, nb) = (p.strides[d] as i64, p.block[d] as i64, p.n_blocks[d]);
+        if p.dilations[d] == 1 {
+            // Offset `phase + j·stride` from block `at / stride − j`.
+            let steps = (kernel + st - 1) / st;
+            let j = match steps {
+                1 => IExpr::c(0),
+                _ => {
+                    let j = b.var();
+                    taps.push((j.clone(), steps));
+                    IExpr::var(&j)
+                }
+            };
+            let offset = at.clone().modulo(st).plus(j.clone().times(st));
+            let block = at.floordiv(st).minus(j);
+            if kernel % st != 0 {
+                ok = Some(and(
+                    ok,
+                    VExpr::ICmp(CmpOp::Lt, offset.clone(), IExpr::c(kernel)),
+                ));
+            }
+            ok = Some(and(ok, in_range(block.clone(), nb)));
+            blocks.push(clamp(block, nb));
+            offsets.push(offset);
+        } else {
+            // t = y + pad − kk·dilation must be a multiple of the stride, t / stride a block.
+            let kk = b.var();
+            taps.push((kk.clone(), kernel));
+            let t = at.minus(IExpr::var(&kk).times(p.dilations[d] as i64));
+            let hit = VExpr::bin(
+                BinOp::And,
+                in_range(t.clone(), p.n_blocks[d] * p.strides[d]),
+                VExpr::ICmp(CmpOp::Eq, t.clone().modulo(st), IExpr::c(0)),
+            );
+            ok = Some(and(ok, hit));
+            blocks.push(clamp(t.floordiv(st), nb));
+            offsets.push(IExpr::var(&kk));
+        }
     }
     let kernel: usize = p.block.iter().product();
-    let kflat = IExpr::linear(
-        &kvars.iter().map(|v| IExpr::var(v)).collect::<Vec<_>>(),
-        &strides_of(&p.block),
-    );
+    let kflat = IExpr::linear(&offsets, &strides_of(&p.block));
     let row = oi[1].clone().times(kernel as i64).plus(kflat);
     let col = IExpr::linear(&blocks, &strides_of(&p.n_blocks));
     let at = IExpr::linear(&[oi[0].clone(), row, col], &strides_of(&s));
@@ -662,20 +693,30 @@ pub(crate) fn col2im(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErro
         VExpr::load(cx.buf(0), at),
         VExpr::lit(0.0, dt),
     );
+    let finish = |v: VExpr| match cx.epilogue {
+        Some(epi) => epi(v, &oi),
+        None => v,
+    };
+    let index = IExpr::linear(&oi, &strides_of(&cx.out_shape));
+    if taps.is_empty() {
+        let store = Stmt::Store {
+            buf: cx.out.clone(),
+            index,
+            value: finish(value),
+        };
+        return Ok(nest(&dims, vec![store]));
+    }
     let store = Stmt::Store {
         buf: cx.out.clone(),
-        index: IExpr::linear(&oi, &strides_of(&cx.out_shape)),
-        value: VExpr::Acc("col".into(), dt),
+        index,
+        value: finish(VExpr::Acc("col".into(), dt)),
     };
     let red = Stmt::Reduce(Reduce {
         acc: "col".into(),
         dtype: dt,
         op: ReduceOp::Sum,
         init: VExpr::lit(0.0, dt),
-        axes: kvars
-            .into_iter()
-            .zip(p.block.iter().map(|&x| x as i64))
-            .collect(),
+        axes: taps,
         value,
         body: vec![store],
         vectorize: None,

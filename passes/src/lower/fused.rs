@@ -17,13 +17,17 @@ use std::collections::HashMap;
 use tessera_ir::loops::{IExpr, Stmt, VExpr};
 use tessera_ir::{AttrsExt, Graph, NodeIndex, OpKind, ValueId};
 
-/// Ops that can root a fused body.
+/// Ops that can root a fused body: the products, and Col2Im (the scatter half of a
+/// ConvTranspose, whose bias and activation then apply to each position's sum).
 pub fn is_anchor(op: OpKind) -> bool {
-    matches!(op, OpKind::MatMul | OpKind::Gemm | OpKind::Conv)
+    matches!(
+        op,
+        OpKind::MatMul | OpKind::Gemm | OpKind::Conv | OpKind::Col2Im
+    )
 }
 
 /// The anchor of a fused body whose nodes in topological order are `order`: its first
-/// MatMul, Gemm or Conv.
+/// MatMul, Gemm, Conv or Col2Im.
 pub(crate) fn anchor(body: &Graph, order: &[NodeIndex]) -> Option<NodeIndex> {
     order
         .iter()
@@ -55,17 +59,27 @@ pub(crate) fn fused(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError
             let mut bufs = Vec::new();
             let mut in_shapes = Vec::new();
             let mut in_dtypes = Vec::new();
+            let mut consts = Vec::new();
             for i in &an.inputs {
                 match i.and_then(input_pos) {
                     Some(p) => {
                         bufs.push(Some(cx.buf(p).to_string()));
                         in_shapes.push(Some(cx.shape(p).to_vec()));
                         in_dtypes.push(cx.in_dtypes[p]);
+                        consts.push(cx.consts.get(p).copied().flatten());
                     }
                     None if i.is_none() => {
                         bufs.push(None);
                         in_shapes.push(None);
                         in_dtypes.push(None);
+                        consts.push(None);
+                    }
+                    // A value the anchor's shape depends on, held by the body.
+                    None if let Some(t) = i.and_then(|v| body.initializers.get(&v)) => {
+                        bufs.push(None);
+                        in_shapes.push(Some(t.shape().to_vec()));
+                        in_dtypes.push(Some(t.dtype()));
+                        consts.push(Some(t));
                     }
                     None => return Err(cx.err("the anchor must read the kernel's inputs")),
                 }
@@ -94,7 +108,7 @@ pub(crate) fn fused(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError
                 node: an,
                 in_shapes,
                 in_dtypes,
-                consts: vec![None; an.inputs.len()],
+                consts,
                 out_shape: cx.out_shape.clone(),
                 out_dtype: cx.out_dtype,
                 bufs,
@@ -106,6 +120,7 @@ pub(crate) fn fused(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError
             match an.op {
                 OpKind::MatMul => super::linalg::matmul(&acx, b),
                 OpKind::Gemm => super::linalg::gemm(&acx, b),
+                OpKind::Col2Im => super::data::col2im(&acx, b),
                 _ => super::conv::conv(&acx, b),
             }
         }
@@ -143,11 +158,12 @@ fn compose_to(
     skip: Option<tessera_ir::NodeIndex>,
     target: ValueId,
 ) -> Result<VExpr, PassError> {
-    let reduction_skipped = skip.is_some_and(|s| is_sink(body.node(s).op));
+    let skipped_reads = |v: ValueId| skip.is_some_and(|s| body.node(s).inputs.contains(&Some(v)));
     for (&v, t) in &body.initializers {
-        // A reduction's axes constant is read by the reduction itself, not composed.
-        let axes_of_reduction = reduction_skipped && t.len() != 1;
-        if env.contains_key(&v) || axes_of_reduction {
+        // A reduction's axes, Col2Im's image and block shapes: read by the skipped root
+        // itself, not composed.
+        let root_constant = t.len() != 1 && skipped_reads(v);
+        if env.contains_key(&v) || root_constant {
             continue;
         }
         if t.len() != 1 {

@@ -1,7 +1,7 @@
 //! Operator fusion: every elementwise op gets a `Fused` form (a one-kernel node whose `body`
 //! attribute is a graph of elementwise ops), and the largest fitting `Fused` form of each
 //! operand is inlined into it — so a chain `relu(x·s + b)` has, in its e-class, one kernel
-//! computing the whole chain. An operand computed by a MatMul, Gemm or 2-D Conv can become
+//! computing the whole chain. An operand computed by a MatMul, Gemm, 2-D Conv or Col2Im can become
 //! the body's *anchor* (at most one per body, and the chain must keep its output type): the
 //! elementwise ops then run as the product's epilogue. A reduction whose data is computed
 //! by elementwise ops can *sink* them (map then reduce: `ReduceSum(x·x)`, a mean of squared
@@ -330,6 +330,7 @@ fn anchorable(eg: &TEGraph, op: OpKind, ch: &[Id]) -> bool {
         OpKind::MatMul => rank(1).is_some_and(|r| r >= 2) && rank(2).is_some_and(|r| r >= 2),
         OpKind::Gemm => true,
         OpKind::Conv => rank(1) == Some(4),
+        OpKind::Col2Im => true,
         _ => false,
     }
 }
@@ -389,15 +390,20 @@ impl Body {
         v
     }
 
-    /// Adds the anchor op `op(children)` of e-class `class`, reading new body inputs; later
-    /// uses of that class read its output.
+    /// Adds the anchor op `op(children)` of e-class `class`, reading new body inputs (the
+    /// inputs whose values decide its shape — Col2Im's image and block shapes — as body
+    /// constants); later uses of that class read its output.
     fn anchor(&mut self, eg: &TEGraph, class: Id, op: OpKind, ch: &[Id]) -> Option<ValueId> {
         let attrs = super::attrs_of(eg, ch[0])?.clone();
         let mut inputs = Vec::new();
-        for &c in &ch[1..] {
+        for (slot, &c) in ch[1..].iter().enumerate() {
             let c = eg.find(c);
             if eg[c].nodes.iter().any(|n| matches!(n, TNode::Absent)) {
                 inputs.push(None);
+            } else if op.value_inputs().contains(&slot) {
+                let k = super::konst(eg, c)?.clone();
+                let name = format!("k{}", self.g.num_values());
+                inputs.push(Some(self.g.add_initializer(&name, k)));
             } else {
                 let ty = eg[c].data.ty.clone()?;
                 inputs.push(Some(self.input(c, ty)));
