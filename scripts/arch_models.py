@@ -12,6 +12,9 @@ hub), written the way their exporters write them:
   with a key/value cache of 128 positions as inputs: the new token's keys and values are
   concatenated to the cache, one query attends over 129 keys; every projection is a
   matrix-vector product (one row).
+- audio_unet.onnx: 1-D convolutions and a 1-D max pool over a 40x200 spectrogram, then
+  ConvTranspose upsampling (2x2 stride 2 with bias and ReLU; 3x3 stride 2 with output
+  padding) joined by a Concat.
 - efficientnet.onnx: two MBConv blocks at 40x28x28: SiLU (`x * Sigmoid(x)`), a 5x5
   depthwise convolution, squeeze-and-excite (GlobalAveragePool, two 1x1 convolutions,
   Sigmoid, a broadcast Mul).
@@ -163,9 +166,30 @@ def efficientnet():
     return g.model("efficientnet_blocks", [1, c, 28, 28], [1, c, 28, 28])
 
 
+def audio_unet():
+    """1-D convolutions over a spectrogram (Whisper's front end: two kernel-3 convs with
+    the erf GELU, the second strided), a 1-D max pool, then a 2-D decoder stage: 2x2 stride-2
+    ConvTranspose upsampling with its bias, a 3x3 ConvTranspose (stride 2, output padding)
+    and a skip Concat."""
+    g = Graph()
+    gelu = lambda t: g.op("Mul", [g.op("Mul", [t, g.op("Add", [g.op("Erf", [g.op("Div", [t, g.const(np.float32(np.sqrt(2)))])]), g.const(np.float32(1))])]), g.const(np.float32(0.5))])
+    conv1d = lambda t, cin, cout, stride: g.op("Conv", [t, g.const(normal(cout, cin, 3)), g.const(normal(cout, scale=0.1))],
+                                               kernel_shape=[3], pads=[1, 1], strides=[stride])
+    y = gelu(conv1d(gelu(conv1d("x", 40, 64, 1)), 64, 64, 2))              # [1, 64, 100]
+    y = g.op("MaxPool", [y], kernel_shape=[3], strides=[2], pads=[1, 1])     # [1, 64, 50]
+    img = g.op("Reshape", [y, g.const(np.array([1, 16, 20, 10], np.int64))])
+    up = g.op("Relu", [g.op("ConvTranspose", [img, g.const(normal(16, 8, 2, 2)), g.const(normal(8, scale=0.1))],
+                            kernel_shape=[2, 2], strides=[2, 2])])                         # [1, 8, 40, 20]
+    up3 = g.op("ConvTranspose", [img, g.const(normal(16, 8, 3, 3))], kernel_shape=[3, 3], strides=[2, 2],
+               pads=[1, 1, 1, 1], output_padding=[1, 1])                                    # [1, 8, 40, 20]
+    g.op("Concat", [up, up3], ["y"], axis=1)
+    return g.model("audio_unet_blocks", [1, 40, 200], [1, 16, 40, 20])
+
+
 # Built in this order from one seeded generator: a new model goes last, so that the others
 # keep their weights.
-MODELS = {"mobilenet_v2": mobilenet_v2, "gpt2": gpt2, "efficientnet": efficientnet, "gpt2_step": gpt2_step}
+MODELS = {"mobilenet_v2": mobilenet_v2, "gpt2": gpt2, "efficientnet": efficientnet, "gpt2_step": gpt2_step,
+          "audio_unet": audio_unet}
 
 if __name__ == "__main__":
     out = sys.argv[1]

@@ -7,7 +7,7 @@
 
 use crate::dtype::DType;
 use crate::graph::{Dim, Node, ValueType};
-use crate::op::{AttrsExt, OpKind};
+use crate::op::{Attr, AttrsExt, OpKind};
 pub use crate::resize::{AxisTaps, ResizePlan, resize_plan};
 use crate::tensor::Tensor;
 
@@ -118,6 +118,33 @@ pub struct Window {
     pub pads: Vec<usize>,
     pub dilations: Vec<usize>,
     pub ceil_mode: bool,
+}
+
+/// A 1-D Conv, MaxPool or AveragePool as the 2-D one over a height-1 input (`[n, c, 1, l]`,
+/// a weight `[cout, cpg, 1, k]`): the window attributes get a leading 1 (kernel, strides,
+/// dilations) and 0 (pads) for the height. Everything else — group, auto_pad, ceil_mode,
+/// count_include_pad — means the same on the 2-D node.
+pub fn lift_1d_window(n: &Node) -> R<Node> {
+    let mut lifted = n.clone();
+    for (name, fill) in [("kernel_shape", 1), ("strides", 1), ("dilations", 1)] {
+        if let Some(v) = n.attrs.ints(name)? {
+            if v.len() != 1 {
+                return Err(format!("attribute `{name}` must have 1 value, has {v:?}"));
+            }
+            lifted
+                .attrs
+                .insert(name.into(), Attr::Ints(vec![fill, v[0]]));
+        }
+    }
+    if let Some(p) = n.attrs.ints("pads")? {
+        if p.len() != 2 {
+            return Err(format!("attribute `pads` must have 2 values, has {p:?}"));
+        }
+        lifted
+            .attrs
+            .insert("pads".into(), Attr::Ints(vec![0, p[0], 0, p[1]]));
+    }
+    Ok(lifted)
 }
 
 impl Window {
@@ -762,9 +789,9 @@ fn infer_shapes(
         }
         Conv => {
             let (xx, w) = (x?, t(1)?);
-            if xx.rank() != 4 || w.rank() != 4 {
+            if !matches!(xx.rank(), 3 | 4) || w.rank() != xx.rank() {
                 return Err(format!(
-                    "only 2-D Conv (rank-4 input and weight) is supported, got ranks {} and {}",
+                    "only 1-D and 2-D Conv (rank-3 or rank-4 input and weight) are supported, got ranks {} and {}",
                     xx.rank(),
                     w.rank()
                 ));
@@ -781,48 +808,38 @@ fn infer_shapes(
                     "channels {cin}, weight {wshape:?} and group {group} are inconsistent"
                 ));
             }
-            let spatial = [
-                known(&xx.shape[2], "height")?,
-                known(&xx.shape[3], "width")?,
-            ];
+            let spatial = xx.shape[2..]
+                .iter()
+                .map(|d| known(d, "spatial size"))
+                .collect::<R<Vec<usize>>>()?;
             let win = Window::from_node(n, &spatial, Some(&wshape[2..]))?;
             if win.ceil_mode {
                 return Err("ceil_mode is not a Conv attribute".into());
             }
             let o = win.output_sizes(&spatial)?;
-            one(
-                xx.dtype,
-                vec![
-                    xx.shape[0].clone(),
-                    Dim::Known(wshape[0]),
-                    Dim::Known(o[0]),
-                    Dim::Known(o[1]),
-                ],
-            )
+            let mut out = vec![xx.shape[0].clone(), Dim::Known(wshape[0])];
+            out.extend(o.into_iter().map(Dim::Known));
+            one(xx.dtype, out)
         }
         MaxPool | AveragePool => {
             let xx = x?;
-            if xx.rank() != 4 {
-                return Err("only 2-D pooling (rank-4 input) is supported".into());
+            if !matches!(xx.rank(), 3 | 4) {
+                return Err(
+                    "only 1-D and 2-D pooling (rank-3 or rank-4 input) are supported".into(),
+                );
             }
             if n.attrs.int("storage_order", 0)? != 0 {
                 return Err("storage_order=1 is not supported".into());
             }
-            let spatial = [
-                known(&xx.shape[2], "height")?,
-                known(&xx.shape[3], "width")?,
-            ];
+            let spatial = xx.shape[2..]
+                .iter()
+                .map(|d| known(d, "spatial size"))
+                .collect::<R<Vec<usize>>>()?;
             let win = Window::from_node(n, &spatial, None)?;
             let o = win.output_sizes(&spatial)?;
-            one(
-                xx.dtype,
-                vec![
-                    xx.shape[0].clone(),
-                    xx.shape[1].clone(),
-                    Dim::Known(o[0]),
-                    Dim::Known(o[1]),
-                ],
-            )
+            let mut out = vec![xx.shape[0].clone(), xx.shape[1].clone()];
+            out.extend(o.into_iter().map(Dim::Known));
+            one(xx.dtype, out)
         }
         GlobalAveragePool => {
             let xx = x?;

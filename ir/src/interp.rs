@@ -666,6 +666,29 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
             None => matmul(x?, a(1)?, &oshape)?,
         },
         Gemm => gemm(n, x?, a(1)?, args.get(2).copied().flatten(), &oshape)?,
+        Conv | MaxPool | AveragePool if x.as_ref().is_ok_and(|x| x.shape().len() == 3) => {
+            // 1-D: the 2-D window over a height-1 input.
+            let lifted = infer::lift_1d_window(n)?;
+            let up = |t: &Tensor| {
+                let s = t.shape();
+                t.clone()
+                    .reshaped(vec![s[0], s[1], 1, s[2]])
+                    .map_err(|e| e.to_string())
+            };
+            let x = up(x?)?;
+            let lifted_out = [oshape[0], oshape[1], 1, oshape[2]];
+            let y = match n.op {
+                Conv => conv(
+                    &lifted,
+                    &x,
+                    &up(a(1)?)?,
+                    args.get(2).copied().flatten(),
+                    &lifted_out,
+                )?,
+                _ => pool(&lifted, &x, &lifted_out)?,
+            };
+            y.reshaped(oshape.clone()).map_err(|e| e.to_string())?
+        }
         Conv => conv(n, x?, a(1)?, args.get(2).copied().flatten(), &oshape)?,
         MaxPool | AveragePool => pool(n, x?, &oshape)?,
         GlobalAveragePool => {

@@ -10,6 +10,9 @@
 //! reads best (`k×n` where `B` is packed, `n×k` for a matrix-vector product), transposed at
 //! compile time (`lay_out_constant_b`) — at no run-time cost.
 //!
+//! A 1-D Conv, MaxPool or AveragePool becomes the 2-D one over a height-1 view of its input
+//! (`lift_1d_windows`, [`tessera_ir::infer::lift_1d_window`]).
+//!
 //! And a 2-D ConvTranspose with a constant weight becomes the product its definition is — every
 //! input pixel times the weight's `cout·kh·kw` columns — and a Col2Im that adds the columns
 //! into the image (`conv_transpose_as_product`), as onnxruntime computes it.
@@ -45,7 +48,8 @@ impl LegalizeConfig {
 
 /// Rewrites every node that needs it; returns how many were rewritten.
 pub fn legalize(g: &mut Graph, cfg: &LegalizeConfig) -> Result<usize, IrError> {
-    let mut count = conv_transpose_as_product(g)?;
+    let mut count = lift_1d_windows(g)?;
+    count += conv_transpose_as_product(g)?;
     count += lay_out_constant_b(g, cfg)?;
     for ix in g.topo_order()? {
         let n = g.node(ix).clone();
@@ -154,6 +158,108 @@ fn lay_out_constant_b(g: &mut Graph, cfg: &LegalizeConfig) -> Result<usize, IrEr
         let node = g.node_mut(ix);
         node.inputs[1] = Some(bt);
         node.attrs.insert(key.into(), read);
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Rewrites each 1-D Conv, MaxPool and AveragePool (rank-3 input) as the 2-D op over a
+/// height-1 view: `Reshape(x, [n, c, 1, l])`, the lifted node (a constant weight reshaped
+/// at compile time, another through a `Reshape`), and a `Reshape` back to `[n, c', l']`.
+/// Reshapes of contiguous tensors are views, so the 1-D op costs what its 2-D kernel does.
+/// A node whose attributes do not lift stays: the lowering reports it.
+fn lift_1d_windows(g: &mut Graph) -> Result<usize, IrError> {
+    let mut lifted_weights = Derived::new("lifted");
+    let mut count = 0;
+    for ix in g.topo_order()? {
+        let n = g.node(ix).clone();
+        if !matches!(n.op, OpKind::Conv | OpKind::MaxPool | OpKind::AveragePool)
+            || n.outputs.len() != 1
+        {
+            continue;
+        }
+        let Some(x) = n.inputs.first().copied().flatten() else {
+            continue;
+        };
+        let shape_of = |g: &Graph, v: ValueId| g.ty(v).and_then(|t| t.static_shape());
+        let (Some(xs), Some(ys)) = (shape_of(g, x), shape_of(g, n.outputs[0])) else {
+            continue;
+        };
+        if xs.len() != 3 || ys.len() != 3 {
+            continue;
+        }
+        let Ok(lifted) = tessera_ir::infer::lift_1d_window(&n) else {
+            continue;
+        };
+        let weight = match n.op {
+            OpKind::Conv => match n.inputs.get(1).copied().flatten() {
+                Some(w) => match shape_of(g, w) {
+                    Some(ws) if ws.len() == 3 => Some((w, ws)),
+                    _ => continue,
+                },
+                None => continue,
+            },
+            _ => None,
+        };
+        let err = |msg: String| IrError::Node {
+            node: n.name.clone(),
+            op: n.op.name().into(),
+            msg,
+        };
+        g.remove_node(ix);
+        let mut e = Emit::new(&n.name);
+        let height_one = |s: &[usize]| vec![s[0], s[1], 1, s[2]];
+        let x4 = e.fresh(g, "rows");
+        let x4_shape = e.ints(g, "shape", &height_one(&xs));
+        e.add(
+            g,
+            OpKind::Reshape,
+            vec![x, x4_shape],
+            Default::default(),
+            x4,
+        );
+        let mut inputs = vec![Some(x4)];
+        if let Some((w, ws)) = weight {
+            let w4 = if g.initializers.contains_key(&w) {
+                lifted_weights
+                    .of(g, w, |t| {
+                        t.clone()
+                            .reshaped(height_one(&ws))
+                            .map_err(|e| e.to_string())
+                    })
+                    .map_err(err)?
+            } else {
+                let w4 = e.fresh(g, "weight");
+                let w4_shape = e.ints(g, "shape", &height_one(&ws));
+                e.add(
+                    g,
+                    OpKind::Reshape,
+                    vec![w, w4_shape],
+                    Default::default(),
+                    w4,
+                );
+                w4
+            };
+            inputs.push(Some(w4));
+            inputs.extend(n.inputs.iter().skip(2).copied());
+        }
+        let y4 = e.fresh(g, "lifted");
+        let ix4 = g.add_node(tessera_ir::Node {
+            name: format!("{}_2d", n.name),
+            op: n.op,
+            attrs: lifted.attrs,
+            inputs,
+            outputs: vec![y4],
+        });
+        g.connect_consumers(ix4);
+        let y_shape = e.ints(g, "shape", &ys);
+        e.add(
+            g,
+            OpKind::Reshape,
+            vec![y4, y_shape],
+            Default::default(),
+            n.outputs[0],
+        );
         count += 1;
     }
     Ok(count)

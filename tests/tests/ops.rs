@@ -1007,3 +1007,95 @@ fn odd_values(shape: &[usize]) -> Tensor {
         .collect();
     Tensor::from_f64(DType::F32, shape.to_vec(), &v)
 }
+
+#[test]
+fn one_dimensional_windows() {
+    let i = |v: &[i64]| Attr::Ints(v.to_vec());
+    // (input, weight, attributes): Conv, its weight as an input and as a constant.
+    type Case = ([usize; 3], [usize; 3], Vec<(&'static str, Attr)>);
+    let convs: Vec<Case> = vec![
+        ([1, 5, 37], [7, 5, 3], vec![("pads", i(&[1, 1]))]),
+        (
+            [2, 4, 40],
+            [6, 2, 5],
+            vec![
+                ("group", Attr::Int(2)),
+                ("strides", i(&[2])),
+                ("dilations", i(&[2])),
+                ("pads", i(&[3, 1])),
+            ],
+        ),
+        (
+            [1, 3, 19],
+            [3, 1, 4],
+            vec![
+                ("group", Attr::Int(3)),
+                ("auto_pad", Attr::Str("SAME_UPPER".into())),
+                ("strides", i(&[3])),
+            ],
+        ),
+    ];
+    for (x, w, at) in convs {
+        let name = format!(
+            "Conv1d x{x:?} w{w:?} {:?}",
+            at.iter().map(|p| p.0).collect::<Vec<_>>()
+        );
+        let g = OneOp::new(OpKind::Conv, a(&at))
+            .input(DType::F32, &x)
+            .input(DType::F32, &w)
+            .input(DType::F32, &[w[0]])
+            .build();
+        run(&name, g, REDUCTION);
+        let g = OneOp::new(OpKind::Conv, a(&at))
+            .input(DType::F32, &x)
+            .constant(odd_values(&w))
+            .build();
+        let prepared = tessera_passes::fold::prepare(&g, &Default::default()).unwrap();
+        assert!(
+            prepared.nodes().all(|(_, n)| n.op != OpKind::Conv
+                || prepared.ty(n.inputs[0].unwrap()).unwrap().rank() == 4),
+            "{name}: a 1-D Conv is left after legalisation"
+        );
+        run(&format!("{name}, constant weight"), g, REDUCTION);
+    }
+    let pools: Vec<(OpKind, Vec<(&'static str, Attr)>)> = vec![
+        (
+            OpKind::MaxPool,
+            vec![
+                ("kernel_shape", i(&[3])),
+                ("strides", i(&[2])),
+                ("pads", i(&[1, 1])),
+            ],
+        ),
+        (
+            OpKind::MaxPool,
+            vec![
+                ("kernel_shape", i(&[2])),
+                ("ceil_mode", Attr::Int(1)),
+                ("strides", i(&[2])),
+            ],
+        ),
+        (
+            OpKind::AveragePool,
+            vec![
+                ("kernel_shape", i(&[4])),
+                ("pads", i(&[2, 1])),
+                ("count_include_pad", Attr::Int(1)),
+            ],
+        ),
+        (
+            OpKind::AveragePool,
+            vec![("kernel_shape", i(&[3])), ("pads", i(&[1, 1]))],
+        ),
+    ];
+    for (op, at) in pools {
+        let name = format!(
+            "{op:?} 1-D {:?}",
+            at.iter().map(|p| p.0).collect::<Vec<_>>()
+        );
+        let g = OneOp::new(op, a(&at))
+            .input(DType::F32, &[2, 3, 29])
+            .build();
+        run(&name, g, REDUCTION);
+    }
+}
