@@ -120,6 +120,30 @@ pub struct Window {
     pub ceil_mode: bool,
 }
 
+/// The `blocksize` of a DepthToSpace or SpaceToDepth (positive, and not absurd).
+pub fn space_depth_block(n: &Node) -> R<usize> {
+    match n.attrs.int("blocksize", 0)? {
+        b @ 1..=4096 => Ok(b as usize),
+        b => Err(format!("blocksize {b} must be in 1..=4096")),
+    }
+}
+
+/// DepthToSpace and SpaceToDepth as their definitions: a reshape to 6-D, a transpose, a
+/// reshape to 4-D — `(6-D shape, permutation)` for input shape `[n, c, h, w]` and block `b`.
+/// DepthToSpace's `DCR` mode reads channel `(i·b + j)·c' + c`, `CRD` channel `c·b² + i·b + j`,
+/// for output `(c, h·b + i, w·b + j)`; SpaceToDepth is DCR's inverse.
+pub fn space_depth_plan(n: &Node, s: &[usize], b: usize) -> R<(Vec<usize>, Vec<i64>)> {
+    let (nb, c, h, w) = (s[0], s[1], s[2], s[3]);
+    Ok(match n.op {
+        OpKind::DepthToSpace => match n.attrs.string("mode", "DCR")?.as_str() {
+            "DCR" => (vec![nb, b, b, c / (b * b), h, w], vec![0, 3, 4, 1, 5, 2]),
+            "CRD" => (vec![nb, c / (b * b), b, b, h, w], vec![0, 1, 4, 2, 5, 3]),
+            m => return Err(format!("DepthToSpace mode `{m}` must be DCR or CRD")),
+        },
+        _ => (vec![nb, c, h / b, b, w / b, b], vec![0, 3, 5, 1, 2, 4]),
+    })
+}
+
 /// A 1-D Conv, MaxPool or AveragePool as the 2-D one over a height-1 input (`[n, c, 1, l]`,
 /// a weight `[cout, cpg, 1, k]`): the window attributes get a leading 1 (kernel, strides,
 /// dilations) and 0 (pads) for the height. Everything else — group, auto_pad, ceil_mode,
@@ -925,6 +949,34 @@ fn infer_shapes(
             };
             let a = axis as usize;
             one(xx.dtype, vec![prod(&xx.shape[..a]), prod(&xx.shape[a..])])
+        }
+        DepthToSpace | SpaceToDepth => {
+            let xx = x?;
+            let b = space_depth_block(n)?;
+            if xx.rank() != 4 {
+                return Err(format!("{} needs a rank-4 input", n.op.name()));
+            }
+            let d = |i: usize, what: &str| known(&xx.shape[i], what);
+            let (c, h, w) = (d(1, "channels")?, d(2, "height")?, d(3, "width")?);
+            let out = if n.op == DepthToSpace {
+                if !c.is_multiple_of(b * b) {
+                    return Err(format!(
+                        "channels {c} are not a multiple of blocksize² {}",
+                        b * b
+                    ));
+                }
+                [c / (b * b), h * b, w * b]
+            } else {
+                if !h.is_multiple_of(b) || !w.is_multiple_of(b) {
+                    return Err(format!(
+                        "height {h} and width {w} are not multiples of blocksize {b}"
+                    ));
+                }
+                [c * b * b, h / b, w / b]
+            };
+            let mut shape = vec![xx.shape[0].clone()];
+            shape.extend(out.into_iter().map(Dim::Known));
+            one(xx.dtype, shape)
         }
         Transpose => {
             let xx = x?;

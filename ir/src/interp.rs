@@ -774,6 +774,31 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
         Reshape | Flatten | Squeeze | Unsqueeze => {
             x?.clone().reshaped(oshape).map_err(|e| e.to_string())?
         }
+        DepthToSpace | SpaceToDepth => {
+            // Output (c, y, x) by its definition's index arithmetic (not its reshapes).
+            let x = x?;
+            let b = infer::space_depth_block(n)?;
+            let (cin, h, w) = (x.shape()[1], x.shape()[2], x.shape()[3]);
+            let crd = n.attrs.string("mode", "DCR")? == "CRD";
+            let (oc, is_d2s) = (oshape[1], n.op == DepthToSpace);
+            infer::space_depth_plan(n, x.shape(), b)?; // checks the mode
+            gather_by(x, odt, &oshape, |o| {
+                let (nb, c, y, xx) = (o[0], o[1], o[2], o[3]);
+                let (ci, iy, ix) = if is_d2s {
+                    let (i, j) = (y % b, xx % b);
+                    let ci = if crd {
+                        c * b * b + i * b + j
+                    } else {
+                        (i * b + j) * oc + c
+                    };
+                    (ci, y / b, xx / b)
+                } else {
+                    let (ij, ci) = (c / cin, c % cin);
+                    (ci, y * b + ij / b, xx * b + ij % b)
+                };
+                ((nb * cin + ci) * h + iy) * w + ix
+            })
+        }
         Transpose => {
             let x = x?;
             transpose(

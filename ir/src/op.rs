@@ -136,6 +136,8 @@ ops!(
     AffineGrid,
     STFT,
     Col2Im,
+    DepthToSpace,
+    SpaceToDepth,
     CastLike,
     Fused,
 );
@@ -414,6 +416,8 @@ impl OpKind {
                     ("strides", K::Ints),
                 ],
             ),
+            DepthToSpace => s(1, 1, &[("blocksize", K::Int), ("mode", K::Str)]),
+            SpaceToDepth => s(1, 1, &[("blocksize", K::Int)]),
             DFT => s(1, 3, &[("inverse", K::Int), ("onesided", K::Int)]),
             GatherElements | GatherND => s(2, 2, &[("axis", K::Int), ("batch_dims", K::Int)]),
             ScatterElements | ScatterND => s(3, 3, &[("axis", K::Int), ("reduction", K::Str)]),

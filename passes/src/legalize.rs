@@ -13,6 +13,9 @@
 //! A 1-D Conv, MaxPool or AveragePool becomes the 2-D one over a height-1 view of its input
 //! (`lift_1d_windows`, [`tessera_ir::infer::lift_1d_window`]).
 //!
+//! DepthToSpace and SpaceToDepth become their definitions, a Reshape, a Transpose and a
+//! Reshape (`space_depth_as_transpose`).
+//!
 //! And a 2-D ConvTranspose with a constant weight becomes the product its definition is — every
 //! input pixel times the weight's `cout·kh·kw` columns — and a Col2Im that adds the columns
 //! into the image (`conv_transpose_as_product`), as onnxruntime computes it.
@@ -49,6 +52,7 @@ impl LegalizeConfig {
 /// Rewrites every node that needs it; returns how many were rewritten.
 pub fn legalize(g: &mut Graph, cfg: &LegalizeConfig) -> Result<usize, IrError> {
     let mut count = lift_1d_windows(g)?;
+    count += space_depth_as_transpose(g)?;
     count += conv_transpose_as_product(g)?;
     count += lay_out_constant_b(g, cfg)?;
     for ix in g.topo_order()? {
@@ -158,6 +162,58 @@ fn lay_out_constant_b(g: &mut Graph, cfg: &LegalizeConfig) -> Result<usize, IrEr
         let node = g.node_mut(ix);
         node.inputs[1] = Some(bt);
         node.attrs.insert(key.into(), read);
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Rewrites each DepthToSpace and SpaceToDepth as its definition
+/// ([`tessera_ir::infer::space_depth_plan`]): a 6-D Reshape (a view), a Transpose (one
+/// copy), a Reshape back to 4-D. A malformed one stays: the lowering reports it.
+fn space_depth_as_transpose(g: &mut Graph) -> Result<usize, IrError> {
+    use tessera_ir::Attr;
+    let mut count = 0;
+    for ix in g.topo_order()? {
+        let n = g.node(ix).clone();
+        if !matches!(n.op, OpKind::DepthToSpace | OpKind::SpaceToDepth) {
+            continue;
+        }
+        let Some(x) = n.inputs.first().copied().flatten() else {
+            continue;
+        };
+        let shape_of = |v: ValueId| g.ty(v).and_then(|t| t.static_shape());
+        let (Some(xs), Some(ys)) = (shape_of(x), shape_of(n.outputs[0])) else {
+            continue;
+        };
+        let Ok(b) = tessera_ir::infer::space_depth_block(&n) else {
+            continue;
+        };
+        let Ok((six, perm)) = tessera_ir::infer::space_depth_plan(&n, &xs, b) else {
+            continue;
+        };
+        g.remove_node(ix);
+        let mut e = Emit::new(&n.name);
+        let (blocks, moved) = (e.fresh(g, "blocks"), e.fresh(g, "moved"));
+        let six_shape = e.ints(g, "shape", &six);
+        e.add(
+            g,
+            OpKind::Reshape,
+            vec![x, six_shape],
+            Default::default(),
+            blocks,
+        );
+        let perm_attr = [("perm".to_string(), Attr::Ints(perm))]
+            .into_iter()
+            .collect();
+        e.add(g, OpKind::Transpose, vec![blocks], perm_attr, moved);
+        let out_shape = e.ints(g, "shape", &ys);
+        e.add(
+            g,
+            OpKind::Reshape,
+            vec![moved, out_shape],
+            Default::default(),
+            n.outputs[0],
+        );
         count += 1;
     }
     Ok(count)

@@ -1099,3 +1099,68 @@ fn one_dimensional_windows() {
         run(&name, g, REDUCTION);
     }
 }
+
+#[test]
+fn depth_to_space_and_back() {
+    let block = |b: i64, mode: &str| {
+        a(&[
+            ("blocksize", Attr::Int(b)),
+            ("mode", Attr::Str(mode.into())),
+        ])
+    };
+    for (shape, b, mode) in [([2, 12, 3, 5], 2, "DCR"), ([1, 18, 4, 3], 3, "CRD")] {
+        let g = OneOp::new(OpKind::DepthToSpace, block(b, mode))
+            .input(DType::F32, &shape)
+            .build();
+        run(
+            &format!("DepthToSpace {mode} {shape:?} by {b}"),
+            g,
+            Tolerance::Exact,
+        );
+    }
+    let g = OneOp::new(OpKind::SpaceToDepth, a(&[("blocksize", Attr::Int(2))]))
+        .input(DType::F32, &[2, 3, 6, 8])
+        .build();
+    run("SpaceToDepth [2, 3, 6, 8] by 2", g, Tolerance::Exact);
+    // The reference itself: SpaceToDepth undoes DepthToSpace in DCR mode; one pixel of 8
+    // channels becomes 2 channels of 2×2, channel c's (i, j) read from channel
+    // (i·2 + j)·2 + c (DCR) or c·4 + i·2 + j (CRD).
+    let x = odd_values(&[1, 8, 2, 3]);
+    let d2s = tessera_ir::Node {
+        name: "d".into(),
+        op: OpKind::DepthToSpace,
+        attrs: block(2, "DCR"),
+        inputs: vec![None],
+        outputs: vec![],
+    };
+    let s2d = tessera_ir::Node {
+        op: OpKind::SpaceToDepth,
+        attrs: a(&[("blocksize", Attr::Int(2))]),
+        ..d2s.clone()
+    };
+    let eval = |n: &tessera_ir::Node, t: &Tensor| {
+        tessera_ir::interp::eval_node(n, &[Some(t)])
+            .unwrap()
+            .remove(0)
+    };
+    let up = eval(&d2s, &x);
+    assert_eq!(up.shape(), &[1, 2, 4, 6]);
+    assert_eq!(eval(&s2d, &up).to_f64_vec(), x.to_f64_vec());
+    let pixel = Tensor::from_f64(
+        DType::F32,
+        vec![1, 8, 1, 1],
+        &[0., 1., 2., 3., 4., 5., 6., 7.],
+    );
+    assert_eq!(
+        eval(&d2s, &pixel).to_f64_vec(),
+        vec![0., 2., 4., 6., 1., 3., 5., 7.]
+    );
+    let crd = tessera_ir::Node {
+        attrs: block(2, "CRD"),
+        ..d2s
+    };
+    assert_eq!(
+        eval(&crd, &pixel).to_f64_vec(),
+        vec![0., 1., 2., 3., 4., 5., 6., 7.]
+    );
+}
