@@ -15,6 +15,8 @@ hub), written the way their exporters write them:
 - audio_unet.onnx: 1-D convolutions and a 1-D max pool over a 40x200 spectrogram, then
   ConvTranspose upsampling (2x2 stride 2 with bias and ReLU; 3x3 stride 2 with output
   padding) joined by a Concat.
+- rnn.onnx: a bidirectional LSTM (biases, peepholes, initial states) feeding a GRU
+  (`linear_before_reset=1`) and a reverse GRU, 20 steps, batch 2.
 - efficientnet.onnx: two MBConv blocks at 40x28x28: SiLU (`x * Sigmoid(x)`), a 5x5
   depthwise convolution, squeeze-and-excite (GlobalAveragePool, two 1x1 convolutions,
   Sigmoid, a broadcast Mul).
@@ -186,10 +188,33 @@ def audio_unet():
     return g.model("audio_unet_blocks", [1, 40, 200], [1, 16, 40, 20])
 
 
+def rnn():
+    """A bidirectional LSTM (biases, peepholes, initial states, all three outputs used) feeding
+    a GRU with PyTorch's `linear_before_reset=1`, then a reverse GRU without biases, over 20
+    steps of a batch of 2."""
+    g = Graph()
+    steps, batch, width, h1, h2 = 20, 2, 32, 48, 40
+    y, yh, yc = g.op("LSTM", ["x", g.const(normal(2, 4 * h1, width)), g.const(normal(2, 4 * h1, h1)),
+                             g.const(normal(2, 8 * h1, scale=0.1)), "", g.const(normal(2, batch, h1, scale=0.5)),
+                             g.const(normal(2, batch, h1, scale=0.5)), g.const(normal(2, 3 * h1, scale=0.1))],
+                     outputs=["lstm_y", "lstm_h", "lstm_c"], hidden_size=h1, direction="bidirectional")
+    seq = g.op("Reshape", [g.op("Transpose", [y], perm=[0, 2, 1, 3]), g.const(np.array([steps, batch, 2 * h1], np.int64))])
+    states = g.op("Add", [yh, yc])                                                    # [2, batch, h1]
+    seq = g.op("Add", [seq, g.op("Reshape", [g.op("Transpose", [states], perm=[1, 0, 2]),
+                                             g.const(np.array([1, batch, 2 * h1], np.int64))])])
+    gy, _ = g.op("GRU", [seq, g.const(normal(1, 3 * h2, 2 * h1)), g.const(normal(1, 3 * h2, h2)),
+                         g.const(normal(1, 6 * h2, scale=0.1))], outputs=["gru_y", "gru_h"], hidden_size=h2,
+                 linear_before_reset=1)
+    gy = g.op("Reshape", [gy, g.const(np.array([steps, batch, h2], np.int64))])
+    g.op("GRU", [gy, g.const(normal(1, 3 * h2, h2)), g.const(normal(1, 3 * h2, h2))], ["y"], hidden_size=h2,
+         direction="reverse")
+    return g.model("rnn_blocks", [steps, batch, width], [steps, 1, batch, h2])
+
+
 # Built in this order from one seeded generator: a new model goes last, so that the others
 # keep their weights.
 MODELS = {"mobilenet_v2": mobilenet_v2, "gpt2": gpt2, "efficientnet": efficientnet, "gpt2_step": gpt2_step,
-          "audio_unet": audio_unet}
+          "audio_unet": audio_unet, "rnn": rnn}
 
 if __name__ == "__main__":
     out = sys.argv[1]

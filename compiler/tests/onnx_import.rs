@@ -399,3 +399,42 @@ fn huge_shapes_are_typed_errors_before_anything_is_allocated() {
         .to_string();
     assert!(err.contains("elements"), "{err}");
 }
+
+#[test]
+fn recurrent_ops_refuse_what_they_do_not_unroll() {
+    let weight = |name: &str, dims: &[i64]| TensorProto {
+        name: Some(name.into()),
+        dims: dims.to_vec(),
+        data_type: Some(1),
+        float_data: vec![0.1; dims.iter().product::<i64>() as usize],
+        ..Default::default()
+    };
+    let lstm = |attr: Option<(&str, i64)>| {
+        let mut n = node("LSTM", "lstm_7", &["x", "w", "r"], &["y"]);
+        if let Some((k, v)) = attr {
+            n.attribute.push(AttributeProto {
+                name: Some(k.into()),
+                r#type: Some(2),
+                i: Some(v),
+                ..Default::default()
+            });
+        }
+        model(
+            vec![n],
+            14,
+            vec![weight("w", &[1, 16, 3]), weight("r", &[1, 16, 4])],
+        )
+    };
+    // X is [2, 3]: no batch axis.
+    let msg = import(&lstm(None)).unwrap_err().to_string();
+    assert!(
+        msg.contains("lstm_7") && msg.contains("seq_length"),
+        "{msg}"
+    );
+    let msg = import(&lstm(Some(("layout", 1)))).unwrap_err().to_string();
+    assert!(msg.contains("lstm_7") && msg.contains("layout"), "{msg}");
+    let msg = import(&lstm(Some(("input_forget", 1))))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("input_forget"), "{msg}");
+}

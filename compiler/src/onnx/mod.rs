@@ -19,6 +19,7 @@ pub mod proto {
 
 mod control;
 mod decompose;
+mod recurrent;
 
 use proto::{
     ModelProto, TensorProto, attribute_proto::AttributeType, tensor_proto::DataLocation, type_proto,
@@ -349,6 +350,15 @@ impl Importer {
                     Attr::Floats(a.floats.iter().map(|&x| x as f64).collect())
                 }
                 Some(AttributeType::Ints) => Attr::Ints(a.ints.clone()),
+                // A list of strings (an RNN's `activations`) joined by commas: no op reads
+                // one as anything but a name list.
+                Some(AttributeType::Strings) => Attr::Str(
+                    a.strings
+                        .iter()
+                        .map(|s| String::from_utf8_lossy(s).into_owned())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
                 Some(AttributeType::Tensor) => Attr::Tensor(
                     self.tensor(
                         a.t.as_ref()
@@ -426,6 +436,15 @@ impl Importer {
                 }
                 let shape = d.op(OpKind::Shape, &[x], &[]);
                 d.op_to(OpKind::Reshape, &[Some(soft), Some(shape)], &[], outputs[0]);
+                return Ok(());
+            }
+            "LSTM" | "GRU" => {
+                let cell = match op_type.as_str() {
+                    "LSTM" => recurrent::Cell::Lstm,
+                    _ => recurrent::Cell::Gru,
+                };
+                let mut d = decompose::Decomposer::new(self, &name);
+                recurrent::recurrent(&mut d, cell, &inputs, &attrs, &out_opt).map_err(err)?;
                 return Ok(());
             }
             "Hardmax" => {
