@@ -97,12 +97,15 @@ pub fn legalize(g: &mut Graph, cfg: &LegalizeConfig) -> Result<usize, IrError> {
 }
 
 /// The layout of a constant 2-D `B` a product reads best, by whether its default schedule
-/// packs `B` ([`crate::product::packs_b`], from `A`'s rows; always, for a target whose
-/// products do not read `B` along `k`: [`LegalizeConfig`]):
+/// reads `B` along `k` ([`crate::product::dots_along_k_everywhere`]: tiled, with fewer rows
+/// of `A` than it packs for; never, for a target whose products do not read `B` along `k`:
+/// [`LegalizeConfig`]):
 ///
-/// - packed: `k×n`, row by row — what the panels copy and the register tile vectorizes. A
+/// - along `n`: `k×n`, row by row — what packed panels copy and the register tile
+///   vectorizes, and what the plain loop nest of a product too small to tile reads (a
+///   recurrent cell's `h·Rᵀ`: `n×k` there made every vector a gather, 3.6 GFLOP/s). A
 ///   Gemm(A, B, transB=1) (how exporters write a linear layer) gets `Bᵀ` and `transB=0`.
-/// - read in place (a matrix-vector product: a classifier on one image, a decoder step):
+/// - along `k` (a tiled matrix-vector product: a classifier on one image, a decoder step):
 ///   `n×k`, each column's weights contiguous along `k` — the dot-product form
 ///   (`product/dot.rs`) streams them. A `k×n` `B` read by columns walks a row of `B`
 ///   apart per `k` step, a new page each time: VGG-19's 4096×4096 layer ran at 7.4 GB/s
@@ -114,7 +117,11 @@ pub fn legalize(g: &mut Graph, cfg: &LegalizeConfig) -> Result<usize, IrError> {
 fn lay_out_constant_b(g: &mut Graph, cfg: &LegalizeConfig) -> Result<usize, IrError> {
     use tessera_ir::{Attr, AttrsExt};
     let mut transposed = Derived::new("transposed");
-    let packs_b = |rows| !cfg.matrix_vector_b_along_k || crate::product::packs_b(rows);
+    // Whether the default schedule reads `B` along `n` (packed panels, or the plain loop
+    // nest of a product too small to tile), as opposed to dot products along `k`.
+    let b_along_n = |batch: i64, rows: i64, n: i64, k: i64| {
+        !cfg.matrix_vector_b_along_k || !crate::product::dots_along_k_everywhere(batch, rows, n, k)
+    };
     let mut count = 0;
     for ix in g.topo_order()? {
         let n = g.node(ix).clone();
@@ -124,9 +131,14 @@ fn lay_out_constant_b(g: &mut Graph, cfg: &LegalizeConfig) -> Result<usize, IrEr
         ) else {
             continue;
         };
-        if g.initializers.get(&b).is_none_or(|t| t.shape().len() != 2) {
+        let Some(b_shape) = g
+            .initializers
+            .get(&b)
+            .map(|t| t.shape().to_vec())
+            .filter(|s| s.len() == 2)
+        else {
             continue;
-        }
+        };
         let Some(a_shape) = g.ty(a).and_then(|t| t.static_shape()) else {
             continue;
         };
@@ -140,16 +152,23 @@ fn lay_out_constant_b(g: &mut Graph, cfg: &LegalizeConfig) -> Result<usize, IrEr
             OpKind::Gemm => {
                 let trans_a = n.attrs.int("transA", 0).map_err(err)? != 0;
                 let trans_b = n.attrs.int("transB", 0).map_err(err)? != 0;
-                let Some(&rows) = a_shape.get(usize::from(trans_a)) else {
+                let (Some(&rows), Some(&k)) = (
+                    a_shape.get(usize::from(trans_a)),
+                    a_shape.get(usize::from(!trans_a)),
+                ) else {
                     continue;
                 };
-                if trans_b != packs_b(rows as i64) {
+                let cols = b_shape[usize::from(!trans_b)];
+                if trans_b != b_along_n(1, rows as i64, cols as i64, k as i64) {
                     continue;
                 }
                 ("transB", Attr::Int(i64::from(!trans_b)))
             }
             OpKind::MatMul if !n.attrs.contains_key("b_perm") => {
-                if packs_b(crate::product::matmul_rows(&a_shape)) {
+                let rank = a_shape.len();
+                let batch: usize = a_shape[..rank.saturating_sub(2)].iter().product();
+                let (rows, k) = (crate::product::matmul_rows(&a_shape), b_shape[0] as i64);
+                if b_along_n(batch as i64, rows, b_shape[1] as i64, k) {
                     continue;
                 }
                 ("b_perm", Attr::Ints(vec![1, 0]))

@@ -533,7 +533,7 @@ fn constant_b_is_laid_out_for_its_product() {
             OpKind::Gemm,
             Some(1),
             &[1, 300],
-            [40, 300],
+            [120, 300],
             "transB=1",
         ),
         case(
@@ -541,7 +541,7 @@ fn constant_b_is_laid_out_for_its_product() {
             OpKind::Gemm,
             Some(0),
             &[1, 300],
-            [300, 40],
+            [300, 120],
             "transB=1",
         ),
         case(
@@ -557,7 +557,7 @@ fn constant_b_is_laid_out_for_its_product() {
             OpKind::MatMul,
             None,
             &[2, 1, 300],
-            [300, 40],
+            [300, 120],
             "b_perm",
         ),
         case(
@@ -566,6 +566,23 @@ fn constant_b_is_laid_out_for_its_product() {
             None,
             &[2, 8, 300],
             [300, 40],
+            "none",
+        ),
+        // Too small to tile (a recurrent cell's h·Rᵀ): the plain loop nest reads B along n.
+        case(
+            "linear layer, one row, too small to tile",
+            OpKind::Gemm,
+            Some(1),
+            &[1, 48],
+            [192, 48],
+            "transB=0",
+        ),
+        case(
+            "matmul, one row, too small to tile",
+            OpKind::MatMul,
+            None,
+            &[2, 48],
+            [48, 192],
             "none",
         ),
     ];

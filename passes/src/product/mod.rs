@@ -506,10 +506,13 @@ pub fn packs_b_everywhere(batch: i64, m: i64, n: i64, k: i64) -> bool {
 }
 
 /// Whether the default schedule takes dot products along `k` for a `batch × (m×k · k×n)`
-/// product whose `B` is contiguous along `k`, on every CPU target: tiled, with too few rows
-/// of `A` to pack `B` for (a matrix-vector product: one query against a key cache).
+/// product whose `B` is contiguous along `k`, on every CPU target: tiled (at least a vector
+/// of columns, or fewer with `k` of 4 vectors: [`narrow_dots`]), with too few rows of `A` to
+/// pack `B` for (a matrix-vector product: one query against a key cache). A smaller product
+/// keeps the plain loop nest, which reads `B` along `n`.
 pub fn dots_along_k_everywhere(batch: i64, m: i64, n: i64, k: i64) -> bool {
-    big_enough(batch, m, n, k, 16) && !packs_b(m) && k >= 16
+    let narrow = n < 16 && k >= 4 * 16 && batch * m * n * k >= MIN_TILED_WORK;
+    (big_enough(batch, m, n, k, 16) || narrow) && !packs_b(m) && k >= 16
 }
 
 /// The size part of [`worth_tiling`]: at least a vector of columns, 8 steps of `k`, and
