@@ -19,6 +19,7 @@ pub mod proto {
 
 mod control;
 mod decompose;
+mod einsum;
 mod recurrent;
 
 use proto::{
@@ -436,6 +437,22 @@ impl Importer {
                 }
                 let shape = d.op(OpKind::Shape, &[x], &[]);
                 d.op_to(OpKind::Reshape, &[Some(soft), Some(shape)], &[], outputs[0]);
+                return Ok(());
+            }
+            "Einsum" => {
+                let equation = match attrs.get("equation") {
+                    Some(Attr::Str(e)) => e.clone(),
+                    _ => return Err(err("Einsum needs its `equation`".into())),
+                };
+                let operands: Vec<tessera_ir::ValueId> = inputs
+                    .iter()
+                    .map(|i| i.ok_or_else(|| err("an Einsum operand is missing".into())))
+                    .collect::<Result<_, _>>()?;
+                if operands.is_empty() {
+                    return Err(err("Einsum needs an operand".into()));
+                }
+                let mut d = decompose::Decomposer::new(self, &name);
+                einsum::einsum(&mut d, &equation, &operands, outputs[0]).map_err(err)?;
                 return Ok(());
             }
             "LSTM" | "GRU" => {
