@@ -1,76 +1,27 @@
 //! Einsum, imported as transposes, reductions and batched products, against a brute-force
 //! sum over every assignment of its letters — on the reference interpreter and compiled.
 
-use prost::Message;
+mod common;
+
+use common::{A, FLOAT, attr, one_node};
 use tessera::onnx::import;
-use tessera::onnx::proto::{
-    self, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TypeProto,
-    ValueInfoProto,
-};
 use tessera::{Compiler, Target};
 use tessera_ir::{DType, Rng, Tensor};
 
-fn vi(name: &str, dims: Option<&[usize]>) -> ValueInfoProto {
-    use proto::tensor_shape_proto::{Dimension, dimension::Value};
-    let shape = dims.map(|d| proto::TensorShapeProto {
-        dim: d
-            .iter()
-            .map(|&n| Dimension {
-                value: Some(Value::DimValue(n as i64)),
-                ..Default::default()
-            })
-            .collect(),
-    });
-    ValueInfoProto {
-        name: Some(name.into()),
-        r#type: Some(TypeProto {
-            value: Some(proto::type_proto::Value::TensorType(
-                proto::type_proto::Tensor {
-                    elem_type: Some(1),
-                    shape,
-                },
-            )),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 fn einsum_model(equation: &str, shapes: &[&[usize]]) -> Vec<u8> {
     let names: Vec<String> = (0..shapes.len()).map(|i| format!("x{i}")).collect();
-    let node = NodeProto {
-        op_type: Some("Einsum".into()),
-        name: Some("einsum_1".into()),
-        input: names.clone(),
-        output: vec!["y".into()],
-        attribute: vec![AttributeProto {
-            name: Some("equation".into()),
-            r#type: Some(3),
-            s: Some(equation.as_bytes().to_vec()),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    ModelProto {
-        ir_version: Some(8),
-        opset_import: vec![OperatorSetIdProto {
-            domain: Some(String::new()),
-            version: Some(12),
-        }],
-        graph: Some(GraphProto {
-            name: Some("g".into()),
-            node: vec![node],
-            input: names
-                .iter()
-                .zip(shapes)
-                .map(|(n, s)| vi(n, Some(s)))
-                .collect(),
-            output: vec![vi("y", None)],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-    .encode_to_vec()
+    let inputs: Vec<(&str, i32, &[usize])> = names
+        .iter()
+        .zip(shapes)
+        .map(|(n, s)| (n.as_str(), FLOAT, *s))
+        .collect();
+    one_node(
+        "Einsum",
+        vec![attr("equation", A::Str(equation))],
+        &inputs,
+        vec![],
+        12,
+    )
 }
 
 /// `explicit` (every letter named, `->` given) summed over every assignment of its letters.

@@ -1,35 +1,17 @@
 //! The ONNX front end on bad input: typed errors naming the node, op and opset; never a panic.
 
+mod common;
+
 use prost::Message;
 use tessera::onnx::proto::{
     self, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
-    TypeProto, ValueInfoProto,
+    ValueInfoProto,
 };
 use tessera::onnx::{OnnxError, import};
 
 fn vi(name: &str, dims: &[i64]) -> ValueInfoProto {
-    use proto::tensor_shape_proto::{Dimension, dimension::Value};
-    ValueInfoProto {
-        name: Some(name.into()),
-        r#type: Some(TypeProto {
-            value: Some(proto::type_proto::Value::TensorType(
-                proto::type_proto::Tensor {
-                    elem_type: Some(1),
-                    shape: Some(proto::TensorShapeProto {
-                        dim: dims
-                            .iter()
-                            .map(|&d| Dimension {
-                                value: Some(Value::DimValue(d)),
-                                ..Default::default()
-                            })
-                            .collect(),
-                    }),
-                },
-            )),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    let dims: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
+    common::vi(name, common::FLOAT, Some(&dims))
 }
 
 fn node(op: &str, name: &str, ins: &[&str], outs: &[&str]) -> NodeProto {

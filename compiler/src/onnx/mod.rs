@@ -17,6 +17,7 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
 }
 
+mod composed;
 mod control;
 mod decompose;
 mod einsum;
@@ -439,6 +440,11 @@ impl Importer {
                 d.op_to(OpKind::Reshape, &[Some(soft), Some(shape)], &[], outputs[0]);
                 return Ok(());
             }
+            op if composed::handles(op) => {
+                let mut d = decompose::Decomposer::new(self, &name);
+                composed::compose(&mut d, op, &inputs, &attrs, outputs[0]).map_err(err)?;
+                return Ok(());
+            }
             "Einsum" => {
                 let equation = match attrs.get("equation") {
                     Some(Attr::Str(e)) => e.clone(),
@@ -455,10 +461,11 @@ impl Importer {
                 einsum::einsum(&mut d, &equation, &operands, outputs[0]).map_err(err)?;
                 return Ok(());
             }
-            "LSTM" | "GRU" => {
+            "LSTM" | "GRU" | "RNN" => {
                 let cell = match op_type.as_str() {
                     "LSTM" => recurrent::Cell::Lstm,
-                    _ => recurrent::Cell::Gru,
+                    "GRU" => recurrent::Cell::Gru,
+                    _ => recurrent::Cell::Rnn,
                 };
                 let mut d = decompose::Decomposer::new(self, &name);
                 recurrent::recurrent(&mut d, cell, &inputs, &attrs, &out_opt).map_err(err)?;

@@ -1,4 +1,4 @@
-//! LSTM and GRU imported as their recurrences unrolled over a static sequence, in existing
+//! LSTM, GRU and RNN imported as their recurrences unrolled over a static sequence, in existing
 //! graph-IR ops (the ONNX spec's equations, default activations).
 //!
 //! The input projection of every time step is one product, `X·Wᵀ + bias` over all `T·B`
@@ -14,11 +14,13 @@
 use super::decompose::Decomposer;
 use tessera_ir::{Attr, Attrs, AttrsExt, DType, OpKind, Tensor, ValueId};
 
-/// A recurrent cell: LSTM (gates i, o, f, c; cell state) or GRU (gates z, r, h).
+/// A recurrent cell: LSTM (gates i, o, f, c; cell state), GRU (gates z, r, h) or the plain
+/// RNN (`h = tanh(x·Wᵀ + h·Rᵀ + b)`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Cell {
     Lstm,
     Gru,
+    Rnn,
 }
 
 impl Cell {
@@ -26,6 +28,7 @@ impl Cell {
         match self {
             Cell::Lstm => 4,
             Cell::Gru => 3,
+            Cell::Rnn => 1,
         }
     }
 
@@ -34,6 +37,7 @@ impl Cell {
         match self {
             Cell::Lstm => &["sigmoid", "tanh", "tanh"],
             Cell::Gru => &["sigmoid", "tanh"],
+            Cell::Rnn => &["tanh"],
         }
     }
 }
@@ -129,7 +133,7 @@ pub(super) fn recurrent(
             let wb = slice(d, bd, 0, 0, gh);
             let rb = slice(d, bd, 0, gh, 2 * gh);
             let bias = match cell {
-                Cell::Lstm => d.op(OpKind::Add, &[wb, rb], &[]),
+                Cell::Lstm | Cell::Rnn => d.op(OpKind::Add, &[wb, rb], &[]),
                 Cell::Gru => {
                     let rb_zr = slice(d, rb, 0, 0, 2 * h);
                     let zeros = d.constant(
@@ -158,7 +162,7 @@ pub(super) fn recurrent(
         let mut cs = match (cell, input(6)) {
             (Cell::Lstm, Some(c0)) => Some(of_direction(d, c0)),
             (Cell::Lstm, None) => Some(zeros(d)),
-            (Cell::Gru, _) => None,
+            (Cell::Gru | Cell::Rnn, _) => None,
         };
         let peep = match (cell, input(7)) {
             (Cell::Lstm, Some(p)) => {
@@ -200,6 +204,11 @@ pub(super) fn recurrent(
                     let o = d.op(OpKind::Sigmoid, &[o], &[]);
                     let tc = d.op(OpKind::Tanh, &[c], &[]);
                     (d.op(OpKind::Mul, &[o, tc], &[]), Some(c))
+                }
+                Cell::Rnn => {
+                    let hr = d.op(OpKind::MatMul, &[hs, rt], &[]);
+                    let pre = d.op(OpKind::Add, &[xw, hr], &[]);
+                    (d.op(OpKind::Tanh, &[pre], &[]), None)
                 }
                 Cell::Gru => {
                     let rt_zr = slice(d, rt, 1, 0, 2 * h);
@@ -255,7 +264,7 @@ pub(super) fn recurrent(
     }
     if let Some(yc) = outputs.get(2).copied().flatten() {
         if cell != Cell::Lstm {
-            return Err("GRU has no third output".into());
+            return Err("only an LSTM has a third output".into());
         }
         stack(d, &last_c, 0, yc);
     }
