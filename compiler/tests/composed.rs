@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{A, FLOAT, INT64, attr, floats, ints, one_node};
+use common::{A, FLOAT, INT64, attr, floats, ints, one_node, one_node_outputs};
 use tessera::onnx::import;
 use tessera::{Compiler, Target};
 use tessera_ir::{DType, Rng, Tensor};
@@ -169,4 +169,55 @@ fn a_plain_rnn_is_its_recurrence() {
         14,
     );
     check("RNN", &model, &[x], &want);
+}
+
+#[test]
+fn top_k_picks_in_order_and_the_first_of_equals() {
+    // Rows of 9 with ties; k = 4 along the last axis, largest and smallest.
+    let rows: [[f64; 9]; 2] = [
+        [0.5, 2.0, -1.0, 2.0, 7.0, 0.5, 2.0, -3.0, 0.0],
+        [1.0, 1.0, 1.0, 1.0, -2.0, 9.0, 1.0, 1.0, -2.0],
+    ];
+    let x = Tensor::from_f64(DType::F32, vec![2, 9], &rows.concat());
+    for largest in [1, 0] {
+        let (mut want_v, mut want_i) = (Vec::new(), Vec::new());
+        for row in &rows {
+            let mut order: Vec<usize> = (0..9).collect();
+            // Stable: equal values keep their index order.
+            order.sort_by(|&a, &b| match largest {
+                1 => row[b].partial_cmp(&row[a]).unwrap(),
+                _ => row[a].partial_cmp(&row[b]).unwrap(),
+            });
+            want_v.extend(order[..4].iter().map(|&i| row[i]));
+            want_i.extend(order[..4].iter().map(|&i| i as f64));
+        }
+        let model = one_node_outputs(
+            "TopK",
+            vec![attr("largest", A::Int(largest))],
+            &[("x", FLOAT, &[2, 9])],
+            vec![ints("k", &[1], &[4])],
+            17,
+            &[("y", FLOAT), ("i", INT64)],
+        );
+        check(
+            &format!("TopK largest={largest}"),
+            &model,
+            std::slice::from_ref(&x),
+            &want_v,
+        );
+        let g = import(&model).unwrap();
+        let got = tessera_ir::interp::run_graph(&g, std::slice::from_ref(&x)).unwrap();
+        assert_eq!(
+            got[1].to_f64_vec(),
+            want_i,
+            "TopK largest={largest}: indices"
+        );
+        let compiled = Compiler::new(Target::host()).compile(&g).unwrap();
+        let got = compiled.run(std::slice::from_ref(&x)).unwrap();
+        assert_eq!(
+            got[1].to_f64_vec(),
+            want_i,
+            "TopK largest={largest}: compiled indices"
+        );
+    }
 }

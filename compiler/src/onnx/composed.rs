@@ -1,7 +1,8 @@
 //! ONNX ops that are a line or two of IR ops, imported as that composition: GlobalMaxPool
 //! and GlobalLpPool (a reduction over the spatial axes), LpNormalization (a division by the
 //! norm), Mish (`x·tanh(softplus(x))`), Tan, Sinh and Cosh (from Sin/Cos and Exp), and OneHot
-//! (a comparison of the indices with an iota, selecting `values`).
+//! (a comparison of the indices with an iota, selecting `values`), and TopK for a constant `k`
+//! of at most [`MAX_TOP_K`] (`k` rounds of ArgMax, each masking its pick).
 //!
 //! Each follows the ONNX definition; `compiler/tests/composed.rs` checks them against values
 //! computed directly from that definition.
@@ -21,17 +22,26 @@ pub(super) fn handles(op_type: &str) -> bool {
             | "Sinh"
             | "Cosh"
             | "OneHot"
+            | "TopK"
     )
 }
 
-/// Writes `out = op_type(inputs)`.
+/// Writes `outputs = op_type(inputs)` (absent outputs are not computed).
 pub(super) fn compose(
     d: &mut Decomposer,
     op_type: &str,
     inputs: &[Option<ValueId>],
     attrs: &Attrs,
-    out: ValueId,
+    outputs: &[Option<ValueId>],
 ) -> Result<(), String> {
+    if op_type == "TopK" {
+        return top_k(d, inputs, attrs, outputs);
+    }
+    let out = outputs
+        .first()
+        .copied()
+        .flatten()
+        .ok_or_else(|| format!("{op_type} needs its output"))?;
     let x = inputs
         .first()
         .copied()
@@ -155,5 +165,75 @@ fn one_hot(
     };
     let (off, on) = (pick(d, 0), pick(d, 1));
     d.op_to(OpKind::Where, &[Some(hit), Some(on), Some(off)], &[], out);
+    Ok(())
+}
+
+/// The largest `k` TopK is unrolled for (each pick is an ArgMax over the axis).
+pub(super) const MAX_TOP_K: i64 = 64;
+
+/// TopK(x, k) along `axis`: `k` rounds, each taking the ArgMax (ArgMin for `largest=0`) of
+/// what is left — the first of equal values, as ONNX orders them — its value, and masking
+/// it with −∞ (+∞). Values and indices come out sorted, which `sorted=0` also allows.
+fn top_k(
+    d: &mut Decomposer,
+    inputs: &[Option<ValueId>],
+    attrs: &Attrs,
+    outputs: &[Option<ValueId>],
+) -> Result<(), String> {
+    let input = |i: usize| inputs.get(i).copied().flatten();
+    let (x, k) = (input(0).ok_or("needs X")?, input(1).ok_or("needs K")?);
+    let ty = d.ty(x)?;
+    if !ty.dtype.is_float() {
+        return Err(format!(
+            "TopK of {} is not supported (floats only)",
+            ty.dtype
+        ));
+    }
+    let k = match d.im.g.initializers.get(&k) {
+        Some(t) if t.len() == 1 => t.get_i64(0),
+        _ => return Err("K must be a constant".into()),
+    };
+    let rank = ty.rank();
+    let axis = tessera_ir::infer::norm_axis(attrs.int("axis", -1)?, rank)?;
+    let n = ty.shape[axis]
+        .known()
+        .ok_or("TopK along a symbolic dimension is not supported")?;
+    if !(1..=MAX_TOP_K.min(n as i64)).contains(&k) {
+        return Err(format!(
+            "K={k} is outside 1..={} (the axis has {n}; at most {MAX_TOP_K} are unrolled)",
+            n.min(MAX_TOP_K as usize)
+        ));
+    }
+    let largest = attrs.int("largest", 1)? != 0;
+    let (pick_op, fill) = match largest {
+        true => (OpKind::ArgMax, f64::NEG_INFINITY),
+        false => (OpKind::ArgMin, f64::INFINITY),
+    };
+    let mut shape = vec![n];
+    shape.extend(std::iter::repeat_n(1, rank - axis - 1));
+    let iota = d.constant(
+        "iota",
+        Tensor::from_i64(DType::I64, shape, &(0..n as i64).collect::<Vec<_>>()),
+    );
+    let masked = d.scalar("masked", ty.dtype, fill);
+    let at = [("axis", Attr::Int(axis as i64))];
+    let (mut left, mut values, mut indices) = (x, Vec::new(), Vec::new());
+    for _ in 0..k {
+        let pick = d.op(
+            pick_op,
+            &[left],
+            &[("axis", Attr::Int(axis as i64)), ("keepdims", Attr::Int(1))],
+        );
+        values.push(Some(d.op(OpKind::GatherElements, &[x, pick], &at)));
+        indices.push(Some(pick));
+        let taken = d.op(OpKind::Equal, &[iota, pick], &[]);
+        left = d.op(OpKind::Where, &[taken, masked, left], &[]);
+    }
+    if let Some(v) = outputs.first().copied().flatten() {
+        d.op_to(OpKind::Concat, &values, &at, v);
+    }
+    if let Some(i) = outputs.get(1).copied().flatten() {
+        d.op_to(OpKind::Concat, &indices, &at, i);
+    }
     Ok(())
 }

@@ -442,7 +442,7 @@ impl Importer {
             }
             op if composed::handles(op) => {
                 let mut d = decompose::Decomposer::new(self, &name);
-                composed::compose(&mut d, op, &inputs, &attrs, outputs[0]).map_err(err)?;
+                composed::compose(&mut d, op, &inputs, &attrs, &out_opt).map_err(err)?;
                 return Ok(());
             }
             "Einsum" => {

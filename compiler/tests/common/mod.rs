@@ -94,6 +94,25 @@ pub fn one_node(
     initializers: Vec<TensorProto>,
     opset: i64,
 ) -> Vec<u8> {
+    one_node_outputs(
+        op_type,
+        attributes,
+        inputs,
+        initializers,
+        opset,
+        &[("y", FLOAT)],
+    )
+}
+
+/// [`one_node`] with the outputs `outputs` (name, element type).
+pub fn one_node_outputs(
+    op_type: &str,
+    attributes: Vec<AttributeProto>,
+    inputs: &[(&str, i32, &[usize])],
+    initializers: Vec<TensorProto>,
+    opset: i64,
+    outputs: &[(&str, i32)],
+) -> Vec<u8> {
     let mut names: Vec<String> = inputs.iter().map(|(n, _, _)| n.to_string()).collect();
     names.extend(
         initializers
@@ -104,7 +123,7 @@ pub fn one_node(
         op_type: Some(op_type.into()),
         name: Some(format!("{}_1", op_type.to_lowercase())),
         input: names,
-        output: vec!["y".into()],
+        output: outputs.iter().map(|(n, _)| n.to_string()).collect(),
         attribute: attributes,
         ..Default::default()
     };
@@ -118,7 +137,7 @@ pub fn one_node(
             name: Some("g".into()),
             node: vec![node],
             input: inputs.iter().map(|(n, e, s)| vi(n, *e, Some(s))).collect(),
-            output: vec![vi("y", FLOAT, None)],
+            output: outputs.iter().map(|(n, e)| vi(n, *e, None)).collect(),
             initializer: initializers,
             ..Default::default()
         }),
