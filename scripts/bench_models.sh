@@ -19,7 +19,7 @@ trap 'rm -rf "$tmp"' EXIT
 "$PY" scripts/bert_written_out.py "$tmp/bert_relu.onnx" relu
 "$PY" scripts/bert_written_out.py "$tmp/bert_gelu.onnx" gelu
 "$PY" scripts/arch_models.py "$tmp"
-for m in "$LIGHT"/light_*.onnx "$tmp"/bert_relu.onnx "$tmp"/bert_gelu.onnx "$tmp"/{mobilenet_v2,gpt2,gpt2_step,efficientnet}.onnx; do
+for m in "$LIGHT"/light_*.onnx "$tmp"/bert_relu.onnx "$tmp"/bert_gelu.onnx "$tmp"/{mobilenet_v2,gpt2,gpt2_step,efficientnet,audio_unet,rnn}.onnx; do
   for t in "${THREADS[@]}"; do
     ours="$("$BIN" bench "$m" --json --runs "$RUNS" --warmup 3 --threads "$t")"
     peer="$("$PY" scripts/bench_ort.py "$m" --threads "$t" --runs "$RUNS")"
