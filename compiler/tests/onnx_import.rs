@@ -2,10 +2,8 @@
 
 mod common;
 
-use prost::Message;
 use tessera::onnx::proto::{
-    self, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
-    ValueInfoProto,
+    self, AttributeProto, GraphProto, NodeProto, TensorProto, ValueInfoProto,
 };
 use tessera::onnx::{OnnxError, import};
 
@@ -33,16 +31,7 @@ fn model(nodes: Vec<NodeProto>, opset: i64, inits: Vec<TensorProto>) -> Vec<u8> 
         initializer: inits,
         ..Default::default()
     };
-    ModelProto {
-        ir_version: Some(8),
-        opset_import: vec![OperatorSetIdProto {
-            domain: Some(String::new()),
-            version: Some(opset),
-        }],
-        graph: Some(g),
-        ..Default::default()
-    }
-    .encode_to_vec()
+    common::model_bytes(g, opset)
 }
 
 #[test]

@@ -213,26 +213,12 @@ fn space_depth_as_transpose(g: &mut Graph) -> Result<usize, IrError> {
         g.remove_node(ix);
         let mut e = Emit::new(&n.name);
         let (blocks, moved) = (e.fresh(g, "blocks"), e.fresh(g, "moved"));
-        let six_shape = e.ints(g, "shape", &six);
-        e.add(
-            g,
-            OpKind::Reshape,
-            vec![x, six_shape],
-            Default::default(),
-            blocks,
-        );
+        e.reshape(g, x, &six, blocks);
         let perm_attr = [("perm".to_string(), Attr::Ints(perm))]
             .into_iter()
             .collect();
         e.add(g, OpKind::Transpose, vec![blocks], perm_attr, moved);
-        let out_shape = e.ints(g, "shape", &ys);
-        e.add(
-            g,
-            OpKind::Reshape,
-            vec![moved, out_shape],
-            Default::default(),
-            n.outputs[0],
-        );
+        e.reshape(g, moved, &ys, n.outputs[0]);
         count += 1;
     }
     Ok(count)
@@ -285,14 +271,7 @@ fn lift_1d_windows(g: &mut Graph) -> Result<usize, IrError> {
         let mut e = Emit::new(&n.name);
         let height_one = |s: &[usize]| vec![s[0], s[1], 1, s[2]];
         let x4 = e.fresh(g, "rows");
-        let x4_shape = e.ints(g, "shape", &height_one(&xs));
-        e.add(
-            g,
-            OpKind::Reshape,
-            vec![x, x4_shape],
-            Default::default(),
-            x4,
-        );
+        e.reshape(g, x, &height_one(&xs), x4);
         let mut inputs = vec![Some(x4)];
         if let Some((w, ws)) = weight {
             let w4 = if g.initializers.contains_key(&w) {
@@ -305,14 +284,7 @@ fn lift_1d_windows(g: &mut Graph) -> Result<usize, IrError> {
                     .map_err(err)?
             } else {
                 let w4 = e.fresh(g, "weight");
-                let w4_shape = e.ints(g, "shape", &height_one(&ws));
-                e.add(
-                    g,
-                    OpKind::Reshape,
-                    vec![w, w4_shape],
-                    Default::default(),
-                    w4,
-                );
+                e.reshape(g, w, &height_one(&ws), w4);
                 w4
             };
             inputs.push(Some(w4));
@@ -327,14 +299,7 @@ fn lift_1d_windows(g: &mut Graph) -> Result<usize, IrError> {
             outputs: vec![y4],
         });
         g.connect_consumers(ix4);
-        let y_shape = e.ints(g, "shape", &ys);
-        e.add(
-            g,
-            OpKind::Reshape,
-            vec![y4, y_shape],
-            Default::default(),
-            n.outputs[0],
-        );
+        e.reshape(g, y4, &ys, n.outputs[0]);
         count += 1;
     }
     Ok(count)
@@ -422,14 +387,7 @@ fn conv_transpose_as_product(g: &mut Graph) -> Result<usize, IrError> {
         g.remove_node(ix);
         let mut e = Emit::new(&n.name);
         let (flat, cols) = (e.fresh(g, "pixels"), e.fresh(g, "columns"));
-        let flat_shape = e.ints(g, "shape", &[nb, cin, xs[2] * xs[3]]);
-        e.add(
-            g,
-            OpKind::Reshape,
-            vec![x, flat_shape],
-            Default::default(),
-            flat,
-        );
+        e.reshape(g, x, &[nb, cin, xs[2] * xs[3]], flat);
         e.add(g, OpKind::MatMul, vec![wm, flat], Default::default(), cols);
         let image = e.ints(g, "image", &geo.out);
         let block = e.ints(g, "block", &geo.kernel);
@@ -449,14 +407,8 @@ fn conv_transpose_as_product(g: &mut Graph) -> Result<usize, IrError> {
         };
         e.add(g, OpKind::Col2Im, vec![cols, image, block], attrs, summed);
         if let Some(bias) = bias {
-            let (per_channel, shape) = (e.fresh(g, "bias"), e.ints(g, "shape", &[cout, 1, 1]));
-            e.add(
-                g,
-                OpKind::Reshape,
-                vec![bias, shape],
-                Default::default(),
-                per_channel,
-            );
+            let per_channel = e.fresh(g, "bias");
+            e.reshape(g, bias, &[cout, 1, 1], per_channel);
             e.add(
                 g,
                 OpKind::Add,
@@ -496,6 +448,12 @@ impl<'a> Emit<'a> {
             &name,
             Tensor::from_i64(DType::I64, vec![values.len()], &vals),
         )
+    }
+
+    /// `out = Reshape(x, dims)` (a view of contiguous data).
+    fn reshape(&mut self, g: &mut Graph, x: ValueId, dims: &[usize], out: ValueId) {
+        let shape = self.ints(g, "shape", dims);
+        self.add(g, OpKind::Reshape, vec![x, shape], Default::default(), out);
     }
 
     /// A node `op(inputs) -> out`.
@@ -576,8 +534,7 @@ fn resize_by_matrices(
         let wname = g.name_of(wv).to_string();
         let wv = g.add_initializer(&wname, Tensor::from_f64(dt, w_shape, &w_vals));
         let flat_shape = if b == 1 { vec![a, il] } else { vec![a, il, b] };
-        let fs = e.ints(g, "shape", &flat_shape);
-        e.add(g, OpKind::Reshape, vec![cur, fs], Default::default(), flat);
+        e.reshape(g, cur, &flat_shape, flat);
         let inputs = if b == 1 {
             vec![flat, wv]
         } else {
@@ -585,8 +542,7 @@ fn resize_by_matrices(
         };
         e.add(g, OpKind::MatMul, inputs, Default::default(), prod);
         cur_shape[d] = ol;
-        let ns = e.ints(g, "shape", &cur_shape);
-        e.add(g, OpKind::Reshape, vec![prod, ns], Default::default(), next);
+        e.reshape(g, prod, &cur_shape, next);
         cur = next;
         // Outside positions: the union over axes, as a mask broadcast over the output.
         let mut grown = Vec::with_capacity(outside.len() * ol);

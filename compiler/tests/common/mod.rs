@@ -127,20 +127,28 @@ pub fn one_node_outputs(
         attribute: attributes,
         ..Default::default()
     };
-    ModelProto {
-        ir_version: Some(8),
-        opset_import: vec![OperatorSetIdProto {
-            domain: Some(String::new()),
-            version: Some(opset),
-        }],
-        graph: Some(GraphProto {
+    model_bytes(
+        GraphProto {
             name: Some("g".into()),
             node: vec![node],
             input: inputs.iter().map(|(n, e, s)| vi(n, *e, Some(s))).collect(),
             output: outputs.iter().map(|(n, e)| vi(n, *e, None)).collect(),
             initializer: initializers,
             ..Default::default()
-        }),
+        },
+        opset,
+    )
+}
+
+/// The bytes of a model holding `graph`, importing the default domain at `opset`.
+pub fn model_bytes(graph: GraphProto, opset: i64) -> Vec<u8> {
+    ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(opset),
+        }],
+        graph: Some(graph),
         ..Default::default()
     }
     .encode_to_vec()
