@@ -94,6 +94,17 @@ pub struct Node {
     pub outputs: Vec<ValueId>,
 }
 
+impl Node {
+    /// An error about this node: its name, its op and `msg`.
+    pub fn error(&self, msg: impl Into<String>) -> IrError {
+        IrError::Node {
+            node: self.name.clone(),
+            op: self.op.name().into(),
+            msg: msg.into(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Graph {
     pub name: String,
@@ -314,11 +325,7 @@ impl Graph {
         for ix in self.topo_order()? {
             let n = &self.dag[ix];
             let schema = n.op.schema();
-            let err = |msg: String| IrError::Node {
-                node: n.name.clone(),
-                op: n.op.name().into(),
-                msg,
-            };
+            let err = |msg: String| n.error(msg);
             if n.inputs.len() < schema.min_inputs || n.inputs.len() > schema.max_inputs {
                 return Err(err(format!(
                     "has {} inputs, expected {}..={}",
@@ -506,13 +513,7 @@ impl Graph {
                 match inp {
                     Some(v) => {
                         tys.push(Some(
-                            self.ty_of(*v)
-                                .map_err(|e| IrError::Node {
-                                    node: n.name.clone(),
-                                    op: n.op.name().into(),
-                                    msg: e.to_string(),
-                                })?
-                                .clone(),
+                            self.ty_of(*v).map_err(|e| n.error(e.to_string()))?.clone(),
                         ));
                         consts.push(self.initializers.get(v));
                     }
@@ -522,11 +523,7 @@ impl Graph {
                     }
                 }
             }
-            let out = crate::infer::infer(&n, &tys, &consts).map_err(|msg| IrError::Node {
-                node: n.name.clone(),
-                op: n.op.name().into(),
-                msg,
-            })?;
+            let out = crate::infer::infer(&n, &tys, &consts).map_err(|msg| n.error(msg))?;
             for (v, t) in n.outputs.iter().zip(out) {
                 self.set_ty(*v, t);
             }

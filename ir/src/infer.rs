@@ -62,6 +62,14 @@ pub fn broadcast_static(shapes: &[&[usize]]) -> R<Vec<usize>> {
         .collect())
 }
 
+/// The static sizes of a tensor's dimensions after batch and channels (a window's input).
+fn spatial_sizes(t: &ValueType) -> R<Vec<usize>> {
+    t.shape[2..]
+        .iter()
+        .map(|d| known(d, "spatial size"))
+        .collect()
+}
+
 fn known(d: &Dim, what: &str) -> R<usize> {
     d.known()
         .ok_or_else(|| format!("{what} must be a known size, is symbolic `{d}`"))
@@ -135,13 +143,21 @@ pub fn space_depth_block(n: &Node) -> R<usize> {
 pub fn space_depth_plan(n: &Node, s: &[usize], b: usize) -> R<(Vec<usize>, Vec<i64>)> {
     let (nb, c, h, w) = (s[0], s[1], s[2], s[3]);
     Ok(match n.op {
-        OpKind::DepthToSpace => match n.attrs.string("mode", "DCR")?.as_str() {
-            "DCR" => (vec![nb, b, b, c / (b * b), h, w], vec![0, 3, 4, 1, 5, 2]),
-            "CRD" => (vec![nb, c / (b * b), b, b, h, w], vec![0, 1, 4, 2, 5, 3]),
-            m => return Err(format!("DepthToSpace mode `{m}` must be DCR or CRD")),
-        },
+        OpKind::DepthToSpace if depth_to_space_crd(n)? => {
+            (vec![nb, c / (b * b), b, b, h, w], vec![0, 1, 4, 2, 5, 3])
+        }
+        OpKind::DepthToSpace => (vec![nb, b, b, c / (b * b), h, w], vec![0, 3, 4, 1, 5, 2]),
         _ => (vec![nb, c, h / b, b, w / b, b], vec![0, 3, 5, 1, 2, 4]),
     })
+}
+
+/// Whether a DepthToSpace reads its channels in `CRD` order (else `DCR`, the default).
+pub fn depth_to_space_crd(n: &Node) -> R<bool> {
+    match n.attrs.string("mode", "DCR")?.as_str() {
+        "DCR" => Ok(false),
+        "CRD" => Ok(true),
+        m => Err(format!("DepthToSpace mode `{m}` must be DCR or CRD")),
+    }
 }
 
 /// A 1-D Conv, MaxPool or AveragePool as the 2-D one over a height-1 input (`[n, c, 1, l]`,
@@ -832,10 +848,7 @@ fn infer_shapes(
                     "channels {cin}, weight {wshape:?} and group {group} are inconsistent"
                 ));
             }
-            let spatial = xx.shape[2..]
-                .iter()
-                .map(|d| known(d, "spatial size"))
-                .collect::<R<Vec<usize>>>()?;
+            let spatial = spatial_sizes(xx)?;
             let win = Window::from_node(n, &spatial, Some(&wshape[2..]))?;
             if win.ceil_mode {
                 return Err("ceil_mode is not a Conv attribute".into());
@@ -855,10 +868,7 @@ fn infer_shapes(
             if n.attrs.int("storage_order", 0)? != 0 {
                 return Err("storage_order=1 is not supported".into());
             }
-            let spatial = xx.shape[2..]
-                .iter()
-                .map(|d| known(d, "spatial size"))
-                .collect::<R<Vec<usize>>>()?;
+            let spatial = spatial_sizes(xx)?;
             let win = Window::from_node(n, &spatial, None)?;
             let o = win.output_sizes(&spatial)?;
             let mut out = vec![xx.shape[0].clone(), xx.shape[1].clone()];
@@ -959,6 +969,7 @@ fn infer_shapes(
             let d = |i: usize, what: &str| known(&xx.shape[i], what);
             let (c, h, w) = (d(1, "channels")?, d(2, "height")?, d(3, "width")?);
             let out = if n.op == DepthToSpace {
+                depth_to_space_crd(n)?;
                 if !c.is_multiple_of(b * b) {
                     return Err(format!(
                         "channels {c} are not a multiple of blocksize² {}",

@@ -67,11 +67,7 @@ pub fn run_graph_values(g: &Graph, inputs: &[Tensor]) -> Result<HashMap<ValueId,
                 n.name
             )));
         }
-        let outs = eval_node(n, &args).map_err(|msg| IrError::Node {
-            node: n.name.clone(),
-            op: n.op.name().into(),
-            msg,
-        })?;
+        let outs = eval_node(n, &args).map_err(|msg| n.error(msg))?;
         for (v, t) in n.outputs.iter().zip(outs) {
             env.insert(*v, t);
         }
@@ -779,9 +775,8 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
             let x = x?;
             let b = infer::space_depth_block(n)?;
             let (cin, h, w) = (x.shape()[1], x.shape()[2], x.shape()[3]);
-            let crd = n.attrs.string("mode", "DCR")? == "CRD";
             let (oc, is_d2s) = (oshape[1], n.op == DepthToSpace);
-            infer::space_depth_plan(n, x.shape(), b)?; // checks the mode
+            let crd = is_d2s && infer::depth_to_space_crd(n)?;
             gather_by(x, odt, &oshape, |o| {
                 let (nb, c, y, xx) = (o[0], o[1], o[2], o[3]);
                 let (ci, iy, ix) = if is_d2s {

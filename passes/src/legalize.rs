@@ -60,11 +60,7 @@ pub fn legalize(g: &mut Graph, cfg: &LegalizeConfig) -> Result<usize, IrError> {
         if n.op != OpKind::Resize {
             continue;
         }
-        let err = |msg: String| IrError::Node {
-            node: n.name.clone(),
-            op: n.op.name().into(),
-            msg,
-        };
+        let err = |msg: String| n.error(msg);
         let Some(x) = n.inputs.first().copied().flatten() else {
             continue;
         };
@@ -142,11 +138,7 @@ fn lay_out_constant_b(g: &mut Graph, cfg: &LegalizeConfig) -> Result<usize, IrEr
         let Some(a_shape) = g.ty(a).and_then(|t| t.static_shape()) else {
             continue;
         };
-        let err = |msg: String| IrError::Node {
-            node: n.name.clone(),
-            op: n.op.name().into(),
-            msg,
-        };
+        let err = |msg: String| n.error(msg);
         // The attribute that says how B is read after the change.
         let (key, read): (&str, Attr) = match n.op {
             OpKind::Gemm => {
@@ -262,11 +254,7 @@ fn lift_1d_windows(g: &mut Graph) -> Result<usize, IrError> {
             },
             _ => None,
         };
-        let err = |msg: String| IrError::Node {
-            node: n.name.clone(),
-            op: n.op.name().into(),
-            msg,
-        };
+        let err = |msg: String| n.error(msg);
         g.remove_node(ix);
         let mut e = Emit::new(&n.name);
         let height_one = |s: &[usize]| vec![s[0], s[1], 1, s[2]];
@@ -291,14 +279,14 @@ fn lift_1d_windows(g: &mut Graph) -> Result<usize, IrError> {
             inputs.extend(n.inputs.iter().skip(2).copied());
         }
         let y4 = e.fresh(g, "lifted");
-        let ix4 = g.add_node(tessera_ir::Node {
+        // Its output is new: no consumers to connect.
+        g.add_node(tessera_ir::Node {
             name: format!("{}_2d", n.name),
             op: n.op,
             attrs: lifted.attrs,
             inputs,
             outputs: vec![y4],
         });
-        g.connect_consumers(ix4);
         e.reshape(g, y4, &ys, n.outputs[0]);
         count += 1;
     }
@@ -371,11 +359,7 @@ fn conv_transpose_as_product(g: &mut Graph) -> Result<usize, IrError> {
         if !fits {
             continue;
         }
-        let err = |msg: String| IrError::Node {
-            node: n.name.clone(),
-            op: n.op.name().into(),
-            msg,
-        };
+        let err = |msg: String| n.error(msg);
         // Wᵀ as [cout·kh·kw, cin]: W[ci, co, ky, kx] moved to [co, ky, kx, ci].
         let wm = as_columns
             .of(g, w, |t| {

@@ -152,12 +152,7 @@ fn one_hot(
     let at_axis = d.ints("axis", &[axis]);
     let idx = d.op(OpKind::Unsqueeze, &[idx, at_axis], &[]);
     // The positions along the new axis, shaped to broadcast against the unsqueezed indices.
-    let mut shape = vec![depth_n as usize];
-    shape.extend(std::iter::repeat_n(1, (rank - axis) as usize));
-    let iota = d.constant(
-        "iota",
-        Tensor::from_i64(DType::I64, shape, &(0..depth_n).collect::<Vec<_>>()),
-    );
+    let iota = d.iota(depth_n as usize, (rank - axis) as usize);
     let hit = d.op(OpKind::Equal, &[idx, iota], &[]);
     let pick = |d: &mut Decomposer, i: i64| {
         let k = d.constant("which", Tensor::from_i64(DType::I64, vec![], &[i]));
@@ -209,12 +204,7 @@ fn top_k(
         true => (OpKind::ArgMax, f64::NEG_INFINITY),
         false => (OpKind::ArgMin, f64::INFINITY),
     };
-    let mut shape = vec![n];
-    shape.extend(std::iter::repeat_n(1, rank - axis - 1));
-    let iota = d.constant(
-        "iota",
-        Tensor::from_i64(DType::I64, shape, &(0..n as i64).collect::<Vec<_>>()),
-    );
+    let iota = d.iota(n, rank - axis - 1);
     let masked = d.scalar("masked", ty.dtype, fill);
     let at = [("axis", Attr::Int(axis as i64))];
     let (mut left, mut values, mut indices) = (x, Vec::new(), Vec::new());

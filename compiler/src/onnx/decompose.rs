@@ -65,6 +65,15 @@ impl<'a> Decomposer<'a> {
         self.constant(what, Tensor::from_i64(DType::I64, vec![v.len()], v))
     }
 
+    /// The i64 positions `0..len` along an axis followed by `trailing` more, shaped
+    /// `[len, 1, …, 1]` to broadcast against a tensor along that axis.
+    pub fn iota(&mut self, len: usize, trailing: usize) -> ValueId {
+        let mut shape = vec![len];
+        shape.extend(std::iter::repeat_n(1, trailing));
+        let values: Vec<i64> = (0..len as i64).collect();
+        self.constant("iota", Tensor::from_i64(DType::I64, shape, &values))
+    }
+
     pub fn scalar(&mut self, what: &str, dtype: DType, v: f64) -> ValueId {
         self.constant(what, Tensor::from_f64(dtype, vec![], &[v]))
     }
@@ -108,12 +117,7 @@ pub(super) fn hardmax(
         &[x],
         &[("axis", int(ax as i64)), ("keepdims", int(1))],
     );
-    let mut shape = vec![len];
-    shape.extend(std::iter::repeat_n(1, ty.rank() - ax - 1));
-    let iota = d.constant(
-        "iota",
-        Tensor::from_i64(DType::I64, shape, &(0..len as i64).collect::<Vec<_>>()),
-    );
+    let iota = d.iota(len, ty.rank() - ax - 1);
     let hit = d.op(OpKind::Equal, &[iota, am], &[]);
     d.op_to(
         OpKind::Cast,

@@ -28,16 +28,16 @@ pub(super) fn einsum(
     inputs: &[ValueId],
     out: ValueId,
 ) -> Result<(), String> {
-    let mut ranks = Vec::with_capacity(inputs.len());
-    for &v in inputs {
-        ranks.push(d.ty(v)?.rank());
-    }
+    let types = inputs
+        .iter()
+        .map(|&v| d.ty(v))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ranks: Vec<usize> = types.iter().map(|t| t.rank()).collect();
     let (terms, output) = parse(equation, &ranks)?;
     let all_terms = terms.clone();
     let mut sizes: BTreeMap<char, usize> = BTreeMap::new();
     let mut operands = Vec::with_capacity(inputs.len());
-    for (&v, letters) in inputs.iter().zip(terms) {
-        let ty = d.ty(v)?;
+    for ((&v, ty), letters) in inputs.iter().zip(&types).zip(terms) {
         for (i, &c) in letters.iter().enumerate() {
             if letters[..i].contains(&c) {
                 return Err(format!(

@@ -102,6 +102,7 @@ pub(super) fn recurrent(
             ));
         }
     };
+    let linear_before_reset = attrs.int("linear_before_reset", 0)? != 0;
     let gh = (cell.gates() * hidden) as i64;
     let h = hidden as i64;
     let flat_shape = d.ints("rows", &[(steps * batch) as i64, width as i64]);
@@ -164,6 +165,11 @@ pub(super) fn recurrent(
             (Cell::Lstm, None) => Some(zeros(d)),
             (Cell::Gru | Cell::Rnn, _) => None,
         };
+        // GRU: `Rᵀ`'s z, r columns and its h columns, once for every step.
+        let (rt_zr, rt_h) = match cell {
+            Cell::Gru => (slice(d, rt, 1, 0, 2 * h), slice(d, rt, 1, 2 * h, 3 * h)),
+            _ => (rt, rt),
+        };
         let peep = match (cell, input(7)) {
             (Cell::Lstm, Some(p)) => {
                 let pd = of_direction(d, p);
@@ -211,8 +217,6 @@ pub(super) fn recurrent(
                     (d.op(OpKind::Tanh, &[pre], &[]), None)
                 }
                 Cell::Gru => {
-                    let rt_zr = slice(d, rt, 1, 0, 2 * h);
-                    let rt_h = slice(d, rt, 1, 2 * h, 3 * h);
                     let hr = d.op(OpKind::MatMul, &[hs, rt_zr], &[]);
                     let xw_zr = slice(d, xw, 1, 0, 2 * h);
                     let zr = d.op(OpKind::Add, &[xw_zr, hr], &[]);
@@ -222,7 +226,7 @@ pub(super) fn recurrent(
                         Some(b) => d.op(OpKind::Add, &[v, b], &[]),
                         None => v,
                     };
-                    let recurrent_h = if attrs.int("linear_before_reset", 0)? != 0 {
+                    let recurrent_h = if linear_before_reset {
                         let hh = d.op(OpKind::MatMul, &[hs, rt_h], &[]);
                         let hh = with_bias(d, hh);
                         d.op(OpKind::Mul, &[rg, hh], &[])
@@ -245,28 +249,28 @@ pub(super) fn recurrent(
             per_step[t] = Some(h_new);
         }
         if outputs.first().copied().flatten().is_some() {
-            let axis0 = d.ints("axis0", &[0]);
-            let rows: Vec<ValueId> = per_step
+            let steps: Vec<ValueId> = per_step
                 .into_iter()
-                .map(|v| d.op(OpKind::Unsqueeze, &[v.expect("every step ran"), axis0], &[]))
+                .map(|v| v.expect("every step ran"))
                 .collect();
-            ys.push(d.op(OpKind::Concat, &rows, &[("axis", Attr::Int(0))]));
+            let stacked = stack(d, &steps, 0, None);
+            ys.push(stacked);
         }
         last_h.push(hs);
         last_c.extend(cs);
     }
     // Y [T, D, B, H]; Y_h and Y_c [D, B, H].
     if let Some(y) = outputs.first().copied().flatten() {
-        stack(d, &ys, 1, y);
+        stack(d, &ys, 1, Some(y));
     }
     if let Some(yh) = outputs.get(1).copied().flatten() {
-        stack(d, &last_h, 0, yh);
+        stack(d, &last_h, 0, Some(yh));
     }
     if let Some(yc) = outputs.get(2).copied().flatten() {
         if cell != Cell::Lstm {
             return Err("only an LSTM has a third output".into());
         }
-        stack(d, &last_c, 0, yc);
+        stack(d, &last_c, 0, Some(yc));
     }
     Ok(())
 }
@@ -284,14 +288,22 @@ fn slice(d: &mut Decomposer, v: ValueId, axis: i64, start: i64, end: i64) -> Val
     d.op(OpKind::Slice, &[v, s, e, a], &[])
 }
 
-/// `parts` stacked along a new `axis`, written to `out`.
-fn stack(d: &mut Decomposer, parts: &[ValueId], axis: i64, out: ValueId) {
+/// `parts` stacked along a new `axis`, written to `out` (a new value if `None`).
+fn stack(d: &mut Decomposer, parts: &[ValueId], axis: i64, out: Option<ValueId>) -> ValueId {
     let ax = d.ints("stack_axis", &[axis]);
-    let lifted: Vec<Option<ValueId>> = parts
+    let lifted: Vec<ValueId> = parts
         .iter()
-        .map(|&p| Some(d.op(OpKind::Unsqueeze, &[p, ax], &[])))
+        .map(|&p| d.op(OpKind::Unsqueeze, &[p, ax], &[]))
         .collect();
-    d.op_to(OpKind::Concat, &lifted, &[("axis", Attr::Int(axis))], out);
+    let concat = [("axis", Attr::Int(axis))];
+    match out {
+        Some(out) => {
+            let lifted: Vec<Option<ValueId>> = lifted.into_iter().map(Some).collect();
+            d.op_to(OpKind::Concat, &lifted, &concat, out);
+            out
+        }
+        None => d.op(OpKind::Concat, &lifted, &concat),
+    }
 }
 
 /// Refuses what the unrolling does not implement: another layout, clipping, non-default

@@ -488,10 +488,13 @@ pub fn worth_tiling(spec: &ProductSpec, lanes: i64) -> bool {
 /// column, 1000 rows of weights), a matrix times a vector: then the dot-product form, rows
 /// of `A` streamed along `k` (the plain nest, a scalar sum per output: 1.8 GFLOP/s).
 fn narrow_dots(spec: &ProductSpec, lanes: i64) -> bool {
-    spec.n < lanes
-        && spec.k >= 4 * lanes
-        && spec.batch * spec.m * spec.n * spec.k >= MIN_TILED_WORK
-        && dot::suits(spec)
+    narrow_enough(spec.batch, spec.m, spec.n, spec.k, lanes) && dot::suits(spec)
+}
+
+/// The size part of [`narrow_dots`]: fewer columns than a vector, `k` of at least 4 vectors,
+/// and `batch·m·n·k` of at least [`MIN_TILED_WORK`].
+fn narrow_enough(batch: i64, m: i64, n: i64, k: i64, lanes: i64) -> bool {
+    n < lanes && k >= 4 * lanes && batch * m * n * k >= MIN_TILED_WORK
 }
 
 /// The accumulators (rows × columns) of the default dot-product tile of a narrow product.
@@ -511,8 +514,7 @@ pub fn packs_b_everywhere(batch: i64, m: i64, n: i64, k: i64) -> bool {
 /// pack `B` for (a matrix-vector product: one query against a key cache). A smaller product
 /// keeps the plain loop nest, which reads `B` along `n`.
 pub fn dots_along_k_everywhere(batch: i64, m: i64, n: i64, k: i64) -> bool {
-    let narrow = n < 16 && k >= 4 * 16 && batch * m * n * k >= MIN_TILED_WORK;
-    (big_enough(batch, m, n, k, 16) || narrow) && !packs_b(m) && k >= 16
+    (big_enough(batch, m, n, k, 16) || narrow_enough(batch, m, n, k, 16)) && !packs_b(m) && k >= 16
 }
 
 /// The size part of [`worth_tiling`]: at least a vector of columns, 8 steps of `k`, and
