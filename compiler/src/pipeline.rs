@@ -40,6 +40,9 @@ pub struct CompileConfig {
     /// fuzzers lower one graph for the CPU and for a GPU with the CPU's weight layouts, so
     /// that both kernels take the same buffers.
     pub legalize: Option<tessera_passes::legalize::LegalizeConfig>,
+    /// Which 3×3 convolutions become Winograd convolutions after the optimizer (None: the
+    /// target's default — on for CPUs, off for GPUs).
+    pub winograd: Option<tessera_passes::winograd::WinogradConfig>,
 }
 
 impl Default for CompileConfig {
@@ -54,6 +57,7 @@ impl Default for CompileConfig {
             tuned: None,
             views: Default::default(),
             legalize: None,
+            winograd: None,
         }
     }
 }
@@ -120,6 +124,17 @@ impl Compiler {
         } else {
             (prepared.clone(), None)
         };
+        let winograd = match (self.config.winograd, self.target.is_gpu()) {
+            (Some(cfg), _) => cfg,
+            (None, true) => tessera_passes::winograd::WinogradConfig::off(),
+            (None, false) => tessera_passes::winograd::WinogradConfig::cpu(),
+        };
+        if tessera_passes::winograd::winograd_convs(&mut optimized, &winograd)? > 0 {
+            // The replaced weights: not kept in the executable beside their transforms.
+            optimized.eliminate_dead_code();
+            optimized.infer_types()?;
+            optimized.verify()?;
+        }
         let lower_cfg = match self.target.is_gpu() {
             true => tessera_passes::lower::LowerConfig::gpu(),
             false => tessera_passes::lower::LowerConfig {

@@ -536,6 +536,30 @@ fn infer_shapes(
                 p.out_shape(s[0]).into_iter().map(Dim::Known).collect(),
             )
         }
+        WinogradInput => {
+            let xx = x?;
+            let s = xx
+                .static_shape()
+                .ok_or("WinogradInput needs a static input shape")?;
+            let p = crate::winograd::WinogradPlan::of_input(n, &s)?;
+            let a = p.alpha();
+            let shape = [s[0], a * a, s[1], p.tile_count()];
+            one(xx.dtype, shape.into_iter().map(Dim::Known).collect())
+        }
+        WinogradOutput => {
+            let xx = x?;
+            let s = xx
+                .static_shape()
+                .ok_or("WinogradOutput needs a static input shape")?;
+            let p = crate::winograd::WinogradPlan::of_output(n, &s)?;
+            if let Ok(b) = t(1)
+                && (b.dtype != xx.dtype || b.static_shape() != Some(vec![s[2]]))
+            {
+                return Err(format!("bias {b} is not [{}] of {}", s[2], xx.dtype));
+            }
+            let shape = [s[0], s[2], p.out[0], p.out[1]];
+            one(xx.dtype, shape.into_iter().map(Dim::Known).collect())
+        }
         Col2Im => {
             let xx = x?;
             let s = xx

@@ -556,6 +556,18 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
                 &p.apply(&x.to_f64_vec(), x.shape(), w.as_deref()),
             )
         }
+        WinogradInput => {
+            let x = x?;
+            let p = crate::winograd::WinogradPlan::of_input(n, x.shape())?;
+            Tensor::from_f64(odt, oshape, &p.apply_input(&x.to_f64_vec(), x.shape()))
+        }
+        WinogradOutput => {
+            let x = x?;
+            let p = crate::winograd::WinogradPlan::of_output(n, x.shape())?;
+            let bias = args.get(1).copied().flatten().map(Tensor::to_f64_vec);
+            let y = p.apply_output(&x.to_f64_vec(), x.shape(), bias.as_deref());
+            Tensor::from_f64(odt, oshape, &y)
+        }
         Col2Im => {
             let x = x?;
             let p = crate::col2im::col2im_plan(

@@ -29,6 +29,7 @@ pub mod resize;
 pub mod signal;
 pub mod tensor;
 pub mod text;
+pub mod winograd;
 
 pub use dtype::DType;
 pub use error::{IrError, Result};

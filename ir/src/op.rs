@@ -140,6 +140,10 @@ ops!(
     SpaceToDepth,
     CastLike,
     Fused,
+    // Not ONNX ops: the steps of a Winograd convolution (`crate::winograd`), made by the
+    // compiler after the optimizer, never imported.
+    WinogradInput,
+    WinogradOutput,
 );
 
 impl OpKind {
@@ -418,6 +422,8 @@ impl OpKind {
             ),
             DepthToSpace => s(1, 1, &[("blocksize", K::Int), ("mode", K::Str)]),
             SpaceToDepth => s(1, 1, &[("blocksize", K::Int)]),
+            WinogradInput => s(1, 1, &[("tile", K::Int), ("pads", K::Ints)]),
+            WinogradOutput => s(1, 2, &[("tile", K::Int), ("output_shape", K::Ints)]),
             DFT => s(1, 3, &[("inverse", K::Int), ("onesided", K::Int)]),
             GatherElements | GatherND => s(2, 2, &[("axis", K::Int), ("batch_dims", K::Int)]),
             ScatterElements | ScatterND => s(3, 3, &[("axis", K::Int), ("reduction", K::Str)]),

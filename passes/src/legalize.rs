@@ -407,24 +407,24 @@ fn conv_transpose_as_product(g: &mut Graph) -> Result<usize, IrError> {
 }
 
 /// Adds the nodes and constants that replace one node, named after it.
-struct Emit<'a> {
+pub(crate) struct Emit<'a> {
     node: &'a str,
     made: usize,
 }
 
 impl<'a> Emit<'a> {
-    fn new(node: &'a str) -> Emit<'a> {
+    pub(crate) fn new(node: &'a str) -> Emit<'a> {
         Emit { node, made: 0 }
     }
 
     /// A new value, `<node>_<what><k>`.
-    fn fresh(&mut self, g: &mut Graph, what: &str) -> ValueId {
+    pub(crate) fn fresh(&mut self, g: &mut Graph, what: &str) -> ValueId {
         self.made += 1;
         g.fresh_value(&format!("{}_{what}{}", self.node, self.made))
     }
 
     /// A new i64 constant holding `values` (a shape).
-    fn ints(&mut self, g: &mut Graph, what: &str, values: &[usize]) -> ValueId {
+    pub(crate) fn ints(&mut self, g: &mut Graph, what: &str, values: &[usize]) -> ValueId {
         let v = self.fresh(g, what);
         let name = g.name_of(v).to_string();
         let vals: Vec<i64> = values.iter().map(|&d| d as i64).collect();
@@ -435,13 +435,13 @@ impl<'a> Emit<'a> {
     }
 
     /// `out = Reshape(x, dims)` (a view of contiguous data).
-    fn reshape(&mut self, g: &mut Graph, x: ValueId, dims: &[usize], out: ValueId) {
+    pub(crate) fn reshape(&mut self, g: &mut Graph, x: ValueId, dims: &[usize], out: ValueId) {
         let shape = self.ints(g, "shape", dims);
         self.add(g, OpKind::Reshape, vec![x, shape], Default::default(), out);
     }
 
     /// A node `op(inputs) -> out`.
-    fn add(
+    pub(crate) fn add(
         &self,
         g: &mut Graph,
         op: OpKind,

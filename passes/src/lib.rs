@@ -25,6 +25,7 @@ pub mod product;
 pub mod rules;
 pub mod schedule;
 pub mod views;
+pub mod winograd;
 
 pub use error::PassError;
 

@@ -479,9 +479,14 @@ fn collect_innermost(body: &[Stmt], out: &mut Vec<(String, i64, String)>) {
                     && l.kind == LoopKind::Serial
                     && !tessera_ir::loops::carries_dependence(&l.body)
                 {
+                    // Contiguous, or (top-level stores only) in interleaved groups that a
+                    // vector loop stores as one run.
                     let contiguous = stores
                         .iter()
-                        .all(|(_, index)| index.coeff(&l.var) == Some(1));
+                        .all(|(_, index)| index.coeff(&l.var) == Some(1))
+                        || (l.body.iter().all(|s| matches!(s, Stmt::Store { .. }))
+                            && tessera_ir::loops::interleave::store_groups(&l.body, &l.var)
+                                .is_some());
                     if contiguous && let Some((buf, _)) = stores.first() {
                         out.push((l.var.clone(), l.extent, buf.clone()));
                     }

@@ -414,9 +414,7 @@ impl Em<'_> {
                 active: Some(rem),
             });
             self.idx.insert(l.var.clone(), mid);
-            for s in &l.body {
-                self.stmt(s)?;
-            }
+            self.vector_body(&l.body)?;
             self.idx.remove(&l.var);
             self.vec = None;
             self.depth -= 1;
@@ -455,6 +453,79 @@ impl Em<'_> {
         self.simple_for(&l.var, &lo, &hi, &c1, &l.body)
     }
 
+    /// A vector loop's body: its statements in order, except that an interleaved store
+    /// group ([`tessera_ir::loops::interleave`]) is emitted at its first member's place —
+    /// its `f` vectors interleaved lane by lane (`vector.shuffle`) and stored as one
+    /// contiguous run of `f·w` elements (masked to `f·active` in a tail).
+    fn vector_body(&mut self, body: &[Stmt]) -> Result<(), CodegenError> {
+        let var = self.vec.as_ref().map(|v| v.var.clone()).unwrap_or_default();
+        let groups = tessera_ir::loops::interleave::store_groups(body, &var)
+            .ok_or_else(|| self.unsupported("a strided store outside an interleaved group"))?;
+        let groups: Vec<Vec<usize>> = groups.into_iter().filter(|g| g.len() > 1).collect();
+        for (p, s) in body.iter().enumerate() {
+            match groups.iter().find(|g| g.contains(&p)) {
+                Some(g) if g.iter().min() == Some(&p) => self.interleaved_store(body, g)?,
+                Some(_) => {}
+                None => self.stmt(s)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The stores `members` of `body` (ordered by residue) as one interleaved vector store.
+    fn interleaved_store(&mut self, body: &[Stmt], members: &[usize]) -> Result<(), CodegenError> {
+        let (w, active) = match self.vec.as_ref() {
+            Some(v) => (v.width as usize, v.active.clone()),
+            None => return Err(self.unsupported("an interleaved store outside a vector loop")),
+        };
+        let mut values = Vec::with_capacity(members.len());
+        let mut first = None;
+        for &m in members {
+            let Stmt::Store { buf, index, value } = &body[m] else {
+                return Err(self.unsupported("an interleaved group member is not a store"));
+            };
+            first.get_or_insert((buf.clone(), index.clone()));
+            values.push(self.vexpr(value)?);
+        }
+        let (buf, index) = first.expect("a group has members");
+        let (b, d, mt) = self.bufs[&buf].clone();
+        // Interleave pairs: `[a0, b0, a1, b1, …]`; four are pairs of pairs.
+        let zip = |s: &mut Self, a: &str, c: &str, lanes: usize| -> String {
+            let order: Vec<String> = (0..lanes)
+                .flat_map(|l| [l.to_string(), (l + lanes).to_string()])
+                .collect();
+            let t = ty(d, Some(lanes as u32));
+            s.op(format!(
+                "vector.shuffle {a}, {c} [{}] : {t}, {t}",
+                order.join(", ")
+            ))
+        };
+        let run = match values.as_slice() {
+            [a, c] => zip(self, a, c, w),
+            [a, b1, c, d1] => {
+                let (even, odd) = (zip(self, a, c, w), zip(self, b1, d1, w));
+                zip(self, &even, &odd, 2 * w)
+            }
+            _ => return Err(self.unsupported("an interleaved group of other than 2 or 4")),
+        };
+        let wide = members.len() * w;
+        let i = self.iexpr(&index)?;
+        let i = self.thread_private_index(&buf, i);
+        let t = ty(d, Some(wide as u32));
+        match active {
+            Some(n) => {
+                let f = self.index_const(members.len() as i64);
+                let n = self.op(format!("arith.muli {n}, {f} : index"));
+                let mask = self.op(format!("vector.create_mask {n} : vector<{wide}xi1>"));
+                self.line(format!(
+                    "vector.maskedstore {b}[{i}], {mask}, {run} : {mt}, vector<{wide}xi1>, {t}"
+                ));
+            }
+            None => self.line(format!("vector.store {run}, {b}[{i}] : {mt}, {t}")),
+        }
+        Ok(())
+    }
+
     /// The vector width for an innermost parallel loop: the configured register width over
     /// the widest stored element.
     fn natural_width(&self, body: &[Stmt]) -> Option<u32> {
@@ -480,8 +551,13 @@ impl Em<'_> {
         self.line(format!("scf.for {iv} = {lo} to {hi} step {step} {{"));
         self.depth += 1;
         self.idx.insert(var.to_string(), iv);
-        for s in body {
-            self.stmt(s)?;
+        match self.vec.is_some() {
+            true => self.vector_body(body)?,
+            false => {
+                for s in body {
+                    self.stmt(s)?;
+                }
+            }
         }
         self.idx.remove(var);
         self.depth -= 1;

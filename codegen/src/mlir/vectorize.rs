@@ -73,14 +73,26 @@ pub(super) fn lane_value_ok(prog: &LoopProgram, e: &VExpr, var: &str) -> bool {
 /// contiguous in `var`, every load contiguous, strided by at most 4 or invariant (or else
 /// gathered at an index computed lane by lane), index comparisons computable lane by lane,
 /// index-valued expressions invariant, and no bool buffers.
+///
+/// Stores `f` apart (`f` = 2 or 4) qualify where they come in complete interleaved groups
+/// ([`tessera_ir::loops::interleave`]): their vectors are interleaved and stored as one run.
 pub fn vectorizable(prog: &LoopProgram, body: &[Stmt], var: &str) -> bool {
     if tessera_ir::loops::carries_dependence(body) {
         return false;
     }
+    if tessera_ir::loops::interleave::store_groups(body, var).is_none() {
+        return false;
+    }
+    contiguous_body(prog, body, var, false)
+}
+
+/// [`vectorizable`] for a body whose top-level stores are grouped already (`nested`: a
+/// reduction's body, whose stores must be contiguous).
+fn contiguous_body(prog: &LoopProgram, body: &[Stmt], var: &str, nested: bool) -> bool {
     let value_ok = lane_value_ok;
     body.iter().all(|s| match s {
         Stmt::Store { buf, index, value } => {
-            index.coeff(var) == Some(1)
+            (!nested || index.coeff(var) == Some(1))
                 && prog.buffer(buf).is_some_and(|b| b.dtype != DType::Bool)
                 && value_ok(prog, value, var)
         }
@@ -90,7 +102,8 @@ pub fn vectorizable(prog: &LoopProgram, body: &[Stmt], var: &str) -> bool {
                 && r.axes.iter().all(|(v, _)| v != var)
                 && value_ok(prog, &r.init, var)
                 && value_ok(prog, &r.value, var)
-                && vectorizable(prog, &r.body, var)
+                && !tessera_ir::loops::carries_dependence(&r.body)
+                && contiguous_body(prog, &r.body, var, true)
         }
         _ => false,
     })

@@ -67,6 +67,25 @@ pub struct GraphOptions {
     pub optimize: bool,
     pub tile_products: bool,
     pub threads: usize,
+    /// Rewrite every eligible 3×3 convolution as a Winograd convolution, whatever its
+    /// channel and tile counts (the default only rewrites large ones, which generated graphs
+    /// rarely have).
+    pub winograd: bool,
+}
+
+impl GraphOptions {
+    /// The Winograd rewrite these options ask for.
+    pub fn winograd_config(&self) -> tessera_passes::winograd::WinogradConfig {
+        use tessera_passes::winograd::WinogradConfig;
+        match self.winograd {
+            true => WinogradConfig {
+                min_channels: 1,
+                min_tiles: 1,
+                ..WinogradConfig::cpu()
+            },
+            false => WinogradConfig::off(),
+        }
+    }
 }
 
 /// One fully determined test case.
@@ -132,12 +151,15 @@ pub fn generate(target: FuzzTarget, data: &[u8]) -> Option<Case> {
         }),
         FuzzTarget::GraphPipeline => {
             let seed = u.arbitrary::<u64>().ok()?;
-            let options = GraphOptions {
+            let mut options = GraphOptions {
                 optimize: u.ratio(3, 4).ok()?,
                 tile_products: u.ratio(1, 2).ok()?,
                 threads: u.int_in_range(1..=2).ok()?,
+                winograd: false,
             };
             let graph = graph_gen::arbitrary_graph(&mut u).ok()?;
+            // Drawn after the graph, so that older corpus entries keep their graphs.
+            options.winograd = u.ratio(1, 2).unwrap_or(false);
             Some(Case::Graph {
                 graph,
                 options,
@@ -265,11 +287,13 @@ pub fn unscheduled_kernels(
     graph: &Graph,
     target: &Target,
 ) -> Result<Vec<tessera_passes::lower::Kernel>, crate::CompileError> {
-    // The CPU's weight layouts on every target: the CPU's and a GPU's kernels of one
-    // graph then take the same buffers, and one set of inputs checks both.
+    // The CPU's weight layouts on every target, and no Winograd rewrite (a GPU's default):
+    // the CPU's and a GPU's kernels of one graph then take the same buffers, and one set of
+    // inputs checks both.
     let cfg = CompileConfig {
         schedule: false,
         legalize: Some(tessera_passes::legalize::LegalizeConfig::cpu()),
+        winograd: Some(tessera_passes::winograd::WinogradConfig::off()),
         ..Default::default()
     };
     let bindings = crate::pipeline::bind_symbols(graph, &BTreeMap::new());
@@ -315,6 +339,7 @@ pub fn check(case: &Case) -> Result<Verdict, Box<Finding>> {
                 optimize: options.optimize,
                 tile_products: options.tile_products,
                 threads: options.threads,
+                winograd: Some(options.winograd_config()),
                 poison: true,
                 ..Default::default()
             };

@@ -49,6 +49,7 @@ impl Case {
                 let _ = writeln!(s, "optimize: {}", options.optimize);
                 let _ = writeln!(s, "tile: {}", options.tile_products);
                 let _ = writeln!(s, "threads: {}", options.threads);
+                let _ = writeln!(s, "winograd: {}", options.winograd);
                 s.push_str("--- graph\n");
                 s.push_str(&tessera_ir::text::print_graph(graph));
             }
@@ -133,6 +134,8 @@ impl Case {
                         optimize: flag("optimize")?,
                         tile_products: flag("tile")?,
                         threads: num("threads")? as usize,
+                        // Absent in files written before the option existed: off.
+                        winograd: get("winograd").is_ok() && flag("winograd")?,
                     },
                     seed: num("seed")?,
                 },

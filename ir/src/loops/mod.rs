@@ -11,6 +11,7 @@
 //! accumulator per lane group).
 
 pub mod gpu;
+pub mod interleave;
 pub mod interp;
 pub mod parse;
 pub mod print;

@@ -17,12 +17,14 @@ use std::collections::HashMap;
 use tessera_ir::loops::{IExpr, Stmt, VExpr};
 use tessera_ir::{AttrsExt, Graph, NodeIndex, OpKind, ValueId};
 
-/// Ops that can root a fused body: the products, and Col2Im (the scatter half of a
-/// ConvTranspose, whose bias and activation then apply to each position's sum).
+/// Ops that can root a fused body: the products, Col2Im (the scatter half of a
+/// ConvTranspose, whose bias and activation then apply to each position's sum) and
+/// WinogradOutput (the last step of a Winograd convolution, which takes over its Conv's
+/// epilogue).
 pub fn is_anchor(op: OpKind) -> bool {
     matches!(
         op,
-        OpKind::MatMul | OpKind::Gemm | OpKind::Conv | OpKind::Col2Im
+        OpKind::MatMul | OpKind::Gemm | OpKind::Conv | OpKind::Col2Im | OpKind::WinogradOutput
     )
 }
 
@@ -121,6 +123,7 @@ pub(crate) fn fused(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError
                 OpKind::MatMul => super::linalg::matmul(&acx, b),
                 OpKind::Gemm => super::linalg::gemm(&acx, b),
                 OpKind::Col2Im => super::data::col2im(&acx, b),
+                OpKind::WinogradOutput => super::winograd::output(&acx, b),
                 _ => super::conv::conv(&acx, b),
             }
         }

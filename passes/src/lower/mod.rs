@@ -8,12 +8,14 @@
 mod data;
 mod elementwise;
 mod fused;
+pub(crate) use fused::anchor as fused_anchor;
 pub use fused::{is_anchor, is_sink};
 mod conv;
 mod linalg;
 mod nn;
 mod signal;
 mod window;
+mod winograd;
 
 use crate::error::PassError;
 use crate::product::ProductSpec;
@@ -445,6 +447,8 @@ fn lower_node(
         STFT => signal::stft(&cx, &mut b)?,
         AffineGrid => data::affine_grid(&cx, &mut b)?,
         Col2Im => data::col2im(&cx, &mut b)?,
+        WinogradInput => winograd::input(&cx, &mut b)?,
+        WinogradOutput => winograd::output(&cx, &mut b)?,
         Fused => fused::fused(&cx, &mut b)?,
         CumSum => data::cumsum(&cx, &mut b)?,
         Constant | Shape | Size => data::constant(&cx, &mut b)?,
