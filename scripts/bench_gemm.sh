@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # GEMM and convolution figures against the machine's peak and onnxruntime, same script, same
 # machine, interleaved: fp32 MatMul 1024x1024x1024 and a 3x3 conv (1x64x56x56 -> 64), on one
-# and two threads, tessera (tiled product schedule, and --no-tile for comparison) vs
-# onnxruntime. One JSON line per case; GFLOP/s and ratios included.
+# and two threads, tessera (default: tiled product schedule, the conv as Winograd F(2x2,3x3);
+# and for comparison --no-tile, the direct conv and Winograd F(4x4,3x3)) vs onnxruntime.
+# One JSON line per case; GFLOP/s and ratios included (a Winograd conv's GFLOP/s count the
+# direct convolution's multiply-adds, so they can exceed the peak).
 #
 #   scripts/bench_gemm.sh [RUNS]     (default 30)
 set -euo pipefail
@@ -35,11 +37,18 @@ for case in "gemm1024 2147483648" "conv3x3_64 231211008"; do
   for t in 1 2; do
     tiled="$("$BIN" bench "$DIR/$1.onnx" --json --runs "$RUNS" --threads "$t")"
     ort="$("$PY" scripts/bench_ort.py "$DIR/$1.onnx" --threads "$t" --runs "$RUNS")"
-    plain="$("$BIN" bench "$DIR/$1.onnx" --json --runs "$((RUNS < 5 ? RUNS : 5))" --threads "$t" --no-tile)"
-    "$PY" - "$1" "$2" "$t" "$PEAK" "$tiled" "$ort" "$plain" <<'PY'
+    plain="$("$BIN" bench "$DIR/$1.onnx" --json --runs "$((RUNS < 5 ? RUNS : 5))" --threads "$t" --no-tile --winograd off)"
+    # The convolution's other forms: direct (tiled product) and Winograd F(4x4, 3x3).
+    direct="null"; f4="null"
+    if [ "$1" = conv3x3_64 ]; then
+      direct="$("$BIN" bench "$DIR/$1.onnx" --json --runs "$RUNS" --threads "$t" --winograd off)"
+      f4="$("$BIN" bench "$DIR/$1.onnx" --json --runs "$RUNS" --threads "$t" --winograd f4)"
+    fi
+    "$PY" - "$1" "$2" "$t" "$PEAK" "$tiled" "$ort" "$plain" "$direct" "$f4" <<'PY'
 import json, sys
 name, flops, t = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
-peak, tiled, ort, plain = (json.loads(a) for a in sys.argv[4:8])
+peak, tiled, ort, plain, direct, f4 = (json.loads(a) for a in sys.argv[4:10])
+ms = lambda r: None if r is None else round(r["median_ms"], 3)
 gf = lambda ms: flops / (ms * 1e-3) / 1e9
 print(json.dumps({
     "case": name, "threads": t,
@@ -47,6 +56,7 @@ print(json.dumps({
     "onnxruntime_ms": round(ort["median_ms"], 3), "onnxruntime_gflops": round(gf(ort["median_ms"]), 1),
     "vs_onnxruntime": round(ort["median_ms"] / tiled["median_ms"], 3),
     "untiled_ms": round(plain["median_ms"], 3),
+    "direct_ms": ms(direct), "winograd_f4_ms": ms(f4),
     "fma_peak_gflops_per_core": round(peak["gflops"], 1), "isa": peak["isa"],
     "fraction_of_peak": round(gf(tiled["median_ms"]) / (peak["gflops"] * t), 3),
 }))
