@@ -56,6 +56,20 @@ fn unsupported_op_names_node_op_and_opset() {
     );
 }
 
+/// The compiler's own ops (fused kernels, Winograd steps) are no ONNX operators.
+#[test]
+fn internal_ops_are_refused_by_name() {
+    for op in ["Fused", "WinogradInput", "WinogradOutput"] {
+        let err = import(&model(vec![node(op, "sneaky", &["x"], &["y"])], 17, vec![]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sneaky") && err.contains(op) && err.contains("not an ONNX"),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn unknown_attribute_names_node_op_and_opset() {
     let mut n = node("Relu", "relu_1", &["x"], &["y"]);

@@ -174,6 +174,15 @@ impl OpKind {
         }
     }
 
+    /// Ops the compiler makes and no model may contain: fused kernels and the steps of a
+    /// Winograd convolution (the importer refuses them by name).
+    pub fn is_internal(self) -> bool {
+        matches!(
+            self,
+            OpKind::Fused | OpKind::WinogradInput | OpKind::WinogradOutput
+        )
+    }
+
     pub fn parse(s: &str) -> Option<OpKind> {
         OpKind::ALL.iter().copied().find(|k| k.name() == s)
     }

@@ -644,6 +644,11 @@ impl Importer {
         let op = OpKind::parse(&op_type)
             .filter(|k| *k != OpKind::Constant)
             .ok_or_else(|| err("unsupported operator".into()))?;
+        if op.is_internal() {
+            return Err(err(
+                "an op tessera makes while compiling, not an ONNX operator".into(),
+            ));
+        }
         // Legacy attributes that carry no meaning at the opsets we accept.
         for k in ["consumed_inputs", "is_test", "spatial", "broadcast"] {
             attrs.remove(k);
