@@ -151,6 +151,46 @@ fn has_load_that_may_leave_its_buffer(p: &tessera_ir::loops::LoopProgram) -> boo
 }
 
 /// Random cases of every target pass the oracle on this (correct) compiler.
+/// The graph fuzzer reaches the Winograd rewrite: some generated cases ask for it and have
+/// a convolution it applies to (a 3×3 one at stride 1, one group).
+#[test]
+fn generated_cases_reach_the_winograd_rewrite() {
+    let mut reached = 0;
+    for bytes in byte_strings(5, 300, 600) {
+        let Some(fuzzgen::Case::Graph { graph, options, .. }) =
+            fuzzgen::generate(FuzzTarget::GraphPipeline, &bytes)
+        else {
+            continue;
+        };
+        if !options.winograd {
+            continue;
+        }
+        let config = tessera::CompileConfig {
+            winograd: Some(options.winograd_config()),
+            ..Default::default()
+        };
+        let Ok(stages) = tessera::Compiler::new(tessera::Target::host())
+            .with_config(config)
+            .stages(&graph, &Default::default())
+        else {
+            continue;
+        };
+        let rewritten = |g: &tessera_ir::Graph| {
+            g.nodes().any(|(_, n)| match &n.attrs.get("body") {
+                Some(tessera_ir::Attr::Graph(b)) => {
+                    b.0.nodes().any(|(_, m)| m.op == OpKind::WinogradOutput)
+                }
+                _ => n.op == OpKind::WinogradOutput,
+            })
+        };
+        reached += rewritten(&stages.optimized) as usize;
+    }
+    assert!(
+        reached >= 3,
+        "only {reached} of 300 generated cases had a Winograd conv"
+    );
+}
+
 #[test]
 fn random_cases_pass_the_oracle() {
     for (k, target) in FuzzTarget::ALL.into_iter().enumerate() {

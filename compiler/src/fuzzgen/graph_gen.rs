@@ -589,13 +589,22 @@ impl Builder<'_, '_> {
     /// with constant parameters (the folding rule's target).
     fn conv(&mut self, x: ValueId, shape: &[usize]) -> Result<std::result::Result<(), Rejected>> {
         let ci = shape[1];
+        // Half of them the common case — 3×3, stride 1, one group — which the Winograd
+        // rewrite takes (when the case asks for it).
+        let square3 = self.u.ratio(1, 2)? && shape[2] >= 3 && shape[3] >= 3;
         let groups: Vec<usize> = (1..=ci).filter(|g| ci.is_multiple_of(*g)).collect();
-        let group = *self.u.choose(&groups)?;
+        let group = match square3 {
+            true => 1,
+            false => *self.u.choose(&groups)?,
+        };
         let co = group * self.u.int_in_range(1..=3)?;
-        let (kh, kw) = (
-            self.u.int_in_range(1..=3.min(shape[2]))?,
-            self.u.int_in_range(1..=3.min(shape[3]))?,
-        );
+        let (kh, kw) = match square3 {
+            true => (3, 3),
+            false => (
+                self.u.int_in_range(1..=3.min(shape[2]))?,
+                self.u.int_in_range(1..=3.min(shape[3]))?,
+            ),
+        };
         let w = self.constant(&[co, ci / group, kh, kw], 0.1, 1.0, true);
         let mut attrs = Attrs::new();
         attrs.insert("kernel_shape".into(), ints(&[kh as i64, kw as i64]));
@@ -605,7 +614,10 @@ impl Builder<'_, '_> {
             self.u.int_in_range(0..=kw - 1)? as i64,
         ];
         attrs.insert("pads".into(), ints(&[p[0], p[1], p[0], p[1]]));
-        let s = self.u.int_in_range(1..=2)? as i64;
+        let s = match square3 {
+            true => 1,
+            false => self.u.int_in_range(1..=2)? as i64,
+        };
         attrs.insert("strides".into(), ints(&[s, s]));
         let mut inputs = vec![x, w];
         if self.u.ratio(1, 2)? {
