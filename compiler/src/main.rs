@@ -55,7 +55,7 @@ enum Emit {
     Graph,
     /// The specialised, constant-folded graph, before the optimizer
     Prepared,
-    /// The graph after the e-graph optimizer (rewrites and fusion): what is lowered
+    /// The graph after the e-graph optimizer (rewrites and fusion) and the Winograd rewrite: what is lowered
     Fused,
     /// Scheduled loop programs, one per kernel
     Loops,

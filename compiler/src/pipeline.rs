@@ -74,7 +74,7 @@ pub struct Stages {
     /// Specialised, type-inferred, constant-folded graph (before the optimizer).
     pub prepared: Graph,
     /// The graph that is lowered: `prepared` after the e-graph optimizer (or `prepared`
-    /// itself with the optimizer off).
+    /// itself with the optimizer off) and the Winograd rewrite of its 3×3 convolutions.
     pub optimized: Graph,
     /// What the optimizer did (None when it is off).
     pub report: Option<tessera_passes::egraph::OptimizeReport>,
