@@ -375,6 +375,12 @@ pub fn infer(n: &Node, tys: &[Option<ValueType>], consts: &[Option<&Tensor>]) ->
     Ok(out)
 }
 
+/// The static shape of `x`, an input of `n`, or an error naming the op.
+fn static_input(n: &Node, x: &ValueType) -> R<Vec<usize>> {
+    x.static_shape()
+        .ok_or_else(|| format!("{} needs a static input shape", n.op))
+}
+
 fn infer_shapes(
     n: &Node,
     tys: &[Option<ValueType>],
@@ -484,7 +490,7 @@ fn infer_shapes(
             if !xx.dtype.is_float() {
                 return Err(format!("needs a float input, got {}", xx.dtype));
             }
-            let s = xx.static_shape().ok_or("DFT needs a static input shape")?;
+            let s = static_input(n, xx)?;
             let p = crate::signal::dft_plan(n, &s, c(1), c(2))?;
             one(
                 xx.dtype,
@@ -538,9 +544,7 @@ fn infer_shapes(
         }
         WinogradInput => {
             let xx = x?;
-            let s = xx
-                .static_shape()
-                .ok_or("WinogradInput needs a static input shape")?;
+            let s = static_input(n, xx)?;
             let p = crate::winograd::WinogradPlan::of_input(n, &s)?;
             let a = p.alpha();
             let shape = [s[0], a * a, s[1], p.tile_count()];
@@ -548,9 +552,7 @@ fn infer_shapes(
         }
         WinogradOutput => {
             let xx = x?;
-            let s = xx
-                .static_shape()
-                .ok_or("WinogradOutput needs a static input shape")?;
+            let s = static_input(n, xx)?;
             let p = crate::winograd::WinogradPlan::of_output(n, &s)?;
             if let Ok(b) = t(1)
                 && (b.dtype != xx.dtype || b.static_shape() != Some(vec![s[2]]))
@@ -562,9 +564,7 @@ fn infer_shapes(
         }
         Col2Im => {
             let xx = x?;
-            let s = xx
-                .static_shape()
-                .ok_or("Col2Im needs a static input shape")?;
+            let s = static_input(n, xx)?;
             let p = crate::col2im::col2im_plan(n, &s, c(1), c(2))?;
             one(
                 xx.dtype,
@@ -632,9 +632,7 @@ fn infer_shapes(
         }
         ConvTranspose => {
             let (xx, w) = (x?, t(1)?);
-            let xs = xx
-                .static_shape()
-                .ok_or("ConvTranspose needs a static input shape")?;
+            let xs = static_input(n, xx)?;
             let ws = w.static_shape().ok_or("weight shape must be static")?;
             let g = conv_transpose_geometry(n, &xs, &ws)?;
             one(
@@ -649,14 +647,7 @@ fn infer_shapes(
         }
         Resize => {
             let x = x?;
-            let p = resize_plan(
-                n,
-                &x.static_shape()
-                    .ok_or("Resize needs a static input shape")?,
-                c(1),
-                c(2),
-                c(3),
-            )?;
+            let p = resize_plan(n, &static_input(n, x)?, c(1), c(2), c(3))?;
             one(x.dtype, p.out.iter().map(|&d| Dim::Known(d)).collect())
         }
         ArgMax | ArgMin => {
@@ -1096,9 +1087,7 @@ fn infer_shapes(
         }
         Slice => {
             let xx = x?;
-            let shape = xx
-                .static_shape()
-                .ok_or("Slice needs a static input shape")?;
+            let shape = static_input(n, xx)?;
             let starts = const_ints(c(1), "starts")?;
             let ends = const_ints(c(2), "ends")?;
             let axes = if tys.len() > 3 && tys[3].is_some() {

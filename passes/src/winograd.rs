@@ -162,7 +162,7 @@ pub fn winograd_convs(g: &mut Graph, cfg: &WinogradConfig) -> Result<usize, IrEr
                 emit.add(g, OpKind::WinogradOutput, ins, out_attrs, n.outputs[0]);
             }
             Some(body_anchor) => {
-                let node = refused(&n, body_anchor, prod, ptype, out_attrs)?;
+                let node = with_winograd_anchor(&n, body_anchor, prod, ptype, out_attrs)?;
                 let at = g.add_node(node);
                 g.connect_consumers(at);
             }
@@ -202,7 +202,7 @@ fn fused_conv(
 /// The fused node `n` with its Conv anchor (body node `anchor`) replaced by a
 /// `WinogradOutput` of the products `prod` (a new input) and the Conv's bias; the body
 /// inputs only the Conv read (its data and weight) are dropped.
-fn refused(
+fn with_winograd_anchor(
     n: &Node,
     anchor: tessera_ir::NodeIndex,
     prod: ValueId,

@@ -75,6 +75,16 @@ impl OneOp {
     }
 }
 
+/// A tensor of `shape` with values spread over [-1, 1] (no two neighbours alike), starting
+/// `salt` steps into the sequence (so that two constants of one graph differ).
+pub fn spread_values(shape: &[usize], salt: usize) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f64> = (0..n)
+        .map(|i| (((i + salt) * 37 % 101) as f64) / 50.0 - 1.0)
+        .collect();
+    Tensor::from_f64(DType::F32, shape.to_vec(), &v)
+}
+
 /// Attributes from `(name, value)` pairs.
 pub fn attrs(pairs: &[(&str, tessera_ir::Attr)]) -> Attrs {
     pairs

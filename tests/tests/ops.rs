@@ -999,13 +999,9 @@ fn conv_transpose() {
     }
 }
 
-/// A tensor of `shape` with values spread over [-1, 1] (no two neighbours alike).
+/// [`spread_values`] from the first.
 fn odd_values(shape: &[usize]) -> Tensor {
-    let n: usize = shape.iter().product();
-    let v: Vec<f64> = (0..n)
-        .map(|i| ((i * 37 % 101) as f64) / 50.0 - 1.0)
-        .collect();
-    Tensor::from_f64(DType::F32, shape.to_vec(), &v)
+    spread_values(shape, 0)
 }
 
 #[test]

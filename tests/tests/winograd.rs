@@ -3,26 +3,17 @@
 //! convolution — alone and with a fused epilogue, at output sizes that leave partial tiles,
 //! with asymmetric and no padding, and two images; and the ones that must stay direct.
 
-use tessera_ir::{Attr, DType, Graph, OpKind, Tensor};
+use tessera_ir::{Attr, DType, Graph, OpKind};
 use tessera_passes::winograd::WinogradConfig;
 use tessera_tests::*;
-
-/// A tensor of `shape` with values spread over [-1, 1] (no two neighbours alike).
-fn spread(shape: &[usize], salt: usize) -> Tensor {
-    let n: usize = shape.iter().product();
-    let v: Vec<f64> = (0..n)
-        .map(|i| (((i + salt) * 37 % 101) as f64) / 50.0 - 1.0)
-        .collect();
-    Tensor::from_f64(DType::F32, shape.to_vec(), &v)
-}
 
 /// `Conv(x[n, c, h, w], W[k, c, kh, kw] constant, bias?)` with `attrs`.
 fn conv(x: [usize; 4], k: usize, kernel: usize, bias: bool, at: &[(&str, Attr)]) -> Graph {
     let mut b = OneOp::new(OpKind::Conv, attrs(at))
         .input(DType::F32, &x)
-        .constant(spread(&[k, x[1], kernel, kernel], 3));
+        .constant(spread_values(&[k, x[1], kernel, kernel], 3));
     if bias {
-        b = b.constant(spread(&[k], 5));
+        b = b.constant(spread_values(&[k], 5));
     }
     b.build()
 }
@@ -182,7 +173,7 @@ fn other_convolutions_stay_direct() {
     );
     let grouped = OneOp::new(OpKind::Conv, attrs(&[p1.clone(), ("group", Attr::Int(2))]))
         .input(DType::F32, &[1, 32, 12, 12])
-        .constant(spread(&[32, 16, 3, 3], 1))
+        .constant(spread_values(&[32, 16, 3, 3], 1))
         .build();
     direct(&grouped, None, "2 groups");
     let runtime_weight = OneOp::new(OpKind::Conv, attrs(&[p1]))

@@ -12,7 +12,7 @@
 //! Both compute `Bᵀ d B` (or `Aᵀ M A`) as two passes of a matrix times the tile, skipping
 //! zero coefficients and writing ±1 as an add or a subtract.
 
-use super::{Builder, NodeCx, in_range, serial_for};
+use super::{Builder, NodeCx, in_range, serial_for, strides_of};
 use crate::error::PassError;
 use tessera_ir::DType;
 use tessera_ir::loops::{BinOp, IExpr, Stmt, VExpr};
@@ -56,9 +56,8 @@ fn sandwich(x: &[&[f64]], t: &[VExpr], dt: DType) -> Vec<VExpr> {
             })
         })
         .collect();
-    x.iter()
-        .enumerate()
-        .flat_map(|(p, _)| {
+    (0..x.len())
+        .flat_map(|p| {
             let left = &left;
             x.iter()
                 .map(move |row| combine(row, &left[p * cols..][..cols], dt))
@@ -73,15 +72,17 @@ pub(crate) fn input(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError
     let (h, w) = (xs[2], xs[3]);
     let [th, tw] = p.tiles;
     let (vb, vc, vy, vx) = (b.var(), b.var(), b.var(), b.var());
-    let (ty, tx) = (IExpr::var(&vy), IExpr::var(&vx));
+    let (ib, ic, ty, tx) = (
+        IExpr::var(&vb),
+        IExpr::var(&vc),
+        IExpr::var(&vy),
+        IExpr::var(&vx),
+    );
+    let (x_strides, v_strides) = (strides_of(&xs), strides_of(&cx.out_shape));
     // Whether tap row `i` (column `j`) of some tile falls outside the image.
     let leaves = |k: usize, tiles: usize, pad: usize, size: usize| {
         k < pad || (tiles - 1) * p.m + k >= pad + size
     };
-    let plane = IExpr::var(&vb)
-        .times(xs[1] as i64)
-        .plus(IExpr::var(&vc))
-        .times((h * w) as i64);
     let mut tile = Vec::with_capacity(a * a);
     for i in 0..a {
         for j in 0..a {
@@ -93,10 +94,10 @@ pub(crate) fn input(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError
                 .clone()
                 .times(m)
                 .plus(IExpr::c(j as i64 - p.pad[1] as i64));
-            let at = plane
-                .clone()
-                .plus(iy.clone().times(w as i64))
-                .plus(ix.clone());
+            let at = IExpr::linear(
+                &[ib.clone(), ic.clone(), iy.clone(), ix.clone()],
+                &x_strides,
+            );
             let load = VExpr::load(cx.buf(0), at.simplify());
             let row = leaves(i, th, p.pad[0], h).then(|| in_range(iy, h));
             let col = leaves(j, tw, p.pad[1], w).then(|| in_range(ix, w));
@@ -111,18 +112,11 @@ pub(crate) fn input(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError
         }
     }
     let v = sandwich(p.matrices().bt, &tile, dt);
-    let (c, tiles) = (xs[1] as i64, p.tile_count() as i64);
+    let t = ty.clone().times(tw as i64).plus(tx.clone());
     let stores = (0..a * a)
         .map(|xi| {
-            let row = IExpr::var(&vb)
-                .times((a * a) as i64)
-                .plus(IExpr::c(xi as i64));
-            let at = row
-                .times(c)
-                .plus(IExpr::var(&vc))
-                .times(tiles)
-                .plus(ty.clone().times(tw as i64))
-                .plus(tx.clone());
+            let plane = IExpr::c(xi as i64);
+            let at = IExpr::linear(&[ib.clone(), plane, ic.clone(), t.clone()], &v_strides);
             Stmt::Store {
                 buf: cx.out.clone(),
                 index: at.simplify(),
@@ -143,7 +137,8 @@ pub(crate) fn output(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErro
     let ms = cx.shape(0).to_vec();
     let p = WinogradPlan::of_output(cx.node, &ms).map_err(|e| cx.err(e))?;
     let (a, m, dt) = (p.alpha(), p.m, cx.out_dtype);
-    let (n, k, tiles) = (ms[0], ms[2], ms[3] as i64);
+    let (n, k) = (ms[0], ms[2]);
+    let (m_strides, y_strides) = (strides_of(&ms), strides_of(&cx.out_shape));
     let [oh, ow] = p.out;
     let [_, tw] = p.tiles;
     let (vb, vk) = (b.var(), b.var());
@@ -153,14 +148,8 @@ pub(crate) fn output(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErro
         let t = ty.clone().times(tw as i64).plus(tx.clone());
         let prods: Vec<VExpr> = (0..a * a)
             .map(|xi| {
-                let at = ib
-                    .clone()
-                    .times((a * a) as i64)
-                    .plus(IExpr::c(xi as i64))
-                    .times(k as i64)
-                    .plus(ik.clone())
-                    .times(tiles)
-                    .plus(t.clone());
+                let plane = IExpr::c(xi as i64);
+                let at = IExpr::linear(&[ib.clone(), plane, ik.clone(), t.clone()], &m_strides);
                 VExpr::load(cx.buf(0), at.simplify())
             })
             .collect();
@@ -174,18 +163,11 @@ pub(crate) fn output(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassErro
                 }
                 let oy = ty.clone().times(m as i64).plus(IExpr::c(u as i64));
                 let ox = tx.clone().times(m as i64).plus(IExpr::c(v as i64));
-                let coords = [ib.clone(), ik.clone(), oy.clone(), ox.clone()];
+                let coords = [ib.clone(), ik.clone(), oy, ox];
                 if let Some(epi) = cx.epilogue {
                     value = epi(value, &coords);
                 }
-                let at = ib
-                    .clone()
-                    .times(k as i64)
-                    .plus(ik.clone())
-                    .times(oh as i64)
-                    .plus(oy)
-                    .times(ow as i64)
-                    .plus(ox);
+                let at = IExpr::linear(&coords, &y_strides);
                 out.push(Stmt::Store {
                     buf: cx.out.clone(),
                     index: at.simplify(),
