@@ -129,35 +129,36 @@ impl Executor {
         {
             let mut ws = exe.workspace.lock().unwrap_or_else(|e| e.into_inner());
             let ws_ptr = ws.as_mut_slice().as_mut_ptr();
+            let mut args = Vec::new();
             for (step, kernel) in exe.plan.steps.iter().zip(&exe.kernels) {
                 if step.once {
                     // SAFETY: a run-once step reads only weights and the constant region and
                     // writes the constant region, all sized by the plan (`step_args`).
-                    unsafe { exe.launch_step(step, *kernel, &[], &[], ws_ptr) };
+                    unsafe { exe.launch_step(step, *kernel, &[], &[], ws_ptr, &mut args) };
                 }
             }
         }
         exe
     }
 
-    /// The pointer of every argument of `step`.
+    /// The pointer of every argument of `step`, into `args` (cleared first; one buffer reused
+    /// for every step, as a model may run hundreds of tiny kernels).
     fn step_args(
         &self,
         step: &Step,
         inputs: &[*mut u8],
         outputs: &[*mut u8],
         ws_ptr: *mut u8,
-    ) -> Vec<*mut u8> {
-        step.args
-            .iter()
-            .map(|s| match *s {
-                Slot::Input { index } => inputs[index],
-                Slot::Output { index } => outputs[index],
-                // SAFETY (both): offsets were planned inside the blob / workspace sizes.
-                Slot::Weight { offset } => unsafe { self.weights.ptr().add(offset) as *mut u8 },
-                Slot::Workspace { offset } => unsafe { ws_ptr.add(offset) },
-            })
-            .collect()
+        args: &mut Vec<*mut u8>,
+    ) {
+        args.clear();
+        args.extend(step.args.iter().map(|s| match *s {
+            Slot::Input { index } => inputs[index],
+            Slot::Output { index } => outputs[index],
+            // SAFETY (both): offsets were planned inside the blob / workspace sizes.
+            Slot::Weight { offset } => unsafe { self.weights.ptr().add(offset) as *mut u8 },
+            Slot::Workspace { offset } => unsafe { ws_ptr.add(offset) },
+        }));
     }
 
     /// Runs one step.
@@ -172,11 +173,12 @@ impl Executor {
         inputs: &[*mut u8],
         outputs: &[*mut u8],
         ws_ptr: *mut u8,
+        args: &mut Vec<*mut u8>,
     ) {
-        let args = self.step_args(step, inputs, outputs, ws_ptr);
+        self.step_args(step, inputs, outputs, ws_ptr, args);
         // SAFETY: `args` holds one valid pointer per kernel buffer, sized by the plan; inputs
         // are only read (the caller's contract).
-        unsafe { launch(&self.pool, kernel, &args, step.parallel_extent, step.work) };
+        unsafe { launch(&self.pool, kernel, args, step.parallel_extent, step.work) };
     }
 
     pub fn plan(&self) -> &ExecPlan {
@@ -233,12 +235,20 @@ impl Executor {
             .iter_mut()
             .map(|t| t.bytes_mut().as_mut_ptr())
             .collect();
+        let mut args = Vec::with_capacity(
+            self.plan
+                .steps
+                .iter()
+                .map(|s| s.args.len())
+                .max()
+                .unwrap_or(0),
+        );
         for (step, kernel) in self.plan.steps.iter().zip(&self.kernels) {
             let t0 = times.is_some().then(std::time::Instant::now);
             if !step.once {
                 // SAFETY: the pointers are the checked inputs, the outputs and the workspace,
                 // all of the plan's sizes; run-once values were computed in `new`.
-                unsafe { self.launch_step(step, *kernel, &in_ptrs, &out_ptrs, ws_ptr) };
+                unsafe { self.launch_step(step, *kernel, &in_ptrs, &out_ptrs, ws_ptr, &mut args) };
             }
             if let (Some(t), Some(t0)) = (times.as_deref_mut(), t0) {
                 t.push(t0.elapsed());

@@ -346,7 +346,16 @@ impl Builder<'_, '_> {
                 let idx: Vec<i64> = (0..count)
                     .map(|_| self.u.int_in_range(-d..=d - 1))
                     .collect::<Result<_>>()?;
-                let indices = self.int_constant(&idx);
+                // One index is a view a fused body reads through; as a scalar, it also
+                // drops the axis.
+                let indices = if count == 1 && self.u.arbitrary()? {
+                    self.consts += 1;
+                    let name = format!("c{}", self.consts);
+                    self.g
+                        .add_initializer(&name, Tensor::from_i64(DType::I64, vec![], &idx))
+                } else {
+                    self.int_constant(&idx)
+                };
                 attrs.insert("axis".into(), Attr::Int(axis as i64));
                 self.push(OpKind::Gather, &[x, indices], attrs)
             }

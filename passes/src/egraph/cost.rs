@@ -15,10 +15,12 @@
 //!
 //! egg extracts by tree cost, so a value shared by two consumers is counted twice: this
 //! penalises recomputing a shared producer inside two fused kernels, which is the trade-off
-//! the cost should see. This is one `egg::CostFunction`; a learned model can replace it.
+//! the cost should see. The sums are exact ([`TreeCost`]): along a recurrence they double
+//! with every step. This is one `egg::CostFunction`; a learned model can replace it.
 
 use super::{TEGraph, TNode};
 use egg::{CostFunction, Id, Language};
+use num_bigint::BigUint;
 use tessera_ir::{Graph, OpKind, ValueType};
 
 /// Bytes-equivalent of one kernel launch.
@@ -95,12 +97,42 @@ pub fn kernel_cost(
     out: &ValueType,
     body: Option<&Graph>,
 ) -> f64 {
-    let read: f64 = ins.iter().flatten().map(|t| bytes(t)).sum();
+    let read: f64 = ins
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| t.map(|t| input_read_bytes(body, i, t)))
+        .sum();
     let (body_ops, anchor) = match body {
         Some(b) => (b.node_count(), body_anchor_flops(b)),
         None => (0, 0.0),
     };
     read + bytes(out) + LAUNCH_BYTES + flops_with(op, ins, out, body_ops, anchor) / FLOPS_PER_BYTE
+}
+
+/// Bytes a kernel reads of its input `i` (of type `t`): all of it, unless a fused body reads
+/// it only through views (Slices, one-index Gathers), which read their own elements.
+fn input_read_bytes(body: Option<&Graph>, i: usize, t: &ValueType) -> f64 {
+    let full = bytes(t);
+    let Some((body, &v)) = body.and_then(|b| Some(b).zip(b.inputs.get(i))) else {
+        return full;
+    };
+    let readers: Vec<&tessera_ir::Node> = body
+        .nodes()
+        .map(|(_, n)| n)
+        .filter(|n| n.inputs.contains(&Some(v)))
+        .collect();
+    let through_views = !readers.is_empty()
+        && readers
+            .iter()
+            .all(|n| crate::lower::is_view_op(n.op) && n.inputs[0] == Some(v));
+    if !through_views {
+        return full;
+    }
+    let viewed: f64 = readers
+        .iter()
+        .map(|n| body.ty(n.outputs[0]).map(bytes).unwrap_or(full))
+        .sum();
+    viewed.min(full)
 }
 
 /// The extraction cost function over the e-graph.
@@ -122,14 +154,46 @@ impl<'a> KernelCost<'a> {
     }
 }
 
-impl CostFunction<TNode> for KernelCost<'_> {
-    type Cost = f64;
+/// A tree cost, exact: egg sums a value's cost into every consumer, so along a recurrence
+/// that reads its state twice per step the sum doubles with every step — in `f64`, after a
+/// few dozen steps the launches one choice saves fell below the sum's rounding and the
+/// extraction chose at random. Kernel costs are rounded to whole bytes-equivalents and summed
+/// without loss.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TreeCost {
+    Finite(BigUint),
+    /// An e-node whose type is unknown: never chosen.
+    Infinite,
+}
 
-    fn cost<C>(&mut self, enode: &TNode, mut costs: C) -> f64
+impl TreeCost {
+    fn of(kernel: f64) -> TreeCost {
+        if kernel.is_finite() {
+            TreeCost::Finite(BigUint::from(kernel.max(0.0).round() as u64))
+        } else {
+            TreeCost::Infinite
+        }
+    }
+
+    fn add(self, o: TreeCost) -> TreeCost {
+        match (self, o) {
+            (TreeCost::Finite(a), TreeCost::Finite(b)) => TreeCost::Finite(a + b),
+            _ => TreeCost::Infinite,
+        }
+    }
+}
+
+impl CostFunction<TNode> for KernelCost<'_> {
+    type Cost = TreeCost;
+
+    fn cost<C>(&mut self, enode: &TNode, mut costs: C) -> TreeCost
     where
-        C: FnMut(Id) -> f64,
+        C: FnMut(Id) -> TreeCost,
     {
-        let children: f64 = enode.children().iter().map(|&c| costs(c)).sum();
+        let children = enode
+            .children()
+            .iter()
+            .fold(TreeCost::Finite(BigUint::ZERO), |acc, &c| acc.add(costs(c)));
         let TNode::Op(op, ch) = enode else {
             return children;
         };
@@ -142,11 +206,10 @@ impl CostFunction<TNode> for KernelCost<'_> {
             None => super::infer_node(self.eg, *op, ch),
         };
         let Some(out) = out else {
-            // An e-node whose type is unknown is never chosen.
-            return f64::INFINITY;
+            return TreeCost::Infinite;
         };
         let body = body_of(self.eg, ch[0]);
-        children + kernel_cost(*op, &ins, &out, body)
+        children.add(TreeCost::of(kernel_cost(*op, &ins, &out, body)))
     }
 }
 

@@ -10,8 +10,9 @@
 //!   register store of a short convolution, or as an in-place pass over each finished row of
 //!   a matrix product or long convolution, while the row is in cache).
 
+use super::body_views::{BodyViews, is_view_op};
 use super::elementwise::{bcast, scalar_expr};
-use super::{Builder, NodeCx, store_nest, strides_of};
+use super::{Builder, NodeCx, idx, store_nest, strides_of};
 use crate::error::PassError;
 use std::collections::HashMap;
 use tessera_ir::loops::{IExpr, Stmt, VExpr};
@@ -40,10 +41,21 @@ pub(crate) fn anchor(body: &Graph, order: &[NodeIndex]) -> Option<NodeIndex> {
 pub(crate) fn fused(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
     let body = cx.node.attrs.graph("body").map_err(|e| cx.err(e))?;
     let order = body.topo_order().map_err(|e| cx.err(e.to_string()))?;
+    let views = BodyViews::of(body).map_err(|e| cx.err(e))?;
     if let Some(&sink) = order.iter().find(|&&ix| is_sink(body.node(ix).op)) {
-        return reduction_sink(cx, b, body, &order, sink);
+        return reduction_sink(cx, b, body, &views, &order, sink);
     }
     match anchor(body, &order) {
+        None if !views.is_empty() => {
+            // Views read at mapped coordinates: one loop per output dimension (the
+            // coalesced nest below would lose the coordinates).
+            let dims = b.dims(&cx.out_shape);
+            let coords = idx(&dims);
+            let env = read_env(cx, body, &views, &coords, cx.out_shape.len());
+            let value = compose(cx, body, &order, env, None)?;
+            let out_index = IExpr::linear(&coords, &strides_of(&cx.out_shape));
+            Ok(store_nest(cx, &dims, out_index, value))
+        }
         None => {
             let shapes: Vec<Vec<usize>> =
                 (0..cx.bufs.len()).map(|i| cx.shape(i).to_vec()).collect();
@@ -90,22 +102,15 @@ pub(crate) fn fused(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError
             // output coordinates, through the rest of the body.
             let out_rank = cx.out_shape.len();
             let epilogue = |value: VExpr, coords: &[IExpr]| -> VExpr {
-                let mut env: HashMap<ValueId, VExpr> = HashMap::new();
+                let mut env = read_env(cx, body, &views, coords, out_rank);
                 env.insert(an.outputs[0], value);
-                for (i, &v) in body.inputs.iter().enumerate() {
-                    env.insert(v, bcast_load(cx, i, coords, out_rank));
-                }
                 compose(cx, body, &order, env, Some(a))
                     .unwrap_or_else(|_| VExpr::lit(f64::NAN, cx.out_dtype))
             };
-            // Checked once here so the closure above cannot fail.
-            compose(
-                cx,
-                body,
-                &order,
-                placeholder_env(body, an.outputs[0], cx),
-                Some(a),
-            )?;
+            // Checked once here, at the first element, so the closure above cannot fail.
+            let mut first = read_env(cx, body, &views, &vec![IExpr::c(0); out_rank], out_rank);
+            first.insert(an.outputs[0], VExpr::lit(0.0, cx.out_dtype));
+            compose(cx, body, &order, first, Some(a))?;
             let acx = NodeCx {
                 node: an,
                 in_shapes,
@@ -130,13 +135,22 @@ pub(crate) fn fused(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError
     }
 }
 
-/// Values standing for the inputs, to check a body composes before lowering it.
-fn placeholder_env(body: &Graph, anchor_out: ValueId, cx: &NodeCx) -> HashMap<ValueId, VExpr> {
+/// The body's inputs and views loaded at output coordinates `coords` of a value of rank
+/// `rank` (broadcast: inputs and views of a higher rank are left out).
+fn read_env(
+    cx: &NodeCx,
+    body: &Graph,
+    views: &BodyViews,
+    coords: &[IExpr],
+    rank: usize,
+) -> HashMap<ValueId, VExpr> {
     let mut env: HashMap<ValueId, VExpr> = HashMap::new();
-    env.insert(anchor_out, VExpr::lit(0.0, cx.out_dtype));
     for (i, &v) in body.inputs.iter().enumerate() {
-        env.insert(v, VExpr::load(cx.buf(i), IExpr::c(0)));
+        if cx.shape(i).len() <= rank {
+            env.insert(v, bcast_load(cx, i, coords, rank));
+        }
     }
+    views.add_loads(cx, body, coords, rank, &mut env);
     env
 }
 
@@ -162,10 +176,14 @@ fn compose_to(
     target: ValueId,
 ) -> Result<VExpr, PassError> {
     let skipped_reads = |v: ValueId| skip.is_some_and(|s| body.node(s).inputs.contains(&Some(v)));
+    let view_reads = |v: ValueId| {
+        body.nodes()
+            .any(|(_, n)| is_view_op(n.op) && n.inputs[1..].contains(&Some(v)))
+    };
     for (&v, t) in &body.initializers {
         // A reduction's axes, Col2Im's image and block shapes: read by the skipped root
-        // itself, not composed.
-        let root_constant = t.len() != 1 && skipped_reads(v);
+        // itself, not composed; a view's bounds: read when its loads were made.
+        let root_constant = t.len() != 1 && (skipped_reads(v) || view_reads(v));
         if env.contains_key(&v) || root_constant {
             continue;
         }
@@ -184,7 +202,8 @@ fn compose_to(
         env.insert(v, lit);
     }
     for &ix in order {
-        if Some(ix) == skip {
+        // Views are loads, already in `env` where they are read.
+        if Some(ix) == skip || is_view_op(body.node(ix).op) {
             continue;
         }
         if env.contains_key(&target) {
@@ -259,6 +278,7 @@ fn reduction_sink(
     cx: &NodeCx,
     b: &mut Builder,
     body: &Graph,
+    views: &BodyViews,
     order: &[tessera_ir::NodeIndex],
     sink: tessera_ir::NodeIndex,
 ) -> Result<Vec<Stmt>, PassError> {
@@ -273,44 +293,27 @@ fn reduction_sink(
         .ok_or_else(|| cx.err("symbolic reduction input"))?;
     let rank = ds.len();
     let prologue = |coords: &[IExpr]| -> VExpr {
-        let mut env: HashMap<ValueId, VExpr> = HashMap::new();
-        for (i, &v) in body.inputs.iter().enumerate() {
-            env.insert(v, bcast_load(cx, i, coords, rank));
-        }
+        let mut env = read_env(cx, body, views, coords, rank);
         compose_to(cx, body, order, &mut env, Some(sink), data)
             .unwrap_or_else(|_| VExpr::lit(f64::NAN, dty.dtype))
     };
-    // Checked once here so the closure above cannot fail.
-    let mut env: HashMap<ValueId, VExpr> = HashMap::new();
-    for (i, &v) in body.inputs.iter().enumerate() {
-        env.insert(v, VExpr::load(cx.buf(i), IExpr::c(0)));
-    }
+    // Checked once here, at the first element, so the closure above cannot fail.
+    let mut env = read_env(cx, body, views, &vec![IExpr::c(0); rank], rank);
     compose_to(cx, body, order, &mut env, Some(sink), data)?;
     // Elementwise ops after the reduction: its epilogue, at the output coordinates.
     let out_rank = cx.out_shape.len();
     let has_epilogue = rn.outputs[0] != body.outputs[0];
     let epilogue = |value: VExpr, coords: &[IExpr]| -> VExpr {
-        let mut env: HashMap<ValueId, VExpr> = HashMap::new();
-        env.insert(rn.outputs[0], value);
         // Inputs of a higher rank feed only the prologue.
-        for (i, &v) in body.inputs.iter().enumerate() {
-            if cx.shape(i).len() <= out_rank {
-                env.insert(v, bcast_load(cx, i, coords, out_rank));
-            }
-        }
+        let mut env = read_env(cx, body, views, coords, out_rank);
+        env.insert(rn.outputs[0], value);
         compose(cx, body, order, env, Some(sink))
             .unwrap_or_else(|_| VExpr::lit(f64::NAN, cx.out_dtype))
     };
     if has_epilogue {
         // Checked once here, on the same inputs, so the closure above cannot fail.
-        let mut env: HashMap<ValueId, VExpr> = HashMap::new();
+        let mut env = read_env(cx, body, views, &vec![IExpr::c(0); out_rank], out_rank);
         env.insert(rn.outputs[0], VExpr::lit(0.0, cx.out_dtype));
-        let zeros = vec![IExpr::c(0); out_rank];
-        for (i, &v) in body.inputs.iter().enumerate() {
-            if cx.shape(i).len() <= out_rank {
-                env.insert(v, bcast_load(cx, i, &zeros, out_rank));
-            }
-        }
         compose(cx, body, order, env, Some(sink))?;
     }
     let axes = rn.inputs.get(1).copied().flatten();

@@ -1,19 +1,21 @@
 //! MatMul and Gemm as loop nests (convolutions are in `conv.rs`).
 //!
-//! Matrix products are lowered in `i, k, j` order with the output row as accumulator, so the
-//! innermost loop walks both `B` and `C` contiguously and vectorizes; the accumulation loads
-//! the output it is updating, which is why the row is initialised first.
+//! Matrix products are lowered as one reduction over `k` per output element, in `i, j` order:
+//! the default schedule vectorizes `j` (contiguous in `B` and `C`) with one accumulator per
+//! lane held in a register for the whole reduction, and a GPU schedule binds `i, j` to
+//! threads. Products big enough to pay for packing are rebuilt from their [`ProductSpec`]
+//! by the tiled schedule instead.
 
 use super::elementwise::coalesce;
 use super::{Builder, NodeCx, serial_for, strides_of};
 use crate::error::PassError;
 use crate::product::ProductSpec;
 use tessera_ir::AttrsExt;
-use tessera_ir::loops::{BinOp, IExpr, Stmt, VExpr};
+use tessera_ir::loops::{BinOp, IExpr, Reduce, ReduceOp, Stmt, VExpr};
 
-fn add(a: VExpr, b: VExpr) -> VExpr {
-    VExpr::bin(BinOp::Add, a, b)
-}
+/// The accumulator of a product's reduction.
+const DOT: &str = "dot";
+
 fn mul(a: VExpr, b: VExpr) -> VExpr {
     VExpr::bin(BinOp::Mul, a, b)
 }
@@ -25,9 +27,8 @@ type RowEpilogue<'a> = (
     &'a dyn Fn(&IExpr, &IExpr, &IExpr) -> Vec<IExpr>,
 );
 
-/// `C[i, :] = init(i, j); for k: C[i, j] += a(i, k) * b(k, j)` wrapped in the batch loop;
-/// with an epilogue, each finished row is then rewritten in place (`C[i, j] = e(C[i, j])`)
-/// while it is still in cache.
+/// `C[i, j] = e(init(i, j) + Σ_k a(i, k) · b(k, j))` wrapped in the batch loop: one
+/// reduction per output element, finished by the epilogue `e` (if any) as it is stored.
 #[allow(clippy::too_many_arguments)]
 fn product(
     b: &mut Builder,
@@ -40,35 +41,42 @@ fn product(
     init: &dyn Fn(&IExpr, &IExpr, &IExpr) -> VExpr,
     epilogue: Option<RowEpilogue>,
 ) -> Vec<Stmt> {
-    let (bv, iv, jv, j2, kv) = (b.var(), b.var(), b.var(), b.var(), b.var());
-    let (bi, ii, ji, j2i, ki) = (
+    let (bv, iv, jv, kv) = (b.var(), b.var(), b.var(), b.var());
+    let (bi, ii, ji, ki) = (
         IExpr::var(&bv),
         IExpr::var(&iv),
         IExpr::var(&jv),
-        IExpr::var(&j2),
         IExpr::var(&kv),
     );
     let bi = if batch > 1 { bi } else { IExpr::c(0) };
     let ii = if m > 1 { ii } else { IExpr::c(0) };
     let cidx = |j: &IExpr| c_off(&bi).plus(ii.clone().times(n as i64)).plus(j.clone());
-    let init_row = serial_for(
-        &jv,
-        n,
-        vec![Stmt::Store {
+    let finish = |v: VExpr| match &epilogue {
+        Some((epi, coords)) => epi(v, &coords(&bi, &ii, &ji)),
+        None => v,
+    };
+    let element = if k == 0 {
+        Stmt::Store {
             buf: out.into(),
             index: cidx(&ji),
-            value: init(&bi, &ii, &ji),
-        }],
-    );
-    let acc = Stmt::Store {
-        buf: out.into(),
-        index: cidx(&j2i),
-        value: add(
-            VExpr::load(out, cidx(&j2i)),
-            mul(a_val(&bi, &ii, &ki), b_val(&bi, &ki, &j2i)),
-        ),
+            value: finish(init(&bi, &ii, &ji)),
+        }
+    } else {
+        Stmt::Reduce(Reduce {
+            acc: DOT.into(),
+            dtype,
+            op: ReduceOp::Sum,
+            init: init(&bi, &ii, &ji),
+            axes: vec![(kv.clone(), k as i64)],
+            value: mul(a_val(&bi, &ii, &ki), b_val(&bi, &ki, &ji)),
+            body: vec![Stmt::Store {
+                buf: out.into(),
+                index: cidx(&ji),
+                value: finish(VExpr::Acc(DOT.into(), dtype)),
+            }],
+            vectorize: None,
+        })
     };
-    let kloop = serial_for(&kv, k, vec![serial_for(&j2, n, vec![acc])]);
     // The same product as data, in fresh variables, for the tiled schedule.
     let vars = [b.var(), b.var(), b.var(), b.var()];
     let [sb, si, sj, sk] = vars.clone().map(|v| IExpr::var(&v));
@@ -89,21 +97,7 @@ fn product(
         conv: None,
         a_blocks: None,
     });
-    let mut body = vec![init_row, kloop];
-    if let Some((epi, coords)) = epilogue {
-        let j3 = b.var();
-        let j3i = IExpr::var(&j3);
-        let value = epi(VExpr::load(out, cidx(&j3i)), &coords(&bi, &ii, &j3i));
-        body.push(serial_for(
-            &j3,
-            n,
-            vec![Stmt::Store {
-                buf: out.into(),
-                index: cidx(&j3i),
-                value,
-            }],
-        ));
-    }
+    let mut body = vec![serial_for(&jv, n, vec![element])];
     if m > 1 {
         body = vec![serial_for(&iv, m, body)];
     }

@@ -5,6 +5,8 @@
 //! buffers are its node's present inputs (in order) followed by its outputs; [`Kernel::args`]
 //! maps them back to graph values so the runtime can bind memory.
 
+mod body_views;
+pub use body_views::{ViewMap, is_view_op};
 mod data;
 mod elementwise;
 mod fused;

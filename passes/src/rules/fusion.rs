@@ -5,14 +5,18 @@
 //! the body's *anchor* (at most one per body, and the chain must keep its output type): the
 //! elementwise ops then run as the product's epilogue. A reduction whose data is computed
 //! by elementwise ops can *sink* them (map then reduce: `ReduceSum(x·x)`, a mean of squared
-//! deviations) into one kernel computing the data in registers. Extraction decides, by cost,
-//! which intermediate tensors to materialise.
+//! deviations) into one kernel computing the data in registers. An operand that is a Slice
+//! or a one-index Gather with constant parameters is read through as a *view*: the body loads
+//! the sliced tensor's elements where they are, and the copy kernel is not needed (the gates of
+//! an LSTM step, sliced from one product, feed one cell-update kernel). Extraction decides, by
+//! cost, which intermediate tensors to materialise.
 //!
 //! Bounds keep saturation fast: bodies of at most [`MAX_BODY_OPS`] ops and
 //! [`MAX_INPUTS`] inputs; scalar constants are folded into bodies, other constants stay inputs.
 
 use super::{Rw, add_op};
 use crate::egraph::{TEGraph, TNode, TypeAnalysis};
+use crate::lower::{ViewMap, is_view_op};
 use egg::{Applier, Id, PatternAst, SearchMatches, Searcher, Subst, Symbol, Var};
 use std::collections::HashMap;
 use tessera_ir::op::SubGraph;
@@ -20,6 +24,8 @@ use tessera_ir::{Attr, Attrs, Graph, Node, OpKind, ValueId};
 
 /// Largest fused body.
 pub const MAX_BODY_OPS: usize = 24;
+/// Longest chain of views (a Slice of a Gather, say) a body reads through.
+pub const VIEW_DEPTH: usize = 3;
 /// Most inputs of a fused kernel.
 pub const MAX_INPUTS: usize = 8;
 
@@ -180,7 +186,7 @@ fn fuse(
                 b.by_class.insert(c, v);
                 args.push(Some(v));
             }
-            None => args.push(Some(b.input(c, ty))),
+            None => args.push(Some(b.view_or_input(eg, c, ty))),
         }
     }
     if anchor && !b.anchored {
@@ -268,6 +274,8 @@ struct Body {
     sunk: bool,
     /// The e-class a directly anchored product computes, and its value in the body.
     anchor_of: Option<(Id, ValueId)>,
+    /// The view classes read through a view in the body, and the view's value.
+    views: HashMap<Id, ValueId>,
 }
 
 /// Whether the value of class `c` has at most one consumer (values made by rules count as
@@ -298,7 +306,7 @@ fn fuse_sink(eg: &TEGraph, op: OpKind, children: &[Id]) -> Option<(Attrs, Vec<Id
         Some((body, ins)) => b.inline(eg, &body, &ins)?,
         None => {
             let ty = eg[data].data.ty.clone()?;
-            b.input(data, ty)
+            b.view_or_input(eg, data, ty)
         }
     };
     let mut inputs = vec![Some(v)];
@@ -344,6 +352,7 @@ impl Default for Body {
             anchored: false,
             sunk: false,
             anchor_of: None,
+            views: HashMap::new(),
         }
     }
 }
@@ -388,6 +397,71 @@ impl Body {
         self.inputs.push(class);
         self.by_class.insert(class, v);
         v
+    }
+
+    /// The body value of operand class `c`: a view when `c` is a Slice or a one-index Gather
+    /// with constant parameters ([`ViewMap::of`]) — of a body input, or of another such view
+    /// up to [`VIEW_DEPTH`] deep — else a new body input. A view's data must be a body input:
+    /// a value the body computes (an anchor's output) cannot be read at other coordinates.
+    fn view_or_input(&mut self, eg: &TEGraph, c: Id, ty: tessera_ir::ValueType) -> ValueId {
+        match self.view(eg, c, VIEW_DEPTH) {
+            Some(v) => v,
+            None => self.input(c, ty),
+        }
+    }
+
+    fn view(&mut self, eg: &TEGraph, c: Id, depth: usize) -> Option<ValueId> {
+        let c = eg.find(c);
+        if let Some(&v) = self.views.get(&c) {
+            return Some(v);
+        }
+        if depth == 0 {
+            return None;
+        }
+        let (op, ch) = eg[c].nodes.iter().find_map(|n| match n {
+            TNode::Op(k, ch) if is_view_op(*k) => Some((*k, ch.clone())),
+            _ => None,
+        })?;
+        let attrs = super::attrs_of(eg, ch[0])?.clone();
+        let data = eg.find(*ch.get(1)?);
+        let data_ty = eg[data].data.ty.clone()?;
+        let mut params = Vec::new();
+        for &p in &ch[2..] {
+            let p = eg.find(p);
+            if eg[p].nodes.iter().any(|n| matches!(n, TNode::Absent)) {
+                params.push(None);
+            } else {
+                params.push(Some(super::konst(eg, p)?.clone()));
+            }
+        }
+        let param_refs: Vec<Option<&tessera_ir::Tensor>> =
+            params.iter().map(Option::as_ref).collect();
+        ViewMap::of(op, &attrs, &data_ty.static_shape()?, &param_refs)?;
+        let src = match self.view(eg, data, depth - 1) {
+            Some(v) => v,
+            None => match self.by_class.get(&data) {
+                Some(&v) if !self.g.inputs.contains(&v) => return None,
+                _ => self.input(data, data_ty),
+            },
+        };
+        let mut inputs = vec![Some(src)];
+        for p in params {
+            inputs.push(p.map(|t| {
+                let name = format!("k{}", self.g.num_values());
+                self.g.add_initializer(&name, t)
+            }));
+        }
+        let out = self.g.fresh_value(&format!("t{}", self.g.num_values()));
+        self.g.set_ty(out, eg[c].data.ty.clone()?);
+        self.g.add_node(Node {
+            name: format!("n{}", self.g.node_count()),
+            op,
+            attrs,
+            inputs,
+            outputs: vec![out],
+        });
+        self.views.insert(c, out);
+        Some(out)
     }
 
     /// Adds the anchor op `op(children)` of e-class `class`, reading new body inputs (the
