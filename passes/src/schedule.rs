@@ -398,8 +398,7 @@ pub fn schedule_loops(prog: &mut LoopProgram, s: &LoopSchedule) -> Result<(), Pa
         if let Some(Stmt::For(l)) = prog.body.first()
             && l.extent > 1
             && !tessera_ir::loops::carries_dependence(&l.body)
-            && !(stores_without_loops(&l.body, &mut Vec::new())
-                && l.body.iter().any(|s| matches!(s, Stmt::Reduce(_))))
+            && !(stores_without_loops(&l.body, &mut Vec::new()) && folds_along(&l.body, &l.var))
         {
             annotate(prog, &var, LoopKind::Parallel)?;
         }
@@ -452,6 +451,24 @@ fn fold_chains(extent: i64, w: u32) -> u32 {
 
 /// The most registers a folding vector loop spans ([`fold_chains`]).
 const MAX_FOLD_CHAINS: u32 = 8;
+
+/// Whether `body` folds a reduction whose every read walks `var` contiguously or not at all
+/// (a product's `a[i, k]·b[k, j]` along `j`): a vector loop over `var` then folds one
+/// accumulator per lane from plain vector loads. Reads strided along `var` (a pooling
+/// reduction per channel, `x[c·784 + p]`) would be gathers: such a loop keeps its
+/// parallel annotation and the reduction its own vectorization.
+fn folds_along(body: &[Stmt], var: &str) -> bool {
+    let mut any = false;
+    let mut contiguous = true;
+    for s in body {
+        if let Stmt::Reduce(r) = s {
+            any = true;
+            r.value
+                .visit_iexprs(&mut |i| contiguous &= matches!(i.coeff(var), Some(0 | 1)));
+        }
+    }
+    any && contiguous
+}
 
 /// Marks `vectorize(w)` every reduction outside a vector loop (inside one it already folds
 /// one accumulator per lane) whose innermost axis is at least `w` long and read with small
@@ -507,7 +524,7 @@ fn collect_innermost(body: &[Stmt], out: &mut Vec<(String, i64, String, bool)>) 
                             && tessera_ir::loops::interleave::store_groups(&l.body, &l.var)
                                 .is_some());
                     if contiguous && let Some((buf, _)) = stores.first() {
-                        let folds = l.body.iter().any(|s| matches!(s, Stmt::Reduce(_)));
+                        let folds = folds_along(&l.body, &l.var);
                         out.push((l.var.clone(), l.extent, buf.clone(), folds));
                     }
                 } else {

@@ -1,7 +1,7 @@
 //! A small CPU thread pool for parallel loops: `parallel_for(n, f)` runs `f(start, end)` on
 //! contiguous chunks of `0..n`, on the calling thread and the pool's workers.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -29,6 +29,12 @@ const SPIN: u32 = 20_000;
 struct Shared {
     /// `State::generation`, readable without the lock (for spinning).
     published: std::sync::atomic::AtomicU64,
+    /// Workers asleep on `wake` (counted under the lock): a job published while every
+    /// worker spins needs no wake-up call (a futex system call each, per kernel).
+    sleepers: AtomicUsize,
+    /// Whether the caller sleeps on `finished` (set under the lock): a worker finishing while
+    /// the caller spins needs no wake-up call either.
+    caller_waiting: AtomicBool,
     state: Mutex<State>,
     wake: Condvar,
     finished: Condvar,
@@ -54,6 +60,8 @@ impl ThreadPool {
         let threads = threads.max(1);
         let shared = Arc::new(Shared {
             published: std::sync::atomic::AtomicU64::new(0),
+            sleepers: AtomicUsize::new(0),
+            caller_waiting: AtomicBool::new(false),
             state: Mutex::new(State {
                 job: None,
                 generation: 0,
@@ -121,7 +129,11 @@ impl ThreadPool {
                 .published
                 .store(st.generation, Ordering::Release);
         }
-        self.shared.wake.notify_all();
+        // A worker that found no new generation under the lock counted itself a sleeper
+        // before waiting; one that looks after the unlock above sees the new generation.
+        if self.shared.sleepers.load(Ordering::SeqCst) > 0 {
+            self.shared.wake.notify_all();
+        }
         run_chunks(&job);
         for _ in 0..SPIN {
             if job.done.load(Ordering::Acquire) >= chunks {
@@ -130,13 +142,18 @@ impl ThreadPool {
             std::hint::spin_loop();
         }
         let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
-        while job.done.load(Ordering::Acquire) < chunks {
+        self.shared.caller_waiting.store(true, Ordering::SeqCst);
+        // A worker whose last chunk ends after this load sees `caller_waiting` (it counts
+        // the chunk done first), takes the lock — free only once this thread waits — and
+        // wakes it.
+        while job.done.load(Ordering::SeqCst) < chunks {
             st = self
                 .shared
                 .finished
                 .wait(st)
                 .unwrap_or_else(|e| e.into_inner());
         }
+        self.shared.caller_waiting.store(false, Ordering::SeqCst);
         st.job = None;
     }
 }
@@ -154,7 +171,7 @@ fn run_chunks(job: &Job) {
         let end = start + per + if c64 < extra { 1 } else { 0 };
         // SAFETY: see `Job::task`.
         unsafe { (*job.task)(start, end) };
-        job.done.fetch_add(1, Ordering::AcqRel);
+        job.done.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -170,7 +187,9 @@ fn worker(shared: Arc<Shared>) {
         let job = {
             let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
             while st.generation == seen && !st.shutdown {
+                shared.sleepers.fetch_add(1, Ordering::SeqCst);
                 st = shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+                shared.sleepers.fetch_sub(1, Ordering::SeqCst);
             }
             if st.shutdown {
                 return;
@@ -180,8 +199,10 @@ fn worker(shared: Arc<Shared>) {
         };
         if let Some(job) = job {
             run_chunks(&job);
-            let _st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
-            shared.finished.notify_all();
+            if shared.caller_waiting.load(Ordering::SeqCst) {
+                let _st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+                shared.finished.notify_all();
+            }
         }
     }
 }
@@ -219,5 +240,28 @@ mod tests {
                 "n = {n}"
             );
         }
+    }
+
+    /// Back-to-back loops, some with a slow chunk (so the caller stops spinning and sleeps,
+    /// and workers fall asleep between loops): every loop completes, none is lost or run
+    /// twice — the wake-ups skipped while threads spin must never be needed.
+    #[test]
+    fn back_to_back_loops_with_sleeping_threads_all_finish() {
+        let pool = ThreadPool::new(3);
+        let total = AtomicUsize::new(0);
+        for round in 0..20_000usize {
+            let slow = round % 997 == 0;
+            pool.parallel_for(3, &|s, e| {
+                if slow && s == 2 {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                total.fetch_add((e - s) as usize, Ordering::Relaxed);
+            });
+            if round % 4999 == 0 {
+                // Long enough for the workers' spin to run out: they sleep on the condvar.
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+        assert_eq!(total.load(Ordering::Relaxed), 3 * 20_000);
     }
 }
