@@ -46,30 +46,46 @@ fn bundled_models_optimised_agree() {
     }
 }
 
-/// A value with two consumers is not inlined into both (that would compute it twice): the
-/// product and its bias stay one kernel, the consumers another.
+/// How many MatMuls `g` computes, in kernels of their own and inside fused bodies.
+fn products_in(g: &Graph) -> usize {
+    g.nodes().filter(|(_, n)| n.op == OpKind::MatMul).count()
+        + g.nodes()
+            .filter_map(|(_, n)| match n.attrs.get("body") {
+                Some(Attr::Graph(b)) => {
+                    Some(b.0.nodes().filter(|(_, m)| m.op == OpKind::MatMul).count())
+                }
+                _ => None,
+            })
+            .sum::<usize>()
+}
+
+/// A value with several consumers is computed once: inlined into a body only if that body
+/// holds every consumer (`tanh(a)·a` after a product and its bias: one kernel), never into
+/// two bodies (with `σ(a)` a second output, the product and its bias stay a kernel of their
+/// own).
 #[test]
 fn shared_values_are_not_recomputed() {
-    let text = "graph \"g\" opset 21 {\n input x: f32[2,5,7]\n input w: f32[7,9]\n input b: f32[9]\n node \"mm\" MatMul(x, w) -> (m: f32[2,5,9])\n node \"add\" Add(m, b) -> (a: f32[2,5,9])\n node \"t\" Tanh(a) -> (t: f32[2,5,9])\n node \"mul\" Mul(t, a) -> (y: f32[2,5,9])\n output y\n}";
-    let g = tessera_ir::text::parse_graph(text).unwrap();
-    let prepared = tessera_passes::fold::prepare(&g, &BTreeMap::new()).unwrap();
-    let (opt, report) = optimize(&prepared, &OptimizeConfig::default()).unwrap();
-    assert_eq!(report.kernels_after, 2, "{report:?}");
-    assert_eq!(
-        opt.nodes().filter(|(_, n)| n.op == OpKind::MatMul).count()
-            + opt
-                .nodes()
-                .filter(|(_, n)| n.op == OpKind::Fused)
-                .filter_map(|(_, n)| match n.attrs.get("body") {
-                    Some(Attr::Graph(b)) =>
-                        Some(b.0.nodes().filter(|(_, m)| m.op == OpKind::MatMul).count()),
-                    _ => None,
-                })
-                .sum::<usize>(),
-        1,
-        "the product is computed once"
+    let inside = "graph \"g\" opset 21 {\n input x: f32[2,5,7]\n input w: f32[7,9]\n input b: f32[9]\n node \"mm\" MatMul(x, w) -> (m: f32[2,5,9])\n node \"add\" Add(m, b) -> (a: f32[2,5,9])\n node \"t\" Tanh(a) -> (t: f32[2,5,9])\n node \"mul\" Mul(t, a) -> (y: f32[2,5,9])\n output y\n}";
+    let outside = inside.replace(
+        " output y\n}",
+        " node \"s\" Sigmoid(a) -> (z: f32[2,5,9])\n output y\n output z\n}",
     );
-    check("shared", &g, &BTreeMap::new(), 4);
+    for (name, text, kernels) in [
+        ("all consumers inside", inside.to_string(), 1),
+        ("one outside", outside, 3),
+    ] {
+        let g = tessera_ir::text::parse_graph(&text).unwrap();
+        let prepared = tessera_passes::fold::prepare(&g, &BTreeMap::new()).unwrap();
+        let (opt, report) = optimize(&prepared, &OptimizeConfig::default()).unwrap();
+        assert_eq!(
+            report.kernels_after,
+            kernels,
+            "{name}: {report:?}\n{}",
+            print_graph(&opt)
+        );
+        assert_eq!(products_in(&opt), 1, "{name}: the product is computed once");
+        check(name, &g, &BTreeMap::new(), 4);
+    }
 }
 
 /// Random chains of elementwise ops, broadcasts, views and matrix products.
@@ -162,6 +178,10 @@ fn product_epilogues_fuse_and_agree() {
         (
             "map, reduce to a lower rank, map",
             "graph \"g\" opset 21 {\n input x: f32[4,9]\n input z: f32[4]\n init ax: i64[1] = hex\"0100000000000000\"\n node \"sq\" Mul(x, x) -> (s: f32[4,9])\n node \"r\" ReduceMean[keepdims=0](s, ax) -> (m: f32[4])\n node \"d\" Mul(m, z) -> (y: f32[4])\n output y\n}",
+        ),
+        (
+            "matmul + bias + erf GELU (the biased product read twice, both reads in the kernel)",
+            "graph \"g\" opset 21 {\n input x: f32[4,6]\n input w: f32[6,8]\n input b: f32[8]\n init r2: f32[] = hex\"f304b53f\"\n init one: f32[] = hex\"0000803f\"\n init half: f32[] = hex\"0000003f\"\n node \"mm\" MatMul(x, w) -> (m: f32[4,8])\n node \"add\" Add(m, b) -> (a: f32[4,8])\n node \"div\" Div(a, r2) -> (d: f32[4,8])\n node \"erf\" Erf(d) -> (e: f32[4,8])\n node \"p1\" Add(e, one) -> (p: f32[4,8])\n node \"mul\" Mul(a, p) -> (q: f32[4,8])\n node \"h\" Mul(q, half) -> (y: f32[4,8])\n output y\n}",
         ),
         (
             "conv + swish (the conv read twice, both reads in the kernel)",

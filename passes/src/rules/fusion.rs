@@ -8,8 +8,10 @@
 //! deviations) into one kernel computing the data in registers. An operand that is a Slice
 //! or a one-index Gather with constant parameters is read through as a *view*: the body loads
 //! the sliced tensor's elements where they are, and the copy kernel is not needed (the gates of
-//! an LSTM step, sliced from one product, feed one cell-update kernel). Extraction decides, by
-//! cost, which intermediate tensors to materialise.
+//! an LSTM step, sliced from one product, feed one cell-update kernel). A value with several
+//! consumers is inlined only into a body that holds all of them (a product and its bias read
+//! twice by a GELU); otherwise it would be computed twice. Extraction decides, by cost, which
+//! intermediate tensors to materialise.
 //!
 //! Bounds keep saturation fast: bodies of at most [`MAX_BODY_OPS`] ops and
 //! [`MAX_INPUTS`] inputs; scalar constants are folded into bodies, other constants stay inputs.
@@ -110,7 +112,9 @@ impl Applier<TNode, TypeAnalysis> for FuseElementwise {
         for (op, children) in ops {
             let direct = direct_anchors(eg, &children[1..]);
             let anchored: Vec<Anchoring> = match direct.is_empty() {
-                true => vec![Anchoring::Inlined],
+                true => std::iter::once(Anchoring::Inlined(None))
+                    .chain(shared_products(eg, &children[1..]).map(|c| Anchoring::Inlined(Some(c))))
+                    .collect(),
                 false => direct.into_iter().map(Anchoring::Direct).collect(),
             };
             for anchor in std::iter::once(Anchoring::None).chain(anchored) {
@@ -149,6 +153,9 @@ fn fuse(
     // computed twice.
     if let Anchoring::Direct((c, k, ch)) = anchoring {
         b.anchor(eg, *c, *k, ch)?;
+    }
+    if let Anchoring::Inlined(Some(c)) = anchoring {
+        b.inline_shared_product(eg, *c)?;
     }
     let mut args = Vec::new();
     for &c in &classes {
@@ -193,7 +200,7 @@ fn fuse(
         return None; // the same as the purely elementwise form
     }
     let out = b.finish(op, attrs, args)?;
-    if let Some((class, value)) = b.anchor_of {
+    for &(class, value) in &b.held_whole {
         let readers =
             b.g.nodes()
                 .filter(|(_, n)| n.inputs.contains(&Some(value)))
@@ -222,8 +229,12 @@ enum Anchoring {
     None,
     /// This e-node (its class, op and children) of a direct operand's class.
     Direct((Id, OpKind, Vec<Id>)),
-    /// An anchored fused form of an operand, inlined.
-    Inlined,
+    /// An anchored fused form of an operand, inlined: the first that fits, in operand order
+    /// (`None`; single-use operands only), or that of the given operand class read by
+    /// several consumers, inlined before the others so that their bodies read its value —
+    /// all its consumers must then be in this body (a GELU `x·(1 + erf(x/√2))/2` after a
+    /// product and its bias reads the biased product twice).
+    Inlined(Option<Id>),
 }
 
 /// Every product e-node among the operand classes that could anchor a body.
@@ -240,6 +251,22 @@ fn direct_anchors(eg: &TEGraph, operands: &[Id]) -> Vec<(Id, OpKind, Vec<Id>)> {
         }
     }
     found
+}
+
+/// The operand classes read by several consumers that have a product form
+/// ([`Anchoring::Inlined`]).
+fn shared_products<'a>(eg: &'a TEGraph, operands: &'a [Id]) -> impl Iterator<Item = Id> + 'a {
+    let mut seen = Vec::new();
+    operands.iter().map(|&c| eg.find(c)).filter(move |&c| {
+        let new = !seen.contains(&c);
+        seen.push(c);
+        new && !single_use(eg, c) && largest_fused_form(eg, c, product_form).is_some()
+    })
+}
+
+/// A fused body that is a product with an epilogue, small enough to inline.
+fn product_form(body: &Graph) -> bool {
+    has_anchor(body) && !has_sink(body) && body.node_count() < MAX_BODY_OPS
 }
 
 /// The largest fused form in class `c` whose body `fits`, with its input classes.
@@ -272,8 +299,10 @@ struct Body {
     anchored: bool,
     /// Whether the body has a reduction already (its epilogue is what follows).
     sunk: bool,
-    /// The e-class a directly anchored product computes, and its value in the body.
-    anchor_of: Option<(Id, ValueId)>,
+    /// Values read by several consumers that the body computes (a direct anchor's product,
+    /// an inlined product form): valid only if the body holds every consumer — else the
+    /// value would be computed twice. Their classes and values.
+    held_whole: Vec<(Id, ValueId)>,
     /// The view classes read through a view in the body, and the view's value.
     views: HashMap<Id, ValueId>,
 }
@@ -351,7 +380,7 @@ impl Default for Body {
             by_class: HashMap::new(),
             anchored: false,
             sunk: false,
-            anchor_of: None,
+            held_whole: Vec::new(),
             views: HashMap::new(),
         }
     }
@@ -493,8 +522,19 @@ impl Body {
         });
         self.by_class.insert(class, out);
         self.anchored = true;
-        self.anchor_of = Some((class, out));
+        self.held_whole.push((class, out));
         Some(out)
+    }
+
+    /// Inlines the product form of class `c`, read by several consumers, before anything
+    /// else ([`Anchoring::Inlined`]); the body must then hold all of them.
+    fn inline_shared_product(&mut self, eg: &TEGraph, c: Id) -> Option<()> {
+        let (body, ins) = largest_fused_form(eg, c, product_form)?;
+        let v = self.inline(eg, &body, &ins)?;
+        self.anchored = true;
+        self.by_class.insert(c, v);
+        self.held_whole.push((c, v));
+        Some(())
     }
 
     /// Copies `body` (whose inputs are the classes `ins`) in; returns its output value.
