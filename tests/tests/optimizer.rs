@@ -242,11 +242,12 @@ fn kernels_of(g: &Graph, op: OpKind) -> usize {
     g.nodes().filter(|(_, n)| n.op == op).count()
 }
 
-/// Slices and one-index Gathers with constant parameters are read through by the fused
-/// kernels that consume them (views), never copied: an LSTM-like step — this step’s row of
+/// Slices and one-index Gathers with constant parameters, and Transposes, are read through
+/// by the fused kernels that consume them (views), never copied: an LSTM-like step — this step’s row of
 /// the input projection (a Gather) plus `h·W` as a product epilogue, its four gates sliced
 /// from the sum — is two kernels; a reduction reads a reversed strided slice in place; a
-/// chain of views (a Slice of a Gather) is followed to the input.
+/// chain of views (a Slice of a Gather) is followed to the input; a residual add reads the
+/// other branch transposed.
 #[test]
 fn views_are_read_in_place() {
     let cases = [
@@ -258,6 +259,11 @@ fn views_are_read_in_place() {
         (
             "reduction of a reversed slice with step 2",
             "graph \"g\" opset 21 {\n input x: f32[5,21]\n init a1: i64[1] = hex\"0100000000000000\"\n init st: i64[1] = hex\"feffffffffffffff\"\n init from: i64[1] = hex\"ffffffffffffffff\"\n init to: i64[1] = hex\"0000000000000080\"\n node \"s\" Slice(x, from, to, a1, st) -> (v: f32[5,11])\n node \"sq\" Mul(v, v) -> (q: f32[5,11])\n node \"r\" ReduceSum[keepdims=0](q, a1) -> (y: f32[5])\n output y\n}",
+            1,
+        ),
+        (
+            "a residual add of a transposed tensor (ConvNeXt's NHWC branch back to NCHW)",
+            "graph \"g\" opset 21 {\n input x: f32[1,4,3,5]\n input t: f32[1,3,5,4]\n node \"back\" Transpose[perm=ints(0,3,1,2)](t) -> (b: f32[1,4,3,5])\n node \"add\" Add(x, b) -> (y: f32[1,4,3,5])\n output y\n}",
             1,
         ),
         (

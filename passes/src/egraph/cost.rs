@@ -110,7 +110,7 @@ pub fn kernel_cost(
 }
 
 /// Bytes a kernel reads of its input `i` (of type `t`): all of it, unless a fused body reads
-/// it only through views (Slices, one-index Gathers), which read their own elements.
+/// it only through views (Slices, one-index Gathers, Transposes), which read their own elements.
 fn input_read_bytes(body: Option<&Graph>, i: usize, t: &ValueType) -> f64 {
     let full = bytes(t);
     let Some((body, &v)) = body.and_then(|b| Some(b).zip(b.inputs.get(i))) else {

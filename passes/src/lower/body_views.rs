@@ -1,6 +1,6 @@
-//! Reads through views in a fused body: a `Slice` with constant bounds, or a `Gather` of one
-//! constant index, whose data is a body input (or another such view) is not computed by the
-//! kernel. Each element the body needs is loaded straight from the input, at the coordinates
+//! Reads through views in a fused body: a `Slice` with constant bounds, a `Gather` of one
+//! constant index or a `Transpose`, whose data is a body input (or another such view), is not
+//! computed by the kernel. Each element the body needs is loaded straight from the input, at the coordinates
 //! the view maps to — so `sigmoid(x[:, 0:h]) · tanh(x[:, 2h:3h])` is one kernel reading `x`,
 //! not two copies and a kernel.
 //!
@@ -15,7 +15,7 @@ use tessera_ir::{Attrs, AttrsExt, Graph, OpKind, Tensor, ValueId, infer};
 
 /// Whether `op` can be a view in a fused body (with constant parameters, see [`ViewMap::of`]).
 pub fn is_view_op(op: OpKind) -> bool {
-    matches!(op, OpKind::Slice | OpKind::Gather)
+    matches!(op, OpKind::Slice | OpKind::Gather | OpKind::Transpose)
 }
 
 /// How a view's coordinates become its data's.
@@ -26,6 +26,9 @@ pub enum ViewMap {
     /// A Gather of one constant index: the data coordinate `index` at `axis` (inserted there;
     /// `keep`: the indices are a 1-element vector, so the view keeps a dimension of 1 there).
     Pick { axis: usize, index: i64, keep: bool },
+    /// A Transpose: view axis `i` is data axis `perm[i]` (a transposed read gathers, as the
+    /// Transpose kernel itself would, but the transposed copy is never written).
+    Permute(Vec<usize>),
 }
 
 impl ViewMap {
@@ -75,6 +78,11 @@ impl ViewMap {
                     keep: indices.shape().len() == 1,
                 })
             }
+            OpKind::Transpose => {
+                let rank = data_shape.len();
+                let perm = infer::permutation(attrs.ints("perm").ok()?, rank).ok()?;
+                Some(ViewMap::Permute(perm))
+            }
             _ => None,
         }
     }
@@ -93,6 +101,13 @@ impl ViewMap {
                 out.push((IExpr::c(0), *index));
                 let rest = if *keep { axis + 1 } else { *axis };
                 out.extend_from_slice(&coords[rest..]);
+                out
+            }
+            ViewMap::Permute(perm) => {
+                let mut out = vec![(IExpr::c(0), 0); perm.len()];
+                for (c, &axis) in coords.iter().zip(perm) {
+                    out[axis] = c.clone();
+                }
                 out
             }
         }
@@ -202,7 +217,7 @@ mod tests {
     }
 
     #[test]
-    fn slices_and_picks_map_coordinates() {
+    fn slices_picks_and_permutations_map_coordinates() {
         let (s, e, a) = (ints(&[2]), ints(&[6]), ints(&[1]));
         let m = ViewMap::of(
             OpKind::Slice,
@@ -229,5 +244,16 @@ mod tests {
         let outside = Tensor::from_i64(tessera_ir::DType::I64, vec![], &[4]);
         assert!(ViewMap::of(OpKind::Gather, &Attrs::new(), &[4, 3], &[Some(&outside)]).is_none());
         assert!(ViewMap::of(OpKind::Slice, &Attrs::new(), &[3, 8], &[Some(&s), None]).is_none());
+        // Transpose [2, 3, 4] → [4, 2, 3] (perm 2, 0, 1): view (k, i, j) reads data (i, j, k).
+        let mut attrs = Attrs::new();
+        attrs.insert("perm".into(), tessera_ir::Attr::Ints(vec![2, 0, 1]));
+        let t = ViewMap::of(OpKind::Transpose, &attrs, &[2, 3, 4], &[]).expect("a permutation");
+        let at = t.data_coords(&[
+            (IExpr::var("k"), 0),
+            (IExpr::var("i"), 0),
+            (IExpr::var("j"), 0),
+        ]);
+        assert_eq!(at[0].0, IExpr::var("i"));
+        assert_eq!(at[2].0, IExpr::var("k"));
     }
 }

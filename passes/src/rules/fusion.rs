@@ -6,9 +6,9 @@
 //! elementwise ops then run as the product's epilogue. A reduction whose data is computed
 //! by elementwise ops can *sink* them (map then reduce: `ReduceSum(x·x)`, a mean of squared
 //! deviations) into one kernel computing the data in registers. An operand that is a Slice
-//! or a one-index Gather with constant parameters is read through as a *view*: the body loads
-//! the sliced tensor's elements where they are, and the copy kernel is not needed (the gates of
-//! an LSTM step, sliced from one product, feed one cell-update kernel). A value with several
+//! or a one-index Gather with constant parameters, or a Transpose, is read through as a
+//! *view*: the body loads the elements where they are, and the copy kernel is not needed (the
+//! gates of an LSTM step, sliced from one product, feed one cell-update kernel). A value with several
 //! consumers is inlined only into a body that holds all of them (a product and its bias read
 //! twice by a GELU); otherwise it would be computed twice. Extraction decides, by cost, which
 //! intermediate tensors to materialise.
@@ -429,7 +429,7 @@ impl Body {
     }
 
     /// The body value of operand class `c`: a view when `c` is a Slice or a one-index Gather
-    /// with constant parameters ([`ViewMap::of`]) — of a body input, or of another such view
+    /// with constant parameters, or a Transpose ([`ViewMap::of`]) — of a body input, or of another such view
     /// up to [`VIEW_DEPTH`] deep — else a new body input. A view's data must be a body input:
     /// a value the body computes (an anchor's output) cannot be read at other coordinates.
     fn view_or_input(&mut self, eg: &TEGraph, c: Id, ty: tessera_ir::ValueType) -> ValueId {
