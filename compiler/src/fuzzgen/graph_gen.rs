@@ -125,10 +125,15 @@ impl Builder<'_, '_> {
     }
 
     fn int_constant(&mut self, v: &[i64]) -> ValueId {
+        self.int_tensor(vec![v.len()], v)
+    }
+
+    /// An i64 constant of shape `shape` holding `v`.
+    fn int_tensor(&mut self, shape: Vec<usize>, v: &[i64]) -> ValueId {
         self.consts += 1;
         let name = format!("c{}", self.consts);
         self.g
-            .add_initializer(&name, Tensor::from_i64(DType::I64, vec![v.len()], v))
+            .add_initializer(&name, Tensor::from_i64(DType::I64, shape, v))
     }
 
     /// A shape `shape` broadcasts with: some dims 1, maybe fewer leading dims.
@@ -349,10 +354,7 @@ impl Builder<'_, '_> {
                 // One index is a view a fused body reads through; as a scalar, it also
                 // drops the axis.
                 let indices = if count == 1 && self.u.arbitrary()? {
-                    self.consts += 1;
-                    let name = format!("c{}", self.consts);
-                    self.g
-                        .add_initializer(&name, Tensor::from_i64(DType::I64, vec![], &idx))
+                    self.int_tensor(vec![], &idx)
                 } else {
                     self.int_constant(&idx)
                 };

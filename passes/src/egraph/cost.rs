@@ -113,7 +113,10 @@ pub fn kernel_cost(
 /// it only through views (Slices, one-index Gathers, Transposes), which read their own elements.
 fn input_read_bytes(body: Option<&Graph>, i: usize, t: &ValueType) -> f64 {
     let full = bytes(t);
-    let Some((body, &v)) = body.and_then(|b| Some(b).zip(b.inputs.get(i))) else {
+    let Some(body) = body else {
+        return full;
+    };
+    let Some(&v) = body.inputs.get(i) else {
         return full;
     };
     let readers: Vec<&tessera_ir::Node> = body

@@ -169,8 +169,7 @@ fn fuse(
         }
         let ty = eg[c].data.ty.clone()?;
         if let Some(k) = super::konst(eg, c).filter(|k| k.len() == 1) {
-            let name = format!("k{}", b.g.num_values());
-            args.push(Some(b.g.add_initializer(&name, k.clone())));
+            args.push(Some(b.constant(k.clone())));
             continue;
         }
         // Inline the operand's largest fused form that fits (one anchor per body at most) —
@@ -398,14 +397,7 @@ impl Body {
         if self.inputs.len() > MAX_INPUTS {
             return None;
         }
-        let out = self.g.fresh_value("y");
-        self.g.add_node(Node {
-            name: format!("n{}", self.g.node_count()),
-            op,
-            attrs,
-            inputs,
-            outputs: vec![out],
-        });
+        let out = self.push(Some("y"), op, attrs, inputs);
         self.g.outputs.push(out);
         self.g.infer_types().ok()?;
         Some(out)
@@ -416,6 +408,36 @@ impl Body {
         let mut a = Attrs::new();
         a.insert("body".into(), Attr::Graph(SubGraph(Box::new(self.g))));
         (a, self.inputs)
+    }
+
+    /// A body constant (`k<n>`).
+    fn constant(&mut self, t: tessera_ir::Tensor) -> ValueId {
+        let name = format!("k{}", self.g.num_values());
+        self.g.add_initializer(&name, t)
+    }
+
+    /// Adds the body node `op(inputs)` (`n<n>`) writing a new value named `out` (`t<n>` by
+    /// default); returns that value.
+    fn push(
+        &mut self,
+        out: Option<&str>,
+        op: OpKind,
+        attrs: Attrs,
+        inputs: Vec<Option<ValueId>>,
+    ) -> ValueId {
+        let name = match out {
+            Some(n) => n.to_string(),
+            None => format!("t{}", self.g.num_values()),
+        };
+        let out = self.g.fresh_value(&name);
+        self.g.add_node(Node {
+            name: format!("n{}", self.g.node_count()),
+            op,
+            attrs,
+            inputs,
+            outputs: vec![out],
+        });
+        out
     }
 
     fn input(&mut self, class: Id, ty: tessera_ir::ValueType) -> ValueId {
@@ -473,22 +495,13 @@ impl Body {
                 _ => self.input(data, data_ty),
             },
         };
+        let ty = eg[c].data.ty.clone()?;
         let mut inputs = vec![Some(src)];
         for p in params {
-            inputs.push(p.map(|t| {
-                let name = format!("k{}", self.g.num_values());
-                self.g.add_initializer(&name, t)
-            }));
+            inputs.push(p.map(|t| self.constant(t)));
         }
-        let out = self.g.fresh_value(&format!("t{}", self.g.num_values()));
-        self.g.set_ty(out, eg[c].data.ty.clone()?);
-        self.g.add_node(Node {
-            name: format!("n{}", self.g.node_count()),
-            op,
-            attrs,
-            inputs,
-            outputs: vec![out],
-        });
+        let out = self.push(None, op, attrs, inputs);
+        self.g.set_ty(out, ty);
         self.views.insert(c, out);
         Some(out)
     }
@@ -505,21 +518,13 @@ impl Body {
                 inputs.push(None);
             } else if op.value_inputs().contains(&slot) {
                 let k = super::konst(eg, c)?.clone();
-                let name = format!("k{}", self.g.num_values());
-                inputs.push(Some(self.g.add_initializer(&name, k)));
+                inputs.push(Some(self.constant(k)));
             } else {
                 let ty = eg[c].data.ty.clone()?;
                 inputs.push(Some(self.input(c, ty)));
             }
         }
-        let out = self.g.fresh_value(&format!("t{}", self.g.num_values()));
-        self.g.add_node(Node {
-            name: format!("n{}", self.g.node_count()),
-            op,
-            attrs,
-            inputs,
-            outputs: vec![out],
-        });
+        let out = self.push(None, op, attrs, inputs);
         self.by_class.insert(class, out);
         self.anchored = true;
         self.held_whole.push((class, out));
@@ -546,8 +551,7 @@ impl Body {
             map.insert(bv, self.input(c, ty));
         }
         for (&bv, t) in &body.initializers {
-            let name = format!("k{}", self.g.num_values());
-            map.insert(bv, self.g.add_initializer(&name, t.clone()));
+            map.insert(bv, self.constant(t.clone()));
         }
         for ix in body.topo_order().ok()? {
             let n = body.node(ix);
@@ -556,17 +560,10 @@ impl Body {
                 .iter()
                 .map(|i| i.and_then(|v| map.get(&v).copied()))
                 .collect();
-            let out = self.g.fresh_value(&format!("t{}", self.g.num_values()));
+            let out = self.push(None, n.op, n.attrs.clone(), inputs);
             if let Some(t) = body.ty(n.outputs[0]) {
                 self.g.set_ty(out, t.clone());
             }
-            self.g.add_node(Node {
-                name: format!("n{}", self.g.node_count()),
-                op: n.op,
-                attrs: n.attrs.clone(),
-                inputs,
-                outputs: vec![out],
-            });
             map.insert(n.outputs[0], out);
             if crate::lower::is_anchor(n.op)
                 && let Some(class) = anchor_class(eg, body, n, ins)
