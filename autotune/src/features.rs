@@ -222,6 +222,7 @@ impl Walk {
                 }
                 Stmt::If { then, .. } => self.block(then, depth, trips, vectorized),
                 Stmt::Reduce(r) => self.block(&r.body, depth, trips, vectorized),
+                Stmt::Mma(m) => self.block(&m.expand(), depth, trips, vectorized),
                 Stmt::Store { .. } => {
                     self.stores += trips;
                     if vectorized {

@@ -145,7 +145,10 @@ impl Compiler {
         let mut kernels = tessera_passes::lower::lower_graph_with(&mut optimized, &lower_cfg)?;
         let mut tuned_kernels = 0;
         if self.config.schedule && self.target.is_gpu() {
-            let cfg = tessera_passes::gpu_schedule::GpuScheduleConfig::default();
+            let cfg = match self.target {
+                Target::Cuda { sm } => tessera_passes::gpu_schedule::GpuScheduleConfig::for_sm(sm),
+                _ => tessera_passes::gpu_schedule::GpuScheduleConfig::default(),
+            };
             for k in &mut kernels {
                 tessera_passes::gpu_schedule::schedule_gpu(
                     &mut k.program,

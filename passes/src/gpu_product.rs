@@ -26,7 +26,7 @@
 //! never stored.
 
 use crate::error::PassError;
-use crate::product::ProductSpec;
+use crate::product::{ProductSpec, convert};
 use std::cell::Cell;
 use tessera_ir::loops::gpu::{MAX_THREADS_PER_BLOCK, launch};
 use tessera_ir::loops::{
@@ -117,7 +117,7 @@ impl GpuProductTiling {
         if shared as usize > MAX_SHARED_BYTES {
             return bad(format!("{shared} bytes of shared memory"));
         }
-        let local = t.tm * t.tn * size;
+        let local = t.tm * t.tn * spec.acc_dtype().size() as i64;
         if local as usize > MAX_LOCAL_BYTES {
             return bad(format!("{local} bytes of registers per thread"));
         }
@@ -163,7 +163,11 @@ pub fn tile_gpu(
     ] {
         buffers.push(Buffer {
             name: name.clone(),
-            dtype: spec.dtype,
+            dtype: if role == BufRole::Local {
+                spec.acc_dtype()
+            } else {
+                spec.dtype
+            },
             len: len as usize,
             role,
         });
@@ -192,10 +196,59 @@ struct Gen<'a> {
 }
 
 /// Where a block works: its batch index, first row and first column.
-struct At {
-    b: IExpr,
-    i0: IExpr,
-    j0: IExpr,
+pub(crate) struct At {
+    pub b: IExpr,
+    pub i0: IExpr,
+    pub j0: IExpr,
+}
+
+/// The grid of a tiled GPU product: one block per (batch, row tile, column tile), bound to
+/// the block variable `gb` (shared with the tensor-core schedule).
+pub(crate) struct GridTile {
+    batch: i64,
+    /// Tiles along the rows and the columns, and the tile's size.
+    mb: i64,
+    nb: i64,
+    bm: i64,
+    bn: i64,
+}
+
+impl GridTile {
+    const VAR: &'static str = "gb";
+
+    pub fn new(spec: &ProductSpec, bm: i64, bn: i64) -> GridTile {
+        GridTile {
+            batch: spec.batch,
+            mb: (spec.m + bm - 1) / bm,
+            nb: (spec.n + bn - 1) / bn,
+            bm,
+            bn,
+        }
+    }
+
+    /// The running block's batch index, first row and first column.
+    pub fn origin(&self) -> At {
+        let p = IExpr::var(Self::VAR);
+        At {
+            b: if self.batch > 1 {
+                p.clone().floordiv(self.mb * self.nb)
+            } else {
+                IExpr::c(0)
+            },
+            i0: p.clone().floordiv(self.nb).modulo(self.mb).times(self.bm),
+            j0: p.modulo(self.nb).times(self.bn),
+        }
+    }
+
+    /// The block loop around `body`.
+    pub fn block_loop(&self, body: Vec<Stmt>) -> Stmt {
+        for_(
+            Self::VAR,
+            self.batch * self.mb * self.nb,
+            LoopKind::Block(GpuAxis::X),
+            body,
+        )
+    }
 }
 
 fn for_(var: &str, extent: i64, kind: LoopKind, body: Vec<Stmt>) -> Stmt {
@@ -224,17 +277,8 @@ impl Gen<'_> {
 
     fn program(&self) -> Stmt {
         let (s, t) = (self.spec, self.t);
-        let (mb, nb) = ((s.m + t.bm - 1) / t.bm, (s.n + t.bn - 1) / t.bn);
-        let p = IExpr::var("gb");
-        let at = At {
-            b: if s.batch > 1 {
-                p.clone().floordiv(mb * nb)
-            } else {
-                IExpr::c(0)
-            },
-            i0: p.clone().floordiv(nb).modulo(mb).times(t.bm),
-            j0: p.modulo(nb).times(t.bn),
-        };
+        let grid = GridTile::new(s, t.bm, t.bn);
+        let at = grid.origin();
         let mut body = vec![self.threads(|th| {
             self.tile_stores(&at, th, |g, r, c, b, i, j| {
                 // The initial value (a bias may be read): only where the element exists.
@@ -246,7 +290,7 @@ impl Gen<'_> {
                 Some(Stmt::Store {
                     buf: g.acc.clone(),
                     index: IExpr::c(r * t.tn + c),
-                    value: init,
+                    value: g.widen(init),
                 })
             })
         })];
@@ -270,7 +314,7 @@ impl Gen<'_> {
             self.tile_stores(&at, th, |g, r, c, b, i, j| {
                 let [vb, vi, vj, _] = &s.vars;
                 let c_index = s.c_index.subst(vb, b).subst(vi, i).subst(vj, j);
-                let sum = VExpr::load(&g.acc, IExpr::c(r * t.tn + c));
+                let sum = g.narrow(VExpr::load(&g.acc, IExpr::c(r * t.tn + c)));
                 let value = match &s.finish {
                     Some(fin) => g
                         .at(fin, b, i, j, &IExpr::c(0))
@@ -288,7 +332,17 @@ impl Gen<'_> {
                 })
             })
         }));
-        for_("gb", s.batch * mb * nb, LoopKind::Block(GpuAxis::X), body)
+        grid.block_loop(body)
+    }
+
+    /// An element-dtype value in the accumulators' dtype (see [`ProductSpec::acc_dtype`]).
+    fn widen(&self, v: VExpr) -> VExpr {
+        convert(v, self.spec.dtype, self.spec.acc_dtype())
+    }
+
+    /// An accumulated sum back in the elements' dtype.
+    fn narrow(&self, v: VExpr) -> VExpr {
+        convert(v, self.spec.acc_dtype(), self.spec.dtype)
     }
 
     fn var(&self, base: &str) -> String {
@@ -418,7 +472,7 @@ impl Gen<'_> {
                     value: VExpr::bin(
                         BinOp::Add,
                         VExpr::load(&self.acc, acc),
-                        VExpr::bin(BinOp::Mul, a, b),
+                        VExpr::bin(BinOp::Mul, self.widen(a), self.widen(b)),
                     ),
                 });
             }

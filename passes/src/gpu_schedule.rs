@@ -14,6 +14,7 @@
 //! never reads an element another thread writes ([`carries_dependence`]).
 
 use crate::error::PassError;
+use crate::gpu_mma::{GpuMmaTiling, tile_mma, worth_mma};
 use crate::gpu_product::{GpuProductTiling, tile_gpu, worth_gpu_tiling};
 use crate::product::ProductSpec;
 use crate::schedule::{fuse, split};
@@ -24,6 +25,9 @@ use tessera_ir::loops::{
     BufRole, GpuAxis, IExpr, Loop, LoopKind, LoopProgram, Stmt, carries_dependence,
 };
 
+/// The first compute capability with `mma.sync.m16n8k16` for f16 and bf16 (Ampere).
+pub const MMA_MIN_SM: u32 = 80;
+
 /// Knobs of the default GPU schedule.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GpuScheduleConfig {
@@ -33,6 +37,11 @@ pub struct GpuScheduleConfig {
     /// [`worth_gpu_tiling`]) with shared-memory tiles ([`GpuProductTiling::default_for`]);
     /// off, they are bound like any kernel.
     pub tile_products: bool,
+    /// Half-precision products (see [`worth_mma`]) get the tensor-core schedule
+    /// ([`crate::gpu_mma`], `mma.sync` m16n8k16: sm_80 and later) instead of the CUDA-core
+    /// one.
+    #[serde(default)]
+    pub tensor_cores: bool,
 }
 
 impl Default for GpuScheduleConfig {
@@ -40,11 +49,20 @@ impl Default for GpuScheduleConfig {
         GpuScheduleConfig {
             threads_per_block: 256,
             tile_products: true,
+            tensor_cores: true,
         }
     }
 }
 
 impl GpuScheduleConfig {
+    /// The default schedule for a GPU of compute capability `sm` (`90` for sm_90).
+    pub fn for_sm(sm: u32) -> GpuScheduleConfig {
+        GpuScheduleConfig {
+            tensor_cores: sm >= MMA_MIN_SM,
+            ..Default::default()
+        }
+    }
+
     pub fn validate(&self) -> Result<(), PassError> {
         let t = self.threads_per_block;
         if t <= 0 || t % 32 != 0 || t as u64 > MAX_THREADS_PER_BLOCK {
@@ -63,15 +81,16 @@ pub struct GpuBinding {
     /// empty when the kernel runs as one thread or is a tiled product.
     pub bound: Vec<String>,
     /// The kernel is a matrix product rebuilt with shared-memory tiles
-    /// ([`crate::gpu_product`]).
+    /// ([`crate::gpu_product`], or [`crate::gpu_mma`] on tensor cores).
     pub tiled_product: bool,
     /// The kernel reduces rows, one thread block per row ([`crate::gpu_reduce`]).
     pub row_blocks: bool,
     pub launch: Launch,
 }
 
-/// The GPU schedule of one kernel: the tiled product for a big enough matrix product
-/// (`product` is its spec, when the lowering recorded one), else [`default_gpu`].
+/// The GPU schedule of one kernel: for a big enough matrix product (`product` is its spec,
+/// when the lowering recorded one) the tensor-core product (half precision, where `cfg`
+/// allows) or the tiled one; else [`default_gpu`].
 pub fn schedule_gpu(
     prog: &mut LoopProgram,
     product: Option<&ProductSpec>,
@@ -89,6 +108,14 @@ pub fn schedule_gpu(
             launch,
         })
     };
+    if let Some(spec) = product
+        && cfg.tile_products
+        && cfg.tensor_cores
+        && worth_mma(spec)
+    {
+        *prog = tile_mma(prog, spec, &GpuMmaTiling::default_for(spec))?;
+        return rebuilt(prog, true);
+    }
     if let Some(spec) = product
         && cfg.tile_products
         && worth_gpu_tiling(spec)
@@ -378,6 +405,7 @@ fn collect_stores(
                     extents.remove(v);
                 }
             }
+            Stmt::Mma(m) => collect_stores(&m.expand(), extents, out),
         }
     }
 }

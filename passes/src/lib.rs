@@ -16,6 +16,7 @@ mod derived;
 pub mod egraph;
 pub mod error;
 pub mod fold;
+pub mod gpu_mma;
 pub mod gpu_product;
 pub mod gpu_reduce;
 pub mod gpu_schedule;

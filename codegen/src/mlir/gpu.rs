@@ -7,12 +7,18 @@
 //! thread loops of one block run one after another, separated by a barrier
 //! (`bar.sync`), which also orders their memory accesses within the block; a uniform loop of
 //! thread loops ends each iteration with one. Shared buffers are address-space-3 globals, local
-//! ones a per-thread `alloca` (registers once LLVM promotes them).
+//! ones a per-thread `alloca` (registers once LLVM promotes them). A tensor-core step
+//! (`mma`) is one `mma.sync` of the warp; elsewhere it runs as its per-thread expansion.
 
-use super::Em;
+use super::{Backend, Em};
 use crate::error::CodegenError;
+use tessera_ir::DType;
 use tessera_ir::loops::gpu::is_uniform;
-use tessera_ir::loops::{Loop, LoopKind, Stmt};
+use tessera_ir::loops::mma::{MMA_ACC_PER_LANE, Mma};
+use tessera_ir::loops::{IExpr, Loop, LoopKind, Stmt};
+
+/// The type `nvvm.mma.sync` returns: the thread's four f32 accumulators.
+const MMA_RESULT: &str = "!llvm.struct<(f32, f32, f32, f32)>";
 
 impl Em<'_> {
     /// The statements of a block loop (or of a whole GPU function): thread loops and uniform
@@ -85,6 +91,99 @@ impl Em<'_> {
             self.line("}".into());
         }
         self.idx.remove(&l.var);
+        Ok(())
+    }
+
+    /// A warp's tensor-core step. On the GPU: the thread's fragments of `A` (four pairs of
+    /// elements along `k`) and `B` (two pairs) loaded from shared memory in PTX's
+    /// `m16n8k16` layout, one `mma.sync`, its four sums stored back to the accumulators.
+    /// Elsewhere (the CPU runs threads one at a time): the statement's per-thread expansion.
+    pub(super) fn mma(&mut self, m: &Mma) -> Result<(), CodegenError> {
+        if self.cfg.backend != Backend::Cuda {
+            for s in m.expand() {
+                self.stmt(&s)?;
+            }
+            return Ok(());
+        }
+        let dtype = self.bufs[&m.a.buf].1;
+        let (group, pair) = (
+            m.lane.clone().floordiv(4),
+            m.lane.clone().modulo(4).times(2),
+        );
+        // A register holds elements `(row, col)` and `(row, col + 1)` of its tile.
+        let fragment = |em: &mut Self,
+                        op: &tessera_ir::loops::mma::MmaOperand,
+                        regs: &[(IExpr, IExpr)]| {
+            regs.iter()
+                .map(|(row, col)| {
+                    let lo = em.load(&op.buf, &op.at(row.clone(), col.clone()))?;
+                    let hi =
+                        em.load(&op.buf, &op.at(row.clone(), col.clone().plus(IExpr::c(1))))?;
+                    // LLVM-dialect vector ops: the GPU pipeline lowers no `vector` dialect.
+                    let pair = format!("vector<2x{}>", super::scalar_ty(dtype));
+                    let mut v = em.op(format!("llvm.mlir.poison : {pair}"));
+                    for (lane, x) in [lo, hi].into_iter().enumerate() {
+                        let at = em.op(format!("llvm.mlir.constant({lane} : i32) : i32"));
+                        v = em.op(format!("llvm.insertelement {x}, {v}[{at} : i32] : {pair}"));
+                    }
+                    Ok(match dtype {
+                        // The NVVM op takes bf16 pairs as 32-bit registers.
+                        DType::BF16 => em.op(format!("llvm.bitcast {v} : vector<2xbf16> to i32")),
+                        _ => v,
+                    })
+                })
+                .collect::<Result<Vec<String>, CodegenError>>()
+        };
+        let eight = |e: &IExpr| e.clone().plus(IExpr::c(8));
+        let a = fragment(
+            self,
+            &m.a,
+            &[
+                (group.clone(), pair.clone()),
+                (eight(&group), pair.clone()),
+                (group.clone(), eight(&pair)),
+                (eight(&group), eight(&pair)),
+            ],
+        )?;
+        // `B`'s pairs run along `k`, its rows: (k, column) = (pair + {0, 1}, group).
+        let b_t = tessera_ir::loops::mma::MmaOperand {
+            strides: [m.b.strides[1], m.b.strides[0]],
+            ..m.b.clone()
+        };
+        let b = fragment(
+            self,
+            &b_t,
+            &[(group.clone(), pair.clone()), (group, eight(&pair))],
+        )?;
+        let (acc, _, acc_ty) = self.bufs[&m.acc].clone();
+        let slots = (0..MMA_ACC_PER_LANE)
+            .map(|e| self.iexpr(&m.at.clone().plus(IExpr::c(e))))
+            .collect::<Result<Vec<String>, CodegenError>>()?;
+        let c: Vec<String> = slots
+            .iter()
+            .map(|i| self.op(format!("memref.load {acc}[{i}] : {acc_ty}")))
+            .collect();
+        let (operand_ty, ptx_types) = match dtype {
+            DType::BF16 => (
+                "i32",
+                ", multiplicandAPtxType = #nvvm.mma_type<bf16>, \
+                 multiplicandBPtxType = #nvvm.mma_type<bf16>",
+            ),
+            _ => ("vector<2xf16>", ""),
+        };
+        let d = self.op(format!(
+            "nvvm.mma.sync A[{}] B[{}] C[{}] {{layoutA = #nvvm.mma_layout<row>, \
+             layoutB = #nvvm.mma_layout<col>{ptx_types}, \
+             shape = #nvvm.shape<m = 16, n = 8, k = 16>}} : ({operand_ty}, {operand_ty}, f32) \
+             -> {MMA_RESULT}",
+            a.join(", "),
+            b.join(", "),
+            c.join(", ")
+        ));
+        for (e, i) in slots.iter().enumerate() {
+            let v = self.op(format!("llvm.extractvalue {d}[{e}] : {MMA_RESULT}"));
+            self.line(format!("memref.store {v}, {acc}[{i}] : {acc_ty}"));
+        }
         Ok(())
     }
 }

@@ -356,6 +356,7 @@ impl Em<'_> {
                 Ok(())
             }
             Stmt::Reduce(r) => self.reduce(r),
+            Stmt::Mma(m) => self.mma(m),
         }
     }
 

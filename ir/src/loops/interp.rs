@@ -286,6 +286,8 @@ fn stmt(st: &mut St, s: &Stmt) -> Result<()> {
             block(st, &r.body)?;
             st.accs.pop();
         }
+        // Defined per thread: the expansion is its meaning (see `mma`).
+        Stmt::Mma(m) => block(st, &m.expand())?,
     }
     Ok(())
 }

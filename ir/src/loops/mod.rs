@@ -13,6 +13,7 @@
 pub mod gpu;
 pub mod interleave;
 pub mod interp;
+pub mod mma;
 pub mod parse;
 pub mod print;
 pub mod range;
@@ -160,6 +161,8 @@ pub enum Stmt {
         then: Vec<Stmt>,
     },
     Reduce(Reduce),
+    /// A warp's tensor-core step (see [`mma`]): defined per thread, only in thread loops.
+    Mma(mma::Mma),
 }
 
 /// Integer index arithmetic. Division and modulo round toward negative infinity.
@@ -569,6 +572,7 @@ impl Stmt {
                 v(&r.value, f);
                 r.body.iter().for_each(|s| s.visit_loads(f))
             }
+            Stmt::Mma(m) => m.expand().iter().for_each(|s| s.visit_loads(f)),
         }
     }
 
@@ -617,6 +621,7 @@ impl Stmt {
                 body: sub(&r.body),
                 ..r.clone()
             }),
+            Stmt::Mma(m) => Stmt::Mma(m.map_iexprs(index)),
         }
     }
 }
@@ -663,6 +668,7 @@ pub fn carries_dependence(body: &[Stmt]) -> bool {
                 Stmt::Store { buf, index, .. } => out.push((buf.clone(), index.clone())),
                 Stmt::If { then, .. } => stores(then, out),
                 Stmt::Reduce(r) => stores(&r.body, out),
+                Stmt::Mma(m) => stores(&m.expand(), out),
             }
         }
     }
@@ -720,6 +726,7 @@ impl LoopProgram {
                             .fold(mult, |m, (_, e)| m.saturating_mul((*e).max(0) as u64));
                         steps.saturating_add(block(&r.body, mult))
                     }
+                    Stmt::Mma(m) => block(&m.expand(), mult),
                 })
                 .fold(0u64, u64::saturating_add)
         }

@@ -14,9 +14,9 @@ enum Tok {
     P(&'static str),
 }
 
-const PUNCT: [&str; 22] = [
-    "..", "//", "<=", ">=", "==", "!=", "(", ")", "[", "]", "{", "}", ",", ":", "=", "$", "+", "-",
-    "*", "/", "%", "<",
+const PUNCT: [&str; 23] = [
+    "..", "//", "<=", ">=", "==", "!=", "(", ")", "[", "]", "{", "}", ",", ":", ";", "=", "$", "+",
+    "-", "*", "/", "%", "<",
 ];
 
 fn lex(src: &str) -> Result<Vec<(Tok, usize)>> {
@@ -501,6 +501,30 @@ impl P {
                     vectorize,
                 }))
             }
+            Some(Tok::Ident(k)) if k == "mma" && matches!(self.peek2(), Some(Tok::Ident(_))) => {
+                self.pos += 1;
+                self.keyword("m16n8k16")?;
+                let acc = self.ident()?;
+                self.expect("[")?;
+                let at = self.iexpr()?;
+                self.expect("]")?;
+                self.expect("+")?;
+                self.expect("=")?;
+                let a = self.mma_operand()?;
+                self.expect("*")?;
+                let b = self.mma_operand()?;
+                self.keyword("lane")?;
+                self.expect("(")?;
+                let lane = self.iexpr()?;
+                self.expect(")")?;
+                Ok(Stmt::Mma(super::mma::Mma {
+                    lane,
+                    acc,
+                    at,
+                    a,
+                    b,
+                }))
+            }
             Some(Tok::Ident(buf)) => {
                 self.pos += 1;
                 self.expect("[")?;
@@ -515,6 +539,25 @@ impl P {
             }
             t => self.err(format!("expected a statement, found {t:?}")),
         }
+    }
+}
+
+impl P {
+    /// `buf[base; row_stride, col_stride]`.
+    fn mma_operand(&mut self) -> R<super::mma::MmaOperand> {
+        let buf = self.ident()?;
+        self.expect("[")?;
+        let base = self.iexpr()?;
+        self.expect(";")?;
+        let r = self.int()?;
+        self.expect(",")?;
+        let c = self.int()?;
+        self.expect("]")?;
+        Ok(super::mma::MmaOperand {
+            buf,
+            base,
+            strides: [r, c],
+        })
     }
 }
 
@@ -555,6 +598,7 @@ fn fix_acc_types(body: &mut [Stmt], scope: &mut Vec<(String, DType)>) {
                 fix_acc_types(&mut r.body, scope);
                 scope.pop();
             }
+            Stmt::Mma(_) => {}
         }
     }
 }

@@ -82,6 +82,20 @@ fn write_stmt(s: &mut String, st: &Stmt, depth: usize) -> fmt::Result {
             )?;
             write_block(s, &r.body, depth)?;
         }
+        Stmt::Mma(m) => {
+            let operand = |o: &super::mma::MmaOperand| {
+                format!("{}[{}; {}, {}]", o.buf, o.base, o.strides[0], o.strides[1])
+            };
+            writeln!(
+                s,
+                "mma m16n8k16 {}[{}] += {} * {} lane({})",
+                m.acc,
+                m.at,
+                operand(&m.a),
+                operand(&m.b),
+                m.lane
+            )?
+        }
     }
     Ok(())
 }

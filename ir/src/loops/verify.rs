@@ -12,6 +12,10 @@ struct Ctx<'a> {
     seen: HashSet<String>,
     /// How many thread loops enclose the statement being checked.
     thread_depth: usize,
+    /// The innermost enclosing thread loop (variable, extent, axis), and whether a guard or
+    /// a reduction lies between it and the statement (threads of a warp may diverge there).
+    thread: Option<(String, i64, GpuAxis)>,
+    divergent: bool,
 }
 
 /// Shared and local buffers belong to a thread: they are only touched inside thread loops.
@@ -83,6 +87,8 @@ pub fn verify(prog: &LoopProgram) -> Result<()> {
         accs: vec![],
         seen: HashSet::new(),
         thread_depth: 0,
+        thread: None,
+        divergent: false,
     };
     for (i, s) in prog.body.iter().enumerate() {
         if let Stmt::For(l) = s
@@ -137,9 +143,15 @@ fn stmt(cx: &mut Ctx, s: &Stmt, depth: usize) -> Result<()> {
             let thread = matches!(l.kind, LoopKind::Thread(_)) as usize;
             cx.vars.push(l.var.clone());
             cx.thread_depth += thread;
+            let outer = (cx.thread.clone(), cx.divergent);
+            if let LoopKind::Thread(axis) = l.kind {
+                cx.thread = Some((l.var.clone(), l.extent, axis));
+                cx.divergent = false;
+            }
             for b in &l.body {
                 stmt(cx, b, depth + 1)?;
             }
+            (cx.thread, cx.divergent) = outer;
             cx.thread_depth -= thread;
             cx.vars.pop();
         }
@@ -164,9 +176,11 @@ fn stmt(cx: &mut Ctx, s: &Stmt, depth: usize) -> Result<()> {
             if vexpr(cx, cond)? != DType::Bool {
                 return Err(err(prog, format!("if condition `{cond}` is not bool")));
             }
+            let outer = std::mem::replace(&mut cx.divergent, true);
             for b in then {
                 stmt(cx, b, depth + 1)?;
             }
+            cx.divergent = outer;
         }
         Stmt::Reduce(r) => {
             if vexpr(cx, &r.init)? != r.dtype {
@@ -207,11 +221,56 @@ fn stmt(cx: &mut Ctx, s: &Stmt, depth: usize) -> Result<()> {
                 ));
             }
             cx.accs.push((r.acc.clone(), r.dtype));
+            let outer = std::mem::replace(&mut cx.divergent, true);
             for b in &r.body {
                 stmt(cx, b, depth + 1)?;
             }
+            cx.divergent = outer;
             cx.accs.pop();
         }
+        Stmt::Mma(m) => mma(cx, m)?,
+    }
+    Ok(())
+}
+
+/// The rules of `mma` (see [`super::mma`]): where it may stand, what it reads and writes.
+fn mma(cx: &Ctx, m: &mma::Mma) -> Result<()> {
+    let prog = cx.prog;
+    let bad = |msg: String| Err(err(prog, format!("mma into `{}`: {msg}", m.acc)));
+    let Some((t, extent, axis)) = &cx.thread else {
+        return bad("outside a thread loop".into());
+    };
+    if cx.thread_depth != 1 || *axis != GpuAxis::X || extent % mma::WARP != 0 {
+        return bad(format!(
+            "its thread loop `{t}` must be the only one, along x, a multiple of 32 long"
+        ));
+    }
+    if cx.divergent {
+        return bad("under a guard or a reduction (the warp must run it together)".into());
+    }
+    if !mma::is_lane_of(&m.lane, t) {
+        return bad(format!("lane `{}` is not `{t} % 32`", m.lane));
+    }
+    for e in m.iexprs() {
+        iexpr(cx, e)?;
+    }
+    for e in [&m.at, &m.a.base, &m.b.base] {
+        if !mma::warp_uniform(e, t) {
+            return bad(format!("`{e}` differs between the threads of a warp"));
+        }
+    }
+    match prog.buffer(&m.acc) {
+        Some(b) if b.role == BufRole::Local && b.dtype == DType::F32 => {}
+        _ => return bad("the accumulator must be a local f32 buffer".into()),
+    }
+    let (a, b) = (prog.buffer(&m.a.buf), prog.buffer(&m.b.buf));
+    match (a, b) {
+        (Some(a), Some(b))
+            if a.role == BufRole::Shared
+                && b.role == BufRole::Shared
+                && a.dtype == b.dtype
+                && matches!(a.dtype, DType::F16 | DType::BF16) => {}
+        _ => return bad("operands must be shared f16 or bf16 buffers of one dtype".into()),
     }
     Ok(())
 }

@@ -5,7 +5,7 @@
 use super::window::{Axis, RowPass, Span, Window2, chained};
 use super::{Builder, NodeCx, clamp, idx, in_range, serial_for};
 use crate::error::PassError;
-use crate::product::{ConvGeometry, ProductSpec, RowBlocks};
+use crate::product::{ConvGeometry, ProductSpec, RowBlocks, accumulation_dtype, convert};
 use tessera_ir::AttrsExt;
 use tessera_ir::infer::Window;
 use tessera_ir::loops::simplify::simplify_value;
@@ -126,7 +126,10 @@ impl ConvShape {
 pub(crate) fn conv(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
     /// Channels per group up to which the register-accumulating form is used.
     const SHORT_REDUCTION: usize = 32;
-    let body = if cx.shape(1)[1] <= SHORT_REDUCTION {
+    // Half-precision sums are kept in f32 registers (`accumulation_dtype`), never in the
+    // output row.
+    let half = accumulation_dtype(cx.out_dtype) != cx.out_dtype;
+    let body = if cx.shape(1)[1] <= SHORT_REDUCTION || half {
         conv_columns(cx, b)?
     } else {
         conv_rows(cx, b)?
@@ -418,6 +421,8 @@ fn conv_columns(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
         ..
     } = g;
     let dt = cx.out_dtype;
+    let acc_dt = accumulation_dtype(dt);
+    let widen = |v: VExpr| convert(v, dt, acc_dt);
     let (nv, cov) = (b.var(), b.var());
     let v = IExpr::var;
     let init = if cx.has(2) {
@@ -467,7 +472,7 @@ fn conv_columns(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
                 .plus(t.ix.clone());
             let w_idx = g.w_at(v(&cov), ci_at.clone(), IExpr::c(t.ky), IExpr::c(t.kx));
             let x = t.guard(VExpr::load(cx.buf(0), x_idx), VExpr::lit(0.0, dt));
-            mul(VExpr::load(cx.buf(1), w_idx), x)
+            mul(widen(VExpr::load(cx.buf(1), w_idx)), widen(x))
         });
         let index = out_index(oy, ox);
         let coords = [v(&nv), v(&cov), oy.at.clone(), ox.at.clone()];
@@ -475,25 +480,26 @@ fn conv_columns(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, PassError> {
             Some(epi) if !deferred => epi(x, &coords),
             _ => x,
         };
-        let store = |value| Stmt::Store {
+        // A sum (in `acc_dt`) stored in the output's dtype.
+        let store = |sum| Stmt::Store {
             buf: cx.out.clone(),
             index: index.clone(),
-            value: finish(value),
+            value: finish(convert(sum, acc_dt, dt)),
         };
         match (ci, chained(terms.collect(), BinOp::Add)) {
             (Some(ci), Some(value)) => Stmt::Reduce(Reduce {
                 acc: "s".into(),
-                dtype: dt,
+                dtype: acc_dt,
                 op: ReduceOp::Sum,
-                init: init.clone(),
+                init: widen(init.clone()),
                 axes: vec![(ci, cpg as i64)],
                 value,
-                body: vec![store(VExpr::Acc("s".into(), dt))],
+                body: vec![store(VExpr::Acc("s".into(), acc_dt))],
                 vectorize: None,
             }),
-            (None, Some(value)) => store(add(init.clone(), value)),
+            (None, Some(value)) => store(add(widen(init.clone()), value)),
             // Every tap reads padding: the output is the bias.
-            (_, None) => store(init.clone()),
+            (_, None) => store(widen(init.clone())),
         }
     };
     let rows_per_step = if depthwise { DEPTHWISE_ROWS } else { 1 };
@@ -604,6 +610,8 @@ pub(crate) fn conv_transpose(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, 
     let (cpg_out, cpg_in) = (ws[1], cin / g.group);
     let (cout, oh, ow) = (g.out_channels, g.out[0], g.out[1]);
     let dt = cx.out_dtype;
+    let acc_dt = accumulation_dtype(dt);
+    let widen = |v: VExpr| convert(v, dt, acc_dt);
     let dims = b.dims(&[nb, cout, oh, ow]);
     let oi = idx(&dims);
     let (ci, ky, kx) = (b.var(), b.var(), b.var());
@@ -647,8 +655,12 @@ pub(crate) fn conv_transpose(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, 
         .times(g.kernel[1] as i64)
         .plus(v(&kx));
     let value = mul(
-        VExpr::load(cx.buf(1), w_idx),
-        VExpr::select(valid, VExpr::load(cx.buf(0), x_idx), VExpr::lit(0.0, dt)),
+        widen(VExpr::load(cx.buf(1), w_idx)),
+        widen(VExpr::select(
+            valid,
+            VExpr::load(cx.buf(0), x_idx),
+            VExpr::lit(0.0, dt),
+        )),
     );
     let init = if cx.has(2) {
         VExpr::load(cx.buf(2), oi[1].clone())
@@ -659,13 +671,13 @@ pub(crate) fn conv_transpose(cx: &NodeCx, b: &mut Builder) -> Result<Vec<Stmt>, 
     let store = Stmt::Store {
         buf: cx.out.clone(),
         index: out_idx,
-        value: VExpr::Acc("s".into(), dt),
+        value: convert(VExpr::Acc("s".into(), acc_dt), acc_dt, dt),
     };
     let red = Stmt::Reduce(Reduce {
         acc: "s".into(),
-        dtype: dt,
+        dtype: acc_dt,
         op: ReduceOp::Sum,
-        init,
+        init: widen(init),
         axes: vec![
             (ci, cpg_in as i64),
             (ky, g.kernel[0] as i64),

@@ -9,7 +9,7 @@
 use super::elementwise::coalesce;
 use super::{Builder, NodeCx, serial_for, strides_of};
 use crate::error::PassError;
-use crate::product::ProductSpec;
+use crate::product::{ProductSpec, convert};
 use tessera_ir::AttrsExt;
 use tessera_ir::loops::{BinOp, IExpr, Reduce, ReduceOp, Stmt, VExpr};
 
@@ -55,6 +55,9 @@ fn product(
         Some((epi, coords)) => epi(v, &coords(&bi, &ii, &ji)),
         None => v,
     };
+    // Half-precision elements are summed in f32 (`accumulation_dtype`).
+    let acc_dtype = crate::product::accumulation_dtype(dtype);
+    let widen = |v: VExpr| convert(v, dtype, acc_dtype);
     let element = if k == 0 {
         Stmt::Store {
             buf: out.into(),
@@ -64,15 +67,15 @@ fn product(
     } else {
         Stmt::Reduce(Reduce {
             acc: DOT.into(),
-            dtype,
+            dtype: acc_dtype,
             op: ReduceOp::Sum,
-            init: init(&bi, &ii, &ji),
+            init: widen(init(&bi, &ii, &ji)),
             axes: vec![(kv.clone(), k as i64)],
-            value: mul(a_val(&bi, &ii, &ki), b_val(&bi, &ki, &ji)),
+            value: mul(widen(a_val(&bi, &ii, &ki)), widen(b_val(&bi, &ki, &ji))),
             body: vec![Stmt::Store {
                 buf: out.into(),
                 index: cidx(&ji),
-                value: finish(VExpr::Acc(DOT.into(), dtype)),
+                value: finish(convert(VExpr::Acc(DOT.into(), acc_dtype), acc_dtype, dtype)),
             }],
             vectorize: None,
         })

@@ -75,6 +75,31 @@ pub struct ProductSpec {
     pub a_blocks: Option<RowBlocks>,
 }
 
+impl ProductSpec {
+    /// The dtype the sum over `k` is kept in: f32 for half-precision elements (as tensor
+    /// cores, cuBLAS and onnxruntime do: an f16 sum of thousands of products loses most of
+    /// its digits), else the elements' own.
+    pub fn acc_dtype(&self) -> DType {
+        accumulation_dtype(self.dtype)
+    }
+}
+
+/// See [`ProductSpec::acc_dtype`].
+pub fn accumulation_dtype(elements: DType) -> DType {
+    match elements {
+        DType::F16 | DType::BF16 => DType::F32,
+        d => d,
+    }
+}
+
+/// `v` (of dtype `from`) as `to`: a cast where they differ.
+pub fn convert(v: VExpr, from: DType, to: DType) -> VExpr {
+    match from == to {
+        true => v,
+        false => VExpr::Cast(to, Box::new(v)),
+    }
+}
+
 /// `A` in blocks of `rows` rows, k-major within each: `A(b, i, k) = buf[(i / rows) · k_len ·
 /// rows + k · rows + i % rows]` (the same for every batch): each block's `k` steps are one
 /// contiguous stream of `rows`-wide vectors.

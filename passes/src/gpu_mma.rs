@@ -1,0 +1,491 @@
+//! The tensor-core GPU schedule of half-precision matrix products (f16 / bf16 elements, f32
+//! sums): warps of `mma.m16n8k16` steps over tiles staged in shared memory.
+//!
+//! Built from the product's [`ProductSpec`] and a [`GpuMmaTiling`] (the knobs):
+//!
+//! ```text
+//! block(x) over (batch, bm-row tile, bn-column tile):
+//!   thread(x) t:  acc[mt][nt][4] = init                 (local: the thread's fragments)
+//!   for each k tile of bk:                              (uniform; a barrier after each step)
+//!     thread(x) t:  As[bm][bk+8] = A tile, Bs[bn][bk+8] = B tile transposed
+//!     thread(x) t:  for ks, mi, ni:  mma acc[mi][ni] += As[warp rows mi, ks] * Bs[ks, warp cols ni]
+//!   (the k tail, if bk does not divide k: one more tile, zero beyond k, in steps of 16)
+//!   thread(x) t:  C[the lane's fragment positions] = finish(acc)   (guarded at the edges)
+//! ```
+//!
+//! The block's `warps_m × warps_n` warps each own a `bm/warps_m × bn/warps_n` region of the
+//! tile: `mt × nt` fragments of 16×8. Both staged tiles keep `k` contiguous — the operand
+//! pairs one thread hands the tensor core are adjacent — and their rows are padded by 8
+//! elements (16 bytes), so that the eight rows a fragment load touches fall in different
+//! banks. Staging walks the contiguous direction of each row-major operand with consecutive
+//! threads (coalesced global reads). Elements outside the matrix stage as zeros and are never
+//! stored.
+//!
+//! The sums are f32 (the tensor core's accumulators); they start from the product's initial
+//! value (zero or a bias) and go back to the element dtype when stored, as in the plain nest
+//! — but the tensor core adds 16 products at a time in its own order: results agree with
+//! the plain nest within the float tolerance, not to the bit.
+
+use crate::error::PassError;
+use crate::gpu_product::GridTile;
+use crate::product::{ProductSpec, convert};
+use tessera_ir::DType;
+use tessera_ir::loops::gpu::{MAX_THREADS_PER_BLOCK, launch};
+use tessera_ir::loops::mma::{
+    MMA_ACC_PER_LANE, MMA_K, MMA_M, MMA_N, Mma, MmaOperand, WARP, acc_position,
+};
+use tessera_ir::loops::{
+    BinOp, BufRole, Buffer, CmpOp, GpuAxis, IExpr, Lit, Loop, LoopKind, LoopProgram,
+    MAX_LOCAL_BYTES, MAX_SHARED_BYTES, Stmt, VExpr,
+};
+
+/// Elements each staged row is padded by (16 bytes of f16 / bf16).
+const ROW_PAD: i64 = 8;
+
+/// The most 16×8 fragments one warp accumulates: 64 f32 registers per thread, with the
+/// operand fragments beside them well under the 255-register limit (more would spill).
+pub const MAX_FRAGMENTS_PER_WARP: i64 = 16;
+
+/// The knobs of the tensor-core product schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct GpuMmaTiling {
+    /// Rows and columns of the output tile one block computes.
+    pub bm: i64,
+    pub bn: i64,
+    /// Length of the `k` tile staged per step (a multiple of 16).
+    pub bk: i64,
+    /// Warps along the tile's rows and columns.
+    pub warps_m: i64,
+    pub warps_n: i64,
+}
+
+impl GpuMmaTiling {
+    /// The default for `spec`: per side a tile of the extent rounded up to a power of two,
+    /// 16 to 128; up to 2 × 4 warps, each with a 64 × 32 region (4 × 4 fragments) at full
+    /// size; 32 deep. A big product gets 128 × 128 tiles: 256 threads, 20 KB of shared
+    /// memory, 64 f32 accumulators per thread.
+    pub fn default_for(spec: &ProductSpec) -> GpuMmaTiling {
+        let side = |extent: i64| (extent.max(1) as u64).next_power_of_two().clamp(16, 128) as i64;
+        let (bm, bn) = (side(spec.m), side(spec.n));
+        GpuMmaTiling {
+            bm,
+            bn,
+            bk: 32,
+            warps_m: (bm / 64).max(1),
+            warps_n: (bn / 32).max(1),
+        }
+    }
+
+    /// A random tiling from the knobs' domains that `validate` accepts (the search space as
+    /// data, for fuzzing and search).
+    pub fn sample(spec: &ProductSpec, rng: &mut tessera_ir::Rng) -> GpuMmaTiling {
+        const TILES: [i64; 4] = [16, 32, 64, 128];
+        const DEPTHS: [i64; 3] = [16, 32, 64];
+        const WARPS: [i64; 3] = [1, 2, 4];
+        let mut pick = |from: &[i64]| from[rng.below(from.len() as u64) as usize];
+        loop {
+            let t = GpuMmaTiling {
+                bm: pick(&TILES),
+                bn: pick(&TILES),
+                bk: pick(&DEPTHS),
+                warps_m: pick(&WARPS),
+                warps_n: pick(&WARPS),
+            };
+            if t.validate(spec).is_ok() {
+                return t;
+            }
+        }
+    }
+
+    pub fn threads(&self) -> i64 {
+        WARP * self.warps_m * self.warps_n
+    }
+
+    /// Fragments per warp along the rows and the columns.
+    fn fragments(&self) -> (i64, i64) {
+        (
+            self.bm / self.warps_m / MMA_M,
+            self.bn / self.warps_n / MMA_N,
+        )
+    }
+
+    /// Elements per staged row (`k` and the padding).
+    fn row(&self) -> i64 {
+        self.bk + ROW_PAD
+    }
+
+    pub fn validate(&self, spec: &ProductSpec) -> Result<(), PassError> {
+        let bad = |m: String| Err(PassError::Schedule(format!("GPU mma tiling: {m}")));
+        let t = self;
+        if !matches!(spec.dtype, DType::F16 | DType::BF16) {
+            return bad(format!(
+                "{} elements (tensor cores take f16 or bf16)",
+                spec.dtype
+            ));
+        }
+        if [t.bm, t.bn, t.bk, t.warps_m, t.warps_n]
+            .iter()
+            .any(|&k| k < 1)
+        {
+            return bad(format!("non-positive knob in {t:?}"));
+        }
+        if t.bm % (t.warps_m * MMA_M) != 0 || t.bn % (t.warps_n * MMA_N) != 0 {
+            return bad(format!(
+                "a {}x{} tile does not split into {}x{} warps of 16x8 fragments",
+                t.bm, t.bn, t.warps_m, t.warps_n
+            ));
+        }
+        if t.bk % MMA_K != 0 {
+            return bad(format!("k tile {} is not a multiple of 16", t.bk));
+        }
+        if t.threads() as u64 > MAX_THREADS_PER_BLOCK {
+            return bad(format!("{} threads per block", t.threads()));
+        }
+        let shared = (t.bm + t.bn) * t.row() * spec.dtype.size() as i64;
+        if shared as usize > MAX_SHARED_BYTES {
+            return bad(format!("{shared} bytes of shared memory"));
+        }
+        let (mt, nt) = t.fragments();
+        if mt * nt > MAX_FRAGMENTS_PER_WARP {
+            return bad(format!(
+                "{mt}x{nt} fragments per warp (at most {MAX_FRAGMENTS_PER_WARP}: registers)"
+            ));
+        }
+        let local = mt * nt * MMA_ACC_PER_LANE * 4;
+        if local as usize > MAX_LOCAL_BYTES {
+            return bad(format!("{local} bytes of accumulators per thread"));
+        }
+        Ok(())
+    }
+}
+
+/// Whether the tensor-core schedule applies: half-precision elements and a product of at
+/// least one fragment each way.
+pub fn worth_mma(spec: &ProductSpec) -> bool {
+    matches!(spec.dtype, DType::F16 | DType::BF16)
+        && spec.m >= MMA_M
+        && spec.n >= MMA_M
+        && spec.k >= MMA_K
+}
+
+/// Rebuilds `prog` (whose body computes `spec`) as the tensor-core product.
+pub fn tile_mma(
+    prog: &LoopProgram,
+    spec: &ProductSpec,
+    t: &GpuMmaTiling,
+) -> Result<LoopProgram, PassError> {
+    t.validate(spec)?;
+    let fresh = |base: &str| {
+        let mut name = format!("{}_{base}", spec.out);
+        while prog.buffer(&name).is_some() {
+            name.push('_');
+        }
+        name
+    };
+    let g = Gen {
+        spec,
+        t: *t,
+        grid: GridTile::new(spec, t.bm, t.bn),
+        a_tile: fresh("as"),
+        b_tile: fresh("bs"),
+        acc: fresh("acc"),
+    };
+    let (mt, nt) = t.fragments();
+    let mut buffers: Vec<Buffer> = prog.params().cloned().collect();
+    for (name, len, role, dtype) in [
+        (&g.a_tile, t.bm * t.row(), BufRole::Shared, spec.dtype),
+        (&g.b_tile, t.bn * t.row(), BufRole::Shared, spec.dtype),
+        (
+            &g.acc,
+            mt * nt * MMA_ACC_PER_LANE,
+            BufRole::Local,
+            DType::F32,
+        ),
+    ] {
+        buffers.push(Buffer {
+            name: name.clone(),
+            dtype,
+            len: len as usize,
+            role,
+        });
+    }
+    let tiled = LoopProgram {
+        name: prog.name.clone(),
+        buffers,
+        body: vec![g.program()],
+    };
+    crate::verify_after("tile-gpu-mma", &tiled)?;
+    launch(&tiled).map_err(|e| PassError::Verify {
+        pass: "tile-gpu-mma".into(),
+        msg: e.to_string(),
+    })?;
+    Ok(tiled)
+}
+
+struct Gen<'a> {
+    spec: &'a ProductSpec,
+    t: GpuMmaTiling,
+    grid: GridTile,
+    a_tile: String,
+    b_tile: String,
+    acc: String,
+}
+
+/// The thread variable: one thread loop per phase, each binding it afresh (names are unique
+/// within a program).
+fn thread_loop(var: &str, threads: i64, body: Vec<Stmt>) -> Stmt {
+    Stmt::For(Loop {
+        var: var.into(),
+        extent: threads,
+        kind: LoopKind::Thread(GpuAxis::X),
+        body,
+    })
+}
+
+fn lt(e: IExpr, bound: i64) -> VExpr {
+    VExpr::ICmp(CmpOp::Lt, e, IExpr::c(bound))
+}
+
+fn and(a: VExpr, b: VExpr) -> VExpr {
+    VExpr::bin(BinOp::And, a, b)
+}
+
+/// The lane's fragment of the block tile: accumulator slot, row and column in the tile.
+struct Fragment {
+    slot: i64,
+    row: IExpr,
+    col: IExpr,
+}
+
+impl Gen<'_> {
+    /// Substitutes the spec's variables in `e`: batch, row, column, reduction index.
+    fn at(&self, e: &VExpr, b: &IExpr, i: &IExpr, j: &IExpr, k: &IExpr) -> VExpr {
+        let [vb, vi, vj, vk] = &self.spec.vars;
+        e.subst(vb, b).subst(vi, i).subst(vj, j).subst(vk, k)
+    }
+
+    /// The warp's first row and column in the block tile (warp-uniform in `t`).
+    fn warp_origin(&self, t: &IExpr) -> (IExpr, IExpr) {
+        let (mt, nt) = self.t.fragments();
+        let warp = t.clone().floordiv(WARP);
+        (
+            warp.clone().floordiv(self.t.warps_n).times(mt * MMA_M),
+            warp.modulo(self.t.warps_n).times(nt * MMA_N),
+        )
+    }
+
+    /// Every accumulator element of the thread `t`, with its place in the block tile.
+    fn fragments(&self, t: &IExpr) -> Vec<Fragment> {
+        let (mt, nt) = self.t.fragments();
+        let (wr, wc) = self.warp_origin(t);
+        let lane = t.clone().modulo(WARP);
+        let mut out = Vec::new();
+        for mi in 0..mt {
+            for ni in 0..nt {
+                for e in 0..MMA_ACC_PER_LANE {
+                    let (r, c) = acc_position(&lane, e);
+                    out.push(Fragment {
+                        slot: (mi * nt + ni) * MMA_ACC_PER_LANE + e,
+                        row: wr.clone().plus(IExpr::c(mi * MMA_M)).plus(r),
+                        col: wc.clone().plus(IExpr::c(ni * MMA_N)).plus(c),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    fn program(&self) -> Stmt {
+        let (s, t) = (self.spec, self.t);
+        let at = self.grid.origin();
+        let threads = t.threads();
+        let inside = |i: &IExpr, j: &IExpr| and(lt(i.clone(), s.m), lt(j.clone(), s.n));
+        let mut body = vec![thread_loop("mt0", threads, {
+            let th = IExpr::var("mt0");
+            self.fragments(&th)
+                .into_iter()
+                .map(|f| {
+                    let (i, j) = (at.i0.clone().plus(f.row), at.j0.clone().plus(f.col));
+                    let init = match &s.init {
+                        // Zero (or another constant): no element to guard.
+                        VExpr::Const(Lit::F(x), _) => VExpr::lit(*x, DType::F32),
+                        init => convert(
+                            self.edge_select(
+                                inside(&i, &j),
+                                self.at(init, &at.b, &i, &j, &IExpr::c(0)),
+                            ),
+                            s.dtype,
+                            DType::F32,
+                        ),
+                    };
+                    Stmt::Store {
+                        buf: self.acc.clone(),
+                        index: IExpr::c(f.slot),
+                        value: init,
+                    }
+                })
+                .collect()
+        })];
+        let full = s.k / t.bk;
+        if full > 0 {
+            let k0 = IExpr::var("mk").times(t.bk);
+            body.push(Stmt::For(Loop {
+                var: "mk".into(),
+                extent: full,
+                kind: LoopKind::Serial,
+                body: vec![
+                    self.stage("mt1", &at, &k0, t.bk, false),
+                    self.multiply("mt2", t.bk / MMA_K),
+                ],
+            }));
+        }
+        let tail = s.k % t.bk;
+        if tail != 0 {
+            let steps = (tail + MMA_K - 1) / MMA_K;
+            let k0 = IExpr::c(full * t.bk);
+            body.push(self.stage("mt3", &at, &k0, steps * MMA_K, true));
+            body.push(self.multiply("mt4", steps));
+        }
+        body.push(thread_loop("mt5", threads, {
+            let th = IExpr::var("mt5");
+            let [vb, vi, vj, _] = &s.vars;
+            self.fragments(&th)
+                .into_iter()
+                .map(|f| {
+                    let (i, j) = (at.i0.clone().plus(f.row), at.j0.clone().plus(f.col));
+                    let c_index = s.c_index.subst(vb, &at.b).subst(vi, &i).subst(vj, &j);
+                    let sum = convert(
+                        VExpr::load(&self.acc, IExpr::c(f.slot)),
+                        DType::F32,
+                        s.dtype,
+                    );
+                    let value = match &s.finish {
+                        Some(fin) => self
+                            .at(fin, &at.b, &i, &j, &IExpr::c(0))
+                            .replace_load(&s.out, &c_index, &sum),
+                        None => sum,
+                    };
+                    let store = Stmt::Store {
+                        buf: s.out.clone(),
+                        index: c_index,
+                        value,
+                    };
+                    match s.m % t.bm == 0 && s.n % t.bn == 0 {
+                        true => store,
+                        false => Stmt::If {
+                            cond: inside(&i, &j),
+                            then: vec![store],
+                        },
+                    }
+                })
+                .collect()
+        }));
+        self.grid.block_loop(body)
+    }
+
+    /// Stages `A[rows, k0..k0+kc]` into `As[row][k]` and `B[k0..k0+kc, cols]` into
+    /// `Bs[col][k]`, zero beyond the matrix (past `k` too, for the tail: `k_tail`);
+    /// consecutive threads walk `k` of `A` and the columns of `B` (the contiguous directions
+    /// of row-major operands).
+    fn stage(
+        &self,
+        var: &str,
+        at: &crate::gpu_product::At,
+        k0: &IExpr,
+        kc: i64,
+        k_tail: bool,
+    ) -> Stmt {
+        let (s, t) = (self.spec, self.t);
+        let threads = t.threads();
+        let th = IExpr::var(var);
+        let mut body = Vec::new();
+        let k_guard = |k: &IExpr, v: VExpr| match k_tail {
+            false => v,
+            true => VExpr::select(lt(k.clone(), s.k), v, VExpr::lit(0.0, s.dtype)),
+        };
+        let mut copy = |total: i64, elem: &dyn Fn(&IExpr) -> Stmt| {
+            for q in 0..(total + threads - 1) / threads {
+                let e = IExpr::c(q * threads).plus(th.clone());
+                let store = elem(&e);
+                body.push(match (q + 1) * threads <= total {
+                    true => store,
+                    false => Stmt::If {
+                        cond: lt(e, total),
+                        then: vec![store],
+                    },
+                });
+            }
+        };
+        copy(kc * t.bm, &|e| {
+            let (kk, mm) = (e.clone().modulo(kc), e.clone().floordiv(kc));
+            let (i, k) = (at.i0.clone().plus(mm.clone()), k0.clone().plus(kk.clone()));
+            let a = self.at(&s.a, &at.b, &i, &IExpr::c(0), &k);
+            Stmt::Store {
+                buf: self.a_tile.clone(),
+                index: mm.times(t.row()).plus(kk),
+                value: self.edge_guard(i, s.m, t.bm, k_guard(&k, a)),
+            }
+        });
+        copy(kc * t.bn, &|e| {
+            let (kk, jj) = (e.clone().floordiv(t.bn), e.clone().modulo(t.bn));
+            let (j, k) = (at.j0.clone().plus(jj.clone()), k0.clone().plus(kk.clone()));
+            let b = self.at(&s.b, &at.b, &IExpr::c(0), &j, &k);
+            Stmt::Store {
+                buf: self.b_tile.clone(),
+                index: jj.times(t.row()).plus(kk),
+                value: self.edge_guard(j, s.n, t.bn, k_guard(&k, b)),
+            }
+        });
+        thread_loop(var, threads, body)
+    }
+
+    /// `value` where `coord < extent` (always, when the tile divides the extent), else zero.
+    fn edge_guard(&self, coord: IExpr, extent: i64, tile: i64, value: VExpr) -> VExpr {
+        if extent % tile == 0 {
+            return value;
+        }
+        VExpr::select(lt(coord, extent), value, VExpr::lit(0.0, self.spec.dtype))
+    }
+
+    /// `value` where `inside` holds, else zero — unless the tiles divide the matrix.
+    fn edge_select(&self, inside: VExpr, value: VExpr) -> VExpr {
+        let (s, t) = (self.spec, self.t);
+        match s.m % t.bm == 0 && s.n % t.bn == 0 {
+            true => value,
+            false => VExpr::select(inside, value, VExpr::lit(0.0, s.dtype)),
+        }
+    }
+
+    /// `steps` tensor-core steps of 16 along the staged `k`, over every fragment of the warp.
+    fn multiply(&self, var: &str, steps: i64) -> Stmt {
+        let (mt, nt) = self.t.fragments();
+        let th = IExpr::var(var);
+        let (wr, wc) = self.warp_origin(&th);
+        let row = self.t.row();
+        let mut body = Vec::new();
+        for ks in 0..steps {
+            for mi in 0..mt {
+                for ni in 0..nt {
+                    let a_row = wr.clone().plus(IExpr::c(mi * MMA_M));
+                    let b_col = wc.clone().plus(IExpr::c(ni * MMA_N));
+                    body.push(Stmt::Mma(Mma {
+                        lane: th.clone().modulo(WARP),
+                        acc: self.acc.clone(),
+                        at: IExpr::c((mi * nt + ni) * MMA_ACC_PER_LANE),
+                        a: MmaOperand {
+                            buf: self.a_tile.clone(),
+                            base: a_row.times(row).plus(IExpr::c(ks * MMA_K)),
+                            strides: [row, 1],
+                        },
+                        b: MmaOperand {
+                            buf: self.b_tile.clone(),
+                            base: b_col.times(row).plus(IExpr::c(ks * MMA_K)),
+                            strides: [1, row],
+                        },
+                    }));
+                }
+            }
+        }
+        thread_loop(var, self.t.threads(), body)
+    }
+}

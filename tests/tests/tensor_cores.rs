@@ -1,0 +1,278 @@
+//! The tensor-core product schedule (`mma.m16n8k16`, f16 / bf16 elements, f32 sums) without a
+//! GPU: every half-precision product kernel of a set of graphs (row, column and `k` tails,
+//! batches, a transposed Gemm with bias, fused epilogues, a convolution as implicit GEMM) is
+//! rebuilt with the default tiling and random valid ones, run on the loop interpreter (which
+//! checks shared memory for races) and as CPU code of the GPU program on fresh random
+//! inputs with outputs poisoned, and compared with the plain kernel; its PTX, which must hold
+//! the `mma.sync` instructions, is assembled by `ptxas` for sm_80 and sm_90. The `mma`
+//! statement's own meaning is checked against a matrix product computed here, and the
+//! verifier's rules for where a warp may run it.
+
+use tessera::fuzzgen::oracle;
+use tessera_ir::compare::Tolerance;
+use tessera_ir::loops::{BufRole, LoopProgram, Stmt};
+use tessera_ir::{DType, Rng, Tensor};
+use tessera_passes::gpu_mma::{GpuMmaTiling, tile_mma, worth_mma};
+use tessera_tests::*;
+
+/// Graphs in `{T}`, instantiated in f16 and bf16.
+const GRAPHS: [(&str, &str); 6] = [
+    (
+        "matmul with row, column and k tails",
+        "graph \"g\" opset 21 {\n input a: {T}[61,100]\n input b: {T}[100,70]\n node \"mm\" MatMul(a, b) -> (y: {T}[61,70])\n output y\n}",
+    ),
+    (
+        "matmul whose tiles divide it",
+        "graph \"g\" opset 21 {\n input a: {T}[64,64]\n input b: {T}[64,128]\n node \"mm\" MatMul(a, b) -> (y: {T}[64,128])\n output y\n}",
+    ),
+    (
+        "batched matmul, broadcast B",
+        "graph \"g\" opset 21 {\n input a: {T}[3,20,40]\n input b: {T}[40,24]\n node \"mm\" MatMul(a, b) -> (y: {T}[3,20,24])\n output y\n}",
+    ),
+    (
+        "gemm transposed with alpha, beta and a bias row",
+        "graph \"g\" opset 21 {\n input a: {T}[45,20]\n input b: {T}[33,45]\n input c: {T}[33]\n node \"g\" Gemm[alpha=0.7, beta=1.3, transA=1, transB=1](a, b, c) -> (y: {T}[20,33])\n output y\n}",
+    ),
+    (
+        "matmul + bias + tanh epilogue",
+        "graph \"g\" opset 21 {\n input x: {T}[2,19,24]\n input w: {T}[24,40]\n input b: {T}[40]\n node \"mm\" MatMul(x, w) -> (m: {T}[2,19,40])\n node \"add\" Add(m, b) -> (a: {T}[2,19,40])\n node \"t\" Tanh(a) -> (y: {T}[2,19,40])\n output y\n}",
+    ),
+    (
+        "conv 3x3, padded, with bias (implicit GEMM)",
+        "graph \"g\" opset 21 {\n input x: {T}[1,8,9,10]\n input w: {T}[24,8,3,3]\n input b: {T}[24]\n node \"c\" Conv[kernel_shape=ints(3,3), pads=ints(1,1,1,1)](x, w, b) -> (y: {T}[1,24,9,10])\n output y\n}",
+    ),
+];
+
+/// One unit in the last place of the element dtype, relative: the sums agree in f32 up to
+/// their order, and the one rounding to the elements may then land on either side.
+fn tolerance(d: DType) -> Tolerance {
+    let ulp = match d {
+        DType::BF16 => 1.0 / 128.0,
+        _ => 1.0 / 1024.0,
+    };
+    Tolerance::Close {
+        rtol: ulp,
+        atol: 1e-3,
+    }
+}
+
+fn random_inputs(p: &LoopProgram, rng: &mut Rng) -> Vec<Tensor> {
+    p.params()
+        .filter(|b| b.role == BufRole::Input)
+        .map(|b| rng.tensor(b.dtype, vec![b.len]))
+        .collect()
+}
+
+fn count_mma(body: &[Stmt]) -> usize {
+    body.iter()
+        .map(|s| match s {
+            Stmt::For(l) => count_mma(&l.body),
+            Stmt::If { then, .. } => count_mma(then),
+            Stmt::Reduce(r) => count_mma(&r.body),
+            Stmt::Mma(_) => 1,
+            Stmt::Store { .. } => 0,
+        })
+        .sum()
+}
+
+#[test]
+fn tensor_core_products_match_the_plain_kernels() {
+    let ptxas = ptxas_or_skip("tensor_core_products_match_the_plain_kernels (ptxas part)");
+    let mut rng = Rng::new(2028);
+    let mut checked = 0;
+    for dtype in [DType::F16, DType::BF16] {
+        for (name, text) in GRAPHS {
+            let text = text.replace("{T}", &dtype.to_string());
+            let g = tessera_ir::text::parse_graph(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let kernels =
+                tessera::fuzzgen::unscheduled_kernels(&g, &tessera::Target::host()).unwrap();
+            let mut products = 0;
+            for k in &kernels {
+                let Some(spec) = k.product.as_ref().filter(|s| worth_mma(s)) else {
+                    continue;
+                };
+                products += 1;
+                let inputs = random_inputs(&k.program, &mut rng);
+                let want = oracle::interpret(&k.program, &inputs).unwrap();
+                let mut tilings = vec![GpuMmaTiling::default_for(spec)];
+                tilings.push(GpuMmaTiling::sample(spec, &mut rng));
+                for (n, t) in tilings.into_iter().enumerate() {
+                    let what = format!("{name} ({dtype}) with {t:?}");
+                    let tiled =
+                        tile_mma(&k.program, spec, &t).unwrap_or_else(|e| panic!("{what}: {e}"));
+                    assert!(count_mma(&tiled.body) > 0, "{what}: no mma statement");
+                    let interpreted = oracle::interpret(&tiled, &inputs)
+                        .unwrap_or_else(|e| panic!("{what} (interpreted): {e}"));
+                    let native = oracle::run_native(&tiled, &inputs)
+                        .unwrap_or_else(|e| panic!("{what} (CPU code): {e}"));
+                    for (how, got) in [("interpreted", interpreted), ("CPU code", native)] {
+                        for (g, w) in got.iter().zip(&want) {
+                            compare(g, w, tolerance(dtype))
+                                .unwrap_or_else(|e| panic!("{what} ({how}): {e}"));
+                        }
+                    }
+                    if ptxas.is_some() && n < 2 {
+                        let instruction =
+                            format!("mma.sync.aligned.m16n8k16.row.col.f32.{dtype}.{dtype}.f32");
+                        for sm in [80, 90] {
+                            let module = tessera_codegen::ptx::compile_ptx(&[&tiled], sm)
+                                .unwrap_or_else(|e| panic!("{what}: {e}"));
+                            assert!(
+                                module.text.contains(&instruction),
+                                "{what}: no `{instruction}` in the PTX"
+                            );
+                            tessera_codegen::ptx::check_with_ptxas(&module.text, sm)
+                                .unwrap_or_else(|e| panic!("{what} sm_{sm}: {e}"));
+                        }
+                    }
+                    checked += 1;
+                }
+            }
+            assert!(
+                products > 0,
+                "{name} ({dtype}): no half-precision product kernel"
+            );
+        }
+    }
+    assert!(checked >= GRAPHS.len() * 2 * 2);
+}
+
+/// One warp, one `mma`: `C = A·B` for a 16×16 `A` and a 16×8 `B` staged in shared memory
+/// (`B` transposed, as the schedule stages it), each thread storing its four sums.
+const ONE_TILE: &str = "kernel k(in a: f16[256], in b: f16[128], out c: f32[128], shared as: f16[256], shared bs: f16[128], local acc: f32[4]) {
+  for g in 0..1 block(x) {
+    for t in 0..32 thread(x) {
+      for q in 0..8 {
+        as[(q*32 + t)] = a[(q*32 + t)]
+      }
+      for p in 0..4 {
+        bs[(((p*32 + t) % 8)*16 + ((p*32 + t) // 8))] = b[(p*32 + t)]
+      }
+      for e in 0..4 {
+        acc[e] = 0.0:f32
+      }
+    }
+    for u in 0..32 thread(x) {
+      mma m16n8k16 acc[0] += as[0; 16, 1] * bs[0; 1, 16] lane((u % 32))
+    }
+    for v in 0..32 thread(x) {
+      c[(((v % 32) // 4)*8 + ((v % 32) % 4)*2)] = acc[0]
+      c[(((v % 32) // 4)*8 + (((v % 32) % 4)*2 + 1))] = acc[1]
+      c[((((v % 32) // 4) + 8)*8 + ((v % 32) % 4)*2)] = acc[2]
+      c[((((v % 32) // 4) + 8)*8 + (((v % 32) % 4)*2 + 1))] = acc[3]
+    }
+  }
+}
+";
+
+#[test]
+fn an_mma_multiplies_its_tiles() {
+    let p = tessera_ir::loops::parse::parse_program(ONE_TILE).expect("parses");
+    tessera_ir::loops::verify::verify(&p).expect("verifies");
+    assert_eq!(
+        tessera_ir::loops::parse::parse_program(&p.to_string()).unwrap(),
+        p,
+        "print/parse round trip"
+    );
+    let mut rng = Rng::new(7);
+    let inputs = random_inputs(&p, &mut rng);
+    let (a, b) = (inputs[0].to_f64_vec(), inputs[1].to_f64_vec());
+    let want: Vec<f64> = (0..16 * 8)
+        .map(|rc| {
+            (0..16)
+                .map(|k| a[rc / 8 * 16 + k] * b[k * 8 + rc % 8])
+                .sum()
+        })
+        .collect();
+    let want = Tensor::from_f64(DType::F32, vec![128], &want);
+    for (how, got) in [
+        ("interpreted", oracle::interpret(&p, &inputs).unwrap()),
+        ("CPU code", oracle::run_native(&p, &inputs).unwrap()),
+    ] {
+        compare(&got[0], &want, REDUCTION).unwrap_or_else(|e| panic!("{how}: {e}"));
+    }
+    if ptxas_or_skip("an_mma_multiplies_its_tiles (ptxas)").is_some() {
+        let module = tessera_codegen::ptx::compile_ptx(&[&p], 80).unwrap();
+        assert!(
+            module.text.contains("mma.sync.aligned.m16n8k16"),
+            "{}",
+            module.text
+        );
+        tessera_codegen::ptx::check_with_ptxas(&module.text, 80).unwrap();
+    }
+}
+
+#[test]
+fn the_verifier_keeps_mma_where_a_whole_warp_runs_it() {
+    let bad = [
+        // the lane is not the thread's place in its warp
+        ("lane((u % 32))", "lane((u % 16))", "is not `u % 32`"),
+        // each thread would name another tile
+        (
+            "as[0; 16, 1]",
+            "as[(u % 2); 16, 1]",
+            "differs between the threads of a warp",
+        ),
+        // a thread loop that is not whole warps
+        (
+            "for u in 0..32 thread(x) {\n      mma",
+            "for u in 0..48 thread(x) {\n      mma",
+            "a multiple of 32",
+        ),
+        // under a guard: part of a warp could skip it
+        (
+            "      mma m16n8k16 acc[0] += as[0; 16, 1] * bs[0; 1, 16] lane((u % 32))\n",
+            "      if (u < 16) {\n        mma m16n8k16 acc[0] += as[0; 16, 1] * bs[0; 1, 16] lane((u % 32))\n      }\n",
+            "under a guard",
+        ),
+        // operands in global memory
+        ("as[0; 16, 1]", "a[0; 16, 1]", "shared f16 or bf16"),
+        // an accumulator that is not the thread's registers
+        (
+            "local acc: f32[4]",
+            "shared acc: f32[4]",
+            "local f32 buffer",
+        ),
+    ];
+    for (from, to, why) in bad {
+        let text = ONE_TILE.replacen(from, to, 1);
+        assert_ne!(text, ONE_TILE, "{from} not found");
+        let p = tessera_ir::loops::parse::parse_program(&text)
+            .unwrap_or_else(|e| panic!("{text}: {e}"));
+        let e = tessera_ir::loops::verify::verify(&p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(why), "expected `{why}` in: {e}");
+    }
+}
+
+/// The compiler picks tensor cores for a half-precision product on sm_80 and later, the
+/// CUDA-core tiles before that and for f32.
+#[test]
+fn tensor_cores_are_chosen_by_dtype_and_architecture() {
+    let text = |dtype: &str| {
+        format!(
+            "graph \"g\" opset 21 {{\n input a: {dtype}[128,64]\n input b: {dtype}[64,96]\n node \"mm\" MatMul(a, b) -> (y: {dtype}[128,96])\n output y\n}}"
+        )
+    };
+    for (dtype, sm, tensor_cores) in [
+        ("f16", 90, true),
+        ("bf16", 80, true),
+        ("f16", 75, false),
+        ("f32", 90, false),
+    ] {
+        let g = tessera_ir::text::parse_graph(&text(dtype)).unwrap();
+        let c = tessera::Compiler::new(tessera::Target::Cuda { sm });
+        let stages = c.stages(&g, &Default::default()).unwrap();
+        let mma: usize = stages
+            .kernels
+            .iter()
+            .map(|k| count_mma(&k.program.body))
+            .sum();
+        assert_eq!(
+            mma > 0,
+            tensor_cores,
+            "{dtype} on sm_{sm}: {mma} mma statements"
+        );
+    }
+}
