@@ -3,8 +3,11 @@
 //! compiled from (text; the runner computes the reference with the interpreter there), with
 //! random inputs as raw bytes — or, for large inputs, the seed that draws them — listed in
 //! `bundle.json`. Large tensors do not travel: a call to the GPU machine carries ≤ 64 MiB.
+//! The 4096³ half-precision products are checked on 16 rows (`check_rows`: the interpreter
+//! would take minutes for all of them). ONNX files in `EXTRA_DIR` (the GPU-sized transformer
+//! blocks of `scripts/gpu_models.py`) join the bundled models.
 //!
-//!     cargo run --release -p tessera-examples --example gpu_bundle -- OUT_DIR [SM]
+//!     cargo run --release -p tessera-examples --example gpu_bundle -- OUT_DIR [SM [EXTRA_DIR]]
 //!
 //! The runtime-only `tessera-gpu-run` reads the bundle on the GPU machine.
 
@@ -13,13 +16,19 @@ use std::path::Path;
 use tessera::{Compiler, Target};
 use tessera_ir::{Attr, Attrs, DType, Graph, Node, OpKind, Rng, Tensor, ValueType};
 
-/// A one-node graph `op(inputs…, constants…) -> y`.
-fn one_op(name: &str, op: OpKind, attrs: Attrs, inputs: &[&[usize]], consts: Vec<Tensor>) -> Graph {
+/// A one-node graph `op(inputs…, constants…) -> y` over `dtype` inputs.
+fn one_op(
+    name: &str,
+    op: OpKind,
+    attrs: Attrs,
+    (dtype, inputs): (DType, &[&[usize]]),
+    consts: Vec<Tensor>,
+) -> Graph {
     let mut g = Graph::new(name);
     let mut ins = Vec::new();
     for (i, shape) in inputs.iter().enumerate() {
         ins.push(Some(
-            g.add_input(&format!("x{i}"), ValueType::new(DType::F32, shape)),
+            g.add_input(&format!("x{i}"), ValueType::new(dtype, shape)),
         ));
     }
     for (i, t) in consts.into_iter().enumerate() {
@@ -41,86 +50,139 @@ fn random(rng: &mut Rng, shape: &[usize]) -> Tensor {
     rng.tensor(DType::F32, shape.to_vec())
 }
 
-/// The microbenchmarks: (graph, flops, tolerance rtol/atol).
-fn kernels() -> Vec<(Graph, u64, f64, f64)> {
+/// One case of the bundle: a graph, its floating-point work, the tolerance of its check
+/// and, for products too big for the interpreter, the rows checked.
+struct Case {
+    graph: Graph,
+    flops: u64,
+    rtol: f64,
+    atol: f64,
+    check_rows: Option<usize>,
+}
+
+impl Case {
+    fn new(graph: Graph, flops: u64, rtol: f64, atol: f64) -> Case {
+        Case {
+            graph,
+            flops,
+            rtol,
+            atol,
+            check_rows: None,
+        }
+    }
+}
+
+/// The microbenchmarks.
+fn kernels() -> Vec<Case> {
     let mut rng = Rng::new(11);
     let axis = |a: i64| Attrs::from([("axis".to_string(), Attr::Int(a))]);
-    let (m, n, k) = (1024usize, 1024, 1024);
-    vec![
-        (
-            one_op(
-                "gemm_f32_1024",
-                OpKind::MatMul,
-                Attrs::new(),
-                &[&[m, k], &[k, n]],
-                vec![],
-            ),
-            2 * (m * n * k) as u64,
-            1e-4,
-            1e-4,
-        ),
-        (
+    let matmul = |name: &str, dtype: DType, n: usize| {
+        let g = one_op(
+            name,
+            OpKind::MatMul,
+            Attrs::new(),
+            (dtype, &[&[n, n], &[n, n]]),
+            vec![],
+        );
+        (g, 2 * (n * n * n) as u64)
+    };
+    let (gemm, flops) = matmul("gemm_f32_1024", DType::F32, 1024);
+    let mut cases = vec![Case::new(gemm, flops, 1e-4, 1e-4)];
+    // Tensor cores: f32 sums of 4096 products rounded once to the element type (a unit in
+    // the last place relative; the absolute part covers sums near zero).
+    for (name, dtype, rtol, atol) in [
+        ("gemm_f16_4096", DType::F16, 2e-3, 2e-2),
+        ("gemm_bf16_4096", DType::BF16, 1e-2, 1e-1),
+    ] {
+        let (graph, flops) = matmul(name, dtype, 4096);
+        cases.push(Case {
+            check_rows: Some(16),
+            ..Case::new(graph, flops, rtol, atol)
+        });
+    }
+    cases.extend([
+        Case::new(
             one_op(
                 "add_f32_16M",
                 OpKind::Add,
                 Attrs::new(),
-                &[&[4096, 4096], &[4096, 4096]],
+                (DType::F32, &[&[4096, 4096], &[4096, 4096]]),
                 vec![],
             ),
             (4096 * 4096) as u64,
             0.0,
             0.0,
         ),
-        (
+        Case::new(
             one_op(
                 "softmax_4096x1024",
                 OpKind::Softmax,
                 axis(-1),
-                &[&[4096, 1024]],
+                (DType::F32, &[&[4096, 1024]]),
                 vec![],
             ),
             5 * 4096 * 1024,
             1e-5,
             1e-6,
         ),
-        (
+        Case::new(
             one_op(
                 "layernorm_4096x1024",
                 OpKind::LayerNormalization,
                 axis(-1),
-                &[&[4096, 1024]],
+                (DType::F32, &[&[4096, 1024]]),
                 vec![random(&mut rng, &[1024]), random(&mut rng, &[1024])],
             ),
             8 * 4096 * 1024,
             1e-4,
             1e-5,
         ),
-    ]
+    ]);
+    cases
 }
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let out = std::path::PathBuf::from(args.next().context("usage: gpu_bundle OUT_DIR [SM]")?);
+    let usage = "usage: gpu_bundle OUT_DIR [SM [EXTRA_DIR]]";
+    let out = std::path::PathBuf::from(args.next().context(usage)?);
     let sm: u32 = args.next().map_or(Ok(90), |s| s.parse())?;
+    let extra = args.next().map(std::path::PathBuf::from);
     std::fs::create_dir_all(&out)?;
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-    let mut cases: Vec<(Graph, u64, f64, f64)> = Vec::new();
-    let mut paths: Vec<_> = std::fs::read_dir(&models)?
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    paths.sort();
-    for p in paths
-        .iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
-    {
+    let mut cases: Vec<Case> = Vec::new();
+    let mut paths = Vec::new();
+    for dir in std::iter::once(models).chain(extra) {
+        let mut found: Vec<_> = std::fs::read_dir(&dir)
+            .with_context(|| dir.display().to_string())?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+            .collect();
+        found.sort();
+        paths.extend(found);
+    }
+    for p in &paths {
         let mut g = tessera::onnx::import_file(p)?;
         g.name = p.file_stem().unwrap().to_string_lossy().into_owned();
-        cases.push((g, 0, 1e-3, 1e-4));
+        // Half-precision models round every operation's result: a few units of f16.
+        let half = g
+            .inputs
+            .first()
+            .and_then(|&v| g.ty(v))
+            .is_some_and(|t| matches!(t.dtype, DType::F16 | DType::BF16));
+        let (rtol, atol) = if half { (1e-2, 1e-2) } else { (1e-3, 1e-4) };
+        cases.push(Case::new(g, 0, rtol, atol));
     }
     cases.extend(kernels());
     let mut listing = Vec::new();
-    for (i, (g, flops, rtol, atol)) in cases.into_iter().enumerate() {
+    for (i, case) in cases.into_iter().enumerate() {
+        let Case {
+            graph: g,
+            flops,
+            rtol,
+            atol,
+            check_rows,
+        } = case;
         let name = g.name.clone();
         let dir = out.join(&name);
         std::fs::create_dir_all(&dir)?;
@@ -171,6 +233,7 @@ fn main() -> Result<()> {
             "atol": atol,
             "bytes": bytes,
             "flops": flops,
+            "check_rows": check_rows,
         }));
     }
     std::fs::write(

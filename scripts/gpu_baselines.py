@@ -1,13 +1,22 @@
 """PyTorch baselines for scripts/gpu_check.sh, timed in the same run as tessera's GPU code.
 
-Measures a large device-to-device copy (the bandwidth ceiling), cuBLAS fp16 and fp32 GEMM
-(TF32 off for fp32), and eager add / softmax / layer norm at the bundle's shapes; then prints a
-table against tessera's JSON lines (argv[1]).
+Measures a large device-to-device copy (the bandwidth ceiling), cuBLAS fp16, bf16 (4096^3) and
+fp32 (1024^3, TF32 off) GEMM, eager add / softmax / layer norm at the bundle's shapes, and the
+GPU-sized transformer block in PyTorch eager (f32 and f16); then prints a table against
+tessera's JSON lines (argv[1]), with the GEMMs' share of cuBLAS.
 """
 import json
 import sys
 
 import torch
+
+
+# tessera's case names → this script's keys.
+TORCH_NAME = {
+    "gemm_f32_1024": "gemm_float32_1024",
+    "gemm_f16_4096": "gemm_float16_4096",
+    "gemm_bf16_4096": "gemm_bfloat16_4096",
+}
 
 
 def bench(fn, reps=50):
@@ -24,6 +33,32 @@ def bench(fn, reps=50):
         times.append(a.elapsed_time(b))
     times.sort()
     return times[len(times) // 2]
+
+
+# The GPU-sized transformer block of scripts/gpu_models.py (the bundled block's structure).
+SEQ, D, HEADS, FF = 512, 384, 6, 1536
+NAMES = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
+
+
+class TransformerBlock(torch.nn.Module):
+    """Pre-norm attention (no projection biases) and a GELU (erf) MLP with biases, residuals
+    around both: the ONNX graph of examples/models/make_models.py, eagerly."""
+
+    def __init__(self):
+        super().__init__()
+        self.ln1, self.ln2 = torch.nn.LayerNorm(D), torch.nn.LayerNorm(D)
+        self.q, self.k, self.v, self.o = (torch.nn.Linear(D, D, bias=False) for _ in range(4))
+        self.f1, self.f2 = torch.nn.Linear(D, FF), torch.nn.Linear(FF, D)
+
+    def forward(self, x):
+        n, s, _ = x.shape
+        dh = D // HEADS
+        h = self.ln1(x)
+        q, k, v = (p(h).view(n, s, HEADS, dh).transpose(1, 2) for p in (self.q, self.k, self.v))
+        attn = torch.softmax(q @ k.transpose(-1, -2) / dh**0.5, dim=-1)
+        ctx = (attn @ v).transpose(1, 2).reshape(n, s, D)
+        r = x + self.o(ctx)
+        return r + self.f2(torch.nn.functional.gelu(self.f1(self.ln2(r))))
 
 
 def main():
@@ -50,6 +85,11 @@ def main():
     out["layernorm_4096x1024_ms"] = bench(
         lambda: torch.nn.functional.layer_norm(s, (1024,), w, w)
     )
+    for dtype in (torch.float32, torch.float16):
+        block = TransformerBlock().to(dev, dtype)
+        xb = torch.rand(1, SEQ, D, device=dev, generator=g).to(dtype)
+        with torch.no_grad():
+            out[f"transformer_gpu_{NAMES[dtype]}_ms"] = bench(lambda: block(xb))
     print(json.dumps({"pytorch": torch.__version__, **out}))
 
     rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
@@ -59,15 +99,18 @@ def main():
         if "median_ms" not in r:
             print(f"{r['case']:<22}{'ERROR':>6}  {r.get('error', '')}")
             continue
-        torch_ms = out.get(f"{r['case']}_ms") or (
-            out["gemm_float32_1024_ms"] if r["case"] == "gemm_f32_1024" else None
-        )
+        torch_ms = out.get(f"{TORCH_NAME.get(r['case'], r['case'])}_ms")
         ratio = f"{r['median_ms'] / torch_ms:8.2f}" if torch_ms else f"{'':>8}"
         tm = f"{torch_ms:10.4f}" if torch_ms else f"{'':>10}"
         print(
             f"{r['case']:<22}{str(r['pass']):>6}{r['median_ms']:10.4f}{r['gbytes_per_s']:9.1f}"
             f"{r['gbytes_per_s'] / copy:9.1%}{tm}{ratio}"
         )
+    for r in rows:
+        if r.get("gflops") and r["case"] in TORCH_NAME:
+            tflops = r["gflops"] / 1e3
+            ref = out[f"{TORCH_NAME[r['case']]}_tflops"]
+            print(f"{r['case']}: {tflops:.1f} TFLOP/s = {tflops / ref:.1%} of cuBLAS ({ref:.1f})")
     print(f"\ndevice-to-device copy: {copy:.0f} GB/s; cuBLAS fp16 4096^3: "
           f"{out['gemm_float16_4096_tflops']:.0f} TFLOP/s, bf16: {out['gemm_bfloat16_4096_tflops']:.0f}; "
           f"fp32 1024^3 (no TF32): {out['gemm_float32_1024_tflops']:.1f} TFLOP/s")

@@ -7,7 +7,10 @@
 //! and raw input bytes (or a seed to draw f32 inputs from). The reference is the graph
 //! interpreter, run here on the CPU. Each case is loaded, run with outputs and workspace
 //! poisoned, compared element by element with the reference, then timed (inputs on the
-//! device; launches + synchronise; median of RUNS after a warm-up). One JSON line per case;
+//! device; launches + synchronise; median of RUNS after a warm-up). A case too big for the
+//! interpreter (a 4096³ product) names `check_rows`: the interpreter then runs the graph on
+//! that many rows of the first input, spread over it, and those rows of the output are
+//! compared. One JSON line per case;
 //! exit status 1 if any case fails or errors. `--no-gpu` only reads each case and computes
 //! its reference (to check a bundle before it travels).
 
@@ -29,6 +32,33 @@ struct Case {
     /// Bytes the model must move at least (each input, weight and output once).
     bytes: u64,
     flops: u64,
+    /// Rows of the first input (and of the output) the reference is computed for; all when
+    /// absent. Only for graphs whose output rows each depend on one row of the first input.
+    #[serde(default)]
+    check_rows: Option<usize>,
+}
+
+/// The reference: the interpreter's outputs, for the listed rows only when `rows` is set.
+struct Reference {
+    outputs: Vec<Tensor>,
+    rows: Option<Vec<usize>>,
+    seconds: f64,
+}
+
+/// Rows `rows` of `t` (row-major, rows along the first axis).
+fn gather_rows(t: &Tensor, rows: &[usize]) -> Result<Tensor, String> {
+    let shape = t.shape();
+    let Some(&n) = shape.first() else {
+        return Err("a scalar has no rows".into());
+    };
+    let row_bytes = t.bytes().len() / n.max(1);
+    let mut bytes = Vec::with_capacity(rows.len() * row_bytes);
+    for &r in rows {
+        bytes.extend_from_slice(&t.bytes()[r * row_bytes..(r + 1) * row_bytes]);
+    }
+    let mut sub = shape.to_vec();
+    sub[0] = rows.len();
+    Tensor::from_bytes(t.dtype(), sub, bytes).map_err(|e| e.to_string())
 }
 
 fn read_tensor(
@@ -57,12 +87,12 @@ fn worst(got: &Tensor, want: &Tensor, rtol: f64, atol: f64) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// The case's inputs and the interpreter's outputs for them (and the seconds that took).
+/// The case's inputs and the interpreter's outputs for them (see [`Reference`]).
 fn prepare(
     dir: &Path,
     c: &Case,
     plan: &tessera_ir::plan::ExecPlan,
-) -> Result<(Vec<Tensor>, Vec<Tensor>, f64), String> {
+) -> Result<(Vec<Tensor>, Reference), String> {
     let inputs = match &c.inputs {
         Some(files) => files
             .iter()
@@ -79,11 +109,52 @@ fn prepare(
     };
     let text =
         std::fs::read_to_string(dir.join(&c.graph)).map_err(|e| format!("{}: {e}", c.graph))?;
-    let graph = tessera_ir::text::parse_graph(&text).map_err(|e| format!("{}: {e}", c.graph))?;
+    let mut graph =
+        tessera_ir::text::parse_graph(&text).map_err(|e| format!("{}: {e}", c.graph))?;
     let t0 = Instant::now();
-    let reference =
-        tessera_ir::interp::run_graph(&graph, &inputs).map_err(|e| format!("reference: {e}"))?;
-    Ok((inputs, reference, t0.elapsed().as_secs_f64()))
+    let (rows, reference) = match c.check_rows {
+        None => (
+            None,
+            tessera_ir::interp::run_graph(&graph, &inputs)
+                .map_err(|e| format!("reference: {e}"))?,
+        ),
+        Some(count) => {
+            // Evenly spread, the first and the last row among them.
+            let n = inputs
+                .first()
+                .and_then(|t| t.shape().first().copied())
+                .unwrap_or(0);
+            let count = count.clamp(1, n.max(1));
+            let rows: Vec<usize> = (0..count)
+                .map(|i| {
+                    if count == 1 {
+                        0
+                    } else {
+                        i * (n - 1) / (count - 1)
+                    }
+                })
+                .collect();
+            let mut sub = inputs.clone();
+            sub[0] = gather_rows(&inputs[0], &rows)?;
+            let first = graph.inputs[0];
+            graph.set_ty(
+                first,
+                tessera_ir::ValueType::new(sub[0].dtype(), sub[0].shape()),
+            );
+            graph
+                .infer_types()
+                .map_err(|e| format!("{}: {e}", c.graph))?;
+            let outputs = tessera_ir::interp::run_graph(&graph, &sub)
+                .map_err(|e| format!("reference: {e}"))?;
+            (Some(rows), outputs)
+        }
+    };
+    let reference = Reference {
+        outputs: reference,
+        rows,
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    Ok((inputs, reference))
 }
 
 fn run_case(dir: &Path, c: &Case, runs: usize) -> Result<serde_json::Value, String> {
@@ -91,11 +162,18 @@ fn run_case(dir: &Path, c: &Case, runs: usize) -> Result<serde_json::Value, Stri
         tessera_runtime::artifact::load_gpu(&dir.join(&c.artifact), GpuConfig { poison: true })
             .map_err(|e| e.to_string())?;
     let plan = exe.plan().clone();
-    let (inputs, reference, reference_s) = prepare(dir, c, &plan)?;
-    let got = exe.run(&inputs).map_err(|e| e.to_string())?;
+    let (inputs, reference) = prepare(dir, c, &plan)?;
+    let reference_s = reference.seconds;
+    let mut got = exe.run(&inputs).map_err(|e| e.to_string())?;
+    if let Some(rows) = &reference.rows {
+        got = got
+            .iter()
+            .map(|t| gather_rows(t, rows))
+            .collect::<Result<_, _>>()?;
+    }
     let err = got
         .iter()
-        .zip(&reference)
+        .zip(&reference.outputs)
         .map(|(g, w)| worst(g, w, c.rtol, c.atol))
         .fold(0.0, f64::max);
     exe.upload(&inputs).map_err(|e| e.to_string())?;
@@ -141,9 +219,12 @@ fn main() -> std::process::ExitCode {
                 .and_then(|a| prepare(&dir, c, &a.manifest.plan));
             ok &= checked.is_ok();
             let line = match checked {
-                Ok((_, r, s)) => {
-                    serde_json::json!({ "case": c.name, "outputs": r.len(), "reference_s": s })
-                }
+                Ok((_, r)) => serde_json::json!({
+                    "case": c.name,
+                    "outputs": r.outputs.len(),
+                    "rows_checked": r.rows.map(|r| r.len()),
+                    "reference_s": r.seconds,
+                }),
                 Err(e) => serde_json::json!({ "case": c.name, "error": e }),
             };
             println!("{line}");
@@ -178,5 +259,22 @@ fn main() -> std::process::ExitCode {
         std::process::ExitCode::SUCCESS
     } else {
         std::process::ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gather_rows_takes_whole_rows() {
+        let t = Tensor::from_f64(
+            tessera_ir::DType::F16,
+            vec![3, 2],
+            &[1., 2., 3., 4., 5., 6.],
+        );
+        let g = gather_rows(&t, &[0, 2]).unwrap();
+        assert_eq!(g.shape(), &[2, 2]);
+        assert_eq!(g.to_f64_vec(), vec![1., 2., 5., 6.]);
     }
 }
