@@ -26,6 +26,7 @@ use inkwell::targets::{
     CodeModel, FileType, InitializationConfig, RelocMode, TargetMachine, TargetTriple,
 };
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 use tessera_ir::loops::LoopProgram;
@@ -72,10 +73,29 @@ pub fn nvptx_machine(sm: u32) -> Result<TargetMachine, CodegenError> {
     .ok_or_else(|| CodegenError::Target(format!("no NVPTX target machine for sm_{sm}")))
 }
 
+/// What the caller guarantees about the kernels' arguments.
+#[derive(Clone, Debug, Default)]
+pub struct PtxConfig {
+    /// Per kernel, the alignment in bytes each pointer parameter is guaranteed (a power of
+    /// two); a kernel not listed, or a parameter past its list, is only known to be
+    /// element-aligned. With 16, LLVM may merge a thread's contiguous loads and stores into
+    /// one 16-byte access.
+    pub param_align: HashMap<String, Vec<u32>>,
+}
+
 /// Compiles programs (GPU-scheduled, or unscheduled: one thread each) to one PTX module.
 pub fn compile_ptx(progs: &[&LoopProgram], sm: u32) -> Result<PtxModule, CodegenError> {
+    compile_ptx_with(progs, sm, &PtxConfig::default())
+}
+
+/// [`compile_ptx`] with what the caller guarantees about the arguments.
+pub fn compile_ptx_with(
+    progs: &[&LoopProgram],
+    sm: u32,
+    cfg: &PtxConfig,
+) -> Result<PtxModule, CodegenError> {
     let ctx = Context::create();
-    let (module, tm) = compile_to_nvptx_module(&ctx, progs, sm)?;
+    let (module, tm) = compile_to_nvptx_module(&ctx, progs, sm, cfg)?;
     let buf = tm
         .write_to_memory_buffer(&module, FileType::Assembly)
         .map_err(|e| CodegenError::Llvm(e.to_string()))?;
@@ -104,6 +124,7 @@ pub fn compile_to_nvptx_module<'ctx>(
     ctx: &'ctx Context,
     progs: &[&LoopProgram],
     sm: u32,
+    ptx: &PtxConfig,
 ) -> Result<(Module<'ctx>, TargetMachine), CodegenError> {
     let cfg = EmitConfig {
         vector_bytes: 0,
@@ -114,7 +135,7 @@ pub fn compile_to_nvptx_module<'ctx>(
     let tm = nvptx_machine(sm)?;
     module.set_triple(&tm.get_triple());
     module.set_data_layout(&tm.get_target_data().get_data_layout());
-    add_kernels(ctx, &module, progs)?;
+    add_kernels(ctx, &module, progs, ptx)?;
     if rename_libm(&module) {
         let path = find_libdevice()?;
         let lib = Module::parse_bitcode_from_path(&path, ctx)
@@ -148,7 +169,9 @@ fn add_kernels<'ctx>(
     ctx: &'ctx Context,
     module: &Module<'ctx>,
     progs: &[&LoopProgram],
+    ptx: &PtxConfig,
 ) -> Result<(), CodegenError> {
+    let align_kind = inkwell::attributes::Attribute::get_named_enum_kind_id("align");
     let ptr = ctx.ptr_type(AddressSpace::default());
     let b = ctx.create_builder();
     let llvm_err = |e: inkwell::builder::BuilderError| CodegenError::Llvm(e.to_string());
@@ -158,6 +181,18 @@ fn add_kernels<'ctx>(
         let fn_ty = ctx.void_type().fn_type(&vec![ptr.into(); n], false);
         let f = module.add_function(&p.name, fn_ty, None);
         f.set_call_conventions(PTX_KERNEL_CC);
+        for (i, &align) in ptx
+            .param_align
+            .get(&p.name)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            if align > 1 && i < n {
+                let attr = ctx.create_enum_attribute(align_kind, align as u64);
+                f.add_attribute(inkwell::attributes::AttributeLoc::Param(i as u32), attr);
+            }
+        }
         b.position_at_end(ctx.append_basic_block(f, "entry"));
         let args: Vec<_> = f.get_params().into_iter().map(Into::into).collect();
         b.build_call(implf, &args, "").map_err(llvm_err)?;
@@ -398,8 +433,12 @@ pub fn check_with_ptxas(ptx: &str, sm: u32) -> Result<(), CodegenError> {
 static PTXAS_RUN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// The optimised NVPTX LLVM module as text (`--emit llvm` for a CUDA target).
-pub fn nvptx_llvm_text(progs: &[&LoopProgram], sm: u32) -> Result<String, CodegenError> {
+pub fn nvptx_llvm_text(
+    progs: &[&LoopProgram],
+    sm: u32,
+    cfg: &PtxConfig,
+) -> Result<String, CodegenError> {
     let ctx = Context::create();
-    let (module, _) = compile_to_nvptx_module(&ctx, progs, sm)?;
+    let (module, _) = compile_to_nvptx_module(&ctx, progs, sm, cfg)?;
     Ok(module.print_to_string().to_string())
 }

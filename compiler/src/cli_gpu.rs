@@ -17,16 +17,23 @@ fn sm_of(target: &Target) -> Result<u32> {
     }
 }
 
-/// The PTX module of `progs` (`--emit ptx`).
-pub fn ptx_text(progs: &[&LoopProgram], target: &Target) -> Result<String> {
-    Ok(tessera_codegen::ptx::compile_ptx(progs, sm_of(target)?)?.text)
+/// The PTX module of the stages' kernels (`--emit ptx`): what `compile -o model.ptx` writes,
+/// for the arguments' alignment the memory plan guarantees.
+pub fn ptx_text(stages: &tessera::Stages, target: &Target) -> Result<String> {
+    Ok(tessera::gpu::gpu_program(stages, sm_of(target)?)?
+        .module
+        .text)
 }
 
-/// The optimised NVPTX LLVM module of `progs` (`--emit llvm` for a CUDA target).
-pub fn nvptx_llvm_text(progs: &[&LoopProgram], target: &Target) -> Result<String> {
+/// The optimised NVPTX LLVM module of the stages' kernels (`--emit llvm` for a CUDA target).
+pub fn nvptx_llvm_text(stages: &tessera::Stages, target: &Target) -> Result<String> {
+    let progs: Vec<&LoopProgram> = stages.kernels.iter().map(|k| &k.program).collect();
+    let (plan, _) = tessera::pipeline::build_plan(stages)?;
+    let align = tessera::gpu::argument_alignment(&plan);
     Ok(tessera_codegen::ptx::nvptx_llvm_text(
-        progs,
+        &progs,
         sm_of(target)?,
+        &align,
     )?)
 }
 

@@ -7,10 +7,10 @@ use crate::pipeline::{Compiler, Stages, build_plan};
 use std::collections::BTreeMap;
 use std::path::Path;
 use tessera_codegen::Target;
-use tessera_codegen::ptx::{PtxModule, compile_ptx};
+use tessera_codegen::ptx::{PtxConfig, PtxModule, compile_ptx_with};
 use tessera_ir::Graph;
 use tessera_ir::loops::LoopProgram;
-use tessera_ir::plan::ExecPlan;
+use tessera_ir::plan::{ExecPlan, Slot};
 use tessera_runtime::artifact::{GPU_MANIFEST_FORMAT, GpuManifest, manifest_path};
 use tessera_runtime::cuda::{GpuConfig, GpuExecutable};
 
@@ -76,12 +76,39 @@ impl GpuProgram {
 pub fn gpu_program(stages: &Stages, sm: u32) -> Result<GpuProgram, CompileError> {
     let (plan, weights) = build_plan(stages)?;
     let progs: Vec<&LoopProgram> = stages.kernels.iter().map(|k| &k.program).collect();
-    let module = compile_ptx(&progs, sm)?;
+    let module = compile_ptx_with(&progs, sm, &argument_alignment(&plan))?;
     Ok(GpuProgram {
         module,
         plan,
         weights,
     })
+}
+
+/// The alignment `plan` guarantees each kernel's arguments: every device allocation (input,
+/// output, weights, workspace) is at least 256-byte aligned, so an argument at `offset` into
+/// one is aligned as the offset is (views sit at any offset); 16 is all a load can use.
+pub fn argument_alignment(plan: &ExecPlan) -> PtxConfig {
+    const USEFUL: u32 = 16;
+    let of = |slot: &Slot| match *slot {
+        Slot::Input { .. } | Slot::Output { .. } => USEFUL,
+        Slot::Weight { offset } | Slot::Workspace { offset } => match offset {
+            0 => USEFUL,
+            o => (1u32 << o.trailing_zeros().min(4)).min(USEFUL),
+        },
+    };
+    let mut cfg = PtxConfig::default();
+    for step in &plan.steps {
+        let aligns: Vec<u32> = step.args.iter().map(of).collect();
+        // A kernel called by several steps gets what all of them guarantee.
+        let entry = cfg
+            .param_align
+            .entry(step.kernel.clone())
+            .or_insert(aligns.clone());
+        for (have, new) in entry.iter_mut().zip(aligns) {
+            *have = (*have).min(new);
+        }
+    }
+    cfg
 }
 
 impl Compiler {

@@ -403,12 +403,12 @@ fn run_cli() -> Result<()> {
                             tessera_codegen::mlir::emit_module(&progs, &c.target.emit_config())?
                         ),
                         Emit::Llvm if c.target.is_gpu() => {
-                            out_raw!("{}", cli_gpu::nvptx_llvm_text(&progs, &c.target)?)
+                            out_raw!("{}", cli_gpu::nvptx_llvm_text(&st, &c.target)?)
                         }
                         Emit::Llvm => {
                             out_raw!("{}", tessera_codegen::aot::llvm_text(&progs, &c.target)?)
                         }
-                        Emit::Ptx => out_raw!("{}", cli_gpu::ptx_text(&progs, &c.target)?),
+                        Emit::Ptx => out_raw!("{}", cli_gpu::ptx_text(&st, &c.target)?),
                         Emit::Graph => unreachable!(),
                     }
                 }

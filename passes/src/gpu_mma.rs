@@ -7,19 +7,21 @@
 //! block(x) over (batch, bm-row tile, bn-column tile):
 //!   thread(x) t:  acc[mt][nt][4] = init                 (local: the thread's fragments)
 //!   for each k tile of bk:                              (uniform; a barrier after each step)
-//!     thread(x) t:  As[bm][bk+8] = A tile, Bs[bn][bk+8] = B tile transposed
+//!     thread(x) t:  As[bm][bk+8] = A tile, Bs[bk][bn+8] = B tile
 //!     thread(x) t:  for ks, mi, ni:  mma acc[mi][ni] += As[warp rows mi, ks] * Bs[ks, warp cols ni]
 //!   (the k tail, if bk does not divide k: one more tile, zero beyond k, in steps of 16)
 //!   thread(x) t:  C[the lane's fragment positions] = finish(acc)   (guarded at the edges)
 //! ```
 //!
 //! The block's `warps_m × warps_n` warps each own a `bm/warps_m × bn/warps_n` region of the
-//! tile: `mt × nt` fragments of 16×8. Both staged tiles keep `k` contiguous — the operand
-//! pairs one thread hands the tensor core are adjacent — and their rows are padded by 8
-//! elements (16 bytes), so that the eight rows a fragment load touches fall in different
-//! banks. Staging walks the contiguous direction of each row-major operand with consecutive
-//! threads (coalesced global reads). Elements outside the matrix stage as zeros and are never
-//! stored.
+//! tile: `mt × nt` fragments of 16×8. Both operands are staged as they are stored, row-major,
+//! rows padded by 8 elements (16 bytes): a thread copies runs of 8 elements, one 16-byte load
+//! and store where the arguments' alignment allows (consecutive threads take consecutive runs:
+//! coalesced reads, conflict-free shared stores), and the fragment loads fall in distinct
+//! banks — an `A` fragment's pairs along `k` are adjacent (one 32-bit load each), a `B`
+//! fragment's pairs along `k` are two rows apart (two 16-bit loads; staging `B` transposed
+//! instead would make every store of a warp hit one bank). Elements outside the matrix stage
+//! as zeros and are never stored.
 //!
 //! The sums are f32 (the tensor core's accumulators); they start from the product's initial
 //! value (zero or a bias) and go back to the element dtype when stored, as in the plain nest
@@ -41,6 +43,10 @@ use tessera_ir::loops::{
 
 /// Elements each staged row is padded by (16 bytes of f16 / bf16).
 const ROW_PAD: i64 = 8;
+
+/// Elements a thread stages as one run (16 bytes of f16 / bf16): tiles are multiples of 8
+/// along `k` (16) and the columns (8).
+const VECTOR: i64 = 8;
 
 /// The most 16×8 fragments one warp accumulates: 64 f32 registers per thread, with the
 /// operand fragments beside them well under the 255-register limit (more would spill).
@@ -109,9 +115,14 @@ impl GpuMmaTiling {
         )
     }
 
-    /// Elements per staged row (`k` and the padding).
+    /// Elements per staged row of `A` (`k` and the padding).
     fn row(&self) -> i64 {
         self.bk + ROW_PAD
+    }
+
+    /// Elements per staged row of `B` (the columns and the padding).
+    fn b_row(&self) -> i64 {
+        self.bn + ROW_PAD
     }
 
     pub fn validate(&self, spec: &ProductSpec) -> Result<(), PassError> {
@@ -141,7 +152,7 @@ impl GpuMmaTiling {
         if t.threads() as u64 > MAX_THREADS_PER_BLOCK {
             return bad(format!("{} threads per block", t.threads()));
         }
-        let shared = (t.bm + t.bn) * t.row() * spec.dtype.size() as i64;
+        let shared = (t.bm * t.row() + t.bk * t.b_row()) * spec.dtype.size() as i64;
         if shared as usize > MAX_SHARED_BYTES {
             return bad(format!("{shared} bytes of shared memory"));
         }
@@ -194,7 +205,7 @@ pub fn tile_mma(
     let mut buffers: Vec<Buffer> = prog.params().cloned().collect();
     for (name, len, role, dtype) in [
         (&g.a_tile, t.bm * t.row(), BufRole::Shared, spec.dtype),
-        (&g.b_tile, t.bn * t.row(), BufRole::Shared, spec.dtype),
+        (&g.b_tile, t.bk * t.b_row(), BufRole::Shared, spec.dtype),
         (
             &g.acc,
             mt * nt * MMA_ACC_PER_LANE,
@@ -403,21 +414,27 @@ impl Gen<'_> {
             false => v,
             true => VExpr::select(lt(k.clone(), s.k), v, VExpr::lit(0.0, s.dtype)),
         };
-        let mut copy = |total: i64, elem: &dyn Fn(&IExpr) -> Stmt| {
-            for q in 0..(total + threads - 1) / threads {
+        // Each thread copies runs of `VECTOR` elements contiguous in the operand and in its
+        // staged row: with the arguments' alignment known, one 16-byte load and store each.
+        let mut copy = |runs: i64, elem: &dyn Fn(&IExpr, i64) -> Stmt| {
+            for q in 0..(runs + threads - 1) / threads {
                 let e = IExpr::c(q * threads).plus(th.clone());
-                let store = elem(&e);
-                body.push(match (q + 1) * threads <= total {
-                    true => store,
-                    false => Stmt::If {
-                        cond: lt(e, total),
-                        then: vec![store],
-                    },
-                });
+                let stores = (0..VECTOR).map(|u| elem(&e, u)).collect();
+                match (q + 1) * threads <= runs {
+                    true => body.extend(stores),
+                    false => body.push(Stmt::If {
+                        cond: lt(e, runs),
+                        then: stores,
+                    }),
+                }
             }
         };
-        copy(kc * t.bm, &|e| {
-            let (kk, mm) = (e.clone().modulo(kc), e.clone().floordiv(kc));
+        let k_runs = kc / VECTOR;
+        copy(t.bm * k_runs, &|e, u| {
+            let (mm, kk) = (
+                e.clone().floordiv(k_runs),
+                e.clone().modulo(k_runs).times(VECTOR).plus(IExpr::c(u)),
+            );
             let (i, k) = (at.i0.clone().plus(mm.clone()), k0.clone().plus(kk.clone()));
             let a = self.at(&s.a, &at.b, &i, &IExpr::c(0), &k);
             Stmt::Store {
@@ -426,13 +443,17 @@ impl Gen<'_> {
                 value: self.edge_guard(i, s.m, t.bm, k_guard(&k, a)),
             }
         });
-        copy(kc * t.bn, &|e| {
-            let (kk, jj) = (e.clone().floordiv(t.bn), e.clone().modulo(t.bn));
+        let n_runs = t.bn / VECTOR;
+        copy(kc * n_runs, &|e, u| {
+            let (kk, jj) = (
+                e.clone().floordiv(n_runs),
+                e.clone().modulo(n_runs).times(VECTOR).plus(IExpr::c(u)),
+            );
             let (j, k) = (at.j0.clone().plus(jj.clone()), k0.clone().plus(kk.clone()));
             let b = self.at(&s.b, &at.b, &IExpr::c(0), &j, &k);
             Stmt::Store {
                 buf: self.b_tile.clone(),
-                index: jj.times(t.row()).plus(kk),
+                index: kk.times(t.b_row()).plus(jj),
                 value: self.edge_guard(j, s.n, t.bn, k_guard(&k, b)),
             }
         });
@@ -461,7 +482,7 @@ impl Gen<'_> {
         let (mt, nt) = self.t.fragments();
         let th = IExpr::var(var);
         let (wr, wc) = self.warp_origin(&th);
-        let row = self.t.row();
+        let (row, b_row) = (self.t.row(), self.t.b_row());
         let mut body = Vec::new();
         for ks in 0..steps {
             for mi in 0..mt {
@@ -479,8 +500,8 @@ impl Gen<'_> {
                         },
                         b: MmaOperand {
                             buf: self.b_tile.clone(),
-                            base: b_col.times(row).plus(IExpr::c(ks * MMA_K)),
-                            strides: [1, row],
+                            base: b_col.plus(IExpr::c(ks * MMA_K * b_row)),
+                            strides: [b_row, 1],
                         },
                     }));
                 }

@@ -274,5 +274,48 @@ fn tensor_cores_are_chosen_by_dtype_and_architecture() {
             tensor_cores,
             "{dtype} on sm_{sm}: {mma} mma statements"
         );
+        if tensor_cores
+            && ptxas_or_skip("tensor_cores_are_chosen_by_dtype_and_architecture").is_some()
+        {
+            // The operands' 16-byte alignment is known from the memory plan: staging reads
+            // 16 bytes a load.
+            let program = tessera::gpu::gpu_program(&stages, sm).unwrap();
+            let ptx = &program.module.text;
+            assert!(
+                ptx.contains("ld.global.v4.b32"),
+                "{dtype} sm_{sm}: no 16-byte loads"
+            );
+            assert!(
+                ptx.contains("mma.sync.aligned.m16n8k16"),
+                "{dtype} sm_{sm}: no mma"
+            );
+            tessera_codegen::ptx::check_with_ptxas(ptx, sm).unwrap();
+        }
     }
+}
+
+/// Arguments are claimed aligned only as far as the memory plan makes them: a view at an odd
+/// element offset is not.
+#[test]
+fn argument_alignment_follows_the_offsets() {
+    use tessera_ir::plan::{ExecPlan, Slot, Step};
+    let plan = ExecPlan {
+        steps: vec![Step {
+            kernel: "k".into(),
+            node: "n".into(),
+            args: vec![
+                Slot::Input { index: 0 },
+                Slot::Workspace { offset: 64 },
+                Slot::Workspace { offset: 6 },
+                Slot::Weight { offset: 0 },
+            ],
+            parallel_extent: 1,
+            work: 1,
+            once: false,
+            product_flops: 0,
+        }],
+        ..Default::default()
+    };
+    let cfg = tessera::gpu::argument_alignment(&plan);
+    assert_eq!(cfg.param_align["k"], vec![16, 16, 2, 16]);
 }
