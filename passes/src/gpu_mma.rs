@@ -120,6 +120,12 @@ impl GpuMmaTiling {
         self.bk + ROW_PAD
     }
 
+    /// Elements one thread prefetches of a whole `k` tile: its runs of `A` and of `B`.
+    fn prefetched(&self) -> i64 {
+        let rounds = |runs: i64| (runs + self.threads() - 1) / self.threads();
+        (rounds(self.bm * self.bk / VECTOR) + rounds(self.bk * self.bn / VECTOR)) * VECTOR
+    }
+
     /// Elements per staged row of `B` (the columns and the padding).
     fn b_row(&self) -> i64 {
         self.bn + ROW_PAD
@@ -152,7 +158,8 @@ impl GpuMmaTiling {
         if t.threads() as u64 > MAX_THREADS_PER_BLOCK {
             return bad(format!("{} threads per block", t.threads()));
         }
-        let shared = (t.bm * t.row() + t.bk * t.b_row()) * spec.dtype.size() as i64;
+        // Two buffers of each tile (double buffering).
+        let shared = 2 * (t.bm * t.row() + t.bk * t.b_row()) * spec.dtype.size() as i64;
         if shared as usize > MAX_SHARED_BYTES {
             return bad(format!("{shared} bytes of shared memory"));
         }
@@ -162,7 +169,7 @@ impl GpuMmaTiling {
                 "{mt}x{nt} fragments per warp (at most {MAX_FRAGMENTS_PER_WARP}: registers)"
             ));
         }
-        let local = mt * nt * MMA_ACC_PER_LANE * 4;
+        let local = mt * nt * MMA_ACC_PER_LANE * 4 + t.prefetched() * spec.dtype.size() as i64;
         if local as usize > MAX_LOCAL_BYTES {
             return bad(format!("{local} bytes of accumulators per thread"));
         }
@@ -200,18 +207,20 @@ pub fn tile_mma(
         a_tile: fresh("as"),
         b_tile: fresh("bs"),
         acc: fresh("acc"),
+        regs: fresh("next"),
     };
     let (mt, nt) = t.fragments();
     let mut buffers: Vec<Buffer> = prog.params().cloned().collect();
     for (name, len, role, dtype) in [
-        (&g.a_tile, t.bm * t.row(), BufRole::Shared, spec.dtype),
-        (&g.b_tile, t.bk * t.b_row(), BufRole::Shared, spec.dtype),
+        (&g.a_tile, 2 * t.bm * t.row(), BufRole::Shared, spec.dtype),
+        (&g.b_tile, 2 * t.bk * t.b_row(), BufRole::Shared, spec.dtype),
         (
             &g.acc,
             mt * nt * MMA_ACC_PER_LANE,
             BufRole::Local,
             DType::F32,
         ),
+        (&g.regs, t.prefetched(), BufRole::Local, spec.dtype),
     ] {
         buffers.push(Buffer {
             name: name.clone(),
@@ -240,6 +249,8 @@ struct Gen<'a> {
     a_tile: String,
     b_tile: String,
     acc: String,
+    /// The next `k` tile's elements, prefetched into registers.
+    regs: String,
 }
 
 /// The thread variable: one thread loop per phase, each binding it afresh (names are unique
@@ -259,6 +270,21 @@ fn lt(e: IExpr, bound: i64) -> VExpr {
 
 fn and(a: VExpr, b: VExpr) -> VExpr {
     VExpr::bin(BinOp::And, a, b)
+}
+
+/// One element a thread stages: into which tile, where in one buffer of it, and its value.
+struct Staged {
+    b_tile: bool,
+    index: IExpr,
+    value: VExpr,
+}
+
+/// `stmts` under `guard`, if any.
+fn guarded(guard: Option<VExpr>, stmts: Vec<Stmt>) -> Vec<Stmt> {
+    match guard {
+        Some(cond) => vec![Stmt::If { cond, then: stmts }],
+        None => stmts,
+    }
 }
 
 /// The lane's fragment of the block tile: accumulator slot, row and column in the tile.
@@ -339,23 +365,83 @@ impl Gen<'_> {
         })];
         let full = s.k / t.bk;
         if full > 0 {
-            let k0 = IExpr::var("mk").times(t.bk);
+            // Double-buffered: tile 0 staged first; then each step prefetches the next tile's
+            // runs into registers, multiplies the staged tile, and (after the barrier)
+            // stores the prefetched runs into the other buffer — the global loads of one
+            // tile overlap the tensor-core work of the one before.
+            body.push(self.stage("mt1", &at, &IExpr::c(0), t.bk, false, &IExpr::c(0)));
+            let (mk, next) = (IExpr::var("mk"), IExpr::var("mk").plus(IExpr::c(1)));
+            let more = lt(next.clone(), full);
+            let prefetch = |th: &str| -> Vec<Stmt> {
+                let runs =
+                    self.staged(&at, &IExpr::var(th), &next.clone().times(t.bk), t.bk, false);
+                let mut slot = 0;
+                let stores = runs
+                    .into_iter()
+                    .flat_map(|(guard, elems)| {
+                        let stores = elems
+                            .into_iter()
+                            .map(|e| {
+                                slot += 1;
+                                Stmt::Store {
+                                    buf: self.regs.clone(),
+                                    index: IExpr::c(slot - 1),
+                                    value: e.value,
+                                }
+                            })
+                            .collect();
+                        guarded(guard, stores)
+                    })
+                    .collect();
+                guarded(Some(more.clone()), stores)
+            };
+            let commit = |th: &str| -> Vec<Stmt> {
+                let runs =
+                    self.staged(&at, &IExpr::var(th), &next.clone().times(t.bk), t.bk, false);
+                let buffer = next.clone().modulo(2);
+                let mut slot = 0;
+                let stores = runs
+                    .into_iter()
+                    .flat_map(|(guard, elems)| {
+                        let stores = elems
+                            .into_iter()
+                            .map(|e| {
+                                slot += 1;
+                                self.shared_store(
+                                    &e,
+                                    &buffer,
+                                    VExpr::load(&self.regs, IExpr::c(slot - 1)),
+                                )
+                            })
+                            .collect();
+                        guarded(guard, stores)
+                    })
+                    .collect();
+                guarded(Some(more.clone()), stores)
+            };
+            let mut step = prefetch("mt2");
+            step.extend(self.multiply_body("mt2", t.bk / MMA_K, &mk.clone().modulo(2)));
             body.push(Stmt::For(Loop {
                 var: "mk".into(),
                 extent: full,
                 kind: LoopKind::Serial,
                 body: vec![
-                    self.stage("mt1", &at, &k0, t.bk, false),
-                    self.multiply("mt2", t.bk / MMA_K),
+                    thread_loop("mt2", threads, step),
+                    thread_loop("mt6", threads, commit("mt6")),
                 ],
             }));
         }
         let tail = s.k % t.bk;
         if tail != 0 {
+            // Buffer 0: its last reader, two steps back at the latest, is behind a barrier.
             let steps = (tail + MMA_K - 1) / MMA_K;
             let k0 = IExpr::c(full * t.bk);
-            body.push(self.stage("mt3", &at, &k0, steps * MMA_K, true));
-            body.push(self.multiply("mt4", steps));
+            body.push(self.stage("mt3", &at, &k0, steps * MMA_K, true, &IExpr::c(0)));
+            body.push(thread_loop(
+                "mt4",
+                threads,
+                self.multiply_body("mt4", steps, &IExpr::c(0)),
+            ));
         }
         body.push(thread_loop("mt5", threads, {
             let th = IExpr::var("mt5");
@@ -394,10 +480,80 @@ impl Gen<'_> {
         self.grid.block_loop(body)
     }
 
-    /// Stages `A[rows, k0..k0+kc]` into `As[row][k]` and `B[k0..k0+kc, cols]` into
-    /// `Bs[col][k]`, zero beyond the matrix (past `k` too, for the tail: `k_tail`);
-    /// consecutive threads walk `k` of `A` and the columns of `B` (the contiguous directions
-    /// of row-major operands).
+    /// The elements thread `th` stages for `A[rows, k0..k0+kc]` and `B[k0..k0+kc, cols]`, zero
+    /// beyond the matrix (past `k` too, for the tail: `k_tail`), in runs of [`VECTOR`]
+    /// elements contiguous in the operand and in the staged row — with the arguments'
+    /// alignment known, one 16-byte load and store each; consecutive threads take
+    /// consecutive runs (coalesced reads, conflict-free stores). Grouped per round of runs
+    /// over the block's threads, with the guard of a round not every thread has a run in.
+    fn staged(
+        &self,
+        at: &crate::gpu_product::At,
+        th: &IExpr,
+        k0: &IExpr,
+        kc: i64,
+        k_tail: bool,
+    ) -> Vec<(Option<VExpr>, Vec<Staged>)> {
+        let (s, t) = (self.spec, self.t);
+        let threads = t.threads();
+        let k_guard = |k: &IExpr, v: VExpr| match k_tail {
+            false => v,
+            true => VExpr::select(lt(k.clone(), s.k), v, VExpr::lit(0.0, s.dtype)),
+        };
+        let mut out = Vec::new();
+        let mut rounds = |runs: i64, elem: &dyn Fn(&IExpr, i64) -> Staged| {
+            for q in 0..(runs + threads - 1) / threads {
+                let e = IExpr::c(q * threads).plus(th.clone());
+                let guard = ((q + 1) * threads > runs).then(|| lt(e.clone(), runs));
+                out.push((guard, (0..VECTOR).map(|u| elem(&e, u)).collect()));
+            }
+        };
+        let k_runs = kc / VECTOR;
+        rounds(t.bm * k_runs, &|e, u| {
+            let (mm, kk) = (
+                e.clone().floordiv(k_runs),
+                e.clone().modulo(k_runs).times(VECTOR).plus(IExpr::c(u)),
+            );
+            let (i, k) = (at.i0.clone().plus(mm.clone()), k0.clone().plus(kk.clone()));
+            let a = self.at(&s.a, &at.b, &i, &IExpr::c(0), &k);
+            Staged {
+                b_tile: false,
+                index: mm.times(t.row()).plus(kk),
+                value: self.edge_guard(i, s.m, t.bm, k_guard(&k, a)),
+            }
+        });
+        let n_runs = t.bn / VECTOR;
+        rounds(kc * n_runs, &|e, u| {
+            let (kk, jj) = (
+                e.clone().floordiv(n_runs),
+                e.clone().modulo(n_runs).times(VECTOR).plus(IExpr::c(u)),
+            );
+            let (j, k) = (at.j0.clone().plus(jj.clone()), k0.clone().plus(kk.clone()));
+            let b = self.at(&s.b, &at.b, &IExpr::c(0), &j, &k);
+            Staged {
+                b_tile: true,
+                index: kk.times(t.b_row()).plus(jj),
+                value: self.edge_guard(j, s.n, t.bn, k_guard(&k, b)),
+            }
+        });
+        out
+    }
+
+    /// `value` into the staged element `e`'s place in shared buffer `buffer` (0 or 1).
+    fn shared_store(&self, e: &Staged, buffer: &IExpr, value: VExpr) -> Stmt {
+        let t = self.t;
+        let (tile, size) = match e.b_tile {
+            false => (&self.a_tile, t.bm * t.row()),
+            true => (&self.b_tile, t.bk * t.b_row()),
+        };
+        Stmt::Store {
+            buf: tile.clone(),
+            index: buffer.clone().times(size).plus(e.index.clone()),
+            value,
+        }
+    }
+
+    /// A thread loop staging `k0..k0+kc` straight into shared buffer `buffer`.
     fn stage(
         &self,
         var: &str,
@@ -405,59 +561,23 @@ impl Gen<'_> {
         k0: &IExpr,
         kc: i64,
         k_tail: bool,
+        buffer: &IExpr,
     ) -> Stmt {
-        let (s, t) = (self.spec, self.t);
-        let threads = t.threads();
-        let th = IExpr::var(var);
-        let mut body = Vec::new();
-        let k_guard = |k: &IExpr, v: VExpr| match k_tail {
-            false => v,
-            true => VExpr::select(lt(k.clone(), s.k), v, VExpr::lit(0.0, s.dtype)),
-        };
-        // Each thread copies runs of `VECTOR` elements contiguous in the operand and in its
-        // staged row: with the arguments' alignment known, one 16-byte load and store each.
-        let mut copy = |runs: i64, elem: &dyn Fn(&IExpr, i64) -> Stmt| {
-            for q in 0..(runs + threads - 1) / threads {
-                let e = IExpr::c(q * threads).plus(th.clone());
-                let stores = (0..VECTOR).map(|u| elem(&e, u)).collect();
-                match (q + 1) * threads <= runs {
-                    true => body.extend(stores),
-                    false => body.push(Stmt::If {
-                        cond: lt(e, runs),
-                        then: stores,
-                    }),
-                }
-            }
-        };
-        let k_runs = kc / VECTOR;
-        copy(t.bm * k_runs, &|e, u| {
-            let (mm, kk) = (
-                e.clone().floordiv(k_runs),
-                e.clone().modulo(k_runs).times(VECTOR).plus(IExpr::c(u)),
-            );
-            let (i, k) = (at.i0.clone().plus(mm.clone()), k0.clone().plus(kk.clone()));
-            let a = self.at(&s.a, &at.b, &i, &IExpr::c(0), &k);
-            Stmt::Store {
-                buf: self.a_tile.clone(),
-                index: mm.times(t.row()).plus(kk),
-                value: self.edge_guard(i, s.m, t.bm, k_guard(&k, a)),
-            }
-        });
-        let n_runs = t.bn / VECTOR;
-        copy(kc * n_runs, &|e, u| {
-            let (kk, jj) = (
-                e.clone().floordiv(n_runs),
-                e.clone().modulo(n_runs).times(VECTOR).plus(IExpr::c(u)),
-            );
-            let (j, k) = (at.j0.clone().plus(jj.clone()), k0.clone().plus(kk.clone()));
-            let b = self.at(&s.b, &at.b, &IExpr::c(0), &j, &k);
-            Stmt::Store {
-                buf: self.b_tile.clone(),
-                index: kk.times(t.b_row()).plus(jj),
-                value: self.edge_guard(j, s.n, t.bn, k_guard(&k, b)),
-            }
-        });
-        thread_loop(var, threads, body)
+        let body = self
+            .staged(at, &IExpr::var(var), k0, kc, k_tail)
+            .into_iter()
+            .flat_map(|(guard, elems)| {
+                let stores = elems
+                    .into_iter()
+                    .map(|e| {
+                        let value = e.value.clone();
+                        self.shared_store(&e, buffer, value)
+                    })
+                    .collect();
+                guarded(guard, stores)
+            })
+            .collect();
+        thread_loop(var, self.t.threads(), body)
     }
 
     /// `value` where `coord < extent` (always, when the tile divides the extent), else zero.
@@ -477,12 +597,15 @@ impl Gen<'_> {
         }
     }
 
-    /// `steps` tensor-core steps of 16 along the staged `k`, over every fragment of the warp.
-    fn multiply(&self, var: &str, steps: i64) -> Stmt {
+    /// `steps` tensor-core steps of 16 along the `k` staged in shared buffer `buffer`, over
+    /// every fragment of the warp of thread `var`.
+    fn multiply_body(&self, var: &str, steps: i64, buffer: &IExpr) -> Vec<Stmt> {
         let (mt, nt) = self.t.fragments();
         let th = IExpr::var(var);
         let (wr, wc) = self.warp_origin(&th);
         let (row, b_row) = (self.t.row(), self.t.b_row());
+        let a0 = buffer.clone().times(self.t.bm * row);
+        let b0 = buffer.clone().times(self.t.bk * b_row);
         let mut body = Vec::new();
         for ks in 0..steps {
             for mi in 0..mt {
@@ -495,18 +618,18 @@ impl Gen<'_> {
                         at: IExpr::c((mi * nt + ni) * MMA_ACC_PER_LANE),
                         a: MmaOperand {
                             buf: self.a_tile.clone(),
-                            base: a_row.times(row).plus(IExpr::c(ks * MMA_K)),
+                            base: a0.clone().plus(a_row.times(row)).plus(IExpr::c(ks * MMA_K)),
                             strides: [row, 1],
                         },
                         b: MmaOperand {
                             buf: self.b_tile.clone(),
-                            base: b_col.plus(IExpr::c(ks * MMA_K * b_row)),
+                            base: b0.clone().plus(b_col).plus(IExpr::c(ks * MMA_K * b_row)),
                             strides: [b_row, 1],
                         },
                     }));
                 }
             }
         }
-        thread_loop(var, self.t.threads(), body)
+        body
     }
 }
