@@ -222,7 +222,9 @@ impl Walk {
                 }
                 Stmt::If { then, .. } => self.block(then, depth, trips, vectorized),
                 Stmt::Reduce(r) => self.block(&r.body, depth, trips, vectorized),
-                Stmt::Mma(m) => self.block(&m.expand(), depth, trips, vectorized),
+                s @ (Stmt::Mma(_) | Stmt::WarpFold(_)) => {
+                    self.block(&s.warp_expansion(), depth, trips, vectorized)
+                }
                 Stmt::Store { .. } => {
                     self.stores += trips;
                     if vectorized {

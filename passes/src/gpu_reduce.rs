@@ -18,8 +18,9 @@
 //! block(x) row:
 //!   thread(x) t: part = value(t); for j = t + T, t + 2T, … < n: part = op(part, value(j))
 //!                red_m[t] = part                         (shared: one partial per thread)
-//!   thread(x) t < T/2: red_m[t] = op(red_m[t], red_m[t + T/2])   … down to one thread
-//!   … the same for $s, reading $m as op(init, red_m[0]) …
+//!   thread(x) t: warp_fold the warp's 32 partials; lane 0: warp_m[t / 32] = it
+//!   thread(x) t < 32: warp_fold warp_m[0 .. T/32]; t = 0: total_m[0] = it
+//!   … the same for $s, reading $m as op(init, total_m[0]) …
 //!   thread(x) t: for j = t, t + T, … < n: y[row, j] = …          (coalesced)
 //! ```
 //!
@@ -27,12 +28,16 @@
 //! every load that uses it, so that consecutive threads read consecutive addresses) and the
 //! row is at least 32 long; the per-row statements must be reductions, loops whose iterations
 //! write disjoint elements, or single stores (done by one thread). Partial results combine in
-//! a tree, so sums are reassociated (the tolerance of reductions, not bit-exact).
+//! a tree, so sums are reassociated (the tolerance of reductions, not bit-exact): through
+//! register shuffles (`warp_fold`, two barriers) for f32 and i32, through a shared-memory
+//! tree (a barrier per halving) for other dtypes.
 
 use crate::error::PassError;
 use crate::gpu_schedule::{bindable, disjoint_stores, outer_chain};
 use std::cell::{Cell, RefCell};
 use tessera_ir::DType;
+use tessera_ir::loops::mma::WARP;
+use tessera_ir::loops::shuffle::WarpFold;
 use tessera_ir::loops::{
     BinOp, BufRole, Buffer, CmpOp, GpuAxis, IExpr, Loop, LoopKind, LoopProgram, ReduceOp, Stmt,
     VExpr, carries_dependence,
@@ -278,6 +283,13 @@ impl Builder<'_> {
             body.push(store(&red, t.clone(), at(&part, IExpr::c(0))));
             body
         }));
+        if let Some(result) = self.warp_folds(op, r.dtype, &red, out) {
+            return Some(VExpr::bin(
+                op,
+                r.init.clone(),
+                VExpr::load(&result, IExpr::c(0)),
+            ));
+        }
         let mut half = self.threads / 2;
         while half >= 1 {
             out.push(self.thread_loop(half, |t| {
@@ -291,5 +303,62 @@ impl Builder<'_> {
             half /= 2;
         }
         Some(VExpr::bin(op, r.init.clone(), at(&red, IExpr::c(0))))
+    }
+
+    /// Combines the threads' partials in `red` with warp shuffles — each warp folds its 32,
+    /// lane 0 keeps the warp's result, one warp folds those — for a 32-bit `dtype` (what one
+    /// shuffle moves) and a block of whole warps; returns the shared buffer whose element 0
+    /// is the result (valid in the following thread loops). Two barriers, where the
+    /// shared-memory tree takes one per halving.
+    fn warp_folds(
+        &self,
+        op: BinOp,
+        dtype: DType,
+        red: &str,
+        out: &mut Vec<Stmt>,
+    ) -> Option<String> {
+        if !matches!(dtype, DType::F32 | DType::I32) || self.threads % WARP != 0 {
+            return None;
+        }
+        let warps = self.threads / WARP;
+        let mine = self.buffer("rlane", dtype, 1, BufRole::Local);
+        let per_warp = self.buffer("rwarp", dtype, warps, BufRole::Shared);
+        let fold = |t: &IExpr, width: i64, src: &str, base: IExpr| {
+            Stmt::WarpFold(WarpFold {
+                op,
+                width,
+                lane: t.clone().modulo(WARP),
+                src: src.into(),
+                base,
+                dst: mine.clone(),
+                at: IExpr::c(0),
+            })
+        };
+        let first_lane = |t: &IExpr, buf: &str, index: IExpr| Stmt::If {
+            cond: VExpr::ICmp(CmpOp::Eq, t.clone().modulo(WARP), IExpr::c(0)),
+            then: vec![Stmt::Store {
+                buf: buf.into(),
+                index,
+                value: VExpr::load(&mine, IExpr::c(0)),
+            }],
+        };
+        out.push(self.thread_loop(self.threads, |t| {
+            let warp = t.clone().floordiv(WARP);
+            vec![
+                fold(t, WARP, red, warp.clone().times(WARP)),
+                first_lane(t, &per_warp, warp),
+            ]
+        }));
+        if warps == 1 {
+            return Some(per_warp);
+        }
+        let total = self.buffer("rtotal", dtype, 1, BufRole::Shared);
+        out.push(self.thread_loop(WARP, |t| {
+            vec![
+                fold(t, warps, &per_warp, IExpr::c(0)),
+                first_lane(t, &total, IExpr::c(0)),
+            ]
+        }));
+        Some(total)
     }
 }

@@ -405,7 +405,9 @@ fn collect_stores(
                     extents.remove(v);
                 }
             }
-            Stmt::Mma(m) => collect_stores(&m.expand(), extents, out),
+            s @ (Stmt::Mma(_) | Stmt::WarpFold(_)) => {
+                collect_stores(&s.warp_expansion(), extents, out)
+            }
         }
     }
 }

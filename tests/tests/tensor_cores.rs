@@ -70,6 +70,7 @@ fn count_mma(body: &[Stmt]) -> usize {
             Stmt::If { then, .. } => count_mma(then),
             Stmt::Reduce(r) => count_mma(&r.body),
             Stmt::Mma(_) => 1,
+            Stmt::WarpFold(_) => 0,
             Stmt::Store { .. } => 0,
         })
         .sum()

@@ -8,14 +8,16 @@
 //! (`bar.sync`), which also orders their memory accesses within the block; a uniform loop of
 //! thread loops ends each iteration with one. Shared buffers are address-space-3 globals, local
 //! ones a per-thread `alloca` (registers once LLVM promotes them). A tensor-core step
-//! (`mma`) is one `mma.sync` of the warp; elsewhere it runs as its per-thread expansion.
+//! (`mma`) is one `mma.sync` of the warp, a warp fold (`warp_fold`) a butterfly of
+//! `shfl.sync.bfly`; elsewhere each runs as its per-thread expansion.
 
 use super::{Backend, Em};
 use crate::error::CodegenError;
 use tessera_ir::DType;
 use tessera_ir::loops::gpu::is_uniform;
 use tessera_ir::loops::mma::{MMA_ACC_PER_LANE, Mma};
-use tessera_ir::loops::{IExpr, Loop, LoopKind, Stmt};
+use tessera_ir::loops::shuffle::WarpFold;
+use tessera_ir::loops::{IExpr, Loop, LoopKind, Stmt, VExpr};
 
 /// The type `nvvm.mma.sync` returns: the thread's four f32 accumulators.
 const MMA_RESULT: &str = "!llvm.struct<(f32, f32, f32, f32)>";
@@ -184,6 +186,47 @@ impl Em<'_> {
             let v = self.op(format!("llvm.extractvalue {d}[{e}] : {MMA_RESULT}"));
             self.line(format!("memref.store {v}, {acc}[{i}] : {acc_ty}"));
         }
+        Ok(())
+    }
+
+    /// A warp's fold of shared elements. On the GPU: each lane loads element `lane % width`
+    /// and, per level, combines its value (first) with its butterfly partner's
+    /// (`shfl.sync.bfly`, full mask); lane 0's operations are the expansion's. Elsewhere: the
+    /// expansion.
+    pub(super) fn warp_fold(&mut self, w: &WarpFold) -> Result<(), CodegenError> {
+        if self.cfg.backend != Backend::Cuda {
+            for s in w.expand() {
+                self.stmt(&s)?;
+            }
+            return Ok(());
+        }
+        let dtype = self.bufs[&w.src].1;
+        let ty = super::scalar_ty(dtype);
+        let own = w.base.clone().plus(w.lane.clone().modulo(w.width));
+        let mut v = self.load(&w.src, &own)?;
+        let mask = self.op("llvm.mlir.constant(-1 : i32) : i32".into());
+        let clamp = self.op("llvm.mlir.constant(31 : i32) : i32".into());
+        // The two operands as accumulators, so that `vexpr` emits `op` for the dtype.
+        let (mine, theirs) = ("warp_fold_own", "warp_fold_other");
+        let combine = VExpr::bin(
+            w.op,
+            VExpr::Acc(mine.into(), dtype),
+            VExpr::Acc(theirs.into(), dtype),
+        );
+        for half in w.halves() {
+            let offset = self.op(format!("llvm.mlir.constant({half} : i32) : i32"));
+            let other = self.op(format!(
+                "nvvm.shfl.sync bfly {mask}, {v}, {offset}, {clamp} : {ty} -> {ty}"
+            ));
+            self.accs.push((mine.into(), v, false));
+            self.accs.push((theirs.into(), other, false));
+            let combined = self.vexpr(&combine);
+            self.accs.truncate(self.accs.len() - 2);
+            v = combined?;
+        }
+        let (dst, _, dst_ty) = self.bufs[&w.dst].clone();
+        let i = self.iexpr(&w.at)?;
+        self.line(format!("memref.store {v}, {dst}[{i}] : {dst_ty}"));
         Ok(())
     }
 }

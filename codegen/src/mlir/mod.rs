@@ -357,6 +357,7 @@ impl Em<'_> {
             }
             Stmt::Reduce(r) => self.reduce(r),
             Stmt::Mma(m) => self.mma(m),
+            Stmt::WarpFold(w) => self.warp_fold(w),
         }
     }
 

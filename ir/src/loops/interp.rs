@@ -287,7 +287,7 @@ fn stmt(st: &mut St, s: &Stmt) -> Result<()> {
             st.accs.pop();
         }
         // Defined per thread: the expansion is its meaning (see `mma`).
-        Stmt::Mma(m) => block(st, &m.expand())?,
+        s @ (Stmt::Mma(_) | Stmt::WarpFold(_)) => block(st, &s.warp_expansion())?,
     }
     Ok(())
 }

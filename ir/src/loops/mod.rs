@@ -17,6 +17,7 @@ pub mod mma;
 pub mod parse;
 pub mod print;
 pub mod range;
+pub mod shuffle;
 pub mod simplify;
 pub mod verify;
 
@@ -163,6 +164,9 @@ pub enum Stmt {
     Reduce(Reduce),
     /// A warp's tensor-core step (see [`mma`]): defined per thread, only in thread loops.
     Mma(mma::Mma),
+    /// A warp's fold of shared elements through shuffles (see [`shuffle`]): defined per
+    /// thread, only in thread loops.
+    WarpFold(shuffle::WarpFold),
 }
 
 /// Integer index arithmetic. Division and modulo round toward negative infinity.
@@ -553,6 +557,16 @@ impl IExpr {
 }
 
 impl Stmt {
+    /// A warp-collective statement's per-thread meaning as ordinary statements (see [`mma`],
+    /// [`shuffle`]); nothing for any other statement.
+    pub fn warp_expansion(&self) -> Vec<Stmt> {
+        match self {
+            Stmt::Mma(m) => m.expand(),
+            Stmt::WarpFold(w) => w.expand(),
+            _ => vec![],
+        }
+    }
+
     /// Calls `f(buffer, index)` on every load anywhere inside (values, guards, reduction
     /// inits, and loads nested in index expressions).
     pub fn visit_loads(&self, f: &mut dyn FnMut(&str, &IExpr)) {
@@ -572,7 +586,9 @@ impl Stmt {
                 v(&r.value, f);
                 r.body.iter().for_each(|s| s.visit_loads(f))
             }
-            Stmt::Mma(m) => m.expand().iter().for_each(|s| s.visit_loads(f)),
+            s @ (Stmt::Mma(_) | Stmt::WarpFold(_)) => {
+                s.warp_expansion().iter().for_each(|s| s.visit_loads(f))
+            }
         }
     }
 
@@ -622,6 +638,7 @@ impl Stmt {
                 ..r.clone()
             }),
             Stmt::Mma(m) => Stmt::Mma(m.map_iexprs(index)),
+            Stmt::WarpFold(w) => Stmt::WarpFold(w.map_iexprs(index)),
         }
     }
 }
@@ -668,7 +685,7 @@ pub fn carries_dependence(body: &[Stmt]) -> bool {
                 Stmt::Store { buf, index, .. } => out.push((buf.clone(), index.clone())),
                 Stmt::If { then, .. } => stores(then, out),
                 Stmt::Reduce(r) => stores(&r.body, out),
-                Stmt::Mma(m) => stores(&m.expand(), out),
+                s @ (Stmt::Mma(_) | Stmt::WarpFold(_)) => stores(&s.warp_expansion(), out),
             }
         }
     }
@@ -726,7 +743,7 @@ impl LoopProgram {
                             .fold(mult, |m, (_, e)| m.saturating_mul((*e).max(0) as u64));
                         steps.saturating_add(block(&r.body, mult))
                     }
-                    Stmt::Mma(m) => block(&m.expand(), mult),
+                    s @ (Stmt::Mma(_) | Stmt::WarpFold(_)) => block(&s.warp_expansion(), mult),
                 })
                 .fold(0u64, u64::saturating_add)
         }

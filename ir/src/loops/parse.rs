@@ -525,6 +525,40 @@ impl P {
                     b,
                 }))
             }
+            Some(Tok::Ident(k))
+                if k == "warp_fold" && matches!(self.peek2(), Some(Tok::Ident(_))) =>
+            {
+                self.pos += 1;
+                let name = self.ident()?;
+                let Some(op) = super::shuffle::op_of(&name) else {
+                    return self.err(format!("`{name}` is not a warp fold"));
+                };
+                self.expect("(")?;
+                let width = self.int()?;
+                self.expect(")")?;
+                let dst = self.ident()?;
+                self.expect("[")?;
+                let at = self.iexpr()?;
+                self.expect("]")?;
+                self.expect("=")?;
+                let src = self.ident()?;
+                self.expect("[")?;
+                let base = self.iexpr()?;
+                self.expect("]")?;
+                self.keyword("lane")?;
+                self.expect("(")?;
+                let lane = self.iexpr()?;
+                self.expect(")")?;
+                Ok(Stmt::WarpFold(super::shuffle::WarpFold {
+                    op,
+                    width,
+                    lane,
+                    src,
+                    base,
+                    dst,
+                    at,
+                }))
+            }
             Some(Tok::Ident(buf)) => {
                 self.pos += 1;
                 self.expect("[")?;
@@ -598,7 +632,7 @@ fn fix_acc_types(body: &mut [Stmt], scope: &mut Vec<(String, DType)>) {
                 fix_acc_types(&mut r.body, scope);
                 scope.pop();
             }
-            Stmt::Mma(_) => {}
+            Stmt::Mma(_) | Stmt::WarpFold(_) => {}
         }
     }
 }

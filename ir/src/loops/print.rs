@@ -96,6 +96,17 @@ fn write_stmt(s: &mut String, st: &Stmt, depth: usize) -> fmt::Result {
                 m.lane
             )?
         }
+        Stmt::WarpFold(w) => writeln!(
+            s,
+            "warp_fold {}({}) {}[{}] = {}[{}] lane({})",
+            super::shuffle::op_name(w.op).unwrap_or("?"),
+            w.width,
+            w.dst,
+            w.at,
+            w.src,
+            w.base,
+            w.lane
+        )?,
     }
     Ok(())
 }

@@ -30,7 +30,7 @@ pub fn body_extents(body: &[Stmt]) -> HashMap<String, i64> {
                     out.extend(r.axes.iter().cloned());
                     walk(&r.body, out);
                 }
-                Stmt::Mma(m) => walk(&m.expand(), out),
+                s @ (Stmt::Mma(_) | Stmt::WarpFold(_)) => walk(&s.warp_expansion(), out),
                 Stmt::Store { .. } => {}
             }
         }

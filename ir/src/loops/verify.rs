@@ -229,14 +229,16 @@ fn stmt(cx: &mut Ctx, s: &Stmt, depth: usize) -> Result<()> {
             cx.accs.pop();
         }
         Stmt::Mma(m) => mma(cx, m)?,
+        Stmt::WarpFold(w) => warp_fold(cx, w)?,
     }
     Ok(())
 }
 
-/// The rules of `mma` (see [`super::mma`]): where it may stand, what it reads and writes.
-fn mma(cx: &Ctx, m: &mma::Mma) -> Result<()> {
-    let prog = cx.prog;
-    let bad = |msg: String| Err(err(prog, format!("mma into `{}`: {msg}", m.acc)));
+/// Where a warp-collective statement (`mma`, `warp_fold`) may stand: directly in the only,
+/// x-axis thread loop of whole warps, not under a guard or a reduction, its `lane` that
+/// loop's variable modulo 32, `uniform` the same for every thread of a warp.
+fn warp_collective(cx: &Ctx, what: &str, lane: &IExpr, uniform: &[&IExpr]) -> Result<()> {
+    let bad = |msg: String| Err(err(cx.prog, format!("{what}: {msg}")));
     let Some((t, extent, axis)) = &cx.thread else {
         return bad("outside a thread loop".into());
     };
@@ -248,17 +250,25 @@ fn mma(cx: &Ctx, m: &mma::Mma) -> Result<()> {
     if cx.divergent {
         return bad("under a guard or a reduction (the warp must run it together)".into());
     }
-    if !mma::is_lane_of(&m.lane, t) {
-        return bad(format!("lane `{}` is not `{t} % 32`", m.lane));
+    if !mma::is_lane_of(lane, t) {
+        return bad(format!("lane `{lane}` is not `{t} % 32`"));
     }
-    for e in m.iexprs() {
+    iexpr(cx, lane)?;
+    for e in uniform {
         iexpr(cx, e)?;
-    }
-    for e in [&m.at, &m.a.base, &m.b.base] {
         if !mma::warp_uniform(e, t) {
             return bad(format!("`{e}` differs between the threads of a warp"));
         }
     }
+    Ok(())
+}
+
+/// The rules of `mma` (see [`super::mma`]): where it may stand, what it reads and writes.
+fn mma(cx: &Ctx, m: &mma::Mma) -> Result<()> {
+    let prog = cx.prog;
+    let what = format!("mma into `{}`", m.acc);
+    let bad = |msg: String| Err(err(prog, format!("{what}: {msg}")));
+    warp_collective(cx, &what, &m.lane, &[&m.at, &m.a.base, &m.b.base])?;
     match prog.buffer(&m.acc) {
         Some(b) if b.role == BufRole::Local && b.dtype == DType::F32 => {}
         _ => return bad("the accumulator must be a local f32 buffer".into()),
@@ -401,4 +411,27 @@ fn vexpr(cx: &Ctx, e: &VExpr) -> Result<DType> {
             *d
         }
     })
+}
+
+/// The rules of `warp_fold` (see [`super::shuffle`]).
+fn warp_fold(cx: &Ctx, w: &shuffle::WarpFold) -> Result<()> {
+    let prog = cx.prog;
+    let what = format!("warp_fold into `{}`", w.dst);
+    let bad = |msg: String| Err(err(prog, format!("{what}: {msg}")));
+    warp_collective(cx, &what, &w.lane, &[&w.base, &w.at])?;
+    if !shuffle::foldable(w.op) {
+        return bad(format!("{:?} is not a commutative fold", w.op));
+    }
+    if !(2..=mma::WARP).contains(&w.width) || w.width & (w.width - 1) != 0 {
+        return bad(format!("width {} (a power of two, 2 to 32)", w.width));
+    }
+    match (prog.buffer(&w.src), prog.buffer(&w.dst)) {
+        (Some(src), Some(dst))
+            if src.role == BufRole::Shared
+                && dst.role == BufRole::Local
+                && src.dtype == dst.dtype
+                && matches!(src.dtype, DType::F32 | DType::I32) => {}
+        _ => return bad("from a shared into a local buffer, both f32 or i32".into()),
+    }
+    Ok(())
 }
