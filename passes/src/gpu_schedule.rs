@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use tessera_ir::loops::gpu::{Launch, MAX_THREADS_PER_BLOCK, binds_gpu};
 use tessera_ir::loops::{
-    BufRole, GpuAxis, IExpr, Loop, LoopKind, LoopProgram, Stmt, carries_dependence,
+    BufRole, Buffer, GpuAxis, IExpr, Loop, LoopKind, LoopProgram, Stmt, VExpr, carries_dependence,
 };
 
 /// The first compute capability with `mma.sync.m16n8k16` for f16 and bf16 (Ampere).
@@ -169,10 +169,19 @@ pub fn default_gpu(
     for inner in &bound[1..] {
         var = fuse(prog, &var, inner)?;
     }
-    let extent = match prog.body.as_slice() {
+    let mut extent = match prog.body.as_slice() {
         [Stmt::For(l)] => l.extent,
         _ => unreachable!("the bound nest is the only top-level statement"),
     };
+    let run = vector_run(prog, extent);
+    if run > 1 {
+        // Each thread takes a run of consecutive elements, unrolled: with the arguments'
+        // alignment known, LLVM merges its loads and stores into 16-byte accesses.
+        let (outer, inner) = split(prog, &var, run)?;
+        crate::schedule::annotate(prog, &inner, LoopKind::Unroll(run as u32))?;
+        var = outer;
+        extent /= run;
+    }
     // A small kernel is one block of exactly its extent.
     let threads = cfg.threads_per_block.min(extent);
     split(prog, &var, threads)?;
@@ -184,6 +193,19 @@ pub fn default_gpu(
         blocks.kind = LoopKind::Block(GpuAxis::X);
         lanes.kind = LoopKind::Thread(GpuAxis::X);
     }
+    if run > 1
+        && let [Stmt::For(blocks)] = prog.body.as_slice()
+        && let [Stmt::For(lanes)] = blocks.body.as_slice()
+        && let [Stmt::For(r)] = lanes.body.as_slice()
+        && let Some(staged) = through_registers(prog, r)
+    {
+        if let [Stmt::For(blocks)] = prog.body.as_mut_slice()
+            && let [Stmt::For(lanes)] = blocks.body.as_mut_slice()
+        {
+            lanes.body = staged.body;
+        }
+        prog.buffers.extend(staged.registers);
+    }
     let launch = tessera_ir::loops::gpu::launch(prog).map_err(|e| PassError::Verify {
         pass: "gpu schedule".into(),
         msg: e.to_string(),
@@ -194,6 +216,144 @@ pub fn default_gpu(
         tiled_product: false,
         row_blocks: false,
         launch,
+    })
+}
+
+/// The fewest threads an elementwise kernel keeps when it gives each a run of elements (64
+/// blocks of 256: every SM of a large GPU busy).
+const MIN_THREADS_WITH_RUNS: i64 = 64 * 256;
+
+/// The run of consecutive elements each thread of the bound loop (the program's only
+/// top-level loop, `extent` long) should take: 16 bytes of its output when the loop's body
+/// is only stores that walk memory contiguously with it and enough threads remain; else 1.
+fn vector_run(prog: &LoopProgram, extent: i64) -> i64 {
+    let [Stmt::For(l)] = prog.body.as_slice() else {
+        return 1;
+    };
+    let mut bytes = None;
+    for s in &l.body {
+        let Stmt::Store { buf, index, .. } = s else {
+            return 1;
+        };
+        let size = prog.buffer(buf).map_or(0, |b| b.dtype.size() as i64);
+        if index.coeff(&l.var) != Some(1) || size == 0 || bytes.is_some_and(|b| b != size) {
+            return 1;
+        }
+        bytes = Some(size);
+    }
+    let run = bytes.map_or(1, |size| (16 / size).max(1));
+    match extent % run == 0 && extent / run >= MIN_THREADS_WITH_RUNS {
+        true => run,
+        false => 1,
+    }
+}
+
+/// A thread's run rewritten as loads, computation and stores, each a loop of its own.
+struct StagedRun {
+    body: Vec<Stmt>,
+    registers: Vec<Buffer>,
+}
+
+/// The run loop `r` (stores only) as three unrolled loops over registers: every load that
+/// walks the run contiguously, then the values, then the stores — so that each group of
+/// accesses sits in one basic block, where LLVM merges them into 16-byte accesses (a
+/// libdevice call between them, with its branches, would keep them apart). Same operations
+/// in the same order per element: bit-identical. `None` when a stored buffer is also read
+/// (hoisting its loads would reorder them with the stores).
+fn through_registers(prog: &LoopProgram, r: &Loop) -> Option<StagedRun> {
+    let stored: Vec<&str> = r
+        .body
+        .iter()
+        .filter_map(|s| match s {
+            Stmt::Store { buf, .. } => Some(buf.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut loads: Vec<(String, IExpr)> = Vec::new();
+    for s in &r.body {
+        s.visit_loads(&mut |buf, index| {
+            if index.coeff(&r.var) == Some(1) && !loads.iter().any(|(b, i)| b == buf && i == index)
+            {
+                loads.push((buf.to_string(), index.clone()));
+            }
+        });
+    }
+    if loads.is_empty() || loads.iter().any(|(b, _)| stored.contains(&b.as_str())) {
+        return None;
+    }
+    let fresh = |base: String| {
+        let mut name = base;
+        while prog.buffer(&name).is_some() {
+            name.push('_');
+        }
+        name
+    };
+    let run = IExpr::var;
+    let (load_var, value_var, store_var) = (
+        format!("{}_load", r.var),
+        format!("{}_value", r.var),
+        format!("{}_store", r.var),
+    );
+    let unrolled = |var: &str, body: Vec<Stmt>| {
+        Stmt::For(Loop {
+            var: var.into(),
+            extent: r.extent,
+            kind: r.kind,
+            body,
+        })
+    };
+    let mut registers = Vec::new();
+    let mut register = |base: String, dtype: tessera_ir::DType| {
+        let name = fresh(format!("{}_{base}", prog.name));
+        registers.push(Buffer {
+            name: name.clone(),
+            dtype,
+            len: r.extent as usize,
+            role: BufRole::Local,
+        });
+        name
+    };
+    let mut load_body = Vec::new();
+    let mut loaded = Vec::new();
+    for (n, (buf, index)) in loads.iter().enumerate() {
+        let reg = register(format!("in{n}"), prog.buffer(buf)?.dtype);
+        load_body.push(Stmt::Store {
+            buf: reg.clone(),
+            index: run(&load_var),
+            value: VExpr::load(buf, index.subst(&r.var, &run(&load_var))),
+        });
+        loaded.push(reg);
+    }
+    let (mut value_body, mut store_body) = (Vec::new(), Vec::new());
+    for (n, s) in r.body.iter().enumerate() {
+        let Stmt::Store { buf, index, value } = s else {
+            return None;
+        };
+        let reg = register(format!("out{n}"), prog.buffer(buf)?.dtype);
+        let value = loads
+            .iter()
+            .zip(&loaded)
+            .fold(value.clone(), |v, ((b, i), reg)| {
+                v.replace_load(b, i, &VExpr::load(reg, run(&r.var)))
+            });
+        value_body.push(Stmt::Store {
+            buf: reg.clone(),
+            index: run(&value_var),
+            value: value.subst(&r.var, &run(&value_var)),
+        });
+        store_body.push(Stmt::Store {
+            buf: buf.clone(),
+            index: index.subst(&r.var, &run(&store_var)),
+            value: VExpr::load(&reg, run(&store_var)),
+        });
+    }
+    Some(StagedRun {
+        body: vec![
+            unrolled(&load_var, load_body),
+            unrolled(&value_var, value_body),
+            unrolled(&store_var, store_body),
+        ],
+        registers,
     })
 }
 
