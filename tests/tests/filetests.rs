@@ -1,6 +1,7 @@
 //! Filetests: graph IR text in, the printed output of a pipeline stage out.
 //!
-//! Each `tests/filetests/*.tess` file holds a `# stage: <prepared|fused|loops|scheduled|mlir>`
+//! Each `tests/filetests/*.tess` file holds a
+//! `# stage: <prepared|fused|loops|scheduled|gpu_scheduled|mlir>`
 //! line, a graph in the text form, a `# ---- expected ----` line and the expected text.
 //! `TESSERA_BLESS=1 cargo test --test filetests` rewrites the expected parts. The same files
 //! also run through the reference interpreter and the JIT on random inputs, which must agree.
@@ -12,6 +13,17 @@ use tessera_tests::*;
 const SEP: &str = "# ---- expected ----\n";
 
 fn stage_output(stage: &str, graph: &tessera_ir::Graph) -> String {
+    if stage == "gpu_scheduled" {
+        // The GPU schedules for sm_90 (tensor cores, warp folds, blocks and threads).
+        let c = Compiler::new(Target::Cuda { sm: 90 });
+        let st = c.stages(graph, &BTreeMap::new()).expect("pipeline");
+        return st
+            .kernels
+            .iter()
+            .map(|k| k.program.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+    }
     let schedule = stage != "loops";
     // Fixed threads and CPU so that row blocks and vector widths in the expected text do not
     // depend on the machine.
