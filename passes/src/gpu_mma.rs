@@ -29,16 +29,16 @@
 //! the plain nest within the float tolerance, not to the bit.
 
 use crate::error::PassError;
-use crate::gpu_product::GridTile;
+use crate::gpu_product::{GridTile, fresh_buffer, rebuild, sample_valid};
 use crate::product::{ProductSpec, convert};
 use tessera_ir::DType;
-use tessera_ir::loops::gpu::{MAX_THREADS_PER_BLOCK, launch};
+use tessera_ir::loops::gpu::MAX_THREADS_PER_BLOCK;
 use tessera_ir::loops::mma::{
     MMA_ACC_PER_LANE, MMA_K, MMA_M, MMA_N, Mma, MmaOperand, WARP, acc_position,
 };
 use tessera_ir::loops::{
-    BinOp, BufRole, Buffer, CmpOp, GpuAxis, IExpr, Lit, Loop, LoopKind, LoopProgram,
-    MAX_LOCAL_BYTES, MAX_SHARED_BYTES, Stmt, VExpr,
+    BinOp, BufRole, CmpOp, GpuAxis, IExpr, Lit, Loop, LoopKind, LoopProgram, MAX_LOCAL_BYTES,
+    MAX_SHARED_BYTES, Stmt, VExpr,
 };
 
 /// Elements each staged row is padded by (16 bytes of f16 / bf16).
@@ -88,19 +88,17 @@ impl GpuMmaTiling {
         const TILES: [i64; 4] = [16, 32, 64, 128];
         const DEPTHS: [i64; 3] = [16, 32, 64];
         const WARPS: [i64; 3] = [1, 2, 4];
-        let mut pick = |from: &[i64]| from[rng.below(from.len() as u64) as usize];
-        loop {
-            let t = GpuMmaTiling {
+        sample_valid(
+            rng,
+            |pick| GpuMmaTiling {
                 bm: pick(&TILES),
                 bn: pick(&TILES),
                 bk: pick(&DEPTHS),
                 warps_m: pick(&WARPS),
                 warps_n: pick(&WARPS),
-            };
-            if t.validate(spec).is_ok() {
-                return t;
-            }
-        }
+            },
+            |t| t.validate(spec).is_ok(),
+        )
     }
 
     pub fn threads(&self) -> i64 {
@@ -193,13 +191,7 @@ pub fn tile_mma(
     t: &GpuMmaTiling,
 ) -> Result<LoopProgram, PassError> {
     t.validate(spec)?;
-    let fresh = |base: &str| {
-        let mut name = format!("{}_{base}", spec.out);
-        while prog.buffer(&name).is_some() {
-            name.push('_');
-        }
-        name
-    };
+    let fresh = |base: &str| fresh_buffer(prog, spec, base);
     let g = Gen {
         spec,
         t: *t,
@@ -210,8 +202,7 @@ pub fn tile_mma(
         regs: fresh("next"),
     };
     let (mt, nt) = t.fragments();
-    let mut buffers: Vec<Buffer> = prog.params().cloned().collect();
-    for (name, len, role, dtype) in [
+    let added = [
         (&g.a_tile, 2 * t.bm * t.row(), BufRole::Shared, spec.dtype),
         (&g.b_tile, 2 * t.bk * t.b_row(), BufRole::Shared, spec.dtype),
         (
@@ -221,25 +212,8 @@ pub fn tile_mma(
             DType::F32,
         ),
         (&g.regs, t.prefetched(), BufRole::Local, spec.dtype),
-    ] {
-        buffers.push(Buffer {
-            name: name.clone(),
-            dtype,
-            len: len as usize,
-            role,
-        });
-    }
-    let tiled = LoopProgram {
-        name: prog.name.clone(),
-        buffers,
-        body: vec![g.program()],
-    };
-    crate::verify_after("tile-gpu-mma", &tiled)?;
-    launch(&tiled).map_err(|e| PassError::Verify {
-        pass: "tile-gpu-mma".into(),
-        msg: e.to_string(),
-    })?;
-    Ok(tiled)
+    ];
+    rebuild(prog, &added, g.program(), "tile-gpu-mma")
 }
 
 struct Gen<'a> {
@@ -277,6 +251,28 @@ struct Staged {
     b_tile: bool,
     index: IExpr,
     value: VExpr,
+}
+
+/// `store(slot, element)` for every element of the rounds of runs a thread stages (`slot`
+/// counts them: the element's place among the thread's prefetch registers), each round
+/// under its guard.
+fn each_staged(
+    runs: Vec<(Option<VExpr>, Vec<Staged>)>,
+    mut store: impl FnMut(i64, Staged) -> Stmt,
+) -> Vec<Stmt> {
+    let mut slot = 0;
+    runs.into_iter()
+        .flat_map(|(guard, elems)| {
+            let stores = elems
+                .into_iter()
+                .map(|e| {
+                    slot += 1;
+                    store(slot - 1, e)
+                })
+                .collect();
+            guarded(guard, stores)
+        })
+        .collect()
 }
 
 /// `stmts` under `guard`, if any.
@@ -372,51 +368,22 @@ impl Gen<'_> {
             body.push(self.stage("mt1", &at, &IExpr::c(0), t.bk, false, &IExpr::c(0)));
             let (mk, next) = (IExpr::var("mk"), IExpr::var("mk").plus(IExpr::c(1)));
             let more = lt(next.clone(), full);
-            let prefetch = |th: &str| -> Vec<Stmt> {
-                let runs =
-                    self.staged(&at, &IExpr::var(th), &next.clone().times(t.bk), t.bk, false);
-                let mut slot = 0;
-                let stores = runs
-                    .into_iter()
-                    .flat_map(|(guard, elems)| {
-                        let stores = elems
-                            .into_iter()
-                            .map(|e| {
-                                slot += 1;
-                                Stmt::Store {
-                                    buf: self.regs.clone(),
-                                    index: IExpr::c(slot - 1),
-                                    value: e.value,
-                                }
-                            })
-                            .collect();
-                        guarded(guard, stores)
-                    })
-                    .collect();
+            let next_tile = |th: &str| {
+                self.staged(&at, &IExpr::var(th), &next.clone().times(t.bk), t.bk, false)
+            };
+            let prefetch = |th: &str| {
+                let stores = each_staged(next_tile(th), |slot, e| Stmt::Store {
+                    buf: self.regs.clone(),
+                    index: IExpr::c(slot),
+                    value: e.value,
+                });
                 guarded(Some(more.clone()), stores)
             };
-            let commit = |th: &str| -> Vec<Stmt> {
-                let runs =
-                    self.staged(&at, &IExpr::var(th), &next.clone().times(t.bk), t.bk, false);
+            let commit = |th: &str| {
                 let buffer = next.clone().modulo(2);
-                let mut slot = 0;
-                let stores = runs
-                    .into_iter()
-                    .flat_map(|(guard, elems)| {
-                        let stores = elems
-                            .into_iter()
-                            .map(|e| {
-                                slot += 1;
-                                self.shared_store(
-                                    &e,
-                                    &buffer,
-                                    VExpr::load(&self.regs, IExpr::c(slot - 1)),
-                                )
-                            })
-                            .collect();
-                        guarded(guard, stores)
-                    })
-                    .collect();
+                let stores = each_staged(next_tile(th), |slot, e| {
+                    self.shared_store(&e, &buffer, VExpr::load(&self.regs, IExpr::c(slot)))
+                });
                 guarded(Some(more.clone()), stores)
             };
             let mut step = prefetch("mt2");
@@ -563,20 +530,11 @@ impl Gen<'_> {
         k_tail: bool,
         buffer: &IExpr,
     ) -> Stmt {
-        let body = self
-            .staged(at, &IExpr::var(var), k0, kc, k_tail)
-            .into_iter()
-            .flat_map(|(guard, elems)| {
-                let stores = elems
-                    .into_iter()
-                    .map(|e| {
-                        let value = e.value.clone();
-                        self.shared_store(&e, buffer, value)
-                    })
-                    .collect();
-                guarded(guard, stores)
-            })
-            .collect();
+        let runs = self.staged(at, &IExpr::var(var), k0, kc, k_tail);
+        let body = each_staged(runs, |_, e| {
+            let value = e.value.clone();
+            self.shared_store(&e, buffer, value)
+        });
         thread_loop(var, self.t.threads(), body)
     }
 

@@ -73,20 +73,18 @@ impl GpuProductTiling {
         const TILES: [i64; 4] = [8, 16, 32, 64];
         const DEPTHS: [i64; 5] = [1, 3, 8, 16, 32];
         const PER_THREAD: [i64; 3] = [1, 2, 4];
-        let mut pick = |from: &[i64]| from[rng.below(from.len() as u64) as usize];
-        loop {
-            let t = GpuProductTiling {
+        // Most draws are valid (only too few threads are not): this ends quickly.
+        sample_valid(
+            rng,
+            |pick| GpuProductTiling {
                 bm: pick(&TILES),
                 bn: pick(&TILES),
                 bk: pick(&DEPTHS),
                 tm: pick(&PER_THREAD),
                 tn: pick(&PER_THREAD),
-            };
-            // Most draws are valid (only too few threads are not): this ends quickly.
-            if t.validate(spec).is_ok() {
-                return t;
-            }
-        }
+            },
+            |t| t.validate(spec).is_ok(),
+        )
     }
 
     pub fn threads(&self) -> i64 {
@@ -125,6 +123,22 @@ impl GpuProductTiling {
     }
 }
 
+/// Knobs drawn by `draw` — handed a picker of one value from a knob's domain — until
+/// `valid` accepts them (the GPU tilings' `sample`).
+pub(crate) fn sample_valid<T>(
+    rng: &mut tessera_ir::Rng,
+    draw: impl Fn(&mut dyn FnMut(&[i64]) -> i64) -> T,
+    valid: impl Fn(&T) -> bool,
+) -> T {
+    let mut pick = |from: &[i64]| from[rng.below(from.len() as u64) as usize];
+    loop {
+        let t = draw(&mut pick);
+        if valid(&t) {
+            return t;
+        }
+    }
+}
+
 /// Whether the tiled GPU product pays off: at least 8 rows and columns, so that staged
 /// elements are shared by several threads (a matrix-vector product keeps the default
 /// schedule, one output per thread), and a reduction worth staging.
@@ -140,13 +154,7 @@ pub fn tile_gpu(
     t: &GpuProductTiling,
 ) -> Result<LoopProgram, PassError> {
     t.validate(spec)?;
-    let fresh = |base: &str| {
-        let mut name = format!("{}_{base}", spec.out);
-        while prog.buffer(&name).is_some() {
-            name.push('_');
-        }
-        name
-    };
+    let fresh = |base: &str| fresh_buffer(prog, spec, base);
     let g = Gen {
         spec,
         t: *t,
@@ -155,31 +163,47 @@ pub fn tile_gpu(
         acc: fresh("acc"),
         next: Cell::new(0),
     };
-    let mut buffers: Vec<Buffer> = prog.params().cloned().collect();
-    for (name, len, role) in [
-        (&g.a_tile, t.bk * (t.bm + 1), BufRole::Shared),
-        (&g.b_tile, t.bk * t.bn, BufRole::Shared),
-        (&g.acc, t.tm * t.tn, BufRole::Local),
-    ] {
-        buffers.push(Buffer {
-            name: name.clone(),
-            dtype: if role == BufRole::Local {
-                spec.acc_dtype()
-            } else {
-                spec.dtype
-            },
-            len: len as usize,
-            role,
-        });
+    let added = [
+        (&g.a_tile, t.bk * (t.bm + 1), BufRole::Shared, spec.dtype),
+        (&g.b_tile, t.bk * t.bn, BufRole::Shared, spec.dtype),
+        (&g.acc, t.tm * t.tn, BufRole::Local, spec.acc_dtype()),
+    ];
+    rebuild(prog, &added, g.program(), "tile-gpu-product")
+}
+
+/// A fresh buffer name for `spec`'s product: `<out>_<base>`, with underscores appended until
+/// no buffer of `prog` has it.
+pub(crate) fn fresh_buffer(prog: &LoopProgram, spec: &ProductSpec, base: &str) -> String {
+    let mut name = format!("{}_{base}", spec.out);
+    while prog.buffer(&name).is_some() {
+        name.push('_');
     }
+    name
+}
+
+/// `prog`'s parameters and the `added` buffers (name, length, role, dtype) around `body`,
+/// verified and checked to be launchable (`pass` names the rebuild in errors).
+pub(crate) fn rebuild(
+    prog: &LoopProgram,
+    added: &[(&String, i64, BufRole, tessera_ir::DType)],
+    body: Stmt,
+    pass: &str,
+) -> Result<LoopProgram, PassError> {
+    let mut buffers: Vec<Buffer> = prog.params().cloned().collect();
+    buffers.extend(added.iter().map(|&(name, len, role, dtype)| Buffer {
+        name: name.clone(),
+        dtype,
+        len: len as usize,
+        role,
+    }));
     let tiled = LoopProgram {
         name: prog.name.clone(),
         buffers,
-        body: vec![g.program()],
+        body: vec![body],
     };
-    crate::verify_after("tile-gpu-product", &tiled)?;
+    crate::verify_after(pass, &tiled)?;
     launch(&tiled).map_err(|e| PassError::Verify {
-        pass: "tile-gpu-product".into(),
+        pass: pass.into(),
         msg: e.to_string(),
     })?;
     Ok(tiled)

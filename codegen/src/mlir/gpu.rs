@@ -11,7 +11,7 @@
 //! (`mma`) is one `mma.sync` of the warp, a warp fold (`warp_fold`) a butterfly of
 //! `shfl.sync.bfly`; elsewhere each runs as its per-thread expansion.
 
-use super::{Backend, Em};
+use super::Em;
 use crate::error::CodegenError;
 use tessera_ir::DType;
 use tessera_ir::loops::gpu::is_uniform;
@@ -96,17 +96,11 @@ impl Em<'_> {
         Ok(())
     }
 
-    /// A warp's tensor-core step. On the GPU: the thread's fragments of `A` (four pairs of
+    /// A warp's tensor-core step on the GPU: the thread's fragments of `A` (four pairs of
     /// elements along `k`) and `B` (two pairs) loaded from shared memory in PTX's
     /// `m16n8k16` layout, one `mma.sync`, its four sums stored back to the accumulators.
-    /// Elsewhere (the CPU runs threads one at a time): the statement's per-thread expansion.
+    /// (The CPU runs the per-thread expansion, see `Em::stmt`.)
     pub(super) fn mma(&mut self, m: &Mma) -> Result<(), CodegenError> {
-        if self.cfg.backend != Backend::Cuda {
-            for s in m.expand() {
-                self.stmt(&s)?;
-            }
-            return Ok(());
-        }
         let dtype = self.bufs[&m.a.buf].1;
         let (group, pair) = (
             m.lane.clone().floordiv(4),
@@ -189,17 +183,10 @@ impl Em<'_> {
         Ok(())
     }
 
-    /// A warp's fold of shared elements. On the GPU: each lane loads element `lane % width`
+    /// A warp's fold of shared elements on the GPU: each lane loads element `lane % width`
     /// and, per level, combines its value (first) with its butterfly partner's
-    /// (`shfl.sync.bfly`, full mask); lane 0's operations are the expansion's. Elsewhere: the
-    /// expansion.
+    /// (`shfl.sync.bfly`, full mask); lane 0's operations are the expansion's.
     pub(super) fn warp_fold(&mut self, w: &WarpFold) -> Result<(), CodegenError> {
-        if self.cfg.backend != Backend::Cuda {
-            for s in w.expand() {
-                self.stmt(&s)?;
-            }
-            return Ok(());
-        }
         let dtype = self.bufs[&w.src].1;
         let ty = super::scalar_ty(dtype);
         let own = w.base.clone().plus(w.lane.clone().modulo(w.width));

@@ -356,6 +356,13 @@ impl Em<'_> {
                 Ok(())
             }
             Stmt::Reduce(r) => self.reduce(r),
+            // The CPU runs a warp's statements thread by thread: their per-thread meaning.
+            s @ (Stmt::Mma(_) | Stmt::WarpFold(_)) if self.cfg.backend != Backend::Cuda => {
+                for s in s.warp_expansion() {
+                    self.stmt(&s)?;
+                }
+                Ok(())
+            }
             Stmt::Mma(m) => self.mma(m),
             Stmt::WarpFold(w) => self.warp_fold(w),
         }

@@ -149,15 +149,11 @@ pub fn warp_uniform(e: &IExpr, t: &str) -> bool {
         }
         IExpr::Var(v) => v != t,
         IExpr::Const(_) => true,
-        IExpr::Add(a, b)
-        | IExpr::Sub(a, b)
-        | IExpr::Mul(a, b)
-        | IExpr::FloorDiv(a, b)
-        | IExpr::Mod(a, b)
-        | IExpr::Min(a, b)
-        | IExpr::Max(a, b) => warp_uniform(a, t) && warp_uniform(b, t),
         // A loaded index could differ between threads.
         IExpr::Of(_) => false,
+        _ => e
+            .operands()
+            .is_some_and(|(a, b)| warp_uniform(a, t) && warp_uniform(b, t)),
     }
 }
 
