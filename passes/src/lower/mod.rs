@@ -16,6 +16,7 @@ mod conv;
 mod linalg;
 mod nn;
 mod signal;
+mod widen;
 mod window;
 mod winograd;
 
@@ -105,6 +106,7 @@ pub fn lower_graph_with(g: &mut Graph, cfg: &LowerConfig) -> Result<Vec<Kernel>,
                 })?;
             k = lower_node(g, &n, out.len(), cfg, Some((pos, copy, lanes)))?;
         }
+        widen::widen_half_sums(&mut k.program);
         crate::verify_after("lower", &k.program)?;
         out.push(k);
     }
