@@ -320,3 +320,52 @@ fn argument_alignment_follows_the_offsets() {
     let cfg = tessera::gpu::argument_alignment(&plan);
     assert_eq!(cfg.param_align["k"], vec![16, 16, 2, 16]);
 }
+
+/// Tilings the search could propose that cannot be built are refused with a typed error that
+/// names the knob, before anything is built or timed.
+#[test]
+fn invalid_tensor_core_tilings_are_refused() {
+    let text = GRAPHS[1].1.replace("{T}", "f16");
+    let g = tessera_ir::text::parse_graph(&text).unwrap();
+    let kernels = tessera::fuzzgen::unscheduled_kernels(&g, &tessera::Target::host()).unwrap();
+    let k = kernels.iter().find(|k| k.product.is_some()).unwrap();
+    let spec = k.product.as_ref().unwrap();
+    let ok = GpuMmaTiling::default_for(spec);
+    ok.validate(spec).unwrap();
+    for (t, why) in [
+        (GpuMmaTiling { bk: 24, ..ok }, "not a multiple of 16"),
+        (GpuMmaTiling { bm: 40, ..ok }, "16x8 fragments"),
+        (
+            GpuMmaTiling {
+                bm: 128,
+                bn: 128,
+                warps_m: 1,
+                warps_n: 1,
+                ..ok
+            },
+            "fragments per warp",
+        ),
+        (
+            GpuMmaTiling {
+                bm: 128,
+                bn: 128,
+                bk: 64,
+                warps_m: 2,
+                warps_n: 4,
+            },
+            "shared memory",
+        ),
+        (GpuMmaTiling { warps_m: 0, ..ok }, "non-positive"),
+    ] {
+        let e = tile_mma(&k.program, spec, &t)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains(why), "{t:?}: expected `{why}` in: `{e}`");
+    }
+    // f32 elements have no tensor-core path here.
+    let mut f32_spec = spec.clone();
+    f32_spec.dtype = DType::F32;
+    let e = ok.validate(&f32_spec).unwrap_err().to_string();
+    assert!(e.contains("f16 or bf16"), "{e}");
+}
