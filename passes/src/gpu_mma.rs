@@ -6,9 +6,12 @@
 //! ```text
 //! block(x) over (batch, bm-row tile, bn-column tile):
 //!   thread(x) t:  acc[mt][nt][4] = init                 (local: the thread's fragments)
-//!   for each k tile of bk:                              (uniform; a barrier after each step)
-//!     thread(x) t:  As[bm][bk+8] = A tile, Bs[bk][bn+8] = B tile
-//!     thread(x) t:  for ks, mi, ni:  mma acc[mi][ni] += As[warp rows mi, ks] * Bs[ks, warp cols ni]
+//!   thread(x) t:  buffer 0 = k tile 0                   (shared: As[bm][bk+8], Bs[bk][bn+8])
+//!   for kt in k tiles of bk:                            (uniform; a barrier after each step)
+//!     thread(x) t:  next = k tile kt+1                  (local: prefetched into registers)
+//!                   for ks, mi, ni:  mma acc[mi][ni] += As[kt % 2][warp rows mi, ks]
+//!                                                      * Bs[kt % 2][ks, warp cols ni]
+//!     thread(x) t:  buffer (kt+1) % 2 = next
 //!   (the k tail, if bk does not divide k: one more tile, zero beyond k, in steps of 16)
 //!   thread(x) t:  C[the lane's fragment positions] = finish(acc)   (guarded at the edges)
 //! ```
