@@ -91,10 +91,10 @@ pub fn argument_alignment(plan: &ExecPlan) -> PtxConfig {
     const USEFUL: u32 = 16;
     let of = |slot: &Slot| match *slot {
         Slot::Input { .. } | Slot::Output { .. } => USEFUL,
-        Slot::Weight { offset } | Slot::Workspace { offset } => match offset {
-            0 => USEFUL,
-            o => (1u32 << o.trailing_zeros().min(4)).min(USEFUL),
-        },
+        // The offset's lowest set bit (none for 0: the allocation's own alignment).
+        Slot::Weight { offset } | Slot::Workspace { offset } => {
+            1 << offset.trailing_zeros().min(USEFUL.trailing_zeros())
+        }
     };
     let mut cfg = PtxConfig::default();
     for step in &plan.steps {
@@ -103,7 +103,7 @@ pub fn argument_alignment(plan: &ExecPlan) -> PtxConfig {
         let entry = cfg
             .param_align
             .entry(step.kernel.clone())
-            .or_insert(aligns.clone());
+            .or_insert_with(|| vec![USEFUL; aligns.len()]);
         for (have, new) in entry.iter_mut().zip(aligns) {
             *have = (*have).min(new);
         }

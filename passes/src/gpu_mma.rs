@@ -32,7 +32,7 @@
 //! the plain nest within the float tolerance, not to the bit.
 
 use crate::error::PassError;
-use crate::gpu_product::{GridTile, fresh_buffer, rebuild, sample_valid};
+use crate::gpu_product::{GridTile, and, edge_guard, fresh_buffer, lt, rebuild, sample_valid};
 use crate::product::{ProductSpec, convert};
 use tessera_ir::DType;
 use tessera_ir::loops::gpu::MAX_THREADS_PER_BLOCK;
@@ -40,8 +40,8 @@ use tessera_ir::loops::mma::{
     MMA_ACC_PER_LANE, MMA_K, MMA_M, MMA_N, Mma, MmaOperand, WARP, acc_position,
 };
 use tessera_ir::loops::{
-    BinOp, BufRole, CmpOp, GpuAxis, IExpr, Lit, Loop, LoopKind, LoopProgram, MAX_LOCAL_BYTES,
-    MAX_SHARED_BYTES, Stmt, VExpr,
+    BufRole, GpuAxis, IExpr, Lit, Loop, LoopKind, LoopProgram, MAX_LOCAL_BYTES, MAX_SHARED_BYTES,
+    Stmt, VExpr,
 };
 
 /// Elements each staged row is padded by (16 bytes of f16 / bf16).
@@ -241,14 +241,6 @@ fn thread_loop(var: &str, threads: i64, body: Vec<Stmt>) -> Stmt {
     })
 }
 
-fn lt(e: IExpr, bound: i64) -> VExpr {
-    VExpr::ICmp(CmpOp::Lt, e, IExpr::c(bound))
-}
-
-fn and(a: VExpr, b: VExpr) -> VExpr {
-    VExpr::bin(BinOp::And, a, b)
-}
-
 /// One element a thread stages: into which tile, where in one buffer of it, and its value.
 struct Staged {
     b_tile: bool,
@@ -294,12 +286,6 @@ struct Fragment {
 }
 
 impl Gen<'_> {
-    /// Substitutes the spec's variables in `e`: batch, row, column, reduction index.
-    fn at(&self, e: &VExpr, b: &IExpr, i: &IExpr, j: &IExpr, k: &IExpr) -> VExpr {
-        let [vb, vi, vj, vk] = &self.spec.vars;
-        e.subst(vb, b).subst(vi, i).subst(vj, j).subst(vk, k)
-    }
-
     /// The warp's first row and column in the block tile (warp-uniform in `t`).
     fn warp_origin(&self, t: &IExpr) -> (IExpr, IExpr) {
         let (mt, nt) = self.t.fragments();
@@ -348,7 +334,7 @@ impl Gen<'_> {
                         init => convert(
                             self.edge_select(
                                 inside(&i, &j),
-                                self.at(init, &at.b, &i, &j, &IExpr::c(0)),
+                                s.at(init, &at.b, &i, &j, &IExpr::c(0)),
                             ),
                             s.dtype,
                             DType::F32,
@@ -415,19 +401,18 @@ impl Gen<'_> {
         }
         body.push(thread_loop("mt5", threads, {
             let th = IExpr::var("mt5");
-            let [vb, vi, vj, _] = &s.vars;
             self.fragments(&th)
                 .into_iter()
                 .map(|f| {
                     let (i, j) = (at.i0.clone().plus(f.row), at.j0.clone().plus(f.col));
-                    let c_index = s.c_index.subst(vb, &at.b).subst(vi, &i).subst(vj, &j);
+                    let c_index = s.c_at(&at.b, &i, &j);
                     let sum = convert(
                         VExpr::load(&self.acc, IExpr::c(f.slot)),
                         DType::F32,
                         s.dtype,
                     );
                     let value = match &s.finish {
-                        Some(fin) => self
+                        Some(fin) => s
                             .at(fin, &at.b, &i, &j, &IExpr::c(0))
                             .replace_load(&s.out, &c_index, &sum),
                         None => sum,
@@ -485,11 +470,11 @@ impl Gen<'_> {
                 e.clone().modulo(k_runs).times(VECTOR).plus(IExpr::c(u)),
             );
             let (i, k) = (at.i0.clone().plus(mm.clone()), k0.clone().plus(kk.clone()));
-            let a = self.at(&s.a, &at.b, &i, &IExpr::c(0), &k);
+            let a = s.at(&s.a, &at.b, &i, &IExpr::c(0), &k);
             Staged {
                 b_tile: false,
                 index: mm.times(t.row()).plus(kk),
-                value: self.edge_guard(i, s.m, t.bm, k_guard(&k, a)),
+                value: edge_guard(s, i, s.m, t.bm, k_guard(&k, a)),
             }
         });
         let n_runs = t.bn / VECTOR;
@@ -499,11 +484,11 @@ impl Gen<'_> {
                 e.clone().modulo(n_runs).times(VECTOR).plus(IExpr::c(u)),
             );
             let (j, k) = (at.j0.clone().plus(jj.clone()), k0.clone().plus(kk.clone()));
-            let b = self.at(&s.b, &at.b, &IExpr::c(0), &j, &k);
+            let b = s.at(&s.b, &at.b, &IExpr::c(0), &j, &k);
             Staged {
                 b_tile: true,
                 index: kk.times(t.b_row()).plus(jj),
-                value: self.edge_guard(j, s.n, t.bn, k_guard(&k, b)),
+                value: edge_guard(s, j, s.n, t.bn, k_guard(&k, b)),
             }
         });
         out
@@ -539,14 +524,6 @@ impl Gen<'_> {
             self.shared_store(&e, buffer, value)
         });
         thread_loop(var, self.t.threads(), body)
-    }
-
-    /// `value` where `coord < extent` (always, when the tile divides the extent), else zero.
-    fn edge_guard(&self, coord: IExpr, extent: i64, tile: i64, value: VExpr) -> VExpr {
-        if extent % tile == 0 {
-            return value;
-        }
-        VExpr::select(lt(coord, extent), value, VExpr::lit(0.0, self.spec.dtype))
     }
 
     /// `value` where `inside` holds, else zero — unless the tiles divide the matrix.

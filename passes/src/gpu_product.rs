@@ -26,7 +26,7 @@
 //! never stored.
 
 use crate::error::PassError;
-use crate::product::{ProductSpec, convert};
+use crate::product::{ProductSpec, convert, unused_name};
 use std::cell::Cell;
 use tessera_ir::loops::gpu::{MAX_THREADS_PER_BLOCK, launch};
 use tessera_ir::loops::{
@@ -171,14 +171,24 @@ pub fn tile_gpu(
     rebuild(prog, &added, g.program(), "tile-gpu-product")
 }
 
-/// A fresh buffer name for `spec`'s product: `<out>_<base>`, with underscores appended until
-/// no buffer of `prog` has it.
+/// A fresh buffer name for `spec`'s product: `<out>_<base>`, unused in `prog`.
 pub(crate) fn fresh_buffer(prog: &LoopProgram, spec: &ProductSpec, base: &str) -> String {
-    let mut name = format!("{}_{base}", spec.out);
-    while prog.buffer(&name).is_some() {
-        name.push('_');
+    unused_name(prog, format!("{}_{base}", spec.out), &[])
+}
+
+/// `value` (an operand element at `coord` along a side of `extent`) where `coord < extent` —
+/// always, when the tile divides the extent —, else zero: edge tiles stage zeros.
+pub(crate) fn edge_guard(
+    spec: &ProductSpec,
+    coord: IExpr,
+    extent: i64,
+    tile: i64,
+    value: VExpr,
+) -> VExpr {
+    if extent % tile == 0 {
+        return value;
     }
-    name
+    VExpr::select(lt(coord, extent), value, VExpr::lit(0.0, spec.dtype))
 }
 
 /// `prog`'s parameters and the `added` buffers (name, length, role, dtype) around `body`,
@@ -284,21 +294,15 @@ fn for_(var: &str, extent: i64, kind: LoopKind, body: Vec<Stmt>) -> Stmt {
     })
 }
 
-fn lt(e: IExpr, bound: i64) -> VExpr {
+pub(crate) fn lt(e: IExpr, bound: i64) -> VExpr {
     VExpr::ICmp(CmpOp::Lt, e, IExpr::c(bound))
 }
 
-fn and(a: VExpr, b: VExpr) -> VExpr {
+pub(crate) fn and(a: VExpr, b: VExpr) -> VExpr {
     VExpr::bin(BinOp::And, a, b)
 }
 
 impl Gen<'_> {
-    /// Substitutes the spec's variables in `e`: batch, row, column, reduction index.
-    fn at(&self, e: &VExpr, b: &IExpr, i: &IExpr, j: &IExpr, k: &IExpr) -> VExpr {
-        let [vb, vi, vj, vk] = &self.spec.vars;
-        e.subst(vb, b).subst(vi, i).subst(vj, j).subst(vk, k)
-    }
-
     fn program(&self) -> Stmt {
         let (s, t) = (self.spec, self.t);
         let grid = GridTile::new(s, t.bm, t.bn);
@@ -308,7 +312,7 @@ impl Gen<'_> {
                 // The initial value (a bias may be read): only where the element exists.
                 let init = VExpr::select(
                     and(lt(i.clone(), s.m), lt(j.clone(), s.n)),
-                    g.at(&s.init, b, i, j, &IExpr::c(0)),
+                    s.at(&s.init, b, i, j, &IExpr::c(0)),
                     VExpr::lit(0.0, s.dtype),
                 );
                 Some(Stmt::Store {
@@ -336,11 +340,10 @@ impl Gen<'_> {
         }
         body.push(self.threads(|th| {
             self.tile_stores(&at, th, |g, r, c, b, i, j| {
-                let [vb, vi, vj, _] = &s.vars;
-                let c_index = s.c_index.subst(vb, b).subst(vi, i).subst(vj, j);
+                let c_index = s.c_at(b, i, j);
                 let sum = g.narrow(VExpr::load(&g.acc, IExpr::c(r * t.tn + c)));
                 let value = match &s.finish {
-                    Some(fin) => g
+                    Some(fin) => s
                         .at(fin, b, i, j, &IExpr::c(0))
                         .replace_load(&s.out, &c_index, &sum),
                     None => sum,
@@ -432,33 +435,25 @@ impl Gen<'_> {
             let (kk, mm) = (e.clone().modulo(kc), e.clone().floordiv(kc));
             let i = at.i0.clone().plus(mm.clone());
             let k = k0.clone().plus(kk.clone());
-            let a = self.at(&s.a, &at.b, &i, &IExpr::c(0), &k);
+            let a = s.at(&s.a, &at.b, &i, &IExpr::c(0), &k);
             Stmt::Store {
                 buf: self.a_tile.clone(),
                 index: kk.times(t.bm + 1).plus(mm),
-                value: self.edge_guard(i, s.m, t.bm, a),
+                value: edge_guard(s, i, s.m, t.bm, a),
             }
         });
         copy(kc * t.bn, &|e| {
             let (kk, jj) = (e.clone().floordiv(t.bn), e.clone().modulo(t.bn));
             let j = at.j0.clone().plus(jj.clone());
             let k = k0.clone().plus(kk.clone());
-            let b = self.at(&s.b, &at.b, &IExpr::c(0), &j, &k);
+            let b = s.at(&s.b, &at.b, &IExpr::c(0), &j, &k);
             Stmt::Store {
                 buf: self.b_tile.clone(),
                 index: kk.times(t.bn).plus(jj),
-                value: self.edge_guard(j, s.n, t.bn, b),
+                value: edge_guard(s, j, s.n, t.bn, b),
             }
         });
         body
-    }
-
-    /// `value` where `coord < extent` (always, when the tile divides the extent), else zero.
-    fn edge_guard(&self, coord: IExpr, extent: i64, tile: i64, value: VExpr) -> VExpr {
-        if extent % tile == 0 {
-            return value;
-        }
-        VExpr::select(lt(coord, extent), value, VExpr::lit(0.0, self.spec.dtype))
     }
 
     /// `acc[r][c] += As[kk][row r] * Bs[kk][col c]` for the `kc` staged steps.

@@ -33,6 +33,7 @@
 //! tree (a barrier per halving) for other dtypes.
 
 use crate::error::PassError;
+use crate::gpu_product::lt;
 use crate::gpu_schedule::{bindable, disjoint_stores, outer_chain};
 use std::cell::{Cell, RefCell};
 use tessera_ir::DType;
@@ -144,10 +145,6 @@ struct Builder<'a> {
     next: Cell<usize>,
     /// The shared partials and local accumulators added, in order.
     buffers: RefCell<Vec<Buffer>>,
-}
-
-fn lt(e: IExpr, bound: i64) -> VExpr {
-    VExpr::ICmp(CmpOp::Lt, e, IExpr::c(bound))
 }
 
 impl Builder<'_> {

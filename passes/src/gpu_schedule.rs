@@ -281,13 +281,6 @@ fn through_registers(prog: &LoopProgram, r: &Loop) -> Option<StagedRun> {
     if loads.is_empty() || loads.iter().any(|(b, _)| stored.contains(&b.as_str())) {
         return None;
     }
-    let fresh = |base: String| {
-        let mut name = base;
-        while prog.buffer(&name).is_some() {
-            name.push('_');
-        }
-        name
-    };
     let run = IExpr::var;
     let (load_var, value_var, store_var) = (
         format!("{}_load", r.var),
@@ -304,7 +297,7 @@ fn through_registers(prog: &LoopProgram, r: &Loop) -> Option<StagedRun> {
     };
     let mut registers = Vec::new();
     let mut register = |base: String, dtype: tessera_ir::DType| {
-        let name = fresh(format!("{}_{base}", prog.name));
+        let name = crate::product::unused_name(prog, format!("{}_{base}", prog.name), &[]);
         registers.push(Buffer {
             name: name.clone(),
             dtype,

@@ -10,7 +10,7 @@
 
 use tessera::fuzzgen::oracle;
 use tessera_ir::compare::Tolerance;
-use tessera_ir::loops::{BufRole, LoopProgram, Stmt};
+use tessera_ir::loops::Stmt;
 use tessera_ir::{DType, Rng, Tensor};
 use tessera_passes::gpu_mma::{GpuMmaTiling, tile_mma, worth_mma};
 use tessera_tests::*;
@@ -56,13 +56,6 @@ fn tolerance(d: DType) -> Tolerance {
     }
 }
 
-fn random_inputs(p: &LoopProgram, rng: &mut Rng) -> Vec<Tensor> {
-    p.params()
-        .filter(|b| b.role == BufRole::Input)
-        .map(|b| rng.tensor(b.dtype, vec![b.len]))
-        .collect()
-}
-
 fn count_mma(body: &[Stmt]) -> usize {
     body.iter()
         .map(|s| match s {
@@ -93,7 +86,7 @@ fn tensor_core_products_match_the_plain_kernels() {
                     continue;
                 };
                 products += 1;
-                let inputs = random_inputs(&k.program, &mut rng);
+                let inputs = oracle::program_inputs(&k.program, rng.next_u64());
                 let want = oracle::interpret(&k.program, &inputs).unwrap();
                 let mut tilings = vec![GpuMmaTiling::default_for(spec)];
                 tilings.push(GpuMmaTiling::sample(spec, &mut rng));
@@ -175,8 +168,7 @@ fn an_mma_multiplies_its_tiles() {
         p,
         "print/parse round trip"
     );
-    let mut rng = Rng::new(7);
-    let inputs = random_inputs(&p, &mut rng);
+    let inputs = oracle::program_inputs(&p, 7);
     let (a, b) = (inputs[0].to_f64_vec(), inputs[1].to_f64_vec());
     let want: Vec<f64> = (0..16 * 8)
         .map(|rc| {

@@ -15,7 +15,7 @@ use super::Em;
 use crate::error::CodegenError;
 use tessera_ir::DType;
 use tessera_ir::loops::gpu::is_uniform;
-use tessera_ir::loops::mma::{MMA_ACC_PER_LANE, Mma};
+use tessera_ir::loops::mma::{MMA_ACC_PER_LANE, Mma, MmaOperand};
 use tessera_ir::loops::shuffle::WarpFold;
 use tessera_ir::loops::{IExpr, Loop, LoopKind, Stmt, VExpr};
 
@@ -107,9 +107,7 @@ impl Em<'_> {
             m.lane.clone().modulo(4).times(2),
         );
         // A register holds elements `(row, col)` and `(row, col + 1)` of its tile.
-        let fragment = |em: &mut Self,
-                        op: &tessera_ir::loops::mma::MmaOperand,
-                        regs: &[(IExpr, IExpr)]| {
+        let fragment = |em: &mut Self, op: &MmaOperand, regs: &[(IExpr, IExpr)]| {
             regs.iter()
                 .map(|(row, col)| {
                     let lo = em.load(&op.buf, &op.at(row.clone(), col.clone()))?;
@@ -142,7 +140,7 @@ impl Em<'_> {
             ],
         )?;
         // `B`'s pairs run along `k`, its rows: (k, column) = (pair + {0, 1}, group).
-        let b_t = tessera_ir::loops::mma::MmaOperand {
+        let b_t = MmaOperand {
             strides: [m.b.strides[1], m.b.strides[0]],
             ..m.b.clone()
         };

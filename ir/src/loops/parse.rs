@@ -158,6 +158,39 @@ impl P {
         }
     }
 
+    /// `buf[index]`, as a warp statement names its accumulator or source.
+    fn indexed(&mut self) -> R<(String, IExpr)> {
+        let buf = self.ident()?;
+        self.expect("[")?;
+        let index = self.iexpr()?;
+        self.expect("]")?;
+        Ok((buf, index))
+    }
+    /// `buf[base; row_stride, col_stride]`: an `mma` operand tile.
+    fn mma_operand(&mut self) -> R<super::mma::MmaOperand> {
+        let buf = self.ident()?;
+        self.expect("[")?;
+        let base = self.iexpr()?;
+        self.expect(";")?;
+        let r = self.int()?;
+        self.expect(",")?;
+        let c = self.int()?;
+        self.expect("]")?;
+        Ok(super::mma::MmaOperand {
+            buf,
+            base,
+            strides: [r, c],
+        })
+    }
+    /// `lane(expr)`, the warp statements' last part.
+    fn lane(&mut self) -> R<IExpr> {
+        self.keyword("lane")?;
+        self.expect("(")?;
+        let lane = self.iexpr()?;
+        self.expect(")")?;
+        Ok(lane)
+    }
+
     // ---- index expressions ----
     fn iexpr(&mut self) -> R<IExpr> {
         let mut e = self.iprimary()?;
@@ -504,19 +537,13 @@ impl P {
             Some(Tok::Ident(k)) if k == "mma" && matches!(self.peek2(), Some(Tok::Ident(_))) => {
                 self.pos += 1;
                 self.keyword("m16n8k16")?;
-                let acc = self.ident()?;
-                self.expect("[")?;
-                let at = self.iexpr()?;
-                self.expect("]")?;
+                let (acc, at) = self.indexed()?;
                 self.expect("+")?;
                 self.expect("=")?;
                 let a = self.mma_operand()?;
                 self.expect("*")?;
                 let b = self.mma_operand()?;
-                self.keyword("lane")?;
-                self.expect("(")?;
-                let lane = self.iexpr()?;
-                self.expect(")")?;
+                let lane = self.lane()?;
                 Ok(Stmt::Mma(super::mma::Mma {
                     lane,
                     acc,
@@ -536,19 +563,10 @@ impl P {
                 self.expect("(")?;
                 let width = self.int()?;
                 self.expect(")")?;
-                let dst = self.ident()?;
-                self.expect("[")?;
-                let at = self.iexpr()?;
-                self.expect("]")?;
+                let (dst, at) = self.indexed()?;
                 self.expect("=")?;
-                let src = self.ident()?;
-                self.expect("[")?;
-                let base = self.iexpr()?;
-                self.expect("]")?;
-                self.keyword("lane")?;
-                self.expect("(")?;
-                let lane = self.iexpr()?;
-                self.expect(")")?;
+                let (src, base) = self.indexed()?;
+                let lane = self.lane()?;
                 Ok(Stmt::WarpFold(super::shuffle::WarpFold {
                     op,
                     width,
@@ -573,25 +591,6 @@ impl P {
             }
             t => self.err(format!("expected a statement, found {t:?}")),
         }
-    }
-}
-
-impl P {
-    /// `buf[base; row_stride, col_stride]`.
-    fn mma_operand(&mut self) -> R<super::mma::MmaOperand> {
-        let buf = self.ident()?;
-        self.expect("[")?;
-        let base = self.iexpr()?;
-        self.expect(";")?;
-        let r = self.int()?;
-        self.expect(",")?;
-        let c = self.int()?;
-        self.expect("]")?;
-        Ok(super::mma::MmaOperand {
-            buf,
-            base,
-            strides: [r, c],
-        })
     }
 }
 

@@ -285,6 +285,29 @@ fn mma(cx: &Ctx, m: &mma::Mma) -> Result<()> {
     Ok(())
 }
 
+/// The rules of `warp_fold` (see [`super::shuffle`]).
+fn warp_fold(cx: &Ctx, w: &shuffle::WarpFold) -> Result<()> {
+    let prog = cx.prog;
+    let what = format!("warp_fold into `{}`", w.dst);
+    let bad = |msg: String| Err(err(prog, format!("{what}: {msg}")));
+    warp_collective(cx, &what, &w.lane, &[&w.base, &w.at])?;
+    if !shuffle::foldable(w.op) {
+        return bad(format!("{:?} is not a commutative fold", w.op));
+    }
+    if !(2..=mma::WARP).contains(&w.width) || w.width & (w.width - 1) != 0 {
+        return bad(format!("width {} (a power of two, 2 to 32)", w.width));
+    }
+    match (prog.buffer(&w.src), prog.buffer(&w.dst)) {
+        (Some(src), Some(dst))
+            if src.role == BufRole::Shared
+                && dst.role == BufRole::Local
+                && src.dtype == dst.dtype
+                && matches!(src.dtype, DType::F32 | DType::I32) => {}
+        _ => return bad("from a shared into a local buffer, both f32 or i32".into()),
+    }
+    Ok(())
+}
+
 fn bind(cx: &mut Ctx, v: &str) -> Result<()> {
     if !cx.seen.insert(v.to_string()) {
         return Err(err(cx.prog, format!("index variable `{v}` is bound twice")));
@@ -411,27 +434,4 @@ fn vexpr(cx: &Ctx, e: &VExpr) -> Result<DType> {
             *d
         }
     })
-}
-
-/// The rules of `warp_fold` (see [`super::shuffle`]).
-fn warp_fold(cx: &Ctx, w: &shuffle::WarpFold) -> Result<()> {
-    let prog = cx.prog;
-    let what = format!("warp_fold into `{}`", w.dst);
-    let bad = |msg: String| Err(err(prog, format!("{what}: {msg}")));
-    warp_collective(cx, &what, &w.lane, &[&w.base, &w.at])?;
-    if !shuffle::foldable(w.op) {
-        return bad(format!("{:?} is not a commutative fold", w.op));
-    }
-    if !(2..=mma::WARP).contains(&w.width) || w.width & (w.width - 1) != 0 {
-        return bad(format!("width {} (a power of two, 2 to 32)", w.width));
-    }
-    match (prog.buffer(&w.src), prog.buffer(&w.dst)) {
-        (Some(src), Some(dst))
-            if src.role == BufRole::Shared
-                && dst.role == BufRole::Local
-                && src.dtype == dst.dtype
-                && matches!(src.dtype, DType::F32 | DType::I32) => {}
-        _ => return bad("from a shared into a local buffer, both f32 or i32".into()),
-    }
-    Ok(())
 }

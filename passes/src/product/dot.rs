@@ -130,7 +130,7 @@ impl Gen<'_> {
                 value: VExpr::load(&acc, slot(r, c, IExpr::var(&lane))),
                 body: vec![Stmt::Store {
                     buf: s.out.clone(),
-                    index: g.c_at(&o.b, &i, &j),
+                    index: g.spec.c_at(&o.b, &i, &j),
                     value,
                 }],
                 vectorize: None,

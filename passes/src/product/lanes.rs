@@ -173,7 +173,7 @@ impl Gen<'_> {
                 };
                 vec![Stmt::Store {
                     buf: s.out.clone(),
-                    index: g.c_at(&o.b, &i, &j),
+                    index: g.spec.c_at(&o.b, &i, &j),
                     value: g.at(&value, &o.b, &i, &j, &IExpr::c(0)),
                 }]
             })]

@@ -76,6 +76,19 @@ pub struct ProductSpec {
 }
 
 impl ProductSpec {
+    /// `e` (one of the spec's expressions) at batch `b`, row `i`, column `j` and reduction
+    /// index `k`: the spec's variables substituted.
+    pub fn at(&self, e: &VExpr, b: &IExpr, i: &IExpr, j: &IExpr, k: &IExpr) -> VExpr {
+        let [vb, vi, vj, vk] = &self.vars;
+        e.subst(vb, b).subst(vi, i).subst(vj, j).subst(vk, k)
+    }
+
+    /// The flat index of `C[b, i, j]` in the output.
+    pub fn c_at(&self, b: &IExpr, i: &IExpr, j: &IExpr) -> IExpr {
+        let [vb, vi, vj, _] = &self.vars;
+        self.c_index.subst(vb, b).subst(vi, i).subst(vj, j)
+    }
+
     /// The dtype the sum over `k` is kept in: f32 for half-precision elements (as tensor
     /// cores, cuBLAS and onnxruntime do: an f16 sum of thousands of products loses most of
     /// its digits), else the elements' own.
@@ -643,7 +656,7 @@ pub fn tile(
 }
 
 /// `name`, with underscores appended until no buffer of `prog` and none of `taken` has it.
-fn unused_name(prog: &LoopProgram, mut name: String, taken: &[&str]) -> String {
+pub(crate) fn unused_name(prog: &LoopProgram, mut name: String, taken: &[&str]) -> String {
     while prog.buffer(&name).is_some() || taken.contains(&name.as_str()) {
         name.push('_');
     }
@@ -696,14 +709,9 @@ impl Gen<'_> {
 
     /// Substitutes the spec's variables in `e`: batch, row, column, reduction index.
     fn at(&self, e: &VExpr, b: &IExpr, i: &IExpr, j: &IExpr, k: &IExpr) -> VExpr {
-        let [vb, vi, vj, vk] = &self.spec.vars;
         // Simplified: an epilogue's coordinates (`oy = j // ow`, `ox = j % ow`) re-linearised
         // fold back to `j`, contiguous in the vectorized column.
-        simplify_value(&e.subst(vb, b).subst(vi, i).subst(vj, j).subst(vk, k))
-    }
-    fn c_at(&self, b: &IExpr, i: &IExpr, j: &IExpr) -> IExpr {
-        let [vb, vi, vj, _] = &self.spec.vars;
-        self.spec.c_index.subst(vb, b).subst(vi, i).subst(vj, j)
+        simplify_value(&self.spec.at(e, b, i, j, k))
     }
 
     fn program(&mut self) -> Vec<Stmt> {
@@ -867,7 +875,7 @@ impl Gen<'_> {
                 let (i, j) = (o.i0.clone().plus(r.clone()), o.j0.clone().plus(c));
                 vec![Stmt::Store {
                     buf: out.clone(),
-                    index: g.c_at(&o.b, &i, &j),
+                    index: g.spec.c_at(&o.b, &i, &j),
                     value: g.at(value, &o.b, &i, &j, &IExpr::c(0)),
                 }]
             })]
@@ -902,7 +910,7 @@ impl Gen<'_> {
                 index: at(r, c),
                 value: match ends.first {
                     true => g.at(&s.init, &o.b, i, j, &IExpr::c(0)),
-                    false => VExpr::load(&s.out, g.c_at(&o.b, i, j)),
+                    false => VExpr::load(&s.out, g.spec.c_at(&o.b, i, j)),
                 },
             });
             // From a packed panel the k steps run over whole vectors: the lanes past `w`
@@ -937,7 +945,7 @@ impl Gen<'_> {
             });
             let store = tile(g, &|g, r, c, i, j| Stmt::Store {
                 buf: s.out.clone(),
-                index: g.c_at(&o.b, i, j),
+                index: g.spec.c_at(&o.b, i, j),
                 value: match &ends.finish {
                     Some(f) => g.at(&f.subst(ACC_INDEX, &at(r, c)), &o.b, i, j, &IExpr::c(0)),
                     None => VExpr::load(&acc, at(r, c)),
