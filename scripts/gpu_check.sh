@@ -6,7 +6,9 @@
 # softmax/layernorm/add, the GPU-sized transformer block eager in f32 and f16) and a
 # device-to-device copy, in the same run. Prints JSON lines, then a table (ratios: tessera
 # time / PyTorch time; achieved bandwidth / copy bandwidth; GEMM TFLOP/s as a share of
-# cuBLAS).
+# cuBLAS). Then measures the tuning round in BUNDLE/tune_round (when there) — each candidate
+# checked against its reference data, then timed, in a child process — into
+# OUT/measurements.jsonl, for `tessera tune --import` on the build machine.
 #
 #   scripts/gpu_check.sh [BUNDLE] [RUNNER]
 set -uo pipefail
@@ -18,4 +20,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader ||
 "$RUNNER" "$BUNDLE" 50 | tee "$OUTDIR/tessera_gpu.jsonl"
 status=${PIPESTATUS[0]}
 python3 scripts/gpu_baselines.py "$OUTDIR/tessera_gpu.jsonl" | tee "$OUTDIR/baselines.txt"
+if [ -f "$BUNDLE/tune_round/round.json" ]; then
+    "$RUNNER" tune "$BUNDLE/tune_round" 20 --out "$OUTDIR/measurements.jsonl" > "$OUTDIR/tune_round.jsonl" || status=1
+    echo "tuning round: $(grep -c '"status":"ok"' "$OUTDIR/measurements.jsonl") of $(wc -l < "$OUTDIR/measurements.jsonl") candidates correct and timed"
+fi
 exit "$status"

@@ -16,19 +16,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use tessera_passes::schedule::{KernelSchedule, TunedSchedules};
 
-/// What one measurement found.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum Outcome {
-    /// Agreed with the reference interpreter; the median of the timed runs.
-    Ok { median_ns: u64 },
-    /// Ran, but its outputs differ from the reference's.
-    Wrong { detail: String },
-    /// Did not build, or the measuring process died.
-    Failed { detail: String },
-    /// Did not finish within the limit.
-    TimedOut { limit_ms: u64 },
-}
+pub use tessera_runtime::tuning::Outcome;
 
 /// One measurement.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -22,4 +22,7 @@ pub enum TuneError {
     /// A model's kernels could not be made into tuning tasks.
     #[error("tuning task: {0}")]
     Task(String),
+    /// Reference data or a GPU round's files could not be read or written.
+    #[error(transparent)]
+    Data(#[from] tessera_runtime::RuntimeError),
 }

@@ -107,6 +107,36 @@ pub const FEATURES: [(&str, &str); 27] = [
     ),
 ];
 
+/// The features of a candidate: [`features`] for a CPU schedule,
+/// [`crate::gpu_features::gpu_features`] for a GPU one.
+pub fn candidate_features(
+    k: &Kernel,
+    schedule: &KernelSchedule,
+    scheduled: &LoopProgram,
+    threads: usize,
+) -> Vec<f32> {
+    match schedule {
+        KernelSchedule::Gpu(s) => crate::gpu_features::gpu_features(k, s, scheduled),
+        _ => features(k, schedule, scheduled, threads),
+    }
+}
+
+/// The version of the feature layout of `schedule`'s kind (CPU or GPU).
+pub fn feature_version(schedule: &KernelSchedule) -> u32 {
+    match schedule {
+        KernelSchedule::Gpu(_) => crate::gpu_features::GPU_FEATURE_VERSION,
+        _ => FEATURE_VERSION,
+    }
+}
+
+/// The length of the feature vector of `schedule`'s kind.
+pub fn feature_width(schedule: &KernelSchedule) -> usize {
+    match schedule {
+        KernelSchedule::Gpu(_) => crate::gpu_features::GPU_FEATURES.len(),
+        _ => FEATURES.len(),
+    }
+}
+
 fn lg(x: f64) -> f32 {
     (1.0 + x.max(0.0)).log2() as f32
 }

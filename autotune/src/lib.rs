@@ -21,6 +21,8 @@
 pub mod db;
 pub mod error;
 pub mod features;
+pub mod gpu_features;
+pub mod gpu_space;
 pub mod measure;
 pub mod model;
 pub mod search;

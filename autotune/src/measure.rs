@@ -14,7 +14,6 @@
 //! candidate is `TimedOut`. Either way a fresh worker serves the next job.
 
 use crate::db::Outcome;
-use crate::error::TuneError;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -23,124 +22,14 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tessera_codegen::Target;
-use tessera_ir::compare::{Tolerance, compare};
+use tessera_ir::Tensor;
+use tessera_ir::compare::compare;
 use tessera_ir::loops::{BufRole, LoopProgram};
-use tessera_ir::{DType, Tensor};
+pub use tessera_runtime::tuning::{TaskData, candidate_tolerance};
 
 /// How candidates are timed, part of a tuning record's compiler key: the median of
 /// repeated runs, each after evicting the kernel's constant inputs ([`TaskData::cold`]).
 pub const METHOD: &str = "cold weights";
-
-/// A kernel's reference data: its input buffers' contents and the outputs the reference
-/// interpreter computed from them, in parameter order.
-#[derive(Clone, Debug)]
-pub struct TaskData {
-    pub inputs: Vec<Tensor>,
-    pub expected: Vec<Tensor>,
-    /// Per input: a constant of the model (a weight), evicted from the caches before each
-    /// timed run. In a model each layer's weights are read once per inference, from memory
-    /// (ResNet-50's are 100 MB), while its activations were just written by the kernel
-    /// before; timed hot, a schedule that reads its weights more often looks as fast as one
-    /// that reads them once. Tuned that way, ResNet-50's schedules won 1.0–1.27× per kernel
-    /// yet the tuned model ran 4% slower than the default one.
-    pub cold: Vec<bool>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct TensorHeader {
-    dtype: String,
-    len: usize,
-}
-
-#[derive(Serialize, Deserialize)]
-struct DataHeader {
-    inputs: Vec<TensorHeader>,
-    expected: Vec<TensorHeader>,
-    #[serde(default)]
-    cold: Vec<bool>,
-}
-
-impl TaskData {
-    /// Writes the data: one JSON header line, then the tensors' bytes back to back.
-    pub fn write(&self, path: &Path) -> Result<(), TuneError> {
-        let head = |ts: &[Tensor]| {
-            ts.iter()
-                .map(|t| TensorHeader {
-                    dtype: t.dtype().name().into(),
-                    len: t.len(),
-                })
-                .collect()
-        };
-        let header = DataHeader {
-            inputs: head(&self.inputs),
-            expected: head(&self.expected),
-            cold: self.cold.clone(),
-        };
-        let mut bytes = serde_json::to_vec(&header).map_err(|e| data_err(path, e))?;
-        bytes.push(b'\n');
-        for t in self.inputs.iter().chain(&self.expected) {
-            bytes.extend_from_slice(t.bytes());
-        }
-        std::fs::write(path, bytes).map_err(|e| data_err(path, e))
-    }
-
-    /// Reads data written by [`TaskData::write`].
-    pub fn read(path: &Path) -> Result<TaskData, TuneError> {
-        let bytes = std::fs::read(path).map_err(|e| data_err(path, e))?;
-        let nl = bytes
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or_else(|| data_err(path, "no header line"))?;
-        let header: DataHeader =
-            serde_json::from_slice(&bytes[..nl]).map_err(|e| data_err(path, e))?;
-        let mut at = nl + 1;
-        let mut take = |h: &TensorHeader| -> Result<Tensor, TuneError> {
-            let dtype = DType::parse(&h.dtype)
-                .ok_or_else(|| data_err(path, format!("dtype `{}`", h.dtype)))?;
-            let n = h.len * dtype.size();
-            let chunk = bytes
-                .get(at..at + n)
-                .ok_or_else(|| data_err(path, "truncated"))?;
-            at += n;
-            Tensor::from_bytes(dtype, vec![h.len], chunk.to_vec()).map_err(|e| data_err(path, e))
-        };
-        let inputs = header
-            .inputs
-            .iter()
-            .map(&mut take)
-            .collect::<Result<_, _>>()?;
-        let expected = header
-            .expected
-            .iter()
-            .map(&mut take)
-            .collect::<Result<_, _>>()?;
-        Ok(TaskData {
-            inputs,
-            expected,
-            cold: header.cold,
-        })
-    }
-}
-
-fn data_err(path: &Path, e: impl std::fmt::Display) -> TuneError {
-    TuneError::Measure(format!("task data {}: {e}", path.display()))
-}
-
-/// How close a candidate's output must be to the reference interpreter's. The interpreter
-/// rounds each op once from `f64`; a compiled kernel sums in `f32` in its own order (tiles,
-/// vector lanes, FMAs), so a sum of many terms may differ by a few ulps of its largest terms:
-/// the absolute part scales with the largest reference value. A wrong schedule (a dropped
-/// tail, a misplaced tile) is off by whole terms, far outside this.
-pub fn candidate_tolerance(expected: &Tensor) -> Tolerance {
-    let scale = (0..expected.len())
-        .map(|i| expected.get_f64(i).abs())
-        .filter(|x| x.is_finite())
-        .fold(1.0f64, f64::max);
-    Tolerance::Close {
-        rtol: 1e-3,
-        atol: 1e-4 * scale,
-    }
-}
 
 /// A deliberately broken candidate, for testing that the tuner survives one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

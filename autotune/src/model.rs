@@ -15,6 +15,7 @@
 
 use crate::error::TuneError;
 use crate::features::FEATURES;
+use crate::gpu_features::{GPU_FEATURES, analytic_gpu_score};
 use std::collections::HashMap;
 use std::path::Path;
 use xgboost_rs::{Booster, DMatrix};
@@ -70,11 +71,19 @@ fn xgb(e: xgboost_rs::XGBError) -> TuneError {
 }
 
 fn matrix(features: &[Vec<f32>]) -> Result<DMatrix, TuneError> {
-    if let Some(bad) = features.iter().find(|f| f.len() != FEATURES.len()) {
+    // One layout per matrix: the CPU's or the GPU's.
+    let width = features.first().map_or(FEATURES.len(), Vec::len);
+    if ![FEATURES.len(), GPU_FEATURES.len()].contains(&width) {
         return Err(TuneError::Model(format!(
-            "feature vector of length {}, expected {}",
-            bad.len(),
-            FEATURES.len()
+            "feature vector of length {width}, expected {} (CPU) or {} (GPU)",
+            FEATURES.len(),
+            GPU_FEATURES.len()
+        )));
+    }
+    if let Some(bad) = features.iter().find(|f| f.len() != width) {
+        return Err(TuneError::Model(format!(
+            "feature vectors of lengths {width} and {} in one batch",
+            bad.len()
         )));
     }
     let flat: Vec<f32> = features.iter().flatten().copied().collect();
@@ -171,6 +180,9 @@ pub struct AnalyticModel;
 
 impl AnalyticModel {
     fn score(f: &[f32]) -> f32 {
+        if f.len() == GPU_FEATURES.len() {
+            return analytic_gpu_score(f);
+        }
         let at = |name: &str| {
             FEATURES
                 .iter()

@@ -15,7 +15,7 @@
 
 use crate::db::{Outcome, Record, TuningDb};
 use crate::error::TuneError;
-use crate::features::{FEATURE_VERSION, features};
+use crate::features::{candidate_features, feature_version};
 use crate::measure::{Measurer, Plant};
 use crate::model::CostModel;
 use crate::space::Point;
@@ -157,17 +157,7 @@ pub fn tune(
     db: &mut TuningDb,
     progress: &mut dyn FnMut(Event),
 ) -> Result<Vec<TaskState>, TuneError> {
-    let mut s = Search {
-        tasks,
-        cfg,
-        model,
-        measurer,
-        db,
-        states: vec![TaskState::default(); tasks.len()],
-        rng: Rng::new(cfg.seed),
-        done: 0,
-        exhausted: vec![false; tasks.len()],
-    };
+    let mut s = Search::new(tasks, cfg, model, Some(measurer), db);
     s.resume();
     s.retrain()?;
     // Baselines first: the default schedule of every task.
@@ -203,6 +193,58 @@ pub fn tune(
     Ok(s.states)
 }
 
+/// One candidate of a round proposed for another machine to measure.
+#[derive(Clone, Debug)]
+pub struct Proposal {
+    pub task: usize,
+    pub schedule: KernelSchedule,
+    /// The scheduled kernel.
+    pub program: tessera_ir::loops::LoopProgram,
+    pub features: Vec<f32>,
+}
+
+/// Proposes up to `cfg.trials` candidates over `tasks` without measuring them — for GPU
+/// tuning, where the candidates are compiled here and timed on another machine, whose
+/// measurements come back into `db` before the next round. As [`tune`] would: the database's
+/// records of these tasks are loaded and the model retrained on them; each task's default
+/// schedule comes first when it has no measurement; then batches of `cfg.batch` go to the
+/// task whose weighted best time, discounted by its trials (proposals count), is largest.
+/// Every proposal builds a program not measured before and not proposed twice.
+pub fn propose_round(
+    tasks: &[Task],
+    cfg: &TuneConfig,
+    model: &mut dyn CostModel,
+    db: &mut TuningDb,
+) -> Result<Vec<Proposal>, TuneError> {
+    let mut s = Search::new(tasks, cfg, model, None, db);
+    s.resume();
+    s.retrain()?;
+    let mut out = Vec::new();
+    for (i, t) in tasks.iter().enumerate() {
+        if out.len() >= cfg.trials || !cfg.measure_default {
+            break;
+        }
+        if !s.states[i].trials.iter().any(|x| x.schedule == t.default) {
+            s.propose_one(i, t.default.clone(), &mut out)?;
+        }
+    }
+    while out.len() < cfg.trials {
+        let Some(i) = s.pick_task() else { break };
+        let batch = s.propose(i)?;
+        if batch.is_empty() {
+            s.exhausted[i] = true;
+            continue;
+        }
+        for (schedule, _) in batch {
+            if out.len() >= cfg.trials {
+                break;
+            }
+            s.propose_one(i, schedule, &mut out)?;
+        }
+    }
+    Ok(out)
+}
+
 /// A candidate built: its scheduled program, the program's hash, its features.
 struct Built {
     program: tessera_ir::loops::LoopProgram,
@@ -214,9 +256,12 @@ struct Search<'a> {
     tasks: &'a [Task],
     cfg: &'a TuneConfig,
     model: &'a mut dyn CostModel,
-    measurer: &'a mut Measurer,
+    /// `None` when proposing a round for another machine to measure ([`propose_round`]).
+    measurer: Option<&'a mut Measurer>,
     db: &'a mut TuningDb,
     states: Vec<TaskState>,
+    /// Per task: programs proposed in this round, not measured yet.
+    proposed: Vec<HashSet<u64>>,
     rng: Rng,
     /// New measurements made.
     done: usize,
@@ -224,7 +269,47 @@ struct Search<'a> {
     exhausted: Vec<bool>,
 }
 
-impl Search<'_> {
+impl<'a> Search<'a> {
+    fn new(
+        tasks: &'a [Task],
+        cfg: &'a TuneConfig,
+        model: &'a mut dyn CostModel,
+        measurer: Option<&'a mut Measurer>,
+        db: &'a mut TuningDb,
+    ) -> Search<'a> {
+        Search {
+            tasks,
+            cfg,
+            model,
+            measurer,
+            db,
+            states: vec![TaskState::default(); tasks.len()],
+            proposed: vec![HashSet::new(); tasks.len()],
+            rng: Rng::new(cfg.seed),
+            done: 0,
+            exhausted: vec![false; tasks.len()],
+        }
+    }
+
+    /// Adds task `i`'s candidate `schedule` to a round (see [`propose_round`]).
+    fn propose_one(
+        &mut self,
+        i: usize,
+        schedule: KernelSchedule,
+        out: &mut Vec<Proposal>,
+    ) -> Result<(), TuneError> {
+        let b = self.build(i, &schedule)?;
+        if self.proposed[i].insert(b.hash) {
+            out.push(Proposal {
+                task: i,
+                schedule,
+                program: b.program,
+                features: b.features,
+            });
+        }
+        Ok(())
+    }
+
     fn out_of_budget(&self) -> bool {
         self.done >= self.cfg.trials || self.cfg.deadline.is_some_and(|d| Instant::now() >= d)
     }
@@ -240,7 +325,7 @@ impl Search<'_> {
                     r.workload == t.workload
                         && r.target == self.cfg.target_key
                         && r.compiler == self.cfg.compiler
-                        && r.feature_version == FEATURE_VERSION
+                        && r.feature_version == feature_version(&t.default)
                 })
                 .cloned()
                 .collect();
@@ -271,7 +356,7 @@ impl Search<'_> {
         apply_schedule(&mut k, schedule).map_err(|e| TuneError::Space(e.to_string()))?;
         Ok(Built {
             hash: program_hash(&k.program),
-            features: features(&t.kernel, schedule, &k.program, self.cfg.threads),
+            features: candidate_features(&t.kernel, schedule, &k.program, self.cfg.threads),
             program: k.program,
         })
     }
@@ -299,9 +384,13 @@ impl Search<'_> {
             .iter()
             .find(|(n, _)| *n == self.done)
             .map(|(_, p)| *p);
-        let (outcome, feats, program) = match self.build(i, &schedule) {
+        let built = self.build(i, &schedule);
+        let measurer = self.measurer.as_deref_mut().ok_or_else(|| {
+            TuneError::Measure("a round proposed for another machine measures nothing".into())
+        })?;
+        let (outcome, feats, program) = match built {
             Ok(b) => (
-                self.measurer.measure(&b.program, &t.data, plant),
+                measurer.measure(&b.program, &t.data, plant),
                 b.features,
                 b.hash,
             ),
@@ -310,7 +399,7 @@ impl Search<'_> {
                 Outcome::Failed {
                     detail: format!("schedule refused: {e}"),
                 },
-                vec![0.0; crate::features::FEATURES.len()],
+                vec![0.0; crate::features::feature_width(&schedule)],
                 0,
             ),
         };
@@ -318,7 +407,7 @@ impl Search<'_> {
             workload: t.workload.clone(),
             target: self.cfg.target_key.clone(),
             compiler: self.cfg.compiler.clone(),
-            feature_version: FEATURE_VERSION,
+            feature_version: feature_version(&schedule),
             schedule: serde_json::to_value(&schedule)
                 .map_err(|e| TuneError::Space(e.to_string()))?,
             outcome: outcome.clone(),
@@ -356,7 +445,8 @@ impl Search<'_> {
             .map(|i| {
                 let st = &self.states[i];
                 let ns = st.best().map_or(1e9, |(_, ns)| ns as f64);
-                let w = self.tasks[i].weight as f64 * ns / (1.0 + st.new_trials() as f64).sqrt();
+                let trials = st.new_trials() + self.proposed[i].len();
+                let w = self.tasks[i].weight as f64 * ns / (1.0 + trials as f64).sqrt();
                 (i, w)
             })
             .max_by(|a, b| a.1.total_cmp(&b.1))
@@ -370,6 +460,7 @@ impl Search<'_> {
         let t = &tasks[i];
         // Programs measured, or already in this batch.
         let mut taken: HashSet<u64> = self.states[i].trials.iter().map(|x| x.program).collect();
+        taken.extend(&self.proposed[i]);
         let want = self.cfg.batch;
         let mut out: Vec<(KernelSchedule, Option<Point>)> = Vec::new();
         if self.cfg.strategy == Strategy::Random {
@@ -408,6 +499,10 @@ impl Search<'_> {
         for _ in 0..self.cfg.generations {
             let mut children = Vec::new();
             let parents: Vec<&Point> = elite.iter().chain(pop.iter().map(|(p, _)| p)).collect();
+            if parents.is_empty() {
+                // A small space whose every program is measured or taken: nothing to breed.
+                break;
+            }
             for _ in 0..self.cfg.population * 2 {
                 // Half the parents are the fastest measured points: search near them.
                 let a = if !elite.is_empty() && self.rng.below(2) == 0 {

@@ -35,6 +35,8 @@ pub struct Space {
     spec: Option<ProductSpec>,
     /// Vector width in f32 lanes of the target.
     lanes: i64,
+    /// A GPU kernel's space (see [`crate::gpu_space`]); `None` for the CPU.
+    gpu: Option<crate::gpu_space::GpuSpace>,
 }
 
 const TILED: &str = "tiled";
@@ -139,7 +141,27 @@ impl Space {
                 values: vec![1, 2, 4, 8],
             },
         ]);
-        Space { knobs, spec, lanes }
+        Space {
+            knobs,
+            spec,
+            lanes,
+            gpu: None,
+        }
+    }
+
+    /// The GPU schedule space of kernel `k` on a GPU of compute capability `sm` (see
+    /// [`crate::gpu_space`]).
+    pub fn for_gpu_kernel(k: &Kernel, sm: u32) -> Result<Space, TuneError> {
+        crate::gpu_space::for_gpu_kernel(k, sm)
+    }
+
+    pub(crate) fn gpu(knobs: Vec<Knob>, gpu: crate::gpu_space::GpuSpace) -> Space {
+        Space {
+            knobs,
+            spec: None,
+            lanes: 1,
+            gpu: Some(gpu),
+        }
     }
 
     fn has_knob(&self, name: &str) -> bool {
@@ -156,7 +178,7 @@ impl Space {
         self.knobs.iter().map(|k| k.values.len() as u128).product()
     }
 
-    fn value(&self, p: &Point, name: &str) -> Result<i64, TuneError> {
+    pub(crate) fn value(&self, p: &Point, name: &str) -> Result<i64, TuneError> {
         let i = self
             .knobs
             .iter()
@@ -177,6 +199,9 @@ impl Space {
                 p.len(),
                 self.knobs.len()
             )));
+        }
+        if let Some(gpu) = &self.gpu {
+            return crate::gpu_space::decode(self, gpu, p).map(KernelSchedule::Gpu);
         }
         if let Some(spec) = &self.spec
             && self.value(p, TILED)? == 1
@@ -242,8 +267,13 @@ impl Space {
     pub fn encode(&self, s: &KernelSchedule) -> Option<Point> {
         let mut want: Vec<(&str, i64)> = Vec::new();
         match s {
+            KernelSchedule::Gpu(_) => {
+                self.gpu.as_ref()?;
+                want = crate::gpu_space::knob_values(s)?;
+            }
             KernelSchedule::Product(t) => {
                 self.spec.as_ref()?;
+                self.gpu.is_none().then_some(())?;
                 want.extend([
                     (TILED, 1),
                     (MR, t.mr),
@@ -269,6 +299,7 @@ impl Space {
                 }
             }
             KernelSchedule::Loops(l) => {
+                self.gpu.is_none().then_some(())?;
                 want.extend([
                     (TILED, 0),
                     (PARALLEL, l.parallel_min_extent),

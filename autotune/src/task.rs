@@ -12,6 +12,7 @@ use crate::space::Space;
 use std::path::{Path, PathBuf};
 use tessera_ir::loops::BufRole;
 use tessera_ir::{Graph, Tensor};
+use tessera_passes::gpu_schedule::{GpuScheduleConfig, default_gpu_schedule};
 use tessera_passes::lower::Kernel;
 use tessera_passes::schedule::{CpuScheduleConfig, KernelSchedule, default_schedule, workload_key};
 
@@ -41,6 +42,8 @@ pub struct TaskConfig {
     pub min_work: u64,
     /// The schedule configuration of the target (vector width, default knobs).
     pub schedule: CpuScheduleConfig,
+    /// Tune GPU schedules for this compute capability (`Some(90)`: sm_90) instead of CPU ones.
+    pub gpu_sm: Option<u32>,
 }
 
 /// The tasks of `kernels` (unscheduled, lowered from `graph`), with reference data computed
@@ -62,14 +65,26 @@ pub fn extract_tasks(
             t.weight += 1;
             continue;
         }
+        let (space, default) = match cfg.gpu_sm {
+            Some(sm) => {
+                let gpu = GpuScheduleConfig::for_sm(sm);
+                let default = default_gpu_schedule(&k.program, k.product.as_ref(), &gpu)
+                    .map_err(|e| TuneError::Task(format!("kernel `{}`: {e}", k.node)))?;
+                (Space::for_gpu_kernel(k, sm)?, KernelSchedule::Gpu(default))
+            }
+            None => (
+                Space::for_kernel(k, cfg.schedule.vector_bytes),
+                default_schedule(k, &cfg.schedule),
+            ),
+        };
         tasks.push(Task {
             name: k.node.clone(),
             data: dir.join(format!("{workload}.data")),
             workload,
             kernel: k.clone(),
             weight: 1,
-            space: Space::for_kernel(k, cfg.schedule.vector_bytes),
-            default: default_schedule(k, &cfg.schedule),
+            space,
+            default,
         });
     }
     if tasks.is_empty() {

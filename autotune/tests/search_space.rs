@@ -214,3 +214,71 @@ fn xgboost_learns_a_ranking_and_round_trips_through_a_file() {
         .is_err()
     );
 }
+
+/// GPU kernels: a half-precision product (tensor cores, CUDA-core tiles, bound), an f32
+/// softmax (a block per row, or bound), an elementwise add.
+fn gpu_kernels() -> Vec<Kernel> {
+    let text = "graph \"g\" opset 21 {\n input a: f16[33,40]\n input b: f16[40,24]\n input x: f32[12,96]\n node \"mm\" MatMul(a, b) -> (m: f16[33,24])\n node \"sm\" Softmax[axis=1](x) -> (y: f32[12,96])\n node \"add\" Add(y, x) -> (z: f32[12,96])\n output m\n output z\n}";
+    let g = tessera_ir::text::parse_graph(text).unwrap();
+    let mut prepared = tessera_passes::fold::prepare(&g, &BTreeMap::new()).unwrap();
+    let cfg = tessera_passes::lower::LowerConfig::gpu();
+    tessera_passes::lower::lower_graph_with(&mut prepared, &cfg).unwrap()
+}
+
+#[test]
+fn gpu_spaces_hand_out_gpu_schedules_that_compute_the_same() {
+    use tessera_autotune::gpu_features::GPU_FEATURES;
+    use tessera_passes::gpu_schedule::GpuKernelSchedule;
+    let mut rng = Rng::new(5);
+    let mut kinds = std::collections::HashSet::new();
+    for k in &gpu_kernels() {
+        let space = Space::for_gpu_kernel(k, 90).unwrap();
+        let inputs: Vec<Tensor> = k
+            .program
+            .params()
+            .filter(|b| b.role == BufRole::Input)
+            .map(|b| rng.tensor(b.dtype, vec![b.len]))
+            .collect();
+        let want = run(&k.program, &inputs);
+        for _ in 0..10 {
+            let (p, s) = space.sample(&mut rng).unwrap();
+            let KernelSchedule::Gpu(g) = &s else {
+                panic!("{}: a CPU schedule {s:?} from a GPU space", k.node)
+            };
+            kinds.insert(std::mem::discriminant(g));
+            assert_eq!(
+                space.encode(&s).map(|q| space.decode(&q).unwrap()),
+                Some(s.clone())
+            );
+            assert_eq!(space.decode(&p).unwrap(), s);
+            let mut scheduled = k.clone();
+            apply_schedule(&mut scheduled, &s).unwrap();
+            let f = tessera_autotune::features::candidate_features(k, &s, &scheduled.program, 1);
+            assert_eq!(f.len(), GPU_FEATURES.len());
+            assert!(f.iter().all(|x| x.is_finite()), "{}: {f:?}", k.node);
+            let got = run(&scheduled.program, &inputs);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                if k.program.params().nth(i).unwrap().role == BufRole::Input {
+                    continue;
+                }
+                let tol = Tolerance::Close {
+                    rtol: 1e-2,
+                    atol: 1e-3,
+                };
+                compare(g, w, tol).unwrap_or_else(|e| panic!("{} with {s:?}: {e}", k.node));
+            }
+        }
+        // A CPU schedule is not one of a GPU space's points.
+        assert!(
+            space
+                .encode(&default_schedule(k, &CpuScheduleConfig::default()))
+                .is_none()
+        );
+    }
+    let bound = GpuKernelSchedule::Bound {
+        threads_per_block: 64,
+        vector_runs: true,
+    };
+    assert!(kinds.contains(&std::mem::discriminant(&bound)));
+    assert!(kinds.len() >= 3, "bound, rows and tiled kinds sampled");
+}

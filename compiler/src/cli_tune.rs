@@ -15,13 +15,13 @@ use tessera_passes::schedule::KernelSchedule;
 
 #[derive(clap::Args)]
 pub struct TuneArgs {
-    model: PathBuf,
+    pub(crate) model: PathBuf,
     /// Measurements to make (over all kernels, defaults included).
     #[arg(long, default_value_t = 200)]
-    trials: usize,
+    pub(crate) trials: usize,
     /// The tuning database (JSON lines; created if missing, resumed if present).
     #[arg(long)]
-    db: PathBuf,
+    pub(crate) db: PathBuf,
     /// Stop after this many seconds, whatever is left of the trials.
     #[arg(long)]
     budget_secs: Option<f64>,
@@ -29,7 +29,7 @@ pub struct TuneArgs {
     #[arg(long, default_value = "xgboost")]
     cost_model: String,
     #[arg(long, default_value_t = 1)]
-    seed: u64,
+    pub(crate) seed: u64,
     /// The tuning curve (PNG); default: the database's path with `.png`.
     #[arg(long)]
     curve: Option<PathBuf>,
@@ -38,10 +38,10 @@ pub struct TuneArgs {
     timeout_ms: u64,
     /// Kernels doing less work than this are not tuned.
     #[arg(long, default_value_t = 4096)]
-    min_work: u64,
+    pub(crate) min_work: u64,
     /// Save the trained XGBoost model here (and start from it when it exists).
     #[arg(long)]
-    save_cost_model: Option<PathBuf>,
+    pub(crate) save_cost_model: Option<PathBuf>,
     /// Runs of the whole model timed before and after tuning (0: skip).
     #[arg(long, default_value_t = 20)]
     bench_runs: usize,
@@ -63,8 +63,23 @@ pub struct TuneArgs {
     /// `N:hang` or `N:wrong` (repeatable).
     #[arg(long = "plant", hide = true, value_parser = parse_plant)]
     plants: Vec<(usize, Plant)>,
+    /// GPU targets: write a round of candidates (compiled, with reference data) into this
+    /// folder for `tessera-gpu-run tune DIR` on a GPU machine, instead of measuring here.
+    #[arg(long, conflicts_with_all = ["import", "compare"])]
+    export: Option<PathBuf>,
+    /// GPU targets: append the measurements of the round in this folder
+    /// (`measurements.jsonl`, written by `tessera-gpu-run tune`) to the database.
+    #[arg(long, conflicts_with = "compare")]
+    import: Option<PathBuf>,
+    /// With `--export`: candidates of kernels doing at most this much work are checked on
+    /// the reference interpreter here too (larger ones only on the GPU machine).
+    #[arg(long, default_value_t = 1 << 22)]
+    pub(crate) interpret_max_work: u64,
+    /// Candidates per task in each batch of the search.
+    #[arg(long, default_value_t = 8)]
+    pub(crate) batch: usize,
     #[command(flatten)]
-    opts: CommonOpts,
+    pub(crate) opts: CommonOpts,
 }
 
 fn parse_plant(s: &str) -> Result<(usize, Plant), String> {
@@ -114,6 +129,20 @@ pub fn run(a: TuneArgs) -> Result<()> {
     // Tune against the default schedules, whatever `--tuning-db` says.
     let mut c = compiler(&a.opts)?;
     c.config.tuned = None;
+    match (&a.export, &a.import, c.target.is_gpu()) {
+        (Some(dir), _, true) => {
+            return crate::cli_gpu_tune::export(&a, &g, &c, dir, model_kind(&a.cost_model)?);
+        }
+        (_, Some(dir), true) => return crate::cli_gpu_tune::import(&a, &c, dir),
+        (None, None, true) => bail!(
+            "a GPU target is tuned in rounds: --export DIR writes candidates, `tessera-gpu-run \
+             tune DIR` measures them on the GPU machine, --import DIR records the measurements"
+        ),
+        (Some(_), _, false) | (_, Some(_), false) => {
+            bail!("--export and --import are for GPU targets (--target cuda:sm_NN)")
+        }
+        (None, None, false) => {}
+    }
     if a.compare {
         return compare(&a, &g, &c);
     }
@@ -234,6 +263,32 @@ pub fn describe(s: &KernelSchedule) -> String {
         KernelSchedule::Loops(l) => format!(
             "loops par>={} vec{}B unroll{}",
             l.parallel_min_extent, l.vector_bytes, l.unroll
+        ),
+        KernelSchedule::Gpu(g) => describe_gpu(g),
+    }
+}
+
+/// A GPU schedule in a few words.
+pub fn describe_gpu(s: &tessera_passes::gpu_schedule::GpuKernelSchedule) -> String {
+    use tessera_passes::gpu_schedule::GpuKernelSchedule as G;
+    match s {
+        G::Bound {
+            threads_per_block,
+            vector_runs,
+        } => format!(
+            "bound {threads_per_block} threads{}",
+            if *vector_runs { " runs" } else { "" }
+        ),
+        G::Rows { threads } => format!("rows {threads} threads"),
+        G::Tiled { tiling: t } => {
+            format!(
+                "tiles {}x{}x{} per thread {}x{}",
+                t.bm, t.bn, t.bk, t.tm, t.tn
+            )
+        }
+        G::TensorCores { tiling: t } => format!(
+            "mma {}x{}x{} warps {}x{}",
+            t.bm, t.bn, t.bk, t.warps_m, t.warps_n
         ),
     }
 }

@@ -23,6 +23,7 @@ pub mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzgen;
 pub mod gpu;
+pub mod gpu_tune;
 pub mod npy;
 pub mod onnx;
 pub mod peak;

@@ -9,6 +9,7 @@ use tessera::{CompileConfig, Compiler, Target, Tensor};
 use tessera_ir::{Graph, Rng};
 
 mod cli_gpu;
+mod cli_gpu_tune;
 mod cli_plot;
 mod cli_tune;
 

@@ -150,11 +150,14 @@ impl Compiler {
                 _ => tessera_passes::gpu_schedule::GpuScheduleConfig::default(),
             };
             for k in &mut kernels {
-                tessera_passes::gpu_schedule::schedule_gpu(
-                    &mut k.program,
-                    k.product.as_ref(),
+                let source = tessera_passes::gpu_schedule::schedule_gpu_kernel(
+                    k,
                     &cfg,
+                    self.config.tuned.as_deref(),
                 )?;
+                if source == schedule::ScheduleSource::Tuned {
+                    tuned_kernels += 1;
+                }
             }
         } else if self.config.schedule {
             let cfg = self.schedule_config();

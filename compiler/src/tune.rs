@@ -77,6 +77,21 @@ pub fn compiler_key() -> String {
     )
 }
 
+/// How GPU candidates are timed (`tessera-gpu-run tune`), part of their records' compiler
+/// key: the median of repeated launches on inputs already on the device.
+pub const GPU_METHOD: &str = "gpu: median of launches";
+
+/// The compiler key of records measured for `target`: [`compiler_key`] for a CPU, with
+/// [`GPU_METHOD`] for a GPU.
+pub fn compiler_key_for(target: &tessera_codegen::Target) -> String {
+    match target {
+        tessera_codegen::Target::Cuda { .. } => {
+            format!("tessera {} ({GPU_METHOD})", crate::VERSION)
+        }
+        _ => compiler_key(),
+    }
+}
+
 /// Tunes the kernels of `graph` compiled by `compiler`, appending measurements to the
 /// database.
 pub fn tune_model(
@@ -86,26 +101,6 @@ pub fn tune_model(
     progress: &mut dyn FnMut(&[Task], Event),
 ) -> Result<TuneReport, CompileError> {
     let start = Instant::now();
-    let bindings = crate::pipeline::bind_symbols(graph, &opts.bindings);
-    let unscheduled = Compiler {
-        target: compiler.target.clone(),
-        config: CompileConfig {
-            schedule: false,
-            tuned: None,
-            ..compiler.config.clone()
-        },
-    };
-    let stages = unscheduled.stages(graph, &bindings)?;
-    let mut rng = Rng::new(opts.seed);
-    let inputs: Vec<Tensor> = stages
-        .optimized
-        .inputs
-        .iter()
-        .map(|&v| {
-            let ty = stages.optimized.ty_of(v)?;
-            Ok(rng.tensor(ty.dtype, ty.static_shape().unwrap_or_default()))
-        })
-        .collect::<Result<_, CompileError>>()?;
     // One folder per run (runs may share a process), removed when the run ends however it
     // ends; a killed run's folder is removed by the next run.
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -113,15 +108,14 @@ pub fn tune_model(
     let temp = std::env::temp_dir();
     remove_stale_tune_dirs(&temp);
     let dir = RemovedOnDrop(temp.join(format!("{TUNE_DIR_PREFIX}{}-{run}", std::process::id())));
-    let task_cfg = TaskConfig {
-        min_work: opts.min_work,
-        schedule: compiler.schedule_config(),
-    };
-    let tasks = extract_tasks(
-        &stages.optimized,
-        &stages.kernels,
-        &inputs,
-        &task_cfg,
+    let tasks = model_tasks(
+        graph,
+        compiler,
+        &TaskOptions {
+            bindings: &opts.bindings,
+            seed: opts.seed,
+            min_work: opts.min_work,
+        },
         &dir.0,
     )?;
     let (mut db, load) = TuningDb::open(&opts.db)?;
@@ -188,13 +182,69 @@ pub fn tune_model(
     })
 }
 
+/// What [`model_tasks`] needs beside the model and the compiler.
+pub(crate) struct TaskOptions<'a> {
+    /// Sizes of symbolic dimensions (unbound ones are 1).
+    pub bindings: &'a BTreeMap<String, usize>,
+    /// Seed of the random model inputs the reference data is computed from.
+    pub seed: u64,
+    /// Kernels doing less work than this are not tuned.
+    pub min_work: u64,
+}
+
+/// The tuning tasks of `graph` for `compiler`'s target (GPU schedule spaces for a CUDA
+/// target): the model lowered once without schedules, its kernels' reference data computed
+/// by the interpreter on random inputs and written under `dir`.
+pub(crate) fn model_tasks(
+    graph: &Graph,
+    compiler: &Compiler,
+    opts: &TaskOptions,
+    dir: &Path,
+) -> Result<Vec<Task>, CompileError> {
+    let bindings = crate::pipeline::bind_symbols(graph, opts.bindings);
+    let unscheduled = Compiler {
+        target: compiler.target.clone(),
+        config: CompileConfig {
+            schedule: false,
+            tuned: None,
+            ..compiler.config.clone()
+        },
+    };
+    let stages = unscheduled.stages(graph, &bindings)?;
+    let mut rng = Rng::new(opts.seed);
+    let inputs: Vec<Tensor> = stages
+        .optimized
+        .inputs
+        .iter()
+        .map(|&v| {
+            let ty = stages.optimized.ty_of(v)?;
+            Ok(rng.tensor(ty.dtype, ty.static_shape().unwrap_or_default()))
+        })
+        .collect::<Result<_, CompileError>>()?;
+    let task_cfg = TaskConfig {
+        min_work: opts.min_work,
+        schedule: compiler.schedule_config(),
+        gpu_sm: match compiler.target {
+            tessera_codegen::Target::Cuda { sm } => Some(sm),
+            _ => None,
+        },
+    };
+    Ok(extract_tasks(
+        &stages.optimized,
+        &stages.kernels,
+        &inputs,
+        &task_cfg,
+        dir,
+    )?)
+}
+
 /// `compiler` with the best schedules of the database at `db` for its target and version.
 /// Returns the compiler and how many workloads the database has schedules for.
 pub fn tuned_compiler(compiler: Compiler, db: &Path) -> Result<(Compiler, usize), CompileError> {
     let (db, _) = TuningDb::open(db)?;
     let best = db.best_schedules(
         &tessera_autotune::target_key(&compiler.target),
-        &compiler_key(),
+        &compiler_key_for(&compiler.target),
     );
     let n = best.len();
     let mut c = compiler;

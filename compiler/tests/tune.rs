@@ -295,6 +295,7 @@ fn task_data_marks_the_weights_cold() {
     let cfg = TaskConfig {
         min_work: 0,
         schedule: compiler().schedule_config(),
+        gpu_sm: None,
     };
     let dir = tmp("cold-data");
     let tasks = extract_tasks(&stages.optimized, &stages.kernels, &inputs, &cfg, &dir).unwrap();

@@ -69,6 +69,12 @@ pub struct GpuMmaTiling {
 }
 
 impl GpuMmaTiling {
+    /// The knobs' domains (the search space): block tile sides, `k` tile depths, warps per
+    /// side.
+    pub const TILES: [i64; 5] = [16, 32, 64, 128, 256];
+    pub const DEPTHS: [i64; 3] = [16, 32, 64];
+    pub const WARPS: [i64; 3] = [1, 2, 4];
+
     /// The default for `spec`: per side a tile of the extent rounded up to a power of two,
     /// 16 to 128; up to 2 × 4 warps, each with a 64 × 32 region (4 × 4 fragments) at full
     /// size; 32 deep. A big product gets 128 × 128 tiles: 256 threads, 20 KB of shared
@@ -88,17 +94,14 @@ impl GpuMmaTiling {
     /// A random tiling from the knobs' domains that `validate` accepts (the search space as
     /// data, for fuzzing and search).
     pub fn sample(spec: &ProductSpec, rng: &mut tessera_ir::Rng) -> GpuMmaTiling {
-        const TILES: [i64; 4] = [16, 32, 64, 128];
-        const DEPTHS: [i64; 3] = [16, 32, 64];
-        const WARPS: [i64; 3] = [1, 2, 4];
         sample_valid(
             rng,
             |pick| GpuMmaTiling {
-                bm: pick(&TILES),
-                bn: pick(&TILES),
-                bk: pick(&DEPTHS),
-                warps_m: pick(&WARPS),
-                warps_n: pick(&WARPS),
+                bm: pick(&Self::TILES),
+                bn: pick(&Self::TILES),
+                bk: pick(&Self::DEPTHS),
+                warps_m: pick(&Self::WARPS),
+                warps_n: pick(&Self::WARPS),
             },
             |t| t.validate(spec).is_ok(),
         )

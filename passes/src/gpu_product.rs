@@ -48,6 +48,12 @@ pub struct GpuProductTiling {
 }
 
 impl GpuProductTiling {
+    /// The knobs' domains (the search space): block tile sides, `k` tile depths, register
+    /// tile sides.
+    pub const TILES: [i64; 4] = [8, 16, 32, 64];
+    pub const DEPTHS: [i64; 5] = [1, 3, 8, 16, 32];
+    pub const PER_THREAD: [i64; 3] = [1, 2, 4];
+
     /// The default for `spec`: per side, a tile of the side's extent rounded up to a power of
     /// two, between 8 and 64, with up to 16 threads along it (4 rows or columns each at 64);
     /// 16 deep. A big product gets 64×64 tiles of 4×4 per thread: 256 threads, 8.3 KB of
@@ -70,18 +76,15 @@ impl GpuProductTiling {
     /// A random tiling from the knobs' domains that `validate` accepts for `spec` (the search
     /// space as data, for fuzzing and search).
     pub fn sample(spec: &ProductSpec, rng: &mut tessera_ir::Rng) -> GpuProductTiling {
-        const TILES: [i64; 4] = [8, 16, 32, 64];
-        const DEPTHS: [i64; 5] = [1, 3, 8, 16, 32];
-        const PER_THREAD: [i64; 3] = [1, 2, 4];
         // Most draws are valid (only too few threads are not): this ends quickly.
         sample_valid(
             rng,
             |pick| GpuProductTiling {
-                bm: pick(&TILES),
-                bn: pick(&TILES),
-                bk: pick(&DEPTHS),
-                tm: pick(&PER_THREAD),
-                tn: pick(&PER_THREAD),
+                bm: pick(&Self::TILES),
+                bn: pick(&Self::TILES),
+                bk: pick(&Self::DEPTHS),
+                tm: pick(&Self::PER_THREAD),
+                tn: pick(&Self::PER_THREAD),
             },
             |t| t.validate(spec).is_ok(),
         )

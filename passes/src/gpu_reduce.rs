@@ -44,14 +44,27 @@ use tessera_ir::loops::{
     VExpr, carries_dependence,
 };
 
-/// The most threads of a row's block.
-const MAX_ROW_THREADS: i64 = 256;
+/// The most threads of a row's block in the default schedule (a tuned one may take up to
+/// 1024, [`MAX_ROW_BLOCK`]).
+pub const DEFAULT_ROW_THREADS: i64 = 256;
+/// The most threads a row's block may have: 32 warps, whose partials one warp folds.
+pub const MAX_ROW_BLOCK: i64 = 1024;
 /// The shortest row worth a block of threads.
 const MIN_ROW: i64 = 32;
 
-/// `prog` rebuilt with one block per row (see the module docs), or `None` when it does not
-/// have that shape.
-pub fn row_reduction(prog: &LoopProgram) -> Result<Option<LoopProgram>, PassError> {
+/// `prog` rebuilt with one block per row of at most `max_threads` threads (a power of two,
+/// 32 to [`MAX_ROW_BLOCK`]; see the module docs), or `None` when it does not have that shape.
+pub fn row_reduction(
+    prog: &LoopProgram,
+    max_threads: i64,
+) -> Result<Option<LoopProgram>, PassError> {
+    if !(WARP..=MAX_ROW_BLOCK).contains(&max_threads) || max_threads.count_ones() != 1 {
+        return Err(PassError::Schedule(format!(
+            "row reduction of `{}`: {max_threads} threads per row (a power of two in \
+             {WARP}..={MAX_ROW_BLOCK})",
+            prog.name
+        )));
+    }
     let chain = outer_chain(&prog.body);
     // Every row loop must be independent; none (a single row) is fine too.
     let rows: Vec<&Loop> = match (1..=chain.len())
@@ -73,7 +86,7 @@ pub fn row_reduction(prog: &LoopProgram) -> Result<Option<LoopProgram>, PassErro
     if n < MIN_ROW || !contiguous(first) {
         return Ok(None);
     }
-    let threads = prev_power_of_two(n.min(MAX_ROW_THREADS));
+    let threads = prev_power_of_two(n.min(max_threads));
     let b = Builder {
         prog,
         rows: &rows,

@@ -42,6 +42,14 @@ pub struct GpuScheduleConfig {
     /// one.
     #[serde(default)]
     pub tensor_cores: bool,
+    /// Large elementwise kernels give each thread a 16-byte run of consecutive elements
+    /// (see `vector_run`); off, one element per thread.
+    #[serde(default = "yes")]
+    pub vector_runs: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for GpuScheduleConfig {
@@ -50,6 +58,7 @@ impl Default for GpuScheduleConfig {
             threads_per_block: 256,
             tile_products: true,
             tensor_cores: true,
+            vector_runs: true,
         }
     }
 }
@@ -88,13 +97,90 @@ pub struct GpuBinding {
     pub launch: Launch,
 }
 
-/// The GPU schedule of one kernel: for a big enough matrix product (`product` is its spec,
-/// when the lowering recorded one) the tensor-core product (half precision, where `cfg`
-/// allows) or the tiled one; else [`default_gpu`].
+/// One kernel's GPU schedule, as data: what [`schedule_gpu`] picks by default, what the
+/// autotuner searches over and what a tuning database records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "gpu", rename_all = "snake_case")]
+pub enum GpuKernelSchedule {
+    /// The outer independent loops bound to blocks × threads ([`default_gpu`]).
+    Bound {
+        threads_per_block: i64,
+        /// 16-byte runs per thread for large elementwise kernels.
+        vector_runs: bool,
+    },
+    /// One block per row, at most `threads` threads ([`crate::gpu_reduce`]).
+    Rows { threads: i64 },
+    /// Shared-memory and register tiles on the CUDA cores ([`crate::gpu_product`]).
+    Tiled { tiling: GpuProductTiling },
+    /// Tensor-core tiles (`mma.sync`, [`crate::gpu_mma`]).
+    TensorCores { tiling: GpuMmaTiling },
+}
+
+impl GpuKernelSchedule {
+    /// The knobs of [`default_gpu`] that `cfg` sets.
+    pub fn bound(cfg: &GpuScheduleConfig) -> GpuKernelSchedule {
+        GpuKernelSchedule::Bound {
+            threads_per_block: cfg.threads_per_block,
+            vector_runs: cfg.vector_runs,
+        }
+    }
+}
+
+/// The schedule [`schedule_gpu`] gives a kernel by default: for a big enough matrix product
+/// (`product` is its spec, when the lowering recorded one) the tensor-core tiles (half
+/// precision, where `cfg` allows) or the CUDA-core ones; one block per row for a row
+/// reduction; else the bound loops.
+pub fn default_gpu_schedule(
+    prog: &LoopProgram,
+    product: Option<&ProductSpec>,
+    cfg: &GpuScheduleConfig,
+) -> Result<GpuKernelSchedule, PassError> {
+    if let Some(spec) = product
+        && cfg.tile_products
+        && cfg.tensor_cores
+        && worth_mma(spec)
+    {
+        let tiling = GpuMmaTiling::default_for(spec);
+        return Ok(GpuKernelSchedule::TensorCores { tiling });
+    }
+    if let Some(spec) = product
+        && cfg.tile_products
+        && worth_gpu_tiling(spec)
+    {
+        let tiling = GpuProductTiling::default_for(spec);
+        return Ok(GpuKernelSchedule::Tiled { tiling });
+    }
+    if is_row_reduction(prog)? {
+        return Ok(GpuKernelSchedule::Rows {
+            threads: crate::gpu_reduce::DEFAULT_ROW_THREADS,
+        });
+    }
+    Ok(GpuKernelSchedule::bound(cfg))
+}
+
+/// Whether `prog` (unscheduled) has the shape of [`crate::gpu_reduce::row_reduction`].
+pub fn is_row_reduction(prog: &LoopProgram) -> Result<bool, PassError> {
+    Ok(!binds_gpu(&prog.body)
+        && crate::gpu_reduce::row_reduction(prog, crate::gpu_reduce::DEFAULT_ROW_THREADS)?
+            .is_some())
+}
+
+/// The default GPU schedule of one kernel ([`default_gpu_schedule`]), applied.
 pub fn schedule_gpu(
     prog: &mut LoopProgram,
     product: Option<&ProductSpec>,
     cfg: &GpuScheduleConfig,
+) -> Result<GpuBinding, PassError> {
+    let schedule = default_gpu_schedule(prog, product, cfg)?;
+    apply_gpu_schedule(prog, product, &schedule)
+}
+
+/// Applies `schedule` to the unscheduled kernel `prog` (`product`: its product spec, which
+/// the tiled schedules need); a schedule that does not fit the kernel is an error.
+pub fn apply_gpu_schedule(
+    prog: &mut LoopProgram,
+    product: Option<&ProductSpec>,
+    schedule: &GpuKernelSchedule,
 ) -> Result<GpuBinding, PassError> {
     let rebuilt = |prog: &LoopProgram, tiled_product: bool| -> Result<GpuBinding, PassError> {
         let launch = tessera_ir::loops::gpu::launch(prog).map_err(|e| PassError::Verify {
@@ -108,28 +194,62 @@ pub fn schedule_gpu(
             launch,
         })
     };
-    if let Some(spec) = product
-        && cfg.tile_products
-        && cfg.tensor_cores
-        && worth_mma(spec)
-    {
-        *prog = tile_mma(prog, spec, &GpuMmaTiling::default_for(spec))?;
-        return rebuilt(prog, true);
+    let spec = || {
+        product.ok_or_else(|| {
+            PassError::Schedule(format!("kernel `{}` is not a matrix product", prog.name))
+        })
+    };
+    match *schedule {
+        GpuKernelSchedule::TensorCores { tiling } => {
+            *prog = tile_mma(prog, spec()?, &tiling)?;
+            rebuilt(prog, true)
+        }
+        GpuKernelSchedule::Tiled { tiling } => {
+            *prog = tile_gpu(prog, spec()?, &tiling)?;
+            rebuilt(prog, true)
+        }
+        GpuKernelSchedule::Rows { threads } => {
+            let rows = match binds_gpu(&prog.body) {
+                true => None,
+                false => crate::gpu_reduce::row_reduction(prog, threads)?,
+            };
+            let Some(rows) = rows else {
+                return Err(PassError::Schedule(format!(
+                    "kernel `{}` is not a row reduction",
+                    prog.name
+                )));
+            };
+            *prog = rows;
+            rebuilt(prog, false)
+        }
+        GpuKernelSchedule::Bound {
+            threads_per_block,
+            vector_runs,
+        } => default_gpu(
+            prog,
+            &GpuScheduleConfig {
+                threads_per_block,
+                vector_runs,
+                ..Default::default()
+            },
+        ),
     }
-    if let Some(spec) = product
-        && cfg.tile_products
-        && worth_gpu_tiling(spec)
-    {
-        *prog = tile_gpu(prog, spec, &GpuProductTiling::default_for(spec))?;
-        return rebuilt(prog, true);
+}
+
+/// Schedules one lowered kernel for the GPU: the tuned schedule of its workload when `tuned`
+/// has a GPU one, else the default ([`schedule_gpu`]).
+pub fn schedule_gpu_kernel(
+    k: &mut crate::lower::Kernel,
+    cfg: &GpuScheduleConfig,
+    tuned: Option<&crate::schedule::TunedSchedules>,
+) -> Result<crate::schedule::ScheduleSource, PassError> {
+    use crate::schedule::{KernelSchedule, ScheduleSource, workload_key};
+    if let Some(KernelSchedule::Gpu(s)) = tuned.and_then(|t| t.get(&workload_key(&k.program))) {
+        apply_gpu_schedule(&mut k.program, k.product.as_ref(), s)?;
+        return Ok(ScheduleSource::Tuned);
     }
-    if !binds_gpu(&prog.body)
-        && let Some(rows) = crate::gpu_reduce::row_reduction(prog)?
-    {
-        *prog = rows;
-        return rebuilt(prog, false);
-    }
-    default_gpu(prog, cfg)
+    schedule_gpu(&mut k.program, k.product.as_ref(), cfg)?;
+    Ok(ScheduleSource::Default)
 }
 
 /// Binds `prog`'s outer independent loops to blocks and threads (see the module docs).
@@ -173,7 +293,11 @@ pub fn default_gpu(
         [Stmt::For(l)] => l.extent,
         _ => unreachable!("the bound nest is the only top-level statement"),
     };
-    let run = vector_run(prog, extent);
+    let run = if cfg.vector_runs {
+        vector_run(prog, extent)
+    } else {
+        1
+    };
     if run > 1 {
         // Each thread takes a run of consecutive elements, unrolled: with the arguments'
         // alignment known, LLVM merges its loads and stores into 16-byte accesses.

@@ -246,6 +246,8 @@ pub enum KernelSchedule {
     Product(crate::product::ProductTiling),
     /// Parallelisation, vectorization and unrolling of the plain loop nest.
     Loops(LoopSchedule),
+    /// A GPU schedule (see [`crate::gpu_schedule`]).
+    Gpu(crate::gpu_schedule::GpuKernelSchedule),
 }
 
 /// The knobs of a plain loop nest's schedule.
@@ -325,6 +327,10 @@ pub fn apply_schedule(
             Ok(())
         }
         KernelSchedule::Loops(s) => schedule_loops(&mut k.program, s),
+        KernelSchedule::Gpu(s) => {
+            crate::gpu_schedule::apply_gpu_schedule(&mut k.program, k.product.as_ref(), s)
+                .map(|_| ())
+        }
     }
 }
 

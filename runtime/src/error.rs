@@ -21,6 +21,8 @@ pub enum RuntimeError {
     NoCuda(String),
     #[error("CUDA: {0}")]
     Cuda(String),
+    #[error("tuning data `{path}`: {msg}")]
+    TaskData { path: String, msg: String },
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -19,6 +19,7 @@ pub mod error;
 pub mod executor;
 pub mod memory;
 pub mod pool;
+pub mod tuning;
 
 pub use error::RuntimeError;
 pub use executor::{ExecConfig, Executor};

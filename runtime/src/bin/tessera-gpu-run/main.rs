@@ -1,6 +1,9 @@
 //! The runtime-only GPU runner (no LLVM, no MLIR: small enough to carry to a GPU machine).
 //!
 //!     tessera-gpu-run BUNDLE_DIR [RUNS | --no-gpu]
+//!     tessera-gpu-run tune ROUND_DIR [RUNS] [--timeout-s S] [--out FILE] [--no-gpu]
+//!
+//! The second form measures a round of GPU tuning candidates (see [`tune`]).
 //!
 //! `BUNDLE_DIR/bundle.json` lists cases written by `cargo run -p tessera-examples --example
 //! gpu_bundle`: a GPU artifact (manifest + PTX + weights), the graph it was compiled from,
@@ -13,6 +16,8 @@
 //! compared. One JSON line per case;
 //! exit status 1 if any case fails or errors. `--no-gpu` only reads each case and computes
 //! its reference (to check a bundle before it travels).
+
+mod tune;
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -194,6 +199,33 @@ fn run_case(dir: &Path, c: &Case, runs: usize) -> Result<serde_json::Value, Stri
 
 fn main() -> std::process::ExitCode {
     let mut args = std::env::args().skip(1);
+    match std::env::args().nth(1).as_deref() {
+        Some("tune") => {
+            let result = tune::TuneArgs::parse(args.skip(1)).and_then(|t| tune::run(&t));
+            return match result {
+                Ok(true) => std::process::ExitCode::SUCCESS,
+                Ok(false) => std::process::ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
+        Some("tune-one") => {
+            let a: Vec<String> = args.skip(1).collect();
+            let [dir, id, runs] = a.as_slice() else {
+                eprintln!("usage: tessera-gpu-run tune-one ROUND_DIR ID RUNS");
+                return std::process::ExitCode::FAILURE;
+            };
+            let outcome = tune::one(Path::new(dir), id, runs.parse().unwrap_or(20));
+            println!(
+                "{}",
+                serde_json::to_string(&outcome).expect("an outcome serialises")
+            );
+            return std::process::ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
     let Some(dir) = args.next().map(PathBuf::from) else {
         eprintln!("usage: tessera-gpu-run BUNDLE_DIR [RUNS]");
         return std::process::ExitCode::FAILURE;

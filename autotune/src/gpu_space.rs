@@ -1,0 +1,177 @@
+//! The GPU part of a kernel's schedule space: which GPU schedule (bound loops, a block per
+//! row, CUDA-core tiles, tensor-core tiles) and each one's knobs, decoded to a validated
+//! [`GpuKernelSchedule`].
+//!
+//! The knobs of the schedules not selected are left as they are in a point (they do not
+//! change the program; candidates are deduplicated by their scheduled program anyway), and
+//! [`encode`] sets them to their first value.
+
+use crate::error::TuneError;
+use crate::space::{Knob, Point, Space};
+use tessera_passes::gpu_mma::{GpuMmaTiling, worth_mma};
+use tessera_passes::gpu_product::{GpuProductTiling, worth_gpu_tiling};
+use tessera_passes::gpu_schedule::{GpuKernelSchedule, GpuScheduleConfig, is_row_reduction};
+use tessera_passes::lower::Kernel;
+use tessera_passes::product::ProductSpec;
+use tessera_passes::schedule::KernelSchedule;
+
+/// The selector's values.
+const BOUND: i64 = 0;
+const ROWS: i64 = 1;
+const TILED: i64 = 2;
+const TENSOR_CORES: i64 = 3;
+
+const SCHEDULE: &str = "gpu_schedule";
+const THREADS: &str = "threads_per_block";
+const VECTOR_RUNS: &str = "vector_runs";
+const ROW_THREADS: &str = "row_threads";
+const TILE_M: &str = "tile_m";
+const TILE_N: &str = "tile_n";
+const TILE_K: &str = "tile_k";
+const THREAD_M: &str = "thread_m";
+const THREAD_N: &str = "thread_n";
+const MMA_M: &str = "mma_tile_m";
+const MMA_N: &str = "mma_tile_n";
+const MMA_K: &str = "mma_tile_k";
+const WARPS_M: &str = "warps_m";
+const WARPS_N: &str = "warps_n";
+
+/// What a GPU space needs to decode its points.
+#[derive(Clone, Debug)]
+pub(crate) struct GpuSpace {
+    spec: Option<ProductSpec>,
+}
+
+fn knob(name: &'static str, values: &[i64]) -> Knob {
+    Knob {
+        name,
+        values: values.to_vec(),
+    }
+}
+
+/// The GPU schedule space of kernel `k` (unscheduled) on a GPU of compute capability `sm`.
+pub fn for_gpu_kernel(k: &Kernel, sm: u32) -> Result<Space, TuneError> {
+    let cfg = GpuScheduleConfig::for_sm(sm);
+    let spaced = |e: tessera_passes::PassError| TuneError::Space(e.to_string());
+    let mut kinds = vec![BOUND];
+    let mut knobs = Vec::new();
+    if is_row_reduction(&k.program).map_err(spaced)? {
+        kinds.push(ROWS);
+        knobs.push(knob(ROW_THREADS, &[32, 64, 128, 256, 512, 1024]));
+    }
+    let spec = k.product.clone();
+    if let Some(spec) = &spec {
+        if worth_gpu_tiling(spec) {
+            kinds.push(TILED);
+            knobs.extend([
+                knob(TILE_M, &GpuProductTiling::TILES),
+                knob(TILE_N, &GpuProductTiling::TILES),
+                knob(TILE_K, &GpuProductTiling::DEPTHS),
+                knob(THREAD_M, &GpuProductTiling::PER_THREAD),
+                knob(THREAD_N, &GpuProductTiling::PER_THREAD),
+            ]);
+        }
+        if cfg.tensor_cores && worth_mma(spec) {
+            kinds.push(TENSOR_CORES);
+            knobs.extend([
+                knob(MMA_M, &GpuMmaTiling::TILES),
+                knob(MMA_N, &GpuMmaTiling::TILES),
+                knob(MMA_K, &GpuMmaTiling::DEPTHS),
+                knob(WARPS_M, &GpuMmaTiling::WARPS),
+                knob(WARPS_N, &GpuMmaTiling::WARPS),
+            ]);
+        }
+    }
+    // The specialised schedules first: the selector's first value is the most likely good.
+    kinds.reverse();
+    knobs.splice(
+        0..0,
+        [
+            knob(SCHEDULE, &kinds),
+            knob(THREADS, &[64, 128, 256, 512, 1024]),
+            knob(VECTOR_RUNS, &[1, 0]),
+        ],
+    );
+    Ok(Space::gpu(knobs, GpuSpace { spec }))
+}
+
+/// The schedule at point `p` of `space`, validated.
+pub(crate) fn decode(
+    space: &Space,
+    gpu: &GpuSpace,
+    p: &Point,
+) -> Result<GpuKernelSchedule, TuneError> {
+    let v = |name: &str| space.value(p, name);
+    let spec = || {
+        gpu.spec
+            .as_ref()
+            .ok_or_else(|| TuneError::Space("the kernel is not a product".into()))
+    };
+    let invalid = |e: tessera_passes::PassError| TuneError::Space(e.to_string());
+    Ok(match v(SCHEDULE)? {
+        BOUND => GpuKernelSchedule::Bound {
+            threads_per_block: v(THREADS)?,
+            vector_runs: v(VECTOR_RUNS)? == 1,
+        },
+        ROWS => GpuKernelSchedule::Rows {
+            threads: v(ROW_THREADS)?,
+        },
+        TILED => {
+            let tiling = GpuProductTiling {
+                bm: v(TILE_M)?,
+                bn: v(TILE_N)?,
+                bk: v(TILE_K)?,
+                tm: v(THREAD_M)?,
+                tn: v(THREAD_N)?,
+            };
+            tiling.validate(spec()?).map_err(invalid)?;
+            GpuKernelSchedule::Tiled { tiling }
+        }
+        TENSOR_CORES => {
+            let tiling = GpuMmaTiling {
+                bm: v(MMA_M)?,
+                bn: v(MMA_N)?,
+                bk: v(MMA_K)?,
+                warps_m: v(WARPS_M)?,
+                warps_n: v(WARPS_N)?,
+            };
+            tiling.validate(spec()?).map_err(invalid)?;
+            GpuKernelSchedule::TensorCores { tiling }
+        }
+        other => return Err(TuneError::Space(format!("GPU schedule kind {other}"))),
+    })
+}
+
+/// The knob settings of `s` (knobs it does not name keep their first value).
+pub(crate) fn knob_values(s: &KernelSchedule) -> Option<Vec<(&'static str, i64)>> {
+    let KernelSchedule::Gpu(s) = s else {
+        return None;
+    };
+    Some(match *s {
+        GpuKernelSchedule::Bound {
+            threads_per_block,
+            vector_runs,
+        } => vec![
+            (SCHEDULE, BOUND),
+            (THREADS, threads_per_block),
+            (VECTOR_RUNS, vector_runs as i64),
+        ],
+        GpuKernelSchedule::Rows { threads } => vec![(SCHEDULE, ROWS), (ROW_THREADS, threads)],
+        GpuKernelSchedule::Tiled { tiling: t } => vec![
+            (SCHEDULE, TILED),
+            (TILE_M, t.bm),
+            (TILE_N, t.bn),
+            (TILE_K, t.bk),
+            (THREAD_M, t.tm),
+            (THREAD_N, t.tn),
+        ],
+        GpuKernelSchedule::TensorCores { tiling: t } => vec![
+            (SCHEDULE, TENSOR_CORES),
+            (MMA_M, t.bm),
+            (MMA_N, t.bn),
+            (MMA_K, t.bk),
+            (WARPS_M, t.warps_m),
+            (WARPS_N, t.warps_n),
+        ],
+    })
+}

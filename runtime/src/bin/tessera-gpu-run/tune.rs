@@ -1,0 +1,236 @@
+//! `tessera-gpu-run tune ROUND_DIR [RUNS] [--timeout-s S] [--out FILE] [--no-gpu]`: measures
+//! a round of GPU tuning candidates (written by `tessera tune --target cuda:sm_NN --export`).
+//!
+//! Each candidate is measured in a child process (`tessera-gpu-run tune-one ROUND_DIR ID
+//! RUNS`) with a time limit: a candidate that faults leaves the CUDA context unusable, and
+//! one that hangs must be killable — neither may stop the round. The child loads the
+//! candidate's PTX, runs it once on the task's reference inputs with its outputs poisoned,
+//! compares every output with the reference ([`candidate_tolerance`]), and only then times
+//! it: launches batched so that one sample takes about a millisecond (a small kernel's time
+//! is not its launch overhead), the median of RUNS samples. One [`Measurement`] per line is
+//! appended (and flushed) to `ROUND_DIR/measurements.jsonl` (or `--out`); candidates already
+//! measured there are skipped, so a killed round resumes. `--no-gpu` only checks that every
+//! candidate's files are there and fit together (before the round travels).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tessera_runtime::cuda::GpuConfig;
+use tessera_runtime::tuning::{
+    MEASUREMENTS_FILE, Measurement, Outcome, RoundCandidate, TaskData, TuneRound,
+    candidate_tolerance,
+};
+
+/// Options of a round's measurement.
+pub struct TuneArgs {
+    pub dir: PathBuf,
+    pub runs: usize,
+    pub timeout: Duration,
+    pub out: Option<PathBuf>,
+    pub no_gpu: bool,
+}
+
+impl TuneArgs {
+    pub fn parse(mut args: impl Iterator<Item = String>) -> Result<TuneArgs, String> {
+        let mut t = TuneArgs {
+            dir: args.next().ok_or("usage: tessera-gpu-run tune ROUND_DIR [RUNS] [--timeout-s S] [--out FILE] [--no-gpu]")?.into(),
+            runs: 20,
+            timeout: Duration::from_secs(60),
+            out: None,
+            no_gpu: false,
+        };
+        while let Some(a) = args.next() {
+            match a.as_str() {
+                "--no-gpu" => t.no_gpu = true,
+                "--timeout-s" => {
+                    let s = args
+                        .next()
+                        .and_then(|s| s.parse::<f64>().ok())
+                        .ok_or("--timeout-s needs seconds")?;
+                    t.timeout = Duration::from_secs_f64(s);
+                }
+                "--out" => t.out = Some(args.next().ok_or("--out needs a file")?.into()),
+                runs => {
+                    t.runs = runs
+                        .parse()
+                        .map_err(|_| format!("unknown argument `{runs}`"))?
+                }
+            }
+        }
+        Ok(t)
+    }
+}
+
+/// Runs the round: every candidate not measured yet, each in a child process.
+pub fn run(t: &TuneArgs) -> Result<bool, String> {
+    let round = TuneRound::read(&t.dir).map_err(|e| e.to_string())?;
+    if t.no_gpu {
+        let mut ok = true;
+        for c in &round.candidates {
+            if let Err(e) = round.check(&t.dir, c) {
+                ok = false;
+                println!(
+                    "{}",
+                    serde_json::json!({"id": c.id, "error": e.to_string()})
+                );
+            }
+        }
+        println!(
+            "{}",
+            serde_json::json!({"candidates": round.candidates.len(), "ok": ok})
+        );
+        return Ok(ok);
+    }
+    tessera_runtime::cuda::probe().map_err(|e| e.to_string())?;
+    let out = t
+        .out
+        .clone()
+        .unwrap_or_else(|| t.dir.join(MEASUREMENTS_FILE));
+    let done: Vec<String> = std::fs::read_to_string(&out)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Measurement>(l).ok())
+        .map(|m| m.id)
+        .collect();
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&out)
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    for c in round.candidates.iter().filter(|c| !done.contains(&c.id)) {
+        let outcome = in_child(&me, t, c);
+        let m = Measurement {
+            id: c.id.clone(),
+            outcome,
+        };
+        let line = serde_json::to_string(&m).expect("a measurement serialises");
+        println!(
+            "{}",
+            serde_json::json!({"id": c.id, "task": c.task, "schedule": c.schedule, "outcome": m.outcome})
+        );
+        file.write_all(format!("{line}\n").as_bytes())
+            .and_then(|()| file.sync_data())
+            .map_err(|e| format!("{}: {e}", out.display()))?;
+    }
+    Ok(true)
+}
+
+/// Measures `c` in a child process with the round's time limit.
+fn in_child(me: &Path, t: &TuneArgs, c: &RoundCandidate) -> Outcome {
+    let child = Command::new(me)
+        .arg("tune-one")
+        .arg(&t.dir)
+        .arg(&c.id)
+        .arg(t.runs.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(ch) => ch,
+        Err(e) => {
+            return Outcome::Failed {
+                detail: format!("starting the measuring process: {e}"),
+            };
+        }
+    };
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if start.elapsed() > t.timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Outcome::TimedOut {
+                    limit_ms: t.timeout.as_millis() as u64,
+                };
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => {
+                return Outcome::Failed {
+                    detail: e.to_string(),
+                };
+            }
+        }
+    }
+    match child.wait_with_output() {
+        Ok(o) => {
+            let stdout = String::from_utf8_lossy(&o.stdout);
+            match stdout
+                .lines()
+                .last()
+                .and_then(|l| serde_json::from_str::<Outcome>(l).ok())
+            {
+                Some(outcome) => outcome,
+                None => {
+                    let stderr = String::from_utf8_lossy(&o.stderr);
+                    let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
+                    Outcome::Failed {
+                        detail: format!(
+                            "the measuring process died ({}): {}",
+                            o.status,
+                            tail.join(" | ")
+                        ),
+                    }
+                }
+            }
+        }
+        Err(e) => Outcome::Failed {
+            detail: e.to_string(),
+        },
+    }
+}
+
+/// The child's side: measures candidate `id` of the round in `dir`, prints its outcome.
+pub fn one(dir: &Path, id: &str, runs: usize) -> Outcome {
+    let round = match TuneRound::read(dir) {
+        Ok(r) => r,
+        Err(e) => {
+            return Outcome::Failed {
+                detail: e.to_string(),
+            };
+        }
+    };
+    let Some(c) = round.candidates.iter().find(|c| c.id == id) else {
+        return Outcome::Failed {
+            detail: format!("no candidate `{id}`"),
+        };
+    };
+    measure(dir, c, runs).unwrap_or_else(|detail| Outcome::Failed { detail })
+}
+
+/// One kernel launch batch takes about this long when timed (launch overhead amortised).
+const SAMPLE: Duration = Duration::from_millis(1);
+
+fn measure(dir: &Path, c: &RoundCandidate, runs: usize) -> Result<Outcome, String> {
+    let data = TaskData::read(&dir.join(&c.data)).map_err(|e| e.to_string())?;
+    let mut exe =
+        tessera_runtime::artifact::load_gpu(&dir.join(&c.artifact), GpuConfig { poison: true })
+            .map_err(|e| e.to_string())?;
+    let got = exe.run(&data.inputs).map_err(|e| e.to_string())?;
+    for (n, (g, want)) in got.iter().zip(&data.expected).enumerate() {
+        if let Err(e) = tessera_ir::compare::compare(g, want, candidate_tolerance(want)) {
+            return Ok(Outcome::Wrong {
+                detail: format!("output {n}: {e}"),
+            });
+        }
+    }
+    exe.upload(&data.inputs).map_err(|e| e.to_string())?;
+    // How many launches one sample takes.
+    let once = exe.time_runs(2, 3).map_err(|e| e.to_string())?[1];
+    let per_sample = ((SAMPLE.as_secs_f64() * 1e3 / once.max(1e-4)) as usize).clamp(1, 1000);
+    let mut samples = Vec::with_capacity(runs.max(1));
+    for _ in 0..runs.max(1) {
+        let start = Instant::now();
+        for _ in 0..per_sample {
+            exe.launch_all().map_err(|e| e.to_string())?;
+        }
+        exe.synchronize().map_err(|e| e.to_string())?;
+        samples.push(start.elapsed().as_secs_f64() / per_sample as f64);
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(Outcome::Ok {
+        median_ns: (samples[samples.len() / 2] * 1e9).round() as u64,
+    })
+}
