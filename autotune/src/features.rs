@@ -129,6 +129,21 @@ pub fn feature_version(schedule: &KernelSchedule) -> u32 {
     }
 }
 
+/// Kernel `k`'s work — the flops of its product (multiply-adds × 2), else its stores and
+/// reduction steps — and the bytes of its parameter buffers.
+pub(crate) fn work_and_bytes(k: &Kernel) -> (f64, f64) {
+    let bytes: f64 = k
+        .program
+        .params()
+        .map(|b| (b.len * b.dtype.size()) as f64)
+        .sum();
+    let flops = match &k.product {
+        Some(p) => 2.0 * (p.batch * p.m * p.n * p.k) as f64,
+        None => k.program.work() as f64,
+    };
+    (flops, bytes)
+}
+
 /// The length of the feature vector of `schedule`'s kind.
 pub fn feature_width(schedule: &KernelSchedule) -> usize {
     match schedule {
@@ -150,15 +165,7 @@ pub fn features(
     threads: usize,
 ) -> Vec<f32> {
     let mut f = vec![0f32; FEATURES.len()];
-    let bytes: f64 = k
-        .program
-        .params()
-        .map(|b| (b.len * b.dtype.size()) as f64)
-        .sum();
-    let flops = match &k.product {
-        Some(p) => 2.0 * (p.batch * p.m * p.n * p.k) as f64,
-        None => k.program.work() as f64,
-    };
+    let (flops, bytes) = work_and_bytes(k);
     f[1] = lg(flops);
     f[2] = lg(bytes);
     f[3] = lg(flops / bytes.max(1.0));

@@ -72,15 +72,7 @@ fn lg(x: f64) -> f32 {
 /// The features of `scheduled`, the program `schedule` made of kernel `k`.
 pub fn gpu_features(k: &Kernel, schedule: &GpuKernelSchedule, scheduled: &LoopProgram) -> Vec<f32> {
     let mut f = vec![0f32; GPU_FEATURES.len()];
-    let bytes: f64 = k
-        .program
-        .params()
-        .map(|b| (b.len * b.dtype.size()) as f64)
-        .sum();
-    let flops = match &k.product {
-        Some(p) => 2.0 * (p.batch * p.m * p.n * p.k) as f64,
-        None => k.program.work() as f64,
-    };
+    let (flops, bytes) = crate::features::work_and_bytes(k);
     f[4] = lg(flops);
     f[5] = lg(bytes);
     f[6] = lg(flops / bytes.max(1.0));

@@ -36,6 +36,15 @@ fn run(p: &LoopProgram, inputs: &[Tensor]) -> Vec<Tensor> {
     bufs
 }
 
+/// Random values for kernel `k`'s input buffers.
+fn random_inputs(k: &Kernel, rng: &mut Rng) -> Vec<Tensor> {
+    k.program
+        .params()
+        .filter(|b| b.role == BufRole::Input)
+        .map(|b| rng.tensor(b.dtype, vec![b.len]))
+        .collect()
+}
+
 #[test]
 fn every_schedule_the_space_hands_out_builds_and_computes_the_same() {
     let mut rng = Rng::new(11);
@@ -44,12 +53,7 @@ fn every_schedule_the_space_hands_out_builds_and_computes_the_same() {
     for k in &ks {
         let space = Space::for_kernel(k, 64);
         assert_eq!(space.has_product(), k.product.is_some(), "{}", k.node);
-        let inputs: Vec<Tensor> = k
-            .program
-            .params()
-            .filter(|b| b.role == BufRole::Input)
-            .map(|b| rng.tensor(b.dtype, vec![b.len]))
-            .collect();
+        let inputs = random_inputs(k, &mut rng);
         let want = run(&k.program, &inputs);
         let mut seen = std::collections::HashSet::new();
         let mut points = Vec::new();
@@ -233,12 +237,7 @@ fn gpu_spaces_hand_out_gpu_schedules_that_compute_the_same() {
     let mut kinds = std::collections::HashSet::new();
     for k in &gpu_kernels() {
         let space = Space::for_gpu_kernel(k, 90).unwrap();
-        let inputs: Vec<Tensor> = k
-            .program
-            .params()
-            .filter(|b| b.role == BufRole::Input)
-            .map(|b| rng.tensor(b.dtype, vec![b.len]))
-            .collect();
+        let inputs = random_inputs(k, &mut rng);
         let want = run(&k.program, &inputs);
         for _ in 0..10 {
             let (p, s) = space.sample(&mut rng).unwrap();

@@ -23,12 +23,11 @@
 use crate::error::CompileError;
 use crate::gpu::GpuProgram;
 use crate::pipeline::Compiler;
-use crate::tune::{ModelKind, TaskOptions, compiler_key_for, model_tasks};
+use crate::tune::{ModelKind, Models, TaskOptions, compiler_key_for, model_tasks};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use tessera_autotune::db::{Record, TuningDb};
 use tessera_autotune::gpu_features::GPU_FEATURE_VERSION;
-use tessera_autotune::model::{AnalyticModel, CostModel, XgbConfig, XgbModel};
 use tessera_autotune::search::{Proposal, Strategy, TuneConfig, propose_round};
 use tessera_autotune::task::Task;
 use tessera_codegen::Target;
@@ -131,16 +130,8 @@ pub fn export_gpu_round(
         prior,
         ..Default::default()
     };
-    let mut xgb = match &opts.model_file {
-        Some(p) if p.exists() => XgbModel::load(p, XgbConfig::default())?,
-        _ => XgbModel::new(XgbConfig::default()),
-    };
-    let mut analytic = AnalyticModel;
-    let model: &mut dyn CostModel = match opts.model {
-        ModelKind::Xgboost => &mut xgb,
-        _ => &mut analytic,
-    };
-    let proposals = propose_round(&tasks, &cfg, model, &mut db)?;
+    let mut models = Models::new(opts.model, opts.model_file.as_deref())?;
+    let proposals = propose_round(&tasks, &cfg, models.pick(), &mut db)?;
     let candidates_dir = opts.dir.join("candidates");
     std::fs::create_dir_all(&candidates_dir)?;
     let mut per_task = vec![0; tasks.len()];
@@ -197,11 +188,7 @@ pub fn export_gpu_round(
         opts.dir.join(ROUND_FILE),
         serde_json::to_string_pretty(&round).expect("a round serialises"),
     )?;
-    if let (ModelKind::Xgboost, Some(path)) = (opts.model, &opts.model_file)
-        && xgb.trained()
-    {
-        xgb.save(path)?;
-    }
+    models.save()?;
     Ok(RoundReport {
         tasks,
         per_task,

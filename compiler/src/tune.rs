@@ -154,25 +154,18 @@ pub fn tune_model(
         prior.1.extend(y);
     }
     let cfg = TuneConfig { prior, ..cfg };
-    let mut xgb = match &opts.model_file {
-        Some(p) if p.exists() => XgbModel::load(p, XgbConfig::default())?,
-        _ => XgbModel::new(XgbConfig::default()),
-    };
-    let mut analytic = AnalyticModel;
-    let model: &mut dyn CostModel = match opts.model {
-        ModelKind::Xgboost => &mut xgb,
-        _ => &mut analytic,
-    };
-    let result = search::tune(&tasks, &cfg, model, &mut measurer, &mut db, &mut |e| {
-        progress(&tasks, e)
-    });
+    let mut models = Models::new(opts.model, opts.model_file.as_deref())?;
+    let result = search::tune(
+        &tasks,
+        &cfg,
+        models.pick(),
+        &mut measurer,
+        &mut db,
+        &mut |e| progress(&tasks, e),
+    );
     drop(dir);
     let states = result?;
-    if let (ModelKind::Xgboost, Some(p)) = (opts.model, &opts.model_file)
-        && xgb.trained()
-    {
-        xgb.save(p)?;
-    }
+    models.save()?;
     Ok(TuneReport {
         tasks,
         states,
@@ -180,6 +173,47 @@ pub fn tune_model(
         torn_bytes: load.torn_bytes,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// The cost model a run uses: XGBoost (started from a saved model when there is one, saved
+/// again after the run) or the analytic one.
+pub(crate) struct Models<'a> {
+    kind: ModelKind,
+    file: Option<&'a Path>,
+    xgb: XgbModel,
+    analytic: AnalyticModel,
+}
+
+impl<'a> Models<'a> {
+    pub fn new(kind: ModelKind, file: Option<&'a Path>) -> Result<Models<'a>, CompileError> {
+        let xgb = match file {
+            Some(p) if p.exists() => XgbModel::load(p, XgbConfig::default())?,
+            _ => XgbModel::new(XgbConfig::default()),
+        };
+        Ok(Models {
+            kind,
+            file,
+            xgb,
+            analytic: AnalyticModel,
+        })
+    }
+
+    pub fn pick(&mut self) -> &mut dyn CostModel {
+        match self.kind {
+            ModelKind::Xgboost => &mut self.xgb,
+            _ => &mut self.analytic,
+        }
+    }
+
+    /// Saves a trained XGBoost model to its file (when one was named).
+    pub fn save(&self) -> Result<(), CompileError> {
+        if let (ModelKind::Xgboost, Some(p)) = (self.kind, self.file)
+            && self.xgb.trained()
+        {
+            self.xgb.save(p)?;
+        }
+        Ok(())
+    }
 }
 
 /// What [`model_tasks`] needs beside the model and the compiler.
