@@ -44,14 +44,15 @@ pub fn write(
     bindings: &BTreeMap<String, usize>,
     out: &Path,
 ) -> Result<()> {
-    let (_, program) = c.compile_gpu(g, bindings)?;
+    let (stages, program) = c.compile_gpu(g, bindings)?;
     let m = program.write(&g.name, out)?;
     let single = program.single_thread_kernels();
     eprintln!(
-        "wrote {} ({} kernels for sm_{}, {} run as one thread{}), {}, {}",
+        "wrote {} ({} kernels for sm_{}, {} with tuned schedules, {} run as one thread{}), {}, {}",
         out.display(),
         m.kernels.len(),
         program.module.sm,
+        stages.tuned_kernels,
         single.len(),
         if single.is_empty() {
             String::new()
