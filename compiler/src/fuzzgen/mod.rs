@@ -213,11 +213,14 @@ pub fn generate(target: FuzzTarget, data: &[u8]) -> Option<Case> {
 }
 
 /// The target whose lowering shape the GPU schedules are checked on.
-const GPU_TARGET: Target = Target::Cuda { sm: 90 };
+const GPU_SM: u32 = 90;
+const GPU_TARGET: Target = Target::Cuda { sm: GPU_SM };
 
 /// The same kernel's GPU schedules on the interpreter (which also reports shared-memory
-/// races) against the unscheduled kernel's results `want`: the default GPU schedule, and for a
-/// matrix product a tiling drawn from the case's seed (so the case text determines it).
+/// races) against the unscheduled kernel's results `want`: the default GPU schedule, for a
+/// matrix product a tiling drawn from the case's seed, and a point of the kernel's GPU tuning
+/// space drawn from the seed (any kind: bound loops, a block per row, tiles) — what the
+/// autotuner may propose (so the case text determines them all).
 fn check_gpu_schedules(
     k: &tessera_passes::lower::Kernel,
     seed: u64,
@@ -238,6 +241,15 @@ fn check_gpu_schedules(
             .map_err(|e| format!("the GPU product tiling {t:?} fails: {e}"))?;
         variants.push((format!("GPU product tiling {t:?}"), tiled));
     }
+    let space = tessera_autotune::space::Space::for_gpu_kernel(k, GPU_SM)
+        .map_err(|e| format!("the GPU tuning space: {e}"))?;
+    let (_, schedule) = space
+        .sample(&mut Rng::new(seed ^ 0x9e37_79b9))
+        .map_err(|e| format!("the GPU tuning space: {e}"))?;
+    let mut tuned = k.clone();
+    tessera_passes::schedule::apply_schedule(&mut tuned, &schedule)
+        .map_err(|e| format!("the GPU tuning candidate {schedule:?} fails: {e}"))?;
+    variants.push((format!("GPU tuning candidate {schedule:?}"), tuned.program));
     for (what, p) in variants {
         tessera_ir::loops::verify::verify(&p)
             .map_err(|e| format!("{what}: does not verify: {e}"))?;
