@@ -4,9 +4,9 @@
 //! rebuilt with the default tiling and random valid ones, run on the loop interpreter (which
 //! checks shared memory for races) and as CPU code of the GPU program on fresh random
 //! inputs with outputs poisoned, and compared with the plain kernel; its PTX, which must hold
-//! the `mma.sync` instructions, is assembled by `ptxas` for sm_80 and sm_90. The `mma`
-//! statement's own meaning is checked against a matrix product computed here, and the
-//! verifier's rules for where a warp may run it.
+//! the `mma.sync` instructions and load the fragments by `ldmatrix`, is assembled by `ptxas`
+//! for sm_80 and sm_90. The `mma` statement's own meaning is checked against a matrix product
+//! computed here, and the verifier's rules for where a warp may run it.
 
 use tessera::fuzzgen::oracle;
 use tessera_ir::compare::Tolerance;
@@ -114,6 +114,18 @@ fn tensor_core_products_match_the_plain_kernels() {
                             assert!(
                                 module.text.contains(&instruction),
                                 "{what}: no `{instruction}` in the PTX"
+                            );
+                            // The schedule's padded tiles keep every fragment row 16 bytes,
+                            // 16-byte aligned: fragments load by `ldmatrix`, never by element.
+                            for load in [
+                                "ldmatrix.sync.aligned.m8n8.x4.shared.b16",
+                                "ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16",
+                            ] {
+                                assert!(module.text.contains(load), "{what}: no `{load}`");
+                            }
+                            assert!(
+                                !module.text.contains("ld.shared"),
+                                "{what}: fragments loaded element by element"
                             );
                             tessera_codegen::ptx::check_with_ptxas(&module.text, sm)
                                 .unwrap_or_else(|e| panic!("{what} sm_{sm}: {e}"));

@@ -8,7 +8,8 @@
 //! (`bar.sync`), which also orders their memory accesses within the block; a uniform loop of
 //! thread loops ends each iteration with one. Shared buffers are address-space-3 globals, local
 //! ones a per-thread `alloca` (registers once LLVM promotes them). A tensor-core step
-//! (`mma`) is one `mma.sync` of the warp, a warp fold (`warp_fold`) a butterfly of
+//! (`mma`) is one `mma.sync` of the warp, its fragments loaded by `ldmatrix` where the tiles'
+//! rows allow, a warp fold (`warp_fold`) a butterfly of
 //! `shfl.sync.bfly`; elsewhere each runs as its per-thread expansion.
 
 use super::Em;
@@ -18,6 +19,15 @@ use tessera_ir::loops::gpu::is_uniform;
 use tessera_ir::loops::mma::{MMA_ACC_PER_LANE, Mma, MmaOperand};
 use tessera_ir::loops::shuffle::WarpFold;
 use tessera_ir::loops::{IExpr, Loop, LoopKind, Stmt, VExpr};
+
+/// Which operand of `mma.m16n8k16` an `ldmatrix` loads.
+#[derive(Clone, Copy)]
+enum Matrices {
+    /// `A`: four 8×8 matrices.
+    A,
+    /// `B`: two 8×8 matrices, transposed.
+    B,
+}
 
 /// The type `nvvm.mma.sync` returns: the thread's four f32 accumulators.
 const MMA_RESULT: &str = "!llvm.struct<(f32, f32, f32, f32)>";
@@ -129,26 +139,34 @@ impl Em<'_> {
                 .collect::<Result<Vec<String>, CodegenError>>()
         };
         let eight = |e: &IExpr| e.clone().plus(IExpr::c(8));
-        let a = fragment(
-            self,
-            &m.a,
-            &[
-                (group.clone(), pair.clone()),
-                (eight(&group), pair.clone()),
-                (group.clone(), eight(&pair)),
-                (eight(&group), eight(&pair)),
-            ],
-        )?;
-        // `B`'s pairs run along `k`, its rows: (k, column) = (pair + {0, 1}, group).
-        let b_t = MmaOperand {
-            strides: [m.b.strides[1], m.b.strides[0]],
-            ..m.b.clone()
+        let a = match self.ldmatrix(&m.a, &m.lane, Matrices::A)? {
+            Some(regs) => regs,
+            None => fragment(
+                self,
+                &m.a,
+                &[
+                    (group.clone(), pair.clone()),
+                    (eight(&group), pair.clone()),
+                    (group.clone(), eight(&pair)),
+                    (eight(&group), eight(&pair)),
+                ],
+            )?,
         };
-        let b = fragment(
-            self,
-            &b_t,
-            &[(group.clone(), pair.clone()), (group, eight(&pair))],
-        )?;
+        let b = match self.ldmatrix(&m.b, &m.lane, Matrices::B)? {
+            Some(regs) => regs,
+            None => {
+                // `B`'s pairs run along `k`, its rows: (k, column) = (pair + {0, 1}, group).
+                let b_t = MmaOperand {
+                    strides: [m.b.strides[1], m.b.strides[0]],
+                    ..m.b.clone()
+                };
+                fragment(
+                    self,
+                    &b_t,
+                    &[(group.clone(), pair.clone()), (group, eight(&pair))],
+                )?
+            }
+        };
         let (acc, _, acc_ty) = self.bufs[&m.acc].clone();
         let slots = (0..MMA_ACC_PER_LANE)
             .map(|e| self.iexpr(&m.at.clone().plus(IExpr::c(e))))
@@ -179,6 +197,83 @@ impl Em<'_> {
             self.line(format!("memref.store {v}, {acc}[{i}] : {acc_ty}"));
         }
         Ok(())
+    }
+
+    /// The thread's fragment registers of `op` loaded by one `ldmatrix` of the warp, when its
+    /// rows of 8 elements are 16 contiguous bytes at 16-byte-aligned shared addresses (the
+    /// tensor-core schedule's padded tiles are): `None` otherwise (then element loads).
+    ///
+    /// `ldmatrix` reads 8×8 matrices of 16-bit elements; lane `l` gives the address of row
+    /// `l % 8` of matrix `l / 8`, and receives, of each matrix, the pair (row `l / 4`, columns
+    /// `2(l % 4)` and `+1`) — with `.trans`, of the transposed matrix. `A` (16×16, row-major
+    /// along `k`) is four matrices, rows 0–7 / 8–15 × columns 0–7 / 8–15 in that order: the
+    /// registers `a0a1, a2a3, a4a5, a6a7` of `mma.m16n8k16`. `B` (16×8, rows along `k`) is two
+    /// matrices, `k` 0–7 and 8–15, transposed: each lane gets the pairs along `k` at column
+    /// `l / 4`, the registers `b0b1, b2b3` (lanes 16–31 repeat lanes 0–15's addresses, which
+    /// `.x2` ignores).
+    fn ldmatrix(
+        &mut self,
+        op: &MmaOperand,
+        lane: &IExpr,
+        which: Matrices,
+    ) -> Result<Option<Vec<String>>, CodegenError> {
+        const ROW: i64 = 8;
+        let (buf, dtype, memref) = self.bufs[&op.buf].clone();
+        if !memref.ends_with(", 3>")
+            || op.strides[1] != 1
+            || op.strides[0] % ROW != 0
+            || !op.base.is_multiple_of(ROW)
+        {
+            return Ok(None);
+        }
+        let matrix = lane.clone().floordiv(ROW);
+        let row_in = lane.clone().modulo(ROW);
+        let (num, layout, row, col) = match which {
+            Matrices::A => (
+                4,
+                "row",
+                matrix.clone().modulo(2).times(ROW).plus(row_in),
+                matrix.floordiv(2).times(ROW),
+            ),
+            Matrices::B => (
+                2,
+                "col",
+                matrix.modulo(2).times(ROW).plus(row_in),
+                IExpr::c(0),
+            ),
+        };
+        let elem = super::scalar_ty(dtype);
+        let offset = self.iexpr(&op.at(row, col))?;
+        let offset = self.op(format!("arith.index_cast {offset} : index to i64"));
+        let base = self.op(format!(
+            "memref.extract_aligned_pointer_as_index {buf} : {memref} -> index"
+        ));
+        let base = self.op(format!("arith.index_cast {base} : index to i64"));
+        let base = self.op(format!("llvm.inttoptr {base} : i64 to !llvm.ptr<3>"));
+        let ptr = self.op(format!(
+            "llvm.getelementptr {base}[{offset}] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, {elem}"
+        ));
+        let regs = vec!["i32"; num].join(", ");
+        let loaded = self.op(format!(
+            "nvvm.ldmatrix {ptr} {{eltType = #nvvm.ld_st_matrix_elt_type<b16>, \
+             layout = #nvvm.mma_layout<{layout}>, num = {num} : i32, \
+             shape = #nvvm.ld_st_matrix_shape<m = 8, n = 8>}} : (!llvm.ptr<3>) \
+             -> !llvm.struct<({regs})>"
+        ));
+        Ok(Some(
+            (0..num)
+                .map(|r| {
+                    let x = self.op(format!(
+                        "llvm.extractvalue {loaded}[{r}] : !llvm.struct<({regs})>"
+                    ));
+                    match dtype {
+                        // The NVVM `mma` takes f16 pairs as vectors, bf16 pairs as i32.
+                        DType::BF16 => x,
+                        _ => self.op(format!("llvm.bitcast {x} : i32 to vector<2xf16>")),
+                    }
+                })
+                .collect(),
+        ))
     }
 
     /// A warp's fold of shared elements on the GPU: each lane loads element `lane % width`

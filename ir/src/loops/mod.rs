@@ -340,6 +340,23 @@ impl IExpr {
         }
     }
 
+    /// Whether every value of this expression is a multiple of `n` (> 0), as far as its
+    /// shape shows: constants, sums and differences of multiples, products with a multiple,
+    /// the smaller or larger of two multiples. Variables are not known to be.
+    pub fn is_multiple_of(&self, n: i64) -> bool {
+        match self {
+            IExpr::Const(c) => c % n == 0,
+            IExpr::Add(a, b) | IExpr::Sub(a, b) | IExpr::Min(a, b) | IExpr::Max(a, b) => {
+                a.is_multiple_of(n) && b.is_multiple_of(n)
+            }
+            IExpr::Mul(a, b) => match (a.as_ref(), b.as_ref()) {
+                (IExpr::Const(x), IExpr::Const(y)) => (x * y) % n == 0,
+                _ => a.is_multiple_of(n) || b.is_multiple_of(n),
+            },
+            IExpr::Var(_) | IExpr::FloorDiv(..) | IExpr::Mod(..) | IExpr::Of(_) => false,
+        }
+    }
+
     /// The coefficient of `v` if this expression is affine in `v` (`None` if not affine).
     pub fn coeff(&self, v: &str) -> Option<i64> {
         match self {
@@ -757,5 +774,33 @@ impl LoopProgram {
             [Stmt::For(l)] if l.kind == LoopKind::Parallel => l.extent,
             _ => 1,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IExpr;
+
+    #[test]
+    fn multiples_are_known_by_their_shape() {
+        let v = || IExpr::var("t");
+        // A tile base: a buffer's offset, rows of 40 elements, a 16-element step.
+        let base = v()
+            .times(2560)
+            .plus(v().floordiv(4).times(40))
+            .plus(IExpr::c(16));
+        assert!(base.is_multiple_of(8));
+        assert!(
+            !base.is_multiple_of(16),
+            "40-element rows are not 16-aligned"
+        );
+        assert!(!v().is_multiple_of(8), "a variable may be anything");
+        assert!(!v().plus(IExpr::c(8)).is_multiple_of(8));
+        assert!(!v().modulo(32).times(3).is_multiple_of(8));
+        let b = Box::new;
+        assert!(IExpr::Mul(b(IExpr::c(4)), b(IExpr::c(2))).is_multiple_of(8));
+        assert!(IExpr::Mul(b(v()), b(IExpr::c(16))).is_multiple_of(8));
+        assert!(IExpr::Min(b(IExpr::c(16)), b(IExpr::c(8))).is_multiple_of(8));
+        assert!(!IExpr::Min(b(v()), b(IExpr::c(8))).is_multiple_of(8));
     }
 }
