@@ -192,6 +192,41 @@ fn generated_cases_reach_the_winograd_rewrite() {
     );
 }
 
+/// The `schedule` target makes some cases' products half precision: their kernels are then
+/// checked with the tensor-core schedule too — and pass.
+#[test]
+fn generated_schedule_cases_reach_half_precision_products() {
+    let mut reached = 0;
+    for bytes in byte_strings(9, 160, 600) {
+        let Some(case @ Case::Schedule { .. }) = fuzzgen::generate(FuzzTarget::Schedule, &bytes)
+        else {
+            continue;
+        };
+        let Case::Schedule { graph, kernel, .. } = &case else {
+            unreachable!()
+        };
+        let Ok(kernels) = fuzzgen::unscheduled_kernels(graph, &tessera::Target::Cuda { sm: 90 })
+        else {
+            continue;
+        };
+        let half = kernels
+            .get(*kernel)
+            .and_then(|k| k.product.as_ref())
+            .is_some_and(|p| matches!(p.dtype, tessera_ir::DType::F16 | tessera_ir::DType::BF16));
+        if half {
+            reached += 1;
+            match fuzzgen::check(&case) {
+                Ok(Verdict::Passed | Verdict::Skipped(_)) => {}
+                Err(f) => panic!("{}", f.case.to_text()),
+            }
+        }
+    }
+    assert!(
+        reached >= 2,
+        "only {reached} of 160 schedule cases checked a half-precision product kernel"
+    );
+}
+
 #[test]
 fn random_cases_pass_the_oracle() {
     for (k, target) in FuzzTarget::ALL.into_iter().enumerate() {

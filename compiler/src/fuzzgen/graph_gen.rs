@@ -76,6 +76,54 @@ fn build(u: &mut Unstructured) -> Result<std::result::Result<Graph, Rejected>> {
     })
 }
 
+/// `g` with every MatMul computed in `dtype` (f16 or bf16): its operands cast to it and its
+/// result cast back to f32, so that the rest of the graph is unchanged. The `schedule` target
+/// checks half-precision product kernels — the tensor-core schedule — with it. `None` when
+/// `g` has no MatMul.
+pub fn with_half_products(g: &Graph, dtype: DType) -> Option<Graph> {
+    let mut h = g.clone();
+    let products: Vec<_> = h
+        .nodes()
+        .filter(|(_, n)| n.op == OpKind::MatMul && n.outputs.len() == 1)
+        .map(|(ix, _)| ix)
+        .collect();
+    if products.is_empty() {
+        return None;
+    }
+    let cast = |to: DType| {
+        let mut a = Attrs::new();
+        a.insert("to".into(), Attr::Int(to.onnx_code() as i64));
+        a
+    };
+    for ix in products {
+        let node = h.remove_node(ix)?;
+        let inputs = node
+            .inputs
+            .iter()
+            .map(|v| v.map(|v| h.op(OpKind::Cast, &[v], cast(dtype))))
+            .collect();
+        let out = node.outputs[0];
+        let half = h.fresh_value(&format!("{}_half", node.name));
+        let back = tessera_ir::Node {
+            name: format!("{}_back", node.name),
+            op: OpKind::Cast,
+            attrs: cast(DType::F32),
+            inputs: vec![Some(half)],
+            outputs: vec![out],
+        };
+        h.add_node(tessera_ir::Node {
+            inputs,
+            outputs: vec![half],
+            ..node
+        });
+        let back = h.add_node(back);
+        h.connect_consumers(back);
+    }
+    h.infer_types().ok()?;
+    h.verify().ok()?;
+    Some(h)
+}
+
 fn ints(v: &[i64]) -> Attr {
     Attr::Ints(v.to_vec())
 }

@@ -191,7 +191,16 @@ pub fn generate(target: FuzzTarget, data: &[u8]) -> Option<Case> {
         }
         FuzzTarget::Schedule => {
             let seed = u.arbitrary::<u64>().ok()?;
-            let graph = graph_gen::arbitrary_graph(&mut u).ok()?;
+            let mut graph = graph_gen::arbitrary_graph(&mut u).ok()?;
+            // A quarter of the cases compute their matrix products in half precision.
+            let half = match u.int_in_range(0..=7u8).ok()? {
+                0 => Some(tessera_ir::DType::F16),
+                1 => Some(tessera_ir::DType::BF16),
+                _ => None,
+            };
+            if let Some(h) = half.and_then(|d| graph_gen::with_half_products(&graph, d)) {
+                graph = h;
+            }
             let kernels = unscheduled_kernels(&graph, &Target::host()).ok()?;
             let kernel = u.choose_index(kernels.len()).ok()?;
             let space =
@@ -227,6 +236,8 @@ fn check_gpu_schedules(
     inputs: &[tessera_ir::Tensor],
     want: &[tessera_ir::Tensor],
 ) -> Result<(), String> {
+    use tessera_ir::DType;
+    use tessera_passes::gpu_mma::{GpuMmaTiling, tile_mma};
     use tessera_passes::gpu_product::{GpuProductTiling, tile_gpu};
     use tessera_passes::gpu_schedule::{GpuScheduleConfig, schedule_gpu};
     let mut variants = Vec::new();
@@ -240,6 +251,13 @@ fn check_gpu_schedules(
         let tiled = tile_gpu(&k.program, spec, &t)
             .map_err(|e| format!("the GPU product tiling {t:?} fails: {e}"))?;
         variants.push((format!("GPU product tiling {t:?}"), tiled));
+        // Half precision: the tensor-core schedule, whatever the product's size.
+        if matches!(spec.dtype, DType::F16 | DType::BF16) {
+            let t = GpuMmaTiling::sample(spec, &mut Rng::new(seed));
+            let tiled = tile_mma(&k.program, spec, &t)
+                .map_err(|e| format!("the tensor-core tiling {t:?} fails: {e}"))?;
+            variants.push((format!("tensor-core tiling {t:?}"), tiled));
+        }
     }
     let space = tessera_autotune::space::Space::for_gpu_kernel(k, GPU_SM)
         .map_err(|e| format!("the GPU tuning space: {e}"))?;
