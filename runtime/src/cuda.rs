@@ -177,7 +177,7 @@ impl GpuExecutable {
                 shared_mem_bytes: 0,
             })
             .collect();
-        Ok(GpuExecutable {
+        let mut exe = GpuExecutable {
             info,
             stream,
             functions,
@@ -189,7 +189,11 @@ impl GpuExecutable {
             workspace,
             inputs,
             outputs,
-        })
+        };
+        // Run-once steps (they read only weights and each other's results) fill the
+        // workspace's constant region now; runs leave it alone.
+        exe.launch_steps(true)?;
+        Ok(exe)
     }
 
     pub fn device(&self) -> &CudaInfo {
@@ -200,17 +204,24 @@ impl GpuExecutable {
         &self.plan
     }
 
-    /// Copies `inputs` in, runs every step (run-once steps too: the GPU executor does not
-    /// keep their values between runs yet), copies the outputs back.
+    /// Copies `inputs` in, runs every step (but the run-once ones, see [`Self::load`]),
+    /// copies the outputs back.
     pub fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
         self.upload(inputs)?;
         if self.cfg.poison {
-            for buf in self.outputs.iter_mut().chain([&mut self.workspace]) {
+            for buf in self.outputs.iter_mut() {
                 let poison = vec![0xFFu8; buf.len()];
                 self.stream
                     .memcpy_htod(&poison, buf)
                     .map_err(driver("poisoning"))?;
             }
+            // All of the workspace but its constant region (the run-once steps' values).
+            let constant = self.plan.constant_bytes.min(self.workspace.len());
+            let mut rest = self.workspace.slice_mut(constant..);
+            let poison = vec![0xFFu8; rest.len()];
+            self.stream
+                .memcpy_htod(&poison, &mut rest)
+                .map_err(driver("poisoning"))?;
         }
         self.launch_all()?;
         self.download()
@@ -246,8 +257,14 @@ impl GpuExecutable {
         Ok(out)
     }
 
-    /// Launches every step on the device's stream (asynchronously; see [`Self::synchronize`]).
+    /// Launches every step of a run on the device's stream (asynchronously; see
+    /// [`Self::synchronize`]).
     pub fn launch_all(&mut self) -> Result<(), RuntimeError> {
+        self.launch_steps(false)
+    }
+
+    /// Launches the run-once steps (`once`), or the others.
+    fn launch_steps(&mut self, once: bool) -> Result<(), RuntimeError> {
         for (((step, args), cfg), f) in self
             .plan
             .steps
@@ -255,6 +272,7 @@ impl GpuExecutable {
             .zip(&self.step_args)
             .zip(&self.launches)
             .zip(&self.functions)
+            .filter(|(((step, _), _), _)| step.once == once)
         {
             let mut launch = self.stream.launch_builder(f);
             for a in args {
