@@ -21,10 +21,10 @@
 //! rows padded by 8 elements (16 bytes): a thread copies runs of 8 elements, one 16-byte load
 //! and store where the arguments' alignment allows (consecutive threads take consecutive runs:
 //! coalesced reads, conflict-free shared stores), and the fragment loads fall in distinct
-//! banks — an `A` fragment's pairs along `k` are adjacent (one 32-bit load each), a `B`
-//! fragment's pairs along `k` are two rows apart (two 16-bit loads; staging `B` transposed
-//! instead would make every store of a warp hit one bank). Elements outside the matrix stage
-//! as zeros and are never stored.
+//! banks: every fragment row is 16 contiguous, 16-byte-aligned bytes, which the CUDA backend
+//! loads with `ldmatrix` — `A`'s rows along `k` as they are, `B`'s (rows along the columns)
+//! transposed by `.trans` (staging `B` transposed instead would make every store of a warp hit
+//! one bank). Elements outside the matrix stage as zeros and are never stored.
 //!
 //! The sums are f32 (the tensor core's accumulators); they start from the product's initial
 //! value (zero or a bias) and go back to the element dtype when stored, as in the plain nest

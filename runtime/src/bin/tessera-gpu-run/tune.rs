@@ -23,6 +23,7 @@ use tessera_runtime::tuning::{
 };
 
 /// Options of a round's measurement.
+#[derive(Debug)]
 pub struct TuneArgs {
     pub dir: PathBuf,
     pub runs: usize,
@@ -233,4 +234,69 @@ fn measure(dir: &Path, c: &RoundCandidate, runs: usize) -> Result<Outcome, Strin
     Ok(Outcome::Ok {
         median_ns: (samples[samples.len() / 2] * 1e9).round() as u64,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Result<TuneArgs, String> {
+        TuneArgs::parse(s.split_whitespace().map(String::from))
+    }
+
+    #[test]
+    fn arguments_parse_and_refuse_unknown_ones() {
+        let t = args("round 7 --timeout-s 2.5 --out m.jsonl").unwrap();
+        assert_eq!(t.dir, PathBuf::from("round"));
+        assert_eq!((t.runs, t.timeout), (7, Duration::from_millis(2500)));
+        assert_eq!(t.out, Some(PathBuf::from("m.jsonl")));
+        assert!(!t.no_gpu);
+        assert!(args("round --no-gpu").unwrap().no_gpu);
+        assert!(args("").is_err());
+        assert!(args("round --timeout-s").is_err());
+        assert!(args("round fast").unwrap_err().contains("`fast`"));
+    }
+
+    /// Without a usable GPU (or with a bad round) a candidate's measurement is a typed
+    /// `Failed` outcome naming why, never a panic.
+    #[test]
+    fn a_candidate_that_cannot_run_is_failed_with_the_reason() {
+        let dir = std::env::temp_dir().join(format!("tessera-gpu-run-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = one(&dir, "c0000", 3);
+        assert!(
+            matches!(&missing, Outcome::Failed { detail } if detail.contains("round.json")),
+            "{missing:?}"
+        );
+        let round = TuneRound {
+            format: tessera_runtime::tuning::ROUND_FORMAT.into(),
+            target: "cuda/sm_90".into(),
+            compiler: "test".into(),
+            feature_version: 1,
+            candidates: vec![RoundCandidate {
+                id: "c0000".into(),
+                task: "k".into(),
+                workload: "w".into(),
+                data: "absent.data".into(),
+                artifact: "absent.ptx".into(),
+                schedule: serde_json::json!({}),
+                default: true,
+                features: vec![],
+            }],
+        };
+        std::fs::write(
+            dir.join(tessera_runtime::tuning::ROUND_FILE),
+            serde_json::to_string(&round).unwrap(),
+        )
+        .unwrap();
+        let unknown = one(&dir, "c0001", 3);
+        assert!(matches!(&unknown, Outcome::Failed { detail } if detail.contains("c0001")));
+        let absent = one(&dir, "c0000", 3);
+        assert!(
+            matches!(&absent, Outcome::Failed { detail } if detail.contains("absent.data")),
+            "{absent:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
