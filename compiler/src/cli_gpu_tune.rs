@@ -69,7 +69,8 @@ pub fn import(a: &TuneArgs, c: &Compiler, dir: &Path) -> Result<()> {
     if r.imported == 0 && r.duplicates == 0 {
         bail!("{}: no measurements", dir.display());
     }
-    for s in round_standings(dir, &a.db)? {
+    let standings = round_standings(dir, &a.db)?;
+    for s in &standings {
         println!(
             "{}",
             serde_json::json!({
@@ -84,6 +85,25 @@ pub fn import(a: &TuneArgs, c: &Compiler, dir: &Path) -> Result<()> {
                     _ => None,
                 },
                 "best": s.best,
+            })
+        );
+    }
+    // The tuned kernels' time in one run of the model, where every task has both times.
+    let timed: Vec<_> = standings
+        .iter()
+        .filter_map(|s| Some((s.weight as f64, s.default_ns?, s.best_ns?)))
+        .collect();
+    if timed.len() == standings.len() && !timed.is_empty() {
+        let total = |f: fn(&(f64, u64, u64)) -> u64| -> f64 {
+            timed.iter().map(|t| t.0 * f(t) as f64 / 1e3).sum()
+        };
+        let (default_us, tuned_us) = (total(|t| t.1), total(|t| t.2));
+        println!(
+            "{}",
+            serde_json::json!({
+                "tuned_kernels_default_us": default_us,
+                "tuned_kernels_best_us": tuned_us,
+                "speedup": default_us / tuned_us.max(1e-9),
             })
         );
     }

@@ -169,6 +169,7 @@ pub fn export_gpu_round(
             id: id.clone(),
             task: task.name.clone(),
             workload: task.workload.clone(),
+            weight: task.weight,
             data: relative(&opts.dir, &task.data)?,
             artifact: format!("candidates/{id}.ptx"),
             schedule: serde_json::to_value(&p.schedule)
@@ -309,6 +310,8 @@ pub fn single_kernel_plan(prog: &LoopProgram, node: &str) -> ExecPlan {
 pub struct TaskStanding {
     pub task: String,
     pub workload: String,
+    /// How many kernels of the model compute this workload.
+    pub weight: usize,
     /// Records of the task (this target and compiler).
     pub measured: usize,
     /// Of them: wrong, failed or timed out.
@@ -350,6 +353,7 @@ pub fn round_standings(dir: &Path, db: &Path) -> Result<Vec<TaskStanding>, Compi
         out.push(TaskStanding {
             task: c.task.clone(),
             workload: c.workload.clone(),
+            weight: c.weight,
             measured: recs.len(),
             rejected: recs.iter().filter(|r| ns(r).is_none()).count(),
             default_ns: recs

@@ -178,6 +178,9 @@ pub struct RoundCandidate {
     /// The kernel's node (for reports).
     pub task: String,
     pub workload: String,
+    /// How many kernels of the model compute this workload.
+    #[serde(default = "one")]
+    pub weight: usize,
     /// The task's reference data ([`TaskData`]), relative to the round folder.
     pub data: String,
     /// The candidate's GPU artifact (PTX; its manifest beside it, a plan of one step whose
@@ -189,6 +192,10 @@ pub struct RoundCandidate {
     #[serde(default)]
     pub default: bool,
     pub features: Vec<f32>,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// One line of the measurements file: a candidate's id and what measuring it found.

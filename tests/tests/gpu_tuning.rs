@@ -152,6 +152,7 @@ fn gpu_rounds_export_import_and_tune_the_compiler() {
     assert_eq!((again.imported, again.duplicates), (0, 14));
     for s in round_standings(&dir, &db).unwrap() {
         assert_eq!((s.default_ns, s.best_ns), (Some(1000), Some(500)), "{s:?}");
+        assert_eq!(s.weight, 1, "each workload occurs once");
         assert_eq!(s.rejected, 1);
     }
 

@@ -278,6 +278,7 @@ mod tests {
                 id: "c0000".into(),
                 task: "k".into(),
                 workload: "w".into(),
+                weight: 1,
                 data: "absent.data".into(),
                 artifact: "absent.ptx".into(),
                 schedule: serde_json::json!({}),
