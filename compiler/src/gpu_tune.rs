@@ -21,19 +21,19 @@
 //!    best GPU schedules when compiling for that target.
 
 use crate::error::CompileError;
-use crate::gpu::GpuProgram;
+use crate::gpu::{GpuProgram, argument_alignment};
 use crate::pipeline::Compiler;
 use crate::tune::{ModelKind, Models, TaskOptions, compiler_key_for, model_tasks};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use tessera_autotune::db::{Record, TuningDb};
 use tessera_autotune::gpu_features::GPU_FEATURE_VERSION;
 use tessera_autotune::search::{Proposal, Strategy, TuneConfig, propose_round};
 use tessera_autotune::task::Task;
 use tessera_codegen::Target;
-use tessera_codegen::ptx::{PtxConfig, compile_ptx_with};
+use tessera_codegen::ptx::compile_ptx_with;
 use tessera_ir::Graph;
-use tessera_ir::Tensor;
 use tessera_ir::compare::compare;
 use tessera_ir::loops::{BufRole, LoopProgram};
 use tessera_ir::plan::{ExecPlan, Slot, Step, TensorSig};
@@ -137,10 +137,13 @@ pub fn export_gpu_round(
     let mut per_task = vec![0; tasks.len()];
     let mut candidates = Vec::new();
     let mut rejected = 0;
+    // Each task's reference data, read once (for the candidates checked here).
+    let mut data: HashMap<usize, TaskData> = HashMap::new();
     for p in &proposals {
         let task = &tasks[p.task];
+        // Larger kernels are checked on the GPU machine only.
         if p.program.work() <= opts.interpret_max_work
-            && let Some(detail) = disagreement(&p.program, &task.data)?
+            && let Some(detail) = disagreement(&p.program, read_once(&mut data, p.task, task)?)
         {
             rejected += 1;
             db.append(Record {
@@ -158,13 +161,9 @@ pub fn export_gpu_round(
             continue;
         }
         let id = format!("c{:04}", candidates.len());
-        let program = candidate_program(&tasks[p.task], p, sm)?;
-        program.write(
-            &tasks[p.task].name,
-            &candidates_dir.join(format!("{id}.ptx")),
-        )?;
+        let program = candidate_program(task, p, sm)?;
+        program.write(&task.name, &candidates_dir.join(format!("{id}.ptx")))?;
         per_task[p.task] += 1;
-        let task = &tasks[p.task];
         candidates.push(RoundCandidate {
             id: id.clone(),
             task: task.name.clone(),
@@ -200,30 +199,30 @@ pub fn export_gpu_round(
 
 /// Why `prog` (a scheduled candidate) does not reproduce the reference data at `data` on
 /// the interpreter, outputs poisoned first; `None` when it does.
-fn disagreement(prog: &LoopProgram, data: &Path) -> Result<Option<String>, CompileError> {
-    let data = TaskData::read(data)?;
-    let (mut inputs, mut outputs) = (data.inputs.into_iter(), Vec::new());
-    let mut buffers = Vec::new();
-    for b in prog.params() {
-        match b.role {
-            BufRole::Input => buffers.push(inputs.next().ok_or_else(|| {
-                CompileError::Usage(format!("kernel `{}`: too few reference inputs", prog.name))
-            })?),
-            _ => {
-                outputs.push(buffers.len());
-                buffers.push(Tensor::poisoned(b.dtype, vec![b.len]));
-            }
-        }
-    }
-    if let Err(e) = tessera_ir::loops::interp::run(prog, &mut buffers) {
-        return Ok(Some(e.to_string()));
-    }
-    for (n, (&at, want)) in outputs.iter().zip(&data.expected).enumerate() {
-        if let Err(e) = compare(&buffers[at], want, candidate_tolerance(want)) {
-            return Ok(Some(format!("output {n}: {e}")));
-        }
-    }
-    Ok(None)
+fn disagreement(prog: &LoopProgram, data: &TaskData) -> Option<String> {
+    let got = match tessera_ir::loops::interp::run_outputs(prog, &data.inputs) {
+        Ok(got) => got,
+        Err(e) => return Some(e.to_string()),
+    };
+    got.iter()
+        .zip(&data.expected)
+        .enumerate()
+        .find_map(|(n, (g, want))| {
+            let e = compare(g, want, candidate_tolerance(want)).err()?;
+            Some(format!("output {n}: {e}"))
+        })
+}
+
+/// Task `i`'s reference data, read from its file the first time.
+fn read_once<'a>(
+    read: &'a mut HashMap<usize, TaskData>,
+    i: usize,
+    task: &Task,
+) -> Result<&'a TaskData, CompileError> {
+    Ok(match read.entry(i) {
+        Entry::Occupied(d) => d.into_mut(),
+        Entry::Vacant(slot) => slot.insert(TaskData::read(&task.data)?),
+    })
 }
 
 /// `path` relative to `dir` (it lies under it).
@@ -253,11 +252,7 @@ fn folder_bytes(dir: &Path) -> u64 {
 /// are its inputs and expected outputs as they are.
 fn candidate_program(task: &Task, p: &Proposal, sm: u32) -> Result<GpuProgram, CompileError> {
     let plan = single_kernel_plan(&p.program, &task.name);
-    // Every parameter is an allocation of its own: aligned for 16-byte accesses.
-    let cfg = PtxConfig {
-        param_align: [(p.program.name.clone(), vec![16; plan.steps[0].args.len()])].into(),
-    };
-    let module = compile_ptx_with(&[&p.program], sm, &cfg)?;
+    let module = compile_ptx_with(&[&p.program], sm, &argument_alignment(&plan))?;
     Ok(GpuProgram {
         module,
         plan,

@@ -467,7 +467,7 @@ fn run_cli() -> Result<()> {
                 for (i, (a, r)) in outs.iter().zip(&reference).enumerate() {
                     let err = max_rel_err(a, r);
                     out!("output {i}: max relative error vs interpreter {err:.3e}");
-                    if err > check_threshold(r.dtype()) {
+                    if err > tessera_ir::compare::compiled_rtol(r.dtype()) {
                         bail!("output {i} differs from the reference interpreter");
                     }
                 }
@@ -637,17 +637,6 @@ fn report_line(r: &tessera_passes::egraph::OptimizeReport) -> String {
         r.stop_reason,
         r.elapsed.as_secs_f64() * 1e3
     )
-}
-
-/// The largest `max_rel_err` `run --check` accepts: 1e-3 for f32 and wider; for half
-/// precision a few units of its own precision, since every operation's result is rounded to
-/// it (f16: 2^-10 ≈ 1e-3, bf16: 2^-7 ≈ 8e-3).
-fn check_threshold(dtype: tessera_ir::DType) -> f64 {
-    match dtype {
-        tessera_ir::DType::F16 => 1e-2,
-        tessera_ir::DType::BF16 => 5e-2,
-        _ => 1e-3,
-    }
 }
 
 fn max_rel_err(a: &Tensor, r: &Tensor) -> f64 {

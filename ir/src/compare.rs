@@ -14,6 +14,18 @@ pub enum Tolerance {
     Ulp(u32),
 }
 
+/// The relative tolerance of compiled results of element type `dtype` against the reference
+/// interpreter (`run --check`, the autotuner's candidates): 1e-3 for f32 and wider; for half
+/// precision a few units of its own precision, since every operation's result is rounded to
+/// it (f16: 2^-10 ≈ 1e-3, bf16: 2^-7 ≈ 8e-3).
+pub fn compiled_rtol(dtype: crate::DType) -> f64 {
+    match dtype {
+        crate::DType::F16 => 1e-2,
+        crate::DType::BF16 => 5e-2,
+        _ => 1e-3,
+    }
+}
+
 /// Compares `got` with `want`; returns a description of the first mismatch.
 pub fn compare(got: &Tensor, want: &Tensor, tol: Tolerance) -> Result<(), String> {
     if got.dtype() != want.dtype() || got.shape() != want.shape() {

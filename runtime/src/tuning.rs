@@ -139,11 +139,7 @@ pub fn candidate_tolerance(expected: &Tensor) -> Tolerance {
         .map(|i| expected.get_f64(i).abs())
         .filter(|x| x.is_finite())
         .fold(1.0f64, f64::max);
-    let rtol = match expected.dtype() {
-        DType::F16 => 1e-2,
-        DType::BF16 => 5e-2,
-        _ => 1e-3,
-    };
+    let rtol = tessera_ir::compare::compiled_rtol(expected.dtype());
     Tolerance::Close {
         rtol,
         atol: rtol / 10.0 * scale,

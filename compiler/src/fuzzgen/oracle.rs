@@ -72,9 +72,7 @@ fn buffers(prog: &LoopProgram, inputs: &[Tensor]) -> Vec<Tensor> {
 
 /// The outputs of `prog` on the loop interpreter.
 pub fn interpret(prog: &LoopProgram, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
-    let mut bufs = buffers(prog, inputs);
-    tessera_ir::loops::interp::run(prog, &mut bufs).map_err(|e| e.to_string())?;
-    Ok(outputs(prog, bufs))
+    tessera_ir::loops::interp::run_outputs(prog, inputs).map_err(|e| e.to_string())
 }
 
 fn outputs(prog: &LoopProgram, bufs: Vec<Tensor>) -> Vec<Tensor> {

@@ -59,6 +59,31 @@ struct St<'a> {
     touched: RefCell<HashMap<(usize, usize), Touched>>,
 }
 
+/// The outputs of `prog` run on `inputs` (its input buffers' contents, in parameter order),
+/// every output poisoned first (see [`run`]).
+pub fn run_outputs(prog: &LoopProgram, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+    let mut given = inputs.iter();
+    let mut buffers = Vec::new();
+    for b in prog.params() {
+        buffers.push(match b.role {
+            BufRole::Input => given.next().cloned().ok_or_else(|| {
+                IrError::Interp(format!(
+                    "kernel `{}`: no value for input `{}`",
+                    prog.name, b.name
+                ))
+            })?,
+            _ => Tensor::poisoned(b.dtype, vec![b.len]),
+        });
+    }
+    run(prog, &mut buffers)?;
+    Ok(buffers
+        .into_iter()
+        .zip(prog.params())
+        .filter(|(_, b)| b.role == BufRole::Output)
+        .map(|(t, _)| t)
+        .collect())
+}
+
 /// Runs `prog` over `buffers` (one tensor per parameter buffer, in order; outputs are written
 /// in place). Each tensor's element count must equal the buffer's `len`. Kernel-local buffers
 /// are allocated here, poisoned (NaN, or a junk pattern for integers) so that reading one
