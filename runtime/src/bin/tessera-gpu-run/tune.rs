@@ -88,17 +88,8 @@ pub fn run(t: &TuneArgs) -> Result<bool, String> {
         .out
         .clone()
         .unwrap_or_else(|| t.dir.join(MEASUREMENTS_FILE));
-    let done: Vec<String> = std::fs::read_to_string(&out)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Measurement>(l).ok())
-        .map(|m| m.id)
-        .collect();
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&out)
-        .map_err(|e| format!("{}: {e}", out.display()))?;
+    let io = |e: std::io::Error| format!("{}: {e}", out.display());
+    let (mut file, done) = resume(&out).map_err(io)?;
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     for c in round.candidates.iter().filter(|c| !done.contains(&c.id)) {
         let outcome = in_child(&me, t, c);
@@ -113,9 +104,34 @@ pub fn run(t: &TuneArgs) -> Result<bool, String> {
         );
         file.write_all(format!("{line}\n").as_bytes())
             .and_then(|()| file.sync_data())
-            .map_err(|e| format!("{}: {e}", out.display()))?;
+            .map_err(io)?;
     }
     Ok(true)
+}
+
+/// The measurements file at `out` opened for appending, and the candidates it already has.
+/// A run killed mid-write leaves a torn last line: it is cut off (its candidate is measured
+/// again), or the next line would continue it.
+fn resume(out: &Path) -> std::io::Result<(std::fs::File, Vec<String>)> {
+    let earlier = match std::fs::read_to_string(out) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e),
+    };
+    let whole = earlier.rfind('\n').map_or(0, |i| i + 1);
+    let done = earlier[..whole]
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Measurement>(l).ok())
+        .map(|m| m.id)
+        .collect();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(out)?;
+    if whole < earlier.len() {
+        file.set_len(whole as u64)?;
+    }
+    Ok((file, done))
 }
 
 /// Measures `c` in a child process with the round's time limit.
@@ -255,6 +271,27 @@ mod tests {
         assert!(args("").is_err());
         assert!(args("round --timeout-s").is_err());
         assert!(args("round fast").unwrap_err().contains("`fast`"));
+    }
+
+    #[test]
+    fn a_resumed_round_cuts_a_torn_last_line() {
+        let out = std::env::temp_dir().join(format!("tessera-resume-{}.jsonl", std::process::id()));
+        let whole = "{\"id\":\"c0000\",\"status\":\"ok\",\"median_ns\":5}\n";
+        // Torn right before its newline: it parses, yet it is not a whole line.
+        let torn = "{\"id\":\"c0001\",\"status\":\"ok\",\"median_ns\":7}";
+        std::fs::write(&out, format!("{whole}{torn}")).unwrap();
+        let (mut file, done) = resume(&out).unwrap();
+        assert_eq!(done, vec!["c0000".to_string()]);
+        file.write_all(b"next\n").unwrap();
+        drop(file);
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            format!("{whole}next\n")
+        );
+        let _ = std::fs::remove_file(&out);
+        let (_, none) = resume(&out).unwrap();
+        assert!(none.is_empty());
+        let _ = std::fs::remove_file(&out);
     }
 
     /// Without a usable GPU (or with a bad round) a candidate's measurement is a typed
