@@ -259,8 +259,8 @@ impl Walk {
                 }
                 Stmt::If { then, .. } => self.block(then, depth, trips, vectorized),
                 Stmt::Reduce(r) => self.block(&r.body, depth, trips, vectorized),
-                s @ (Stmt::Mma(_) | Stmt::WarpFold(_)) => {
-                    self.block(&s.warp_expansion(), depth, trips, vectorized)
+                s @ (Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_)) => {
+                    self.block(&s.expansion(), depth, trips, vectorized)
                 }
                 Stmt::Store { .. } => {
                     self.stores += trips;

@@ -8,7 +8,7 @@
 
 use crate::error::TuneError;
 use crate::space::{Knob, Point, Space};
-use tessera_passes::gpu_mma::{GpuMmaTiling, worth_mma};
+use tessera_passes::gpu_mma::{GpuMmaTiling, MmaStaging, worth_mma};
 use tessera_passes::gpu_product::{GpuProductTiling, worth_gpu_tiling};
 use tessera_passes::gpu_schedule::{GpuKernelSchedule, GpuScheduleConfig, is_row_reduction};
 use tessera_passes::lower::Kernel;
@@ -35,6 +35,7 @@ const MMA_N: &str = "mma_tile_n";
 const MMA_K: &str = "mma_tile_k";
 const WARPS_M: &str = "warps_m";
 const WARPS_N: &str = "warps_n";
+const MMA_STAGING: &str = "mma_staging";
 
 /// What a GPU space needs to decode its points.
 #[derive(Clone, Debug)]
@@ -79,6 +80,7 @@ pub fn for_gpu_kernel(k: &Kernel, sm: u32) -> Result<Space, TuneError> {
                 knob(MMA_K, &GpuMmaTiling::DEPTHS),
                 knob(WARPS_M, &GpuMmaTiling::WARPS),
                 knob(WARPS_N, &GpuMmaTiling::WARPS),
+                knob(MMA_STAGING, &[0, 1]), // positions in `STAGINGS`
             ]);
         }
     }
@@ -134,6 +136,7 @@ pub(crate) fn decode(
                 bk: v(MMA_K)?,
                 warps_m: v(WARPS_M)?,
                 warps_n: v(WARPS_N)?,
+                staging: GpuMmaTiling::STAGINGS[v(MMA_STAGING)? as usize],
             };
             tiling.validate(spec()?).map_err(invalid)?;
             GpuKernelSchedule::TensorCores { tiling }
@@ -172,6 +175,15 @@ pub(crate) fn knob_values(s: &KernelSchedule) -> Option<Vec<(&'static str, i64)>
             (MMA_K, t.bk),
             (WARPS_M, t.warps_m),
             (WARPS_N, t.warps_n),
+            (MMA_STAGING, staging_knob(t.staging)),
         ],
     })
+}
+
+/// The `mma_staging` knob's value of `staging`: its position in `GpuMmaTiling::STAGINGS`.
+fn staging_knob(staging: MmaStaging) -> i64 {
+    GpuMmaTiling::STAGINGS
+        .iter()
+        .position(|&s| s == staging)
+        .expect("every staging is a knob value") as i64
 }

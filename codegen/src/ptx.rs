@@ -129,6 +129,7 @@ pub fn compile_to_nvptx_module<'ctx>(
     let cfg = EmitConfig {
         vector_bytes: 0,
         backend: Backend::Cuda,
+        param_align: ptx.param_align.clone(),
     };
     let text = emit_module(progs, &cfg)?;
     let module = mlir_to_llvm(&text, ctx, GPU_PIPELINE)?;

@@ -78,6 +78,7 @@ impl Target {
             } else {
                 crate::mlir::Backend::Cpu
             },
+            param_align: Default::default(),
         }
     }
 

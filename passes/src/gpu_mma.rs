@@ -35,6 +35,7 @@ use crate::error::PassError;
 use crate::gpu_product::{GridTile, and, edge_guard, fresh_buffer, lt, rebuild, sample_valid};
 use crate::product::{ProductSpec, convert};
 use tessera_ir::DType;
+use tessera_ir::loops::async_copy::AsyncCopy;
 use tessera_ir::loops::gpu::MAX_THREADS_PER_BLOCK;
 use tessera_ir::loops::mma::{
     MMA_ACC_PER_LANE, MMA_K, MMA_M, MMA_N, Mma, MmaOperand, WARP, acc_position,
@@ -55,6 +56,22 @@ const VECTOR: i64 = 8;
 /// operand fragments beside them well under the 255-register limit (more would spill).
 pub const MAX_FRAGMENTS_PER_WARP: i64 = 16;
 
+/// How the next `k` tile reaches shared memory while the current one is multiplied.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum MmaStaging {
+    /// Loaded into registers (the thread's prefetch buffer) during the step, stored into the
+    /// other shared buffer after a barrier: two barriers per step. (What tilings recorded
+    /// before the choice existed did.)
+    #[default]
+    Registers,
+    /// Copied by `async_copy` (`cp.async`) straight into the other shared buffer during the
+    /// step, landing at its one barrier — where both operands are runs of kernel inputs
+    /// (else as `Registers`).
+    AsyncCopy,
+}
+
 /// The knobs of the tensor-core product schedule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct GpuMmaTiling {
@@ -66,6 +83,9 @@ pub struct GpuMmaTiling {
     /// Warps along the tile's rows and columns.
     pub warps_m: i64,
     pub warps_n: i64,
+    /// How the next `k` tile is staged.
+    #[serde(default)]
+    pub staging: MmaStaging,
 }
 
 impl GpuMmaTiling {
@@ -74,11 +94,12 @@ impl GpuMmaTiling {
     pub const TILES: [i64; 5] = [16, 32, 64, 128, 256];
     pub const DEPTHS: [i64; 3] = [16, 32, 64];
     pub const WARPS: [i64; 3] = [1, 2, 4];
+    pub const STAGINGS: [MmaStaging; 2] = [MmaStaging::AsyncCopy, MmaStaging::Registers];
 
     /// The default for `spec`: per side a tile of the extent rounded up to a power of two,
     /// 16 to 128; up to 2 × 4 warps, each with a 64 × 32 region (4 × 4 fragments) at full
-    /// size; 32 deep. A big product gets 128 × 128 tiles: 256 threads, 20 KB of shared
-    /// memory, 64 f32 accumulators per thread.
+    /// size; 32 deep; staged by asynchronous copies. A big product gets 128 × 128 tiles: 256
+    /// threads, 37 KB of shared memory, 64 f32 accumulators per thread.
     pub fn default_for(spec: &ProductSpec) -> GpuMmaTiling {
         let side = |extent: i64| (extent.max(1) as u64).next_power_of_two().clamp(16, 128) as i64;
         let (bm, bn) = (side(spec.m), side(spec.n));
@@ -88,6 +109,7 @@ impl GpuMmaTiling {
             bk: 32,
             warps_m: (bm / 64).max(1),
             warps_n: (bn / 32).max(1),
+            staging: MmaStaging::AsyncCopy,
         }
     }
 
@@ -102,6 +124,7 @@ impl GpuMmaTiling {
                 bk: pick(&Self::DEPTHS),
                 warps_m: pick(&Self::WARPS),
                 warps_n: pick(&Self::WARPS),
+                staging: Self::STAGINGS[pick(&[0, 1]) as usize],
             },
             |t| t.validate(spec).is_ok(),
         )
@@ -173,6 +196,7 @@ impl GpuMmaTiling {
                 "{mt}x{nt} fragments per warp (at most {MAX_FRAGMENTS_PER_WARP}: registers)"
             ));
         }
+        // With the prefetch registers, which async staging falls back to.
         let local = mt * nt * MMA_ACC_PER_LANE * 4 + t.prefetched() * spec.dtype.size() as i64;
         if local as usize > MAX_LOCAL_BYTES {
             return bad(format!("{local} bytes of accumulators per thread"));
@@ -206,9 +230,10 @@ pub fn tile_mma(
         b_tile: fresh("bs"),
         acc: fresh("acc"),
         regs: fresh("next"),
+        async_copies: t.staging == MmaStaging::AsyncCopy && copyable(prog, spec),
     };
     let (mt, nt) = t.fragments();
-    let added = [
+    let mut added = vec![
         (&g.a_tile, 2 * t.bm * t.row(), BufRole::Shared, spec.dtype),
         (&g.b_tile, 2 * t.bk * t.b_row(), BufRole::Shared, spec.dtype),
         (
@@ -217,9 +242,33 @@ pub fn tile_mma(
             BufRole::Local,
             DType::F32,
         ),
-        (&g.regs, t.prefetched(), BufRole::Local, spec.dtype),
     ];
+    if !g.async_copies {
+        added.push((&g.regs, t.prefetched(), BufRole::Local, spec.dtype));
+    }
     rebuild(prog, &added, g.program(), "tile-gpu-mma")
+}
+
+/// The name of the `k` a staged run starts at, while [`copyable`] looks at the operands.
+const RUN_K: &str = "$run_k";
+
+/// Whether both operands of `spec` are elements of kernel inputs of the product's dtype,
+/// contiguous along the staged runs (`A` along `k`, `B` along the columns): what an
+/// `async_copy` can stage (a fused producer, a cast or a transposed view cannot).
+fn copyable(prog: &LoopProgram, spec: &ProductSpec) -> bool {
+    let run = |operand: &VExpr, along: &str| match operand {
+        VExpr::Load { buf, index } => {
+            prog.buffer(buf)
+                .is_some_and(|b| b.role == BufRole::Input && b.dtype == spec.dtype)
+                && index.coeff(along) == Some(1)
+        }
+        _ => false,
+    };
+    let [vb, vi, vj, vk] = &spec.vars;
+    let (b, i, j) = (IExpr::var(vb), IExpr::var(vi), IExpr::var(vj));
+    let a = spec.at(&spec.a, &b, &i, &j, &IExpr::var(RUN_K));
+    let bb = spec.at(&spec.b, &b, &i, &j, &IExpr::var(vk));
+    run(&a, RUN_K) && run(&bb, vj)
 }
 
 struct Gen<'a> {
@@ -229,8 +278,10 @@ struct Gen<'a> {
     a_tile: String,
     b_tile: String,
     acc: String,
-    /// The next `k` tile's elements, prefetched into registers.
+    /// The next `k` tile's elements, prefetched into registers (without async copies).
     regs: String,
+    /// Whether tiles are staged by `async_copy` (see [`MmaStaging::AsyncCopy`]).
+    async_copies: bool,
 }
 
 /// The thread variable: one thread loop per phase, each binding it afresh (names are unique
@@ -269,6 +320,24 @@ fn each_staged(
                 })
                 .collect();
             guarded(guard, stores)
+        })
+        .collect()
+}
+
+/// Per round of `runs` runs handed out over the block's `threads` threads (consecutive
+/// threads take consecutive runs), what thread `th` does with its run `e` (`per_run(e)`),
+/// under the guard of a round not every thread has a run in.
+fn run_rounds<T>(
+    threads: i64,
+    runs: i64,
+    th: &IExpr,
+    mut per_run: impl FnMut(&IExpr) -> Vec<T>,
+) -> Vec<(Option<VExpr>, Vec<T>)> {
+    (0..(runs + threads - 1) / threads)
+        .map(|q| {
+            let e = IExpr::c(q * threads).plus(th.clone());
+            let guard = ((q + 1) * threads > runs).then(|| lt(e.clone(), runs));
+            (guard, per_run(&e))
         })
         .collect()
 }
@@ -352,7 +421,35 @@ impl Gen<'_> {
                 .collect()
         })];
         let full = s.k / t.bk;
-        if full > 0 {
+        if full > 0 && self.async_copies {
+            // Double-buffered by async copies: tile 0 copied first; then each step copies the
+            // next tile into the other buffer while it multiplies this one — the copies land
+            // at the step's one barrier, which also frees this buffer for the step after.
+            body.push(thread_loop(
+                "mt1",
+                threads,
+                self.copies("mt1", &at, &IExpr::c(0), t.bk, false, &IExpr::c(0)),
+            ));
+            let next = IExpr::var("mk").plus(IExpr::c(1));
+            let mut step = guarded(
+                Some(lt(next.clone(), full)),
+                self.copies(
+                    "mt2",
+                    &at,
+                    &next.clone().times(t.bk),
+                    t.bk,
+                    false,
+                    &next.modulo(2),
+                ),
+            );
+            step.extend(self.multiply_body("mt2", t.bk / MMA_K, &IExpr::var("mk").modulo(2)));
+            body.push(Stmt::For(Loop {
+                var: "mk".into(),
+                extent: full,
+                kind: LoopKind::Serial,
+                body: vec![thread_loop("mt2", threads, step)],
+            }));
+        } else if full > 0 {
             // Double-buffered: tile 0 staged first; then each step prefetches the next tile's
             // runs into registers, multiplies the staged tile, and (after the barrier)
             // stores the prefetched runs into the other buffer — the global loads of one
@@ -395,7 +492,15 @@ impl Gen<'_> {
             // Buffer 0: its last reader, two steps back at the latest, is behind a barrier.
             let steps = (tail + MMA_K - 1) / MMA_K;
             let k0 = IExpr::c(full * t.bk);
-            body.push(self.stage("mt3", &at, &k0, steps * MMA_K, true, &IExpr::c(0)));
+            let kc = steps * MMA_K;
+            body.push(match self.async_copies {
+                true => thread_loop(
+                    "mt3",
+                    threads,
+                    self.copies("mt3", &at, &k0, kc, true, &IExpr::c(0)),
+                ),
+                false => self.stage("mt3", &at, &k0, kc, true, &IExpr::c(0)),
+            });
             body.push(thread_loop(
                 "mt4",
                 threads,
@@ -460,11 +565,9 @@ impl Gen<'_> {
         };
         let mut out = Vec::new();
         let mut rounds = |runs: i64, elem: &dyn Fn(&IExpr, i64) -> Staged| {
-            for q in 0..(runs + threads - 1) / threads {
-                let e = IExpr::c(q * threads).plus(th.clone());
-                let guard = ((q + 1) * threads > runs).then(|| lt(e.clone(), runs));
-                out.push((guard, (0..VECTOR).map(|u| elem(&e, u)).collect()));
-            }
+            out.extend(run_rounds(threads, runs, th, |e| {
+                (0..VECTOR).map(|u| elem(e, u)).collect()
+            }));
         };
         let k_runs = kc / VECTOR;
         rounds(t.bm * k_runs, &|e, u| {
@@ -495,6 +598,97 @@ impl Gen<'_> {
             }
         });
         out
+    }
+
+    /// The `async_copy`s thread `th` issues to stage `A[rows, k0..k0+kc]` and `B[k0..k0+kc,
+    /// cols]` into shared buffer `buffer`: the runs [`Gen::staged`] stages, one copy each,
+    /// reading only the elements inside the matrix (and before `k`, for the tail) — the
+    /// rest of a run lands as zeros.
+    fn copies(
+        &self,
+        th: &str,
+        at: &crate::gpu_product::At,
+        k0: &IExpr,
+        kc: i64,
+        k_tail: bool,
+        buffer: &IExpr,
+    ) -> Vec<Stmt> {
+        let (s, t) = (self.spec, self.t);
+        let th = IExpr::var(th);
+        // Elements `0..len` of a run left of `extent`, from `coord` on: clamp(extent − coord).
+        let inside = |coord: &IExpr, extent: i64, len: i64| {
+            IExpr::c(extent).minus(coord.clone()).clamp(0, len)
+        };
+        let source = |operand: &VExpr| match operand {
+            VExpr::Load { buf, index } => (buf.clone(), index.clone()),
+            _ => unreachable!("`copyable` admits loads only"),
+        };
+        let copy = |b_tile: bool, index: IExpr, (src, src_at): (String, IExpr), valid: IExpr| {
+            let (tile, size) = match b_tile {
+                false => (&self.a_tile, t.bm * t.row()),
+                true => (&self.b_tile, t.bk * t.b_row()),
+            };
+            Stmt::AsyncCopy(AsyncCopy {
+                dtype: s.dtype,
+                len: VECTOR,
+                dst: tile.clone(),
+                dst_at: buffer.clone().times(size).plus(index),
+                src,
+                src_at,
+                valid,
+            })
+        };
+        let mut rounds = Vec::new();
+        let k_runs = kc / VECTOR;
+        rounds.extend(run_rounds(t.threads(), t.bm * k_runs, &th, |e| {
+            let (mm, kk) = (
+                e.clone().floordiv(k_runs),
+                e.clone().modulo(k_runs).times(VECTOR),
+            );
+            let (i, k) = (at.i0.clone().plus(mm.clone()), k0.clone().plus(kk.clone()));
+            let rows = match s.m % t.bm {
+                0 => IExpr::c(1),
+                _ => inside(&i, s.m, 1),
+            };
+            let depth = match k_tail {
+                false => IExpr::c(VECTOR),
+                true => inside(&k, s.k, VECTOR),
+            };
+            let a = source(&s.at(&s.a, &at.b, &i, &IExpr::c(0), &k));
+            vec![copy(
+                false,
+                mm.times(t.row()).plus(kk),
+                a,
+                rows.product(depth),
+            )]
+        }));
+        let n_runs = t.bn / VECTOR;
+        rounds.extend(run_rounds(t.threads(), kc * n_runs, &th, |e| {
+            let (kk, jj) = (
+                e.clone().floordiv(n_runs),
+                e.clone().modulo(n_runs).times(VECTOR),
+            );
+            let (j, k) = (at.j0.clone().plus(jj.clone()), k0.clone().plus(kk.clone()));
+            let cols = match s.n % t.bn {
+                0 => IExpr::c(VECTOR),
+                _ => inside(&j, s.n, VECTOR),
+            };
+            let depth = match k_tail {
+                false => IExpr::c(1),
+                true => inside(&k, s.k, 1),
+            };
+            let b = source(&s.at(&s.b, &at.b, &IExpr::c(0), &j, &k));
+            vec![copy(
+                true,
+                kk.times(t.b_row()).plus(jj),
+                b,
+                cols.product(depth),
+            )]
+        }));
+        rounds
+            .into_iter()
+            .flat_map(|(guard, copies)| guarded(guard, copies))
+            .collect()
     }
 
     /// `value` into the staged element `e`'s place in shared buffer `buffer` (0 or 1).

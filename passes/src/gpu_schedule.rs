@@ -682,8 +682,8 @@ fn collect_stores(
                     extents.remove(v);
                 }
             }
-            s @ (Stmt::Mma(_) | Stmt::WarpFold(_)) => {
-                collect_stores(&s.warp_expansion(), extents, out)
+            s @ (Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_)) => {
+                collect_stores(&s.expansion(), extents, out)
             }
         }
     }

@@ -54,7 +54,7 @@ fn loops(body: &[Stmt], out: &mut Vec<(String, i64, bool)>) {
             }
             Stmt::If { then, .. } => loops(then, out),
             Stmt::Reduce(r) => loops(&r.body, out),
-            Stmt::Store { .. } | Stmt::Mma(_) | Stmt::WarpFold(_) => {}
+            Stmt::Store { .. } | Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_) => {}
         }
     }
 }
@@ -160,7 +160,7 @@ fn find_inner(body: &[Stmt], var: &str) -> Option<String> {
                     return Some(x);
                 }
             }
-            Stmt::Store { .. } | Stmt::Mma(_) | Stmt::WarpFold(_) => {}
+            Stmt::Store { .. } | Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_) => {}
         }
     }
     None

@@ -12,7 +12,7 @@ use tessera::fuzzgen::oracle;
 use tessera_ir::compare::Tolerance;
 use tessera_ir::loops::Stmt;
 use tessera_ir::{DType, Rng, Tensor};
-use tessera_passes::gpu_mma::{GpuMmaTiling, tile_mma, worth_mma};
+use tessera_passes::gpu_mma::{GpuMmaTiling, MmaStaging, tile_mma, worth_mma};
 use tessera_tests::*;
 
 /// Graphs in `{T}`, instantiated in f16 and bf16.
@@ -63,8 +63,20 @@ fn count_mma(body: &[Stmt]) -> usize {
             Stmt::If { then, .. } => count_mma(then),
             Stmt::Reduce(r) => count_mma(&r.body),
             Stmt::Mma(_) => 1,
-            Stmt::WarpFold(_) => 0,
+            Stmt::WarpFold(_) | Stmt::AsyncCopy(_) => 0,
             Stmt::Store { .. } => 0,
+        })
+        .sum()
+}
+
+fn count_async_copies(body: &[Stmt]) -> usize {
+    body.iter()
+        .map(|s| match s {
+            Stmt::For(l) => count_async_copies(&l.body),
+            Stmt::If { then, .. } => count_async_copies(then),
+            Stmt::Reduce(r) => count_async_copies(&r.body),
+            Stmt::AsyncCopy(_) => 1,
+            Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::Store { .. } => 0,
         })
         .sum()
 }
@@ -88,13 +100,30 @@ fn tensor_core_products_match_the_plain_kernels() {
                 products += 1;
                 let inputs = oracle::program_inputs(&k.program, rng.next_u64());
                 let want = oracle::interpret(&k.program, &inputs).unwrap();
-                let mut tilings = vec![GpuMmaTiling::default_for(spec)];
+                let default = GpuMmaTiling::default_for(spec);
+                let mut tilings = vec![
+                    default,
+                    GpuMmaTiling {
+                        staging: MmaStaging::Registers,
+                        ..default
+                    },
+                ];
                 tilings.push(GpuMmaTiling::sample(spec, &mut rng));
                 for (n, t) in tilings.into_iter().enumerate() {
                     let what = format!("{name} ({dtype}) with {t:?}");
                     let tiled =
                         tile_mma(&k.program, spec, &t).unwrap_or_else(|e| panic!("{what}: {e}"));
                     assert!(count_mma(&tiled.body) > 0, "{what}: no mma statement");
+                    let copies = count_async_copies(&tiled.body);
+                    // Copied where both operands are runs of inputs: not a transposed operand,
+                    // not the implicit GEMM's gathered windows.
+                    let plain = ![GRAPHS[3].0, GRAPHS[5].0].contains(&name);
+                    match t.staging {
+                        MmaStaging::AsyncCopy if plain => {
+                            assert!(copies > 0, "{what}: staged without async copies")
+                        }
+                        _ => assert_eq!(copies, 0, "{what}: async copies"),
+                    }
                     let interpreted = oracle::interpret(&tiled, &inputs)
                         .unwrap_or_else(|e| panic!("{what} (interpreted): {e}"));
                     let native = oracle::run_native(&tiled, &inputs)
@@ -108,9 +137,26 @@ fn tensor_core_products_match_the_plain_kernels() {
                     if ptxas.is_some() && n < 2 {
                         let instruction =
                             format!("mma.sync.aligned.m16n8k16.row.col.f32.{dtype}.{dtype}.f32");
+                        // Inputs and outputs 16-byte aligned, as the executor allocates them.
+                        let aligned = tessera_codegen::ptx::PtxConfig {
+                            param_align: [(tiled.name.clone(), vec![16; tiled.params().count()])]
+                                .into(),
+                        };
                         for sm in [80, 90] {
-                            let module = tessera_codegen::ptx::compile_ptx(&[&tiled], sm)
-                                .unwrap_or_else(|e| panic!("{what}: {e}"));
+                            let module =
+                                tessera_codegen::ptx::compile_ptx_with(&[&tiled], sm, &aligned)
+                                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                            // Runs of 8 elements 16-byte aligned in global and shared memory
+                            // (every row, when the matrices' rows are multiples of 8 long)
+                            // copy by `cp.async`; the threads wait for them at barriers.
+                            if copies > 0 && name == GRAPHS[1].0 {
+                                for ptx in ["cp.async.cg.shared.global", "cp.async.wait_group"] {
+                                    assert!(module.text.contains(ptx), "{what}: no `{ptx}`");
+                                }
+                            }
+                            if copies == 0 {
+                                assert!(!module.text.contains("cp.async"), "{what}: cp.async");
+                            }
                             assert!(
                                 module.text.contains(&instruction),
                                 "{what}: no `{instruction}` in the PTX"
@@ -140,7 +186,7 @@ fn tensor_core_products_match_the_plain_kernels() {
             );
         }
     }
-    assert!(checked >= GRAPHS.len() * 2 * 2);
+    assert!(checked >= GRAPHS.len() * 2 * 3);
 }
 
 /// One warp, one `mma`: `C = A·B` for a 16×16 `A` and a 16×8 `B` staged in shared memory
@@ -282,13 +328,13 @@ fn tensor_cores_are_chosen_by_dtype_and_architecture() {
         if tensor_cores
             && ptxas_or_skip("tensor_cores_are_chosen_by_dtype_and_architecture").is_some()
         {
-            // The operands' 16-byte alignment is known from the memory plan: staging reads
-            // 16 bytes a load.
+            // The operands' 16-byte alignment is known from the memory plan: staging copies
+            // 16 bytes at a time, straight into shared memory.
             let program = tessera::gpu::gpu_program(&stages, sm).unwrap();
             let ptx = &program.module.text;
             assert!(
-                ptx.contains("ld.global.v4.b32"),
-                "{dtype} sm_{sm}: no 16-byte loads"
+                ptx.contains("cp.async.cg.shared.global") && !ptx.contains("ld.global"),
+                "{dtype} sm_{sm}: no 16-byte async copies"
             );
             assert!(
                 ptx.contains("mma.sync.aligned.m16n8k16"),
@@ -356,6 +402,7 @@ fn invalid_tensor_core_tilings_are_refused() {
                 bk: 64,
                 warps_m: 2,
                 warps_n: 4,
+                staging: MmaStaging::AsyncCopy,
             },
             "shared memory",
         ),

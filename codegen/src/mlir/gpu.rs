@@ -15,10 +15,11 @@
 use super::Em;
 use crate::error::CodegenError;
 use tessera_ir::DType;
+use tessera_ir::loops::async_copy::AsyncCopy;
 use tessera_ir::loops::gpu::is_uniform;
 use tessera_ir::loops::mma::{MMA_ACC_PER_LANE, Mma, MmaOperand};
 use tessera_ir::loops::shuffle::WarpFold;
-use tessera_ir::loops::{IExpr, Loop, LoopKind, Stmt, VExpr};
+use tessera_ir::loops::{BufRole, IExpr, Loop, LoopKind, Stmt, VExpr};
 
 /// Which operand of `mma.m16n8k16` an `ldmatrix` loads.
 #[derive(Clone, Copy)]
@@ -40,7 +41,7 @@ impl Em<'_> {
         let uniform = |s: &Stmt| matches!(s, Stmt::For(l) if is_uniform(l.kind));
         for (i, s) in body.iter().enumerate() {
             if i > 0 && !uniform(&body[i - 1]) {
-                self.line("nvvm.barrier0".into());
+                self.barrier();
             }
             match s {
                 Stmt::For(l) if is_uniform(l.kind) => self.uniform_loop(l)?,
@@ -63,11 +64,22 @@ impl Em<'_> {
         self.depth += 1;
         self.idx.insert(l.var.clone(), iv);
         self.block_body(&l.body)?;
-        self.line("nvvm.barrier0".into());
+        self.barrier();
         self.idx.remove(&l.var);
         self.depth -= 1;
         self.line("}".into());
         Ok(())
+    }
+
+    /// A barrier of the block (`bar.sync`); in a kernel with asynchronous copies, each
+    /// thread first waits for its own (`cp.async.wait_group 0`), so that after the barrier
+    /// every copy issued before it has landed (see `tessera_ir::loops::async_copy`).
+    fn barrier(&mut self) {
+        if has_async_copies(&self.prog.body) {
+            self.line("nvvm.cp.async.commit.group".into());
+            self.line("nvvm.cp.async.wait.group 0".into());
+        }
+        self.line("nvvm.barrier0".into());
     }
 
     /// A loop bound to a block or thread index.
@@ -218,7 +230,7 @@ impl Em<'_> {
         which: Matrices,
     ) -> Result<Option<Vec<String>>, CodegenError> {
         const ROW: i64 = 8;
-        let (buf, dtype, memref) = self.bufs[&op.buf].clone();
+        let (_, dtype, memref) = self.bufs[&op.buf].clone();
         if !memref.ends_with(", 3>")
             || op.strides[1] != 1
             || op.strides[0] % ROW != 0
@@ -242,17 +254,7 @@ impl Em<'_> {
                 IExpr::c(0),
             ),
         };
-        let elem = super::scalar_ty(dtype);
-        let offset = self.iexpr(&op.at(row, col))?;
-        let offset = self.op(format!("arith.index_cast {offset} : index to i64"));
-        let base = self.op(format!(
-            "memref.extract_aligned_pointer_as_index {buf} : {memref} -> index"
-        ));
-        let base = self.op(format!("arith.index_cast {base} : index to i64"));
-        let base = self.op(format!("llvm.inttoptr {base} : i64 to !llvm.ptr<3>"));
-        let ptr = self.op(format!(
-            "llvm.getelementptr {base}[{offset}] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, {elem}"
-        ));
+        let ptr = self.pointer(&op.buf, &op.at(row, col))?;
         let regs = vec!["i32"; num].join(", ");
         let loaded = self.op(format!(
             "nvvm.ldmatrix {ptr} {{eltType = #nvvm.ld_st_matrix_elt_type<b16>, \
@@ -274,6 +276,99 @@ impl Em<'_> {
                 })
                 .collect(),
         ))
+    }
+
+    /// An LLVM pointer to element `at` of `buf`: `!llvm.ptr<3>` into a shared buffer,
+    /// `!llvm.ptr<1>` into a parameter (global memory).
+    fn pointer(&mut self, buf: &str, at: &IExpr) -> Result<String, CodegenError> {
+        let (value, dtype, memref) = self.bufs[buf].clone();
+        let space = if memref.ends_with(", 3>") { 3 } else { 1 };
+        let elem = super::mem_ty(dtype);
+        let offset = self.iexpr(at)?;
+        let offset = self.op(format!("arith.index_cast {offset} : index to i64"));
+        let base = self.op(format!(
+            "memref.extract_aligned_pointer_as_index {value} : {memref} -> index"
+        ));
+        let base = self.op(format!("arith.index_cast {base} : index to i64"));
+        let base = match space {
+            3 => self.op(format!("llvm.inttoptr {base} : i64 to !llvm.ptr<3>")),
+            // A parameter is a generic address of global memory.
+            _ => {
+                let generic = self.op(format!("llvm.inttoptr {base} : i64 to !llvm.ptr"));
+                self.op(format!(
+                    "llvm.addrspacecast {generic} : !llvm.ptr to !llvm.ptr<1>"
+                ))
+            }
+        };
+        Ok(self.op(format!(
+            "llvm.getelementptr {base}[{offset}] : (!llvm.ptr<{space}>, i64) -> \
+             !llvm.ptr<{space}>, {elem}"
+        )))
+    }
+
+    /// The alignment in bytes `buf`'s first element is known to have: 16 for shared
+    /// buffers (their globals are declared so), what the caller guarantees for parameters
+    /// (see `EmitConfig::param_align`), else the element's size.
+    fn buffer_alignment(&self, buf: &str) -> i64 {
+        let elem = self.bufs[buf].1.size() as i64;
+        let Some(pos) = self.prog.buffers.iter().position(|b| b.name == buf) else {
+            return elem;
+        };
+        match self.prog.buffers[pos].role {
+            BufRole::Shared => 16,
+            r if r.is_param() => self
+                .cfg
+                .param_align
+                .get(&self.prog.name)
+                .and_then(|aligns| aligns.get(pos))
+                .map_or(elem, |&a| (a as i64).max(elem)),
+            _ => elem,
+        }
+    }
+
+    /// Whether element `at` of `buf` is known to sit at an address that is a multiple of
+    /// `bytes` (a power of two).
+    fn aligned(&self, buf: &str, at: &IExpr, bytes: i64) -> bool {
+        let elem = self.bufs[buf].1.size() as i64;
+        self.buffer_alignment(buf) >= bytes && bytes % elem == 0 && at.is_multiple_of(bytes / elem)
+    }
+
+    /// A thread's asynchronous copy on the GPU: one `cp.async` (`.cg` for 16 bytes, `.ca`
+    /// for 4 or 8), its source size the valid elements' bytes (the rest zero-filled), where
+    /// the run is 4, 8 or 16 bytes at addresses known to be aligned to that; otherwise the
+    /// expansion's loads and stores (complete at once, as good as at the next barrier).
+    pub(super) fn async_copy(&mut self, c: &AsyncCopy) -> Result<(), CodegenError> {
+        let elem = c.dtype.size() as i64;
+        let bytes = c.len * elem;
+        if !matches!(bytes, 4 | 8 | 16)
+            || !self.aligned(&c.dst, &c.dst_at, bytes)
+            || !self.aligned(&c.src, &c.src_at, bytes)
+        {
+            for s in Stmt::AsyncCopy(c.clone()).expansion() {
+                self.stmt(&s)?;
+            }
+            return Ok(());
+        }
+        let dst = self.pointer(&c.dst, &c.dst_at)?;
+        let mut src = self.pointer(&c.src, &c.src_at)?;
+        let valid = self.iexpr(&c.valid.clone().clamp(0, c.len).times(elem))?;
+        let valid = self.op(format!("arith.index_cast {valid} : index to i32"));
+        if !matches!(c.valid, IExpr::Const(v) if v > 0) {
+            // A run wholly outside its matrix reads nothing, but its address may lie past
+            // the buffer: give the copy the buffer's first element instead.
+            let first = self.pointer(&c.src, &IExpr::c(0))?;
+            let zero = self.op("llvm.mlir.constant(0 : i32) : i32".into());
+            let any = self.op(format!("arith.cmpi sgt, {valid}, {zero} : i32"));
+            src = self.op(format!(
+                "llvm.select {any}, {src}, {first} : i1, !llvm.ptr<1>"
+            ));
+        }
+        let cache = if bytes == 16 { "cg" } else { "ca" };
+        self.line(format!(
+            "nvvm.cp.async.shared.global {dst}, {src}, {bytes}, cache = {cache}, {valid} : \
+             !llvm.ptr<3>, !llvm.ptr<1>, i32"
+        ));
+        Ok(())
     }
 
     /// A warp's fold of shared elements on the GPU: each lane loads element `lane % width`
@@ -309,4 +404,15 @@ impl Em<'_> {
         self.line(format!("memref.store {v}, {dst}[{i}] : {dst_ty}"));
         Ok(())
     }
+}
+
+/// Whether `body` issues asynchronous copies anywhere.
+fn has_async_copies(body: &[Stmt]) -> bool {
+    body.iter().any(|s| match s {
+        Stmt::AsyncCopy(_) => true,
+        Stmt::For(l) => has_async_copies(&l.body),
+        Stmt::If { then, .. } => has_async_copies(then),
+        Stmt::Reduce(r) => has_async_copies(&r.body),
+        Stmt::Store { .. } | Stmt::Mma(_) | Stmt::WarpFold(_) => false,
+    })
 }

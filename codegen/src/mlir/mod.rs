@@ -35,6 +35,10 @@ pub struct EmitConfig {
     pub vector_bytes: usize,
     /// Which kind of machine the function runs on.
     pub backend: Backend,
+    /// Per kernel, the alignment in bytes each pointer parameter is guaranteed (GPU: where
+    /// an asynchronous copy may read a run in one piece); a kernel not listed, or a
+    /// parameter past its list, is only known to be element-aligned.
+    pub param_align: HashMap<String, Vec<u32>>,
 }
 
 /// The machine a kernel function is emitted for.
@@ -53,6 +57,7 @@ impl Default for EmitConfig {
         EmitConfig {
             vector_bytes: 32,
             backend: Backend::Cpu,
+            param_align: HashMap::new(),
         }
     }
 }
@@ -357,14 +362,18 @@ impl Em<'_> {
             }
             Stmt::Reduce(r) => self.reduce(r),
             // The CPU runs a warp's statements thread by thread: their per-thread meaning.
-            s @ (Stmt::Mma(_) | Stmt::WarpFold(_)) if self.cfg.backend != Backend::Cuda => {
-                for s in s.warp_expansion() {
+            // (An async copy is complete before the next barrier: at once is as good.)
+            s @ (Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_))
+                if self.cfg.backend != Backend::Cuda =>
+            {
+                for s in s.expansion() {
                     self.stmt(&s)?;
                 }
                 Ok(())
             }
             Stmt::Mma(m) => self.mma(m),
             Stmt::WarpFold(w) => self.warp_fold(w),
+            Stmt::AsyncCopy(c) => self.async_copy(c),
         }
     }
 

@@ -41,6 +41,8 @@ struct Touched {
     reader: Option<ThreadId>,
     /// Read by more than one thread.
     readers: bool,
+    /// Written by an async copy that lands at the next barrier: nobody may touch it before.
+    in_flight: bool,
 }
 
 struct St<'a> {
@@ -210,10 +212,20 @@ impl St<'_> {
         let me = self.tid;
         let mut touched = self.touched.borrow_mut();
         let t = touched.entry((pos, i)).or_default();
+        if t.in_flight {
+            return Err(IrError::Interp(format!(
+                "kernel `{}`: thread {} {} shared `{}[{i}]` while an async copy into it is in \
+                 flight (it lands at the next barrier)",
+                self.prog.name,
+                thread_name(me),
+                if store { "writes" } else { "reads" },
+                self.prog.buffers[pos].name,
+            )));
+        }
         let other_writer = t.writer.is_some_and(|w| w != me);
         let other_reader = t.readers || t.reader.is_some_and(|r| r != me);
         if other_writer || (store && other_reader) {
-            let who = |t: ThreadId| format!("({}, {}, {})", t[0], t[1], t[2]);
+            let who = thread_name;
             let other = t.writer.or(t.reader).map_or_else(|| "another".into(), who);
             return Err(IrError::Interp(format!(
                 "kernel `{}`: data race on shared `{}[{i}]`: thread {} {} it after thread {other} \
@@ -233,6 +245,10 @@ impl St<'_> {
         }
         Ok(())
     }
+}
+
+fn thread_name(t: ThreadId) -> String {
+    format!("({}, {}, {})", t[0], t[1], t[2])
 }
 
 fn block(st: &mut St, body: &[Stmt]) -> Result<()> {
@@ -312,7 +328,19 @@ fn stmt(st: &mut St, s: &Stmt) -> Result<()> {
             st.accs.pop();
         }
         // Defined per thread: the expansion is its meaning (see `mma`).
-        s @ (Stmt::Mma(_) | Stmt::WarpFold(_)) => block(st, &s.warp_expansion())?,
+        s @ (Stmt::Mma(_) | Stmt::WarpFold(_)) => block(st, &s.expansion())?,
+        // The expansion, and the elements stay untouchable until the next barrier.
+        Stmt::AsyncCopy(c) => {
+            block(st, &s.expansion())?;
+            let (dst, at) = (buf_index(st, &c.dst)?, iexpr(st, &c.dst_at)?);
+            let touched = st.touched.get_mut();
+            for u in 0..c.len {
+                touched
+                    .entry((dst, (at + u) as usize))
+                    .or_default()
+                    .in_flight = true;
+            }
+        }
     }
     Ok(())
 }

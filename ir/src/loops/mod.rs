@@ -10,6 +10,7 @@
 //! A `vectorize(w)` loop contains no other loop (reductions inside it fold one vector
 //! accumulator per lane group).
 
+pub mod async_copy;
 pub mod gpu;
 pub mod interleave;
 pub mod interp;
@@ -167,6 +168,9 @@ pub enum Stmt {
     /// A warp's fold of shared elements through shuffles (see [`shuffle`]): defined per
     /// thread, only in thread loops.
     WarpFold(shuffle::WarpFold),
+    /// A thread's copy of a run of input elements into shared memory, complete at the next
+    /// barrier (see [`async_copy`]): only in thread loops.
+    AsyncCopy(async_copy::AsyncCopy),
 }
 
 /// Integer index arithmetic. Division and modulo round toward negative infinity.
@@ -280,6 +284,21 @@ impl IExpr {
             (IExpr::Const(a), IExpr::Const(b)) => IExpr::Const(a - b),
             _ => IExpr::Sub(Box::new(self), Box::new(o)),
         }
+    }
+    /// `self · o`, folding factors of one.
+    pub fn product(self, o: IExpr) -> IExpr {
+        match (&self, &o) {
+            (IExpr::Const(k), _) => o.times(*k),
+            (_, IExpr::Const(k)) => self.times(*k),
+            _ => IExpr::Mul(Box::new(self), Box::new(o)),
+        }
+    }
+    /// `self` clamped to `lo..=hi`.
+    pub fn clamp(self, lo: i64, hi: i64) -> IExpr {
+        IExpr::Min(
+            Box::new(IExpr::Max(Box::new(self), Box::new(IExpr::c(lo)))),
+            Box::new(IExpr::c(hi)),
+        )
     }
     pub fn times(self, k: i64) -> IExpr {
         match (&self, k) {
@@ -574,12 +593,14 @@ impl IExpr {
 }
 
 impl Stmt {
-    /// A warp-collective statement's per-thread meaning as ordinary statements (see [`mma`],
-    /// [`shuffle`]); nothing for any other statement.
-    pub fn warp_expansion(&self) -> Vec<Stmt> {
+    /// The per-thread meaning, as ordinary statements, of a statement defined by one: a
+    /// warp-collective one (see [`mma`], [`shuffle`]) or an asynchronous copy (see
+    /// [`async_copy`]); nothing for any other statement.
+    pub fn expansion(&self) -> Vec<Stmt> {
         match self {
             Stmt::Mma(m) => m.expand(),
             Stmt::WarpFold(w) => w.expand(),
+            Stmt::AsyncCopy(c) => c.expand(),
             _ => vec![],
         }
     }
@@ -603,8 +624,8 @@ impl Stmt {
                 v(&r.value, f);
                 r.body.iter().for_each(|s| s.visit_loads(f))
             }
-            s @ (Stmt::Mma(_) | Stmt::WarpFold(_)) => {
-                s.warp_expansion().iter().for_each(|s| s.visit_loads(f))
+            s @ (Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_)) => {
+                s.expansion().iter().for_each(|s| s.visit_loads(f))
             }
         }
     }
@@ -656,6 +677,7 @@ impl Stmt {
             }),
             Stmt::Mma(m) => Stmt::Mma(m.map_iexprs(index)),
             Stmt::WarpFold(w) => Stmt::WarpFold(w.map_iexprs(index)),
+            Stmt::AsyncCopy(c) => Stmt::AsyncCopy(c.map_iexprs(index)),
         }
     }
 }
@@ -702,7 +724,9 @@ pub fn carries_dependence(body: &[Stmt]) -> bool {
                 Stmt::Store { buf, index, .. } => out.push((buf.clone(), index.clone())),
                 Stmt::If { then, .. } => stores(then, out),
                 Stmt::Reduce(r) => stores(&r.body, out),
-                s @ (Stmt::Mma(_) | Stmt::WarpFold(_)) => stores(&s.warp_expansion(), out),
+                s @ (Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_)) => {
+                    stores(&s.expansion(), out)
+                }
             }
         }
     }
@@ -760,7 +784,9 @@ impl LoopProgram {
                             .fold(mult, |m, (_, e)| m.saturating_mul((*e).max(0) as u64));
                         steps.saturating_add(block(&r.body, mult))
                     }
-                    s @ (Stmt::Mma(_) | Stmt::WarpFold(_)) => block(&s.warp_expansion(), mult),
+                    s @ (Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_)) => {
+                        block(&s.expansion(), mult)
+                    }
                 })
                 .fold(0u64, u64::saturating_add)
         }

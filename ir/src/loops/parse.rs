@@ -553,6 +553,32 @@ impl P {
                 }))
             }
             Some(Tok::Ident(k))
+                if k == "async_copy" && matches!(self.peek2(), Some(Tok::P("("))) =>
+            {
+                self.pos += 1;
+                self.expect("(")?;
+                let dtype = self.dtype()?;
+                self.expect(",")?;
+                let len = self.int()?;
+                self.expect(")")?;
+                let (dst, dst_at) = self.indexed()?;
+                self.expect("=")?;
+                let (src, src_at) = self.indexed()?;
+                self.keyword("valid")?;
+                self.expect("(")?;
+                let valid = self.iexpr()?;
+                self.expect(")")?;
+                Ok(Stmt::AsyncCopy(super::async_copy::AsyncCopy {
+                    dtype,
+                    len,
+                    dst,
+                    dst_at,
+                    src,
+                    src_at,
+                    valid,
+                }))
+            }
+            Some(Tok::Ident(k))
                 if k == "warp_fold" && matches!(self.peek2(), Some(Tok::Ident(_))) =>
             {
                 self.pos += 1;
@@ -631,7 +657,7 @@ fn fix_acc_types(body: &mut [Stmt], scope: &mut Vec<(String, DType)>) {
                 fix_acc_types(&mut r.body, scope);
                 scope.pop();
             }
-            Stmt::Mma(_) | Stmt::WarpFold(_) => {}
+            Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_) => {}
         }
     }
 }

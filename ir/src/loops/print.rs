@@ -96,6 +96,11 @@ fn write_stmt(s: &mut String, st: &Stmt, depth: usize) -> fmt::Result {
                 m.lane
             )?
         }
+        Stmt::AsyncCopy(c) => writeln!(
+            s,
+            "async_copy({}, {}) {}[{}] = {}[{}] valid({})",
+            c.dtype, c.len, c.dst, c.dst_at, c.src, c.src_at, c.valid
+        )?,
         Stmt::WarpFold(w) => writeln!(
             s,
             "warp_fold {}({}) {}[{}] = {}[{}] lane({})",

@@ -30,7 +30,9 @@ pub fn body_extents(body: &[Stmt]) -> HashMap<String, i64> {
                     out.extend(r.axes.iter().cloned());
                     walk(&r.body, out);
                 }
-                s @ (Stmt::Mma(_) | Stmt::WarpFold(_)) => walk(&s.warp_expansion(), out),
+                s @ (Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_)) => {
+                    walk(&s.expansion(), out)
+                }
                 Stmt::Store { .. } => {}
             }
         }

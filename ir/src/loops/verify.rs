@@ -1,6 +1,7 @@
 //! The loop-IR verifier: names bound, dtypes consistent, annotations where they are allowed.
 //! Runs after every loop pass in tests and debug builds.
 
+use super::async_copy::{AsyncCopy, MAX_ASYNC_COPY_LEN};
 use super::*;
 use crate::error::{IrError, Result};
 use std::collections::HashSet;
@@ -230,6 +231,37 @@ fn stmt(cx: &mut Ctx, s: &Stmt, depth: usize) -> Result<()> {
         }
         Stmt::Mma(m) => mma(cx, m)?,
         Stmt::WarpFold(w) => warp_fold(cx, w)?,
+        Stmt::AsyncCopy(c) => async_copy(cx, c)?,
+    }
+    Ok(())
+}
+
+/// The rules of `async_copy` (see [`super::async_copy`]): in a thread loop, from an input
+/// into a shared buffer of its dtype, 1 to 16 elements.
+fn async_copy(cx: &Ctx, c: &AsyncCopy) -> Result<()> {
+    let prog = cx.prog;
+    let bad = |msg: String| Err(err(prog, format!("async_copy into `{}`: {msg}", c.dst)));
+    if cx.thread.is_none() {
+        return bad("outside a thread loop".into());
+    }
+    if !(1..=MAX_ASYNC_COPY_LEN).contains(&c.len) {
+        return bad(format!("{} elements (1 to {MAX_ASYNC_COPY_LEN})", c.len));
+    }
+    match (prog.buffer(&c.dst), prog.buffer(&c.src)) {
+        (Some(dst), Some(src))
+            if dst.role == BufRole::Shared
+                && src.role == BufRole::Input
+                && dst.dtype == c.dtype
+                && src.dtype == c.dtype => {}
+        _ => {
+            return bad(format!(
+                "from an input into a shared buffer, both {} (`{}` to `{}`)",
+                c.dtype, c.src, c.dst
+            ));
+        }
+    }
+    for e in [&c.dst_at, &c.src_at, &c.valid] {
+        iexpr(cx, e)?;
     }
     Ok(())
 }

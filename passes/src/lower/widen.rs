@@ -44,6 +44,6 @@ fn widen(s: &Stmt) -> Stmt {
                 ..r.clone()
             })
         }
-        Stmt::Store { .. } | Stmt::Mma(_) | Stmt::WarpFold(_) => s.clone(),
+        Stmt::Store { .. } | Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_) => s.clone(),
     }
 }
