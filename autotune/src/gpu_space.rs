@@ -80,7 +80,11 @@ pub fn for_gpu_kernel(k: &Kernel, sm: u32) -> Result<Space, TuneError> {
                 knob(MMA_K, &GpuMmaTiling::DEPTHS),
                 knob(WARPS_M, &GpuMmaTiling::WARPS),
                 knob(WARPS_N, &GpuMmaTiling::WARPS),
-                knob(MMA_STAGING, &[0, 1]), // positions in `STAGINGS`
+                // Positions in `STAGINGS`.
+                knob(
+                    MMA_STAGING,
+                    &(0..GpuMmaTiling::STAGINGS.len() as i64).collect::<Vec<_>>(),
+                ),
             ]);
         }
     }

@@ -100,14 +100,19 @@ fn tensor_core_products_match_the_plain_kernels() {
                 products += 1;
                 let inputs = oracle::program_inputs(&k.program, rng.next_u64());
                 let want = oracle::interpret(&k.program, &inputs).unwrap();
+                // The default, the default staged each way in turn (two / three / four
+                // buffers of async copies, registers), a random tiling.
                 let default = GpuMmaTiling::default_for(spec);
-                let mut tilings = vec![
-                    default,
-                    GpuMmaTiling {
-                        staging: MmaStaging::Registers,
-                        ..default
-                    },
-                ];
+                let stagings = GpuMmaTiling::STAGINGS;
+                let mut staged = GpuMmaTiling {
+                    staging: stagings[checked / 3 % stagings.len()],
+                    ..default
+                };
+                if staged.validate(spec).is_err() {
+                    // Four buffers of 128 × 32 tiles exceed shared memory: 16 deep.
+                    staged.bk = 16;
+                }
+                let mut tilings = vec![default, staged];
                 tilings.push(GpuMmaTiling::sample(spec, &mut rng));
                 for (n, t) in tilings.into_iter().enumerate() {
                     let what = format!("{name} ({dtype}) with {t:?}");
@@ -119,7 +124,7 @@ fn tensor_core_products_match_the_plain_kernels() {
                     // not the implicit GEMM's gathered windows.
                     let plain = ![GRAPHS[3].0, GRAPHS[5].0].contains(&name);
                     match t.staging {
-                        MmaStaging::AsyncCopy if plain => {
+                        MmaStaging::AsyncCopy { .. } if plain => {
                             assert!(copies > 0, "{what}: staged without async copies")
                         }
                         _ => assert_eq!(copies, 0, "{what}: async copies"),
@@ -402,11 +407,29 @@ fn invalid_tensor_core_tilings_are_refused() {
                 bk: 64,
                 warps_m: 2,
                 warps_n: 4,
-                staging: MmaStaging::AsyncCopy,
+                staging: MmaStaging::AsyncCopy { stages: 2 },
             },
             "shared memory",
         ),
         (GpuMmaTiling { warps_m: 0, ..ok }, "non-positive"),
+        (
+            GpuMmaTiling {
+                staging: MmaStaging::AsyncCopy { stages: 5 },
+                ..ok
+            },
+            "pipeline stages",
+        ),
+        (
+            GpuMmaTiling {
+                bm: 128,
+                bn: 128,
+                bk: 32,
+                warps_m: 2,
+                warps_n: 4,
+                staging: MmaStaging::AsyncCopy { stages: 4 },
+            },
+            "shared memory",
+        ),
     ] {
         let e = tile_mma(&k.program, spec, &t)
             .err()

@@ -72,12 +72,14 @@ impl Em<'_> {
     }
 
     /// A barrier of the block (`bar.sync`); in a kernel with asynchronous copies, each
-    /// thread first waits for its own (`cp.async.wait_group 0`), so that after the barrier
-    /// every copy issued before it has landed (see `tessera_ir::loops::async_copy`).
+    /// thread first commits the copies it issued since the last barrier as one group and
+    /// waits until at most `n − 1` groups are pending (`cp.async.wait_group`), `n` the least
+    /// number of barriers a copy of the kernel takes to land: after the barrier every copy
+    /// issued `n` barriers back has landed (see `tessera_ir::loops::async_copy`).
     fn barrier(&mut self) {
-        if has_async_copies(&self.prog.body) {
+        if let Some(lands) = least_async_lands(&self.prog.body) {
             self.line("nvvm.cp.async.commit.group".into());
-            self.line("nvvm.cp.async.wait.group 0".into());
+            self.line(format!("nvvm.cp.async.wait.group {}", lands - 1));
         }
         self.line("nvvm.barrier0".into());
     }
@@ -406,13 +408,15 @@ impl Em<'_> {
     }
 }
 
-/// Whether `body` issues asynchronous copies anywhere.
-fn has_async_copies(body: &[Stmt]) -> bool {
-    body.iter().any(|s| match s {
-        Stmt::AsyncCopy(_) => true,
-        Stmt::For(l) => has_async_copies(&l.body),
-        Stmt::If { then, .. } => has_async_copies(then),
-        Stmt::Reduce(r) => has_async_copies(&r.body),
-        Stmt::Store { .. } | Stmt::Mma(_) | Stmt::WarpFold(_) => false,
-    })
+/// The fewest barriers an asynchronous copy in `body` takes to land; `None` without any.
+fn least_async_lands(body: &[Stmt]) -> Option<i64> {
+    body.iter()
+        .filter_map(|s| match s {
+            Stmt::AsyncCopy(c) => Some(c.lands),
+            Stmt::For(l) => least_async_lands(&l.body),
+            Stmt::If { then, .. } => least_async_lands(then),
+            Stmt::Reduce(r) => least_async_lands(&r.body),
+            Stmt::Store { .. } | Stmt::Mma(_) | Stmt::WarpFold(_) => None,
+        })
+        .min()
 }

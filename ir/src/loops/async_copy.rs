@@ -2,20 +2,23 @@
 //! tile while the threads still compute on the current one, without passing it through
 //! registers (`cp.async` on sm_80+).
 //!
-//! `async_copy(f16, 8) dst[d] = src[s] valid(v)` — the running thread copies `src[s..s+8]` into
-//! `dst[d..d+8]`, where only the first `v` elements (clamped to `0..=8`) are read and the
-//! rest are written as zeros (a run that crosses the edge of its matrix). `dst` is a shared
-//! buffer, `src` an input of the kernel: nothing in the kernel writes it, so when the copy
-//! reads it does not matter.
+//! `async_copy(f16, 8) dst[d] = src[s] valid(v) lands(n)` — the running thread copies
+//! `src[s..s+8]` into `dst[d..d+8]`, where only the first `v` elements (clamped to `0..=8`)
+//! are read and the rest are written as zeros (a run that crosses the edge of its matrix).
+//! `dst` is a shared buffer, `src` an input of the kernel: nothing in the kernel writes it,
+//! so when the copy reads it does not matter.
 //!
-//! **What it means.** The copy is *in flight* until the next barrier (the end of its thread
-//! loop): only then are the elements in place and visible to every thread of the block. Until
-//! then no thread — the copying one included — may read or write them; the interpreter
-//! reports such an access as an error, as it reports races. Read that way, the per-thread
-//! expansion ([`AsyncCopy::expand`]: one guarded store per element) means the same: the
-//! interpreter and the CPU backend run it; the CUDA backend issues one `cp.async` where the
-//! run is 4, 8 or 16 bytes at addresses aligned to its size (else the expansion), and waits
-//! for the thread's copies before each barrier.
+//! **What it means.** The copy is *in flight* until the `n`-th barrier after it (`lands(1)`,
+//! printed without it: the end of its thread loop): only then are the elements in place and
+//! visible to every thread of the block. Until then no thread — the copying one included —
+//! may read or write them; the interpreter reports such an access as an error, as it reports
+//! races. Read that way, the per-thread expansion ([`AsyncCopy::expand`]: one guarded store
+//! per element) means the same: the interpreter and the CPU backend run it; the CUDA backend
+//! issues one `cp.async` where the run is 4, 8 or 16 bytes at addresses aligned to its size
+//! (else the expansion). Before each barrier every thread commits the copies it issued since
+//! the last one as a group and waits until at most `n − 1` groups are pending (the least `n`
+//! of the kernel's copies): a copy issued `n` barriers back has landed. A pipeline `n` deep
+//! thus keeps `n` tiles in flight while it computes on another.
 //!
 //! **Architecture invariant:** an `async_copy` sits inside a thread loop, copies from an
 //! input buffer into a shared buffer of the same dtype, and its destination elements are
@@ -27,6 +30,8 @@ use crate::dtype::DType;
 
 /// Most elements one copy moves (16 bytes of 8-bit elements).
 pub const MAX_ASYNC_COPY_LEN: i64 = 16;
+/// Most barriers a copy may stay in flight (deeper pipelines would not fit shared memory).
+pub const MAX_ASYNC_COPY_LANDS: i64 = 8;
 
 /// `dst[dst_at..dst_at+len] = src[src_at..src_at+valid] ++ zeros`, complete at the next
 /// barrier.
@@ -44,6 +49,8 @@ pub struct AsyncCopy {
     pub src_at: IExpr,
     /// How many of the `len` elements are read (clamped to `0..=len`); the rest are zeros.
     pub valid: IExpr,
+    /// After how many barriers the copy has landed (1: the next).
+    pub lands: i64,
 }
 
 impl AsyncCopy {

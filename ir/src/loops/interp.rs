@@ -41,8 +41,9 @@ struct Touched {
     reader: Option<ThreadId>,
     /// Read by more than one thread.
     readers: bool,
-    /// Written by an async copy that lands at the next barrier: nobody may touch it before.
-    in_flight: bool,
+    /// Written by an async copy that lands this many barriers later: nobody may touch it
+    /// before (0: not in flight).
+    in_flight: i64,
 }
 
 struct St<'a> {
@@ -147,6 +148,19 @@ impl St<'_> {
         self.touched.get_mut().clear();
     }
 
+    /// A barrier of the block: accesses before it no longer race with those after it, and
+    /// async copies come one barrier closer to landing (those that land are forgotten).
+    fn barrier(&mut self) {
+        let touched = self.touched.get_mut();
+        touched.retain(|_, t| t.in_flight > 1);
+        for t in touched.values_mut() {
+            *t = Touched {
+                in_flight: t.in_flight - 1,
+                ..Touched::default()
+            };
+        }
+    }
+
     /// Element `i` of buffer `pos` as seen by the running thread.
     fn read(&self, pos: usize, i: i64) -> Result<V> {
         let b = &self.prog.buffers[pos];
@@ -212,14 +226,15 @@ impl St<'_> {
         let me = self.tid;
         let mut touched = self.touched.borrow_mut();
         let t = touched.entry((pos, i)).or_default();
-        if t.in_flight {
+        if t.in_flight > 0 {
             return Err(IrError::Interp(format!(
                 "kernel `{}`: thread {} {} shared `{}[{i}]` while an async copy into it is in \
-                 flight (it lands at the next barrier)",
+                 flight (it lands {} barrier(s) later)",
                 self.prog.name,
                 thread_name(me),
                 if store { "writes" } else { "reads" },
                 self.prog.buffers[pos].name,
+                t.in_flight,
             )));
         }
         let other_writer = t.writer.is_some_and(|w| w != me);
@@ -268,7 +283,7 @@ fn stmt(st: &mut St, s: &Stmt) -> Result<()> {
             if thread_axis.is_some() {
                 if st.thread_depth == 0 {
                     // A new thread loop of the block: a barrier came before it.
-                    st.touched.get_mut().clear();
+                    st.barrier();
                 }
                 st.thread_depth += 1;
             }
@@ -329,7 +344,7 @@ fn stmt(st: &mut St, s: &Stmt) -> Result<()> {
         }
         // Defined per thread: the expansion is its meaning (see `mma`).
         s @ (Stmt::Mma(_) | Stmt::WarpFold(_)) => block(st, &s.expansion())?,
-        // The expansion, and the elements stay untouchable until the next barrier.
+        // The expansion, and the elements stay untouchable until the copy lands.
         Stmt::AsyncCopy(c) => {
             block(st, &s.expansion())?;
             let (dst, at) = (buf_index(st, &c.dst)?, iexpr(st, &c.dst_at)?);
@@ -338,7 +353,7 @@ fn stmt(st: &mut St, s: &Stmt) -> Result<()> {
                 touched
                     .entry((dst, (at + u) as usize))
                     .or_default()
-                    .in_flight = true;
+                    .in_flight = c.lands;
             }
         }
     }

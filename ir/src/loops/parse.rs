@@ -568,6 +568,16 @@ impl P {
                 self.expect("(")?;
                 let valid = self.iexpr()?;
                 self.expect(")")?;
+                let lands = match self.peek() {
+                    Some(Tok::Ident(k)) if k == "lands" => {
+                        self.pos += 1;
+                        self.expect("(")?;
+                        let n = self.int()?;
+                        self.expect(")")?;
+                        n
+                    }
+                    _ => 1,
+                };
                 Ok(Stmt::AsyncCopy(super::async_copy::AsyncCopy {
                     dtype,
                     len,
@@ -576,6 +586,7 @@ impl P {
                     src,
                     src_at,
                     valid,
+                    lands,
                 }))
             }
             Some(Tok::Ident(k))

@@ -96,11 +96,17 @@ fn write_stmt(s: &mut String, st: &Stmt, depth: usize) -> fmt::Result {
                 m.lane
             )?
         }
-        Stmt::AsyncCopy(c) => writeln!(
-            s,
-            "async_copy({}, {}) {}[{}] = {}[{}] valid({})",
-            c.dtype, c.len, c.dst, c.dst_at, c.src, c.src_at, c.valid
-        )?,
+        Stmt::AsyncCopy(c) => {
+            let lands = match c.lands {
+                1 => String::new(),
+                n => format!(" lands({n})"),
+            };
+            writeln!(
+                s,
+                "async_copy({}, {}) {}[{}] = {}[{}] valid({}){lands}",
+                c.dtype, c.len, c.dst, c.dst_at, c.src, c.src_at, c.valid
+            )?
+        }
         Stmt::WarpFold(w) => writeln!(
             s,
             "warp_fold {}({}) {}[{}] = {}[{}] lane({})",

@@ -1,7 +1,7 @@
 //! The loop-IR verifier: names bound, dtypes consistent, annotations where they are allowed.
 //! Runs after every loop pass in tests and debug builds.
 
-use super::async_copy::{AsyncCopy, MAX_ASYNC_COPY_LEN};
+use super::async_copy::{AsyncCopy, MAX_ASYNC_COPY_LANDS, MAX_ASYNC_COPY_LEN};
 use super::*;
 use crate::error::{IrError, Result};
 use std::collections::HashSet;
@@ -237,7 +237,7 @@ fn stmt(cx: &mut Ctx, s: &Stmt, depth: usize) -> Result<()> {
 }
 
 /// The rules of `async_copy` (see [`super::async_copy`]): in a thread loop, from an input
-/// into a shared buffer of its dtype, 1 to 16 elements.
+/// into a shared buffer of its dtype, 1 to 16 elements, landing 1 to 8 barriers later.
 fn async_copy(cx: &Ctx, c: &AsyncCopy) -> Result<()> {
     let prog = cx.prog;
     let bad = |msg: String| Err(err(prog, format!("async_copy into `{}`: {msg}", c.dst)));
@@ -259,6 +259,12 @@ fn async_copy(cx: &Ctx, c: &AsyncCopy) -> Result<()> {
                 c.dtype, c.src, c.dst
             ));
         }
+    }
+    if !(1..=MAX_ASYNC_COPY_LANDS).contains(&c.lands) {
+        return bad(format!(
+            "lands after {} barriers (1 to {MAX_ASYNC_COPY_LANDS})",
+            c.lands
+        ));
     }
     for e in [&c.dst_at, &c.src_at, &c.valid] {
         iexpr(cx, e)?;
