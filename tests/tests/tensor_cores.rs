@@ -56,29 +56,27 @@ fn tolerance(d: DType) -> Tolerance {
     }
 }
 
-fn count_mma(body: &[Stmt]) -> usize {
+/// How many statements of `body`, at any depth, `pick` picks.
+fn count(body: &[Stmt], pick: &dyn Fn(&Stmt) -> bool) -> usize {
     body.iter()
-        .map(|s| match s {
-            Stmt::For(l) => count_mma(&l.body),
-            Stmt::If { then, .. } => count_mma(then),
-            Stmt::Reduce(r) => count_mma(&r.body),
-            Stmt::Mma(_) => 1,
-            Stmt::WarpFold(_) | Stmt::AsyncCopy(_) => 0,
-            Stmt::Store { .. } => 0,
+        .map(|s| {
+            pick(s) as usize
+                + match s {
+                    Stmt::For(l) => count(&l.body, pick),
+                    Stmt::If { then, .. } => count(then, pick),
+                    Stmt::Reduce(r) => count(&r.body, pick),
+                    _ => 0,
+                }
         })
         .sum()
 }
 
+fn count_mma(body: &[Stmt]) -> usize {
+    count(body, &|s| matches!(s, Stmt::Mma(_)))
+}
+
 fn count_async_copies(body: &[Stmt]) -> usize {
-    body.iter()
-        .map(|s| match s {
-            Stmt::For(l) => count_async_copies(&l.body),
-            Stmt::If { then, .. } => count_async_copies(then),
-            Stmt::Reduce(r) => count_async_copies(&r.body),
-            Stmt::AsyncCopy(_) => 1,
-            Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::Store { .. } => 0,
-        })
-        .sum()
+    count(body, &|s| matches!(s, Stmt::AsyncCopy(_)))
 }
 
 #[test]
