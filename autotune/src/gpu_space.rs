@@ -121,6 +121,7 @@ pub(crate) fn decode(
         },
         ROWS => GpuKernelSchedule::Rows {
             threads: v(ROW_THREADS)?,
+            vector_runs: v(VECTOR_RUNS)? == 1,
         },
         TILED => {
             let tiling = GpuProductTiling {
@@ -163,7 +164,14 @@ pub(crate) fn knob_values(s: &KernelSchedule) -> Option<Vec<(&'static str, i64)>
             (THREADS, threads_per_block),
             (VECTOR_RUNS, vector_runs as i64),
         ],
-        GpuKernelSchedule::Rows { threads } => vec![(SCHEDULE, ROWS), (ROW_THREADS, threads)],
+        GpuKernelSchedule::Rows {
+            threads,
+            vector_runs,
+        } => vec![
+            (SCHEDULE, ROWS),
+            (ROW_THREADS, threads),
+            (VECTOR_RUNS, vector_runs as i64),
+        ],
         GpuKernelSchedule::Tiled { tiling: t } => vec![
             (SCHEDULE, TILED),
             (TILE_M, t.bm),

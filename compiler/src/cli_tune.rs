@@ -279,7 +279,13 @@ pub fn describe_gpu(s: &tessera_passes::gpu_schedule::GpuKernelSchedule) -> Stri
             "bound {threads_per_block} threads{}",
             if *vector_runs { " runs" } else { "" }
         ),
-        G::Rows { threads } => format!("rows {threads} threads"),
+        G::Rows {
+            threads,
+            vector_runs,
+        } => format!(
+            "rows {threads} threads{}",
+            if *vector_runs { ", 16-byte runs" } else { "" }
+        ),
         G::Tiled { tiling: t } => {
             format!(
                 "tiles {}x{}x{} per thread {}x{}",

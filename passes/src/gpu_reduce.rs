@@ -12,7 +12,7 @@
 //! }}}
 //! ```
 //!
-//! becomes, with `T` threads per block (a power of two, at most 256, at most `n`):
+//! becomes, with `T` threads per block (a power of two, at most 256 by default, at most `n`):
 //!
 //! ```text
 //! block(x) row:
@@ -23,6 +23,15 @@
 //!   … the same for $s, reading $m as op(init, total_m[0]) …
 //!   thread(x) t: for j = t, t + T, … < n: y[row, j] = …          (coalesced)
 //! ```
+//!
+//! With 16-byte runs ([`RowReduction::vector_runs`], where every reduction and loop over the
+//! row is a multiple of `V` elements long and at least 32 runs, `V` = 16 bytes of the
+//! elements read and written contiguously), thread `t` takes runs `t, t + T, …` of `V`
+//! consecutive elements instead of single ones; each run's contiguous loads go into
+//! registers first, in an unrolled loop of their own (LLVM merges them into one 16-byte
+//! load; a libdevice call between them would keep them apart), then its values are folded
+//! (loops over the row: loads, values, stores in loops of their own). Broadcast reads of the
+//! row (`scale[j % n]` over `j < n`) are unwrapped first so that they count as contiguous.
 //!
 //! Applies when the reductions read the row contiguously (the reduction index has stride 1 in
 //! every load that uses it, so that consecutive threads read consecutive addresses) and the
@@ -52,12 +61,30 @@ pub const MAX_ROW_BLOCK: i64 = 1024;
 /// The shortest row worth a block of threads.
 const MIN_ROW: i64 = 32;
 
-/// `prog` rebuilt with one block per row of at most `max_threads` threads (a power of two,
-/// 32 to [`MAX_ROW_BLOCK`]; see the module docs), or `None` when it does not have that shape.
+/// The knobs of the row-reduction schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowReduction {
+    /// The most threads of a row's block (a power of two, 32 to [`MAX_ROW_BLOCK`]).
+    pub max_threads: i64,
+    /// Each thread takes runs of 16 bytes of the row (see [`row_run`]) where the row allows.
+    pub vector_runs: bool,
+}
+
+impl RowReduction {
+    /// The default: [`DEFAULT_ROW_THREADS`] threads, 16-byte runs.
+    pub const DEFAULT: RowReduction = RowReduction {
+        max_threads: DEFAULT_ROW_THREADS,
+        vector_runs: true,
+    };
+}
+
+/// `prog` rebuilt with one block per row (see the module docs) as `shape` says, or `None`
+/// when it does not have that shape.
 pub fn row_reduction(
     prog: &LoopProgram,
-    max_threads: i64,
+    shape: &RowReduction,
 ) -> Result<Option<LoopProgram>, PassError> {
+    let max_threads = shape.max_threads;
     if !(WARP..=MAX_ROW_BLOCK).contains(&max_threads) || max_threads.count_ones() != 1 {
         return Err(PassError::Schedule(format!(
             "row reduction of `{}`: {max_threads} threads per row (a power of two in \
@@ -86,11 +113,16 @@ pub fn row_reduction(
     if n < MIN_ROW || !contiguous(first) {
         return Ok(None);
     }
-    let threads = prev_power_of_two(n.min(max_threads));
+    let run = match shape.vector_runs {
+        true => row_run(prog, body),
+        false => 1,
+    };
+    let threads = prev_power_of_two((n / run).min(max_threads));
     let b = Builder {
         prog,
         rows: &rows,
         threads,
+        run,
         next: Cell::new(0),
         buffers: RefCell::new(vec![]),
     };
@@ -146,6 +178,60 @@ fn contiguous(r: &tessera_ir::loops::Reduce) -> bool {
     ok && any
 }
 
+/// The run of consecutive elements each thread takes at a time: 16 bytes of the elements
+/// that the row's reductions and loops read contiguously — loaded together (LLVM merges
+/// loads from registers staged in one basic block into 16-byte accesses) — where all of
+/// those have one size, every reduction and loop over the row is a multiple of the run long
+/// and at least a warp of runs; else 1. Sums are reassociated either way.
+fn row_run(prog: &LoopProgram, body: &[Stmt]) -> i64 {
+    // Element sizes of the contiguous accesses, extents of the reductions and loops.
+    fn collect(prog: &LoopProgram, s: &Stmt, sizes: &mut Vec<usize>, lengths: &mut Vec<i64>) {
+        let size = |buf: &str| prog.buffer(buf).map_or(0, |b| b.dtype.size());
+        let loads = |e: &VExpr, var: &str, sizes: &mut Vec<usize>| {
+            let found = crate::gpu_schedule::run_loads(e, var);
+            sizes.extend(found.iter().map(|(buf, _)| size(buf)));
+        };
+        match s {
+            Stmt::Reduce(r) => {
+                for (axis, extent) in &r.axes {
+                    lengths.push(*extent);
+                    loads(&r.value, axis, sizes);
+                }
+                for b in &r.body {
+                    collect(prog, b, sizes, lengths);
+                }
+            }
+            Stmt::For(l) => {
+                lengths.push(l.extent);
+                for b in &l.body {
+                    if let Stmt::Store { buf, index, value } = b {
+                        loads(value, &l.var, sizes);
+                        if index.coeff(&l.var) == Some(1) {
+                            sizes.push(size(buf));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let (mut sizes, mut lengths) = (Vec::new(), Vec::new());
+    for s in body {
+        collect(prog, s, &mut sizes, &mut lengths);
+    }
+    let Some(&size) = sizes.first() else {
+        return 1;
+    };
+    if size == 0 || sizes.iter().any(|&s| s != size) {
+        return 1;
+    }
+    let run = (16 / size as i64).max(1);
+    match lengths.iter().all(|&n| n % run == 0 && n / run >= WARP) {
+        true => run,
+        false => 1,
+    }
+}
+
 fn prev_power_of_two(x: i64) -> i64 {
     1 << (63 - (x.max(1) as u64).leading_zeros())
 }
@@ -155,6 +241,8 @@ struct Builder<'a> {
     /// The row loops (their variables stay free in the statements converted).
     rows: &'a [&'a Loop],
     threads: i64,
+    /// Consecutive elements a thread takes at a time ([`row_run`]).
+    run: i64,
     next: Cell<usize>,
     /// The shared partials and local accumulators added, in order.
     buffers: RefCell<Vec<Buffer>>,
@@ -193,21 +281,24 @@ impl Builder<'_> {
         })
     }
 
-    /// `for j = t, t + T, … < n { f(j) }` within one thread: the first `skip` steps left out.
+    /// `for j = t, t + T, … < n { f(j) }` within one thread, in runs: `f(j)` for the first
+    /// element `j` of each of the thread's runs of [`Builder::run`] elements (runs `t`,
+    /// `t + T`, … of `n / run`); the first `skip` runs left out.
     fn strided(&self, t: &IExpr, n: i64, skip: i64, f: impl Fn(&IExpr) -> Vec<Stmt>) -> Vec<Stmt> {
-        let steps = (n + self.threads - 1) / self.threads - skip;
+        let runs = n / self.run;
+        let steps = (runs + self.threads - 1) / self.threads - skip;
         if steps <= 0 {
             return vec![];
         }
         let v = self.fresh("rj");
-        let j = IExpr::var(&v)
+        let q = IExpr::var(&v)
             .plus(IExpr::c(skip))
             .times(self.threads)
             .plus(t.clone());
-        let mut body = f(&j);
-        if n % self.threads != 0 {
+        let mut body = f(&q.clone().times(self.run));
+        if runs % self.threads != 0 {
             body = vec![Stmt::If {
-                cond: lt(j, n),
+                cond: lt(q, runs),
                 then: body,
             }];
         }
@@ -217,6 +308,38 @@ impl Builder<'_> {
             kind: LoopKind::Serial,
             body,
         })]
+    }
+
+    /// An unrolled loop of `count` steps: `body(u)` for each step `u`.
+    fn unrolled(&self, count: i64, body: impl Fn(&IExpr) -> Vec<Stmt>) -> Stmt {
+        let u = self.fresh("ru");
+        Stmt::For(Loop {
+            body: body(&IExpr::var(&u)),
+            var: u,
+            extent: count,
+            kind: LoopKind::Unroll(count as u32),
+        })
+    }
+
+    /// The loop `l` over the row for the run from `first`: its body per element, loads,
+    /// values and stores each in a loop of their own (so that LLVM merges them into 16-byte
+    /// accesses, see `through_registers`) where they can be.
+    fn loop_run(&self, l: &Loop, first: &IExpr) -> Vec<Stmt> {
+        let at = |j: &IExpr| l.body.iter().map(|s| s.subst(&l.var, j)).collect();
+        if self.run == 1 {
+            return at(first);
+        }
+        let Stmt::For(run) = self.unrolled(self.run, |u| at(&first.clone().plus(u.clone()))) else {
+            unreachable!("`unrolled` makes a loop")
+        };
+        let mut name = |base: &str| self.fresh(&format!("r{base}_"));
+        match crate::gpu_schedule::through_registers(self.prog, &run, &mut name) {
+            Some(staged) => {
+                self.buffers.borrow_mut().extend(staged.registers);
+                staged.body
+            }
+            None => vec![Stmt::For(run)],
+        }
     }
 
     /// The block-level statements computing `stmts` for one row; `None` for a statement
@@ -240,10 +363,21 @@ impl Builder<'_> {
                         && !carries_dependence(&l.body)
                         && disjoint_stores(self.prog, &[self.rows, &[l]].concat(), &l.body) =>
                 {
+                    let over_row = |v: &str| (v == l.var).then_some(l.extent);
+                    let l = Loop {
+                        body: l
+                            .body
+                            .iter()
+                            .map(|s| {
+                                s.map_exprs(&|x| x.unwrap_in_range(&over_row), &|i| {
+                                    i.unwrap_in_range(&over_row)
+                                })
+                            })
+                            .collect(),
+                        ..l.clone()
+                    };
                     out.push(self.thread_loop(self.threads, |t| {
-                        self.strided(t, l.extent, 0, |j| {
-                            l.body.iter().map(|s| s.subst(&l.var, j)).collect()
-                        })
+                        self.strided(t, l.extent, 0, |j| self.loop_run(&l, j))
                     }));
                 }
                 Stmt::Store { .. } => out.push(self.thread_loop(1, |_| vec![s.clone()])),
@@ -264,15 +398,40 @@ impl Builder<'_> {
             (ReduceOp::Prod, _) => BinOp::Mul,
         };
         let n: i64 = r.axes.iter().map(|(_, e)| e).product();
-        // Every thread gets at least one element, so partials need no identity value.
-        if n < self.threads {
+        // Every thread gets at least one run, so partials need no identity value.
+        if n < self.threads * self.run || n % self.run != 0 {
             return None;
         }
-        let (axis, _) = r.axes.last().expect("a reduction has axes");
-        if r.axes.len() != 1 {
+        let [(axis, extent)] = r.axes.as_slice() else {
             return None;
-        }
-        let value = |j: &IExpr| r.value.subst(axis, j);
+        };
+        let over_row = |v: &str| (v == axis).then_some(*extent);
+        let r_value = r.value.unwrap_in_range(&over_row);
+        let r = &tessera_ir::loops::Reduce {
+            value: r_value,
+            ..r.clone()
+        };
+        // In runs: the contiguous loads of a run first, each into registers of its own.
+        let staged: Vec<((String, IExpr), String)> = match self.run {
+            1 => vec![],
+            run => crate::gpu_schedule::run_loads(&r.value, axis)
+                .into_iter()
+                .map(|(buf, index)| {
+                    let dtype = self.prog.buffer(&buf).map_or(r.dtype, |b| b.dtype);
+                    let reg = self.buffer("rreg", dtype, run, BufRole::Local);
+                    ((buf, index), reg)
+                })
+                .collect(),
+        };
+        // The value at element `offset` of the run from `first` (its registers' element).
+        let value = |first: &IExpr, offset: &IExpr| {
+            staged
+                .iter()
+                .fold(r.value.clone(), |v, ((buf, index), reg)| {
+                    v.replace_load(buf, index, &VExpr::load(reg, offset.clone()))
+                })
+                .subst(axis, &first.clone().plus(offset.clone()))
+        };
         let part = self.buffer("rpart", r.dtype, 1, BufRole::Local);
         let red = self.buffer("rred", r.dtype, self.threads, BufRole::Shared);
         let at = |buf: &str, i: IExpr| VExpr::load(buf, i);
@@ -281,15 +440,47 @@ impl Builder<'_> {
             index: i,
             value: v,
         };
+        let fold = |first: &IExpr, offset: &IExpr| {
+            let v = value(first, offset);
+            vec![store(
+                &part,
+                IExpr::c(0),
+                VExpr::bin(op, at(&part, IExpr::c(0)), v),
+            )]
+        };
+        // The run from `first`: its loads into registers, then its values folded into the
+        // partial (`start`: the thread's first run, whose first value starts it).
+        let run_body = |first: &IExpr, start: bool| {
+            let mut body = Vec::new();
+            if !staged.is_empty() {
+                body.push(self.unrolled(self.run, |u| {
+                    let j = first.clone().plus(u.clone());
+                    staged
+                        .iter()
+                        .map(|((buf, index), reg)| {
+                            store(reg, u.clone(), VExpr::load(buf, index.subst(axis, &j)))
+                        })
+                        .collect()
+                }));
+            }
+            let zero = IExpr::c(0);
+            if start {
+                body.push(store(&part, IExpr::c(0), value(first, &zero)));
+            }
+            match (self.run, start) {
+                (1, true) => {}
+                (1, false) => body.extend(fold(first, &zero)),
+                (run, true) => {
+                    body.push(self.unrolled(run - 1, |u| fold(first, &u.clone().plus(IExpr::c(1)))))
+                }
+                (run, false) => body.push(self.unrolled(run, |u| fold(first, u))),
+            }
+            body
+        };
         out.push(self.thread_loop(self.threads, |t| {
-            let mut body = vec![store(&part, IExpr::c(0), value(t))];
-            body.extend(self.strided(t, n, 1, |j| {
-                vec![store(
-                    &part,
-                    IExpr::c(0),
-                    VExpr::bin(op, at(&part, IExpr::c(0)), value(j)),
-                )]
-            }));
+            let first = t.clone().times(self.run);
+            let mut body = run_body(&first, true);
+            body.extend(self.strided(t, n, 1, |j| run_body(j, false)));
             body.push(store(&red, t.clone(), at(&part, IExpr::c(0))));
             body
         }));

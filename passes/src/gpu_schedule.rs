@@ -108,8 +108,13 @@ pub enum GpuKernelSchedule {
         /// 16-byte runs per thread for large elementwise kernels.
         vector_runs: bool,
     },
-    /// One block per row, at most `threads` threads ([`crate::gpu_reduce`]).
-    Rows { threads: i64 },
+    /// One block per row, at most `threads` threads, in 16-byte runs of the row where it
+    /// allows ([`crate::gpu_reduce`]; records from before the choice existed had none).
+    Rows {
+        threads: i64,
+        #[serde(default)]
+        vector_runs: bool,
+    },
     /// Shared-memory and register tiles on the CUDA cores ([`crate::gpu_product`]).
     Tiled { tiling: GpuProductTiling },
     /// Tensor-core tiles (`mma.sync`, [`crate::gpu_mma`]).
@@ -153,6 +158,7 @@ pub fn default_gpu_schedule(
     if is_row_reduction(prog)? {
         return Ok(GpuKernelSchedule::Rows {
             threads: crate::gpu_reduce::DEFAULT_ROW_THREADS,
+            vector_runs: cfg.vector_runs,
         });
     }
     Ok(GpuKernelSchedule::bound(cfg))
@@ -161,7 +167,7 @@ pub fn default_gpu_schedule(
 /// Whether `prog` (unscheduled) has the shape of [`crate::gpu_reduce::row_reduction`].
 pub fn is_row_reduction(prog: &LoopProgram) -> Result<bool, PassError> {
     Ok(!binds_gpu(&prog.body)
-        && crate::gpu_reduce::row_reduction(prog, crate::gpu_reduce::DEFAULT_ROW_THREADS)?
+        && crate::gpu_reduce::row_reduction(prog, &crate::gpu_reduce::RowReduction::DEFAULT)?
             .is_some())
 }
 
@@ -208,10 +214,17 @@ pub fn apply_gpu_schedule(
             *prog = tile_gpu(prog, spec()?, &tiling)?;
             rebuilt(prog, true)
         }
-        GpuKernelSchedule::Rows { threads } => {
+        GpuKernelSchedule::Rows {
+            threads,
+            vector_runs,
+        } => {
+            let shape = crate::gpu_reduce::RowReduction {
+                max_threads: threads,
+                vector_runs,
+            };
             let rows = match binds_gpu(&prog.body) {
                 true => None,
-                false => crate::gpu_reduce::row_reduction(prog, threads)?,
+                false => crate::gpu_reduce::row_reduction(prog, &shape)?,
             };
             let Some(rows) = rows else {
                 return Err(PassError::Schedule(format!(
@@ -321,7 +334,9 @@ pub fn default_gpu(
         && let [Stmt::For(blocks)] = prog.body.as_slice()
         && let [Stmt::For(lanes)] = blocks.body.as_slice()
         && let [Stmt::For(r)] = lanes.body.as_slice()
-        && let Some(staged) = through_registers(prog, r)
+        && let Some(staged) = through_registers(prog, r, &mut |base| {
+            crate::product::unused_name(prog, format!("{}_{base}", prog.name), &[])
+        })
     {
         if let [Stmt::For(blocks)] = prog.body.as_mut_slice()
             && let [Stmt::For(lanes)] = blocks.body.as_mut_slice()
@@ -372,19 +387,52 @@ fn vector_run(prog: &LoopProgram, extent: i64) -> i64 {
     }
 }
 
+/// The distinct loads of `e` that walk memory contiguously with `var` (coefficient 1),
+/// outside `select` branches (a load there may run only where its branch is taken), in
+/// order of appearance.
+pub(crate) fn run_loads(e: &VExpr, var: &str) -> Vec<(String, IExpr)> {
+    fn walk(e: &VExpr, var: &str, out: &mut Vec<(String, IExpr)>) {
+        match e {
+            VExpr::Load { buf, index } => {
+                let load = (buf.clone(), index.clone());
+                if index.coeff(var) == Some(1) && !out.contains(&load) {
+                    out.push(load);
+                }
+            }
+            // The condition always runs; the branches only where taken.
+            VExpr::Select(c, _, _) => walk(c, var, out),
+            VExpr::Unary(_, a) | VExpr::Cast(_, a) => walk(a, var, out),
+            VExpr::Binary(_, a, b) | VExpr::Cmp(_, a, b) => {
+                walk(a, var, out);
+                walk(b, var, out)
+            }
+            VExpr::Const(..) | VExpr::Acc(..) | VExpr::ICmp(..) | VExpr::Index(..) => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(e, var, &mut out);
+    out
+}
+
 /// A thread's run rewritten as loads, computation and stores, each a loop of its own.
-struct StagedRun {
-    body: Vec<Stmt>,
-    registers: Vec<Buffer>,
+pub(crate) struct StagedRun {
+    pub body: Vec<Stmt>,
+    pub registers: Vec<Buffer>,
 }
 
 /// The run loop `r` (stores only) as three unrolled loops over registers: every load that
 /// walks the run contiguously, then the values, then the stores — so that each group of
 /// accesses sits in one basic block, where LLVM merges them into 16-byte accesses (a
 /// libdevice call between them, with its branches, would keep them apart). Same operations
-/// in the same order per element: bit-identical. `None` when a stored buffer is also read
-/// (hoisting its loads would reorder them with the stores).
-fn through_registers(prog: &LoopProgram, r: &Loop) -> Option<StagedRun> {
+/// in the same order per element: bit-identical. Loads in a `select` branch stay where they
+/// are (hoisted, they would run where the branch is not taken: maybe out of bounds). `None`
+/// when a stored buffer is also read (hoisting its loads would reorder them with the
+/// stores). `name(base)` names each register buffer (unused names).
+pub(crate) fn through_registers(
+    prog: &LoopProgram,
+    r: &Loop,
+    name: &mut dyn FnMut(&str) -> String,
+) -> Option<StagedRun> {
     let stored: Vec<&str> = r
         .body
         .iter()
@@ -395,12 +443,13 @@ fn through_registers(prog: &LoopProgram, r: &Loop) -> Option<StagedRun> {
         .collect();
     let mut loads: Vec<(String, IExpr)> = Vec::new();
     for s in &r.body {
-        s.visit_loads(&mut |buf, index| {
-            if index.coeff(&r.var) == Some(1) && !loads.iter().any(|(b, i)| b == buf && i == index)
-            {
-                loads.push((buf.to_string(), index.clone()));
+        if let Stmt::Store { value, .. } = s {
+            for load in run_loads(value, &r.var) {
+                if !loads.contains(&load) {
+                    loads.push(load);
+                }
             }
-        });
+        }
     }
     if loads.is_empty() || loads.iter().any(|(b, _)| stored.contains(&b.as_str())) {
         return None;
@@ -421,7 +470,7 @@ fn through_registers(prog: &LoopProgram, r: &Loop) -> Option<StagedRun> {
     };
     let mut registers = Vec::new();
     let mut register = |base: String, dtype: tessera_ir::DType| {
-        let name = crate::product::unused_name(prog, format!("{}_{base}", prog.name), &[]);
+        let name = name(&base);
         registers.push(Buffer {
             name: name.clone(),
             dtype,

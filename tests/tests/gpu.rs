@@ -261,8 +261,9 @@ fn local_memory_is_per_thread_across_a_uniform_loop() {
     }
 }
 
-/// Row reductions of several shapes, one block per row: the interpreter (races checked) and
-/// the CPU code of the GPU program against the unscheduled kernel, and ptxas.
+/// Row reductions of several shapes, one block per row (in 16-byte runs per thread where
+/// the rows allow): the interpreter (races checked) and the CPU code of the GPU program
+/// against the unscheduled kernel, and ptxas.
 #[test]
 fn row_reductions_get_a_block_per_row() {
     let ptxas = ptxas_or_skip("row_reductions_get_a_block_per_row (ptxas part)");
@@ -290,6 +291,16 @@ fn row_reductions_get_a_block_per_row() {
         ),
         (
             "graph \"g\" opset 21 {\n input x: f16[6,64]\n init ax: i64[1] = hex\"0100000000000000\"\n node \"m\" ReduceMax[keepdims=0](x, ax) -> (y: f16[6])\n output y\n}",
+            true,
+        ),
+        // In runs of 16 bytes per thread: f16 rows of 8-element runs (a layer norm's scale
+        // and bias too), with runs left over for some threads.
+        (
+            "graph \"g\" opset 21 {\n input x: f16[3,1024]\n node \"s\" Softmax[axis=-1](x) -> (y: f16[3,1024])\n output y\n}",
+            true,
+        ),
+        (
+            "graph \"g\" opset 21 {\n input x: f16[2,3,768]\n input s: f16[768]\n input b: f16[768]\n node \"n\" LayerNormalization[axis=-1](x, s, b) -> (y: f16[2,3,768])\n output y\n}",
             true,
         ),
         // rows shorter than a warp, and a reduction down the columns (strided): not applied
@@ -331,6 +342,56 @@ fn row_reductions_get_a_block_per_row() {
                 let f32_fold = plain.to_string().contains(": f32 = reduce");
                 assert_eq!(wide, f32_fold, "{what}:\n{gpu}");
                 assert_eq!(module.text.contains("shfl.sync.bfly"), wide, "{what}");
+            }
+        }
+    }
+}
+
+/// A row kernel's threads read and write their rows 16 bytes at a time where the rows are
+/// whole runs of 16 bytes and the arguments 16-byte aligned (as the memory plan makes
+/// them): softmax and layer norm, f32 and f16 — bandwidth-bound kernels, where 2-byte
+/// accesses would leave most of the memory system idle. Without runs, element accesses.
+#[test]
+fn row_kernels_access_memory_16_bytes_at_a_time() {
+    if ptxas_or_skip("row_kernels_access_memory_16_bytes_at_a_time").is_none() {
+        return;
+    }
+    for dtype in ["f32", "f16"] {
+        for node in [
+            format!("node \"s\" Softmax[axis=-1](x) -> (y: {dtype}[16,2048])"),
+            format!("node \"n\" LayerNormalization[axis=-1](x, s, b) -> (y: {dtype}[16,2048])"),
+        ] {
+            let text = format!(
+                "graph \"g\" opset 21 {{\n input x: {dtype}[16,2048]\n input s: {dtype}[2048]\n input b: {dtype}[2048]\n {node}\n output y\n}}"
+            );
+            let g = tessera_ir::text::parse_graph(&text).unwrap();
+            for vector_runs in [true, false] {
+                for k in tessera::fuzzgen::unscheduled_kernels(&g, &GPU).expect("lowers") {
+                    let mut gpu = k.program.clone();
+                    let cfg = GpuScheduleConfig {
+                        vector_runs,
+                        ..GpuScheduleConfig::default()
+                    };
+                    let b = schedule_gpu(&mut gpu, None, &cfg).unwrap();
+                    assert!(b.row_blocks, "{dtype} {node}: not a row kernel");
+                    let what = format!("{dtype} {node} (runs {vector_runs})");
+                    let inputs = program_inputs(&k.program, 9);
+                    let want = interpret(&k.program, &inputs).unwrap();
+                    let got = interpret(&gpu, &inputs).unwrap_or_else(|e| panic!("{what}: {e}"));
+                    agree(&what, &got, &want, |_| tessera_tests::HALF).unwrap();
+                    let aligned = tessera_codegen::ptx::PtxConfig {
+                        param_align: [(gpu.name.clone(), vec![16; gpu.params().count()])].into(),
+                    };
+                    let ptx = tessera_codegen::ptx::compile_ptx_with(&[&gpu], 90, &aligned)
+                        .unwrap()
+                        .text;
+                    let element = ["ld.global.b32", "ld.global.b16", "st.global.b32"];
+                    let scalar =
+                        element.iter().any(|e| ptx.contains(e)) || ptx.contains("st.global.b16");
+                    assert_eq!(ptx.contains("ld.global.v4"), vector_runs, "{what}");
+                    assert_eq!(scalar, !vector_runs, "{what}");
+                    tessera_codegen::ptx::check_with_ptxas(&ptx, 90).unwrap();
+                }
             }
         }
     }

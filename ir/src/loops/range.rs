@@ -127,6 +127,37 @@ impl VExpr {
     }
 }
 
+impl IExpr {
+    /// This expression with every `e % c` and `e // c` (`c > 0`) whose `e` provably lies in
+    /// `0..c` replaced by `e` and `0`: the wrap of a broadcast index (a layer norm's scale
+    /// read at `j % n`) over a loop that never wraps, so that the access is visibly
+    /// contiguous. Exact wherever the extents hold.
+    pub fn unwrap_in_range(&self, extent: &dyn Fn(&str) -> Option<i64>) -> IExpr {
+        let inner = self.map_children(&|x| x.unwrap_in_range(extent), &|v| {
+            v.unwrap_in_range(extent)
+        });
+        match &inner {
+            IExpr::Mod(a, c) | IExpr::FloorDiv(a, c) => match (c.as_ref(), a.range(extent)) {
+                (IExpr::Const(c), Some((lo, hi))) if *c > 0 && lo >= 0 && hi < *c => match inner {
+                    IExpr::Mod(..) => a.as_ref().clone(),
+                    _ => IExpr::c(0),
+                },
+                _ => inner,
+            },
+            _ => inner,
+        }
+    }
+}
+
+impl VExpr {
+    /// [`IExpr::unwrap_in_range`] on every index expression inside.
+    pub fn unwrap_in_range(&self, extent: &dyn Fn(&str) -> Option<i64>) -> VExpr {
+        self.map_children(&|x| x.unwrap_in_range(extent), &|i| {
+            i.unwrap_in_range(extent)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +183,15 @@ mod tests {
             Box::new(IExpr::c(27)),
         );
         assert_eq!(clamped.range(&ext), Some((0, 27)));
+    }
+
+    #[test]
+    fn wraps_that_never_wrap_are_dropped() {
+        // `i` in 0..28: `i % 28` is `i`, `i // 28` is 0; `i % 16` wraps and stays.
+        let e = v("i").modulo(28).plus(v("i").floordiv(28).times(100));
+        assert_eq!(e.unwrap_in_range(&ext).simplify(), v("i"));
+        assert_eq!(v("i").modulo(16).unwrap_in_range(&ext), v("i").modulo(16));
+        assert_eq!(v("k").modulo(8).unwrap_in_range(&ext), v("k").modulo(8));
     }
 
     #[test]
