@@ -6,7 +6,8 @@
 //! The outer perfect nest of loops whose iterations write disjoint memory is fused into one
 //! loop and split into `blocks × threads_per_block`; consecutive threads get consecutive
 //! values of the innermost bound loop, so their loads and stores of a row-major output are
-//! coalesced. What stays inside (reductions, inner loops) runs serially in each thread. A
+//! coalesced. What stays inside (reductions, inner loops) runs serially in each thread.
+//! Several independent nests side by side share one grid ([`crate::gpu_siblings`]). A
 //! kernel with no loop that can be bound safely runs as one GPU thread — slow, never wrong.
 //!
 //! Binding is only done when it is provably safe, by an interval argument on the store
@@ -282,6 +283,11 @@ pub fn default_gpu(
     {
         prog.body = body;
         crate::verify_after("gpu schedule (output-stationary)", prog)?;
+    }
+    if prog.body.len() > 1
+        && let Some(binding) = crate::gpu_siblings::bind_siblings(prog, cfg)?
+    {
+        return Ok(binding);
     }
     let chain = outer_chain(&prog.body);
     // The longest prefix of the outer nest that is safe to run all at once.

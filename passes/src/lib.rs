@@ -20,6 +20,7 @@ pub mod gpu_mma;
 pub mod gpu_product;
 pub mod gpu_reduce;
 pub mod gpu_schedule;
+mod gpu_siblings;
 pub mod legalize;
 pub mod lower;
 pub mod product;

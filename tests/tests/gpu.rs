@@ -436,6 +436,50 @@ fn gpu_schedule_binds_only_what_is_safe() {
     );
 }
 
+/// Nests side by side — a Concat's copies — share one grid instead of one thread, bit-exact
+/// on the interpreter; nests that depend on each other (one reads what another writes, or
+/// both write the same elements) stay serial.
+#[test]
+fn independent_nests_side_by_side_share_one_grid() {
+    let text = "graph \"g\" opset 21 {\n input a: f32[300,64]\n input c: f32[100,64]\n node \"c\" Concat[axis=0](a, c) -> (y: f32[400,64])\n output y\n}";
+    let g = tessera_ir::text::parse_graph(text).unwrap();
+    let kernels = tessera::fuzzgen::unscheduled_kernels(&g, &GPU).expect("lowers");
+    let [k] = kernels.as_slice() else {
+        panic!("one Concat kernel expected, got {}", kernels.len())
+    };
+    assert!(k.program.body.len() >= 2, "{}", k.program);
+    let mut gpu = k.program.clone();
+    let b = default_gpu(&mut gpu, &GpuScheduleConfig::default()).unwrap();
+    assert!(
+        b.launch.blocks() * b.launch.threads_per_block() >= 300 * 64,
+        "{:?}\n{gpu}",
+        b.launch
+    );
+    let inputs = program_inputs(&k.program, 4);
+    let want = interpret(&k.program, &inputs).unwrap();
+    let got = interpret(&gpu, &inputs).unwrap();
+    agree("concat side by side", &got, &want, |_| PASS_EXACT).unwrap();
+    let native = run_native(&gpu, &inputs).unwrap();
+    agree("concat side by side (CPU code)", &native, &want, |_| {
+        PASS_EXACT
+    })
+    .unwrap();
+    if ptxas_or_skip("independent_nests_side_by_side_share_one_grid (ptxas)").is_some() {
+        let module = tessera_codegen::ptx::compile_ptx(&[&gpu], 90).unwrap();
+        tessera_codegen::ptx::check_with_ptxas(&module.text, 90).unwrap();
+    }
+    for dependent in [
+        // The second nest reads what the first writes.
+        "kernel k(in x: f32[64], out y: f32[64], out z: f32[64]) {\n  for i in 0..64 {\n    y[i] = x[i]\n  }\n  for j in 0..64 {\n    z[j] = y[(63 - j)]\n  }\n}\n",
+        // Both write y[32..64].
+        "kernel k(in x: f32[64], out y: f32[64]) {\n  for i in 0..64 {\n    y[i] = x[i]\n  }\n  for j in 0..32 {\n    y[(32 + j)] = x[j]\n  }\n}\n",
+    ] {
+        let mut p = parse(dependent);
+        let b = default_gpu(&mut p, &GpuScheduleConfig::default()).unwrap();
+        assert_eq!(b.launch, Launch::SINGLE, "{p}");
+    }
+}
+
 #[test]
 fn gpu_without_a_driver_is_a_typed_error_and_with_one_models_match() {
     let (name, g) = models().into_iter().find(|(n, _)| n == "mlp.onnx").unwrap();
