@@ -366,7 +366,7 @@ pub fn default_gpu(
 
 /// The fewest threads an elementwise kernel keeps when it gives each a run of elements (64
 /// blocks of 256: every SM of a large GPU busy).
-const MIN_THREADS_WITH_RUNS: i64 = 64 * 256;
+pub(crate) const MIN_THREADS_WITH_RUNS: i64 = 64 * 256;
 
 /// The run of consecutive elements each thread of the bound loop (the program's only
 /// top-level loop, `extent` long) should take: 16 bytes of its output when the loop's body
@@ -375,6 +375,17 @@ fn vector_run(prog: &LoopProgram, extent: i64) -> i64 {
     let [Stmt::For(l)] = prog.body.as_slice() else {
         return 1;
     };
+    let run = loop_run(prog, l);
+    match extent / run >= MIN_THREADS_WITH_RUNS {
+        true => run,
+        false => 1,
+    }
+}
+
+/// The run of consecutive iterations of loop `l` a thread could take: 16 bytes of its output
+/// when its body is only stores that walk memory contiguously with it and the run divides its
+/// extent; else 1.
+pub(crate) fn loop_run(prog: &LoopProgram, l: &Loop) -> i64 {
     let mut bytes = None;
     for s in &l.body {
         let Stmt::Store { buf, index, .. } = s else {
@@ -387,7 +398,7 @@ fn vector_run(prog: &LoopProgram, extent: i64) -> i64 {
         bytes = Some(size);
     }
     let run = bytes.map_or(1, |size| (16 / size).max(1));
-    match extent % run == 0 && extent / run >= MIN_THREADS_WITH_RUNS {
+    match l.extent % run == 0 {
         true => run,
         false => 1,
     }

@@ -1,6 +1,7 @@
 //! Kernels of several loop nests side by side — a Concat's copies into the parts of its
 //! output, a Split's — bound to one grid: each nest's independent outer loops fused and
-//! spread over the same blocks, one thread loop per nest in every block. Without it such a
+//! spread over the same blocks, one thread loop per nest in every block (each thread taking
+//! a run of 16 bytes where the nest and the size allow, as for one nest). Without it such a
 //! kernel would run in a single GPU thread (the default schedule binds one outer nest).
 //!
 //! ```text
@@ -17,7 +18,11 @@
 
 use crate::error::PassError;
 use crate::gpu_product::lt;
-use crate::gpu_schedule::{GpuBinding, GpuScheduleConfig, bindable, outer_chain};
+use crate::gpu_schedule::{
+    GpuBinding, GpuScheduleConfig, MIN_THREADS_WITH_RUNS, bindable, loop_run, outer_chain,
+    through_registers,
+};
+use crate::product::unused_name;
 use crate::schedule::fuse;
 use std::collections::HashMap;
 use tessera_ir::loops::gpu::launch;
@@ -61,21 +66,58 @@ pub(crate) fn bind_siblings(
             _ => unreachable!("every statement is a nest with a bound prefix"),
         })
         .collect();
-    let longest = nests.iter().map(|l| l.extent).max().unwrap_or(1);
+    // Runs of 16 bytes per thread where each nest allows and enough threads remain.
+    let mut runs: Vec<i64> = nests.iter().map(|l| loop_run(prog, l)).collect();
+    let remaining: i64 = nests.iter().zip(&runs).map(|(l, r)| l.extent / r).sum();
+    if !cfg.vector_runs || remaining < MIN_THREADS_WITH_RUNS {
+        runs.fill(1);
+    }
+    let longest = nests
+        .iter()
+        .zip(&runs)
+        .map(|(l, r)| l.extent / r)
+        .max()
+        .unwrap_or(1);
     let threads = cfg.threads_per_block.min(longest);
     let blocks = (longest + threads - 1) / threads;
     let block_var = format!("{}_blocks", vars[0]);
+    let mut registers = Vec::new();
     let body = nests
         .iter()
-        .map(|l| {
+        .zip(&runs)
+        .map(|(l, &run)| {
             let thread_var = format!("{}_threads", l.var);
             let at = IExpr::var(&block_var)
                 .times(threads)
                 .plus(IExpr::var(&thread_var));
-            let mut inner: Vec<Stmt> = l.body.iter().map(|s| s.subst(&l.var, &at)).collect();
-            if blocks * threads != l.extent {
+            let mut inner: Vec<Stmt> = match run {
+                1 => l.body.iter().map(|s| s.subst(&l.var, &at)).collect(),
+                _ => {
+                    // The thread's run, unrolled; loads, values and stores staged apart so
+                    // that LLVM merges each into 16-byte accesses.
+                    let u = format!("{}_run", l.var);
+                    let element = at.clone().times(run).plus(IExpr::var(&u));
+                    let run_loop = Loop {
+                        var: u,
+                        extent: run,
+                        kind: LoopKind::Unroll(run as u32),
+                        body: l.body.iter().map(|s| s.subst(&l.var, &element)).collect(),
+                    };
+                    let mut name = |base: &str| {
+                        unused_name(prog, format!("{}_{}_{base}", prog.name, l.var), &[])
+                    };
+                    match through_registers(prog, &run_loop, &mut name) {
+                        Some(staged) => {
+                            registers.extend(staged.registers);
+                            staged.body
+                        }
+                        None => vec![Stmt::For(run_loop)],
+                    }
+                }
+            };
+            if blocks * threads * run != l.extent {
                 inner = vec![Stmt::If {
-                    cond: lt(at, l.extent),
+                    cond: lt(at, l.extent / run),
                     then: inner,
                 }];
             }
@@ -87,6 +129,7 @@ pub(crate) fn bind_siblings(
             })
         })
         .collect();
+    bound.buffers.extend(registers);
     bound.body = vec![Stmt::For(Loop {
         var: block_var,
         extent: blocks,

@@ -437,36 +437,50 @@ fn gpu_schedule_binds_only_what_is_safe() {
 }
 
 /// Nests side by side — a Concat's copies — share one grid instead of one thread, bit-exact
-/// on the interpreter; nests that depend on each other (one reads what another writes, or
-/// both write the same elements) stay serial.
+/// on the interpreter, large ones in 16-byte runs per thread; nests that depend on each
+/// other (one reads what another writes, or both write the same elements) stay serial.
 #[test]
 fn independent_nests_side_by_side_share_one_grid() {
-    let text = "graph \"g\" opset 21 {\n input a: f32[300,64]\n input c: f32[100,64]\n node \"c\" Concat[axis=0](a, c) -> (y: f32[400,64])\n output y\n}";
-    let g = tessera_ir::text::parse_graph(text).unwrap();
-    let kernels = tessera::fuzzgen::unscheduled_kernels(&g, &GPU).expect("lowers");
-    let [k] = kernels.as_slice() else {
-        panic!("one Concat kernel expected, got {}", kernels.len())
-    };
-    assert!(k.program.body.len() >= 2, "{}", k.program);
-    let mut gpu = k.program.clone();
-    let b = default_gpu(&mut gpu, &GpuScheduleConfig::default()).unwrap();
-    assert!(
-        b.launch.blocks() * b.launch.threads_per_block() >= 300 * 64,
-        "{:?}\n{gpu}",
-        b.launch
-    );
-    let inputs = program_inputs(&k.program, 4);
-    let want = interpret(&k.program, &inputs).unwrap();
-    let got = interpret(&gpu, &inputs).unwrap();
-    agree("concat side by side", &got, &want, |_| PASS_EXACT).unwrap();
-    let native = run_native(&gpu, &inputs).unwrap();
-    agree("concat side by side (CPU code)", &native, &want, |_| {
-        PASS_EXACT
-    })
-    .unwrap();
-    if ptxas_or_skip("independent_nests_side_by_side_share_one_grid (ptxas)").is_some() {
-        let module = tessera_codegen::ptx::compile_ptx(&[&gpu], 90).unwrap();
-        tessera_codegen::ptx::check_with_ptxas(&module.text, 90).unwrap();
+    let ptxas = ptxas_or_skip("independent_nests_side_by_side_share_one_grid (ptxas)");
+    for (dtype, rows, runs) in [("f32", 20, false), ("f16", 512, true)] {
+        let text = format!(
+            "graph \"g\" opset 21 {{\n input a: {dtype}[{},256]\n input c: {dtype}[{rows},256]\n node \"c\" Concat[axis=0](a, c) -> (y: {dtype}[{},256])\n output y\n}}",
+            2 * rows,
+            3 * rows
+        );
+        let g = tessera_ir::text::parse_graph(&text).unwrap();
+        let kernels = tessera::fuzzgen::unscheduled_kernels(&g, &GPU).expect("lowers");
+        let [k] = kernels.as_slice() else {
+            panic!("one Concat kernel expected, got {}", kernels.len())
+        };
+        assert!(k.program.body.len() >= 2, "{}", k.program);
+        let mut gpu = k.program.clone();
+        let b = default_gpu(&mut gpu, &GpuScheduleConfig::default()).unwrap();
+        let threads = b.launch.blocks() * b.launch.threads_per_block();
+        let per_thread = if runs { 8 } else { 1 };
+        assert!(
+            threads * per_thread >= 2 * rows as u64 * 256,
+            "{dtype}: {:?}\n{gpu}",
+            b.launch
+        );
+        assert_eq!(gpu.to_string().contains("unroll("), runs, "{gpu}");
+        let what = format!("concat side by side ({dtype})");
+        let inputs = program_inputs(&k.program, 4);
+        let want = interpret(&k.program, &inputs).unwrap();
+        let got = interpret(&gpu, &inputs).unwrap();
+        agree(&what, &got, &want, |_| PASS_EXACT).unwrap();
+        let native = run_native(&gpu, &inputs).unwrap();
+        agree(&what, &native, &want, |_| PASS_EXACT).unwrap();
+        if ptxas.is_some() {
+            let aligned = tessera_codegen::ptx::PtxConfig {
+                param_align: [(gpu.name.clone(), vec![16; gpu.params().count()])].into(),
+            };
+            let ptx = tessera_codegen::ptx::compile_ptx_with(&[&gpu], 90, &aligned)
+                .unwrap()
+                .text;
+            assert_eq!(ptx.contains("st.global.v4"), runs, "{what}");
+            tessera_codegen::ptx::check_with_ptxas(&ptx, 90).unwrap();
+        }
     }
     for dependent in [
         // The second nest reads what the first writes.
