@@ -165,12 +165,20 @@ fn tensor_core_products_match_the_plain_kernels() {
                                 "{what}: no `{instruction}` in the PTX"
                             );
                             // The schedule's padded tiles keep every fragment row 16 bytes,
-                            // 16-byte aligned: fragments load by `ldmatrix`, never by element.
-                            for load in [
-                                "ldmatrix.sync.aligned.m8n8.x4.shared.b16",
-                                "ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16",
+                            // 16-byte aligned: fragments load by `ldmatrix`, never by element;
+                            // `B`'s two at a time where a warp's columns pair up (16-aligned).
+                            let a_load = "ldmatrix.sync.aligned.m8n8.x4.shared.b16";
+                            assert!(module.text.contains(a_load), "{what}: no `{a_load}`");
+                            let pairs = (t.bn / t.warps_n / 8) % 2 == 0;
+                            for (b_load, present) in [
+                                ("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16", pairs),
+                                ("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16", !pairs),
                             ] {
-                                assert!(module.text.contains(load), "{what}: no `{load}`");
+                                assert_eq!(
+                                    module.text.contains(b_load),
+                                    present,
+                                    "{what}: {b_load}"
+                                );
                             }
                             assert!(
                                 !module.text.contains("ld.shared"),

@@ -224,7 +224,8 @@ impl Em<'_> {
     /// registers `a0a1, a2a3, a4a5, a6a7` of `mma.m16n8k16`. `B` (16×8, rows along `k`) is two
     /// matrices, `k` 0–7 and 8–15, transposed: each lane gets the pairs along `k` at column
     /// `l / 4`, the registers `b0b1, b2b3` (lanes 16–31 repeat lanes 0–15's addresses, which
-    /// `.x2` ignores).
+    /// `.x2` ignores) — or, where the fragment's column is 16-aligned or 8 past, four
+    /// matrices addressed as `A`'s from the aligned column: `b0b1, b2b3` of both neighbours.
     fn ldmatrix(
         &mut self,
         op: &MmaOperand,
@@ -242,21 +243,39 @@ impl Em<'_> {
         }
         let matrix = lane.clone().floordiv(ROW);
         let row_in = lane.clone().modulo(ROW);
-        let (num, layout, row, col) = match which {
-            Matrices::A => (
-                4,
-                "row",
-                matrix.clone().modulo(2).times(ROW).plus(row_in),
-                matrix.floordiv(2).times(ROW),
-            ),
-            Matrices::B => (
+        // Four matrices: rows 0–7 / 8–15 × columns 0–7 / 8–15, in that order.
+        let four = (
+            matrix.clone().modulo(2).times(ROW).plus(row_in.clone()),
+            matrix.clone().floordiv(2).times(ROW),
+        );
+        // `B` at a column 16-aligned in the tile, or 8 past one: one `.x4` loads it and its
+        // neighbour (registers 0–1 and 2–3), the same instruction for both fragments —
+        // LLVM keeps one of the two — where the pair's 16 columns stay inside the buffer.
+        let len = self.prog.buffer(&op.buf).map_or(0, |b| b.len as i64);
+        let pair_inside = |base: IExpr| {
+            let last = base.plus(IExpr::c(15 * op.strides[0] + 15));
+            last.range(&|v| self.extents.get(v).copied())
+                .is_some_and(|(lo, hi)| lo >= 0 && hi < len)
+        };
+        let residue = match op.base.residue(16) {
+            Some(0) if pair_inside(op.base.clone()) => Some(0),
+            Some(8) if pair_inside(op.base.clone().minus(IExpr::c(8))) => Some(8),
+            _ => None,
+        };
+        let (num, layout, (row, col), base, keep) = match (which, residue) {
+            (Matrices::A, _) => (4, "row", four, op.base.clone(), 0..4),
+            (Matrices::B, Some(0)) => (4, "col", four, op.base.clone(), 0..2),
+            (Matrices::B, Some(8)) => (4, "col", four, op.base.clone().minus(IExpr::c(8)), 2..4),
+            (Matrices::B, _) => (
                 2,
                 "col",
-                matrix.modulo(2).times(ROW).plus(row_in),
-                IExpr::c(0),
+                (matrix.modulo(2).times(ROW).plus(row_in), IExpr::c(0)),
+                op.base.clone(),
+                0..2,
             ),
         };
-        let ptr = self.pointer(&op.buf, &op.at(row, col))?;
+        let at = MmaOperand { base, ..op.clone() };
+        let ptr = self.pointer(&op.buf, &at.at(row, col))?;
         let regs = vec!["i32"; num].join(", ");
         let loaded = self.op(format!(
             "nvvm.ldmatrix {ptr} {{eltType = #nvvm.ld_st_matrix_elt_type<b16>, \
@@ -265,18 +284,17 @@ impl Em<'_> {
              -> !llvm.struct<({regs})>"
         ));
         Ok(Some(
-            (0..num)
-                .map(|r| {
-                    let x = self.op(format!(
-                        "llvm.extractvalue {loaded}[{r}] : !llvm.struct<({regs})>"
-                    ));
-                    match dtype {
-                        // The NVVM `mma` takes f16 pairs as vectors, bf16 pairs as i32.
-                        DType::BF16 => x,
-                        _ => self.op(format!("llvm.bitcast {x} : i32 to vector<2xf16>")),
-                    }
-                })
-                .collect(),
+            keep.map(|r| {
+                let x = self.op(format!(
+                    "llvm.extractvalue {loaded}[{r}] : !llvm.struct<({regs})>"
+                ));
+                match dtype {
+                    // The NVVM `mma` takes f16 pairs as vectors, bf16 pairs as i32.
+                    DType::BF16 => x,
+                    _ => self.op(format!("llvm.bitcast {x} : i32 to vector<2xf16>")),
+                }
+            })
+            .collect(),
         ))
     }
 

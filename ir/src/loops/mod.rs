@@ -359,6 +359,23 @@ impl IExpr {
         }
     }
 
+    /// Every value of this expression modulo `n` (> 0), when its shape shows one: constants,
+    /// sums and differences of known residues, products with a multiple of `n` or of known
+    /// residues. (`is_multiple_of` also knows the smaller or larger of two multiples.)
+    pub fn residue(&self, n: i64) -> Option<i64> {
+        if self.is_multiple_of(n) {
+            return Some(0);
+        }
+        let r = |e: &IExpr| e.residue(n);
+        match self {
+            IExpr::Const(c) => Some(c.rem_euclid(n)),
+            IExpr::Add(a, b) => Some((r(a)? + r(b)?).rem_euclid(n)),
+            IExpr::Sub(a, b) => Some((r(a)? - r(b)?).rem_euclid(n)),
+            IExpr::Mul(a, b) => Some((r(a)? * r(b)?).rem_euclid(n)),
+            _ => None,
+        }
+    }
+
     /// Whether every value of this expression is a multiple of `n` (> 0), as far as its
     /// shape shows: constants, sums and differences of multiples, products with a multiple,
     /// the smaller or larger of two multiples. Variables are not known to be.
@@ -828,5 +845,10 @@ mod tests {
         assert!(IExpr::Mul(b(v()), b(IExpr::c(16))).is_multiple_of(8));
         assert!(IExpr::Min(b(IExpr::c(16)), b(IExpr::c(8))).is_multiple_of(8));
         assert!(!IExpr::Min(b(v()), b(IExpr::c(8))).is_multiple_of(8));
+        // The odd one of two neighbouring 8-column fragments: 8 past a multiple of 16.
+        let odd = v().times(32).plus(IExpr::c(24)).plus(IExpr::c(16 * 40));
+        assert_eq!(odd.residue(16), Some(8));
+        assert_eq!(base.residue(8), Some(0));
+        assert_eq!(v().plus(IExpr::c(8)).residue(16), None);
     }
 }
