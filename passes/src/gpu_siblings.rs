@@ -5,10 +5,11 @@
 //! kernel would run in a single GPU thread (the default schedule binds one outer nest).
 //!
 //! ```text
-//! for i in 0..65536 { y[i] = a[i] }              for b in 0..256 block(x) {
-//! for j in 0..32768 { y[65536 + j] = c[j] }  →     for t in 0..256 thread(x) { y[b*256 + t] = a[b*256 + t] }
-//!                                                   for u in 0..256 thread(x) {
-//!                                                     if (b*256 + u < 32768) { y[65536 + b*256 + u] = c[…] } } }
+//! for i in 0..65536 { y[i] = a[i] }             for b in 0..256 block(x) {
+//! for j in 0..32768 { y[65536 + j] = c[j] }  →    for t in 0..256 thread(x) { y[b·256 + t] = … }
+//!                                                  for u in 0..256 thread(x) {
+//!                                                    if b·256 + u < 32768 { y[65536 + …] = … }
+//!                                                  } }
 //! ```
 //!
 //! Safe when (checked) each nest's bound loops may run at once (`bindable`, as for one

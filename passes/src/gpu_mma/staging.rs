@@ -10,9 +10,6 @@ use tessera_ir::loops::async_copy::AsyncCopy;
 use tessera_ir::loops::mma::MMA_K;
 use tessera_ir::loops::{BufRole, CmpOp, IExpr, Loop, LoopKind, LoopProgram, Stmt, VExpr};
 
-/// The name of the `k` a staged run starts at, while [`copyable`] looks at the operands.
-const RUN_K: &str = "$run_k";
-
 /// Whether both operands of `spec` are elements of kernel inputs of the product's dtype,
 /// contiguous along the staged runs (`A` along `k`, `B` along the columns): what an
 /// `async_copy` can stage (a fused producer, a cast or a transposed view cannot).
@@ -25,11 +22,8 @@ pub(super) fn copyable(prog: &LoopProgram, spec: &ProductSpec) -> bool {
         }
         _ => false,
     };
-    let [vb, vi, vj, vk] = &spec.vars;
-    let (b, i, j) = (IExpr::var(vb), IExpr::var(vi), IExpr::var(vj));
-    let a = spec.at(&spec.a, &b, &i, &j, &IExpr::var(RUN_K));
-    let bb = spec.at(&spec.b, &b, &i, &j, &IExpr::var(vk));
-    run(&a, RUN_K) && run(&bb, vj)
+    let [_, _, vj, vk] = &spec.vars;
+    run(&spec.a, vk) && run(&spec.b, vj)
 }
 
 /// One element a thread stages: into which tile, where in one buffer of it, and its value.
@@ -149,11 +143,11 @@ impl Gen<'_> {
     /// The `k` loop as a pipeline of async copies `stages` buffers deep
     /// ([`AsyncCopy`](super::MmaStaging::AsyncCopy)). Tile `n` (the full `k` tiles, then the
     /// tail, if any) goes to buffer `n % stages`; it is copied in the `n`-th thread loop of
-    /// the block — the
-    /// first ones (tiles `0..stages−1`) beside the accumulators' initialisation and in a
-    /// prologue, the rest in step `n − stages + 1` of the `k` loop — and lands `stages − 1`
-    /// barriers later, right before step `n`, which multiplies it. So each step has one
-    /// barrier, and the tile it overwrites was multiplied in the step before it.
+    /// the block — the first ones (tiles `0..stages−1`) beside the accumulators'
+    /// initialisation and in a prologue, the rest in step `n − stages + 1` of the `k` loop —
+    /// and lands `stages − 1` barriers later, right before step `n`, which multiplies it. So
+    /// each step has one barrier, and the tile it overwrites was multiplied in the step
+    /// before it.
     pub(super) fn copy_pipeline(
         &self,
         at: &At,
