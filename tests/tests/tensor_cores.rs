@@ -156,6 +156,25 @@ fn tensor_core_products_match_the_plain_kernels() {
                                 for ptx in ["cp.async.cg.shared.global", "cp.async.wait_group"] {
                                     assert!(module.text.contains(ptx), "{what}: no `{ptx}`");
                                 }
+                                // A pipeline of `stages` buffers (no more than the `k` tiles
+                                // and one) keeps `stages − 2` groups in flight at a barrier.
+                                if let MmaStaging::AsyncCopy { stages } = t.staging {
+                                    let tiles = (spec.k + t.bk - 1) / t.bk;
+                                    let pending = stages.min(tiles + 1) - 2;
+                                    let waits: Vec<&str> = module
+                                        .text
+                                        .lines()
+                                        .filter_map(|l| {
+                                            l.trim().strip_prefix("cp.async.wait_group")
+                                        })
+                                        .map(|n| n.trim().trim_end_matches(';'))
+                                        .collect();
+                                    let want = pending.to_string();
+                                    assert!(
+                                        !waits.is_empty() && waits.iter().all(|n| *n == want),
+                                        "{what}: waits {waits:?}, want {pending}"
+                                    );
+                                }
                             }
                             if copies == 0 {
                                 assert!(!module.text.contains("cp.async"), "{what}: cp.async");
