@@ -77,7 +77,7 @@ impl Em<'_> {
     /// number of barriers a copy of the kernel takes to land: after the barrier every copy
     /// issued `n` barriers back has landed (see `tessera_ir::loops::async_copy`).
     fn barrier(&mut self) {
-        if let Some(lands) = least_async_lands(&self.prog.body) {
+        if let Some(lands) = self.async_lands {
             self.line("nvvm.cp.async.commit.group".into());
             self.line(format!("nvvm.cp.async.wait.group {}", lands - 1));
         }
@@ -427,7 +427,7 @@ impl Em<'_> {
 }
 
 /// The fewest barriers an asynchronous copy in `body` takes to land; `None` without any.
-fn least_async_lands(body: &[Stmt]) -> Option<i64> {
+pub(super) fn least_async_lands(body: &[Stmt]) -> Option<i64> {
     body.iter()
         .filter_map(|s| match s {
             Stmt::AsyncCopy(c) => Some(c.lands),

@@ -137,6 +137,9 @@ struct Em<'a> {
     cfg: &'a EmitConfig,
     /// Threads per block along each axis (GPU): a thread loop shorter than that is guarded.
     block_dims: [u32; 3],
+    /// The fewest barriers an async copy of the kernel takes to land (GPU; `None`: no copy),
+    /// which sets how many copy groups a barrier leaves in flight.
+    async_lands: Option<i64>,
 }
 
 fn emit_func(p: &LoopProgram, cfg: &EmitConfig) -> Result<String, CodegenError> {
@@ -154,6 +157,7 @@ fn emit_func(p: &LoopProgram, cfg: &EmitConfig) -> Result<String, CodegenError> 
         cfg,
         block_dims: [1; 3],
         threads: vec![],
+        async_lands: gpu::least_async_lands(&p.body),
     };
     let gpu = cfg.backend == Backend::Cuda;
     if tessera_ir::loops::gpu::binds_gpu(&p.body) {

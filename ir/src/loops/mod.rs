@@ -361,36 +361,26 @@ impl IExpr {
 
     /// Every value of this expression modulo `n` (> 0), when its shape shows one: constants,
     /// sums and differences of known residues, products with a multiple of `n` or of known
-    /// residues. (`is_multiple_of` also knows the smaller or larger of two multiples.)
+    /// residues, the smaller or larger of two with the same residue. Variables are not known.
     pub fn residue(&self, n: i64) -> Option<i64> {
-        if self.is_multiple_of(n) {
-            return Some(0);
-        }
         let r = |e: &IExpr| e.residue(n);
         match self {
             IExpr::Const(c) => Some(c.rem_euclid(n)),
             IExpr::Add(a, b) => Some((r(a)? + r(b)?).rem_euclid(n)),
             IExpr::Sub(a, b) => Some((r(a)? - r(b)?).rem_euclid(n)),
-            IExpr::Mul(a, b) => Some((r(a)? * r(b)?).rem_euclid(n)),
-            _ => None,
+            IExpr::Mul(a, b) => match (r(a), r(b)) {
+                (Some(0), _) | (_, Some(0)) => Some(0),
+                (ra, rb) => Some((ra? * rb?).rem_euclid(n)),
+            },
+            IExpr::Min(a, b) | IExpr::Max(a, b) => r(a).filter(|&ra| r(b) == Some(ra)),
+            IExpr::Var(_) | IExpr::FloorDiv(..) | IExpr::Mod(..) | IExpr::Of(_) => None,
         }
     }
 
     /// Whether every value of this expression is a multiple of `n` (> 0), as far as its
-    /// shape shows: constants, sums and differences of multiples, products with a multiple,
-    /// the smaller or larger of two multiples. Variables are not known to be.
+    /// shape shows (see [`IExpr::residue`]).
     pub fn is_multiple_of(&self, n: i64) -> bool {
-        match self {
-            IExpr::Const(c) => c % n == 0,
-            IExpr::Add(a, b) | IExpr::Sub(a, b) | IExpr::Min(a, b) | IExpr::Max(a, b) => {
-                a.is_multiple_of(n) && b.is_multiple_of(n)
-            }
-            IExpr::Mul(a, b) => match (a.as_ref(), b.as_ref()) {
-                (IExpr::Const(x), IExpr::Const(y)) => (x * y) % n == 0,
-                _ => a.is_multiple_of(n) || b.is_multiple_of(n),
-            },
-            IExpr::Var(_) | IExpr::FloorDiv(..) | IExpr::Mod(..) | IExpr::Of(_) => false,
-        }
+        self.residue(n) == Some(0)
     }
 
     /// The coefficient of `v` if this expression is affine in `v` (`None` if not affine).

@@ -133,18 +133,18 @@ impl IExpr {
     /// read at `j % n`) over a loop that never wraps, so that the access is visibly
     /// contiguous. Exact wherever the extents hold.
     pub fn unwrap_in_range(&self, extent: &dyn Fn(&str) -> Option<i64>) -> IExpr {
-        let inner = self.map_children(&|x| x.unwrap_in_range(extent), &|v| {
+        // Whether `a` stays in `0..c`.
+        let inside = |a: &IExpr, c: &IExpr| match (c, a.range(extent)) {
+            (IExpr::Const(c), Some((lo, hi))) => *c > 0 && lo >= 0 && hi < *c,
+            _ => false,
+        };
+        let unwrapped = self.map_children(&|x| x.unwrap_in_range(extent), &|v| {
             v.unwrap_in_range(extent)
         });
-        match &inner {
-            IExpr::Mod(a, c) | IExpr::FloorDiv(a, c) => match (c.as_ref(), a.range(extent)) {
-                (IExpr::Const(c), Some((lo, hi))) if *c > 0 && lo >= 0 && hi < *c => match inner {
-                    IExpr::Mod(..) => a.as_ref().clone(),
-                    _ => IExpr::c(0),
-                },
-                _ => inner,
-            },
-            _ => inner,
+        match unwrapped {
+            IExpr::Mod(a, c) if inside(&a, &c) => *a,
+            IExpr::FloorDiv(a, c) if inside(&a, &c) => IExpr::c(0),
+            other => other,
         }
     }
 }
