@@ -323,23 +323,21 @@ impl Builder<'_> {
 
     /// The loop `l` over the row for the run from `first`: its body per element, loads,
     /// values and stores each in a loop of their own (so that LLVM merges them into 16-byte
-    /// accesses, see `through_registers`) where they can be.
+    /// accesses) where they can be.
     fn loop_run(&self, l: &Loop, first: &IExpr) -> Vec<Stmt> {
-        let at = |j: &IExpr| l.body.iter().map(|s| s.subst(&l.var, j)).collect();
         if self.run == 1 {
-            return at(first);
+            return l.body.iter().map(|s| s.subst(&l.var, first)).collect();
         }
-        let Stmt::For(run) = self.unrolled(self.run, |u| at(&first.clone().plus(u.clone()))) else {
-            unreachable!("`unrolled` makes a loop")
-        };
         let mut name = |base: &str| self.fresh(&format!("r{base}_"));
-        match crate::gpu_schedule::through_registers(self.prog, &run, &mut name) {
-            Some(staged) => {
-                self.buffers.borrow_mut().extend(staged.registers);
-                staged.body
-            }
-            None => vec![Stmt::For(run)],
-        }
+        let (body, registers) = crate::gpu_schedule::unrolled_run(
+            self.prog,
+            (&l.var, &l.body),
+            first,
+            (self.run, self.fresh("ru")),
+            &mut name,
+        );
+        self.buffers.borrow_mut().extend(registers);
+        body
     }
 
     /// The block-level statements computing `stmts` for one row; `None` for a statement
@@ -406,15 +404,11 @@ impl Builder<'_> {
             return None;
         };
         let over_row = |v: &str| (v == axis).then_some(*extent);
-        let r_value = r.value.unwrap_in_range(&over_row);
-        let r = &tessera_ir::loops::Reduce {
-            value: r_value,
-            ..r.clone()
-        };
+        let row_value = r.value.unwrap_in_range(&over_row);
         // In runs: the contiguous loads of a run first, each into registers of its own.
         let staged: Vec<((String, IExpr), String)> = match self.run {
             1 => vec![],
-            run => crate::gpu_schedule::run_loads(&r.value, axis)
+            run => crate::gpu_schedule::run_loads(&row_value, axis)
                 .into_iter()
                 .map(|(buf, index)| {
                     let dtype = self.prog.buffer(&buf).map_or(r.dtype, |b| b.dtype);
@@ -427,7 +421,7 @@ impl Builder<'_> {
         let value = |first: &IExpr, offset: &IExpr| {
             staged
                 .iter()
-                .fold(r.value.clone(), |v, ((buf, index), reg)| {
+                .fold(row_value.clone(), |v, ((buf, index), reg)| {
                     v.replace_load(buf, index, &VExpr::load(reg, offset.clone()))
                 })
                 .subst(axis, &first.clone().plus(offset.clone()))

@@ -375,7 +375,7 @@ fn vector_run(prog: &LoopProgram, extent: i64) -> i64 {
     let [Stmt::For(l)] = prog.body.as_slice() else {
         return 1;
     };
-    let run = loop_run(prog, l);
+    let run = contiguous_run(prog, l);
     match extent / run >= MIN_THREADS_WITH_RUNS {
         true => run,
         false => 1,
@@ -385,7 +385,7 @@ fn vector_run(prog: &LoopProgram, extent: i64) -> i64 {
 /// The run of consecutive iterations of loop `l` a thread could take: 16 bytes of its output
 /// when its body is only stores that walk memory contiguously with it and the run divides its
 /// extent; else 1.
-pub(crate) fn loop_run(prog: &LoopProgram, l: &Loop) -> i64 {
+pub(crate) fn contiguous_run(prog: &LoopProgram, l: &Loop) -> i64 {
     let mut bytes = None;
     for s in &l.body {
         let Stmt::Store { buf, index, .. } = s else {
@@ -431,10 +431,34 @@ pub(crate) fn run_loads(e: &VExpr, var: &str) -> Vec<(String, IExpr)> {
     out
 }
 
+/// The body of the loop over `var` for its run of `run` iterations from `first`: unrolled
+/// over a new loop variable `u`, its loads, values and stores staged apart
+/// ([`through_registers`], registers named by `name`) where they can be. Returns the
+/// statements and the register buffers they need.
+pub(crate) fn unrolled_run(
+    prog: &LoopProgram,
+    (var, body): (&str, &[Stmt]),
+    first: &IExpr,
+    (run, u): (i64, String),
+    name: &mut dyn FnMut(&str) -> String,
+) -> (Vec<Stmt>, Vec<Buffer>) {
+    let element = first.clone().plus(IExpr::var(&u));
+    let run_loop = Loop {
+        var: u,
+        extent: run,
+        kind: LoopKind::Unroll(run as u32),
+        body: body.iter().map(|s| s.subst(var, &element)).collect(),
+    };
+    match through_registers(prog, &run_loop, name) {
+        Some(staged) => (staged.body, staged.registers),
+        None => (vec![Stmt::For(run_loop)], vec![]),
+    }
+}
+
 /// A thread's run rewritten as loads, computation and stores, each a loop of its own.
-pub(crate) struct StagedRun {
-    pub body: Vec<Stmt>,
-    pub registers: Vec<Buffer>,
+struct StagedRun {
+    body: Vec<Stmt>,
+    registers: Vec<Buffer>,
 }
 
 /// The run loop `r` (stores only) as three unrolled loops over registers: every load that
@@ -445,7 +469,7 @@ pub(crate) struct StagedRun {
 /// are (hoisted, they would run where the branch is not taken: maybe out of bounds). `None`
 /// when a stored buffer is also read (hoisting its loads would reorder them with the
 /// stores). `name(base)` names each register buffer (unused names).
-pub(crate) fn through_registers(
+fn through_registers(
     prog: &LoopProgram,
     r: &Loop,
     name: &mut dyn FnMut(&str) -> String,
@@ -723,7 +747,7 @@ pub(crate) fn disjoint_stores(prog: &LoopProgram, nest: &[&Loop], body: &[Stmt])
 }
 
 /// Every store below `body` with the extents of the loops around it.
-fn collect_stores(
+pub(crate) fn collect_stores(
     body: &[Stmt],
     extents: &mut HashMap<String, i64>,
     out: &mut Vec<(String, IExpr, HashMap<String, i64>)>,

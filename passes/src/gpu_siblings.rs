@@ -20,14 +20,13 @@
 use crate::error::PassError;
 use crate::gpu_product::lt;
 use crate::gpu_schedule::{
-    GpuBinding, GpuScheduleConfig, MIN_THREADS_WITH_RUNS, bindable, loop_run, outer_chain,
-    through_registers,
+    GpuBinding, GpuScheduleConfig, MIN_THREADS_WITH_RUNS, bindable, collect_stores, contiguous_run,
+    outer_chain, unrolled_run,
 };
 use crate::product::unused_name;
 use crate::schedule::fuse;
 use std::collections::HashMap;
 use tessera_ir::loops::gpu::launch;
-use tessera_ir::loops::range::body_extents;
 use tessera_ir::loops::{GpuAxis, IExpr, Loop, LoopKind, LoopProgram, Stmt};
 
 /// `prog` (unscheduled, several top-level statements) with its nests bound side by side (see
@@ -68,7 +67,7 @@ pub(crate) fn bind_siblings(
         })
         .collect();
     // Runs of 16 bytes per thread where each nest allows and enough threads remain.
-    let mut runs: Vec<i64> = nests.iter().map(|l| loop_run(prog, l)).collect();
+    let mut runs: Vec<i64> = nests.iter().map(|l| contiguous_run(prog, l)).collect();
     let remaining: i64 = nests.iter().zip(&runs).map(|(l, r)| l.extent / r).sum();
     if !cfg.vector_runs || remaining < MIN_THREADS_WITH_RUNS {
         runs.fill(1);
@@ -96,24 +95,18 @@ pub(crate) fn bind_siblings(
                 _ => {
                     // The thread's run, unrolled; loads, values and stores staged apart so
                     // that LLVM merges each into 16-byte accesses.
-                    let u = format!("{}_run", l.var);
-                    let element = at.clone().times(run).plus(IExpr::var(&u));
-                    let run_loop = Loop {
-                        var: u,
-                        extent: run,
-                        kind: LoopKind::Unroll(run as u32),
-                        body: l.body.iter().map(|s| s.subst(&l.var, &element)).collect(),
-                    };
                     let mut name = |base: &str| {
                         unused_name(prog, format!("{}_{}_{base}", prog.name, l.var), &[])
                     };
-                    match through_registers(prog, &run_loop, &mut name) {
-                        Some(staged) => {
-                            registers.extend(staged.registers);
-                            staged.body
-                        }
-                        None => vec![Stmt::For(run_loop)],
-                    }
+                    let (body, regs) = unrolled_run(
+                        prog,
+                        (&l.var, &l.body),
+                        &at.clone().times(run),
+                        (run, format!("{}_run", l.var)),
+                        &mut name,
+                    );
+                    registers.extend(regs);
+                    body
                 }
             };
             if blocks * threads * run != l.extent {
@@ -163,21 +156,15 @@ fn independent(prog: &LoopProgram) -> bool {
     for s in &prog.body {
         let mut read = Vec::new();
         s.visit_loads(&mut |buf, _| read.push(buf.to_string()));
-        let extents = body_extents(std::slice::from_ref(s));
+        let mut stores = Vec::new();
+        collect_stores(std::slice::from_ref(s), &mut HashMap::new(), &mut stores);
         let mut written: HashMap<String, (i64, i64)> = HashMap::new();
-        let mut known = true;
-        visit_stores(
-            s,
-            &mut |buf, index| match index.range(&|v| extents.get(v).copied()) {
-                Some((lo, hi)) => {
-                    let r = written.entry(buf.to_string()).or_insert((lo, hi));
-                    *r = (r.0.min(lo), r.1.max(hi));
-                }
-                None => known = false,
-            },
-        );
-        if !known {
-            return false;
+        for (buf, index, extents) in &stores {
+            let Some((lo, hi)) = index.range(&|v| extents.get(v).copied()) else {
+                return false;
+            };
+            let r = written.entry(buf.clone()).or_insert((lo, hi));
+            *r = (r.0.min(lo), r.1.max(hi));
         }
         reads.push(read);
         writes.push(written);
@@ -200,17 +187,4 @@ fn independent(prog: &LoopProgram) -> bool {
         }
     }
     true
-}
-
-/// Calls `f(buffer, index)` on every store in `s` (warp statements by their expansion).
-fn visit_stores(s: &Stmt, f: &mut dyn FnMut(&str, &IExpr)) {
-    match s {
-        Stmt::For(l) => l.body.iter().for_each(|b| visit_stores(b, f)),
-        Stmt::If { then, .. } => then.iter().for_each(|b| visit_stores(b, f)),
-        Stmt::Reduce(r) => r.body.iter().for_each(|b| visit_stores(b, f)),
-        Stmt::Store { buf, index, .. } => f(buf, index),
-        s @ (Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_)) => {
-            s.expansion().iter().for_each(|b| visit_stores(b, f))
-        }
-    }
 }
