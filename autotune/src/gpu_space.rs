@@ -8,7 +8,7 @@
 
 use crate::error::TuneError;
 use crate::space::{Knob, Point, Space};
-use tessera_passes::gpu_mma::{GpuMmaTiling, MmaStaging, worth_mma};
+use tessera_passes::gpu_mma::{GpuMmaTiling, MmaEngine, MmaStaging, worth_mma};
 use tessera_passes::gpu_product::{GpuProductTiling, worth_gpu_tiling};
 use tessera_passes::gpu_schedule::{GpuKernelSchedule, GpuScheduleConfig, is_row_reduction};
 use tessera_passes::lower::Kernel;
@@ -36,6 +36,7 @@ const MMA_K: &str = "mma_tile_k";
 const WARPS_M: &str = "warps_m";
 const WARPS_N: &str = "warps_n";
 const MMA_STAGING: &str = "mma_staging";
+const MMA_ENGINE: &str = "mma_engine";
 
 /// What a GPU space needs to decode its points.
 #[derive(Clone, Debug)]
@@ -86,6 +87,13 @@ pub fn for_gpu_kernel(k: &Kernel, sm: u32) -> Result<Space, TuneError> {
                     &(0..GpuMmaTiling::STAGINGS.len() as i64).collect::<Vec<_>>(),
                 ),
             ]);
+            if cfg.warpgroup_mma {
+                // Positions in `ENGINES`.
+                knobs.push(knob(
+                    MMA_ENGINE,
+                    &(0..GpuMmaTiling::ENGINES.len() as i64).collect::<Vec<_>>(),
+                ));
+            }
         }
     }
     // The specialised schedules first: the selector's first value is the most likely good.
@@ -142,6 +150,11 @@ pub(crate) fn decode(
                 warps_m: v(WARPS_M)?,
                 warps_n: v(WARPS_N)?,
                 staging: GpuMmaTiling::STAGINGS[v(MMA_STAGING)? as usize],
+                // Spaces without the knob (GPUs without warpgroup steps): warps.
+                engine: match space.value(p, MMA_ENGINE) {
+                    Ok(e) => GpuMmaTiling::ENGINES[e as usize],
+                    Err(_) => MmaEngine::Warp,
+                },
             };
             tiling.validate(spec()?).map_err(invalid)?;
             GpuKernelSchedule::TensorCores { tiling }
@@ -188,6 +201,7 @@ pub(crate) fn knob_values(s: &KernelSchedule) -> Option<Vec<(&'static str, i64)>
             (WARPS_M, t.warps_m),
             (WARPS_N, t.warps_n),
             (MMA_STAGING, staging_knob(t.staging)),
+            (MMA_ENGINE, engine_knob(t.engine)),
         ],
     })
 }
@@ -198,4 +212,12 @@ fn staging_knob(staging: MmaStaging) -> i64 {
         .iter()
         .position(|&s| s == staging)
         .expect("every staging is a knob value") as i64
+}
+
+/// The `mma_engine` knob's value of `engine`: its position in `GpuMmaTiling::ENGINES`.
+fn engine_knob(engine: MmaEngine) -> i64 {
+    GpuMmaTiling::ENGINES
+        .iter()
+        .position(|&e| e == engine)
+        .expect("every engine is a knob value") as i64
 }

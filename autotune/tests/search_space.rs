@@ -281,3 +281,48 @@ fn gpu_spaces_hand_out_gpu_schedules_that_compute_the_same() {
     assert!(kinds.contains(&std::mem::discriminant(&bound)));
     assert!(kinds.len() >= 3, "bound, rows and tiled kinds sampled");
 }
+
+/// On sm_90 the tensor-core tilings may use warpgroup steps (`wgmma`): a knob of the space
+/// whose points decode, encode back and compute the same; other GPUs have no such knob, and
+/// a warpgroup schedule is not one of their points.
+#[test]
+fn warpgroup_tilings_are_points_of_sm_90_spaces_only() {
+    use tessera_passes::gpu_mma::{GpuMmaTiling, MmaEngine};
+    use tessera_passes::gpu_schedule::GpuKernelSchedule;
+    let kernels = gpu_kernels();
+    let k = kernels.iter().find(|k| k.product.is_some()).unwrap();
+    let spec = k.product.as_ref().unwrap();
+    let hopper = Space::for_gpu_kernel(k, 90).unwrap();
+    let ampere = Space::for_gpu_kernel(k, 80).unwrap();
+    let has_engine = |s: &Space| s.knobs.iter().any(|k| k.name == "mma_engine");
+    assert!(has_engine(&hopper) && !has_engine(&ampere));
+    let tiling = GpuMmaTiling::warpgroup_default_for(spec);
+    let s = KernelSchedule::Gpu(GpuKernelSchedule::TensorCores { tiling });
+    let p = hopper.encode(&s).expect("a point of the sm_90 space");
+    assert_eq!(hopper.decode(&p).unwrap(), s);
+    assert!(ampere.encode(&s).is_none());
+    let mut rng = Rng::new(9);
+    let inputs = random_inputs(k, &mut rng);
+    let want = run(&k.program, &inputs);
+    let mut warpgroups = 0;
+    for _ in 0..200 {
+        let (_, s) = hopper.sample(&mut rng).unwrap();
+        let KernelSchedule::Gpu(GpuKernelSchedule::TensorCores { tiling }) = s else {
+            continue;
+        };
+        if tiling.engine != MmaEngine::Warpgroup || warpgroups == 3 {
+            continue;
+        }
+        warpgroups += 1;
+        let mut scheduled = k.clone();
+        apply_schedule(&mut scheduled, &s).unwrap();
+        let got = run(&scheduled.program, &inputs);
+        let tol = Tolerance::Close {
+            rtol: 1e-2,
+            atol: 1e-3,
+        };
+        compare(got.last().unwrap(), want.last().unwrap(), tol)
+            .unwrap_or_else(|e| panic!("{tiling:?}: {e}"));
+    }
+    assert!(warpgroups > 0, "no warpgroup tiling sampled");
+}

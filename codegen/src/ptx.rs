@@ -35,6 +35,9 @@ pub use tessera_ir::plan::GpuKernel;
 /// LLVM's calling convention number for `ptx_kernel` (an entry point of a PTX module).
 const PTX_KERNEL_CC: u32 = 71;
 
+/// The one compute capability with warpgroup tensor-core steps (`wgmma`, as `sm_90a`).
+pub const WGMMA_SM: u32 = 90;
+
 /// A PTX module for one compute capability.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PtxModule {
@@ -44,9 +47,22 @@ pub struct PtxModule {
 }
 
 /// The PTX ISA feature we emit for `sm`: 7.8 covers sm_70 … sm_90 and is accepted by every
-/// CUDA 11.8+ driver.
-pub fn ptx_feature(sm: u32) -> &'static str {
-    if sm >= 100 { "+ptx87" } else { "+ptx78" }
+/// CUDA 11.8+ driver; `sm_90a` (warpgroup steps) needs 8.0 (CUDA 12.0+).
+pub fn ptx_feature(sm: u32, arch_specific: bool) -> &'static str {
+    match (sm, arch_specific) {
+        (100.., _) => "+ptx87",
+        (_, true) => "+ptx80",
+        _ => "+ptx78",
+    }
+}
+
+/// The PTX target name: `sm_90`, or `sm_90a` for code with architecture-specific
+/// instructions (`wgmma`), which runs on that one architecture only.
+pub fn ptx_arch(sm: u32, arch_specific: bool) -> String {
+    match arch_specific {
+        true => format!("sm_{sm}a"),
+        false => format!("sm_{sm}"),
+    }
 }
 
 fn init_nvptx() {
@@ -56,21 +72,22 @@ fn init_nvptx() {
     });
 }
 
-/// The NVPTX target machine for `sm_<sm>`.
-pub fn nvptx_machine(sm: u32) -> Result<TargetMachine, CodegenError> {
+/// The NVPTX target machine for `sm_<sm>` (`sm_<sm>a` with `arch_specific`).
+pub fn nvptx_machine(sm: u32, arch_specific: bool) -> Result<TargetMachine, CodegenError> {
     init_nvptx();
     let triple = TargetTriple::create("nvptx64-nvidia-cuda");
     let t = inkwell::targets::Target::from_triple(&triple)
         .map_err(|e| CodegenError::Llvm(e.to_string()))?;
+    let arch = ptx_arch(sm, arch_specific);
     t.create_target_machine(
         &triple,
-        &format!("sm_{sm}"),
-        ptx_feature(sm),
+        &arch,
+        ptx_feature(sm, arch_specific),
         OptimizationLevel::Aggressive,
         RelocMode::Default,
         CodeModel::Default,
     )
-    .ok_or_else(|| CodegenError::Target(format!("no NVPTX target machine for sm_{sm}")))
+    .ok_or_else(|| CodegenError::Target(format!("no NVPTX target machine for {arch}")))
 }
 
 /// What the caller guarantees about the kernels' arguments.
@@ -131,9 +148,22 @@ pub fn compile_to_nvptx_module<'ctx>(
         backend: Backend::Cuda,
         param_align: ptx.param_align.clone(),
     };
+    // Warpgroup tensor-core steps exist on sm_90 only, as `sm_90a` code.
+    let arch_specific = match progs.iter().find(|p| crate::mlir::uses_warpgroup_mma(p)) {
+        Some(p) if sm != WGMMA_SM => {
+            return Err(CodegenError::Unsupported {
+                kernel: p.name.clone(),
+                msg: format!(
+                    "warpgroup tensor-core steps (wgmma) need sm_{WGMMA_SM} (sm_{WGMMA_SM}a), \
+                     not sm_{sm}"
+                ),
+            });
+        }
+        found => found.is_some(),
+    };
     let text = emit_module(progs, &cfg)?;
     let module = mlir_to_llvm(&text, ctx, GPU_PIPELINE)?;
-    let tm = nvptx_machine(sm)?;
+    let tm = nvptx_machine(sm, arch_specific)?;
     module.set_triple(&tm.get_triple());
     module.set_data_layout(&tm.get_target_data().get_data_layout());
     add_kernels(ctx, &module, progs, ptx)?;
@@ -413,8 +443,9 @@ pub fn check_with_ptxas(ptx: &str, sm: u32) -> Result<(), CodegenError> {
     std::fs::create_dir_all(&dir)?;
     let src = dir.join("module.ptx");
     std::fs::write(&src, ptx)?;
+    let arch = module_arch(ptx).unwrap_or_else(|| format!("sm_{sm}"));
     let out = std::process::Command::new(&ptxas)
-        .arg(format!("-arch=sm_{sm}"))
+        .arg(format!("-arch={arch}"))
         .arg(&src)
         .arg("-o")
         .arg(dir.join("module.cubin"))
@@ -425,10 +456,18 @@ pub fn check_with_ptxas(ptx: &str, sm: u32) -> Result<(), CodegenError> {
         Ok(())
     } else {
         Err(CodegenError::Target(format!(
-            "ptxas -arch=sm_{sm} rejected the module: {}",
+            "ptxas -arch={arch} rejected the module: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         )))
     }
+}
+
+/// The architecture a PTX module's `.target` directive names (`sm_90`, `sm_90a`).
+pub fn module_arch(ptx: &str) -> Option<String> {
+    ptx.lines()
+        .find_map(|l| l.trim().strip_prefix(".target "))
+        .and_then(|t| t.split([',', ' ']).next())
+        .map(str::to_string)
 }
 
 static PTXAS_RUN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

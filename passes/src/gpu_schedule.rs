@@ -28,6 +28,9 @@ use tessera_ir::loops::{
 
 /// The first compute capability with `mma.sync.m16n8k16` for f16 and bf16 (Ampere).
 pub const MMA_MIN_SM: u32 = 80;
+/// The compute capability with warpgroup tensor-core steps (`wgmma`: sm_90a, Hopper only —
+/// later GPUs have other instructions).
+pub const WGMMA_SM: u32 = 90;
 
 /// Knobs of the default GPU schedule.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -47,6 +50,11 @@ pub struct GpuScheduleConfig {
     /// (see `vector_run`); off, one element per thread.
     #[serde(default = "yes")]
     pub vector_runs: bool,
+    /// The GPU has warpgroup tensor-core steps (`wgmma`, sm_90a: Hopper), which the
+    /// tensor-core schedule may use ([`crate::gpu_mma::MmaEngine::Warpgroup`]): a choice for
+    /// the tuner, not (yet) the default.
+    #[serde(default)]
+    pub warpgroup_mma: bool,
 }
 
 fn yes() -> bool {
@@ -60,6 +68,7 @@ impl Default for GpuScheduleConfig {
             tile_products: true,
             tensor_cores: true,
             vector_runs: true,
+            warpgroup_mma: false,
         }
     }
 }
@@ -69,6 +78,7 @@ impl GpuScheduleConfig {
     pub fn for_sm(sm: u32) -> GpuScheduleConfig {
         GpuScheduleConfig {
             tensor_cores: sm >= MMA_MIN_SM,
+            warpgroup_mma: sm == WGMMA_SM,
             ..Default::default()
         }
     }

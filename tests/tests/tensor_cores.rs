@@ -12,7 +12,7 @@ use tessera::fuzzgen::oracle;
 use tessera_ir::compare::Tolerance;
 use tessera_ir::loops::Stmt;
 use tessera_ir::{DType, Rng, Tensor};
-use tessera_passes::gpu_mma::{GpuMmaTiling, MmaStaging, tile_mma, worth_mma};
+use tessera_passes::gpu_mma::{GpuMmaTiling, MmaEngine, MmaStaging, tile_mma, worth_mma};
 use tessera_tests::*;
 
 /// Graphs in `{T}`, instantiated in f16 and bf16.
@@ -112,6 +112,13 @@ fn tensor_core_products_match_the_plain_kernels() {
                 }
                 let mut tilings = vec![default, staged];
                 tilings.push(GpuMmaTiling::sample(spec, &mut rng));
+                // Warpgroup steps (wgmma): the default, with registers staging every other
+                // time.
+                let mut warpgroup = GpuMmaTiling::warpgroup_default_for(spec);
+                if checked % 2 == 1 {
+                    warpgroup.staging = MmaStaging::Registers;
+                }
+                tilings.push(warpgroup);
                 for (n, t) in tilings.into_iter().enumerate() {
                     let what = format!("{name} ({dtype}) with {t:?}");
                     let tiled =
@@ -136,6 +143,9 @@ fn tensor_core_products_match_the_plain_kernels() {
                             compare(g, w, tolerance(dtype))
                                 .unwrap_or_else(|e| panic!("{what} ({how}): {e}"));
                         }
+                    }
+                    if ptxas.is_some() && t.engine == MmaEngine::Warpgroup && n == 3 {
+                        warpgroup_ptx(&what, &tiled, &t, dtype, copies > 0);
                     }
                     if ptxas.is_some() && n < 2 {
                         let instruction =
@@ -216,7 +226,31 @@ fn tensor_core_products_match_the_plain_kernels() {
             );
         }
     }
-    assert!(checked >= GRAPHS.len() * 2 * 3);
+    assert!(checked >= GRAPHS.len() * 2 * 4);
+}
+
+/// The PTX of a warpgroup tiling (sm_90a): its `wgmma` steps of the tiling's width, async
+/// copies where staged so, no `ldmatrix` (the tensor core reads shared memory itself), and
+/// `ptxas` accepts it.
+fn warpgroup_ptx(
+    what: &str,
+    tiled: &tessera_ir::loops::LoopProgram,
+    t: &GpuMmaTiling,
+    dtype: DType,
+    copies: bool,
+) {
+    let aligned = tessera_codegen::ptx::PtxConfig {
+        param_align: [(tiled.name.clone(), vec![16; tiled.params().count()])].into(),
+    };
+    let module = tessera_codegen::ptx::compile_ptx_with(&[tiled], 90, &aligned)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let ptx = &module.text;
+    let n = t.bn / t.warps_n;
+    let step = format!("wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{dtype}.{dtype}");
+    assert!(ptx.contains(&step), "{what}: no `{step}`");
+    assert!(!ptx.contains("ldmatrix"), "{what}: ldmatrix");
+    assert_eq!(ptx.contains("cp.async"), copies, "{what}: cp.async");
+    tessera_codegen::ptx::check_with_ptxas(ptx, 90).unwrap_or_else(|e| panic!("{what}: {e}"));
 }
 
 /// One warp, one `mma`: `C = A·B` for a 16×16 `A` and a 16×8 `B` staged in shared memory
@@ -318,6 +352,136 @@ fn the_verifier_keeps_mma_where_a_whole_warp_runs_it() {
     for (from, to, why) in bad {
         let text = ONE_TILE.replacen(from, to, 1);
         assert_ne!(text, ONE_TILE, "{from} not found");
+        let p = tessera_ir::loops::parse::parse_program(&text)
+            .unwrap_or_else(|e| panic!("{text}: {e}"));
+        let e = tessera_ir::loops::verify::verify(&p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(why), "expected `{why}` in: {e}");
+    }
+}
+
+/// One warpgroup, one `wgmma` step: `C = A·B` for a 64×16 `A` and a 16×16 `B` staged in
+/// shared memory as core matrices (8×8 blocks of 128 contiguous bytes: `A` K-major, `B`
+/// N-major, the next block along a row 64 elements on, along a column 128), each thread
+/// storing its eight sums where the `m64nNk16` accumulator layout puts them.
+const ONE_WARPGROUP_TILE: &str = "kernel k(in a: f16[1024], in b: f16[256], out c: f32[1024], shared as: f16[1024], shared bs: f16[256], local acc: f32[8]) {
+  for g in 0..1 block(x) {
+    for t in 0..128 thread(x) {
+      for q in 0..8 {
+        as[((((((q*128 + t) // 16) % 8)*8 + (((q*128 + t) % 16) % 8)) + (((q*128 + t) // 16) // 8)*128) + (((q*128 + t) % 16) // 8)*64)] = a[(q*128 + t)]
+      }
+      for p in 0..2 {
+        bs[((((((p*128 + t) // 16) % 8)*8 + (((p*128 + t) % 16) % 8)) + (((p*128 + t) // 16) // 8)*128) + (((p*128 + t) % 16) // 8)*64)] = b[(p*128 + t)]
+      }
+      for e in 0..8 {
+        acc[e] = 0.0:f32
+      }
+    }
+    for u in 0..128 thread(x) {
+      mma m64n16k16 acc[0] += as[0; 8, 1; 128, 64] * bs[0; 8, 1; 128, 64] lane((u % 128))
+    }
+    for v in 0..128 thread(x) {
+      c[((((v // 32)*16 + ((v % 32) // 4)) + 0)*16 + (((v % 32) % 4)*2 + 0))] = acc[0]
+      c[((((v // 32)*16 + ((v % 32) // 4)) + 0)*16 + (((v % 32) % 4)*2 + 1))] = acc[1]
+      c[((((v // 32)*16 + ((v % 32) // 4)) + 8)*16 + (((v % 32) % 4)*2 + 0))] = acc[2]
+      c[((((v // 32)*16 + ((v % 32) // 4)) + 8)*16 + (((v % 32) % 4)*2 + 1))] = acc[3]
+      c[((((v // 32)*16 + ((v % 32) // 4)) + 0)*16 + (((v % 32) % 4)*2 + 8))] = acc[4]
+      c[((((v // 32)*16 + ((v % 32) // 4)) + 0)*16 + (((v % 32) % 4)*2 + 9))] = acc[5]
+      c[((((v // 32)*16 + ((v % 32) // 4)) + 8)*16 + (((v % 32) % 4)*2 + 8))] = acc[6]
+      c[((((v // 32)*16 + ((v % 32) // 4)) + 8)*16 + (((v % 32) % 4)*2 + 9))] = acc[7]
+    }
+  }
+}
+";
+
+#[test]
+fn a_warpgroup_mma_multiplies_its_core_matrix_tiles() {
+    let p = tessera_ir::loops::parse::parse_program(ONE_WARPGROUP_TILE).expect("parses");
+    tessera_ir::loops::verify::verify(&p).expect("verifies");
+    assert_eq!(
+        tessera_ir::loops::parse::parse_program(&p.to_string()).unwrap(),
+        p,
+        "print/parse round trip"
+    );
+    let inputs = oracle::program_inputs(&p, 11);
+    let (a, b) = (inputs[0].to_f64_vec(), inputs[1].to_f64_vec());
+    let want: Vec<f64> = (0..64 * 16)
+        .map(|rc| {
+            (0..16)
+                .map(|k| a[rc / 16 * 16 + k] * b[k * 16 + rc % 16])
+                .sum()
+        })
+        .collect();
+    let want = Tensor::from_f64(DType::F32, vec![1024], &want);
+    for (how, got) in [
+        ("interpreted", oracle::interpret(&p, &inputs).unwrap()),
+        ("CPU code", oracle::run_native(&p, &inputs).unwrap()),
+    ] {
+        compare(&got[0], &want, REDUCTION).unwrap_or_else(|e| panic!("{how}: {e}"));
+    }
+    // Hopper only: sm_90a PTX; any other GPU is refused with a typed error.
+    let e = tessera_codegen::ptx::compile_ptx(&[&p], 80)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("wgmma") && e.contains("sm_90a"), "{e}");
+    if ptxas_or_skip("a_warpgroup_mma_multiplies_its_core_matrix_tiles (ptxas)").is_some() {
+        let module = tessera_codegen::ptx::compile_ptx(&[&p], 90).unwrap();
+        let ptx = &module.text;
+        assert_eq!(
+            tessera_codegen::ptx::module_arch(ptx).as_deref(),
+            Some("sm_90a")
+        );
+        for instruction in [
+            "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16",
+            "wgmma.fence.sync.aligned",
+            "wgmma.commit_group.sync.aligned",
+            "wgmma.wait_group.sync.aligned 0",
+            "fence.proxy.async.shared::cta",
+        ] {
+            assert!(ptx.contains(instruction), "no `{instruction}`:\n{ptx}");
+        }
+        tessera_codegen::ptx::check_with_ptxas(ptx, 90).unwrap();
+    }
+}
+
+#[test]
+fn the_verifier_keeps_warpgroup_mma_to_whole_warpgroups_and_core_matrices() {
+    let bad = [
+        // a warp's lane, not the warpgroup's
+        ("lane((u % 128))", "lane((u % 32))", "is not `u % 128`"),
+        // each warp would name another tile
+        (
+            "as[0; 8, 1; 128, 64]",
+            "as[(u // 32)*128; 8, 1; 128, 64]",
+            "differs between the threads of a warpgroup",
+        ),
+        // a thread loop of two warps
+        (
+            "for u in 0..128 thread(x)",
+            "for u in 0..64 thread(x)",
+            "a multiple of 128",
+        ),
+        // a base that is not 16-byte aligned
+        (
+            "as[0; 8, 1; 128, 64]",
+            "as[4; 8, 1; 128, 64]",
+            "core matrices",
+        ),
+        // a plain tile
+        ("bs[0; 8, 1; 128, 64]", "bs[0; 16, 1]", "core matrices"),
+        // rows of a core matrix that are not 16 contiguous bytes
+        (
+            "as[0; 8, 1; 128, 64]",
+            "as[0; 16, 1; 128, 64]",
+            "core matrices",
+        ),
+        // an N the instruction does not have
+        ("mma m64n16k16", "mma m64n12k16", "N = 12"),
+    ];
+    for (from, to, why) in bad {
+        let text = ONE_WARPGROUP_TILE.replacen(from, to, 1);
+        assert_ne!(text, ONE_WARPGROUP_TILE, "{from} not found");
         let p = tessera_ir::loops::parse::parse_program(&text)
             .unwrap_or_else(|e| panic!("{text}: {e}"));
         let e = tessera_ir::loops::verify::verify(&p)
@@ -433,6 +597,7 @@ fn invalid_tensor_core_tilings_are_refused() {
                 warps_m: 2,
                 warps_n: 4,
                 staging: MmaStaging::AsyncCopy { stages: 2 },
+                engine: MmaEngine::Warp,
             },
             "shared memory",
         ),
@@ -452,6 +617,7 @@ fn invalid_tensor_core_tilings_are_refused() {
                 warps_m: 2,
                 warps_n: 4,
                 staging: MmaStaging::AsyncCopy { stages: 4 },
+                engine: MmaEngine::Warp,
             },
             "shared memory",
         ),

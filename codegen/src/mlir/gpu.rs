@@ -81,6 +81,10 @@ impl Em<'_> {
             self.line("nvvm.cp.async.commit.group".into());
             self.line(format!("nvvm.cp.async.wait.group {}", lands - 1));
         }
+        if self.warpgroup_mma {
+            // Shared stores (and landed copies) become visible to `wgmma`'s reads.
+            self.asm("fence.proxy.async.shared::cta;");
+        }
         self.line("nvvm.barrier0".into());
     }
 
@@ -108,9 +112,11 @@ impl Em<'_> {
         if matches!(l.kind, LoopKind::Block(_)) {
             self.block_body(&l.body)?;
         } else {
+            let accs = self.begin_warpgroup_steps(&l.body);
             for s in &l.body {
                 self.stmt(s)?;
             }
+            self.end_warpgroup_steps(&accs);
         }
         if guarded {
             self.depth -= 1;
@@ -300,7 +306,7 @@ impl Em<'_> {
 
     /// An LLVM pointer to element `at` of `buf`: `!llvm.ptr<3>` into a shared buffer,
     /// `!llvm.ptr<1>` into a parameter (global memory).
-    fn pointer(&mut self, buf: &str, at: &IExpr) -> Result<String, CodegenError> {
+    pub(super) fn pointer(&mut self, buf: &str, at: &IExpr) -> Result<String, CodegenError> {
         let (value, dtype, memref) = self.bufs[buf].clone();
         let space = if memref.ends_with(", 3>") { 3 } else { 1 };
         let elem = super::mem_ty(dtype);

@@ -18,6 +18,9 @@ mod math;
 mod reduce;
 mod value;
 mod vectorize;
+mod wgmma;
+
+pub use wgmma::uses_warpgroup_mma;
 
 pub use vectorize::vectorizable;
 use vectorize::{int_division, lane_value_ok, maskable};
@@ -140,6 +143,9 @@ struct Em<'a> {
     /// The fewest barriers an async copy of the kernel takes to land (GPU; `None`: no copy),
     /// which sets how many copy groups a barrier leaves in flight.
     async_lands: Option<i64>,
+    /// The kernel has warpgroup tensor-core steps (GPU): every barrier first makes shared
+    /// stores visible to them (see [`wgmma`]).
+    warpgroup_mma: bool,
 }
 
 fn emit_func(p: &LoopProgram, cfg: &EmitConfig) -> Result<String, CodegenError> {
@@ -158,6 +164,7 @@ fn emit_func(p: &LoopProgram, cfg: &EmitConfig) -> Result<String, CodegenError> 
         block_dims: [1; 3],
         threads: vec![],
         async_lands: gpu::least_async_lands(&p.body),
+        warpgroup_mma: uses_warpgroup_mma(p),
     };
     let gpu = cfg.backend == Backend::Cuda;
     if tessera_ir::loops::gpu::binds_gpu(&p.body) {
@@ -375,7 +382,10 @@ impl Em<'_> {
                 }
                 Ok(())
             }
-            Stmt::Mma(m) => self.mma(m),
+            Stmt::Mma(m) => match m.shape {
+                tessera_ir::loops::mma::MmaShape::Warp => self.mma(m),
+                tessera_ir::loops::mma::MmaShape::Warpgroup { n } => self.wgmma(m, n),
+            },
             Stmt::WarpFold(w) => self.warp_fold(w),
             Stmt::AsyncCopy(c) => self.async_copy(c),
         }

@@ -18,12 +18,27 @@
 //! the 16 products in their own order and precision: results agree within the float
 //! tolerance, not to the bit.
 //!
+//! **Warpgroup steps.** `mma m64n{N}k16 acc[at] += a[base; 8, 1; R, C] * b[...] lane(t % 128)`
+//! is the Hopper (sm_90a) form, `wgmma.mma_async`: the 128 threads of a *warpgroup* (four
+//! consecutive warps) multiply a 64×16 tile of `A` by a 16×N tile of `B` (N a multiple of 8
+//! up to 256), each thread holding N/2 of the f32 sums. Warp `w` of the group holds rows
+//! `16w..16w+16` in the `m16n8` layout above, repeated along N: element `e` is row
+//! `16·(l / 32) + (l % 32) / 4 + 8·((e % 4) / 2)`, column `8·(e / 4) + 2·(l % 4) + e % 2`.
+//! The tensor core reads both tiles straight from shared memory through *matrix
+//! descriptors*, which describe tiles made of 8×8 *core matrices* (8 rows of 16 contiguous
+//! bytes, 128 bytes in all): the operand's `blocks` `[R, C]` say where the core matrices
+//! are — element `(r, c)` at `base + (r % 8)·8 + (c % 8) + (r / 8)·R + (c / 8)·C`. `A` is
+//! read *K-major* (its core rows run along `k`: `C` is the descriptor's leading byte
+//! offset, `R` its stride byte offset), `B` *N-major* (`R` the leading, `C` the stride
+//! offset) — PTX's "no swizzle" canonical layouts.
+//!
 //! **Architecture invariant:** an `mma` sits directly in an x-axis thread loop whose extent
-//! is a multiple of 32 (or in serial/unrolled loops there; never under a guard or a
-//! reduction: all 32 threads of a warp execute it together), its `lane` is that loop's
-//! variable modulo 32, and its tile bases and accumulator offset are *warp-uniform*: they
-//! read the thread variable only as `t // (32·k)`, so the warp agrees on the tiles. The
-//! verifier checks all of it.
+//! is a multiple of its group (32 threads, 128 for a warpgroup step; or in serial/unrolled
+//! loops there; never under a guard or a reduction: all threads of the group execute it
+//! together), its `lane` is that loop's variable modulo the group, and its tile bases and
+//! accumulator offset are *group-uniform*: they read the thread variable only as
+//! `t // (g·k)`, so the group agrees on the tiles. A warpgroup step's operands are core
+//! matrices at 16-byte-aligned bases. The verifier checks all of it.
 
 use super::{BinOp, IExpr, Reduce, ReduceOp, Stmt, VExpr};
 use crate::dtype::DType;
@@ -36,35 +51,120 @@ pub const MMA_K: i64 = 16;
 pub const MMA_ACC_PER_LANE: i64 = 4;
 /// Threads of a warp.
 pub const WARP: i64 = 32;
+/// Threads of a warpgroup (four warps), which a `wgmma` step runs on.
+pub const WARPGROUP: i64 = 128;
+/// Rows of a warpgroup step's output tile; its columns are [`MmaShape::Warpgroup`]'s `n`.
+pub const WGMMA_M: i64 = 64;
+/// The widest warpgroup step.
+pub const WGMMA_MAX_N: i64 = 256;
+/// Elements per row of a core matrix (16 bytes of f16 / bf16), and its rows.
+pub const CORE: i64 = 8;
 
-/// One operand tile: element `(r, c)` at `base + r·strides[0] + c·strides[1]` of `buf`.
+/// Which tensor-core step an [`Mma`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmaShape {
+    /// `mma.sync.m16n8k16` of one warp: 16×8 sums, four per thread.
+    Warp,
+    /// `wgmma.mma_async.m64nNk16` of one warpgroup: 64×`n` sums, `n / 2` per thread.
+    Warpgroup { n: i64 },
+}
+
+impl MmaShape {
+    /// Threads that run the step together.
+    pub fn group(self) -> i64 {
+        match self {
+            MmaShape::Warp => WARP,
+            MmaShape::Warpgroup { .. } => WARPGROUP,
+        }
+    }
+
+    /// Accumulator elements each thread holds.
+    pub fn acc_per_lane(self) -> i64 {
+        match self {
+            MmaShape::Warp => MMA_ACC_PER_LANE,
+            MmaShape::Warpgroup { n } => n / 2,
+        }
+    }
+
+    /// The output-tile row and column of accumulator element `e` of the thread at `lane`.
+    pub fn acc_position(self, lane: &IExpr, e: i64) -> (IExpr, IExpr) {
+        match self {
+            MmaShape::Warp => acc_position(lane, e),
+            MmaShape::Warpgroup { .. } => {
+                let warp = lane.clone().floordiv(WARP);
+                let (r, c) = acc_position(&lane.clone().modulo(WARP), e % MMA_ACC_PER_LANE);
+                (
+                    warp.times(MMA_M).plus(r),
+                    c.plus(IExpr::c(MMA_N * (e / MMA_ACC_PER_LANE))),
+                )
+            }
+        }
+    }
+
+    /// The text form's name: `m16n8k16`, `m64n128k16`.
+    pub fn name(self) -> String {
+        match self {
+            MmaShape::Warp => "m16n8k16".into(),
+            MmaShape::Warpgroup { n } => format!("m{WGMMA_M}n{n}k{MMA_K}"),
+        }
+    }
+
+    /// The shape named `name` (see [`MmaShape::name`]).
+    pub fn parse(name: &str) -> Option<MmaShape> {
+        if name == "m16n8k16" {
+            return Some(MmaShape::Warp);
+        }
+        let n = name
+            .strip_prefix("m64n")?
+            .strip_suffix("k16")?
+            .parse()
+            .ok()?;
+        Some(MmaShape::Warpgroup { n })
+    }
+}
+
+/// One operand tile: element `(r, c)` at `base + r·strides[0] + c·strides[1]` of `buf` —
+/// or, made of core matrices (`blocks`), at `base + (r % 8)·strides[0] + (c % 8)·strides[1]
+/// + (r / 8)·blocks[0] + (c / 8)·blocks[1]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MmaOperand {
     pub buf: String,
     pub base: IExpr,
     pub strides: [i64; 2],
+    pub blocks: Option<[i64; 2]>,
 }
 
 impl MmaOperand {
     /// The flat index of element `(r, c)`.
     pub fn at(&self, r: IExpr, c: IExpr) -> IExpr {
-        self.base
-            .clone()
-            .plus(r.times(self.strides[0]))
-            .plus(c.times(self.strides[1]))
+        let [rs, cs] = self.strides;
+        match self.blocks {
+            None => self.base.clone().plus(r.times(rs)).plus(c.times(cs)),
+            Some([rb, cb]) => self
+                .base
+                .clone()
+                .plus(r.clone().modulo(CORE).times(rs))
+                .plus(c.clone().modulo(CORE).times(cs))
+                .plus(r.floordiv(CORE).times(rb))
+                .plus(c.floordiv(CORE).times(cb)),
+        }
     }
 }
 
-/// `acc[at..at+4] += (A · B)[the lane's four elements]`, the 16×8×16 tensor-core step.
+/// `acc[at..at+4] += (A · B)[the lane's four elements]`, the 16×8×16 tensor-core step (or
+/// the warpgroup's 64×N×16 one, see the module docs).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Mma {
-    /// The running thread's lane in its warp: `t % 32` of the enclosing thread loop.
+    pub shape: MmaShape,
+    /// The running thread's lane in its group: `t % 32` (`t % 128`) of the enclosing thread
+    /// loop.
     pub lane: IExpr,
     /// A local f32 buffer: the thread's accumulator fragments.
     pub acc: String,
-    /// The first of the four accumulator elements this step adds to.
+    /// The first of the accumulator elements this step adds to.
     pub at: IExpr,
-    /// The 16×16 `A` tile (rows × reduction) and the 16×8 `B` tile (reduction × columns).
+    /// The 16×16 (64×16) `A` tile (rows × reduction) and the 16×8 (16×N) `B` tile
+    /// (reduction × columns).
     pub a: MmaOperand,
     pub b: MmaOperand,
 }
@@ -87,9 +187,9 @@ impl Mma {
         let f32_of =
             |buf: &str, index: IExpr| VExpr::Cast(DType::F32, Box::new(VExpr::load(buf, index)));
         let k = IExpr::var(EXPANSION_K);
-        (0..MMA_ACC_PER_LANE)
+        (0..self.shape.acc_per_lane())
             .map(|e| {
-                let (row, col) = acc_position(&self.lane, e);
+                let (row, col) = self.shape.acc_position(&self.lane, e);
                 let slot = self.at.clone().plus(IExpr::c(e));
                 Stmt::Reduce(Reduce {
                     acc: EXPANSION_ACC.into(),
@@ -125,6 +225,7 @@ impl Mma {
     /// The statement with `f` applied to each of its index expressions.
     pub fn map_iexprs(&self, f: &dyn Fn(&IExpr) -> IExpr) -> Mma {
         Mma {
+            shape: self.shape,
             lane: f(&self.lane),
             acc: self.acc.clone(),
             at: f(&self.at),
@@ -140,12 +241,13 @@ impl Mma {
     }
 }
 
-/// Whether `e` is the same for every thread of a warp of the thread loop over `t`: it reads
-/// `t` only as `t // d` with `d` a multiple of 32.
-pub fn warp_uniform(e: &IExpr, t: &str) -> bool {
+/// Whether `e` is the same for every thread of a group of `group` consecutive threads (a
+/// warp, a warpgroup) of the thread loop over `t`: it reads `t` only as `t // d` with `d` a
+/// multiple of `group`.
+pub fn group_uniform(e: &IExpr, t: &str, group: i64) -> bool {
     match e {
         IExpr::FloorDiv(a, d) if matches!(a.as_ref(), IExpr::Var(v) if v == t) => {
-            matches!(d.as_ref(), IExpr::Const(d) if *d > 0 && d % WARP == 0)
+            matches!(d.as_ref(), IExpr::Const(d) if *d > 0 && d % group == 0)
         }
         IExpr::Var(v) => v != t,
         IExpr::Const(_) => true,
@@ -153,14 +255,19 @@ pub fn warp_uniform(e: &IExpr, t: &str) -> bool {
         IExpr::Of(_) => false,
         _ => e
             .operands()
-            .is_some_and(|(a, b)| warp_uniform(a, t) && warp_uniform(b, t)),
+            .is_some_and(|(a, b)| group_uniform(a, t, group) && group_uniform(b, t, group)),
     }
 }
 
-/// Whether `lane` is `t % 32`.
-pub fn is_lane_of(lane: &IExpr, t: &str) -> bool {
+/// Whether `e` is the same for every thread of a warp of the thread loop over `t`.
+pub fn warp_uniform(e: &IExpr, t: &str) -> bool {
+    group_uniform(e, t, WARP)
+}
+
+/// Whether `lane` is `t % group`.
+pub fn is_lane_of(lane: &IExpr, t: &str, group: i64) -> bool {
     matches!(lane, IExpr::Mod(a, m)
-        if matches!(a.as_ref(), IExpr::Var(v) if v == t) && matches!(m.as_ref(), IExpr::Const(WARP)))
+        if matches!(a.as_ref(), IExpr::Var(v) if v == t) && matches!(m.as_ref(), IExpr::Const(g) if *g == group))
 }
 
 #[cfg(test)]
@@ -193,13 +300,48 @@ mod tests {
     }
 
     #[test]
+    fn a_warpgroup_step_covers_its_tile_once() {
+        for n in [8, 64, 256] {
+            let shape = MmaShape::Warpgroup { n };
+            let mut seen = vec![0; (WGMMA_M * n) as usize];
+            for lane in 0..WARPGROUP {
+                for e in 0..shape.acc_per_lane() {
+                    let (r, c) = shape.acc_position(&IExpr::c(lane), e);
+                    seen[(value(&r) * n + value(&c)) as usize] += 1;
+                }
+            }
+            assert!(seen.iter().all(|&k| k == 1), "n = {n}");
+            assert_eq!(MmaShape::parse(&shape.name()), Some(shape));
+        }
+        // Thread 37 (warp 1, lane 5): element 6 is row 16 + 1 + 8, column 8 + 2 + 0.
+        let (r, c) = MmaShape::Warpgroup { n: 16 }.acc_position(&IExpr::c(37), 6);
+        assert_eq!((value(&r), value(&c)), (25, 10));
+    }
+
+    #[test]
+    fn core_matrix_operands_place_8x8_blocks() {
+        // A K-major 64×16 tile, core matrices along k 64 elements apart, along rows 128.
+        let a = MmaOperand {
+            buf: "as".into(),
+            base: IExpr::c(0),
+            strides: [CORE, 1],
+            blocks: Some([128, 64]),
+        };
+        assert_eq!(value(&a.at(IExpr::c(3), IExpr::c(5))), 3 * 8 + 5);
+        assert_eq!(value(&a.at(IExpr::c(9), IExpr::c(13))), 8 + 5 + 128 + 64);
+    }
+
+    #[test]
     fn warp_uniformity_is_structural() {
         let t = IExpr::var("t");
         assert!(warp_uniform(&t.clone().floordiv(64).times(16), "t"));
         assert!(!warp_uniform(&t.clone().floordiv(16), "t"));
         assert!(!warp_uniform(&t.clone().plus(IExpr::c(1)), "t"));
         assert!(warp_uniform(&IExpr::var("k").times(8), "t"));
-        assert!(is_lane_of(&t.clone().modulo(32), "t"));
-        assert!(!is_lane_of(&t.modulo(16), "t"));
+        assert!(is_lane_of(&t.clone().modulo(32), "t", WARP));
+        assert!(!is_lane_of(&t.clone().modulo(16), "t", WARP));
+        assert!(is_lane_of(&t.clone().modulo(128), "t", WARPGROUP));
+        assert!(group_uniform(&t.clone().floordiv(256), "t", WARPGROUP));
+        assert!(!group_uniform(&t.floordiv(64), "t", WARPGROUP));
     }
 }

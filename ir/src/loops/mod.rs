@@ -361,7 +361,8 @@ impl IExpr {
 
     /// Every value of this expression modulo `n` (> 0), when its shape shows one: constants,
     /// sums and differences of known residues, products with a multiple of `n` or of known
-    /// residues, the smaller or larger of two with the same residue. Variables are not known.
+    /// residues, the smaller or larger of two with the same residue, a remainder modulo a multiple of
+    /// `n` of a known residue. Variables are not known.
     pub fn residue(&self, n: i64) -> Option<i64> {
         let r = |e: &IExpr| e.residue(n);
         match self {
@@ -373,6 +374,10 @@ impl IExpr {
                 (ra, rb) => Some((ra? * rb?).rem_euclid(n)),
             },
             IExpr::Min(a, b) | IExpr::Max(a, b) => r(a).filter(|&ra| r(b) == Some(ra)),
+            // `a mod c` differs from `a` by a multiple of `c`: of `n` too where `n` divides `c`.
+            IExpr::Mod(a, c) if matches!(c.as_ref(), IExpr::Const(c) if *c > 0 && c % n == 0) => {
+                r(a)
+            }
             IExpr::Var(_) | IExpr::FloorDiv(..) | IExpr::Mod(..) | IExpr::Of(_) => None,
         }
     }
@@ -840,5 +845,10 @@ mod tests {
         assert_eq!(odd.residue(16), Some(8));
         assert_eq!(base.residue(8), Some(0));
         assert_eq!(v().plus(IExpr::c(8)).residue(16), None);
+        // A remainder keeps the residue modulo a divisor of its modulus, not of others.
+        let rem = IExpr::Mod(b(v().times(64).plus(IExpr::c(3))), b(IExpr::c(16)));
+        assert_eq!(rem.residue(8), Some(3));
+        assert_eq!(rem.residue(32), None);
+        assert!(!v().modulo(16).is_multiple_of(8));
     }
 }

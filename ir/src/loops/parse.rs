@@ -175,11 +175,20 @@ impl P {
         let r = self.int()?;
         self.expect(",")?;
         let c = self.int()?;
+        let blocks = match self.eat(";") {
+            true => {
+                let rb = self.int()?;
+                self.expect(",")?;
+                Some([rb, self.int()?])
+            }
+            false => None,
+        };
         self.expect("]")?;
         Ok(super::mma::MmaOperand {
             buf,
             base,
             strides: [r, c],
+            blocks,
         })
     }
     /// `lane(expr)`, the warp statements' last part.
@@ -536,7 +545,10 @@ impl P {
             }
             Some(Tok::Ident(k)) if k == "mma" && matches!(self.peek2(), Some(Tok::Ident(_))) => {
                 self.pos += 1;
-                self.keyword("m16n8k16")?;
+                let name = self.ident()?;
+                let Some(shape) = super::mma::MmaShape::parse(&name) else {
+                    return self.err(format!("unknown mma shape `{name}`"));
+                };
                 let (acc, at) = self.indexed()?;
                 self.expect("+")?;
                 self.expect("=")?;
@@ -545,6 +557,7 @@ impl P {
                 let b = self.mma_operand()?;
                 let lane = self.lane()?;
                 Ok(Stmt::Mma(super::mma::Mma {
+                    shape,
                     lane,
                     acc,
                     at,

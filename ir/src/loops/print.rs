@@ -84,11 +84,19 @@ fn write_stmt(s: &mut String, st: &Stmt, depth: usize) -> fmt::Result {
         }
         Stmt::Mma(m) => {
             let operand = |o: &super::mma::MmaOperand| {
-                format!("{}[{}; {}, {}]", o.buf, o.base, o.strides[0], o.strides[1])
+                let blocks = match o.blocks {
+                    Some([r, c]) => format!("; {r}, {c}"),
+                    None => String::new(),
+                };
+                format!(
+                    "{}[{}; {}, {}{blocks}]",
+                    o.buf, o.base, o.strides[0], o.strides[1]
+                )
             };
             writeln!(
                 s,
-                "mma m16n8k16 {}[{}] += {} * {} lane({})",
+                "mma {} {}[{}] += {} * {} lane({})",
+                m.shape.name(),
                 m.acc,
                 m.at,
                 operand(&m.a),

@@ -275,27 +275,40 @@ fn async_copy(cx: &Ctx, c: &AsyncCopy) -> Result<()> {
 /// Where a warp-collective statement (`mma`, `warp_fold`) may stand: directly in the only,
 /// x-axis thread loop of whole warps, not under a guard or a reduction, its `lane` that
 /// loop's variable modulo 32, `uniform` the same for every thread of a warp.
-fn warp_collective(cx: &Ctx, what: &str, lane: &IExpr, uniform: &[&IExpr]) -> Result<()> {
+/// The rules of a statement that `group` consecutive threads (a warp, a warpgroup) run
+/// together: where it stands, its lane, and the expressions the group must agree on.
+fn group_collective(
+    cx: &Ctx,
+    what: &str,
+    group: i64,
+    lane: &IExpr,
+    uniform: &[&IExpr],
+) -> Result<()> {
     let bad = |msg: String| Err(err(cx.prog, format!("{what}: {msg}")));
     let Some((t, extent, axis)) = &cx.thread else {
         return bad("outside a thread loop".into());
     };
-    if cx.thread_depth != 1 || *axis != GpuAxis::X || extent % mma::WARP != 0 {
+    if cx.thread_depth != 1 || *axis != GpuAxis::X || extent % group != 0 {
         return bad(format!(
-            "its thread loop `{t}` must be the only one, along x, a multiple of 32 long"
+            "its thread loop `{t}` must be the only one, along x, a multiple of {group} long"
         ));
     }
     if cx.divergent {
-        return bad("under a guard or a reduction (the warp must run it together)".into());
+        return bad("under a guard or a reduction (the group must run it together)".into());
     }
-    if !mma::is_lane_of(lane, t) {
-        return bad(format!("lane `{lane}` is not `{t} % 32`"));
+    if !mma::is_lane_of(lane, t, group) {
+        return bad(format!("lane `{lane}` is not `{t} % {group}`"));
     }
     iexpr(cx, lane)?;
     for e in uniform {
         iexpr(cx, e)?;
-        if !mma::warp_uniform(e, t) {
-            return bad(format!("`{e}` differs between the threads of a warp"));
+        if !mma::group_uniform(e, t, group) {
+            let name = if group == mma::WARPGROUP {
+                "warpgroup"
+            } else {
+                "warp"
+            };
+            return bad(format!("`{e}` differs between the threads of a {name}"));
         }
     }
     Ok(())
@@ -306,7 +319,32 @@ fn mma(cx: &Ctx, m: &mma::Mma) -> Result<()> {
     let prog = cx.prog;
     let what = format!("mma into `{}`", m.acc);
     let bad = |msg: String| Err(err(prog, format!("{what}: {msg}")));
-    warp_collective(cx, &what, &m.lane, &[&m.at, &m.a.base, &m.b.base])?;
+    let group = m.shape.group();
+    group_collective(cx, &what, group, &m.lane, &[&m.at, &m.a.base, &m.b.base])?;
+    if let mma::MmaShape::Warpgroup { n } = m.shape {
+        if !(mma::CORE..=mma::WGMMA_MAX_N).contains(&n) || n % mma::CORE != 0 {
+            return bad(format!("N = {n} (a multiple of 8, 8 to 256)"));
+        }
+        // The descriptors' offsets: 14 bits of 16-byte units.
+        let offset_ok = |o: i64| o > 0 && o % mma::CORE == 0 && o / mma::CORE < 1 << 14;
+        for op in [&m.a, &m.b] {
+            match op.blocks {
+                Some(blocks)
+                    if op.strides == [mma::CORE, 1]
+                        && blocks.iter().all(|&o| offset_ok(o))
+                        && op.base.is_multiple_of(mma::CORE) => {}
+                _ => {
+                    return bad(format!(
+                        "operand `{}` is not a tile of core matrices at a 16-byte-aligned \
+                         base (strides 8, 1; block offsets multiples of 8)",
+                        op.buf
+                    ));
+                }
+            }
+        }
+    } else if m.a.blocks.is_some() || m.b.blocks.is_some() {
+        return bad("an m16n8k16 step reads plain tiles".into());
+    }
     match prog.buffer(&m.acc) {
         Some(b) if b.role == BufRole::Local && b.dtype == DType::F32 => {}
         _ => return bad("the accumulator must be a local f32 buffer".into()),
@@ -328,7 +366,7 @@ fn warp_fold(cx: &Ctx, w: &shuffle::WarpFold) -> Result<()> {
     let prog = cx.prog;
     let what = format!("warp_fold into `{}`", w.dst);
     let bad = |msg: String| Err(err(prog, format!("{what}: {msg}")));
-    warp_collective(cx, &what, &w.lane, &[&w.base, &w.at])?;
+    group_collective(cx, &what, mma::WARP, &w.lane, &[&w.base, &w.at])?;
     if !shuffle::foldable(w.op) {
         return bad(format!("{:?} is not a commutative fold", w.op));
     }

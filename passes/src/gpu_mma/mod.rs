@@ -55,7 +55,7 @@ use staging::copyable;
 use tessera_ir::DType;
 use tessera_ir::loops::gpu::MAX_THREADS_PER_BLOCK;
 use tessera_ir::loops::mma::{
-    MMA_ACC_PER_LANE, MMA_K, MMA_M, MMA_N, Mma, MmaOperand, WARP, acc_position,
+    CORE, MMA_K, MMA_M, MMA_N, Mma, MmaOperand, MmaShape, WGMMA_M, WGMMA_MAX_N,
 };
 use tessera_ir::loops::{
     BufRole, GpuAxis, IExpr, Lit, Loop, LoopKind, LoopProgram, MAX_LOCAL_BYTES, MAX_SHARED_BYTES,
@@ -72,6 +72,25 @@ const VECTOR: i64 = 8;
 /// The most 16×8 fragments one warp accumulates: 64 f32 registers per thread, with the
 /// operand fragments beside them well under the 255-register limit (more would spill).
 pub const MAX_FRAGMENTS_PER_WARP: i64 = 16;
+
+/// The most f32 sums a thread of a warpgroup holds (a 64×256 region, as CUTLASS's widest
+/// Hopper tiles): its operands stay in shared memory, so no fragment registers beside them.
+pub const MAX_WARPGROUP_ACCUMULATORS: i64 = 128;
+
+/// Which tensor-core instruction the schedule is made of.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum MmaEngine {
+    /// `mma.sync.m16n8k16` per warp, operands loaded into registers by `ldmatrix` (sm_80 and
+    /// later). What tilings recorded before the choice existed use.
+    #[default]
+    Warp,
+    /// `wgmma.mma_async.m64nNk16` per warpgroup of four warps, operands read by the tensor
+    /// core straight from shared memory staged as core matrices (sm_90a: Hopper only).
+    /// `warps_m × warps_n` then count warpgroups.
+    Warpgroup,
+}
 
 /// How the next `k` tiles reach shared memory while the current one is multiplied.
 #[derive(
@@ -114,6 +133,9 @@ pub struct GpuMmaTiling {
     /// How the next `k` tile is staged.
     #[serde(default)]
     pub staging: MmaStaging,
+    /// The tensor-core instruction.
+    #[serde(default)]
+    pub engine: MmaEngine,
 }
 
 impl GpuMmaTiling {
@@ -128,6 +150,7 @@ impl GpuMmaTiling {
         MmaStaging::AsyncCopy { stages: 4 },
         MmaStaging::Registers,
     ];
+    pub const ENGINES: [MmaEngine; 2] = [MmaEngine::Warp, MmaEngine::Warpgroup];
 
     /// The default for `spec`: per side a tile of the extent rounded up to a power of two,
     /// 16 to 128; up to 2 × 4 warps, each with a 64 × 32 region (4 × 4 fragments) at full
@@ -143,6 +166,29 @@ impl GpuMmaTiling {
             warps_m: (bm / 64).max(1),
             warps_n: (bn / 32).max(1),
             staging: MmaStaging::AsyncCopy { stages: 2 },
+            engine: MmaEngine::Warp,
+        }
+    }
+
+    /// The warpgroup ([`MmaEngine::Warpgroup`]) default for `spec`: a tile of the extent
+    /// rounded up to a power of two per side, 64 to 128 rows and 16 to 128 columns, a
+    /// warpgroup per 64 rows (one `m64nNk16` step across the tile's columns), 32 deep,
+    /// staged by async copies three buffers deep — 48 KB of shared memory at 128 × 128.
+    pub fn warpgroup_default_for(spec: &ProductSpec) -> GpuMmaTiling {
+        let side = |extent: i64, lo: i64| {
+            (extent.max(1) as u64)
+                .next_power_of_two()
+                .clamp(lo as u64, 128) as i64
+        };
+        let bm = side(spec.m, WGMMA_M);
+        GpuMmaTiling {
+            bm,
+            bn: side(spec.n, 16),
+            bk: 32,
+            warps_m: bm / WGMMA_M,
+            warps_n: 1,
+            staging: MmaStaging::AsyncCopy { stages: 3 },
+            engine: MmaEngine::Warpgroup,
         }
     }
 
@@ -159,26 +205,59 @@ impl GpuMmaTiling {
                 warps_n: pick(&Self::WARPS),
                 staging: Self::STAGINGS
                     [pick(&(0..Self::STAGINGS.len() as i64).collect::<Vec<_>>()) as usize],
+                engine: Self::ENGINES[pick(&[0, 1]) as usize],
             },
             |t| t.validate(spec).is_ok(),
         )
     }
 
     pub fn threads(&self) -> i64 {
-        WARP * self.warps_m * self.warps_n
+        self.shape().group() * self.warps_m * self.warps_n
     }
 
-    /// Fragments per warp along the rows and the columns.
+    /// The tensor-core step: a warp's 16×8, or a warpgroup's 64 × its share of the columns.
+    pub fn shape(&self) -> MmaShape {
+        match self.engine {
+            MmaEngine::Warp => MmaShape::Warp,
+            MmaEngine::Warpgroup => MmaShape::Warpgroup {
+                n: self.bn / self.warps_n.max(1),
+            },
+        }
+    }
+
+    /// Rows and columns of one step's output tile.
+    fn step_tile(&self) -> (i64, i64) {
+        match self.shape() {
+            MmaShape::Warp => (MMA_M, MMA_N),
+            MmaShape::Warpgroup { n } => (WGMMA_M, n),
+        }
+    }
+
+    /// Steps per warp (warpgroup) along the rows and the columns.
     fn fragments(&self) -> (i64, i64) {
-        (
-            self.bm / self.warps_m / MMA_M,
-            self.bn / self.warps_n / MMA_N,
-        )
+        let (rows, cols) = self.step_tile();
+        (self.bm / self.warps_m / rows, self.bn / self.warps_n / cols)
     }
 
     /// Elements per staged row of `A` (`k` and the padding).
     fn row(&self) -> i64 {
         self.bk + ROW_PAD
+    }
+
+    /// Elements of one buffer of the staged `A` tile: padded rows, or core matrices.
+    fn a_tile_len(&self) -> i64 {
+        match self.engine {
+            MmaEngine::Warp => self.bm * self.row(),
+            MmaEngine::Warpgroup => self.bm * self.bk,
+        }
+    }
+
+    /// Elements of one buffer of the staged `B` tile.
+    fn b_tile_len(&self) -> i64 {
+        match self.engine {
+            MmaEngine::Warp => self.bk * self.b_row(),
+            MmaEngine::Warpgroup => self.bk * self.bn,
+        }
     }
 
     /// Elements one thread prefetches of a whole `k` tile: its runs of `A` and of `B`.
@@ -207,11 +286,29 @@ impl GpuMmaTiling {
         {
             return bad(format!("non-positive knob in {t:?}"));
         }
-        if t.bm % (t.warps_m * MMA_M) != 0 || t.bn % (t.warps_n * MMA_N) != 0 {
-            return bad(format!(
-                "a {}x{} tile does not split into {}x{} warps of 16x8 fragments",
-                t.bm, t.bn, t.warps_m, t.warps_n
-            ));
+        match t.engine {
+            MmaEngine::Warp => {
+                if t.bm % (t.warps_m * MMA_M) != 0 || t.bn % (t.warps_n * MMA_N) != 0 {
+                    return bad(format!(
+                        "a {}x{} tile does not split into {}x{} warps of 16x8 fragments",
+                        t.bm, t.bn, t.warps_m, t.warps_n
+                    ));
+                }
+            }
+            MmaEngine::Warpgroup => {
+                let n = t.bn / t.warps_n;
+                if t.bm % (t.warps_m * WGMMA_M) != 0
+                    || t.bn % t.warps_n != 0
+                    || n % CORE != 0
+                    || n > WGMMA_MAX_N
+                {
+                    return bad(format!(
+                        "a {}x{} tile does not split into {}x{} warpgroups of 64xN steps \
+                         (N a multiple of 8, at most 256)",
+                        t.bm, t.bn, t.warps_m, t.warps_n
+                    ));
+                }
+            }
         }
         if t.bk % MMA_K != 0 {
             return bad(format!("k tile {} is not a multiple of 16", t.bk));
@@ -225,18 +322,28 @@ impl GpuMmaTiling {
             return bad(format!("{stages} pipeline stages (2 to 4)"));
         }
         let shared =
-            t.staging.buffers() * (t.bm * t.row() + t.bk * t.b_row()) * spec.dtype.size() as i64;
+            t.staging.buffers() * (t.a_tile_len() + t.b_tile_len()) * spec.dtype.size() as i64;
         if shared as usize > MAX_SHARED_BYTES {
             return bad(format!("{shared} bytes of shared memory"));
         }
         let (mt, nt) = t.fragments();
-        if mt * nt > MAX_FRAGMENTS_PER_WARP {
-            return bad(format!(
-                "{mt}x{nt} fragments per warp (at most {MAX_FRAGMENTS_PER_WARP}: registers)"
-            ));
+        let accumulators = mt * nt * t.shape().acc_per_lane();
+        match t.engine {
+            MmaEngine::Warp if mt * nt > MAX_FRAGMENTS_PER_WARP => {
+                return bad(format!(
+                    "{mt}x{nt} fragments per warp (at most {MAX_FRAGMENTS_PER_WARP}: registers)"
+                ));
+            }
+            MmaEngine::Warpgroup if accumulators > MAX_WARPGROUP_ACCUMULATORS => {
+                return bad(format!(
+                    "{accumulators} sums per thread of a warpgroup (at most \
+                     {MAX_WARPGROUP_ACCUMULATORS}: registers)"
+                ));
+            }
+            _ => {}
         }
         // With the prefetch registers, which async staging falls back to.
-        let local = mt * nt * MMA_ACC_PER_LANE * 4 + t.prefetched() * spec.dtype.size() as i64;
+        let local = accumulators * 4 + t.prefetched() * spec.dtype.size() as i64;
         if local as usize > MAX_LOCAL_BYTES {
             return bad(format!("{local} bytes of accumulators per thread"));
         }
@@ -279,19 +386,19 @@ pub fn tile_mma(
     let mut added = vec![
         (
             &g.a_tile,
-            buffers * t.bm * t.row(),
+            buffers * t.a_tile_len(),
             BufRole::Shared,
             spec.dtype,
         ),
         (
             &g.b_tile,
-            buffers * t.bk * t.b_row(),
+            buffers * t.b_tile_len(),
             BufRole::Shared,
             spec.dtype,
         ),
         (
             &g.acc,
-            mt * nt * MMA_ACC_PER_LANE,
+            mt * nt * t.shape().acc_per_lane(),
             BufRole::Local,
             DType::F32,
         ),
@@ -335,35 +442,90 @@ struct Fragment {
 }
 
 impl Gen<'_> {
-    /// The warp's first row and column in the block tile (warp-uniform in `t`).
+    /// The first row and column in the block tile of the warp (warpgroup) of thread `t`
+    /// (uniform over the group).
     fn warp_origin(&self, t: &IExpr) -> (IExpr, IExpr) {
         let (mt, nt) = self.t.fragments();
-        let warp = t.clone().floordiv(WARP);
+        let (rows, cols) = self.t.step_tile();
+        let warp = t.clone().floordiv(self.t.shape().group());
         (
-            warp.clone().floordiv(self.t.warps_n).times(mt * MMA_M),
-            warp.modulo(self.t.warps_n).times(nt * MMA_N),
+            warp.clone().floordiv(self.t.warps_n).times(mt * rows),
+            warp.modulo(self.t.warps_n).times(nt * cols),
         )
     }
 
     /// Every accumulator element of the thread `t`, with its place in the block tile.
     fn fragments(&self, t: &IExpr) -> Vec<Fragment> {
         let (mt, nt) = self.t.fragments();
+        let (rows, cols) = self.t.step_tile();
+        let shape = self.t.shape();
+        let per_lane = shape.acc_per_lane();
         let (wr, wc) = self.warp_origin(t);
-        let lane = t.clone().modulo(WARP);
+        let lane = t.clone().modulo(shape.group());
         let mut out = Vec::new();
         for mi in 0..mt {
             for ni in 0..nt {
-                for e in 0..MMA_ACC_PER_LANE {
-                    let (r, c) = acc_position(&lane, e);
+                for e in 0..per_lane {
+                    let (r, c) = shape.acc_position(&lane, e);
                     out.push(Fragment {
-                        slot: (mi * nt + ni) * MMA_ACC_PER_LANE + e,
-                        row: wr.clone().plus(IExpr::c(mi * MMA_M)).plus(r),
-                        col: wc.clone().plus(IExpr::c(ni * MMA_N)).plus(c),
+                        slot: (mi * nt + ni) * per_lane + e,
+                        row: wr.clone().plus(IExpr::c(mi * rows)).plus(r),
+                        col: wc.clone().plus(IExpr::c(ni * cols)).plus(c),
                     });
                 }
             }
         }
         out
+    }
+
+    /// Where element `(row, col)` of the `A` tile (`B` tile with `b_tile`) is staged in one
+    /// buffer, `col` (`row` for `B`: `k`) a multiple of 8 or plus less than 8 within a run.
+    /// Padded rows for warps; for warpgroups, core matrices — 8 × 8 blocks of 128
+    /// contiguous bytes, `A`'s rows along `k` (K-major), `B`'s along the columns (N-major),
+    /// the blocks of a tile row side by side, the block rows one after another.
+    fn tile_index(&self, b_tile: bool, row: IExpr, col: IExpr) -> IExpr {
+        let t = self.t;
+        match (t.engine, b_tile) {
+            (MmaEngine::Warp, false) => row.times(t.row()).plus(col),
+            (MmaEngine::Warp, true) => row.times(t.b_row()).plus(col),
+            (MmaEngine::Warpgroup, _) => {
+                let [row_block, col_block] = self.core_blocks(b_tile);
+                row.clone()
+                    .modulo(CORE)
+                    .times(CORE)
+                    .plus(col.clone().modulo(CORE))
+                    .plus(row.floordiv(CORE).times(row_block))
+                    .plus(col.floordiv(CORE).times(col_block))
+            }
+        }
+    }
+
+    /// A warpgroup tile's distances between neighbouring core matrices: along its rows and
+    /// along its columns (see [`Gen::tile_index`]).
+    fn core_blocks(&self, b_tile: bool) -> [i64; 2] {
+        let t = self.t;
+        let width = if b_tile { t.bn } else { t.bk };
+        [width * CORE, CORE * CORE]
+    }
+
+    /// The tile row and first column of run `e` of a tile `runs_per_row` runs of 8 wide.
+    /// Warps: consecutive runs along a row. Warpgroups: down the 8 rows of a core matrix
+    /// first, so that 8 consecutive runs fill 128 contiguous bytes (conflict-free shared
+    /// stores), then along the row.
+    fn run_at(&self, e: &IExpr, runs_per_row: i64) -> (IExpr, IExpr) {
+        match self.t.engine {
+            MmaEngine::Warp => (
+                e.clone().floordiv(runs_per_row),
+                e.clone().modulo(runs_per_row).times(VECTOR),
+            ),
+            MmaEngine::Warpgroup => (
+                e.clone()
+                    .floordiv(CORE * runs_per_row)
+                    .times(CORE)
+                    .plus(e.clone().modulo(CORE)),
+                e.clone().floordiv(CORE).modulo(runs_per_row).times(VECTOR),
+            ),
+        }
     }
 
     fn program(&self) -> Stmt {
@@ -451,34 +613,43 @@ impl Gen<'_> {
     }
 
     /// `steps` tensor-core steps of 16 along the `k` staged in shared buffer `buffer`, over
-    /// every fragment of the warp of thread `var`.
+    /// every fragment of the warp (warpgroup) of thread `var`.
     fn multiply_body(&self, var: &str, steps: i64, buffer: &IExpr) -> Vec<Stmt> {
-        let (mt, nt) = self.t.fragments();
+        let t = self.t;
+        let (mt, nt) = t.fragments();
+        let (rows, cols) = t.step_tile();
+        let shape = t.shape();
         let th = IExpr::var(var);
         let (wr, wc) = self.warp_origin(&th);
-        let (row, b_row) = (self.t.row(), self.t.b_row());
-        let a0 = buffer.clone().times(self.t.bm * row);
-        let b0 = buffer.clone().times(self.t.bk * b_row);
+        let a0 = buffer.clone().times(t.a_tile_len());
+        let b0 = buffer.clone().times(t.b_tile_len());
+        let operand = |b_tile: bool, buf: &str, base: IExpr, row: IExpr, col: IExpr| {
+            let (strides, blocks) = match t.engine {
+                MmaEngine::Warp if b_tile => ([t.b_row(), 1], None),
+                MmaEngine::Warp => ([t.row(), 1], None),
+                MmaEngine::Warpgroup => ([CORE, 1], Some(self.core_blocks(b_tile))),
+            };
+            MmaOperand {
+                buf: buf.into(),
+                base: base.plus(self.tile_index(b_tile, row, col)),
+                strides,
+                blocks,
+            }
+        };
         let mut body = Vec::new();
         for ks in 0..steps {
+            let k = IExpr::c(ks * MMA_K);
             for mi in 0..mt {
                 for ni in 0..nt {
-                    let a_row = wr.clone().plus(IExpr::c(mi * MMA_M));
-                    let b_col = wc.clone().plus(IExpr::c(ni * MMA_N));
+                    let a_row = wr.clone().plus(IExpr::c(mi * rows));
+                    let b_col = wc.clone().plus(IExpr::c(ni * cols));
                     body.push(Stmt::Mma(Mma {
-                        lane: th.clone().modulo(WARP),
+                        shape,
+                        lane: th.clone().modulo(shape.group()),
                         acc: self.acc.clone(),
-                        at: IExpr::c((mi * nt + ni) * MMA_ACC_PER_LANE),
-                        a: MmaOperand {
-                            buf: self.a_tile.clone(),
-                            base: a0.clone().plus(a_row.times(row)).plus(IExpr::c(ks * MMA_K)),
-                            strides: [row, 1],
-                        },
-                        b: MmaOperand {
-                            buf: self.b_tile.clone(),
-                            base: b0.clone().plus(b_col).plus(IExpr::c(ks * MMA_K * b_row)),
-                            strides: [b_row, 1],
-                        },
+                        at: IExpr::c((mi * nt + ni) * shape.acc_per_lane()),
+                        a: operand(false, &self.a_tile, a0.clone(), a_row, k.clone()),
+                        b: operand(true, &self.b_tile, b0.clone(), k.clone(), b_col),
                     }));
                 }
             }

@@ -237,29 +237,25 @@ impl Gen<'_> {
         };
         let k_runs = kc / VECTOR;
         rounds(t.bm * k_runs, &|e, u| {
-            let (mm, kk) = (
-                e.clone().floordiv(k_runs),
-                e.clone().modulo(k_runs).times(VECTOR).plus(IExpr::c(u)),
-            );
+            let (mm, kk) = self.run_at(e, k_runs);
+            let kk = kk.plus(IExpr::c(u));
             let (i, k) = (at.i0.clone().plus(mm.clone()), k0.clone().plus(kk.clone()));
             let a = s.at(&s.a, &at.b, &i, &IExpr::c(0), &k);
             Staged {
                 b_tile: false,
-                index: mm.times(t.row()).plus(kk),
+                index: self.tile_index(false, mm, kk),
                 value: edge_guard(s, i, s.m, t.bm, k_guard(&k, a)),
             }
         });
         let n_runs = t.bn / VECTOR;
         rounds(kc * n_runs, &|e, u| {
-            let (kk, jj) = (
-                e.clone().floordiv(n_runs),
-                e.clone().modulo(n_runs).times(VECTOR).plus(IExpr::c(u)),
-            );
+            let (kk, jj) = self.run_at(e, n_runs);
+            let jj = jj.plus(IExpr::c(u));
             let (j, k) = (at.j0.clone().plus(jj.clone()), k0.clone().plus(kk.clone()));
             let b = s.at(&s.b, &at.b, &IExpr::c(0), &j, &k);
             Staged {
                 b_tile: true,
-                index: kk.times(t.b_row()).plus(jj),
+                index: self.tile_index(true, kk, jj),
                 value: edge_guard(s, j, s.n, t.bn, k_guard(&k, b)),
             }
         });
@@ -290,8 +286,8 @@ impl Gen<'_> {
         };
         let copy = |b_tile: bool, index: IExpr, (src, src_at): (String, IExpr), valid: IExpr| {
             let (tile, size) = match b_tile {
-                false => (&self.a_tile, t.bm * t.row()),
-                true => (&self.b_tile, t.bk * t.b_row()),
+                false => (&self.a_tile, t.a_tile_len()),
+                true => (&self.b_tile, t.b_tile_len()),
             };
             Stmt::AsyncCopy(AsyncCopy {
                 dtype: s.dtype,
@@ -307,10 +303,7 @@ impl Gen<'_> {
         let mut rounds = Vec::new();
         let k_runs = kc / VECTOR;
         rounds.extend(run_rounds(t.threads(), t.bm * k_runs, &th, |e| {
-            let (mm, kk) = (
-                e.clone().floordiv(k_runs),
-                e.clone().modulo(k_runs).times(VECTOR),
-            );
+            let (mm, kk) = self.run_at(e, k_runs);
             let (i, k) = (at.i0.clone().plus(mm.clone()), k0.clone().plus(kk.clone()));
             let rows = match s.m % t.bm {
                 0 => IExpr::c(1),
@@ -323,17 +316,14 @@ impl Gen<'_> {
             let a = source(&s.at(&s.a, &at.b, &i, &IExpr::c(0), &k));
             vec![copy(
                 false,
-                mm.times(t.row()).plus(kk),
+                self.tile_index(false, mm, kk),
                 a,
                 rows.product(depth),
             )]
         }));
         let n_runs = t.bn / VECTOR;
         rounds.extend(run_rounds(t.threads(), kc * n_runs, &th, |e| {
-            let (kk, jj) = (
-                e.clone().floordiv(n_runs),
-                e.clone().modulo(n_runs).times(VECTOR),
-            );
+            let (kk, jj) = self.run_at(e, n_runs);
             let (j, k) = (at.j0.clone().plus(jj.clone()), k0.clone().plus(kk.clone()));
             let cols = match s.n % t.bn {
                 0 => IExpr::c(VECTOR),
@@ -346,7 +336,7 @@ impl Gen<'_> {
             let b = source(&s.at(&s.b, &at.b, &IExpr::c(0), &j, &k));
             vec![copy(
                 true,
-                kk.times(t.b_row()).plus(jj),
+                self.tile_index(true, kk, jj),
                 b,
                 cols.product(depth),
             )]
@@ -361,8 +351,8 @@ impl Gen<'_> {
     fn shared_store(&self, e: &Staged, buffer: &IExpr, value: VExpr) -> Stmt {
         let t = self.t;
         let (tile, size) = match e.b_tile {
-            false => (&self.a_tile, t.bm * t.row()),
-            true => (&self.b_tile, t.bk * t.b_row()),
+            false => (&self.a_tile, t.a_tile_len()),
+            true => (&self.b_tile, t.b_tile_len()),
         };
         Stmt::Store {
             buf: tile.clone(),

@@ -1,0 +1,191 @@
+//! Warpgroup tensor-core steps on the GPU: `wgmma.mma_async` (sm_90a, Hopper).
+//!
+//! A warpgroup step (`mma m64nNk16`, see `tessera_ir::loops::mma`) reads both operand tiles
+//! from shared memory through 64-bit *matrix descriptors* (start address, the leading and
+//! stride byte offsets between core matrices, no swizzle) and adds into the thread's `N / 2`
+//! f32 accumulators — asynchronously: the instruction only starts the work. So each thread
+//! loop that holds such steps is bracketed, as PTX requires:
+//!
+//! ```text
+//!   (accumulators pinned)  wgmma.fence            before the first step: earlier register
+//!                                                 writes (the initial sums) are ordered
+//!   wgmma.mma_async × steps                       (back to back on the tensor cores)
+//!   wgmma.commit_group; wgmma.wait_group 0        the steps are done: sums readable, the
+//!   (accumulators pinned)                         staged tiles free to overwrite
+//! ```
+//!
+//! "Pinned" is an empty `asm volatile` that takes and returns each accumulator (CUTLASS's
+//! `warpgroup_fence_operand`): LLVM cannot move a read or write of a sum across it, so no
+//! read happens before the wait and no write after the fence. Shared memory written by
+//! ordinary stores or `cp.async` (the generic proxy) is read by `wgmma` through the async
+//! proxy: every barrier of a kernel with warpgroup steps is preceded by
+//! `fence.proxy.async.shared::cta` (see `Em::barrier`).
+//!
+//! PTX: `wgmma` needs the arch-specific target `sm_90a` and PTX ISA 8.0; `crate::ptx`
+//! picks both for a module with warpgroup steps (and refuses them for any other `sm`).
+
+use super::Em;
+use crate::error::CodegenError;
+use tessera_ir::DType;
+use tessera_ir::loops::mma::{Mma, MmaOperand, MmaShape};
+use tessera_ir::loops::{LoopProgram, Stmt};
+
+/// Descriptor bits 0–13 take the start address's bits 4–17 (`(x & 0x3FFFF) >> 4`).
+const ADDRESS_BITS: i64 = 0x3FFFF;
+
+impl Em<'_> {
+    /// One warpgroup step: both operand descriptors, the accumulators in, one
+    /// `wgmma.mma_async` (accumulating: scale-d 1; `A` K-major, `B` N-major), the
+    /// accumulators out.
+    pub(super) fn wgmma(&mut self, m: &Mma, n: i64) -> Result<(), CodegenError> {
+        let (Some([a_rows, a_cols]), Some([b_rows, b_cols])) = (m.a.blocks, m.b.blocks) else {
+            return Err(self.unsupported("a warpgroup mma without core-matrix operands"));
+        };
+        // `A` (m × k, K-major): leading = between core matrices along k, stride = along m.
+        let desc_a = self.descriptor(&m.a, a_cols, a_rows)?;
+        // `B` (k × n, N-major): leading = along k, stride = along n.
+        let desc_b = self.descriptor(&m.b, b_rows, b_cols)?;
+        let dtype = self.bufs[&m.a.buf].1;
+        let ptx_type = match dtype {
+            DType::BF16 => "bf16",
+            _ => "f16",
+        };
+        let sums = (n / 2) as usize;
+        let (acc, _, acc_ty) = self.bufs[&m.acc].clone();
+        let mut slots = Vec::with_capacity(sums);
+        let mut c = Vec::with_capacity(sums);
+        for e in 0..sums {
+            let i = self.iexpr(&m.at.clone().plus(tessera_ir::loops::IExpr::c(e as i64)))?;
+            c.push(self.op(format!("memref.load {acc}[{i}] : {acc_ty}")));
+            slots.push(i);
+        }
+        let scale_d = self.op("llvm.mlir.constant(1 : i32) : i32".into());
+        let d_regs: Vec<String> = (0..sums).map(|r| format!("${r}")).collect();
+        let (desc_at, scale_at) = (2 * sums, 2 * sums + 2);
+        let text = format!(
+            "{{ .reg .pred p; setp.ne.b32 p, ${scale_at}, 0; \
+             wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ptx_type}.{ptx_type} {{{}}}, \
+             ${desc_at}, ${}, p, 1, 1, 0, 1; }}",
+            d_regs.join(", "),
+            desc_at + 1
+        );
+        let constraints: Vec<String> = (0..sums)
+            .map(|_| "=f".to_string())
+            .chain((0..sums).map(|r| r.to_string()))
+            .chain(["l".into(), "l".into(), "r".into()])
+            .collect();
+        let result_ty = struct_of_f32(sums);
+        let operand_tys: Vec<&str> = (0..sums)
+            .map(|_| "f32")
+            .chain(["i64", "i64", "i32"])
+            .collect();
+        let d = self.op(format!(
+            "llvm.inline_asm has_side_effects asm_dialect = att \"{text}\", \"{}\" {}, \
+             {desc_a}, {desc_b}, {scale_d} : ({}) -> {result_ty}",
+            constraints.join(","),
+            c.join(", "),
+            operand_tys.join(", ")
+        ));
+        for (e, i) in slots.iter().enumerate() {
+            let v = self.op(format!("llvm.extractvalue {d}[{e}] : {result_ty}"));
+            self.line(format!("memref.store {v}, {acc}[{i}] : {acc_ty}"));
+        }
+        Ok(())
+    }
+
+    /// The matrix descriptor of operand `op`: its base's shared address and the byte
+    /// offsets between core matrices (`leading`, `stride`, in elements), no swizzle.
+    fn descriptor(
+        &mut self,
+        op: &MmaOperand,
+        leading: i64,
+        stride: i64,
+    ) -> Result<String, CodegenError> {
+        let bytes = self.bufs[&op.buf].1.size() as i64;
+        let ptr = self.pointer(&op.buf, &op.base)?;
+        let addr = self.op(format!("llvm.ptrtoint {ptr} : !llvm.ptr<3> to i64"));
+        let mask = self.op(format!("arith.constant {ADDRESS_BITS} : i64"));
+        let addr = self.op(format!("arith.andi {addr}, {mask} : i64"));
+        let four = self.op("arith.constant 4 : i64".into());
+        let addr = self.op(format!("arith.shrui {addr}, {four} : i64"));
+        let offsets = (((leading * bytes) >> 4) << 16) | (((stride * bytes) >> 4) << 32);
+        let offsets = self.op(format!("arith.constant {offsets} : i64"));
+        Ok(self.op(format!("arith.ori {addr}, {offsets} : i64")))
+    }
+
+    /// An `asm volatile` statement of `text`, without operands.
+    pub(super) fn asm(&mut self, text: &str) {
+        self.line(format!(
+            "llvm.inline_asm has_side_effects asm_dialect = att \"{text}\", \"\" : () -> ()"
+        ));
+    }
+
+    /// Pins every element of the accumulator buffers `accs` (see the module docs).
+    fn pin_accumulators(&mut self, accs: &[String]) {
+        for name in accs {
+            let len = self.prog.buffer(name).map_or(0, |b| b.len);
+            let (acc, _, acc_ty) = self.bufs[name].clone();
+            for i in 0..len {
+                let at = self.index_const(i as i64);
+                let v = self.op(format!("memref.load {acc}[{at}] : {acc_ty}"));
+                let pinned = self.op(format!(
+                    "llvm.inline_asm has_side_effects asm_dialect = att \"\", \"=f,0\" {v} \
+                     : (f32) -> f32"
+                ));
+                self.line(format!("memref.store {pinned}, {acc}[{at}] : {acc_ty}"));
+            }
+        }
+    }
+
+    /// Before a thread loop's statements `body`: where it holds warpgroup steps, pins their
+    /// accumulators and fences (see the module docs). Returns the accumulators to hand to
+    /// [`Em::end_warpgroup_steps`].
+    pub(super) fn begin_warpgroup_steps(&mut self, body: &[Stmt]) -> Vec<String> {
+        let mut accs = Vec::new();
+        warpgroup_accumulators(body, &mut accs);
+        if !accs.is_empty() {
+            self.pin_accumulators(&accs);
+            self.asm("wgmma.fence.sync.aligned;");
+        }
+        accs
+    }
+
+    /// After the thread loop's statements: waits for its warpgroup steps, pins the sums.
+    pub(super) fn end_warpgroup_steps(&mut self, accs: &[String]) {
+        if !accs.is_empty() {
+            self.asm("wgmma.commit_group.sync.aligned;");
+            self.asm("wgmma.wait_group.sync.aligned 0;");
+            self.pin_accumulators(accs);
+        }
+    }
+}
+
+/// `!llvm.struct<(f32, …)>` of `n` fields: what a step's inline assembly returns.
+fn struct_of_f32(n: usize) -> String {
+    format!("!llvm.struct<({})>", vec!["f32"; n].join(", "))
+}
+
+/// Adds the accumulator buffers of the warpgroup steps in `body` (at any depth) to `out`,
+/// each once.
+fn warpgroup_accumulators(body: &[Stmt], out: &mut Vec<String>) {
+    for s in body {
+        match s {
+            Stmt::Mma(m) if matches!(m.shape, MmaShape::Warpgroup { .. }) => {
+                if !out.contains(&m.acc) {
+                    out.push(m.acc.clone());
+                }
+            }
+            Stmt::For(l) => warpgroup_accumulators(&l.body, out),
+            Stmt::If { then, .. } => warpgroup_accumulators(then, out),
+            Stmt::Reduce(r) => warpgroup_accumulators(&r.body, out),
+            Stmt::Store { .. } | Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_) => {}
+        }
+    }
+}
+
+/// Whether `prog` has warpgroup tensor-core steps (and so needs `sm_90a`).
+pub fn uses_warpgroup_mma(prog: &LoopProgram) -> bool {
+    let mut accs = Vec::new();
+    warpgroup_accumulators(&prog.body, &mut accs);
+    !accs.is_empty()
+}
