@@ -14,7 +14,10 @@
 use anyhow::{Context, Result};
 use std::path::Path;
 use tessera::{Compiler, Target};
+use tessera_codegen::ptx::WGMMA_SM;
 use tessera_ir::{Attr, Attrs, DType, Graph, Node, OpKind, Rng, Tensor, ValueType};
+use tessera_passes::gpu_mma::MmaEngine;
+use tessera_passes::gpu_schedule::GpuScheduleConfig;
 
 /// A one-node graph `op(inputs…, constants…) -> y` over `dtype` inputs.
 fn one_op(
@@ -58,6 +61,8 @@ struct Case {
     rtol: f64,
     atol: f64,
     check_rows: Option<usize>,
+    /// The tensor-core instruction of its products' default tiling.
+    mma_engine: MmaEngine,
 }
 
 impl Case {
@@ -68,12 +73,13 @@ impl Case {
             rtol,
             atol,
             check_rows: None,
+            mma_engine: MmaEngine::Warp,
         }
     }
 }
 
-/// The microbenchmarks.
-fn kernels() -> Vec<Case> {
+/// The microbenchmarks (on `sm_<sm>`).
+fn kernels(sm: u32) -> Vec<Case> {
     let mut rng = Rng::new(11);
     let axis = |a: i64| Attrs::from([("axis".to_string(), Attr::Int(a))]);
     let matmul = |name: &str, dtype: DType, n: usize| {
@@ -99,6 +105,15 @@ fn kernels() -> Vec<Case> {
             check_rows: Some(16),
             ..Case::new(graph, flops, rtol, atol)
         });
+        // Hopper: the same product on warpgroup steps (`wgmma`), timed beside it.
+        if sm == WGMMA_SM {
+            let (graph, flops) = matmul(&format!("{name}_wgmma"), dtype, 4096);
+            cases.push(Case {
+                check_rows: Some(16),
+                mma_engine: MmaEngine::Warpgroup,
+                ..Case::new(graph, flops, rtol, atol)
+            });
+        }
     }
     cases.extend([
         Case::new(
@@ -173,7 +188,7 @@ fn main() -> Result<()> {
         let (rtol, atol) = if half { (1e-2, 1e-2) } else { (1e-3, 1e-4) };
         cases.push(Case::new(g, 0, rtol, atol));
     }
-    cases.extend(kernels());
+    cases.extend(kernels(sm));
     let mut listing = Vec::new();
     for (i, case) in cases.into_iter().enumerate() {
         let Case {
@@ -182,11 +197,16 @@ fn main() -> Result<()> {
             rtol,
             atol,
             check_rows,
+            mma_engine,
         } = case;
         let name = g.name.clone();
         let dir = out.join(&name);
         std::fs::create_dir_all(&dir)?;
-        let c = Compiler::new(Target::Cuda { sm });
+        let mut c = Compiler::new(Target::Cuda { sm });
+        c.config.gpu_schedule = Some(GpuScheduleConfig {
+            mma_engine,
+            ..GpuScheduleConfig::for_sm(sm)
+        });
         let b = tessera::pipeline::bind_symbols(&g, &Default::default());
         let (stages, program) = c.compile_gpu(&g, &b).with_context(|| name.clone())?;
         tessera_codegen::ptx::check_with_ptxas(&program.module.text, sm)?;

@@ -50,6 +50,15 @@ impl WinogradMode {
     }
 }
 
+/// The tensor-core instruction of half-precision products on the GPU (`--gpu-mma`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum GpuMma {
+    /// `mma.sync` per warp (sm_80 and later).
+    Warp,
+    /// `wgmma.mma_async` per warpgroup of four warps (sm_90 only, as sm_90a PTX).
+    Warpgroup,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Emit {
     /// The imported graph
@@ -98,6 +107,10 @@ pub(crate) struct CommonOpts {
     /// (F(4×4, 3×3): 4× fewer, about 4× the rounding error), or `off` (direct).
     #[arg(long, value_enum, default_value_t = WinogradMode::F2)]
     winograd: WinogradMode,
+    /// Tensor-core instruction for half-precision products on a CUDA target: `warp`
+    /// (`mma.sync`, the default) or `warpgroup` (`wgmma`, `cuda:sm_90` only).
+    #[arg(long, value_enum, default_value_t = GpuMma::Warp)]
+    gpu_mma: GpuMma,
     /// Apply the best schedules of this tuning database (written by `tessera tune`).
     #[arg(long, value_name = "DB")]
     tuning_db: Option<PathBuf>,
@@ -206,6 +219,19 @@ pub(crate) fn compiler(opts: &CommonOpts) -> Result<Compiler> {
     };
     if let Some(t) = opts.threads {
         cfg.threads = t.max(1);
+    }
+    if opts.gpu_mma == GpuMma::Warpgroup {
+        use tessera_passes::gpu_mma::MmaEngine;
+        use tessera_passes::gpu_schedule::{GpuScheduleConfig, WGMMA_SM};
+        match target {
+            Target::Cuda { sm } if sm == WGMMA_SM => {
+                cfg.gpu_schedule = Some(GpuScheduleConfig {
+                    mma_engine: MmaEngine::Warpgroup,
+                    ..GpuScheduleConfig::for_sm(sm)
+                });
+            }
+            _ => bail!("--gpu-mma warpgroup needs --target cuda:sm_{WGMMA_SM}"),
+        }
     }
     let c = Compiler::new(target).with_config(cfg);
     Ok(match &opts.tuning_db {

@@ -43,6 +43,9 @@ pub struct CompileConfig {
     /// Which 3×3 convolutions become Winograd convolutions after the optimizer (None: the
     /// target's default — on for CPUs, off for GPUs).
     pub winograd: Option<tessera_passes::winograd::WinogradConfig>,
+    /// The GPU schedules' defaults (None: the target's,
+    /// [`GpuScheduleConfig::for_sm`](tessera_passes::gpu_schedule::GpuScheduleConfig::for_sm)).
+    pub gpu_schedule: Option<tessera_passes::gpu_schedule::GpuScheduleConfig>,
 }
 
 impl Default for CompileConfig {
@@ -58,6 +61,7 @@ impl Default for CompileConfig {
             views: Default::default(),
             legalize: None,
             winograd: None,
+            gpu_schedule: None,
         }
     }
 }
@@ -145,8 +149,11 @@ impl Compiler {
         let mut kernels = tessera_passes::lower::lower_graph_with(&mut optimized, &lower_cfg)?;
         let mut tuned_kernels = 0;
         if self.config.schedule && self.target.is_gpu() {
-            let cfg = match self.target {
-                Target::Cuda { sm } => tessera_passes::gpu_schedule::GpuScheduleConfig::for_sm(sm),
+            let cfg = match (&self.config.gpu_schedule, &self.target) {
+                (Some(cfg), _) => cfg.clone(),
+                (None, Target::Cuda { sm }) => {
+                    tessera_passes::gpu_schedule::GpuScheduleConfig::for_sm(*sm)
+                }
                 _ => tessera_passes::gpu_schedule::GpuScheduleConfig::default(),
             };
             for k in &mut kernels {

@@ -15,7 +15,7 @@
 //! never reads an element another thread writes ([`carries_dependence`]).
 
 use crate::error::PassError;
-use crate::gpu_mma::{GpuMmaTiling, tile_mma, worth_mma};
+use crate::gpu_mma::{GpuMmaTiling, MmaEngine, tile_mma, worth_mma};
 use crate::gpu_product::{GpuProductTiling, tile_gpu, worth_gpu_tiling};
 use crate::product::ProductSpec;
 use crate::schedule::{fuse, split};
@@ -55,6 +55,10 @@ pub struct GpuScheduleConfig {
     /// the tuner, not (yet) the default.
     #[serde(default)]
     pub warpgroup_mma: bool,
+    /// The tensor-core instruction of the default tiling: warps (`mma.sync`), or — where
+    /// `warpgroup_mma` allows — warpgroups ([`GpuMmaTiling::warpgroup_default_for`]).
+    #[serde(default)]
+    pub mma_engine: MmaEngine,
 }
 
 fn yes() -> bool {
@@ -69,6 +73,7 @@ impl Default for GpuScheduleConfig {
             tensor_cores: true,
             vector_runs: true,
             warpgroup_mma: false,
+            mma_engine: MmaEngine::Warp,
         }
     }
 }
@@ -156,7 +161,13 @@ pub fn default_gpu_schedule(
         && cfg.tensor_cores
         && worth_mma(spec)
     {
-        let tiling = GpuMmaTiling::default_for(spec);
+        let warpgroups = GpuMmaTiling::warpgroup_default_for(spec);
+        let tiling = match cfg.mma_engine {
+            MmaEngine::Warpgroup if cfg.warpgroup_mma && warpgroups.validate(spec).is_ok() => {
+                warpgroups
+            }
+            _ => GpuMmaTiling::default_for(spec),
+        };
         return Ok(GpuKernelSchedule::TensorCores { tiling });
     }
     if let Some(spec) = product
