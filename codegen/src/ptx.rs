@@ -167,6 +167,7 @@ pub fn compile_to_nvptx_module<'ctx>(
     module.set_triple(&tm.get_triple());
     module.set_data_layout(&tm.get_target_data().get_data_layout());
     add_kernels(ctx, &module, progs, ptx)?;
+    place_dynamic_shared(ctx, &module, progs, sm)?;
     if rename_libm(&module) {
         let path = find_libdevice()?;
         let lib = Module::parse_bitcode_from_path(&path, ctx)
@@ -228,6 +229,71 @@ fn add_kernels<'ctx>(
         let args: Vec<_> = f.get_params().into_iter().map(Into::into).collect();
         b.build_call(implf, &args, "").map_err(llvm_err)?;
         b.build_return(None).map_err(llvm_err)?;
+    }
+    Ok(())
+}
+
+/// The dynamic shared memory of a launch: `.extern .shared .align 16 .b8 <name>[]`.
+const DYNAMIC_SHARED: &str = "tessera_dynamic_shared";
+
+/// The most shared memory one block may have on `sm_<sm>` (static and dynamic together).
+pub fn max_shared_bytes(sm: u32) -> usize {
+    match sm {
+        90.. => 227 * 1024,
+        80 | 87 => 163 * 1024,
+        86 | 89 => 99 * 1024,
+        70 | 72 => 96 * 1024,
+        75 => 64 * 1024,
+        _ => tessera_ir::loops::MAX_STATIC_SHARED_BYTES,
+    }
+}
+
+/// Moves the shared buffers of each kernel with more than the static limit into the
+/// launch's dynamic shared memory, at the offsets of
+/// [`shared_layout`](tessera_ir::loops::gpu::shared_layout) — the bytes its
+/// [`GpuKernel::launch`] asks for — and refuses a kernel with more than `sm` allows.
+fn place_dynamic_shared<'ctx>(
+    ctx: &'ctx Context,
+    module: &Module<'ctx>,
+    progs: &[&LoopProgram],
+    sm: u32,
+) -> Result<(), CodegenError> {
+    let limit = max_shared_bytes(sm);
+    let mut dynamic = None;
+    for p in progs {
+        let (offsets, bytes) = tessera_ir::loops::gpu::shared_layout(p);
+        if bytes <= tessera_ir::loops::MAX_STATIC_SHARED_BYTES {
+            continue;
+        }
+        if bytes > limit {
+            return Err(CodegenError::Unsupported {
+                kernel: p.name.clone(),
+                msg: format!("{bytes} bytes of shared memory (sm_{sm} blocks have {limit})"),
+            });
+        }
+        let base = *dynamic.get_or_insert_with(|| {
+            let g = module.add_global(
+                ctx.i8_type().array_type(0),
+                Some(AddressSpace::from(3u16)),
+                DYNAMIC_SHARED,
+            );
+            g.set_linkage(Linkage::External);
+            g.set_alignment(16);
+            g
+        });
+        for (buf, at) in offsets {
+            let name = crate::mlir::shared_global_name(&p.name, &buf);
+            let global = module.get_global(&name).ok_or_else(|| {
+                CodegenError::Llvm(format!("no shared global `{name}` in the module"))
+            })?;
+            let offset = ctx.i64_type().const_int(at as u64, false);
+            // SAFETY: the offset stays inside the dynamic shared memory the launch gives
+            // (`shared_layout` counted every buffer), an in-bounds byte offset.
+            let place = unsafe { base.as_pointer_value().const_gep(ctx.i8_type(), &[offset]) };
+            global.as_pointer_value().replace_all_uses_with(place);
+            // SAFETY: every use was just replaced; nothing refers to the global any more.
+            unsafe { global.delete() };
+        }
     }
     Ok(())
 }

@@ -169,12 +169,28 @@ impl GpuExecutable {
                     .collect()
             })
             .collect();
+        // Kernels with more shared memory than the static 48 KB take it dynamically; beyond
+        // that the function must first be allowed as much.
+        for (k, f) in kernels.iter().zip(&functions) {
+            if k.launch.dynamic_shared as usize > tessera_ir::loops::MAX_STATIC_SHARED_BYTES {
+                f.set_attribute(
+                    cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    k.launch.dynamic_shared as i32,
+                )
+                .map_err(|e| {
+                    RuntimeError::Cuda(format!(
+                        "kernel `{}`: {} bytes of shared memory: {e:?}",
+                        k.name, k.launch.dynamic_shared
+                    ))
+                })?;
+            }
+        }
         let launches = kernels
             .iter()
             .map(|k| LaunchConfig {
                 grid_dim: k.launch.grid.into(),
                 block_dim: k.launch.block.into(),
-                shared_mem_bytes: 0,
+                shared_mem_bytes: k.launch.dynamic_shared,
             })
             .collect();
         let mut exe = GpuExecutable {

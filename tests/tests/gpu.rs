@@ -167,7 +167,7 @@ fn verifier_enforces_the_shape_of_gpu_programs() {
         ),
         // too much shared memory
         (
-            "kernel k(in x: f32[4], out y: f32[4], shared s: f32[20000]) {\n  for t in 0..4 thread(x) {\n    y[t] = x[t]\n  }\n}\n",
+            "kernel k(in x: f32[4], out y: f32[4], shared s: f32[50000]) {\n  for t in 0..4 thread(x) {\n    y[t] = x[t]\n  }\n}\n",
             "bytes of shared memory",
         ),
         // one axis bound twice
@@ -196,6 +196,52 @@ fn both_ways(p: &LoopProgram, x: &tessera_ir::Tensor) -> [Vec<tessera_ir::Tensor
         interpret(p, &inputs).expect("interpreter"),
         run_native(p, &inputs).expect("CPU code"),
     ]
+}
+
+/// Shared buffers beyond the static 48 KB go to the launch's dynamic shared memory: the
+/// launch asks for their bytes (one layout, 16-byte aligned), the PTX declares one
+/// `.extern .shared` array instead of the buffers, and a GPU with less per block refuses
+/// the kernel with a typed error.
+#[test]
+fn big_shared_buffers_are_dynamic_shared_memory() {
+    // Two 40 KB buffers; every thread stages its elements, then reads a neighbour's.
+    let p = parse(
+        "kernel k(in x: f32[10000], out y: f32[10000], shared s: f32[10000], shared r: f32[10000]) {\n  for b in 0..1 block(x) {\n    for t in 0..250 thread(x) {\n      for q in 0..40 {\n        s[(q*250 + t)] = x[(q*250 + t)]\n        r[(q*250 + t)] = (x[(q*250 + t)] * 2.0:f32)\n      }\n    }\n    for u in 0..250 thread(x) {\n      for v in 0..40 {\n        y[(v*250 + u)] = (s[(v*250 + ((u + 1) % 250))] + r[(v*250 + u)])\n      }\n    }\n  }\n}\n",
+    );
+    tessera_ir::loops::verify::verify(&p).unwrap();
+    let launch = tessera_ir::loops::gpu::launch(&p).unwrap();
+    assert_eq!(launch.dynamic_shared, 80000);
+    assert_eq!(
+        tessera_ir::loops::gpu::shared_layout(&p).0,
+        vec![("s".to_string(), 0), ("r".to_string(), 40000)]
+    );
+    let x = tessera_ir::Tensor::from_f64(
+        tessera_ir::DType::F32,
+        vec![10000],
+        &(0..10000).map(|i| i as f64).collect::<Vec<_>>(),
+    );
+    let want: Vec<f64> = (0..10000)
+        .map(|i| {
+            let (q, u) = (i / 250, i % 250);
+            (q * 250 + (u + 1) % 250) as f64 + 2.0 * i as f64
+        })
+        .collect();
+    for got in both_ways(&p, &x) {
+        assert_eq!(got[0].to_f64_vec(), want);
+    }
+    let e = tessera_codegen::ptx::compile_ptx(&[&p], 75)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("80000 bytes of shared memory"), "{e}");
+    if ptxas_or_skip("big_shared_buffers_are_dynamic_shared_memory").is_some() {
+        for sm in [80, 90] {
+            let module = tessera_codegen::ptx::compile_ptx(&[&p], sm).unwrap();
+            assert_eq!(module.kernels[0].launch, launch);
+            assert!(module.text.contains(".extern .shared .align 16 .b8"));
+            assert!(!module.text.contains("k_s_shared") && !module.text.contains("k_r_shared"));
+            tessera_codegen::ptx::check_with_ptxas(&module.text, sm).unwrap();
+        }
+    }
 }
 
 #[test]

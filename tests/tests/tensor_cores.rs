@@ -250,6 +250,22 @@ fn warpgroup_ptx(
     assert!(ptx.contains(&step), "{what}: no `{step}`");
     assert!(!ptx.contains("ldmatrix"), "{what}: ldmatrix");
     assert_eq!(ptx.contains("cp.async"), copies, "{what}: cp.async");
+    // More than 48 KB of tiles: all in the launch's dynamic shared memory, none static.
+    let (_, shared) = tessera_ir::loops::gpu::shared_layout(tiled);
+    let dynamic = module.kernels[0].launch.dynamic_shared as usize;
+    if shared > tessera_ir::loops::MAX_STATIC_SHARED_BYTES {
+        assert_eq!(dynamic, shared, "{what}: dynamic shared memory");
+        assert!(
+            ptx.contains(".extern .shared .align 16 .b8"),
+            "{what}: no extern"
+        );
+        assert!(
+            !ptx.contains(".shared .align 16 .b8 k"),
+            "{what}: static tiles"
+        );
+    } else {
+        assert_eq!(dynamic, 0, "{what}: dynamic shared memory");
+    }
     tessera_codegen::ptx::check_with_ptxas(ptx, 90).unwrap_or_else(|e| panic!("{what}: {e}"));
 }
 
@@ -591,12 +607,12 @@ fn invalid_tensor_core_tilings_are_refused() {
         ),
         (
             GpuMmaTiling {
-                bm: 128,
-                bn: 128,
+                bm: 256,
+                bn: 256,
                 bk: 64,
-                warps_m: 2,
+                warps_m: 4,
                 warps_n: 4,
-                staging: MmaStaging::AsyncCopy { stages: 2 },
+                staging: MmaStaging::AsyncCopy { stages: 4 },
                 engine: MmaEngine::Warp,
             },
             "shared memory",
@@ -611,13 +627,13 @@ fn invalid_tensor_core_tilings_are_refused() {
         ),
         (
             GpuMmaTiling {
-                bm: 128,
-                bn: 128,
-                bk: 32,
+                bm: 256,
+                bn: 256,
+                bk: 64,
                 warps_m: 2,
-                warps_n: 4,
-                staging: MmaStaging::AsyncCopy { stages: 4 },
-                engine: MmaEngine::Warp,
+                warps_n: 1,
+                staging: MmaStaging::AsyncCopy { stages: 3 },
+                engine: MmaEngine::Warpgroup,
             },
             "shared memory",
         ),

@@ -22,6 +22,11 @@ mod wgmma;
 
 pub use wgmma::uses_warpgroup_mma;
 
+/// The name of the global that holds shared buffer `buf` of GPU kernel `kernel`.
+pub fn shared_global_name(kernel: &str, buf: &str) -> String {
+    format!("{kernel}_{buf}_shared")
+}
+
 pub use vectorize::vectorizable;
 use vectorize::{int_division, lane_value_ok, maskable};
 
@@ -209,7 +214,7 @@ fn emit_func(p: &LoopProgram, cfg: &EmitConfig) -> Result<String, CodegenError> 
             }
             BufRole::Shared if gpu => {
                 // Address space 3: the block's shared memory.
-                let global = format!("{}_{}_shared", p.name, b.name);
+                let global = shared_global_name(&p.name, &b.name);
                 memref = format!("memref<{}x{elem}, 3>", b.len);
                 writeln!(
                     globals,

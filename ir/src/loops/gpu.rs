@@ -33,7 +33,7 @@
 //! thread loop after thread loop, as the interpreter and the CPU backend do, computes the same
 //! result as running them all at once on a GPU.
 
-use super::{LoopKind, LoopProgram, Stmt};
+use super::{BufRole, LoopKind, LoopProgram, MAX_STATIC_SHARED_BYTES, Stmt};
 use crate::error::{IrError, Result};
 
 /// A GPU grid / block axis.
@@ -67,11 +67,16 @@ pub const MAX_BLOCK_DIM: [u64; 3] = [1024, 1024, 64];
 /// Most blocks along each grid axis.
 pub const MAX_GRID_DIM: [u64; 3] = [(1 << 31) - 1, 65535, 65535];
 
-/// How a kernel is launched: blocks per grid axis and threads per block axis.
+/// How a kernel is launched: blocks per grid axis, threads per block axis, and the bytes of
+/// dynamic shared memory each block gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Launch {
     pub grid: [u32; 3],
     pub block: [u32; 3],
+    /// Nonzero where the kernel's shared buffers exceed the static limit: they all live in
+    /// this much dynamic shared memory, laid out by [`shared_layout`].
+    #[serde(default)]
+    pub dynamic_shared: u32,
 }
 
 impl Launch {
@@ -79,6 +84,7 @@ impl Launch {
     pub const SINGLE: Launch = Launch {
         grid: [1, 1, 1],
         block: [1, 1, 1],
+        dynamic_shared: 0,
     };
 
     pub fn threads_per_block(&self) -> u64 {
@@ -149,10 +155,36 @@ pub fn launch(prog: &LoopProgram) -> Result<Launch> {
         ));
     }
     let to_u32 = |v: [u64; 3]| v.map(|x| x as u32);
+    let (_, shared) = shared_layout(prog);
     Ok(Launch {
         grid: to_u32(grid),
         block: to_u32(block),
+        dynamic_shared: match shared > MAX_STATIC_SHARED_BYTES {
+            true => shared as u32,
+            false => 0,
+        },
     })
+}
+
+/// Where each shared buffer of `prog` starts in the block's shared memory (in declaration
+/// order, each 16-byte aligned) and the bytes they take together. Beyond
+/// [`MAX_STATIC_SHARED_BYTES`] the code generator places them so in dynamic shared memory.
+///
+/// **Architecture invariant:** one function decides the dynamic layout, for the launch
+/// ([`launch`]) and the code generator alike.
+pub fn shared_layout(prog: &LoopProgram) -> (Vec<(String, usize)>, usize) {
+    let mut end = 0usize;
+    let offsets = prog
+        .buffers
+        .iter()
+        .filter(|b| b.role == BufRole::Shared)
+        .map(|b| {
+            let at = end.next_multiple_of(16);
+            end = at + b.len * b.dtype.size();
+            (b.name.clone(), at)
+        })
+        .collect();
+    (offsets, end.next_multiple_of(16))
 }
 
 /// The statements every thread of a block runs together: thread loops, and uniform loops

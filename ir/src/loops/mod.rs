@@ -77,8 +77,14 @@ impl BufRole {
     ];
 }
 
-/// The most shared memory one kernel may declare (the static limit of every NVIDIA GPU).
-pub const MAX_SHARED_BYTES: usize = 48 * 1024;
+/// The most shared memory a kernel may declare statically (every NVIDIA GPU's limit); a
+/// kernel with more is given it as *dynamic* shared memory at launch (see
+/// [`gpu::shared_layout`]).
+pub const MAX_STATIC_SHARED_BYTES: usize = 48 * 1024;
+/// The most shared memory one kernel may declare: what one block may have on the
+/// tensor-core GPUs (sm_80: 163 KB; sm_90: 227 KB). GPUs with less refuse it at code
+/// generation (`tessera_codegen::ptx::max_shared_bytes`).
+pub const MAX_SHARED_BYTES: usize = 163 * 1024;
 /// The most thread-private memory one kernel may declare per thread (beyond a few hundred
 /// bytes it leaves registers for slow local memory).
 pub const MAX_LOCAL_BYTES: usize = 1024;

@@ -172,8 +172,9 @@ impl GpuMmaTiling {
 
     /// The warpgroup ([`MmaEngine::Warpgroup`]) default for `spec`: a tile of the extent
     /// rounded up to a power of two per side, 64 to 128 rows and 16 to 128 columns, a
-    /// warpgroup per 64 rows (one `m64nNk16` step across the tile's columns), 32 deep,
-    /// staged by async copies three buffers deep — 48 KB of shared memory at 128 × 128.
+    /// warpgroup per 64 rows (one `m64nNk16` step across the tile's columns), 64 deep,
+    /// staged by async copies three buffers deep — 96 KB of (dynamic) shared memory at
+    /// 128 × 128, so that two blocks share an sm_90 multiprocessor.
     pub fn warpgroup_default_for(spec: &ProductSpec) -> GpuMmaTiling {
         let side = |extent: i64, lo: i64| {
             (extent.max(1) as u64)
@@ -184,7 +185,7 @@ impl GpuMmaTiling {
         GpuMmaTiling {
             bm,
             bn: side(spec.n, 16),
-            bk: 32,
+            bk: 64,
             warps_m: bm / WGMMA_M,
             warps_n: 1,
             staging: MmaStaging::AsyncCopy { stages: 3 },
