@@ -5,8 +5,10 @@
 //! checks shared memory for races) and as CPU code of the GPU program on fresh random
 //! inputs with outputs poisoned, and compared with the plain kernel; its PTX, which must hold
 //! the `mma.sync` instructions and load the fragments by `ldmatrix`, is assembled by `ptxas`
-//! for sm_80 and sm_90. The `mma` statement's own meaning is checked against a matrix product
-//! computed here, and the verifier's rules for where a warp may run it.
+//! for sm_80 and sm_90 — and the warpgroup tiling's (`wgmma`, core-matrix tiles, dynamic
+//! shared memory beyond 48 KB) for sm_90a. The `mma` statement's own meaning, for a warp and
+//! for a warpgroup, is checked against a matrix product computed here, and the verifier's
+//! rules for where a warp (warpgroup) may run it.
 
 use tessera::fuzzgen::oracle;
 use tessera_ir::compare::Tolerance;
