@@ -75,10 +75,15 @@ pub fn for_gpu_kernel(k: &Kernel, sm: u32) -> Result<Space, TuneError> {
         }
         if cfg.tensor_cores && worth_mma(spec) {
             kinds.push(TENSOR_CORES);
+            // Tiles that fit the product (see `GpuMmaTiling::fits`).
+            let [m, n, k] = GpuMmaTiling::largest_sides(spec);
+            let upto = |values: &[i64], most: i64| -> Vec<i64> {
+                values.iter().copied().filter(|&v| v <= most).collect()
+            };
             knobs.extend([
-                knob(MMA_M, &GpuMmaTiling::TILES),
-                knob(MMA_N, &GpuMmaTiling::TILES),
-                knob(MMA_K, &GpuMmaTiling::DEPTHS),
+                knob(MMA_M, &upto(&GpuMmaTiling::TILES, m)),
+                knob(MMA_N, &upto(&GpuMmaTiling::TILES, n)),
+                knob(MMA_K, &upto(&GpuMmaTiling::DEPTHS, k)),
                 knob(WARPS_M, &GpuMmaTiling::WARPS),
                 knob(WARPS_N, &GpuMmaTiling::WARPS),
                 // Positions in `STAGINGS`.

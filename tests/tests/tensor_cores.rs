@@ -299,9 +299,11 @@ const ONE_TILE: &str = "kernel k(in a: f16[256], in b: f16[128], out c: f32[128]
 }
 ";
 
-#[test]
-fn an_mma_multiplies_its_tiles() {
-    let p = tessera_ir::loops::parse::parse_program(ONE_TILE).expect("parses");
+/// Parses and verifies `text`, a kernel `c = a · b` for an `m × 16` row-major `a` and a
+/// `16 × n` row-major `b` (a product of one tensor-core step), checks the print/parse round
+/// trip, and runs it on the interpreter and as CPU code against the product computed here.
+fn one_step_multiplies(text: &str, m: usize, n: usize) -> tessera_ir::loops::LoopProgram {
+    let p = tessera_ir::loops::parse::parse_program(text).expect("parses");
     tessera_ir::loops::verify::verify(&p).expect("verifies");
     assert_eq!(
         tessera_ir::loops::parse::parse_program(&p.to_string()).unwrap(),
@@ -310,20 +312,26 @@ fn an_mma_multiplies_its_tiles() {
     );
     let inputs = oracle::program_inputs(&p, 7);
     let (a, b) = (inputs[0].to_f64_vec(), inputs[1].to_f64_vec());
-    let want: Vec<f64> = (0..16 * 8)
+    let want: Vec<f64> = (0..m * n)
         .map(|rc| {
             (0..16)
-                .map(|k| a[rc / 8 * 16 + k] * b[k * 8 + rc % 8])
+                .map(|k| a[rc / n * 16 + k] * b[k * n + rc % n])
                 .sum()
         })
         .collect();
-    let want = Tensor::from_f64(DType::F32, vec![128], &want);
+    let want = Tensor::from_f64(DType::F32, vec![m * n], &want);
     for (how, got) in [
         ("interpreted", oracle::interpret(&p, &inputs).unwrap()),
         ("CPU code", oracle::run_native(&p, &inputs).unwrap()),
     ] {
         compare(&got[0], &want, REDUCTION).unwrap_or_else(|e| panic!("{how}: {e}"));
     }
+    p
+}
+
+#[test]
+fn an_mma_multiplies_its_tiles() {
+    let p = one_step_multiplies(ONE_TILE, 16, 8);
     if ptxas_or_skip("an_mma_multiplies_its_tiles (ptxas)").is_some() {
         let module = tessera_codegen::ptx::compile_ptx(&[&p], 80).unwrap();
         assert!(
@@ -415,29 +423,7 @@ const ONE_WARPGROUP_TILE: &str = "kernel k(in a: f16[1024], in b: f16[256], out 
 
 #[test]
 fn a_warpgroup_mma_multiplies_its_core_matrix_tiles() {
-    let p = tessera_ir::loops::parse::parse_program(ONE_WARPGROUP_TILE).expect("parses");
-    tessera_ir::loops::verify::verify(&p).expect("verifies");
-    assert_eq!(
-        tessera_ir::loops::parse::parse_program(&p.to_string()).unwrap(),
-        p,
-        "print/parse round trip"
-    );
-    let inputs = oracle::program_inputs(&p, 11);
-    let (a, b) = (inputs[0].to_f64_vec(), inputs[1].to_f64_vec());
-    let want: Vec<f64> = (0..64 * 16)
-        .map(|rc| {
-            (0..16)
-                .map(|k| a[rc / 16 * 16 + k] * b[k * 16 + rc % 16])
-                .sum()
-        })
-        .collect();
-    let want = Tensor::from_f64(DType::F32, vec![1024], &want);
-    for (how, got) in [
-        ("interpreted", oracle::interpret(&p, &inputs).unwrap()),
-        ("CPU code", oracle::run_native(&p, &inputs).unwrap()),
-    ] {
-        compare(&got[0], &want, REDUCTION).unwrap_or_else(|e| panic!("{how}: {e}"));
-    }
+    let p = one_step_multiplies(ONE_WARPGROUP_TILE, 64, 16);
     // Hopper only: sm_90a PTX; any other GPU is refused with a typed error.
     let e = tessera_codegen::ptx::compile_ptx(&[&p], 80)
         .unwrap_err()

@@ -17,7 +17,7 @@ use crate::error::CodegenError;
 use tessera_ir::DType;
 use tessera_ir::loops::async_copy::AsyncCopy;
 use tessera_ir::loops::gpu::is_uniform;
-use tessera_ir::loops::mma::{MMA_ACC_PER_LANE, Mma, MmaOperand};
+use tessera_ir::loops::mma::{Mma, MmaOperand};
 use tessera_ir::loops::shuffle::WarpFold;
 use tessera_ir::loops::{BufRole, IExpr, Loop, LoopKind, Stmt, VExpr};
 
@@ -187,14 +187,7 @@ impl Em<'_> {
                 )?
             }
         };
-        let (acc, _, acc_ty) = self.bufs[&m.acc].clone();
-        let slots = (0..MMA_ACC_PER_LANE)
-            .map(|e| self.iexpr(&m.at.clone().plus(IExpr::c(e))))
-            .collect::<Result<Vec<String>, CodegenError>>()?;
-        let c: Vec<String> = slots
-            .iter()
-            .map(|i| self.op(format!("memref.load {acc}[{i}] : {acc_ty}")))
-            .collect();
+        let (slots, c) = self.accumulators_in(m)?;
         let (operand_ty, ptx_types) = match dtype {
             DType::BF16 => (
                 "i32",
@@ -212,11 +205,35 @@ impl Em<'_> {
             b.join(", "),
             c.join(", ")
         ));
+        self.accumulators_out(m, &slots, &d, MMA_RESULT);
+        Ok(())
+    }
+
+    /// The indices (SSA `index` values) of a tensor-core step's accumulators and their
+    /// values, loaded.
+    pub(super) fn accumulators_in(
+        &mut self,
+        m: &Mma,
+    ) -> Result<(Vec<String>, Vec<String>), CodegenError> {
+        let (acc, _, acc_ty) = self.bufs[&m.acc].clone();
+        let slots = (0..m.shape.acc_per_lane())
+            .map(|e| self.iexpr(&m.at.clone().plus(IExpr::c(e))))
+            .collect::<Result<Vec<String>, CodegenError>>()?;
+        let values = slots
+            .iter()
+            .map(|i| self.op(format!("memref.load {acc}[{i}] : {acc_ty}")))
+            .collect();
+        Ok((slots, values))
+    }
+
+    /// Stores the fields of `result` (a struct of type `ty`, the step's sums in order) back
+    /// to the step's accumulators at `slots`.
+    pub(super) fn accumulators_out(&mut self, m: &Mma, slots: &[String], result: &str, ty: &str) {
+        let (acc, _, acc_ty) = self.bufs[&m.acc].clone();
         for (e, i) in slots.iter().enumerate() {
-            let v = self.op(format!("llvm.extractvalue {d}[{e}] : {MMA_RESULT}"));
+            let v = self.op(format!("llvm.extractvalue {result}[{e}] : {ty}"));
             self.line(format!("memref.store {v}, {acc}[{i}] : {acc_ty}"));
         }
-        Ok(())
     }
 
     /// The thread's fragment registers of `op` loaded by one `ldmatrix` of the warp, when its

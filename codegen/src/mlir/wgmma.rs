@@ -51,14 +51,7 @@ impl Em<'_> {
             _ => "f16",
         };
         let sums = (n / 2) as usize;
-        let (acc, _, acc_ty) = self.bufs[&m.acc].clone();
-        let mut slots = Vec::with_capacity(sums);
-        let mut c = Vec::with_capacity(sums);
-        for e in 0..sums {
-            let i = self.iexpr(&m.at.clone().plus(tessera_ir::loops::IExpr::c(e as i64)))?;
-            c.push(self.op(format!("memref.load {acc}[{i}] : {acc_ty}")));
-            slots.push(i);
-        }
+        let (slots, c) = self.accumulators_in(m)?;
         let scale_d = self.op("llvm.mlir.constant(1 : i32) : i32".into());
         let d_regs: Vec<String> = (0..sums).map(|r| format!("${r}")).collect();
         let (desc_at, scale_at) = (2 * sums, 2 * sums + 2);
@@ -86,10 +79,7 @@ impl Em<'_> {
             c.join(", "),
             operand_tys.join(", ")
         ));
-        for (e, i) in slots.iter().enumerate() {
-            let v = self.op(format!("llvm.extractvalue {d}[{e}] : {result_ty}"));
-            self.line(format!("memref.store {v}, {acc}[{i}] : {acc_ty}"));
-        }
+        self.accumulators_out(m, &slots, &d, &result_ty);
         Ok(())
     }
 

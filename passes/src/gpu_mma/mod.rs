@@ -172,7 +172,8 @@ impl GpuMmaTiling {
 
     /// The warpgroup ([`MmaEngine::Warpgroup`]) default for `spec`: a tile of the extent
     /// rounded up to a power of two per side, 64 to 128 rows and 16 to 128 columns, a
-    /// warpgroup per 64 rows (one `m64nNk16` step across the tile's columns), 64 deep,
+    /// warpgroup per 64 rows (one `m64nNk16` step across the tile's columns), 64 deep (less
+    /// for a shorter `k`),
     /// staged by async copies three buffers deep — 96 KB of (dynamic) shared memory at
     /// 128 × 128, so that two blocks share an sm_90 multiprocessor.
     pub fn warpgroup_default_for(spec: &ProductSpec) -> GpuMmaTiling {
@@ -185,7 +186,7 @@ impl GpuMmaTiling {
         GpuMmaTiling {
             bm,
             bn: side(spec.n, 16),
-            bk: 64,
+            bk: (spec.k.max(1) as u64).next_power_of_two().clamp(16, 64) as i64,
             warps_m: bm / WGMMA_M,
             warps_n: 1,
             staging: MmaStaging::AsyncCopy { stages: 3 },
@@ -193,8 +194,8 @@ impl GpuMmaTiling {
         }
     }
 
-    /// A random tiling from the knobs' domains that `validate` accepts (the search space as
-    /// data, for fuzzing and search).
+    /// A random tiling from the knobs' domains that `validate` accepts and that fits the
+    /// product (the search space as data, for fuzzing and search).
     pub fn sample(spec: &ProductSpec, rng: &mut tessera_ir::Rng) -> GpuMmaTiling {
         sample_valid(
             rng,
@@ -208,8 +209,24 @@ impl GpuMmaTiling {
                     [pick(&(0..Self::STAGINGS.len() as i64).collect::<Vec<_>>()) as usize],
                 engine: Self::ENGINES[pick(&[0, 1]) as usize],
             },
-            |t| t.validate(spec).is_ok(),
+            |t| t.validate(spec).is_ok() && t.fits(spec),
         )
+    }
+
+    /// Whether no side of the tile is over [`GpuMmaTiling::largest_side`]: more is padding —
+    /// zeros and guards that the GPU, the interpreter and the fuzzers would run for nothing.
+    pub fn fits(&self, spec: &ProductSpec) -> bool {
+        let [m, n, k] = Self::largest_sides(spec);
+        self.bm <= m && self.bn <= n && self.bk <= k
+    }
+
+    /// The largest useful tile rows, columns and depth for `spec`: twice the extent rounded
+    /// up to a power of two, at least a warpgroup's 64 rows, 16 columns, 16 deep.
+    pub fn largest_sides(spec: &ProductSpec) -> [i64; 3] {
+        let side = |extent: i64, least: i64| {
+            least.max(2 * (extent.max(1) as u64).next_power_of_two() as i64)
+        };
+        [side(spec.m, WGMMA_M), side(spec.n, 16), side(spec.k, MMA_K)]
     }
 
     pub fn threads(&self) -> i64 {
