@@ -147,7 +147,7 @@ fn tensor_core_products_match_the_plain_kernels() {
                         }
                     }
                     if ptxas.is_some() && t.engine == MmaEngine::Warpgroup && n == 3 {
-                        warpgroup_ptx(&what, &tiled, &t, dtype, copies > 0);
+                        warpgroup_ptx(&what, &tiled, &t, dtype, copies > 0, spec.k);
                     }
                     if ptxas.is_some() && n < 2 {
                         let instruction =
@@ -240,6 +240,7 @@ fn warpgroup_ptx(
     t: &GpuMmaTiling,
     dtype: DType,
     copies: bool,
+    k: i64,
 ) {
     let aligned = tessera_codegen::ptx::PtxConfig {
         param_align: [(tiled.name.clone(), vec![16; tiled.params().count()])].into(),
@@ -252,6 +253,24 @@ fn warpgroup_ptx(
     assert!(ptx.contains(&step), "{what}: no `{step}`");
     assert!(!ptx.contains("ldmatrix"), "{what}: ldmatrix");
     assert_eq!(ptx.contains("cp.async"), copies, "{what}: cp.async");
+    // Steps in flight across a barrier (pipelines of three or more buffers) wait for all
+    // but the last group; the others for all.
+    let in_flight = count(
+        &tiled.body,
+        &|s| matches!(s, Stmt::Mma(m) if m.retires == 2),
+    ) > 0;
+    // (Where there is a `k` loop: a tail alone is one step.)
+    let pipelined = matches!(t.staging, MmaStaging::AsyncCopy { stages } if stages >= 3);
+    assert_eq!(
+        in_flight,
+        pipelined && copies && k >= t.bk,
+        "{what}: steps in flight"
+    );
+    assert_eq!(
+        ptx.contains("wgmma.wait_group.sync.aligned 1;"),
+        in_flight,
+        "{what}: wait_group 1"
+    );
     // More than 48 KB of tiles: all in the launch's dynamic shared memory, none static.
     let (_, shared) = tessera_ir::loops::gpu::shared_layout(tiled);
     let dynamic = module.kernels[0].launch.dynamic_shared as usize;
@@ -482,6 +501,12 @@ fn the_verifier_keeps_warpgroup_mma_to_whole_warpgroups_and_core_matrices() {
         ),
         // an N the instruction does not have
         ("mma m64n16k16", "mma m64n12k16", "N = 12"),
+        // in flight past the wait_group depth
+        (
+            "lane((u % 128))",
+            "lane((u % 128)) retires(3)",
+            "retires(3)",
+        ),
     ];
     for (from, to, why) in bad {
         let text = ONE_WARPGROUP_TILE.replacen(from, to, 1);
@@ -493,6 +518,45 @@ fn the_verifier_keeps_warpgroup_mma_to_whole_warpgroups_and_core_matrices() {
             .to_string();
         assert!(e.contains(why), "expected `{why}` in: {e}");
     }
+}
+
+/// A warpgroup step in flight (`retires(2)`) may read its tiles until the second barrier
+/// after it: a write to them before is refused by the interpreter, one after is fine; a
+/// warp's step is synchronous.
+#[test]
+fn warpgroup_mma_tiles_stay_unwritten_while_in_flight() {
+    let step = "lane((u % 128))\n    }\n";
+    let overwrite = "    for w in 0..128 thread(x) {\n      as[w] = 0.0:f16\n    }\n";
+    let in_flight = ONE_WARPGROUP_TILE.replacen(
+        step,
+        &format!("lane((u % 128)) retires(2)\n    }}\n{overwrite}"),
+        1,
+    );
+    assert_ne!(in_flight, ONE_WARPGROUP_TILE);
+    let p = tessera_ir::loops::parse::parse_program(&in_flight).unwrap();
+    tessera_ir::loops::verify::verify(&p).unwrap();
+    assert_eq!(
+        tessera_ir::loops::parse::parse_program(&p.to_string()).unwrap(),
+        p
+    );
+    let inputs = oracle::program_inputs(&p, 3);
+    let e = oracle::interpret(&p, &inputs).unwrap_err().to_string();
+    assert!(e.contains("warpgroup mma reading it is in flight"), "{e}");
+    // One more barrier between them: it has retired.
+    let later = in_flight.replacen(
+        overwrite,
+        &format!("    for z in 0..128 thread(x) {{\n      c[z] = 1.0:f32\n    }}\n{overwrite}"),
+        1,
+    );
+    let p = tessera_ir::loops::parse::parse_program(&later).unwrap();
+    oracle::interpret(&p, &inputs).unwrap();
+    // Asynchronous only on warpgroups.
+    let warp = ONE_TILE.replacen("lane((u % 32))", "lane((u % 32)) retires(2)", 1);
+    let p = tessera_ir::loops::parse::parse_program(&warp).unwrap();
+    let e = tessera_ir::loops::verify::verify(&p)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("synchronous"), "{e}");
 }
 
 /// The compiler picks tensor cores for a half-precision product on sm_80 and later, the

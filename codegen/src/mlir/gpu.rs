@@ -81,7 +81,7 @@ impl Em<'_> {
             self.line("nvvm.cp.async.commit.group".into());
             self.line(format!("nvvm.cp.async.wait.group {}", lands - 1));
         }
-        if self.warpgroup_mma {
+        if self.warpgroup.is_some() {
             // Shared stores (and landed copies) become visible to `wgmma`'s reads.
             self.asm("fence.proxy.async.shared::cta;");
         }

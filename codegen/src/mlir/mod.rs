@@ -148,9 +148,9 @@ struct Em<'a> {
     /// The fewest barriers an async copy of the kernel takes to land (GPU; `None`: no copy),
     /// which sets how many copy groups a barrier leaves in flight.
     async_lands: Option<i64>,
-    /// The kernel has warpgroup tensor-core steps (GPU): every barrier first makes shared
-    /// stores visible to them (see [`wgmma`]).
-    warpgroup_mma: bool,
+    /// The kernel's warpgroup tensor-core steps (GPU): every barrier first makes shared
+    /// stores visible to them, thread loops wait for them (see [`wgmma`]).
+    warpgroup: Option<wgmma::WarpgroupSteps>,
 }
 
 fn emit_func(p: &LoopProgram, cfg: &EmitConfig) -> Result<String, CodegenError> {
@@ -169,7 +169,7 @@ fn emit_func(p: &LoopProgram, cfg: &EmitConfig) -> Result<String, CodegenError> 
         block_dims: [1; 3],
         threads: vec![],
         async_lands: gpu::least_async_lands(&p.body),
-        warpgroup_mma: uses_warpgroup_mma(p),
+        warpgroup: wgmma::WarpgroupSteps::of_kernel(p),
     };
     let gpu = cfg.backend == Backend::Cuda;
     if tessera_ir::loops::gpu::binds_gpu(&p.body) {

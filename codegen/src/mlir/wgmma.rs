@@ -14,6 +14,12 @@
 //!   (accumulators pinned)                         staged tiles free to overwrite
 //! ```
 //!
+//! Steps that stay in flight across a barrier (`retires(2)`, see `tessera_ir::loops::mma`)
+//! wait with `wgmma.wait_group 1` instead — the previous loop's group is done, this one may
+//! run on — and are not pinned (their registers are the tensor core's until the wait); any
+//! other thread loop of such a kernel (the epilogue) first waits for every group
+//! (`wait_group 0`) and pins the sums.
+//!
 //! "Pinned" is an empty `asm volatile` that takes and returns each accumulator (CUTLASS's
 //! `warpgroup_fence_operand`): LLVM cannot move a read or write of a sum across it, so no
 //! read happens before the wait and no write after the fence. Shared memory written by
@@ -127,25 +133,82 @@ impl Em<'_> {
         }
     }
 
-    /// Before a thread loop's statements `body`: where it holds warpgroup steps, pins their
-    /// accumulators and fences (see the module docs). Returns the accumulators to hand to
-    /// [`Em::end_warpgroup_steps`].
-    pub(super) fn begin_warpgroup_steps(&mut self, body: &[Stmt]) -> Vec<String> {
-        let mut accs = Vec::new();
-        warpgroup_accumulators(body, &mut accs);
-        if !accs.is_empty() {
-            self.pin_accumulators(&accs);
+    /// Before a thread loop's statements `body`: where it holds warpgroup steps, fences
+    /// (pinning their accumulators first unless steps of the kernel stay in flight across
+    /// barriers, whose registers nothing else may touch); in a kernel whose steps stay in
+    /// flight, any other thread loop first waits for them all and pins the sums. Returns
+    /// what [`Em::end_warpgroup_steps`] needs.
+    pub(super) fn begin_warpgroup_steps(&mut self, body: &[Stmt]) -> WarpgroupSteps {
+        let steps = WarpgroupSteps::of(body);
+        let Some(kernel) = self.warpgroup.clone() else {
+            return steps;
+        };
+        if steps.accs.is_empty() {
+            if kernel.retires > 1 {
+                self.asm("wgmma.wait_group.sync.aligned 0;");
+                self.pin_accumulators(&kernel.accs);
+            }
+        } else {
+            if kernel.retires == 1 {
+                self.pin_accumulators(&steps.accs);
+            }
             self.asm("wgmma.fence.sync.aligned;");
         }
-        accs
+        steps
     }
 
-    /// After the thread loop's statements: waits for its warpgroup steps, pins the sums.
-    pub(super) fn end_warpgroup_steps(&mut self, accs: &[String]) {
-        if !accs.is_empty() {
+    /// After the thread loop's statements: commits its warpgroup steps as a group and waits
+    /// until at most `retires − 1` groups are pending (`retires`: the most barriers its steps
+    /// stay in flight); when none is, pins the sums.
+    pub(super) fn end_warpgroup_steps(&mut self, steps: &WarpgroupSteps) {
+        if !steps.accs.is_empty() {
             self.asm("wgmma.commit_group.sync.aligned;");
-            self.asm("wgmma.wait_group.sync.aligned 0;");
-            self.pin_accumulators(accs);
+            self.asm(&format!(
+                "wgmma.wait_group.sync.aligned {};",
+                steps.retires - 1
+            ));
+            if steps.retires == 1 {
+                self.pin_accumulators(&steps.accs);
+            }
+        }
+    }
+}
+
+/// The warpgroup steps of some statements: their accumulator buffers (each once) and the
+/// most barriers one stays in flight.
+#[derive(Clone, Debug, Default)]
+pub(super) struct WarpgroupSteps {
+    accs: Vec<String>,
+    retires: i64,
+}
+
+impl WarpgroupSteps {
+    /// Those in `body`, at any depth.
+    pub(super) fn of(body: &[Stmt]) -> WarpgroupSteps {
+        let mut steps = WarpgroupSteps::default();
+        steps.add(body);
+        steps
+    }
+
+    /// Those of a kernel: `None` without any.
+    pub(super) fn of_kernel(prog: &LoopProgram) -> Option<WarpgroupSteps> {
+        Some(WarpgroupSteps::of(&prog.body)).filter(|s| !s.accs.is_empty())
+    }
+
+    fn add(&mut self, body: &[Stmt]) {
+        for s in body {
+            match s {
+                Stmt::Mma(m) if matches!(m.shape, MmaShape::Warpgroup { .. }) => {
+                    if !self.accs.contains(&m.acc) {
+                        self.accs.push(m.acc.clone());
+                    }
+                    self.retires = self.retires.max(m.retires);
+                }
+                Stmt::For(l) => self.add(&l.body),
+                Stmt::If { then, .. } => self.add(then),
+                Stmt::Reduce(r) => self.add(&r.body),
+                Stmt::Store { .. } | Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_) => {}
+            }
         }
     }
 }
@@ -155,27 +218,7 @@ fn struct_of_f32(n: usize) -> String {
     format!("!llvm.struct<({})>", vec!["f32"; n].join(", "))
 }
 
-/// Adds the accumulator buffers of the warpgroup steps in `body` (at any depth) to `out`,
-/// each once.
-fn warpgroup_accumulators(body: &[Stmt], out: &mut Vec<String>) {
-    for s in body {
-        match s {
-            Stmt::Mma(m) if matches!(m.shape, MmaShape::Warpgroup { .. }) => {
-                if !out.contains(&m.acc) {
-                    out.push(m.acc.clone());
-                }
-            }
-            Stmt::For(l) => warpgroup_accumulators(&l.body, out),
-            Stmt::If { then, .. } => warpgroup_accumulators(then, out),
-            Stmt::Reduce(r) => warpgroup_accumulators(&r.body, out),
-            Stmt::Store { .. } | Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_) => {}
-        }
-    }
-}
-
 /// Whether `prog` has warpgroup tensor-core steps (and so needs `sm_90a`).
 pub fn uses_warpgroup_mma(prog: &LoopProgram) -> bool {
-    let mut accs = Vec::new();
-    warpgroup_accumulators(&prog.body, &mut accs);
-    !accs.is_empty()
+    WarpgroupSteps::of_kernel(prog).is_some()
 }

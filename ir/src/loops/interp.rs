@@ -4,6 +4,7 @@
 //! interpreter models f32/f16 arithmetic the way compiled code performs it (up to the
 //! accuracy of the transcendental functions). Out-of-bounds accesses are errors.
 
+use super::mma::{MMA_K, MmaShape, WGMMA_M};
 use super::*;
 use crate::error::{IrError, Result};
 use crate::tensor::Tensor;
@@ -44,6 +45,9 @@ struct Touched {
     /// Written by an async copy that lands this many barriers later: nobody may touch it
     /// before (0: not in flight).
     in_flight: i64,
+    /// Read by a warpgroup `mma` that retires this many barriers later: nobody may write it
+    /// before (0: none).
+    read_in_flight: i64,
 }
 
 struct St<'a> {
@@ -152,10 +156,11 @@ impl St<'_> {
     /// async copies come one barrier closer to landing (those that land are forgotten).
     fn barrier(&mut self) {
         let touched = self.touched.get_mut();
-        touched.retain(|_, t| t.in_flight > 1);
+        touched.retain(|_, t| t.in_flight > 1 || t.read_in_flight > 1);
         for t in touched.values_mut() {
             *t = Touched {
-                in_flight: t.in_flight - 1,
+                in_flight: (t.in_flight - 1).max(0),
+                read_in_flight: (t.read_in_flight - 1).max(0),
                 ..Touched::default()
             };
         }
@@ -235,6 +240,16 @@ impl St<'_> {
                 if store { "writes" } else { "reads" },
                 self.prog.buffers[pos].name,
                 t.in_flight,
+            )));
+        }
+        if store && t.read_in_flight > 0 {
+            return Err(IrError::Interp(format!(
+                "kernel `{}`: thread {} writes shared `{}[{i}]` while a warpgroup mma reading it \
+                 is in flight (it retires {} barrier(s) later)",
+                self.prog.name,
+                thread_name(me),
+                self.prog.buffers[pos].name,
+                t.read_in_flight,
             )));
         }
         let other_writer = t.writer.is_some_and(|w| w != me);
@@ -342,8 +357,15 @@ fn stmt(st: &mut St, s: &Stmt) -> Result<()> {
             block(st, &r.body)?;
             st.accs.pop();
         }
-        // Defined per thread: the expansion is its meaning (see `mma`).
-        s @ (Stmt::Mma(_) | Stmt::WarpFold(_)) => block(st, &s.expansion())?,
+        // Defined per thread: the expansion is its meaning (see `mma`); an asynchronous
+        // step's tiles stay unwritable until it retires (marked once, by its lane 0).
+        Stmt::Mma(m) => {
+            block(st, &s.expansion())?;
+            if m.retires > 1 && iexpr(st, &m.lane)? == 0 {
+                mark_read_in_flight(st, m)?;
+            }
+        }
+        Stmt::WarpFold(_) => block(st, &s.expansion())?,
         // The expansion, and the elements stay untouchable until the copy lands.
         Stmt::AsyncCopy(c) => {
             block(st, &s.expansion())?;
@@ -355,6 +377,29 @@ fn stmt(st: &mut St, s: &Stmt) -> Result<()> {
                     .or_default()
                     .in_flight = c.lands;
             }
+        }
+    }
+    Ok(())
+}
+
+/// Marks the elements of an asynchronous warpgroup step's operand tiles as read until it
+/// retires.
+fn mark_read_in_flight(st: &mut St, m: &super::mma::Mma) -> Result<()> {
+    let MmaShape::Warpgroup { n } = m.shape else {
+        return Ok(());
+    };
+    for (op, rows, cols) in [(&m.a, WGMMA_M, MMA_K), (&m.b, MMA_K, n)] {
+        let pos = buf_index(st, &op.buf)?;
+        let mut elements = Vec::new();
+        for r in 0..rows {
+            for c in 0..cols {
+                elements.push(iexpr(st, &op.at(IExpr::c(r), IExpr::c(c)))?);
+            }
+        }
+        let touched = st.touched.get_mut();
+        for i in elements {
+            let t = touched.entry((pos, i as usize)).or_default();
+            t.read_in_flight = t.read_in_flight.max(m.retires);
         }
     }
     Ok(())

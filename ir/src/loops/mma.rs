@@ -32,6 +32,13 @@
 //! offset, `R` its stride byte offset), `B` *N-major* (`R` the leading, `C` the stride
 //! offset) — PTX's "no swizzle" canonical layouts.
 //!
+//! A warpgroup step is asynchronous (`wgmma.mma_async`): `… lane(t % 128) retires(n)` may
+//! read its tiles until the `n`-th barrier after it (default 1), so that the next `k` step's
+//! steps can start before it completes. Its tiles must not be written before then — the
+//! interpreter refuses any write to them (a store, an async copy) while it is in flight, as
+//! for the elements of an async copy. Its sums are defined at once: the CUDA backend waits
+//! for every step in flight before any other statement reads the accumulators.
+//!
 //! **Architecture invariant:** an `mma` sits directly in an x-axis thread loop whose extent
 //! is a multiple of its group (32 threads, 128 for a warpgroup step; or in serial/unrolled
 //! loops there; never under a guard or a reduction: all threads of the group execute it
@@ -57,6 +64,9 @@ pub const WARPGROUP: i64 = 128;
 pub const WGMMA_M: i64 = 64;
 /// The widest warpgroup step.
 pub const WGMMA_MAX_N: i64 = 256;
+/// The most barriers a warpgroup step may stay in flight (`wgmma.wait_group` keeps at most
+/// `MAX_RETIRES − 1` groups pending).
+pub const MAX_RETIRES: i64 = 2;
 /// Elements per row of a core matrix (16 bytes of f16 / bf16), and its rows.
 pub const CORE: i64 = 8;
 
@@ -156,6 +166,10 @@ impl MmaOperand {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Mma {
     pub shape: MmaShape,
+    /// A warpgroup step runs asynchronously: it may read its operand tiles until the
+    /// `retires`-th barrier after it (1: the next), and nobody may write them before (see
+    /// the module docs). Always 1 for a warp's step.
+    pub retires: i64,
     /// The running thread's lane in its group: `t % 32` (`t % 128`) of the enclosing thread
     /// loop.
     pub lane: IExpr,
@@ -226,6 +240,7 @@ impl Mma {
     pub fn map_iexprs(&self, f: &dyn Fn(&IExpr) -> IExpr) -> Mma {
         Mma {
             shape: self.shape,
+            retires: self.retires,
             lane: f(&self.lane),
             acc: self.acc.clone(),
             at: f(&self.at),

@@ -191,6 +191,19 @@ impl P {
             blocks,
         })
     }
+    /// `keyword(n)` if it comes next, else 1: an async statement's barrier count.
+    fn optional_count(&mut self, keyword: &str) -> R<i64> {
+        match self.peek() {
+            Some(Tok::Ident(k)) if k == keyword => {
+                self.pos += 1;
+                self.expect("(")?;
+                let n = self.int()?;
+                self.expect(")")?;
+                Ok(n)
+            }
+            _ => Ok(1),
+        }
+    }
     /// `lane(expr)`, the warp statements' last part.
     fn lane(&mut self) -> R<IExpr> {
         self.keyword("lane")?;
@@ -556,8 +569,10 @@ impl P {
                 self.expect("*")?;
                 let b = self.mma_operand()?;
                 let lane = self.lane()?;
+                let retires = self.optional_count("retires")?;
                 Ok(Stmt::Mma(super::mma::Mma {
                     shape,
+                    retires,
                     lane,
                     acc,
                     at,
@@ -581,16 +596,7 @@ impl P {
                 self.expect("(")?;
                 let valid = self.iexpr()?;
                 self.expect(")")?;
-                let lands = match self.peek() {
-                    Some(Tok::Ident(k)) if k == "lands" => {
-                        self.pos += 1;
-                        self.expect("(")?;
-                        let n = self.int()?;
-                        self.expect(")")?;
-                        n
-                    }
-                    _ => 1,
-                };
+                let lands = self.optional_count("lands")?;
                 Ok(Stmt::AsyncCopy(super::async_copy::AsyncCopy {
                     dtype,
                     len,

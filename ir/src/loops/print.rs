@@ -93,9 +93,13 @@ fn write_stmt(s: &mut String, st: &Stmt, depth: usize) -> fmt::Result {
                     o.buf, o.base, o.strides[0], o.strides[1]
                 )
             };
+            let retires = match m.retires {
+                1 => String::new(),
+                n => format!(" retires({n})"),
+            };
             writeln!(
                 s,
-                "mma {} {}[{}] += {} * {} lane({})",
+                "mma {} {}[{}] += {} * {} lane({}){retires}",
                 m.shape.name(),
                 m.acc,
                 m.at,

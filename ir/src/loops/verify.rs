@@ -342,8 +342,17 @@ fn mma(cx: &Ctx, m: &mma::Mma) -> Result<()> {
                 }
             }
         }
+        if !(1..=mma::MAX_RETIRES).contains(&m.retires) {
+            return bad(format!(
+                "retires({}) (1 to {})",
+                m.retires,
+                mma::MAX_RETIRES
+            ));
+        }
     } else if m.a.blocks.is_some() || m.b.blocks.is_some() {
         return bad("an m16n8k16 step reads plain tiles".into());
+    } else if m.retires != 1 {
+        return bad("an m16n8k16 step is synchronous: retires(1)".into());
     }
     match prog.buffer(&m.acc) {
         Some(b) if b.role == BufRole::Local && b.dtype == DType::F32 => {}

@@ -631,8 +631,9 @@ impl Gen<'_> {
     }
 
     /// `steps` tensor-core steps of 16 along the `k` staged in shared buffer `buffer`, over
-    /// every fragment of the warp (warpgroup) of thread `var`.
-    fn multiply_body(&self, var: &str, steps: i64, buffer: &IExpr) -> Vec<Stmt> {
+    /// every fragment of the warp (warpgroup) of thread `var`, retiring `retires` barriers
+    /// later (warpgroups; 1 for warps).
+    fn multiply_body(&self, var: &str, steps: i64, buffer: &IExpr, retires: i64) -> Vec<Stmt> {
         let t = self.t;
         let (mt, nt) = t.fragments();
         let (rows, cols) = t.step_tile();
@@ -663,6 +664,7 @@ impl Gen<'_> {
                     let b_col = wc.clone().plus(IExpr::c(ni * cols));
                     body.push(Stmt::Mma(Mma {
                         shape,
+                        retires,
                         lane: th.clone().modulo(shape.group()),
                         acc: self.acc.clone(),
                         at: IExpr::c((mi * nt + ni) * shape.acc_per_lane()),

@@ -3,7 +3,7 @@
 //! ([`Registers`](super::MmaStaging::Registers)); which runs of `A` and `B` each thread
 //! copies, and the guards and zeros at the matrix's edges.
 
-use super::{Gen, VECTOR, thread_loop};
+use super::{Gen, MmaEngine, VECTOR, thread_loop};
 use crate::gpu_product::{At, edge_guard, lt};
 use crate::product::ProductSpec;
 use tessera_ir::loops::async_copy::AsyncCopy;
@@ -114,7 +114,7 @@ impl Gen<'_> {
                 guarded(Some(more.clone()), stores)
             };
             let mut step = prefetch("mt2");
-            step.extend(self.multiply_body("mt2", t.bk / MMA_K, &mk.clone().modulo(2)));
+            step.extend(self.multiply_body("mt2", t.bk / MMA_K, &mk.clone().modulo(2), 1));
             body.push(Stmt::For(Loop {
                 var: "mk".into(),
                 extent: full,
@@ -135,19 +135,22 @@ impl Gen<'_> {
             body.push(thread_loop(
                 "mt4",
                 threads,
-                self.multiply_body("mt4", steps, &IExpr::c(0)),
+                self.multiply_body("mt4", steps, &IExpr::c(0), 1),
             ));
         }
     }
 
     /// The `k` loop as a pipeline of async copies `stages` buffers deep
     /// ([`AsyncCopy`](super::MmaStaging::AsyncCopy)). Tile `n` (the full `k` tiles, then the
-    /// tail, if any) goes to buffer `n % stages`; it is copied in the `n`-th thread loop of
-    /// the block — the first ones (tiles `0..stages−1`) beside the accumulators'
-    /// initialisation and in a prologue, the rest in step `n − stages + 1` of the `k` loop —
-    /// and lands `stages − 1` barriers later, right before step `n`, which multiplies it. So
-    /// each step has one barrier, and the tile it overwrites was multiplied in the step
-    /// before it.
+    /// tail, if any) goes to buffer `n % stages`; it is copied `ahead` thread loops before the
+    /// step that multiplies it — the first `ahead` tiles beside the accumulators'
+    /// initialisation and in a prologue, the rest in step `n − ahead` of the `k` loop — and
+    /// lands `ahead` barriers later, right before step `n`. So each step has one barrier.
+    /// Warps (and warpgroups with two buffers): `ahead = stages − 1`, each step's tensor-core
+    /// steps complete within it, and the tile a step overwrites was multiplied in the step
+    /// before. Warpgroups with three or more buffers keep one step's `wgmma`s in flight
+    /// (`retires(2)`: the next step's start before they complete): `ahead = stages − 2`, and
+    /// the tile a step overwrites was multiplied two steps before.
     pub(super) fn copy_pipeline(
         &self,
         at: &At,
@@ -160,8 +163,11 @@ impl Gen<'_> {
         let full = s.k / t.bk;
         let tail_steps = (s.k % t.bk + MMA_K - 1) / MMA_K;
         let tiles = full + (tail_steps > 0) as i64;
-        // Never more buffers than tiles ahead of the first step.
-        let stages = stages.min(tiles + 1);
+        let warpgroups = t.engine == MmaEngine::Warpgroup;
+        // Never more buffers than tiles ahead of the first step (and the one in flight).
+        let stages = stages.min(tiles + 1 + warpgroups as i64);
+        let in_flight = (warpgroups && stages >= 3) as i64;
+        let ahead = stages - 1 - in_flight;
         let copy = |th: &str, n: &IExpr, tail: bool| {
             let (k0, kc) = match tail {
                 false => (n.clone().times(t.bk), t.bk),
@@ -171,27 +177,27 @@ impl Gen<'_> {
                 IExpr::Const(n) => IExpr::c(n % stages),
                 n => n.clone().modulo(stages),
             };
-            self.copies(th, at, (&k0, kc, tail), &buffer, stages - 1)
+            self.copies(th, at, (&k0, kc, tail), &buffer, ahead)
         };
         // Tile `n` (a constant) by thread `th`.
         let fixed = |th: &str, n: i64| copy(th, &IExpr::c(n), n == full);
         let mut first = init;
         first.extend(fixed("mt0", 0));
         body.push(thread_loop("mt0", threads, first));
-        for n in 1..stages - 1 {
+        for n in 1..ahead {
             let th = format!("mtp{n}");
             body.push(thread_loop(&th, threads, fixed(&th, n)));
         }
         if full > 0 {
-            let ahead = IExpr::var("mk").plus(IExpr::c(stages - 1));
-            let mut step = guarded(Some(lt(ahead.clone(), full)), copy("mt2", &ahead, false));
-            if tail_steps > 0 && full >= stages - 1 {
-                // The tail tile, in the step `stages − 1` before it.
-                let at_tail = VExpr::ICmp(CmpOp::Eq, ahead.clone(), IExpr::c(full));
+            let next = IExpr::var("mk").plus(IExpr::c(ahead));
+            let mut step = guarded(Some(lt(next.clone(), full)), copy("mt2", &next, false));
+            if tail_steps > 0 && full >= ahead {
+                // The tail tile, in the step `ahead` before it.
+                let at_tail = VExpr::ICmp(CmpOp::Eq, next.clone(), IExpr::c(full));
                 step.extend(guarded(Some(at_tail), fixed("mt2", full)));
             }
             let buffer = IExpr::var("mk").modulo(stages);
-            step.extend(self.multiply_body("mt2", t.bk / MMA_K, &buffer));
+            step.extend(self.multiply_body("mt2", t.bk / MMA_K, &buffer, 1 + in_flight));
             body.push(Stmt::For(Loop {
                 var: "mk".into(),
                 extent: full,
@@ -204,7 +210,7 @@ impl Gen<'_> {
             body.push(thread_loop(
                 "mt4",
                 threads,
-                self.multiply_body("mt4", tail_steps, &buffer),
+                self.multiply_body("mt4", tail_steps, &buffer, 1),
             ));
         }
     }
