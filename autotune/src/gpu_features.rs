@@ -7,11 +7,12 @@
 //! meet in one model.
 
 use tessera_ir::loops::{BufRole, LoopProgram};
+use tessera_passes::gpu_mma::{MmaEngine, MmaStaging};
 use tessera_passes::gpu_schedule::GpuKernelSchedule;
 use tessera_passes::lower::Kernel;
 
 /// The version of [`GPU_FEATURES`]; bump it when a field is added, removed or redefined.
-pub const GPU_FEATURE_VERSION: u32 = 1;
+pub const GPU_FEATURE_VERSION: u32 = 2;
 
 /// Resources of one SM the occupancy estimate assumes (sm_80 and sm_90 alike).
 const SM_THREADS: f64 = 2048.0;
@@ -23,7 +24,7 @@ const SM_REGISTERS: f64 = 65536.0;
 const BASE_REGISTERS: f64 = 32.0;
 
 /// Every field: name and meaning, in vector order.
-pub const GPU_FEATURES: [(&str, &str); 18] = [
+pub const GPU_FEATURES: [(&str, &str); 20] = [
     ("bound", "1 for bound loops (one thread per element or run)"),
     ("rows", "1 for a block per row"),
     ("tiled", "1 for CUDA-core product tiles"),
@@ -62,6 +63,14 @@ pub const GPU_FEATURES: [(&str, &str); 18] = [
     (
         "vector_run",
         "elements per thread of a bound kernel's runs (1: none)",
+    ),
+    (
+        "warpgroup_mma",
+        "1 for tensor-core tiles of warpgroup steps (wgmma), 0 for warps' (mma.sync)",
+    ),
+    (
+        "copy_stages",
+        "buffers of a tensor-core tile's async-copy pipeline (0: staged through registers)",
     ),
 ];
 
@@ -120,6 +129,13 @@ pub fn gpu_features(k: &Kernel, schedule: &GpuKernelSchedule, scheduled: &LoopPr
         GpuKernelSchedule::TensorCores { tiling: t } => (3, Some((t.bm, t.bn, t.bk))),
     };
     f[kind] = 1.0;
+    if let GpuKernelSchedule::TensorCores { tiling: t } = schedule {
+        f[18] = (t.engine == MmaEngine::Warpgroup) as i32 as f32;
+        f[19] = match t.staging {
+            MmaStaging::AsyncCopy { stages } => stages as f32,
+            MmaStaging::Registers => 0.0,
+        };
+    }
     if let (Some((bm, bn, bk)), Some(p)) = (tile, &k.product) {
         f[12] = lg(bm as f64);
         f[13] = lg(bn as f64);
