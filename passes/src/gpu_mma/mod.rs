@@ -1,5 +1,6 @@
 //! The tensor-core GPU schedule of half-precision matrix products (f16 / bf16 elements, f32
-//! sums): warps of `mma.m16n8k16` steps over tiles staged in shared memory.
+//! sums): warps of `mma.m16n8k16` steps over tiles staged in shared memory — or, on sm_90,
+//! warpgroups of `wgmma` steps ([`MmaEngine::Warpgroup`], see below).
 //!
 //! Built from the product's [`ProductSpec`] and a [`GpuMmaTiling`] (the knobs). Staged by
 //! async copies ([`MmaStaging::AsyncCopy`], `S` buffers of each tile, the default `S = 2`):
@@ -40,6 +41,16 @@
 //! loads with `ldmatrix` — `A`'s rows along `k` as they are, `B`'s (rows along the columns)
 //! transposed by `.trans` (staging `B` transposed instead would make every store of a warp hit
 //! one bank). Elements outside the matrix stage as zeros and are never stored.
+//!
+//! Warpgroups ([`MmaEngine::Warpgroup`]): four warps together run `m64nNk16` steps whose
+//! operands the tensor core reads from shared memory itself, so the tiles are staged as it
+//! reads them — 8×8 *core matrices* of 128 contiguous bytes (`A` K-major, `B` N-major, no
+//! padding); a thread's 16-byte runs go down a core matrix's rows first, so that 8
+//! consecutive threads fill one core matrix (conflict-free stores, still whole 32-byte
+//! sectors read per warp). Each warpgroup owns `bm / warps_m` rows (a column of 64-row
+//! steps) × `bn / warps_n` columns (one step wide). With three or more buffers one `k`
+//! step's steps stay in flight through the next (`retires(2)`), and copies run
+//! `stages − 2` steps ahead instead of `stages − 1`.
 //!
 //! The sums are f32 (the tensor core's accumulators); they start from the product's initial
 //! value (zero or a bias) and go back to the element dtype when stored, as in the plain nest
