@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU (CUDA driver, PyTorch; no Rust needed): runs every case of
 # gpu_bundle/ (written by scripts/gpu_bundle.sh) on the GPU with the runtime-only runner —
+# each in its own process, so that a faulting kernel takes no other case with it —
 # outputs poisoned, compared with the graph interpreter (the 4096³ f16/bf16 GEMMs on 16 rows),
 # then timed — and the same workloads through PyTorch (cuBLAS fp16/bf16/fp32, eager
 # softmax/layernorm/add, the GPU-sized transformer block eager in f32 and f16) and a

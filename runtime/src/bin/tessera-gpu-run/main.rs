@@ -13,11 +13,17 @@
 //! device; launches + synchronise; median of RUNS after a warm-up). A case too big for the
 //! interpreter (a 4096³ product) names `check_rows`: the interpreter then runs the graph on
 //! that many rows of the first input, spread over it, and those rows of the output are
-//! compared. One JSON line per case;
+//! compared. Each case runs in a child process (`tessera-gpu-run case-one BUNDLE_DIR NAME
+//! RUNS`, at most [`CASE_LIMIT`]): a kernel that faults poisons its process's CUDA context,
+//! and must not take the cases after it along. One JSON line per case;
 //! exit status 1 if any case fails or errors. `--no-gpu` only reads each case and computes
 //! its reference (to check a bundle before it travels).
 
+mod child;
 mod tune;
+
+/// The longest one case may take (its reference on the interpreter included).
+const CASE_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -162,6 +168,15 @@ fn prepare(
     Ok((inputs, reference))
 }
 
+/// The cases of the bundle in `dir`.
+fn read_cases(dir: &Path) -> Result<Vec<Case>, String> {
+    let path = dir.join("bundle.json");
+    std::fs::read_to_string(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
 fn run_case(dir: &Path, c: &Case, runs: usize) -> Result<serde_json::Value, String> {
     let mut exe =
         tessera_runtime::artifact::load_gpu(&dir.join(&c.artifact), GpuConfig { poison: true })
@@ -211,6 +226,25 @@ fn main() -> std::process::ExitCode {
                 }
             };
         }
+        Some("case-one") => {
+            let a: Vec<String> = args.skip(1).collect();
+            let [dir, name, runs] = a.as_slice() else {
+                eprintln!("usage: tessera-gpu-run case-one BUNDLE_DIR NAME RUNS");
+                return std::process::ExitCode::FAILURE;
+            };
+            let dir = Path::new(dir);
+            let line = read_cases(dir).and_then(|cases| {
+                let c = cases
+                    .iter()
+                    .find(|c| &c.name == name)
+                    .ok_or_else(|| format!("no case `{name}`"))?;
+                run_case(dir, c, runs.parse().unwrap_or(50))
+            });
+            let line = line
+                .unwrap_or_else(|e| serde_json::json!({ "case": name, "pass": false, "error": e }));
+            println!("{line}");
+            return std::process::ExitCode::SUCCESS;
+        }
         Some("tune-one") => {
             let a: Vec<String> = args.skip(1).collect();
             let [dir, id, runs] = a.as_slice() else {
@@ -233,13 +267,10 @@ fn main() -> std::process::ExitCode {
     let arg = args.next();
     let no_gpu = arg.as_deref() == Some("--no-gpu");
     let runs: usize = arg.and_then(|r| r.parse().ok()).unwrap_or(50);
-    let cases: Vec<Case> = match std::fs::read_to_string(dir.join("bundle.json"))
-        .map_err(|e| e.to_string())
-        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
-    {
+    let cases = match read_cases(&dir) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {}: {e}", dir.join("bundle.json").display());
+            eprintln!("error: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
@@ -271,21 +302,27 @@ fn main() -> std::process::ExitCode {
         eprintln!("error: {e}");
         return std::process::ExitCode::FAILURE;
     }
-    let mut ok = true;
-    for c in &cases {
-        match run_case(&dir, c, runs) {
-            Ok(line) => {
-                ok &= line["pass"] == true;
-                println!("{line}");
-            }
-            Err(e) => {
-                ok = false;
-                println!(
-                    "{}",
-                    serde_json::json!({ "case": c.name, "pass": false, "error": e })
-                );
-            }
+    let me = match std::env::current_exe() {
+        Ok(me) => me,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
         }
+    };
+    let mut ok = true;
+    let (dir_arg, runs_arg) = (dir.to_string_lossy(), runs.to_string());
+    for c in &cases {
+        let args = ["case-one", &dir_arg, &c.name, &runs_arg];
+        let parse = |l: &str| serde_json::from_str::<serde_json::Value>(l).ok();
+        let line = child::run(&me, &args, CASE_LIMIT, parse).unwrap_or_else(|e| {
+            let error = match e {
+                child::ChildError::TimedOut => format!("killed after {CASE_LIMIT:?}"),
+                child::ChildError::Failed(detail) => detail,
+            };
+            serde_json::json!({ "case": c.name, "pass": false, "error": error })
+        });
+        ok &= line["pass"] == true;
+        println!("{line}");
     }
     if ok {
         std::process::ExitCode::SUCCESS

@@ -12,9 +12,9 @@
 //! measured there are skipped, so a killed round resumes. `--no-gpu` only checks that every
 //! candidate's files are there and fit together (before the round travels).
 
+use crate::child::ChildError;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tessera_runtime::cuda::GpuConfig;
 use tessera_runtime::tuning::{
@@ -136,66 +136,16 @@ fn resume(out: &Path) -> std::io::Result<(std::fs::File, Vec<String>)> {
 
 /// Measures `c` in a child process with the round's time limit.
 fn in_child(me: &Path, t: &TuneArgs, c: &RoundCandidate) -> Outcome {
-    let child = Command::new(me)
-        .arg("tune-one")
-        .arg(&t.dir)
-        .arg(&c.id)
-        .arg(t.runs.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(ch) => ch,
-        Err(e) => {
-            return Outcome::Failed {
-                detail: format!("starting the measuring process: {e}"),
-            };
-        }
-    };
-    let start = Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if start.elapsed() > t.timeout => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Outcome::TimedOut {
-                    limit_ms: t.timeout.as_millis() as u64,
-                };
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            Err(e) => {
-                return Outcome::Failed {
-                    detail: e.to_string(),
-                };
-            }
-        }
-    }
-    match child.wait_with_output() {
-        Ok(o) => {
-            let stdout = String::from_utf8_lossy(&o.stdout);
-            match stdout
-                .lines()
-                .last()
-                .and_then(|l| serde_json::from_str::<Outcome>(l).ok())
-            {
-                Some(outcome) => outcome,
-                None => {
-                    let stderr = String::from_utf8_lossy(&o.stderr);
-                    let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
-                    Outcome::Failed {
-                        detail: format!(
-                            "the measuring process died ({}): {}",
-                            o.status,
-                            tail.join(" | ")
-                        ),
-                    }
-                }
-            }
-        }
-        Err(e) => Outcome::Failed {
-            detail: e.to_string(),
+    let dir = t.dir.to_string_lossy();
+    let runs = t.runs.to_string();
+    let args = ["tune-one", &dir, &c.id, &runs];
+    let parse = |line: &str| serde_json::from_str::<Outcome>(line).ok();
+    match crate::child::run(me, &args, t.timeout, parse) {
+        Ok(outcome) => outcome,
+        Err(ChildError::TimedOut) => Outcome::TimedOut {
+            limit_ms: t.timeout.as_millis() as u64,
         },
+        Err(ChildError::Failed(detail)) => Outcome::Failed { detail },
     }
 }
 
