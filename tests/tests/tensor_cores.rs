@@ -394,9 +394,15 @@ fn the_verifier_keeps_mma_where_a_whole_warp_runs_it() {
             "local f32 buffer",
         ),
     ];
-    for (from, to, why) in bad {
-        let text = ONE_TILE.replacen(from, to, 1);
-        assert_ne!(text, ONE_TILE, "{from} not found");
+    refused_mutations(ONE_TILE, &bad);
+}
+
+/// Each `(from, to, why)`: `program` with `from` replaced by `to` parses but does not
+/// verify, for a reason that says `why`.
+fn refused_mutations(program: &str, mutations: &[(&str, &str, &str)]) {
+    for &(from, to, why) in mutations {
+        let text = program.replacen(from, to, 1);
+        assert_ne!(text, program, "{from} not found");
         let p = tessera_ir::loops::parse::parse_program(&text)
             .unwrap_or_else(|e| panic!("{text}: {e}"));
         let e = tessera_ir::loops::verify::verify(&p)
@@ -508,16 +514,7 @@ fn the_verifier_keeps_warpgroup_mma_to_whole_warpgroups_and_core_matrices() {
             "retires(3)",
         ),
     ];
-    for (from, to, why) in bad {
-        let text = ONE_WARPGROUP_TILE.replacen(from, to, 1);
-        assert_ne!(text, ONE_WARPGROUP_TILE, "{from} not found");
-        let p = tessera_ir::loops::parse::parse_program(&text)
-            .unwrap_or_else(|e| panic!("{text}: {e}"));
-        let e = tessera_ir::loops::verify::verify(&p)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains(why), "expected `{why}` in: {e}");
-    }
+    refused_mutations(ONE_WARPGROUP_TILE, &bad);
 }
 
 /// A warpgroup step in flight (`retires(2)`) may read its tiles until the second barrier
