@@ -14,7 +14,7 @@
 use anyhow::{Context, Result};
 use std::path::Path;
 use tessera::{Compiler, Target};
-use tessera_codegen::ptx::WGMMA_SM;
+use tessera_ir::loops::mma::WGMMA_SM;
 use tessera_ir::{Attr, Attrs, DType, Graph, Node, OpKind, Rng, Tensor, ValueType};
 use tessera_passes::gpu_mma::MmaEngine;
 use tessera_passes::gpu_schedule::GpuScheduleConfig;

@@ -30,13 +30,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 use tessera_ir::loops::LoopProgram;
+use tessera_ir::loops::mma::WGMMA_SM;
 pub use tessera_ir::plan::GpuKernel;
 
 /// LLVM's calling convention number for `ptx_kernel` (an entry point of a PTX module).
 const PTX_KERNEL_CC: u32 = 71;
-
-/// The one compute capability with warpgroup tensor-core steps (`wgmma`, as `sm_90a`).
-pub const WGMMA_SM: u32 = 90;
 
 /// A PTX module for one compute capability.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

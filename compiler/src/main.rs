@@ -221,8 +221,9 @@ pub(crate) fn compiler(opts: &CommonOpts) -> Result<Compiler> {
         cfg.threads = t.max(1);
     }
     if opts.gpu_mma == GpuMma::Warpgroup {
+        use tessera_ir::loops::mma::WGMMA_SM;
         use tessera_passes::gpu_mma::MmaEngine;
-        use tessera_passes::gpu_schedule::{GpuScheduleConfig, WGMMA_SM};
+        use tessera_passes::gpu_schedule::GpuScheduleConfig;
         match target {
             Target::Cuda { sm } if sm == WGMMA_SM => {
                 cfg.gpu_schedule = Some(GpuScheduleConfig {

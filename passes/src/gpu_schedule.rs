@@ -22,15 +22,13 @@ use crate::schedule::{fuse, split};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use tessera_ir::loops::gpu::{Launch, MAX_THREADS_PER_BLOCK, binds_gpu};
+use tessera_ir::loops::mma::WGMMA_SM;
 use tessera_ir::loops::{
     BufRole, Buffer, GpuAxis, IExpr, Loop, LoopKind, LoopProgram, Stmt, VExpr, carries_dependence,
 };
 
 /// The first compute capability with `mma.sync.m16n8k16` for f16 and bf16 (Ampere).
 pub const MMA_MIN_SM: u32 = 80;
-/// The compute capability with warpgroup tensor-core steps (`wgmma`: sm_90a, Hopper only —
-/// later GPUs have other instructions).
-pub const WGMMA_SM: u32 = 90;
 
 /// Knobs of the default GPU schedule.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

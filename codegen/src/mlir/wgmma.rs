@@ -56,8 +56,8 @@ impl Em<'_> {
             DType::BF16 => "bf16",
             _ => "f16",
         };
-        let sums = (n / 2) as usize;
         let (slots, c) = self.accumulators_in(m)?;
+        let sums = slots.len();
         let scale_d = self.op("llvm.mlir.constant(1 : i32) : i32".into());
         let d_regs: Vec<String> = (0..sums).map(|r| format!("${r}")).collect();
         let (desc_at, scale_at) = (2 * sums, 2 * sums + 2);

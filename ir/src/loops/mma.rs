@@ -58,6 +58,9 @@ pub const MMA_K: i64 = 16;
 pub const MMA_ACC_PER_LANE: i64 = 4;
 /// Threads of a warp.
 pub const WARP: i64 = 32;
+/// The one compute capability with warpgroup steps (`wgmma`, as `sm_90a` code: Hopper only —
+/// later GPUs have other instructions).
+pub const WGMMA_SM: u32 = 90;
 /// Threads of a warpgroup (four warps), which a `wgmma` step runs on.
 pub const WARPGROUP: i64 = 128;
 /// Rows of a warpgroup step's output tile; its columns are [`MmaShape::Warpgroup`]'s `n`.

@@ -272,11 +272,10 @@ fn async_copy(cx: &Ctx, c: &AsyncCopy) -> Result<()> {
     Ok(())
 }
 
-/// Where a warp-collective statement (`mma`, `warp_fold`) may stand: directly in the only,
-/// x-axis thread loop of whole warps, not under a guard or a reduction, its `lane` that
-/// loop's variable modulo 32, `uniform` the same for every thread of a warp.
-/// The rules of a statement that `group` consecutive threads (a warp, a warpgroup) run
-/// together: where it stands, its lane, and the expressions the group must agree on.
+/// Where a statement that `group` consecutive threads (a warp, a warpgroup) run together —
+/// `mma`, `warp_fold` — may stand: directly in the only, x-axis thread loop of whole groups,
+/// not under a guard or a reduction, its `lane` that loop's variable modulo `group`,
+/// `uniform` the same for every thread of a group.
 fn group_collective(
     cx: &Ctx,
     what: &str,

@@ -184,9 +184,8 @@ impl GpuMmaTiling {
     /// The warpgroup ([`MmaEngine::Warpgroup`]) default for `spec`: a tile of the extent
     /// rounded up to a power of two per side, 64 to 128 rows and 16 to 128 columns, a
     /// warpgroup per 64 rows (one `m64nNk16` step across the tile's columns), 64 deep (less
-    /// for a shorter `k`),
-    /// staged by async copies three buffers deep — 96 KB of (dynamic) shared memory at
-    /// 128 × 128, so that two blocks share an sm_90 multiprocessor.
+    /// for a shorter `k`), staged by async copies three buffers deep — 96 KB of (dynamic)
+    /// shared memory at 128 × 128, so that two blocks share an sm_90 multiprocessor.
     pub fn warpgroup_default_for(spec: &ProductSpec) -> GpuMmaTiling {
         let side = |extent: i64, lo: i64| {
             (extent.max(1) as u64)
@@ -224,7 +223,7 @@ impl GpuMmaTiling {
         )
     }
 
-    /// Whether no side of the tile is over [`GpuMmaTiling::largest_side`]: more is padding —
+    /// Whether no side of the tile is over [`GpuMmaTiling::largest_sides`]: more is padding —
     /// zeros and guards that the GPU, the interpreter and the fuzzers would run for nothing.
     pub fn fits(&self, spec: &ProductSpec) -> bool {
         let [m, n, k] = Self::largest_sides(spec);
@@ -507,34 +506,33 @@ impl Gen<'_> {
         out
     }
 
-    /// Where element `(row, col)` of the `A` tile (`B` tile with `b_tile`) is staged in one
-    /// buffer, `col` (`row` for `B`: `k`) a multiple of 8 or plus less than 8 within a run.
-    /// Padded rows for warps; for warpgroups, core matrices — 8 × 8 blocks of 128
+    /// One buffer of the staged `A` tile (`B` tile with `b_tile`) as an operand at base 0:
+    /// padded rows for warps; for warpgroups, core matrices — 8 × 8 blocks of 128
     /// contiguous bytes, `A`'s rows along `k` (K-major), `B`'s along the columns (N-major),
-    /// the blocks of a tile row side by side, the block rows one after another.
-    fn tile_index(&self, b_tile: bool, row: IExpr, col: IExpr) -> IExpr {
+    /// the blocks of a tile row side by side, the block rows one after another. The copies
+    /// stage by it and the `mma`s read by it: one layout.
+    fn staged_tile(&self, b_tile: bool) -> MmaOperand {
         let t = self.t;
-        match (t.engine, b_tile) {
-            (MmaEngine::Warp, false) => row.times(t.row()).plus(col),
-            (MmaEngine::Warp, true) => row.times(t.b_row()).plus(col),
-            (MmaEngine::Warpgroup, _) => {
-                let [row_block, col_block] = self.core_blocks(b_tile);
-                row.clone()
-                    .modulo(CORE)
-                    .times(CORE)
-                    .plus(col.clone().modulo(CORE))
-                    .plus(row.floordiv(CORE).times(row_block))
-                    .plus(col.floordiv(CORE).times(col_block))
-            }
+        let (buf, width, padded) = match b_tile {
+            false => (&self.a_tile, t.bk, t.row()),
+            true => (&self.b_tile, t.bn, t.b_row()),
+        };
+        let (strides, blocks) = match t.engine {
+            MmaEngine::Warp => ([padded, 1], None),
+            MmaEngine::Warpgroup => ([CORE, 1], Some([width * CORE, CORE * CORE])),
+        };
+        MmaOperand {
+            buf: buf.clone(),
+            base: IExpr::c(0),
+            strides,
+            blocks,
         }
     }
 
-    /// A warpgroup tile's distances between neighbouring core matrices: along its rows and
-    /// along its columns (see [`Gen::tile_index`]).
-    fn core_blocks(&self, b_tile: bool) -> [i64; 2] {
-        let t = self.t;
-        let width = if b_tile { t.bn } else { t.bk };
-        [width * CORE, CORE * CORE]
+    /// Where element `(row, col)` of the `A` tile (`B` tile with `b_tile`) is staged in one
+    /// buffer (see [`Gen::staged_tile`]).
+    fn tile_index(&self, b_tile: bool, row: IExpr, col: IExpr) -> IExpr {
+        self.staged_tile(b_tile).at(row, col)
     }
 
     /// The tile row and first column of run `e` of a tile `runs_per_row` runs of 8 wide.
@@ -653,17 +651,11 @@ impl Gen<'_> {
         let (wr, wc) = self.warp_origin(&th);
         let a0 = buffer.clone().times(t.a_tile_len());
         let b0 = buffer.clone().times(t.b_tile_len());
-        let operand = |b_tile: bool, buf: &str, base: IExpr, row: IExpr, col: IExpr| {
-            let (strides, blocks) = match t.engine {
-                MmaEngine::Warp if b_tile => ([t.b_row(), 1], None),
-                MmaEngine::Warp => ([t.row(), 1], None),
-                MmaEngine::Warpgroup => ([CORE, 1], Some(self.core_blocks(b_tile))),
-            };
+        let operand = |b_tile: bool, buffer_start: IExpr, row: IExpr, col: IExpr| {
+            let tile = self.staged_tile(b_tile);
             MmaOperand {
-                buf: buf.into(),
-                base: base.plus(self.tile_index(b_tile, row, col)),
-                strides,
-                blocks,
+                base: buffer_start.plus(tile.at(row, col)),
+                ..tile
             }
         };
         let mut body = Vec::new();
@@ -679,8 +671,8 @@ impl Gen<'_> {
                         lane: th.clone().modulo(shape.group()),
                         acc: self.acc.clone(),
                         at: IExpr::c((mi * nt + ni) * shape.acc_per_lane()),
-                        a: operand(false, &self.a_tile, a0.clone(), a_row, k.clone()),
-                        b: operand(true, &self.b_tile, b0.clone(), k.clone(), b_col),
+                        a: operand(false, a0.clone(), a_row, k.clone()),
+                        b: operand(true, b0.clone(), k.clone(), b_col),
                     }));
                 }
             }
