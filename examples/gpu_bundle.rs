@@ -14,9 +14,10 @@
 use anyhow::{Context, Result};
 use std::path::Path;
 use tessera::{Compiler, Target};
+use tessera_ir::loops::gpu::max_shared_bytes;
 use tessera_ir::loops::mma::WGMMA_SM;
 use tessera_ir::{Attr, Attrs, DType, Graph, Node, OpKind, Rng, Tensor, ValueType};
-use tessera_passes::gpu_mma::MmaEngine;
+use tessera_passes::gpu_mma::{GpuMmaTiling, MmaEngine, MmaStaging};
 use tessera_passes::gpu_schedule::GpuScheduleConfig;
 
 /// A one-node graph `op(inputs…, constants…) -> y` over `dtype` inputs.
@@ -63,6 +64,8 @@ struct Case {
     check_rows: Option<usize>,
     /// The tensor-core instruction of its products' default tiling.
     mma_engine: MmaEngine,
+    /// A fixed tiling of its products instead of the default (the sweep).
+    mma_tiling: Option<GpuMmaTiling>,
 }
 
 impl Case {
@@ -74,6 +77,7 @@ impl Case {
             atol,
             check_rows: None,
             mma_engine: MmaEngine::Warp,
+            mma_tiling: None,
         }
     }
 }
@@ -115,6 +119,30 @@ fn kernels(sm: u32) -> Vec<Case> {
             });
         }
     }
+    // The sweep: the f16 product on other tilings — deeper pipelines (`cp.async` tiles in
+    // flight: stages − 1 on warps, stages − 2 on warpgroups), wider tiles — each checked and
+    // timed against cuBLAS in the same run, so that one run on the GPU says which to make the
+    // default.
+    for tiling in sweep(sm) {
+        let name = format!(
+            "gemm_f16_4096_{}_{}x{}x{}_s{}",
+            match tiling.engine {
+                MmaEngine::Warp => "mma",
+                MmaEngine::Warpgroup => "wgmma",
+            },
+            tiling.bm,
+            tiling.bn,
+            tiling.bk,
+            tiling.staging.buffers()
+        );
+        let (graph, flops) = matmul(&name, DType::F16, 4096);
+        cases.push(Case {
+            check_rows: Some(16),
+            mma_engine: tiling.engine,
+            mma_tiling: Some(tiling),
+            ..Case::new(graph, flops, 2e-3, 2e-2)
+        });
+    }
     cases.extend([
         Case::new(
             one_op(
@@ -154,6 +182,44 @@ fn kernels(sm: u32) -> Vec<Case> {
         ),
     ]);
     cases
+}
+
+/// The tilings of the sweep on `sm_<sm>` (beside the defaults): `(bm, bn, bk)`, warps (or
+/// warpgroups) along the rows and the columns, pipeline stages; warpgroups only on sm_90, and
+/// only what fits the GPU's shared memory (the compiler validates the rest).
+fn sweep(sm: u32) -> Vec<GpuMmaTiling> {
+    use MmaEngine::{Warp, Warpgroup};
+    let tilings: [(MmaEngine, [i64; 3], [i64; 2], i64); 11] = [
+        (Warp, [128, 128, 32], [2, 4], 3),
+        (Warp, [128, 128, 32], [2, 4], 4),
+        (Warp, [128, 128, 64], [2, 4], 3),
+        (Warp, [128, 256, 32], [4, 4], 3),
+        (Warpgroup, [128, 128, 64], [2, 1], 4),
+        (Warpgroup, [128, 128, 32], [2, 1], 6),
+        (Warpgroup, [128, 128, 32], [2, 1], 8),
+        (Warpgroup, [128, 256, 64], [2, 1], 4),
+        (Warpgroup, [256, 128, 64], [4, 1], 4),
+        (Warpgroup, [128, 256, 32], [2, 1], 6),
+        (Warpgroup, [256, 128, 32], [4, 1], 6),
+    ];
+    tilings
+        .into_iter()
+        .map(
+            |(engine, [bm, bn, bk], [warps_m, warps_n], stages)| GpuMmaTiling {
+                bm,
+                bn,
+                bk,
+                warps_m,
+                warps_n,
+                staging: MmaStaging::AsyncCopy { stages },
+                engine,
+            },
+        )
+        .filter(|t| {
+            (t.engine == Warp || sm == WGMMA_SM)
+                && t.shared_bytes(DType::F16) <= max_shared_bytes(sm)
+        })
+        .collect()
 }
 
 fn main() -> Result<()> {
@@ -198,6 +264,7 @@ fn main() -> Result<()> {
             atol,
             check_rows,
             mma_engine,
+            mma_tiling,
         } = case;
         let name = g.name.clone();
         let dir = out.join(&name);
@@ -205,11 +272,20 @@ fn main() -> Result<()> {
         let mut c = Compiler::new(Target::Cuda { sm });
         c.config.gpu_schedule = Some(GpuScheduleConfig {
             mma_engine,
+            mma_tiling,
             ..GpuScheduleConfig::for_sm(sm)
         });
         let b = tessera::pipeline::bind_symbols(&g, &Default::default());
         let (stages, program) = c.compile_gpu(&g, &b).with_context(|| name.clone())?;
-        tessera_codegen::ptx::check_with_ptxas(&program.module.text, sm)?;
+        // Accepted by ptxas; what it says of registers, spills and serialised warpgroup
+        // steps travels in the listing (the figures a GPU run's timings are read beside).
+        let ptxas = tessera_codegen::ptx::ptxas_report(&program.module.text, sm)?;
+        if ptxas.spill_bytes() > 0 || ptxas.serialises_warpgroup_steps() {
+            eprintln!(
+                "warning: {name}: ptxas spills or serialises:\n{}",
+                ptxas.text
+            );
+        }
         program.write(&name, &dir.join("model.ptx"))?;
         let seed = 100 + i as u64;
         let inputs = tessera::fuzzgen::graph_inputs(&stages.prepared, seed);
@@ -254,6 +330,11 @@ fn main() -> Result<()> {
             "bytes": bytes,
             "flops": flops,
             "check_rows": check_rows,
+            "ptxas": {
+                "max_registers": ptxas.max_registers(),
+                "spill_bytes": ptxas.spill_bytes(),
+                "serialises_warpgroup_steps": ptxas.serialises_warpgroup_steps(),
+            },
         }));
     }
     std::fs::write(

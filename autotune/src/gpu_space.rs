@@ -8,6 +8,7 @@
 
 use crate::error::TuneError;
 use crate::space::{Knob, Point, Space};
+use tessera_ir::loops::gpu::max_shared_bytes;
 use tessera_passes::gpu_mma::{GpuMmaTiling, MmaEngine, MmaStaging, worth_mma};
 use tessera_passes::gpu_product::{GpuProductTiling, worth_gpu_tiling};
 use tessera_passes::gpu_schedule::{GpuKernelSchedule, GpuScheduleConfig, is_row_reduction};
@@ -42,6 +43,8 @@ const MMA_ENGINE: &str = "mma_engine";
 #[derive(Clone, Debug)]
 pub(crate) struct GpuSpace {
     spec: Option<ProductSpec>,
+    /// The shared memory a block may have on the GPU: tiles that need more are not points.
+    max_shared: usize,
 }
 
 fn knob(name: &'static str, values: &[i64]) -> Knob {
@@ -111,7 +114,8 @@ pub fn for_gpu_kernel(k: &Kernel, sm: u32) -> Result<Space, TuneError> {
             knob(VECTOR_RUNS, &[1, 0]),
         ],
     );
-    Ok(Space::gpu(knobs, GpuSpace { spec }))
+    let max_shared = max_shared_bytes(sm);
+    Ok(Space::gpu(knobs, GpuSpace { spec, max_shared }))
 }
 
 /// The schedule at point `p` of `space`, validated.
@@ -127,6 +131,13 @@ pub(crate) fn decode(
             .ok_or_else(|| TuneError::Space("the kernel is not a product".into()))
     };
     let invalid = |e: tessera_passes::PassError| TuneError::Space(e.to_string());
+    let fits_gpu = |bytes: usize| match bytes <= gpu.max_shared {
+        true => Ok(()),
+        false => Err(TuneError::Space(format!(
+            "{bytes} bytes of shared memory (the GPU's blocks have {})",
+            gpu.max_shared
+        ))),
+    };
     Ok(match v(SCHEDULE)? {
         BOUND => GpuKernelSchedule::Bound {
             threads_per_block: v(THREADS)?,
@@ -162,6 +173,7 @@ pub(crate) fn decode(
                 },
             };
             tiling.validate(spec()?).map_err(invalid)?;
+            fits_gpu(tiling.shared_bytes(spec()?.dtype))?;
             GpuKernelSchedule::TensorCores { tiling }
         }
         other => return Err(TuneError::Space(format!("GPU schedule kind {other}"))),
@@ -205,24 +217,21 @@ pub(crate) fn knob_values(s: &KernelSchedule) -> Option<Vec<(&'static str, i64)>
             (MMA_K, t.bk),
             (WARPS_M, t.warps_m),
             (WARPS_N, t.warps_n),
-            (MMA_STAGING, staging_knob(t.staging)),
-            (MMA_ENGINE, engine_knob(t.engine)),
+            (MMA_STAGING, staging_knob(t.staging)?),
+            (MMA_ENGINE, engine_knob(t.engine)?),
         ],
     })
 }
 
-/// The `mma_staging` knob's value of `staging`: its position in `GpuMmaTiling::STAGINGS`.
-fn staging_knob(staging: MmaStaging) -> i64 {
-    GpuMmaTiling::STAGINGS
-        .iter()
-        .position(|&s| s == staging)
-        .expect("every staging is a knob value") as i64
+/// The `mma_staging` knob's value of `staging`: its position in `GpuMmaTiling::STAGINGS`
+/// (`None` for a staging outside the domain: a hand-made record).
+fn staging_knob(staging: MmaStaging) -> Option<i64> {
+    let at = GpuMmaTiling::STAGINGS.iter().position(|&s| s == staging)?;
+    Some(at as i64)
 }
 
 /// The `mma_engine` knob's value of `engine`: its position in `GpuMmaTiling::ENGINES`.
-fn engine_knob(engine: MmaEngine) -> i64 {
-    GpuMmaTiling::ENGINES
-        .iter()
-        .position(|&e| e == engine)
-        .expect("every engine is a knob value") as i64
+fn engine_knob(engine: MmaEngine) -> Option<i64> {
+    let at = GpuMmaTiling::ENGINES.iter().position(|&e| e == engine)?;
+    Some(at as i64)
 }

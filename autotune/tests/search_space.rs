@@ -326,3 +326,38 @@ fn warpgroup_tilings_are_points_of_sm_90_spaces_only() {
     }
     assert!(warpgroups > 0, "no warpgroup tiling sampled");
 }
+
+/// A tiling with more shared memory than one GPU's blocks have (eight buffers of 128 × 64 ×
+/// 64 tiles: 216 KB) is a point of the sm_90 space (227 KB) and not of the sm_80 one
+/// (163 KB), whose candidates would only fail at code generation.
+#[test]
+fn tilings_beyond_a_gpus_shared_memory_are_not_its_points() {
+    use tessera_passes::gpu_mma::{GpuMmaTiling, MmaEngine, MmaStaging};
+    use tessera_passes::gpu_schedule::GpuKernelSchedule;
+    let kernels = gpu_kernels();
+    let k = kernels.iter().find(|k| k.product.is_some()).unwrap();
+    let spec = k.product.as_ref().unwrap();
+    let tiling = GpuMmaTiling {
+        bm: 128,
+        bn: 64,
+        bk: 64,
+        warps_m: 2,
+        warps_n: 2,
+        staging: MmaStaging::AsyncCopy { stages: 8 },
+        engine: MmaEngine::Warp,
+    };
+    let bytes = tiling.shared_bytes(spec.dtype);
+    let [sm_80, sm_90] = [80, 90].map(tessera_ir::loops::gpu::max_shared_bytes);
+    assert!(sm_80 < bytes && bytes <= sm_90, "{bytes} bytes");
+    tiling.validate(spec).unwrap();
+    let s = KernelSchedule::Gpu(GpuKernelSchedule::TensorCores { tiling });
+    let hopper = Space::for_gpu_kernel(k, 90).unwrap();
+    let p = hopper.encode(&s).expect("a point of the sm_90 space");
+    assert_eq!(hopper.decode(&p).unwrap(), s);
+    let ampere = Space::for_gpu_kernel(k, 80).unwrap();
+    assert!(ampere.encode(&s).is_none());
+    let mut p_80 = p.clone();
+    p_80.truncate(ampere.knobs.len());
+    let e = ampere.decode(&p_80).unwrap_err().to_string();
+    assert!(e.contains("shared memory"), "{e}");
+}

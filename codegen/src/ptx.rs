@@ -235,16 +235,7 @@ fn add_kernels<'ctx>(
 const DYNAMIC_SHARED: &str = "tessera_dynamic_shared";
 
 /// The most shared memory one block may have on `sm_<sm>` (static and dynamic together).
-pub fn max_shared_bytes(sm: u32) -> usize {
-    match sm {
-        90.. => 227 * 1024,
-        80 | 87 => 163 * 1024,
-        86 | 89 => 99 * 1024,
-        70 | 72 => 96 * 1024,
-        75 => 64 * 1024,
-        _ => tessera_ir::loops::MAX_STATIC_SHARED_BYTES,
-    }
-}
+pub use tessera_ir::loops::gpu::max_shared_bytes;
 
 /// Moves the shared buffers of each kernel with more than the static limit into the
 /// launch's dynamic shared memory, at the offsets of
@@ -492,6 +483,51 @@ pub fn find_ptxas() -> Option<PathBuf> {
 /// Assembles `ptx` for `sm_<sm>` with `ptxas` (found by [`find_ptxas`]); `Err` carries
 /// ptxas's diagnostics. This is the offline check that a PTX module will load on a GPU.
 pub fn check_with_ptxas(ptx: &str, sm: u32) -> Result<(), CodegenError> {
+    ptxas_report(ptx, sm).map(|_| ())
+}
+
+/// What `ptxas -v` says of a module it accepted: per kernel registers, spills, shared
+/// memory, and its performance notes — a register spill or a serialised warpgroup step is
+/// visible here long before a GPU runs the code.
+#[derive(Clone, Debug)]
+pub struct PtxasReport {
+    /// ptxas's messages (its standard error), as printed.
+    pub text: String,
+}
+
+impl PtxasReport {
+    /// The most registers any kernel of the module uses.
+    pub fn max_registers(&self) -> u32 {
+        self.text
+            .lines()
+            .filter_map(|l| {
+                let (_, used) = l.split_once("Used ")?;
+                used.split_whitespace().next()?.parse().ok()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Bytes of spill stores and loads, over every kernel.
+    pub fn spill_bytes(&self) -> u64 {
+        let words: Vec<&str> = self.text.split_whitespace().collect();
+        words
+            .windows(3)
+            .filter(|w| w[1] == "bytes" && w[2] == "spill")
+            .filter_map(|w| w[0].parse::<u64>().ok())
+            .sum()
+    }
+
+    /// Whether ptxas had to serialise warpgroup steps (it injects `warpgroup.arrive` or
+    /// waits where the accumulators' registers are touched while steps are in flight:
+    /// notes C7510 and C7519, each costing the pipelining the schedule asked for).
+    pub fn serialises_warpgroup_steps(&self) -> bool {
+        ["C7510", "C7519"].iter().any(|c| self.text.contains(c))
+    }
+}
+
+/// [`check_with_ptxas`], with `-v`: what ptxas says of the accepted module.
+pub fn ptxas_report(ptx: &str, sm: u32) -> Result<PtxasReport, CodegenError> {
     let ptxas = find_ptxas().ok_or_else(|| {
         CodegenError::Target(
             "ptxas not found: install nvidia-cuda-nvcc-cu12 (scripts/setup.sh does) or set \
@@ -510,18 +546,19 @@ pub fn check_with_ptxas(ptx: &str, sm: u32) -> Result<(), CodegenError> {
     let arch = module_arch(ptx).unwrap_or_else(|| format!("sm_{sm}"));
     let out = std::process::Command::new(&ptxas)
         .arg(format!("-arch={arch}"))
+        .arg("-v")
         .arg(&src)
         .arg("-o")
         .arg(dir.join("module.cubin"))
         .output();
     let _ = std::fs::remove_dir_all(&dir);
     let out = out?;
+    let text = String::from_utf8_lossy(&out.stderr).trim().to_string();
     if out.status.success() {
-        Ok(())
+        Ok(PtxasReport { text })
     } else {
         Err(CodegenError::Target(format!(
-            "ptxas -arch={arch} rejected the module: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
+            "ptxas -arch={arch} rejected the module: {text}"
         )))
     }
 }

@@ -57,6 +57,11 @@ pub struct GpuScheduleConfig {
     /// `warpgroup_mma` allows — warpgroups ([`GpuMmaTiling::warpgroup_default_for`]).
     #[serde(default)]
     pub mma_engine: MmaEngine,
+    /// One tiling for every tensor-core product instead of the default for its size (a
+    /// benchmark's sweep over tilings, as `examples/gpu_bundle.rs` runs): a product it does
+    /// not fit, or a GPU without its engine, fails the schedule with the reason.
+    #[serde(default)]
+    pub mma_tiling: Option<GpuMmaTiling>,
 }
 
 fn yes() -> bool {
@@ -72,6 +77,7 @@ impl Default for GpuScheduleConfig {
             vector_runs: true,
             warpgroup_mma: false,
             mma_engine: MmaEngine::Warp,
+            mma_tiling: None,
         }
     }
 }
@@ -159,6 +165,16 @@ pub fn default_gpu_schedule(
         && cfg.tensor_cores
         && worth_mma(spec)
     {
+        if let Some(tiling) = cfg.mma_tiling {
+            let refused = |why: String| {
+                PassError::Schedule(format!("the fixed tensor-core tiling {tiling:?}: {why}"))
+            };
+            if tiling.engine == MmaEngine::Warpgroup && !cfg.warpgroup_mma {
+                return Err(refused("warpgroup steps need sm_90".into()));
+            }
+            tiling.validate(spec).map_err(|e| refused(e.to_string()))?;
+            return Ok(GpuKernelSchedule::TensorCores { tiling });
+        }
         let warpgroups = GpuMmaTiling::warpgroup_default_for(spec);
         let tiling = match cfg.mma_engine {
             MmaEngine::Warpgroup if cfg.warpgroup_mma && warpgroups.validate(spec).is_ok() => {

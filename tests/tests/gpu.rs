@@ -167,7 +167,7 @@ fn verifier_enforces_the_shape_of_gpu_programs() {
         ),
         // too much shared memory
         (
-            "kernel k(in x: f32[4], out y: f32[4], shared s: f32[50000]) {\n  for t in 0..4 thread(x) {\n    y[t] = x[t]\n  }\n}\n",
+            "kernel k(in x: f32[4], out y: f32[4], shared s: f32[60000]) {\n  for t in 0..4 thread(x) {\n    y[t] = x[t]\n  }\n}\n",
             "bytes of shared memory",
         ),
         // one axis bound twice

@@ -166,6 +166,19 @@ pub fn launch(prog: &LoopProgram) -> Result<Launch> {
     })
 }
 
+/// The most shared memory one block may have on `sm_<sm>` (static and dynamic together):
+/// what the code generator allows a kernel for that GPU, and the tuner's tiles on it.
+pub fn max_shared_bytes(sm: u32) -> usize {
+    match sm {
+        90.. => 227 * 1024,
+        80 | 87 => 163 * 1024,
+        86 | 89 => 99 * 1024,
+        70 | 72 => 96 * 1024,
+        75 => 64 * 1024,
+        _ => MAX_STATIC_SHARED_BYTES,
+    }
+}
+
 /// Where each shared buffer of `prog` starts in the block's shared memory (in declaration
 /// order, each 16-byte aligned) and the bytes they take together. Beyond
 /// [`MAX_STATIC_SHARED_BYTES`] the code generator places them so in dynamic shared memory.

@@ -81,10 +81,10 @@ impl BufRole {
 /// kernel with more is given it as *dynamic* shared memory at launch (see
 /// [`gpu::shared_layout`]).
 pub const MAX_STATIC_SHARED_BYTES: usize = 48 * 1024;
-/// The most shared memory one kernel may declare: what one block may have on the
-/// tensor-core GPUs (sm_80: 163 KB; sm_90: 227 KB). GPUs with less refuse it at code
-/// generation (`tessera_codegen::ptx::max_shared_bytes`).
-pub const MAX_SHARED_BYTES: usize = 163 * 1024;
+/// The most shared memory one kernel may declare: what one block may have on any GPU
+/// (sm_90: 227 KB). GPUs with less ([`gpu::max_shared_bytes`]: sm_80 163 KB) refuse more at
+/// code generation, and their tuning spaces leave such tiles out.
+pub const MAX_SHARED_BYTES: usize = 227 * 1024;
 /// The most thread-private memory one kernel may declare per thread (beyond a few hundred
 /// bytes it leaves registers for slow local memory).
 pub const MAX_LOCAL_BYTES: usize = 1024;

@@ -84,6 +84,10 @@ const VECTOR: i64 = 8;
 /// operand fragments beside them well under the 255-register limit (more would spill).
 pub const MAX_FRAGMENTS_PER_WARP: i64 = 16;
 
+/// The most buffers of an async-copy pipeline ([`MmaStaging::AsyncCopy`]): 7 tiles in flight,
+/// what Hopper's 227 KB of shared memory holds of 128 × 128 × 32 tiles with room to spare.
+pub const MAX_STAGES: i64 = 8;
+
 /// The most f32 sums a thread of a warpgroup holds (a 64×256 region, as CUTLASS's widest
 /// Hopper tiles): its operands stay in shared memory, so no fragment registers beside them.
 pub const MAX_WARPGROUP_ACCUMULATORS: i64 = 128;
@@ -113,7 +117,8 @@ pub enum MmaStaging {
     /// step. (What tilings recorded before the choice existed did.)
     #[default]
     Registers,
-    /// `stages` buffers (2 to 4), a pipeline: tiles are copied by `async_copy` (`cp.async`)
+    /// `stages` buffers (2 to [`MAX_STAGES`]), a pipeline: tiles are copied by `async_copy`
+    /// (`cp.async`)
     /// straight into shared memory, `stages − 1` steps ahead of the step that multiplies
     /// them, so that `stages − 1` tiles are in flight during each step; one barrier per
     /// step — where both operands are runs of kernel inputs (else as `Registers`).
@@ -155,11 +160,14 @@ impl GpuMmaTiling {
     pub const TILES: [i64; 5] = [16, 32, 64, 128, 256];
     pub const DEPTHS: [i64; 3] = [16, 32, 64];
     pub const WARPS: [i64; 3] = [1, 2, 4];
-    pub const STAGINGS: [MmaStaging; 4] = [
+    /// (The deep pipelines last: a tuning record names a staging by its position here.)
+    pub const STAGINGS: [MmaStaging; 6] = [
         MmaStaging::AsyncCopy { stages: 2 },
         MmaStaging::AsyncCopy { stages: 3 },
         MmaStaging::AsyncCopy { stages: 4 },
         MmaStaging::Registers,
+        MmaStaging::AsyncCopy { stages: 6 },
+        MmaStaging::AsyncCopy { stages: MAX_STAGES },
     ];
     pub const ENGINES: [MmaEngine; 2] = [MmaEngine::Warp, MmaEngine::Warpgroup];
 
@@ -299,6 +307,15 @@ impl GpuMmaTiling {
         self.bn + ROW_PAD
     }
 
+    /// Bytes of shared memory the staged `dtype` tiles take (all buffers of both operands): at
+    /// most
+    /// [`MAX_SHARED_BYTES`], and what the GPU allows
+    /// ([`max_shared_bytes`](tessera_ir::loops::gpu::max_shared_bytes)).
+    pub fn shared_bytes(&self, dtype: DType) -> usize {
+        let elements = self.staging.buffers() * (self.a_tile_len() + self.b_tile_len());
+        elements.max(0) as usize * dtype.size()
+    }
+
     pub fn validate(&self, spec: &ProductSpec) -> Result<(), PassError> {
         let bad = |m: String| Err(PassError::Schedule(format!("GPU mma tiling: {m}")));
         let t = self;
@@ -345,13 +362,12 @@ impl GpuMmaTiling {
             return bad(format!("{} threads per block", t.threads()));
         }
         if let MmaStaging::AsyncCopy { stages } = t.staging
-            && !(2..=4).contains(&stages)
+            && !(2..=MAX_STAGES).contains(&stages)
         {
-            return bad(format!("{stages} pipeline stages (2 to 4)"));
+            return bad(format!("{stages} pipeline stages (2 to {MAX_STAGES})"));
         }
-        let shared =
-            t.staging.buffers() * (t.a_tile_len() + t.b_tile_len()) * spec.dtype.size() as i64;
-        if shared as usize > MAX_SHARED_BYTES {
+        let shared = t.shared_bytes(spec.dtype);
+        if shared > MAX_SHARED_BYTES {
             return bad(format!("{shared} bytes of shared memory"));
         }
         let (mt, nt) = t.fragments();

@@ -8,7 +8,7 @@ use crate::gpu_product::{At, edge_guard, lt};
 use crate::product::ProductSpec;
 use tessera_ir::loops::async_copy::AsyncCopy;
 use tessera_ir::loops::mma::MMA_K;
-use tessera_ir::loops::{BufRole, CmpOp, IExpr, Loop, LoopKind, LoopProgram, Stmt, VExpr};
+use tessera_ir::loops::{BufRole, IExpr, Loop, LoopKind, LoopProgram, Stmt, VExpr};
 
 /// Whether both operands of `spec` are elements of kernel inputs of the product's dtype,
 /// contiguous along the staged runs (`A` along `k`, `B` along the columns): what an
@@ -92,38 +92,44 @@ impl Gen<'_> {
             // Double-buffered: tile 0 staged first; then each step prefetches the next tile's
             // runs into registers, multiplies the staged tile, and (after the barrier)
             // stores the prefetched runs into the other buffer — the global loads of one
-            // tile overlap the tensor-core work of the one before.
+            // tile overlap the tensor-core work of the one before. The last step, which has
+            // no next tile, is a loop iteration of its own: no branch inside the loop (a
+            // conditional prefetch between `wgmma`s makes ptxas serialise them, C7519).
             body.push(self.stage("mt1", at, &IExpr::c(0), t.bk, false, &IExpr::c(0)));
-            let (mk, next) = (IExpr::var("mk"), IExpr::var("mk").plus(IExpr::c(1)));
-            let more = lt(next.clone(), full);
+            let next = IExpr::var("mk").plus(IExpr::c(1));
             let next_tile =
                 |th: &str| self.staged(at, &IExpr::var(th), &next.clone().times(t.bk), t.bk, false);
-            let prefetch = |th: &str| {
-                let stores = each_staged(next_tile(th), |slot, e| Stmt::Store {
+            if full > 1 {
+                let mut step = each_staged(next_tile("mt2"), |slot, e| Stmt::Store {
                     buf: self.regs.clone(),
                     index: IExpr::c(slot),
                     value: e.value,
                 });
-                guarded(Some(more.clone()), stores)
-            };
-            let commit = |th: &str| {
-                let buffer = next.clone().modulo(2);
-                let stores = each_staged(next_tile(th), |slot, e| {
-                    self.shared_store(&e, &buffer, VExpr::load(&self.regs, IExpr::c(slot)))
+                let buffer = IExpr::var("mk").modulo(2);
+                step.extend(self.multiply_body("mt2", t.bk / MMA_K, &buffer, 1));
+                let commit = each_staged(next_tile("mt6"), |slot, e| {
+                    self.shared_store(
+                        &e,
+                        &next.clone().modulo(2),
+                        VExpr::load(&self.regs, IExpr::c(slot)),
+                    )
                 });
-                guarded(Some(more.clone()), stores)
-            };
-            let mut step = prefetch("mt2");
-            step.extend(self.multiply_body("mt2", t.bk / MMA_K, &mk.clone().modulo(2), 1));
-            body.push(Stmt::For(Loop {
-                var: "mk".into(),
-                extent: full,
-                kind: LoopKind::Serial,
-                body: vec![
-                    thread_loop("mt2", threads, step),
-                    thread_loop("mt6", threads, commit("mt6")),
-                ],
-            }));
+                body.push(Stmt::For(Loop {
+                    var: "mk".into(),
+                    extent: full - 1,
+                    kind: LoopKind::Serial,
+                    body: vec![
+                        thread_loop("mt2", threads, step),
+                        thread_loop("mt6", threads, commit),
+                    ],
+                }));
+            }
+            let last = IExpr::c((full - 1) % 2);
+            body.push(thread_loop(
+                "mt5",
+                threads,
+                self.multiply_body("mt5", t.bk / MMA_K, &last, 1),
+            ));
         }
         let tail = s.k % t.bk;
         if tail != 0 {
@@ -188,22 +194,40 @@ impl Gen<'_> {
             let th = format!("mtp{n}");
             body.push(thread_loop(&th, threads, fixed(&th, n)));
         }
-        if full > 0 {
-            let next = IExpr::var("mk").plus(IExpr::c(ahead));
-            let mut step = guarded(Some(lt(next.clone(), full)), copy("mt2", &next, false));
-            if tail_steps > 0 && full >= ahead {
-                // The tail tile, in the step `ahead` before it.
-                let at_tail = VExpr::ICmp(CmpOp::Eq, next.clone(), IExpr::c(full));
-                step.extend(guarded(Some(at_tail), fixed("mt2", full)));
-            }
-            let buffer = IExpr::var("mk").modulo(stages);
+        // The steps of the full tiles: a steady loop whose every step copies (no branch in
+        // it: a conditional copy between `wgmma`s makes ptxas serialise them, C7519), then
+        // the last `ahead` steps — the first of them copying the tail tile, if any — which
+        // copy nothing more.
+        let steady = (full - ahead).max(0);
+        let step_loop = |var: &str, extent: i64, first: i64, copies: bool| {
+            let mk = IExpr::var(var).plus(IExpr::c(first));
+            let mut step = match copies {
+                true => copy("mt2", &mk.clone().plus(IExpr::c(ahead)), false),
+                false => Vec::new(),
+            };
+            let buffer = mk.modulo(stages);
             step.extend(self.multiply_body("mt2", t.bk / MMA_K, &buffer, 1 + in_flight));
-            body.push(Stmt::For(Loop {
-                var: "mk".into(),
-                extent: full,
+            Stmt::For(Loop {
+                var: var.into(),
+                extent,
                 kind: LoopKind::Serial,
                 body: vec![thread_loop("mt2", threads, step)],
-            }));
+            })
+        };
+        if steady > 0 {
+            body.push(step_loop("mk", steady, 0, true));
+        }
+        let mut drained = steady;
+        if tail_steps > 0 && full >= ahead && full > 0 {
+            // The tail tile, in the step `ahead` before it.
+            let mut step = fixed("mt3", full);
+            let buffer = IExpr::c(steady % stages);
+            step.extend(self.multiply_body("mt3", t.bk / MMA_K, &buffer, 1 + in_flight));
+            body.push(thread_loop("mt3", threads, step));
+            drained += 1;
+        }
+        if drained < full {
+            body.push(step_loop("md", full - drained, drained, false));
         }
         if tail_steps > 0 {
             let buffer = IExpr::c(full % stages);
