@@ -188,7 +188,7 @@ fn row_run(prog: &LoopProgram, body: &[Stmt]) -> i64 {
     fn collect(prog: &LoopProgram, s: &Stmt, sizes: &mut Vec<usize>, lengths: &mut Vec<i64>) {
         let size = |buf: &str| prog.buffer(buf).map_or(0, |b| b.dtype.size());
         let loads = |e: &VExpr, var: &str, sizes: &mut Vec<usize>| {
-            let found = crate::gpu_schedule::run_loads(e, var);
+            let found = crate::gpu_runs::run_loads(e, var);
             sizes.extend(found.iter().map(|(buf, _)| size(buf)));
         };
         match s {
@@ -329,7 +329,7 @@ impl Builder<'_> {
             return l.body.iter().map(|s| s.subst(&l.var, first)).collect();
         }
         let mut name = |base: &str| self.fresh(&format!("r{base}_"));
-        let (body, registers) = crate::gpu_schedule::unrolled_run(
+        let (body, registers) = crate::gpu_runs::unrolled_run(
             self.prog,
             (&l.var, &l.body),
             first,
@@ -408,7 +408,7 @@ impl Builder<'_> {
         // In runs: the contiguous loads of a run first, each into registers of its own.
         let staged: Vec<((String, IExpr), String)> = match self.run {
             1 => vec![],
-            run => crate::gpu_schedule::run_loads(&row_value, axis)
+            run => crate::gpu_runs::run_loads(&row_value, axis)
                 .into_iter()
                 .map(|(buf, index)| {
                     let dtype = self.prog.buffer(&buf).map_or(r.dtype, |b| b.dtype);

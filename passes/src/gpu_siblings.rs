@@ -19,10 +19,8 @@
 
 use crate::error::PassError;
 use crate::gpu_product::lt;
-use crate::gpu_schedule::{
-    GpuBinding, GpuScheduleConfig, MIN_THREADS_WITH_RUNS, bindable, collect_stores, contiguous_run,
-    outer_chain, unrolled_run,
-};
+use crate::gpu_runs::{MIN_THREADS_WITH_RUNS, contiguous_run, unrolled_run};
+use crate::gpu_schedule::{GpuBinding, GpuScheduleConfig, bindable, collect_stores, outer_chain};
 use crate::product::unused_name;
 use crate::schedule::fuse;
 use std::collections::HashMap;

@@ -19,6 +19,7 @@ pub mod fold;
 pub mod gpu_mma;
 pub mod gpu_product;
 pub mod gpu_reduce;
+mod gpu_runs;
 pub mod gpu_schedule;
 mod gpu_siblings;
 pub mod legalize;
