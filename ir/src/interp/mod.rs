@@ -26,6 +26,15 @@ use shape::{gather_by, gather_elements, gather_nd, scatter, take, transpose};
 
 type R<T> = std::result::Result<T, String>;
 
+/// A shape seen around `axis`: the elements before it (outer), its length, after it (inner).
+fn around_axis(s: &[usize], axis: usize) -> (usize, usize, usize) {
+    (
+        s[..axis].iter().product(),
+        s[axis],
+        s[axis + 1..].iter().product(),
+    )
+}
+
 /// Input `i` of a node's arguments (an error where it is missing or omitted).
 fn arg<'t>(args: &[Option<&'t Tensor>], i: usize) -> R<&'t Tensor> {
     args.get(i)
@@ -245,11 +254,7 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
             let axis = infer::norm_axis(n.attrs.int("axis", 0)?, x.shape().len())?;
             let last = n.attrs.int("select_last_index", 0)? != 0;
             let s = x.shape();
-            let (outer, len, inner) = (
-                s[..axis].iter().product::<usize>(),
-                s[axis],
-                s[axis + 1..].iter().product::<usize>(),
-            );
+            let (outer, len, inner) = around_axis(s, axis);
             let v = x.to_f64_vec();
             let mut out = Vec::with_capacity(outer * inner);
             for o in 0..outer {

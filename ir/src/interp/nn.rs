@@ -3,7 +3,7 @@
 
 use super::scalar::bcast_index;
 use super::shape::int_limits;
-use super::{R, arg};
+use super::{R, arg, around_axis};
 use crate::dtype::DType;
 use crate::graph::Node;
 use crate::infer::{self, Window};
@@ -183,11 +183,7 @@ pub(super) fn pool(n: &Node, x: &Tensor, oshape: &[usize]) -> R<Tensor> {
 /// Applies `f` to every 1-D lane along `axis` and writes the results back in place.
 pub(super) fn reduce_like(x: &Tensor, axis: usize, f: impl Fn(&[f64]) -> Vec<f64>) -> Tensor {
     let s = x.shape();
-    let (outer, len, inner) = (
-        s[..axis].iter().product::<usize>(),
-        s[axis],
-        s[axis + 1..].iter().product::<usize>(),
-    );
+    let (outer, len, inner) = around_axis(s, axis);
     let v = x.to_f64_vec();
     let mut out = vec![0.0; v.len()];
     for o in 0..outer {

@@ -1,7 +1,7 @@
 //! The interpreter's data-movement ops: padding, triangles, cumulative sums, gathers and
 //! scatters (indices checked against their axis), transposes.
 
-use super::{R, arg};
+use super::{R, arg, around_axis};
 use crate::dtype::DType;
 use crate::graph::Node;
 use crate::infer;
@@ -301,11 +301,7 @@ pub(super) fn cum_sum(
         n.attrs.int("reverse", 0)? != 0,
     );
     let s = x.shape();
-    let (outer, len, inner) = (
-        s[..axis].iter().product::<usize>(),
-        s[axis],
-        s[axis + 1..].iter().product::<usize>(),
-    );
+    let (outer, len, inner) = around_axis(s, axis);
     let float = x.dtype().is_float();
     let v = x.to_f64_vec();
     let iv = x.to_i64_vec();
