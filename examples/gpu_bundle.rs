@@ -125,7 +125,7 @@ fn kernels(sm: u32) -> Vec<Case> {
     // default.
     for tiling in sweep(sm) {
         let name = format!(
-            "gemm_f16_4096_{}_{}x{}x{}_s{}",
+            "gemm_f16_4096_{}_{}x{}x{}_w{}x{}_s{}",
             match tiling.engine {
                 MmaEngine::Warp => "mma",
                 MmaEngine::Warpgroup => "wgmma",
@@ -133,6 +133,8 @@ fn kernels(sm: u32) -> Vec<Case> {
             tiling.bm,
             tiling.bn,
             tiling.bk,
+            tiling.warps_m,
+            tiling.warps_n,
             tiling.staging.buffers()
         );
         let (graph, flops) = matmul(&name, DType::F16, 4096);
@@ -189,11 +191,13 @@ fn kernels(sm: u32) -> Vec<Case> {
 /// only what fits the GPU's shared memory (the compiler validates the rest).
 fn sweep(sm: u32) -> Vec<GpuMmaTiling> {
     use MmaEngine::{Warp, Warpgroup};
-    let tilings: [(MmaEngine, [i64; 3], [i64; 2], i64); 11] = [
+    let tilings: [(MmaEngine, [i64; 3], [i64; 2], i64); 13] = [
         (Warp, [128, 128, 32], [2, 4], 3),
         (Warp, [128, 128, 32], [2, 4], 4),
         (Warp, [128, 128, 64], [2, 4], 3),
         (Warp, [128, 256, 32], [4, 4], 3),
+        (Warp, [128, 256, 32], [2, 4], 4),
+        (Warp, [128, 256, 64], [2, 4], 3),
         (Warpgroup, [128, 128, 64], [2, 1], 4),
         (Warpgroup, [128, 128, 32], [2, 1], 6),
         (Warpgroup, [128, 128, 32], [2, 1], 8),

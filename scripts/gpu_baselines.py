@@ -12,7 +12,7 @@ import torch
 
 
 # tessera's product cases → this script's keys. A case named after one of these and more
-# (`gemm_f16_4096_wgmma`, the sweep's `gemm_f16_4096_wgmma_128x128x32_s6`: the same product on
+# (`gemm_f16_4096_wgmma`, the sweep's `gemm_f16_4096_wgmma_128x128x32_w2x1_s6`: the same product on
 # other tilings) has the same baseline.
 GEMMS = {
     "gemm_f32_1024": "gemm_float32_1024",
@@ -104,23 +104,31 @@ def main():
 
     rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
     copy = out["copy_gbytes_per_s"]
-    print(f"\n{'case':<36}{'pass':>6}{'ms':>10}{'GB/s':>9}{'of copy':>9}{'torch ms':>10}{'ratio':>8}")
+    print(f"\n{'case':<40}{'pass':>6}{'ms':>10}{'GB/s':>9}{'of copy':>9}{'torch ms':>10}{'ratio':>8}")
     for r in rows:
         if "median_ms" not in r:
-            print(f"{r['case']:<36}{'ERROR':>6}  {r.get('error', '')}")
+            print(f"{r['case']:<40}{'ERROR':>6}  {r.get('error', '')}")
             continue
         torch_ms = out.get(f"{torch_name(r['case'])}_ms")
         ratio = f"{r['median_ms'] / torch_ms:8.2f}" if torch_ms else f"{'':>8}"
         tm = f"{torch_ms:10.4f}" if torch_ms else f"{'':>10}"
         print(
-            f"{r['case']:<36}{str(r['pass']):>6}{r['median_ms']:10.4f}{r['gbytes_per_s']:9.1f}"
+            f"{r['case']:<40}{str(r['pass']):>6}{r['median_ms']:10.4f}{r['gbytes_per_s']:9.1f}"
             f"{r['gbytes_per_s'] / copy:9.1%}{tm}{ratio}"
         )
+    best = {}
     for r in rows:
         if r.get("gflops") and torch_name(r["case"]) in GEMMS.values():
             tflops = r["gflops"] / 1e3
             ref = out[f"{torch_name(r['case'])}_tflops"]
             print(f"{r['case']}: {tflops:.1f} TFLOP/s = {tflops / ref:.1%} of cuBLAS ({ref:.1f})")
+            # Only a tiling whose results passed the check counts.
+            key = torch_name(r["case"])
+            if r.get("pass") and tflops > best.get(key, ("", 0.0))[1]:
+                best[key] = (r["case"], tflops)
+    for key, (case, tflops) in best.items():
+        ref = out[f"{key}_tflops"]
+        print(f"best for {key}: {case}, {tflops / ref:.1%} of cuBLAS")
     print(f"\ndevice-to-device copy: {copy:.0f} GB/s; cuBLAS fp16 4096^3: "
           f"{out['gemm_float16_4096_tflops']:.0f} TFLOP/s, bf16: {out['gemm_bfloat16_4096_tflops']:.0f}; "
           f"fp32 1024^3 (no TF32): {out['gemm_float32_1024_tflops']:.1f} TFLOP/s")

@@ -80,9 +80,10 @@ const ROW_PAD: i64 = 8;
 /// along `k` (16) and the columns (8).
 const VECTOR: i64 = 8;
 
-/// The most 16×8 fragments one warp accumulates: 64 f32 registers per thread, with the
-/// operand fragments beside them well under the 255-register limit (more would spill).
-pub const MAX_FRAGMENTS_PER_WARP: i64 = 16;
+/// The most 16×8 fragments one warp accumulates: a 64×64 warp tile (CUTLASS's for Ampere),
+/// 128 f32 registers per thread, with the operand fragments beside them under the
+/// 255-register limit (ptxas: no spills at 128×256 tiles of 2×4 warps).
+pub const MAX_FRAGMENTS_PER_WARP: i64 = 32;
 
 /// The most buffers of an async-copy pipeline ([`MmaStaging::AsyncCopy`]): 7 tiles in flight,
 /// what Hopper's 227 KB of shared memory holds of 128 × 128 × 32 tiles with room to spare.
