@@ -138,6 +138,9 @@ fn tensor_core_products_match_the_plain_kernels() {
                     let what = format!("{name} ({dtype}) with {t:?}");
                     let tiled =
                         tile_mma(&k.program, spec, &t).unwrap_or_else(|e| panic!("{what}: {e}"));
+                    // (`tile_mma` verifies in debug builds only: here always.)
+                    tessera_ir::loops::verify::verify(&tiled)
+                        .unwrap_or_else(|e| panic!("{what} does not verify: {e}"));
                     assert!(count_mma(&tiled.body) > 0, "{what}: no mma statement");
                     let copies = count_async_copies(&tiled.body);
                     // Copied where both operands are runs of inputs: not a transposed operand,

@@ -126,9 +126,9 @@ impl Gen<'_> {
             }
             let last = IExpr::c((full - 1) % 2);
             body.push(thread_loop(
-                "mt5",
+                "mt8",
                 threads,
-                self.multiply_body("mt5", t.bk / MMA_K, &last, 1),
+                self.multiply_body("mt8", t.bk / MMA_K, &last, 1),
             ));
         }
         let tail = s.k % t.bk;
@@ -199,23 +199,25 @@ impl Gen<'_> {
         // the last `ahead` steps — the first of them copying the tail tile, if any — which
         // copy nothing more.
         let steady = (full - ahead).max(0);
-        let step_loop = |var: &str, extent: i64, first: i64, copies: bool| {
+        // Each loop binds its own thread variable (the verifier wants every index variable
+        // bound once in a program).
+        let step_loop = |(var, th): (&str, &str), extent: i64, first: i64, copies: bool| {
             let mk = IExpr::var(var).plus(IExpr::c(first));
             let mut step = match copies {
-                true => copy("mt2", &mk.clone().plus(IExpr::c(ahead)), false),
+                true => copy(th, &mk.clone().plus(IExpr::c(ahead)), false),
                 false => Vec::new(),
             };
             let buffer = mk.modulo(stages);
-            step.extend(self.multiply_body("mt2", t.bk / MMA_K, &buffer, 1 + in_flight));
+            step.extend(self.multiply_body(th, t.bk / MMA_K, &buffer, 1 + in_flight));
             Stmt::For(Loop {
                 var: var.into(),
                 extent,
                 kind: LoopKind::Serial,
-                body: vec![thread_loop("mt2", threads, step)],
+                body: vec![thread_loop(th, threads, step)],
             })
         };
         if steady > 0 {
-            body.push(step_loop("mk", steady, 0, true));
+            body.push(step_loop(("mk", "mt2"), steady, 0, true));
         }
         let mut drained = steady;
         if tail_steps > 0 && full >= ahead && full > 0 {
@@ -227,7 +229,7 @@ impl Gen<'_> {
             drained += 1;
         }
         if drained < full {
-            body.push(step_loop("md", full - drained, drained, false));
+            body.push(step_loop(("md", "mt7"), full - drained, drained, false));
         }
         if tail_steps > 0 {
             let buffer = IExpr::c(full % stages);
