@@ -305,7 +305,21 @@ impl Builder<'_, '_> {
                 self.push(OpKind::MatMul, &[x, t], attrs)
             }
             6 if rank > 0 => {
-                let k = shape[rank - 1];
+                // Now and then a long `k`: the last two axes merged (up to 64), so that tiled
+                // products take several `k` tiles — a pipeline's prologue, steady loop and
+                // drain — which axes of at most 8 never give.
+                let (x, k) = if rank >= 3 && self.u.ratio(1, 3)? {
+                    let mut merged: Vec<i64> =
+                        shape[..rank - 2].iter().map(|&d| d as i64).collect();
+                    merged.push((shape[rank - 2] * shape[rank - 1]) as i64);
+                    let s = self.int_constant(&merged);
+                    match self.then(OpKind::Reshape, &[x, s], Attrs::new()) {
+                        Ok(y) => (y, shape[rank - 2] * shape[rank - 1]),
+                        Err(e) => return Ok(Err(e)),
+                    }
+                } else {
+                    (x, shape[rank - 1])
+                };
                 let n = self.u.int_in_range(1..=12)?;
                 let w = self.constant(&[k, n], 0.1, 1.0, true);
                 let y = match self.then(OpKind::MatMul, &[x, w], attrs) {
