@@ -140,7 +140,6 @@ fn kernels(sm: u32) -> Vec<Case> {
         let (graph, flops) = matmul(&name, DType::F16, 4096);
         cases.push(Case {
             check_rows: Some(16),
-            mma_engine: tiling.engine,
             mma_tiling: Some(tiling),
             ..Case::new(graph, flops, 2e-3, 2e-2)
         });
