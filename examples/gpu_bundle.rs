@@ -17,7 +17,7 @@ use tessera::{Compiler, Target};
 use tessera_ir::loops::gpu::max_shared_bytes;
 use tessera_ir::loops::mma::WGMMA_SM;
 use tessera_ir::{Attr, Attrs, DType, Graph, Node, OpKind, Rng, Tensor, ValueType};
-use tessera_passes::gpu_mma::{GpuMmaTiling, MmaEngine, MmaStaging};
+use tessera_passes::gpu_mma::{GpuMmaTiling, MmaEngine, MmaLayout, MmaStaging};
 use tessera_passes::gpu_schedule::GpuScheduleConfig;
 
 /// A one-node graph `op(inputs…, constants…) -> y` over `dtype` inputs.
@@ -125,7 +125,7 @@ fn kernels(sm: u32) -> Vec<Case> {
     // default.
     for tiling in sweep(sm) {
         let name = format!(
-            "gemm_f16_4096_{}_{}x{}x{}_w{}x{}_s{}",
+            "gemm_f16_4096_{}_{}x{}x{}_w{}x{}_s{}{}",
             match tiling.engine {
                 MmaEngine::Warp => "mma",
                 MmaEngine::Warpgroup => "wgmma",
@@ -135,7 +135,11 @@ fn kernels(sm: u32) -> Vec<Case> {
             tiling.bk,
             tiling.warps_m,
             tiling.warps_n,
-            tiling.staging.buffers()
+            tiling.staging.buffers(),
+            match tiling.layout {
+                MmaLayout::Plain => "",
+                MmaLayout::Swizzled => "_sw",
+            }
         );
         let (graph, flops) = matmul(&name, DType::F16, 4096);
         cases.push(Case {
@@ -186,29 +190,39 @@ fn kernels(sm: u32) -> Vec<Case> {
 }
 
 /// The tilings of the sweep on `sm_<sm>` (beside the defaults): `(bm, bn, bk)`, warps (or
-/// warpgroups) along the rows and the columns, pipeline stages; warpgroups only on sm_90, and
+/// warpgroups) along the rows and the columns, pipeline stages, the staged tiles' layout
+/// (`_sw`: 128-byte swizzled); warpgroups only on sm_90, and
 /// only what fits the GPU's shared memory (the compiler validates the rest).
 fn sweep(sm: u32) -> Vec<GpuMmaTiling> {
+    /// Engine, `(bm, bn, bk)`, warps (warpgroups), stages, layout.
+    type SweepTiling = (MmaEngine, [i64; 3], [i64; 2], i64, MmaLayout);
     use MmaEngine::{Warp, Warpgroup};
-    let tilings: [(MmaEngine, [i64; 3], [i64; 2], i64); 13] = [
-        (Warp, [128, 128, 32], [2, 4], 3),
-        (Warp, [128, 128, 32], [2, 4], 4),
-        (Warp, [128, 128, 64], [2, 4], 3),
-        (Warp, [128, 256, 32], [4, 4], 3),
-        (Warp, [128, 256, 32], [2, 4], 4),
-        (Warp, [128, 256, 64], [2, 4], 3),
-        (Warpgroup, [128, 128, 64], [2, 1], 4),
-        (Warpgroup, [128, 128, 32], [2, 1], 6),
-        (Warpgroup, [128, 128, 32], [2, 1], 8),
-        (Warpgroup, [128, 256, 64], [2, 1], 4),
-        (Warpgroup, [256, 128, 64], [4, 1], 4),
-        (Warpgroup, [128, 256, 32], [2, 1], 6),
-        (Warpgroup, [256, 128, 32], [4, 1], 6),
+    use MmaLayout::{Plain, Swizzled};
+    let tilings: [SweepTiling; 18] = [
+        (Warp, [128, 128, 32], [2, 4], 3, Plain),
+        (Warp, [128, 128, 32], [2, 4], 4, Plain),
+        (Warp, [128, 128, 64], [2, 4], 3, Plain),
+        (Warp, [128, 256, 32], [4, 4], 3, Plain),
+        (Warp, [128, 256, 32], [2, 4], 4, Plain),
+        (Warp, [128, 256, 64], [2, 4], 3, Plain),
+        (Warpgroup, [128, 128, 64], [2, 1], 4, Plain),
+        (Warpgroup, [128, 128, 32], [2, 1], 6, Plain),
+        (Warpgroup, [128, 128, 32], [2, 1], 8, Plain),
+        (Warpgroup, [128, 256, 64], [2, 1], 4, Plain),
+        (Warpgroup, [256, 128, 64], [4, 1], 4, Plain),
+        (Warpgroup, [128, 256, 32], [2, 1], 6, Plain),
+        (Warpgroup, [256, 128, 32], [4, 1], 6, Plain),
+        // The 128-byte swizzle (the layout TMA writes) beside the core matrices.
+        (Warpgroup, [128, 128, 64], [2, 1], 3, Swizzled),
+        (Warpgroup, [128, 128, 64], [2, 1], 4, Swizzled),
+        (Warpgroup, [128, 128, 64], [2, 1], 6, Swizzled),
+        (Warpgroup, [128, 256, 64], [2, 1], 4, Swizzled),
+        (Warpgroup, [256, 128, 64], [4, 1], 4, Swizzled),
     ];
     tilings
         .into_iter()
         .map(
-            |(engine, [bm, bn, bk], [warps_m, warps_n], stages)| GpuMmaTiling {
+            |(engine, [bm, bn, bk], [warps_m, warps_n], stages, layout)| GpuMmaTiling {
                 bm,
                 bn,
                 bk,
@@ -216,6 +230,7 @@ fn sweep(sm: u32) -> Vec<GpuMmaTiling> {
                 warps_n,
                 staging: MmaStaging::AsyncCopy { stages },
                 engine,
+                layout,
             },
         )
         .filter(|t| {

@@ -9,7 +9,7 @@
 use crate::error::TuneError;
 use crate::space::{Knob, Point, Space};
 use tessera_ir::loops::gpu::max_shared_bytes;
-use tessera_passes::gpu_mma::{GpuMmaTiling, MmaEngine, MmaStaging, worth_mma};
+use tessera_passes::gpu_mma::{GpuMmaTiling, MmaEngine, MmaLayout, MmaStaging, worth_mma};
 use tessera_passes::gpu_product::{GpuProductTiling, worth_gpu_tiling};
 use tessera_passes::gpu_schedule::{GpuKernelSchedule, GpuScheduleConfig, is_row_reduction};
 use tessera_passes::lower::Kernel;
@@ -38,6 +38,7 @@ const WARPS_M: &str = "warps_m";
 const WARPS_N: &str = "warps_n";
 const MMA_STAGING: &str = "mma_staging";
 const MMA_ENGINE: &str = "mma_engine";
+const MMA_LAYOUT: &str = "mma_layout";
 
 /// What a GPU space needs to decode its points.
 #[derive(Clone, Debug)]
@@ -100,6 +101,11 @@ pub fn for_gpu_kernel(k: &Kernel, sm: u32) -> Result<Space, TuneError> {
                 knobs.push(knob(
                     MMA_ENGINE,
                     &(0..GpuMmaTiling::ENGINES.len() as i64).collect::<Vec<_>>(),
+                ));
+                // Positions in `LAYOUTS` (swizzled tiles are the warpgroups').
+                knobs.push(knob(
+                    MMA_LAYOUT,
+                    &(0..GpuMmaTiling::LAYOUTS.len() as i64).collect::<Vec<_>>(),
                 ));
             }
         }
@@ -171,6 +177,10 @@ pub(crate) fn decode(
                     Ok(e) => GpuMmaTiling::ENGINES[e as usize],
                     Err(_) => MmaEngine::Warp,
                 },
+                layout: match space.value(p, MMA_LAYOUT) {
+                    Ok(l) => GpuMmaTiling::LAYOUTS[l as usize],
+                    Err(_) => MmaLayout::Plain,
+                },
             };
             tiling.validate(spec()?).map_err(invalid)?;
             fits_gpu(tiling.shared_bytes(spec()?.dtype))?;
@@ -219,6 +229,7 @@ pub(crate) fn knob_values(s: &KernelSchedule) -> Option<Vec<(&'static str, i64)>
             (WARPS_N, t.warps_n),
             (MMA_STAGING, staging_knob(t.staging)?),
             (MMA_ENGINE, engine_knob(t.engine)?),
+            (MMA_LAYOUT, layout_knob(t.layout)),
         ],
     })
 }
@@ -234,4 +245,12 @@ fn staging_knob(staging: MmaStaging) -> Option<i64> {
 fn engine_knob(engine: MmaEngine) -> Option<i64> {
     let at = GpuMmaTiling::ENGINES.iter().position(|&e| e == engine)?;
     Some(at as i64)
+}
+
+/// The `mma_layout` knob's value of `layout`: its position in `GpuMmaTiling::LAYOUTS`.
+fn layout_knob(layout: MmaLayout) -> i64 {
+    match layout {
+        MmaLayout::Plain => 0,
+        MmaLayout::Swizzled => 1,
+    }
 }

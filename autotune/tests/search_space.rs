@@ -332,7 +332,7 @@ fn warpgroup_tilings_are_points_of_sm_90_spaces_only() {
 /// (163 KB), whose candidates would only fail at code generation.
 #[test]
 fn tilings_beyond_a_gpus_shared_memory_are_not_its_points() {
-    use tessera_passes::gpu_mma::{GpuMmaTiling, MmaEngine, MmaStaging};
+    use tessera_passes::gpu_mma::{GpuMmaTiling, MmaEngine, MmaLayout, MmaStaging};
     use tessera_passes::gpu_schedule::GpuKernelSchedule;
     let kernels = gpu_kernels();
     let k = kernels.iter().find(|k| k.product.is_some()).unwrap();
@@ -345,6 +345,7 @@ fn tilings_beyond_a_gpus_shared_memory_are_not_its_points() {
         warps_n: 2,
         staging: MmaStaging::AsyncCopy { stages: 8 },
         engine: MmaEngine::Warp,
+        layout: MmaLayout::Plain,
     };
     let bytes = tiling.shared_bytes(spec.dtype);
     let [sm_80, sm_90] = [80, 90].map(tessera_ir::loops::gpu::max_shared_bytes);

@@ -207,6 +207,14 @@ fn add_kernels<'ctx>(
     let llvm_err = |e: inkwell::builder::BuilderError| CodegenError::Llvm(e.to_string());
     for p in progs {
         let implf = crate::llvm::internal_impl(module, p)?;
+        // Always inlined into its kernel, however large: a call would cost the kernel its
+        // parameters' alignment and, with warpgroup steps, serialise them (ptxas C7510: the
+        // `wgmma` pipeline crosses a function boundary).
+        let always = inkwell::attributes::Attribute::get_named_enum_kind_id("alwaysinline");
+        implf.add_attribute(
+            inkwell::attributes::AttributeLoc::Function,
+            ctx.create_enum_attribute(always, 0),
+        );
         let n = p.params().count();
         let fn_ty = ctx.void_type().fn_type(&vec![ptr.into(); n], false);
         let f = module.add_function(&p.name, fn_ty, None);
@@ -231,7 +239,7 @@ fn add_kernels<'ctx>(
     Ok(())
 }
 
-/// The dynamic shared memory of a launch: `.extern .shared .align 16 .b8 <name>[]`.
+/// The dynamic shared memory of a launch: `.extern .shared .align 1024 .b8 <name>[]`.
 const DYNAMIC_SHARED: &str = "tessera_dynamic_shared";
 
 /// The most shared memory one block may have on `sm_<sm>` (static and dynamic together).
@@ -267,7 +275,8 @@ fn place_dynamic_shared<'ctx>(
                 DYNAMIC_SHARED,
             );
             g.set_linkage(Linkage::External);
-            g.set_alignment(16);
+            // `shared_layout`'s offsets are aligned to at most this.
+            g.set_alignment(1024);
             g
         });
         for (buf, at) in offsets {

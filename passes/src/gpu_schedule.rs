@@ -657,6 +657,10 @@ fn span(e: &IExpr, env: &HashMap<String, i64>) -> Option<(i64, i64)> {
             let ((al, ah), (bl, bh)) = pair(a, b)?;
             (al.max(bl), ah.max(bh))
         }
+        IExpr::Xor(a, b) => {
+            let (a, b) = pair(a, b)?;
+            tessera_ir::loops::range::xor_range(a, b)?
+        }
         IExpr::Of(_) => return None,
     })
 }

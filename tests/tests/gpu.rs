@@ -199,7 +199,8 @@ fn both_ways(p: &LoopProgram, x: &tessera_ir::Tensor) -> [Vec<tessera_ir::Tensor
 }
 
 /// Shared buffers beyond the static 48 KB go to the launch's dynamic shared memory: the
-/// launch asks for their bytes (one layout, 16-byte aligned), the PTX declares one
+/// launch asks for their bytes (one layout, buffers of 1 KB or more 1024-byte aligned —
+/// the 128-byte swizzle's period), the PTX declares one
 /// `.extern .shared` array instead of the buffers, and a GPU with less per block refuses
 /// the kernel with a typed error.
 #[test]
@@ -210,10 +211,10 @@ fn big_shared_buffers_are_dynamic_shared_memory() {
     );
     tessera_ir::loops::verify::verify(&p).unwrap();
     let launch = tessera_ir::loops::gpu::launch(&p).unwrap();
-    assert_eq!(launch.dynamic_shared, 80000);
+    assert_eq!(launch.dynamic_shared, 40960 + 40000);
     assert_eq!(
         tessera_ir::loops::gpu::shared_layout(&p).0,
-        vec![("s".to_string(), 0), ("r".to_string(), 40000)]
+        vec![("s".to_string(), 0), ("r".to_string(), 40960)]
     );
     let x = tessera_ir::Tensor::from_f64(
         tessera_ir::DType::F32,
@@ -232,12 +233,12 @@ fn big_shared_buffers_are_dynamic_shared_memory() {
     let e = tessera_codegen::ptx::compile_ptx(&[&p], 75)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("80000 bytes of shared memory"), "{e}");
+    assert!(e.contains("80960 bytes of shared memory"), "{e}");
     if ptxas_or_skip("big_shared_buffers_are_dynamic_shared_memory").is_some() {
         for sm in [80, 90] {
             let module = tessera_codegen::ptx::compile_ptx(&[&p], sm).unwrap();
             assert_eq!(module.kernels[0].launch, launch);
-            assert!(module.text.contains(".extern .shared .align 16 .b8"));
+            assert!(module.text.contains(".extern .shared .align 1024 .b8"));
             assert!(!module.text.contains("k_s_shared") && !module.text.contains("k_r_shared"));
             tessera_codegen::ptx::check_with_ptxas(&module.text, sm).unwrap();
         }

@@ -14,7 +14,9 @@ use tessera::fuzzgen::oracle;
 use tessera_ir::compare::Tolerance;
 use tessera_ir::loops::Stmt;
 use tessera_ir::{DType, Rng, Tensor};
-use tessera_passes::gpu_mma::{GpuMmaTiling, MmaEngine, MmaStaging, tile_mma, worth_mma};
+use tessera_passes::gpu_mma::{
+    GpuMmaTiling, MmaEngine, MmaLayout, MmaStaging, tile_mma, worth_mma,
+};
 use tessera_tests::*;
 
 /// Graphs in `{T}`, instantiated in f16 and bf16.
@@ -132,8 +134,21 @@ fn tensor_core_products_match_the_plain_kernels() {
                 } else if ordinal % 2 == 1 {
                     warpgroup.staging = MmaStaging::Registers;
                 }
+                // The same, its tiles 128-byte swizzled (64-deep `k` tiles, steps of 64
+                // columns or more): three or four buffers, or registers.
+                let swizzled = GpuMmaTiling {
+                    bn: warpgroup.bn.max(64),
+                    bk: 64,
+                    layout: MmaLayout::Swizzled,
+                    staging: [
+                        MmaStaging::AsyncCopy { stages: 3 },
+                        MmaStaging::Registers,
+                        MmaStaging::AsyncCopy { stages: 4 },
+                    ][ordinal % 3],
+                    ..warpgroup
+                };
                 ordinal += 1;
-                tilings.push(warpgroup);
+                tilings.extend([warpgroup, swizzled]);
                 for (n, t) in tilings.into_iter().enumerate() {
                     let what = format!("{name} ({dtype}) with {t:?}");
                     let tiled =
@@ -162,7 +177,7 @@ fn tensor_core_products_match_the_plain_kernels() {
                                 .unwrap_or_else(|e| panic!("{what} ({how}): {e}"));
                         }
                     }
-                    if ptxas.is_some() && t.engine == MmaEngine::Warpgroup && n == 3 {
+                    if ptxas.is_some() && t.engine == MmaEngine::Warpgroup && n >= 3 {
                         warpgroup_ptx(&what, &tiled, &t, dtype, copies > 0, spec.k);
                     }
                     if ptxas.is_some() && n < 2 {
@@ -293,11 +308,11 @@ fn warpgroup_ptx(
     if shared > tessera_ir::loops::MAX_STATIC_SHARED_BYTES {
         assert_eq!(dynamic, shared, "{what}: dynamic shared memory");
         assert!(
-            ptx.contains(".extern .shared .align 16 .b8"),
+            ptx.contains(".extern .shared .align 1024 .b8"),
             "{what}: no extern"
         );
         assert!(
-            !ptx.contains(".shared .align 16 .b8 k"),
+            !ptx.lines().any(|l| l.trim_start().starts_with(".shared")),
             "{what}: static tiles"
         );
     } else {
@@ -500,6 +515,83 @@ fn a_warpgroup_mma_multiplies_its_core_matrix_tiles() {
     }
 }
 
+/// One warpgroup step on 128-byte-swizzled tiles: a 64×16 `A` (K-major: rows of 64
+/// elements, 16 of them used) and a 16×64 `B` (N-major: one atom), each element stored at
+/// its row's chunk XOR the row within its 8-row group — as TMA and the schedule's copies
+/// write them — and `C = A·B` (64×64) out of the thread's 32 sums.
+fn one_swizzled_warpgroup_tile() -> String {
+    let mut c_stores = String::new();
+    for e in 0..32 {
+        let (row, col) = (8 * ((e % 4) / 2), 8 * (e / 4) + e % 2);
+        c_stores += &format!(
+            "      c[((((v // 32)*16 + ((v % 32) // 4)) + {row})*64 + (((v % 32) % 4)*2 + {col}))] = acc[{e}]\n"
+        );
+    }
+    format!(
+        "kernel k(in a: f16[1024], in b: f16[1024], out c: f32[4096], shared as: f16[4096], shared bs: f16[1024], local acc: f32[32]) {{
+  for g in 0..1 block(x) {{
+    for t in 0..128 thread(x) {{
+      for q in 0..8 {{
+        as[xor((((q*128 + t) // 16)*64 + ((q*128 + t) % 16)), (((q*128 + t) // 16) % 8)*8)] = a[(q*128 + t)]
+        bs[xor((q*128 + t), (((q*128 + t) // 64) % 8)*8)] = b[(q*128 + t)]
+      }}
+      for e in 0..32 {{
+        acc[e] = 0.0:f32
+      }}
+    }}
+    for u in 0..128 thread(x) {{
+      mma m64n64k16 acc[0] += as[0; 64, 1; sw128 4096] * bs[0; 64, 1; sw128 1024] lane((u % 128))
+    }}
+    for v in 0..128 thread(x) {{
+{c_stores}    }}
+  }}
+}}
+"
+    )
+}
+
+#[test]
+fn a_warpgroup_mma_multiplies_its_swizzled_tiles() {
+    let text = one_swizzled_warpgroup_tile();
+    let p = one_step_multiplies(&text, 64, 64);
+    if ptxas_or_skip("a_warpgroup_mma_multiplies_its_swizzled_tiles (ptxas)").is_some() {
+        let module = tessera_codegen::ptx::compile_ptx(&[&p], 90).unwrap();
+        let ptx = &module.text;
+        assert!(ptx.contains("wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16"));
+        // The swizzle is one exclusive or per index; both tiles start 1024-byte aligned.
+        assert!(ptx.contains("xor.b"), "no xor:\n{ptx}");
+        assert!(ptx.contains(".shared .align 1024 .b8"), "alignment:\n{ptx}");
+        tessera_codegen::ptx::check_with_ptxas(ptx, 90).unwrap();
+    }
+    let bad = [
+        // `A` starting 8 columns into its 128-byte row: not a step's 16
+        (
+            "as[0; 64, 1; sw128 4096]",
+            "as[8; 64, 1; sw128 4096]",
+            "swizzled",
+        ),
+        // `B` starting in the middle of its 8-row group
+        (
+            "bs[0; 64, 1; sw128 1024]",
+            "bs[64; 64, 1; sw128 1024]",
+            "swizzled",
+        ),
+        // rows that are not 128 bytes
+        (
+            "as[0; 64, 1; sw128 4096]",
+            "as[0; 32, 1; sw128 4096]",
+            "swizzled",
+        ),
+        // atoms that would break the swizzle's 1024-byte period
+        (
+            "bs[0; 64, 1; sw128 1024]",
+            "bs[0; 64, 1; sw128 1000]",
+            "swizzled",
+        ),
+    ];
+    refused_mutations(&text, &bad);
+}
+
 #[test]
 fn the_verifier_keeps_warpgroup_mma_to_whole_warpgroups_and_core_matrices() {
     let bad = [
@@ -689,10 +781,32 @@ fn invalid_tensor_core_tilings_are_refused() {
                 warps_n: 4,
                 staging: MmaStaging::AsyncCopy { stages: 4 },
                 engine: MmaEngine::Warp,
+                layout: MmaLayout::Plain,
             },
             "shared memory",
         ),
         (GpuMmaTiling { warps_m: 0, ..ok }, "non-positive"),
+        // Swizzled tiles: warpgroups only, 64-deep `k` tiles, steps of 64 columns.
+        (
+            GpuMmaTiling {
+                layout: MmaLayout::Swizzled,
+                ..ok
+            },
+            "swizzled",
+        ),
+        (
+            GpuMmaTiling {
+                bm: 64,
+                bn: 64,
+                bk: 32,
+                warps_m: 1,
+                warps_n: 1,
+                engine: MmaEngine::Warpgroup,
+                layout: MmaLayout::Swizzled,
+                ..ok
+            },
+            "swizzled",
+        ),
         (
             GpuMmaTiling {
                 staging: MmaStaging::AsyncCopy { stages: 9 },
@@ -709,6 +823,7 @@ fn invalid_tensor_core_tilings_are_refused() {
                 warps_n: 1,
                 staging: MmaStaging::AsyncCopy { stages: 4 },
                 engine: MmaEngine::Warpgroup,
+                layout: MmaLayout::Plain,
             },
             "shared memory",
         ),

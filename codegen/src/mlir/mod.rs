@@ -216,9 +216,10 @@ fn emit_func(p: &LoopProgram, cfg: &EmitConfig) -> Result<String, CodegenError> 
                 // Address space 3: the block's shared memory.
                 let global = shared_global_name(&p.name, &b.name);
                 memref = format!("memref<{}x{elem}, 3>", b.len);
+                let align = tessera_ir::loops::gpu::shared_alignment(b.len * b.dtype.size());
                 writeln!(
                     globals,
-                    "  memref.global \"private\" @{global} : {memref} {{alignment = 16 : i64}}"
+                    "  memref.global \"private\" @{global} : {memref} {{alignment = {align} : i64}}"
                 )
                 .unwrap();
                 writeln!(
@@ -691,6 +692,7 @@ fn index_binop(e: &IExpr) -> Option<(&'static str, &IExpr, &IExpr)> {
         IExpr::FloorDiv(a, b) => ("arith.floordivsi", a, b),
         IExpr::Min(a, b) => ("arith.minsi", a, b),
         IExpr::Max(a, b) => ("arith.maxsi", a, b),
+        IExpr::Xor(a, b) => ("arith.xori", a, b),
         _ => return None,
     })
 }

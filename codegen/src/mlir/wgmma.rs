@@ -2,7 +2,8 @@
 //!
 //! A warpgroup step (`mma m64nNk16`, see `tessera_ir::loops::mma`) reads both operand tiles
 //! from shared memory through 64-bit *matrix descriptors* (start address, the leading and
-//! stride byte offsets between core matrices, no swizzle) and adds into the thread's `N / 2`
+//! stride byte offsets between core matrices, the layout: no swizzle, or the 128-byte
+//! swizzle, whose tiles start 1024-byte aligned — `shared_alignment`) and adds into the thread's `N / 2`
 //! f32 accumulators — asynchronously: the instruction only starts the work. So each thread
 //! loop that holds such steps is bracketed, as PTX requires:
 //!
@@ -38,19 +39,17 @@ use tessera_ir::loops::{LoopProgram, Stmt};
 
 /// Descriptor bits 0–13 take the start address's bits 4–17 (`(x & 0x3FFFF) >> 4`).
 const ADDRESS_BITS: i64 = 0x3FFFF;
+/// The descriptor's layout type (bits 62–63) of the 128-byte swizzle (CUTLASS's
+/// `LayoutType::B128`; 0 is no swizzle).
+const SWIZZLE_128B: i64 = 1;
 
 impl Em<'_> {
     /// One warpgroup step: both operand descriptors, the accumulators in, one
     /// `wgmma.mma_async` (accumulating: scale-d 1; `A` K-major, `B` N-major), the
     /// accumulators out.
     pub(super) fn wgmma(&mut self, m: &Mma, n: i64) -> Result<(), CodegenError> {
-        let (Some([a_rows, a_cols]), Some([b_rows, b_cols])) = (m.a.blocks, m.b.blocks) else {
-            return Err(self.unsupported("a warpgroup mma without core-matrix operands"));
-        };
-        // `A` (m × k, K-major): leading = between core matrices along k, stride = along m.
-        let desc_a = self.descriptor(&m.a, a_cols, a_rows)?;
-        // `B` (k × n, N-major): leading = along k, stride = along n.
-        let desc_b = self.descriptor(&m.b, b_rows, b_cols)?;
+        let desc_a = self.descriptor(&m.a, true)?;
+        let desc_b = self.descriptor(&m.b, false)?;
         let dtype = self.bufs[&m.a.buf].1;
         let ptx_type = match dtype {
             DType::BF16 => "bf16",
@@ -89,22 +88,37 @@ impl Em<'_> {
         Ok(())
     }
 
-    /// The matrix descriptor of operand `op`: its base's shared address and the byte
-    /// offsets between core matrices (`leading`, `stride`, in elements), no swizzle.
-    fn descriptor(
-        &mut self,
-        op: &MmaOperand,
-        leading: i64,
-        stride: i64,
-    ) -> Result<String, CodegenError> {
+    /// The matrix descriptor of operand `op` (`A`, read K-major, with `k_major`; else `B`,
+    /// N-major): its base's shared address, the byte offsets between core matrices, the
+    /// layout type. CUTLASS's `make_gmma_desc` (in 16-byte units):
+    ///
+    /// - no swizzle, K-major `((8,m),2):((1,SBO),LBO)`: `A`'s `blocks` `[R, C]` give
+    ///   leading = `C` (along k), stride = `R` (along m); N-major `((1,n),(8,k)):((X,SBO),
+    ///   (1,LBO))`: `B`'s leading = `R` (along k), stride = `C` (along n);
+    /// - 128-byte swizzle (layout type 1, bits 62–63), K-major `((8,m),2):((8,SBO),1)`:
+    ///   leading 1 (unused), stride 1024 bytes (8 rows of 128); N-major
+    ///   `((8,n),(8,k)):((1,LBO),(8,SBO))`: leading = between atoms of 64 columns, stride
+    ///   1024 bytes (8 rows along k).
+    fn descriptor(&mut self, op: &MmaOperand, k_major: bool) -> Result<String, CodegenError> {
         let bytes = self.bufs[&op.buf].1.size() as i64;
+        let (leading, stride, layout_type) = match (op.blocks, op.swizzle, k_major) {
+            (Some([r, c]), None, true) => (c * bytes, r * bytes, 0),
+            (Some([r, c]), None, false) => (r * bytes, c * bytes, 0),
+            (None, Some(_), true) => (16, 8 * 128, SWIZZLE_128B),
+            (None, Some(atoms), false) => (atoms * bytes, 8 * 128, SWIZZLE_128B),
+            _ => {
+                return Err(self.unsupported(
+                    "a warpgroup mma operand neither of core matrices nor 128-byte swizzled",
+                ));
+            }
+        };
         let ptr = self.pointer(&op.buf, &op.base)?;
         let addr = self.op(format!("llvm.ptrtoint {ptr} : !llvm.ptr<3> to i64"));
         let mask = self.op(format!("arith.constant {ADDRESS_BITS} : i64"));
         let addr = self.op(format!("arith.andi {addr}, {mask} : i64"));
         let four = self.op("arith.constant 4 : i64".into());
         let addr = self.op(format!("arith.shrui {addr}, {four} : i64"));
-        let offsets = (((leading * bytes) >> 4) << 16) | (((stride * bytes) >> 4) << 32);
+        let offsets = ((leading >> 4) << 16) | ((stride >> 4) << 32) | (layout_type << 62);
         let offsets = self.op(format!("arith.constant {offsets} : i64"));
         Ok(self.op(format!("arith.ori {addr}, {offsets} : i64")))
     }

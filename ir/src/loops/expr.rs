@@ -17,6 +17,9 @@ pub enum IExpr {
     Mod(Box<IExpr>, Box<IExpr>),
     Min(Box<IExpr>, Box<IExpr>),
     Max(Box<IExpr>, Box<IExpr>),
+    /// Bitwise exclusive or of two non-negative values (a shared-memory swizzle,
+    /// [`swizzle_128`](super::mma::swizzle_128)).
+    Xor(Box<IExpr>, Box<IExpr>),
     /// An integer value used as an index (e.g. Gather's indices).
     Of(Box<VExpr>),
 }
@@ -93,6 +96,14 @@ pub enum VExpr {
     Index(IExpr, DType),
 }
 
+/// The greatest common divisor of two positive numbers.
+fn gcd(a: i64, b: i64) -> i64 {
+    match b {
+        0 => a,
+        _ => gcd(b, a % b),
+    }
+}
+
 // Small constructors keep lowering code readable.
 impl IExpr {
     pub fn var(v: &str) -> IExpr {
@@ -123,6 +134,15 @@ impl IExpr {
             (IExpr::Const(k), _) => o.times(*k),
             (_, IExpr::Const(k)) => self.times(*k),
             _ => IExpr::Mul(Box::new(self), Box::new(o)),
+        }
+    }
+    /// `self ^ o` (both non-negative), folding constants.
+    pub fn xor(self, o: IExpr) -> IExpr {
+        match (&self, &o) {
+            (IExpr::Const(a), IExpr::Const(b)) => IExpr::Const(a ^ b),
+            (_, IExpr::Const(0)) => self,
+            (IExpr::Const(0), _) => o,
+            _ => IExpr::Xor(Box::new(self), Box::new(o)),
         }
     }
     /// `self` clamped to `lo..=hi`.
@@ -187,25 +207,40 @@ impl IExpr {
             IExpr::Mod(a, c) => IExpr::Mod(b(a), b(c)),
             IExpr::Min(a, c) => IExpr::Min(b(a), b(c)),
             IExpr::Max(a, c) => IExpr::Max(b(a), b(c)),
+            IExpr::Xor(a, c) => IExpr::Xor(b(a), b(c)),
             IExpr::Of(x) => IExpr::Of(Box::new(value(x))),
         }
     }
 
     /// Every value of this expression modulo `n` (> 0), when its shape shows one: constants,
-    /// sums and differences of known residues, products with a multiple of `n` or of known
+    /// sums and differences of known residues, products by a constant `k` of what is known
+    /// modulo `n / gcd(n, k)` (`x·64` modulo 512 from `x` modulo 8), other products of known
     /// residues, the smaller or larger of two with the same residue, a remainder modulo a multiple of
-    /// `n` of a known residue. Variables are not known.
+    /// `n` of a known residue, an exclusive or of known residues modulo a power of two.
+    /// Variables are not known.
     pub fn residue(&self, n: i64) -> Option<i64> {
         let r = |e: &IExpr| e.residue(n);
         match self {
             IExpr::Const(c) => Some(c.rem_euclid(n)),
             IExpr::Add(a, b) => Some((r(a)? + r(b)?).rem_euclid(n)),
             IExpr::Sub(a, b) => Some((r(a)? - r(b)?).rem_euclid(n)),
-            IExpr::Mul(a, b) => match (r(a), r(b)) {
-                (Some(0), _) | (_, Some(0)) => Some(0),
-                (ra, rb) => Some((ra? * rb?).rem_euclid(n)),
+            IExpr::Mul(a, b) => match (a.as_ref(), b.as_ref()) {
+                // `x·k` mod `n` needs only `x` mod `n / gcd(n, k)`: `(x + j·n/g)·k` differs
+                // from `x·k` by `j·n·(k/g)`.
+                (IExpr::Const(k), x) | (x, IExpr::Const(k)) if *k != 0 => {
+                    let m = n / gcd(k.abs(), n);
+                    let rx = if m == 1 { 0 } else { x.residue(m)? };
+                    Some((rx * k).rem_euclid(n))
+                }
+                _ => match (r(a), r(b)) {
+                    (Some(0), _) | (_, Some(0)) => Some(0),
+                    (ra, rb) => Some((ra? * rb?).rem_euclid(n)),
+                },
             },
             IExpr::Min(a, b) | IExpr::Max(a, b) => r(a).filter(|&ra| r(b) == Some(ra)),
+            // The low bits of an exclusive or are those of its operands'.
+            IExpr::Xor(a, b) if n.count_ones() == 1 => Some(r(a)? ^ r(b)?),
+            IExpr::Xor(..) => None,
             // `a mod c` differs from `a` by a multiple of `c`: of `n` too where `n` divides `c`.
             IExpr::Mod(a, c) if matches!(c.as_ref(), IExpr::Const(c) if *c > 0 && c % n == 0) => {
                 r(a)
@@ -231,9 +266,11 @@ impl IExpr {
                 (IExpr::Const(k), e) | (e, IExpr::Const(k)) => Some(k * e.coeff(v)?),
                 (x, y) => (x.coeff(v)? == 0 && y.coeff(v)? == 0).then_some(0),
             },
-            IExpr::FloorDiv(a, b) | IExpr::Mod(a, b) | IExpr::Min(a, b) | IExpr::Max(a, b) => {
-                (a.coeff(v)? == 0 && b.coeff(v)? == 0).then_some(0)
-            }
+            IExpr::FloorDiv(a, b)
+            | IExpr::Mod(a, b)
+            | IExpr::Min(a, b)
+            | IExpr::Max(a, b)
+            | IExpr::Xor(a, b) => (a.coeff(v)? == 0 && b.coeff(v)? == 0).then_some(0),
             IExpr::Of(x) => (!x.mentions(v)).then_some(0),
         }
     }
@@ -420,7 +457,8 @@ impl IExpr {
             | IExpr::FloorDiv(a, b)
             | IExpr::Mod(a, b)
             | IExpr::Min(a, b)
-            | IExpr::Max(a, b) => Some((a, b)),
+            | IExpr::Max(a, b)
+            | IExpr::Xor(a, b) => Some((a, b)),
             IExpr::Const(_) | IExpr::Var(_) | IExpr::Of(_) => None,
         }
     }

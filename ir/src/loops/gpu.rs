@@ -180,7 +180,7 @@ pub fn max_shared_bytes(sm: u32) -> usize {
 }
 
 /// Where each shared buffer of `prog` starts in the block's shared memory (in declaration
-/// order, each 16-byte aligned) and the bytes they take together. Beyond
+/// order, each aligned to [`shared_alignment`]) and the bytes they take together. Beyond
 /// [`MAX_STATIC_SHARED_BYTES`] the code generator places them so in dynamic shared memory.
 ///
 /// **Architecture invariant:** one function decides the dynamic layout, for the launch
@@ -192,12 +192,22 @@ pub fn shared_layout(prog: &LoopProgram) -> (Vec<(String, usize)>, usize) {
         .iter()
         .filter(|b| b.role == BufRole::Shared)
         .map(|b| {
-            let at = end.next_multiple_of(16);
+            let at = end.next_multiple_of(shared_alignment(b.len * b.dtype.size()));
             end = at + b.len * b.dtype.size();
             (b.name.clone(), at)
         })
         .collect();
     (offsets, end.next_multiple_of(16))
+}
+
+/// The alignment in bytes of a shared buffer of `bytes`: 1024 from 1 KB on — the period of
+/// the 128-byte swizzle, whose tiles ([`MmaOperand::swizzle`](super::mma::MmaOperand)) are
+/// laid out from a 1024-byte-aligned start — else 16 (a vector's).
+pub fn shared_alignment(bytes: usize) -> usize {
+    match bytes >= 1024 {
+        true => 1024,
+        false => 16,
+    }
 }
 
 /// The statements every thread of a block runs together: thread loops, and uniform loops

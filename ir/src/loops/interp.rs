@@ -464,6 +464,7 @@ fn iexpr(st: &St, e: &IExpr) -> Result<i64> {
         }
         IExpr::Min(x, y) => b(x)?.min(b(y)?),
         IExpr::Max(x, y) => b(x)?.max(b(y)?),
+        IExpr::Xor(x, y) => b(x)? ^ b(y)?,
         IExpr::Of(v) => vexpr(st, v)?.i(),
     })
 }

@@ -138,25 +138,65 @@ impl MmaShape {
 
 /// One operand tile: element `(r, c)` at `base + r·strides[0] + c·strides[1]` of `buf` —
 /// or, made of core matrices (`blocks`), at `base + (r % 8)·strides[0] + (c % 8)·strides[1]
-/// + (r / 8)·blocks[0] + (c / 8)·blocks[1]`.
+/// + (r / 8)·blocks[0] + (c / 8)·blocks[1]` — or, 128-byte swizzled (`swizzle`, see
+/// [`swizzle_128`]), at `swizzle_128(base + r·strides[0] + (c % 64)·strides[1] + (c / 64)·atoms)`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MmaOperand {
     pub buf: String,
     pub base: IExpr,
     pub strides: [i64; 2],
     pub blocks: Option<[i64; 2]>,
+    /// `Some(atoms)`: the tile's rows are 128-byte rows (64 elements, `strides` `[64, 1]`)
+    /// swizzled by [`swizzle_128`] — PTX's "128B swizzle" canonical layouts, which TMA
+    /// writes — and its columns past 64 continue in the next *atom* (64 columns × the
+    /// tile's rows), `atoms` elements on. `base` is the unswizzled place of element
+    /// `(0, 0)`: the swizzle applies to the whole buffer's element offsets.
+    pub swizzle: Option<i64>,
+}
+
+/// 16-bit elements per 128-byte row of a swizzled tile.
+pub const SWIZZLE_ROW: i64 = 64;
+/// Elements a swizzle pattern repeats after: 8 rows of 128 bytes (1024 bytes, the alignment
+/// swizzled tiles need).
+pub const SWIZZLE_SPAN: i64 = 8 * SWIZZLE_ROW;
+
+/// The 128-byte swizzle (CUTLASS's `Swizzle<3,4,3>` on byte addresses) of the 16-bit element
+/// offset `o`: its 16-byte chunk within its 128-byte row (bits 3–5 of `o`) XOR the row
+/// within its 8-row group (bits 6–8) — so that the 8 chunks of one column of 8 rows fall in
+/// 8 different bank groups. Offsets are from a 1024-byte-aligned buffer start. A multiple
+/// of 8 stays one, visibly ([`IExpr::is_multiple_of`]).
+pub fn swizzle_128(o: IExpr) -> IExpr {
+    let row = o.clone().floordiv(SWIZZLE_ROW).modulo(CORE);
+    o.xor(row.times(CORE))
 }
 
 impl MmaOperand {
     /// The flat index of element `(r, c)`.
     pub fn at(&self, r: IExpr, c: IExpr) -> IExpr {
+        match self.swizzle {
+            Some(_) => swizzle_128(self.base.clone().plus(self.offset(r, c))),
+            None => self.base.clone().plus(self.offset(r, c)),
+        }
+    }
+
+    /// Where element `(r, c)` is relative to `base`, before any swizzle: a step's operand
+    /// tile inside a staged tile has its base here.
+    pub fn offset(&self, r: IExpr, c: IExpr) -> IExpr {
         let [rs, cs] = self.strides;
-        match self.blocks {
-            None => self.base.clone().plus(r.times(rs)).plus(c.times(cs)),
-            Some([rb, cb]) => self
-                .base
+        match (self.blocks, self.swizzle) {
+            (_, Some(atoms)) => {
+                // (A step's column is a constant: folded, so that its base's residues show.)
+                let (within, atom) = match c {
+                    IExpr::Const(c) => (IExpr::c(c % SWIZZLE_ROW), IExpr::c(c / SWIZZLE_ROW)),
+                    c => (c.clone().modulo(SWIZZLE_ROW), c.floordiv(SWIZZLE_ROW)),
+                };
+                r.times(rs).plus(within.times(cs)).plus(atom.times(atoms))
+            }
+            (None, None) => r.times(rs).plus(c.times(cs)),
+            (Some([rb, cb]), None) => r
                 .clone()
-                .plus(r.clone().modulo(CORE).times(rs))
+                .modulo(CORE)
+                .times(rs)
                 .plus(c.clone().modulo(CORE).times(cs))
                 .plus(r.floordiv(CORE).times(rb))
                 .plus(c.floordiv(CORE).times(cb)),
@@ -297,6 +337,8 @@ mod tests {
         match e {
             IExpr::Const(c) => *c,
             IExpr::Add(a, b) => value(a) + value(b),
+            IExpr::Sub(a, b) => value(a) - value(b),
+            IExpr::Xor(a, b) => value(a) ^ value(b),
             IExpr::Mul(a, b) => value(a) * value(b),
             IExpr::FloorDiv(a, b) => value(a).div_euclid(value(b)),
             IExpr::Mod(a, b) => value(a).rem_euclid(value(b)),
@@ -344,9 +386,55 @@ mod tests {
             base: IExpr::c(0),
             strides: [CORE, 1],
             blocks: Some([128, 64]),
+            swizzle: None,
         };
         assert_eq!(value(&a.at(IExpr::c(3), IExpr::c(5))), 3 * 8 + 5);
         assert_eq!(value(&a.at(IExpr::c(9), IExpr::c(13))), 8 + 5 + 128 + 64);
+    }
+
+    #[test]
+    fn the_128_byte_swizzle_xors_the_chunk_with_the_row() {
+        for o in 0..4 * SWIZZLE_SPAN {
+            let expected = o ^ (((o >> 6) & 7) << 3);
+            assert_eq!(value(&swizzle_128(IExpr::c(o))), expected, "offset {o}");
+        }
+        // A run of 8 elements stays a run, and a multiple of 8 visibly one.
+        assert!(swizzle_128(IExpr::var("x").times(8)).is_multiple_of(8));
+    }
+
+    #[test]
+    fn swizzled_operands_permute_each_atom() {
+        // A 64×64 tile of 128-byte rows (one atom), then the next atom of 64 columns.
+        let b = MmaOperand {
+            buf: "bs".into(),
+            base: IExpr::c(0),
+            strides: [SWIZZLE_ROW, 1],
+            blocks: None,
+            swizzle: Some(64 * SWIZZLE_ROW),
+        };
+        let mut seen = vec![0; (2 * 64 * SWIZZLE_ROW) as usize];
+        for r in 0..64 {
+            for c in 0..2 * SWIZZLE_ROW {
+                let at = value(&b.at(IExpr::c(r), IExpr::c(c)));
+                // Row `r` stays in its 128 bytes; the 8 elements of a chunk stay together.
+                let atom = c / SWIZZLE_ROW;
+                assert_eq!(at / SWIZZLE_ROW, atom * 64 + r);
+                assert_eq!(at % 8, c % 8);
+                seen[at as usize] += 1;
+            }
+        }
+        assert!(seen.iter().all(|&k| k == 1));
+        // Row 3, chunk 1 lands in chunk 1 ^ 3 = 2.
+        assert_eq!(value(&b.at(IExpr::c(3), IExpr::c(9))), 3 * 64 + 2 * 8 + 1);
+        // A step's tile inside it: its base is the unswizzled place of its first element.
+        let step = MmaOperand {
+            base: b.offset(IExpr::c(16), IExpr::c(64)),
+            ..b.clone()
+        };
+        assert_eq!(
+            value(&step.at(IExpr::c(5), IExpr::c(20))),
+            value(&b.at(IExpr::c(21), IExpr::c(84)))
+        );
     }
 
     #[test]

@@ -427,5 +427,11 @@ mod tests {
         assert_eq!(rem.residue(8), Some(3));
         assert_eq!(rem.residue(32), None);
         assert!(!v().modulo(16).is_multiple_of(8));
+        // A product by a constant needs its factor only modulo `n / gcd(n, k)`: a warpgroup's
+        // 64-row offset in 128-byte rows, `(8·w + 2)·64`, is 128 past a multiple of 512.
+        let rows = v().times(8).plus(IExpr::c(2)).times(64);
+        assert_eq!(rows.residue(512), Some(128));
+        assert_eq!(v().plus(IExpr::c(2)).times(64).residue(512), None);
+        assert_eq!(v().times(512).residue(512), Some(0));
     }
 }

@@ -166,7 +166,8 @@ impl P {
         self.expect("]")?;
         Ok((buf, index))
     }
-    /// `buf[base; row_stride, col_stride]`: an `mma` operand tile.
+    /// `buf[base; row_stride, col_stride]`, `…; row_blocks, col_blocks]` or `…; sw128 atoms]`:
+    /// an `mma` operand tile.
     fn mma_operand(&mut self) -> R<super::mma::MmaOperand> {
         let buf = self.ident()?;
         self.expect("[")?;
@@ -175,20 +176,27 @@ impl P {
         let r = self.int()?;
         self.expect(",")?;
         let c = self.int()?;
-        let blocks = match self.eat(";") {
-            true => {
-                let rb = self.int()?;
-                self.expect(",")?;
-                Some([rb, self.int()?])
+        let (mut blocks, mut swizzle) = (None, None);
+        if self.eat(";") {
+            match self.peek() {
+                Some(Tok::Ident(k)) if k == "sw128" => {
+                    self.pos += 1;
+                    swizzle = Some(self.int()?);
+                }
+                _ => {
+                    let rb = self.int()?;
+                    self.expect(",")?;
+                    blocks = Some([rb, self.int()?]);
+                }
             }
-            false => None,
-        };
+        }
         self.expect("]")?;
         Ok(super::mma::MmaOperand {
             buf,
             base,
             strides: [r, c],
             blocks,
+            swizzle,
         })
     }
     /// `keyword(n)` if it comes next, else 1: an async statement's barrier count.
@@ -258,6 +266,7 @@ impl P {
                 match f.as_str() {
                     "min" => Ok(IExpr::Min(Box::new(a), Box::new(b))),
                     "max" => Ok(IExpr::Max(Box::new(a), Box::new(b))),
+                    "xor" => Ok(IExpr::Xor(Box::new(a), Box::new(b))),
                     _ => self.err(format!("unknown index function `{f}`")),
                 }
             }

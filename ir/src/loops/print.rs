@@ -84,9 +84,10 @@ fn write_stmt(s: &mut String, st: &Stmt, depth: usize) -> fmt::Result {
         }
         Stmt::Mma(m) => {
             let operand = |o: &super::mma::MmaOperand| {
-                let blocks = match o.blocks {
-                    Some([r, c]) => format!("; {r}, {c}"),
-                    None => String::new(),
+                let blocks = match (o.blocks, o.swizzle) {
+                    (_, Some(atoms)) => format!("; sw128 {atoms}"),
+                    (Some([r, c]), None) => format!("; {r}, {c}"),
+                    (None, None) => String::new(),
                 };
                 format!(
                     "{}[{}; {}, {}{blocks}]",
@@ -155,6 +156,7 @@ impl Display for IExpr {
             IExpr::Mod(a, b) => write!(f, "({a} % {b})"),
             IExpr::Min(a, b) => write!(f, "min({a}, {b})"),
             IExpr::Max(a, b) => write!(f, "max({a}, {b})"),
+            IExpr::Xor(a, b) => write!(f, "xor({a}, {b})"),
             IExpr::Of(v) => write!(f, "idx({v})"),
         }
     }

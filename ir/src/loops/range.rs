@@ -94,9 +94,19 @@ impl IExpr {
                 let ((al, ah), (bl, bh)) = (r(a)?, r(b)?);
                 Some((al.max(bl), ah.max(bh)))
             }
+            IExpr::Xor(a, b) => xor_range(r(a)?, r(b)?),
             IExpr::Of(_) => None,
         }
     }
+}
+
+/// Bounds of `a ^ b` for non-negative `a`, `b`: below the next power of two above both.
+pub fn xor_range((al, ah): (i64, i64), (bl, bh): (i64, i64)) -> Option<(i64, i64)> {
+    if al < 0 || bl < 0 {
+        return None;
+    }
+    let bits = 64 - ah.max(bh).leading_zeros();
+    Some((0, (1i64 << bits) - 1))
 }
 
 /// The least and greatest of `f` over four operand pairs (`None` if any overflows).

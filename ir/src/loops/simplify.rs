@@ -115,9 +115,12 @@ fn linear(e: &IExpr) -> Linear {
             }
         }
         // Non-linear forms are atoms, their operands simplified inside.
-        IExpr::FloorDiv(..) | IExpr::Mod(..) | IExpr::Min(..) | IExpr::Max(..) | IExpr::Of(_) => {
-            Linear::atom(e.map_children(&IExpr::simplify, &simplify_value))
-        }
+        IExpr::FloorDiv(..)
+        | IExpr::Mod(..)
+        | IExpr::Min(..)
+        | IExpr::Max(..)
+        | IExpr::Xor(..)
+        | IExpr::Of(_) => Linear::atom(e.map_children(&IExpr::simplify, &simplify_value)),
     }
 }
 
@@ -152,6 +155,7 @@ mod tests {
             IExpr::Mod(x, y) => b(x) - b(y) * floor_div(b(x), b(y)),
             IExpr::Min(x, y) => b(x).min(b(y)),
             IExpr::Max(x, y) => b(x).max(b(y)),
+            IExpr::Xor(x, y) => b(x) ^ b(y),
             IExpr::Of(_) => unreachable!("not generated"),
         }
     }

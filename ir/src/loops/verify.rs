@@ -313,6 +313,17 @@ fn group_collective(
     Ok(())
 }
 
+/// Whether `base` can start a swizzled warpgroup operand: at the first of 8 rows (the
+/// descriptor has no base offset), and for `A` (`k_major`, a step's 16 columns inside one
+/// 64-column row) 0, 16, 32 or 48 columns into it; for `B` (its rows along `k`) at the row.
+fn swizzled_base_ok(base: &IExpr, k_major: bool) -> bool {
+    match base.residue(mma::SWIZZLE_SPAN) {
+        Some(0) => true,
+        Some(r) => k_major && r < mma::SWIZZLE_ROW && r % mma::MMA_K == 0,
+        None => false,
+    }
+}
+
 /// The rules of `mma` (see [`super::mma`]): where it may stand, what it reads and writes.
 fn mma(cx: &Ctx, m: &mma::Mma) -> Result<()> {
     let prog = cx.prog;
@@ -326,17 +337,39 @@ fn mma(cx: &Ctx, m: &mma::Mma) -> Result<()> {
         }
         // The descriptors' offsets: 14 bits of 16-byte units.
         let offset_ok = |o: i64| o > 0 && o % mma::CORE == 0 && o / mma::CORE < 1 << 14;
-        for op in [&m.a, &m.b] {
-            match op.blocks {
-                Some(blocks)
+        for (op, k_major) in [(&m.a, true), (&m.b, false)] {
+            match (op.blocks, op.swizzle) {
+                (Some(blocks), None)
                     if op.strides == [mma::CORE, 1]
                         && blocks.iter().all(|&o| offset_ok(o))
                         && op.base.is_multiple_of(mma::CORE) => {}
-                _ => {
+                (None, Some(atoms))
+                    if op.strides == [mma::SWIZZLE_ROW, 1]
+                        && atoms % mma::SWIZZLE_SPAN == 0
+                        && offset_ok(atoms)
+                        && swizzled_base_ok(&op.base, k_major)
+                        // Its buffer starts 1024-byte aligned.
+                        && prog.buffer(&op.buf).is_some_and(|b| {
+                            super::gpu::shared_alignment(b.len * b.dtype.size())
+                                .is_multiple_of(2 * mma::SWIZZLE_SPAN as usize)
+                        }) => {}
+                (_, None) => {
                     return bad(format!(
                         "operand `{}` is not a tile of core matrices at a 16-byte-aligned \
                          base (strides 8, 1; block offsets multiples of 8)",
                         op.buf
+                    ));
+                }
+                (_, Some(_)) => {
+                    return bad(format!(
+                        "operand `{}` is not a 128-byte-swizzled tile (strides 64, 1; atoms \
+                         a multiple of 512 apart; a buffer of 1 KB or more) starting at a \
+                         group of 8 rows{}",
+                        op.buf,
+                        match k_major {
+                            true => " (and 0, 16, 32 or 48 columns into it)",
+                            false => "",
+                        }
                     ));
                 }
             }
@@ -348,7 +381,10 @@ fn mma(cx: &Ctx, m: &mma::Mma) -> Result<()> {
                 mma::MAX_RETIRES
             ));
         }
-    } else if m.a.blocks.is_some() || m.b.blocks.is_some() {
+    } else if [&m.a, &m.b]
+        .iter()
+        .any(|op| op.blocks.is_some() || op.swizzle.is_some())
+    {
         return bad("an m16n8k16 step reads plain tiles".into());
     } else if m.retires != 1 {
         return bad("an m16n8k16 step is synchronous: retires(1)".into());
@@ -418,7 +454,8 @@ fn iexpr(cx: &Ctx, e: &IExpr) -> Result<()> {
         | IExpr::FloorDiv(a, b)
         | IExpr::Mod(a, b)
         | IExpr::Min(a, b)
-        | IExpr::Max(a, b) => {
+        | IExpr::Max(a, b)
+        | IExpr::Xor(a, b) => {
             if let (IExpr::FloorDiv(_, d) | IExpr::Mod(_, d), IExpr::Const(0)) = (e, b.as_ref()) {
                 return Err(err(cx.prog, format!("division by zero in `{d}`")));
             }

@@ -66,7 +66,7 @@ use staging::copyable;
 use tessera_ir::DType;
 use tessera_ir::loops::gpu::MAX_THREADS_PER_BLOCK;
 use tessera_ir::loops::mma::{
-    CORE, MMA_K, MMA_M, MMA_N, Mma, MmaOperand, MmaShape, WGMMA_M, WGMMA_MAX_N,
+    CORE, MMA_K, MMA_M, MMA_N, Mma, MmaOperand, MmaShape, SWIZZLE_ROW, WGMMA_M, WGMMA_MAX_N,
 };
 use tessera_ir::loops::{
     BufRole, GpuAxis, IExpr, Lit, Loop, LoopKind, LoopProgram, MAX_LOCAL_BYTES, MAX_SHARED_BYTES,
@@ -136,6 +136,23 @@ impl MmaStaging {
     }
 }
 
+/// How the staged tiles lie in shared memory.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum MmaLayout {
+    /// Warps: rows padded by 16 bytes. Warpgroups: 8×8 core matrices, no swizzle. (What
+    /// tilings recorded before the choice existed use.)
+    #[default]
+    Plain,
+    /// Warpgroups: 128-byte rows under the 128-byte swizzle
+    /// ([`swizzle_128`](tessera_ir::loops::mma::swizzle_128); `A` K-major, `B` N-major) —
+    /// the layout CUTLASS gives Hopper's tensor cores and the one TMA writes. Consecutive
+    /// threads copy consecutive 16-byte runs of a row: whole 128-byte lines read, 8
+    /// different bank groups written. Needs `bk` and each step's `N` multiples of 64.
+    Swizzled,
+}
+
 /// The knobs of the tensor-core product schedule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct GpuMmaTiling {
@@ -153,6 +170,9 @@ pub struct GpuMmaTiling {
     /// The tensor-core instruction.
     #[serde(default)]
     pub engine: MmaEngine,
+    /// How the staged tiles lie in shared memory.
+    #[serde(default)]
+    pub layout: MmaLayout,
 }
 
 impl GpuMmaTiling {
@@ -171,6 +191,7 @@ impl GpuMmaTiling {
         MmaStaging::AsyncCopy { stages: MAX_STAGES },
     ];
     pub const ENGINES: [MmaEngine; 2] = [MmaEngine::Warp, MmaEngine::Warpgroup];
+    pub const LAYOUTS: [MmaLayout; 2] = [MmaLayout::Plain, MmaLayout::Swizzled];
 
     /// The default for `spec`: per side a tile of the extent rounded up to a power of two,
     /// 16 to 128; up to 2 × 4 warps, each with a 64 × 32 region (4 × 4 fragments) at full
@@ -187,6 +208,7 @@ impl GpuMmaTiling {
             warps_n: (bn / 32).max(1),
             staging: MmaStaging::AsyncCopy { stages: 2 },
             engine: MmaEngine::Warp,
+            layout: MmaLayout::Plain,
         }
     }
 
@@ -210,6 +232,7 @@ impl GpuMmaTiling {
             warps_n: 1,
             staging: MmaStaging::AsyncCopy { stages: 3 },
             engine: MmaEngine::Warpgroup,
+            layout: MmaLayout::Plain,
         }
     }
 
@@ -227,6 +250,7 @@ impl GpuMmaTiling {
                 staging: Self::STAGINGS
                     [pick(&(0..Self::STAGINGS.len() as i64).collect::<Vec<_>>()) as usize],
                 engine: Self::ENGINES[pick(&[0, 1]) as usize],
+                layout: Self::LAYOUTS[pick(&[0, 1]) as usize],
             },
             |t| t.validate(spec).is_ok() && t.fits(spec),
         )
@@ -358,6 +382,18 @@ impl GpuMmaTiling {
         }
         if t.bk % MMA_K != 0 {
             return bad(format!("k tile {} is not a multiple of 16", t.bk));
+        }
+        if t.layout == MmaLayout::Swizzled
+            && (t.engine != MmaEngine::Warpgroup
+                || t.bk % SWIZZLE_ROW != 0
+                || (t.bn / t.warps_n) % SWIZZLE_ROW != 0)
+        {
+            return bad(format!(
+                "swizzled tiles are for warpgroups with a k tile ({}) and steps ({} columns) \
+                 of multiples of 64",
+                t.bk,
+                t.bn / t.warps_n
+            ));
         }
         if t.threads() as u64 > MAX_THREADS_PER_BLOCK {
             return bad(format!("{} threads per block", t.threads()));
@@ -526,7 +562,8 @@ impl Gen<'_> {
     /// One buffer of the staged `A` tile (`B` tile with `b_tile`) as an operand at base 0:
     /// padded rows for warps; for warpgroups, core matrices — 8 × 8 blocks of 128
     /// contiguous bytes, `A`'s rows along `k` (K-major), `B`'s along the columns (N-major),
-    /// the blocks of a tile row side by side, the block rows one after another. The copies
+    /// the blocks of a tile row side by side, the block rows one after another; or
+    /// ([`MmaLayout::Swizzled`]) 128-byte rows swizzled, in atoms of 64 columns. The copies
     /// stage by it and the `mma`s read by it: one layout.
     fn staged_tile(&self, b_tile: bool) -> MmaOperand {
         let t = self.t;
@@ -534,15 +571,26 @@ impl Gen<'_> {
             false => (&self.a_tile, t.bk, t.row()),
             true => (&self.b_tile, t.bn, t.b_row()),
         };
-        let (strides, blocks) = match t.engine {
-            MmaEngine::Warp => ([padded, 1], None),
-            MmaEngine::Warpgroup => ([CORE, 1], Some([width * CORE, CORE * CORE])),
+        // Swizzled: `A`'s atoms are its rows × 64 of `k`, `B`'s `k` × 64 of its columns.
+        let rows = match b_tile {
+            false => t.bm,
+            true => t.bk,
+        };
+        let (strides, blocks, swizzle) = match (t.engine, t.layout) {
+            (MmaEngine::Warp, _) => ([padded, 1], None, None),
+            (MmaEngine::Warpgroup, MmaLayout::Plain) => {
+                ([CORE, 1], Some([width * CORE, CORE * CORE]), None)
+            }
+            (MmaEngine::Warpgroup, MmaLayout::Swizzled) => {
+                ([SWIZZLE_ROW, 1], None, Some(rows * SWIZZLE_ROW))
+            }
         };
         MmaOperand {
             buf: buf.clone(),
             base: IExpr::c(0),
             strides,
             blocks,
+            swizzle,
         }
     }
 
@@ -553,16 +601,17 @@ impl Gen<'_> {
     }
 
     /// The tile row and first column of run `e` of a tile `runs_per_row` runs of 8 wide.
-    /// Warps: consecutive runs along a row. Warpgroups: down the 8 rows of a core matrix
-    /// first, so that 8 consecutive runs fill 128 contiguous bytes (conflict-free shared
-    /// stores), then along the row.
+    /// Warps and swizzled tiles: consecutive runs along a row (a swizzled row's 8 runs land
+    /// in 8 different chunks of its 128 bytes: conflict-free). Warpgroups' core matrices:
+    /// down the 8 rows of a core matrix first, so that 8 consecutive runs fill 128
+    /// contiguous bytes (conflict-free shared stores), then along the row.
     fn run_at(&self, e: &IExpr, runs_per_row: i64) -> (IExpr, IExpr) {
-        match self.t.engine {
-            MmaEngine::Warp => (
+        match (self.t.engine, self.t.layout) {
+            (MmaEngine::Warp, _) | (MmaEngine::Warpgroup, MmaLayout::Swizzled) => (
                 e.clone().floordiv(runs_per_row),
                 e.clone().modulo(runs_per_row).times(VECTOR),
             ),
-            MmaEngine::Warpgroup => (
+            (MmaEngine::Warpgroup, MmaLayout::Plain) => (
                 e.clone()
                     .floordiv(CORE * runs_per_row)
                     .times(CORE)
@@ -671,7 +720,7 @@ impl Gen<'_> {
         let operand = |b_tile: bool, buffer_start: IExpr, row: IExpr, col: IExpr| {
             let tile = self.staged_tile(b_tile);
             MmaOperand {
-                base: buffer_start.plus(tile.at(row, col)),
+                base: buffer_start.plus(tile.offset(row, col)),
                 ..tile
             }
         };
