@@ -171,7 +171,12 @@ mod tests {
         }
         let sub = |rng: &mut Rng| Box::new(random(rng, depth - 1));
         let k = 1 + rng.below(7) as i64;
-        match rng.below(8) {
+        match rng.below(9) {
+            // a swizzle: the chunk XOR the row (operands kept non-negative)
+            8 => {
+                let e = IExpr::Mod(sub(rng), Box::new(IExpr::c(64)));
+                e.clone().xor(e.floordiv(8).modulo(8).times(8))
+            }
             0 => IExpr::Add(sub(rng), sub(rng)),
             1 => IExpr::Sub(sub(rng), sub(rng)),
             2 => IExpr::Mul(sub(rng), Box::new(IExpr::c(k))),

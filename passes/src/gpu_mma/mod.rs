@@ -47,8 +47,10 @@
 //! reads them — 8×8 *core matrices* of 128 contiguous bytes (`A` K-major, `B` N-major, no
 //! padding); a thread's 16-byte runs go down a core matrix's rows first, so that 8
 //! consecutive threads fill one core matrix (conflict-free stores, still whole 32-byte
-//! sectors read per warp). Each warpgroup owns `bm / warps_m` rows (a column of 64-row
-//! steps) × `bn / warps_n` columns (one step wide). With three or more buffers one `k`
+//! sectors read per warp) — or ([`MmaLayout::Swizzled`]) as 128-byte rows under the 128-byte
+//! swizzle (CUTLASS's Hopper layout, the one TMA writes), consecutive threads along a row.
+//! Each warpgroup owns `bm / warps_m` rows (a column of 64-row steps) × `bn / warps_n`
+//! columns (one step wide). With three or more buffers one `k`
 //! step's steps stay in flight through the next (`retires(2)`), and copies run
 //! `stages − 2` steps ahead instead of `stages − 1`.
 //!
