@@ -320,7 +320,12 @@ impl Builder<'_, '_> {
                 } else {
                     (x, shape[rank - 1])
                 };
-                let n = self.u.int_in_range(1..=12)?;
+                // Now and then wide (33 to 72 columns): warpgroup steps of 64 columns, which
+                // 128-byte-swizzled tiles need, fit only such products.
+                let n = match self.u.ratio(1, 4)? {
+                    true => self.u.int_in_range(33..=72)?,
+                    false => self.u.int_in_range(1..=12)?,
+                };
                 let w = self.constant(&[k, n], 0.1, 1.0, true);
                 let y = match self.then(OpKind::MatMul, &[x, w], attrs) {
                     Ok(y) => y,
