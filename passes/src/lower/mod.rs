@@ -15,6 +15,7 @@ pub use fused::{is_anchor, is_sink};
 mod conv;
 mod linalg;
 mod nn;
+mod pool;
 mod signal;
 mod widen;
 mod window;
@@ -423,8 +424,8 @@ fn lower_node(
         Gemm => linalg::gemm(&cx, &mut b)?,
         Conv => conv::conv(&cx, &mut b)?,
         ConvTranspose => conv::conv_transpose(&cx, &mut b)?,
-        MaxPool | AveragePool => nn::pool(&cx, &mut b)?,
-        GlobalAveragePool => nn::global_avg_pool(&cx, &mut b)?,
+        MaxPool | AveragePool => pool::pool(&cx, &mut b)?,
+        GlobalAveragePool => pool::global_avg_pool(&cx, &mut b)?,
         BatchNormalization => elementwise::batch_norm(&cx, &mut b)?,
         LayerNormalization => nn::layer_norm(&cx, &mut b)?,
         Softmax | LogSoftmax => nn::softmax(&cx, &mut b)?,
