@@ -3,9 +3,9 @@
 //! A warpgroup step (`mma m64nNk16`, see `tessera_ir::loops::mma`) reads both operand tiles
 //! from shared memory through 64-bit *matrix descriptors* (start address, the leading and
 //! stride byte offsets between core matrices, the layout: no swizzle, or the 128-byte
-//! swizzle, whose tiles start 1024-byte aligned — `shared_alignment`) and adds into the thread's `N / 2`
-//! f32 accumulators — asynchronously: the instruction only starts the work. So each thread
-//! loop that holds such steps is bracketed, as PTX requires:
+//! swizzle, whose tiles start 1024-byte aligned — `shared_alignment`) and adds into the
+//! thread's `N / 2` f32 accumulators — asynchronously: the instruction only starts the
+//! work. So each thread loop that holds such steps is bracketed, as PTX requires:
 //!
 //! ```text
 //!   (accumulators pinned)  wgmma.fence            before the first step: earlier register
