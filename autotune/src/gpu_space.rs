@@ -229,7 +229,7 @@ pub(crate) fn knob_values(s: &KernelSchedule) -> Option<Vec<(&'static str, i64)>
             (WARPS_N, t.warps_n),
             (MMA_STAGING, staging_knob(t.staging)?),
             (MMA_ENGINE, engine_knob(t.engine)?),
-            (MMA_LAYOUT, layout_knob(t.layout)),
+            (MMA_LAYOUT, layout_knob(t.layout)?),
         ],
     })
 }
@@ -248,9 +248,7 @@ fn engine_knob(engine: MmaEngine) -> Option<i64> {
 }
 
 /// The `mma_layout` knob's value of `layout`: its position in `GpuMmaTiling::LAYOUTS`.
-fn layout_knob(layout: MmaLayout) -> i64 {
-    match layout {
-        MmaLayout::Plain => 0,
-        MmaLayout::Swizzled => 1,
-    }
+fn layout_knob(layout: MmaLayout) -> Option<i64> {
+    let at = GpuMmaTiling::LAYOUTS.iter().position(|&l| l == layout)?;
+    Some(at as i64)
 }

@@ -276,7 +276,7 @@ fn place_dynamic_shared<'ctx>(
             );
             g.set_linkage(Linkage::External);
             // `shared_layout`'s offsets are aligned to at most this.
-            g.set_alignment(1024);
+            g.set_alignment(tessera_ir::loops::gpu::SWIZZLE_ALIGNMENT as u32);
             g
         });
         for (buf, at) in offsets {

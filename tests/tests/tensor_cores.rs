@@ -136,15 +136,12 @@ fn tensor_core_products_match_the_plain_kernels() {
                 // The same, its tiles 128-byte swizzled (64-deep `k` tiles, steps of 64
                 // columns or more): three or four buffers, or registers.
                 let swizzled = GpuMmaTiling {
-                    bn: warpgroup.bn.max(64),
-                    bk: 64,
-                    layout: MmaLayout::Swizzled,
                     staging: [
                         MmaStaging::AsyncCopy { stages: 3 },
                         MmaStaging::Registers,
                         MmaStaging::AsyncCopy { stages: 4 },
                     ][ordinal % 3],
-                    ..warpgroup
+                    ..GpuMmaTiling::swizzled_warpgroup_for(spec)
                 };
                 ordinal += 1;
                 tilings.extend([warpgroup, swizzled]);

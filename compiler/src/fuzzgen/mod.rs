@@ -237,7 +237,7 @@ fn check_gpu_schedules(
     want: &[tessera_ir::Tensor],
 ) -> Result<(), String> {
     use tessera_ir::DType;
-    use tessera_passes::gpu_mma::{GpuMmaTiling, MmaLayout, tile_mma};
+    use tessera_passes::gpu_mma::{GpuMmaTiling, tile_mma};
     use tessera_passes::gpu_product::{GpuProductTiling, tile_gpu};
     use tessera_passes::gpu_schedule::{GpuScheduleConfig, schedule_gpu};
     let mut variants = Vec::new();
@@ -259,13 +259,7 @@ fn check_gpu_schedules(
             variants.push((format!("tensor-core tiling {t:?}"), tiled));
             // Warpgroup tiles 128-byte swizzled wherever the product is wide and deep enough
             // (steps of 64 columns, 64-deep `k` tiles), which a sampled tiling seldom is.
-            let warpgroup = GpuMmaTiling::warpgroup_default_for(spec);
-            let swizzled = GpuMmaTiling {
-                bn: warpgroup.bn.max(64),
-                bk: 64,
-                layout: MmaLayout::Swizzled,
-                ..warpgroup
-            };
+            let swizzled = GpuMmaTiling::swizzled_warpgroup_for(spec);
             if swizzled.validate(spec).is_ok() && swizzled.fits(spec) {
                 let tiled = tile_mma(&k.program, spec, &swizzled)
                     .map_err(|e| format!("the tensor-core tiling {swizzled:?} fails: {e}"))?;

@@ -204,11 +204,15 @@ pub fn shared_layout(prog: &LoopProgram) -> (Vec<(String, usize)>, usize) {
 /// the 128-byte swizzle, whose tiles ([`MmaOperand::swizzle`](super::mma::MmaOperand)) are
 /// laid out from a 1024-byte-aligned start — else 16 (a vector's).
 pub fn shared_alignment(bytes: usize) -> usize {
-    match bytes >= 1024 {
-        true => 1024,
+    match bytes >= SWIZZLE_ALIGNMENT {
+        true => SWIZZLE_ALIGNMENT,
         false => 16,
     }
 }
+
+/// The largest alignment [`shared_alignment`] gives: the 128-byte swizzle's period in bytes
+/// (8 rows of 128), which the dynamic shared memory's start must have too.
+pub const SWIZZLE_ALIGNMENT: usize = 1024;
 
 /// The statements every thread of a block runs together: thread loops, and uniform loops
 /// holding more of the same.

@@ -105,8 +105,9 @@ pub fn xor_range((al, ah): (i64, i64), (bl, bh): (i64, i64)) -> Option<(i64, i64
     if al < 0 || bl < 0 {
         return None;
     }
+    // (Operands of 63 bits have no next power of two in an i64: unknown.)
     let bits = 64 - ah.max(bh).leading_zeros();
-    Some((0, (1i64 << bits) - 1))
+    Some((0, 1i64.checked_shl(bits).filter(|&p| p > 0)? - 1))
 }
 
 /// The least and greatest of `f` over four operand pairs (`None` if any overflows).
@@ -193,6 +194,17 @@ mod tests {
             Box::new(IExpr::c(27)),
         );
         assert_eq!(clamped.range(&ext), Some((0, 27)));
+    }
+
+    #[test]
+    fn an_exclusive_or_stays_below_the_next_power_of_two() {
+        // A swizzle: `i` (0..28) XOR 8·(`j` % 8), below 64.
+        let x = v("i").xor(v("j").modulo(8).times(8));
+        assert_eq!(x.range(&ext), Some((0, 63)));
+        assert_eq!(xor_range((0, 7), (0, 8)), Some((0, 15)));
+        // Negative operands, or ones too wide for a next power of two: unknown.
+        assert_eq!(xor_range((-1, 7), (0, 8)), None);
+        assert_eq!(xor_range((0, i64::MAX), (0, 1)), None);
     }
 
     #[test]

@@ -351,7 +351,7 @@ fn mma(cx: &Ctx, m: &mma::Mma) -> Result<()> {
                         // Its buffer starts 1024-byte aligned.
                         && prog.buffer(&op.buf).is_some_and(|b| {
                             super::gpu::shared_alignment(b.len * b.dtype.size())
-                                .is_multiple_of(2 * mma::SWIZZLE_SPAN as usize)
+                                == super::gpu::SWIZZLE_ALIGNMENT
                         }) => {}
                 (_, None) => {
                     return bad(format!(

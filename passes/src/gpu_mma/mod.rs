@@ -238,6 +238,19 @@ impl GpuMmaTiling {
         }
     }
 
+    /// [`GpuMmaTiling::warpgroup_default_for`] with its tiles 128-byte swizzled
+    /// ([`MmaLayout::Swizzled`]): 64-deep `k` tiles, at least 64 columns — valid where the
+    /// product is wide and deep enough (`validate`, `fits`).
+    pub fn swizzled_warpgroup_for(spec: &ProductSpec) -> GpuMmaTiling {
+        let warpgroup = Self::warpgroup_default_for(spec);
+        GpuMmaTiling {
+            bn: warpgroup.bn.max(SWIZZLE_ROW),
+            bk: SWIZZLE_ROW,
+            layout: MmaLayout::Swizzled,
+            ..warpgroup
+        }
+    }
+
     /// A random tiling from the knobs' domains that `validate` accepts and that fits the
     /// product (the search space as data, for fuzzing and search).
     pub fn sample(spec: &ProductSpec, rng: &mut tessera_ir::Rng) -> GpuMmaTiling {
