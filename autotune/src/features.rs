@@ -259,9 +259,11 @@ impl Walk {
                 }
                 Stmt::If { then, .. } => self.block(then, depth, trips, vectorized),
                 Stmt::Reduce(r) => self.block(&r.body, depth, trips, vectorized),
-                s @ (Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_)) => {
-                    self.block(&s.expansion(), depth, trips, vectorized)
-                }
+                s @ (Stmt::Mma(_)
+                | Stmt::WarpFold(_)
+                | Stmt::AsyncCopy(_)
+                | Stmt::Mbarrier(_)
+                | Stmt::TensorCopy(_)) => self.block(&s.expansion(), depth, trips, vectorized),
                 Stmt::Store { .. } => {
                     self.stores += trips;
                     if vectorized {

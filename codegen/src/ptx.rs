@@ -32,6 +32,7 @@ use std::sync::Once;
 use tessera_ir::loops::LoopProgram;
 use tessera_ir::loops::mma::WGMMA_SM;
 pub use tessera_ir::plan::GpuKernel;
+use tessera_ir::plan::GpuTensorMap;
 
 /// LLVM's calling convention number for `ptx_kernel` (an entry point of a PTX module).
 const PTX_KERNEL_CC: u32 = 71;
@@ -127,6 +128,19 @@ pub fn compile_ptx_with(
                     }
                 })?,
                 params: p.params().count(),
+                tensor_maps: tessera_ir::loops::tma::tensor_maps(&p.body)
+                    .into_iter()
+                    .map(|map| {
+                        let param =
+                            p.params().position(|b| b.name == map.src).ok_or_else(|| {
+                                CodegenError::Unsupported {
+                                    kernel: p.name.clone(),
+                                    msg: format!("tensor map over `{}`, not a parameter", map.src),
+                                }
+                            })?;
+                        Ok(GpuTensorMap { param, map })
+                    })
+                    .collect::<Result<_, CodegenError>>()?,
             })
         })
         .collect::<Result<_, CodegenError>>()?;
@@ -146,14 +160,18 @@ pub fn compile_to_nvptx_module<'ctx>(
         backend: Backend::Cuda,
         param_align: ptx.param_align.clone(),
     };
-    // Warpgroup tensor-core steps exist on sm_90 only, as `sm_90a` code.
-    let arch_specific = match progs.iter().find(|p| crate::mlir::uses_warpgroup_mma(p)) {
+    // Warpgroup tensor-core steps exist on sm_90 only, as `sm_90a` code; tensor copies and
+    // mbarriers from sm_90 on (Hopper's code here, as `sm_90a` too).
+    let hopper = |p: &&&LoopProgram| {
+        crate::mlir::uses_warpgroup_mma(p) || tessera_ir::loops::tma::uses_tma(&p.body)
+    };
+    let arch_specific = match progs.iter().find(hopper) {
         Some(p) if sm != WGMMA_SM => {
             return Err(CodegenError::Unsupported {
                 kernel: p.name.clone(),
                 msg: format!(
-                    "warpgroup tensor-core steps (wgmma) need sm_{WGMMA_SM} (sm_{WGMMA_SM}a), \
-                     not sm_{sm}"
+                    "warpgroup tensor-core steps (wgmma) and tensor copies (TMA) need \
+                     sm_{WGMMA_SM} (sm_{WGMMA_SM}a), not sm_{sm}"
                 ),
             });
         }
@@ -215,7 +233,9 @@ fn add_kernels<'ctx>(
             inkwell::attributes::AttributeLoc::Function,
             ctx.create_enum_attribute(always, 0),
         );
-        let n = p.params().count();
+        // The buffers, then the tensor maps' array if the kernel has any.
+        let n = p.params().count()
+            + (!tessera_ir::loops::tma::tensor_maps(&p.body).is_empty()) as usize;
         let fn_ty = ctx.void_type().fn_type(&vec![ptr.into(); n], false);
         let f = module.add_function(&p.name, fn_ty, None);
         f.set_call_conventions(PTX_KERNEL_CC);

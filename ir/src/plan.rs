@@ -67,6 +67,19 @@ pub struct GpuKernel {
     pub launch: crate::loops::gpu::Launch,
     /// Number of pointer parameters: the step's arguments, in order.
     pub params: usize,
+    /// The tensor maps its tensor copies read through (see [`crate::loops::tma`]): the
+    /// runtime encodes them for the step's arguments into one array in device memory, whose
+    /// address the kernel takes after the `params` buffers. Empty: no such parameter.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tensor_maps: Vec<GpuTensorMap>,
+}
+
+/// One tensor map of a GPU kernel: the geometry to encode, over its argument `param`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GpuTensorMap {
+    /// Which of the kernel's arguments (in parameter order) holds the tensor.
+    pub param: usize,
+    pub map: crate::loops::tma::TensorMap,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -608,9 +608,11 @@ pub(crate) fn collect_stores(
                     extents.remove(v);
                 }
             }
-            s @ (Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_)) => {
-                collect_stores(&s.expansion(), extents, out)
-            }
+            s @ (Stmt::Mma(_)
+            | Stmt::WarpFold(_)
+            | Stmt::AsyncCopy(_)
+            | Stmt::Mbarrier(_)
+            | Stmt::TensorCopy(_)) => collect_stores(&s.expansion(), extents, out),
         }
     }
 }

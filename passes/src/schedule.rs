@@ -45,7 +45,12 @@ fn with_loop(
                         return Ok(true);
                     }
                 }
-                Stmt::Store { .. } | Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_) => {}
+                Stmt::Store { .. }
+                | Stmt::Mma(_)
+                | Stmt::WarpFold(_)
+                | Stmt::AsyncCopy(_)
+                | Stmt::Mbarrier(_)
+                | Stmt::TensorCopy(_) => {}
             }
         }
         Ok(false)
@@ -486,7 +491,12 @@ fn vectorize_reductions(body: &mut [Stmt], width: &dyn Fn(tessera_ir::DType) -> 
             Stmt::For(l) if matches!(l.kind, LoopKind::Vectorize(_)) => {}
             Stmt::For(l) => vectorize_reductions(&mut l.body, width),
             Stmt::If { then, .. } => vectorize_reductions(then, width),
-            Stmt::Store { .. } | Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_) => {}
+            Stmt::Store { .. }
+            | Stmt::Mma(_)
+            | Stmt::WarpFold(_)
+            | Stmt::AsyncCopy(_)
+            | Stmt::Mbarrier(_)
+            | Stmt::TensorCopy(_) => {}
             Stmt::Reduce(r) => {
                 let w = width(r.dtype);
                 let cheap_lanes = r.axes.last().is_some_and(|(var, extent)| {
@@ -539,7 +549,12 @@ fn collect_innermost(body: &[Stmt], out: &mut Vec<(String, i64, String, bool)>) 
             }
             Stmt::If { then, .. } => collect_innermost(then, out),
             Stmt::Reduce(r) => collect_innermost(&r.body, out),
-            Stmt::Store { .. } | Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_) => {}
+            Stmt::Store { .. }
+            | Stmt::Mma(_)
+            | Stmt::WarpFold(_)
+            | Stmt::AsyncCopy(_)
+            | Stmt::Mbarrier(_)
+            | Stmt::TensorCopy(_) => {}
         }
     }
 }
@@ -556,8 +571,12 @@ fn stores_without_loops(
             true
         }
         Stmt::Reduce(r) => stores_without_loops(&r.body, stores),
-        Stmt::For(_) | Stmt::If { .. } | Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_) => {
-            false
-        }
+        Stmt::For(_)
+        | Stmt::If { .. }
+        | Stmt::Mma(_)
+        | Stmt::WarpFold(_)
+        | Stmt::AsyncCopy(_)
+        | Stmt::Mbarrier(_)
+        | Stmt::TensorCopy(_) => false,
     })
 }

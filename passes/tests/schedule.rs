@@ -54,7 +54,12 @@ fn loops(body: &[Stmt], out: &mut Vec<(String, i64, bool)>) {
             }
             Stmt::If { then, .. } => loops(then, out),
             Stmt::Reduce(r) => loops(&r.body, out),
-            Stmt::Store { .. } | Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_) => {}
+            Stmt::Store { .. }
+            | Stmt::Mma(_)
+            | Stmt::WarpFold(_)
+            | Stmt::AsyncCopy(_)
+            | Stmt::Mbarrier(_)
+            | Stmt::TensorCopy(_) => {}
         }
     }
 }
@@ -160,7 +165,12 @@ fn find_inner(body: &[Stmt], var: &str) -> Option<String> {
                     return Some(x);
                 }
             }
-            Stmt::Store { .. } | Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_) => {}
+            Stmt::Store { .. }
+            | Stmt::Mma(_)
+            | Stmt::WarpFold(_)
+            | Stmt::AsyncCopy(_)
+            | Stmt::Mbarrier(_)
+            | Stmt::TensorCopy(_) => {}
         }
     }
     None

@@ -145,9 +145,11 @@ fn has_load_that_may_leave_its_buffer(p: &tessera_ir::loops::LoopProgram) -> boo
             Stmt::If { then, .. } => walk(then, leaves),
             Stmt::Reduce(r) => leaves(&r.value) || leaves(&r.init) || walk(&r.body, leaves),
             Stmt::Store { value, .. } => leaves(value),
-            s @ (Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_)) => {
-                walk(&s.expansion(), leaves)
-            }
+            s @ (Stmt::Mma(_)
+            | Stmt::WarpFold(_)
+            | Stmt::AsyncCopy(_)
+            | Stmt::Mbarrier(_)
+            | Stmt::TensorCopy(_)) => walk(&s.expansion(), leaves),
         })
     }
     walk(&p.body, &leaves)

@@ -457,7 +457,11 @@ pub(super) fn least_async_lands(body: &[Stmt]) -> Option<i64> {
             Stmt::For(l) => least_async_lands(&l.body),
             Stmt::If { then, .. } => least_async_lands(then),
             Stmt::Reduce(r) => least_async_lands(&r.body),
-            Stmt::Store { .. } | Stmt::Mma(_) | Stmt::WarpFold(_) => None,
+            Stmt::Store { .. }
+            | Stmt::Mma(_)
+            | Stmt::WarpFold(_)
+            | Stmt::Mbarrier(_)
+            | Stmt::TensorCopy(_) => None,
         })
         .min()
 }

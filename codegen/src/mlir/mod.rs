@@ -16,6 +16,7 @@ mod gpu;
 mod load;
 mod math;
 mod reduce;
+mod tma;
 mod value;
 mod vectorize;
 mod wgmma;
@@ -151,6 +152,8 @@ struct Em<'a> {
     /// The kernel's warpgroup tensor-core steps (GPU): every barrier first makes shared
     /// stores visible to them, thread loops wait for them (see [`wgmma`]).
     warpgroup: Option<wgmma::WarpgroupSteps>,
+    /// The kernel's tensor maps (GPU, see [`tma`]), the parameter after the buffers.
+    tensor_maps: Vec<tessera_ir::loops::tma::TensorMap>,
 }
 
 fn emit_func(p: &LoopProgram, cfg: &EmitConfig) -> Result<String, CodegenError> {
@@ -170,6 +173,7 @@ fn emit_func(p: &LoopProgram, cfg: &EmitConfig) -> Result<String, CodegenError> 
         threads: vec![],
         async_lands: gpu::least_async_lands(&p.body),
         warpgroup: wgmma::WarpgroupSteps::of_kernel(p),
+        tensor_maps: tessera_ir::loops::tma::tensor_maps(&p.body),
     };
     let gpu = cfg.backend == Backend::Cuda;
     if tessera_ir::loops::gpu::binds_gpu(&p.body) {
@@ -232,6 +236,13 @@ fn emit_func(p: &LoopProgram, cfg: &EmitConfig) -> Result<String, CodegenError> 
             BufRole::Shared => alloca(&mut locals, &memref),
         }
         em.bufs.insert(b.name.clone(), (name, b.dtype, memref));
+    }
+    if gpu && !em.tensor_maps.is_empty() {
+        params.push(format!(
+            "{}: {} {{llvm.noalias}}",
+            tma::TENSOR_MAPS_PARAM,
+            em.tensor_maps_type()
+        ));
     }
     let mut head = globals;
     writeln!(
@@ -380,7 +391,11 @@ impl Em<'_> {
             Stmt::Reduce(r) => self.reduce(r),
             // The CPU runs a warp's statements thread by thread: their per-thread meaning.
             // (An async copy is complete before the next barrier: at once is as good.)
-            s @ (Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_))
+            s @ (Stmt::Mma(_)
+            | Stmt::WarpFold(_)
+            | Stmt::AsyncCopy(_)
+            | Stmt::Mbarrier(_)
+            | Stmt::TensorCopy(_))
                 if self.cfg.backend != Backend::Cuda =>
             {
                 for s in s.expansion() {
@@ -394,6 +409,8 @@ impl Em<'_> {
             },
             Stmt::WarpFold(w) => self.warp_fold(w),
             Stmt::AsyncCopy(c) => self.async_copy(c),
+            Stmt::Mbarrier(m) => self.mbarrier(m),
+            Stmt::TensorCopy(c) => self.tensor_copy(c),
         }
     }
 

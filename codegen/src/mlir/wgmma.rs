@@ -221,7 +221,12 @@ impl WarpgroupSteps {
                 Stmt::For(l) => self.add(&l.body),
                 Stmt::If { then, .. } => self.add(then),
                 Stmt::Reduce(r) => self.add(&r.body),
-                Stmt::Store { .. } | Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_) => {}
+                Stmt::Store { .. }
+                | Stmt::Mma(_)
+                | Stmt::WarpFold(_)
+                | Stmt::AsyncCopy(_)
+                | Stmt::Mbarrier(_)
+                | Stmt::TensorCopy(_) => {}
             }
         }
     }

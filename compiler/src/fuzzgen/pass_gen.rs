@@ -58,7 +58,12 @@ fn loops(body: &[Stmt], out: &mut Vec<(String, i64, Option<String>)>) {
             }
             Stmt::If { then, .. } => loops(then, out),
             Stmt::Reduce(r) => loops(&r.body, out),
-            Stmt::Store { .. } | Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_) => {}
+            Stmt::Store { .. }
+            | Stmt::Mma(_)
+            | Stmt::WarpFold(_)
+            | Stmt::AsyncCopy(_)
+            | Stmt::Mbarrier(_)
+            | Stmt::TensorCopy(_) => {}
         }
     }
 }

@@ -111,7 +111,12 @@ fn any_loop(body: &[Stmt], pred: &dyn Fn(LoopKind) -> bool) -> bool {
         Stmt::For(l) => pred(l.kind) || any_loop(&l.body, pred),
         Stmt::If { then, .. } => any_loop(then, pred),
         Stmt::Reduce(r) => any_loop(&r.body, pred),
-        Stmt::Store { .. } | Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_) => false,
+        Stmt::Store { .. }
+        | Stmt::Mma(_)
+        | Stmt::WarpFold(_)
+        | Stmt::AsyncCopy(_)
+        | Stmt::Mbarrier(_)
+        | Stmt::TensorCopy(_) => false,
     })
 }
 

@@ -11,6 +11,8 @@ use crate::tensor::Tensor;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+mod tma_state;
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum V {
     F(f64),
@@ -48,6 +50,9 @@ struct Touched {
     /// Read by a warpgroup `mma` that retires this many barriers later: nobody may write it
     /// before (0: none).
     read_in_flight: i64,
+    /// Written by a tensor copy counted on this mbarrier (buffer position, element) in this
+    /// phase: a thread may touch it once it has waited for the phase (see [`super::tma`]).
+    tma: Option<(usize, usize, u64)>,
 }
 
 struct St<'a> {
@@ -64,6 +69,10 @@ struct St<'a> {
     local: RefCell<HashMap<(ThreadId, usize), Tensor>>,
     /// Shared elements touched since the last barrier, by (buffer position, element).
     touched: RefCell<HashMap<(usize, usize), Touched>>,
+    /// The block's initialised mbarriers, by (buffer position, element).
+    mbarriers: HashMap<(usize, usize), tma_state::Phases>,
+    /// Per thread and mbarrier, how many of its phases the thread has seen complete.
+    observed: HashMap<(ThreadId, usize, usize), u64>,
 }
 
 /// The outputs of `prog` run on `inputs` (its input buffers' contents, in parameter order),
@@ -136,8 +145,11 @@ pub fn run(prog: &LoopProgram, buffers: &mut [Tensor]) -> Result<()> {
         thread_depth: 0,
         local: RefCell::default(),
         touched: RefCell::default(),
+        mbarriers: HashMap::new(),
+        observed: HashMap::new(),
     };
-    block(&mut st, &prog.body)
+    block(&mut st, &prog.body)?;
+    st.end_block()
 }
 
 impl St<'_> {
@@ -150,17 +162,20 @@ impl St<'_> {
         }
         self.local.get_mut().clear();
         self.touched.get_mut().clear();
+        self.mbarriers.clear();
+        self.observed.clear();
     }
 
     /// A barrier of the block: accesses before it no longer race with those after it, and
     /// async copies come one barrier closer to landing (those that land are forgotten).
     fn barrier(&mut self) {
         let touched = self.touched.get_mut();
-        touched.retain(|_, t| t.in_flight > 1 || t.read_in_flight > 1);
+        touched.retain(|_, t| t.in_flight > 1 || t.read_in_flight > 1 || t.tma.is_some());
         for t in touched.values_mut() {
             *t = Touched {
                 in_flight: (t.in_flight - 1).max(0),
                 read_in_flight: (t.read_in_flight - 1).max(0),
+                tma: t.tma,
                 ..Touched::default()
             };
         }
@@ -242,6 +257,22 @@ impl St<'_> {
                 t.in_flight,
             )));
         }
+        if let Some((bar, at, phase)) = t.tma
+            && self
+                .observed
+                .get(&(me, bar, at))
+                .is_none_or(|&seen| seen <= phase)
+        {
+            return Err(IrError::Interp(format!(
+                "kernel `{}`: thread {} {} shared `{}[{i}]` while a tensor copy into it is in \
+                 flight: it has not waited for phase {phase} of mbarrier `{}[{at}]`",
+                self.prog.name,
+                thread_name(me),
+                if store { "writes" } else { "reads" },
+                self.prog.buffers[pos].name,
+                self.prog.buffers[bar].name,
+            )));
+        }
         if store && t.read_in_flight > 0 {
             return Err(IrError::Interp(format!(
                 "kernel `{}`: thread {} writes shared `{}[{i}]` while a warpgroup mma reading it \
@@ -307,10 +338,14 @@ fn stmt(st: &mut St, s: &Stmt) -> Result<()> {
                 if let Some(a) = thread_axis {
                     st.tid[a] = i;
                 }
-                if matches!(l.kind, LoopKind::Block(_)) {
+                let new_block = matches!(l.kind, LoopKind::Block(_));
+                if new_block {
                     st.start_block();
                 }
                 block(st, &l.body)?;
+                if new_block {
+                    st.end_block()?;
+                }
             }
             if let Some(a) = thread_axis {
                 st.tid[a] = 0;
@@ -366,6 +401,8 @@ fn stmt(st: &mut St, s: &Stmt) -> Result<()> {
             }
         }
         Stmt::WarpFold(_) => block(st, &s.expansion())?,
+        Stmt::Mbarrier(m) => st.mbarrier(m)?,
+        Stmt::TensorCopy(c) => st.tensor_copy(c)?,
         // The expansion, and the elements stay untouchable until the copy lands.
         Stmt::AsyncCopy(c) => {
             block(st, &s.expansion())?;

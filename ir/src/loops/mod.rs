@@ -21,6 +21,7 @@ pub mod print;
 pub mod range;
 pub mod shuffle;
 pub mod simplify;
+pub mod tma;
 pub mod verify;
 
 use crate::dtype::DType;
@@ -179,17 +180,23 @@ pub enum Stmt {
     /// A thread's copy of a run of input elements into shared memory, complete at the next
     /// barrier (see [`async_copy`]): only in thread loops.
     AsyncCopy(async_copy::AsyncCopy),
+    /// An mbarrier's initialisation, arrival or wait (see [`tma`]): only in thread loops.
+    Mbarrier(tma::Mbarrier),
+    /// One thread's bulk copy of a box of a tensor into shared memory, complete on an
+    /// mbarrier (see [`tma`]): only in thread loops.
+    TensorCopy(tma::TensorCopy),
 }
 
 impl Stmt {
     /// The per-thread meaning, as ordinary statements, of a statement defined by one: a
     /// warp-collective one (see [`mma`], [`shuffle`]) or an asynchronous copy (see
-    /// [`async_copy`]); nothing for any other statement.
+    /// [`async_copy`], [`tma`]); nothing for any other statement (an mbarrier's has none).
     pub fn expansion(&self) -> Vec<Stmt> {
         match self {
             Stmt::Mma(m) => m.expand(),
             Stmt::WarpFold(w) => w.expand(),
             Stmt::AsyncCopy(c) => c.expand(),
+            Stmt::TensorCopy(c) => c.expand(),
             _ => vec![],
         }
     }
@@ -213,9 +220,11 @@ impl Stmt {
                 v(&r.value, f);
                 r.body.iter().for_each(|s| s.visit_loads(f))
             }
-            s @ (Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_)) => {
-                s.expansion().iter().for_each(|s| s.visit_loads(f))
-            }
+            s @ (Stmt::Mma(_)
+            | Stmt::WarpFold(_)
+            | Stmt::AsyncCopy(_)
+            | Stmt::Mbarrier(_)
+            | Stmt::TensorCopy(_)) => s.expansion().iter().for_each(|s| s.visit_loads(f)),
         }
     }
 
@@ -267,6 +276,8 @@ impl Stmt {
             Stmt::Mma(m) => Stmt::Mma(m.map_iexprs(index)),
             Stmt::WarpFold(w) => Stmt::WarpFold(w.map_iexprs(index)),
             Stmt::AsyncCopy(c) => Stmt::AsyncCopy(c.map_iexprs(index)),
+            Stmt::Mbarrier(m) => Stmt::Mbarrier(m.map_iexprs(index)),
+            Stmt::TensorCopy(c) => Stmt::TensorCopy(c.map_iexprs(index)),
         }
     }
 }
@@ -313,9 +324,11 @@ pub fn carries_dependence(body: &[Stmt]) -> bool {
                 Stmt::Store { buf, index, .. } => out.push((buf.clone(), index.clone())),
                 Stmt::If { then, .. } => stores(then, out),
                 Stmt::Reduce(r) => stores(&r.body, out),
-                s @ (Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_)) => {
-                    stores(&s.expansion(), out)
-                }
+                s @ (Stmt::Mma(_)
+                | Stmt::WarpFold(_)
+                | Stmt::AsyncCopy(_)
+                | Stmt::Mbarrier(_)
+                | Stmt::TensorCopy(_)) => stores(&s.expansion(), out),
             }
         }
     }
@@ -373,9 +386,11 @@ impl LoopProgram {
                             .fold(mult, |m, (_, e)| m.saturating_mul((*e).max(0) as u64));
                         steps.saturating_add(block(&r.body, mult))
                     }
-                    s @ (Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_)) => {
-                        block(&s.expansion(), mult)
-                    }
+                    s @ (Stmt::Mma(_)
+                    | Stmt::WarpFold(_)
+                    | Stmt::AsyncCopy(_)
+                    | Stmt::Mbarrier(_)
+                    | Stmt::TensorCopy(_)) => block(&s.expansion(), mult),
                 })
                 .fold(0u64, u64::saturating_add)
         }

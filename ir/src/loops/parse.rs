@@ -66,15 +66,15 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>> {
     Ok(out)
 }
 
-struct P {
+pub(crate) struct P {
     toks: Vec<(Tok, usize)>,
-    pos: usize,
+    pub(crate) pos: usize,
 }
 
-type R<T> = std::result::Result<T, IrError>;
+pub(crate) type R<T> = std::result::Result<T, IrError>;
 
 impl P {
-    fn err<T>(&self, msg: impl Into<String>) -> R<T> {
+    pub(crate) fn err<T>(&self, msg: impl Into<String>) -> R<T> {
         let line = self
             .toks
             .get(self.pos)
@@ -95,7 +95,7 @@ impl P {
     fn is(&self, p: &str) -> bool {
         matches!(self.peek(), Some(Tok::P(q)) if *q == p)
     }
-    fn eat(&mut self, p: &str) -> bool {
+    pub(crate) fn eat(&mut self, p: &str) -> bool {
         if self.is(p) {
             self.pos += 1;
             true
@@ -103,14 +103,14 @@ impl P {
             false
         }
     }
-    fn expect(&mut self, p: &str) -> R<()> {
+    pub(crate) fn expect(&mut self, p: &str) -> R<()> {
         if self.eat(p) {
             Ok(())
         } else {
             self.err(format!("expected `{p}`, found {:?}", self.peek()))
         }
     }
-    fn ident(&mut self) -> R<String> {
+    pub(crate) fn ident(&mut self) -> R<String> {
         match self.peek().cloned() {
             Some(Tok::Ident(s)) => {
                 self.pos += 1;
@@ -119,7 +119,7 @@ impl P {
             t => self.err(format!("expected a name, found {t:?}")),
         }
     }
-    fn keyword(&mut self, k: &str) -> R<()> {
+    pub(crate) fn keyword(&mut self, k: &str) -> R<()> {
         match self.peek() {
             Some(Tok::Ident(s)) if s == k => {
                 self.pos += 1;
@@ -129,7 +129,7 @@ impl P {
         }
     }
     /// An integer literal, with an optional leading minus.
-    fn int(&mut self) -> R<i64> {
+    pub(crate) fn int(&mut self) -> R<i64> {
         let neg = self.eat("-");
         match self.peek().cloned() {
             Some(Tok::Num(n)) => {
@@ -142,7 +142,7 @@ impl P {
             t => self.err(format!("expected an integer, found {t:?}")),
         }
     }
-    fn dtype(&mut self) -> R<DType> {
+    pub(crate) fn dtype(&mut self) -> R<DType> {
         let d = self.ident()?;
         DType::parse(&d).map_or_else(|| self.err(format!("unknown dtype `{d}`")), Ok)
     }
@@ -159,7 +159,7 @@ impl P {
     }
 
     /// `buf[index]`, as a warp statement names its accumulator or source.
-    fn indexed(&mut self) -> R<(String, IExpr)> {
+    pub(crate) fn indexed(&mut self) -> R<(String, IExpr)> {
         let buf = self.ident()?;
         self.expect("[")?;
         let index = self.iexpr()?;
@@ -222,7 +222,7 @@ impl P {
     }
 
     // ---- index expressions ----
-    fn iexpr(&mut self) -> R<IExpr> {
+    pub(crate) fn iexpr(&mut self) -> R<IExpr> {
         let mut e = self.iprimary()?;
         while self.eat("*") {
             let r = self.iprimary()?;
@@ -457,6 +457,11 @@ impl P {
         Ok(out)
     }
     fn stmt(&mut self) -> R<Stmt> {
+        if let Some(Tok::Ident(k)) = self.peek().cloned()
+            && let Some(stmt) = self.tma_stmt(&k)
+        {
+            return stmt;
+        }
         match self.peek().cloned() {
             Some(Tok::Ident(k)) if k == "for" => {
                 self.pos += 1;
@@ -696,7 +701,11 @@ fn fix_acc_types(body: &mut [Stmt], scope: &mut Vec<(String, DType)>) {
                 fix_acc_types(&mut r.body, scope);
                 scope.pop();
             }
-            Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_) => {}
+            Stmt::Mma(_)
+            | Stmt::WarpFold(_)
+            | Stmt::AsyncCopy(_)
+            | Stmt::Mbarrier(_)
+            | Stmt::TensorCopy(_) => {}
         }
     }
 }

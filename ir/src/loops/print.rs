@@ -120,6 +120,8 @@ fn write_stmt(s: &mut String, st: &Stmt, depth: usize) -> fmt::Result {
                 c.dtype, c.len, c.dst, c.dst_at, c.src, c.src_at, c.valid
             )?
         }
+        Stmt::Mbarrier(m) => writeln!(s, "{m}")?,
+        Stmt::TensorCopy(c) => writeln!(s, "{c}")?,
         Stmt::WarpFold(w) => writeln!(
             s,
             "warp_fold {}({}) {}[{}] = {}[{}] lane({})",

@@ -30,9 +30,11 @@ pub fn body_extents(body: &[Stmt]) -> HashMap<String, i64> {
                     out.extend(r.axes.iter().cloned());
                     walk(&r.body, out);
                 }
-                s @ (Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_)) => {
-                    walk(&s.expansion(), out)
-                }
+                s @ (Stmt::Mma(_)
+                | Stmt::WarpFold(_)
+                | Stmt::AsyncCopy(_)
+                | Stmt::Mbarrier(_)
+                | Stmt::TensorCopy(_)) => walk(&s.expansion(), out),
                 Stmt::Store { .. } => {}
             }
         }

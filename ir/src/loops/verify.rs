@@ -6,6 +6,8 @@ use super::*;
 use crate::error::{IrError, Result};
 use std::collections::HashSet;
 
+mod tma_rules;
+
 struct Ctx<'a> {
     prog: &'a LoopProgram,
     vars: Vec<String>,
@@ -17,10 +19,18 @@ struct Ctx<'a> {
     /// a reduction lies between it and the statement (threads of a warp may diverge there).
     thread: Option<(String, i64, GpuAxis)>,
     divergent: bool,
+    /// The buffers holding mbarriers: nothing but TMA statements may touch them.
+    mbarriers: Vec<String>,
 }
 
 /// Shared and local buffers belong to a thread: they are only touched inside thread loops.
 fn check_gpu_access(cx: &Ctx, buf: &Buffer, what: &str) -> Result<()> {
+    if cx.mbarriers.contains(&buf.name) {
+        return Err(err(
+            cx.prog,
+            format!("{what} mbarrier buffer `{}`", buf.name),
+        ));
+    }
     if buf.role.is_gpu_memory() && cx.thread_depth == 0 {
         return Err(err(
             cx.prog,
@@ -90,6 +100,7 @@ pub fn verify(prog: &LoopProgram) -> Result<()> {
         thread_depth: 0,
         thread: None,
         divergent: false,
+        mbarriers: tma::mbarrier_buffers(&prog.body),
     };
     for (i, s) in prog.body.iter().enumerate() {
         if let Stmt::For(l) = s
@@ -232,6 +243,8 @@ fn stmt(cx: &mut Ctx, s: &Stmt, depth: usize) -> Result<()> {
         Stmt::Mma(m) => mma(cx, m)?,
         Stmt::WarpFold(w) => warp_fold(cx, w)?,
         Stmt::AsyncCopy(c) => async_copy(cx, c)?,
+        Stmt::Mbarrier(m) => tma_rules::mbarrier(cx, m)?,
+        Stmt::TensorCopy(c) => tma_rules::tensor_copy(cx, c)?,
     }
     Ok(())
 }

@@ -44,6 +44,11 @@ fn widen(s: &Stmt) -> Stmt {
                 ..r.clone()
             })
         }
-        Stmt::Store { .. } | Stmt::Mma(_) | Stmt::WarpFold(_) | Stmt::AsyncCopy(_) => s.clone(),
+        Stmt::Store { .. }
+        | Stmt::Mma(_)
+        | Stmt::WarpFold(_)
+        | Stmt::AsyncCopy(_)
+        | Stmt::Mbarrier(_)
+        | Stmt::TensorCopy(_) => s.clone(),
     }
 }
