@@ -86,6 +86,8 @@ pub struct GpuExecutable {
     workspace: CudaSlice<u8>,
     inputs: Vec<CudaSlice<u8>>,
     outputs: Vec<CudaSlice<u8>>,
+    /// Owns the encoded tensor maps of the steps that take some (never read directly).
+    _tensor_maps: Vec<CudaSlice<u8>>,
 }
 
 impl GpuExecutable {
@@ -154,7 +156,7 @@ impl GpuExecutable {
             .map(|s| alloc(s.bytes()))
             .collect::<Result<Vec<_>, _>>()?;
         let base = |buf: &CudaSlice<u8>| buf.device_ptr(&stream).0;
-        let step_args = plan
+        let mut step_args: Vec<Vec<u64>> = plan
             .steps
             .iter()
             .map(|step| {
@@ -169,6 +171,31 @@ impl GpuExecutable {
                     .collect()
             })
             .collect();
+        // A kernel with tensor copies takes its maps, encoded for these arguments, last.
+        let mut tensor_maps = Vec::new();
+        for (k, args) in kernels.iter().zip(step_args.iter_mut()) {
+            if k.tensor_maps.is_empty() {
+                continue;
+            }
+            let mut bytes = Vec::new();
+            for m in &k.tensor_maps {
+                let base = *args.get(m.param).ok_or_else(|| {
+                    RuntimeError::Cuda(format!(
+                        "kernel `{}`: a tensor map over argument {} of {}",
+                        k.name,
+                        m.param,
+                        args.len()
+                    ))
+                })?;
+                bytes.extend(crate::tensor_map::encode(m, base)?);
+            }
+            let mut maps = alloc(bytes.len())?;
+            stream
+                .memcpy_htod(&bytes, &mut maps)
+                .map_err(driver("copying tensor maps"))?;
+            args.push(base(&maps));
+            tensor_maps.push(maps);
+        }
         // Kernels with more shared memory than the static 48 KB take it dynamically; beyond
         // that the function must first be allowed as much.
         for (k, f) in kernels.iter().zip(&functions) {
@@ -205,6 +232,7 @@ impl GpuExecutable {
             workspace,
             inputs,
             outputs,
+            _tensor_maps: tensor_maps,
         };
         // Run-once steps (they read only weights and each other's results) fill the
         // workspace's constant region now; runs leave it alone.

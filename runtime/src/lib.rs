@@ -19,6 +19,7 @@ pub mod error;
 pub mod executor;
 pub mod memory;
 pub mod pool;
+pub mod tensor_map;
 pub mod tuning;
 
 pub use error::RuntimeError;
