@@ -125,7 +125,7 @@ fn kernels(sm: u32) -> Vec<Case> {
     // default.
     for tiling in sweep(sm) {
         let name = format!(
-            "gemm_f16_4096_{}_{}x{}x{}_w{}x{}_s{}{}",
+            "gemm_f16_4096_{}_{}x{}x{}_w{}x{}_s{}{}{}",
             match tiling.engine {
                 MmaEngine::Warp => "mma",
                 MmaEngine::Warpgroup => "wgmma",
@@ -139,6 +139,10 @@ fn kernels(sm: u32) -> Vec<Case> {
             match tiling.layout {
                 MmaLayout::Plain => "",
                 MmaLayout::Swizzled => "_sw",
+            },
+            match tiling.staging {
+                MmaStaging::Tma { .. } => "_tma",
+                _ => "",
             }
         );
         let (graph, flops) = matmul(&name, DType::F16, 4096);
@@ -190,45 +194,53 @@ fn kernels(sm: u32) -> Vec<Case> {
 }
 
 /// The tilings of the sweep on `sm_<sm>` (beside the defaults): `(bm, bn, bk)`, warps (or
-/// warpgroups) along the rows and the columns, pipeline stages, the staged tiles' layout
-/// (`_sw`: 128-byte swizzled); warpgroups only on sm_90, and
-/// only what fits the GPU's shared memory (the compiler validates the rest).
+/// warpgroups) along the rows and the columns, how tiles are staged (`cp.async` pipelines,
+/// `_tma`: the tensor memory accelerator) and how many buffers deep, the staged tiles' layout
+/// (`_sw`: 128-byte swizzled); warpgroups only on sm_90, and only what fits the GPU's shared
+/// memory (the compiler validates the rest).
 fn sweep(sm: u32) -> Vec<GpuMmaTiling> {
-    /// Engine, `(bm, bn, bk)`, warps (warpgroups), stages, layout.
-    type SweepTiling = (MmaEngine, [i64; 3], [i64; 2], i64, MmaLayout);
+    /// Engine, `(bm, bn, bk)`, warps (warpgroups), staging, layout.
+    type SweepTiling = (MmaEngine, [i64; 3], [i64; 2], MmaStaging, MmaLayout);
     use MmaEngine::{Warp, Warpgroup};
     use MmaLayout::{Plain, Swizzled};
-    let tilings: [SweepTiling; 18] = [
-        (Warp, [128, 128, 32], [2, 4], 3, Plain),
-        (Warp, [128, 128, 32], [2, 4], 4, Plain),
-        (Warp, [128, 128, 64], [2, 4], 3, Plain),
-        (Warp, [128, 256, 32], [4, 4], 3, Plain),
-        (Warp, [128, 256, 32], [2, 4], 4, Plain),
-        (Warp, [128, 256, 64], [2, 4], 3, Plain),
-        (Warpgroup, [128, 128, 64], [2, 1], 4, Plain),
-        (Warpgroup, [128, 128, 32], [2, 1], 6, Plain),
-        (Warpgroup, [128, 128, 32], [2, 1], 8, Plain),
-        (Warpgroup, [128, 256, 64], [2, 1], 4, Plain),
-        (Warpgroup, [256, 128, 64], [4, 1], 4, Plain),
-        (Warpgroup, [128, 256, 32], [2, 1], 6, Plain),
-        (Warpgroup, [256, 128, 32], [4, 1], 6, Plain),
+    let copies = |stages| MmaStaging::AsyncCopy { stages };
+    let tma = |stages| MmaStaging::Tma { stages };
+    let tilings: [SweepTiling; 22] = [
+        (Warp, [128, 128, 32], [2, 4], copies(3), Plain),
+        (Warp, [128, 128, 32], [2, 4], copies(4), Plain),
+        (Warp, [128, 128, 64], [2, 4], copies(3), Plain),
+        (Warp, [128, 256, 32], [4, 4], copies(3), Plain),
+        (Warp, [128, 256, 32], [2, 4], copies(4), Plain),
+        (Warp, [128, 256, 64], [2, 4], copies(3), Plain),
+        (Warpgroup, [128, 128, 64], [2, 1], copies(4), Plain),
+        (Warpgroup, [128, 128, 32], [2, 1], copies(6), Plain),
+        (Warpgroup, [128, 128, 32], [2, 1], copies(8), Plain),
+        (Warpgroup, [128, 256, 64], [2, 1], copies(4), Plain),
+        (Warpgroup, [256, 128, 64], [4, 1], copies(4), Plain),
+        (Warpgroup, [128, 256, 32], [2, 1], copies(6), Plain),
+        (Warpgroup, [256, 128, 32], [4, 1], copies(6), Plain),
         // The 128-byte swizzle (the layout TMA writes) beside the core matrices.
-        (Warpgroup, [128, 128, 64], [2, 1], 3, Swizzled),
-        (Warpgroup, [128, 128, 64], [2, 1], 4, Swizzled),
-        (Warpgroup, [128, 128, 64], [2, 1], 6, Swizzled),
-        (Warpgroup, [128, 256, 64], [2, 1], 4, Swizzled),
-        (Warpgroup, [256, 128, 64], [4, 1], 4, Swizzled),
+        (Warpgroup, [128, 128, 64], [2, 1], copies(3), Swizzled),
+        (Warpgroup, [128, 128, 64], [2, 1], copies(4), Swizzled),
+        (Warpgroup, [128, 128, 64], [2, 1], copies(6), Swizzled),
+        (Warpgroup, [128, 256, 64], [2, 1], copies(4), Swizzled),
+        (Warpgroup, [256, 128, 64], [4, 1], copies(4), Swizzled),
+        // The same tiles staged by TMA.
+        (Warpgroup, [128, 128, 64], [2, 1], tma(3), Swizzled),
+        (Warpgroup, [128, 128, 64], [2, 1], tma(4), Swizzled),
+        (Warpgroup, [128, 128, 64], [2, 1], tma(6), Swizzled),
+        (Warpgroup, [128, 256, 64], [2, 1], tma(4), Swizzled),
     ];
     tilings
         .into_iter()
         .map(
-            |(engine, [bm, bn, bk], [warps_m, warps_n], stages, layout)| GpuMmaTiling {
+            |(engine, [bm, bn, bk], [warps_m, warps_n], staging, layout)| GpuMmaTiling {
                 bm,
                 bn,
                 bk,
                 warps_m,
                 warps_n,
-                staging: MmaStaging::AsyncCopy { stages },
+                staging,
                 engine,
                 layout,
             },

@@ -7,12 +7,12 @@
 //! meet in one model.
 
 use tessera_ir::loops::{BufRole, LoopProgram};
-use tessera_passes::gpu_mma::{MmaEngine, MmaStaging};
+use tessera_passes::gpu_mma::{MmaEngine, MmaLayout, MmaStaging};
 use tessera_passes::gpu_schedule::GpuKernelSchedule;
 use tessera_passes::lower::Kernel;
 
 /// The version of [`GPU_FEATURES`]; bump it when a field is added, removed or redefined.
-pub const GPU_FEATURE_VERSION: u32 = 2;
+pub const GPU_FEATURE_VERSION: u32 = 3;
 
 /// Resources of one SM the occupancy estimate assumes (sm_80 and sm_90 alike).
 const SM_THREADS: f64 = 2048.0;
@@ -24,7 +24,7 @@ const SM_REGISTERS: f64 = 65536.0;
 const BASE_REGISTERS: f64 = 32.0;
 
 /// Every field: name and meaning, in vector order.
-pub const GPU_FEATURES: [(&str, &str); 20] = [
+pub const GPU_FEATURES: [(&str, &str); 22] = [
     ("bound", "1 for bound loops (one thread per element or run)"),
     ("rows", "1 for a block per row"),
     ("tiled", "1 for CUDA-core product tiles"),
@@ -70,7 +70,15 @@ pub const GPU_FEATURES: [(&str, &str); 20] = [
     ),
     (
         "copy_stages",
-        "buffers of a tensor-core tile's async-copy pipeline (0: staged through registers)",
+        "buffers of a tensor-core tile's copy pipeline (0: staged through registers)",
+    ),
+    (
+        "tma",
+        "1 when tensor-core tiles are staged by the tensor memory accelerator",
+    ),
+    (
+        "swizzled",
+        "1 for tensor-core tiles under the 128-byte swizzle",
     ),
 ];
 
@@ -132,9 +140,11 @@ pub fn gpu_features(k: &Kernel, schedule: &GpuKernelSchedule, scheduled: &LoopPr
     if let GpuKernelSchedule::TensorCores { tiling: t } = schedule {
         f[18] = (t.engine == MmaEngine::Warpgroup) as i32 as f32;
         f[19] = match t.staging {
-            MmaStaging::AsyncCopy { stages } => stages as f32,
+            MmaStaging::AsyncCopy { stages } | MmaStaging::Tma { stages } => stages as f32,
             MmaStaging::Registers => 0.0,
         };
+        f[20] = matches!(t.staging, MmaStaging::Tma { .. }) as i32 as f32;
+        f[21] = (t.layout == MmaLayout::Swizzled) as i32 as f32;
     }
     if let (Some((bm, bn, bk)), Some(p)) = (tile, &k.product) {
         f[12] = lg(bm as f64);

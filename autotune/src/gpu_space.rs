@@ -90,10 +90,16 @@ pub fn for_gpu_kernel(k: &Kernel, sm: u32) -> Result<Space, TuneError> {
                 knob(MMA_K, &upto(&GpuMmaTiling::DEPTHS, k)),
                 knob(WARPS_M, &GpuMmaTiling::WARPS),
                 knob(WARPS_N, &GpuMmaTiling::WARPS),
-                // Positions in `STAGINGS`.
+                // Positions in `STAGINGS` (TMA where warpgroups are: sm_90).
                 knob(
                     MMA_STAGING,
-                    &(0..GpuMmaTiling::STAGINGS.len() as i64).collect::<Vec<_>>(),
+                    &(0..GpuMmaTiling::STAGINGS.len())
+                        .filter(|&i| {
+                            cfg.warpgroup_mma
+                                || !matches!(GpuMmaTiling::STAGINGS[i], MmaStaging::Tma { .. })
+                        })
+                        .map(|i| i as i64)
+                        .collect::<Vec<_>>(),
                 ),
             ]);
             if cfg.warpgroup_mma {

@@ -34,7 +34,10 @@ pub fn encode(m: &GpuTensorMap, base: u64) -> Result<[u8; TENSOR_MAP_BYTES], Run
     let rank = map.extents.len();
     let bad = |msg: String| RuntimeError::Cuda(format!("tensor map over `{}`: {msg}", map.src));
     if map.strides.len() + 1 != rank || map.box_dims.len() != rank {
-        return Err(bad(format!("{rank} extents, {} strides", map.strides.len())));
+        return Err(bad(format!(
+            "{rank} extents, {} strides",
+            map.strides.len()
+        )));
     }
     let dims: Vec<u64> = map.extents.iter().map(|&e| e as u64).collect();
     let strides: Vec<u64> = map.strides.iter().map(|&s| s as u64 * elem).collect();

@@ -86,6 +86,10 @@ fn count_async_copies(body: &[Stmt]) -> usize {
     count(body, &|s| matches!(s, Stmt::AsyncCopy(_)))
 }
 
+fn count_tensor_copies(body: &[Stmt]) -> usize {
+    count(body, &|s| matches!(s, Stmt::TensorCopy(_)))
+}
+
 #[test]
 fn tensor_core_products_match_the_plain_kernels() {
     let ptxas = ptxas_or_skip("tensor_core_products_match_the_plain_kernels (ptxas part)");
@@ -110,7 +114,11 @@ fn tensor_core_products_match_the_plain_kernels() {
                 // The default, the default staged each way in turn (two / three / four
                 // buffers of async copies, registers), a random tiling.
                 let default = GpuMmaTiling::default_for(spec);
-                let stagings = GpuMmaTiling::STAGINGS;
+                // (TMA stages swizzled warpgroup tiles only: below.)
+                let stagings: Vec<MmaStaging> = GpuMmaTiling::STAGINGS
+                    .into_iter()
+                    .filter(|s| !matches!(s, MmaStaging::Tma { .. }))
+                    .collect();
                 let mut staged = GpuMmaTiling {
                     staging: stagings[checked / 3 % stagings.len()],
                     ..default
@@ -143,8 +151,16 @@ fn tensor_core_products_match_the_plain_kernels() {
                     ][ordinal % 3],
                     ..GpuMmaTiling::swizzled_warpgroup_for(spec)
                 };
+                // The same staged by TMA (three or four buffers), where the operands allow
+                // (else as async copies).
+                let tma = GpuMmaTiling {
+                    staging: MmaStaging::Tma {
+                        stages: [3, 4][ordinal % 2],
+                    },
+                    ..swizzled
+                };
                 ordinal += 1;
-                tilings.extend([warpgroup, swizzled]);
+                tilings.extend([warpgroup, swizzled, tma]);
                 for (n, t) in tilings.into_iter().enumerate() {
                     let what = format!("{name} ({dtype}) with {t:?}");
                     let tiled =
@@ -153,14 +169,27 @@ fn tensor_core_products_match_the_plain_kernels() {
                     tessera_ir::loops::verify::verify(&tiled)
                         .unwrap_or_else(|e| panic!("{what} does not verify: {e}"));
                     assert!(count_mma(&tiled.body) > 0, "{what}: no mma statement");
-                    let copies = count_async_copies(&tiled.body);
                     // Copied where both operands are runs of inputs: not a transposed operand,
                     // not the implicit GEMM's gathered windows.
                     let plain = ![GRAPHS[3].0, GRAPHS[6].0].contains(&name);
+                    let copies = count_async_copies(&tiled.body);
+                    let tensor_copies = count_tensor_copies(&tiled.body);
+                    // TMA reads operands whose rows start 16-byte aligned (multiples of 8
+                    // elements long): the others stage by async copies.
+                    let aligned_rows = [GRAPHS[1].0, GRAPHS[2].0, GRAPHS[4].0].contains(&name);
+                    assert_eq!(
+                        tensor_copies > 0,
+                        matches!(t.staging, MmaStaging::Tma { .. }) && aligned_rows,
+                        "{what}: tensor copies"
+                    );
                     match t.staging {
                         MmaStaging::AsyncCopy { .. } if plain => {
                             assert!(copies > 0, "{what}: staged without async copies")
                         }
+                        MmaStaging::Tma { .. } if tensor_copies > 0 => {
+                            assert_eq!(copies, 0, "{what}: async copies beside TMA")
+                        }
+                        MmaStaging::Tma { .. } => {}
                         _ => assert_eq!(copies, 0, "{what}: async copies"),
                     }
                     let interpreted = oracle::interpret(&tiled, &inputs)
@@ -174,7 +203,12 @@ fn tensor_core_products_match_the_plain_kernels() {
                         }
                     }
                     if ptxas.is_some() && t.engine == MmaEngine::Warpgroup && n >= 3 {
-                        warpgroup_ptx(&what, &tiled, &t, dtype, copies > 0, spec.k);
+                        let staged_by = match (copies > 0, tensor_copies > 0) {
+                            (true, _) => Copies::Async,
+                            (_, true) => Copies::Tensor,
+                            _ => Copies::None,
+                        };
+                        warpgroup_ptx(&what, &tiled, &t, dtype, staged_by, spec.k);
                     }
                     if ptxas.is_some() && n < 2 {
                         let instruction =
@@ -261,12 +295,20 @@ fn tensor_core_products_match_the_plain_kernels() {
 /// The PTX of a warpgroup tiling (sm_90a): its `wgmma` steps of the tiling's width, async
 /// copies where staged so, no `ldmatrix` (the tensor core reads shared memory itself), and
 /// `ptxas` accepts it.
+/// How a tiled kernel stages its tiles: by its threads, by async copies, by TMA.
+#[derive(Clone, Copy, PartialEq)]
+enum Copies {
+    None,
+    Async,
+    Tensor,
+}
+
 fn warpgroup_ptx(
     what: &str,
     tiled: &tessera_ir::loops::LoopProgram,
     t: &GpuMmaTiling,
     dtype: DType,
-    copies: bool,
+    staged_by: Copies,
     k: i64,
 ) {
     let aligned = tessera_codegen::ptx::PtxConfig {
@@ -279,7 +321,16 @@ fn warpgroup_ptx(
     let step = format!("wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{dtype}.{dtype}");
     assert!(ptx.contains(&step), "{what}: no `{step}`");
     assert!(!ptx.contains("ldmatrix"), "{what}: ldmatrix");
-    assert_eq!(ptx.contains("cp.async"), copies, "{what}: cp.async");
+    assert_eq!(
+        ptx.contains("cp.async.c"),
+        staged_by == Copies::Async,
+        "{what}: cp.async"
+    );
+    assert_eq!(
+        ptx.contains("cp.async.bulk.tensor") && ptx.contains("mbarrier.try_wait.parity"),
+        staged_by == Copies::Tensor,
+        "{what}: TMA"
+    );
     // Steps in flight across a barrier (pipelines of three or more buffers) wait for all
     // but the last group; the others for all.
     let in_flight = count(
@@ -287,10 +338,13 @@ fn warpgroup_ptx(
         &|s| matches!(s, Stmt::Mma(m) if m.retires == 2),
     ) > 0;
     // (Where there is a `k` loop: a tail alone is one step.)
-    let pipelined = matches!(t.staging, MmaStaging::AsyncCopy { stages } if stages >= 3);
+    let pipelined = matches!(
+        t.staging,
+        MmaStaging::AsyncCopy { stages } | MmaStaging::Tma { stages } if stages >= 3
+    );
     assert_eq!(
         in_flight,
-        pipelined && copies && k >= t.bk,
+        pipelined && staged_by != Copies::None && k >= t.bk,
         "{what}: steps in flight"
     );
     assert_eq!(

@@ -112,8 +112,15 @@ impl Em<'_> {
         if matches!(l.kind, LoopKind::Block(_)) {
             self.block_body(&l.body)?;
         } else {
-            let accs = self.begin_warpgroup_steps(&l.body);
-            for s in &l.body {
+            // A thread loop's leading TMA statements (the next tile's copies, the wait for
+            // this one's) come before its warpgroup steps' fence: between the fence and the
+            // steps, the wait's loop would make ptxas serialise them (C7519).
+            let lead = l.body.iter().take_while(|s| super::tma::leads(s)).count();
+            for s in &l.body[..lead] {
+                self.stmt(s)?;
+            }
+            let accs = self.begin_warpgroup_steps(&l.body[lead..]);
+            for s in &l.body[lead..] {
                 self.stmt(s)?;
             }
             self.end_warpgroup_steps(&accs);

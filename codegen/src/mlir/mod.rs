@@ -154,6 +154,9 @@ struct Em<'a> {
     warpgroup: Option<wgmma::WarpgroupSteps>,
     /// The kernel's tensor maps (GPU, see [`tma`]), the parameter after the buffers.
     tensor_maps: Vec<tessera_ir::loops::tma::TensorMap>,
+    /// Inside a predicated block of TMA statements (GPU): the `i32` condition its
+    /// instructions run under.
+    predicate: Option<String>,
 }
 
 fn emit_func(p: &LoopProgram, cfg: &EmitConfig) -> Result<String, CodegenError> {
@@ -174,6 +177,7 @@ fn emit_func(p: &LoopProgram, cfg: &EmitConfig) -> Result<String, CodegenError> 
         async_lands: gpu::least_async_lands(&p.body),
         warpgroup: wgmma::WarpgroupSteps::of_kernel(p),
         tensor_maps: tessera_ir::loops::tma::tensor_maps(&p.body),
+        predicate: None,
     };
     let gpu = cfg.backend == Backend::Cuda;
     if tessera_ir::loops::gpu::binds_gpu(&p.body) {
@@ -373,6 +377,18 @@ impl Em<'_> {
                     (None, _) => self.line(format!("memref.store {v}, {b}[{i}] : {mt}")),
                 }
                 Ok(())
+            }
+            // One thread's TMA statements: predicated instructions, not a branch (a branch
+            // among in-flight warpgroup steps makes ptxas serialise them, C7519).
+            Stmt::If { cond, then }
+                if self.cfg.backend == Backend::Cuda && tma::predicable(then) =>
+            {
+                let c = self.vexpr(cond)?;
+                let c = self.op(format!("arith.extui {c} : i1 to i32"));
+                let outer = self.predicate.replace(c);
+                let done = then.iter().try_for_each(|t| self.stmt(t));
+                self.predicate = outer;
+                done
             }
             Stmt::If { cond, then } => {
                 if self.vec.is_some() {

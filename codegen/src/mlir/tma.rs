@@ -10,8 +10,28 @@
 
 use super::Em;
 use crate::error::CodegenError;
-use tessera_ir::loops::IExpr;
 use tessera_ir::loops::tma::{Mbarrier, MbarrierOp, TENSOR_MAP_BYTES, TensorCopy};
+use tessera_ir::loops::{IExpr, Stmt};
+
+/// Whether a guarded block may run as predicated instructions: TMA statements that issue
+/// (not waits, which loop).
+pub(super) fn predicable(body: &[Stmt]) -> bool {
+    !body.is_empty()
+        && body.iter().all(|s| match s {
+            Stmt::TensorCopy(_) => true,
+            Stmt::Mbarrier(m) => !matches!(m.op, MbarrierOp::Wait { .. }),
+            _ => false,
+        })
+}
+
+/// Whether `s` is a TMA statement, or one thread's block of them.
+pub(super) fn leads(s: &Stmt) -> bool {
+    match s {
+        Stmt::Mbarrier(_) | Stmt::TensorCopy(_) => true,
+        Stmt::If { then, .. } => predicable(then),
+        _ => false,
+    }
+}
 
 /// The kernel parameter holding the tensor maps.
 pub(super) const TENSOR_MAPS_PARAM: &str = "%tensor_maps";
@@ -29,8 +49,20 @@ impl Em<'_> {
         Ok(self.op(format!("arith.index_cast {v} : index to i32")))
     }
 
-    /// An `asm volatile` statement of `text` over `i32` / `i64` operands (`"r"` / `"l"`).
+    /// An `asm volatile` statement of `text` over `i32` / `i64` operands (`"r"` / `"l"`),
+    /// under the enclosing predicate if any.
     fn asm_with(&mut self, text: &str, operands: &[(String, &str)]) {
+        let mut operands = operands.to_vec();
+        let text = match self.predicate.clone() {
+            Some(p) => {
+                operands.push((p, "i32"));
+                format!(
+                    "{{ .reg .pred tessera_p; setp.ne.b32 tessera_p, ${}, 0; @tessera_p {text} }}",
+                    operands.len() - 1
+                )
+            }
+            None => text.to_string(),
+        };
         let constraints: Vec<&str> = operands
             .iter()
             .map(|(_, ty)| if *ty == "i64" { "l" } else { "r" })
@@ -57,8 +89,8 @@ impl Em<'_> {
                 );
                 // The initialisation is visible to the tensor copies' async proxy (and to
                 // the other threads, after the barrier that follows).
-                self.asm("fence.mbarrier_init.release.cluster;");
-                self.asm("fence.proxy.async.shared::cta;");
+                self.asm_with("fence.mbarrier_init.release.cluster;", &[]);
+                self.asm_with("fence.proxy.async.shared::cta;", &[]);
             }
             MbarrierOp::ExpectTx { bytes } => {
                 let bytes = self.op(format!("llvm.mlir.constant({bytes} : i32) : i32"));

@@ -173,9 +173,20 @@ impl Em<'_> {
 
     /// After the thread loop's statements: commits its warpgroup steps as a group and waits
     /// until at most `retires − 1` groups are pending (`retires`: the most barriers its steps
-    /// stay in flight); when none is, pins the sums.
+    /// stay in flight); when none is, pins the sums. A thread loop without steps in a kernel
+    /// whose steps stay in flight pins the kernel's sums.
     pub(super) fn end_warpgroup_steps(&mut self, steps: &WarpgroupSteps) {
-        if !steps.accs.is_empty() {
+        if steps.accs.is_empty() {
+            // In a kernel whose steps stay in flight, the sums leave any other thread loop
+            // pinned: their initial values in registers of their own, not a constant that
+            // LLVM shares with other uses (an accumulator register read elsewhere after the
+            // first step's fence makes ptxas serialise the steps, C7519).
+            if let Some(kernel) = self.warpgroup.clone()
+                && kernel.retires > 1
+            {
+                self.pin_accumulators(&kernel.accs);
+            }
+        } else {
             self.asm("wgmma.commit_group.sync.aligned;");
             self.asm(&format!(
                 "wgmma.wait_group.sync.aligned {};",

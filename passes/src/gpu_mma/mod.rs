@@ -61,6 +61,7 @@
 
 use crate::error::PassError;
 mod staging;
+mod tma;
 
 use crate::gpu_product::{GridTile, and, fresh_buffer, lt, rebuild, sample_valid};
 use crate::product::{ProductSpec, convert};
@@ -70,6 +71,7 @@ use tessera_ir::loops::gpu::MAX_THREADS_PER_BLOCK;
 use tessera_ir::loops::mma::{
     CORE, MMA_K, MMA_M, MMA_N, Mma, MmaOperand, MmaShape, SWIZZLE_ROW, WGMMA_M, WGMMA_MAX_N,
 };
+use tessera_ir::loops::tma::MBARRIER_DTYPE;
 use tessera_ir::loops::{
     BufRole, GpuAxis, IExpr, Lit, Loop, LoopKind, LoopProgram, MAX_LOCAL_BYTES, MAX_SHARED_BYTES,
     Stmt, VExpr,
@@ -126,6 +128,13 @@ pub enum MmaStaging {
     /// them, so that `stages − 1` tiles are in flight during each step; one barrier per
     /// step — where both operands are runs of kernel inputs (else as `Registers`).
     AsyncCopy { stages: i64 },
+    /// `stages` buffers (2 to [`MAX_STAGES`]) filled by the tensor memory accelerator (see
+    /// [`tma`]): per tile one thread issues a tensor copy per 64-column atom of each
+    /// operand, completed on the buffer's mbarrier, which every thread waits for — the
+    /// async-copy pipeline without the threads' copies. For swizzled warpgroup tiles
+    /// ([`MmaLayout::Swizzled`], sm_90) of operands that are inputs with 16-byte-aligned
+    /// rows; elsewhere as `AsyncCopy`.
+    Tma { stages: i64 },
 }
 
 impl MmaStaging {
@@ -133,7 +142,7 @@ impl MmaStaging {
     pub fn buffers(self) -> i64 {
         match self {
             MmaStaging::Registers => 2,
-            MmaStaging::AsyncCopy { stages } => stages,
+            MmaStaging::AsyncCopy { stages } | MmaStaging::Tma { stages } => stages,
         }
     }
 }
@@ -183,14 +192,17 @@ impl GpuMmaTiling {
     pub const TILES: [i64; 5] = [16, 32, 64, 128, 256];
     pub const DEPTHS: [i64; 3] = [16, 32, 64];
     pub const WARPS: [i64; 3] = [1, 2, 4];
-    /// (The deep pipelines last: a tuning record names a staging by its position here.)
-    pub const STAGINGS: [MmaStaging; 6] = [
+    /// (The deep pipelines, then TMA, last: a tuning record names a staging by its
+    /// position here.)
+    pub const STAGINGS: [MmaStaging; 8] = [
         MmaStaging::AsyncCopy { stages: 2 },
         MmaStaging::AsyncCopy { stages: 3 },
         MmaStaging::AsyncCopy { stages: 4 },
         MmaStaging::Registers,
         MmaStaging::AsyncCopy { stages: 6 },
         MmaStaging::AsyncCopy { stages: MAX_STAGES },
+        MmaStaging::Tma { stages: 3 },
+        MmaStaging::Tma { stages: 4 },
     ];
     pub const ENGINES: [MmaEngine; 2] = [MmaEngine::Warp, MmaEngine::Warpgroup];
     pub const LAYOUTS: [MmaLayout; 2] = [MmaLayout::Plain, MmaLayout::Swizzled];
@@ -413,10 +425,13 @@ impl GpuMmaTiling {
         if t.threads() as u64 > MAX_THREADS_PER_BLOCK {
             return bad(format!("{} threads per block", t.threads()));
         }
-        if let MmaStaging::AsyncCopy { stages } = t.staging
+        if let MmaStaging::AsyncCopy { stages } | MmaStaging::Tma { stages } = t.staging
             && !(2..=MAX_STAGES).contains(&stages)
         {
             return bad(format!("{stages} pipeline stages (2 to {MAX_STAGES})"));
+        }
+        if matches!(t.staging, MmaStaging::Tma { .. }) && !tma::tma_tiling(t) {
+            return bad("TMA stages swizzled warpgroup tiles only".into());
         }
         let shared = t.shared_bytes(spec.dtype);
         if shared > MAX_SHARED_BYTES {
@@ -473,9 +488,20 @@ pub fn tile_mma(
         acc: fresh("acc"),
         regs: fresh("next"),
         stages: match t.staging {
-            MmaStaging::AsyncCopy { stages } if copyable(prog, spec) => Some(stages),
+            MmaStaging::AsyncCopy { stages } | MmaStaging::Tma { stages }
+                if copyable(prog, spec) =>
+            {
+                Some(stages)
+            }
             _ => None,
         },
+        tma: match t.staging {
+            MmaStaging::Tma { .. } if tma::tma_tiling(t) => {
+                tma::TmaOperands::of(prog, spec, t.bm, t.bk)
+            }
+            _ => None,
+        },
+        barriers: fresh("bar"),
     };
     let (mt, nt) = t.fragments();
     let buffers = g.stages.unwrap_or(2);
@@ -502,6 +528,9 @@ pub fn tile_mma(
     if g.stages.is_none() {
         added.push((&g.regs, t.prefetched(), BufRole::Local, spec.dtype));
     }
+    if g.tma.is_some() {
+        added.push((&g.barriers, buffers, BufRole::Shared, MBARRIER_DTYPE));
+    }
     rebuild(prog, &added, g.program(), "tile-gpu-mma")
 }
 
@@ -517,6 +546,10 @@ struct Gen<'a> {
     /// The pipeline's depth where tiles are staged by `async_copy` (see
     /// [`MmaStaging::AsyncCopy`]); `None` for register staging.
     stages: Option<i64>,
+    /// The operands' tensor maps where TMA stages the tiles ([`MmaStaging::Tma`]).
+    tma: Option<tma::TmaOperands>,
+    /// The shared buffer of the pipeline's mbarriers (one per buffer) under TMA.
+    barriers: String,
 }
 
 /// The thread variable: one thread loop per phase, each binding it afresh (names are unique

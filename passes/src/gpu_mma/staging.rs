@@ -183,11 +183,32 @@ impl Gen<'_> {
                 IExpr::Const(n) => IExpr::c(n % stages),
                 n => n.clone().modulo(stages),
             };
-            self.copies(th, at, (&k0, kc, tail), &buffer, ahead)
+            match self.tma {
+                // A box is a whole tile, zeros past `k`: the tail is no different.
+                Some(_) => self.tma_copies(th, at, &k0, &buffer),
+                None => self.copies(th, at, (&k0, kc, tail), &buffer, ahead),
+            }
         };
         // Tile `n` (a constant) by thread `th`.
         let fixed = |th: &str, n: i64| copy(th, &IExpr::c(n), n == full);
+        // The `steps` tensor-core steps of thread `th` on tile `n` (after waiting for its
+        // mbarrier's phase, under TMA).
+        let multiply = |th: &str, n: &IExpr, steps: i64, retires: i64| {
+            let buffer = match n {
+                IExpr::Const(n) => IExpr::c(n % stages),
+                n => n.clone().modulo(stages),
+            };
+            let mut body = match self.tma {
+                Some(_) => vec![self.wait_for_tile(n, stages)],
+                None => Vec::new(),
+            };
+            body.extend(self.multiply_body(th, steps, &buffer, retires));
+            body
+        };
         let mut first = init;
+        if self.tma.is_some() {
+            first.push(self.init_barriers("mt0", stages));
+        }
         first.extend(fixed("mt0", 0));
         body.push(thread_loop("mt0", threads, first));
         for n in 1..ahead {
@@ -207,8 +228,7 @@ impl Gen<'_> {
                 true => copy(th, &mk.clone().plus(IExpr::c(ahead)), false),
                 false => Vec::new(),
             };
-            let buffer = mk.modulo(stages);
-            step.extend(self.multiply_body(th, t.bk / MMA_K, &buffer, 1 + in_flight));
+            step.extend(multiply(th, &mk, t.bk / MMA_K, 1 + in_flight));
             Stmt::For(Loop {
                 var: var.into(),
                 extent,
@@ -223,8 +243,12 @@ impl Gen<'_> {
         if tail_steps > 0 && full >= ahead && full > 0 {
             // The tail tile, in the step `ahead` before it.
             let mut step = fixed("mt3", full);
-            let buffer = IExpr::c(steady % stages);
-            step.extend(self.multiply_body("mt3", t.bk / MMA_K, &buffer, 1 + in_flight));
+            step.extend(multiply(
+                "mt3",
+                &IExpr::c(steady),
+                t.bk / MMA_K,
+                1 + in_flight,
+            ));
             body.push(thread_loop("mt3", threads, step));
             drained += 1;
         }
@@ -232,11 +256,10 @@ impl Gen<'_> {
             body.push(step_loop(("md", "mt7"), full - drained, drained, false));
         }
         if tail_steps > 0 {
-            let buffer = IExpr::c(full % stages);
             body.push(thread_loop(
                 "mt4",
                 threads,
-                self.multiply_body("mt4", tail_steps, &buffer, 1),
+                multiply("mt4", &IExpr::c(full), tail_steps, 1),
             ));
         }
     }

@@ -1,0 +1,218 @@
+//! The tensor-core schedule staged by the tensor memory accelerator
+//! ([`MmaStaging::Tma`](super::MmaStaging::Tma)): per `k` tile, one thread announces the
+//! tile's bytes on the mbarrier of its buffer and issues one tensor copy per 64-column atom
+//! of each operand (`A`: 64 of `k` × the block's rows, `B`: 64 columns × the tile's `k`),
+//! 128-byte swizzled — the layout the swizzled warpgroup steps read — and zero-filled
+//! beyond the matrix by the copy itself; every thread waits for the mbarrier's phase before
+//! the step that multiplies the tile. The pipeline's shape is the async-copy one
+//! ([`Gen::copy_pipeline`]): tile `n` in buffer `n % stages`, copied `ahead` steps before
+//! it is multiplied; its mbarrier is `n % stages`, in phase `n / stages`.
+
+use super::{Gen, MmaEngine, MmaLayout};
+use crate::gpu_product::At;
+use crate::product::ProductSpec;
+use tessera_ir::loops::mma::SWIZZLE_ROW;
+use tessera_ir::loops::tma::{GLOBAL_ALIGNMENT, Mbarrier, MbarrierOp, TensorCopy, TensorMap};
+use tessera_ir::loops::{BufRole, CmpOp, IExpr, LoopProgram, Stmt, VExpr};
+
+/// How the operands lie in their buffers, for tensor maps: `A` as `[batch][M][K]` rows along
+/// `k`, `B` as `[batch][K][N]` rows along the columns (each with its own strides).
+#[derive(Clone, Debug)]
+pub(super) struct TmaOperands {
+    a: TensorMap,
+    b: TensorMap,
+}
+
+/// The affine layout of `operand` in the spec's variables: its buffer, the element at
+/// index 0 of every variable, and each variable's coefficient (batch, row, column, `k`);
+/// `None` when it is not a load at an affine index.
+fn affine(spec: &ProductSpec, operand: &VExpr) -> Option<(String, i64, [i64; 4])> {
+    let VExpr::Load { buf, index } = operand else {
+        return None;
+    };
+    let extents = [spec.batch, spec.m, spec.n, spec.k];
+    let extent = |v: &str| {
+        let at = spec.vars.iter().position(|x| x == v)?;
+        Some(extents[at])
+    };
+    let index = &without_idle_remainders(index, &extent);
+    let mut coeffs = [0; 4];
+    let mut origin = index.clone();
+    for (c, v) in coeffs.iter_mut().zip(&spec.vars) {
+        *c = index.coeff(v)?;
+        origin = origin.subst(v, &IExpr::c(0));
+    }
+    match origin.simplify() {
+        IExpr::Const(o) => Some((buf.clone(), o, coeffs)),
+        _ => None,
+    }
+}
+
+/// `e` with each remainder `x % n` whose `x` stays in `0..n` replaced by `x` (a broadcast
+/// operand's batch index, `b % batch`): affine where it looked not.
+fn without_idle_remainders(e: &IExpr, extent: &dyn Fn(&str) -> Option<i64>) -> IExpr {
+    let e = e.map_children(&|c| without_idle_remainders(c, extent), &|v| v.clone());
+    match &e {
+        IExpr::Mod(x, n) => match (x.range(extent), n.as_ref()) {
+            (Some((lo, hi)), IExpr::Const(n)) if lo >= 0 && hi < *n => (**x).clone(),
+            _ => e,
+        },
+        _ => e,
+    }
+}
+
+impl TmaOperands {
+    /// The tensor maps of `spec`'s operands for boxes of `bm` rows (`A`) and `bk` rows
+    /// (`B`), or `None` where TMA cannot read them: an operand that is not an input's
+    /// elements at an affine index, contiguous along `k` (`A`) and the columns (`B`), or a
+    /// start or row not 16-byte aligned.
+    pub(super) fn of(
+        prog: &LoopProgram,
+        spec: &ProductSpec,
+        bm: i64,
+        bk: i64,
+    ) -> Option<TmaOperands> {
+        let elem = spec.dtype.size() as i64;
+        // `inner` the contiguous variable, `outer` the rows', `unused` the other operand's.
+        let map =
+            |operand: &VExpr, [inner, outer, unused]: [usize; 3], extents: [i64; 2], rows: i64| {
+                let (src, origin, c) = affine(spec, operand)?;
+                let input = prog.buffer(&src)?;
+                let aligned = |x: i64| x > 0 && (x * elem) % GLOBAL_ALIGNMENT == 0;
+                if input.role != BufRole::Input
+                    || input.dtype != spec.dtype
+                    || c[inner] != 1
+                    || c[unused] != 0
+                    || !aligned(c[outer])
+                    || (origin * elem) % GLOBAL_ALIGNMENT != 0
+                {
+                    return None;
+                }
+                // The batch as a third dimension where the operand changes with it.
+                let batched = spec.batch > 1 && c[0] != 0;
+                if batched && !aligned(c[0]) {
+                    return None;
+                }
+                let mut map = TensorMap {
+                    src,
+                    dtype: spec.dtype,
+                    origin,
+                    extents: extents.to_vec(),
+                    strides: vec![c[outer]],
+                    box_dims: vec![SWIZZLE_ROW, rows],
+                    swizzle: true,
+                };
+                if batched {
+                    map.extents.push(spec.batch);
+                    map.strides.push(c[0]);
+                    map.box_dims.push(1);
+                }
+                Some(map)
+            };
+        Some(TmaOperands {
+            a: map(&spec.a, [3, 1, 2], [spec.k, spec.m], bm)?,
+            b: map(&spec.b, [2, 3, 1], [spec.n, spec.k], bk)?,
+        })
+    }
+}
+
+/// Whether tiling `t` stages by TMA where the operands allow: swizzled warpgroup tiles.
+pub(super) fn tma_tiling(t: &super::GpuMmaTiling) -> bool {
+    t.engine == MmaEngine::Warpgroup && t.layout == MmaLayout::Swizzled
+}
+
+impl Gen<'_> {
+    /// The box coordinates, innermost first, of a map's element at column `col`, row `row`.
+    fn coords(map: &TensorMap, col: IExpr, row: IExpr, batch: &IExpr) -> Vec<IExpr> {
+        let mut coords = vec![col, row];
+        if map.extents.len() == 3 {
+            coords.push(batch.clone());
+        }
+        coords
+    }
+
+    /// What thread `th` does to stage `k` tile `n` (its first `k` at `k0`) into buffer
+    /// `buffer` by TMA: thread 0 announces the tile's bytes on the buffer's mbarrier and
+    /// copies each 64-column atom of both operands.
+    pub(super) fn tma_copies(&self, th: &str, at: &At, k0: &IExpr, buffer: &IExpr) -> Vec<Stmt> {
+        let (t, ops) = (self.t, self.tma.as_ref().expect("a TMA schedule"));
+        let bar = self.barriers.clone();
+        let mut issue = vec![Stmt::Mbarrier(Mbarrier {
+            buf: bar.clone(),
+            at: buffer.clone(),
+            op: MbarrierOp::ExpectTx {
+                bytes: (t.bk / SWIZZLE_ROW) * ops.a.box_bytes()
+                    + (t.bn / SWIZZLE_ROW) * ops.b.box_bytes(),
+            },
+        })];
+        let copy = |map: &TensorMap, dst: &str, dst_at: IExpr, coords: Vec<IExpr>| {
+            Stmt::TensorCopy(TensorCopy {
+                map: map.clone(),
+                dst: dst.to_string(),
+                dst_at,
+                coords,
+                barrier: bar.clone(),
+                barrier_at: buffer.clone(),
+            })
+        };
+        for atom in 0..t.bk / SWIZZLE_ROW {
+            let dst_at = buffer
+                .clone()
+                .times(t.a_tile_len())
+                .plus(IExpr::c(atom * t.bm * SWIZZLE_ROW));
+            let col = k0.clone().plus(IExpr::c(atom * SWIZZLE_ROW));
+            let coords = Self::coords(&ops.a, col, at.i0.clone(), &at.b);
+            issue.push(copy(&ops.a, &self.a_tile, dst_at, coords));
+        }
+        for atom in 0..t.bn / SWIZZLE_ROW {
+            let dst_at = buffer
+                .clone()
+                .times(t.b_tile_len())
+                .plus(IExpr::c(atom * t.bk * SWIZZLE_ROW));
+            let col = at.j0.clone().plus(IExpr::c(atom * SWIZZLE_ROW));
+            let coords = Self::coords(&ops.b, col, k0.clone(), &at.b);
+            issue.push(copy(&ops.b, &self.b_tile, dst_at, coords));
+        }
+        vec![first_thread(th, issue)]
+    }
+
+    /// Thread 0 of `th` initialises every buffer's mbarrier (one arrival a phase: the issuing
+    /// thread's).
+    pub(super) fn init_barriers(&self, th: &str, stages: i64) -> Stmt {
+        let init = (0..stages)
+            .map(|s| {
+                Stmt::Mbarrier(Mbarrier {
+                    buf: self.barriers.clone(),
+                    at: IExpr::c(s),
+                    op: MbarrierOp::Init { count: 1 },
+                })
+            })
+            .collect();
+        first_thread(th, init)
+    }
+
+    /// Every thread's wait for `k` tile `n` in buffer `n % stages`: phase `n / stages` of
+    /// its mbarrier.
+    pub(super) fn wait_for_tile(&self, n: &IExpr, stages: i64) -> Stmt {
+        let (buffer, parity) = match n {
+            IExpr::Const(n) => (IExpr::c(n % stages), IExpr::c((n / stages) % 2)),
+            n => (
+                n.clone().modulo(stages),
+                n.clone().floordiv(stages).modulo(2),
+            ),
+        };
+        Stmt::Mbarrier(Mbarrier {
+            buf: self.barriers.clone(),
+            at: buffer,
+            op: MbarrierOp::Wait { parity },
+        })
+    }
+}
+
+/// `stmts` run by thread 0 of the thread loop `th` only.
+fn first_thread(th: &str, stmts: Vec<Stmt>) -> Stmt {
+    Stmt::If {
+        cond: VExpr::ICmp(CmpOp::Eq, IExpr::var(th), IExpr::c(0)),
+        then: stmts,
+    }
+}
