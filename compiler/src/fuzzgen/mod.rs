@@ -237,7 +237,7 @@ fn check_gpu_schedules(
     want: &[tessera_ir::Tensor],
 ) -> Result<(), String> {
     use tessera_ir::DType;
-    use tessera_passes::gpu_mma::{GpuMmaTiling, tile_mma};
+    use tessera_passes::gpu_mma::{GpuMmaTiling, MmaStaging, tile_mma};
     use tessera_passes::gpu_product::{GpuProductTiling, tile_gpu};
     use tessera_passes::gpu_schedule::{GpuScheduleConfig, schedule_gpu};
     let mut variants = Vec::new();
@@ -258,8 +258,13 @@ fn check_gpu_schedules(
                 .map_err(|e| format!("the tensor-core tiling {t:?} fails: {e}"))?;
             variants.push((format!("tensor-core tiling {t:?}"), tiled));
             // Warpgroup tiles 128-byte swizzled wherever the product is wide and deep enough
-            // (steps of 64 columns, 64-deep `k` tiles), which a sampled tiling seldom is.
-            let swizzled = GpuMmaTiling::swizzled_warpgroup_for(spec);
+            // (steps of 64 columns, 64-deep `k` tiles), which a sampled tiling seldom is —
+            // every other seed staged by TMA (async copies where the operands' rows are not
+            // 16-byte aligned).
+            let mut swizzled = GpuMmaTiling::swizzled_warpgroup_for(spec);
+            if seed % 2 == 1 {
+                swizzled.staging = MmaStaging::Tma { stages: 3 };
+            }
             if swizzled.validate(spec).is_ok() && swizzled.fits(spec) {
                 let tiled = tile_mma(&k.program, spec, &swizzled)
                     .map_err(|e| format!("the tensor-core tiling {swizzled:?} fails: {e}"))?;

@@ -50,7 +50,10 @@
 //! sectors read per warp) — or ([`MmaLayout::Swizzled`]) as 128-byte rows under the 128-byte
 //! swizzle (CUTLASS's Hopper layout, the one TMA writes), consecutive threads along a row.
 //! Each warpgroup owns `bm / warps_m` rows (a column of 64-row steps) × `bn / warps_n`
-//! columns (one step wide). With three or more buffers one `k`
+//! columns (one step wide). Swizzled tiles may instead be staged by the tensor memory
+//! accelerator ([`MmaStaging::Tma`], see `tma.rs`): thread 0 issues one tensor copy per
+//! 64-column atom of each operand on the buffer's mbarrier, every thread waits for its phase
+//! before multiplying the tile — the same pipeline, no thread copying. With three or more buffers one `k`
 //! step's steps stay in flight through the next (`retires(2)`), and copies run
 //! `stages − 2` steps ahead instead of `stages − 1`.
 //!
