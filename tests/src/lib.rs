@@ -164,6 +164,12 @@ pub fn check_graph(name: &str, g: &Graph, inputs: &[Tensor], tol: Tolerance) {
     }
 }
 
+/// [`check_graph`] on random inputs (seed 7).
+pub fn check_random(name: &str, g: Graph, tol: Tolerance) {
+    let inputs = random_inputs(&g, 7);
+    check_graph(name, &g, &inputs, tol);
+}
+
 /// Random inputs for a graph's inputs (from their static types; the same values as the
 /// fuzzers' oracle draws for that seed).
 pub fn random_inputs(g: &Graph, seed: u64) -> Vec<Tensor> {

@@ -550,21 +550,8 @@ fn invalid_tensor_core_tilings_are_refused() {
 
 /// The value of index expression `e` with its variables as in `env` (absent ones 0).
 fn evaluate(e: &tessera_ir::loops::IExpr, env: &[(&str, i64)]) -> i64 {
-    use tessera_ir::loops::IExpr;
-    let v = |x: &IExpr| evaluate(x, env);
-    match e {
-        IExpr::Const(c) => *c,
-        IExpr::Var(n) => env.iter().find(|(k, _)| k == n).map_or(0, |(_, x)| *x),
-        IExpr::Add(a, b) => v(a) + v(b),
-        IExpr::Sub(a, b) => v(a) - v(b),
-        IExpr::Mul(a, b) => v(a) * v(b),
-        IExpr::FloorDiv(a, b) => v(a).div_euclid(v(b)),
-        IExpr::Mod(a, b) => v(a).rem_euclid(v(b)),
-        IExpr::Min(a, b) => v(a).min(v(b)),
-        IExpr::Max(a, b) => v(a).max(v(b)),
-        IExpr::Xor(a, b) => v(a) ^ v(b),
-        IExpr::Of(_) => panic!("a loaded index in `{e}`"),
-    }
+    e.value(&|n| Some(env.iter().find(|(k, _)| *k == n).map_or(0, |(_, x)| *x)))
+        .unwrap_or_else(|| panic!("`{e}` has a loaded index or divides by zero"))
 }
 
 /// The copies of a warpgroup tile, as the hardware sees them: each 16-byte `cp.async` of a

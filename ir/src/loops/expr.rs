@@ -256,6 +256,52 @@ impl IExpr {
     }
 
     /// The coefficient of `v` if this expression is affine in `v` (`None` if not affine).
+    /// The value of this expression, its leaves (variables and loaded indices) valued by
+    /// `leaf`: wrapping arithmetic, division and remainder rounding down (as the
+    /// interpreter and the compiled code compute them), `division_by_zero()` for a zero
+    /// divisor. The one evaluator of index expressions.
+    pub fn evaluate<E>(
+        &self,
+        leaf: &dyn Fn(&IExpr) -> Result<i64, E>,
+        division_by_zero: &dyn Fn() -> E,
+    ) -> Result<i64, E> {
+        let v = |x: &IExpr| x.evaluate(leaf, division_by_zero);
+        Ok(match self {
+            IExpr::Const(c) => *c,
+            IExpr::Var(_) | IExpr::Of(_) => leaf(self)?,
+            IExpr::Add(x, y) => v(x)?.wrapping_add(v(y)?),
+            IExpr::Sub(x, y) => v(x)?.wrapping_sub(v(y)?),
+            IExpr::Mul(x, y) => v(x)?.wrapping_mul(v(y)?),
+            IExpr::FloorDiv(x, y) | IExpr::Mod(x, y) => {
+                let (a, d) = (v(x)?, v(y)?);
+                if d == 0 {
+                    return Err(division_by_zero());
+                }
+                let q = crate::loops::interp::floor_div(a, d);
+                match self {
+                    IExpr::FloorDiv(..) => q,
+                    _ => a.wrapping_sub(d.wrapping_mul(q)),
+                }
+            }
+            IExpr::Min(x, y) => v(x)?.min(v(y)?),
+            IExpr::Max(x, y) => v(x)?.max(v(y)?),
+            IExpr::Xor(x, y) => v(x)? ^ v(y)?,
+        })
+    }
+
+    /// [`IExpr::evaluate`] with variables valued by `var`: `None` for an unknown variable, a
+    /// loaded index or a zero divisor.
+    pub fn value(&self, var: &dyn Fn(&str) -> Option<i64>) -> Option<i64> {
+        self.evaluate(
+            &|leaf| match leaf {
+                IExpr::Var(v) => var(v).ok_or(()),
+                _ => Err(()),
+            },
+            &|| (),
+        )
+        .ok()
+    }
+
     pub fn coeff(&self, v: &str) -> Option<i64> {
         match self {
             IExpr::Const(_) => Some(0),

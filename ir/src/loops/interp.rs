@@ -477,33 +477,18 @@ fn write(t: &mut Tensor, i: usize, v: V) {
 }
 
 fn iexpr(st: &St, e: &IExpr) -> Result<i64> {
-    let b = |x: &IExpr| iexpr(st, x);
-    Ok(match e {
-        IExpr::Const(c) => *c,
-        IExpr::Var(v) => *st
-            .idx
-            .get(v)
-            .ok_or_else(|| IrError::Interp(format!("unbound index `{v}`")))?,
-        IExpr::Add(x, y) => b(x)?.wrapping_add(b(y)?),
-        IExpr::Sub(x, y) => b(x)?.wrapping_sub(b(y)?),
-        IExpr::Mul(x, y) => b(x)?.wrapping_mul(b(y)?),
-        IExpr::FloorDiv(x, y) | IExpr::Mod(x, y) => {
-            let (a, d) = (b(x)?, b(y)?);
-            if d == 0 {
-                return Err(IrError::Interp("index division by zero".into()));
-            }
-            let q = floor_div(a, d);
-            if matches!(e, IExpr::FloorDiv(..)) {
-                q
-            } else {
-                a - d * q
-            }
-        }
-        IExpr::Min(x, y) => b(x)?.min(b(y)?),
-        IExpr::Max(x, y) => b(x)?.max(b(y)?),
-        IExpr::Xor(x, y) => b(x)? ^ b(y)?,
-        IExpr::Of(v) => vexpr(st, v)?.i(),
-    })
+    e.evaluate(
+        &|leaf| match leaf {
+            IExpr::Var(v) => st
+                .idx
+                .get(v)
+                .copied()
+                .ok_or_else(|| IrError::Interp(format!("unbound index `{v}`"))),
+            IExpr::Of(v) => Ok(vexpr(st, v)?.i()),
+            _ => unreachable!("`evaluate` asks for variables and loaded indices only"),
+        },
+        &|| IrError::Interp("index division by zero".into()),
+    )
 }
 
 fn vexpr(st: &St, e: &VExpr) -> Result<V> {

@@ -141,23 +141,10 @@ pub fn simplify_value(e: &VExpr) -> VExpr {
 mod tests {
     use super::*;
     use crate::Rng;
-    use crate::loops::interp::floor_div;
 
     fn eval(e: &IExpr, env: &[i64; 3]) -> i64 {
-        let b = |x: &IExpr| eval(x, env);
-        match e {
-            IExpr::Const(c) => *c,
-            IExpr::Var(v) => env[(v.as_bytes()[0] - b'a') as usize],
-            IExpr::Add(x, y) => b(x).wrapping_add(b(y)),
-            IExpr::Sub(x, y) => b(x).wrapping_sub(b(y)),
-            IExpr::Mul(x, y) => b(x).wrapping_mul(b(y)),
-            IExpr::FloorDiv(x, y) => floor_div(b(x), b(y)),
-            IExpr::Mod(x, y) => b(x) - b(y) * floor_div(b(x), b(y)),
-            IExpr::Min(x, y) => b(x).min(b(y)),
-            IExpr::Max(x, y) => b(x).max(b(y)),
-            IExpr::Xor(x, y) => b(x) ^ b(y),
-            IExpr::Of(_) => unreachable!("not generated"),
-        }
+        e.value(&|v| Some(env[(v.as_bytes()[0] - b'a') as usize]))
+            .expect("generated expressions divide by non-zero constants")
     }
 
     /// A random expression over `a`, `b`, `c`, rich in the div/mod pairs lowering writes.

@@ -362,13 +362,18 @@ impl GpuMmaTiling {
         self.bn + ROW_PAD
     }
 
-    /// Bytes of shared memory the staged `dtype` tiles take (all buffers of both operands): at
-    /// most
+    /// Bytes of shared memory the staged `dtype` tiles take (all buffers of both operands, and
+    /// their mbarriers under TMA): at most
     /// [`MAX_SHARED_BYTES`], and what the GPU allows
     /// ([`max_shared_bytes`](tessera_ir::loops::gpu::max_shared_bytes)).
     pub fn shared_bytes(&self, dtype: DType) -> usize {
         let elements = self.staging.buffers() * (self.a_tile_len() + self.b_tile_len());
-        elements.max(0) as usize * dtype.size()
+        // TMA: one mbarrier per buffer beside the tiles.
+        let barriers = match self.staging {
+            MmaStaging::Tma { stages } => stages.max(0) as usize * MBARRIER_DTYPE.size(),
+            _ => 0,
+        };
+        elements.max(0) as usize * dtype.size() + barriers
     }
 
     pub fn validate(&self, spec: &ProductSpec) -> Result<(), PassError> {
