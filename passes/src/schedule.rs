@@ -30,27 +30,13 @@ fn with_loop(
                     body.splice(i..i, repl);
                     return Ok(true);
                 }
-                Stmt::For(l) => {
-                    if walk(&mut l.body, var, f)? {
+                s => {
+                    if let Some(nested) = s.nested_mut()
+                        && walk(nested, var, f)?
+                    {
                         return Ok(true);
                     }
                 }
-                Stmt::If { then, .. } => {
-                    if walk(then, var, f)? {
-                        return Ok(true);
-                    }
-                }
-                Stmt::Reduce(r) => {
-                    if walk(&mut r.body, var, f)? {
-                        return Ok(true);
-                    }
-                }
-                Stmt::Store { .. }
-                | Stmt::Mma(_)
-                | Stmt::WarpFold(_)
-                | Stmt::AsyncCopy(_)
-                | Stmt::Mbarrier(_)
-                | Stmt::TensorCopy(_) => {}
             }
         }
         Ok(false)
@@ -489,14 +475,6 @@ fn vectorize_reductions(body: &mut [Stmt], width: &dyn Fn(tessera_ir::DType) -> 
     for s in body {
         match s {
             Stmt::For(l) if matches!(l.kind, LoopKind::Vectorize(_)) => {}
-            Stmt::For(l) => vectorize_reductions(&mut l.body, width),
-            Stmt::If { then, .. } => vectorize_reductions(then, width),
-            Stmt::Store { .. }
-            | Stmt::Mma(_)
-            | Stmt::WarpFold(_)
-            | Stmt::AsyncCopy(_)
-            | Stmt::Mbarrier(_)
-            | Stmt::TensorCopy(_) => {}
             Stmt::Reduce(r) => {
                 let w = width(r.dtype);
                 let cheap_lanes = r.axes.last().is_some_and(|(var, extent)| {
@@ -512,6 +490,11 @@ fn vectorize_reductions(body: &mut [Stmt], width: &dyn Fn(tessera_ir::DType) -> 
                     r.vectorize = Some(w);
                 }
                 vectorize_reductions(&mut r.body, width);
+            }
+            s => {
+                if let Some(nested) = s.nested_mut() {
+                    vectorize_reductions(nested, width)
+                }
             }
         }
     }
@@ -547,14 +530,7 @@ fn collect_innermost(body: &[Stmt], out: &mut Vec<(String, i64, String, bool)>) 
                     collect_innermost(&l.body, out);
                 }
             }
-            Stmt::If { then, .. } => collect_innermost(then, out),
-            Stmt::Reduce(r) => collect_innermost(&r.body, out),
-            Stmt::Store { .. }
-            | Stmt::Mma(_)
-            | Stmt::WarpFold(_)
-            | Stmt::AsyncCopy(_)
-            | Stmt::Mbarrier(_)
-            | Stmt::TensorCopy(_) => {}
+            s => collect_innermost(s.nested(), out),
         }
     }
 }

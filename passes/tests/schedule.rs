@@ -52,14 +52,7 @@ fn loops(body: &[Stmt], out: &mut Vec<(String, i64, bool)>) {
                 out.push((l.var.clone(), l.extent, perfect));
                 loops(&l.body, out);
             }
-            Stmt::If { then, .. } => loops(then, out),
-            Stmt::Reduce(r) => loops(&r.body, out),
-            Stmt::Store { .. }
-            | Stmt::Mma(_)
-            | Stmt::WarpFold(_)
-            | Stmt::AsyncCopy(_)
-            | Stmt::Mbarrier(_)
-            | Stmt::TensorCopy(_) => {}
+            s => loops(s.nested(), out),
         }
     }
 }
@@ -150,27 +143,11 @@ fn find_inner(body: &[Stmt], var: &str) -> Option<String> {
                 }
                 return None;
             }
-            Stmt::For(l) => {
-                if let Some(x) = find_inner(&l.body, var) {
+            s => {
+                if let Some(x) = find_inner(s.nested(), var) {
                     return Some(x);
                 }
             }
-            Stmt::If { then, .. } => {
-                if let Some(x) = find_inner(then, var) {
-                    return Some(x);
-                }
-            }
-            Stmt::Reduce(r) => {
-                if let Some(x) = find_inner(&r.body, var) {
-                    return Some(x);
-                }
-            }
-            Stmt::Store { .. }
-            | Stmt::Mma(_)
-            | Stmt::WarpFold(_)
-            | Stmt::AsyncCopy(_)
-            | Stmt::Mbarrier(_)
-            | Stmt::TensorCopy(_) => {}
         }
     }
     None

@@ -96,3 +96,29 @@ fn a_tensor_copy_pipeline_lands_its_boxes() {
         tessera_codegen::ptx::check_with_ptxas(&module.text, 90).unwrap();
     }
 }
+
+/// A kernel's tensor maps travel in its manifest entry (and a manifest from before them,
+/// without the field, still reads: no maps).
+#[test]
+fn tensor_maps_travel_in_the_manifest() {
+    let p = parse_program(PIPELINE).unwrap();
+    let kernel = tessera_ir::plan::GpuKernel {
+        name: p.name.clone(),
+        launch: tessera_ir::loops::gpu::launch(&p).unwrap(),
+        params: p.params().count(),
+        tensor_maps: tessera_ir::loops::tma::tensor_maps(&p.body)
+            .into_iter()
+            .map(|map| tessera_ir::plan::GpuTensorMap { param: 0, map })
+            .collect(),
+    };
+    assert_eq!(kernel.tensor_maps.len(), 2);
+    let json = serde_json::to_string(&kernel).unwrap();
+    let back: tessera_ir::plan::GpuKernel = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, kernel);
+    let old = serde_json::to_value(&kernel).unwrap();
+    let mut old = old.as_object().unwrap().clone();
+    old.remove("tensor_maps");
+    let back: tessera_ir::plan::GpuKernel =
+        serde_json::from_value(serde_json::Value::Object(old)).unwrap();
+    assert!(back.tensor_maps.is_empty());
+}

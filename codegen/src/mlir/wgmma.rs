@@ -229,15 +229,7 @@ impl WarpgroupSteps {
                     }
                     self.retires = self.retires.max(m.retires);
                 }
-                Stmt::For(l) => self.add(&l.body),
-                Stmt::If { then, .. } => self.add(then),
-                Stmt::Reduce(r) => self.add(&r.body),
-                Stmt::Store { .. }
-                | Stmt::Mma(_)
-                | Stmt::WarpFold(_)
-                | Stmt::AsyncCopy(_)
-                | Stmt::Mbarrier(_)
-                | Stmt::TensorCopy(_) => {}
+                s => self.add(s.nested()),
             }
         }
     }

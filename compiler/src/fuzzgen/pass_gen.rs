@@ -56,14 +56,7 @@ fn loops(body: &[Stmt], out: &mut Vec<(String, i64, Option<String>)>) {
                 out.push((l.var.clone(), l.extent, child));
                 loops(&l.body, out);
             }
-            Stmt::If { then, .. } => loops(then, out),
-            Stmt::Reduce(r) => loops(&r.body, out),
-            Stmt::Store { .. }
-            | Stmt::Mma(_)
-            | Stmt::WarpFold(_)
-            | Stmt::AsyncCopy(_)
-            | Stmt::Mbarrier(_)
-            | Stmt::TensorCopy(_) => {}
+            s => loops(s.nested(), out),
         }
     }
 }

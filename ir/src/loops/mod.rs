@@ -201,6 +201,27 @@ impl Stmt {
         }
     }
 
+    /// The statements nested directly in this one: a loop's or a reduction's body, a guard's
+    /// block; none for any other statement.
+    pub fn nested(&self) -> &[Stmt] {
+        match self {
+            Stmt::For(l) => &l.body,
+            Stmt::If { then, .. } => then,
+            Stmt::Reduce(r) => &r.body,
+            _ => &[],
+        }
+    }
+
+    /// [`Stmt::nested`], to change: `None` for a statement that nests none.
+    pub fn nested_mut(&mut self) -> Option<&mut Vec<Stmt>> {
+        match self {
+            Stmt::For(l) => Some(&mut l.body),
+            Stmt::If { then, .. } => Some(then),
+            Stmt::Reduce(r) => Some(&mut r.body),
+            _ => None,
+        }
+    }
+
     /// Calls `f(buffer, index)` on every load anywhere inside (values, guards, reduction
     /// inits, and loads nested in index expressions).
     pub fn visit_loads(&self, f: &mut dyn FnMut(&str, &IExpr)) {
