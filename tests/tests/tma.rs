@@ -2,7 +2,8 @@
 //! two mbarriers lands the boxes of a batched matrix (swizzled and plain, hanging over its
 //! edges) where the interpreter, the CPU code and a copy computed here agree; its PTX has
 //! one `cp.async.bulk.tensor` per copy and `ptxas` accepts it for sm_90; sm_80 is refused
-//! with a typed error. (The schedule built of them: `tensor_cores.rs`.)
+//! with a typed error; the TMA-staged tensor-core product runs, and refused when its waits
+//! are removed or wait on the wrong parity. (The schedule over all products: `tensor_cores.rs`.)
 
 use tessera::fuzzgen::oracle;
 use tessera_ir::loops::parse::parse_program;
@@ -121,4 +122,68 @@ fn tensor_maps_travel_in_the_manifest() {
     let back: tessera_ir::plan::GpuKernel =
         serde_json::from_value(serde_json::Value::Object(old)).unwrap();
     assert!(back.tensor_maps.is_empty());
+}
+
+/// The interpreter is the TMA schedule's safety net: the tensor-core product staged by TMA
+/// (four `k` tiles through three buffers) runs, and the same program with its waits removed,
+/// or waiting on the other parity, is refused — not silently wrong.
+#[test]
+fn the_interpreter_refuses_a_tma_pipeline_that_does_not_wait() {
+    use tessera_ir::loops::tma::MbarrierOp;
+    use tessera_ir::loops::{IExpr, Stmt};
+    use tessera_passes::gpu_mma::{GpuMmaTiling, MmaStaging, tile_mma};
+    let text = "graph \"g\" opset 21 {\n input a: f16[64,256]\n input b: f16[256,64]\n node \"mm\" MatMul(a, b) -> (y: f16[64,64])\n output y\n}";
+    let g = tessera_ir::text::parse_graph(text).unwrap();
+    let kernels = tessera::fuzzgen::unscheduled_kernels(&g, &tessera::Target::host()).unwrap();
+    let k = &kernels[0];
+    let spec = k.product.as_ref().unwrap();
+    let t = GpuMmaTiling {
+        staging: MmaStaging::Tma { stages: 3 },
+        ..GpuMmaTiling::swizzled_warpgroup_for(spec)
+    };
+    let tiled = tile_mma(&k.program, spec, &t).unwrap();
+    let inputs = oracle::program_inputs(&k.program, 5);
+    let want = oracle::interpret(&k.program, &inputs).unwrap();
+    let got = oracle::interpret(&tiled, &inputs).unwrap();
+    let tol = tessera_ir::compare::Tolerance::Close {
+        rtol: 1.0 / 1024.0,
+        atol: 1e-3,
+    };
+    tessera_ir::compare::compare(&got[0], &want[0], tol).unwrap();
+    /// `body` with every mbarrier wait changed by `change` (`None`: removed).
+    fn waits(body: &mut Vec<Stmt>, change: &dyn Fn(&IExpr) -> Option<IExpr>) {
+        body.retain_mut(|s| match s {
+            Stmt::Mbarrier(m) => match &mut m.op {
+                MbarrierOp::Wait { parity } => match change(parity) {
+                    Some(p) => {
+                        *parity = p;
+                        true
+                    }
+                    None => false,
+                },
+                _ => true,
+            },
+            s => {
+                if let Some(nested) = s.nested_mut() {
+                    waits(nested, change);
+                }
+                true
+            }
+        });
+    }
+    for (change, why) in [
+        (
+            &(|_: &IExpr| None) as &dyn Fn(&IExpr) -> Option<IExpr>,
+            "has not waited",
+        ),
+        (
+            &|p: &IExpr| Some(IExpr::c(1).minus(p.clone())),
+            "the GPU would hang",
+        ),
+    ] {
+        let mut broken = tiled.clone();
+        waits(&mut broken.body, change);
+        let e = oracle::interpret(&broken, &inputs).unwrap_err().to_string();
+        assert!(e.contains(why), "expected `{why}` in `{e}`");
+    }
 }
