@@ -84,6 +84,7 @@ impl TmaOperands {
                     || c[inner] != 1
                     || c[unused] != 0
                     || !aligned(c[outer])
+                    || origin < 0
                     || (origin * elem) % GLOBAL_ALIGNMENT != 0
                 {
                     return None;
