@@ -154,7 +154,7 @@ impl Em<'_> {
                     let pair = format!("vector<2x{}>", super::scalar_ty(dtype));
                     let mut v = em.op(format!("llvm.mlir.poison : {pair}"));
                     for (lane, x) in [lo, hi].into_iter().enumerate() {
-                        let at = em.op(format!("llvm.mlir.constant({lane} : i32) : i32"));
+                        let at = em.i32_const(lane as i64);
                         v = em.op(format!("llvm.insertelement {x}, {v}[{at} : i32] : {pair}"));
                     }
                     Ok(match dtype {
@@ -401,13 +401,12 @@ impl Em<'_> {
         }
         let dst = self.pointer(&c.dst, &c.dst_at)?;
         let mut src = self.pointer(&c.src, &c.src_at)?;
-        let valid = self.iexpr(&c.valid.clone().clamp(0, c.len).times(elem))?;
-        let valid = self.op(format!("arith.index_cast {valid} : index to i32"));
+        let valid = self.i32_operand(&c.valid.clone().clamp(0, c.len).times(elem))?;
         if !matches!(c.valid, IExpr::Const(v) if v > 0) {
             // A run wholly outside its matrix reads nothing, but its address may lie past
             // the buffer: give the copy the buffer's first element instead.
             let first = self.pointer(&c.src, &IExpr::c(0))?;
-            let zero = self.op("llvm.mlir.constant(0 : i32) : i32".into());
+            let zero = self.i32_const(0);
             let any = self.op(format!("arith.cmpi sgt, {valid}, {zero} : i32"));
             src = self.op(format!(
                 "llvm.select {any}, {src}, {first} : i1, !llvm.ptr<1>"
@@ -429,8 +428,8 @@ impl Em<'_> {
         let ty = super::scalar_ty(dtype);
         let own = w.base.clone().plus(w.lane.clone().modulo(w.width));
         let mut v = self.load(&w.src, &own)?;
-        let mask = self.op("llvm.mlir.constant(-1 : i32) : i32".into());
-        let clamp = self.op("llvm.mlir.constant(31 : i32) : i32".into());
+        let mask = self.i32_const(-1);
+        let clamp = self.i32_const(31);
         // The two operands as accumulators, so that `vexpr` emits `op` for the dtype.
         let (mine, theirs) = ("warp_fold_own", "warp_fold_other");
         let combine = VExpr::bin(
@@ -439,7 +438,7 @@ impl Em<'_> {
             VExpr::Acc(theirs.into(), dtype),
         );
         for half in w.halves() {
-            let offset = self.op(format!("llvm.mlir.constant({half} : i32) : i32"));
+            let offset = self.i32_const(half);
             let other = self.op(format!(
                 "nvvm.shfl.sync bfly {mask}, {v}, {offset}, {clamp} : {ty} -> {ty}"
             ));

@@ -301,6 +301,15 @@ impl Em<'_> {
     fn index_const(&mut self, c: i64) -> String {
         self.op(format!("arith.constant {c} : index"))
     }
+    fn i32_const(&mut self, c: i64) -> String {
+        self.op(format!("llvm.mlir.constant({c} : i32) : i32"))
+    }
+
+    /// An index expression as an `i32` value (a GPU instruction's operand).
+    fn i32_operand(&mut self, e: &IExpr) -> Result<String, CodegenError> {
+        let v = self.iexpr(e)?;
+        Ok(self.op(format!("arith.index_cast {v} : index to i32")))
+    }
 
     /// The element of a buffer a thread means by `i`: on the CPU, where one function runs
     /// every thread of a block, a `local` buffer holds one copy per thread, so the running

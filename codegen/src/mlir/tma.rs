@@ -43,15 +43,10 @@ impl Em<'_> {
         Ok(self.op(format!("llvm.ptrtoint {ptr} : !llvm.ptr<3> to i32")))
     }
 
-    /// An index expression as an `i32` operand.
-    fn i32_operand(&mut self, e: &IExpr) -> Result<String, CodegenError> {
-        let v = self.iexpr(e)?;
-        Ok(self.op(format!("arith.index_cast {v} : index to i32")))
-    }
-
     /// An `asm volatile` statement of `text` over `i32` / `i64` operands (`"r"` / `"l"`),
-    /// under the enclosing predicate if any.
-    fn asm_with(&mut self, text: &str, operands: &[(String, &str)]) {
+    /// under the enclosing predicate if any (the one emitter of operand-less inline PTX
+    /// too: `Em::asm`).
+    pub(super) fn asm_with(&mut self, text: &str, operands: &[(String, &str)]) {
         let mut operands = operands.to_vec();
         let text = match self.predicate.clone() {
             Some(p) => {
@@ -82,7 +77,7 @@ impl Em<'_> {
         let bar = self.shared_address(&m.buf, &m.at)?;
         match &m.op {
             MbarrierOp::Init { count } => {
-                let count = self.op(format!("llvm.mlir.constant({count} : i32) : i32"));
+                let count = self.i32_const(*count);
                 self.asm_with(
                     "mbarrier.init.shared::cta.b64 [$0], $1;",
                     &[(bar, "i32"), (count, "i32")],
@@ -93,7 +88,7 @@ impl Em<'_> {
                 self.asm_with("fence.proxy.async.shared::cta;", &[]);
             }
             MbarrierOp::ExpectTx { bytes } => {
-                let bytes = self.op(format!("llvm.mlir.constant({bytes} : i32) : i32"));
+                let bytes = self.i32_const(*bytes);
                 self.asm_with(
                     "mbarrier.arrive.expect_tx.shared::cta.b64 _, [$0], $1;",
                     &[(bar, "i32"), (bytes, "i32")],

@@ -57,7 +57,7 @@ impl Em<'_> {
         };
         let (slots, c) = self.accumulators_in(m)?;
         let sums = slots.len();
-        let scale_d = self.op("llvm.mlir.constant(1 : i32) : i32".into());
+        let scale_d = self.i32_const(1);
         let d_regs: Vec<String> = (0..sums).map(|r| format!("${r}")).collect();
         let (desc_at, scale_at) = (2 * sums, 2 * sums + 2);
         let text = format!(
@@ -125,9 +125,7 @@ impl Em<'_> {
 
     /// An `asm volatile` statement of `text`, without operands.
     pub(super) fn asm(&mut self, text: &str) {
-        self.line(format!(
-            "llvm.inline_asm has_side_effects asm_dialect = att \"{text}\", \"\" : () -> ()"
-        ));
+        self.asm_with(text, &[]);
     }
 
     /// Pins every element of the accumulator buffers `accs` (see the module docs).

@@ -216,22 +216,25 @@ impl TensorCopy {
     }
 }
 
+/// Calls `f` on every statement of `body`, nested ones included, in program order.
+fn each_stmt(body: &[Stmt], f: &mut dyn FnMut(&Stmt)) {
+    for s in body {
+        f(s);
+        each_stmt(s.nested(), f);
+    }
+}
+
 /// The distinct tensor maps of `body`'s copies, in the order they first appear: the CUDA
 /// kernel takes them, encoded, as an array in global memory after its buffers.
 pub fn tensor_maps(body: &[Stmt]) -> Vec<TensorMap> {
-    fn walk(body: &[Stmt], out: &mut Vec<TensorMap>) {
-        for s in body {
-            match s {
-                Stmt::TensorCopy(c) if !out.contains(&c.map) => out.push(c.map.clone()),
-                Stmt::For(l) => walk(&l.body, out),
-                Stmt::If { then, .. } => walk(then, out),
-                Stmt::Reduce(r) => walk(&r.body, out),
-                _ => {}
-            }
+    let mut out: Vec<TensorMap> = Vec::new();
+    each_stmt(body, &mut |s| {
+        if let Stmt::TensorCopy(c) = s
+            && !out.contains(&c.map)
+        {
+            out.push(c.map.clone());
         }
-    }
-    let mut out = Vec::new();
-    walk(body, &mut out);
+    });
     out
 }
 
@@ -242,32 +245,17 @@ pub fn uses_tma(body: &[Stmt]) -> bool {
 
 /// The mbarrier buffers of `body`: those its mbarrier statements and copies name.
 pub fn mbarrier_buffers(body: &[Stmt]) -> Vec<String> {
-    fn walk(body: &[Stmt], out: &mut Vec<String>) {
-        for s in body {
-            let name = match s {
-                Stmt::Mbarrier(m) => &m.buf,
-                Stmt::TensorCopy(c) => &c.barrier,
-                Stmt::For(l) => {
-                    walk(&l.body, out);
-                    continue;
-                }
-                Stmt::If { then, .. } => {
-                    walk(then, out);
-                    continue;
-                }
-                Stmt::Reduce(r) => {
-                    walk(&r.body, out);
-                    continue;
-                }
-                _ => continue,
-            };
-            if !out.contains(name) {
-                out.push(name.clone());
-            }
+    let mut out: Vec<String> = Vec::new();
+    each_stmt(body, &mut |s| {
+        let name = match s {
+            Stmt::Mbarrier(m) => &m.buf,
+            Stmt::TensorCopy(c) => &c.barrier,
+            _ => return,
+        };
+        if !out.contains(name) {
+            out.push(name.clone());
         }
-    }
-    let mut out = Vec::new();
-    walk(body, &mut out);
+    });
     out
 }
 

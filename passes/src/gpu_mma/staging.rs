@@ -73,6 +73,15 @@ fn run_rounds<T>(
         .collect()
 }
 
+/// The buffer of a `stages`-deep pipeline that tile `n` goes to: `n % stages`, folded for a
+/// constant tile (so that its tile bases' residues show).
+pub(super) fn tile_buffer(n: &IExpr, stages: i64) -> IExpr {
+    match n {
+        IExpr::Const(n) => IExpr::c(n % stages),
+        n => n.clone().modulo(stages),
+    }
+}
+
 /// `stmts` under `guard`, if any.
 pub(super) fn guarded(guard: Option<VExpr>, stmts: Vec<Stmt>) -> Vec<Stmt> {
     match guard {
@@ -179,10 +188,7 @@ impl Gen<'_> {
                 false => (n.clone().times(t.bk), t.bk),
                 true => (IExpr::c(full * t.bk), tail_steps * MMA_K),
             };
-            let buffer = match n {
-                IExpr::Const(n) => IExpr::c(n % stages),
-                n => n.clone().modulo(stages),
-            };
+            let buffer = tile_buffer(n, stages);
             match self.tma {
                 // A box is a whole tile, zeros past `k`: the tail is no different.
                 Some(_) => self.tma_copies(th, at, &k0, &buffer),
@@ -194,10 +200,7 @@ impl Gen<'_> {
         // The `steps` tensor-core steps of thread `th` on tile `n` (after waiting for its
         // mbarrier's phase, under TMA).
         let multiply = |th: &str, n: &IExpr, steps: i64, retires: i64| {
-            let buffer = match n {
-                IExpr::Const(n) => IExpr::c(n % stages),
-                n => n.clone().modulo(stages),
-            };
+            let buffer = tile_buffer(n, stages);
             let mut body = match self.tma {
                 Some(_) => vec![self.wait_for_tile(n, stages)],
                 None => Vec::new(),

@@ -195,16 +195,13 @@ impl Gen<'_> {
     /// Every thread's wait for `k` tile `n` in buffer `n % stages`: phase `n / stages` of
     /// its mbarrier.
     pub(super) fn wait_for_tile(&self, n: &IExpr, stages: i64) -> Stmt {
-        let (buffer, parity) = match n {
-            IExpr::Const(n) => (IExpr::c(n % stages), IExpr::c((n / stages) % 2)),
-            n => (
-                n.clone().modulo(stages),
-                n.clone().floordiv(stages).modulo(2),
-            ),
+        let parity = match n {
+            IExpr::Const(n) => IExpr::c((n / stages) % 2),
+            n => n.clone().floordiv(stages).modulo(2),
         };
         Stmt::Mbarrier(Mbarrier {
             buf: self.barriers.clone(),
-            at: buffer,
+            at: super::staging::tile_buffer(n, stages),
             op: MbarrierOp::Wait { parity },
         })
     }

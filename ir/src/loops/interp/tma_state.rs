@@ -118,32 +118,13 @@ impl St<'_> {
         let (key, name) = self.mbarrier_at(&c.barrier, &c.barrier_at)?;
         self.touch(key.0, key.1, false)?;
         let phase = self.phases(key, &name)?.completed;
+        // The box lands as the expansion stores it (what the CPU runs), then each element
+        // is marked with its phase.
+        super::block(self, &c.expand())?;
         let dst = buf_index(self, &c.dst)?;
-        // Each element as the expansion stores it, then its mark.
-        let m = &c.map;
-        let coords = c
-            .coords
-            .iter()
-            .map(|e| iexpr(self, e))
-            .collect::<Result<Vec<_>>>()?;
-        let src = buf_index(self, &m.src)?;
-        let total: i64 = m.box_dims.iter().product();
-        for flat in 0..total {
-            let (mut rest, mut at, mut inside) = (flat, m.origin, true);
-            for (d, &side) in m.box_dims.iter().enumerate() {
-                let x = coords[d] + rest % side;
-                rest /= side;
-                inside &= (0..m.extents[d]).contains(&x);
-                at += x * if d == 0 { 1 } else { m.strides[d - 1] };
-            }
-            let value = match inside {
-                true => self.read(src, at)?,
-                false => super::V::F(0.0),
-            };
+        for flat in 0..c.map.box_dims.iter().product() {
             let i = iexpr(self, &c.place(IExpr::c(flat)))?;
-            self.write(dst, i, value)?;
-            let touched = self.touched.get_mut();
-            let t = touched.entry((dst, i as usize)).or_default();
+            let t = self.touched.get_mut().entry((dst, i as usize)).or_default();
             // The copy wrote it, not the thread: what races is the mark's business now.
             *t = Touched {
                 tma: Some((key.0, key.1, phase)),
@@ -152,7 +133,7 @@ impl St<'_> {
             };
         }
         let p = self.phases(key, &name)?;
-        p.pending_bytes -= m.box_bytes();
+        p.pending_bytes -= c.map.box_bytes();
         p.settle();
         Ok(())
     }
