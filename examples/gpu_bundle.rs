@@ -142,6 +142,7 @@ fn kernels(sm: u32) -> Vec<Case> {
             },
             match tiling.staging {
                 MmaStaging::Tma { .. } => "_tma",
+                MmaStaging::WarpSpecialized { .. } => "_ws",
                 _ => "",
             }
         );
@@ -195,7 +196,8 @@ fn kernels(sm: u32) -> Vec<Case> {
 
 /// The tilings of the sweep on `sm_<sm>` (beside the defaults): `(bm, bn, bk)`, warps (or
 /// warpgroups) along the rows and the columns, how tiles are staged (`cp.async` pipelines,
-/// `_tma`: the tensor memory accelerator) and how many buffers deep, the staged tiles' layout
+/// `_tma`: the tensor memory accelerator, `_ws`: TMA in a warp-specialised pipeline) and how
+/// many buffers deep, the staged tiles' layout
 /// (`_sw`: 128-byte swizzled); warpgroups only on sm_90, and only what fits the GPU's shared
 /// memory (the compiler validates the rest).
 fn sweep(sm: u32) -> Vec<GpuMmaTiling> {
@@ -205,7 +207,8 @@ fn sweep(sm: u32) -> Vec<GpuMmaTiling> {
     use MmaLayout::{Plain, Swizzled};
     let copies = |stages| MmaStaging::AsyncCopy { stages };
     let tma = |stages| MmaStaging::Tma { stages };
-    let tilings: [SweepTiling; 22] = [
+    let specialized = |stages| MmaStaging::WarpSpecialized { stages };
+    let tilings: [SweepTiling; 25] = [
         (Warp, [128, 128, 32], [2, 4], copies(3), Plain),
         (Warp, [128, 128, 32], [2, 4], copies(4), Plain),
         (Warp, [128, 128, 64], [2, 4], copies(3), Plain),
@@ -230,6 +233,10 @@ fn sweep(sm: u32) -> Vec<GpuMmaTiling> {
         (Warpgroup, [128, 128, 64], [2, 1], tma(4), Swizzled),
         (Warpgroup, [128, 128, 64], [2, 1], tma(6), Swizzled),
         (Warpgroup, [128, 256, 64], [2, 1], tma(4), Swizzled),
+        // Warp-specialised: a producer warpgroup's TMA copies, no barrier per k step.
+        (Warpgroup, [128, 128, 64], [2, 1], specialized(4), Swizzled),
+        (Warpgroup, [128, 128, 64], [2, 1], specialized(6), Swizzled),
+        (Warpgroup, [128, 256, 64], [2, 1], specialized(4), Swizzled),
     ];
     tilings
         .into_iter()

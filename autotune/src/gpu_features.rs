@@ -12,7 +12,7 @@ use tessera_passes::gpu_schedule::GpuKernelSchedule;
 use tessera_passes::lower::Kernel;
 
 /// The version of [`GPU_FEATURES`]; bump it when a field is added, removed or redefined.
-pub const GPU_FEATURE_VERSION: u32 = 3;
+pub const GPU_FEATURE_VERSION: u32 = 4;
 
 /// Resources of one SM the occupancy estimate assumes (sm_80 and sm_90 alike).
 const SM_THREADS: f64 = 2048.0;
@@ -24,7 +24,7 @@ const SM_REGISTERS: f64 = 65536.0;
 const BASE_REGISTERS: f64 = 32.0;
 
 /// Every field: name and meaning, in vector order.
-pub const GPU_FEATURES: [(&str, &str); 22] = [
+pub const GPU_FEATURES: [(&str, &str); 23] = [
     ("bound", "1 for bound loops (one thread per element or run)"),
     ("rows", "1 for a block per row"),
     ("tiled", "1 for CUDA-core product tiles"),
@@ -79,6 +79,10 @@ pub const GPU_FEATURES: [(&str, &str); 22] = [
     (
         "swizzled",
         "1 for tensor-core tiles under the 128-byte swizzle",
+    ),
+    (
+        "warp_specialized",
+        "1 when a producer warpgroup stages the tiles by TMA for consumer warpgroups",
     ),
 ];
 
@@ -140,11 +144,15 @@ pub fn gpu_features(k: &Kernel, schedule: &GpuKernelSchedule, scheduled: &LoopPr
     if let GpuKernelSchedule::TensorCores { tiling: t } = schedule {
         f[18] = (t.engine == MmaEngine::Warpgroup) as i32 as f32;
         f[19] = match t.staging {
-            MmaStaging::AsyncCopy { stages } | MmaStaging::Tma { stages } => stages as f32,
+            MmaStaging::AsyncCopy { stages }
+            | MmaStaging::Tma { stages }
+            | MmaStaging::WarpSpecialized { stages } => stages as f32,
             MmaStaging::Registers => 0.0,
         };
-        f[20] = matches!(t.staging, MmaStaging::Tma { .. }) as i32 as f32;
+        let specialized = matches!(t.staging, MmaStaging::WarpSpecialized { .. });
+        f[20] = (matches!(t.staging, MmaStaging::Tma { .. }) || specialized) as i32 as f32;
         f[21] = (t.layout == MmaLayout::Swizzled) as i32 as f32;
+        f[22] = specialized as i32 as f32;
     }
     if let (Some((bm, bn, bk)), Some(p)) = (tile, &k.product) {
         f[12] = lg(bm as f64);

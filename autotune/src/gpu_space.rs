@@ -96,7 +96,10 @@ pub fn for_gpu_kernel(k: &Kernel, sm: u32) -> Result<Space, TuneError> {
                     &(0..GpuMmaTiling::STAGINGS.len())
                         .filter(|&i| {
                             cfg.warpgroup_mma
-                                || !matches!(GpuMmaTiling::STAGINGS[i], MmaStaging::Tma { .. })
+                                || !matches!(
+                                    GpuMmaTiling::STAGINGS[i],
+                                    MmaStaging::Tma { .. } | MmaStaging::WarpSpecialized { .. }
+                                )
                         })
                         .map(|i| i as i64)
                         .collect::<Vec<_>>(),

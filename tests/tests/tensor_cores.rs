@@ -117,7 +117,12 @@ fn tensor_core_products_match_the_plain_kernels() {
                 // (TMA stages swizzled warpgroup tiles only: below.)
                 let stagings: Vec<MmaStaging> = GpuMmaTiling::STAGINGS
                     .into_iter()
-                    .filter(|s| !matches!(s, MmaStaging::Tma { .. }))
+                    .filter(|s| {
+                        !matches!(
+                            s,
+                            MmaStaging::Tma { .. } | MmaStaging::WarpSpecialized { .. }
+                        )
+                    })
                     .collect();
                 let mut staged = GpuMmaTiling {
                     staging: stagings[checked / 3 % stagings.len()],
@@ -161,6 +166,17 @@ fn tensor_core_products_match_the_plain_kernels() {
                 };
                 ordinal += 1;
                 tilings.extend([warpgroup, swizzled, tma]);
+                // And by a warp-specialised TMA pipeline (four or six buffers), where TMA
+                // applies: the interpreter runs its threads by turns.
+                let aligned_rows = [GRAPHS[1].0, GRAPHS[2].0, GRAPHS[4].0].contains(&name);
+                if aligned_rows {
+                    tilings.push(GpuMmaTiling {
+                        staging: MmaStaging::WarpSpecialized {
+                            stages: [4, 6][ordinal % 2],
+                        },
+                        ..swizzled
+                    });
+                }
                 for (n, t) in tilings.into_iter().enumerate() {
                     let what = format!("{name} ({dtype}) with {t:?}");
                     let tiled =
@@ -176,27 +192,51 @@ fn tensor_core_products_match_the_plain_kernels() {
                     let tensor_copies = count_tensor_copies(&tiled.body);
                     // TMA reads operands whose rows start 16-byte aligned (multiples of 8
                     // elements long): the others stage by async copies.
-                    let aligned_rows = [GRAPHS[1].0, GRAPHS[2].0, GRAPHS[4].0].contains(&name);
+                    let by_tma = matches!(
+                        t.staging,
+                        MmaStaging::Tma { .. } | MmaStaging::WarpSpecialized { .. }
+                    );
                     assert_eq!(
                         tensor_copies > 0,
-                        matches!(t.staging, MmaStaging::Tma { .. }) && aligned_rows,
+                        by_tma && aligned_rows,
                         "{what}: tensor copies"
                     );
                     match t.staging {
                         MmaStaging::AsyncCopy { .. } if plain => {
                             assert!(copies > 0, "{what}: staged without async copies")
                         }
-                        MmaStaging::Tma { .. } if tensor_copies > 0 => {
+                        _ if by_tma && tensor_copies > 0 => {
                             assert_eq!(copies, 0, "{what}: async copies beside TMA")
                         }
-                        MmaStaging::Tma { .. } => {}
+                        _ if by_tma => {}
                         _ => assert_eq!(copies, 0, "{what}: async copies"),
                     }
                     let interpreted = oracle::interpret(&tiled, &inputs)
                         .unwrap_or_else(|e| panic!("{what} (interpreted): {e}"));
-                    let native = oracle::run_native(&tiled, &inputs)
-                        .unwrap_or_else(|e| panic!("{what} (CPU code): {e}"));
-                    for (how, got) in [("interpreted", interpreted), ("CPU code", native)] {
+                    let mut results = vec![("interpreted", interpreted)];
+                    let specialized = tessera_ir::loops::tma::hands_over(&tiled.body);
+                    assert_eq!(
+                        specialized,
+                        matches!(t.staging, MmaStaging::WarpSpecialized { .. })
+                            && tensor_copies > 0,
+                        "{what}: warp-specialised"
+                    );
+                    match oracle::run_native(&tiled, &inputs) {
+                        Ok(native) => {
+                            assert!(
+                                !specialized,
+                                "{what}: the CPU ran a warp-specialised kernel"
+                            );
+                            results.push(("CPU code", native));
+                        }
+                        // The CPU runs a thread loop's threads one after another: a typed
+                        // refusal, never wrong sums.
+                        Err(e) => assert!(
+                            specialized && e.to_string().contains("warp-specialised"),
+                            "{what} (CPU code): {e}"
+                        ),
+                    }
+                    for (how, got) in results {
                         for (g, w) in got.iter().zip(&want) {
                             compare(g, w, tolerance(dtype))
                                 .unwrap_or_else(|e| panic!("{what} ({how}): {e}"));
@@ -338,10 +378,15 @@ fn warpgroup_ptx(
         &|s| matches!(s, Stmt::Mma(m) if m.retires == 2),
     ) > 0;
     // (Where there is a `k` loop: a tail alone is one step.)
-    let pipelined = matches!(
-        t.staging,
-        MmaStaging::AsyncCopy { stages } | MmaStaging::Tma { stages } if stages >= 3
-    );
+    let pipelined = match t.staging {
+        MmaStaging::AsyncCopy { stages } | MmaStaging::Tma { stages } => stages >= 3,
+        // Its consumers complete each tile's steps before releasing the buffer (as async
+        // copies where TMA cannot read the operands).
+        MmaStaging::WarpSpecialized { stages } => {
+            stages >= 3 && !tessera_ir::loops::tma::hands_over(&tiled.body)
+        }
+        MmaStaging::Registers => false,
+    };
     assert_eq!(
         in_flight,
         pipelined && staged_by != Copies::None && k >= t.bk,

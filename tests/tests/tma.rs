@@ -7,8 +7,24 @@
 
 use tessera::fuzzgen::oracle;
 use tessera_ir::loops::parse::parse_program;
+use tessera_ir::loops::tma::{Mbarrier, MbarrierOp};
 use tessera_ir::loops::verify::verify;
+use tessera_ir::loops::{IExpr, Stmt};
+use tessera_passes::gpu_mma::{GpuMmaTiling, MmaStaging, tile_mma};
 use tessera_tests::*;
+
+/// `body` with each mbarrier statement changed by `edit`, which says whether it stays.
+fn edit_mbarriers(body: &mut Vec<Stmt>, edit: &dyn Fn(&mut Mbarrier) -> bool) {
+    body.retain_mut(|s| match s {
+        Stmt::Mbarrier(m) => edit(m),
+        s => {
+            if let Some(nested) = s.nested_mut() {
+                edit_mbarriers(nested, edit);
+            }
+            true
+        }
+    });
+}
 
 /// `x`: 2 batches of a 24 × 64 f16 matrix (rows of 64, batches 1 600 apart, from element
 /// 32). Four phases `p` over two mbarriers (`p % 2`, parity `p / 2`): thread 0 copies the
@@ -129,9 +145,6 @@ fn tensor_maps_travel_in_the_manifest() {
 /// or waiting on the other parity, is refused — not silently wrong.
 #[test]
 fn the_interpreter_refuses_a_tma_pipeline_that_does_not_wait() {
-    use tessera_ir::loops::tma::MbarrierOp;
-    use tessera_ir::loops::{IExpr, Stmt};
-    use tessera_passes::gpu_mma::{GpuMmaTiling, MmaStaging, tile_mma};
     let text = "graph \"g\" opset 21 {\n input a: f16[64,256]\n input b: f16[256,64]\n node \"mm\" MatMul(a, b) -> (y: f16[64,64])\n output y\n}";
     let g = tessera_ir::text::parse_graph(text).unwrap();
     let kernels = tessera::fuzzgen::unscheduled_kernels(&g, &tessera::Target::host()).unwrap();
@@ -150,27 +163,6 @@ fn the_interpreter_refuses_a_tma_pipeline_that_does_not_wait() {
         atol: 1e-3,
     };
     tessera_ir::compare::compare(&got[0], &want[0], tol).unwrap();
-    /// `body` with every mbarrier wait changed by `change` (`None`: removed).
-    fn waits(body: &mut Vec<Stmt>, change: &dyn Fn(&IExpr) -> Option<IExpr>) {
-        body.retain_mut(|s| match s {
-            Stmt::Mbarrier(m) => match &mut m.op {
-                MbarrierOp::Wait { parity } => match change(parity) {
-                    Some(p) => {
-                        *parity = p;
-                        true
-                    }
-                    None => false,
-                },
-                _ => true,
-            },
-            s => {
-                if let Some(nested) = s.nested_mut() {
-                    waits(nested, change);
-                }
-                true
-            }
-        });
-    }
     for (change, why) in [
         (
             &(|_: &IExpr| None) as &dyn Fn(&IExpr) -> Option<IExpr>,
@@ -182,8 +174,120 @@ fn the_interpreter_refuses_a_tma_pipeline_that_does_not_wait() {
         ),
     ] {
         let mut broken = tiled.clone();
-        waits(&mut broken.body, change);
+        edit_mbarriers(&mut broken.body, &|m| match &mut m.op {
+            MbarrierOp::Wait { parity } => match change(parity) {
+                Some(p) => {
+                    *parity = p;
+                    true
+                }
+                None => false,
+            },
+            _ => true,
+        });
         let e = oracle::interpret(&broken, &inputs).unwrap_err().to_string();
         assert!(e.contains(why), "expected `{why}` in `{e}`");
     }
+}
+
+/// The warp-specialised product (`MmaStaging::WarpSpecialized`): a producer warpgroup's
+/// thread copies the four 64-deep tiles of a 128 × 224 × 96 product (a `k` tail, columns
+/// over the edge) through two buffers while two consumer warpgroups multiply them. The
+/// interpreter runs its threads by turns and agrees with the plain kernel; the CPU refuses
+/// it with a typed error (it runs a thread loop's threads one after another); broken — the
+/// producer not waiting for released buffers, the consumers not releasing them, waiting on
+/// the wrong parity — it is refused; its sm_90a PTX passes ptxas without spills or
+/// serialised steps.
+#[test]
+fn a_warp_specialised_product_takes_turns_and_is_refused_when_broken() {
+    let text = "graph \"g\" opset 21 {\n input a: f16[128,224]\n input b: f16[224,96]\n node \"mm\" MatMul(a, b) -> (y: f16[128,96])\n output y\n}";
+    let g = tessera_ir::text::parse_graph(text).unwrap();
+    let kernels = tessera::fuzzgen::unscheduled_kernels(&g, &tessera::Target::host()).unwrap();
+    let k = &kernels[0];
+    let spec = k.product.as_ref().unwrap();
+    let t = GpuMmaTiling {
+        staging: MmaStaging::WarpSpecialized { stages: 2 },
+        ..GpuMmaTiling::swizzled_warpgroup_for(spec)
+    };
+    let tiled = tile_mma(&k.program, spec, &t).unwrap();
+    verify(&tiled).unwrap();
+    assert_eq!((t.bm, t.bn, t.bk), (128, 128, 64));
+    assert!(tessera_ir::loops::tma::hands_over(&tiled.body));
+    let inputs = oracle::program_inputs(&k.program, 11);
+    let want = oracle::interpret(&k.program, &inputs).unwrap();
+    let got = oracle::interpret(&tiled, &inputs).unwrap();
+    let tol = tessera_ir::compare::Tolerance::Close {
+        rtol: 1.0 / 1024.0,
+        atol: 1e-3,
+    };
+    tessera_ir::compare::compare(&got[0], &want[0], tol).unwrap();
+    let e = oracle::run_native(&tiled, &inputs).unwrap_err();
+    assert!(e.contains("warp-specialised"), "{e}");
+
+    // The producer's waits on the "empty" mbarriers are those after the buffers' full ones.
+    fn empty(m: &Mbarrier) -> bool {
+        // Two buffers: mbarriers 2 and 3.
+        !matches!(m.at.evaluate(&|_| Ok::<i64, ()>(0), &|| ()), Ok(b) if b < 2)
+    }
+    type Edit<'a> = dyn Fn(&mut Mbarrier) -> bool + 'a;
+    let broken: [(&str, &Edit, &[&str]); 3] = [
+        (
+            "no waits for released buffers",
+            &|m| !(matches!(m.op, MbarrierOp::Wait { .. }) && empty(m)),
+            &["overwrites", "the GPU would hang"],
+        ),
+        (
+            "no releases",
+            &|m| m.op != MbarrierOp::Arrive,
+            &["the GPU would hang"],
+        ),
+        (
+            "waits for tiles on the other parity",
+            &|m| {
+                let tile = !empty(m);
+                if let MbarrierOp::Wait { parity } = &mut m.op
+                    && tile
+                {
+                    *parity = IExpr::c(1).minus(parity.clone());
+                }
+                true
+            },
+            &["the GPU would hang"],
+        ),
+    ];
+    for (what, edit, why) in broken {
+        let mut p = tiled.clone();
+        edit_mbarriers(&mut p.body, edit);
+        assert_ne!(p, tiled, "{what}: nothing changed");
+        let e = oracle::interpret(&p, &inputs).unwrap_err().to_string();
+        assert!(why.iter().any(|w| e.contains(w)), "{what}: {e}");
+    }
+
+    if ptxas_or_skip("a_warp_specialised_product_takes_turns (ptxas part)").is_none() {
+        return;
+    }
+    let aligned = tessera_codegen::ptx::PtxConfig {
+        param_align: [(tiled.name.clone(), vec![16; tiled.params().count()])].into(),
+    };
+    let module = tessera_codegen::ptx::compile_ptx_with(&[&tiled], 90, &aligned).unwrap();
+    let ptx = &module.text;
+    for instruction in [
+        "mbarrier.arrive.shared::cta.b64",
+        "mbarrier.arrive.expect_tx",
+        "cp.async.bulk.tensor.2d",
+        "wgmma.mma_async.sync.aligned.m64n128k16",
+        "wgmma.wait_group.sync.aligned 0;",
+    ] {
+        assert!(ptx.contains(instruction), "no `{instruction}`");
+    }
+    assert_eq!(
+        module.kernels[0].launch.block[0], 384,
+        "two consumer warpgroups and one producer"
+    );
+    let report = tessera_codegen::ptx::ptxas_report(ptx, 90).unwrap();
+    assert_eq!(report.spill_bytes(), 0, "spills\n{}", report.text);
+    assert!(
+        !report.serialises_warpgroup_steps(),
+        "ptxas serialised the warpgroup steps\n{}",
+        report.text
+    );
 }

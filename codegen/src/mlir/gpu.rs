@@ -21,6 +21,11 @@ use tessera_ir::loops::mma::{Mma, MmaOperand};
 use tessera_ir::loops::shuffle::WarpFold;
 use tessera_ir::loops::{BufRole, IExpr, Loop, LoopKind, Stmt, VExpr};
 
+/// Whether `s` is a warpgroup tensor-core step.
+fn is_warpgroup_step(s: &Stmt) -> bool {
+    matches!(s, Stmt::Mma(m) if matches!(m.shape, tessera_ir::loops::mma::MmaShape::Warpgroup { .. }))
+}
+
 /// Which operand of `mma.m16n8k16` an `ldmatrix` loads.
 #[derive(Clone, Copy)]
 enum Matrices {
@@ -130,6 +135,33 @@ impl Em<'_> {
             self.line("}".into());
         }
         self.idx.remove(&l.var);
+        Ok(())
+    }
+
+    /// The statements of a loop or guard nested in a thread loop (on the CPU: anywhere):
+    /// on the GPU each run of consecutive warpgroup steps there is bracketed by itself — a
+    /// warp-specialised consumer's `k` loop waits for a tile, multiplies it, and releases
+    /// its buffer only once the steps have read it (see [`super::wgmma`]).
+    pub(super) fn nested_body(&mut self, body: &[Stmt]) -> Result<(), CodegenError> {
+        let gpu = self.cfg.backend == super::Backend::Cuda && !self.threads.is_empty();
+        let mut rest = body;
+        while let Some(first) = rest.first() {
+            let run = match gpu {
+                true => rest.iter().take_while(|s| is_warpgroup_step(s)).count(),
+                false => 0,
+            };
+            if run == 0 {
+                self.stmt(first)?;
+                rest = &rest[1..];
+                continue;
+            }
+            let steps = self.begin_warpgroup_steps(&rest[..run]);
+            for s in &rest[..run] {
+                self.stmt(s)?;
+            }
+            self.end_warpgroup_steps(&steps);
+            rest = &rest[run..];
+        }
         Ok(())
     }
 

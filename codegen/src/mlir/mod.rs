@@ -180,6 +180,13 @@ fn emit_func(p: &LoopProgram, cfg: &EmitConfig) -> Result<String, CodegenError> 
         predicate: None,
     };
     let gpu = cfg.backend == Backend::Cuda;
+    if !gpu && tessera_ir::loops::tma::hands_over(&p.body) {
+        // Its consumers wait for a producer that comes later in the thread loop.
+        return Err(em.unsupported(
+            "a warp-specialised kernel (threads release buffers to others through mbarrier \
+             arrivals): the CPU runs a thread loop's threads one after another",
+        ));
+    }
     if tessera_ir::loops::gpu::binds_gpu(&p.body) {
         em.block_dims = tessera_ir::loops::gpu::launch(p)
             .map_err(|e| em.unsupported(e.to_string()))?
@@ -406,9 +413,7 @@ impl Em<'_> {
                 let c = self.vexpr(cond)?;
                 self.line(format!("scf.if {c} {{"));
                 self.depth += 1;
-                for t in then {
-                    self.stmt(t)?;
-                }
+                self.nested_body(then)?;
                 self.depth -= 1;
                 self.line("}".into());
                 Ok(())
@@ -633,11 +638,7 @@ impl Em<'_> {
         self.idx.insert(var.to_string(), iv);
         match self.vec.is_some() {
             true => self.vector_body(body)?,
-            false => {
-                for s in body {
-                    self.stmt(s)?;
-                }
-            }
+            false => self.nested_body(body)?,
         }
         self.idx.remove(var);
         self.depth -= 1;

@@ -94,6 +94,9 @@ impl Em<'_> {
                     &[(bar, "i32"), (bytes, "i32")],
                 );
             }
+            MbarrierOp::Arrive => {
+                self.asm_with("mbarrier.arrive.shared::cta.b64 _, [$0];", &[(bar, "i32")]);
+            }
             MbarrierOp::Wait { parity } => {
                 let parity = self.i32_operand(parity)?;
                 self.asm_with(

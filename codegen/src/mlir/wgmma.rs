@@ -206,28 +206,39 @@ pub(super) struct WarpgroupSteps {
 }
 
 impl WarpgroupSteps {
-    /// Those in `body`, at any depth.
+    /// Those standing in `body` itself (steps nested in its loops and guards are bracketed
+    /// where they stand, see `Em::nested_body`).
     pub(super) fn of(body: &[Stmt]) -> WarpgroupSteps {
         let mut steps = WarpgroupSteps::default();
-        steps.add(body);
+        for s in body {
+            if let Stmt::Mma(m) = s {
+                steps.add_step(m);
+            }
+        }
         steps
     }
 
-    /// Those of a kernel: `None` without any.
-    pub(super) fn of_kernel(prog: &LoopProgram) -> Option<WarpgroupSteps> {
-        Some(WarpgroupSteps::of(&prog.body)).filter(|s| !s.accs.is_empty())
+    fn add_step(&mut self, m: &Mma) {
+        if matches!(m.shape, MmaShape::Warpgroup { .. }) {
+            if !self.accs.contains(&m.acc) {
+                self.accs.push(m.acc.clone());
+            }
+            self.retires = self.retires.max(m.retires);
+        }
     }
 
-    fn add(&mut self, body: &[Stmt]) {
+    /// Those of a kernel, at any depth: `None` without any.
+    pub(super) fn of_kernel(prog: &LoopProgram) -> Option<WarpgroupSteps> {
+        let mut steps = WarpgroupSteps::default();
+        steps.add_all(&prog.body);
+        Some(steps).filter(|s| !s.accs.is_empty())
+    }
+
+    fn add_all(&mut self, body: &[Stmt]) {
         for s in body {
             match s {
-                Stmt::Mma(m) if matches!(m.shape, MmaShape::Warpgroup { .. }) => {
-                    if !self.accs.contains(&m.acc) {
-                        self.accs.push(m.acc.clone());
-                    }
-                    self.retires = self.retires.max(m.retires);
-                }
-                s => self.add(s.nested()),
+                Stmt::Mma(m) => self.add_step(m),
+                s => self.add_all(s.nested()),
             }
         }
     }

@@ -259,12 +259,14 @@ fn check_gpu_schedules(
             variants.push((format!("tensor-core tiling {t:?}"), tiled));
             // Warpgroup tiles 128-byte swizzled wherever the product is wide and deep enough
             // (steps of 64 columns, 64-deep `k` tiles), which a sampled tiling seldom is —
-            // every other seed staged by TMA (async copies where the operands' rows are not
-            // 16-byte aligned).
+            // staged by async copies, TMA or a warp-specialised TMA pipeline by turns (async
+            // copies where the operands' rows are not 16-byte aligned).
             let mut swizzled = GpuMmaTiling::swizzled_warpgroup_for(spec);
-            if seed % 2 == 1 {
-                swizzled.staging = MmaStaging::Tma { stages: 3 };
-            }
+            swizzled.staging = match seed % 3 {
+                0 => swizzled.staging,
+                1 => MmaStaging::Tma { stages: 3 },
+                _ => MmaStaging::WarpSpecialized { stages: 4 },
+            };
             if swizzled.validate(spec).is_ok() && swizzled.fits(spec) {
                 let tiled = tile_mma(&k.program, spec, &swizzled)
                     .map_err(|e| format!("the tensor-core tiling {swizzled:?} fails: {e}"))?;

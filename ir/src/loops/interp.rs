@@ -8,9 +8,10 @@ use super::mma::{MMA_K, MmaShape, WGMMA_M};
 use super::*;
 use crate::error::{IrError, Result};
 use crate::tensor::Tensor;
-use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
 
+mod coop;
 mod tma_state;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -55,24 +56,35 @@ struct Touched {
     tma: Option<(usize, usize, u64)>,
 }
 
-struct St<'a> {
-    prog: &'a LoopProgram,
+/// What the threads of a block share: the buffers and the bookkeeping of their accesses.
+/// Behind a lock, because a cooperative thread loop (see [`coop`]) runs each GPU thread on
+/// an interpreter thread of its own (one at a time).
+struct Mem<'a> {
     /// Parameters, then kernel-local buffers (scratch, shared; a placeholder for local ones),
     /// at their positions in `prog.buffers`.
     bufs: Vec<&'a mut Tensor>,
+    /// Each thread's copy of each `local` buffer (by position), made on first use.
+    local: HashMap<(ThreadId, usize), Tensor>,
+    /// Shared elements touched since the last barrier, by (buffer position, element).
+    touched: HashMap<(usize, usize), Touched>,
+    /// The block's mbarriers and what their arrivals tell (see [`tma_state`]).
+    sync: tma_state::Sync,
+}
+
+/// One running GPU thread's view: the shared state, and its own loop indices and sums.
+struct St<'a, 'm> {
+    prog: &'a LoopProgram,
+    mem: &'m Mutex<Mem<'a>>,
     idx: HashMap<String, i64>,
     accs: Vec<(String, V)>,
     /// The running GPU thread (inside a thread loop) and how many thread loops enclose it.
     tid: ThreadId,
     thread_depth: usize,
-    /// Each thread's copy of each `local` buffer (by position), made on first use.
-    local: RefCell<HashMap<(ThreadId, usize), Tensor>>,
-    /// Shared elements touched since the last barrier, by (buffer position, element).
-    touched: RefCell<HashMap<(usize, usize), Touched>>,
-    /// The block's initialised mbarriers, by (buffer position, element).
-    mbarriers: HashMap<(usize, usize), tma_state::Phases>,
-    /// Per thread and mbarrier, how many of its phases the thread has seen complete.
-    observed: HashMap<(ThreadId, usize, usize), u64>,
+    /// In a cooperative thread loop: its turns and this thread's number among them.
+    coop: Option<(&'m coop::Turns, usize)>,
+    /// The stores running now are a tensor copy's, landed by the copy engine: not the
+    /// thread's accesses (see [`tma_state`]).
+    engine_writes: bool,
 }
 
 /// The outputs of `prog` run on `inputs` (its input buffers' contents, in parameter order),
@@ -105,7 +117,8 @@ pub fn run_outputs(prog: &LoopProgram, inputs: &[Tensor]) -> Result<Vec<Tensor>>
 /// are allocated here, poisoned (NaN, or a junk pattern for integers) so that reading one
 /// before writing it shows: scratch once, shared memory at the start of every block, a
 /// thread's local memory at the start of every block. GPU programs run one thread loop at a
-/// time (see [`super::gpu`]); a shared element written by one thread and touched by another
+/// time (see [`super::gpu`]), its threads one after another — or by turns where it waits on
+/// mbarriers ([`coop`]); a shared element written by one thread and touched by another
 /// within one thread loop (between two barriers) is reported as a data race.
 pub fn run(prog: &LoopProgram, buffers: &mut [Tensor]) -> Result<()> {
     let params = prog.params().count();
@@ -134,42 +147,58 @@ pub fn run(prog: &LoopProgram, buffers: &mut [Tensor]) -> Result<()> {
             )));
         }
     }
-    let mut st = St {
-        prog,
+    let mem = Mutex::new(Mem {
         // Kernel-local buffers follow the parameters (a verifier rule), so positions match
         // `prog.buffers`.
         bufs: buffers.iter_mut().chain(scratch.iter_mut()).collect(),
+        local: HashMap::new(),
+        touched: HashMap::new(),
+        sync: tma_state::Sync::default(),
+    });
+    let mut st = St {
+        prog,
+        mem: &mem,
         idx: HashMap::new(),
         accs: vec![],
         tid: [0; 3],
         thread_depth: 0,
-        local: RefCell::default(),
-        touched: RefCell::default(),
-        mbarriers: HashMap::new(),
-        observed: HashMap::new(),
+        coop: None,
+        engine_writes: false,
     };
     block(&mut st, &prog.body)?;
     st.end_block()
 }
 
-impl St<'_> {
+impl<'a, 'm> St<'a, 'm> {
+    /// The block's shared state, locked (never held across a statement: reading an index
+    /// may read a buffer).
+    fn mem(&self) -> MutexGuard<'m, Mem<'a>> {
+        // A poisoned lock means an interpreter thread panicked; its state is still the
+        // block's (the panic itself is reported where the thread is joined).
+        self.mem
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// A new thread block: fresh (poisoned) shared and local memory.
     fn start_block(&mut self) {
-        for (b, t) in self.prog.buffers.iter().zip(self.bufs.iter_mut()) {
+        let mut mem = self.mem();
+        for (b, t) in self.prog.buffers.iter().zip(mem.bufs.iter_mut()) {
             if b.role == BufRole::Shared {
                 **t = Tensor::poisoned(b.dtype, vec![b.len]);
             }
         }
-        self.local.get_mut().clear();
-        self.touched.get_mut().clear();
-        self.mbarriers.clear();
-        self.observed.clear();
+        mem.local.clear();
+        mem.touched.clear();
+        mem.sync = tma_state::Sync::default();
     }
 
     /// A barrier of the block: accesses before it no longer race with those after it, and
     /// async copies come one barrier closer to landing (those that land are forgotten).
     fn barrier(&mut self) {
-        let touched = self.touched.get_mut();
+        let mut mem = self.mem();
+        mem.sync.barrier();
+        let touched = &mut mem.touched;
         touched.retain(|_, t| t.in_flight > 1 || t.read_in_flight > 1 || t.tma.is_some());
         for t in touched.values_mut() {
             *t = Touched {
@@ -192,19 +221,20 @@ impl St<'_> {
                 V::I(t.get_i64(i as usize))
             }
         };
+        let mut mem = self.mem();
         match b.role {
             BufRole::Local => {
-                let mut local = self.local.borrow_mut();
-                let t = local
+                let t = mem
+                    .local
                     .entry((self.tid, pos))
                     .or_insert_with(|| Tensor::poisoned(b.dtype, vec![b.len]));
                 Ok(get(t))
             }
             BufRole::Shared => {
-                self.touch(pos, i as usize, false)?;
-                Ok(get(&*self.bufs[pos]))
+                self.touch(&mut mem, pos, i as usize, false)?;
+                Ok(get(&*mem.bufs[pos]))
             }
-            _ => Ok(get(&*self.bufs[pos])),
+            _ => Ok(get(&*mem.bufs[pos])),
         }
     }
 
@@ -212,19 +242,22 @@ impl St<'_> {
     fn write(&mut self, pos: usize, i: i64, v: V) -> Result<()> {
         let b = &self.prog.buffers[pos];
         self.check_bounds("store", pos, i)?;
+        let mut mem = self.mem();
         match b.role {
             BufRole::Local => {
-                let local = self.local.get_mut();
-                let t = local
+                let t = mem
+                    .local
                     .entry((self.tid, pos))
                     .or_insert_with(|| Tensor::poisoned(b.dtype, vec![b.len]));
                 write(t, i as usize, v)
             }
             BufRole::Shared => {
-                self.touch(pos, i as usize, true)?;
-                write(self.bufs[pos], i as usize, v)
+                if !self.engine_writes {
+                    self.touch(&mut mem, pos, i as usize, true)?;
+                }
+                write(mem.bufs[pos], i as usize, v)
             }
-            _ => write(self.bufs[pos], i as usize, v),
+            _ => write(mem.bufs[pos], i as usize, v),
         }
         Ok(())
     }
@@ -242,9 +275,9 @@ impl St<'_> {
 
     /// Records the running thread's access to a shared element; two threads touching it
     /// between barriers, one writing, is a race.
-    fn touch(&self, pos: usize, i: usize, store: bool) -> Result<()> {
+    fn touch(&self, mem: &mut Mem, pos: usize, i: usize, store: bool) -> Result<()> {
         let me = self.tid;
-        let mut touched = self.touched.borrow_mut();
+        let Mem { touched, sync, .. } = mem;
         let t = touched.entry((pos, i)).or_default();
         if t.in_flight > 0 {
             return Err(IrError::Interp(format!(
@@ -257,11 +290,12 @@ impl St<'_> {
                 t.in_flight,
             )));
         }
+        if !store && self.coop.is_some() {
+            // A later copy into it must come after this thread has released it.
+            sync.record_read(me, (pos, i));
+        }
         if let Some((bar, at, phase)) = t.tma
-            && self
-                .observed
-                .get(&(me, bar, at))
-                .is_none_or(|&seen| seen <= phase)
+            && !sync.has_seen(me, (bar, at), phase)
         {
             return Err(IrError::Interp(format!(
                 "kernel `{}`: thread {} {} shared `{}[{i}]` while a tensor copy into it is in \
@@ -330,6 +364,9 @@ fn stmt(st: &mut St, s: &Stmt) -> Result<()> {
                 if st.thread_depth == 0 {
                     // A new thread loop of the block: a barrier came before it.
                     st.barrier();
+                    if coop::needs_turns(l) {
+                        return coop::run_thread_loop(st, l);
+                    }
                 }
                 st.thread_depth += 1;
             }
@@ -407,7 +444,7 @@ fn stmt(st: &mut St, s: &Stmt) -> Result<()> {
         Stmt::AsyncCopy(c) => {
             block(st, &s.expansion())?;
             let (dst, at) = (buf_index(st, &c.dst)?, iexpr(st, &c.dst_at)?);
-            let touched = st.touched.get_mut();
+            let touched = &mut st.mem().touched;
             for u in 0..c.len {
                 touched
                     .entry((dst, (at + u) as usize))
@@ -433,7 +470,7 @@ fn mark_read_in_flight(st: &mut St, m: &super::mma::Mma) -> Result<()> {
                 elements.push(iexpr(st, &op.at(IExpr::c(r), IExpr::c(c)))?);
             }
         }
-        let touched = st.touched.get_mut();
+        let touched = &mut st.mem().touched;
         for i in elements {
             let t = touched.entry((pos, i as usize)).or_default();
             t.read_in_flight = t.read_in_flight.max(m.retires);

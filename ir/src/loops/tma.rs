@@ -6,11 +6,11 @@
 //! Two kinds of statement, both only in thread loops:
 //!
 //! - `mbarrier_init bar[i] count(n)`, `mbarrier_expect_tx bar[i] bytes(b)`,
-//!   `mbarrier_wait bar[i] parity(p)` ([`Mbarrier`]): an mbarrier is an element of a shared
-//!   `i64` buffer that only these statements and tensor copies name. It counts *phases*
-//!   (0, 1, 2, …). A phase completes when `n` arrivals have come (each `expect_tx` is one, by
-//!   its thread) and as many bytes as they announced have landed; the next phase then
-//!   begins. A wait with parity `p` returns once the current phase's parity differs from `p`:
+//!   `mbarrier_arrive bar[i]`, `mbarrier_wait bar[i] parity(p)` ([`Mbarrier`]): an mbarrier
+//!   is an element of a shared `i64` buffer that only these statements and tensor copies
+//!   name. It counts *phases* (0, 1, 2, …). A phase completes when `n` arrivals have come
+//!   (each `expect_tx` and each `arrive` is one, by its thread) and as many bytes as they
+//!   announced have landed; the next phase then begins. A wait with parity `p` returns once the current phase's parity differs from `p`:
 //!   the phase of parity `p` before it has completed (on a fresh barrier, waiting with parity
 //!   1 returns at once — PTX's `try_wait.parity`).
 //! - `tensor_copy(f16, sw128) dst[d] = src[origin; extents; strides; box dims] at(coords)
@@ -26,14 +26,19 @@
 //! **What it means.** A tensor copy's elements are in flight until the phase it counted
 //! towards has completed *and* the thread touching them has waited for that completion: the
 //! interpreter reports any other access as an error (a thread that never waits on the phase
-//! of its data, or waits on the wrong parity). Running threads one after another, it also
-//! needs every phase a thread waits on complete when it waits — a wait that would block is
-//! reported as the hang it would be on the GPU (so a block's issuing thread comes first in
-//! its thread loop: thread 0). An mbarrier must be initialised in an earlier thread loop
-//! than the one that first uses it (by another thread), by one thread only, and every phase
-//! begun must be complete when its block ends. The per-thread expansion
-//! ([`TensorCopy::expand`]: a nest of guarded stores, done at once) is what the CPU backend
-//! runs; there the mbarrier statements do nothing. The CUDA backend issues one
+//! of its data, or waits on the wrong parity). A thread loop with waits runs its threads by
+//! turns in the interpreter (`interp::coop`): a thread that waits for a phase not yet
+//! complete hands the turn on; when no thread can go on, that is the hang it would be on the
+//! GPU. So producers and consumers may stand anywhere in the loop — a warp-specialised
+//! pipeline's consumers release buffers with `mbarrier_arrive bar[i]` (one arrival, no
+//! bytes), which its producer waits for before overwriting them; a tensor copy overwriting
+//! what another thread read without such a release (or a barrier) in between is a race. An
+//! mbarrier must be initialised in an earlier thread loop than the one that first uses it
+//! (by another thread), by one thread only, and every phase begun must be complete when its
+//! block ends. The per-thread expansion ([`TensorCopy::expand`]: a nest of guarded stores,
+//! done at once) is what the CPU backend runs; there the mbarrier statements do nothing,
+//! and kernels whose threads release buffers to others ([`hands_over`]) are refused: it runs
+//! a thread loop's threads one after another. The CUDA backend issues one
 //! `cp.async.bulk.tensor` through a tensor map the runtime encodes for the kernel
 //! ([`tensor_maps`]: `cuTensorMapEncodeTiled`) and `mbarrier.*` instructions.
 //!
@@ -71,6 +76,9 @@ pub enum MbarrierOp {
     Init { count: i64 },
     /// One arrival that also announces `bytes` more bytes to land in the current phase.
     ExpectTx { bytes: i64 },
+    /// One arrival, announcing nothing: how a consumer tells a producer that it is done
+    /// with a buffer (a warp-specialised pipeline's "empty" barriers).
+    Arrive,
     /// Waits until the current phase's parity differs from `parity` (0 or 1).
     Wait { parity: IExpr },
 }
@@ -101,9 +109,20 @@ impl Mbarrier {
         match self.op {
             MbarrierOp::Init { .. } => "mbarrier_init",
             MbarrierOp::ExpectTx { .. } => "mbarrier_expect_tx",
+            MbarrierOp::Arrive => "mbarrier_arrive",
             MbarrierOp::Wait { .. } => "mbarrier_wait",
         }
     }
+}
+
+/// Whether `body` holds a plain arrival (`mbarrier_arrive`): a thread releasing something to
+/// another that waits — the handshake of a warp-specialised pipeline, whose threads cannot
+/// run one after another (see `interp::coop`).
+pub fn hands_over(body: &[Stmt]) -> bool {
+    body.iter().any(|s| match s {
+        Stmt::Mbarrier(m) => m.op == MbarrierOp::Arrive,
+        s => hands_over(s.nested()),
+    })
 }
 
 /// A tensor in global memory as a tensor map describes it, and the box a copy moves.

@@ -15,10 +15,12 @@ struct Ctx<'a> {
     seen: HashSet<String>,
     /// How many thread loops enclose the statement being checked.
     thread_depth: usize,
-    /// The innermost enclosing thread loop (variable, extent, axis), and whether a guard or
-    /// a reduction lies between it and the statement (threads of a warp may diverge there).
+    /// The innermost enclosing thread loop (variable, extent, axis), and what the guards and
+    /// reductions between it and the statement keep together: `None` when there are none,
+    /// else the aligned groups of threads (warps, warpgroups) that take every branch alike
+    /// (1: the threads of a warp may diverge).
     thread: Option<(String, i64, GpuAxis)>,
-    divergent: bool,
+    guard_group: Option<i64>,
     /// The buffers holding mbarriers: nothing but TMA statements may touch them.
     mbarriers: Vec<String>,
 }
@@ -99,7 +101,7 @@ pub fn verify(prog: &LoopProgram) -> Result<()> {
         seen: HashSet::new(),
         thread_depth: 0,
         thread: None,
-        divergent: false,
+        guard_group: None,
         mbarriers: tma::mbarrier_buffers(&prog.body),
     };
     for (i, s) in prog.body.iter().enumerate() {
@@ -155,15 +157,15 @@ fn stmt(cx: &mut Ctx, s: &Stmt, depth: usize) -> Result<()> {
             let thread = matches!(l.kind, LoopKind::Thread(_)) as usize;
             cx.vars.push(l.var.clone());
             cx.thread_depth += thread;
-            let outer = (cx.thread.clone(), cx.divergent);
+            let outer = (cx.thread.clone(), cx.guard_group);
             if let LoopKind::Thread(axis) = l.kind {
                 cx.thread = Some((l.var.clone(), l.extent, axis));
-                cx.divergent = false;
+                cx.guard_group = None;
             }
             for b in &l.body {
                 stmt(cx, b, depth + 1)?;
             }
-            (cx.thread, cx.divergent) = outer;
+            (cx.thread, cx.guard_group) = outer;
             cx.thread_depth -= thread;
             cx.vars.pop();
         }
@@ -188,11 +190,16 @@ fn stmt(cx: &mut Ctx, s: &Stmt, depth: usize) -> Result<()> {
             if vexpr(cx, cond)? != DType::Bool {
                 return Err(err(prog, format!("if condition `{cond}` is not bool")));
             }
-            let outer = std::mem::replace(&mut cx.divergent, true);
+            let kept = match &cx.thread {
+                Some((t, ..)) => kept_together(cond, t),
+                None => 1,
+            };
+            let outer = cx.guard_group;
+            cx.guard_group = Some(outer.map_or(kept, |g| g.min(kept)));
             for b in then {
                 stmt(cx, b, depth + 1)?;
             }
-            cx.divergent = outer;
+            cx.guard_group = outer;
         }
         Stmt::Reduce(r) => {
             if vexpr(cx, &r.init)? != r.dtype {
@@ -233,11 +240,11 @@ fn stmt(cx: &mut Ctx, s: &Stmt, depth: usize) -> Result<()> {
                 ));
             }
             cx.accs.push((r.acc.clone(), r.dtype));
-            let outer = std::mem::replace(&mut cx.divergent, true);
+            let outer = cx.guard_group.replace(1);
             for b in &r.body {
                 stmt(cx, b, depth + 1)?;
             }
-            cx.divergent = outer;
+            cx.guard_group = outer;
             cx.accs.pop();
         }
         Stmt::Mma(m) => mma(cx, m)?,
@@ -305,8 +312,12 @@ fn group_collective(
             "its thread loop `{t}` must be the only one, along x, a multiple of {group} long"
         ));
     }
-    if cx.divergent {
-        return bad("under a guard or a reduction (the group must run it together)".into());
+    if cx.guard_group.is_some_and(|g| g % group != 0) {
+        return bad(
+            "under a guard or a reduction that splits its groups (the group must run it \
+             together)"
+                .into(),
+        );
     }
     if !mma::is_lane_of(lane, t, group) {
         return bad(format!("lane `{lane}` is not `{t} % {group}`"));
@@ -324,6 +335,31 @@ fn group_collective(
         }
     }
     Ok(())
+}
+
+/// The largest aligned groups of threads of the thread loop over `t` (a warpgroup, a warp)
+/// that all take the branch of guard `cond` alike — 1 when threads of a warp may differ: a
+/// comparison of group-uniform indices, or of the thread index with a multiple of the group
+/// (`t < 256`: the first two warpgroups), or a conjunction or disjunction of such.
+fn kept_together(cond: &VExpr, t: &str) -> i64 {
+    fn uniform(cond: &VExpr, t: &str, group: i64) -> bool {
+        match cond {
+            VExpr::ICmp(op, a, b) => {
+                let threshold = matches!(op, CmpOp::Lt | CmpOp::Ge)
+                    && matches!(a, IExpr::Var(v) if v == t)
+                    && matches!(b, IExpr::Const(c) if c % group == 0);
+                threshold || (mma::group_uniform(a, t, group) && mma::group_uniform(b, t, group))
+            }
+            VExpr::Binary(BinOp::And | BinOp::Or, x, y) => {
+                uniform(x, t, group) && uniform(y, t, group)
+            }
+            _ => false,
+        }
+    }
+    [mma::WARPGROUP, mma::WARP]
+        .into_iter()
+        .find(|&g| uniform(cond, t, g))
+        .unwrap_or(1)
 }
 
 /// Whether `base` can start a swizzled warpgroup operand: at the first of 8 rows (the

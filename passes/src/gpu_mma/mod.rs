@@ -72,7 +72,8 @@ use staging::copyable;
 use tessera_ir::DType;
 use tessera_ir::loops::gpu::MAX_THREADS_PER_BLOCK;
 use tessera_ir::loops::mma::{
-    CORE, MMA_K, MMA_M, MMA_N, Mma, MmaOperand, MmaShape, SWIZZLE_ROW, WGMMA_M, WGMMA_MAX_N,
+    CORE, MMA_K, MMA_M, MMA_N, Mma, MmaOperand, MmaShape, SWIZZLE_ROW, WARPGROUP, WGMMA_M,
+    WGMMA_MAX_N,
 };
 use tessera_ir::loops::tma::MBARRIER_DTYPE;
 use tessera_ir::loops::{
@@ -138,6 +139,13 @@ pub enum MmaStaging {
     /// ([`MmaLayout::Swizzled`], sm_90) of operands that are inputs with 16-byte-aligned
     /// rows; elsewhere as `AsyncCopy`.
     Tma { stages: i64 },
+    /// `stages` buffers (2 to [`MAX_STAGES`]) filled by TMA in a warp-specialised pipeline
+    /// (see [`tma`]): one more warpgroup whose one thread copies tile after tile as soon as
+    /// the consumers release its buffer ("empty" mbarriers, one arrival per consumer
+    /// thread), while the consumer warpgroups wait for each tile's "full" mbarrier,
+    /// multiply it and release it — no block barrier in the `k` loop, the copies as far
+    /// ahead as the buffers allow. Where TMA applies; elsewhere as `AsyncCopy`.
+    WarpSpecialized { stages: i64 },
 }
 
 impl MmaStaging {
@@ -145,7 +153,9 @@ impl MmaStaging {
     pub fn buffers(self) -> i64 {
         match self {
             MmaStaging::Registers => 2,
-            MmaStaging::AsyncCopy { stages } | MmaStaging::Tma { stages } => stages,
+            MmaStaging::AsyncCopy { stages }
+            | MmaStaging::Tma { stages }
+            | MmaStaging::WarpSpecialized { stages } => stages,
         }
     }
 }
@@ -195,9 +205,9 @@ impl GpuMmaTiling {
     pub const TILES: [i64; 5] = [16, 32, 64, 128, 256];
     pub const DEPTHS: [i64; 3] = [16, 32, 64];
     pub const WARPS: [i64; 3] = [1, 2, 4];
-    /// (The deep pipelines, then TMA, last: a tuning record names a staging by its
-    /// position here.)
-    pub const STAGINGS: [MmaStaging; 8] = [
+    /// (The deep pipelines, then TMA, then warp specialisation, last: a tuning record names
+    /// a staging by its position here.)
+    pub const STAGINGS: [MmaStaging; 10] = [
         MmaStaging::AsyncCopy { stages: 2 },
         MmaStaging::AsyncCopy { stages: 3 },
         MmaStaging::AsyncCopy { stages: 4 },
@@ -206,6 +216,8 @@ impl GpuMmaTiling {
         MmaStaging::AsyncCopy { stages: MAX_STAGES },
         MmaStaging::Tma { stages: 3 },
         MmaStaging::Tma { stages: 4 },
+        MmaStaging::WarpSpecialized { stages: 4 },
+        MmaStaging::WarpSpecialized { stages: 6 },
     ];
     pub const ENGINES: [MmaEngine; 2] = [MmaEngine::Warp, MmaEngine::Warpgroup];
     pub const LAYOUTS: [MmaLayout; 2] = [MmaLayout::Plain, MmaLayout::Swizzled];
@@ -302,8 +314,20 @@ impl GpuMmaTiling {
         [side(spec.m, WGMMA_M), side(spec.n, 16), side(spec.k, MMA_K)]
     }
 
+    /// Threads of the warps (warpgroups) that multiply: the block's, but for the producer
+    /// warpgroup of a warp-specialised pipeline ([`GpuMmaTiling::block_threads`]).
     pub fn threads(&self) -> i64 {
         self.shape().group() * self.warps_m * self.warps_n
+    }
+
+    /// Threads of a block: the multiplying ones, and a warp-specialised pipeline's producer
+    /// warpgroup (whose one thread issues the copies; a whole warpgroup, so that the
+    /// consumers' branch is warpgroup-uniform).
+    pub fn block_threads(&self) -> i64 {
+        match self.staging {
+            MmaStaging::WarpSpecialized { .. } => self.threads() + WARPGROUP,
+            _ => self.threads(),
+        }
     }
 
     /// The tensor-core step: a warp's 16×8, or a warpgroup's 64 × its share of the columns.
@@ -371,6 +395,10 @@ impl GpuMmaTiling {
         // TMA: one mbarrier per buffer beside the tiles.
         let barriers = match self.staging {
             MmaStaging::Tma { stages } => stages.max(0) as usize * MBARRIER_DTYPE.size(),
+            // A "full" and an "empty" one per buffer.
+            MmaStaging::WarpSpecialized { stages } => {
+                2 * stages.max(0) as usize * MBARRIER_DTYPE.size()
+            }
             _ => 0,
         };
         elements.max(0) as usize * dtype.size() + barriers
@@ -430,15 +458,21 @@ impl GpuMmaTiling {
                 t.bn / t.warps_n
             ));
         }
-        if t.threads() as u64 > MAX_THREADS_PER_BLOCK {
-            return bad(format!("{} threads per block", t.threads()));
+        if t.block_threads() as u64 > MAX_THREADS_PER_BLOCK {
+            return bad(format!("{} threads per block", t.block_threads()));
         }
-        if let MmaStaging::AsyncCopy { stages } | MmaStaging::Tma { stages } = t.staging
+        if let MmaStaging::AsyncCopy { stages }
+        | MmaStaging::Tma { stages }
+        | MmaStaging::WarpSpecialized { stages } = t.staging
             && !(2..=MAX_STAGES).contains(&stages)
         {
             return bad(format!("{stages} pipeline stages (2 to {MAX_STAGES})"));
         }
-        if matches!(t.staging, MmaStaging::Tma { .. }) && !tma::tma_tiling(t) {
+        if matches!(
+            t.staging,
+            MmaStaging::Tma { .. } | MmaStaging::WarpSpecialized { .. }
+        ) && !tma::tma_tiling(t)
+        {
             return bad("TMA stages swizzled warpgroup tiles only".into());
         }
         let shared = t.shared_bytes(spec.dtype);
@@ -496,7 +530,9 @@ pub fn tile_mma(
         acc: fresh("acc"),
         regs: fresh("next"),
         stages: match t.staging {
-            MmaStaging::AsyncCopy { stages } | MmaStaging::Tma { stages }
+            MmaStaging::AsyncCopy { stages }
+            | MmaStaging::Tma { stages }
+            | MmaStaging::WarpSpecialized { stages }
                 if copyable(prog, spec) =>
             {
                 Some(stages)
@@ -504,7 +540,7 @@ pub fn tile_mma(
             _ => None,
         },
         tma: match t.staging {
-            MmaStaging::Tma { .. } if tma::tma_tiling(t) => {
+            MmaStaging::Tma { .. } | MmaStaging::WarpSpecialized { .. } if tma::tma_tiling(t) => {
                 tma::TmaOperands::of(prog, spec, t.bm, t.bk)
             }
             _ => None,
@@ -537,7 +573,11 @@ pub fn tile_mma(
         added.push((&g.regs, t.prefetched(), BufRole::Local, spec.dtype));
     }
     if g.tma.is_some() {
-        added.push((&g.barriers, buffers, BufRole::Shared, MBARRIER_DTYPE));
+        let barriers = match g.specialized() {
+            true => 2 * buffers,
+            false => buffers,
+        };
+        added.push((&g.barriers, barriers, BufRole::Shared, MBARRIER_DTYPE));
     }
     rebuild(prog, &added, g.program(), "tile-gpu-mma")
 }
@@ -579,6 +619,11 @@ struct Fragment {
 }
 
 impl Gen<'_> {
+    /// Whether the tiles are staged by a warp-specialised TMA pipeline.
+    fn specialized(&self) -> bool {
+        self.tma.is_some() && matches!(self.t.staging, MmaStaging::WarpSpecialized { .. })
+    }
+
     /// The first row and column in the block tile of the warp (warpgroup) of thread `t`
     /// (uniform over the group).
     fn warp_origin(&self, t: &IExpr) -> (IExpr, IExpr) {
@@ -710,6 +755,9 @@ impl Gen<'_> {
         };
         let mut body = Vec::new();
         match self.stages {
+            Some(stages) if self.specialized() => {
+                self.warp_specialized(&at, init, stages, &mut body)
+            }
             Some(stages) => self.copy_pipeline(&at, init, stages, &mut body),
             None => {
                 body.push(thread_loop("mt0", threads, init));

@@ -8,12 +8,13 @@
 //! ([`Gen::copy_pipeline`]): tile `n` in buffer `n % stages`, copied `ahead` steps before
 //! it is multiplied; its mbarrier is `n % stages`, in phase `n / stages`.
 
-use super::{Gen, MmaEngine, MmaLayout};
+use super::staging::tile_buffer;
+use super::{Gen, MmaEngine, MmaLayout, thread_loop};
 use crate::gpu_product::At;
 use crate::product::ProductSpec;
-use tessera_ir::loops::mma::SWIZZLE_ROW;
+use tessera_ir::loops::mma::{MMA_K, SWIZZLE_ROW};
 use tessera_ir::loops::tma::{GLOBAL_ALIGNMENT, Mbarrier, MbarrierOp, TensorCopy, TensorMap};
-use tessera_ir::loops::{BufRole, CmpOp, IExpr, LoopProgram, Stmt, VExpr};
+use tessera_ir::loops::{BufRole, CmpOp, IExpr, Loop, LoopKind, LoopProgram, Stmt, VExpr};
 
 /// How the operands lie in their buffers, for tensor maps: `A` as `[batch][M][K]` rows along
 /// `k`, `B` as `[batch][K][N]` rows along the columns (each with its own strides).
@@ -133,9 +134,15 @@ impl Gen<'_> {
     }
 
     /// What thread `th` does to stage `k` tile `n` (its first `k` at `k0`) into buffer
-    /// `buffer` by TMA: thread 0 announces the tile's bytes on the buffer's mbarrier and
-    /// copies each 64-column atom of both operands.
+    /// `buffer` by TMA: thread 0 issues the tile ([`Gen::tma_issue`]).
     pub(super) fn tma_copies(&self, th: &str, at: &At, k0: &IExpr, buffer: &IExpr) -> Vec<Stmt> {
+        vec![first_thread(th, self.tma_issue(at, k0, buffer))]
+    }
+
+    /// The issuing thread's statements for the `k` tile at `k0` into buffer `buffer`: it
+    /// announces the tile's bytes on the buffer's mbarrier and copies each 64-column atom of
+    /// both operands.
+    fn tma_issue(&self, at: &At, k0: &IExpr, buffer: &IExpr) -> Vec<Stmt> {
         let (t, ops) = (self.t, self.tma.as_ref().expect("a TMA schedule"));
         let bar = self.barriers.clone();
         let mut issue = vec![Stmt::Mbarrier(Mbarrier {
@@ -174,7 +181,91 @@ impl Gen<'_> {
             let coords = Self::coords(&ops.b, col, k0.clone(), &at.b);
             issue.push(copy(&ops.b, &self.b_tile, dst_at, coords));
         }
-        vec![first_thread(th, issue)]
+        issue
+    }
+
+    /// The `k` loop as a warp-specialised pipeline `stages` buffers deep
+    /// ([`WarpSpecialized`](super::MmaStaging::WarpSpecialized)), after the accumulators'
+    /// initialisation `init`. Mbarriers `0..stages` are the buffers' "full" ones (one
+    /// arrival a phase: the producer's), `stages..2·stages` their "empty" ones (one arrival
+    /// per consumer thread). One thread loop of the consumers and a producer warpgroup:
+    ///
+    /// ```text
+    /// thread(x) t < C:  for n in k tiles:  wait full[n % S] (phase n / S)
+    ///                                      mma steps on buffer n % S;  arrive empty[n % S]
+    /// thread(x) t = C:  for n in k tiles:  wait empty[n % S] (phase n / S − 1; at once for
+    ///                                      the first S tiles);  TMA tile n → buffer n % S
+    /// ```
+    ///
+    /// Every tile is a whole `bk` deep: a box zero-fills past `k`, so the tail multiplies
+    /// zeros.
+    pub(super) fn warp_specialized(
+        &self,
+        at: &At,
+        init: Vec<Stmt>,
+        stages: i64,
+        body: &mut Vec<Stmt>,
+    ) {
+        let (s, t) = (self.spec, self.t);
+        let consumers = t.threads();
+        let tiles = (s.k + t.bk - 1) / t.bk;
+        let mbarrier = |at: IExpr, op: MbarrierOp| {
+            Stmt::Mbarrier(Mbarrier {
+                buf: self.barriers.clone(),
+                at,
+                op,
+            })
+        };
+        let empty = |n: &IExpr| IExpr::c(stages).plus(tile_buffer(n, stages));
+        let inits = (0..stages)
+            .map(|b| mbarrier(IExpr::c(b), MbarrierOp::Init { count: 1 }))
+            .chain(
+                (0..stages)
+                    .map(|b| mbarrier(IExpr::c(stages + b), MbarrierOp::Init { count: consumers })),
+            )
+            .collect();
+        let mut first = init;
+        first.push(first_thread("mt0", inits));
+        body.push(thread_loop("mt0", consumers, first));
+
+        let n = IExpr::var("mkc");
+        let mut consume = vec![self.wait_for_tile(&n, stages)];
+        consume.extend(self.multiply_body("mtw", t.bk / MMA_K, &tile_buffer(&n, stages), 1));
+        consume.push(mbarrier(empty(&n), MbarrierOp::Arrive));
+        let n = IExpr::var("mkp");
+        let mut produce = vec![mbarrier(
+            empty(&n),
+            MbarrierOp::Wait {
+                parity: n.clone().floordiv(stages).plus(IExpr::c(1)).modulo(2),
+            },
+        )];
+        produce.extend(self.tma_issue(at, &n.clone().times(t.bk), &tile_buffer(&n, stages)));
+        let role = |cond: VExpr, var: &str, steps: Vec<Stmt>| Stmt::If {
+            cond,
+            then: vec![Stmt::For(Loop {
+                var: var.into(),
+                extent: tiles,
+                kind: LoopKind::Serial,
+                body: steps,
+            })],
+        };
+        let th = IExpr::var("mtw");
+        body.push(thread_loop(
+            "mtw",
+            t.block_threads(),
+            vec![
+                role(
+                    VExpr::ICmp(CmpOp::Lt, th.clone(), IExpr::c(consumers)),
+                    "mkc",
+                    consume,
+                ),
+                role(
+                    VExpr::ICmp(CmpOp::Eq, th, IExpr::c(consumers)),
+                    "mkp",
+                    produce,
+                ),
+            ],
+        ));
     }
 
     /// Thread 0 of `th` initialises every buffer's mbarrier (one arrival a phase: the issuing
@@ -201,7 +292,7 @@ impl Gen<'_> {
         };
         Stmt::Mbarrier(Mbarrier {
             buf: self.barriers.clone(),
-            at: super::staging::tile_buffer(n, stages),
+            at: tile_buffer(n, stages),
             op: MbarrierOp::Wait { parity },
         })
     }

@@ -16,11 +16,12 @@ fn list<T: fmt::Display>(items: &[T]) -> String {
 
 impl fmt::Display for Mbarrier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}[{}] ", self.keyword(), self.buf, self.at)?;
+        write!(f, "{} {}[{}]", self.keyword(), self.buf, self.at)?;
         match &self.op {
-            MbarrierOp::Init { count } => write!(f, "count({count})"),
-            MbarrierOp::ExpectTx { bytes } => write!(f, "bytes({bytes})"),
-            MbarrierOp::Wait { parity } => write!(f, "parity({parity})"),
+            MbarrierOp::Init { count } => write!(f, " count({count})"),
+            MbarrierOp::ExpectTx { bytes } => write!(f, " bytes({bytes})"),
+            MbarrierOp::Arrive => Ok(()),
+            MbarrierOp::Wait { parity } => write!(f, " parity({parity})"),
         }
     }
 }
@@ -69,7 +70,9 @@ impl P {
     /// The statement after the keyword `k` (the current token) when it is a TMA statement's.
     pub(crate) fn tma_stmt(&mut self, k: &str) -> Option<R<Stmt>> {
         let statement = match k {
-            "mbarrier_init" | "mbarrier_expect_tx" | "mbarrier_wait" => Self::mbarrier,
+            "mbarrier_init" | "mbarrier_expect_tx" | "mbarrier_arrive" | "mbarrier_wait" => {
+                Self::mbarrier
+            }
             "tensor_copy" => Self::tensor_copy,
             _ => return None,
         };
@@ -86,6 +89,7 @@ impl P {
             "mbarrier_expect_tx" => MbarrierOp::ExpectTx {
                 bytes: self.counted("bytes")?,
             },
+            "mbarrier_arrive" => MbarrierOp::Arrive,
             _ => {
                 self.keyword("parity")?;
                 self.expect("(")?;
