@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 mod coop;
+mod happens;
 mod tma_state;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -197,7 +198,7 @@ impl<'a, 'm> St<'a, 'm> {
     /// async copies come one barrier closer to landing (those that land are forgotten).
     fn barrier(&mut self) {
         let mut mem = self.mem();
-        mem.sync.barrier();
+        mem.sync.clocks.barrier();
         let touched = &mut mem.touched;
         touched.retain(|_, t| t.in_flight > 1 || t.read_in_flight > 1 || t.tma.is_some());
         for t in touched.values_mut() {
@@ -292,7 +293,7 @@ impl<'a, 'm> St<'a, 'm> {
         }
         if !store && self.coop.is_some() {
             // A later copy into it must come after this thread has released it.
-            sync.record_read(me, (pos, i));
+            sync.clocks.record_read(me, (pos, i));
         }
         if let Some((bar, at, phase)) = t.tma
             && !sync.has_seen(me, (bar, at), phase)
@@ -347,8 +348,14 @@ fn thread_name(t: ThreadId) -> String {
 }
 
 fn block(st: &mut St, body: &[Stmt]) -> Result<()> {
-    for s in body {
+    let warpgroup_step =
+        |s: &Stmt| matches!(s, Stmt::Mma(m) if matches!(m.shape, MmaShape::Warpgroup { .. }));
+    for (i, s) in body.iter().enumerate() {
         stmt(st, s)?;
+        // A run of warpgroup steps ends with its warpgroup together (cooperative loops).
+        if st.coop.is_some() && warpgroup_step(s) && !body.get(i + 1).is_some_and(warpgroup_step) {
+            st.gather_warpgroup()?;
+        }
     }
     Ok(())
 }

@@ -142,7 +142,7 @@ pub enum MmaStaging {
     /// `stages` buffers (2 to [`MAX_STAGES`]) filled by TMA in a warp-specialised pipeline
     /// (see [`tma`]): one more warpgroup whose one thread copies tile after tile as soon as
     /// the consumers release its buffer ("empty" mbarriers, one arrival per consumer
-    /// thread), while the consumer warpgroups wait for each tile's "full" mbarrier,
+    /// warpgroup), while the consumer warpgroups wait for each tile's "full" mbarrier,
     /// multiply it and release it — no block barrier in the `k` loop, the copies as far
     /// ahead as the buffers allow. Where TMA applies; elsewhere as `AsyncCopy`.
     WarpSpecialized { stages: i64 },

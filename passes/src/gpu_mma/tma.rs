@@ -12,7 +12,7 @@ use super::staging::tile_buffer;
 use super::{Gen, MmaEngine, MmaLayout, thread_loop};
 use crate::gpu_product::At;
 use crate::product::ProductSpec;
-use tessera_ir::loops::mma::{MMA_K, SWIZZLE_ROW};
+use tessera_ir::loops::mma::{MMA_K, SWIZZLE_ROW, WARPGROUP};
 use tessera_ir::loops::tma::{GLOBAL_ALIGNMENT, Mbarrier, MbarrierOp, TensorCopy, TensorMap};
 use tessera_ir::loops::{BufRole, CmpOp, IExpr, Loop, LoopKind, LoopProgram, Stmt, VExpr};
 
@@ -188,11 +188,13 @@ impl Gen<'_> {
     /// ([`WarpSpecialized`](super::MmaStaging::WarpSpecialized)), after the accumulators'
     /// initialisation `init`. Mbarriers `0..stages` are the buffers' "full" ones (one
     /// arrival a phase: the producer's), `stages..2·stages` their "empty" ones (one arrival
-    /// per consumer thread). One thread loop of the consumers and a producer warpgroup:
+    /// per consumer warpgroup, by its first thread, after the warpgroup's steps on the tile
+    /// are done). One thread loop of the consumers and a producer warpgroup:
     ///
     /// ```text
     /// thread(x) t < C:  for n in k tiles:  wait full[n % S] (phase n / S)
-    ///                                      mma steps on buffer n % S;  arrive empty[n % S]
+    ///                                      mma steps on buffer n % S
+    ///                                      (t % 128 = 0) arrive empty[n % S]
     /// thread(x) t = C:  for n in k tiles:  wait empty[n % S] (phase n / S − 1; at once for
     ///                                      the first S tiles);  TMA tile n → buffer n % S
     /// ```
@@ -219,10 +221,10 @@ impl Gen<'_> {
         let empty = |n: &IExpr| IExpr::c(stages).plus(tile_buffer(n, stages));
         let inits = (0..stages)
             .map(|b| mbarrier(IExpr::c(b), MbarrierOp::Init { count: 1 }))
-            .chain(
-                (0..stages)
-                    .map(|b| mbarrier(IExpr::c(stages + b), MbarrierOp::Init { count: consumers })),
-            )
+            .chain((0..stages).map(|b| {
+                let count = consumers / WARPGROUP;
+                mbarrier(IExpr::c(stages + b), MbarrierOp::Init { count })
+            }))
             .collect();
         let mut first = init;
         first.push(first_thread("mt0", inits));
@@ -231,7 +233,12 @@ impl Gen<'_> {
         let n = IExpr::var("mkc");
         let mut consume = vec![self.wait_for_tile(&n, stages)];
         consume.extend(self.multiply_body("mtw", t.bk / MMA_K, &tile_buffer(&n, stages), 1));
-        consume.push(mbarrier(empty(&n), MbarrierOp::Arrive));
+        // One arrival per consumer warpgroup, by its first thread: the steps are the whole
+        // warpgroup's, done (their reads of the tile too) when any of its threads goes on.
+        consume.push(Stmt::If {
+            cond: VExpr::ICmp(CmpOp::Eq, IExpr::var("mtw").modulo(WARPGROUP), IExpr::c(0)),
+            then: vec![mbarrier(empty(&n), MbarrierOp::Arrive)],
+        });
         let n = IExpr::var("mkp");
         let mut produce = vec![mbarrier(
             empty(&n),

@@ -17,6 +17,7 @@
 //! interpreter thread). Other thread loops run their threads one after another.
 
 use super::{IrError, Result, St, Stmt, ThreadId, block};
+use crate::loops::mma::WARPGROUP;
 use crate::loops::tma::MbarrierOp;
 use crate::loops::{Loop, LoopKind};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -45,6 +46,12 @@ pub(super) enum Status {
     Waiting {
         bar: (usize, usize),
         parity: i64,
+    },
+    /// Waiting at the end of a run of tensor-core steps until the rest of its warpgroup (by
+    /// its first thread) has come: until the group has completed `gathering` gatherings.
+    Gathering {
+        group: ThreadId,
+        gathering: u64,
     },
     Done,
 }
@@ -104,13 +111,13 @@ impl Turns {
     }
 
     /// Thread `me` stops running (it is done, or waits): the turn goes to the next thread
-    /// that can go on — ready, or waiting for a phase that `completed(bar)` (phases
-    /// completed) says is over. When none can but some are not done, `hang` describes them.
+    /// that can go on — ready, or waiting for what `over` says is over. When none can but
+    /// some are not done, `hang` describes them.
     pub(super) fn hand_over(
         &self,
         me: usize,
         status: Status,
-        completed: &dyn Fn((usize, usize)) -> u64,
+        over: &dyn Fn(Status) -> bool,
         hang: &dyn Fn(&Stuck) -> IrError,
     ) {
         let mut turn = self.lock();
@@ -120,8 +127,8 @@ impl Turns {
             .map(|d| (me + d) % n)
             .find(|&j| match turn.status[j] {
                 Status::Ready => true,
-                Status::Waiting { bar, parity } => completed(bar) % 2 != parity as u64,
                 Status::Done => false,
+                waiting => over(waiting),
             });
         match next {
             Some(j) => {
@@ -254,11 +261,43 @@ pub(super) fn run_thread_loop(st: &mut St, l: &Loop) -> Result<()> {
 }
 
 impl St<'_, '_> {
+    /// The end of a run of warpgroup tensor-core steps in a cooperative thread loop: the
+    /// steps are collective (`wgmma … .sync.aligned`), so the thread waits for the rest of
+    /// its warpgroup, and they learn each other's clocks — what one lane read of the tiles
+    /// comes before what any lane does next (a leader's arrival releases them all).
+    pub(super) fn gather_warpgroup(&mut self) -> Result<()> {
+        let Some((turns, turn)) = self.coop else {
+            return Ok(());
+        };
+        let group = [
+            self.tid[0] / WARPGROUP * WARPGROUP,
+            self.tid[1],
+            self.tid[2],
+        ];
+        let waiting = self
+            .mem()
+            .sync
+            .clocks
+            .gather(self.tid, group, WARPGROUP as usize);
+        if let Some(gathering) = waiting {
+            self.hand_over(Status::Gathering { group, gathering });
+            turns.wait_turn(turn)?;
+        }
+        Ok(())
+    }
+
     /// The running cooperative thread stops (`status`): the next one takes the turn.
     pub(super) fn hand_over(&self, status: Status) {
         let (turns, me) = self.coop.expect("a cooperative thread");
         let ids = &turns.ids;
-        let completed = |bar| self.mem().sync.completed(bar);
+        let over = |waiting| {
+            let sync = &self.mem().sync;
+            match waiting {
+                Status::Waiting { bar, parity } => sync.completed(bar) % 2 != parity as u64,
+                Status::Gathering { group, gathering } => sync.clocks.gathered(group) > gathering,
+                Status::Ready | Status::Done => true,
+            }
+        };
         let hang = |stuck: &Stuck| {
             // Runs of consecutive threads that wait alike, each said once.
             let mut runs: Vec<(usize, usize, String)> = Vec::new();
@@ -268,6 +307,9 @@ impl St<'_, '_> {
                         "on `{}[{}]` with parity {parity}",
                         self.prog.buffers[bar.0].name, bar.1
                     ),
+                    Status::Gathering { .. } => {
+                        "for the rest of its warpgroup at a tensor-core step".into()
+                    }
                     _ => "to run".into(),
                 };
                 match runs.last_mut() {
@@ -293,7 +335,7 @@ impl St<'_, '_> {
                 said.join("; ")
             ))
         };
-        turns.hand_over(me, status, &completed, &hang);
+        turns.hand_over(me, status, &over, &hang);
     }
 }
 

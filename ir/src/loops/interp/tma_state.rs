@@ -5,13 +5,11 @@
 //! pipelines, see [`super::coop`]).
 
 use super::coop::Status;
+use super::happens::{Clocks, Vc, join};
 use super::{IrError, Result, St, ThreadId, Touched, buf_index, iexpr, thread_name};
 use crate::loops::IExpr;
 use crate::loops::tma::{Mbarrier, MbarrierOp, TensorCopy};
 use std::collections::HashMap;
-
-/// A thread's clock: how many times it has arrived at an mbarrier.
-type Clock = u64;
 
 /// One initialised mbarrier.
 #[derive(Clone, Debug)]
@@ -25,11 +23,11 @@ struct Phases {
     pending_bytes: i64,
     /// Phases completed (the current phase's number).
     completed: u64,
-    /// The clocks at which threads arrived in the current phase.
-    arriving: HashMap<ThreadId, Clock>,
-    /// The latest clock at which each thread arrived in a completed phase: a thread that
-    /// sees a completion knows that those threads' accesses before came first.
-    released: HashMap<ThreadId, Clock>,
+    /// The clocks with which threads arrived in the current phase (joined).
+    arriving: Vc,
+    /// The clocks of the arrivals of every completed phase (joined): a thread that sees a
+    /// completion knows that what they did before came first.
+    released: Vc,
 }
 
 impl Phases {
@@ -38,10 +36,7 @@ impl Phases {
         if self.arrived == self.count && self.pending_bytes == 0 {
             self.completed += 1;
             self.arrived = 0;
-            for (t, c) in self.arriving.drain() {
-                let r = self.released.entry(t).or_default();
-                *r = (*r).max(c);
-            }
+            join(&mut self.released, &std::mem::take(&mut self.arriving));
         }
     }
 }
@@ -53,15 +48,8 @@ pub(super) struct Sync {
     mbarriers: HashMap<(usize, usize), Phases>,
     /// Per thread and mbarrier, how many of its phases the thread has seen complete.
     observed: HashMap<(ThreadId, usize, usize), u64>,
-    /// Each thread's clock.
-    clocks: HashMap<ThreadId, Clock>,
-    /// Per thread, the clock of each other thread up to which that thread's accesses came
-    /// before its own (learnt by waiting for phases it arrived in).
-    known: HashMap<ThreadId, HashMap<ThreadId, Clock>>,
-    /// Per shared element (buffer position, element) read in a cooperative thread loop, the
-    /// threads that read it since the last barrier or the copy that last landed there,
-    /// with their clocks then.
-    tile_reads: HashMap<(usize, usize), Vec<(ThreadId, Clock)>>,
+    /// What the threads know of each other (happens-before).
+    pub(super) clocks: Clocks,
 }
 
 impl Sync {
@@ -77,53 +65,23 @@ impl Sync {
             .is_some_and(|&seen| seen > phase)
     }
 
-    /// A barrier of the block: every access before it comes before every access after.
-    pub(super) fn barrier(&mut self) {
-        self.tile_reads.clear();
-    }
-
-    /// Thread `t` reads shared `element` (in a cooperative thread loop).
-    pub(super) fn record_read(&mut self, t: ThreadId, element: (usize, usize)) {
-        let clock = self.clocks.get(&t).copied().unwrap_or_default();
-        let reads = self.tile_reads.entry(element).or_default();
-        if reads.last() != Some(&(t, clock)) {
-            reads.push((t, clock));
-        }
-    }
-
-    /// A thread that read `element` with no arrival after it that thread `t` has seen
-    /// complete (forgetting the reads: `t` overwrites it).
-    fn unreleased_reader(&mut self, t: ThreadId, element: (usize, usize)) -> Option<ThreadId> {
-        let reads = self.tile_reads.remove(&element)?;
-        let known = self.known.get(&t);
-        reads
-            .into_iter()
-            .find(|&(r, clock)| r != t && known.and_then(|k| k.get(&r)).is_none_or(|&k| k <= clock))
-            .map(|(r, _)| r)
-    }
-
-    /// Thread `t` arrives at `bar`: its clock ticks.
+    /// Thread `t` arrives at `bar`: it releases what it did before.
     fn arrive(&mut self, t: ThreadId, bar: (usize, usize)) {
-        let clock = self.clocks.entry(t).or_default();
-        *clock += 1;
-        let clock = *clock;
+        let released = self.clocks.release(t);
         if let Some(p) = self.mbarriers.get_mut(&bar) {
-            p.arriving.insert(t, clock);
+            join(&mut p.arriving, &released);
         }
     }
 
-    /// Thread `t` has seen `bar`'s phases complete: it knows their arrivals' accesses.
+    /// Thread `t` has seen `bar`'s phases complete: it learns what their arrivals did
+    /// before.
     fn observe(&mut self, t: ThreadId, bar: (usize, usize)) {
         let Some(p) = self.mbarriers.get(&bar) else {
             return;
         };
         let seen = self.observed.entry((t, bar.0, bar.1)).or_default();
         *seen = (*seen).max(p.completed);
-        let known = self.known.entry(t).or_default();
-        for (&r, &c) in &p.released {
-            let k = known.entry(r).or_default();
-            *k = (*k).max(c);
-        }
+        self.clocks.acquire(t, &p.released);
     }
 }
 
@@ -134,8 +92,8 @@ impl Phases {
             arrived: 0,
             pending_bytes: 0,
             completed: 0,
-            arriving: HashMap::new(),
-            released: HashMap::new(),
+            arriving: Vc::new(),
+            released: Vc::new(),
         }
     }
 }
@@ -295,10 +253,10 @@ impl St<'_, '_> {
             )));
         }
         if self.coop.is_some() {
-            return Ok(mem.sync.unreleased_reader(me, element).map(|r| {
+            return Ok(mem.sync.clocks.unreleased_reader(me, element).map(|r| {
                 format!(
-                    "thread {} read with no mbarrier arrival after it that thread {} has \
-                     waited for",
+                    "thread {} read in an epoch thread {} does not know of (no mbarrier \
+                     arrival after the read that it has waited for)",
                     thread_name(r),
                     thread_name(me)
                 )

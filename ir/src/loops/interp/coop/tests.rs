@@ -114,7 +114,7 @@ fn a_consumer_reading_before_its_wait_is_caught() {
     assert_ne!(text, pipeline(RELEASE, REUSE));
     let e = run(&text).unwrap_err().to_string();
     assert!(
-        e.contains("overwrites shared `s[0]`, which thread (0, 0, 0) read with no mbarrier"),
+        e.contains("overwrites shared `s[0]`, which thread (0, 0, 0) read in an epoch"),
         "{e}"
     );
 }
