@@ -379,17 +379,17 @@ fn warpgroup_ptx(
     ) > 0;
     // (Where there is a `k` loop: a tail alone is one step.)
     let pipelined = match t.staging {
-        MmaStaging::AsyncCopy { stages } | MmaStaging::Tma { stages } => stages >= 3,
-        // Its consumers complete each tile's steps before releasing the buffer (as async
-        // copies where TMA cannot read the operands).
-        MmaStaging::WarpSpecialized { stages } => {
-            stages >= 3 && !tessera_ir::loops::tma::hands_over(&tiled.body)
-        }
+        MmaStaging::AsyncCopy { stages }
+        | MmaStaging::Tma { stages }
+        | MmaStaging::WarpSpecialized { stages } => stages >= 3,
         MmaStaging::Registers => false,
     };
+    // Warp-specialised consumers keep each tile's steps in flight through the next's (as
+    // async copies where TMA cannot read the operands).
+    let specialized = tessera_ir::loops::tma::hands_over(&tiled.body);
     assert_eq!(
         in_flight,
-        pipelined && staged_by != Copies::None && k >= t.bk,
+        specialized || (pipelined && staged_by != Copies::None && k >= t.bk),
         "{what}: steps in flight"
     );
     assert_eq!(

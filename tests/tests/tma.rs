@@ -210,7 +210,7 @@ fn the_interpreter_refuses_a_tma_pipeline_that_does_not_wait() {
 /// interpreter runs its threads by turns and agrees with the plain kernel; the CPU refuses
 /// it with a typed error (it runs a thread loop's threads one after another); broken — the
 /// producer not waiting for released buffers, the consumers not releasing them, or releasing
-/// them before their steps read them, waiting on the wrong parity — it is refused; its sm_90a PTX passes ptxas without spills or
+/// them while their steps are in flight, waiting on the wrong parity — it is refused; its sm_90a PTX passes ptxas without spills or
 /// serialised steps.
 #[test]
 fn a_warp_specialised_product_takes_turns_and_is_refused_when_broken() {
@@ -226,7 +226,7 @@ fn a_warp_specialised_product_takes_turns_and_is_refused_when_broken() {
         !matches!(m.at.evaluate(&|_| Ok::<i64, ()>(0), &|| ()), Ok(b) if b < 2)
     }
     type Edit<'a> = dyn Fn(&mut Mbarrier) -> bool + 'a;
-    let broken: [(&str, &Edit, &[&str]); 3] = [
+    let broken: [(&str, &Edit, &[&str]); 4] = [
         (
             "no waits for released buffers",
             &|m| !(matches!(m.op, MbarrierOp::Wait { .. }) && empty(m)),
@@ -236,6 +236,16 @@ fn a_warp_specialised_product_takes_turns_and_is_refused_when_broken() {
             "no releases",
             &|m| m.op != MbarrierOp::Arrive,
             &["the GPU would hang"],
+        ),
+        (
+            "each tile released right after its own steps, still in flight",
+            &|m| {
+                if m.op == MbarrierOp::Arrive {
+                    m.at = IExpr::c(2).plus(IExpr::var("mkc").modulo(2));
+                }
+                true
+            },
+            &["overwrites", "the GPU would hang"],
         ),
         (
             "waits for tiles on the other parity",
@@ -260,8 +270,9 @@ fn a_warp_specialised_product_takes_turns_and_is_refused_when_broken() {
         let e = oracle::interpret(&p, &inputs).unwrap_err().to_string();
         assert!(why.iter().any(|w| e.contains(w)), "{what}: {e}");
     }
-    // The consumers' leaders release each buffer before their warpgroups' steps read it:
-    // the producer's next copy overwrites what the lanes read after the release.
+    // The consumers' leaders release the previous tile's buffer before this tile's steps
+    // — while the previous tile's steps are still in flight (they retire at the end of
+    // this tile's run): the producer's next copy overwrites what they still read.
     fn release_first(body: &mut [Stmt]) -> bool {
         body.iter_mut().any(|s| match s {
             Stmt::For(l) if l.var == "mkc" => {

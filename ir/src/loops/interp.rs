@@ -81,6 +81,11 @@ struct St<'a, 'm> {
     /// The running GPU thread (inside a thread loop) and how many thread loops enclose it.
     tid: ThreadId,
     thread_depth: usize,
+    /// How many loops and guards lie between the innermost thread loop and the statement.
+    nested: usize,
+    /// The reads running now are a warpgroup step's that stays in flight through this many
+    /// more gatherings of its warpgroup (see [`happens`]).
+    reads_retire_later: u64,
     /// In a cooperative thread loop: its turns and this thread's number among them.
     coop: Option<(&'m coop::Turns, usize)>,
     /// The stores running now are a tensor copy's, landed by the copy engine: not the
@@ -163,6 +168,8 @@ pub fn run(prog: &LoopProgram, buffers: &mut [Tensor]) -> Result<()> {
         accs: vec![],
         tid: [0; 3],
         thread_depth: 0,
+        nested: 0,
+        reads_retire_later: 0,
         coop: None,
         engine_writes: false,
     };
@@ -293,7 +300,8 @@ impl<'a, 'm> St<'a, 'm> {
         }
         if !store && self.coop.is_some() {
             // A later copy into it must come after this thread has released it.
-            sync.clocks.record_read(me, (pos, i));
+            sync.clocks
+                .record_read(me, (pos, i), self.reads_retire_later);
         }
         if let Some((bar, at, phase)) = t.tma
             && !sync.has_seen(me, (bar, at), phase)
@@ -377,6 +385,12 @@ fn stmt(st: &mut St, s: &Stmt) -> Result<()> {
                 }
                 st.thread_depth += 1;
             }
+            let nested = st.nested;
+            st.nested = match thread_axis {
+                Some(_) => 0,
+                None if st.thread_depth > 0 => nested + 1,
+                None => nested,
+            };
             for i in 0..l.extent {
                 st.idx.insert(l.var.clone(), i);
                 if let Some(a) = thread_axis {
@@ -395,6 +409,7 @@ fn stmt(st: &mut St, s: &Stmt) -> Result<()> {
                 st.tid[a] = 0;
                 st.thread_depth -= 1;
             }
+            st.nested = nested;
             st.idx.remove(&l.var);
         }
         Stmt::Store { buf, index, value } => {
@@ -405,7 +420,10 @@ fn stmt(st: &mut St, s: &Stmt) -> Result<()> {
         }
         Stmt::If { cond, then } => {
             if vexpr(st, cond)?.i() != 0 {
-                block(st, then)?;
+                st.nested += 1;
+                let done = block(st, then);
+                st.nested -= 1;
+                done?;
             }
         }
         Stmt::Reduce(r) => {
@@ -437,7 +455,16 @@ fn stmt(st: &mut St, s: &Stmt) -> Result<()> {
             st.accs.pop();
         }
         // Defined per thread: the expansion is its meaning (see `mma`); an asynchronous
-        // step's tiles stay unwritable until it retires (marked once, by its lane 0).
+        // step's tiles stay unwritable until it retires (marked once, by its lane 0) — in a
+        // loop or guard of a cooperative thread loop, where no barrier comes, until its
+        // warpgroup has gathered `retires` times (what `wgmma.wait_group` at the end of each
+        // run of steps means): its reads count as done only then.
+        Stmt::Mma(m) if st.coop.is_some() && st.nested > 0 => {
+            st.reads_retire_later = m.retires.max(1) as u64 - 1;
+            let done = block(st, &s.expansion());
+            st.reads_retire_later = 0;
+            done?;
+        }
         Stmt::Mma(m) => {
             block(st, &s.expansion())?;
             if m.retires > 1 && iexpr(st, &m.lane)? == 0 {

@@ -10,7 +10,7 @@
 
 use super::staging::tile_buffer;
 use super::{Gen, MmaEngine, MmaLayout, thread_loop};
-use crate::gpu_product::At;
+use crate::gpu_product::{At, and};
 use crate::product::ProductSpec;
 use tessera_ir::loops::mma::{MMA_K, SWIZZLE_ROW, WARPGROUP};
 use tessera_ir::loops::tma::{GLOBAL_ALIGNMENT, Mbarrier, MbarrierOp, TensorCopy, TensorMap};
@@ -193,8 +193,9 @@ impl Gen<'_> {
     ///
     /// ```text
     /// thread(x) t < C:  for n in k tiles:  wait full[n % S] (phase n / S)
-    ///                                      mma steps on buffer n % S
-    ///                                      (t % 128 = 0) arrive empty[n % S]
+    ///                                      mma steps on buffer n % S  (in flight until
+    ///                                        the end of the next tile's)
+    ///                                      (n > 0, t % 128 = 0) arrive empty[(n − 1) % S]
     /// thread(x) t = C:  for n in k tiles:  wait empty[n % S] (phase n / S − 1; at once for
     ///                                      the first S tiles);  TMA tile n → buffer n % S
     /// ```
@@ -232,12 +233,20 @@ impl Gen<'_> {
 
         let n = IExpr::var("mkc");
         let mut consume = vec![self.wait_for_tile(&n, stages)];
-        consume.extend(self.multiply_body("mtw", t.bk / MMA_K, &tile_buffer(&n, stages), 1));
+        // Each tile's steps stay in flight through the next tile's (`retires(2)`: the end of
+        // the next run of steps waits for them), so the tensor cores never drain between
+        // tiles; a tile's buffer is released once its steps are done: after the next run.
+        consume.extend(self.multiply_body("mtw", t.bk / MMA_K, &tile_buffer(&n, stages), 2));
         // One arrival per consumer warpgroup, by its first thread: the steps are the whole
         // warpgroup's, done (their reads of the tile too) when any of its threads goes on.
+        // (One predicated instruction: no branch between the steps.)
+        let previous = n.clone().plus(IExpr::c(stages - 1));
         consume.push(Stmt::If {
-            cond: VExpr::ICmp(CmpOp::Eq, IExpr::var("mtw").modulo(WARPGROUP), IExpr::c(0)),
-            then: vec![mbarrier(empty(&n), MbarrierOp::Arrive)],
+            cond: and(
+                VExpr::ICmp(CmpOp::Gt, n.clone(), IExpr::c(0)),
+                VExpr::ICmp(CmpOp::Eq, IExpr::var("mtw").modulo(WARPGROUP), IExpr::c(0)),
+            ),
+            then: vec![mbarrier(empty(&previous), MbarrierOp::Arrive)],
         });
         let n = IExpr::var("mkp");
         let mut produce = vec![mbarrier(

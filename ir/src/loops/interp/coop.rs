@@ -166,6 +166,11 @@ impl Turns {
     }
 }
 
+/// The warpgroup of thread `t` (of an x-axis thread loop): its first thread.
+fn warpgroup_of(t: ThreadId) -> ThreadId {
+    [t[0] / WARPGROUP * WARPGROUP, t[1], t[2]]
+}
+
 /// The perfectly nested thread loops from `l` on, and the innermost body.
 fn nest(l: &Loop) -> (Vec<&Loop>, &[Stmt]) {
     let mut loops = vec![l];
@@ -226,6 +231,8 @@ pub(super) fn run_thread_loop(st: &mut St, l: &Loop) -> Result<()> {
                     accs: st.accs.clone(),
                     tid,
                     thread_depth: st.thread_depth + loops.len(),
+                    nested: 0,
+                    reads_retire_later: 0,
                     coop: Some((&turns, w)),
                     engine_writes: false,
                 };
@@ -269,11 +276,7 @@ impl St<'_, '_> {
         let Some((turns, turn)) = self.coop else {
             return Ok(());
         };
-        let group = [
-            self.tid[0] / WARPGROUP * WARPGROUP,
-            self.tid[1],
-            self.tid[2],
-        ];
+        let group = warpgroup_of(self.tid);
         let waiting = self
             .mem()
             .sync

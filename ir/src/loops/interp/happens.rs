@@ -8,7 +8,10 @@
 //! producer through its warpgroup's gathering and its leader's arrival).
 //!
 //! What it checks: a tensor copy may overwrite a shared element only if every thread that
-//! read it since the last barrier did so in an epoch the issuing thread knows of.
+//! read it since the last barrier did so in an epoch the issuing thread knows of. A read by
+//! a warpgroup step that stays in flight (`retires(r)` in a cooperative loop: until the
+//! `r`-th gathering of its warpgroup from its own, `wgmma.wait_group r − 1`) counts as done
+//! in the epoch before that gathering.
 
 use super::ThreadId;
 use std::collections::HashMap;
@@ -72,9 +75,11 @@ impl Clocks {
         join(self.clock(t), released);
     }
 
-    /// Thread `t` reads shared `element`.
-    pub(super) fn record_read(&mut self, t: ThreadId, element: (usize, usize)) {
-        let epoch = self.epoch(t);
+    /// Thread `t` reads shared `element` — for a warpgroup step in flight through
+    /// `retire_later` more gatherings, a read that is done only in the epoch that many
+    /// gatherings on (so a release before the steps retire does not cover it).
+    pub(super) fn record_read(&mut self, t: ThreadId, element: (usize, usize), retire_later: u64) {
+        let epoch = self.epoch(t) + retire_later;
         let reads = self.reads.entry(element).or_default();
         if !reads.contains(&(t, epoch)) {
             reads.push((t, epoch));
