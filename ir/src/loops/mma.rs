@@ -36,13 +36,17 @@
 //! read its tiles until the `n`-th barrier after it (default 1), so that the next `k` step's
 //! steps can start before it completes. Its tiles must not be written before then — the
 //! interpreter refuses any write to them (a store, an async copy) while it is in flight, as
-//! for the elements of an async copy. Its sums are defined at once: the CUDA backend waits
-//! for every step in flight before any other statement reads the accumulators.
+//! for the elements of an async copy. Nested in a loop or guard of a thread loop whose
+//! threads wait on mbarriers (a warp-specialised consumer's `k` loop, no barriers), it
+//! reads them until the end of the `n`-th run of its warpgroup's steps from its own (the
+//! run's `wgmma.wait_group n − 1`); the interpreter counts those reads as done only then
+//! (`interp::happens`). Its sums are defined at once: the CUDA backend waits for every step
+//! in flight before any other statement reads the accumulators.
 //!
 //! **Architecture invariant:** an `mma` sits directly in an x-axis thread loop whose extent
 //! is a multiple of its group (32 threads, 128 for a warpgroup step; or in serial/unrolled
-//! loops there; never under a guard or a reduction: all threads of the group execute it
-//! together), its `lane` is that loop's variable modulo the group, and its tile bases and
+//! loops there; never under a reduction or a guard that splits a group: all threads of the
+//! group execute it together), its `lane` is that loop's variable modulo the group, and its tile bases and
 //! accumulator offset are *group-uniform*: they read the thread variable only as
 //! `t // (g·k)`, so the group agrees on the tiles. A warpgroup step's operands are core
 //! matrices at 16-byte-aligned bases. The verifier checks all of it.
@@ -210,8 +214,9 @@ impl MmaOperand {
 pub struct Mma {
     pub shape: MmaShape,
     /// A warpgroup step runs asynchronously: it may read its operand tiles until the
-    /// `retires`-th barrier after it (1: the next), and nobody may write them before (see
-    /// the module docs). Always 1 for a warp's step.
+    /// `retires`-th barrier after it (1: the next) — or the end of the `retires`-th run of
+    /// its warpgroup's steps, nested in a loop of a thread loop with mbarrier waits — and
+    /// nobody may write them before (see the module docs). Always 1 for a warp's step.
     pub retires: i64,
     /// The running thread's lane in its group: `t % 32` (`t % 128`) of the enclosing thread
     /// loop.

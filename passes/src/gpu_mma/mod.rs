@@ -143,8 +143,9 @@ pub enum MmaStaging {
     /// (see [`tma`]): one more warpgroup whose one thread copies tile after tile as soon as
     /// the consumers release its buffer ("empty" mbarriers, one arrival per consumer
     /// warpgroup), while the consumer warpgroups wait for each tile's "full" mbarrier,
-    /// multiply it and release it — no block barrier in the `k` loop, the copies as far
-    /// ahead as the buffers allow. Where TMA applies; elsewhere as `AsyncCopy`.
+    /// multiply it (its steps in flight through the next tile's) and release it — no block
+    /// barrier in the `k` loop, the copies as far ahead as the buffers allow. Where TMA
+    /// applies; elsewhere as `AsyncCopy`.
     WarpSpecialized { stages: i64 },
 }
 
