@@ -7,10 +7,14 @@
 //! to the next thread (in thread order, cyclically) that can go on. When none can, the GPU
 //! would hang, and that is the error.
 //!
+//! A warpgroup's tensor-core steps are collective (`wgmma … .sync.aligned`): at the end of
+//! each run of them a thread waits for the rest of its warpgroup (a *gathering*).
+//!
 //! The order is fixed, so runs are reproducible. Races are not found by trying orders but by
-//! the happens-before bookkeeping of [`super::tma_state`]: a tensor copy may overwrite a
-//! tile only after every thread that read it has arrived at an mbarrier whose phase the
-//! issuing thread has waited for.
+//! the happens-before bookkeeping of [`super::happens`] (vector clocks): a tensor copy may
+//! overwrite a tile only after every thread that read it has released it — arrived at an
+//! mbarrier whose phase the issuing thread has waited for, itself or through its
+//! warpgroup's gathering and leader.
 //!
 //! A thread loop runs so when it holds an mbarrier wait (the only statement that blocks
 //! until another thread acts); its thread loops must nest perfectly (one thread id per
