@@ -250,9 +250,20 @@ pub(super) fn run_thread_loop(st: &mut St, l: &Loop) -> Result<()> {
                     if turns.wait_turn(w).is_err() {
                         return;
                     }
-                    match block(&mut worker, body) {
-                        Ok(()) => worker.hand_over(Status::Done),
-                        Err(e) => turns.fail(e),
+                    // A panic would keep the turn forever: it stops every thread instead.
+                    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        block(&mut worker, body)
+                    }));
+                    match run {
+                        Ok(Ok(())) => worker.hand_over(Status::Done),
+                        Ok(Err(e)) => turns.fail(e),
+                        Err(_) => turns.fail(IrError::Interp(format!(
+                            "kernel `{}`: the interpreter panicked running thread {} of \
+                             thread loop `{}`",
+                            worker.prog.name,
+                            super::thread_name(worker.tid),
+                            l.var
+                        ))),
                     }
                 })
             })
