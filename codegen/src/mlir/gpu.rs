@@ -21,11 +21,6 @@ use tessera_ir::loops::mma::{Mma, MmaOperand};
 use tessera_ir::loops::shuffle::WarpFold;
 use tessera_ir::loops::{BufRole, IExpr, Loop, LoopKind, Stmt, VExpr};
 
-/// Whether `s` is a warpgroup tensor-core step.
-fn is_warpgroup_step(s: &Stmt) -> bool {
-    matches!(s, Stmt::Mma(m) if matches!(m.shape, tessera_ir::loops::mma::MmaShape::Warpgroup { .. }))
-}
-
 /// Which operand of `mma.m16n8k16` an `ldmatrix` loads.
 #[derive(Clone, Copy)]
 enum Matrices {
@@ -147,7 +142,7 @@ impl Em<'_> {
         let mut rest = body;
         while let Some(first) = rest.first() {
             let run = match gpu {
-                true => rest.iter().take_while(|s| is_warpgroup_step(s)).count(),
+                true => rest.iter().take_while(|s| s.is_warpgroup_step()).count(),
                 false => 0,
             };
             if run == 0 {

@@ -34,8 +34,8 @@
 use super::Em;
 use crate::error::CodegenError;
 use tessera_ir::DType;
-use tessera_ir::loops::mma::{Mma, MmaOperand, MmaShape};
-use tessera_ir::loops::{LoopProgram, Stmt};
+use tessera_ir::loops::mma::{Mma, MmaOperand};
+use tessera_ir::loops::{LoopProgram, Stmt, each_stmt};
 
 /// Descriptor bits 0–13 take the start address's bits 4–17 (`(x & 0x3FFFF) >> 4`).
 const ADDRESS_BITS: i64 = 0x3FFFF;
@@ -210,16 +210,15 @@ impl WarpgroupSteps {
     /// where they stand, see `Em::nested_body`).
     pub(super) fn of(body: &[Stmt]) -> WarpgroupSteps {
         let mut steps = WarpgroupSteps::default();
-        for s in body {
-            if let Stmt::Mma(m) = s {
-                steps.add_step(m);
-            }
-        }
+        body.iter().for_each(|s| steps.add(s));
         steps
     }
 
-    fn add_step(&mut self, m: &Mma) {
-        if matches!(m.shape, MmaShape::Warpgroup { .. }) {
+    /// `s`, if it is a warpgroup step.
+    fn add(&mut self, s: &Stmt) {
+        if let Stmt::Mma(m) = s
+            && s.is_warpgroup_step()
+        {
             if !self.accs.contains(&m.acc) {
                 self.accs.push(m.acc.clone());
             }
@@ -230,17 +229,8 @@ impl WarpgroupSteps {
     /// Those of a kernel, at any depth: `None` without any.
     pub(super) fn of_kernel(prog: &LoopProgram) -> Option<WarpgroupSteps> {
         let mut steps = WarpgroupSteps::default();
-        steps.add_all(&prog.body);
+        each_stmt(&prog.body, &mut |s| steps.add(s));
         Some(steps).filter(|s| !s.accs.is_empty())
-    }
-
-    fn add_all(&mut self, body: &[Stmt]) {
-        for s in body {
-            match s {
-                Stmt::Mma(m) => self.add_step(m),
-                s => self.add_all(s.nested()),
-            }
-        }
     }
 }
 

@@ -107,17 +107,7 @@ pub fn binds_gpu(body: &[Stmt]) -> bool {
 
 /// True when some loop anywhere in `body` has a kind `pred` accepts.
 fn any_loop(body: &[Stmt], pred: &dyn Fn(LoopKind) -> bool) -> bool {
-    body.iter().any(|s| match s {
-        Stmt::For(l) => pred(l.kind) || any_loop(&l.body, pred),
-        Stmt::If { then, .. } => any_loop(then, pred),
-        Stmt::Reduce(r) => any_loop(&r.body, pred),
-        Stmt::Store { .. }
-        | Stmt::Mma(_)
-        | Stmt::WarpFold(_)
-        | Stmt::AsyncCopy(_)
-        | Stmt::Mbarrier(_)
-        | Stmt::TensorCopy(_) => false,
-    })
+    super::any_stmt(body, &|s| matches!(s, Stmt::For(l) if pred(l.kind)))
 }
 
 /// Checks the structure described in the module docs and returns the launch geometry:

@@ -356,12 +356,13 @@ fn thread_name(t: ThreadId) -> String {
 }
 
 fn block(st: &mut St, body: &[Stmt]) -> Result<()> {
-    let warpgroup_step =
-        |s: &Stmt| matches!(s, Stmt::Mma(m) if matches!(m.shape, MmaShape::Warpgroup { .. }));
     for (i, s) in body.iter().enumerate() {
         stmt(st, s)?;
         // A run of warpgroup steps ends with its warpgroup together (cooperative loops).
-        if st.coop.is_some() && warpgroup_step(s) && !body.get(i + 1).is_some_and(warpgroup_step) {
+        if st.coop.is_some()
+            && s.is_warpgroup_step()
+            && !body.get(i + 1).is_some_and(Stmt::is_warpgroup_step)
+        {
             st.gather_warpgroup()?;
         }
     }

@@ -212,6 +212,12 @@ impl Stmt {
         }
     }
 
+    /// Whether this is a warpgroup tensor-core step (`wgmma`): a collective of 128 threads,
+    /// whose runs the CUDA backend brackets and the interpreter ends with a gathering.
+    pub fn is_warpgroup_step(&self) -> bool {
+        matches!(self, Stmt::Mma(m) if matches!(m.shape, mma::MmaShape::Warpgroup { .. }))
+    }
+
     /// [`Stmt::nested`], to change: `None` for a statement that nests none.
     pub fn nested_mut(&mut self) -> Option<&mut Vec<Stmt>> {
         match self {
@@ -428,6 +434,18 @@ impl LoopProgram {
     }
 }
 
+/// Calls `f` on every statement of `body`, nested ones included, in program order.
+pub fn each_stmt(body: &[Stmt], f: &mut dyn FnMut(&Stmt)) {
+    for s in body {
+        f(s);
+        each_stmt(s.nested(), f);
+    }
+}
+
+/// Whether some statement of `body`, nested ones included, satisfies `pred`.
+pub fn any_stmt(body: &[Stmt], pred: &dyn Fn(&Stmt) -> bool) -> bool {
+    body.iter().any(|s| pred(s) || any_stmt(s.nested(), pred))
+}
 #[cfg(test)]
 mod tests {
     use super::IExpr;

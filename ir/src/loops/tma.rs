@@ -48,7 +48,7 @@
 //! 128 bytes with `sw128`). The verifier checks these; the interpreter checks the phases.
 
 use super::mma::swizzle_128;
-use super::{BinOp, CmpOp, IExpr, Loop, LoopKind, Stmt, VExpr};
+use super::{BinOp, CmpOp, IExpr, Loop, LoopKind, Stmt, VExpr, any_stmt, each_stmt};
 use crate::dtype::DType;
 
 /// The dtype of the buffers that hold mbarriers (one 8-byte object each).
@@ -119,10 +119,10 @@ impl Mbarrier {
 /// another that waits — the handshake of a warp-specialised pipeline, whose threads cannot
 /// run one after another (see `interp::coop`).
 pub fn hands_over(body: &[Stmt]) -> bool {
-    body.iter().any(|s| match s {
-        Stmt::Mbarrier(m) => m.op == MbarrierOp::Arrive,
-        s => hands_over(s.nested()),
-    })
+    any_stmt(
+        body,
+        &|s| matches!(s, Stmt::Mbarrier(m) if m.op == MbarrierOp::Arrive),
+    )
 }
 
 /// A tensor in global memory as a tensor map describes it, and the box a copy moves.
@@ -232,14 +232,6 @@ impl TensorCopy {
             barrier_at: f(&self.barrier_at),
             ..self.clone()
         }
-    }
-}
-
-/// Calls `f` on every statement of `body`, nested ones included, in program order.
-fn each_stmt(body: &[Stmt], f: &mut dyn FnMut(&Stmt)) {
-    for s in body {
-        f(s);
-        each_stmt(s.nested(), f);
     }
 }
 

@@ -210,7 +210,7 @@ impl Gen<'_> {
         };
         let mut first = init;
         if self.tma.is_some() {
-            first.push(self.init_barriers("mt0", stages));
+            first.push(self.init_barriers("mt0", &vec![1; stages as usize]));
         }
         first.extend(fixed("mt0", 0));
         body.push(thread_loop("mt0", threads, first));

@@ -145,14 +145,13 @@ impl Gen<'_> {
     fn tma_issue(&self, at: &At, k0: &IExpr, buffer: &IExpr) -> Vec<Stmt> {
         let (t, ops) = (self.t, self.tma.as_ref().expect("a TMA schedule"));
         let bar = self.barriers.clone();
-        let mut issue = vec![Stmt::Mbarrier(Mbarrier {
-            buf: bar.clone(),
-            at: buffer.clone(),
-            op: MbarrierOp::ExpectTx {
+        let mut issue = vec![self.mbarrier(
+            buffer.clone(),
+            MbarrierOp::ExpectTx {
                 bytes: (t.bk / SWIZZLE_ROW) * ops.a.box_bytes()
                     + (t.bn / SWIZZLE_ROW) * ops.b.box_bytes(),
             },
-        })];
+        )];
         let copy = |map: &TensorMap, dst: &str, dst_at: IExpr, coords: Vec<IExpr>| {
             Stmt::TensorCopy(TensorCopy {
                 map: map.clone(),
@@ -212,23 +211,11 @@ impl Gen<'_> {
         let (s, t) = (self.spec, self.t);
         let consumers = t.threads();
         let tiles = (s.k + t.bk - 1) / t.bk;
-        let mbarrier = |at: IExpr, op: MbarrierOp| {
-            Stmt::Mbarrier(Mbarrier {
-                buf: self.barriers.clone(),
-                at,
-                op,
-            })
-        };
         let empty = |n: &IExpr| IExpr::c(stages).plus(tile_buffer(n, stages));
-        let inits = (0..stages)
-            .map(|b| mbarrier(IExpr::c(b), MbarrierOp::Init { count: 1 }))
-            .chain((0..stages).map(|b| {
-                let count = consumers / WARPGROUP;
-                mbarrier(IExpr::c(stages + b), MbarrierOp::Init { count })
-            }))
-            .collect();
+        let mut counts = vec![1; stages as usize];
+        counts.extend(vec![consumers / WARPGROUP; stages as usize]);
         let mut first = init;
-        first.push(first_thread("mt0", inits));
+        first.push(self.init_barriers("mt0", &counts));
         body.push(thread_loop("mt0", consumers, first));
 
         let n = IExpr::var("mkc");
@@ -246,10 +233,10 @@ impl Gen<'_> {
                 VExpr::ICmp(CmpOp::Gt, n.clone(), IExpr::c(0)),
                 VExpr::ICmp(CmpOp::Eq, IExpr::var("mtw").modulo(WARPGROUP), IExpr::c(0)),
             ),
-            then: vec![mbarrier(empty(&previous), MbarrierOp::Arrive)],
+            then: vec![self.mbarrier(empty(&previous), MbarrierOp::Arrive)],
         });
         let n = IExpr::var("mkp");
-        let mut produce = vec![mbarrier(
+        let mut produce = vec![self.mbarrier(
             empty(&n),
             MbarrierOp::Wait {
                 parity: n.clone().floordiv(stages).plus(IExpr::c(1)).modulo(2),
@@ -284,17 +271,21 @@ impl Gen<'_> {
         ));
     }
 
-    /// Thread 0 of `th` initialises every buffer's mbarrier (one arrival a phase: the issuing
-    /// thread's).
-    pub(super) fn init_barriers(&self, th: &str, stages: i64) -> Stmt {
-        let init = (0..stages)
-            .map(|s| {
-                Stmt::Mbarrier(Mbarrier {
-                    buf: self.barriers.clone(),
-                    at: IExpr::c(s),
-                    op: MbarrierOp::Init { count: 1 },
-                })
-            })
+    /// `op` on mbarrier `at` of the pipeline's mbarrier buffer.
+    fn mbarrier(&self, at: IExpr, op: MbarrierOp) -> Stmt {
+        Stmt::Mbarrier(Mbarrier {
+            buf: self.barriers.clone(),
+            at,
+            op,
+        })
+    }
+
+    /// Thread 0 of `th` initialises mbarrier `i` to wait for `counts[i]` arrivals a phase
+    /// (a buffer's "full" one: one, the issuing thread's).
+    pub(super) fn init_barriers(&self, th: &str, counts: &[i64]) -> Stmt {
+        let init = (0..)
+            .zip(counts)
+            .map(|(i, &count)| self.mbarrier(IExpr::c(i), MbarrierOp::Init { count }))
             .collect();
         first_thread(th, init)
     }
@@ -306,11 +297,7 @@ impl Gen<'_> {
             IExpr::Const(n) => IExpr::c((n / stages) % 2),
             n => n.clone().floordiv(stages).modulo(2),
         };
-        Stmt::Mbarrier(Mbarrier {
-            buf: self.barriers.clone(),
-            at: tile_buffer(n, stages),
-            op: MbarrierOp::Wait { parity },
-        })
+        self.mbarrier(tile_buffer(n, stages), MbarrierOp::Wait { parity })
     }
 }
 

@@ -23,18 +23,15 @@
 use super::{IrError, Result, St, Stmt, ThreadId, block};
 use crate::loops::mma::WARPGROUP;
 use crate::loops::tma::MbarrierOp;
-use crate::loops::{Loop, LoopKind};
+use crate::loops::{Loop, LoopKind, any_stmt};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 /// Whether the thread loop `l` runs cooperatively: it holds an mbarrier wait.
 pub(super) fn needs_turns(l: &Loop) -> bool {
-    fn waits(body: &[Stmt]) -> bool {
-        body.iter().any(|s| match s {
-            Stmt::Mbarrier(m) => matches!(m.op, MbarrierOp::Wait { .. }),
-            s => waits(s.nested()),
-        })
-    }
-    waits(&l.body)
+    any_stmt(
+        &l.body,
+        &|s| matches!(s, Stmt::Mbarrier(m) if matches!(m.op, MbarrierOp::Wait { .. })),
+    )
 }
 
 /// The threads (their numbers in the loop) that can no longer go on, and where each stands.
@@ -188,18 +185,13 @@ fn nest(l: &Loop) -> (Vec<&Loop>, &[Stmt]) {
     (loops, body)
 }
 
-/// Whether `body` holds a thread loop at any depth.
-fn has_thread_loop(body: &[Stmt]) -> bool {
-    body.iter().any(|s| match s {
-        Stmt::For(l) if matches!(l.kind, LoopKind::Thread(_)) => true,
-        s => has_thread_loop(s.nested()),
-    })
-}
-
 /// Runs the thread loop `l` (outermost in its block, after its barrier) cooperatively.
 pub(super) fn run_thread_loop(st: &mut St, l: &Loop) -> Result<()> {
     let (loops, body) = nest(l);
-    if has_thread_loop(body) {
+    if any_stmt(
+        body,
+        &|s| matches!(s, Stmt::For(l) if matches!(l.kind, LoopKind::Thread(_))),
+    ) {
         return Err(IrError::Interp(format!(
             "kernel `{}`: the thread loops of `{}` hand work to each other through mbarriers, \
              and must nest perfectly",

@@ -31,6 +31,17 @@ struct Phases {
 }
 
 impl Phases {
+    fn new(count: i64) -> Phases {
+        Phases {
+            count,
+            arrived: 0,
+            pending_bytes: 0,
+            completed: 0,
+            arriving: Vc::new(),
+            released: Vc::new(),
+        }
+    }
+
     /// Completes the current phase once all its arrivals came and its bytes landed.
     fn settle(&mut self) {
         if self.arrived == self.count && self.pending_bytes == 0 {
@@ -82,19 +93,6 @@ impl Sync {
         let seen = self.observed.entry((t, bar.0, bar.1)).or_default();
         *seen = (*seen).max(p.completed);
         self.clocks.acquire(t, &p.released);
-    }
-}
-
-impl Phases {
-    fn new(count: i64) -> Phases {
-        Phases {
-            count,
-            arrived: 0,
-            pending_bytes: 0,
-            completed: 0,
-            arriving: Vc::new(),
-            released: Vc::new(),
-        }
     }
 }
 
