@@ -17,7 +17,7 @@ use tessera::{Compiler, Target};
 use tessera_ir::loops::gpu::max_shared_bytes;
 use tessera_ir::loops::mma::WGMMA_SM;
 use tessera_ir::{Attr, Attrs, DType, Graph, Node, OpKind, Rng, Tensor, ValueType};
-use tessera_passes::gpu_mma::{GpuMmaTiling, MmaEngine, MmaLayout, MmaStaging};
+use tessera_passes::gpu_mma::{GpuMmaTiling, HOPPER_SMS, MmaEngine, MmaLayout, MmaStaging};
 use tessera_passes::gpu_schedule::GpuScheduleConfig;
 
 /// A one-node graph `op(inputs…, constants…) -> y` over `dtype` inputs.
@@ -141,9 +141,15 @@ fn kernels(sm: u32) -> Vec<Case> {
                 MmaLayout::Swizzled => "_sw",
             },
             match tiling.staging {
-                MmaStaging::Tma { .. } => "_tma",
-                MmaStaging::WarpSpecialized { .. } => "_ws",
-                _ => "",
+                MmaStaging::Tma { .. } => "_tma".to_string(),
+                MmaStaging::WarpSpecialized {
+                    persistent_blocks: 0,
+                    ..
+                } => "_ws".to_string(),
+                MmaStaging::WarpSpecialized {
+                    persistent_blocks, ..
+                } => format!("_ws_p{persistent_blocks}"),
+                _ => String::new(),
             }
         );
         let (graph, flops) = matmul(&name, DType::F16, 4096);
@@ -196,7 +202,8 @@ fn kernels(sm: u32) -> Vec<Case> {
 
 /// The tilings of the sweep on `sm_<sm>` (beside the defaults): `(bm, bn, bk)`, warps (or
 /// warpgroups) along the rows and the columns, how tiles are staged (`cp.async` pipelines,
-/// `_tma`: the tensor memory accelerator, `_ws`: TMA in a warp-specialised pipeline) and how
+/// `_tma`: the tensor memory accelerator, `_ws`: TMA in a warp-specialised pipeline, `_ws_pP`:
+/// the same on a persistent grid of `P` blocks) and how
 /// many buffers deep, the staged tiles' layout
 /// (`_sw`: 128-byte swizzled); warpgroups only on sm_90, and only what fits the GPU's shared
 /// memory (the compiler validates the rest).
@@ -207,8 +214,15 @@ fn sweep(sm: u32) -> Vec<GpuMmaTiling> {
     use MmaLayout::{Plain, Swizzled};
     let copies = |stages| MmaStaging::AsyncCopy { stages };
     let tma = |stages| MmaStaging::Tma { stages };
-    let specialized = |stages| MmaStaging::WarpSpecialized { stages };
-    let tilings: [SweepTiling; 25] = [
+    let specialized = |stages| MmaStaging::WarpSpecialized {
+        stages,
+        persistent_blocks: 0,
+    };
+    let persistent = |stages| MmaStaging::WarpSpecialized {
+        stages,
+        persistent_blocks: HOPPER_SMS,
+    };
+    let tilings: [SweepTiling; 27] = [
         (Warp, [128, 128, 32], [2, 4], copies(3), Plain),
         (Warp, [128, 128, 32], [2, 4], copies(4), Plain),
         (Warp, [128, 128, 64], [2, 4], copies(3), Plain),
@@ -237,6 +251,9 @@ fn sweep(sm: u32) -> Vec<GpuMmaTiling> {
         (Warpgroup, [128, 128, 64], [2, 1], specialized(4), Swizzled),
         (Warpgroup, [128, 128, 64], [2, 1], specialized(6), Swizzled),
         (Warpgroup, [128, 256, 64], [2, 1], specialized(4), Swizzled),
+        // The same on a persistent grid (a block per multiprocessor, looping over tiles).
+        (Warpgroup, [128, 128, 64], [2, 1], persistent(6), Swizzled),
+        (Warpgroup, [128, 256, 64], [2, 1], persistent(4), Swizzled),
     ];
     tilings
         .into_iter()

@@ -12,7 +12,7 @@ use tessera_passes::gpu_schedule::GpuKernelSchedule;
 use tessera_passes::lower::Kernel;
 
 /// The version of [`GPU_FEATURES`]; bump it when a field is added, removed or redefined.
-pub const GPU_FEATURE_VERSION: u32 = 4;
+pub const GPU_FEATURE_VERSION: u32 = 5;
 
 /// Resources of one SM the occupancy estimate assumes (sm_80 and sm_90 alike).
 const SM_THREADS: f64 = 2048.0;
@@ -24,7 +24,7 @@ const SM_REGISTERS: f64 = 65536.0;
 const BASE_REGISTERS: f64 = 32.0;
 
 /// Every field: name and meaning, in vector order.
-pub const GPU_FEATURES: [(&str, &str); 23] = [
+pub const GPU_FEATURES: [(&str, &str); 24] = [
     ("bound", "1 for bound loops (one thread per element or run)"),
     ("rows", "1 for a block per row"),
     ("tiled", "1 for CUDA-core product tiles"),
@@ -83,6 +83,10 @@ pub const GPU_FEATURES: [(&str, &str); 23] = [
     (
         "warp_specialized",
         "1 when a producer warpgroup stages the tiles by TMA for consumer warpgroups",
+    ),
+    (
+        "persistent",
+        "1 when a warp-specialised pipeline runs on a persistent grid (blocks loop over tiles)",
     ),
 ];
 
@@ -146,13 +150,17 @@ pub fn gpu_features(k: &Kernel, schedule: &GpuKernelSchedule, scheduled: &LoopPr
         f[19] = match t.staging {
             MmaStaging::AsyncCopy { stages }
             | MmaStaging::Tma { stages }
-            | MmaStaging::WarpSpecialized { stages } => stages as f32,
+            | MmaStaging::WarpSpecialized { stages, .. } => stages as f32,
             MmaStaging::Registers => 0.0,
         };
         let specialized = matches!(t.staging, MmaStaging::WarpSpecialized { .. });
         f[20] = (matches!(t.staging, MmaStaging::Tma { .. }) || specialized) as i32 as f32;
         f[21] = (t.layout == MmaLayout::Swizzled) as i32 as f32;
         f[22] = specialized as i32 as f32;
+        f[23] = matches!(
+            t.staging,
+            MmaStaging::WarpSpecialized { persistent_blocks, .. } if persistent_blocks > 0
+        ) as i32 as f32;
     }
     if let (Some((bm, bn, bk)), Some(p)) = (tile, &k.product) {
         f[12] = lg(bm as f64);

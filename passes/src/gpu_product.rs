@@ -263,9 +263,24 @@ impl GridTile {
         }
     }
 
+    /// Output tiles: one block each, unless the grid is persistent.
+    pub fn tiles(&self) -> i64 {
+        self.batch * self.mb * self.nb
+    }
+
+    /// The block variable.
+    pub fn block(&self) -> IExpr {
+        IExpr::var(Self::VAR)
+    }
+
     /// The running block's batch index, first row and first column.
     pub fn origin(&self) -> At {
-        let p = IExpr::var(Self::VAR);
+        self.origin_of(self.block())
+    }
+
+    /// Tile `p`'s batch index, first row and first column (tiles numbered along the
+    /// columns first, then the rows, then the batch).
+    pub fn origin_of(&self, p: IExpr) -> At {
         At {
             b: if self.batch > 1 {
                 p.clone().floordiv(self.mb * self.nb)
@@ -277,14 +292,14 @@ impl GridTile {
         }
     }
 
-    /// The block loop around `body`.
+    /// The block loop around `body`: one block per tile.
     pub fn block_loop(&self, body: Vec<Stmt>) -> Stmt {
-        for_(
-            Self::VAR,
-            self.batch * self.mb * self.nb,
-            LoopKind::Block(GpuAxis::X),
-            body,
-        )
+        self.blocks_loop(self.tiles(), body)
+    }
+
+    /// The block loop of a grid of `blocks` blocks around `body`.
+    pub fn blocks_loop(&self, blocks: i64, body: Vec<Stmt>) -> Stmt {
+        for_(Self::VAR, blocks, LoopKind::Block(GpuAxis::X), body)
     }
 }
 

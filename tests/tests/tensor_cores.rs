@@ -166,14 +166,16 @@ fn tensor_core_products_match_the_plain_kernels() {
                 };
                 ordinal += 1;
                 tilings.extend([warpgroup, swizzled, tma]);
-                // And by a warp-specialised TMA pipeline (four or six buffers), where TMA
-                // applies: the interpreter runs its threads by turns (f16 only: bf16 takes
-                // the same path, and an OS thread per GPU thread costs; `tma.rs` has more).
+                // And by a warp-specialised TMA pipeline (four or six buffers; on a
+                // persistent grid of three blocks, or a block per tile), where TMA applies:
+                // the interpreter runs its threads by turns (f16 only: bf16 takes the same
+                // path, and an OS thread per GPU thread costs; `tma.rs` has more).
                 let aligned_rows = [GRAPHS[1].0, GRAPHS[2].0, GRAPHS[4].0].contains(&name);
                 if aligned_rows && dtype == DType::F16 {
                     tilings.push(GpuMmaTiling {
                         staging: MmaStaging::WarpSpecialized {
                             stages: [4, 6][ordinal % 2],
+                            persistent_blocks: [3, 0][ordinal % 2],
                         },
                         ..swizzled
                     });
@@ -382,7 +384,7 @@ fn warpgroup_ptx(
     let pipelined = match t.staging {
         MmaStaging::AsyncCopy { stages }
         | MmaStaging::Tma { stages }
-        | MmaStaging::WarpSpecialized { stages } => stages >= 3,
+        | MmaStaging::WarpSpecialized { stages, .. } => stages >= 3,
         MmaStaging::Registers => false,
     };
     // Warp-specialised consumers keep each tile's steps in flight through the next's (as

@@ -214,8 +214,13 @@ fn the_interpreter_refuses_a_tma_pipeline_that_does_not_wait() {
 /// serialised steps.
 #[test]
 fn a_warp_specialised_product_takes_turns_and_is_refused_when_broken() {
-    let (tiled, inputs) =
-        checked_product([128, 224, 64], MmaStaging::WarpSpecialized { stages: 2 });
+    let (tiled, inputs) = checked_product(
+        [128, 224, 64],
+        MmaStaging::WarpSpecialized {
+            stages: 2,
+            persistent_blocks: 0,
+        },
+    );
     assert!(tessera_ir::loops::tma::hands_over(&tiled.body));
     let e = oracle::run_native(&tiled, &inputs).unwrap_err();
     assert!(e.contains("warp-specialised"), "{e}");
@@ -309,6 +314,117 @@ fn a_warp_specialised_product_takes_turns_and_is_refused_when_broken() {
     assert_eq!(
         module.kernels[0].launch.block[0], 384,
         "two consumer warpgroups and one producer"
+    );
+    let report = tessera_codegen::ptx::ptxas_report(ptx, 90).unwrap();
+    assert_eq!(report.spill_bytes(), 0, "spills\n{}", report.text);
+    assert!(
+        !report.serialises_warpgroup_steps(),
+        "ptxas serialised the warpgroup steps\n{}",
+        report.text
+    );
+}
+
+/// The warp-specialised product on a persistent grid (`persistent_blocks`): two blocks
+/// compute the three 128 × 64 output tiles of a 320 × 224 × 64 product (an edge tile; block
+/// 0 two of them, block 1 one, its second round skipped), one pipeline of three buffers per
+/// block whose `k` tiles (four per output tile) and phases run on across its output tiles. The interpreter agrees
+/// with the plain kernel; broken — the producer starting each output tile's phases afresh,
+/// the consumers releasing no buffer of a finished tile — it is refused. Its sm_90a PTX
+/// launches two blocks and waits for every step before a tile's sums are stored, and ptxas
+/// accepts it with no spills and no serialised steps.
+#[test]
+fn a_persistent_warp_specialised_product_runs_its_pipeline_across_tiles() {
+    let staging = MmaStaging::WarpSpecialized {
+        stages: 3,
+        persistent_blocks: 2,
+    };
+    let (tiled, inputs) = checked_product([320, 224, 64], staging);
+    let Stmt::For(grid) = &tiled.body[0] else {
+        panic!("no block loop: {:?}", tiled.body[0]);
+    };
+    assert_eq!(grid.extent, 2, "two persistent blocks");
+    // Broken: a round's `k` tiles numbered from 0 again — the producer's phases (and
+    // buffers) out of step with the consumers'.
+    fn restart(body: &mut [Stmt], round: &str) {
+        for s in body {
+            if let Stmt::For(l) = s
+                && l.var == "mkp"
+            {
+                *s = s.subst(round, &IExpr::c(0));
+            } else if let Some(nested) = s.nested_mut() {
+                restart(nested, round);
+            }
+        }
+    }
+    let mut fresh_phases = tiled.clone();
+    restart(&mut fresh_phases.body, "mrp");
+    assert_ne!(fresh_phases, tiled);
+    let e = oracle::interpret(&fresh_phases, &inputs)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        ["the GPU would hang", "overwrites", "has not waited"]
+            .iter()
+            .any(|w| e.contains(w)),
+        "fresh phases per tile: {e}"
+    );
+    // Broken: no release of a tile's last buffer at the next tile's first step (`n > 0`
+    // became `k tile > 0`): the producer waits for it forever.
+    fn no_release_across_tiles(body: &mut [Stmt]) {
+        for s in body {
+            if let Stmt::If { cond, then } = s
+                && matches!(then.as_slice(), [Stmt::Mbarrier(m)] if m.op == MbarrierOp::Arrive)
+            {
+                let first_tile_only = tessera_ir::loops::VExpr::ICmp(
+                    tessera_ir::loops::CmpOp::Gt,
+                    IExpr::var("mkc"),
+                    IExpr::c(0),
+                );
+                *cond = tessera_ir::loops::VExpr::bin(
+                    tessera_ir::loops::BinOp::And,
+                    cond.clone(),
+                    first_tile_only,
+                );
+            } else if let Some(nested) = s.nested_mut() {
+                no_release_across_tiles(nested);
+            }
+        }
+    }
+    let mut unreleased = tiled.clone();
+    no_release_across_tiles(&mut unreleased.body);
+    assert_ne!(unreleased, tiled);
+    let e = oracle::interpret(&unreleased, &inputs)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("the GPU would hang"),
+        "no release across tiles: {e}"
+    );
+
+    if ptxas_or_skip("a_persistent_warp_specialised_product (ptxas part)").is_none() {
+        return;
+    }
+    let aligned = tessera_codegen::ptx::PtxConfig {
+        param_align: [(tiled.name.clone(), vec![16; tiled.params().count()])].into(),
+    };
+    let module = tessera_codegen::ptx::compile_ptx_with(&[&tiled], 90, &aligned).unwrap();
+    assert_eq!(module.kernels[0].launch.grid[0], 2);
+    assert_eq!(module.kernels[0].launch.block[0], 384);
+    let ptx = &module.text;
+    // Every step waited for before the sums are stored (and in the `k` loop, all but one).
+    for instruction in [
+        "wgmma.wait_group.sync.aligned 1;",
+        "cp.async.bulk.tensor.2d",
+    ] {
+        assert!(ptx.contains(instruction), "no `{instruction}`");
+    }
+    let first_store = ptx.find("st.global").expect("stores of the sums");
+    let last_step = ptx[..first_store]
+        .rfind("wgmma.mma_async")
+        .expect("steps before the stores");
+    assert!(
+        ptx[last_step..first_store].contains("wgmma.wait_group.sync.aligned 0;"),
+        "the sums are stored before the steps are waited for"
     );
     let report = tessera_codegen::ptx::ptxas_report(ptx, 90).unwrap();
     assert_eq!(report.spill_bytes(), 0, "spills\n{}", report.text);

@@ -136,11 +136,33 @@ impl Em<'_> {
     /// The statements of a loop or guard nested in a thread loop (on the CPU: anywhere):
     /// on the GPU each run of consecutive warpgroup steps there is bracketed by itself — a
     /// warp-specialised consumer's `k` loop waits for a tile, multiplies it, and releases
-    /// its buffer only once the steps have read it (see [`super::wgmma`]).
+    /// its buffer only once the steps have read it (see [`super::wgmma`]). In a kernel whose
+    /// steps stay in flight, each run of statements that read or write their sums (and hold
+    /// no step: a persistent consumer's stores of a tile's sums, the next tile's initial
+    /// ones) first waits for every step and pins the sums, and pins them after — as a
+    /// thread loop without steps does.
     pub(super) fn nested_body(&mut self, body: &[Stmt]) -> Result<(), CodegenError> {
         let gpu = self.cfg.backend == super::Backend::Cuda && !self.threads.is_empty();
+        let in_flight = gpu
+            && !self.sums_settled
+            && self.warpgroup.as_ref().is_some_and(|k| k.stays_in_flight());
         let mut rest = body;
         while let Some(first) = rest.first() {
+            let sums = match (in_flight, &self.warpgroup) {
+                (true, Some(kernel)) => rest.iter().take_while(|s| kernel.sums_of(s)).count(),
+                _ => 0,
+            };
+            if sums > 0 {
+                let settle = self.begin_warpgroup_steps(&[]);
+                self.sums_settled = true;
+                for s in &rest[..sums] {
+                    self.stmt(s)?;
+                }
+                self.sums_settled = false;
+                self.end_warpgroup_steps(&settle);
+                rest = &rest[sums..];
+                continue;
+            }
             let run = match gpu {
                 true => rest.iter().take_while(|s| s.is_warpgroup_step()).count(),
                 false => 0,

@@ -152,6 +152,9 @@ struct Em<'a> {
     /// The kernel's warpgroup tensor-core steps (GPU): every barrier first makes shared
     /// stores visible to them, thread loops wait for them (see [`wgmma`]).
     warpgroup: Option<wgmma::WarpgroupSteps>,
+    /// Inside statements that read or write the warpgroup steps' sums, after the wait for
+    /// every step in flight (GPU, see [`Em::nested_body`]): nothing more to wait for.
+    sums_settled: bool,
     /// The kernel's tensor maps (GPU, see [`tma`]), the parameter after the buffers.
     tensor_maps: Vec<tessera_ir::loops::tma::TensorMap>,
     /// Inside a predicated block of TMA statements (GPU): the `i32` condition its
@@ -176,6 +179,7 @@ fn emit_func(p: &LoopProgram, cfg: &EmitConfig) -> Result<String, CodegenError> 
         threads: vec![],
         async_lands: gpu::least_async_lands(&p.body),
         warpgroup: wgmma::WarpgroupSteps::of_kernel(p),
+        sums_settled: false,
         tensor_maps: tessera_ir::loops::tma::tensor_maps(&p.body),
         predicate: None,
     };

@@ -35,7 +35,7 @@ use super::Em;
 use crate::error::CodegenError;
 use tessera_ir::DType;
 use tessera_ir::loops::mma::{Mma, MmaOperand};
-use tessera_ir::loops::{LoopProgram, Stmt, each_stmt};
+use tessera_ir::loops::{LoopProgram, Stmt, any_stmt, each_stmt};
 
 /// Descriptor bits 0–13 take the start address's bits 4–17 (`(x & 0x3FFFF) >> 4`).
 const ADDRESS_BITS: i64 = 0x3FFFF;
@@ -156,7 +156,7 @@ impl Em<'_> {
             return steps;
         };
         if steps.accs.is_empty() {
-            if kernel.retires > 1 {
+            if kernel.stays_in_flight() {
                 self.asm("wgmma.wait_group.sync.aligned 0;");
                 self.pin_accumulators(&kernel.accs);
             }
@@ -180,7 +180,7 @@ impl Em<'_> {
             // LLVM shares with other uses (an accumulator register read elsewhere after the
             // first step's fence makes ptxas serialise the steps, C7519).
             if let Some(kernel) = self.warpgroup.clone()
-                && kernel.retires > 1
+                && kernel.stays_in_flight()
             {
                 self.pin_accumulators(&kernel.accs);
             }
@@ -224,6 +224,25 @@ impl WarpgroupSteps {
             }
             self.retires = self.retires.max(m.retires);
         }
+    }
+
+    /// Whether some step stays in flight across a barrier (or, nested, a run of steps).
+    pub(super) fn stays_in_flight(&self) -> bool {
+        self.retires > 1
+    }
+
+    /// Whether `s` reads or writes these steps' sums outside any step (and holds none).
+    pub(super) fn sums_of(&self, s: &Stmt) -> bool {
+        let body = std::slice::from_ref(s);
+        if any_stmt(body, &Stmt::is_warpgroup_step) {
+            return false;
+        }
+        let mut touches = any_stmt(
+            body,
+            &|s| matches!(s, Stmt::Store { buf, .. } if self.accs.contains(buf)),
+        );
+        s.visit_loads(&mut |buf, _| touches |= self.accs.iter().any(|a| a == buf));
+        touches
     }
 
     /// Those of a kernel, at any depth: `None` without any.

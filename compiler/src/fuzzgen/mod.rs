@@ -260,12 +260,20 @@ fn check_gpu_schedules(
             // Warpgroup tiles 128-byte swizzled wherever the product is wide and deep enough
             // (steps of 64 columns, 64-deep `k` tiles), which a sampled tiling seldom is —
             // staged by async copies, TMA or a warp-specialised TMA pipeline by turns (async
-            // copies where the operands' rows are not 16-byte aligned).
+            // copies where the operands' rows are not 16-byte aligned), on a grid of a block
+            // per tile or of a few blocks looping over the tiles.
             let mut swizzled = GpuMmaTiling::swizzled_warpgroup_for(spec);
-            swizzled.staging = match seed % 3 {
+            swizzled.staging = match seed % 4 {
                 0 => swizzled.staging,
                 1 => MmaStaging::Tma { stages: 3 },
-                _ => MmaStaging::WarpSpecialized { stages: 4 },
+                2 => MmaStaging::WarpSpecialized {
+                    stages: 4,
+                    persistent_blocks: 0,
+                },
+                _ => MmaStaging::WarpSpecialized {
+                    stages: 3,
+                    persistent_blocks: 1 + (seed / 4 % 3) as i64,
+                },
             };
             if swizzled.validate(spec).is_ok() && swizzled.fits(spec) {
                 let tiled = tile_mma(&k.program, spec, &swizzled)

@@ -58,7 +58,9 @@
 //! run `stages − 2` steps ahead instead of `stages − 1`. Or warp-specialised
 //! ([`MmaStaging::WarpSpecialized`], see `tma.rs`): a producer warpgroup's thread copies
 //! each tile as soon as its buffer is released, the consumer warpgroups wait for it,
-//! multiply and release — no block barrier in the `k` loop.
+//! multiply and release — no block barrier in the `k` loop; the consumers store each output
+//! tile's sums themselves, so that on a persistent grid (blocks looping over output tiles)
+//! the producer copies the next tile while they do.
 //!
 //! The sums are f32 (the tensor core's accumulators); they start from the product's initial
 //! value (zero or a bias) and go back to the element dtype when stored, as in the plain nest
@@ -72,7 +74,7 @@ mod tma;
 
 pub use tiling::*;
 
-use crate::gpu_product::{GridTile, and, fresh_buffer, lt, rebuild};
+use crate::gpu_product::{At, GridTile, and, fresh_buffer, lt, rebuild};
 use crate::product::{ProductSpec, convert};
 use staging::copyable;
 use tessera_ir::DType;
@@ -115,7 +117,7 @@ pub fn tile_mma(
         stages: match t.staging {
             MmaStaging::AsyncCopy { stages }
             | MmaStaging::Tma { stages }
-            | MmaStaging::WarpSpecialized { stages }
+            | MmaStaging::WarpSpecialized { stages, .. }
                 if copyable(prog, spec) =>
             {
                 Some(stages)
@@ -205,6 +207,16 @@ impl Gen<'_> {
     /// Whether the tiles are staged by a warp-specialised TMA pipeline.
     fn specialized(&self) -> bool {
         self.tma.is_some() && matches!(self.t.staging, MmaStaging::WarpSpecialized { .. })
+    }
+
+    /// The blocks of the warp-specialised pipeline's persistent grid (0: one per tile).
+    fn persistent_blocks(&self) -> i64 {
+        match self.t.staging {
+            MmaStaging::WarpSpecialized {
+                persistent_blocks, ..
+            } => persistent_blocks,
+            _ => 0,
+        }
     }
 
     /// The first row and column in the block tile of the warp (warpgroup) of thread `t`
@@ -306,81 +318,99 @@ impl Gen<'_> {
     }
 
     fn program(&self) -> Stmt {
-        let (s, t) = (self.spec, self.t);
+        let threads = self.t.threads();
         let at = self.grid.origin();
-        let threads = t.threads();
-        let inside = |i: &IExpr, j: &IExpr| and(lt(i.clone(), s.m), lt(j.clone(), s.n));
-        let init: Vec<Stmt> = {
-            let th = IExpr::var("mt0");
-            self.fragments(&th)
-                .into_iter()
-                .map(|f| {
-                    let (i, j) = (at.i0.clone().plus(f.row), at.j0.clone().plus(f.col));
-                    let init = match &s.init {
-                        // Zero (or another constant): no element to guard.
-                        VExpr::Const(Lit::F(x), _) => VExpr::lit(*x, DType::F32),
-                        init => convert(
-                            self.edge_select(
-                                inside(&i, &j),
-                                s.at(init, &at.b, &i, &j, &IExpr::c(0)),
-                            ),
-                            s.dtype,
-                            DType::F32,
-                        ),
-                    };
-                    Stmt::Store {
-                        buf: self.acc.clone(),
-                        index: IExpr::c(f.slot),
-                        value: init,
-                    }
-                })
-                .collect()
-        };
         let mut body = Vec::new();
         match self.stages {
             Some(stages) if self.specialized() => {
-                self.warp_specialized(&at, init, stages, &mut body)
+                return self.warp_specialized(stages, self.persistent_blocks());
             }
-            Some(stages) => self.copy_pipeline(&at, init, stages, &mut body),
+            Some(stages) => {
+                let init = self.init_sums(&at, &IExpr::var("mt0"));
+                self.copy_pipeline(&at, init, stages, &mut body)
+            }
             None => {
+                let init = self.init_sums(&at, &IExpr::var("mt0"));
                 body.push(thread_loop("mt0", threads, init));
                 self.register_pipeline(&at, &mut body);
             }
         }
-        body.push(thread_loop("mt5", threads, {
-            let th = IExpr::var("mt5");
-            self.fragments(&th)
-                .into_iter()
-                .map(|f| {
-                    let (i, j) = (at.i0.clone().plus(f.row), at.j0.clone().plus(f.col));
-                    let c_index = s.c_at(&at.b, &i, &j);
-                    let sum = convert(
-                        VExpr::load(&self.acc, IExpr::c(f.slot)),
-                        DType::F32,
-                        s.dtype,
-                    );
-                    let value = match &s.finish {
-                        Some(fin) => s
-                            .at(fin, &at.b, &i, &j, &IExpr::c(0))
-                            .replace_load(&s.out, &c_index, &sum),
-                        None => sum,
-                    };
-                    let store = Stmt::Store {
-                        buf: s.out.clone(),
-                        index: c_index,
-                        value,
-                    };
-                    match s.m % t.bm == 0 && s.n % t.bn == 0 {
-                        true => store,
-                        false => Stmt::If {
-                            cond: inside(&i, &j),
-                            then: vec![store],
-                        },
-                    }
-                })
-                .collect()
-        }));
+        body.push(thread_loop(
+            "mt5",
+            threads,
+            self.store_sums(&at, &IExpr::var("mt5")),
+        ));
         self.grid.block_loop(body)
+    }
+
+    /// Thread `th`'s accumulators set to the product's initial value (zero, or a bias) for
+    /// the output tile at `at`.
+    fn init_sums(&self, at: &At, th: &IExpr) -> Vec<Stmt> {
+        let s = self.spec;
+        self.fragments(th)
+            .into_iter()
+            .map(|f| {
+                let (i, j) = (at.i0.clone().plus(f.row), at.j0.clone().plus(f.col));
+                let init = match &s.init {
+                    // Zero (or another constant): no element to guard.
+                    VExpr::Const(Lit::F(x), _) => VExpr::lit(*x, DType::F32),
+                    init => convert(
+                        self.edge_select(
+                            self.inside(&i, &j),
+                            s.at(init, &at.b, &i, &j, &IExpr::c(0)),
+                        ),
+                        s.dtype,
+                        DType::F32,
+                    ),
+                };
+                Stmt::Store {
+                    buf: self.acc.clone(),
+                    index: IExpr::c(f.slot),
+                    value: init,
+                }
+            })
+            .collect()
+    }
+
+    /// Thread `th`'s sums of the output tile at `at` finished (the product's epilogue) and
+    /// stored in the element dtype, those beyond the matrix's edges skipped.
+    fn store_sums(&self, at: &At, th: &IExpr) -> Vec<Stmt> {
+        let (s, t) = (self.spec, self.t);
+        self.fragments(th)
+            .into_iter()
+            .map(|f| {
+                let (i, j) = (at.i0.clone().plus(f.row), at.j0.clone().plus(f.col));
+                let c_index = s.c_at(&at.b, &i, &j);
+                let sum = convert(
+                    VExpr::load(&self.acc, IExpr::c(f.slot)),
+                    DType::F32,
+                    s.dtype,
+                );
+                let value = match &s.finish {
+                    Some(fin) => s
+                        .at(fin, &at.b, &i, &j, &IExpr::c(0))
+                        .replace_load(&s.out, &c_index, &sum),
+                    None => sum,
+                };
+                let store = Stmt::Store {
+                    buf: s.out.clone(),
+                    index: c_index,
+                    value,
+                };
+                match s.m % t.bm == 0 && s.n % t.bn == 0 {
+                    true => store,
+                    false => Stmt::If {
+                        cond: self.inside(&i, &j),
+                        then: vec![store],
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// Whether element `(i, j)` of the output lies inside the matrix.
+    fn inside(&self, i: &IExpr, j: &IExpr) -> VExpr {
+        and(lt(i.clone(), self.spec.m), lt(j.clone(), self.spec.n))
     }
 
     /// `value` where `inside` holds, else zero — unless the tiles divide the matrix.

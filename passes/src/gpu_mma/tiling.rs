@@ -72,8 +72,26 @@ pub enum MmaStaging {
     /// multiply it (its steps in flight through the next tile's) and release it — no block
     /// barrier in the `k` loop, the copies as far ahead as the buffers allow. Where TMA
     /// applies; elsewhere as `AsyncCopy`.
-    WarpSpecialized { stages: i64 },
+    ///
+    /// `persistent_blocks`: 0 launches one block per output tile; `P > 0` launches a
+    /// persistent grid of `P` blocks (at most one per tile), block `b` computing tiles
+    /// `b, b + P, …` one after another with one pipeline whose phases run on across them —
+    /// the producer copies the next tile's operands while the consumers store the last
+    /// one's sums. `P` the GPU's multiprocessors ([`HOPPER_SMS`]) keeps one block resident
+    /// on each.
+    WarpSpecialized {
+        stages: i64,
+        #[serde(default)]
+        persistent_blocks: i64,
+    },
 }
+
+/// The most blocks of a persistent grid: a few per multiprocessor of the largest GPUs.
+pub const MAX_PERSISTENT_BLOCKS: i64 = 4 * HOPPER_SMS;
+
+/// Multiprocessors of an H100 SXM and of an H200: the persistent grid of one resident
+/// block each (an H100 PCIe has 114; the tuner measures either grid).
+pub const HOPPER_SMS: i64 = 132;
 
 impl MmaStaging {
     /// Shared buffers of each operand's tile.
@@ -82,7 +100,7 @@ impl MmaStaging {
             MmaStaging::Registers => 2,
             MmaStaging::AsyncCopy { stages }
             | MmaStaging::Tma { stages }
-            | MmaStaging::WarpSpecialized { stages } => stages,
+            | MmaStaging::WarpSpecialized { stages, .. } => stages,
         }
     }
 }
@@ -132,9 +150,9 @@ impl GpuMmaTiling {
     pub const TILES: [i64; 5] = [16, 32, 64, 128, 256];
     pub const DEPTHS: [i64; 3] = [16, 32, 64];
     pub const WARPS: [i64; 3] = [1, 2, 4];
-    /// (The deep pipelines, then TMA, then warp specialisation, last: a tuning record names
-    /// a staging by its position here.)
-    pub const STAGINGS: [MmaStaging; 10] = [
+    /// (The deep pipelines, then TMA, then warp specialisation, then on a persistent grid,
+    /// last: a tuning record names a staging by its position here.)
+    pub const STAGINGS: [MmaStaging; 12] = [
         MmaStaging::AsyncCopy { stages: 2 },
         MmaStaging::AsyncCopy { stages: 3 },
         MmaStaging::AsyncCopy { stages: 4 },
@@ -143,8 +161,22 @@ impl GpuMmaTiling {
         MmaStaging::AsyncCopy { stages: MAX_STAGES },
         MmaStaging::Tma { stages: 3 },
         MmaStaging::Tma { stages: 4 },
-        MmaStaging::WarpSpecialized { stages: 4 },
-        MmaStaging::WarpSpecialized { stages: 6 },
+        MmaStaging::WarpSpecialized {
+            stages: 4,
+            persistent_blocks: 0,
+        },
+        MmaStaging::WarpSpecialized {
+            stages: 6,
+            persistent_blocks: 0,
+        },
+        MmaStaging::WarpSpecialized {
+            stages: 4,
+            persistent_blocks: HOPPER_SMS,
+        },
+        MmaStaging::WarpSpecialized {
+            stages: 6,
+            persistent_blocks: HOPPER_SMS,
+        },
     ];
     pub const ENGINES: [MmaEngine; 2] = [MmaEngine::Warp, MmaEngine::Warpgroup];
     pub const LAYOUTS: [MmaLayout; 2] = [MmaLayout::Plain, MmaLayout::Swizzled];
@@ -323,7 +355,7 @@ impl GpuMmaTiling {
         let barriers = match self.staging {
             MmaStaging::Tma { stages } => stages.max(0) as usize * MBARRIER_DTYPE.size(),
             // A "full" and an "empty" one per buffer.
-            MmaStaging::WarpSpecialized { stages } => {
+            MmaStaging::WarpSpecialized { stages, .. } => {
                 2 * stages.max(0) as usize * MBARRIER_DTYPE.size()
             }
             _ => 0,
@@ -390,10 +422,20 @@ impl GpuMmaTiling {
         }
         if let MmaStaging::AsyncCopy { stages }
         | MmaStaging::Tma { stages }
-        | MmaStaging::WarpSpecialized { stages } = t.staging
+        | MmaStaging::WarpSpecialized { stages, .. } = t.staging
             && !(2..=MAX_STAGES).contains(&stages)
         {
             return bad(format!("{stages} pipeline stages (2 to {MAX_STAGES})"));
+        }
+        if let MmaStaging::WarpSpecialized {
+            persistent_blocks, ..
+        } = t.staging
+            && !(0..=MAX_PERSISTENT_BLOCKS).contains(&persistent_blocks)
+        {
+            return bad(format!(
+                "a persistent grid of {persistent_blocks} blocks (0: one block per tile, \
+                 at most {MAX_PERSISTENT_BLOCKS})"
+            ));
         }
         if matches!(
             t.staging,

@@ -10,7 +10,7 @@
 
 use super::staging::tile_buffer;
 use super::{Gen, MmaEngine, MmaLayout, thread_loop};
-use crate::gpu_product::{At, and};
+use crate::gpu_product::{At, and, lt};
 use crate::product::ProductSpec;
 use tessera_ir::loops::mma::{MMA_K, SWIZZLE_ROW, WARPGROUP};
 use tessera_ir::loops::tma::{GLOBAL_ALIGNMENT, Mbarrier, MbarrierOp, TensorCopy, TensorMap};
@@ -183,92 +183,126 @@ impl Gen<'_> {
         issue
     }
 
-    /// The `k` loop as a warp-specialised pipeline `stages` buffers deep
-    /// ([`WarpSpecialized`](super::MmaStaging::WarpSpecialized)), after the accumulators'
-    /// initialisation `init`. Mbarriers `0..stages` are the buffers' "full" ones (one
-    /// arrival a phase: the producer's), `stages..2·stages` their "empty" ones (one arrival
-    /// per consumer warpgroup, by its first thread, after the warpgroup's steps on the tile
-    /// are done). One thread loop of the consumers and a producer warpgroup:
+    /// The kernel as a warp-specialised pipeline `stages` buffers deep
+    /// ([`WarpSpecialized`](super::MmaStaging::WarpSpecialized)) on a grid of one block per
+    /// output tile, or (`persistent_blocks` `P > 0`) of `P` blocks, block `b` computing
+    /// tiles `b, b + P, …` in rounds. Mbarriers `0..S` are the buffers' "full" ones (one
+    /// arrival a phase: the producer's), `S..2S` their "empty" ones (one arrival per
+    /// consumer warpgroup, by its first thread, after the warpgroup's steps on the tile are
+    /// done). The block's `k` tiles are numbered on across its output tiles
+    /// (`n = round · K + k tile`), and so are the phases: one pipeline per block. One thread
+    /// loop of the consumers and a producer warpgroup:
     ///
     /// ```text
-    /// thread(x) t < C:  for n in k tiles:  wait full[n % S] (phase n / S)
-    ///                                      mma steps on buffer n % S  (in flight until
-    ///                                        the end of the next tile's)
-    ///                                      (n > 0, t % 128 = 0) arrive empty[(n − 1) % S]
-    /// thread(x) t = C:  for n in k tiles:  wait empty[n % S] (phase n / S − 1; at once for
-    ///                                      the first S tiles);  TMA tile n → buffer n % S
+    /// thread(x) t < C:  per round:  sums = init
+    ///                     for each k tile n:  wait full[n % S] (phase n / S)
+    ///                                         mma steps on buffer n % S  (in flight until
+    ///                                           the end of the next tile's)
+    ///                                         (n > 0, t % 128 = 0) arrive empty[(n − 1) % S]
+    ///                     C[the tile] = finish(sums)         (after the steps are done)
+    /// thread(x) t = C:  per round, for each k tile n:
+    ///                     wait empty[n % S] (phase n / S − 1; at once for the first S)
+    ///                     TMA tile n → buffer n % S
     /// ```
     ///
-    /// Every tile is a whole `bk` deep: a box zero-fills past `k`, so the tail multiplies
-    /// zeros.
-    pub(super) fn warp_specialized(
-        &self,
-        at: &At,
-        init: Vec<Stmt>,
-        stages: i64,
-        body: &mut Vec<Stmt>,
-    ) {
+    /// So the producer copies a round's first tiles while the consumers still store the
+    /// last round's sums. Every tile is a whole `bk` deep: a box zero-fills past `k`, so the
+    /// tail multiplies zeros.
+    pub(super) fn warp_specialized(&self, stages: i64, persistent_blocks: i64) -> Stmt {
         let (s, t) = (self.spec, self.t);
         let consumers = t.threads();
-        let tiles = (s.k + t.bk - 1) / t.bk;
+        let k_tiles = (s.k + t.bk - 1) / t.bk;
+        let tiles = self.grid.tiles();
+        let blocks = match persistent_blocks {
+            0 => tiles,
+            p => p.min(tiles),
+        };
+        let rounds = (tiles + blocks - 1) / blocks;
         let empty = |n: &IExpr| IExpr::c(stages).plus(tile_buffer(n, stages));
         let mut counts = vec![1; stages as usize];
         counts.extend(vec![consumers / WARPGROUP; stages as usize]);
-        let mut first = init;
-        first.push(self.init_barriers("mt0", &counts));
-        body.push(thread_loop("mt0", consumers, first));
+        let setup = thread_loop("mt0", consumers, vec![self.init_barriers("mt0", &counts)]);
 
-        let n = IExpr::var("mkc");
-        let mut consume = vec![self.wait_for_tile(&n, stages)];
-        // Each tile's steps stay in flight through the next tile's (`retires(2)`: the end of
-        // the next run of steps waits for them), so the tensor cores never drain between
-        // tiles; a tile's buffer is released once its steps are done: after the next run.
-        consume.extend(self.multiply_body("mtw", t.bk / MMA_K, &tile_buffer(&n, stages), 2));
-        // One arrival per consumer warpgroup, by its first thread: the steps are the whole
-        // warpgroup's, done (their reads of the tile too) when any of its threads goes on.
-        // (One predicated instruction: no branch between the steps.)
-        let previous = n.clone().plus(IExpr::c(stages - 1));
-        consume.push(Stmt::If {
-            cond: and(
-                VExpr::ICmp(CmpOp::Gt, n.clone(), IExpr::c(0)),
-                VExpr::ICmp(CmpOp::Eq, IExpr::var("mtw").modulo(WARPGROUP), IExpr::c(0)),
-            ),
-            then: vec![self.mbarrier(empty(&previous), MbarrierOp::Arrive)],
-        });
-        let n = IExpr::var("mkp");
-        let mut produce = vec![self.mbarrier(
-            empty(&n),
-            MbarrierOp::Wait {
-                parity: n.clone().floordiv(stages).plus(IExpr::c(1)).modulo(2),
-            },
-        )];
-        produce.extend(self.tma_issue(at, &n.clone().times(t.bk), &tile_buffer(&n, stages)));
-        let role = |cond: VExpr, var: &str, steps: Vec<Stmt>| Stmt::If {
-            cond,
-            then: vec![Stmt::For(Loop {
-                var: var.into(),
-                extent: tiles,
-                kind: LoopKind::Serial,
-                body: steps,
-            })],
+        // `steps(at, first)` once per round of the block: for the tile at `at`, whose first
+        // `k` tile is the block's `first`-th. (No loop for one round; a guard where the last
+        // round has fewer tiles than blocks.)
+        let per_round = |round: &str, steps: &dyn Fn(&At, &IExpr) -> Vec<Stmt>| {
+            let r = match rounds {
+                1 => IExpr::c(0),
+                _ => IExpr::var(round),
+            };
+            let tile = self.grid.block().plus(r.clone().times(blocks));
+            let mut body = steps(&self.grid.origin_of(tile.clone()), &r.times(k_tiles));
+            if tiles % blocks != 0 {
+                body = vec![Stmt::If {
+                    cond: lt(tile, tiles),
+                    then: body,
+                }];
+            }
+            match rounds {
+                1 => body,
+                _ => vec![serial(round, rounds, body)],
+            }
         };
         let th = IExpr::var("mtw");
-        body.push(thread_loop(
+        let consume = |at: &At, first: &IExpr| {
+            let n = first.clone().plus(IExpr::var("mkc"));
+            let mut each = vec![self.wait_for_tile(&n, stages)];
+            // Each tile's steps stay in flight through the next tile's (`retires(2)`: the
+            // end of the next run of steps waits for them), so the tensor cores never drain
+            // between tiles; a tile's buffer is released once its steps are done: after the
+            // next run.
+            each.extend(self.multiply_body("mtw", t.bk / MMA_K, &tile_buffer(&n, stages), 2));
+            // One arrival per consumer warpgroup, by its first thread: the steps are the
+            // whole warpgroup's, done (their reads of the tile too) when any of its threads
+            // goes on. (One predicated instruction: no branch between the steps.)
+            let previous = n.clone().plus(IExpr::c(stages - 1));
+            each.push(Stmt::If {
+                cond: and(
+                    VExpr::ICmp(CmpOp::Gt, n, IExpr::c(0)),
+                    VExpr::ICmp(CmpOp::Eq, th.clone().modulo(WARPGROUP), IExpr::c(0)),
+                ),
+                then: vec![self.mbarrier(empty(&previous), MbarrierOp::Arrive)],
+            });
+            // (The CUDA backend waits for the steps before the sums are read.)
+            let mut round = self.init_sums(at, &th);
+            round.push(serial("mkc", k_tiles, each));
+            round.extend(self.store_sums(at, &th));
+            round
+        };
+        let produce = |at: &At, first: &IExpr| {
+            let n = first.clone().plus(IExpr::var("mkp"));
+            let mut each = vec![self.mbarrier(
+                empty(&n),
+                MbarrierOp::Wait {
+                    parity: n.clone().floordiv(stages).plus(IExpr::c(1)).modulo(2),
+                },
+            )];
+            let k0 = IExpr::var("mkp").times(t.bk);
+            each.extend(self.tma_issue(at, &k0, &tile_buffer(&n, stages)));
+            vec![serial("mkp", k_tiles, each)]
+        };
+        let role = |cond: VExpr, round: &str, steps: &dyn Fn(&At, &IExpr) -> Vec<Stmt>| Stmt::If {
+            cond,
+            then: per_round(round, steps),
+        };
+        let work = thread_loop(
             "mtw",
             t.block_threads(),
             vec![
                 role(
                     VExpr::ICmp(CmpOp::Lt, th.clone(), IExpr::c(consumers)),
-                    "mkc",
-                    consume,
+                    "mrc",
+                    &consume,
                 ),
                 role(
-                    VExpr::ICmp(CmpOp::Eq, th, IExpr::c(consumers)),
-                    "mkp",
-                    produce,
+                    VExpr::ICmp(CmpOp::Eq, th.clone(), IExpr::c(consumers)),
+                    "mrp",
+                    &produce,
                 ),
             ],
-        ));
+        );
+        self.grid.blocks_loop(blocks, vec![setup, work])
     }
 
     /// `op` on mbarrier `at` of the pipeline's mbarrier buffer.
@@ -299,6 +333,16 @@ impl Gen<'_> {
         };
         self.mbarrier(tile_buffer(n, stages), MbarrierOp::Wait { parity })
     }
+}
+
+/// The serial loop of `var` over `0..extent` around `body`.
+fn serial(var: &str, extent: i64, body: Vec<Stmt>) -> Stmt {
+    Stmt::For(Loop {
+        var: var.into(),
+        extent,
+        kind: LoopKind::Serial,
+        body,
+    })
 }
 
 /// `stmts` run by thread 0 of the thread loop `th` only.
