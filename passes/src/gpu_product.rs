@@ -358,19 +358,8 @@ impl Gen<'_> {
         }
         body.push(self.threads(|th| {
             self.tile_stores(&at, th, |g, r, c, b, i, j| {
-                let c_index = s.c_at(b, i, j);
                 let sum = g.narrow(VExpr::load(&g.acc, IExpr::c(r * t.tn + c)));
-                let value = match &s.finish {
-                    Some(fin) => s
-                        .at(fin, b, i, j, &IExpr::c(0))
-                        .replace_load(&s.out, &c_index, &sum),
-                    None => sum,
-                };
-                let store = Stmt::Store {
-                    buf: s.out.clone(),
-                    index: c_index,
-                    value,
-                };
+                let store = s.store_finished(b, i, j, sum);
                 Some(Stmt::If {
                     cond: and(lt(i.clone(), s.m), lt(j.clone(), s.n)),
                     then: vec![store],

@@ -8,7 +8,9 @@ use super::mma::{MMA_K, MmaShape, WGMMA_M};
 use super::*;
 use crate::error::{IrError, Result};
 use crate::tensor::Tensor;
-use std::collections::HashMap;
+// Keys are small (indices, names): Fx hashing, not SipHash, which dominated the
+// interpreter's profile.
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 mod coop;
@@ -157,14 +159,14 @@ pub fn run(prog: &LoopProgram, buffers: &mut [Tensor]) -> Result<()> {
         // Kernel-local buffers follow the parameters (a verifier rule), so positions match
         // `prog.buffers`.
         bufs: buffers.iter_mut().chain(scratch.iter_mut()).collect(),
-        local: HashMap::new(),
-        touched: HashMap::new(),
+        local: HashMap::default(),
+        touched: HashMap::default(),
         sync: tma_state::Sync::default(),
     });
     let mut st = St {
         prog,
         mem: &mem,
-        idx: HashMap::new(),
+        idx: HashMap::default(),
         accs: vec![],
         tid: [0; 3],
         thread_depth: 0,

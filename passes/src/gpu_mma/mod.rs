@@ -380,23 +380,12 @@ impl Gen<'_> {
             .into_iter()
             .map(|f| {
                 let (i, j) = (at.i0.clone().plus(f.row), at.j0.clone().plus(f.col));
-                let c_index = s.c_at(&at.b, &i, &j);
                 let sum = convert(
                     VExpr::load(&self.acc, IExpr::c(f.slot)),
                     DType::F32,
                     s.dtype,
                 );
-                let value = match &s.finish {
-                    Some(fin) => s
-                        .at(fin, &at.b, &i, &j, &IExpr::c(0))
-                        .replace_load(&s.out, &c_index, &sum),
-                    None => sum,
-                };
-                let store = Stmt::Store {
-                    buf: s.out.clone(),
-                    index: c_index,
-                    value,
-                };
+                let store = s.store_finished(&at.b, &i, &j, sum);
                 match s.m % t.bm == 0 && s.n % t.bn == 0 {
                     true => store,
                     false => Stmt::If {

@@ -94,6 +94,23 @@ impl ProductSpec {
         self.c_index.subst(vb, b).subst(vi, i).subst(vj, j)
     }
 
+    /// The store of `C[b, i, j]` given its sum over `k` (`sum`, in the element dtype):
+    /// through the product's finishing expression where it has one.
+    pub fn store_finished(&self, b: &IExpr, i: &IExpr, j: &IExpr, sum: VExpr) -> Stmt {
+        let index = self.c_at(b, i, j);
+        let value = match &self.finish {
+            Some(fin) => self
+                .at(fin, b, i, j, &IExpr::c(0))
+                .replace_load(&self.out, &index, &sum),
+            None => sum,
+        };
+        Stmt::Store {
+            buf: self.out.clone(),
+            index,
+            value,
+        }
+    }
+
     /// The dtype the sum over `k` is kept in: f32 for half-precision elements (as tensor
     /// cores, cuBLAS and onnxruntime do: an f16 sum of thousands of products loses most of
     /// its digits), else the elements' own.

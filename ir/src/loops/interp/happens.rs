@@ -14,7 +14,9 @@
 //! in the epoch before that gathering.
 
 use super::ThreadId;
-use std::collections::HashMap;
+// Keys are small (indices, names): Fx hashing, not SipHash, which dominated the
+// interpreter's profile.
+use rustc_hash::FxHashMap as HashMap;
 
 /// A vector clock: per thread, the latest of its epochs known (epochs count from 1; an
 /// absent thread: none).
@@ -58,7 +60,9 @@ impl Clocks {
     }
 
     fn clock(&mut self, t: ThreadId) -> &mut Vc {
-        self.vc.entry(t).or_insert_with(|| [(t, 1)].into())
+        self.vc
+            .entry(t)
+            .or_insert_with(|| [(t, 1)].into_iter().collect())
     }
 
     /// Thread `t` releases what it did so far (an arrival): its clock until now, for the
@@ -117,7 +121,7 @@ impl Clocks {
         }
         g.completed += 1;
         let members = std::mem::take(&mut g.members);
-        let mut all = Vc::new();
+        let mut all = Vc::default();
         for &m in &members {
             join(&mut all, self.clock(m));
         }

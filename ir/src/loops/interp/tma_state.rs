@@ -9,7 +9,9 @@ use super::happens::{Clocks, Vc, join};
 use super::{IrError, Result, St, ThreadId, Touched, buf_index, iexpr, thread_name};
 use crate::loops::IExpr;
 use crate::loops::tma::{Mbarrier, MbarrierOp, TensorCopy};
-use std::collections::HashMap;
+// Keys are small (indices, names): Fx hashing, not SipHash, which dominated the
+// interpreter's profile.
+use rustc_hash::FxHashMap as HashMap;
 
 /// One initialised mbarrier.
 #[derive(Clone, Debug)]
@@ -37,8 +39,8 @@ impl Phases {
             arrived: 0,
             pending_bytes: 0,
             completed: 0,
-            arriving: Vc::new(),
-            released: Vc::new(),
+            arriving: Vc::default(),
+            released: Vc::default(),
         }
     }
 
