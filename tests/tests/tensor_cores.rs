@@ -582,6 +582,27 @@ fn invalid_tensor_core_tilings_are_refused() {
             },
             "shared memory",
         ),
+        // A persistent grid of a negative or absurd number of blocks.
+        (
+            GpuMmaTiling {
+                staging: MmaStaging::WarpSpecialized {
+                    stages: 4,
+                    persistent_blocks: -1,
+                },
+                ..GpuMmaTiling::swizzled_warpgroup_for(spec)
+            },
+            "persistent grid",
+        ),
+        (
+            GpuMmaTiling {
+                staging: MmaStaging::WarpSpecialized {
+                    stages: 4,
+                    persistent_blocks: 1 << 40,
+                },
+                ..GpuMmaTiling::swizzled_warpgroup_for(spec)
+            },
+            "persistent grid",
+        ),
     ] {
         let e = tile_mma(&k.program, spec, &t)
             .err()
@@ -589,6 +610,16 @@ fn invalid_tensor_core_tilings_are_refused() {
             .unwrap_or_default();
         assert!(e.contains(why), "{t:?}: expected `{why}` in: `{e}`");
     }
+    // A warp-specialised staging recorded before persistent grids existed reads as a block
+    // per tile.
+    let old: MmaStaging = serde_json::from_str(r#"{"WarpSpecialized":{"stages":6}}"#).unwrap();
+    assert_eq!(
+        old,
+        MmaStaging::WarpSpecialized {
+            stages: 6,
+            persistent_blocks: 0
+        }
+    );
     // f32 elements have no tensor-core path here.
     let mut f32_spec = spec.clone();
     f32_spec.dtype = DType::F32;
