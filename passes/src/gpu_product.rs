@@ -303,7 +303,8 @@ impl GridTile {
     }
 }
 
-fn for_(var: &str, extent: i64, kind: LoopKind, body: Vec<Stmt>) -> Stmt {
+/// The loop of `var` over `0..extent`, of kind `kind`, around `body`.
+pub(crate) fn for_(var: &str, extent: i64, kind: LoopKind, body: Vec<Stmt>) -> Stmt {
     Stmt::For(Loop {
         var: var.into(),
         extent,

@@ -143,13 +143,13 @@ impl Em<'_> {
     /// thread loop without steps does.
     pub(super) fn nested_body(&mut self, body: &[Stmt]) -> Result<(), CodegenError> {
         let gpu = self.cfg.backend == super::Backend::Cuda && !self.threads.is_empty();
-        let in_flight = gpu
-            && !self.sums_settled
-            && self.warpgroup.as_ref().is_some_and(|k| k.stays_in_flight());
+        let settle_sums = gpu && !self.sums_settled;
         let mut rest = body;
         while let Some(first) = rest.first() {
-            let sums = match (in_flight, &self.warpgroup) {
-                (true, Some(kernel)) => rest.iter().take_while(|s| kernel.sums_of(s)).count(),
+            let sums = match &self.warpgroup {
+                Some(kernel) if settle_sums && kernel.stays_in_flight() => {
+                    rest.iter().take_while(|s| kernel.sums_of(s)).count()
+                }
                 _ => 0,
             };
             if sums > 0 {

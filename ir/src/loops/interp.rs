@@ -8,10 +8,11 @@ use super::mma::{MMA_K, MmaShape, WGMMA_M};
 use super::*;
 use crate::error::{IrError, Result};
 use crate::tensor::Tensor;
-// Keys are small (indices, names): Fx hashing, not SipHash, which dominated the
-// interpreter's profile.
-use rustc_hash::FxHashMap as HashMap;
 use std::sync::{Mutex, MutexGuard};
+
+/// The interpreter's maps: their keys are small (indices, names), hashed by Fx, not by
+/// SipHash, which dominated the interpreter's profile.
+type HashMap<K, V> = rustc_hash::FxHashMap<K, V>;
 
 mod coop;
 mod happens;

@@ -446,6 +446,7 @@ pub fn each_stmt(body: &[Stmt], f: &mut dyn FnMut(&Stmt)) {
 pub fn any_stmt(body: &[Stmt], pred: &dyn Fn(&Stmt) -> bool) -> bool {
     body.iter().any(|s| pred(s) || any_stmt(s.nested(), pred))
 }
+
 #[cfg(test)]
 mod tests {
     use super::IExpr;

@@ -74,13 +74,13 @@ mod tma;
 
 pub use tiling::*;
 
-use crate::gpu_product::{At, GridTile, and, fresh_buffer, lt, rebuild};
+use crate::gpu_product::{At, GridTile, and, for_, fresh_buffer, lt, rebuild};
 use crate::product::{ProductSpec, convert};
 use staging::copyable;
 use tessera_ir::DType;
 use tessera_ir::loops::mma::{CORE, MMA_K, MMA_M, Mma, MmaOperand, SWIZZLE_ROW};
 use tessera_ir::loops::tma::MBARRIER_DTYPE;
-use tessera_ir::loops::{BufRole, GpuAxis, IExpr, Lit, Loop, LoopKind, LoopProgram, Stmt, VExpr};
+use tessera_ir::loops::{BufRole, GpuAxis, IExpr, Lit, LoopKind, LoopProgram, Stmt, VExpr};
 
 /// Elements each staged row is padded by (16 bytes of f16 / bf16).
 const ROW_PAD: i64 = 8;
@@ -188,12 +188,7 @@ struct Gen<'a> {
 /// The thread variable: one thread loop per phase, each binding it afresh (names are unique
 /// within a program).
 fn thread_loop(var: &str, threads: i64, body: Vec<Stmt>) -> Stmt {
-    Stmt::For(Loop {
-        var: var.into(),
-        extent: threads,
-        kind: LoopKind::Thread(GpuAxis::X),
-        body,
-    })
+    for_(var, threads, LoopKind::Thread(GpuAxis::X), body)
 }
 
 /// The lane's fragment of the block tile: accumulator slot, row and column in the tile.
@@ -318,19 +313,18 @@ impl Gen<'_> {
     }
 
     fn program(&self) -> Stmt {
+        if let Some(stages) = self.stages
+            && self.specialized()
+        {
+            return self.warp_specialized(stages, self.persistent_blocks());
+        }
         let threads = self.t.threads();
         let at = self.grid.origin();
+        let init = self.init_sums(&at, &IExpr::var("mt0"));
         let mut body = Vec::new();
         match self.stages {
-            Some(stages) if self.specialized() => {
-                return self.warp_specialized(stages, self.persistent_blocks());
-            }
-            Some(stages) => {
-                let init = self.init_sums(&at, &IExpr::var("mt0"));
-                self.copy_pipeline(&at, init, stages, &mut body)
-            }
+            Some(stages) => self.copy_pipeline(&at, init, stages, &mut body),
             None => {
-                let init = self.init_sums(&at, &IExpr::var("mt0"));
                 body.push(thread_loop("mt0", threads, init));
                 self.register_pipeline(&at, &mut body);
             }

@@ -4,11 +4,11 @@
 //! copies, and the guards and zeros at the matrix's edges.
 
 use super::{Gen, MmaEngine, VECTOR, thread_loop};
-use crate::gpu_product::{At, edge_guard, lt};
+use crate::gpu_product::{At, edge_guard, for_, lt};
 use crate::product::ProductSpec;
 use tessera_ir::loops::async_copy::AsyncCopy;
 use tessera_ir::loops::mma::MMA_K;
-use tessera_ir::loops::{BufRole, IExpr, Loop, LoopKind, LoopProgram, Stmt, VExpr};
+use tessera_ir::loops::{BufRole, IExpr, LoopKind, LoopProgram, Stmt, VExpr};
 
 /// Whether both operands of `spec` are elements of kernel inputs of the product's dtype,
 /// contiguous along the staged runs (`A` along `k`, `B` along the columns): what an
@@ -123,15 +123,15 @@ impl Gen<'_> {
                         VExpr::load(&self.regs, IExpr::c(slot)),
                     )
                 });
-                body.push(Stmt::For(Loop {
-                    var: "mk".into(),
-                    extent: full - 1,
-                    kind: LoopKind::Serial,
-                    body: vec![
+                body.push(for_(
+                    "mk",
+                    full - 1,
+                    LoopKind::Serial,
+                    vec![
                         thread_loop("mt2", threads, step),
                         thread_loop("mt6", threads, commit),
                     ],
-                }));
+                ));
             }
             let last = IExpr::c((full - 1) % 2);
             body.push(thread_loop(
@@ -232,12 +232,12 @@ impl Gen<'_> {
                 false => Vec::new(),
             };
             step.extend(multiply(th, &mk, t.bk / MMA_K, 1 + in_flight));
-            Stmt::For(Loop {
-                var: var.into(),
+            for_(
+                var,
                 extent,
-                kind: LoopKind::Serial,
-                body: vec![thread_loop(th, threads, step)],
-            })
+                LoopKind::Serial,
+                vec![thread_loop(th, threads, step)],
+            )
         };
         if steady > 0 {
             body.push(step_loop(("mk", "mt2"), steady, 0, true));

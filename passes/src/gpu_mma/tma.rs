@@ -10,11 +10,11 @@
 
 use super::staging::tile_buffer;
 use super::{Gen, MmaEngine, MmaLayout, thread_loop};
-use crate::gpu_product::{At, and, lt};
+use crate::gpu_product::{At, and, for_, lt};
 use crate::product::ProductSpec;
 use tessera_ir::loops::mma::{MMA_K, SWIZZLE_ROW, WARPGROUP};
 use tessera_ir::loops::tma::{GLOBAL_ALIGNMENT, Mbarrier, MbarrierOp, TensorCopy, TensorMap};
-use tessera_ir::loops::{BufRole, CmpOp, IExpr, Loop, LoopKind, LoopProgram, Stmt, VExpr};
+use tessera_ir::loops::{BufRole, CmpOp, IExpr, LoopKind, LoopProgram, Stmt, VExpr};
 
 /// How the operands lie in their buffers, for tensor maps: `A` as `[batch][M][K]` rows along
 /// `k`, `B` as `[batch][K][N]` rows along the columns (each with its own strides).
@@ -241,7 +241,7 @@ impl Gen<'_> {
             }
             match rounds {
                 1 => body,
-                _ => vec![serial(round, rounds, body)],
+                _ => vec![for_(round, rounds, LoopKind::Serial, body)],
             }
         };
         let th = IExpr::var("mtw");
@@ -266,7 +266,7 @@ impl Gen<'_> {
             });
             // (The CUDA backend waits for the steps before the sums are read.)
             let mut round = self.init_sums(at, &th);
-            round.push(serial("mkc", k_tiles, each));
+            round.push(for_("mkc", k_tiles, LoopKind::Serial, each));
             round.extend(self.store_sums(at, &th));
             round
         };
@@ -280,7 +280,7 @@ impl Gen<'_> {
             )];
             let k0 = IExpr::var("mkp").times(t.bk);
             each.extend(self.tma_issue(at, &k0, &tile_buffer(&n, stages)));
-            vec![serial("mkp", k_tiles, each)]
+            vec![for_("mkp", k_tiles, LoopKind::Serial, each)]
         };
         let role = |cond: VExpr, round: &str, steps: &dyn Fn(&At, &IExpr) -> Vec<Stmt>| Stmt::If {
             cond,
@@ -333,16 +333,6 @@ impl Gen<'_> {
         };
         self.mbarrier(tile_buffer(n, stages), MbarrierOp::Wait { parity })
     }
-}
-
-/// The serial loop of `var` over `0..extent` around `body`.
-fn serial(var: &str, extent: i64, body: Vec<Stmt>) -> Stmt {
-    Stmt::For(Loop {
-        var: var.into(),
-        extent,
-        kind: LoopKind::Serial,
-        body,
-    })
 }
 
 /// `stmts` run by thread 0 of the thread loop `th` only.

@@ -13,10 +13,8 @@
 //! `r`-th gathering of its warpgroup from its own, `wgmma.wait_group r − 1`) counts as done
 //! in the epoch before that gathering.
 
+use super::HashMap;
 use super::ThreadId;
-// Keys are small (indices, names): Fx hashing, not SipHash, which dominated the
-// interpreter's profile.
-use rustc_hash::FxHashMap as HashMap;
 
 /// A vector clock: per thread, the latest of its epochs known (epochs count from 1; an
 /// absent thread: none).

@@ -4,14 +4,12 @@
 //! of the other threads' accesses (happens-before, for the overwrites of cooperative
 //! pipelines, see [`super::coop`]).
 
+use super::HashMap;
 use super::coop::Status;
 use super::happens::{Clocks, Vc, join};
 use super::{IrError, Result, St, ThreadId, Touched, buf_index, iexpr, thread_name};
 use crate::loops::IExpr;
 use crate::loops::tma::{Mbarrier, MbarrierOp, TensorCopy};
-// Keys are small (indices, names): Fx hashing, not SipHash, which dominated the
-// interpreter's profile.
-use rustc_hash::FxHashMap as HashMap;
 
 /// One initialised mbarrier.
 #[derive(Clone, Debug)]
