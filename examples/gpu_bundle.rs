@@ -17,7 +17,9 @@ use tessera::{Compiler, Target};
 use tessera_ir::loops::gpu::max_shared_bytes;
 use tessera_ir::loops::mma::WGMMA_SM;
 use tessera_ir::{Attr, Attrs, DType, Graph, Node, OpKind, Rng, Tensor, ValueType};
-use tessera_passes::gpu_mma::{GpuMmaTiling, HOPPER_SMS, MmaEngine, MmaLayout, MmaStaging};
+use tessera_passes::gpu_mma::{
+    Consumers, GpuMmaTiling, HOPPER_SMS, MmaEngine, MmaLayout, MmaStaging,
+};
 use tessera_passes::gpu_schedule::GpuScheduleConfig;
 
 /// A one-node graph `op(inputs…, constants…) -> y` over `dtype` inputs.
@@ -125,7 +127,7 @@ fn kernels(sm: u32) -> Vec<Case> {
     // default.
     for tiling in sweep(sm) {
         let name = format!(
-            "gemm_f16_4096_{}_{}x{}x{}_w{}x{}_s{}{}{}",
+            "gemm_f16_4096_{}_{}x{}x{}_w{}x{}_s{}{}{}{}",
             match tiling.engine {
                 MmaEngine::Warp => "mma",
                 MmaEngine::Warpgroup => "wgmma",
@@ -147,9 +149,21 @@ fn kernels(sm: u32) -> Vec<Case> {
                     ..
                 } => "_ws".to_string(),
                 MmaStaging::WarpSpecialized {
-                    persistent_blocks, ..
-                } => format!("_ws_p{persistent_blocks}"),
+                    persistent_blocks,
+                    consumers,
+                    ..
+                } => format!(
+                    "_ws_p{persistent_blocks}{}",
+                    match consumers {
+                        Consumers::Cooperative => "",
+                        Consumers::PingPong => "_pp",
+                    }
+                ),
                 _ => String::new(),
+            },
+            match tiling.group_rows {
+                1 => String::new(),
+                g => format!("_g{g}"),
             }
         );
         let (graph, flops) = matmul(&name, DType::F16, 4096);
@@ -203,7 +217,7 @@ fn kernels(sm: u32) -> Vec<Case> {
 /// The tilings of the sweep on `sm_<sm>` (beside the defaults): `(bm, bn, bk)`, warps (or
 /// warpgroups) along the rows and the columns, how tiles are staged (`cp.async` pipelines,
 /// `_tma`: the tensor memory accelerator, `_ws`: TMA in a warp-specialised pipeline, `_ws_pP`:
-/// the same on a persistent grid of `P` blocks) and how
+/// the same on a persistent grid of `P` blocks, `_ws_pP_pp` with ping-pong consumers) and how
 /// many buffers deep, the staged tiles' layout
 /// (`_sw`: 128-byte swizzled); warpgroups only on sm_90, and only what fits the GPU's shared
 /// memory (the compiler validates the rest).
@@ -217,12 +231,16 @@ fn sweep(sm: u32) -> Vec<GpuMmaTiling> {
     let specialized = |stages| MmaStaging::WarpSpecialized {
         stages,
         persistent_blocks: 0,
+        consumers: Consumers::Cooperative,
     };
-    let persistent = |stages| MmaStaging::WarpSpecialized {
+    let persistent_with = |stages, consumers| MmaStaging::WarpSpecialized {
         stages,
         persistent_blocks: HOPPER_SMS,
+        consumers,
     };
-    let tilings: [SweepTiling; 27] = [
+    let persistent = |stages| persistent_with(stages, Consumers::Cooperative);
+    let ping_pong = |stages| persistent_with(stages, Consumers::PingPong);
+    let tilings: [SweepTiling; 30] = [
         (Warp, [128, 128, 32], [2, 4], copies(3), Plain),
         (Warp, [128, 128, 32], [2, 4], copies(4), Plain),
         (Warp, [128, 128, 64], [2, 4], copies(3), Plain),
@@ -254,8 +272,13 @@ fn sweep(sm: u32) -> Vec<GpuMmaTiling> {
         // The same on a persistent grid (a block per multiprocessor, looping over tiles).
         (Warpgroup, [128, 128, 64], [2, 1], persistent(6), Swizzled),
         (Warpgroup, [128, 256, 64], [2, 1], persistent(4), Swizzled),
+        // Ping-pong: two one-warpgroup teams taking the tiles in turns, one storing while
+        // the other multiplies.
+        (Warpgroup, [128, 128, 64], [1, 1], ping_pong(4), Swizzled),
+        (Warpgroup, [128, 128, 64], [1, 1], ping_pong(6), Swizzled),
+        (Warpgroup, [64, 256, 64], [1, 1], ping_pong(4), Swizzled),
     ];
-    tilings
+    let tilings: Vec<GpuMmaTiling> = tilings
         .into_iter()
         .map(
             |(engine, [bm, bn, bk], [warps_m, warps_n], staging, layout)| GpuMmaTiling {
@@ -267,8 +290,22 @@ fn sweep(sm: u32) -> Vec<GpuMmaTiling> {
                 staging,
                 engine,
                 layout,
+                group_rows: 1,
             },
         )
+        .collect();
+    // The persistent grids again with their tiles in groups of 8 rows (L2 reuse).
+    let grouped: Vec<GpuMmaTiling> = tilings
+        .iter()
+        .filter(|t| {
+            matches!(t.staging, MmaStaging::WarpSpecialized { persistent_blocks, .. }
+                if persistent_blocks > 0)
+        })
+        .map(|&t| GpuMmaTiling { group_rows: 8, ..t })
+        .collect();
+    tilings
+        .into_iter()
+        .chain(grouped)
         .filter(|t| {
             (t.engine == Warp || sm == WGMMA_SM)
                 && t.shared_bytes(DType::F16) <= max_shared_bytes(sm)

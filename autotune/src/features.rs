@@ -263,6 +263,7 @@ impl Walk {
                 | Stmt::WarpFold(_)
                 | Stmt::AsyncCopy(_)
                 | Stmt::Mbarrier(_)
+                | Stmt::SetMaxNReg(_)
                 | Stmt::TensorCopy(_)) => self.block(&s.expansion(), depth, trips, vectorized),
                 Stmt::Store { .. } => {
                     self.stores += trips;

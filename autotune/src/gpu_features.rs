@@ -7,12 +7,12 @@
 //! meet in one model.
 
 use tessera_ir::loops::{BufRole, LoopProgram};
-use tessera_passes::gpu_mma::{MmaEngine, MmaLayout, MmaStaging};
+use tessera_passes::gpu_mma::{Consumers, MmaEngine, MmaLayout, MmaStaging};
 use tessera_passes::gpu_schedule::GpuKernelSchedule;
 use tessera_passes::lower::Kernel;
 
 /// The version of [`GPU_FEATURES`]; bump it when a field is added, removed or redefined.
-pub const GPU_FEATURE_VERSION: u32 = 5;
+pub const GPU_FEATURE_VERSION: u32 = 6;
 
 /// Resources of one SM the occupancy estimate assumes (sm_80 and sm_90 alike).
 const SM_THREADS: f64 = 2048.0;
@@ -24,7 +24,7 @@ const SM_REGISTERS: f64 = 65536.0;
 const BASE_REGISTERS: f64 = 32.0;
 
 /// Every field: name and meaning, in vector order.
-pub const GPU_FEATURES: [(&str, &str); 24] = [
+pub const GPU_FEATURES: [(&str, &str); 26] = [
     ("bound", "1 for bound loops (one thread per element or run)"),
     ("rows", "1 for a block per row"),
     ("tiled", "1 for CUDA-core product tiles"),
@@ -87,6 +87,14 @@ pub const GPU_FEATURES: [(&str, &str); 24] = [
     (
         "persistent",
         "1 when a warp-specialised pipeline runs on a persistent grid (blocks loop over tiles)",
+    ),
+    (
+        "ping_pong",
+        "1 when two teams of consumer warpgroups take a persistent grid's tiles in turns",
+    ),
+    (
+        "log_group_rows",
+        "log2(1 + rows of output tiles per group in the blocks' order): L2 reuse",
     ),
 ];
 
@@ -160,6 +168,14 @@ pub fn gpu_features(k: &Kernel, schedule: &GpuKernelSchedule, scheduled: &LoopPr
         f[23] = matches!(
             t.staging,
             MmaStaging::WarpSpecialized { persistent_blocks, .. } if persistent_blocks > 0
+        ) as i32 as f32;
+        f[25] = lg(t.group_rows as f64);
+        f[24] = matches!(
+            t.staging,
+            MmaStaging::WarpSpecialized {
+                consumers: Consumers::PingPong,
+                ..
+            }
         ) as i32 as f32;
     }
     if let (Some((bm, bn, bk)), Some(p)) = (tile, &k.product) {

@@ -39,6 +39,7 @@ const WARPS_N: &str = "warps_n";
 const MMA_STAGING: &str = "mma_staging";
 const MMA_ENGINE: &str = "mma_engine";
 const MMA_LAYOUT: &str = "mma_layout";
+const MMA_GROUP_ROWS: &str = "mma_group_rows";
 
 /// What a GPU space needs to decode its points.
 #[derive(Clone, Debug)]
@@ -104,6 +105,7 @@ pub fn for_gpu_kernel(k: &Kernel, sm: u32) -> Result<Space, TuneError> {
                         .map(|i| i as i64)
                         .collect::<Vec<_>>(),
                 ),
+                knob(MMA_GROUP_ROWS, &GpuMmaTiling::GROUP_ROWS),
             ]);
             if cfg.warpgroup_mma {
                 // Positions in `ENGINES`.
@@ -190,6 +192,7 @@ pub(crate) fn decode(
                     Ok(l) => GpuMmaTiling::LAYOUTS[l as usize],
                     Err(_) => MmaLayout::Plain,
                 },
+                group_rows: v(MMA_GROUP_ROWS)?,
             };
             tiling.validate(spec()?).map_err(invalid)?;
             fits_gpu(tiling.shared_bytes(spec()?.dtype))?;
@@ -239,6 +242,7 @@ pub(crate) fn knob_values(s: &KernelSchedule) -> Option<Vec<(&'static str, i64)>
             (MMA_STAGING, staging_knob(t.staging)?),
             (MMA_ENGINE, engine_knob(t.engine)?),
             (MMA_LAYOUT, layout_knob(t.layout)?),
+            (MMA_GROUP_ROWS, t.group_rows),
         ],
     })
 }

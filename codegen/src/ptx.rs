@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
-use tessera_ir::loops::LoopProgram;
 use tessera_ir::loops::mma::WGMMA_SM;
+use tessera_ir::loops::{LoopProgram, Stmt};
 pub use tessera_ir::plan::GpuKernel;
 use tessera_ir::plan::GpuTensorMap;
 
@@ -160,18 +160,21 @@ pub fn compile_to_nvptx_module<'ctx>(
         backend: Backend::Cuda,
         param_align: ptx.param_align.clone(),
     };
-    // Warpgroup tensor-core steps exist on sm_90 only, as `sm_90a` code; tensor copies and
-    // mbarriers from sm_90 on (Hopper's code here, as `sm_90a` too).
+    // Warpgroup tensor-core steps and register reallocation exist on sm_90 only, as
+    // `sm_90a` code; tensor copies and mbarriers from sm_90 on (Hopper's code here, as
+    // `sm_90a` too).
     let hopper = |p: &&&LoopProgram| {
-        crate::mlir::uses_warpgroup_mma(p) || tessera_ir::loops::tma::uses_tma(&p.body)
+        crate::mlir::uses_warpgroup_mma(p)
+            || tessera_ir::loops::tma::uses_tma(&p.body)
+            || tessera_ir::loops::any_stmt(&p.body, &|s| matches!(s, Stmt::SetMaxNReg(_)))
     };
     let arch_specific = match progs.iter().find(hopper) {
         Some(p) if sm != WGMMA_SM => {
             return Err(CodegenError::Unsupported {
                 kernel: p.name.clone(),
                 msg: format!(
-                    "warpgroup tensor-core steps (wgmma) and tensor copies (TMA) need \
-                     sm_{WGMMA_SM} (sm_{WGMMA_SM}a), not sm_{sm}"
+                    "warpgroup tensor-core steps (wgmma), tensor copies (TMA) and register \
+                     reallocation (setmaxnreg) need sm_{WGMMA_SM} (sm_{WGMMA_SM}a), not sm_{sm}"
                 ),
             });
         }
@@ -239,6 +242,17 @@ fn add_kernels<'ctx>(
         let fn_ty = ctx.void_type().fn_type(&vec![ptr.into(); n], false);
         let f = module.add_function(&p.name, fn_ty, None);
         f.set_call_conventions(PTX_KERNEL_CC);
+        // `.maxntid`: the block it is launched with, so that ptxas keeps to the registers
+        // such a block can have (65 536 per multiprocessor: 170 a thread at 384 threads) —
+        // without it a kernel may take more than a block of it can launch with. (A launch
+        // that `launch` refuses is refused below with its reason.)
+        if let Ok(launch) = tessera_ir::loops::gpu::launch(p) {
+            let [x, y, z] = launch.block;
+            f.add_attribute(
+                inkwell::attributes::AttributeLoc::Function,
+                ctx.create_string_attribute("nvvm.maxntid", &format!("{x},{y},{z}")),
+            );
+        }
         for (i, &align) in ptx
             .param_align
             .get(&p.name)

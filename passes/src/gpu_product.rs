@@ -248,6 +248,9 @@ pub(crate) struct GridTile {
     nb: i64,
     bm: i64,
     bn: i64,
+    /// Rows of tiles per group in the order tiles are numbered (see
+    /// [`GridTile::grouped`]): 1, row after row.
+    group_rows: i64,
 }
 
 impl GridTile {
@@ -260,6 +263,19 @@ impl GridTile {
             nb: (spec.n + bn - 1) / bn,
             bm,
             bn,
+            group_rows: 1,
+        }
+    }
+
+    /// The grid with its tiles numbered in groups of `rows` rows of tiles (the greatest
+    /// common divisor with the rows of tiles: whole groups), down each group's column
+    /// before the next — so that the blocks running at once share fewer rows of `A` and
+    /// columns of `B` than a few whole rows of tiles would (L2 reuse; Triton's `GROUP_M`,
+    /// CUTLASS's swizzle). 1: row after row.
+    pub fn grouped(self, rows: i64) -> GridTile {
+        GridTile {
+            group_rows: gcd(rows.max(1), self.mb),
+            ..self
         }
     }
 
@@ -279,16 +295,32 @@ impl GridTile {
     }
 
     /// Tile `p`'s batch index, first row and first column (tiles numbered along the
-    /// columns first, then the rows, then the batch).
+    /// columns first, then the rows, then the batch; grouped: `G` rows of tiles down a
+    /// column, then the next column, a group after another).
     pub fn origin_of(&self, p: IExpr) -> At {
+        let b = if self.batch > 1 {
+            p.clone().floordiv(self.mb * self.nb)
+        } else {
+            IExpr::c(0)
+        };
+        let (g, nb) = (self.group_rows, self.nb);
+        let (row, col) = match g {
+            1 => (p.clone().floordiv(nb).modulo(self.mb), p.modulo(nb)),
+            // Group `q / (G · nb)` of the batch's tile `q`; the batch's tiles are a
+            // multiple of `G · nb` (`G` divides the rows of tiles).
+            _ => (
+                p.clone()
+                    .floordiv(g * nb)
+                    .modulo(self.mb / g)
+                    .times(g)
+                    .plus(p.clone().modulo(g)),
+                p.floordiv(g).modulo(nb),
+            ),
+        };
         At {
-            b: if self.batch > 1 {
-                p.clone().floordiv(self.mb * self.nb)
-            } else {
-                IExpr::c(0)
-            },
-            i0: p.clone().floordiv(self.nb).modulo(self.mb).times(self.bm),
-            j0: p.modulo(self.nb).times(self.bn),
+            b,
+            i0: row.times(self.bm),
+            j0: col.times(self.bn),
         }
     }
 
@@ -300,6 +332,13 @@ impl GridTile {
     /// The block loop of a grid of `blocks` blocks around `body`.
     pub fn blocks_loop(&self, blocks: i64, body: Vec<Stmt>) -> Stmt {
         for_(Self::VAR, blocks, LoopKind::Block(GpuAxis::X), body)
+    }
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    match b {
+        0 => a,
+        _ => gcd(b, a % b),
     }
 }
 
@@ -508,5 +547,62 @@ impl Gen<'_> {
         // one straight line, for the scheduler to interleave.
         let unroll = kc.min(16) as u32;
         vec![for_(&kv, kc, LoopKind::Unroll(unroll), steps)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A grid of `batch × mb × nb` tiles of 16 × 8, grouped by `rows`.
+    fn grid(batch: i64, mb: i64, nb: i64, rows: i64) -> GridTile {
+        GridTile {
+            batch,
+            mb,
+            nb,
+            bm: 16,
+            bn: 8,
+            group_rows: 1,
+        }
+        .grouped(rows)
+    }
+
+    /// Tile `p`'s (batch, row of tiles, column of tiles).
+    fn tile(g: &GridTile, p: i64) -> (i64, i64, i64) {
+        let at = g.origin_of(IExpr::var("p"));
+        let value = |e: &IExpr| e.value(&|_| Some(p)).unwrap();
+        (value(&at.b), value(&at.i0) / 16, value(&at.j0) / 8)
+    }
+
+    #[test]
+    fn grouped_tiles_are_each_numbered_once_down_each_group_column() {
+        for (batch, mb, nb, rows, group) in [
+            (1, 32, 32, 8, 8),
+            (2, 6, 5, 4, 2),
+            (3, 5, 7, 8, 1),
+            (1, 4, 3, 8, 4),
+            (2, 8, 1, 2, 2),
+        ] {
+            let g = grid(batch, mb, nb, rows);
+            assert_eq!(g.group_rows, group);
+            let mut seen = std::collections::HashSet::new();
+            for p in 0..g.tiles() {
+                let (b, r, c) = tile(&g, p);
+                assert!(b < batch && r < mb && c < nb, "{p}: {:?}", (b, r, c));
+                assert!(seen.insert((b, r, c)), "{p}: {:?} twice", (b, r, c));
+                // Down the group's column: the next tile is one row further, or at the
+                // top of the group in the next column.
+                let q = p % (mb * nb);
+                assert_eq!(r, q / (group * nb) * group + q % group, "{p}");
+                assert_eq!(c, q / group % nb, "{p}");
+            }
+        }
+        // The first 132 tiles of a 32 × 32 grid (the blocks of an H100 at once) span 8 rows
+        // and 17 columns, not 5 rows and all 32 columns.
+        let g = grid(1, 32, 32, 8);
+        let first: Vec<_> = (0..132).map(|p| tile(&g, p)).collect();
+        let rows = first.iter().map(|t| t.1).max().unwrap() + 1;
+        let cols = first.iter().map(|t| t.2).max().unwrap() + 1;
+        assert_eq!((rows, cols), (8, 17));
     }
 }

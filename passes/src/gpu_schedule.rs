@@ -612,6 +612,7 @@ pub(crate) fn collect_stores(
             | Stmt::WarpFold(_)
             | Stmt::AsyncCopy(_)
             | Stmt::Mbarrier(_)
+            | Stmt::SetMaxNReg(_)
             | Stmt::TensorCopy(_)) => collect_stores(&s.expansion(), extents, out),
         }
     }

@@ -553,6 +553,7 @@ fn stores_without_loops(
         | Stmt::WarpFold(_)
         | Stmt::AsyncCopy(_)
         | Stmt::Mbarrier(_)
+        | Stmt::SetMaxNReg(_)
         | Stmt::TensorCopy(_) => false,
     })
 }

@@ -149,6 +149,7 @@ fn has_load_that_may_leave_its_buffer(p: &tessera_ir::loops::LoopProgram) -> boo
             | Stmt::WarpFold(_)
             | Stmt::AsyncCopy(_)
             | Stmt::Mbarrier(_)
+            | Stmt::SetMaxNReg(_)
             | Stmt::TensorCopy(_)) => walk(&s.expansion(), leaves),
         })
     }

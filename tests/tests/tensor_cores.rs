@@ -14,7 +14,7 @@ use tessera_ir::compare::Tolerance;
 use tessera_ir::loops::Stmt;
 use tessera_ir::{DType, Rng};
 use tessera_passes::gpu_mma::{
-    GpuMmaTiling, MmaEngine, MmaLayout, MmaStaging, tile_mma, worth_mma,
+    Consumers, GpuMmaTiling, MmaEngine, MmaLayout, MmaStaging, tile_mma, worth_mma,
 };
 use tessera_tests::*;
 
@@ -167,16 +167,24 @@ fn tensor_core_products_match_the_plain_kernels() {
                 ordinal += 1;
                 tilings.extend([warpgroup, swizzled, tma]);
                 // And by a warp-specialised TMA pipeline (four or six buffers; on a
-                // persistent grid of three blocks, or a block per tile), where TMA applies:
+                // persistent grid of three blocks, its consumers cooperating or taking turns
+                // over tiles grouped by two rows, or a block per tile), where TMA applies:
                 // the interpreter runs its threads by turns (f16 only: bf16 takes the same
                 // path, and an OS thread per GPU thread costs; `tma.rs` has more).
                 let aligned_rows = [GRAPHS[1].0, GRAPHS[2].0, GRAPHS[4].0].contains(&name);
                 if aligned_rows && dtype == DType::F16 {
                     tilings.push(GpuMmaTiling {
                         staging: MmaStaging::WarpSpecialized {
-                            stages: [4, 6][ordinal % 2],
-                            persistent_blocks: [3, 0][ordinal % 2],
+                            stages: [4, 6, 3][ordinal % 3],
+                            persistent_blocks: [3, 0, 3][ordinal % 3],
+                            consumers: [
+                                Consumers::Cooperative,
+                                Consumers::Cooperative,
+                                Consumers::PingPong,
+                            ][ordinal % 3],
                         },
+                        // (Ping-pong's tiles in groups of two rows of tiles.)
+                        group_rows: [1, 1, 2][ordinal % 3],
                         ..swizzled
                     });
                 }
@@ -388,13 +396,21 @@ fn warpgroup_ptx(
         MmaStaging::Registers => false,
     };
     // Warp-specialised consumers keep each tile's steps in flight through the next's (as
-    // async copies where TMA cannot read the operands).
+    // async copies where TMA cannot read the operands) — but for the last of a ping-pong
+    // team's round, which it waits for: with one `k` tile, none.
     let specialized = tessera_ir::loops::tma::hands_over(&tiled.body);
-    assert_eq!(
-        in_flight,
-        specialized || (pipelined && staged_by != Copies::None && k >= t.bk),
-        "{what}: steps in flight"
+    let ping_pong = matches!(
+        t.staging,
+        MmaStaging::WarpSpecialized {
+            consumers: Consumers::PingPong,
+            ..
+        }
     );
+    let expected = match specialized && ping_pong {
+        true => k > t.bk,
+        false => specialized || (pipelined && staged_by != Copies::None && k >= t.bk),
+    };
+    assert_eq!(in_flight, expected, "{what}: steps in flight");
     assert_eq!(
         ptx.contains("wgmma.wait_group.sync.aligned 1;"),
         in_flight,
@@ -537,10 +553,25 @@ fn invalid_tensor_core_tilings_are_refused() {
                 staging: MmaStaging::AsyncCopy { stages: 4 },
                 engine: MmaEngine::Warp,
                 layout: MmaLayout::Plain,
+                group_rows: 1,
             },
             "shared memory",
         ),
         (GpuMmaTiling { warps_m: 0, ..ok }, "non-positive"),
+        (
+            GpuMmaTiling {
+                group_rows: 0,
+                ..ok
+            },
+            "rows of tiles per group",
+        ),
+        (
+            GpuMmaTiling {
+                group_rows: 65,
+                ..ok
+            },
+            "rows of tiles per group",
+        ),
         // Swizzled tiles: warpgroups only, 64-deep `k` tiles, steps of 64 columns.
         (
             GpuMmaTiling {
@@ -579,6 +610,7 @@ fn invalid_tensor_core_tilings_are_refused() {
                 staging: MmaStaging::AsyncCopy { stages: 4 },
                 engine: MmaEngine::Warpgroup,
                 layout: MmaLayout::Plain,
+                group_rows: 1,
             },
             "shared memory",
         ),
@@ -588,6 +620,7 @@ fn invalid_tensor_core_tilings_are_refused() {
                 staging: MmaStaging::WarpSpecialized {
                     stages: 4,
                     persistent_blocks: -1,
+                    consumers: Consumers::Cooperative,
                 },
                 ..GpuMmaTiling::swizzled_warpgroup_for(spec)
             },
@@ -598,10 +631,23 @@ fn invalid_tensor_core_tilings_are_refused() {
                 staging: MmaStaging::WarpSpecialized {
                     stages: 4,
                     persistent_blocks: 1 << 40,
+                    consumers: Consumers::Cooperative,
                 },
                 ..GpuMmaTiling::swizzled_warpgroup_for(spec)
             },
             "persistent grid",
+        ),
+        // Ping-pong consumers without a persistent grid: no rounds to take turns over.
+        (
+            GpuMmaTiling {
+                staging: MmaStaging::WarpSpecialized {
+                    stages: 4,
+                    persistent_blocks: 0,
+                    consumers: Consumers::PingPong,
+                },
+                ..GpuMmaTiling::swizzled_warpgroup_for(spec)
+            },
+            "ping-pong consumers take turns over the rounds of a persistent grid",
         ),
     ] {
         let e = tile_mma(&k.program, spec, &t)
@@ -611,13 +657,33 @@ fn invalid_tensor_core_tilings_are_refused() {
         assert!(e.contains(why), "{t:?}: expected `{why}` in: `{e}`");
     }
     // A warp-specialised staging recorded before persistent grids existed reads as a block
-    // per tile.
-    let old: MmaStaging = serde_json::from_str(r#"{"WarpSpecialized":{"stages":6}}"#).unwrap();
+    // per tile, one recorded before ping-pong consumers as cooperating ones.
+    for (record, persistent_blocks) in [
+        (r#"{"WarpSpecialized":{"stages":6}}"#, 0),
+        (
+            r#"{"WarpSpecialized":{"stages":6,"persistent_blocks":132}}"#,
+            132,
+        ),
+    ] {
+        let old: MmaStaging = serde_json::from_str(record).unwrap();
+        assert_eq!(
+            old,
+            MmaStaging::WarpSpecialized {
+                stages: 6,
+                persistent_blocks,
+                consumers: Consumers::Cooperative,
+            }
+        );
+    }
+    // A tiling recorded before grouped tiles existed takes its tiles row after row.
+    let mut record = serde_json::to_value(ok).unwrap();
+    record.as_object_mut().unwrap().remove("group_rows");
+    let old: GpuMmaTiling = serde_json::from_value(record).unwrap();
     assert_eq!(
         old,
-        MmaStaging::WarpSpecialized {
-            stages: 6,
-            persistent_blocks: 0
+        GpuMmaTiling {
+            group_rows: 1,
+            ..ok
         }
     );
     // f32 elements have no tensor-core path here.

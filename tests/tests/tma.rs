@@ -9,8 +9,8 @@ use tessera::fuzzgen::oracle;
 use tessera_ir::loops::parse::parse_program;
 use tessera_ir::loops::tma::{Mbarrier, MbarrierOp};
 use tessera_ir::loops::verify::verify;
-use tessera_ir::loops::{IExpr, Stmt};
-use tessera_passes::gpu_mma::{GpuMmaTiling, MmaStaging, tile_mma};
+use tessera_ir::loops::{IExpr, LoopProgram, Stmt};
+use tessera_passes::gpu_mma::{Consumers, GpuMmaTiling, MmaStaging, tile_mma};
 use tessera_tests::*;
 
 /// `body` with each mbarrier statement changed by `edit`, which says whether it stays.
@@ -143,10 +143,15 @@ fn tensor_maps_travel_in_the_manifest() {
 /// The f16 product `m × k × n` as a swizzled warpgroup tiling staged by `staging` (128 × 64
 /// × 64 tiles here), verified and run on the interpreter against the plain kernel, and the
 /// inputs it ran on.
-fn checked_product(
+fn checked_product(shape: [i64; 3], staging: MmaStaging) -> (LoopProgram, Vec<tessera_ir::Tensor>) {
+    checked_product_with(shape, |t| GpuMmaTiling { staging, ..t })
+}
+
+/// [`checked_product`] on the swizzled warpgroup tiling as `edit` changes it.
+fn checked_product_with(
     [m, k, n]: [i64; 3],
-    staging: MmaStaging,
-) -> (tessera_ir::loops::LoopProgram, Vec<tessera_ir::Tensor>) {
+    edit: impl Fn(GpuMmaTiling) -> GpuMmaTiling,
+) -> (LoopProgram, Vec<tessera_ir::Tensor>) {
     let text = format!(
         "graph \"g\" opset 21 {{\n input a: f16[{m},{k}]\n input b: f16[{k},{n}]\n node \"mm\" MatMul(a, b) -> (y: f16[{m},{n}])\n output y\n}}"
     );
@@ -154,10 +159,7 @@ fn checked_product(
     let kernels = tessera::fuzzgen::unscheduled_kernels(&g, &tessera::Target::host()).unwrap();
     let kernel = &kernels[0];
     let spec = kernel.product.as_ref().unwrap();
-    let t = GpuMmaTiling {
-        staging,
-        ..GpuMmaTiling::swizzled_warpgroup_for(spec)
-    };
+    let t = edit(GpuMmaTiling::swizzled_warpgroup_for(spec));
     assert_eq!((t.bn, t.bk), (64, 64));
     let tiled = tile_mma(&kernel.program, spec, &t).unwrap();
     verify(&tiled).unwrap();
@@ -219,6 +221,7 @@ fn a_warp_specialised_product_takes_turns_and_is_refused_when_broken() {
         MmaStaging::WarpSpecialized {
             stages: 2,
             persistent_blocks: 0,
+            consumers: Consumers::Cooperative,
         },
     );
     assert!(tessera_ir::loops::tma::hands_over(&tiled.body));
@@ -271,9 +274,7 @@ fn a_warp_specialised_product_takes_turns_and_is_refused_when_broken() {
     for (what, edit, why) in broken {
         let mut p = tiled.clone();
         edit_mbarriers(&mut p.body, edit);
-        assert_ne!(p, tiled, "{what}: nothing changed");
-        let e = oracle::interpret(&p, &inputs).unwrap_err().to_string();
-        assert!(why.iter().any(|w| e.contains(w)), "{what}: {e}");
+        assert_refused(&p, &tiled, &inputs, why, what);
     }
     // The consumers' leaders release the previous tile's buffer before this tile's steps
     // — while the previous tile's steps are still in flight (they retire at the end of
@@ -291,16 +292,12 @@ fn a_warp_specialised_product_takes_turns_and_is_refused_when_broken() {
     }
     let mut early = tiled.clone();
     assert!(release_first(&mut early.body));
-    let e = oracle::interpret(&early, &inputs).unwrap_err().to_string();
-    assert!(e.contains("overwrites"), "early releases: {e}");
+    assert_refused(&early, &tiled, &inputs, &["overwrites"], "early releases");
 
     if ptxas_or_skip("a_warp_specialised_product_takes_turns (ptxas part)").is_none() {
         return;
     }
-    let aligned = tessera_codegen::ptx::PtxConfig {
-        param_align: [(tiled.name.clone(), vec![16; tiled.params().count()])].into(),
-    };
-    let module = tessera_codegen::ptx::compile_ptx_with(&[&tiled], 90, &aligned).unwrap();
+    let module = sm90_ptx(&tiled);
     let ptx = &module.text;
     for instruction in [
         "mbarrier.arrive.shared::cta.b64",
@@ -308,6 +305,10 @@ fn a_warp_specialised_product_takes_turns_and_is_refused_when_broken() {
         "cp.async.bulk.tensor.2d",
         "wgmma.mma_async.sync.aligned.m64n64k16",
         "wgmma.wait_group.sync.aligned 0;",
+        // The producer's registers to the consumers: 384 threads start at 168.
+        "setmaxnreg.dec.sync.aligned.u32 40;",
+        "setmaxnreg.inc.sync.aligned.u32 232;",
+        ".maxntid 384, 1, 1",
     ] {
         assert!(ptx.contains(instruction), "no `{instruction}`");
     }
@@ -331,6 +332,7 @@ fn a_persistent_warp_specialised_product_runs_its_pipeline_across_tiles() {
     let staging = MmaStaging::WarpSpecialized {
         stages: 3,
         persistent_blocks: 2,
+        consumers: Consumers::Cooperative,
     };
     let (tiled, inputs) = checked_product([320, 224, 64], staging);
     let Stmt::For(grid) = &tiled.body[0] else {
@@ -352,15 +354,12 @@ fn a_persistent_warp_specialised_product_runs_its_pipeline_across_tiles() {
     }
     let mut fresh_phases = tiled.clone();
     restart(&mut fresh_phases.body, "mrp");
-    assert_ne!(fresh_phases, tiled);
-    let e = oracle::interpret(&fresh_phases, &inputs)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        ["the GPU would hang", "overwrites", "has not waited"]
-            .iter()
-            .any(|w| e.contains(w)),
-        "fresh phases per tile: {e}"
+    assert_refused(
+        &fresh_phases,
+        &tiled,
+        &inputs,
+        &["the GPU would hang", "overwrites", "has not waited"],
+        "fresh phases per tile",
     );
     // Broken: no release of a tile's last buffer at the next tile's first step (`n > 0`
     // became `k tile > 0`): the producer waits for it forever.
@@ -386,22 +385,18 @@ fn a_persistent_warp_specialised_product_runs_its_pipeline_across_tiles() {
     }
     let mut unreleased = tiled.clone();
     no_release_across_tiles(&mut unreleased.body);
-    assert_ne!(unreleased, tiled);
-    let e = oracle::interpret(&unreleased, &inputs)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("the GPU would hang"),
-        "no release across tiles: {e}"
+    assert_refused(
+        &unreleased,
+        &tiled,
+        &inputs,
+        &["the GPU would hang"],
+        "no release across tiles",
     );
 
     if ptxas_or_skip("a_persistent_warp_specialised_product (ptxas part)").is_none() {
         return;
     }
-    let aligned = tessera_codegen::ptx::PtxConfig {
-        param_align: [(tiled.name.clone(), vec![16; tiled.params().count()])].into(),
-    };
-    let module = tessera_codegen::ptx::compile_ptx_with(&[&tiled], 90, &aligned).unwrap();
+    let module = sm90_ptx(&tiled);
     assert_eq!(module.kernels[0].launch.grid[0], 2);
     assert_eq!(module.kernels[0].launch.block[0], 384);
     let ptx = &module.text;
@@ -421,6 +416,104 @@ fn a_persistent_warp_specialised_product_runs_its_pipeline_across_tiles() {
         "the sums are stored before the steps are waited for"
     );
     assert_ptxas_keeps_the_steps_async(ptx);
+}
+
+/// Ping-pong consumers (`Consumers::PingPong`): two teams of one warpgroup take the five
+/// 64 × 64 output tiles of a 320 × 224 × 64 product in turns on a persistent grid of two
+/// blocks (block 0: rounds 0 and 2 by team 0, round 1 by team 1; block 1: two rounds, its
+/// third skipped), four `k` tiles per output tile through three buffers. The interpreter
+/// agrees with the plain kernel; broken — no turns (a team's wait sees a phase of the
+/// right parity two phases early, or a fresh mbarrier's), a round's last tile released
+/// while its steps are in flight, or never — it is refused. Its sm_90a PTX launches 2
+/// blocks of 384 threads, waits for the last step before the turn goes over, and passes
+/// ptxas with no spills and no serialised steps.
+#[test]
+fn ping_pong_consumers_take_the_tiles_in_turns() {
+    let (tiled, inputs) = checked_product_with([320, 224, 64], |t| GpuMmaTiling {
+        bm: 64,
+        warps_m: 1,
+        staging: MmaStaging::WarpSpecialized {
+            stages: 3,
+            persistent_blocks: 2,
+            consumers: Consumers::PingPong,
+        },
+        ..t
+    });
+    // Three buffers: mbarriers 6 and 7 are the turns.
+    let turns =
+        |m: &Mbarrier| matches!(m.at.evaluate(&|_| Ok::<i64, ()>(0), &|| ()), Ok(b) if b >= 6);
+    type Edit<'a> = dyn Fn(&mut Mbarrier) -> bool + 'a;
+    let broken: [(&str, &Edit, &[&str]); 2] = [
+        (
+            "no turns",
+            &|m| !(matches!(m.op, MbarrierOp::Wait { .. }) && turns(m)),
+            &["has not waited", "overwrites", "the GPU would hang"],
+        ),
+        (
+            "no turns handed over",
+            &|m| !(m.op == MbarrierOp::Arrive && turns(m)),
+            &["the GPU would hang"],
+        ),
+    ];
+    for (what, edit, why) in broken {
+        let mut p = tiled.clone();
+        edit_mbarriers(&mut p.body, edit);
+        assert_refused(&p, &tiled, &inputs, why, what);
+    }
+    // The round's last steps left in flight (`retires(2)`) when its tiles are released.
+    fn last_in_flight(body: &mut [Stmt]) {
+        for s in body {
+            match s {
+                Stmt::Mma(m) if m.retires == 1 => m.retires = 2,
+                s => {
+                    if let Some(nested) = s.nested_mut() {
+                        last_in_flight(nested);
+                    }
+                }
+            }
+        }
+    }
+    let mut in_flight = tiled.clone();
+    last_in_flight(&mut in_flight.body);
+    assert_refused(
+        &in_flight,
+        &tiled,
+        &inputs,
+        &["overwrites", "the GPU would hang"],
+        "last steps in flight",
+    );
+
+    if ptxas_or_skip("ping_pong_consumers (ptxas part)").is_none() {
+        return;
+    }
+    let module = sm90_ptx(&tiled);
+    assert_eq!(module.kernels[0].launch.grid[0], 2);
+    assert_eq!(
+        module.kernels[0].launch.block[0], 384,
+        "two teams of one consumer warpgroup and a producer"
+    );
+    assert_ptxas_keeps_the_steps_async(&module.text);
+}
+
+/// `broken`, a change of `tiled`, is refused by the interpreter for one of `why`.
+fn assert_refused(
+    broken: &LoopProgram,
+    tiled: &LoopProgram,
+    inputs: &[tessera_ir::Tensor],
+    why: &[&str],
+    what: &str,
+) {
+    assert_ne!(broken, tiled, "{what}: nothing changed");
+    let e = oracle::interpret(broken, inputs).unwrap_err().to_string();
+    assert!(why.iter().any(|w| e.contains(w)), "{what}: {e}");
+}
+
+/// `tiled`'s sm_90a PTX, its arguments 16-byte aligned.
+fn sm90_ptx(tiled: &LoopProgram) -> tessera_codegen::ptx::PtxModule {
+    let aligned = tessera_codegen::ptx::PtxConfig {
+        param_align: [(tiled.name.clone(), vec![16; tiled.params().count()])].into(),
+    };
+    tessera_codegen::ptx::compile_ptx_with(&[tiled], 90, &aligned).unwrap()
 }
 
 /// `ptx` (sm_90a) passes ptxas with no spills and no serialised warpgroup steps.

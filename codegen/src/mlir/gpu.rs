@@ -516,6 +516,7 @@ pub(super) fn least_async_lands(body: &[Stmt]) -> Option<i64> {
             | Stmt::Mma(_)
             | Stmt::WarpFold(_)
             | Stmt::Mbarrier(_)
+            | Stmt::SetMaxNReg(_)
             | Stmt::TensorCopy(_) => None,
         })
         .min()

@@ -429,6 +429,7 @@ impl Em<'_> {
             | Stmt::WarpFold(_)
             | Stmt::AsyncCopy(_)
             | Stmt::Mbarrier(_)
+            | Stmt::SetMaxNReg(_)
             | Stmt::TensorCopy(_))
                 if self.cfg.backend != Backend::Cuda =>
             {
@@ -445,6 +446,10 @@ impl Em<'_> {
             Stmt::AsyncCopy(c) => self.async_copy(c),
             Stmt::Mbarrier(m) => self.mbarrier(m),
             Stmt::TensorCopy(c) => self.tensor_copy(c),
+            Stmt::SetMaxNReg(r) => {
+                self.set_max_nreg(r);
+                Ok(())
+            }
         }
     }
 

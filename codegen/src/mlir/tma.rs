@@ -10,6 +10,7 @@
 
 use super::Em;
 use crate::error::CodegenError;
+use tessera_ir::loops::regs::{RegisterChange, SetMaxNReg};
 use tessera_ir::loops::tma::{Mbarrier, MbarrierOp, TENSOR_MAP_BYTES, TensorCopy};
 use tessera_ir::loops::{IExpr, Stmt};
 
@@ -41,6 +42,20 @@ impl Em<'_> {
     fn shared_address(&mut self, buf: &str, at: &IExpr) -> Result<String, CodegenError> {
         let ptr = self.pointer(buf, at)?;
         Ok(self.op(format!("llvm.ptrtoint {ptr} : !llvm.ptr<3> to i32")))
+    }
+
+    /// `setmaxnreg.{dec,inc}.sync.aligned.u32 n` (see `tessera_ir::loops::regs`): the
+    /// warpgroup's threads hold `n` registers each from here on (ptxas allocates the code
+    /// after it within them).
+    pub(super) fn set_max_nreg(&mut self, r: &SetMaxNReg) {
+        let change = match r.change {
+            RegisterChange::Release => "dec",
+            RegisterChange::Claim => "inc",
+        };
+        self.asm(&format!(
+            "setmaxnreg.{change}.sync.aligned.u32 {};",
+            r.count
+        ));
     }
 
     /// An `asm volatile` statement of `text` over `i32` / `i64` operands (`"r"` / `"l"`),

@@ -237,7 +237,7 @@ fn check_gpu_schedules(
     want: &[tessera_ir::Tensor],
 ) -> Result<(), String> {
     use tessera_ir::DType;
-    use tessera_passes::gpu_mma::{GpuMmaTiling, MmaStaging, tile_mma};
+    use tessera_passes::gpu_mma::{Consumers, GpuMmaTiling, MmaStaging, tile_mma};
     use tessera_passes::gpu_product::{GpuProductTiling, tile_gpu};
     use tessera_passes::gpu_schedule::{GpuScheduleConfig, schedule_gpu};
     let mut variants = Vec::new();
@@ -261,18 +261,27 @@ fn check_gpu_schedules(
             // (steps of 64 columns, 64-deep `k` tiles), which a sampled tiling seldom is —
             // staged by async copies, TMA or a warp-specialised TMA pipeline by turns (async
             // copies where the operands' rows are not 16-byte aligned), on a grid of a block
-            // per tile or of a few blocks looping over the tiles.
+            // per tile or of a few blocks looping over the tiles, their consumers cooperating
+            // on each tile or taking turns.
             let mut swizzled = GpuMmaTiling::swizzled_warpgroup_for(spec);
-            swizzled.staging = match seed % 4 {
+            let persistent_blocks = 1 + (seed / 5 % 3) as i64;
+            swizzled.staging = match seed % 5 {
                 0 => swizzled.staging,
                 1 => MmaStaging::Tma { stages: 3 },
                 2 => MmaStaging::WarpSpecialized {
                     stages: 4,
                     persistent_blocks: 0,
+                    consumers: Consumers::Cooperative,
+                },
+                3 => MmaStaging::WarpSpecialized {
+                    stages: 3,
+                    persistent_blocks,
+                    consumers: Consumers::Cooperative,
                 },
                 _ => MmaStaging::WarpSpecialized {
                     stages: 3,
-                    persistent_blocks: 1 + (seed / 4 % 3) as i64,
+                    persistent_blocks,
+                    consumers: Consumers::PingPong,
                 },
             };
             if swizzled.validate(spec).is_ok() && swizzled.fits(spec) {

@@ -161,17 +161,22 @@ impl IExpr {
         }
     }
     pub fn floordiv(self, k: i64) -> IExpr {
-        if k == 1 {
-            self
-        } else {
-            IExpr::FloorDiv(Box::new(self), Box::new(IExpr::Const(k)))
+        match self {
+            _ if k == 1 => self,
+            // `(x % a) // k` is 0 where `a ≤ k`: the remainder stays in `0..a`.
+            IExpr::Mod(_, a) if matches!(*a, IExpr::Const(a) if 0 < a && a <= k) => IExpr::Const(0),
+            _ => IExpr::FloorDiv(Box::new(self), Box::new(IExpr::Const(k))),
         }
     }
     pub fn modulo(self, k: i64) -> IExpr {
-        if k == 1 {
-            IExpr::Const(0)
-        } else {
-            IExpr::Mod(Box::new(self), Box::new(IExpr::Const(k)))
+        match self {
+            _ if k == 1 => IExpr::Const(0),
+            // `(x % a) % k` is `x % k` where `k` divides `a` (floored remainders): a
+            // thread's lane in its warpgroup from its place in a team of warpgroups.
+            IExpr::Mod(x, a) if k > 0 && matches!(*a, IExpr::Const(a) if a > 0 && a % k == 0) => {
+                IExpr::Mod(x, Box::new(IExpr::Const(k)))
+            }
+            _ => IExpr::Mod(Box::new(self), Box::new(IExpr::Const(k))),
         }
     }
 

@@ -478,6 +478,8 @@ fn stmt(st: &mut St, s: &Stmt) -> Result<()> {
         Stmt::WarpFold(_) => block(st, &s.expansion())?,
         Stmt::Mbarrier(m) => st.mbarrier(m)?,
         Stmt::TensorCopy(c) => st.tensor_copy(c)?,
+        // Registers are the GPU's business: no value changes.
+        Stmt::SetMaxNReg(_) => {}
         // The expansion, and the elements stay untouchable until the copy lands.
         Stmt::AsyncCopy(c) => {
             block(st, &s.expansion())?;

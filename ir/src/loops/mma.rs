@@ -305,12 +305,18 @@ impl Mma {
 }
 
 /// Whether `e` is the same for every thread of a group of `group` consecutive threads (a
-/// warp, a warpgroup) of the thread loop over `t`: it reads `t` only as `t // d` with `d` a
-/// multiple of `group`.
+/// warp, a warpgroup) of the thread loop over `t`: it reads `t` only as `t // d` or
+/// `(t % a) // d` (the group's place in a team of `a` threads) with `a` and `d` multiples
+/// of `group`.
 pub fn group_uniform(e: &IExpr, t: &str, group: i64) -> bool {
+    let multiple = |x: &IExpr| matches!(x, IExpr::Const(x) if *x > 0 && x % group == 0);
     match e {
-        IExpr::FloorDiv(a, d) if matches!(a.as_ref(), IExpr::Var(v) if v == t) => {
-            matches!(d.as_ref(), IExpr::Const(d) if *d > 0 && d % group == 0)
+        IExpr::FloorDiv(a, d) if matches!(a.as_ref(), IExpr::Var(v) if v == t) => multiple(d),
+        IExpr::FloorDiv(a, d)
+            if matches!(a.as_ref(), IExpr::Mod(x, m)
+                if matches!(x.as_ref(), IExpr::Var(v) if v == t) && multiple(m)) =>
+        {
+            multiple(d)
         }
         IExpr::Var(v) => v != t,
         IExpr::Const(_) => true,
@@ -445,6 +451,24 @@ mod tests {
         assert!(!is_lane_of(&t.clone().modulo(16), "t", WARP));
         assert!(is_lane_of(&t.clone().modulo(128), "t", WARPGROUP));
         assert!(group_uniform(&t.clone().floordiv(256), "t", WARPGROUP));
-        assert!(!group_uniform(&t.floordiv(64), "t", WARPGROUP));
+        assert!(!group_uniform(&t.clone().floordiv(64), "t", WARPGROUP));
+        // A warpgroup's place in a team of two (ping-pong consumers).
+        let in_team =
+            |team: i64| IExpr::FloorDiv(Box::new(t.clone().modulo(team)), Box::new(IExpr::c(128)));
+        assert!(group_uniform(&in_team(256), "t", WARPGROUP));
+        assert!(!group_uniform(&in_team(192), "t", WARPGROUP));
+        assert!(!group_uniform(
+            &IExpr::FloorDiv(Box::new(t.clone().modulo(256)), Box::new(IExpr::c(64))),
+            "t",
+            WARPGROUP
+        ));
+        // Its lane, and its place in a team of one (simplified away).
+        assert!(is_lane_of(
+            &t.clone().modulo(256).modulo(128),
+            "t",
+            WARPGROUP
+        ));
+        assert_eq!(t.clone().modulo(128).floordiv(128), IExpr::c(0));
+        assert!(!is_lane_of(&t.modulo(64).modulo(128), "t", WARPGROUP));
     }
 }

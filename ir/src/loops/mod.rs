@@ -19,6 +19,7 @@ pub mod mma;
 pub mod parse;
 pub mod print;
 pub mod range;
+pub mod regs;
 pub mod shuffle;
 pub mod simplify;
 pub mod tma;
@@ -185,6 +186,9 @@ pub enum Stmt {
     /// One thread's bulk copy of a box of a tensor into shared memory, complete on an
     /// mbarrier (see [`tma`]): only in thread loops.
     TensorCopy(tma::TensorCopy),
+    /// A warpgroup's registers released or claimed (see [`regs`]): warpgroup-collective,
+    /// only in thread loops; no value changes.
+    SetMaxNReg(regs::SetMaxNReg),
 }
 
 impl Stmt {
@@ -251,6 +255,7 @@ impl Stmt {
             | Stmt::WarpFold(_)
             | Stmt::AsyncCopy(_)
             | Stmt::Mbarrier(_)
+            | Stmt::SetMaxNReg(_)
             | Stmt::TensorCopy(_)) => s.expansion().iter().for_each(|s| s.visit_loads(f)),
         }
     }
@@ -305,6 +310,7 @@ impl Stmt {
             Stmt::AsyncCopy(c) => Stmt::AsyncCopy(c.map_iexprs(index)),
             Stmt::Mbarrier(m) => Stmt::Mbarrier(m.map_iexprs(index)),
             Stmt::TensorCopy(c) => Stmt::TensorCopy(c.map_iexprs(index)),
+            Stmt::SetMaxNReg(r) => Stmt::SetMaxNReg(r.clone()),
         }
     }
 }
@@ -355,6 +361,7 @@ pub fn carries_dependence(body: &[Stmt]) -> bool {
                 | Stmt::WarpFold(_)
                 | Stmt::AsyncCopy(_)
                 | Stmt::Mbarrier(_)
+                | Stmt::SetMaxNReg(_)
                 | Stmt::TensorCopy(_)) => stores(&s.expansion(), out),
             }
         }
@@ -417,6 +424,7 @@ impl LoopProgram {
                     | Stmt::WarpFold(_)
                     | Stmt::AsyncCopy(_)
                     | Stmt::Mbarrier(_)
+                    | Stmt::SetMaxNReg(_)
                     | Stmt::TensorCopy(_)) => block(&s.expansion(), mult),
                 })
                 .fold(0u64, u64::saturating_add)

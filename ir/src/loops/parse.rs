@@ -705,6 +705,7 @@ fn fix_acc_types(body: &mut [Stmt], scope: &mut Vec<(String, DType)>) {
             | Stmt::WarpFold(_)
             | Stmt::AsyncCopy(_)
             | Stmt::Mbarrier(_)
+            | Stmt::SetMaxNReg(_)
             | Stmt::TensorCopy(_) => {}
         }
     }

@@ -121,6 +121,7 @@ fn write_stmt(s: &mut String, st: &Stmt, depth: usize) -> fmt::Result {
             )?
         }
         Stmt::Mbarrier(m) => writeln!(s, "{m}")?,
+        Stmt::SetMaxNReg(r) => writeln!(s, "{r}")?,
         Stmt::TensorCopy(c) => writeln!(s, "{c}")?,
         Stmt::WarpFold(w) => writeln!(
             s,

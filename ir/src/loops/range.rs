@@ -34,6 +34,7 @@ pub fn body_extents(body: &[Stmt]) -> HashMap<String, i64> {
                 | Stmt::WarpFold(_)
                 | Stmt::AsyncCopy(_)
                 | Stmt::Mbarrier(_)
+                | Stmt::SetMaxNReg(_)
                 | Stmt::TensorCopy(_)) => walk(&s.expansion(), out),
                 Stmt::Store { .. } => {}
             }

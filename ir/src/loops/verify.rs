@@ -252,6 +252,7 @@ fn stmt(cx: &mut Ctx, s: &Stmt, depth: usize) -> Result<()> {
         Stmt::AsyncCopy(c) => async_copy(cx, c)?,
         Stmt::Mbarrier(m) => tma_rules::mbarrier(cx, m)?,
         Stmt::TensorCopy(c) => tma_rules::tensor_copy(cx, c)?,
+        Stmt::SetMaxNReg(r) => set_max_nreg(cx, r)?,
     }
     Ok(())
 }
@@ -296,6 +297,28 @@ fn async_copy(cx: &Ctx, c: &AsyncCopy) -> Result<()> {
 /// `mma`, `warp_fold` — may stand: directly in the only, x-axis thread loop of whole groups,
 /// not under a guard or a reduction, its `lane` that loop's variable modulo `group`,
 /// `uniform` the same for every thread of a group.
+/// The rules of `setmaxnreg` (see [`super::regs`]): a count it takes, by every thread of a
+/// warpgroup together.
+fn set_max_nreg(cx: &Ctx, r: &super::regs::SetMaxNReg) -> Result<()> {
+    let what = r.to_string();
+    if !r.count_ok() {
+        return Err(err(
+            cx.prog,
+            format!(
+                "{what}: a thread's registers are {} to {}, a multiple of {}",
+                super::regs::SETMAXNREG_MIN,
+                super::regs::SETMAXNREG_MAX,
+                super::regs::SETMAXNREG_GRANULE
+            ),
+        ));
+    }
+    let lane = match &cx.thread {
+        Some((t, ..)) => IExpr::var(t).modulo(mma::WARPGROUP),
+        None => return Err(err(cx.prog, format!("{what}: outside a thread loop"))),
+    };
+    group_collective(cx, &what, mma::WARPGROUP, &lane, &[])
+}
+
 fn group_collective(
     cx: &Ctx,
     what: &str,

@@ -60,7 +60,9 @@
 //! each tile as soon as its buffer is released, the consumer warpgroups wait for it,
 //! multiply and release — no block barrier in the `k` loop; the consumers store each output
 //! tile's sums themselves, so that on a persistent grid (blocks looping over output tiles)
-//! the producer copies the next tile while they do.
+//! the producer copies the next tile while they do — and with ping-pong consumers
+//! ([`Consumers::PingPong`]) two teams of them take the tiles in turns, one storing while
+//! the other multiplies.
 //!
 //! The sums are f32 (the tensor core's accumulators); they start from the product's initial
 //! value (zero or a bias) and go back to the element dtype when stored, as in the plain nest
@@ -109,7 +111,7 @@ pub fn tile_mma(
     let g = Gen {
         spec,
         t: *t,
-        grid: GridTile::new(spec, t.bm, t.bn),
+        grid: GridTile::new(spec, t.bm, t.bn).grouped(t.group_rows),
         a_tile: fresh("as"),
         b_tile: fresh("bs"),
         acc: fresh("acc"),
@@ -159,7 +161,7 @@ pub fn tile_mma(
     }
     if g.tma.is_some() {
         let barriers = match g.specialized() {
-            true => 2 * buffers,
+            true => t.staging.mbarriers(),
             false => buffers,
         };
         added.push((&g.barriers, barriers, BufRole::Shared, MBARRIER_DTYPE));
@@ -202,16 +204,6 @@ impl Gen<'_> {
     /// Whether the tiles are staged by a warp-specialised TMA pipeline.
     fn specialized(&self) -> bool {
         self.tma.is_some() && matches!(self.t.staging, MmaStaging::WarpSpecialized { .. })
-    }
-
-    /// The blocks of the warp-specialised pipeline's persistent grid (0: one per tile).
-    fn persistent_blocks(&self) -> i64 {
-        match self.t.staging {
-            MmaStaging::WarpSpecialized {
-                persistent_blocks, ..
-            } => persistent_blocks,
-            _ => 0,
-        }
     }
 
     /// The first row and column in the block tile of the warp (warpgroup) of thread `t`
@@ -314,9 +306,14 @@ impl Gen<'_> {
 
     fn program(&self) -> Stmt {
         if let Some(stages) = self.stages
+            && let MmaStaging::WarpSpecialized {
+                persistent_blocks,
+                consumers,
+                ..
+            } = self.t.staging
             && self.specialized()
         {
-            return self.warp_specialized(stages, self.persistent_blocks());
+            return self.warp_specialized(stages, persistent_blocks, consumers);
         }
         let threads = self.t.threads();
         let at = self.grid.origin();
@@ -406,15 +403,14 @@ impl Gen<'_> {
     }
 
     /// `steps` tensor-core steps of 16 along the `k` staged in shared buffer `buffer`, over
-    /// every fragment of the warp (warpgroup) of thread `var`, retiring `retires` barriers
+    /// every fragment of the warp (warpgroup) of thread `th` (of its team), retiring `retires` barriers
     /// later (warpgroups; 1 for warps).
-    fn multiply_body(&self, var: &str, steps: i64, buffer: &IExpr, retires: i64) -> Vec<Stmt> {
+    fn multiply_body(&self, th: &IExpr, steps: i64, buffer: &IExpr, retires: i64) -> Vec<Stmt> {
         let t = self.t;
         let (mt, nt) = t.fragments();
         let (rows, cols) = t.step_tile();
         let shape = t.shape();
-        let th = IExpr::var(var);
-        let (wr, wc) = self.warp_origin(&th);
+        let (wr, wc) = self.warp_origin(th);
         let a0 = buffer.clone().times(t.a_tile_len());
         let b0 = buffer.clone().times(t.b_tile_len());
         let operand = |b_tile: bool, buffer_start: IExpr, row: IExpr, col: IExpr| {

@@ -115,7 +115,7 @@ impl Gen<'_> {
                     value: e.value,
                 });
                 let buffer = IExpr::var("mk").modulo(2);
-                step.extend(self.multiply_body("mt2", t.bk / MMA_K, &buffer, 1));
+                step.extend(self.multiply_body(&IExpr::var("mt2"), t.bk / MMA_K, &buffer, 1));
                 let commit = each_staged(next_tile("mt6"), |slot, e| {
                     self.shared_store(
                         &e,
@@ -137,7 +137,7 @@ impl Gen<'_> {
             body.push(thread_loop(
                 "mt8",
                 threads,
-                self.multiply_body("mt8", t.bk / MMA_K, &last, 1),
+                self.multiply_body(&IExpr::var("mt8"), t.bk / MMA_K, &last, 1),
             ));
         }
         let tail = s.k % t.bk;
@@ -150,7 +150,7 @@ impl Gen<'_> {
             body.push(thread_loop(
                 "mt4",
                 threads,
-                self.multiply_body("mt4", steps, &IExpr::c(0), 1),
+                self.multiply_body(&IExpr::var("mt4"), steps, &IExpr::c(0), 1),
             ));
         }
     }
@@ -205,7 +205,7 @@ impl Gen<'_> {
                 Some(_) => vec![self.wait_for_tile(n, stages)],
                 None => Vec::new(),
             };
-            body.extend(self.multiply_body(th, steps, &buffer, retires));
+            body.extend(self.multiply_body(&IExpr::var(th), steps, &buffer, retires));
             body
         };
         let mut first = init;

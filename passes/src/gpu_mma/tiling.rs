@@ -79,11 +79,44 @@ pub enum MmaStaging {
     /// the producer copies the next tile's operands while the consumers store the last
     /// one's sums. `P` the GPU's multiprocessors ([`HOPPER_SMS`]) keeps one block resident
     /// on each.
+    ///
+    /// `consumers`: how the consumer warpgroups share the output tiles (see
+    /// [`Consumers`]).
     WarpSpecialized {
         stages: i64,
         #[serde(default)]
         persistent_blocks: i64,
+        #[serde(default)]
+        consumers: Consumers,
     },
+}
+
+/// How a warp-specialised pipeline's consumers share its output tiles.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum Consumers {
+    /// One team of `warps_m × warps_n` warpgroups computes each tile together. (What
+    /// tilings recorded before the choice existed use.)
+    #[default]
+    Cooperative,
+    /// Two such teams take the rounds of a persistent grid in turns (CUTLASS's
+    /// "ping-pong"): one multiplies its tile while the other stores its last one, so the
+    /// tensor cores do not wait for the stores. The teams multiply one after the other — a
+    /// team starts its `k` loop once the other's last step is done ("turn" mbarriers) —
+    /// which also keeps each team's waits within a phase of the pipeline's mbarriers.
+    /// Needs a persistent grid (`persistent_blocks > 0`); twice the consumer threads.
+    PingPong,
+}
+
+impl Consumers {
+    /// Teams of consumer warpgroups: each computes whole output tiles.
+    pub fn teams(self) -> i64 {
+        match self {
+            Consumers::Cooperative => 1,
+            Consumers::PingPong => 2,
+        }
+    }
 }
 
 /// The most blocks of a persistent grid: a few per multiprocessor of the largest GPUs.
@@ -94,6 +127,25 @@ pub const MAX_PERSISTENT_BLOCKS: i64 = 4 * HOPPER_SMS;
 pub const HOPPER_SMS: i64 = 132;
 
 impl MmaStaging {
+    /// Mbarriers of a warp-specialised pipeline: a "full" and an "empty" one per buffer, and
+    /// ping-pong consumers' two "turn" ones (see [`Consumers`]); a TMA pipeline's: one per
+    /// buffer.
+    pub fn mbarriers(self) -> i64 {
+        match self {
+            MmaStaging::WarpSpecialized {
+                stages, consumers, ..
+            } => {
+                2 * stages
+                    + match consumers {
+                        Consumers::Cooperative => 0,
+                        Consumers::PingPong => 2,
+                    }
+            }
+            MmaStaging::Tma { stages } => stages,
+            _ => 0,
+        }
+    }
+
     /// Shared buffers of each operand's tile.
     pub fn buffers(self) -> i64 {
         match self {
@@ -142,7 +194,23 @@ pub struct GpuMmaTiling {
     /// How the staged tiles lie in shared memory.
     #[serde(default)]
     pub layout: MmaLayout,
+    /// Rows of output tiles per group in the order the blocks take them (1: row after row;
+    /// `G`: `G` rows down each column, then the next — see `GridTile::grouped`), for L2
+    /// reuse between the blocks running at once. (What tilings recorded before the choice
+    /// existed use: 1.)
+    #[serde(default = "row_after_row")]
+    pub group_rows: i64,
 }
+
+/// Output tiles row after row: [`GpuMmaTiling::group_rows`] of tilings recorded before the
+/// choice existed.
+fn row_after_row() -> i64 {
+    1
+}
+
+/// The most rows of tiles per group: more than the row tiles of the blocks running at once
+/// on the largest GPUs is no group.
+pub const MAX_GROUP_ROWS: i64 = 64;
 
 impl GpuMmaTiling {
     /// The knobs' domains (the search space): block tile sides, `k` tile depths, warps per
@@ -151,8 +219,9 @@ impl GpuMmaTiling {
     pub const DEPTHS: [i64; 3] = [16, 32, 64];
     pub const WARPS: [i64; 3] = [1, 2, 4];
     /// (The deep pipelines, then TMA, then warp specialisation, then on a persistent grid,
-    /// last: a tuning record names a staging by its position here.)
-    pub const STAGINGS: [MmaStaging; 12] = [
+    /// then with ping-pong consumers, last: a tuning record names a staging by its position
+    /// here.)
+    pub const STAGINGS: [MmaStaging; 14] = [
         MmaStaging::AsyncCopy { stages: 2 },
         MmaStaging::AsyncCopy { stages: 3 },
         MmaStaging::AsyncCopy { stages: 4 },
@@ -164,21 +233,37 @@ impl GpuMmaTiling {
         MmaStaging::WarpSpecialized {
             stages: 4,
             persistent_blocks: 0,
+            consumers: Consumers::Cooperative,
         },
         MmaStaging::WarpSpecialized {
             stages: 6,
             persistent_blocks: 0,
+            consumers: Consumers::Cooperative,
         },
         MmaStaging::WarpSpecialized {
             stages: 4,
             persistent_blocks: HOPPER_SMS,
+            consumers: Consumers::Cooperative,
         },
         MmaStaging::WarpSpecialized {
             stages: 6,
             persistent_blocks: HOPPER_SMS,
+            consumers: Consumers::Cooperative,
+        },
+        MmaStaging::WarpSpecialized {
+            stages: 4,
+            persistent_blocks: HOPPER_SMS,
+            consumers: Consumers::PingPong,
+        },
+        MmaStaging::WarpSpecialized {
+            stages: 6,
+            persistent_blocks: HOPPER_SMS,
+            consumers: Consumers::PingPong,
         },
     ];
     pub const ENGINES: [MmaEngine; 2] = [MmaEngine::Warp, MmaEngine::Warpgroup];
+    /// Row after row, or groups of 8 rows of tiles (Triton's `GROUP_M`).
+    pub const GROUP_ROWS: [i64; 2] = [1, 8];
     pub const LAYOUTS: [MmaLayout; 2] = [MmaLayout::Plain, MmaLayout::Swizzled];
 
     /// The default for `spec`: per side a tile of the extent rounded up to a power of two,
@@ -197,6 +282,7 @@ impl GpuMmaTiling {
             staging: MmaStaging::AsyncCopy { stages: 2 },
             engine: MmaEngine::Warp,
             layout: MmaLayout::Plain,
+            group_rows: 1,
         }
     }
 
@@ -221,6 +307,7 @@ impl GpuMmaTiling {
             staging: MmaStaging::AsyncCopy { stages: 3 },
             engine: MmaEngine::Warpgroup,
             layout: MmaLayout::Plain,
+            group_rows: 1,
         }
     }
 
@@ -252,6 +339,7 @@ impl GpuMmaTiling {
                     [pick(&(0..Self::STAGINGS.len() as i64).collect::<Vec<_>>()) as usize],
                 engine: Self::ENGINES[pick(&[0, 1]) as usize],
                 layout: Self::LAYOUTS[pick(&[0, 1]) as usize],
+                group_rows: pick(&Self::GROUP_ROWS),
             },
             |t| t.validate(spec).is_ok() && t.fits(spec),
         )
@@ -273,18 +361,21 @@ impl GpuMmaTiling {
         [side(spec.m, WGMMA_M), side(spec.n, 16), side(spec.k, MMA_K)]
     }
 
-    /// Threads of the warps (warpgroups) that multiply: the block's, but for the producer
-    /// warpgroup of a warp-specialised pipeline ([`GpuMmaTiling::block_threads`]).
+    /// Threads of the warps (warpgroups) that multiply a tile: the block's, but for the
+    /// producer warpgroup of a warp-specialised pipeline and its second team of ping-pong
+    /// consumers ([`GpuMmaTiling::block_threads`]).
     pub fn threads(&self) -> i64 {
         self.shape().group() * self.warps_m * self.warps_n
     }
 
-    /// Threads of a block: the multiplying ones, and a warp-specialised pipeline's producer
-    /// warpgroup (whose one thread issues the copies; a whole warpgroup, so that the
-    /// consumers' branch is warpgroup-uniform).
+    /// Threads of a block: the multiplying ones (each team's, see [`Consumers`]), and a
+    /// warp-specialised pipeline's producer warpgroup (whose one thread issues the copies;
+    /// a whole warpgroup, so that the consumers' branch is warpgroup-uniform).
     pub fn block_threads(&self) -> i64 {
         match self.staging {
-            MmaStaging::WarpSpecialized { .. } => self.threads() + WARPGROUP,
+            MmaStaging::WarpSpecialized { consumers, .. } => {
+                consumers.teams() * self.threads() + WARPGROUP
+            }
             _ => self.threads(),
         }
     }
@@ -351,15 +442,8 @@ impl GpuMmaTiling {
     /// ([`max_shared_bytes`](tessera_ir::loops::gpu::max_shared_bytes)).
     pub fn shared_bytes(&self, dtype: DType) -> usize {
         let elements = self.staging.buffers() * (self.a_tile_len() + self.b_tile_len());
-        // TMA: one mbarrier per buffer beside the tiles.
-        let barriers = match self.staging {
-            MmaStaging::Tma { stages } => stages.max(0) as usize * MBARRIER_DTYPE.size(),
-            // A "full" and an "empty" one per buffer.
-            MmaStaging::WarpSpecialized { stages, .. } => {
-                2 * stages.max(0) as usize * MBARRIER_DTYPE.size()
-            }
-            _ => 0,
-        };
+        // TMA's mbarriers beside the tiles.
+        let barriers = self.staging.mbarriers().max(0) as usize * MBARRIER_DTYPE.size();
         elements.max(0) as usize * dtype.size() + barriers
     }
 
@@ -402,6 +486,12 @@ impl GpuMmaTiling {
                 }
             }
         }
+        if !(1..=MAX_GROUP_ROWS).contains(&t.group_rows) {
+            return bad(format!(
+                "{} rows of tiles per group (1 to {MAX_GROUP_ROWS})",
+                t.group_rows
+            ));
+        }
         if t.bk % MMA_K != 0 {
             return bad(format!("k tile {} is not a multiple of 16", t.bk));
         }
@@ -436,6 +526,18 @@ impl GpuMmaTiling {
                 "a persistent grid of {persistent_blocks} blocks (0: one block per tile, \
                  at most {MAX_PERSISTENT_BLOCKS})"
             ));
+        }
+        if let MmaStaging::WarpSpecialized {
+            persistent_blocks: 0,
+            consumers: Consumers::PingPong,
+            ..
+        } = t.staging
+        {
+            return bad(
+                "ping-pong consumers take turns over the rounds of a persistent grid: \
+                 persistent_blocks must be positive"
+                    .into(),
+            );
         }
         if matches!(
             t.staging,

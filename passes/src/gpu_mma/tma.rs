@@ -9,12 +9,17 @@
 //! it is multiplied; its mbarrier is `n % stages`, in phase `n / stages`.
 
 use super::staging::tile_buffer;
-use super::{Gen, MmaEngine, MmaLayout, thread_loop};
+use super::{Consumers, Gen, MmaEngine, MmaLayout, thread_loop};
 use crate::gpu_product::{At, and, for_, lt};
 use crate::product::ProductSpec;
 use tessera_ir::loops::mma::{MMA_K, SWIZZLE_ROW, WARPGROUP};
+use tessera_ir::loops::regs::{RegisterChange, SetMaxNReg, claimable, entry_registers};
 use tessera_ir::loops::tma::{GLOBAL_ALIGNMENT, Mbarrier, MbarrierOp, TensorCopy, TensorMap};
 use tessera_ir::loops::{BufRole, CmpOp, IExpr, LoopKind, LoopProgram, Stmt, VExpr};
+
+/// Registers per thread a warp-specialised pipeline's producer warpgroup keeps (its one
+/// copying thread's addresses and loop counters; CUTLASS's figure).
+const PRODUCER_REGISTERS: i64 = 40;
 
 /// How the operands lie in their buffers, for tensor maps: `A` as `[batch][M][K]` rows along
 /// `k`, `B` as `[batch][K][N]` rows along the columns (each with its own strides).
@@ -188,19 +193,21 @@ impl Gen<'_> {
     /// output tile, or (`persistent_blocks` `P > 0`) of `P` blocks, block `b` computing
     /// tiles `b, b + P, …` in rounds. Mbarriers `0..S` are the buffers' "full" ones (one
     /// arrival a phase: the producer's), `S..2S` their "empty" ones (one arrival per
-    /// consumer warpgroup, by its first thread, after the warpgroup's steps on the tile are
-    /// done). The block's `k` tiles are numbered on across its output tiles
+    /// warpgroup of the consuming team, by its first thread, after the warpgroup's steps on
+    /// the tile are done). The block's `k` tiles are numbered on across its output tiles
     /// (`n = round · K + k tile`), and so are the phases: one pipeline per block. One thread
     /// loop of the consumers and a producer warpgroup:
     ///
     /// ```text
-    /// thread(x) t < C:  per round:  sums = init
+    /// thread(x) t < C:  setmaxnreg_inc (the registers the producer frees, see `regs`)
+    ///                   per round:  sums = init
     ///                     for each k tile n:  wait full[n % S] (phase n / S)
     ///                                         mma steps on buffer n % S  (in flight until
     ///                                           the end of the next tile's)
     ///                                         (n > 0, t % 128 = 0) arrive empty[(n − 1) % S]
     ///                     C[the tile] = finish(sums)         (after the steps are done)
-    /// thread(x) t = C:  per round, for each k tile n:
+    /// thread(x) t ≥ C:  setmaxnreg_dec count(40)
+    ///   t = C:          per round, for each k tile n:
     ///                     wait empty[n % S] (phase n / S − 1; at once for the first S)
     ///                     TMA tile n → buffer n % S
     /// ```
@@ -208,9 +215,32 @@ impl Gen<'_> {
     /// So the producer copies a round's first tiles while the consumers still store the
     /// last round's sums. Every tile is a whole `bk` deep: a box zero-fills past `k`, so the
     /// tail multiplies zeros.
-    pub(super) fn warp_specialized(&self, stages: i64, persistent_blocks: i64) -> Stmt {
+    ///
+    /// Ping-pong consumers ([`Consumers::PingPong`]): two teams of `C` threads, team `w`
+    /// taking rounds `w, w + 2, …`; mbarriers `2S`, `2S + 1` are the teams' "turn" ones (one
+    /// arrival a round, by the team's first thread). A team's round (the other's, `w'`):
+    ///
+    /// ```text
+    ///   (round r > 0) wait turn[w'] (phase (r − 1) / 2)   the other team's steps are done
+    ///   sums = init
+    ///   for each k tile n but the last:  as above, releasing the round's previous tile
+    ///   the last k tile:  wait, mma steps (done before going on: retires(1)),
+    ///                     release its previous tile and itself; arrive turn[w]
+    ///   C[the tile] = finish(sums)                        (while the other team multiplies)
+    /// ```
+    ///
+    /// A team waits for a tile's "full" phase only after every tile before it that shares
+    /// its buffer has been waited for (by either team): the turns order the rounds, so no
+    /// wait sees a phase of the same parity two phases early.
+    pub(super) fn warp_specialized(
+        &self,
+        stages: i64,
+        persistent_blocks: i64,
+        consumers: Consumers,
+    ) -> Stmt {
         let (s, t) = (self.spec, self.t);
-        let consumers = t.threads();
+        let team = t.threads();
+        let teams = consumers.teams();
         let k_tiles = (s.k + t.bk - 1) / t.bk;
         let tiles = self.grid.tiles();
         let blocks = match persistent_blocks {
@@ -219,59 +249,125 @@ impl Gen<'_> {
         };
         let rounds = (tiles + blocks - 1) / blocks;
         let empty = |n: &IExpr| IExpr::c(stages).plus(tile_buffer(n, stages));
+        let turn = |w: IExpr| IExpr::c(2 * stages).plus(w);
         let mut counts = vec![1; stages as usize];
-        counts.extend(vec![consumers / WARPGROUP; stages as usize]);
-        let setup = thread_loop("mt0", consumers, vec![self.init_barriers("mt0", &counts)]);
+        counts.extend(vec![team / WARPGROUP; stages as usize]);
+        counts.extend(vec![1; (t.staging.mbarriers() - 2 * stages) as usize]);
+        let setup = thread_loop("mt0", team, vec![self.init_barriers("mt0", &counts)]);
 
-        // `steps(at, first)` once per round of the block: for the tile at `at`, whose first
-        // `k` tile is the block's `first`-th. (No loop for one round; a guard where the last
-        // round has fewer tiles than blocks.)
-        let per_round = |round: &str, steps: &dyn Fn(&At, &IExpr) -> Vec<Stmt>| {
-            let r = match rounds {
-                1 => IExpr::c(0),
-                _ => IExpr::var(round),
+        // `steps(at, round)` once per round of `teams` taking turns, for team `w`: for the
+        // tile at `at`. (No loop for one turn; a guard where the last rounds have fewer
+        // tiles than blocks.)
+        let per_round =
+            |var: &str, (w, teams): (IExpr, i64), steps: &dyn Fn(&At, &IExpr) -> Vec<Stmt>| {
+                let turns = (rounds + teams - 1) / teams;
+                let j = match turns {
+                    1 => IExpr::c(0),
+                    _ => IExpr::var(var),
+                };
+                let r = match teams {
+                    1 => j,
+                    _ => j.times(teams).plus(w),
+                };
+                let tile = self.grid.block().plus(r.clone().times(blocks));
+                let mut body = steps(&self.grid.origin_of(tile.clone()), &r);
+                if turns * teams * blocks > tiles {
+                    body = vec![Stmt::If {
+                        cond: lt(tile, tiles),
+                        then: body,
+                    }];
+                }
+                match turns {
+                    1 => body,
+                    _ => vec![for_(var, turns, LoopKind::Serial, body)],
+                }
             };
-            let tile = self.grid.block().plus(r.clone().times(blocks));
-            let mut body = steps(&self.grid.origin_of(tile.clone()), &r.times(k_tiles));
-            if tiles % blocks != 0 {
-                body = vec![Stmt::If {
-                    cond: lt(tile, tiles),
-                    then: body,
-                }];
-            }
-            match rounds {
-                1 => body,
-                _ => vec![for_(round, rounds, LoopKind::Serial, body)],
-            }
-        };
         let th = IExpr::var("mtw");
-        let consume = |at: &At, first: &IExpr| {
-            let n = first.clone().plus(IExpr::var("mkc"));
-            let mut each = vec![self.wait_for_tile(&n, stages)];
-            // Each tile's steps stay in flight through the next tile's (`retires(2)`: the
-            // end of the next run of steps waits for them), so the tensor cores never drain
-            // between tiles; a tile's buffer is released once its steps are done: after the
-            // next run.
-            each.extend(self.multiply_body("mtw", t.bk / MMA_K, &tile_buffer(&n, stages), 2));
-            // One arrival per consumer warpgroup, by its first thread: the steps are the
-            // whole warpgroup's, done (their reads of the tile too) when any of its threads
-            // goes on. (One predicated instruction: no branch between the steps.)
-            let previous = n.clone().plus(IExpr::c(stages - 1));
+        // The consumer's team and its thread in the team.
+        let (w, tt) = match consumers {
+            Consumers::Cooperative => (IExpr::c(0), th.clone()),
+            Consumers::PingPong => (th.clone().floordiv(team), th.clone().modulo(team)),
+        };
+        // Of each warpgroup, its first thread: the steps are the whole warpgroup's, done
+        // (their reads of the tile too) when any of its threads goes on.
+        let lead = VExpr::ICmp(CmpOp::Eq, tt.clone().modulo(WARPGROUP), IExpr::c(0));
+        let release = |n: IExpr| self.mbarrier(empty(&n), MbarrierOp::Arrive);
+        // Waits for tile `n`, multiplies it (`retires` as in `multiply_body`) and releases
+        // tile `n − 1` where `previous` holds.
+        let k_step = |n: &IExpr, retires: i64, previous: VExpr| {
+            let mut each = vec![self.wait_for_tile(n, stages)];
+            each.extend(self.multiply_body(&tt, t.bk / MMA_K, &tile_buffer(n, stages), retires));
             each.push(Stmt::If {
-                cond: and(
-                    VExpr::ICmp(CmpOp::Gt, n, IExpr::c(0)),
-                    VExpr::ICmp(CmpOp::Eq, th.clone().modulo(WARPGROUP), IExpr::c(0)),
-                ),
-                then: vec![self.mbarrier(empty(&previous), MbarrierOp::Arrive)],
+                cond: and(previous, lead.clone()),
+                then: vec![release(n.clone().plus(IExpr::c(-1)))],
             });
+            each
+        };
+        let consume = |at: &At, r: &IExpr| {
+            let first = r.clone().times(k_tiles);
+            let mut round = Vec::new();
+            let cooperative = consumers == Consumers::Cooperative;
+            if !cooperative {
+                let other = IExpr::c(1).minus(w.clone());
+                round.push(Stmt::If {
+                    cond: VExpr::ICmp(CmpOp::Gt, r.clone(), IExpr::c(0)),
+                    then: vec![self.mbarrier(
+                        turn(other),
+                        MbarrierOp::Wait {
+                            parity: r.clone().plus(IExpr::c(-1)).floordiv(2).modulo(2),
+                        },
+                    )],
+                });
+            }
             // (The CUDA backend waits for the steps before the sums are read.)
-            let mut round = self.init_sums(at, &th);
-            round.push(for_("mkc", k_tiles, LoopKind::Serial, each));
-            round.extend(self.store_sums(at, &th));
+            round.extend(self.init_sums(at, &tt));
+            let n = first.clone().plus(IExpr::var("mkc"));
+            let since_first = |n: &IExpr| VExpr::ICmp(CmpOp::Gt, n.clone(), IExpr::c(0));
+            if cooperative {
+                // Each tile's steps stay in flight through the next tile's (`retires(2)`:
+                // the end of the next run of steps waits for them), so the tensor cores
+                // never drain between tiles; a tile's buffer is released once its steps are
+                // done: after the next run — for a round's last tile, the next round's
+                // first.
+                round.push(for_(
+                    "mkc",
+                    k_tiles,
+                    LoopKind::Serial,
+                    k_step(&n, 2, since_first(&n)),
+                ));
+            } else {
+                // The round's tiles but the last as above; the last one's steps done before
+                // the team goes on, so that it releases both last tiles and hands the turn
+                // over before its stores (the other team's round needs its buffers).
+                let within = since_first(&IExpr::var("mkc"));
+                if k_tiles > 1 {
+                    round.push(for_(
+                        "mkc",
+                        k_tiles - 1,
+                        LoopKind::Serial,
+                        k_step(&n, 2, within),
+                    ));
+                }
+                let last = first.plus(IExpr::c(k_tiles - 1));
+                round.extend(k_step(
+                    &last,
+                    1,
+                    VExpr::ICmp(CmpOp::Gt, IExpr::c(k_tiles), IExpr::c(1)),
+                ));
+                round.push(Stmt::If {
+                    cond: lead.clone(),
+                    then: vec![release(last)],
+                });
+                round.push(Stmt::If {
+                    cond: VExpr::ICmp(CmpOp::Eq, tt.clone(), IExpr::c(0)),
+                    then: vec![self.mbarrier(turn(w.clone()), MbarrierOp::Arrive)],
+                });
+            }
+            round.extend(self.store_sums(at, &tt));
             round
         };
-        let produce = |at: &At, first: &IExpr| {
-            let n = first.clone().plus(IExpr::var("mkp"));
+        let produce = |at: &At, r: &IExpr| {
+            let n = r.clone().times(k_tiles).plus(IExpr::var("mkp"));
             let mut each = vec![self.mbarrier(
                 empty(&n),
                 MbarrierOp::Wait {
@@ -282,24 +378,41 @@ impl Gen<'_> {
             each.extend(self.tma_issue(at, &k0, &tile_buffer(&n, stages)));
             vec![for_("mkp", k_tiles, LoopKind::Serial, each)]
         };
-        let role = |cond: VExpr, round: &str, steps: &dyn Fn(&At, &IExpr) -> Vec<Stmt>| Stmt::If {
-            cond,
-            then: per_round(round, steps),
+        // The producer warpgroup gives registers back, the consumers claim them (the sums
+        // are theirs): CUTLASS's 40 / 232 at 384 threads.
+        let threads = t.block_threads();
+        let consumer_threads = teams * team;
+        let registers = |change, count| match count == entry_registers(threads) {
+            true => None,
+            false => Some(Stmt::SetMaxNReg(SetMaxNReg { change, count })),
         };
+        let released = PRODUCER_REGISTERS.min(entry_registers(threads));
+        let claimed = claimable(threads, consumer_threads, released);
+        let consumers_branch = registers(RegisterChange::Claim, claimed)
+            .into_iter()
+            .chain(per_round("mrc", (w.clone(), teams), &consume))
+            .collect();
+        let producer_branch = registers(RegisterChange::Release, released)
+            .into_iter()
+            .chain([Stmt::If {
+                cond: VExpr::ICmp(CmpOp::Eq, th.clone(), IExpr::c(consumer_threads)),
+                then: per_round("mrp", (IExpr::c(0), 1), &produce),
+            }])
+            .collect();
         let work = thread_loop(
             "mtw",
-            t.block_threads(),
+            threads,
             vec![
-                role(
-                    VExpr::ICmp(CmpOp::Lt, th.clone(), IExpr::c(consumers)),
-                    "mrc",
-                    &consume,
-                ),
-                role(
-                    VExpr::ICmp(CmpOp::Eq, th.clone(), IExpr::c(consumers)),
-                    "mrp",
-                    &produce,
-                ),
+                Stmt::If {
+                    cond: VExpr::ICmp(CmpOp::Lt, th.clone(), IExpr::c(consumer_threads)),
+                    then: consumers_branch,
+                },
+                // (The whole producer warpgroup, which reallocates its registers together;
+                // its first thread copies.)
+                Stmt::If {
+                    cond: VExpr::ICmp(CmpOp::Ge, th.clone(), IExpr::c(consumer_threads)),
+                    then: producer_branch,
+                },
             ],
         );
         self.grid.blocks_loop(blocks, vec![setup, work])

@@ -49,6 +49,7 @@ fn widen(s: &Stmt) -> Stmt {
         | Stmt::WarpFold(_)
         | Stmt::AsyncCopy(_)
         | Stmt::Mbarrier(_)
+        | Stmt::SetMaxNReg(_)
         | Stmt::TensorCopy(_) => s.clone(),
     }
 }

@@ -3,6 +3,7 @@
 
 use super::{Mbarrier, MbarrierOp, TensorCopy, TensorMap};
 use crate::loops::parse::{P, R};
+use crate::loops::regs::{RegisterChange, SetMaxNReg};
 use crate::loops::{IExpr, Stmt};
 use std::fmt;
 
@@ -67,17 +68,29 @@ impl P {
         Ok(out)
     }
 
-    /// The statement after the keyword `k` (the current token) when it is a TMA statement's.
+    /// The statement after the keyword `k` (the current token) when it is a TMA statement's
+    /// or a warp-specialised kernel's register reallocation ([`crate::loops::regs`]).
     pub(crate) fn tma_stmt(&mut self, k: &str) -> Option<R<Stmt>> {
         let statement = match k {
             "mbarrier_init" | "mbarrier_expect_tx" | "mbarrier_arrive" | "mbarrier_wait" => {
                 Self::mbarrier
             }
             "tensor_copy" => Self::tensor_copy,
+            "setmaxnreg_dec" | "setmaxnreg_inc" => Self::set_max_nreg,
             _ => return None,
         };
         self.pos += 1;
         Some(statement(self, k))
+    }
+
+    fn set_max_nreg(&mut self, k: &str) -> R<Stmt> {
+        Ok(Stmt::SetMaxNReg(SetMaxNReg {
+            change: match k {
+                "setmaxnreg_dec" => RegisterChange::Release,
+                _ => RegisterChange::Claim,
+            },
+            count: self.counted("count")?,
+        }))
     }
 
     fn mbarrier(&mut self, k: &str) -> R<Stmt> {
