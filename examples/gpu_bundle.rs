@@ -371,9 +371,12 @@ fn main() -> Result<()> {
         // Accepted by ptxas; what it says of registers, spills and serialised warpgroup
         // steps travels in the listing (the figures a GPU run's timings are read beside).
         let ptxas = tessera_codegen::ptx::ptxas_report(&program.module.text, sm)?;
-        if ptxas.spill_bytes() > 0 || ptxas.serialises_warpgroup_steps() {
+        if ptxas.spill_bytes() > 0
+            || ptxas.serialises_warpgroup_steps()
+            || ptxas.ignores_setmaxnreg()
+        {
             eprintln!(
-                "warning: {name}: ptxas spills or serialises:\n{}",
+                "warning: {name}: ptxas spills, serialises or ignores setmaxnreg:\n{}",
                 ptxas.text
             );
         }
@@ -425,6 +428,7 @@ fn main() -> Result<()> {
                 "max_registers": ptxas.max_registers(),
                 "spill_bytes": ptxas.spill_bytes(),
                 "serialises_warpgroup_steps": ptxas.serialises_warpgroup_steps(),
+                "ignores_setmaxnreg": ptxas.ignores_setmaxnreg(),
             },
         }));
     }

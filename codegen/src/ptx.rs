@@ -253,6 +253,15 @@ fn add_kernels<'ctx>(
                 ctx.create_string_attribute("nvvm.maxntid", &format!("{x},{y},{z}")),
             );
         }
+        // Register reallocation needs the registers at entry fixed: one block per
+        // multiprocessor (`.minnctapersm 1`), each thread its share — else ptxas may ignore
+        // `setmaxnreg` (C7508, "unable to determine register count at entry").
+        if tessera_ir::loops::any_stmt(&p.body, &|s| matches!(s, Stmt::SetMaxNReg(_))) {
+            f.add_attribute(
+                inkwell::attributes::AttributeLoc::Function,
+                ctx.create_string_attribute("nvvm.minctasm", "1"),
+            );
+        }
         for (i, &align) in ptx
             .param_align
             .get(&p.name)
@@ -566,6 +575,12 @@ impl PtxasReport {
     /// notes C7510 and C7519, each costing the pipelining the schedule asked for).
     pub fn serialises_warpgroup_steps(&self) -> bool {
         ["C7510", "C7519"].iter().any(|c| self.text.contains(c))
+    }
+
+    /// Whether ptxas ignored `setmaxnreg` (note C7508: it could not tell the registers at
+    /// entry) — the registers stay where they started, the consumers' claims lost.
+    pub fn ignores_setmaxnreg(&self) -> bool {
+        self.text.contains("C7508")
     }
 }
 

@@ -443,6 +443,13 @@ fn warpgroup_ptx(
         "{what}: ptxas serialised the warpgroup steps\n{}",
         report.text
     );
+    // A warp-specialised kernel's register reallocation honoured (C7508 where ptxas cannot
+    // tell the registers at entry).
+    assert!(
+        !report.ignores_setmaxnreg(),
+        "{what}: ptxas ignored setmaxnreg\n{}",
+        report.text
+    );
 }
 
 /// The compiler picks tensor cores for a half-precision product on sm_80 and later, the

@@ -309,6 +309,7 @@ fn a_warp_specialised_product_takes_turns_and_is_refused_when_broken() {
         "setmaxnreg.dec.sync.aligned.u32 40;",
         "setmaxnreg.inc.sync.aligned.u32 232;",
         ".maxntid 384, 1, 1",
+        ".minnctapersm 1",
     ] {
         assert!(ptx.contains(instruction), "no `{instruction}`");
     }
@@ -516,9 +517,26 @@ fn sm90_ptx(tiled: &LoopProgram) -> tessera_codegen::ptx::PtxModule {
     tessera_codegen::ptx::compile_ptx_with(&[tiled], 90, &aligned).unwrap()
 }
 
-/// `ptx` (sm_90a) passes ptxas with no spills and no serialised warpgroup steps.
+/// `ptx` (sm_90a) passes ptxas with no spills and no serialised warpgroup steps; a kernel
+/// that reallocates registers starts with what `regs::entry_registers` says for its
+/// `.maxntid` (the claims' budget: 168 at 384 threads).
 fn assert_ptxas_keeps_the_steps_async(ptx: &str) {
     let report = tessera_codegen::ptx::ptxas_report(ptx, 90).unwrap();
+    if ptx.contains("setmaxnreg") {
+        assert!(!report.ignores_setmaxnreg(), "{}", report.text);
+        let threads: i64 = ptx
+            .split(".maxntid ")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|x| x.trim().parse().ok())
+            .expect("a .maxntid");
+        assert_eq!(
+            report.max_registers() as i64,
+            tessera_ir::loops::regs::entry_registers(threads),
+            "registers at entry of a {threads}-thread kernel\n{}",
+            report.text
+        );
+    }
     assert_eq!(report.spill_bytes(), 0, "spills\n{}", report.text);
     assert!(
         !report.serialises_warpgroup_steps(),
