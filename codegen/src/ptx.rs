@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
+use tessera_ir::loops::LoopProgram;
 use tessera_ir::loops::mma::WGMMA_SM;
-use tessera_ir::loops::{LoopProgram, Stmt};
 pub use tessera_ir::plan::GpuKernel;
 use tessera_ir::plan::GpuTensorMap;
 
@@ -166,7 +166,7 @@ pub fn compile_to_nvptx_module<'ctx>(
     let hopper = |p: &&&LoopProgram| {
         crate::mlir::uses_warpgroup_mma(p)
             || tessera_ir::loops::tma::uses_tma(&p.body)
-            || tessera_ir::loops::any_stmt(&p.body, &|s| matches!(s, Stmt::SetMaxNReg(_)))
+            || tessera_ir::loops::regs::uses_setmaxnreg(&p.body)
     };
     let arch_specific = match progs.iter().find(hopper) {
         Some(p) if sm != WGMMA_SM => {
@@ -256,7 +256,7 @@ fn add_kernels<'ctx>(
         // Register reallocation needs the registers at entry fixed: one block per
         // multiprocessor (`.minnctapersm 1`), each thread its share — else ptxas may ignore
         // `setmaxnreg` (C7508, "unable to determine register count at entry").
-        if tessera_ir::loops::any_stmt(&p.body, &|s| matches!(s, Stmt::SetMaxNReg(_))) {
+        if tessera_ir::loops::regs::uses_setmaxnreg(&p.body) {
             f.add_attribute(
                 inkwell::attributes::AttributeLoc::Function,
                 ctx.create_string_attribute("nvvm.minctasm", "1"),

@@ -537,6 +537,15 @@ fn invalid_tensor_core_tilings_are_refused() {
     let spec = k.product.as_ref().unwrap();
     let ok = GpuMmaTiling::default_for(spec);
     ok.validate(spec).unwrap();
+    // The swizzled warpgroup tiling, warp-specialised on four buffers.
+    let specialized = |persistent_blocks, consumers| GpuMmaTiling {
+        staging: MmaStaging::WarpSpecialized {
+            stages: 4,
+            persistent_blocks,
+            consumers,
+        },
+        ..GpuMmaTiling::swizzled_warpgroup_for(spec)
+    };
     for (t, why) in [
         (GpuMmaTiling { bk: 24, ..ok }, "not a multiple of 16"),
         (GpuMmaTiling { bm: 40, ..ok }, "16x8 fragments"),
@@ -622,38 +631,14 @@ fn invalid_tensor_core_tilings_are_refused() {
             "shared memory",
         ),
         // A persistent grid of a negative or absurd number of blocks.
+        (specialized(-1, Consumers::Cooperative), "persistent grid"),
         (
-            GpuMmaTiling {
-                staging: MmaStaging::WarpSpecialized {
-                    stages: 4,
-                    persistent_blocks: -1,
-                    consumers: Consumers::Cooperative,
-                },
-                ..GpuMmaTiling::swizzled_warpgroup_for(spec)
-            },
-            "persistent grid",
-        ),
-        (
-            GpuMmaTiling {
-                staging: MmaStaging::WarpSpecialized {
-                    stages: 4,
-                    persistent_blocks: 1 << 40,
-                    consumers: Consumers::Cooperative,
-                },
-                ..GpuMmaTiling::swizzled_warpgroup_for(spec)
-            },
+            specialized(1 << 40, Consumers::Cooperative),
             "persistent grid",
         ),
         // Ping-pong consumers without a persistent grid: no rounds to take turns over.
         (
-            GpuMmaTiling {
-                staging: MmaStaging::WarpSpecialized {
-                    stages: 4,
-                    persistent_blocks: 0,
-                    consumers: Consumers::PingPong,
-                },
-                ..GpuMmaTiling::swizzled_warpgroup_for(spec)
-            },
+            specialized(0, Consumers::PingPong),
             "ping-pong consumers take turns over the rounds of a persistent grid",
         ),
     ] {

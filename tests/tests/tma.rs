@@ -342,19 +342,14 @@ fn a_persistent_warp_specialised_product_runs_its_pipeline_across_tiles() {
     assert_eq!(grid.extent, 2, "two persistent blocks");
     // Broken: a round's `k` tiles numbered from 0 again — the producer's phases (and
     // buffers) out of step with the consumers'.
-    fn restart(body: &mut [Stmt], round: &str) {
-        for s in body {
-            if let Stmt::For(l) = s
-                && l.var == "mkp"
-            {
-                *s = s.subst(round, &IExpr::c(0));
-            } else if let Some(nested) = s.nested_mut() {
-                restart(nested, round);
-            }
-        }
-    }
     let mut fresh_phases = tiled.clone();
-    restart(&mut fresh_phases.body, "mrp");
+    edit_stmts(&mut fresh_phases.body, &|s| match s {
+        Stmt::For(l) if l.var == "mkp" => {
+            *s = s.subst("mrp", &IExpr::c(0));
+            true
+        }
+        _ => false,
+    });
     assert_refused(
         &fresh_phases,
         &tiled,
@@ -364,28 +359,24 @@ fn a_persistent_warp_specialised_product_runs_its_pipeline_across_tiles() {
     );
     // Broken: no release of a tile's last buffer at the next tile's first step (`n > 0`
     // became `k tile > 0`): the producer waits for it forever.
-    fn no_release_across_tiles(body: &mut [Stmt]) {
-        for s in body {
-            if let Stmt::If { cond, then } = s
-                && matches!(then.as_slice(), [Stmt::Mbarrier(m)] if m.op == MbarrierOp::Arrive)
-            {
-                let first_tile_only = tessera_ir::loops::VExpr::ICmp(
-                    tessera_ir::loops::CmpOp::Gt,
-                    IExpr::var("mkc"),
-                    IExpr::c(0),
-                );
-                *cond = tessera_ir::loops::VExpr::bin(
-                    tessera_ir::loops::BinOp::And,
-                    cond.clone(),
-                    first_tile_only,
-                );
-            } else if let Some(nested) = s.nested_mut() {
-                no_release_across_tiles(nested);
-            }
-        }
-    }
     let mut unreleased = tiled.clone();
-    no_release_across_tiles(&mut unreleased.body);
+    edit_stmts(&mut unreleased.body, &|s| match s {
+        Stmt::If { cond, then } if matches!(then.as_slice(), [Stmt::Mbarrier(m)] if m.op == MbarrierOp::Arrive) =>
+        {
+            let first_tile_only = tessera_ir::loops::VExpr::ICmp(
+                tessera_ir::loops::CmpOp::Gt,
+                IExpr::var("mkc"),
+                IExpr::c(0),
+            );
+            *cond = tessera_ir::loops::VExpr::bin(
+                tessera_ir::loops::BinOp::And,
+                cond.clone(),
+                first_tile_only,
+            );
+            true
+        }
+        _ => false,
+    });
     assert_refused(
         &unreleased,
         &tiled,
@@ -462,20 +453,14 @@ fn ping_pong_consumers_take_the_tiles_in_turns() {
         assert_refused(&p, &tiled, &inputs, why, what);
     }
     // The round's last steps left in flight (`retires(2)`) when its tiles are released.
-    fn last_in_flight(body: &mut [Stmt]) {
-        for s in body {
-            match s {
-                Stmt::Mma(m) if m.retires == 1 => m.retires = 2,
-                s => {
-                    if let Some(nested) = s.nested_mut() {
-                        last_in_flight(nested);
-                    }
-                }
-            }
-        }
-    }
     let mut in_flight = tiled.clone();
-    last_in_flight(&mut in_flight.body);
+    edit_stmts(&mut in_flight.body, &|s| match s {
+        Stmt::Mma(m) if m.retires == 1 => {
+            m.retires = 2;
+            true
+        }
+        _ => false,
+    });
     assert_refused(
         &in_flight,
         &tiled,
@@ -494,6 +479,18 @@ fn ping_pong_consumers_take_the_tiles_in_turns() {
         "two teams of one consumer warpgroup and a producer"
     );
     assert_ptxas_keeps_the_steps_async(&module.text);
+}
+
+/// Applies `edit` to every statement of `body`, outermost first; where it says it changed
+/// one (`true`), not to the statements nested in it.
+fn edit_stmts(body: &mut [Stmt], edit: &dyn Fn(&mut Stmt) -> bool) {
+    for s in body {
+        if !edit(s)
+            && let Some(nested) = s.nested_mut()
+        {
+            edit_stmts(nested, edit);
+        }
+    }
 }
 
 /// `broken`, a change of `tiled`, is refused by the interpreter for one of `why`.

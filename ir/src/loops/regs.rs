@@ -64,6 +64,12 @@ impl fmt::Display for SetMaxNReg {
     }
 }
 
+/// Whether `body` reallocates registers (code for sm_90a, whose entry needs its registers
+/// fixed: `.maxntid` and `.minnctapersm 1`).
+pub fn uses_setmaxnreg(body: &[super::Stmt]) -> bool {
+    super::any_stmt(body, &|s| matches!(s, super::Stmt::SetMaxNReg(_)))
+}
+
 /// Registers per thread a kernel of `threads`-thread blocks starts with under `.maxntid`:
 /// the multiprocessor's registers shared out among one block's threads, in granules of 8,
 /// at most 255 — ptxas's limit for such a kernel.
