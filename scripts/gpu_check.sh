@@ -10,6 +10,9 @@
 # cuBLAS). Then measures the tuning round in BUNDLE/tune_round (when there) — each candidate
 # checked against its reference data, then timed, in a child process — into
 # OUT/measurements.jsonl, for `tessera tune --import` on the build machine.
+# A case that hangs is killed after 60 s; once TESSERA_RUN_BUDGET_S (330) seconds have
+# passed the cases left are skipped, so that one device call (600 s at most) still reaches
+# the PyTorch baselines and the tuning round.
 #
 #   scripts/gpu_check.sh [BUNDLE] [RUNNER]
 set -uo pipefail
@@ -18,7 +21,7 @@ BUNDLE="${1:-gpu_bundle}"
 RUNNER="${2:-target/release/tessera-gpu-run}"
 OUTDIR="${OUT:-/tmp}"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-"$RUNNER" "$BUNDLE" 50 | tee "$OUTDIR/tessera_gpu.jsonl"
+"$RUNNER" "$BUNDLE" 50 --case-limit-s 60 --budget-s "${TESSERA_RUN_BUDGET_S:-330}" | tee "$OUTDIR/tessera_gpu.jsonl"
 status=${PIPESTATUS[0]}
 python3 scripts/gpu_baselines.py "$OUTDIR/tessera_gpu.jsonl" | tee "$OUTDIR/baselines.txt"
 if [ -f "$BUNDLE/tune_round/round.json" ]; then

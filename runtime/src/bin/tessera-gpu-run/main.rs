@@ -1,6 +1,6 @@
 //! The runtime-only GPU runner (no LLVM, no MLIR: small enough to carry to a GPU machine).
 //!
-//!     tessera-gpu-run BUNDLE_DIR [RUNS | --no-gpu]
+//!     tessera-gpu-run BUNDLE_DIR [RUNS | --no-gpu] [--case-limit-s S] [--budget-s S]
 //!     tessera-gpu-run tune ROUND_DIR [RUNS] [--timeout-s S] [--out FILE] [--no-gpu]
 //!
 //! The second form measures a round of GPU tuning candidates (see [`tune`]).
@@ -14,16 +14,70 @@
 //! interpreter (a 4096³ product) names `check_rows`: the interpreter then runs the graph on
 //! that many rows of the first input, spread over it, and those rows of the output are
 //! compared. Each case runs in a child process (`tessera-gpu-run case-one BUNDLE_DIR NAME
-//! RUNS`, at most [`CASE_LIMIT`]): a kernel that faults poisons its process's CUDA context,
-//! and must not take the cases after it along. One JSON line per case;
+//! RUNS`, killed after `--case-limit-s`, [`CASE_LIMIT`] by default): a kernel that faults
+//! poisons its process's CUDA context, and one that hangs (a pipeline's mbarrier never
+//! completing) never returns — neither may take the cases after it along. Under
+//! `--budget-s`, the cases left once that much time has passed are reported as skipped
+//! rather than run, so that a lent GPU's short call still gets to the baselines after the
+//! runner (hangs cost a case limit each). One JSON line per case;
 //! exit status 1 if any case fails or errors. `--no-gpu` only reads each case and computes
 //! its reference (to check a bundle before it travels).
 
 mod child;
 mod tune;
 
-/// The longest one case may take (its reference on the interpreter included).
-const CASE_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+/// The longest one case may take by default (its reference on the interpreter included:
+/// at most ~3 s per case on one core; loading, checking and timing a kernel: well under a
+/// second). A case that runs over has hung.
+const CASE_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How a bundle run is limited.
+#[derive(Debug, PartialEq)]
+struct RunArgs {
+    dir: PathBuf,
+    runs: usize,
+    no_gpu: bool,
+    case_limit: std::time::Duration,
+    /// Once this much time has passed, the cases left are skipped.
+    budget: Option<std::time::Duration>,
+}
+
+impl RunArgs {
+    const USAGE: &str =
+        "usage: tessera-gpu-run BUNDLE_DIR [RUNS | --no-gpu] [--case-limit-s S] [--budget-s S]";
+
+    fn parse(mut args: impl Iterator<Item = String>) -> Result<RunArgs, String> {
+        let dir = args.next().ok_or(Self::USAGE)?.into();
+        let mut r = RunArgs {
+            dir,
+            runs: 50,
+            no_gpu: false,
+            case_limit: CASE_LIMIT,
+            budget: None,
+        };
+        while let Some(a) = args.next() {
+            let mut seconds = |flag: &str| {
+                args.next()
+                    .and_then(|s| s.parse::<f64>().ok())
+                    .filter(|s| s.is_finite() && *s > 0.0)
+                    .map(std::time::Duration::from_secs_f64)
+                    .ok_or_else(|| format!("{flag} needs a positive number of seconds"))
+            };
+            match a.as_str() {
+                "--no-gpu" => r.no_gpu = true,
+                "--case-limit-s" => r.case_limit = seconds("--case-limit-s")?,
+                "--budget-s" => r.budget = Some(seconds("--budget-s")?),
+                runs => {
+                    r.runs =
+                        runs.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+                            format!("`{runs}`: not a number of runs. {}", Self::USAGE)
+                        })?
+                }
+            }
+        }
+        Ok(r)
+    }
+}
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -260,13 +314,14 @@ fn main() -> std::process::ExitCode {
         }
         _ => {}
     }
-    let Some(dir) = args.next().map(PathBuf::from) else {
-        eprintln!("usage: tessera-gpu-run BUNDLE_DIR [RUNS]");
-        return std::process::ExitCode::FAILURE;
+    let run_args = match RunArgs::parse(args) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
     };
-    let arg = args.next();
-    let no_gpu = arg.as_deref() == Some("--no-gpu");
-    let runs: usize = arg.and_then(|r| r.parse().ok()).unwrap_or(50);
+    let (dir, runs, no_gpu) = (run_args.dir.clone(), run_args.runs, run_args.no_gpu);
     let cases = match read_cases(&dir) {
         Ok(c) => c,
         Err(e) => {
@@ -311,12 +366,24 @@ fn main() -> std::process::ExitCode {
     };
     let mut ok = true;
     let (dir_arg, runs_arg) = (dir.to_string_lossy(), runs.to_string());
+    let (start, limit) = (Instant::now(), run_args.case_limit);
     for c in &cases {
+        if let Some(budget) = run_args.budget
+            && start.elapsed() >= budget
+        {
+            ok = false;
+            let skipped = format!("skipped: the run's budget of {budget:?} is spent");
+            println!(
+                "{}",
+                serde_json::json!({ "case": c.name, "pass": false, "error": skipped })
+            );
+            continue;
+        }
         let args = ["case-one", &dir_arg, &c.name, &runs_arg];
         let parse = |l: &str| serde_json::from_str::<serde_json::Value>(l).ok();
-        let line = child::run(&me, &args, CASE_LIMIT, parse).unwrap_or_else(|e| {
+        let line = child::run(&me, &args, limit, parse).unwrap_or_else(|e| {
             let error = match e {
-                child::ChildError::TimedOut => format!("killed after {CASE_LIMIT:?}"),
+                child::ChildError::TimedOut => format!("killed after {limit:?} (hung?)"),
                 child::ChildError::Failed(detail) => detail,
             };
             serde_json::json!({ "case": c.name, "pass": false, "error": error })
@@ -345,5 +412,26 @@ mod tests {
         let g = gather_rows(&t, &[0, 2]).unwrap();
         assert_eq!(g.shape(), &[2, 2]);
         assert_eq!(g.to_f64_vec(), vec![1., 2., 5., 6.]);
+    }
+
+    #[test]
+    fn run_args_read_limits_and_refuse_nonsense() {
+        let parse = |s: &str| RunArgs::parse(s.split_whitespace().map(String::from));
+        let r = parse("b 20 --case-limit-s 45 --budget-s 300").unwrap();
+        assert_eq!((r.runs, r.no_gpu), (20, false));
+        assert_eq!(r.case_limit, std::time::Duration::from_secs(45));
+        assert_eq!(r.budget, Some(std::time::Duration::from_secs(300)));
+        let r = parse("b --no-gpu").unwrap();
+        assert!(r.no_gpu && r.budget.is_none() && r.case_limit == CASE_LIMIT);
+        for bad in [
+            "",
+            "b --budget-s",
+            "b --case-limit-s -1",
+            "b --budget-s nan",
+            "b fifty",
+            "b 0",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }
