@@ -267,7 +267,7 @@ fn run_case(dir: &Path, c: &Case, runs: usize) -> Result<serde_json::Value, Stri
 }
 
 fn main() -> std::process::ExitCode {
-    let mut args = std::env::args().skip(1);
+    let args = std::env::args().skip(1);
     match std::env::args().nth(1).as_deref() {
         Some("tune") => {
             let result = tune::TuneArgs::parse(args.skip(1)).and_then(|t| tune::run(&t));
