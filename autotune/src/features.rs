@@ -264,7 +264,9 @@ impl Walk {
                 | Stmt::AsyncCopy(_)
                 | Stmt::Mbarrier(_)
                 | Stmt::SetMaxNReg(_)
-                | Stmt::TensorCopy(_)) => self.block(&s.expansion(), depth, trips, vectorized),
+                | Stmt::TensorCopy(_)
+                | Stmt::TensorStore(_)
+                | Stmt::AsyncProxy(_)) => self.block(&s.expansion(), depth, trips, vectorized),
                 Stmt::Store { .. } => {
                     self.stores += trips;
                     if vectorized {

@@ -613,7 +613,9 @@ pub(crate) fn collect_stores(
             | Stmt::AsyncCopy(_)
             | Stmt::Mbarrier(_)
             | Stmt::SetMaxNReg(_)
-            | Stmt::TensorCopy(_)) => collect_stores(&s.expansion(), extents, out),
+            | Stmt::TensorCopy(_)
+            | Stmt::TensorStore(_)
+            | Stmt::AsyncProxy(_)) => collect_stores(&s.expansion(), extents, out),
         }
     }
 }

@@ -554,6 +554,8 @@ fn stores_without_loops(
         | Stmt::AsyncCopy(_)
         | Stmt::Mbarrier(_)
         | Stmt::SetMaxNReg(_)
-        | Stmt::TensorCopy(_) => false,
+        | Stmt::TensorCopy(_)
+        | Stmt::TensorStore(_)
+        | Stmt::AsyncProxy(_) => false,
     })
 }

@@ -150,7 +150,9 @@ fn has_load_that_may_leave_its_buffer(p: &tessera_ir::loops::LoopProgram) -> boo
             | Stmt::AsyncCopy(_)
             | Stmt::Mbarrier(_)
             | Stmt::SetMaxNReg(_)
-            | Stmt::TensorCopy(_)) => walk(&s.expansion(), leaves),
+            | Stmt::TensorCopy(_)
+            | Stmt::TensorStore(_)
+            | Stmt::AsyncProxy(_)) => walk(&s.expansion(), leaves),
         })
     }
     walk(&p.body, &leaves)

@@ -517,7 +517,9 @@ pub(super) fn least_async_lands(body: &[Stmt]) -> Option<i64> {
             | Stmt::WarpFold(_)
             | Stmt::Mbarrier(_)
             | Stmt::SetMaxNReg(_)
-            | Stmt::TensorCopy(_) => None,
+            | Stmt::TensorCopy(_)
+            | Stmt::TensorStore(_)
+            | Stmt::AsyncProxy(_) => None,
         })
         .min()
 }

@@ -430,7 +430,9 @@ impl Em<'_> {
             | Stmt::AsyncCopy(_)
             | Stmt::Mbarrier(_)
             | Stmt::SetMaxNReg(_)
-            | Stmt::TensorCopy(_))
+            | Stmt::TensorCopy(_)
+            | Stmt::TensorStore(_)
+            | Stmt::AsyncProxy(_))
                 if self.cfg.backend != Backend::Cuda =>
             {
                 for s in s.expansion() {
@@ -446,6 +448,11 @@ impl Em<'_> {
             Stmt::AsyncCopy(c) => self.async_copy(c),
             Stmt::Mbarrier(m) => self.mbarrier(m),
             Stmt::TensorCopy(c) => self.tensor_copy(c),
+            Stmt::TensorStore(c) => self.tensor_store(c),
+            Stmt::AsyncProxy(a) => {
+                self.async_proxy(a);
+                Ok(())
+            }
             Stmt::SetMaxNReg(r) => {
                 self.set_max_nreg(r);
                 Ok(())

@@ -11,7 +11,9 @@
 use super::Em;
 use crate::error::CodegenError;
 use tessera_ir::loops::regs::{RegisterChange, SetMaxNReg};
-use tessera_ir::loops::tma::{Mbarrier, MbarrierOp, TENSOR_MAP_BYTES, TensorCopy};
+use tessera_ir::loops::tma::{
+    AsyncProxy, Mbarrier, MbarrierOp, TENSOR_MAP_BYTES, TensorCopy, TensorMap, TensorStore,
+};
 use tessera_ir::loops::{IExpr, Stmt};
 
 /// Whether a guarded block may run as predicated instructions: TMA statements that issue
@@ -19,7 +21,7 @@ use tessera_ir::loops::{IExpr, Stmt};
 pub(super) fn predicable(body: &[Stmt]) -> bool {
     !body.is_empty()
         && body.iter().all(|s| match s {
-            Stmt::TensorCopy(_) => true,
+            Stmt::TensorCopy(_) | Stmt::TensorStore(_) | Stmt::AsyncProxy(_) => true,
             Stmt::Mbarrier(m) => !matches!(m.op, MbarrierOp::Wait { .. }),
             _ => false,
         })
@@ -28,7 +30,9 @@ pub(super) fn predicable(body: &[Stmt]) -> bool {
 /// Whether `s` is a TMA statement, or one thread's block of them.
 pub(super) fn leads(s: &Stmt) -> bool {
     match s {
-        Stmt::Mbarrier(_) | Stmt::TensorCopy(_) => true,
+        Stmt::Mbarrier(_) | Stmt::TensorCopy(_) | Stmt::TensorStore(_) | Stmt::AsyncProxy(_) => {
+            true
+        }
         Stmt::If { then, .. } => predicable(then),
         _ => false,
     }
@@ -124,22 +128,27 @@ impl Em<'_> {
         Ok(())
     }
 
-    /// One `cp.async.bulk.tensor` of the copy's box through its tensor map.
-    pub(super) fn tensor_copy(&mut self, c: &TensorCopy) -> Result<(), CodegenError> {
+    /// The 64-bit generic address of the kernel's encoded tensor map `map`.
+    fn tensor_map_address(&mut self, map: &TensorMap) -> Result<String, CodegenError> {
         let index = self
             .tensor_maps
             .iter()
-            .position(|m| *m == c.map)
-            .ok_or_else(|| self.unsupported("a tensor copy whose map the kernel lacks"))?;
-        let dst = self.shared_address(&c.dst, &c.dst_at)?;
-        let bar = self.shared_address(&c.barrier, &c.barrier_at)?;
+            .position(|m| m == map)
+            .ok_or_else(|| self.unsupported("a tensor statement whose map the kernel lacks"))?;
         let maps = self.op(format!(
             "memref.extract_aligned_pointer_as_index {TENSOR_MAPS_PARAM} : {} -> index",
             self.tensor_maps_type()
         ));
         let maps = self.op(format!("arith.index_cast {maps} : index to i64"));
         let offset = self.op(format!("arith.constant {} : i64", index * TENSOR_MAP_BYTES));
-        let map = self.op(format!("arith.addi {maps}, {offset} : i64"));
+        Ok(self.op(format!("arith.addi {maps}, {offset} : i64")))
+    }
+
+    /// One `cp.async.bulk.tensor` of the copy's box through its tensor map.
+    pub(super) fn tensor_copy(&mut self, c: &TensorCopy) -> Result<(), CodegenError> {
+        let map = self.tensor_map_address(&c.map)?;
+        let dst = self.shared_address(&c.dst, &c.dst_at)?;
+        let bar = self.shared_address(&c.barrier, &c.barrier_at)?;
         let mut operands = vec![(dst, "i32"), (map, "i64")];
         for coord in &c.coords {
             operands.push((self.i32_operand(coord)?, "i32"));
@@ -157,6 +166,38 @@ impl Em<'_> {
             &operands,
         );
         Ok(())
+    }
+
+    /// One `cp.async.bulk.tensor` of the store's box from shared memory through its tensor
+    /// map, committed as a bulk group of its own (what `bulk_wait_read` counts).
+    pub(super) fn tensor_store(&mut self, c: &TensorStore) -> Result<(), CodegenError> {
+        let map = self.tensor_map_address(&c.map)?;
+        let src = self.shared_address(&c.src, &c.src_at)?;
+        let mut operands = vec![(map, "i64"), (src, "i32")];
+        for coord in &c.coords {
+            operands.push((self.i32_operand(coord)?, "i32"));
+        }
+        let rank = c.coords.len();
+        let coords: Vec<String> = (0..rank).map(|d| format!("${}", d + 2)).collect();
+        self.asm_with(
+            &format!(
+                "cp.async.bulk.tensor.{rank}d.global.shared::cta.bulk_group [$0, {{{}}}], [$1];",
+                coords.join(", ")
+            ),
+            &operands,
+        );
+        self.asm_with("cp.async.bulk.commit_group;", &[]);
+        Ok(())
+    }
+
+    /// `fence.proxy.async.shared::cta` or `cp.async.bulk.wait_group.read n`.
+    pub(super) fn async_proxy(&mut self, a: &AsyncProxy) {
+        match a {
+            AsyncProxy::Fence => self.asm_with("fence.proxy.async.shared::cta;", &[]),
+            AsyncProxy::WaitRead { pending } => {
+                self.asm_with(&format!("cp.async.bulk.wait_group.read {pending};"), &[])
+            }
+        }
     }
 
     /// The MLIR type of the tensor-map parameter.

@@ -14,6 +14,7 @@ use std::sync::{Mutex, MutexGuard};
 /// SipHash, which dominated the interpreter's profile.
 type HashMap<K, V> = rustc_hash::FxHashMap<K, V>;
 
+mod bulk_store;
 mod coop;
 mod happens;
 mod tma_state;
@@ -73,6 +74,8 @@ struct Mem<'a> {
     touched: HashMap<(usize, usize), Touched>,
     /// The block's mbarriers and what their arrivals tell (see [`tma_state`]).
     sync: tma_state::Sync,
+    /// What the block's tensor stores read, and the fences they need (see [`bulk_store`]).
+    bulk: bulk_store::BulkStores,
 }
 
 /// One running GPU thread's view: the shared state, and its own loop indices and sums.
@@ -163,6 +166,7 @@ pub fn run(prog: &LoopProgram, buffers: &mut [Tensor]) -> Result<()> {
         local: HashMap::default(),
         touched: HashMap::default(),
         sync: tma_state::Sync::default(),
+        bulk: bulk_store::BulkStores::new(has_tensor_stores(prog)),
     });
     let mut st = St {
         prog,
@@ -202,6 +206,7 @@ impl<'a, 'm> St<'a, 'm> {
         mem.local.clear();
         mem.touched.clear();
         mem.sync = tma_state::Sync::default();
+        mem.bulk = bulk_store::BulkStores::new(mem.bulk.tracking);
     }
 
     /// A barrier of the block: accesses before it no longer race with those after it, and
@@ -266,6 +271,7 @@ impl<'a, 'm> St<'a, 'm> {
                 if !self.engine_writes {
                     self.touch(&mut mem, pos, i as usize, true)?;
                 }
+                self.bulk_write(&mut mem.bulk, (pos, i as usize), self.engine_writes)?;
                 write(mem.bufs[pos], i as usize, v)
             }
             _ => write(mem.bufs[pos], i as usize, v),
@@ -329,6 +335,10 @@ impl<'a, 'm> St<'a, 'm> {
                 t.read_in_flight,
             )));
         }
+        if self.coop.is_some() {
+            // Threads that hand work over through mbarriers: ordered by what each has seen.
+            return self.ordered_access(sync, (pos, i), store);
+        }
         let other_writer = t.writer.is_some_and(|w| w != me);
         let other_reader = t.readers || t.reader.is_some_and(|r| r != me);
         if other_writer || (store && other_reader) {
@@ -352,6 +362,49 @@ impl<'a, 'm> St<'a, 'm> {
         }
         Ok(())
     }
+}
+
+impl St<'_, '_> {
+    /// A shared access in a cooperative thread loop (see [`happens`]): after another
+    /// thread's write only if this thread knows of it, and a write after another's read
+    /// likewise.
+    fn ordered_access(
+        &self,
+        sync: &mut tma_state::Sync,
+        element: (usize, usize),
+        store: bool,
+    ) -> Result<()> {
+        let me = self.tid;
+        let clocks = &mut sync.clocks;
+        let other = match clocks.unknown_writer(me, element) {
+            Some(w) => Some(format!("thread {} wrote it", thread_name(w))),
+            None if store => clocks
+                .unreleased_reader(me, element)
+                .map(|r| format!("thread {} read it", thread_name(r))),
+            None => None,
+        };
+        if let Some(other) = other {
+            return Err(IrError::Interp(format!(
+                "kernel `{}`: data race on shared `{}[{}]`: thread {} {} it after {other}, with \
+                 nothing ordering them (no barrier, no mbarrier arrival after it that this \
+                 thread has waited for)",
+                self.prog.name,
+                self.prog.buffers[element.0].name,
+                element.1,
+                thread_name(me),
+                if store { "writes" } else { "reads" },
+            )));
+        }
+        if store {
+            clocks.record_write(me, element);
+        }
+        Ok(())
+    }
+}
+
+/// Whether `prog` has tensor stores (whose shared reads the interpreter then follows).
+fn has_tensor_stores(prog: &LoopProgram) -> bool {
+    super::any_stmt(&prog.body, &|s| matches!(s, Stmt::TensorStore(_)))
 }
 
 fn thread_name(t: ThreadId) -> String {
@@ -478,6 +531,8 @@ fn stmt(st: &mut St, s: &Stmt) -> Result<()> {
         Stmt::WarpFold(_) => block(st, &s.expansion())?,
         Stmt::Mbarrier(m) => st.mbarrier(m)?,
         Stmt::TensorCopy(c) => st.tensor_copy(c)?,
+        Stmt::TensorStore(c) => st.tensor_store(c)?,
+        Stmt::AsyncProxy(a) => st.async_proxy(a)?,
         // Registers are the GPU's business: no value changes.
         Stmt::SetMaxNReg(_) => {}
         // The expansion, and the elements stay untouchable until the copy lands.

@@ -189,6 +189,12 @@ pub enum Stmt {
     /// A warpgroup's registers released or claimed (see [`regs`]): warpgroup-collective,
     /// only in thread loops; no value changes.
     SetMaxNReg(regs::SetMaxNReg),
+    /// One thread's bulk store of a shared box to a tensor, reading the box until the thread
+    /// waits for it (see [`tma::store`]): only in thread loops.
+    TensorStore(tma::TensorStore),
+    /// A thread's fence of its shared stores for tensor stores, or its wait for its tensor
+    /// stores' reads (see [`tma::store`]): only in thread loops; no value changes.
+    AsyncProxy(tma::AsyncProxy),
 }
 
 impl Stmt {
@@ -201,6 +207,7 @@ impl Stmt {
             Stmt::WarpFold(w) => w.expand(),
             Stmt::AsyncCopy(c) => c.expand(),
             Stmt::TensorCopy(c) => c.expand(),
+            Stmt::TensorStore(c) => c.expand(),
             _ => vec![],
         }
     }
@@ -256,7 +263,9 @@ impl Stmt {
             | Stmt::AsyncCopy(_)
             | Stmt::Mbarrier(_)
             | Stmt::SetMaxNReg(_)
-            | Stmt::TensorCopy(_)) => s.expansion().iter().for_each(|s| s.visit_loads(f)),
+            | Stmt::TensorCopy(_)
+            | Stmt::TensorStore(_)
+            | Stmt::AsyncProxy(_)) => s.expansion().iter().for_each(|s| s.visit_loads(f)),
         }
     }
 
@@ -311,6 +320,8 @@ impl Stmt {
             Stmt::Mbarrier(m) => Stmt::Mbarrier(m.map_iexprs(index)),
             Stmt::TensorCopy(c) => Stmt::TensorCopy(c.map_iexprs(index)),
             Stmt::SetMaxNReg(r) => Stmt::SetMaxNReg(r.clone()),
+            Stmt::TensorStore(c) => Stmt::TensorStore(c.map_iexprs(index)),
+            Stmt::AsyncProxy(a) => Stmt::AsyncProxy(a.clone()),
         }
     }
 }
@@ -362,7 +373,9 @@ pub fn carries_dependence(body: &[Stmt]) -> bool {
                 | Stmt::AsyncCopy(_)
                 | Stmt::Mbarrier(_)
                 | Stmt::SetMaxNReg(_)
-                | Stmt::TensorCopy(_)) => stores(&s.expansion(), out),
+                | Stmt::TensorCopy(_)
+                | Stmt::TensorStore(_)
+                | Stmt::AsyncProxy(_)) => stores(&s.expansion(), out),
             }
         }
     }
@@ -425,7 +438,9 @@ impl LoopProgram {
                     | Stmt::AsyncCopy(_)
                     | Stmt::Mbarrier(_)
                     | Stmt::SetMaxNReg(_)
-                    | Stmt::TensorCopy(_)) => block(&s.expansion(), mult),
+                    | Stmt::TensorCopy(_)
+                    | Stmt::TensorStore(_)
+                    | Stmt::AsyncProxy(_)) => block(&s.expansion(), mult),
                 })
                 .fold(0u64, u64::saturating_add)
         }

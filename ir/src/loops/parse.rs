@@ -706,7 +706,9 @@ fn fix_acc_types(body: &mut [Stmt], scope: &mut Vec<(String, DType)>) {
             | Stmt::AsyncCopy(_)
             | Stmt::Mbarrier(_)
             | Stmt::SetMaxNReg(_)
-            | Stmt::TensorCopy(_) => {}
+            | Stmt::TensorCopy(_)
+            | Stmt::TensorStore(_)
+            | Stmt::AsyncProxy(_) => {}
         }
     }
 }

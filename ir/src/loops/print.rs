@@ -123,6 +123,8 @@ fn write_stmt(s: &mut String, st: &Stmt, depth: usize) -> fmt::Result {
         Stmt::Mbarrier(m) => writeln!(s, "{m}")?,
         Stmt::SetMaxNReg(r) => writeln!(s, "{r}")?,
         Stmt::TensorCopy(c) => writeln!(s, "{c}")?,
+        Stmt::TensorStore(c) => writeln!(s, "{c}")?,
+        Stmt::AsyncProxy(a) => writeln!(s, "{a}")?,
         Stmt::WarpFold(w) => writeln!(
             s,
             "warp_fold {}({}) {}[{}] = {}[{}] lane({})",

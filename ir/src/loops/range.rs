@@ -35,7 +35,9 @@ pub fn body_extents(body: &[Stmt]) -> HashMap<String, i64> {
                 | Stmt::AsyncCopy(_)
                 | Stmt::Mbarrier(_)
                 | Stmt::SetMaxNReg(_)
-                | Stmt::TensorCopy(_)) => walk(&s.expansion(), out),
+                | Stmt::TensorCopy(_)
+                | Stmt::TensorStore(_)
+                | Stmt::AsyncProxy(_)) => walk(&s.expansion(), out),
                 Stmt::Store { .. } => {}
             }
         }

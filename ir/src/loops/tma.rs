@@ -169,59 +169,90 @@ fn box_var(d: usize) -> String {
     format!("tma_box{d}")
 }
 
-impl TensorCopy {
-    /// Where box element `flat` (row-major in the box) lands in `dst`.
-    pub fn place(&self, flat: IExpr) -> IExpr {
-        let at = self.dst_at.clone().plus(flat);
-        match self.map.swizzle {
-            true => swizzle_128(at),
-            false => at,
-        }
-    }
+/// One element of a box, as its expansion's serial nest walks it.
+pub(crate) struct BoxElement {
+    /// Its number in the box, row-major.
+    pub flat: IExpr,
+    /// Its index in the tensor's buffer.
+    pub global: IExpr,
+    /// Whether it lies inside the tensor.
+    pub inside: VExpr,
+}
 
-    /// The copy as ordinary loop IR: a serial nest over the box storing each element, or a
-    /// zero where it lies outside the tensor (the load evaluated only inside).
-    pub fn expand(&self) -> Vec<Stmt> {
-        let m = &self.map;
-        let (mut flat, mut src, mut inside) = (IExpr::c(0), IExpr::c(m.origin), None);
-        for d in (0..m.box_dims.len()).rev() {
+impl TensorMap {
+    /// The box at `coords` as a serial nest (variables `tma_box0`, …) around `body(element)`.
+    pub(crate) fn walk_box(
+        &self,
+        coords: &[IExpr],
+        body: impl FnOnce(BoxElement) -> Stmt,
+    ) -> Vec<Stmt> {
+        let (mut flat, mut global, mut inside) = (IExpr::c(0), IExpr::c(self.origin), None);
+        for d in (0..self.box_dims.len()).rev() {
             let e = IExpr::var(&box_var(d));
-            flat = flat.times(m.box_dims[d]).plus(e.clone());
-            let coord = self.coords[d].clone().plus(e);
+            flat = flat.times(self.box_dims[d]).plus(e.clone());
+            let coord = coords[d].clone().plus(e);
             let stride = match d {
                 0 => 1,
-                d => m.strides[d - 1],
+                d => self.strides[d - 1],
             };
-            src = src.plus(coord.clone().times(stride));
+            global = global.plus(coord.clone().times(stride));
             let within = VExpr::bin(
                 BinOp::And,
                 VExpr::ICmp(CmpOp::Ge, coord.clone(), IExpr::c(0)),
-                VExpr::ICmp(CmpOp::Lt, coord, IExpr::c(m.extents[d])),
+                VExpr::ICmp(CmpOp::Lt, coord, IExpr::c(self.extents[d])),
             );
             inside = Some(match inside {
                 None => within,
                 Some(c) => VExpr::bin(BinOp::And, c, within),
             });
         }
-        let value = VExpr::select(
-            inside.expect("a tensor copy has a box"),
-            VExpr::load(&m.src, src),
-            VExpr::lit(0.0, m.dtype),
-        );
-        let mut body = vec![Stmt::Store {
-            buf: self.dst.clone(),
-            index: self.place(flat),
-            value,
-        }];
-        for d in 0..m.box_dims.len() {
-            body = vec![Stmt::For(Loop {
+        let inside = inside.expect("a tensor map has a box");
+        let mut nest = vec![body(BoxElement {
+            flat,
+            global,
+            inside,
+        })];
+        for d in 0..self.box_dims.len() {
+            nest = vec![Stmt::For(Loop {
                 var: box_var(d),
-                extent: m.box_dims[d],
+                extent: self.box_dims[d],
                 kind: LoopKind::Serial,
-                body,
+                body: nest,
             })];
         }
-        body
+        nest
+    }
+
+    /// Where box element `flat` (row-major in the box) lies in shared memory when the box
+    /// starts at `at` there: under the swizzle with `sw128`.
+    pub fn shared_place(&self, at: &IExpr, flat: IExpr) -> IExpr {
+        let at = at.clone().plus(flat);
+        match self.swizzle {
+            true => swizzle_128(at),
+            false => at,
+        }
+    }
+}
+
+impl TensorCopy {
+    /// Where box element `flat` (row-major in the box) lands in `dst`.
+    pub fn place(&self, flat: IExpr) -> IExpr {
+        self.map.shared_place(&self.dst_at, flat)
+    }
+
+    /// The copy as ordinary loop IR: a serial nest over the box storing each element, or a
+    /// zero where it lies outside the tensor (the load evaluated only inside).
+    pub fn expand(&self) -> Vec<Stmt> {
+        let m = &self.map;
+        m.walk_box(&self.coords, |e| Stmt::Store {
+            buf: self.dst.clone(),
+            index: self.place(e.flat),
+            value: VExpr::select(
+                e.inside,
+                VExpr::load(&m.src, e.global),
+                VExpr::lit(0.0, m.dtype),
+            ),
+        })
     }
 
     /// The statement with `f` applied to each of its index expressions.
@@ -240,10 +271,13 @@ impl TensorCopy {
 pub fn tensor_maps(body: &[Stmt]) -> Vec<TensorMap> {
     let mut out: Vec<TensorMap> = Vec::new();
     each_stmt(body, &mut |s| {
-        if let Stmt::TensorCopy(c) = s
-            && !out.contains(&c.map)
-        {
-            out.push(c.map.clone());
+        let map = match s {
+            Stmt::TensorCopy(c) => &c.map,
+            Stmt::TensorStore(c) => &c.map,
+            _ => return,
+        };
+        if !out.contains(map) {
+            out.push(map.clone());
         }
     });
     out
@@ -251,7 +285,12 @@ pub fn tensor_maps(body: &[Stmt]) -> Vec<TensorMap> {
 
 /// Whether `body` has TMA statements (code for sm_90 on).
 pub fn uses_tma(body: &[Stmt]) -> bool {
-    !mbarrier_buffers(body).is_empty()
+    any_stmt(body, &|s| {
+        matches!(
+            s,
+            Stmt::Mbarrier(_) | Stmt::TensorCopy(_) | Stmt::TensorStore(_) | Stmt::AsyncProxy(_)
+        )
+    })
 }
 
 /// The mbarrier buffers of `body`: those its mbarrier statements and copies name.
@@ -270,7 +309,10 @@ pub fn mbarrier_buffers(body: &[Stmt]) -> Vec<String> {
     out
 }
 
+pub mod store;
 mod text;
+
+pub use store::{AsyncProxy, TensorStore};
 
 #[cfg(test)]
 mod tests;

@@ -252,6 +252,8 @@ fn stmt(cx: &mut Ctx, s: &Stmt, depth: usize) -> Result<()> {
         Stmt::AsyncCopy(c) => async_copy(cx, c)?,
         Stmt::Mbarrier(m) => tma_rules::mbarrier(cx, m)?,
         Stmt::TensorCopy(c) => tma_rules::tensor_copy(cx, c)?,
+        Stmt::TensorStore(c) => tma_rules::tensor_store(cx, c)?,
+        Stmt::AsyncProxy(a) => tma_rules::async_proxy(cx, a)?,
         Stmt::SetMaxNReg(r) => set_max_nreg(cx, r)?,
     }
     Ok(())

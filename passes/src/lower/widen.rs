@@ -50,6 +50,8 @@ fn widen(s: &Stmt) -> Stmt {
         | Stmt::AsyncCopy(_)
         | Stmt::Mbarrier(_)
         | Stmt::SetMaxNReg(_)
-        | Stmt::TensorCopy(_) => s.clone(),
+        | Stmt::TensorCopy(_)
+        | Stmt::TensorStore(_)
+        | Stmt::AsyncProxy(_) => s.clone(),
     }
 }

@@ -8,7 +8,10 @@
 //! producer through its warpgroup's gathering and its leader's arrival).
 //!
 //! What it checks: a tensor copy may overwrite a shared element only if every thread that
-//! read it since the last barrier did so in an epoch the issuing thread knows of. A read by
+//! read it since the last barrier did so in an epoch the issuing thread knows of; an
+//! ordinary shared access may follow another thread's write (or, a write, its read) only in
+//! an epoch it knows of — so threads of one cooperative loop may hand shared data to each
+//! other through mbarriers (a tensor store's tile, see [`crate::loops::tma::store`]). A read by
 //! a warpgroup step that stays in flight (`retires(r)` in a cooperative loop: until the
 //! `r`-th gathering of its warpgroup from its own, `wgmma.wait_group r − 1`) counts as done
 //! in the epoch before that gathering.
@@ -44,12 +47,15 @@ pub(super) struct Clocks {
     /// Per shared element (buffer position, element), the threads that read it since the
     /// last barrier or the copy that last landed there, and their epochs then.
     reads: HashMap<(usize, usize), Vec<(ThreadId, u64)>>,
+    /// Per shared element, the thread that last wrote it since the last barrier (an
+    /// ordinary store), and its epoch then.
+    writes: HashMap<(usize, usize), (ThreadId, u64)>,
     /// Per warpgroup (its first thread's id), its gatherings.
     gatherings: HashMap<ThreadId, Gathering>,
 }
 
 impl Clocks {
-    fn epoch(&self, t: ThreadId) -> u64 {
+    pub(super) fn epoch(&self, t: ThreadId) -> u64 {
         self.vc
             .get(&t)
             .and_then(|v| v.get(&t))
@@ -103,9 +109,33 @@ impl Clocks {
             .map(|(r, _)| r)
     }
 
+    /// Whether thread `t` knows that thread `other`'s accesses up to its epoch `epoch` came
+    /// before its own.
+    pub(super) fn knows(&self, t: ThreadId, other: ThreadId, epoch: u64) -> bool {
+        other == t
+            || self
+                .vc
+                .get(&t)
+                .and_then(|k| k.get(&other))
+                .is_some_and(|&k| k >= epoch)
+    }
+
+    /// Thread `t` writes shared `element` (an ordinary store).
+    pub(super) fn record_write(&mut self, t: ThreadId, element: (usize, usize)) {
+        let epoch = self.epoch(t);
+        self.writes.insert(element, (t, epoch));
+    }
+
+    /// The thread that last wrote `element` in an epoch thread `t` does not know of.
+    pub(super) fn unknown_writer(&self, t: ThreadId, element: (usize, usize)) -> Option<ThreadId> {
+        let &(w, epoch) = self.writes.get(&element)?;
+        (!self.knows(t, w, epoch)).then_some(w)
+    }
+
     /// A barrier of the block: every access before it comes before every access after.
     pub(super) fn barrier(&mut self) {
         self.reads.clear();
+        self.writes.clear();
     }
 
     /// Thread `t` gathers with the `size` threads of its warpgroup `group`: `None` when it

@@ -275,6 +275,7 @@ impl St<'_, '_> {
     /// The end of a block: every phase begun has completed (a copy still in flight, or an
     /// announced byte that never lands, would outlive the block).
     pub(super) fn end_block(&mut self) -> Result<()> {
+        self.end_block_stores()?;
         let mem = self.mem();
         let mut open: Vec<_> = mem
             .sync

@@ -1,7 +1,7 @@
 //! The text form of the TMA statements (see the module docs of [`super`]): printing, and
 //! parsing as a part of the loop IR's parser.
 
-use super::{Mbarrier, MbarrierOp, TensorCopy, TensorMap};
+use super::{AsyncProxy, Mbarrier, MbarrierOp, TensorCopy, TensorMap, TensorStore};
 use crate::loops::parse::{P, R};
 use crate::loops::regs::{RegisterChange, SetMaxNReg};
 use crate::loops::{IExpr, Stmt};
@@ -27,25 +27,66 @@ impl fmt::Display for Mbarrier {
     }
 }
 
+impl TensorMap {
+    /// `(f16, sw128)`: the element type and the swizzle, after a statement's keyword.
+    fn kind_text(&self) -> String {
+        let swizzle = if self.swizzle { "sw128" } else { "none" };
+        format!("({}, {swizzle})", self.dtype)
+    }
+
+    /// `x[origin; extents; strides; box sides]`: the tensor and the box.
+    fn tensor_text(&self) -> String {
+        format!(
+            "{}[{}; {}; {}; box {}]",
+            self.src,
+            self.origin,
+            list(&self.extents),
+            list(&self.strides),
+            list(&self.box_dims)
+        )
+    }
+}
+
 impl fmt::Display for TensorCopy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = &self.map;
         write!(
             f,
-            "tensor_copy({}, {}) {}[{}] = {}[{}; {}; {}; box {}] at({}) mbar({}[{}])",
-            m.dtype,
-            if m.swizzle { "sw128" } else { "none" },
+            "tensor_copy{} {}[{}] = {} at({}) mbar({}[{}])",
+            m.kind_text(),
             self.dst,
             self.dst_at,
-            m.src,
-            m.origin,
-            list(&m.extents),
-            list(&m.strides),
-            list(&m.box_dims),
+            m.tensor_text(),
             list(&self.coords),
             self.barrier,
             self.barrier_at
         )
+    }
+}
+
+impl fmt::Display for TensorStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = &self.map;
+        write!(
+            f,
+            "tensor_store{} {} at({}) = {}[{}]",
+            m.kind_text(),
+            m.tensor_text(),
+            list(&self.coords),
+            self.src,
+            self.src_at
+        )
+    }
+}
+
+impl fmt::Display for AsyncProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AsyncProxy::Fence => write!(f, "{}", self.keyword()),
+            AsyncProxy::WaitRead { pending } => {
+                write!(f, "{} pending({pending})", self.keyword())
+            }
+        }
     }
 }
 
@@ -76,6 +117,13 @@ impl P {
                 Self::mbarrier
             }
             "tensor_copy" => Self::tensor_copy,
+            "tensor_store" => Self::tensor_store,
+            "fence_proxy_async" => |_: &mut P, _: &str| Ok(Stmt::AsyncProxy(AsyncProxy::Fence)),
+            "bulk_wait_read" => |p: &mut P, _: &str| {
+                Ok(Stmt::AsyncProxy(AsyncProxy::WaitRead {
+                    pending: p.counted("pending")?,
+                }))
+            },
             "setmaxnreg_dec" | "setmaxnreg_inc" => Self::set_max_nreg,
             _ => return None,
         };
@@ -114,7 +162,8 @@ impl P {
         Ok(Stmt::Mbarrier(Mbarrier { buf, at, op }))
     }
 
-    fn tensor_copy(&mut self, _: &str) -> R<Stmt> {
+    /// `(f16, sw128)` after a tensor statement's keyword.
+    fn map_kind(&mut self) -> R<(crate::DType, bool)> {
         self.expect("(")?;
         let dtype = self.dtype()?;
         self.expect(",")?;
@@ -124,8 +173,11 @@ impl P {
             s => return self.err(format!("unknown swizzle `{s}` (sw128 or none)")),
         };
         self.expect(")")?;
-        let (dst, dst_at) = self.indexed()?;
-        self.expect("=")?;
+        Ok((dtype, swizzle))
+    }
+
+    /// `x[origin; extents; strides; box sides]` of a tensor map of `kind`.
+    fn map_tensor(&mut self, (dtype, swizzle): (crate::DType, bool)) -> R<TensorMap> {
         let src = self.ident()?;
         self.expect("[")?;
         let origin = self.int()?;
@@ -137,6 +189,19 @@ impl P {
         self.keyword("box")?;
         let box_dims = self.ints()?;
         self.expect("]")?;
+        Ok(TensorMap {
+            src,
+            dtype,
+            origin,
+            extents,
+            strides,
+            box_dims,
+            swizzle,
+        })
+    }
+
+    /// `at(c0, c1, …)`: a box's coordinates.
+    fn box_coords(&mut self) -> R<Vec<IExpr>> {
         self.keyword("at")?;
         self.expect("(")?;
         let mut coords: Vec<IExpr> = vec![self.iexpr()?];
@@ -144,25 +209,40 @@ impl P {
             coords.push(self.iexpr()?);
         }
         self.expect(")")?;
+        Ok(coords)
+    }
+
+    fn tensor_copy(&mut self, _: &str) -> R<Stmt> {
+        let kind = self.map_kind()?;
+        let (dst, dst_at) = self.indexed()?;
+        self.expect("=")?;
+        let map = self.map_tensor(kind)?;
+        let coords = self.box_coords()?;
         self.keyword("mbar")?;
         self.expect("(")?;
         let (barrier, barrier_at) = self.indexed()?;
         self.expect(")")?;
         Ok(Stmt::TensorCopy(TensorCopy {
-            map: TensorMap {
-                src,
-                dtype,
-                origin,
-                extents,
-                strides,
-                box_dims,
-                swizzle,
-            },
+            map,
             dst,
             dst_at,
             coords,
             barrier,
             barrier_at,
+        }))
+    }
+
+    fn tensor_store(&mut self, _: &str) -> R<Stmt> {
+        let kind = self.map_kind()?;
+        let map = self.map_tensor(kind)?;
+        let coords = self.box_coords()?;
+        self.expect("=")?;
+        let (src, src_at) = self.indexed()?;
+        Ok(Stmt::TensorStore(TensorStore {
+            map,
+            src,
+            src_at,
+            coords,
         }))
     }
 }

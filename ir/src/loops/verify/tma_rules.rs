@@ -1,14 +1,15 @@
 //! The verifier's rules for TMA statements (see [`crate::loops::tma`]): mbarriers in shared
-//! `i64` buffers touched by nothing else, tensor copies whose tensor, box and landing place
-//! the hardware accepts.
+//! `i64` buffers touched by nothing else, tensor copies and stores whose tensor, box and
+//! shared place the hardware accepts.
 
 use super::{Ctx, err, iexpr};
 use crate::error::Result;
 use crate::loops::gpu::{SWIZZLE_ALIGNMENT, shared_alignment};
 use crate::loops::mma::SWIZZLE_SPAN;
+use crate::loops::tma::store::MAX_PENDING_STORES;
 use crate::loops::tma::{
-    GLOBAL_ALIGNMENT, MAX_ARRIVALS, MAX_BOX_SIDE, MAX_EXPECT_BYTES, MBARRIER_DTYPE, Mbarrier,
-    MbarrierOp, RANKS, SHARED_ALIGNMENT, TensorCopy,
+    AsyncProxy, GLOBAL_ALIGNMENT, MAX_ARRIVALS, MAX_BOX_SIDE, MAX_EXPECT_BYTES, MBARRIER_DTYPE,
+    Mbarrier, MbarrierOp, RANKS, SHARED_ALIGNMENT, TensorCopy, TensorMap, TensorStore,
 };
 use crate::loops::{BufRole, IExpr};
 
@@ -43,17 +44,64 @@ pub(super) fn mbarrier(cx: &Ctx, m: &Mbarrier) -> Result<()> {
 }
 
 pub(super) fn tensor_copy(cx: &Ctx, c: &TensorCopy) -> Result<()> {
+    let what = format!("tensor_copy into `{}`", c.dst);
+    let tensor = TensorSide {
+        role: BufRole::Input,
+        words: "from an input into a shared buffer",
+    };
+    box_rules(cx, &what, &c.map, tensor, (&c.dst, &c.dst_at), &c.coords)?;
+    mbarrier_ok(cx, &c.barrier, &c.barrier_at, "tensor_copy")
+}
+
+pub(super) fn tensor_store(cx: &Ctx, c: &TensorStore) -> Result<()> {
+    let what = format!("tensor_store into `{}`", c.map.src);
+    let tensor = TensorSide {
+        role: BufRole::Output,
+        words: "from a shared buffer into an output",
+    };
+    box_rules(cx, &what, &c.map, tensor, (&c.src, &c.src_at), &c.coords)
+}
+
+pub(super) fn async_proxy(cx: &Ctx, a: &AsyncProxy) -> Result<()> {
+    let bad = |msg: String| Err(err(cx.prog, format!("{}: {msg}", a.keyword())));
+    if cx.thread.is_none() {
+        return bad("outside a thread loop".into());
+    }
+    match a {
+        AsyncProxy::WaitRead { pending } if !(0..=MAX_PENDING_STORES).contains(pending) => bad(
+            format!("{pending} pending stores (0 to {MAX_PENDING_STORES})"),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// The global side of a tensor statement: the role its tensor's buffer must have.
+struct TensorSide {
+    role: BufRole,
+    words: &'static str,
+}
+
+/// The rules a tensor copy's or store's box obeys (see [`crate::loops::tma`]): its tensor in
+/// a buffer of `tensor.role`, its shared side `shared` a shared buffer, both of the map's
+/// dtype; alignment, rank, box sides.
+fn box_rules(
+    cx: &Ctx,
+    what: &str,
+    m: &TensorMap,
+    tensor: TensorSide,
+    (shared, shared_at): (&str, &IExpr),
+    coords: &[IExpr],
+) -> Result<()> {
     let prog = cx.prog;
-    let m = &c.map;
-    let bad = |msg: String| Err(err(prog, format!("tensor_copy into `{}`: {msg}", c.dst)));
+    let bad = |msg: String| Err(err(prog, format!("{what}: {msg}")));
     if cx.thread.is_none() {
         return bad("outside a thread loop".into());
     }
     let elem = m.dtype.size() as i64;
-    let (dst, src) = match (prog.buffer(&c.dst), prog.buffer(&m.src)) {
+    let (dst, src) = match (prog.buffer(shared), prog.buffer(&m.src)) {
         (Some(dst), Some(src))
             if dst.role == BufRole::Shared
-                && src.role == BufRole::Input
+                && src.role == tensor.role
                 && dst.dtype == m.dtype
                 && src.dtype == m.dtype =>
         {
@@ -61,8 +109,8 @@ pub(super) fn tensor_copy(cx: &Ctx, c: &TensorCopy) -> Result<()> {
         }
         _ => {
             return bad(format!(
-                "from an input into a shared buffer, both {} (`{}` to `{}`)",
-                m.dtype, m.src, c.dst
+                "{}, both {} (`{}` and `{shared}`)",
+                tensor.words, m.dtype, m.src
             ));
         }
     };
@@ -70,14 +118,14 @@ pub(super) fn tensor_copy(cx: &Ctx, c: &TensorCopy) -> Result<()> {
     if !RANKS.contains(&rank)
         || m.strides.len() + 1 != rank
         || m.box_dims.len() != rank
-        || c.coords.len() != rank
+        || coords.len() != rank
     {
         return bad(format!(
             "rank {rank} with {} strides, {} box sides, {} coordinates ({} to {} dimensions, \
              one stride fewer)",
             m.strides.len(),
             m.box_dims.len(),
-            c.coords.len(),
+            coords.len(),
             RANKS.start(),
             RANKS.end()
         ));
@@ -123,11 +171,10 @@ pub(super) fn tensor_copy(cx: &Ctx, c: &TensorCopy) -> Result<()> {
         ),
         false => (SHARED_ALIGNMENT / elem, true),
     };
-    if !aligned || !row_ok || c.dst_at.residue(period) != Some(0) {
+    if !aligned || !row_ok || shared_at.residue(period) != Some(0) {
         return bad(format!(
-            "lands at `{}`: a box needs a buffer of 1 KB or more and a start {} bytes \
+            "shared at `{shared_at}`: a box needs a buffer of 1 KB or more and a start {} bytes \
              aligned{}",
-            c.dst_at,
             period * elem,
             match m.swizzle {
                 true => ", and with sw128 rows of 128 bytes of 2-byte elements",
@@ -135,9 +182,9 @@ pub(super) fn tensor_copy(cx: &Ctx, c: &TensorCopy) -> Result<()> {
             }
         ));
     }
-    iexpr(cx, &c.dst_at)?;
-    for e in &c.coords {
+    iexpr(cx, shared_at)?;
+    for e in coords {
         iexpr(cx, e)?;
     }
-    mbarrier_ok(cx, &c.barrier, &c.barrier_at, "tensor_copy")
+    Ok(())
 }
