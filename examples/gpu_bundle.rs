@@ -18,7 +18,7 @@ use tessera_ir::loops::gpu::max_shared_bytes;
 use tessera_ir::loops::mma::WGMMA_SM;
 use tessera_ir::{Attr, Attrs, DType, Graph, Node, OpKind, Rng, Tensor, ValueType};
 use tessera_passes::gpu_mma::{
-    Consumers, GpuMmaTiling, HOPPER_SMS, MmaEngine, MmaLayout, MmaStaging,
+    Consumers, GpuMmaTiling, HOPPER_SMS, MmaEngine, MmaEpilogue, MmaLayout, MmaStaging,
 };
 use tessera_passes::gpu_schedule::GpuScheduleConfig;
 
@@ -127,7 +127,7 @@ fn kernels(sm: u32) -> Vec<Case> {
     // default.
     for tiling in sweep(sm) {
         let name = format!(
-            "gemm_f16_4096_{}_{}x{}x{}_w{}x{}_s{}{}{}{}",
+            "gemm_f16_4096_{}_{}x{}x{}_w{}x{}_s{}{}{}{}{}",
             match tiling.engine {
                 MmaEngine::Warp => "mma",
                 MmaEngine::Warpgroup => "wgmma",
@@ -164,6 +164,10 @@ fn kernels(sm: u32) -> Vec<Case> {
             match tiling.group_rows {
                 1 => String::new(),
                 g => format!("_g{g}"),
+            },
+            match tiling.epilogue {
+                MmaEpilogue::Direct => "",
+                MmaEpilogue::TensorStore => "_ts",
             }
         );
         let (graph, flops) = matmul(&name, DType::F16, 4096);
@@ -291,6 +295,7 @@ fn sweep(sm: u32) -> Vec<GpuMmaTiling> {
                 engine,
                 layout,
                 group_rows: 1,
+                epilogue: Default::default(),
             },
         )
         .collect();
@@ -303,9 +308,27 @@ fn sweep(sm: u32) -> Vec<GpuMmaTiling> {
         })
         .map(|&t| GpuMmaTiling { group_rows: 8, ..t })
         .collect();
+    // Those again storing their tiles by TMA through shared memory (where it fits beside the
+    // buffers), and the wide cooperative tile with one buffer fewer to make room for it.
+    let wide = grouped
+        .iter()
+        .find(|t| t.bn == 256 && t.warps_m == 2)
+        .map(|&t| GpuMmaTiling {
+            staging: persistent(3),
+            ..t
+        });
+    let stored_by_tma: Vec<GpuMmaTiling> = grouped
+        .iter()
+        .chain(wide.as_ref())
+        .map(|&t| GpuMmaTiling {
+            epilogue: MmaEpilogue::TensorStore,
+            ..t
+        })
+        .collect();
     tilings
         .into_iter()
         .chain(grouped)
+        .chain(stored_by_tma)
         .filter(|t| {
             (t.engine == Warp || sm == WGMMA_SM)
                 && t.shared_bytes(DType::F16) <= max_shared_bytes(sm)

@@ -9,7 +9,9 @@
 use crate::error::TuneError;
 use crate::space::{Knob, Point, Space};
 use tessera_ir::loops::gpu::max_shared_bytes;
-use tessera_passes::gpu_mma::{GpuMmaTiling, MmaEngine, MmaLayout, MmaStaging, worth_mma};
+use tessera_passes::gpu_mma::{
+    GpuMmaTiling, MmaEngine, MmaEpilogue, MmaLayout, MmaStaging, worth_mma,
+};
 use tessera_passes::gpu_product::{GpuProductTiling, worth_gpu_tiling};
 use tessera_passes::gpu_schedule::{GpuKernelSchedule, GpuScheduleConfig, is_row_reduction};
 use tessera_passes::lower::Kernel;
@@ -40,6 +42,7 @@ const MMA_STAGING: &str = "mma_staging";
 const MMA_ENGINE: &str = "mma_engine";
 const MMA_LAYOUT: &str = "mma_layout";
 const MMA_GROUP_ROWS: &str = "mma_group_rows";
+const MMA_EPILOGUE: &str = "mma_epilogue";
 
 /// What a GPU space needs to decode its points.
 #[derive(Clone, Debug)]
@@ -118,6 +121,11 @@ pub fn for_gpu_kernel(k: &Kernel, sm: u32) -> Result<Space, TuneError> {
                     MMA_LAYOUT,
                     &(0..GpuMmaTiling::LAYOUTS.len() as i64).collect::<Vec<_>>(),
                 ));
+                // Positions in `EPILOGUES` (TMA stores are the warp-specialised pipelines').
+                knobs.push(knob(
+                    MMA_EPILOGUE,
+                    &(0..GpuMmaTiling::EPILOGUES.len() as i64).collect::<Vec<_>>(),
+                ));
             }
         }
     }
@@ -176,13 +184,14 @@ pub(crate) fn decode(
             GpuKernelSchedule::Tiled { tiling }
         }
         TENSOR_CORES => {
+            let staging = GpuMmaTiling::STAGINGS[v(MMA_STAGING)? as usize];
             let tiling = GpuMmaTiling {
                 bm: v(MMA_M)?,
                 bn: v(MMA_N)?,
                 bk: v(MMA_K)?,
                 warps_m: v(WARPS_M)?,
                 warps_n: v(WARPS_N)?,
-                staging: GpuMmaTiling::STAGINGS[v(MMA_STAGING)? as usize],
+                staging,
                 // Spaces without the knob (GPUs without warpgroup steps): warps.
                 engine: match space.value(p, MMA_ENGINE) {
                     Ok(e) => GpuMmaTiling::ENGINES[e as usize],
@@ -193,6 +202,14 @@ pub(crate) fn decode(
                     Err(_) => MmaLayout::Plain,
                 },
                 group_rows: v(MMA_GROUP_ROWS)?,
+                // The knob means something to warp-specialised pipelines only: elsewhere
+                // its values are one schedule (no half of the space invalid for it).
+                epilogue: match (space.value(p, MMA_EPILOGUE), staging) {
+                    (Ok(e), MmaStaging::WarpSpecialized { .. }) => {
+                        GpuMmaTiling::EPILOGUES[e as usize]
+                    }
+                    _ => MmaEpilogue::Direct,
+                },
             };
             tiling.validate(spec()?).map_err(invalid)?;
             fits_gpu(tiling.shared_bytes(spec()?.dtype))?;
@@ -243,6 +260,7 @@ pub(crate) fn knob_values(s: &KernelSchedule) -> Option<Vec<(&'static str, i64)>
             (MMA_ENGINE, engine_knob(t.engine)?),
             (MMA_LAYOUT, layout_knob(t.layout)?),
             (MMA_GROUP_ROWS, t.group_rows),
+            (MMA_EPILOGUE, epilogue_knob(t.epilogue)?),
         ],
     })
 }
@@ -251,6 +269,14 @@ pub(crate) fn knob_values(s: &KernelSchedule) -> Option<Vec<(&'static str, i64)>
 /// (`None` for a staging outside the domain: a hand-made record).
 fn staging_knob(staging: MmaStaging) -> Option<i64> {
     let at = GpuMmaTiling::STAGINGS.iter().position(|&s| s == staging)?;
+    Some(at as i64)
+}
+
+/// The `mma_epilogue` knob's value of `epilogue`: its position in `GpuMmaTiling::EPILOGUES`.
+fn epilogue_knob(epilogue: MmaEpilogue) -> Option<i64> {
+    let at = GpuMmaTiling::EPILOGUES
+        .iter()
+        .position(|&e| e == epilogue)?;
     Some(at as i64)
 }
 

@@ -347,6 +347,7 @@ fn tilings_beyond_a_gpus_shared_memory_are_not_its_points() {
         engine: MmaEngine::Warp,
         layout: MmaLayout::Plain,
         group_rows: 8,
+        epilogue: Default::default(),
     };
     let bytes = tiling.shared_bytes(spec.dtype);
     let [sm_80, sm_90] = [80, 90].map(tessera_ir::loops::gpu::max_shared_bytes);

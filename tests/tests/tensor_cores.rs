@@ -14,7 +14,7 @@ use tessera_ir::compare::Tolerance;
 use tessera_ir::loops::Stmt;
 use tessera_ir::{DType, Rng};
 use tessera_passes::gpu_mma::{
-    Consumers, GpuMmaTiling, MmaEngine, MmaLayout, MmaStaging, tile_mma, worth_mma,
+    Consumers, GpuMmaTiling, MmaEngine, MmaEpilogue, MmaLayout, MmaStaging, tile_mma, worth_mma,
 };
 use tessera_tests::*;
 
@@ -185,6 +185,9 @@ fn tensor_core_products_match_the_plain_kernels() {
                         },
                         // (Ping-pong's tiles in groups of two rows of tiles.)
                         group_rows: [1, 1, 2][ordinal % 3],
+                        // (Block-per-tile and ping-pong: TMA stores where the tiles divide.)
+                        epilogue: [MmaEpilogue::Direct, MmaEpilogue::TensorStore]
+                            [(ordinal % 3).min(1)],
                         ..swizzled
                     });
                 }
@@ -570,6 +573,7 @@ fn invalid_tensor_core_tilings_are_refused() {
                 engine: MmaEngine::Warp,
                 layout: MmaLayout::Plain,
                 group_rows: 1,
+                epilogue: Default::default(),
             },
             "shared memory",
         ),
@@ -577,6 +581,7 @@ fn invalid_tensor_core_tilings_are_refused() {
         (
             GpuMmaTiling {
                 group_rows: 0,
+                epilogue: Default::default(),
                 ..ok
             },
             "rows of tiles per group",
@@ -584,6 +589,7 @@ fn invalid_tensor_core_tilings_are_refused() {
         (
             GpuMmaTiling {
                 group_rows: 65,
+                epilogue: Default::default(),
                 ..ok
             },
             "rows of tiles per group",
@@ -627,6 +633,7 @@ fn invalid_tensor_core_tilings_are_refused() {
                 engine: MmaEngine::Warpgroup,
                 layout: MmaLayout::Plain,
                 group_rows: 1,
+                epilogue: Default::default(),
             },
             "shared memory",
         ),
@@ -667,17 +674,33 @@ fn invalid_tensor_core_tilings_are_refused() {
             }
         );
     }
-    // A tiling recorded before grouped tiles existed takes its tiles row after row.
-    let mut record = serde_json::to_value(ok).unwrap();
+    // A tiling recorded before grouped tiles and TMA epilogues existed takes its tiles row
+    // after row and stores directly.
+    let mut record = serde_json::to_value(GpuMmaTiling {
+        epilogue: MmaEpilogue::TensorStore,
+        ..ok
+    })
+    .unwrap();
     record.as_object_mut().unwrap().remove("group_rows");
+    record.as_object_mut().unwrap().remove("epilogue");
     let old: GpuMmaTiling = serde_json::from_value(record).unwrap();
     assert_eq!(
         old,
         GpuMmaTiling {
             group_rows: 1,
+            epilogue: MmaEpilogue::Direct,
             ..ok
         }
     );
+    // A TMA epilogue belongs to a warp-specialised pipeline.
+    let e = GpuMmaTiling {
+        epilogue: MmaEpilogue::TensorStore,
+        ..ok
+    }
+    .validate(&spec)
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("TMA epilogue"), "{e}");
     // f32 elements have no tensor-core path here.
     let mut f32_spec = spec.clone();
     f32_spec.dtype = DType::F32;

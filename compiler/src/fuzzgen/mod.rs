@@ -237,7 +237,7 @@ fn check_gpu_schedules(
     want: &[tessera_ir::Tensor],
 ) -> Result<(), String> {
     use tessera_ir::DType;
-    use tessera_passes::gpu_mma::{Consumers, GpuMmaTiling, MmaStaging, tile_mma};
+    use tessera_passes::gpu_mma::{Consumers, GpuMmaTiling, MmaEpilogue, MmaStaging, tile_mma};
     use tessera_passes::gpu_product::{GpuProductTiling, tile_gpu};
     use tessera_passes::gpu_schedule::{GpuScheduleConfig, schedule_gpu};
     let mut variants = Vec::new();
@@ -262,7 +262,7 @@ fn check_gpu_schedules(
             // staged by async copies, TMA or a warp-specialised TMA pipeline by turns (async
             // copies where the operands' rows are not 16-byte aligned), on a grid of a block
             // per tile or of a few blocks looping over the tiles, their consumers cooperating
-            // on each tile or taking turns.
+            // on each tile or taking turns; warp-specialised, storing directly or by TMA.
             let mut swizzled = GpuMmaTiling::swizzled_warpgroup_for(spec);
             let persistent_blocks = 1 + (seed / 5 % 3) as i64;
             swizzled.staging = match seed % 5 {
@@ -284,6 +284,10 @@ fn check_gpu_schedules(
                     consumers: Consumers::PingPong,
                 },
             };
+            if matches!(swizzled.staging, MmaStaging::WarpSpecialized { .. }) && seed / 15 % 2 == 1
+            {
+                swizzled.epilogue = MmaEpilogue::TensorStore;
+            }
             if swizzled.validate(spec).is_ok() && swizzled.fits(spec) {
                 let tiled = tile_mma(&k.program, spec, &swizzled)
                     .map_err(|e| format!("the tensor-core tiling {swizzled:?} fails: {e}"))?;

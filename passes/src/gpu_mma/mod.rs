@@ -70,6 +70,7 @@
 //! the plain nest within the float tolerance, not to the bit.
 
 use crate::error::PassError;
+mod epilogue;
 mod staging;
 mod tiling;
 mod tma;
@@ -133,6 +134,7 @@ pub fn tile_mma(
             _ => None,
         },
         barriers: fresh("bar"),
+        epilogue: epilogue::EpilogueStore::of(prog, spec, t, fresh("cs")),
     };
     let (mt, nt) = t.fragments();
     let buffers = g.stages.unwrap_or(2);
@@ -161,10 +163,13 @@ pub fn tile_mma(
     }
     if g.tma.is_some() {
         let barriers = match g.specialized() {
-            true => t.staging.mbarriers(),
+            true => t.staging.mbarriers() + g.epilogue_barrier_counts().len() as i64,
             false => buffers,
         };
         added.push((&g.barriers, barriers, BufRole::Shared, MBARRIER_DTYPE));
+    }
+    if let Some(e) = g.epilogue.as_ref().filter(|_| g.specialized()) {
+        added.push((&e.tile, t.epilogue_len(), BufRole::Shared, spec.dtype));
     }
     rebuild(prog, &added, g.program(), "tile-gpu-mma")
 }
@@ -185,6 +190,9 @@ struct Gen<'a> {
     tma: Option<tma::TmaOperands>,
     /// The shared buffer of the pipeline's mbarriers (one per buffer) under TMA.
     barriers: String,
+    /// Where a warp-specialised pipeline's consumers store by TMA
+    /// ([`MmaEpilogue::TensorStore`]).
+    epilogue: Option<epilogue::EpilogueStore>,
 }
 
 /// The thread variable: one thread loop per phase, each binding it afresh (names are unique
@@ -193,11 +201,14 @@ fn thread_loop(var: &str, threads: i64, body: Vec<Stmt>) -> Stmt {
     for_(var, threads, LoopKind::Thread(GpuAxis::X), body)
 }
 
-/// The lane's fragment of the block tile: accumulator slot, row and column in the tile.
+/// The lane's fragment of the block tile: accumulator slot, row and column in the tile, and
+/// in its warp's (warpgroup's) part of it.
 struct Fragment {
     slot: i64,
     row: IExpr,
     col: IExpr,
+    local_row: IExpr,
+    local_col: IExpr,
 }
 
 impl Gen<'_> {
@@ -231,10 +242,14 @@ impl Gen<'_> {
             for ni in 0..nt {
                 for e in 0..per_lane {
                     let (r, c) = shape.acc_position(&lane, e);
+                    let local_row = IExpr::c(mi * rows).plus(r);
+                    let local_col = IExpr::c(ni * cols).plus(c);
                     out.push(Fragment {
                         slot: (mi * nt + ni) * per_lane + e,
-                        row: wr.clone().plus(IExpr::c(mi * rows)).plus(r),
-                        col: wc.clone().plus(IExpr::c(ni * cols)).plus(c),
+                        row: wr.clone().plus(local_row.clone()),
+                        col: wc.clone().plus(local_col.clone()),
+                        local_row,
+                        local_col,
                     });
                 }
             }

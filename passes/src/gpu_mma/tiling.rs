@@ -200,6 +200,28 @@ pub struct GpuMmaTiling {
     /// existed use: 1.)
     #[serde(default = "row_after_row")]
     pub group_rows: i64,
+    /// How the consumers store the output tiles. (What tilings recorded before the choice
+    /// existed use: direct stores.)
+    #[serde(default)]
+    pub epilogue: MmaEpilogue,
+}
+
+/// How a tensor-core product's threads store their sums.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum MmaEpilogue {
+    /// Each thread stores its own sums to global memory (two elements per `st.global`).
+    #[default]
+    Direct,
+    /// A warp-specialised pipeline's consumer warpgroups write their tile, swizzled, to
+    /// shared memory, and one thread of each stores it by TMA (`tensor_store`, one box per
+    /// 64 columns; CUTLASS's TMA epilogue): no scattered stores, and the store runs on
+    /// while the warpgroup multiplies its next tile. Needs
+    /// [`MmaStaging::WarpSpecialized`]; where the output is not an output buffer with
+    /// 16-byte-aligned rows, or the tiles do not divide the matrix, the stores stay direct.
+    /// Costs a tile of shared memory per team.
+    TensorStore,
 }
 
 /// Output tiles row after row: [`GpuMmaTiling::group_rows`] of tilings recorded before the
@@ -221,6 +243,8 @@ impl GpuMmaTiling {
     /// (The deep pipelines, then TMA, then warp specialisation, then on a persistent grid,
     /// then with ping-pong consumers, last: a tuning record names a staging by its position
     /// here.)
+    /// The epilogues the tuner chooses from (the `mma_epilogue` knob: a position here).
+    pub const EPILOGUES: [MmaEpilogue; 2] = [MmaEpilogue::Direct, MmaEpilogue::TensorStore];
     pub const STAGINGS: [MmaStaging; 14] = [
         MmaStaging::AsyncCopy { stages: 2 },
         MmaStaging::AsyncCopy { stages: 3 },
@@ -283,6 +307,7 @@ impl GpuMmaTiling {
             engine: MmaEngine::Warp,
             layout: MmaLayout::Plain,
             group_rows: 1,
+            epilogue: MmaEpilogue::Direct,
         }
     }
 
@@ -308,6 +333,7 @@ impl GpuMmaTiling {
             engine: MmaEngine::Warpgroup,
             layout: MmaLayout::Plain,
             group_rows: 1,
+            epilogue: MmaEpilogue::Direct,
         }
     }
 
@@ -340,6 +366,7 @@ impl GpuMmaTiling {
                 engine: Self::ENGINES[pick(&[0, 1]) as usize],
                 layout: Self::LAYOUTS[pick(&[0, 1]) as usize],
                 group_rows: pick(&Self::GROUP_ROWS),
+                epilogue: Self::EPILOGUES[pick(&[0, 1]) as usize],
             },
             |t| t.validate(spec).is_ok() && t.fits(spec),
         )
@@ -441,10 +468,44 @@ impl GpuMmaTiling {
     /// [`MAX_SHARED_BYTES`], and what the GPU allows
     /// ([`max_shared_bytes`](tessera_ir::loops::gpu::max_shared_bytes)).
     pub fn shared_bytes(&self, dtype: DType) -> usize {
-        let elements = self.staging.buffers() * (self.a_tile_len() + self.b_tile_len());
+        let elements =
+            self.staging.buffers() * (self.a_tile_len() + self.b_tile_len()) + self.epilogue_len();
         // TMA's mbarriers beside the tiles.
-        let barriers = self.staging.mbarriers().max(0) as usize * MBARRIER_DTYPE.size();
+        let barriers = self.mbarriers().max(0) as usize * MBARRIER_DTYPE.size();
         elements.max(0) as usize * dtype.size() + barriers
+    }
+
+    /// Whether the consumers store by TMA ([`MmaEpilogue::TensorStore`]).
+    pub(super) fn stores_by_tma(&self) -> bool {
+        self.epilogue == MmaEpilogue::TensorStore
+            && matches!(self.staging, MmaStaging::WarpSpecialized { .. })
+    }
+
+    /// Consumer warpgroups of a block: each team's.
+    pub(super) fn consumer_warpgroups(&self) -> i64 {
+        let teams = match self.staging {
+            MmaStaging::WarpSpecialized { consumers, .. } => consumers.teams(),
+            _ => 1,
+        };
+        teams * self.warps_m * self.warps_n
+    }
+
+    /// Elements of the shared tile a TMA epilogue writes: each team's output tile.
+    pub(super) fn epilogue_len(&self) -> i64 {
+        match self.stores_by_tma() {
+            true => self.consumer_warpgroups() / (self.warps_m * self.warps_n) * self.bm * self.bn,
+            false => 0,
+        }
+    }
+
+    /// The block's mbarriers: the pipeline's ([`MmaStaging::mbarriers`]) and, for a TMA
+    /// epilogue, two per consumer warpgroup (its tile written; its last store read).
+    pub fn mbarriers(&self) -> i64 {
+        let epilogue = match self.stores_by_tma() {
+            true => 2 * self.consumer_warpgroups(),
+            false => 0,
+        };
+        self.staging.mbarriers() + epilogue
     }
 
     pub fn validate(&self, spec: &ProductSpec) -> Result<(), PassError> {
@@ -538,6 +599,9 @@ impl GpuMmaTiling {
                  persistent_blocks must be positive"
                     .into(),
             );
+        }
+        if t.epilogue == MmaEpilogue::TensorStore && !t.stores_by_tma() {
+            return bad("a TMA epilogue needs a warp-specialised pipeline".into());
         }
         if matches!(
             t.staging,

@@ -32,7 +32,7 @@ pub(super) struct TmaOperands {
 /// The affine layout of `operand` in the spec's variables: its buffer, the element at
 /// index 0 of every variable, and each variable's coefficient (batch, row, column, `k`);
 /// `None` when it is not a load at an affine index.
-fn affine(spec: &ProductSpec, operand: &VExpr) -> Option<(String, i64, [i64; 4])> {
+pub(super) fn affine(spec: &ProductSpec, operand: &VExpr) -> Option<(String, i64, [i64; 4])> {
     let VExpr::Load { buf, index } = operand else {
         return None;
     };
@@ -130,7 +130,7 @@ pub(super) fn tma_tiling(t: &super::GpuMmaTiling) -> bool {
 
 impl Gen<'_> {
     /// The box coordinates, innermost first, of a map's element at column `col`, row `row`.
-    fn coords(map: &TensorMap, col: IExpr, row: IExpr, batch: &IExpr) -> Vec<IExpr> {
+    pub(super) fn coords(map: &TensorMap, col: IExpr, row: IExpr, batch: &IExpr) -> Vec<IExpr> {
         let mut coords = vec![col, row];
         if map.extents.len() == 3 {
             coords.push(batch.clone());
@@ -253,6 +253,7 @@ impl Gen<'_> {
         let mut counts = vec![1; stages as usize];
         counts.extend(vec![team / WARPGROUP; stages as usize]);
         counts.extend(vec![1; (t.staging.mbarriers() - 2 * stages) as usize]);
+        counts.extend(self.epilogue_barrier_counts());
         let setup = thread_loop("mt0", team, vec![self.init_barriers("mt0", &counts)]);
 
         // `steps(at, round)` once per round of `teams` taking turns, for team `w`: for the
@@ -363,7 +364,13 @@ impl Gen<'_> {
                     then: vec![self.mbarrier(turn(w.clone()), MbarrierOp::Arrive)],
                 });
             }
-            round.extend(self.store_sums(at, &tt));
+            match self.epilogue {
+                Some(_) => {
+                    let team_round = r.clone().floordiv(teams);
+                    round.extend(self.store_tile_by_tma(at, &th, &tt, &team_round))
+                }
+                None => round.extend(self.store_sums(at, &tt)),
+            }
             round
         };
         let produce = |at: &At, r: &IExpr| {
@@ -391,6 +398,7 @@ impl Gen<'_> {
         let consumers_branch = registers(RegisterChange::Claim, claimed)
             .into_iter()
             .chain(per_round("mrc", (w.clone(), teams), &consume))
+            .chain(self.finish_tma_stores(&tt))
             .collect();
         let producer_branch = registers(RegisterChange::Release, released)
             .into_iter()
@@ -419,7 +427,7 @@ impl Gen<'_> {
     }
 
     /// `op` on mbarrier `at` of the pipeline's mbarrier buffer.
-    fn mbarrier(&self, at: IExpr, op: MbarrierOp) -> Stmt {
+    pub(super) fn mbarrier(&self, at: IExpr, op: MbarrierOp) -> Stmt {
         Stmt::Mbarrier(Mbarrier {
             buf: self.barriers.clone(),
             at,
