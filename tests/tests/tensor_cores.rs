@@ -697,7 +697,7 @@ fn invalid_tensor_core_tilings_are_refused() {
         epilogue: MmaEpilogue::TensorStore,
         ..ok
     }
-    .validate(&spec)
+    .validate(spec)
     .unwrap_err()
     .to_string();
     assert!(e.contains("TMA epilogue"), "{e}");
