@@ -91,6 +91,44 @@ impl EpilogueStore {
     }
 }
 
+/// Where accumulator `slot` of consumer thread `tt` lies in its warpgroup's region of the
+/// shared tile (atoms at `atom_at(atom)`): `swizzle_128(atom start + row · 64 + column % 64)`
+/// written so that it is a thread base plus constants and one of 8 `xor`s per thread — the
+/// swizzle's row is the lane's quad (`row % 8`), the column's 16-byte chunk a constant of
+/// the slot (the lane's part of the column stays inside the chunk) — instead of one long
+/// expression per element (the epilogue would spill).
+fn swizzled_place(
+    tt: &IExpr,
+    slot: i64,
+    t: GpuMmaTiling,
+    atom_at: impl Fn(IExpr) -> IExpr,
+) -> IExpr {
+    let (_, nt) = t.fragments();
+    let (step_rows, step_cols) = t.step_tile();
+    let per_lane = t.shape().acc_per_lane();
+    let (e, mi, ni) = (slot % per_lane, slot / per_lane / nt, slot / per_lane % nt);
+    // The warpgroup accumulator layout (`MmaShape::acc_position`): warp `w` of the group
+    // holds rows `16w..16w + 16`, lane `l` rows `l / 4` and `l / 4 + 8`, columns
+    // `8c + 2(l % 4) + {0, 1}`.
+    let lane = tt.clone().modulo(tessera_ir::loops::mma::WARP);
+    let quad = lane.clone().floordiv(4);
+    let warp = tt
+        .clone()
+        .modulo(WARPGROUP)
+        .floordiv(tessera_ir::loops::mma::WARP);
+    let row = warp
+        .times(16)
+        .plus(quad.clone())
+        .plus(IExpr::c(mi * step_rows + 8 * (e % 4 / 2)));
+    let column = ni * step_cols + 8 * (e / 4);
+    let chunk = IExpr::c(column % SWIZZLE_ROW / 8).xor(quad);
+    atom_at(IExpr::c(column / SWIZZLE_ROW))
+        .plus(row.times(SWIZZLE_ROW))
+        .plus(chunk.times(8))
+        .plus(lane.modulo(4).times(2))
+        .plus(IExpr::c(e % 2))
+}
+
 impl Gen<'_> {
     /// The arrivals of the epilogue's mbarriers, in order after the pipeline's: per consumer
     /// warpgroup its "written" one (every thread) and its "read" one (the first).
@@ -157,15 +195,9 @@ impl Gen<'_> {
             let Stmt::Store { value, .. } = s.store_finished(&at.b, &i, &jj, sum) else {
                 unreachable!("store_finished is a store");
             };
-            let flat = f
-                .local_row
-                .times(SWIZZLE_ROW)
-                .plus(f.local_col.clone().modulo(SWIZZLE_ROW));
             out.push(Stmt::Store {
                 buf: e.tile.clone(),
-                index: e
-                    .map
-                    .shared_place(&atom_at(f.local_col.floordiv(SWIZZLE_ROW)), flat),
+                index: swizzled_place(tt, f.slot, t, atom_at),
                 value,
             });
         }

@@ -201,14 +201,11 @@ fn thread_loop(var: &str, threads: i64, body: Vec<Stmt>) -> Stmt {
     for_(var, threads, LoopKind::Thread(GpuAxis::X), body)
 }
 
-/// The lane's fragment of the block tile: accumulator slot, row and column in the tile, and
-/// in its warp's (warpgroup's) part of it.
+/// The lane's fragment of the block tile: accumulator slot, row and column in the tile.
 struct Fragment {
     slot: i64,
     row: IExpr,
     col: IExpr,
-    local_row: IExpr,
-    local_col: IExpr,
 }
 
 impl Gen<'_> {
@@ -242,14 +239,10 @@ impl Gen<'_> {
             for ni in 0..nt {
                 for e in 0..per_lane {
                     let (r, c) = shape.acc_position(&lane, e);
-                    let local_row = IExpr::c(mi * rows).plus(r);
-                    let local_col = IExpr::c(ni * cols).plus(c);
                     out.push(Fragment {
                         slot: (mi * nt + ni) * per_lane + e,
-                        row: wr.clone().plus(local_row.clone()),
-                        col: wc.clone().plus(local_col.clone()),
-                        local_row,
-                        local_col,
+                        row: wr.clone().plus(IExpr::c(mi * rows)).plus(r),
+                        col: wc.clone().plus(IExpr::c(ni * cols)).plus(c),
                     });
                 }
             }
