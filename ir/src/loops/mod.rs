@@ -22,6 +22,8 @@ pub mod range;
 pub mod regs;
 pub mod shuffle;
 pub mod simplify;
+#[cfg(test)]
+mod testing;
 pub mod tma;
 pub mod verify;
 

@@ -42,21 +42,14 @@ fn x() -> Tensor {
 }
 
 fn run(text: &str) -> crate::error::Result<Vec<f64>> {
-    let prog = parse_program(text)?;
-    verify(&prog)?;
-    let y = run_outputs(&prog, &[x()])?;
-    Ok((0..32).map(|i| y[0].get_f64(i)).collect())
+    let y = crate::loops::testing::first_output(text, &[x()])?;
+    Ok((0..32).map(|i| y.get_f64(i)).collect())
 }
 
 #[test]
 fn a_box_lands_after_the_wait_with_zeros_outside_the_tensor() {
     let text = kernel(ISSUE, WAIT, "none");
-    let prog = parse_program(&text).unwrap();
-    assert_eq!(
-        parse_program(&prog.to_string()).unwrap(),
-        prog,
-        "prints and parses back"
-    );
+    crate::loops::testing::assert_round_trip(&text);
     let got = run(&text).unwrap();
     let x = x();
     for r in 0..4usize {

@@ -2,9 +2,6 @@
 //! thread copying tiles into two buffers, consumers releasing them through "empty"
 //! mbarriers — runs, and the ways to break it are reported.
 
-use crate::loops::interp::run_outputs;
-use crate::loops::parse::parse_program;
-use crate::loops::verify::verify;
 use crate::{DType, Tensor};
 
 /// Four 8 × 8 f16 tiles of `x` (the rows of a 32 × 8 matrix) pass through two buffers of
@@ -57,20 +54,13 @@ fn x() -> Tensor {
 }
 
 fn run(text: &str) -> crate::error::Result<Tensor> {
-    let prog = parse_program(text)?;
-    verify(&prog)?;
-    Ok(run_outputs(&prog, &[x()])?.remove(0))
+    crate::loops::testing::first_output(text, &[x()])
 }
 
 #[test]
 fn a_producer_and_its_consumers_take_turns() {
     let text = pipeline(RELEASE, REUSE);
-    let prog = parse_program(&text).unwrap();
-    assert_eq!(
-        parse_program(&prog.to_string()).unwrap(),
-        prog,
-        "round trip"
-    );
+    crate::loops::testing::assert_round_trip(&text);
     let y = run(&text).unwrap();
     let x = x();
     for i in 0..256 {

@@ -3,7 +3,6 @@
 //! tensor's edges — and every break of the rules (no fence, a fence after the hand-over, a
 //! write before the wait, no wait at all) is refused with a message that names it.
 
-use crate::loops::interp::run_outputs;
 use crate::loops::parse::parse_program;
 use crate::loops::verify::verify;
 use crate::{DType, Tensor};
@@ -44,21 +43,14 @@ fn x() -> Tensor {
 }
 
 fn run(text: &str) -> crate::error::Result<Vec<f64>> {
-    let prog = parse_program(text)?;
-    verify(&prog)?;
-    let y = run_outputs(&prog, &[x()])?;
-    Ok((0..480).map(|i| y[0].get_f64(i)).collect())
+    let y = crate::loops::testing::first_output(text, &[x()])?;
+    Ok((0..480).map(|i| y.get_f64(i)).collect())
 }
 
 #[test]
 fn a_fenced_handed_over_tile_lands_clipped_to_the_tensor() {
     let text = kernel(HAND_OVER, WAIT);
-    let prog = parse_program(&text).unwrap();
-    assert_eq!(
-        parse_program(&prog.to_string()).unwrap(),
-        prog,
-        "round trip"
-    );
+    crate::loops::testing::assert_round_trip(&text);
     let y = run(&text).unwrap();
     let x = x();
     for r in 0..20usize {
