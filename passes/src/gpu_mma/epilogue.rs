@@ -3,8 +3,9 @@
 //! writes its finished sums into its own region of a shared tile — 64-column atoms of
 //! 128-byte rows under the 128-byte swizzle, so that a warp's writes (8 rows × 16 bytes per
 //! instruction) hit 32 different banks — fences them for the copy engine and arrives on its
-//! "written" mbarrier; its first thread waits for that phase and stores the region by TMA,
-//! one box per atom, and goes on with the next tile while the copy engine reads.
+//! "written" mbarrier; once that phase completes its first thread stores the region by TMA,
+//! one box per atom, and the warpgroup goes on with the next tile while the copy engine
+//! reads.
 //!
 //! Before a warpgroup writes its region again (its next round), the first thread waits for
 //! its last stores' reads (`bulk_wait_read pending(0)`) and arrives on the warpgroup's "read"
@@ -17,7 +18,8 @@
 //!   (j > 0)  t % 128 = 0: bulk_wait_read pending(0); arrive read[g]
 //!            wait read[g] (phase j − 1)
 //!   tile[g's region, swizzled] = finish(sums);  fence_proxy_async;  arrive written[g]
-//!   t % 128 = 0: wait written[g] (phase j); tensor_store per 64 columns
+//!   wait written[g] (phase j)
+//!   t % 128 = 0: tensor_store per 64 columns
 //! ```
 //!
 //! and after the last round the first thread waits for its stores' reads (the block's shared
@@ -204,13 +206,17 @@ impl Gen<'_> {
         out.push(Stmt::AsyncProxy(AsyncProxy::Fence));
         let written = self.epilogue_barrier(&group, false);
         out.push(self.mbarrier(written.clone(), MbarrierOp::Arrive));
-        let (wr, wc) = self.warp_origin(tt);
-        let mut issue = vec![self.mbarrier(
+        // The whole warpgroup waits (as CUTLASS's epilogue synchronises all its threads), so
+        // that the first thread's issue is a predicated block, not a branch its warp would
+        // leave it spinning in before the next `wgmma`s.
+        out.push(self.mbarrier(
             written,
             MbarrierOp::Wait {
                 parity: j.clone().modulo(2),
             },
-        )];
+        ));
+        let (wr, wc) = self.warp_origin(tt);
+        let mut issue = Vec::new();
         for atom in 0..cols / SWIZZLE_ROW {
             let col = at
                 .j0
