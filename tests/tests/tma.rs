@@ -241,11 +241,26 @@ fn checked_product(shape: [i64; 3], staging: MmaStaging) -> (LoopProgram, Vec<te
 
 /// [`checked_product`] on the swizzled warpgroup tiling as `edit` changes it.
 fn checked_product_with(
+    shape: [i64; 3],
+    edit: impl Fn(GpuMmaTiling) -> GpuMmaTiling,
+) -> (LoopProgram, Vec<tessera_ir::Tensor>) {
+    checked_batched_product(&[], shape, edit)
+}
+
+/// [`checked_product_with`] of a batch of products (`batch`: its leading dimensions).
+fn checked_batched_product(
+    batch: &[i64],
     [m, k, n]: [i64; 3],
     edit: impl Fn(GpuMmaTiling) -> GpuMmaTiling,
 ) -> (LoopProgram, Vec<tessera_ir::Tensor>) {
+    let dims = |rows: i64, cols: i64| {
+        let mut d: Vec<String> = batch.iter().map(i64::to_string).collect();
+        d.extend([rows.to_string(), cols.to_string()]);
+        d.join(",")
+    };
+    let (a, b, y) = (dims(m, k), dims(k, n), dims(m, n));
     let text = format!(
-        "graph \"g\" opset 21 {{\n input a: f16[{m},{k}]\n input b: f16[{k},{n}]\n node \"mm\" MatMul(a, b) -> (y: f16[{m},{n}])\n output y\n}}"
+        "graph \"g\" opset 21 {{\n input a: f16[{a}]\n input b: f16[{b}]\n node \"mm\" MatMul(a, b) -> (y: f16[{y}])\n output y\n}}"
     );
     let g = tessera_ir::text::parse_graph(&text).unwrap();
     let kernels = tessera::fuzzgen::unscheduled_kernels(&g, &tessera::Target::host()).unwrap();
@@ -703,6 +718,24 @@ fn a_tma_epilogue_stores_each_tile_through_shared_memory() {
             assert_ptxas_keeps_the_steps_async(&module.text);
         }
     }
+    // A batch of products: the boxes are 3-D (one batch element deep).
+    let (tiled, _) = checked_batched_product(&[2], [128, 64, 128], |t| GpuMmaTiling {
+        staging: MmaStaging::WarpSpecialized {
+            stages: 2,
+            persistent_blocks: 3,
+            consumers: Consumers::Cooperative,
+        },
+        epilogue: MmaEpilogue::TensorStore,
+        bn: 64,
+        ..t
+    });
+    let mut ranks = Vec::new();
+    tessera_ir::loops::each_stmt(&tiled.body, &mut |s| {
+        if let Stmt::TensorStore(c) = s {
+            ranks.push(c.map.extents.len());
+        }
+    });
+    assert_eq!(ranks, [3], "one 3-D tensor store");
 }
 
 /// How many statements of `body` (at any depth) satisfy `f`.
