@@ -240,11 +240,11 @@ impl GpuMmaTiling {
     pub const TILES: [i64; 5] = [16, 32, 64, 128, 256];
     pub const DEPTHS: [i64; 3] = [16, 32, 64];
     pub const WARPS: [i64; 3] = [1, 2, 4];
+    /// The epilogues the tuner chooses from (the `mma_epilogue` knob: a position here).
+    pub const EPILOGUES: [MmaEpilogue; 2] = [MmaEpilogue::Direct, MmaEpilogue::TensorStore];
     /// (The deep pipelines, then TMA, then warp specialisation, then on a persistent grid,
     /// then with ping-pong consumers, last: a tuning record names a staging by its position
     /// here.)
-    /// The epilogues the tuner chooses from (the `mma_epilogue` knob: a position here).
-    pub const EPILOGUES: [MmaEpilogue; 2] = [MmaEpilogue::Direct, MmaEpilogue::TensorStore];
     pub const STAGINGS: [MmaStaging; 14] = [
         MmaStaging::AsyncCopy { stages: 2 },
         MmaStaging::AsyncCopy { stages: 3 },
@@ -400,9 +400,7 @@ impl GpuMmaTiling {
     /// a whole warpgroup, so that the consumers' branch is warpgroup-uniform).
     pub fn block_threads(&self) -> i64 {
         match self.staging {
-            MmaStaging::WarpSpecialized { consumers, .. } => {
-                consumers.teams() * self.threads() + WARPGROUP
-            }
+            MmaStaging::WarpSpecialized { .. } => self.teams() * self.threads() + WARPGROUP,
             _ => self.threads(),
         }
     }
@@ -481,19 +479,24 @@ impl GpuMmaTiling {
             && matches!(self.staging, MmaStaging::WarpSpecialized { .. })
     }
 
-    /// Consumer warpgroups of a block: each team's.
-    pub(super) fn consumer_warpgroups(&self) -> i64 {
-        let teams = match self.staging {
+    /// Teams of consumer warps (warpgroups), each computing whole output tiles: a
+    /// warp-specialised pipeline's ([`Consumers::teams`]), else one.
+    fn teams(&self) -> i64 {
+        match self.staging {
             MmaStaging::WarpSpecialized { consumers, .. } => consumers.teams(),
             _ => 1,
-        };
-        teams * self.warps_m * self.warps_n
+        }
+    }
+
+    /// Consumer warpgroups of a block: each team's.
+    pub(super) fn consumer_warpgroups(&self) -> i64 {
+        self.teams() * self.warps_m * self.warps_n
     }
 
     /// Elements of the shared tile a TMA epilogue writes: each team's output tile.
     pub(super) fn epilogue_len(&self) -> i64 {
         match self.stores_by_tma() {
-            true => self.consumer_warpgroups() / (self.warps_m * self.warps_n) * self.bm * self.bn,
+            true => self.teams() * self.bm * self.bn,
             false => 0,
         }
     }
