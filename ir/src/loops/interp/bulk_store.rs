@@ -2,7 +2,7 @@
 //! elements each thread wrote and whether it has fenced them for the copy engine since, and
 //! which elements each thread's tensor stores still read until it waits for them.
 
-use super::{HashMap, IrError, Result, St, ThreadId, buf_index, iexpr, thread_name};
+use super::{HashMap, Result, St, ThreadId, buf_index, iexpr, thread_name};
 use crate::loops::IExpr;
 use crate::loops::tma::{AsyncProxy, TensorStore};
 use std::collections::VecDeque;
@@ -22,10 +22,10 @@ pub(super) struct BulkStores {
     unfenced: HashMap<ThreadId, Vec<Element>>,
     /// Per shared element, the tensor stores (thread, group) still reading it.
     reading: HashMap<Element, Vec<(ThreadId, u64)>>,
-    /// Per thread, its tensor stores still reading, oldest first, and the groups it has
-    /// committed.
+    /// Per thread, its tensor stores still reading, oldest first, each by its group.
     groups: HashMap<ThreadId, VecDeque<(u64, Vec<Element>)>>,
-    committed: HashMap<ThreadId, u64>,
+    /// Bulk groups committed in the block (by any thread): the next one's number.
+    committed: u64,
 }
 
 impl BulkStores {
@@ -53,7 +53,7 @@ impl St<'_, '_> {
         }
         let me = self.tid;
         if let Some(&(reader, _)) = bulk.reading.get(&element).and_then(|r| r.first()) {
-            return self.bulk_fail(format!(
+            return self.fail(format!(
                 "thread {} writes shared `{}[{}]` while thread {}'s tensor store still reads it \
                  (no bulk_wait_read by it, released to this thread, in between)",
                 thread_name(me),
@@ -69,13 +69,6 @@ impl St<'_, '_> {
             bulk.unfenced.entry(me).or_default().push(element);
         }
         Ok(())
-    }
-
-    fn bulk_fail<T>(&self, msg: String) -> Result<T> {
-        Err(IrError::Interp(format!(
-            "kernel `{}`: {msg}",
-            self.prog.name
-        )))
     }
 
     pub(super) fn async_proxy(&mut self, a: &AsyncProxy) -> Result<()> {
@@ -151,7 +144,7 @@ impl St<'_, '_> {
                     Some(_) => None,
                 };
                 if let Some(why) = unordered {
-                    return self.bulk_fail(format!(
+                    return self.fail(format!(
                         "thread {}'s tensor store into `{}` reads what the copy engine may not \
                          see: {why}",
                         thread_name(me),
@@ -165,9 +158,8 @@ impl St<'_, '_> {
         super::block(self, &c.expand())?;
         let mut mem = self.mem();
         let bulk = &mut mem.bulk;
-        let committed = bulk.committed.entry(me).or_default();
-        *committed += 1;
-        let group = *committed;
+        bulk.committed += 1;
+        let group = bulk.committed;
         for &element in &places {
             bulk.reading.entry(element).or_default().push((me, group));
         }
@@ -190,7 +182,7 @@ impl St<'_, '_> {
             .collect();
         open.sort();
         match open.first() {
-            Some(&t) => self.bulk_fail(format!(
+            Some(&t) => self.fail(format!(
                 "the block ends while thread {}'s tensor store still reads shared memory (no \
                  bulk_wait_read pending(0) after it)",
                 thread_name(t)

@@ -97,7 +97,7 @@ impl Sync {
 }
 
 impl St<'_, '_> {
-    fn fail<T>(&self, msg: String) -> Result<T> {
+    pub(super) fn fail<T>(&self, msg: String) -> Result<T> {
         Err(IrError::Interp(format!(
             "kernel `{}`: {msg}",
             self.prog.name
