@@ -16,6 +16,16 @@ pub enum ChildError {
     Failed(String),
 }
 
+/// A time limit given on the command line after `flag`: a positive, finite number of
+/// seconds (`Duration::from_secs_f64` would panic on a negative or NaN one).
+pub fn limit_arg(flag: &str, value: Option<String>) -> Result<Duration, String> {
+    value
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("{flag} needs a positive number of seconds"))
+}
+
 /// Runs `me args…`, kills it after `limit`, and returns the last line it printed on stdout
 /// (which `parse` turns into its result; a line it does not take is a failure).
 pub fn run<T>(

@@ -56,13 +56,7 @@ impl RunArgs {
             budget: None,
         };
         while let Some(a) = args.next() {
-            let mut seconds = |flag: &str| {
-                args.next()
-                    .and_then(|s| s.parse::<f64>().ok())
-                    .filter(|s| s.is_finite() && *s > 0.0)
-                    .map(std::time::Duration::from_secs_f64)
-                    .ok_or_else(|| format!("{flag} needs a positive number of seconds"))
-            };
+            let mut seconds = |flag: &str| child::limit_arg(flag, args.next());
             match a.as_str() {
                 "--no-gpu" => r.no_gpu = true,
                 "--case-limit-s" => r.case_limit = seconds("--case-limit-s")?,

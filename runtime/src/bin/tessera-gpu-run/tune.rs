@@ -44,13 +44,7 @@ impl TuneArgs {
         while let Some(a) = args.next() {
             match a.as_str() {
                 "--no-gpu" => t.no_gpu = true,
-                "--timeout-s" => {
-                    let s = args
-                        .next()
-                        .and_then(|s| s.parse::<f64>().ok())
-                        .ok_or("--timeout-s needs seconds")?;
-                    t.timeout = Duration::from_secs_f64(s);
-                }
+                "--timeout-s" => t.timeout = crate::child::limit_arg("--timeout-s", args.next())?,
                 "--out" => t.out = Some(args.next().ok_or("--out needs a file")?.into()),
                 runs => {
                     t.runs = runs
@@ -220,6 +214,9 @@ mod tests {
         assert!(args("round --no-gpu").unwrap().no_gpu);
         assert!(args("").is_err());
         assert!(args("round --timeout-s").is_err());
+        // (A negative or NaN limit used to reach `Duration::from_secs_f64`: a panic.)
+        assert!(args("round --timeout-s -1").is_err());
+        assert!(args("round --timeout-s nan").is_err());
         assert!(args("round fast").unwrap_err().contains("`fast`"));
     }
 
