@@ -168,6 +168,7 @@ fn kernels(sm: u32) -> Vec<Case> {
             match tiling.epilogue {
                 MmaEpilogue::Direct => "",
                 MmaEpilogue::TensorStore => "_ts",
+                MmaEpilogue::TensorStoreSubTiles => "_ts2",
             }
         );
         let (graph, flops) = matmul(&name, DType::F16, 4096);
@@ -309,21 +310,22 @@ fn sweep(sm: u32) -> Vec<GpuMmaTiling> {
         .map(|&t| GpuMmaTiling { group_rows: 8, ..t })
         .collect();
     // Those again storing their tiles by TMA through shared memory (where it fits beside the
-    // buffers), and the wide cooperative tile with one buffer fewer to make room for it.
+    // buffers), and the wide cooperative tile storing through two sub-tiles per warpgroup,
+    // which leave room for its four buffers.
     let wide = grouped
         .iter()
         .find(|t| t.bn == 256 && t.warps_m == 2)
         .map(|&t| GpuMmaTiling {
-            staging: persistent(3),
+            epilogue: MmaEpilogue::TensorStoreSubTiles,
             ..t
         });
     let stored_by_tma: Vec<GpuMmaTiling> = grouped
         .iter()
-        .chain(wide.as_ref())
         .map(|&t| GpuMmaTiling {
             epilogue: MmaEpilogue::TensorStore,
             ..t
         })
+        .chain(wide)
         .collect();
     tilings
         .into_iter()

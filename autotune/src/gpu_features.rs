@@ -12,7 +12,7 @@ use tessera_passes::gpu_schedule::GpuKernelSchedule;
 use tessera_passes::lower::Kernel;
 
 /// The version of [`GPU_FEATURES`]; bump it when a field is added, removed or redefined.
-pub const GPU_FEATURE_VERSION: u32 = 7;
+pub const GPU_FEATURE_VERSION: u32 = 8;
 
 /// Resources of one SM the occupancy estimate assumes (sm_80 and sm_90 alike).
 const SM_THREADS: f64 = 2048.0;
@@ -24,7 +24,7 @@ const SM_REGISTERS: f64 = 65536.0;
 const BASE_REGISTERS: f64 = 32.0;
 
 /// Every field: name and meaning, in vector order.
-pub const GPU_FEATURES: [(&str, &str); 27] = [
+pub const GPU_FEATURES: [(&str, &str); 28] = [
     ("bound", "1 for bound loops (one thread per element or run)"),
     ("rows", "1 for a block per row"),
     ("tiled", "1 for CUDA-core product tiles"),
@@ -100,6 +100,10 @@ pub const GPU_FEATURES: [(&str, &str); 27] = [
         "tma_epilogue",
         "1 when the consumers store their tiles through shared memory by TMA",
     ),
+    (
+        "tma_epilogue_sub_tiles",
+        "1 when that TMA epilogue goes through two 64-column sub-tiles per warpgroup",
+    ),
 ];
 
 fn lg(x: f64) -> f32 {
@@ -174,7 +178,8 @@ pub fn gpu_features(k: &Kernel, schedule: &GpuKernelSchedule, scheduled: &LoopPr
             MmaStaging::WarpSpecialized { persistent_blocks, .. } if persistent_blocks > 0
         ) as i32 as f32;
         f[25] = lg(t.group_rows as f64);
-        f[26] = (t.epilogue == MmaEpilogue::TensorStore) as i32 as f32;
+        f[26] = t.epilogue.by_tma() as i32 as f32;
+        f[27] = (t.epilogue == MmaEpilogue::TensorStoreSubTiles) as i32 as f32;
         f[24] = matches!(
             t.staging,
             MmaStaging::WarpSpecialized {

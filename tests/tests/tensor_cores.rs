@@ -170,7 +170,7 @@ fn tensor_core_products_match_the_plain_kernels() {
                 // persistent grid of three blocks, its consumers cooperating or taking turns
                 // over tiles grouped by two rows, or a block per tile), where TMA applies:
                 // the interpreter runs its threads by turns (f16 only: bf16 takes the same
-                // path, and an OS thread per GPU thread costs; `tma.rs` has more).
+                // path, and an OS thread per GPU thread costs; `tma/` has more).
                 let aligned_rows = [GRAPHS[1].0, GRAPHS[2].0, GRAPHS[4].0].contains(&name);
                 if aligned_rows && dtype == DType::F16 {
                     tilings.push(GpuMmaTiling {
@@ -185,9 +185,13 @@ fn tensor_core_products_match_the_plain_kernels() {
                         },
                         // (Ping-pong's tiles in groups of two rows of tiles.)
                         group_rows: [1, 1, 2][ordinal % 3],
-                        // (Block-per-tile and ping-pong: TMA stores where the tiles divide.)
-                        epilogue: [MmaEpilogue::Direct, MmaEpilogue::TensorStore]
-                            [(ordinal % 3).min(1)],
+                        // (Block-per-tile: TMA stores of whole tiles, ping-pong: through
+                        // sub-tiles, where the tiles divide.)
+                        epilogue: [
+                            MmaEpilogue::Direct,
+                            MmaEpilogue::TensorStore,
+                            MmaEpilogue::TensorStoreSubTiles,
+                        ][ordinal % 3],
                         ..swizzled
                     });
                 }
@@ -692,15 +696,14 @@ fn invalid_tensor_core_tilings_are_refused() {
             ..ok
         }
     );
-    // A TMA epilogue belongs to a warp-specialised pipeline.
-    let e = GpuMmaTiling {
-        epilogue: MmaEpilogue::TensorStore,
-        ..ok
+    // A TMA epilogue (of whole tiles or sub-tiles) belongs to a warp-specialised pipeline.
+    for epilogue in [MmaEpilogue::TensorStore, MmaEpilogue::TensorStoreSubTiles] {
+        let e = GpuMmaTiling { epilogue, ..ok }
+            .validate(spec)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("TMA epilogue"), "{epilogue:?}: {e}");
     }
-    .validate(spec)
-    .unwrap_err()
-    .to_string();
-    assert!(e.contains("TMA epilogue"), "{e}");
     // f32 elements have no tensor-core path here.
     let mut f32_spec = spec.clone();
     f32_spec.dtype = DType::F32;

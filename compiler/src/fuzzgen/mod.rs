@@ -262,7 +262,8 @@ fn check_gpu_schedules(
             // staged by async copies, TMA or a warp-specialised TMA pipeline by turns (async
             // copies where the operands' rows are not 16-byte aligned), on a grid of a block
             // per tile or of a few blocks looping over the tiles, their consumers cooperating
-            // on each tile or taking turns; warp-specialised, storing directly or by TMA.
+            // on each tile or taking turns; warp-specialised, storing directly or by TMA (whole
+            // tiles or sub-tiles).
             let mut swizzled = GpuMmaTiling::swizzled_warpgroup_for(spec);
             let persistent_blocks = 1 + (seed / 5 % 3) as i64;
             swizzled.staging = match seed % 5 {
@@ -284,9 +285,12 @@ fn check_gpu_schedules(
                     consumers: Consumers::PingPong,
                 },
             };
-            if matches!(swizzled.staging, MmaStaging::WarpSpecialized { .. }) && seed / 15 % 2 == 1
-            {
-                swizzled.epilogue = MmaEpilogue::TensorStore;
+            if matches!(swizzled.staging, MmaStaging::WarpSpecialized { .. }) {
+                swizzled.epilogue = [
+                    MmaEpilogue::Direct,
+                    MmaEpilogue::TensorStore,
+                    MmaEpilogue::TensorStoreSubTiles,
+                ][(seed / 15 % 3) as usize];
             }
             if swizzled.validate(spec).is_ok() && swizzled.fits(spec) {
                 let tiled = tile_mma(&k.program, spec, &swizzled)

@@ -1,25 +1,30 @@
 //! The TMA epilogue of a warp-specialised tensor-core product
-//! ([`MmaEpilogue::TensorStore`](super::MmaEpilogue::TensorStore)): each consumer warpgroup
-//! writes its finished sums into its own region of a shared tile — 64-column atoms of
-//! 128-byte rows under the 128-byte swizzle, so that a warp's writes (8 rows × 16 bytes per
-//! instruction) hit 32 different banks — fences them for the copy engine and arrives on its
-//! "written" mbarrier; once that phase completes its first thread stores the region by TMA,
-//! one box per atom, and the warpgroup goes on with the next tile while the copy engine
-//! reads.
+//! ([`MmaEpilogue::TensorStore`](super::MmaEpilogue::TensorStore) and
+//! [`TensorStoreSubTiles`](super::MmaEpilogue::TensorStoreSubTiles)): each consumer
+//! warpgroup writes its finished sums into its own buffers in shared memory — 64-column
+//! atoms of 128-byte rows under the 128-byte swizzle, so that a warp's writes (8 rows × 16
+//! bytes per instruction) hit 32 different banks —, fences them for the copy engine and
+//! arrives on its "written" mbarrier; once that phase completes its first thread stores
+//! them by TMA, one box per atom, and the warpgroup goes on while the copy engine reads.
 //!
-//! Before a warpgroup writes its region again (its next round), the first thread waits for
-//! its last stores' reads (`bulk_wait_read pending(0)`) and arrives on the warpgroup's "read"
-//! mbarrier, which every thread of the warpgroup waits for: so the stores' reads overlap a
-//! whole round of multiplying. Per consumer warpgroup `g` (in the block), after the
-//! pipeline's mbarriers: `written[g]` (128 arrivals a phase) and `read[g]` (one), both in
-//! phase `j` in the warpgroup's team's round `j`:
+//! A warpgroup has `buffers` atoms of shared memory and writes `batch` atoms between two
+//! synchronisations (`GpuMmaTiling::epilogue_atoms`): its whole tile at once
+//! (`buffers = batch =` its atoms: one batch a round), or sub-tiles (`buffers = 2`,
+//! `batch = 1`: the warpgroup writes one atom while the other's store reads). Before a
+//! batch overwrites buffers an earlier batch wrote, the first thread waits until at most
+//! `buffers − batch` stores still read (`bulk_wait_read`; those of the batches since) and
+//! arrives on the warpgroup's "read" mbarrier, which every thread waits for. Per consumer
+//! warpgroup `g` (in the block), after the pipeline's mbarriers: `written[g]` (128 arrivals
+//! a phase) and `read[g]` (one); the warpgroup's batch `u` (`u = j · batches + q` in its
+//! team's round `j`) completes phase `u` of `written[g]` and phase `u − sets` of `read[g]`
+//! (`sets = buffers / batch`):
 //!
 //! ```text
-//!   (j > 0)  t % 128 = 0: bulk_wait_read pending(0); arrive read[g]
-//!            wait read[g] (phase j − 1)
-//!   tile[g's region, swizzled] = finish(sums);  fence_proxy_async;  arrive written[g]
-//!   wait written[g] (phase j)
-//!   t % 128 = 0: tensor_store per 64 columns
+//!   (u >= sets) t % 128 = 0: bulk_wait_read pending(buffers − batch); arrive read[g]
+//!               wait read[g] (phase u − sets)
+//!   buffer set u % sets, swizzled = finish(the batch's sums); fence_proxy_async; arrive written[g]
+//!   wait written[g] (phase u)
+//!   t % 128 = 0: tensor_store per atom of the batch
 //! ```
 //!
 //! and after the last round the first thread waits for its stores' reads (the block's shared
@@ -38,6 +43,8 @@ use tessera_ir::loops::{BufRole, CmpOp, IExpr, LoopProgram, Stmt, VExpr};
 pub(super) struct EpilogueStore {
     map: TensorMap,
     pub(super) tile: String,
+    /// 64-column atoms per consumer warpgroup's tile.
+    atoms: i64,
 }
 
 impl EpilogueStore {
@@ -70,8 +77,17 @@ impl EpilogueStore {
         {
             return None;
         }
-        let (mt, _) = t.fragments();
-        let rows = mt * t.step_tile().0;
+        let (mt, nt) = t.fragments();
+        let (rows, cols) = (mt * t.step_tile().0, nt * t.step_tile().1);
+        let (buffers, per_sync) = t.epilogue_atoms();
+        let atoms = cols / SWIZZLE_ROW;
+        // Whole atoms, and batches of a round that the buffer sets take in turns.
+        if cols % SWIZZLE_ROW != 0
+            || atoms % per_sync != 0
+            || (atoms / per_sync) % (buffers / per_sync) != 0
+        {
+            return None;
+        }
         let mut map = TensorMap {
             src: buf,
             dtype: spec.dtype,
@@ -89,26 +105,21 @@ impl EpilogueStore {
             map.strides.push(batch);
             map.box_dims.push(1);
         }
-        Some(EpilogueStore { map, tile })
+        Some(EpilogueStore { map, tile, atoms })
     }
 }
 
-/// Where accumulator `slot` of consumer thread `tt` lies in its warpgroup's region of the
-/// shared tile (atoms at `atom_at(atom)`): `swizzle_128(atom start + row · 64 + column % 64)`
-/// written so that it is a thread base plus constants and one of 8 `xor`s per thread — the
-/// swizzle's row is the lane's quad (`row % 8`), the column's 16-byte chunk a constant of
-/// the slot (the lane's part of the column stays inside the chunk) — instead of one long
-/// expression per element (the epilogue would spill).
-fn swizzled_place(
-    tt: &IExpr,
-    slot: i64,
-    t: GpuMmaTiling,
-    atom_at: impl Fn(IExpr) -> IExpr,
-) -> IExpr {
+/// Where accumulator `slot` of consumer thread `tt` lies in its warpgroup's buffers (the
+/// atom of columns `64a..64a + 64` at `atom_at(a)`): `swizzle_128(atom start + row · 64 +
+/// column % 64)` written so that it is a thread base plus constants and one of 8 `xor`s
+/// per thread — the swizzle's row is the lane's quad (`row % 8`), the column's 16-byte
+/// chunk a constant of the slot (the lane's part of the column stays inside the chunk) —
+/// instead of one long expression per element (the epilogue would spill).
+fn swizzled_place(tt: &IExpr, slot: i64, t: GpuMmaTiling, atom_at: impl Fn(i64) -> IExpr) -> IExpr {
     let (_, nt) = t.fragments();
-    let (step_rows, step_cols) = t.step_tile();
+    let step_rows = t.step_tile().0;
     let per_lane = t.shape().acc_per_lane();
-    let (e, mi, ni) = (slot % per_lane, slot / per_lane / nt, slot / per_lane % nt);
+    let (e, mi) = (slot % per_lane, slot / per_lane / nt);
     // The warpgroup accumulator layout (`MmaShape::acc_position`): warp `w` of the group
     // holds rows `16w..16w + 16`, lane `l` rows `l / 4` and `l / 4 + 8`, columns
     // `8c + 2(l % 4) + {0, 1}`.
@@ -122,13 +133,30 @@ fn swizzled_place(
         .times(16)
         .plus(quad.clone())
         .plus(IExpr::c(mi * step_rows + 8 * (e % 4 / 2)));
-    let column = ni * step_cols + 8 * (e / 4);
+    let column = slot_column(slot, t);
     let chunk = IExpr::c(column % SWIZZLE_ROW / 8).xor(quad);
-    atom_at(IExpr::c(column / SWIZZLE_ROW))
+    atom_at(column / SWIZZLE_ROW)
         .plus(row.times(SWIZZLE_ROW))
         .plus(chunk.times(8))
         .plus(lane.modulo(4).times(2))
         .plus(IExpr::c(e % 2))
+}
+
+/// The column (in its warpgroup's tile) of the first of the 8-column group that accumulator
+/// `slot` of every consumer thread lies in (`MmaShape::acc_position`).
+fn slot_column(slot: i64, t: GpuMmaTiling) -> i64 {
+    let (_, nt) = t.fragments();
+    let per_lane = t.shape().acc_per_lane();
+    slot / per_lane % nt * t.step_tile().1 + 8 * (slot % per_lane / 4)
+}
+
+/// The parity of an mbarrier's phase `j · per_round + c` (`c` may be negative where `j` is
+/// positive): written without the product, for `j`'s sake.
+fn phase_parity(j: &IExpr, per_round: i64, c: i64) -> IExpr {
+    match per_round % 2 {
+        0 => IExpr::c(c.rem_euclid(2)),
+        _ => j.clone().plus(IExpr::c(c.rem_euclid(2))).modulo(2),
+    }
 }
 
 impl Gen<'_> {
@@ -151,8 +179,8 @@ impl Gen<'_> {
     }
 
     /// The round's stores of consumer thread `th` (in the block; `tt` in its team) for the
-    /// tile at `at`, in its team's round `j`: through the shared tile by TMA (see the module
-    /// docs).
+    /// tile at `at`, in its team's round `j`: through the shared tile by TMA, a batch of
+    /// atoms at a time (see the module docs).
     pub(super) fn store_tile_by_tma(
         &self,
         at: &At,
@@ -164,77 +192,107 @@ impl Gen<'_> {
         let (s, t) = (self.spec, self.t);
         let group = th.clone().floordiv(WARPGROUP);
         let lead = VExpr::ICmp(CmpOp::Eq, tt.clone().modulo(WARPGROUP), IExpr::c(0));
-        let (mt, nt) = t.fragments();
-        let (step_rows, step_cols) = t.step_tile();
-        let (rows, cols) = (mt * step_rows, nt * step_cols);
-        let region = group.clone().times(rows * cols);
-        let atom_at = |atom: IExpr| region.clone().plus(atom.times(rows * SWIZZLE_ROW));
-        let mut out = vec![Stmt::If {
-            cond: VExpr::ICmp(CmpOp::Gt, j.clone(), IExpr::c(0)),
-            then: vec![
+        let (mt, _) = t.fragments();
+        let rows = mt * t.step_tile().0;
+        let (buffers, batch) = t.epilogue_atoms();
+        let batches = e.atoms / batch;
+        let sets = buffers / batch;
+        let region = group.clone().times(buffers * rows * SWIZZLE_ROW);
+        let read = self.epilogue_barrier(&group, true);
+        let written = self.epilogue_barrier(&group, false);
+        let fragments = self.fragments(tt);
+        let (wr, wc) = self.warp_origin(tt);
+        let mut out = Vec::new();
+        for q in 0..batches {
+            // Batch `u = j · batches + q` of the warpgroup writes buffer set `u % sets` (=
+            // `q % sets`: the sets divide the batches of a round), last written by batch
+            // `u − sets`, whose stores are the oldest of the `buffers` atoms' stores since.
+            let first = (q % sets - q) * batch;
+            let atom_at = |atom: i64| {
+                region
+                    .clone()
+                    .plus(IExpr::c((first + atom) * rows * SWIZZLE_ROW))
+            };
+            let free = vec![
                 Stmt::If {
                     cond: lead.clone(),
                     then: vec![
-                        Stmt::AsyncProxy(AsyncProxy::WaitRead { pending: 0 }),
-                        self.mbarrier(self.epilogue_barrier(&group, true), MbarrierOp::Arrive),
+                        Stmt::AsyncProxy(AsyncProxy::WaitRead {
+                            pending: buffers - batch,
+                        }),
+                        self.mbarrier(read.clone(), MbarrierOp::Arrive),
                     ],
                 },
                 self.mbarrier(
-                    self.epilogue_barrier(&group, true),
+                    read.clone(),
                     MbarrierOp::Wait {
-                        parity: j.clone().plus(IExpr::c(-1)).modulo(2),
+                        parity: phase_parity(j, batches, q - sets),
                     },
                 ),
-            ],
-        }];
-        for f in self.fragments(tt) {
-            let (i, jj) = (at.i0.clone().plus(f.row), at.j0.clone().plus(f.col));
-            let sum = super::convert(
-                VExpr::load(&self.acc, IExpr::c(f.slot)),
-                tessera_ir::DType::F32,
-                s.dtype,
-            );
-            let Stmt::Store { value, .. } = s.store_finished(&at.b, &i, &jj, sum) else {
-                unreachable!("store_finished is a store");
-            };
-            out.push(Stmt::Store {
-                buf: e.tile.clone(),
-                index: swizzled_place(tt, f.slot, t, atom_at),
-                value,
+            ];
+            match q < sets {
+                // The round's first batches reuse the last round's buffers: none before it.
+                true => out.push(Stmt::If {
+                    cond: VExpr::ICmp(CmpOp::Gt, j.clone(), IExpr::c(0)),
+                    then: free,
+                }),
+                false => out.extend(free),
+            }
+            let atoms = q * batch..(q + 1) * batch;
+            for f in fragments
+                .iter()
+                .filter(|f| atoms.contains(&(slot_column(f.slot, t) / SWIZZLE_ROW)))
+            {
+                let (i, jj) = (
+                    at.i0.clone().plus(f.row.clone()),
+                    at.j0.clone().plus(f.col.clone()),
+                );
+                let sum = super::convert(
+                    VExpr::load(&self.acc, IExpr::c(f.slot)),
+                    tessera_ir::DType::F32,
+                    s.dtype,
+                );
+                let Stmt::Store { value, .. } = s.store_finished(&at.b, &i, &jj, sum) else {
+                    unreachable!("store_finished is a store");
+                };
+                out.push(Stmt::Store {
+                    buf: e.tile.clone(),
+                    index: swizzled_place(tt, f.slot, t, atom_at),
+                    value,
+                });
+            }
+            out.push(Stmt::AsyncProxy(AsyncProxy::Fence));
+            out.push(self.mbarrier(written.clone(), MbarrierOp::Arrive));
+            // The whole warpgroup waits (as CUTLASS's epilogue synchronises all its threads),
+            // so that the first thread's issue is a predicated block, not a branch its warp
+            // would leave it spinning in before the next `wgmma`s.
+            out.push(self.mbarrier(
+                written.clone(),
+                MbarrierOp::Wait {
+                    parity: phase_parity(j, batches, q),
+                },
+            ));
+            let issue = atoms
+                .map(|atom| {
+                    let col = at
+                        .j0
+                        .clone()
+                        .plus(wc.clone())
+                        .plus(IExpr::c(atom * SWIZZLE_ROW));
+                    let row = at.i0.clone().plus(wr.clone());
+                    Stmt::TensorStore(TensorStore {
+                        map: e.map.clone(),
+                        src: e.tile.clone(),
+                        src_at: atom_at(atom),
+                        coords: Self::coords(&e.map, col, row, &at.b),
+                    })
+                })
+                .collect();
+            out.push(Stmt::If {
+                cond: lead.clone(),
+                then: issue,
             });
         }
-        out.push(Stmt::AsyncProxy(AsyncProxy::Fence));
-        let written = self.epilogue_barrier(&group, false);
-        out.push(self.mbarrier(written.clone(), MbarrierOp::Arrive));
-        // The whole warpgroup waits (as CUTLASS's epilogue synchronises all its threads), so
-        // that the first thread's issue is a predicated block, not a branch its warp would
-        // leave it spinning in before the next `wgmma`s.
-        out.push(self.mbarrier(
-            written,
-            MbarrierOp::Wait {
-                parity: j.clone().modulo(2),
-            },
-        ));
-        let (wr, wc) = self.warp_origin(tt);
-        let mut issue = Vec::new();
-        for atom in 0..cols / SWIZZLE_ROW {
-            let col = at
-                .j0
-                .clone()
-                .plus(wc.clone())
-                .plus(IExpr::c(atom * SWIZZLE_ROW));
-            let row = at.i0.clone().plus(wr.clone());
-            issue.push(Stmt::TensorStore(TensorStore {
-                map: e.map.clone(),
-                src: e.tile.clone(),
-                src_at: atom_at(IExpr::c(atom)),
-                coords: Self::coords(&e.map, col, row, &at.b),
-            }));
-        }
-        out.push(Stmt::If {
-            cond: lead,
-            then: issue,
-        });
         out
     }
 

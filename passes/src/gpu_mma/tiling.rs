@@ -222,6 +222,20 @@ pub enum MmaEpilogue {
     /// 16-byte-aligned rows, or the tiles do not divide the matrix, the stores stay direct.
     /// Costs a tile of shared memory per team.
     TensorStore,
+    /// A TMA epilogue through two sub-tiles per consumer warpgroup (64 columns of its rows
+    /// each, CUTLASS's epilogue sub-tiles) written and stored in turn: the warpgroup writes
+    /// one while the copy engine reads the other. Half a 128×256 cooperative tile's shared
+    /// memory (32 KiB instead of 64), so such a pipeline keeps four buffers; a warpgroup
+    /// synchronises once per 64 columns instead of once per tile. Needs what
+    /// [`MmaEpilogue::TensorStore`] needs.
+    TensorStoreSubTiles,
+}
+
+impl MmaEpilogue {
+    /// Whether the consumers store through shared memory by TMA.
+    pub fn by_tma(self) -> bool {
+        self != MmaEpilogue::Direct
+    }
 }
 
 /// Output tiles row after row: [`GpuMmaTiling::group_rows`] of tilings recorded before the
@@ -241,7 +255,11 @@ impl GpuMmaTiling {
     pub const DEPTHS: [i64; 3] = [16, 32, 64];
     pub const WARPS: [i64; 3] = [1, 2, 4];
     /// The epilogues the tuner chooses from (the `mma_epilogue` knob: a position here).
-    pub const EPILOGUES: [MmaEpilogue; 2] = [MmaEpilogue::Direct, MmaEpilogue::TensorStore];
+    pub const EPILOGUES: [MmaEpilogue; 3] = [
+        MmaEpilogue::Direct,
+        MmaEpilogue::TensorStore,
+        MmaEpilogue::TensorStoreSubTiles,
+    ];
     /// (The deep pipelines, then TMA, then warp specialisation, then on a persistent grid,
     /// then with ping-pong consumers, last: a tuning record names a staging by its position
     /// here.)
@@ -366,7 +384,7 @@ impl GpuMmaTiling {
                 engine: Self::ENGINES[pick(&[0, 1]) as usize],
                 layout: Self::LAYOUTS[pick(&[0, 1]) as usize],
                 group_rows: pick(&Self::GROUP_ROWS),
-                epilogue: Self::EPILOGUES[pick(&[0, 1]) as usize],
+                epilogue: Self::EPILOGUES[pick(&[0, 1, 2]) as usize],
             },
             |t| t.validate(spec).is_ok() && t.fits(spec),
         )
@@ -473,10 +491,9 @@ impl GpuMmaTiling {
         elements.max(0) as usize * dtype.size() + barriers
     }
 
-    /// Whether the consumers store by TMA ([`MmaEpilogue::TensorStore`]).
+    /// Whether the consumers store by TMA ([`MmaEpilogue::by_tma`]).
     pub(super) fn stores_by_tma(&self) -> bool {
-        self.epilogue == MmaEpilogue::TensorStore
-            && matches!(self.staging, MmaStaging::WarpSpecialized { .. })
+        self.epilogue.by_tma() && matches!(self.staging, MmaStaging::WarpSpecialized { .. })
     }
 
     /// Teams of consumer warps (warpgroups), each computing whole output tiles: a
@@ -493,11 +510,26 @@ impl GpuMmaTiling {
         self.teams() * self.warps_m * self.warps_n
     }
 
-    /// Elements of the shared tile a TMA epilogue writes: each team's output tile.
+    /// Elements of the shared tile a TMA epilogue writes: per consumer warpgroup its
+    /// [`GpuMmaTiling::epilogue_atoms`] of 64 columns of its rows.
     pub(super) fn epilogue_len(&self) -> i64 {
-        match self.stores_by_tma() {
-            true => self.teams() * self.bm * self.bn,
-            false => 0,
+        let (mt, _) = self.fragments();
+        let rows = mt * self.step_tile().0;
+        self.consumer_warpgroups() * self.epilogue_atoms().0 * rows * SWIZZLE_ROW
+    }
+
+    /// A TMA epilogue's buffers per consumer warpgroup and the atoms (64 columns of its
+    /// rows) it writes between two synchronisations: its whole tile at once
+    /// ([`MmaEpilogue::TensorStore`]), or two sub-tiles one at a time
+    /// ([`MmaEpilogue::TensorStoreSubTiles`]; one where the warpgroup's tile is one atom
+    /// wide). None without one.
+    pub(super) fn epilogue_atoms(&self) -> (i64, i64) {
+        let (_, nt) = self.fragments();
+        let atoms = nt * self.step_tile().1 / SWIZZLE_ROW;
+        match (self.stores_by_tma(), self.epilogue) {
+            (false, _) | (_, MmaEpilogue::Direct) => (0, 0),
+            (true, MmaEpilogue::TensorStore) => (atoms, atoms),
+            (true, MmaEpilogue::TensorStoreSubTiles) => (atoms.min(2), 1),
         }
     }
 
@@ -603,7 +635,7 @@ impl GpuMmaTiling {
                     .into(),
             );
         }
-        if t.epilogue == MmaEpilogue::TensorStore && !t.stores_by_tma() {
+        if t.epilogue.by_tma() && !t.stores_by_tma() {
             return bad("a TMA epilogue needs a warp-specialised pipeline".into());
         }
         if matches!(

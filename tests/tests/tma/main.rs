@@ -267,7 +267,7 @@ fn checked_batched_product(
     let kernel = &kernels[0];
     let spec = kernel.product.as_ref().unwrap();
     let t = edit(GpuMmaTiling::swizzled_warpgroup_for(spec));
-    assert_eq!((t.bn, t.bk), (64, 64));
+    assert_eq!(t.bk, 64);
     let tiled = tile_mma(&kernel.program, spec, &t).unwrap();
     verify(&tiled).unwrap();
     let inputs = oracle::program_inputs(&kernel.program, 5);
@@ -649,98 +649,11 @@ fn assert_ptxas_keeps_the_steps_async(ptx: &str) {
     );
 }
 
-/// The TMA epilogue (`MmaEpilogue::TensorStore`): a persistent cooperative pipeline (3
-/// blocks over 4 tiles: block 0 stores twice, waiting for its first stores' reads before it
-/// writes its tile again) and a ping-pong one (one block: each team stores twice) write
-/// their tiles to shared memory and store them by TMA, agreeing with the plain kernel; the
-/// interpreter refuses them without their fences or their waits for the stores' reads; the
-/// PTX stores through a tensor map over the output and passes ptxas.
-#[test]
-fn a_tma_epilogue_stores_each_tile_through_shared_memory() {
-    use tessera_ir::loops::tma::AsyncProxy;
-    use tessera_passes::gpu_mma::MmaEpilogue;
-    for (blocks, consumers) in [(3, Consumers::Cooperative), (1, Consumers::PingPong)] {
-        let what = format!("{consumers:?} on {blocks} block(s)");
-        let (tiled, inputs) = checked_product_with([256, 64, 128], |t| GpuMmaTiling {
-            staging: MmaStaging::WarpSpecialized {
-                stages: 2,
-                persistent_blocks: blocks,
-                consumers,
-            },
-            epilogue: MmaEpilogue::TensorStore,
-            bn: 64,
-            ..t
-        });
-        if let Some(dir) = std::env::var_os("TESSERA_DUMP") {
-            std::fs::write(
-                std::path::Path::new(&dir).join(format!("{blocks}.tess")),
-                tiled.to_string(),
-            )
-            .unwrap();
-        }
-        let stores = count(&tiled.body, &|s| matches!(s, Stmt::TensorStore(_)));
-        assert_eq!(stores, 1, "{what}: one box per warpgroup's 64 columns");
-        let out_stores = count(
-            &tiled.body,
-            &|s| matches!(s, Stmt::Store { buf, .. } if buf == "y"),
-        );
-        assert_eq!(out_stores, 0, "{what}: no direct store of the output");
-        let replace = |from: AsyncProxy, to: AsyncProxy| {
-            let mut broken = tiled.clone();
-            edit_stmts(&mut broken.body, &|s| match s {
-                Stmt::AsyncProxy(a) if *a == from => {
-                    *a = to.clone();
-                    true
-                }
-                _ => false,
-            });
-            broken
-        };
-        let wait = AsyncProxy::WaitRead { pending: 0 };
-        let no_fence = replace(AsyncProxy::Fence, AsyncProxy::WaitRead { pending: 8 });
-        let no_wait = replace(wait.clone(), AsyncProxy::Fence);
-        assert_refused(&no_fence, &tiled, &inputs, &["no fence_proxy_async"], &what);
-        assert_refused(
-            &no_wait,
-            &tiled,
-            &inputs,
-            &["tensor store still reads"],
-            &what,
-        );
-        if ptxas_or_skip("a_tma_epilogue_stores_each_tile_through_shared_memory").is_some() {
-            let module = sm90_ptx(&tiled);
-            assert!(
-                module.text.contains(".global.shared::cta.bulk_group"),
-                "{what}"
-            );
-            let maps = &module.kernels[0].tensor_maps;
-            assert_eq!(maps.len(), 3, "{what}: A, B and the output");
-            assert_ptxas_keeps_the_steps_async(&module.text);
-        }
-    }
-    // A batch of products: the boxes are 3-D (one batch element deep).
-    let (tiled, _) = checked_batched_product(&[2], [128, 64, 128], |t| GpuMmaTiling {
-        staging: MmaStaging::WarpSpecialized {
-            stages: 2,
-            persistent_blocks: 3,
-            consumers: Consumers::Cooperative,
-        },
-        epilogue: MmaEpilogue::TensorStore,
-        bn: 64,
-        ..t
-    });
-    let mut ranks = Vec::new();
-    tessera_ir::loops::each_stmt(&tiled.body, &mut |s| {
-        if let Stmt::TensorStore(c) = s {
-            ranks.push(c.map.extents.len());
-        }
-    });
-    assert_eq!(ranks, [3], "one 3-D tensor store");
-}
-
 /// How many statements of `body` (at any depth) satisfy `f`.
 fn count(body: &[Stmt], f: &dyn Fn(&Stmt) -> bool) -> usize {
     let mut n = 0;
     tessera_ir::loops::each_stmt(body, &mut |s| n += f(s) as usize);
     n
 }
+
+mod epilogue;
