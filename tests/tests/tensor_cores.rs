@@ -507,6 +507,48 @@ fn tensor_cores_are_chosen_by_dtype_and_architecture() {
     }
 }
 
+/// The default tiles of a product too small to give every multiprocessor a block shrink
+/// (the longer side first, to 64 × 64 at least) until it does or can shrink no further; a
+/// product that fills the GPU keeps its 128 × 128 tiles — for warps and warpgroups alike.
+#[test]
+fn small_products_take_smaller_default_tiles_to_fill_the_gpu() {
+    use tessera_passes::gpu_mma::HOPPER_SMS;
+    for (batch, m, k, n, want) in [
+        // The GPU-sized transformer block's projections: 12 blocks of 128 × 128.
+        (1, 512, 384, 384, (64, 64)),
+        // Its attention scores (6 heads): 96 blocks, then 192.
+        (6, 512, 64, 512, (64, 128)),
+        (1, 4096, 512, 4096, (128, 128)),
+        // Narrower than 64 from the start: the columns stay.
+        (1, 64, 64, 32, (64, 32)),
+    ] {
+        let lead = if batch > 1 {
+            format!("{batch},")
+        } else {
+            String::new()
+        };
+        let text = format!(
+            "graph \"g\" opset 21 {{\n input a: f16[{lead}{m},{k}]\n input b: f16[{lead}{k},{n}]\n node \"mm\" MatMul(a, b) -> (y: f16[{lead}{m},{n}])\n output y\n}}"
+        );
+        let g = tessera_ir::text::parse_graph(&text).unwrap();
+        let kernels = tessera::fuzzgen::unscheduled_kernels(&g, &tessera::Target::host()).unwrap();
+        let spec = kernels[0].product.as_ref().unwrap();
+        for t in [
+            GpuMmaTiling::default_for(spec),
+            GpuMmaTiling::warpgroup_default_for(spec),
+        ] {
+            let what = format!("{batch} x {m} x {k} x {n} with {t:?}");
+            assert_eq!((t.bm, t.bn), want, "{what}");
+            t.validate(spec).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let blocks = batch * ((m + t.bm - 1) / t.bm) * ((n + t.bn - 1) / t.bn);
+            assert!(
+                blocks >= HOPPER_SMS || t.bm.min(t.bn) <= 64,
+                "{what}: {blocks} blocks"
+            );
+        }
+    }
+}
+
 /// Arguments are claimed aligned only as far as the memory plan makes them: a view at an odd
 /// element offset is not.
 #[test]

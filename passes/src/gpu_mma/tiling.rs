@@ -126,6 +126,31 @@ pub const MAX_PERSISTENT_BLOCKS: i64 = 4 * HOPPER_SMS;
 /// block each (an H100 PCIe has 114; the tuner measures either grid).
 pub const HOPPER_SMS: i64 = 132;
 
+/// Tile sides `(bm, bn)` for `spec` from `(bm, bn)`: the longer side (rows on a tie) halved,
+/// neither below `least` (nor below what it was where it started smaller), while the grid
+/// has fewer blocks than [`HOPPER_SMS`] — a grid of a dozen blocks leaves nine in ten
+/// multiprocessors idle, where smaller tiles (more steps per byte staged, but all the
+/// multiprocessors) finish sooner. (A product that fills the GPU keeps its tiles.)
+pub fn fill_the_gpu(spec: &ProductSpec, bm: i64, bn: i64, least: i64) -> (i64, i64) {
+    let blocks = |bm: i64, bn: i64| spec.batch * ceil_div(spec.m, bm) * ceil_div(spec.n, bn);
+    let (mut bm, mut bn) = (bm, bn);
+    while blocks(bm, bn) < HOPPER_SMS {
+        let (m_halves, n_halves) = (bm / 2 >= least, bn / 2 >= least);
+        match (m_halves, n_halves) {
+            (true, true) if bm >= bn => bm /= 2,
+            (_, true) => bn /= 2,
+            (true, false) => bm /= 2,
+            (false, false) => break,
+        }
+    }
+    (bm, bn)
+}
+
+/// Tiles of side `d` over an extent `x` (at least one).
+fn ceil_div(x: i64, d: i64) -> i64 {
+    (x.max(1) + d - 1) / d
+}
+
 impl MmaStaging {
     /// Mbarriers of a warp-specialised pipeline: a "full" and an "empty" one per buffer, and
     /// ping-pong consumers' two "turn" ones (see [`Consumers`]); a TMA pipeline's: one per
@@ -309,12 +334,14 @@ impl GpuMmaTiling {
     pub const LAYOUTS: [MmaLayout; 2] = [MmaLayout::Plain, MmaLayout::Swizzled];
 
     /// The default for `spec`: per side a tile of the extent rounded up to a power of two,
-    /// 16 to 128; up to 2 × 4 warps, each with a 64 × 32 region (4 × 4 fragments) at full
-    /// size; 32 deep; staged by asynchronous copies two buffers deep. A big product gets
-    /// 128 × 128 tiles: 256 threads, 37 KB of shared memory, 64 f32 accumulators per thread.
+    /// 16 to 128, halved down to 64 × 64 while the grid has fewer blocks than a GPU has
+    /// multiprocessors ([`fill_the_gpu`]); up to 2 × 4 warps, each with a 64 × 32 region (4
+    /// × 4 fragments) at full size; 32 deep; staged by asynchronous copies two buffers
+    /// deep. A big product gets 128 × 128 tiles: 256 threads, 37 KB of shared memory, 64
+    /// f32 accumulators per thread.
     pub fn default_for(spec: &ProductSpec) -> GpuMmaTiling {
         let side = |extent: i64| (extent.max(1) as u64).next_power_of_two().clamp(16, 128) as i64;
-        let (bm, bn) = (side(spec.m), side(spec.n));
+        let (bm, bn) = fill_the_gpu(spec, side(spec.m), side(spec.n), 64);
         GpuMmaTiling {
             bm,
             bn,
@@ -329,12 +356,27 @@ impl GpuMmaTiling {
         }
     }
 
-    /// The warpgroup ([`MmaEngine::Warpgroup`]) default for `spec`: a tile of the extent
-    /// rounded up to a power of two per side, 64 to 128 rows and 16 to 128 columns, a
+    /// The warpgroup ([`MmaEngine::Warpgroup`]) default for `spec`:
+    /// [`GpuMmaTiling::warpgroup_tile_for`], its tile halved down to 64 × 64 while the grid
+    /// has fewer blocks than a GPU has multiprocessors ([`fill_the_gpu`]: a 512 × 384
+    /// product takes 48 blocks of 64 × 64, not 12 of 128 × 128).
+    pub fn warpgroup_default_for(spec: &ProductSpec) -> GpuMmaTiling {
+        let largest = Self::warpgroup_tile_for(spec);
+        let (bm, bn) = fill_the_gpu(spec, largest.bm, largest.bn, WGMMA_M);
+        GpuMmaTiling {
+            bm,
+            bn,
+            warps_m: bm / WGMMA_M,
+            ..largest
+        }
+    }
+
+    /// The largest warpgroup ([`MmaEngine::Warpgroup`]) tile for `spec`: a tile of the
+    /// extent rounded up to a power of two per side, 64 to 128 rows and 16 to 128 columns, a
     /// warpgroup per 64 rows (one `m64nNk16` step across the tile's columns), 64 deep (less
     /// for a shorter `k`), staged by async copies three buffers deep — 96 KB of (dynamic)
     /// shared memory at 128 × 128, so that two blocks share an sm_90 multiprocessor.
-    pub fn warpgroup_default_for(spec: &ProductSpec) -> GpuMmaTiling {
+    pub fn warpgroup_tile_for(spec: &ProductSpec) -> GpuMmaTiling {
         let side = |extent: i64, lo: i64| {
             (extent.max(1) as u64)
                 .next_power_of_two()
@@ -355,11 +397,11 @@ impl GpuMmaTiling {
         }
     }
 
-    /// [`GpuMmaTiling::warpgroup_default_for`] with its tiles 128-byte swizzled
+    /// [`GpuMmaTiling::warpgroup_tile_for`] with its tiles 128-byte swizzled
     /// ([`MmaLayout::Swizzled`]): 64-deep `k` tiles, at least 64 columns — valid where the
     /// product is wide and deep enough (`validate`, `fits`).
     pub fn swizzled_warpgroup_for(spec: &ProductSpec) -> GpuMmaTiling {
-        let warpgroup = Self::warpgroup_default_for(spec);
+        let warpgroup = Self::warpgroup_tile_for(spec);
         GpuMmaTiling {
             bn: warpgroup.bn.max(SWIZZLE_ROW),
             bk: SWIZZLE_ROW,
