@@ -333,19 +333,37 @@ impl GpuExecutable {
     }
 
     /// Device time of whole runs on the inputs already uploaded: `warmup` unmeasured runs,
-    /// then `runs` (at least one) each timed from first launch to synchronisation, in
-    /// milliseconds, sorted.
+    /// then `runs` (at least one), each the time between two events recorded on the stream
+    /// before its first launch and after its last — as `scripts/gpu_baselines.py` times
+    /// PyTorch (`torch.cuda.Event`), so that the ratios compare like with like: a host
+    /// clock around launch and synchronisation would add the launch call and the
+    /// synchronisation's wake-up (several µs: 5–15 % of a 0.06 ms kernel) to tessera's side
+    /// only. In milliseconds, sorted.
     pub fn time_runs(&mut self, warmup: usize, runs: usize) -> Result<Vec<f64>, RuntimeError> {
         for _ in 0..warmup {
             self.launch_all()?;
         }
         self.synchronize()?;
+        let timing = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let event = || {
+            self.stream
+                .context()
+                .new_event(timing)
+                .map_err(driver("creating a timing event"))
+        };
+        let (start, end) = (event()?, event()?);
         let mut times = Vec::with_capacity(runs.max(1));
         for _ in 0..runs.max(1) {
-            let t = std::time::Instant::now();
+            start
+                .record(&self.stream)
+                .map_err(driver("recording an event"))?;
             self.launch_all()?;
-            self.synchronize()?;
-            times.push(t.elapsed().as_secs_f64() * 1e3);
+            end.record(&self.stream)
+                .map_err(driver("recording an event"))?;
+            let ms = start
+                .elapsed_ms(&end)
+                .map_err(driver("reading the time between two events"))?;
+            times.push(f64::from(ms));
         }
         times.sort_by(f64::total_cmp);
         Ok(times)
