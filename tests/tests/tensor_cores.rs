@@ -509,7 +509,8 @@ fn tensor_cores_are_chosen_by_dtype_and_architecture() {
 
 /// The default tiles of a product too small to give every multiprocessor a block shrink
 /// (the longer side first, to 64 × 64 at least) until it does or can shrink no further; a
-/// product that fills the GPU keeps its 128 × 128 tiles — for warps and warpgroups alike.
+/// product that fills the GPU keeps its 128 × 128 tiles — for warps and warpgroups alike;
+/// a block has four warps at least.
 #[test]
 fn small_products_take_smaller_default_tiles_to_fill_the_gpu() {
     use tessera_passes::gpu_mma::HOPPER_SMS;
@@ -545,6 +546,12 @@ fn small_products_take_smaller_default_tiles_to_fill_the_gpu() {
                 blocks >= HOPPER_SMS || t.bm.min(t.bn) <= 64,
                 "{what}: {blocks} blocks"
             );
+            // Four warps (or a warpgroup) at least: one per quarter of a multiprocessor.
+            let warps = match t.engine {
+                MmaEngine::Warp => t.warps_m * t.warps_n,
+                MmaEngine::Warpgroup => 4 * t.warps_m * t.warps_n,
+            };
+            assert!(warps >= 4, "{what}: {warps} warps");
         }
     }
 }

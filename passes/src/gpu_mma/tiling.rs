@@ -336,18 +336,25 @@ impl GpuMmaTiling {
     /// The default for `spec`: per side a tile of the extent rounded up to a power of two,
     /// 16 to 128, halved down to 64 × 64 while the grid has fewer blocks than a GPU has
     /// multiprocessors ([`fill_the_gpu`]); up to 2 × 4 warps, each with a 64 × 32 region (4
-    /// × 4 fragments) at full size; 32 deep; staged by asynchronous copies two buffers
+    /// × 4 fragments) at full size, at least four where the rows allow; 32 deep; staged by asynchronous copies two buffers
     /// deep. A big product gets 128 × 128 tiles: 256 threads, 37 KB of shared memory, 64
     /// f32 accumulators per thread.
     pub fn default_for(spec: &ProductSpec) -> GpuMmaTiling {
         let side = |extent: i64| (extent.max(1) as u64).next_power_of_two().clamp(16, 128) as i64;
         let (bm, bn) = fill_the_gpu(spec, side(spec.m), side(spec.n), 64);
+        let (mut warps_m, warps_n) = ((bm / 64).max(1), (bn / 32).max(1));
+        // At least four warps where the rows allow (regions of 32 or 16 rows): a
+        // multiprocessor's four tensor cores each serve the warps of one quarter of it, so a
+        // block of two warps alone on one (a small product's grid) would leave two idle.
+        while warps_m * warps_n < 4 && bm / warps_m >= 32 {
+            warps_m *= 2;
+        }
         GpuMmaTiling {
             bm,
             bn,
             bk: 32,
-            warps_m: (bm / 64).max(1),
-            warps_n: (bn / 32).max(1),
+            warps_m,
+            warps_n,
             staging: MmaStaging::AsyncCopy { stages: 2 },
             engine: MmaEngine::Warp,
             layout: MmaLayout::Plain,
