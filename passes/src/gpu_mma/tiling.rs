@@ -336,9 +336,9 @@ impl GpuMmaTiling {
     /// The default for `spec`: per side a tile of the extent rounded up to a power of two,
     /// 16 to 128, halved down to 64 × 64 while the grid has fewer blocks than a GPU has
     /// multiprocessors ([`fill_the_gpu`]); up to 2 × 4 warps, each with a 64 × 32 region (4
-    /// × 4 fragments) at full size, at least four where the rows allow; 32 deep; staged by asynchronous copies two buffers
-    /// deep. A big product gets 128 × 128 tiles: 256 threads, 37 KB of shared memory, 64
-    /// f32 accumulators per thread.
+    /// × 4 fragments) at full size, at least four where the rows allow; 32 deep; staged by
+    /// asynchronous copies two buffers deep. A big product gets 128 × 128 tiles: 256
+    /// threads, 37 KB of shared memory, 64 f32 accumulators per thread.
     pub fn default_for(spec: &ProductSpec) -> GpuMmaTiling {
         let side = |extent: i64| (extent.max(1) as u64).next_power_of_two().clamp(16, 128) as i64;
         let (bm, bn) = fill_the_gpu(spec, side(spec.m), side(spec.n), 64);
