@@ -43,8 +43,6 @@ use tessera_ir::loops::{BufRole, CmpOp, IExpr, LoopProgram, Stmt, VExpr};
 pub(super) struct EpilogueStore {
     map: TensorMap,
     pub(super) tile: String,
-    /// 64-column atoms per consumer warpgroup's tile.
-    atoms: i64,
 }
 
 impl EpilogueStore {
@@ -77,8 +75,7 @@ impl EpilogueStore {
         {
             return None;
         }
-        let (mt, nt) = t.fragments();
-        let (rows, cols) = (mt * t.step_tile().0, nt * t.step_tile().1);
+        let (rows, cols) = t.warp_region();
         let (buffers, per_sync) = t.epilogue_atoms();
         let atoms = cols / SWIZZLE_ROW;
         // Whole atoms, and batches of a round that the buffer sets take in turns.
@@ -105,7 +102,7 @@ impl EpilogueStore {
             map.strides.push(batch);
             map.box_dims.push(1);
         }
-        Some(EpilogueStore { map, tile, atoms })
+        Some(EpilogueStore { map, tile })
     }
 }
 
@@ -192,10 +189,9 @@ impl Gen<'_> {
         let (s, t) = (self.spec, self.t);
         let group = th.clone().floordiv(WARPGROUP);
         let lead = VExpr::ICmp(CmpOp::Eq, tt.clone().modulo(WARPGROUP), IExpr::c(0));
-        let (mt, _) = t.fragments();
-        let rows = mt * t.step_tile().0;
+        let (rows, cols) = t.warp_region();
         let (buffers, batch) = t.epilogue_atoms();
-        let batches = e.atoms / batch;
+        let batches = cols / SWIZZLE_ROW / batch;
         let sets = buffers / batch;
         let region = group.clone().times(buffers * rows * SWIZZLE_ROW);
         let read = self.epilogue_barrier(&group, true);

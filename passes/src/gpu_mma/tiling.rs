@@ -496,6 +496,12 @@ impl GpuMmaTiling {
         (self.bm / self.warps_m / rows, self.bn / self.warps_n / cols)
     }
 
+    /// Rows and columns of a warp's (warpgroup's) region of the block tile: its steps'.
+    pub(super) fn warp_region(&self) -> (i64, i64) {
+        let ((mt, nt), (rows, cols)) = (self.fragments(), self.step_tile());
+        (mt * rows, nt * cols)
+    }
+
     /// Elements per staged row of `A` (`k` and the padding).
     pub(super) fn row(&self) -> i64 {
         self.bk + ROW_PAD
@@ -562,8 +568,7 @@ impl GpuMmaTiling {
     /// Elements of the shared tile a TMA epilogue writes: per consumer warpgroup its
     /// [`GpuMmaTiling::epilogue_atoms`] of 64 columns of its rows.
     pub(super) fn epilogue_len(&self) -> i64 {
-        let (mt, _) = self.fragments();
-        let rows = mt * self.step_tile().0;
+        let rows = self.warp_region().0;
         self.consumer_warpgroups() * self.epilogue_atoms().0 * rows * SWIZZLE_ROW
     }
 
@@ -573,8 +578,7 @@ impl GpuMmaTiling {
     /// ([`MmaEpilogue::TensorStoreSubTiles`]; one where the warpgroup's tile is one atom
     /// wide). None without one.
     pub(super) fn epilogue_atoms(&self) -> (i64, i64) {
-        let (_, nt) = self.fragments();
-        let atoms = nt * self.step_tile().1 / SWIZZLE_ROW;
+        let atoms = self.warp_region().1 / SWIZZLE_ROW;
         match (self.stores_by_tma(), self.epilogue) {
             (false, _) | (_, MmaEpilogue::Direct) => (0, 0),
             (true, MmaEpilogue::TensorStore) => (atoms, atoms),
